@@ -1,0 +1,165 @@
+//! The vocabulary between the node core and whatever drives it (the tokio
+//! runtime or the simulator): inputs, outputs, timers, events and counters.
+//!
+//! Owns only plain data. Must never hold a socket, a clock or a thread.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::identity::{Identity, NodeId, Role};
+use super::notices::Notice;
+
+/// Time as the node sees it: the distance from an origin the driver picks
+/// (process start in the runtime, zero in the simulator).
+pub type Time = Duration;
+
+/// What TLS proved about the other end of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCert {
+    pub id: NodeId,
+    pub role: Role,
+}
+
+/// Everything that can happen to a node.
+#[derive(Debug)]
+pub enum Input {
+    /// A SWIM datagram that arrived on a connection authenticated as `from`.
+    Datagram { from: PeerCert, bytes: Vec<u8> },
+    /// A timer the node asked for is due.
+    Timer(Timer),
+    /// The driver found out which node answers at a seed address.
+    Identified { addr: SocketAddr, peer: PeerCert },
+    /// Leave the cluster gracefully (SIGTERM, SIGINT).
+    Leave,
+    /// Spread a notice to the whole cluster (for instance a revocation).
+    Publish(Notice),
+}
+
+/// A timer: deliver it back as [`Input::Timer`] at `at` (or later).
+#[derive(Debug, Clone)]
+pub struct Timer {
+    /// When the node wants it back.
+    pub at: Time,
+    pub(crate) kind: TimerKind,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum TimerKind {
+    /// One of foca's own timers.
+    Swim(foca::Timer<Identity>),
+    /// The re-announce loop; stale when the token is not current.
+    Rejoin(u64),
+    /// Once per probe period: local-health decay, view refresh, notices.
+    Housekeeping,
+}
+
+impl Timer {
+    /// A stable tag for logs and traces.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            TimerKind::Swim(foca::Timer::ProbeRandomMember(_)) => "probe",
+            TimerKind::Swim(foca::Timer::SendIndirectProbe { .. }) => "indirect-probe",
+            TimerKind::Swim(foca::Timer::ChangeSuspectToDown { .. }) => "suspect-to-down",
+            TimerKind::Swim(foca::Timer::PeriodicAnnounce(_)) => "announce",
+            TimerKind::Swim(foca::Timer::PeriodicAnnounceDown(_)) => "announce-down",
+            TimerKind::Swim(foca::Timer::PeriodicGossip(_)) => "gossip",
+            TimerKind::Swim(foca::Timer::RemoveDown(_)) => "remove-down",
+            TimerKind::Rejoin(_) => "rejoin",
+            TimerKind::Housekeeping => "housekeeping",
+        }
+    }
+}
+
+/// Everything a node asks of its driver.
+#[derive(Debug)]
+pub enum Output {
+    /// Send these bytes to `to` as one datagram.
+    Send { to: Identity, bytes: Vec<u8> },
+    /// Find out which node answers at `addr`, then report it as
+    /// [`Input::Identified`]. Failing silently is fine: the node retries.
+    Identify { addr: SocketAddr },
+    /// Deliver this timer back when it is due.
+    SetTimer(Timer),
+    /// Something worth telling the outside world.
+    Event(Event),
+}
+
+/// A change that the driver may log, persist or show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A member became active.
+    MemberUp(Identity),
+    /// A member was declared down; `left` if it had announced its departure.
+    MemberDown { identity: Identity, left: bool },
+    /// A member came back under a newer identity.
+    Renamed { from: Identity, to: Identity },
+    /// This node is known by at least one active member.
+    Active,
+    /// Every member this node knew is down or gone.
+    Idle,
+    /// This node was declared down and rejoined as a new generation; the
+    /// driver must persist the generation.
+    Rejoined(Identity),
+    /// A notice learned from the cluster (or published here).
+    Notice(Notice),
+}
+
+/// Plain counters; the runtime exports them as Prometheus metrics and the
+/// simulator prints them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Largest datagram this node sent, in bytes.
+    pub max_datagram_bytes_out: u64,
+    pub dropped_malformed: u64,
+    pub dropped_oversized: u64,
+    /// Datagrams whose sender claimed another id or role than its certificate.
+    pub dropped_spoofed: u64,
+    /// Datagrams refused by foca itself (stale, from ourselves, etc.).
+    pub dropped_rejected: u64,
+    pub dropped_output_full: u64,
+    pub probes: u64,
+    pub probes_failed: u64,
+    /// Members newly seen as suspect.
+    pub suspicions: u64,
+    /// Suspects that came back alive at the same generation: a suspicion
+    /// that turned out false.
+    pub refutations: u64,
+    /// Times this node had to refute a suspicion about itself.
+    pub self_refutations: u64,
+    pub late_timers: u64,
+    pub members_up: u64,
+    pub members_down: u64,
+    pub rejoin_announces: u64,
+}
+
+/// How a member looks from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MemberState {
+    Alive,
+    Suspect,
+    Down,
+    Left,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Down => "down",
+            MemberState::Left => "left",
+        }
+    }
+}
+
+/// One row of `juju members`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub identity: Identity,
+    pub state: MemberState,
+    pub incarnation: u16,
+}

@@ -1,0 +1,17 @@
+//! The sans-IO core: everything a manager decides, with no I/O at all.
+//! The simulator and the tokio runtime drive exactly this code.
+
+pub mod codec;
+pub mod health;
+pub mod identity;
+pub mod io;
+pub mod node;
+pub mod notices;
+pub mod rejoin;
+pub mod timing;
+
+pub use identity::{Identity, NodeId, Role};
+pub use io::{Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer};
+pub use node::{Node, NodeConfig};
+pub use notices::Notice;
+pub use timing::Timing;

@@ -1,0 +1,457 @@
+//! The membership node: a sans-IO state machine fed `(now, input)` and
+//! drained of outputs. It wraps foca (SWIM) and adds what foca lacks:
+//! certificate-bound senders, local health awareness, graceful-leave notices
+//! and a partition-healing rejoin loop.
+//!
+//! Owns one member's view of the cluster. Must never touch a socket, a clock,
+//! a thread or OS randomness: time comes in with every input, randomness from
+//! the seed in [`NodeConfig`], and every effect leaves as an [`Output`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use foca::{Foca, Notification, Runtime};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::codec::BincodeCodec;
+use super::health::LocalHealth;
+use super::identity::{Identity, NodeId};
+use super::io::{Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer, TimerKind};
+use super::notices::{Notice, NoticeBook, NoticeHandler};
+use super::rejoin::Rejoin;
+use super::timing::Timing;
+
+/// First byte of every SWIM datagram; other tags are refused.
+pub const SWIM_TAG: u8 = 0x01;
+
+/// Most outputs that may wait to be drained; past it, sends are dropped and
+/// counted (timers and events are never dropped).
+pub const MAX_PENDING_OUTPUTS: usize = 16_384;
+
+/// What a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node, at the generation it starts with.
+    pub identity: Identity,
+    /// Failure-detector timings (validated by the caller).
+    pub timing: Timing,
+    /// Seed for every random choice the node makes.
+    pub rng_seed: u64,
+    /// Addresses to join through (`--join`).
+    pub seeds: Vec<SocketAddr>,
+    /// Peers remembered from an earlier run, announced to at start.
+    pub known_peers: Vec<Identity>,
+}
+
+type Swim = Foca<Identity, BincodeCodec, ChaCha8Rng, NoticeHandler>;
+
+/// Collects what foca asks for during one call.
+#[derive(Default)]
+struct Collector {
+    sends: Vec<(Identity, Vec<u8>)>,
+    timers: Vec<(foca::Timer<Identity>, Duration)>,
+    notes: Vec<foca::OwnedNotification<Identity>>,
+    highest_sent_incarnation: u16,
+}
+
+impl Runtime<Identity> for Collector {
+    fn notify(&mut self, notification: Notification<'_, Identity>) {
+        match notification {
+            Notification::DataSent(header) => {
+                self.highest_sent_incarnation = self.highest_sent_incarnation.max(header.src_incarnation);
+            }
+            Notification::DataReceived(_) => {}
+            other => self.notes.push(other.to_owned()),
+        }
+    }
+
+    fn send_to(&mut self, to: Identity, data: &[u8]) {
+        let mut bytes = Vec::with_capacity(data.len() + 1);
+        bytes.push(SWIM_TAG);
+        bytes.extend_from_slice(data);
+        self.sends.push((to, bytes));
+    }
+
+    fn submit_after(&mut self, event: foca::Timer<Identity>, after: Duration) {
+        self.timers.push((event, after));
+    }
+}
+
+/// One member's membership state machine.
+pub struct Node {
+    swim: Swim,
+    collector: Collector,
+    outputs: VecDeque<Output>,
+    notices: Arc<Mutex<NoticeBook>>,
+    health: LocalHealth,
+    rejoin: Rejoin,
+    timing: Timing,
+    stats: Stats,
+    rng: ChaCha8Rng,
+    /// Incarnation we last announced; a rise means we refuted a suspicion.
+    incarnation: u16,
+    /// Whether a stall or self-refutation happened this probe period.
+    troubled: bool,
+    /// Members seen as suspect at the last housekeeping, with generation.
+    suspects: BTreeMap<NodeId, u64>,
+    left: bool,
+}
+
+impl Node {
+    /// A node that has not yet said anything; call [`Node::start`].
+    pub fn new(config: NodeConfig) -> Node {
+        let handler = NoticeHandler::default();
+        let notices = handler.book.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
+        let foca_rng = ChaCha8Rng::seed_from_u64(rand::RngExt::random(&mut rng));
+        let swim = Foca::with_custom_broadcast(
+            config.identity.clone(),
+            config.timing.foca_config(),
+            foca_rng,
+            BincodeCodec,
+            handler,
+        );
+        let t = &config.timing;
+        let mut rejoin = Rejoin::new(
+            config.seeds.clone(),
+            Duration::from_millis(t.rejoin_backoff_min_ms),
+            Duration::from_millis(t.rejoin_backoff_max_ms),
+        );
+        for peer in config.known_peers.iter().filter(|p| p.id != config.identity.id) {
+            rejoin.remember(peer);
+        }
+        Node {
+            swim,
+            collector: Collector::default(),
+            outputs: VecDeque::new(),
+            notices,
+            health: LocalHealth::new(t.health_max, Duration::from_millis(t.late_timer_ms)),
+            rejoin,
+            timing: config.timing,
+            stats: Stats::default(),
+            rng,
+            incarnation: 0,
+            troubled: false,
+            suspects: BTreeMap::new(),
+            left: false,
+        }
+    }
+
+    /// Starts the node: arms its loops and reaches out to seeds and peers.
+    pub fn start(&mut self, now: Time) {
+        self.arm(now, TimerKind::Housekeeping, Duration::from_millis(self.timing.probe_period_ms));
+        self.rejoin_round(now);
+    }
+
+    /// This node's identity (its generation changes on forced rejoin).
+    pub fn identity(&self) -> &Identity {
+        self.swim.identity()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The local-health score (0 is healthy).
+    pub fn health_score(&self) -> u32 {
+        self.health.score()
+    }
+
+    /// Whether this node has left the cluster.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// Peers worth remembering as seeds for the next start.
+    pub fn known_peers(&self) -> Vec<Identity> {
+        self.rejoin.known().cloned().collect()
+    }
+
+    /// Revoked token ids with their expiry, as learned from notices.
+    pub fn revoked_tokens(&self) -> BTreeMap<String, u64> {
+        self.notices.lock().expect("notice book poisoned").revoked.clone()
+    }
+
+    /// Forgets revocations whose token expired before `now_unix_secs`.
+    pub fn prune_revocations(&mut self, now_unix_secs: u64) {
+        self.notices.lock().expect("notice book poisoned").prune_expired(now_unix_secs);
+    }
+
+    /// Ids of the members foca sees as active (alive or suspect).
+    pub fn active_ids(&self) -> BTreeSet<NodeId> {
+        self.swim.iter_members().map(|m| m.id().id).collect()
+    }
+
+    /// Every member as this node sees it, itself first, then by id.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let book = self.notices.lock().expect("notice book poisoned");
+        let me = self.identity().clone();
+        let own = if self.left { MemberState::Left } else { MemberState::Alive };
+        let mut rows = vec![MemberInfo { identity: me, state: own, incarnation: self.incarnation }];
+        for m in self.swim.iter_membership_state() {
+            let id = m.id();
+            let state = match m.state() {
+                foca::State::Alive => MemberState::Alive,
+                foca::State::Suspect => MemberState::Suspect,
+                foca::State::Down if departed(&book, id) => MemberState::Left,
+                foca::State::Down => MemberState::Down,
+            };
+            rows.push(MemberInfo { identity: id.clone(), state, incarnation: m.incarnation() });
+        }
+        rows[1..].sort_by_key(|r| r.identity.id);
+        rows
+    }
+
+    /// Takes the next output, if any.
+    pub fn poll(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Feeds one input at time `now`.
+    pub fn handle(&mut self, now: Time, input: Input) {
+        if self.left {
+            return;
+        }
+        match input {
+            Input::Datagram { from, bytes } => self.on_datagram(from, &bytes),
+            Input::Timer(timer) => self.on_timer(now, timer),
+            Input::Identified { addr, peer } => self.on_identified(addr, peer),
+            Input::Leave => self.leave(),
+            Input::Publish(notice) => self.publish(&notice),
+        }
+        self.flush(now);
+    }
+
+    fn on_datagram(&mut self, from: PeerCert, bytes: &[u8]) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += bytes.len() as u64;
+        if bytes.len() > self.timing.max_packet_bytes + 1 {
+            self.stats.dropped_oversized += 1;
+            return;
+        }
+        let Some((&SWIM_TAG, body)) = bytes.split_first() else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        let header = match foca::Codec::decode_header(&mut BincodeCodec, body) {
+            Ok(h) => h,
+            Err(_) => {
+                self.stats.dropped_malformed += 1;
+                return;
+            }
+        };
+        if header.src.id != from.id || header.src.role != from.role {
+            tracing::warn!(claimed = %header.src.id, proven = %from.id, "dropped datagram speaking for another member");
+            self.stats.dropped_spoofed += 1;
+            return;
+        }
+        if let Err(e) = self.swim.handle_data(body, &mut self.collector) {
+            tracing::debug!(from = %from.id, error = %e, "swim refused datagram");
+            match e {
+                foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::DataTooBig => {
+                    self.stats.dropped_malformed += 1
+                }
+                _ => self.stats.dropped_rejected += 1,
+            }
+        }
+    }
+
+    fn on_timer(&mut self, now: Time, timer: Timer) {
+        let lateness = now.saturating_sub(timer.at);
+        if self.health.on_timer_lateness(lateness) {
+            self.stats.late_timers += 1;
+            self.troubled = true;
+        }
+        match timer.kind {
+            TimerKind::Swim(event) => {
+                if matches!(event, foca::Timer::ProbeRandomMember(_)) {
+                    self.stats.probes += 1;
+                }
+                if let Err(e) = self.swim.handle_timer(event, &mut self.collector) {
+                    tracing::debug!(error = %e, "swim timer refused");
+                }
+            }
+            TimerKind::Rejoin(token) if token == self.rejoin.token => self.rejoin_round(now),
+            TimerKind::Rejoin(_) => {}
+            TimerKind::Housekeeping => self.housekeeping(now),
+        }
+    }
+
+    fn on_identified(&mut self, addr: SocketAddr, peer: PeerCert) {
+        if peer.id == self.identity().id {
+            return;
+        }
+        let seed = Identity { id: peer.id, addr, role: peer.role, generation: 0 };
+        self.stats.rejoin_announces += 1;
+        if let Err(e) = self.swim.announce(seed, &mut self.collector) {
+            tracing::debug!(error = %e, "announce to seed failed");
+        }
+    }
+
+    fn leave(&mut self) {
+        let me = self.identity().clone();
+        self.publish(&Notice::Departed { id: me.id, generation: me.generation });
+        if let Err(e) = self.swim.leave_cluster(&mut self.collector) {
+            tracing::warn!(error = %e, "leave failed");
+        }
+        self.left = true;
+    }
+
+    fn publish(&mut self, notice: &Notice) {
+        let Ok(data) = super::codec::encode(notice) else { return };
+        match self.swim.add_broadcast(&data) {
+            Ok(true) => {
+                if let Err(e) = self.swim.broadcast(&mut self.collector) {
+                    tracing::debug!(error = %e, "broadcast failed");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "notice refused"),
+        }
+    }
+
+    fn rejoin_round(&mut self, now: Time) {
+        let active = self.active_ids();
+        let book = self.notices.clone();
+        let book = book.lock().expect("notice book poisoned");
+        let round = self.rejoin.round(now, &active, |p| departed(&book, p), &mut self.rng);
+        drop(book);
+        for addr in round.identify {
+            self.push(Output::Identify { addr });
+        }
+        for peer in round.announce_to {
+            self.stats.rejoin_announces += 1;
+            if let Err(e) = self.swim.announce(peer, &mut self.collector) {
+                tracing::debug!(error = %e, "re-announce failed");
+            }
+        }
+        let token = self.rejoin.token;
+        self.arm(now, TimerKind::Rejoin(token), round.next_after);
+    }
+
+    fn housekeeping(&mut self, now: Time) {
+        if !self.troubled {
+            self.health.on_quiet_period();
+        }
+        self.troubled = false;
+        let mut suspects = BTreeMap::new();
+        for m in self.swim.iter_members() {
+            let id = m.id();
+            match m.state() {
+                foca::State::Suspect => {
+                    if !self.suspects.contains_key(&id.id) {
+                        self.stats.suspicions += 1;
+                    }
+                    suspects.insert(id.id, id.generation);
+                }
+                _ if self.suspects.get(&id.id) == Some(&id.generation) => self.stats.refutations += 1,
+                _ => {}
+            }
+        }
+        self.suspects = suspects;
+        self.arm(now, TimerKind::Housekeeping, Duration::from_millis(self.timing.probe_period_ms));
+    }
+
+    fn arm(&mut self, now: Time, kind: TimerKind, after: Duration) {
+        self.push(Output::SetTimer(Timer { at: now + after, kind }));
+    }
+
+    fn push(&mut self, output: Output) {
+        if self.outputs.len() >= MAX_PENDING_OUTPUTS && matches!(output, Output::Send { .. }) {
+            self.stats.dropped_output_full += 1;
+            return;
+        }
+        self.outputs.push_back(output);
+    }
+
+    /// Turns what foca asked for into outputs, stretching this node's own
+    /// probe and suspicion timeouts by its local-health score.
+    fn flush(&mut self, now: Time) {
+        let c = std::mem::take(&mut self.collector);
+        if c.highest_sent_incarnation > self.incarnation {
+            self.incarnation = c.highest_sent_incarnation;
+            self.stats.self_refutations += 1;
+            self.health.on_self_refuted();
+            self.troubled = true;
+        }
+        for (to, bytes) in c.sends {
+            self.stats.datagrams_out += 1;
+            self.stats.bytes_out += bytes.len() as u64;
+            self.stats.max_datagram_bytes_out = self.stats.max_datagram_bytes_out.max(bytes.len() as u64);
+            self.push(Output::Send { to, bytes });
+        }
+        for (event, after) in c.timers {
+            let after = match event {
+                foca::Timer::ProbeRandomMember(_)
+                | foca::Timer::SendIndirectProbe { .. }
+                | foca::Timer::ChangeSuspectToDown { .. } => self.health.stretch(after),
+                _ => after,
+            };
+            self.arm(now, TimerKind::Swim(event), after);
+        }
+        for note in c.notes {
+            self.on_notification(now, note);
+        }
+        let fresh = std::mem::take(&mut self.notices.lock().expect("notice book poisoned").fresh);
+        for notice in fresh {
+            if let Notice::Departed { id, .. } = &notice {
+                self.rejoin.forget(*id);
+            }
+            self.push(Output::Event(Event::Notice(notice)));
+        }
+    }
+
+    fn on_notification(&mut self, now: Time, note: foca::OwnedNotification<Identity>) {
+        use foca::OwnedNotification as N;
+        let event = match note {
+            N::MemberUp(id) => {
+                self.stats.members_up += 1;
+                self.rejoin.remember(&id);
+                Event::MemberUp(id)
+            }
+            N::MemberDown(id) => {
+                self.stats.members_down += 1;
+                let left = departed(&self.notices.lock().expect("notice book poisoned"), &id);
+                self.rearm_rejoin(now);
+                Event::MemberDown { identity: id, left }
+            }
+            N::Rename(from, to) => {
+                self.rejoin.remember(&to);
+                Event::Renamed { from, to }
+            }
+            N::Active => Event::Active,
+            N::Idle => {
+                self.rearm_rejoin(now);
+                Event::Idle
+            }
+            N::Defunct => {
+                // Unreachable with a renewing identity; recover anyway.
+                tracing::warn!("declared down without renewal; reusing identity");
+                let _ = self.swim.reuse_down_identity();
+                return;
+            }
+            N::Rejoin(id) => Event::Rejoined(id),
+            N::ProbeFailed(_, _) => {
+                self.stats.probes_failed += 1;
+                return;
+            }
+            N::DataReceived(_) | N::DataSent(_) => return,
+        };
+        self.push(Output::Event(event));
+    }
+
+    fn rearm_rejoin(&mut self, now: Time) {
+        if let Some(at) = self.rejoin.on_loss(now) {
+            let token = self.rejoin.token;
+            self.push(Output::SetTimer(Timer { at, kind: TimerKind::Rejoin(token) }));
+        }
+    }
+}
+
+fn departed(book: &NoticeBook, id: &Identity) -> bool {
+    book.departed.get(&id.id).is_some_and(|g| *g >= id.generation)
+}

@@ -1,0 +1,158 @@
+//! Cluster notices that ride foca's custom broadcasts: graceful departures
+//! (so peers show "left", not "down") and join-token revocations.
+//!
+//! Owns the notice book, shared with the node because foca offers no
+//! accessor to its broadcast handler. Must never trust a notice beyond its
+//! own meaning, and must never grow past `MAX_NOTICES`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::{self, CodecError};
+use super::identity::{Identity, NodeId};
+
+/// Most notices the book keeps; at the bound new ones are refused (and
+/// counted), never allowed to evict an older revocation.
+pub const MAX_NOTICES: usize = 8_192;
+
+/// One fact spread to the whole cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    /// The member `id` left gracefully while at `generation`.
+    Departed { id: NodeId, generation: u64 },
+    /// The join token `token_id` must no longer admit anyone. It can be
+    /// forgotten after `expires_unix_secs`, when it is useless anyway.
+    TokenRevoked { token_id: String, expires_unix_secs: u64 },
+}
+
+/// What makes one notice replace another in foca's backlog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoticeKey {
+    Departed(NodeId, u64),
+    TokenRevoked(String),
+}
+
+impl foca::Invalidates for NoticeKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        match (self, other) {
+            (NoticeKey::Departed(a, ga), NoticeKey::Departed(b, gb)) => a == b && ga >= gb,
+            (NoticeKey::TokenRevoked(a), NoticeKey::TokenRevoked(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Everything this node has learned from notices.
+#[derive(Debug, Default)]
+pub struct NoticeBook {
+    /// Highest generation at which each member departed gracefully.
+    pub departed: BTreeMap<NodeId, u64>,
+    /// Revoked token ids with their expiry (unix seconds).
+    pub revoked: BTreeMap<String, u64>,
+    /// Notices learned since the node last drained them (bounded).
+    pub fresh: Vec<Notice>,
+    /// Notices refused because the book was full.
+    pub refused_full: u64,
+}
+
+impl NoticeBook {
+    fn len(&self) -> usize {
+        self.departed.len() + self.revoked.len()
+    }
+
+    /// Records a notice; returns whether it was news.
+    pub fn learn(&mut self, notice: &Notice) -> bool {
+        let news = match notice {
+            Notice::Departed { id, generation } => self.departed.get(id).is_none_or(|g| g < generation),
+            Notice::TokenRevoked { token_id, .. } => !self.revoked.contains_key(token_id),
+        };
+        if !news {
+            return false;
+        }
+        let is_new_key = match notice {
+            Notice::Departed { id, .. } => !self.departed.contains_key(id),
+            Notice::TokenRevoked { .. } => true,
+        };
+        if is_new_key && self.len() >= MAX_NOTICES {
+            self.refused_full += 1;
+            return false;
+        }
+        match notice {
+            Notice::Departed { id, generation } => {
+                self.departed.insert(*id, *generation);
+            }
+            Notice::TokenRevoked { token_id, expires_unix_secs } => {
+                self.revoked.insert(token_id.clone(), *expires_unix_secs);
+            }
+        }
+        if self.fresh.len() < MAX_NOTICES {
+            self.fresh.push(notice.clone());
+        }
+        true
+    }
+
+    /// Forgets revocations of tokens that expired before `now_unix_secs`.
+    pub fn prune_expired(&mut self, now_unix_secs: u64) {
+        self.revoked.retain(|_, exp| *exp >= now_unix_secs);
+    }
+
+    /// Forgets departures of members that are known under a newer identity.
+    pub fn forget_departed(&mut self, keep: &BTreeSet<NodeId>) {
+        self.departed.retain(|id, _| keep.contains(id));
+    }
+}
+
+/// foca's broadcast handler over a shared [`NoticeBook`].
+#[derive(Clone, Debug, Default)]
+pub struct NoticeHandler {
+    pub book: Arc<Mutex<NoticeBook>>,
+}
+
+impl foca::BroadcastHandler<Identity> for NoticeHandler {
+    type Key = NoticeKey;
+    type Error = CodecError;
+
+    fn receive_item(&mut self, data: &[u8], _sender: Option<&Identity>) -> Result<Option<NoticeKey>, CodecError> {
+        let notice: Notice = codec::decode_exact(data)?;
+        let mut book = self.book.lock().expect("notice book poisoned");
+        if !book.learn(&notice) {
+            return Ok(None);
+        }
+        Ok(Some(match notice {
+            Notice::Departed { id, generation } => NoticeKey::Departed(id, generation),
+            Notice::TokenRevoked { token_id, .. } => NoticeKey::TokenRevoked(token_id),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foca::BroadcastHandler;
+
+    #[test]
+    fn notices_are_news_once() {
+        let mut h = NoticeHandler::default();
+        let n = codec::encode(&Notice::Departed { id: NodeId(1), generation: 3 }).unwrap();
+        assert!(h.receive_item(&n, None).unwrap().is_some());
+        assert!(h.receive_item(&n, None).unwrap().is_none());
+        let older = codec::encode(&Notice::Departed { id: NodeId(1), generation: 2 }).unwrap();
+        assert!(h.receive_item(&older, None).unwrap().is_none());
+        assert!(h.receive_item(&[1, 2, 3], None).is_err());
+    }
+
+    #[test]
+    fn full_book_refuses_new_keys_and_keeps_revocations() {
+        let mut book = NoticeBook::default();
+        for i in 0..MAX_NOTICES {
+            assert!(book.learn(&Notice::TokenRevoked { token_id: format!("t{i}"), expires_unix_secs: 9 }));
+        }
+        assert!(!book.learn(&Notice::TokenRevoked { token_id: "extra".into(), expires_unix_secs: 9 }));
+        assert_eq!(book.refused_full, 1);
+        assert!(book.revoked.contains_key("t0"));
+        book.prune_expired(10);
+        assert!(book.revoked.is_empty());
+    }
+}

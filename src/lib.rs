@@ -1,0 +1,7 @@
+//! jujud: a peer-to-peer, highly available control plane for Juju.
+//!
+//! [`core`] is the sans-IO node logic (it builds with `--no-default-features`
+//! and is what the simulator runs). Everything under the `runtime` feature
+//! touches the world: QUIC, TLS, disk, clock and the command line.
+
+pub mod core;
