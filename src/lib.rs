@@ -5,3 +5,13 @@
 //! touches the world: QUIC, TLS, disk, clock and the command line.
 
 pub mod core;
+#[cfg(feature = "runtime")]
+pub mod config;
+#[cfg(feature = "runtime")]
+pub mod logging;
+#[cfg(feature = "runtime")]
+pub mod metrics;
+#[cfg(feature = "runtime")]
+pub mod pki;
+#[cfg(feature = "runtime")]
+pub mod runtime;

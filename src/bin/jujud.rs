@@ -1,1 +1,61 @@
-fn main(){}
+//! `jujud`: the daemon. It only parses arguments, sets up logging and
+//! signals, and calls into the library.
+
+use clap::{Parser, Subcommand};
+use jujud::config::{self, PeerArgs};
+
+#[derive(Parser)]
+#[command(name = "jujud", version, about = "A peer-to-peer, highly available control plane for Juju")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a manager: create a cluster, join one with --join and --token, or
+    /// rejoin with the identity stored in --data-dir.
+    Peer(PeerArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let Command::Peer(args) = cli.command;
+    let env = |k: &str| std::env::var(k).ok();
+    let cfg = match config::resolve(&args, &env) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("jujud: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    jujud::logging::init(cfg.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: leaving the cluster");
+            let _ = tx.send(true);
+        });
+        match jujud::runtime::server::run_peer(cfg, rx).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "jujud peer failed");
+                eprintln!("jujud: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -176,6 +176,24 @@ impl Node {
         self.notices.lock().expect("notice book poisoned").revoked.clone()
     }
 
+    /// Every notice this node knows, to persist or to share with a peer.
+    pub fn notices(&self) -> Vec<Notice> {
+        let book = self.notices.lock().expect("notice book poisoned");
+        let departed = book.departed.iter().map(|(id, g)| Notice::Departed { id: *id, generation: *g });
+        let revoked = book.revoked.iter().map(|(t, e)| Notice::TokenRevoked { token_id: t.clone(), expires_unix_secs: *e });
+        let issued = book.issued.iter().map(|(t, (r, e))| Notice::TokenIssued {
+            token_id: t.clone(),
+            role: r.clone(),
+            expires_unix_secs: *e,
+        });
+        departed.chain(revoked).chain(issued).collect()
+    }
+
+    /// Issued tokens (id, role, expiry) as learned from notices.
+    pub fn issued_tokens(&self) -> BTreeMap<String, (String, u64)> {
+        self.notices.lock().expect("notice book poisoned").issued.clone()
+    }
+
     /// Forgets revocations whose token expired before `now_unix_secs`.
     pub fn prune_revocations(&mut self, now_unix_secs: u64) {
         self.notices.lock().expect("notice book poisoned").prune_expired(now_unix_secs);

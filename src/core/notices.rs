@@ -1,5 +1,5 @@
 //! Cluster notices that ride foca's custom broadcasts: graceful departures
-//! (so peers show "left", not "down") and join-token revocations.
+//! (so peers show "left", not "down"), join-token issues and revocations.
 //!
 //! Owns the notice book, shared with the node because foca offers no
 //! accessor to its broadcast handler. Must never trust a notice beyond its
@@ -25,6 +25,8 @@ pub enum Notice {
     /// The join token `token_id` must no longer admit anyone. It can be
     /// forgotten after `expires_unix_secs`, when it is useless anyway.
     TokenRevoked { token_id: String, expires_unix_secs: u64 },
+    /// A join token was issued (never its secret), so any manager can list it.
+    TokenIssued { token_id: String, role: String, expires_unix_secs: u64 },
 }
 
 /// What makes one notice replace another in foca's backlog.
@@ -32,6 +34,7 @@ pub enum Notice {
 pub enum NoticeKey {
     Departed(NodeId, u64),
     TokenRevoked(String),
+    TokenIssued(String),
 }
 
 impl foca::Invalidates for NoticeKey {
@@ -39,6 +42,7 @@ impl foca::Invalidates for NoticeKey {
         match (self, other) {
             (NoticeKey::Departed(a, ga), NoticeKey::Departed(b, gb)) => a == b && ga >= gb,
             (NoticeKey::TokenRevoked(a), NoticeKey::TokenRevoked(b)) => a == b,
+            (NoticeKey::TokenIssued(a), NoticeKey::TokenIssued(b)) => a == b,
             _ => false,
         }
     }
@@ -51,6 +55,8 @@ pub struct NoticeBook {
     pub departed: BTreeMap<NodeId, u64>,
     /// Revoked token ids with their expiry (unix seconds).
     pub revoked: BTreeMap<String, u64>,
+    /// Issued token ids with their role and expiry (unix seconds).
+    pub issued: BTreeMap<String, (String, u64)>,
     /// Notices learned since the node last drained them (bounded).
     pub fresh: Vec<Notice>,
     /// Notices refused because the book was full.
@@ -59,7 +65,7 @@ pub struct NoticeBook {
 
 impl NoticeBook {
     fn len(&self) -> usize {
-        self.departed.len() + self.revoked.len()
+        self.departed.len() + self.revoked.len() + self.issued.len()
     }
 
     /// Records a notice; returns whether it was news.
@@ -67,13 +73,14 @@ impl NoticeBook {
         let news = match notice {
             Notice::Departed { id, generation } => self.departed.get(id).is_none_or(|g| g < generation),
             Notice::TokenRevoked { token_id, .. } => !self.revoked.contains_key(token_id),
+            Notice::TokenIssued { token_id, .. } => !self.issued.contains_key(token_id),
         };
         if !news {
             return false;
         }
         let is_new_key = match notice {
             Notice::Departed { id, .. } => !self.departed.contains_key(id),
-            Notice::TokenRevoked { .. } => true,
+            Notice::TokenRevoked { .. } | Notice::TokenIssued { .. } => true,
         };
         if is_new_key && self.len() >= MAX_NOTICES {
             self.refused_full += 1;
@@ -86,6 +93,9 @@ impl NoticeBook {
             Notice::TokenRevoked { token_id, expires_unix_secs } => {
                 self.revoked.insert(token_id.clone(), *expires_unix_secs);
             }
+            Notice::TokenIssued { token_id, role, expires_unix_secs } => {
+                self.issued.insert(token_id.clone(), (role.clone(), *expires_unix_secs));
+            }
         }
         if self.fresh.len() < MAX_NOTICES {
             self.fresh.push(notice.clone());
@@ -96,6 +106,7 @@ impl NoticeBook {
     /// Forgets revocations of tokens that expired before `now_unix_secs`.
     pub fn prune_expired(&mut self, now_unix_secs: u64) {
         self.revoked.retain(|_, exp| *exp >= now_unix_secs);
+        self.issued.retain(|_, (_, exp)| *exp >= now_unix_secs);
     }
 
     /// Forgets departures of members that are known under a newer identity.
@@ -123,6 +134,7 @@ impl foca::BroadcastHandler<Identity> for NoticeHandler {
         Ok(Some(match notice {
             Notice::Departed { id, generation } => NoticeKey::Departed(id, generation),
             Notice::TokenRevoked { token_id, .. } => NoticeKey::TokenRevoked(token_id),
+            Notice::TokenIssued { token_id, .. } => NoticeKey::TokenIssued(token_id),
         }))
     }
 }

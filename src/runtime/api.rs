@@ -1,0 +1,130 @@
+//! The client API served on every authenticated connection: member lists,
+//! join tokens, and notice sync between managers. One request per
+//! bidirectional stream, framed and bounded.
+//!
+//! Owns authorisation by certificate role. Must never serve a request to a
+//! role that may not make it, and never block the node task: it asks the
+//! driver through its bounded command channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::server::Shared;
+use super::wire::{self, MAX_API_FRAME_BYTES, MemberRow, Request, Response, TokenRow};
+use crate::core::Notice;
+use crate::core::notices::MAX_NOTICES;
+use crate::pki::{self, CertRole};
+
+/// How long a client has to send its request.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Longest token lifetime a client may ask for.
+pub const MAX_TOKEN_TTL_SECS: u64 = 30 * 86_400;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Serves requests on `conn` until it closes.
+pub async fn serve(conn: quinn::Connection, caller: CertRole, shared: Arc<Shared>) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
+            let response = match tokio::time::timeout(timeout, wire::read_frame::<Request>(&mut recv, MAX_API_FRAME_BYTES)).await {
+                Ok(Ok(req)) => answer(&shared, caller, req).await,
+                Ok(Err(e)) => {
+                    shared.metrics.count_drop("malformed");
+                    Response::Error(format!("bad request: {e}"))
+                }
+                Err(_) => Response::Error("request timed out".into()),
+            };
+            let _ = wire::write_frame(&mut send, &response, MAX_API_FRAME_BYTES).await;
+            let _ = send.finish();
+        });
+    }
+}
+
+async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
+    let admin_only = matches!(req, Request::TokenCreate { .. } | Request::TokenList | Request::TokenRevoke { .. });
+    if admin_only && caller != CertRole::Admin {
+        return Response::Error(format!("a {} may not manage tokens", caller.as_str()));
+    }
+    match req {
+        Request::Members => match shared.members().await {
+            Some((me, members)) => Response::Members {
+                answered_by: me.id.to_string(),
+                members: members.iter().map(MemberRow::from).collect(),
+            },
+            None => Response::Error("the node is shutting down".into()),
+        },
+        Request::TokenCreate { role, ttl_secs } => create_token(shared, &role, ttl_secs).await,
+        Request::TokenList => Response::Tokens(token_rows(&shared.notices().await)),
+        Request::TokenRevoke { token_id } => revoke_token(shared, token_id).await,
+        Request::SyncNotices(notices) => {
+            if caller != CertRole::Manager {
+                return Response::Error("only managers sync notices".into());
+            }
+            for n in notices.into_iter().take(MAX_NOTICES) {
+                shared.publish(n).await;
+            }
+            Response::Done
+        }
+    }
+}
+
+async fn create_token(shared: &Shared, role: &str, ttl_secs: u64) -> Response {
+    let Some(role) = CertRole::parse(role).filter(|r| *r == CertRole::Manager) else {
+        return Response::Error(format!("cannot issue a token for role {role:?}; only \"manager\" for now"));
+    };
+    if ttl_secs == 0 || ttl_secs > MAX_TOKEN_TTL_SECS {
+        return Response::Error(format!("ttl must be 1..={MAX_TOKEN_TTL_SECS} seconds"));
+    }
+    let token = match pki::issue_token(&shared.creds.cluster_secret, role, None, ttl_secs, unix_now(), &shared.ca_fingerprint) {
+        Ok(t) => t,
+        Err(e) => return Response::Error(e.to_string()),
+    };
+    let row = TokenRow {
+        token_id: token.token_id.clone(),
+        role: role.as_str().into(),
+        expires_unix_secs: token.expires_unix_secs,
+        revoked: false,
+    };
+    shared
+        .publish(Notice::TokenIssued {
+            token_id: token.token_id.clone(),
+            role: role.as_str().into(),
+            expires_unix_secs: token.expires_unix_secs,
+        })
+        .await;
+    Response::Token { token: token.to_string(), row }
+}
+
+async fn revoke_token(shared: &Shared, token_id: String) -> Response {
+    let notices = shared.notices().await;
+    let expiry = notices.iter().find_map(|n| match n {
+        Notice::TokenIssued { token_id: t, expires_unix_secs, .. } if *t == token_id => Some(*expires_unix_secs),
+        _ => None,
+    });
+    let Some(expires_unix_secs) = expiry else {
+        return Response::Error(format!("no token with id {token_id:?} is known"));
+    };
+    shared.publish(Notice::TokenRevoked { token_id, expires_unix_secs }).await;
+    Response::Done
+}
+
+/// Tokens known cluster-wide, with their revocation state.
+pub fn token_rows(notices: &[Notice]) -> Vec<TokenRow> {
+    let revoked = |id: &str| notices.iter().any(|n| matches!(n, Notice::TokenRevoked { token_id, .. } if token_id == id));
+    notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::TokenIssued { token_id, role, expires_unix_secs } => Some(TokenRow {
+                token_id: token_id.clone(),
+                role: role.clone(),
+                expires_unix_secs: *expires_unix_secs,
+                revoked: revoked(token_id),
+            }),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,293 @@
+//! A node's data directory: its identity, credentials, remembered peers and
+//! notices, written atomically (temp file, fsync, rename, fsync dir) with
+//! `node.json` last as the commit marker.
+//!
+//! Owns the on-disk layout and its checks. Must never serve a half-written
+//! or foreign directory: those are refused with a message naming the file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{Identity, Notice};
+
+/// Version of the layout; a newer one is refused.
+pub const FORMAT_VERSION: u32 = 1;
+/// Largest file we read from the data dir.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
+
+const NODE_FILE: &str = "node.json";
+const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca.key";
+const NODE_CERT: &str = "node.pem";
+const NODE_KEY: &str = "node.key";
+const SECRET_FILE: &str = "cluster.secret";
+const RESET_KEY_FILE: &str = "reset.key";
+const PEERS_FILE: &str = "peers.json";
+const NOTICES_FILE: &str = "notices.bin";
+const LOCK_FILE: &str = "lock";
+/// Written by the first node of a cluster.
+pub const JOIN_TOKEN_FILE: &str = "join-token";
+/// Written by the first node of a cluster: the admin client's config.
+pub const CLIENT_FILE: &str = "client.yaml";
+
+/// What went wrong with a data dir.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("data dir {0} is in use by another jujud process")]
+    Locked(PathBuf),
+    #[error("data dir {0} is half-initialised ({NODE_FILE} is missing but other files exist); remove it or use another")]
+    HalfInitialised(PathBuf),
+    #[error("data dir file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("data dir {path} uses layout version {found}; this jujud understands {FORMAT_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+}
+
+/// `node.json`: who this node is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    pub format: u32,
+    pub cluster_name: String,
+    pub ca_fingerprint: String,
+    pub node_id: String,
+    pub role: String,
+    pub generation: u64,
+    pub advertise: SocketAddr,
+}
+
+/// The node's keys and certificates (PEM), and the cluster secret.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cluster_secret: Vec<u8>,
+    /// Key for QUIC stateless resets, kept so a restarted node can reset
+    /// its peers' stale connections at once.
+    pub reset_key: Vec<u8>,
+}
+
+/// Everything read back from an initialised data dir.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub node: NodeFile,
+    pub creds: Credentials,
+    pub peers: Vec<Identity>,
+    pub notices: Vec<Notice>,
+}
+
+/// An open, locked data dir.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io { path: path.to_path_buf(), source }
+}
+
+impl DataDir {
+    /// Opens (creating if needed) and locks the dir; returns what it holds,
+    /// or `None` if it is empty.
+    pub fn open(path: &Path) -> Result<(DataDir, Option<Stored>), DataDirError> {
+        fs::create_dir_all(path).map_err(io_err(path))?;
+        let lock_path = path.join(LOCK_FILE);
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+        // SAFETY: flock on a valid, owned file descriptor.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(DataDirError::Locked(path.to_path_buf()));
+        }
+        let dir = DataDir { path: path.to_path_buf(), _lock: lock };
+        if !path.join(NODE_FILE).exists() {
+            let ours = [CA_CERT, CA_KEY, NODE_CERT, NODE_KEY, SECRET_FILE, PEERS_FILE];
+            if ours.iter().any(|f| path.join(f).exists()) {
+                return Err(DataDirError::HalfInitialised(path.to_path_buf()));
+            }
+            return Ok((dir, None));
+        }
+        let stored = dir.load()?;
+        Ok((dir, Some(stored)))
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn load(&self) -> Result<Stored, DataDirError> {
+        let node: NodeFile = self.read_json(NODE_FILE)?;
+        if node.format != FORMAT_VERSION {
+            return Err(DataDirError::Version { path: self.path.clone(), found: node.format });
+        }
+        let creds = Credentials {
+            ca_cert_pem: self.read_text(CA_CERT)?,
+            ca_key_pem: self.read_text(CA_KEY)?,
+            cert_pem: self.read_text(NODE_CERT)?,
+            key_pem: self.read_text(NODE_KEY)?,
+            cluster_secret: self.read_hex(SECRET_FILE, 32)?,
+            reset_key: self.read_hex(RESET_KEY_FILE, 32)?,
+        };
+        let peers = if self.path.join(PEERS_FILE).exists() { self.read_json(PEERS_FILE)? } else { Vec::new() };
+        let notices = match self.read_optional(NOTICES_FILE)? {
+            Some(bytes) => super::wire::decode_notices(&bytes).map_err(|e| self.corrupt(NOTICES_FILE, e))?,
+            None => Vec::new(),
+        };
+        Ok(Stored { node, creds, peers, notices })
+    }
+
+    fn corrupt(&self, file: &str, reason: impl std::fmt::Display) -> DataDirError {
+        DataDirError::Corrupt { path: self.path.join(file), reason: reason.to_string() }
+    }
+
+    fn read_optional(&self, file: &str) -> Result<Option<Vec<u8>>, DataDirError> {
+        let path = self.path.join(file);
+        match fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+            Ok(m) if m.len() > MAX_FILE_BYTES => return Err(self.corrupt(file, format!("{} bytes is too large", m.len()))),
+            Ok(_) => {}
+        }
+        fs::read(&path).map(Some).map_err(io_err(&path))
+    }
+
+    fn read_text(&self, file: &str) -> Result<String, DataDirError> {
+        let bytes = self.read_optional(file)?.ok_or_else(|| self.corrupt(file, "missing"))?;
+        String::from_utf8(bytes).map_err(|_| self.corrupt(file, "not UTF-8 text"))
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(&self, file: &str) -> Result<T, DataDirError> {
+        let text = self.read_text(file)?;
+        serde_json::from_str(&text).map_err(|e| self.corrupt(file, e))
+    }
+
+    fn read_hex(&self, file: &str, len: usize) -> Result<Vec<u8>, DataDirError> {
+        let text = self.read_text(file)?;
+        let bytes = hex::decode(text.trim()).map_err(|e| self.corrupt(file, e))?;
+        if bytes.len() != len {
+            return Err(self.corrupt(file, format!("expected {len} bytes, found {}", bytes.len())));
+        }
+        Ok(bytes)
+    }
+
+    /// Writes a fresh node's credentials, then `node.json` as the commit.
+    pub fn initialise(&self, node: &NodeFile, creds: &Credentials) -> Result<(), DataDirError> {
+        self.write_private(CA_CERT, creds.ca_cert_pem.as_bytes())?;
+        self.write_private(CA_KEY, creds.ca_key_pem.as_bytes())?;
+        self.write_private(NODE_CERT, creds.cert_pem.as_bytes())?;
+        self.write_private(NODE_KEY, creds.key_pem.as_bytes())?;
+        self.write_private(SECRET_FILE, hex::encode(&creds.cluster_secret).as_bytes())?;
+        self.write_private(RESET_KEY_FILE, hex::encode(&creds.reset_key).as_bytes())?;
+        self.write_node(node)
+    }
+
+    /// Rewrites `node.json` (for instance with a new generation).
+    pub fn write_node(&self, node: &NodeFile) -> Result<(), DataDirError> {
+        let text = serde_json::to_string_pretty(node).map_err(|e| self.corrupt(NODE_FILE, e))?;
+        self.write_private(NODE_FILE, text.as_bytes())
+    }
+
+    /// Remembers peers to announce to at the next start.
+    pub fn write_peers(&self, peers: &[Identity]) -> Result<(), DataDirError> {
+        let text = serde_json::to_string(peers).map_err(|e| self.corrupt(PEERS_FILE, e))?;
+        self.write_private(PEERS_FILE, text.as_bytes())
+    }
+
+    /// Remembers notices (revocations above all) across restarts.
+    pub fn write_notices(&self, notices: &[Notice]) -> Result<(), DataDirError> {
+        let bytes = bincode::serde::encode_to_vec(notices, bincode::config::standard())
+            .map_err(|e| self.corrupt(NOTICES_FILE, e))?;
+        self.write_private(NOTICES_FILE, &bytes)
+    }
+
+    /// Writes any file of the dir atomically with mode 0600.
+    pub fn write_private(&self, file: &str, bytes: &[u8]) -> Result<(), DataDirError> {
+        write_atomic(&self.path.join(file), bytes)
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably, mode 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(parent) = path.parent() {
+        let dir = File::open(parent).map_err(io_err(parent))?;
+        dir.sync_all().map_err(io_err(parent))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeFile {
+        NodeFile {
+            format: FORMAT_VERSION,
+            cluster_name: "c".into(),
+            ca_fingerprint: "ab".into(),
+            node_id: "0000000000000001".into(),
+            role: "manager".into(),
+            generation: 1,
+            advertise: "127.0.0.1:7070".parse().unwrap(),
+        }
+    }
+
+    fn creds() -> Credentials {
+        Credentials {
+            ca_cert_pem: "ca".into(),
+            ca_key_pem: "cak".into(),
+            cert_pem: "c".into(),
+            key_pem: "k".into(),
+            cluster_secret: vec![7; 32],
+            reset_key: vec![9; 32],
+        }
+    }
+
+    #[test]
+    fn initialise_then_reopen_round_trips_and_locks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, stored) = DataDir::open(tmp.path()).unwrap();
+        assert!(stored.is_none());
+        dir.initialise(&node(), &creds()).unwrap();
+        assert!(matches!(DataDir::open(tmp.path()), Err(DataDirError::Locked(_))));
+        drop(dir);
+        let (_dir, stored) = DataDir::open(tmp.path()).unwrap();
+        let stored = stored.unwrap();
+        assert_eq!(stored.node, node());
+        assert_eq!(stored.creds.cluster_secret, vec![7; 32]);
+    }
+
+    #[test]
+    fn half_written_and_corrupt_dirs_are_refused_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(CA_CERT), "x").unwrap();
+        assert!(matches!(DataDir::open(tmp.path()), Err(DataDirError::HalfInitialised(_))));
+
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(NODE_FILE), "{ not json").unwrap();
+        let err = DataDir::open(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("node.json"), "{err}");
+
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, _) = DataDir::open(tmp.path()).unwrap();
+        dir.initialise(&node(), &creds()).unwrap();
+        drop(dir);
+        fs::write(tmp.path().join(SECRET_FILE), "abcd").unwrap();
+        let err = DataDir::open(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("cluster.secret"), "{err}");
+    }
+}

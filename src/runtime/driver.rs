@@ -1,0 +1,243 @@
+//! The one task that owns the node core. It feeds the core `(now, input)`
+//! from the transport, the timer heap and commands, and carries out its
+//! outputs. Inbound traffic is served before timers (a biased select), so a
+//! busy node never times out a peer whose ack is already waiting.
+//!
+//! Owns the timer heap and the node's persistence triggers. Must never block:
+//! disk writes go to the blocking pool, and every turn stays short.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::datadir::{DataDir, NodeFile};
+use super::transport::{Inbound, Transport};
+use crate::core::{Event, Identity, Input, MemberInfo, Node, Notice, Output, Time, Timer};
+use crate::metrics::Metrics;
+
+/// Most timers pending at once; more means a bug, and the driver says so.
+pub const MAX_TIMERS: usize = 1_000_000;
+/// Most inbound items handled in one turn before timers get a look.
+pub const MAX_INBOUND_PER_TURN: usize = 256;
+/// How often metrics and dirty files are refreshed.
+pub const PERSIST_INTERVAL_MS: u64 = 1_000;
+/// How long a leaving node keeps its endpoint open so goodbyes go out.
+pub const LEAVE_FLUSH_MS: u64 = 300;
+
+/// Requests from the API and the process to the node.
+pub enum Command {
+    Members(oneshot::Sender<(Identity, Vec<MemberInfo>)>),
+    Publish(Notice),
+    Notices(oneshot::Sender<Vec<Notice>>),
+}
+
+struct Due {
+    at: Time,
+    seq: u64,
+    timer: Timer,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// Everything the driver needs besides the node.
+pub struct DriverParts {
+    pub transport: Arc<Transport>,
+    pub inbox: mpsc::Receiver<Inbound>,
+    pub commands: mpsc::Receiver<Command>,
+    pub dir: Arc<DataDir>,
+    pub node_file: NodeFile,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+struct Driver {
+    node: Node,
+    origin: Instant,
+    timers: BinaryHeap<Reverse<Due>>,
+    seq: u64,
+    p: DriverParts,
+    peers_dirty: bool,
+    notices_dirty: bool,
+}
+
+/// Runs the node until shutdown, then leaves the cluster gracefully.
+pub async fn run(mut node: Node, parts: DriverParts) {
+    let origin = Instant::now();
+    node.start(Duration::ZERO);
+    let mut d = Driver { node, origin, timers: BinaryHeap::new(), seq: 0, p: parts, peers_dirty: true, notices_dirty: true };
+    d.drain();
+    d.run_loop().await;
+    d.node.handle(d.now(), Input::Leave);
+    d.drain();
+    d.persist();
+    tokio::time::sleep(Duration::from_millis(LEAVE_FLUSH_MS)).await;
+    tracing::info!(id = %d.node.identity().id, "left the cluster");
+}
+
+impl Driver {
+    fn now(&self) -> Time {
+        self.origin.elapsed()
+    }
+
+    async fn run_loop(&mut self) {
+        let mut persist_tick = tokio::time::interval(Duration::from_millis(PERSIST_INTERVAL_MS));
+        loop {
+            let next_at = self.timers.peek().map(|Reverse(d)| self.origin + d.at);
+            let sleep = tokio::time::sleep_until(next_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            tokio::select! {
+                biased;
+                _ = self.p.shutdown.changed() => return,
+                Some(first) = self.p.inbox.recv() => self.on_inbound_batch(first),
+                Some(cmd) = self.p.commands.recv() => self.on_command(cmd),
+                _ = sleep, if next_at.is_some() => self.fire_due_timers(),
+                _ = persist_tick.tick() => self.persist(),
+            }
+        }
+    }
+
+    fn on_inbound_batch(&mut self, first: Inbound) {
+        self.on_inbound(first);
+        for _ in 1..MAX_INBOUND_PER_TURN {
+            match self.p.inbox.try_recv() {
+                Ok(item) => self.on_inbound(item),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, item: Inbound) {
+        let input = match item {
+            Inbound::Datagram { from, bytes } => Input::Datagram { from, bytes },
+            Inbound::Identified { addr, peer } => Input::Identified { addr, peer },
+        };
+        self.node.handle(self.now(), input);
+        self.drain();
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Members(reply) => {
+                let _ = reply.send((self.node.identity().clone(), self.node.members()));
+            }
+            Command::Publish(notice) => {
+                self.node.handle(self.now(), Input::Publish(notice));
+                self.drain();
+            }
+            Command::Notices(reply) => {
+                let _ = reply.send(self.node.notices());
+            }
+        }
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = self.now();
+        while self.timers.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            // Serve traffic that arrived meanwhile before each timer.
+            while let Ok(item) = self.p.inbox.try_recv() {
+                self.on_inbound(item);
+            }
+            let Some(Reverse(due)) = self.timers.pop() else { break };
+            self.node.handle(self.now(), Input::Timer(due.timer));
+            self.drain();
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.node.poll() {
+            match out {
+                Output::Send { to, bytes } => self.p.transport.send(&to, bytes),
+                Output::Identify { addr } => self.p.transport.identify(addr),
+                Output::SetTimer(timer) => {
+                    assert!(self.timers.len() < MAX_TIMERS, "timer heap over {MAX_TIMERS}: a timer leak");
+                    self.seq += 1;
+                    self.timers.push(Reverse(Due { at: timer.at, seq: self.seq, timer }));
+                }
+                Output::Event(event) => self.on_event(event),
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match &event {
+            Event::MemberUp(m) => tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, role = m.role.as_str(), "member up"),
+            Event::MemberDown { identity: m, left } => {
+                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, left, "member down")
+            }
+            Event::Renamed { from, to } => tracing::info!(member = %to.id, from = from.generation, to = to.generation, "member renamed"),
+            Event::Active => tracing::info!("active in the cluster"),
+            Event::Idle => tracing::warn!("idle: no active member known; re-announcing"),
+            Event::Rejoined(me) => {
+                tracing::warn!(generation = me.generation, "was declared down; rejoined as a new generation");
+                self.p.node_file.generation = me.generation;
+                self.write_node_file();
+            }
+            Event::Notice(n) => {
+                tracing::info!(notice = ?n, "notice");
+                self.notices_dirty = true;
+            }
+        }
+        if matches!(event, Event::MemberUp(_) | Event::Renamed { .. } | Event::MemberDown { .. }) {
+            self.peers_dirty = true;
+        }
+        if let Event::MemberUp(m) = &event {
+            if m.role == crate::core::Role::Manager {
+                super::server::share_notices(self.p.transport.clone(), m.clone(), self.node.notices());
+            }
+        }
+    }
+
+    fn write_node_file(&self) {
+        let dir = self.p.dir.clone();
+        let file = self.p.node_file.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = dir.write_node(&file) {
+                tracing::error!(error = %e, "could not persist the node's generation");
+            }
+        });
+    }
+
+    fn persist(&mut self) {
+        self.p.metrics.update_from(self.node.stats(), &self.node.members(), self.node.health_score());
+        let now_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.node.prune_revocations(now_unix);
+        if !(self.peers_dirty || self.notices_dirty) {
+            return;
+        }
+        let dir = self.p.dir.clone();
+        let peers = self.peers_dirty.then(|| self.node.known_peers());
+        let notices = self.notices_dirty.then(|| self.node.notices());
+        self.peers_dirty = false;
+        self.notices_dirty = false;
+        tokio::task::spawn_blocking(move || {
+            if let Some(p) = peers {
+                if let Err(e) = dir.write_peers(&p) {
+                    tracing::error!(error = %e, "could not persist known peers");
+                }
+            }
+            if let Some(n) = notices {
+                if let Err(e) = dir.write_notices(&n) {
+                    tracing::error!(error = %e, "could not persist notices");
+                }
+            }
+        });
+    }
+}

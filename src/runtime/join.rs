@@ -1,0 +1,142 @@
+//! The join exchange: a new manager with a token (a secret plus the CA
+//! fingerprint) dials a seed on the join ALPN, pins the CA by fingerprint,
+//! and receives its certificate and the cluster's keys.
+//!
+//! Owns both sides of that exchange. Must never admit without a valid,
+//! unexpired, unrevoked token of the right role, and never give anything
+//! but a refusal to a peer without one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::server::Shared;
+use super::wire::{self, Admission, JoinRequest, JoinResponse, MAX_JOIN_FRAME_BYTES};
+use crate::core::Notice;
+use crate::pki::{self, CertRole, ClusterCa, JoinToken};
+
+/// How long each step of a join may take.
+pub const JOIN_STEP_TIMEOUT_MS: u64 = 5_000;
+/// Validity of node certificates issued at join or bootstrap.
+pub const NODE_CERT_VALIDITY_DAYS: u32 = 365;
+
+/// Why a join failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("join token is malformed: {0}")]
+    BadToken(String),
+    #[error("the cluster refused to admit this node: {0}")]
+    Refused(String),
+    #[error("no seed could be reached: {0}")]
+    Unreachable(String),
+    #[error("seed {0} sent credentials of another cluster than the token names")]
+    WrongCluster(SocketAddr),
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Asks the seeds, in parallel, to admit this node; the first admission wins.
+pub async fn join(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: SocketAddr) -> Result<Admission, JoinError> {
+    let parsed: JoinToken = token.parse().map_err(|e: pki::TokenError| JoinError::BadToken(e.to_string()))?;
+    let rustls_cfg = pki::join_client_config(&parsed.ca_fingerprint).map_err(|e| JoinError::BadToken(e.to_string()))?;
+    let client_cfg = pki::quinn_client_config(rustls_cfg, super::transport::transport_config())
+        .map_err(|e| JoinError::BadToken(e.to_string()))?;
+    let request = JoinRequest { token: token.to_string(), node_id, advertise };
+    let mut tasks = tokio::task::JoinSet::new();
+    for &seed in seeds {
+        let (cfg, req) = (client_cfg.clone(), request.clone());
+        tasks.spawn(async move { (seed, ask_seed(seed, cfg, req).await) });
+    }
+    let mut failures = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let Ok((seed, result)) = done else { continue };
+        match result {
+            Ok(JoinResponse::Admitted(adm)) => {
+                let fp = ClusterCa::cert_fingerprint_from_pem(&adm.ca_cert_pem).map_err(|_| JoinError::WrongCluster(seed))?;
+                if fp != parsed.ca_fingerprint {
+                    return Err(JoinError::WrongCluster(seed));
+                }
+                return Ok(*adm);
+            }
+            Ok(JoinResponse::Refused { reason }) => return Err(JoinError::Refused(reason)),
+            Err(e) => failures.push(format!("{seed}: {e}")),
+        }
+    }
+    Err(JoinError::Unreachable(failures.join("; ")))
+}
+
+async fn ask_seed(seed: SocketAddr, cfg: quinn::ClientConfig, req: JoinRequest) -> Result<JoinResponse, String> {
+    let bind: SocketAddr = if seed.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.expect("literal");
+    let endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
+    let step = Duration::from_millis(JOIN_STEP_TIMEOUT_MS);
+    let result = async {
+        let connecting = endpoint.connect_with(cfg, seed, pki::SERVER_NAME).map_err(|e| e.to_string())?;
+        let conn = tokio::time::timeout(step, connecting).await.map_err(|_| "timed out".to_string())?.map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        wire::write_frame(&mut send, &req, MAX_JOIN_FRAME_BYTES).await.map_err(|e| e.to_string())?;
+        let _ = send.finish();
+        let resp = tokio::time::timeout(step, wire::read_frame(&mut recv, MAX_JOIN_FRAME_BYTES))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        conn.close(0u32.into(), b"done");
+        Ok(resp)
+    }
+    .await;
+    endpoint.close(0u32.into(), b"done");
+    result
+}
+
+/// Serves one joiner's connection on the join ALPN.
+pub async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
+    let step = Duration::from_millis(JOIN_STEP_TIMEOUT_MS);
+    let remote = conn.remote_address();
+    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(step, conn.accept_bi()).await else {
+        conn.close(1u32.into(), b"join request expected");
+        return;
+    };
+    let response = match tokio::time::timeout(step, wire::read_frame::<JoinRequest>(&mut recv, MAX_JOIN_FRAME_BYTES)).await {
+        Ok(Ok(req)) => admit(&shared, req).await,
+        Ok(Err(e)) => JoinResponse::Refused { reason: format!("bad join request: {e}") },
+        Err(_) => JoinResponse::Refused { reason: "join request timed out".into() },
+    };
+    if let JoinResponse::Refused { reason } = &response {
+        tracing::warn!(%remote, %reason, "refused a join");
+        shared.metrics.count_drop("join_refused");
+    }
+    let _ = wire::write_frame(&mut send, &response, MAX_JOIN_FRAME_BYTES).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(step, conn.closed()).await;
+}
+
+async fn admit(shared: &Shared, req: JoinRequest) -> JoinResponse {
+    let refuse = |reason: String| JoinResponse::Refused { reason };
+    let token: JoinToken = match req.token.parse() {
+        Ok(t) => t,
+        Err(e) => return refuse(format!("{e}")),
+    };
+    let notices = shared.notices().await;
+    let revoked = |id: &str| notices.iter().any(|n| matches!(n, Notice::TokenRevoked { token_id, .. } if token_id == id));
+    if let Err(e) = pki::verify_token(&token, &shared.creds.cluster_secret, CertRole::Manager, unix_now(), &shared.ca_fingerprint, revoked) {
+        return refuse(e.to_string());
+    }
+    if req.node_id == 0 || req.node_id == shared.self_id.0 {
+        return refuse("node id is reserved or in use".into());
+    }
+    let cert = match shared.ca.issue(CertRole::Manager, req.node_id, NODE_CERT_VALIDITY_DAYS) {
+        Ok(c) => c,
+        Err(e) => return refuse(format!("could not issue a certificate: {e}")),
+    };
+    tracing::info!(node = %crate::core::NodeId(req.node_id), advertise = %req.advertise, token = %token.token_id, "admitted a manager");
+    JoinResponse::Admitted(Box::new(Admission {
+        cluster_name: shared.cluster_name.clone(),
+        ca_cert_pem: shared.creds.ca_cert_pem.clone(),
+        ca_key_pem: shared.creds.ca_key_pem.clone(),
+        cluster_secret: shared.creds.cluster_secret.clone(),
+        cert_pem: cert.cert_pem,
+        key_pem: cert.key_pem,
+        notices,
+    }))
+}

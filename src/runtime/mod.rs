@@ -1,0 +1,12 @@
+//! The runtime layer: everything that touches the world (QUIC, TLS, disk,
+//! clock, signals) around the sans-IO core.
+
+pub mod api;
+pub mod client;
+pub mod clientfile;
+pub mod datadir;
+pub mod driver;
+pub mod join;
+pub mod server;
+pub mod transport;
+pub mod wire;

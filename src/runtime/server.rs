@@ -1,0 +1,387 @@
+//! `jujud peer`: opens the data dir, creates a cluster or joins one (or
+//! rejoins with the stored identity), binds the QUIC endpoint, and runs the
+//! node driver, the accept loop and the metrics endpoint until shutdown.
+//!
+//! Owns the start-up order: credentials are in hand and the port is bound
+//! before anything is written, and `node.json` is written last. Must never
+//! start serving with a data dir or token of another cluster.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::clientfile::ClientFile;
+use super::datadir::{self, Credentials, DataDir, DataDirError, NodeFile, Stored};
+use super::driver::{self, Command, DriverParts};
+use super::join::{self, JoinError, NODE_CERT_VALIDITY_DAYS};
+use super::transport::{self, PeerConn, Transport, member_role, peer_of};
+use crate::config::PeerConfig;
+use crate::core::{Identity, MemberInfo, Node, NodeConfig, NodeId, Notice, Role};
+use crate::metrics::Metrics;
+use crate::pki::{self, CertRole, ClusterCa, IssuedCert};
+
+/// Inbound datagrams waiting for the driver; past it they are dropped.
+pub const INBOX_CAPACITY: usize = 4_096;
+/// Commands waiting for the driver; callers wait for room.
+pub const COMMAND_CAPACITY: usize = 256;
+/// Handshakes in progress at once; more incoming connections are refused.
+pub const MAX_HANDSHAKES: usize = 64;
+
+/// Why `jujud peer` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error("certificates: {0}")]
+    Pki(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("data dir {dir} belongs to cluster {have} but the token is for cluster {want}")]
+    OtherCluster { dir: String, have: String, want: String },
+    #[error("data dir {0} is empty and no --token was given, but --join was: a token is needed to join")]
+    TokenNeeded(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+fn pki_err(e: impl std::fmt::Display) -> PeerError {
+    PeerError::Pki(e.to_string())
+}
+
+/// What the API and join handlers share.
+pub struct Shared {
+    pub commands: mpsc::Sender<Command>,
+    pub creds: Credentials,
+    pub ca: ClusterCa,
+    pub ca_fingerprint: String,
+    pub cluster_name: String,
+    pub metrics: Arc<Metrics>,
+    pub self_id: NodeId,
+}
+
+impl Shared {
+    pub async fn members(&self) -> Option<(Identity, Vec<MemberInfo>)> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Members(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn notices(&self) -> Vec<Notice> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Notices(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    pub async fn publish(&self, notice: Notice) {
+        let _ = self.commands.send(Command::Publish(notice)).await;
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("OS randomness");
+    u64::from_le_bytes(b).max(1)
+}
+
+fn random_bytes32() -> Vec<u8> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("OS randomness");
+    b.to_vec()
+}
+
+/// A brand-new cluster's first node: CA, keys, first token, admin client.
+struct Fresh {
+    node: NodeFile,
+    creds: Credentials,
+    first_token: Option<pki::JoinToken>,
+    admin: Option<IssuedCert>,
+    notices: Vec<Notice>,
+}
+
+fn new_cluster(advertise: SocketAddr) -> Result<Fresh, PeerError> {
+    let node_id = random_u64();
+    let cluster_name = format!("jujud-{:08x}", random_u64() as u32);
+    let ca = ClusterCa::generate(&cluster_name).map_err(pki_err)?;
+    let cert = ca.issue(CertRole::Manager, node_id, NODE_CERT_VALIDITY_DAYS).map_err(pki_err)?;
+    let admin = ca.issue(CertRole::Admin, random_u64(), NODE_CERT_VALIDITY_DAYS).map_err(pki_err)?;
+    let secret = pki::new_cluster_secret().to_vec();
+    let fp = ca.fingerprint();
+    let token = pki::issue_token(&secret, CertRole::Manager, None, pki::DEFAULT_TOKEN_TTL_SECS, unix_now(), &fp)
+        .map_err(pki_err)?;
+    let notices = vec![Notice::TokenIssued {
+        token_id: token.token_id.clone(),
+        role: "manager".into(),
+        expires_unix_secs: token.expires_unix_secs,
+    }];
+    Ok(Fresh {
+        node: node_file(cluster_name, fp, node_id, advertise),
+        creds: Credentials {
+            ca_cert_pem: ca.cert_pem.clone(),
+            ca_key_pem: ca.key_pem.clone(),
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+            cluster_secret: secret,
+            reset_key: random_bytes32(),
+        },
+        first_token: Some(token),
+        admin: Some(admin),
+        notices,
+    })
+}
+
+fn node_file(cluster_name: String, ca_fingerprint: String, node_id: u64, advertise: SocketAddr) -> NodeFile {
+    NodeFile {
+        format: datadir::FORMAT_VERSION,
+        cluster_name,
+        ca_fingerprint,
+        node_id: NodeId(node_id).to_string(),
+        role: "manager".into(),
+        generation: 0,
+        advertise,
+    }
+}
+
+async fn joined(cfg: &PeerConfig, token: &str, advertise: SocketAddr) -> Result<Fresh, PeerError> {
+    let node_id = random_u64();
+    let adm = join::join(&cfg.join, token, node_id, advertise).await?;
+    let fp = ClusterCa::cert_fingerprint_from_pem(&adm.ca_cert_pem).map_err(pki_err)?;
+    Ok(Fresh {
+        node: node_file(adm.cluster_name, fp, node_id, advertise),
+        creds: Credentials {
+            ca_cert_pem: adm.ca_cert_pem,
+            ca_key_pem: adm.ca_key_pem,
+            cert_pem: adm.cert_pem,
+            key_pem: adm.key_pem,
+            cluster_secret: adm.cluster_secret,
+            reset_key: random_bytes32(),
+        },
+        first_token: None,
+        admin: None,
+        notices: adm.notices,
+    })
+}
+
+fn check_token_cluster(dir: &DataDir, stored: &Stored, token: Option<&str>) -> Result<(), PeerError> {
+    let Some(token) = token else { return Ok(()) };
+    let Ok(parsed) = token.parse::<pki::JoinToken>() else { return Ok(()) };
+    if parsed.ca_fingerprint != stored.node.ca_fingerprint {
+        return Err(PeerError::OtherCluster {
+            dir: dir.path().display().to_string(),
+            have: stored.node.ca_fingerprint.clone(),
+            want: parsed.ca_fingerprint,
+        });
+    }
+    tracing::info!("data dir already holds a member of this cluster; the token is not needed");
+    Ok(())
+}
+
+/// Runs `jujud peer` until `shutdown` turns true.
+pub async fn run_peer(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Result<(), PeerError> {
+    let (dir, stored) = DataDir::open(&cfg.data_dir)?;
+    let socket = UdpSocket::bind(cfg.listen).map_err(|source| PeerError::Bind { addr: cfg.listen, source })?;
+    let local = socket.local_addr().map_err(|e| PeerError::Io(e.to_string()))?;
+    let advertise = if cfg.advertise.port() == 0 { SocketAddr::new(cfg.advertise.ip(), local.port()) } else { cfg.advertise };
+    let (mut fresh, stored_peers) = match stored {
+        Some(s) => {
+            check_token_cluster(&dir, &s, cfg.token.as_deref())?;
+            let peers = s.peers.clone();
+            (Fresh { node: s.node, creds: s.creds, first_token: None, admin: None, notices: s.notices }, peers)
+        }
+        None => match (&cfg.token, cfg.join.is_empty()) {
+            (Some(token), _) => (joined(&cfg, token, advertise).await?, Vec::new()),
+            (None, true) => (new_cluster(advertise)?, Vec::new()),
+            (None, false) => return Err(PeerError::TokenNeeded(cfg.data_dir.display().to_string())),
+        },
+    };
+    fresh.node.generation += 1;
+    fresh.node.advertise = advertise;
+    if fresh.first_token.is_some() {
+        dir.initialise(&fresh.node, &fresh.creds)?;
+    } else if stored_peers.is_empty() && !dir.path().join("node.json").exists() {
+        dir.initialise(&fresh.node, &fresh.creds)?;
+    } else {
+        dir.write_node(&fresh.node)?;
+    }
+    if let (Some(token), Some(admin)) = (&fresh.first_token, &fresh.admin) {
+        write_first_node_files(&dir, &fresh, token, admin, advertise)?;
+    }
+    serve(cfg, dir, fresh, stored_peers, socket, advertise, shutdown).await
+}
+
+fn write_first_node_files(
+    dir: &DataDir,
+    fresh: &Fresh,
+    token: &pki::JoinToken,
+    admin: &IssuedCert,
+    advertise: SocketAddr,
+) -> Result<(), PeerError> {
+    dir.write_private(datadir::JOIN_TOKEN_FILE, format!("{token}\n").as_bytes())?;
+    let client = ClientFile {
+        cluster: fresh.node.cluster_name.clone(),
+        endpoints: vec![advertise],
+        ca_cert: fresh.creds.ca_cert_pem.clone(),
+        client_cert: admin.cert_pem.clone(),
+        client_key: admin.key_pem.clone(),
+    };
+    dir.write_private(datadir::CLIENT_FILE, client.to_yaml().as_bytes())?;
+    tracing::info!(token_file = %dir.path().join(datadir::JOIN_TOKEN_FILE).display(),
+        client_file = %dir.path().join(datadir::CLIENT_FILE).display(), "created a new cluster");
+    Ok(())
+}
+
+fn reset_key_config(key: &[u8]) -> quinn::EndpointConfig {
+    let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    quinn::EndpointConfig::new(Arc::new(hmac))
+}
+
+async fn serve(
+    cfg: PeerConfig,
+    dir: DataDir,
+    fresh: Fresh,
+    known_peers: Vec<Identity>,
+    socket: UdpSocket,
+    advertise: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), PeerError> {
+    let node_id: NodeId = fresh.node.node_id.parse().map_err(|_| PeerError::Pki("node id in node.json".into()))?;
+    let ca = ClusterCa { cert_pem: fresh.creds.ca_cert_pem.clone(), key_pem: fresh.creds.ca_key_pem.clone() };
+    let cert = IssuedCert { cert_pem: fresh.creds.cert_pem.clone(), key_pem: fresh.creds.key_pem.clone() };
+    let tcfg = transport::transport_config();
+    let server_cfg = pki::quinn_server_config(pki::server_config(&ca, &cert).map_err(pki_err)?, tcfg.clone()).map_err(pki_err)?;
+    let client_cfg = pki::quinn_client_config(pki::client_config(&ca, &cert).map_err(pki_err)?, tcfg).map_err(pki_err)?;
+    let endpoint = quinn::Endpoint::new(
+        reset_key_config(&fresh.creds.reset_key),
+        Some(server_cfg),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| PeerError::Io(e.to_string()))?;
+
+    let metrics = Arc::new(Metrics::new());
+    let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let transport = Transport::new(endpoint.clone(), client_cfg, inbox_tx, metrics.clone(), node_id);
+    let shared = Arc::new(Shared {
+        commands: cmd_tx.clone(),
+        ca_fingerprint: fresh.node.ca_fingerprint.clone(),
+        cluster_name: fresh.node.cluster_name.clone(),
+        creds: fresh.creds.clone(),
+        ca,
+        metrics: metrics.clone(),
+        self_id: node_id,
+    });
+    transport.set_api(shared.clone());
+    if let Some(addr) = cfg.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| PeerError::Bind { addr, source })?;
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone(), || {}));
+    }
+    let identity = Identity { id: node_id, addr: advertise, role: Role::Manager, generation: fresh.node.generation };
+    tracing::info!(id = %node_id, %advertise, generation = identity.generation, cluster = %fresh.node.cluster_name, "manager starting");
+    let node = Node::new(NodeConfig {
+        identity,
+        timing: cfg.timing.clone(),
+        rng_seed: random_u64(),
+        seeds: cfg.join.clone(),
+        known_peers,
+    });
+    for n in fresh.notices {
+        let _ = cmd_tx.send(Command::Publish(n)).await;
+    }
+    tokio::spawn(accept_loop(endpoint.clone(), transport.clone(), shared.clone()));
+    let parts = DriverParts {
+        transport: transport.clone(),
+        inbox: inbox_rx,
+        commands: cmd_rx,
+        dir: Arc::new(dir),
+        node_file: fresh.node,
+        metrics,
+        shutdown,
+    };
+    driver::run(node, parts).await;
+    endpoint.close(0u32.into(), b"leaving");
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), endpoint.wait_idle()).await;
+    Ok(())
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, transport: Arc<Transport>, shared: Arc<Shared>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            shared.metrics.count_drop("handshake_limit");
+            incoming.refuse();
+            continue;
+        };
+        let (transport, shared) = (transport.clone(), shared.clone());
+        tokio::spawn(async move {
+            let timeout = std::time::Duration::from_millis(transport::DIAL_TIMEOUT_MS);
+            let conn = match tokio::time::timeout(timeout, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "handshake failed");
+                    shared.metrics.count_drop("handshake_failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            drop(permit);
+            on_connection(conn, transport, shared).await;
+        });
+    }
+}
+
+fn alpn_of(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
+async fn on_connection(conn: quinn::Connection, transport: Arc<Transport>, shared: Arc<Shared>) {
+    match alpn_of(&conn).as_deref() {
+        Some(p) if p == pki::ALPN_JOIN => join::serve(conn, shared).await,
+        Some(p) if p == pki::ALPN_PEER => {
+            let Some((role, id)) = peer_of(&conn) else {
+                tracing::warn!(remote = %conn.remote_address(), "refused a peer connection without a client certificate");
+                shared.metrics.count_drop("unauthenticated");
+                conn.close(2u32.into(), b"client certificate required");
+                return;
+            };
+            if member_role(role).is_some() {
+                // Registering also serves the API on this connection.
+                transport.register(PeerConn { conn, role, id });
+            } else {
+                super::api::serve(conn, role, shared).await;
+            }
+        }
+        _ => conn.close(3u32.into(), b"unknown protocol"),
+    }
+}
+
+/// Sends this node's notices to a manager that just came up, so that a
+/// member which missed a revocation while away learns it.
+pub fn share_notices(transport: Arc<Transport>, to: Identity, notices: Vec<Notice>) {
+    if notices.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let conn = match transport.connection(to.id) {
+            Some(c) => c,
+            None => match transport.dial(to.addr).await {
+                Ok(pc) if pc.id == to.id => pc.conn,
+                _ => return,
+            },
+        };
+        let Ok((mut send, mut recv)) = conn.open_bi().await else { return };
+        let req = super::wire::Request::SyncNotices(notices);
+        if super::wire::write_frame(&mut send, &req, super::wire::MAX_API_FRAME_BYTES).await.is_ok() {
+            let _ = send.finish();
+            let _ = super::wire::read_frame::<super::wire::Response>(&mut recv, super::wire::MAX_API_FRAME_BYTES).await;
+        }
+    });
+}

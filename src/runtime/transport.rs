@@ -1,0 +1,304 @@
+//! QUIC transport for SWIM: one endpoint per node both dials and accepts;
+//! every peer connection is mutual TLS, and the peer's node id and role come
+//! from its certificate, never from what it says.
+//!
+//! Owns the connection table, dialing and the per-connection readers. Must
+//! never hand the core a datagram without the sender's proven identity, and
+//! never queue without a bound: past each bound a datagram is dropped and
+//! counted (SWIM tolerates loss; it does not tolerate stalls).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::core::{Identity, NodeId, PeerCert, Role};
+use crate::metrics::Metrics;
+use crate::pki::{self, CertRole};
+
+/// How long a dial (QUIC + TLS handshake) may take.
+pub const DIAL_TIMEOUT_MS: u64 = 2_000;
+/// After a failed dial, wait this long before dialing that peer again.
+pub const DIAL_RETRY_MS: u64 = 500;
+/// Datagrams held for a peer while its connection is being dialed.
+pub const MAX_QUEUED_PER_PEER: usize = 32;
+/// Largest frame on the oversized-datagram fallback stream.
+pub const MAX_FALLBACK_FRAME_BYTES: usize = 4_096;
+/// Connections without traffic close after this.
+pub const IDLE_TIMEOUT_MS: u64 = 5_000;
+/// Keep-alive interval, so that an idle but healthy connection stays open.
+pub const KEEPALIVE_MS: u64 = 1_000;
+
+/// What the transport hands the node driver.
+#[derive(Debug)]
+pub enum Inbound {
+    Datagram { from: PeerCert, bytes: Vec<u8> },
+    Identified { addr: SocketAddr, peer: PeerCert },
+}
+
+/// A connection whose peer proved who it is.
+#[derive(Clone, Debug)]
+pub struct PeerConn {
+    pub conn: quinn::Connection,
+    pub role: CertRole,
+    pub id: NodeId,
+}
+
+#[derive(Default)]
+struct Table {
+    conns: BTreeMap<NodeId, quinn::Connection>,
+    dialing: BTreeMap<NodeId, Vec<Bytes>>,
+    failed_at: BTreeMap<NodeId, Instant>,
+}
+
+/// The node's QUIC endpoint and its peer connections.
+pub struct Transport {
+    pub endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    table: Mutex<Table>,
+    inbox: mpsc::Sender<Inbound>,
+    metrics: Arc<Metrics>,
+    self_id: NodeId,
+    /// Set once at start: the API served on every member connection.
+    api: OnceLock<Arc<super::server::Shared>>,
+}
+
+/// The transport parameters every connection uses.
+pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(IDLE_TIMEOUT_MS)).expect("idle timeout fits a VarInt");
+    t.max_idle_timeout(Some(idle));
+    t.keep_alive_interval(Some(Duration::from_millis(KEEPALIVE_MS)));
+    t.datagram_receive_buffer_size(Some(1 << 20));
+    t.datagram_send_buffer_size(1 << 20);
+    t.max_concurrent_bidi_streams(64u32.into());
+    t.max_concurrent_uni_streams(256u32.into());
+    Arc::new(t)
+}
+
+/// Reads the proven role and id from a connection's peer certificate.
+pub fn peer_of(conn: &quinn::Connection) -> Option<(CertRole, NodeId)> {
+    let certs = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    let (role, id) = pki::peer_from_der(certs.first()?.as_ref()).ok()?;
+    Some((role, NodeId(id)))
+}
+
+/// The member role a certificate role stands for (admins are not members).
+pub fn member_role(role: CertRole) -> Option<Role> {
+    match role {
+        CertRole::Manager => Some(Role::Manager),
+        CertRole::Agent => Some(Role::Agent),
+        CertRole::Admin => None,
+    }
+}
+
+impl Transport {
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        client_config: quinn::ClientConfig,
+        inbox: mpsc::Sender<Inbound>,
+        metrics: Arc<Metrics>,
+        self_id: NodeId,
+    ) -> Arc<Transport> {
+        Arc::new(Transport {
+            endpoint,
+            client_config,
+            table: Mutex::new(Table::default()),
+            inbox,
+            metrics,
+            self_id,
+            api: OnceLock::new(),
+        })
+    }
+
+    /// Serves the client API on every member connection from now on.
+    pub fn set_api(&self, shared: Arc<super::server::Shared>) {
+        let _ = self.api.set(shared);
+    }
+
+    /// Sends one SWIM datagram to `to`, dialing first if needed.
+    pub fn send(self: &Arc<Self>, to: &Identity, bytes: Vec<u8>) {
+        let bytes = Bytes::from(bytes);
+        let mut table = self.table.lock().expect("transport table poisoned");
+        if let Some(conn) = table.conns.get(&to.id) {
+            if conn.close_reason().is_none() {
+                let conn = conn.clone();
+                drop(table);
+                self.send_on(&conn, bytes);
+                return;
+            }
+            table.conns.remove(&to.id);
+        }
+        if let Some(queue) = table.dialing.get_mut(&to.id) {
+            if queue.len() < MAX_QUEUED_PER_PEER {
+                queue.push(bytes);
+            } else {
+                self.metrics.count_drop("queue_full");
+            }
+            return;
+        }
+        let recently_failed =
+            table.failed_at.get(&to.id).is_some_and(|t| t.elapsed() < Duration::from_millis(DIAL_RETRY_MS));
+        if recently_failed {
+            self.metrics.count_drop("no_connection");
+            return;
+        }
+        table.dialing.insert(to.id, vec![bytes]);
+        drop(table);
+        let this = self.clone();
+        let to = to.clone();
+        tokio::spawn(async move { this.dial_member(to).await });
+    }
+
+    fn send_on(self: &Arc<Self>, conn: &quinn::Connection, bytes: Bytes) {
+        self.metrics.observe_datagram_out(bytes.len());
+        match conn.max_datagram_size() {
+            Some(max) if bytes.len() <= max => {
+                if conn.send_datagram(bytes).is_err() {
+                    self.metrics.count_drop("no_connection");
+                }
+            }
+            _ => {
+                // Bigger than this path allows right now: one uni stream.
+                self.metrics.count_drop("too_large_for_path");
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut send) = conn.open_uni().await {
+                        let _ = super::wire::write_frame(&mut send, &bytes.to_vec(), MAX_FALLBACK_FRAME_BYTES).await;
+                        let _ = send.finish();
+                    }
+                });
+            }
+        }
+    }
+
+    async fn dial_member(self: Arc<Self>, to: Identity) {
+        let result = self.dial(to.addr).await;
+        let conn = match result {
+            Ok(pc) if pc.id == to.id => Some(pc),
+            Ok(pc) => {
+                tracing::warn!(addr = %to.addr, expected = %to.id, found = %pc.id, "address is held by another node");
+                pc.conn.close(1u32.into(), b"not the node you dialed");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(peer = %to.id, addr = %to.addr, error = %e, "dial failed");
+                None
+            }
+        };
+        let queued = {
+            let mut table = self.table.lock().expect("transport table poisoned");
+            let queued = table.dialing.remove(&to.id).unwrap_or_default();
+            if conn.is_none() {
+                table.failed_at.insert(to.id, Instant::now());
+            }
+            queued
+        };
+        match conn {
+            Some(pc) => {
+                let conn = pc.conn.clone();
+                self.register(pc);
+                for bytes in queued {
+                    self.send_on(&conn, bytes);
+                }
+            }
+            None => {
+                for _ in queued {
+                    self.metrics.count_drop("no_connection");
+                }
+            }
+        }
+    }
+
+    /// Dials `addr` and returns the connection with its proven identity.
+    pub async fn dial(&self, addr: SocketAddr) -> Result<PeerConn, String> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), addr, pki::SERVER_NAME)
+            .map_err(|e| e.to_string())?;
+        let conn = tokio::time::timeout(Duration::from_millis(DIAL_TIMEOUT_MS), connecting)
+            .await
+            .map_err(|_| format!("no answer within {DIAL_TIMEOUT_MS} ms"))?
+            .map_err(|e| e.to_string())?;
+        let (role, id) = peer_of(&conn).ok_or("peer presented no usable certificate")?;
+        if id == self.self_id {
+            conn.close(1u32.into(), b"that is me");
+            return Err("the address is this node itself".into());
+        }
+        Ok(PeerConn { conn, role, id })
+    }
+
+    /// Finds out who answers at `addr` and reports it to the driver.
+    pub fn identify(self: &Arc<Self>, addr: SocketAddr) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.dial(addr).await {
+                Ok(pc) => {
+                    let Some(role) = member_role(pc.role) else { return };
+                    let peer = PeerCert { id: pc.id, role };
+                    this.register(pc);
+                    let _ = this.inbox.send(Inbound::Identified { addr, peer }).await;
+                }
+                Err(e) => tracing::debug!(%addr, error = %e, "seed did not answer"),
+            }
+        });
+    }
+
+    /// Makes `pc` the connection for its peer and starts its readers.
+    /// The newest connection wins: a restarted peer dials afresh.
+    pub fn register(self: &Arc<Self>, pc: PeerConn) {
+        let Some(role) = member_role(pc.role) else { return };
+        {
+            let mut table = self.table.lock().expect("transport table poisoned");
+            table.conns.insert(pc.id, pc.conn.clone());
+            table.failed_at.remove(&pc.id);
+        }
+        let from = PeerCert { id: pc.id, role };
+        let this = self.clone();
+        let conn = pc.conn.clone();
+        tokio::spawn(async move { this.read_datagrams(conn, from).await });
+        let this = self.clone();
+        let conn = pc.conn.clone();
+        tokio::spawn(async move { this.read_fallback_streams(conn, from).await });
+        if let Some(shared) = self.api.get() {
+            tokio::spawn(super::api::serve(pc.conn, pc.role, shared.clone()));
+        }
+    }
+
+    fn deliver(&self, from: PeerCert, bytes: Vec<u8>) {
+        if self.inbox.try_send(Inbound::Datagram { from, bytes }).is_err() {
+            self.metrics.count_drop("queue_full");
+        }
+    }
+
+    async fn read_datagrams(self: Arc<Self>, conn: quinn::Connection, from: PeerCert) {
+        while let Ok(bytes) = conn.read_datagram().await {
+            self.deliver(from, bytes.to_vec());
+        }
+        let mut table = self.table.lock().expect("transport table poisoned");
+        if table.conns.get(&from.id).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            table.conns.remove(&from.id);
+        }
+    }
+
+    async fn read_fallback_streams(self: Arc<Self>, conn: quinn::Connection, from: PeerCert) {
+        while let Ok(mut recv) = conn.accept_uni().await {
+            match super::wire::read_frame::<Vec<u8>>(&mut recv, MAX_FALLBACK_FRAME_BYTES).await {
+                Ok(bytes) => self.deliver(from, bytes),
+                Err(e) => {
+                    tracing::debug!(peer = %from.id, error = %e, "bad fallback frame");
+                    self.metrics.count_drop("malformed");
+                }
+            }
+        }
+    }
+
+    /// The open connection to a member, if any.
+    pub fn connection(&self, id: NodeId) -> Option<quinn::Connection> {
+        self.table.lock().expect("transport table poisoned").conns.get(&id).cloned()
+    }
+}

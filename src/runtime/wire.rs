@@ -1,0 +1,186 @@
+//! Stream framing and the request/response messages that travel on QUIC
+//! streams: the join exchange, the client API and notice sync.
+//!
+//! Owns the frame format (a u32 big-endian length, then one bincode value).
+//! Must never allocate more than the frame limit the caller gives, and never
+//! accept a frame with trailing bytes.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::core::codec;
+use crate::core::{MemberInfo, Notice};
+
+/// Largest frame on a client API or sync stream.
+pub const MAX_API_FRAME_BYTES: usize = 1 << 20;
+/// Largest frame on a join stream (a request is small; a reply holds PEMs).
+pub const MAX_JOIN_FRAME_BYTES: usize = 64 << 10;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("stream closed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {len} bytes is over the {limit}-byte limit")]
+    TooLarge { len: usize, limit: usize },
+    #[error("frame does not decode: {0}")]
+    Decode(String),
+    #[error("value does not encode: {0}")]
+    Encode(String),
+}
+
+/// Writes one frame.
+pub async fn write_frame<T: Serialize>(
+    send: &mut (impl AsyncWriteExt + Unpin),
+    value: &T,
+    limit: usize,
+) -> Result<(), FrameError> {
+    let bytes = bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    if bytes.len() > limit {
+        return Err(FrameError::TooLarge { len: bytes.len(), limit });
+    }
+    send.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+    send.write_all(&bytes).await?;
+    Ok(())
+}
+
+/// Reads one frame of at most `limit` bytes.
+pub async fn read_frame<T: serde::de::DeserializeOwned>(
+    recv: &mut (impl AsyncReadExt + Unpin),
+    limit: usize,
+) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > limit {
+        return Err(FrameError::TooLarge { len, limit });
+    }
+    let mut buf = vec![0u8; len];
+    recv.read_exact(&mut buf).await?;
+    let (value, used) = bincode::serde::decode_from_slice(&buf, bincode::config::standard())
+        .map_err(|e| FrameError::Decode(e.to_string()))?;
+    if used != len {
+        return Err(FrameError::Decode(format!("{} trailing bytes", len - used)));
+    }
+    Ok(value)
+}
+
+/// A new member asks to be admitted (on the join ALPN, before it has a cert).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    /// The id the joiner picked for itself.
+    pub node_id: u64,
+    /// Where it will accept connections.
+    pub advertise: std::net::SocketAddr,
+}
+
+/// The answer to a [`JoinRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum JoinResponse {
+    Admitted(Box<Admission>),
+    Refused { reason: String },
+}
+
+/// Everything a new manager needs to act as one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Admission {
+    pub cluster_name: String,
+    pub ca_cert_pem: String,
+    /// Every manager can admit and certify members, so each holds the CA key.
+    pub ca_key_pem: String,
+    pub cluster_secret: Vec<u8>,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Notices (revocations, departures) the new member must know at once.
+    pub notices: Vec<Notice>,
+}
+
+/// A request on the client API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// List the members as the answering manager sees them.
+    Members,
+    /// Create a join token for a role ("manager"), valid `ttl_secs`.
+    TokenCreate { role: String, ttl_secs: u64 },
+    /// List the tokens known cluster-wide.
+    TokenList,
+    /// Revoke a token by id.
+    TokenRevoke { token_id: String },
+    /// A manager shares its notices with a peer that just came up.
+    SyncNotices(Vec<Notice>),
+}
+
+/// One row of the member list as it travels to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRow {
+    pub id: String,
+    pub addr: std::net::SocketAddr,
+    pub role: String,
+    pub generation: u64,
+    pub state: String,
+    pub incarnation: u16,
+}
+
+impl From<&MemberInfo> for MemberRow {
+    fn from(m: &MemberInfo) -> Self {
+        MemberRow {
+            id: m.identity.id.to_string(),
+            addr: m.identity.addr,
+            role: m.identity.role.as_str().to_string(),
+            generation: m.identity.generation,
+            state: m.state.as_str().to_string(),
+            incarnation: m.incarnation,
+        }
+    }
+}
+
+/// A token as listed (never with its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRow {
+    pub token_id: String,
+    pub role: String,
+    pub expires_unix_secs: u64,
+    pub revoked: bool,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Members { answered_by: String, members: Vec<MemberRow> },
+    Token { token: String, row: TokenRow },
+    Tokens(Vec<TokenRow>),
+    Done,
+    Error(String),
+}
+
+/// Decodes a notice list exactly (used for the persisted notice file).
+pub fn decode_notices(bytes: &[u8]) -> Result<Vec<Notice>, codec::CodecError> {
+    let (v, used): (Vec<Notice>, usize) =
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(codec::CodecError::from)?;
+    if used != bytes.len() {
+        return Err(codec::CodecError::Decode(bincode::error::DecodeError::OtherString("trailing bytes".into())));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_limits_hold() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Request::TokenRevoke { token_id: "abc".into() }, 1024).await.unwrap();
+        let back: Request = read_frame(&mut &buf[..], 1024).await.unwrap();
+        assert!(matches!(back, Request::TokenRevoke { token_id } if token_id == "abc"));
+        assert!(matches!(read_frame::<Request>(&mut &buf[..], 2).await, Err(FrameError::TooLarge { .. })));
+        let huge = (u32::MAX).to_be_bytes();
+        assert!(matches!(read_frame::<Request>(&mut &huge[..], 1024).await, Err(FrameError::TooLarge { .. })));
+        let garbage = [0, 0, 0, 3, 0xff, 0xff, 0xff];
+        assert!(matches!(read_frame::<Request>(&mut &garbage[..], 1024).await, Err(FrameError::Decode(_))));
+        let truncated = &buf[..buf.len() - 1];
+        assert!(matches!(read_frame::<Request>(&mut &truncated[..], 1024).await, Err(FrameError::Io(_))));
+    }
+}
