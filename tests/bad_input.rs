@@ -1,0 +1,167 @@
+//! Bad input never panics, never changes membership, and always gets a
+//! clear error, a log line or a metric: forged and garbage datagrams over a
+//! real authenticated QUIC connection, wrong tokens, foreign certificates,
+//! corrupt data dirs, busy ports and silent seeds.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use common::*;
+use jujud::core::codec::BincodeCodec;
+use jujud::core::{Identity, NodeId, Role};
+use jujud::pki::{self, CertRole, ClusterCa};
+
+fn metrics_text(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+}
+
+fn swim_ping(src: &Identity, dst: &Identity) -> Vec<u8> {
+    let header = foca::Header { src: src.clone(), src_incarnation: 0, dst: dst.clone(), message: foca::Message::Ping(1) };
+    let mut bytes = vec![0x01];
+    foca::Codec::encode_header(&mut BincodeCodec, &header, &mut bytes).unwrap();
+    bytes
+}
+
+/// A member-grade connection made with a certificate this test issues from
+/// the cluster's own CA (as a compromised or buggy member would have).
+async fn forged_member(dir: &std::path::Path, target: SocketAddr, fake_id: u64) -> quinn::Connection {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = ClusterCa::from_pem(
+        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+        std::fs::read_to_string(dir.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    let cert = ca.issue(CertRole::Manager, fake_id, 1).unwrap();
+    let cfg = pki::quinn_client_config(pki::client_config(&ca, &cert).unwrap(), Arc::new(quinn::TransportConfig::default())).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.connect_with(cfg, target, pki::SERVER_NAME).unwrap().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mport = free_port();
+    let mlisten = format!("127.0.0.1:{mport}");
+    let m0 = Peer::start(&tmp.path().join("m0"), local(free_port()), &["--metrics-listen", &mlisten]);
+    let m1 = Peer::start(&tmp.path().join("m1"), local(free_port()), &["--join", &m0.addr.to_string(), "--token", &m0.token()]);
+    m0.log.wait_for("m1 up", |l| saw(l, "member up", &m1.id));
+    let before = members(&m0.client_file(), Some(m0.addr));
+
+    let fake = 0x0bad_0bad_0bad_0badu64;
+    let conn = forged_member(&m0.dir, m0.addr, fake).await;
+    let m0_ident = Identity { id: m0.id.parse().unwrap(), addr: m0.addr, role: Role::Manager, generation: 1 };
+    let m1_ident = Identity { id: m1.id.parse().unwrap(), addr: m1.addr, role: Role::Manager, generation: 1 };
+    // Speaks for m1 over a connection whose certificate says `fake`.
+    let spoofed = swim_ping(&m1_ident, &m0_ident);
+    conn.send_datagram(spoofed.clone().into()).unwrap();
+    conn.send_datagram(spoofed.into()).unwrap();
+    // Garbage, a truncated header, a wrong tag, and an oversized datagram.
+    let honest = swim_ping(&Identity { id: NodeId(fake), ..m1_ident.clone() }, &m0_ident);
+    conn.send_datagram(vec![0xff; 40].into()).unwrap();
+    conn.send_datagram(honest[..honest.len() / 2].to_vec().into()).unwrap();
+    conn.send_datagram(vec![0x07; 10].into()).unwrap();
+    conn.send_datagram(vec![0x01; 1_150].into()).unwrap();
+    // The spoofed datagrams are logged as they are dropped; await that.
+    m0.log.wait_for("spoof logged", |l| l.iter().any(|v| message(v) == "dropped datagram speaking for another member"));
+    // The counters reach /metrics on the driver's 1 s refresh, so poll it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(EVENT_CAP_MS);
+    let text = loop {
+        let text = metrics_text(format!("127.0.0.1:{mport}").parse().unwrap());
+        let done = metric(&text, "jujud_datagram_drops_total{reason=\"spoofed\"}") >= 2.0
+            && metric(&text, "jujud_datagram_drops_total{reason=\"malformed\"}") >= 3.0
+            && metric(&text, "jujud_datagram_drops_total{reason=\"oversized\"}") >= 1.0;
+        if done || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await; // a poll of a periodic export
+    };
+    assert!(metric(&text, "jujud_datagram_drops_total{reason=\"spoofed\"}") >= 2.0, "{text}");
+    assert!(metric(&text, "jujud_datagram_drops_total{reason=\"malformed\"}") >= 3.0, "{text}");
+    assert!(metric(&text, "jujud_datagram_drops_total{reason=\"oversized\"}") >= 1.0, "{text}");
+    assert_eq!(members(&m0.client_file(), Some(m0.addr)), before, "membership unchanged by bad datagrams");
+    assert!(!m0.log.raw().contains("panicked"));
+    // A replayed, well-formed ping from the forged member is idempotent.
+    conn.send_datagram(honest.clone().into()).unwrap();
+    conn.send_datagram(honest.into()).unwrap();
+    m0.log.wait_for("forged member up once", |l| saw(l, "member up", &NodeId(fake).to_string()));
+    let ups = m0.log.snapshot().iter().filter(|v| message(v) == "member up" && field(v, "member") == NodeId(fake).to_string()).count();
+    assert_eq!(ups, 1);
+}
+
+#[test]
+fn client_with_a_certificate_from_another_cluster_gets_nothing() {
+    let a = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Peer::start(&tmp.path().join("b"), local(free_port()), &[]);
+    let out = juju(&b.client_file(), &["members", "--endpoint", &a.peers[0].addr.to_string()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not answer"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&a.peers[0].id), "no membership data leaked");
+}
+
+#[test]
+fn wrong_tokens_are_refused_with_a_reason() {
+    let c = Cluster::start(1);
+    let seed = c.peers[0].addr.to_string();
+    let token = c.peers[0].token();
+    let dir = c.tmp.path().join("j");
+    let d = dir.to_str().unwrap();
+    let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+    parts[4] = "0".repeat(32);
+    let bad_secret = parts.join(".");
+    let err = peer_fails(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed, "--token", &bad_secret]);
+    assert!(err.contains("refused") && err.contains("secret"), "{err}");
+    let err = peer_fails(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed, "--token", "nonsense"]);
+    assert!(err.contains("malformed"), "{err}");
+    let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+    parts[5] = "ab".repeat(32);
+    let other_ca = parts.join(".");
+    let err = peer_fails(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed, "--token", &other_ca]);
+    assert!(err.contains("no seed could be reached"), "a pinned CA that does not match: {err}");
+    assert!(!dir.join("node.json").exists(), "nothing written for a refused join");
+}
+
+#[test]
+fn data_dirs_that_are_corrupt_half_written_or_foreign_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let half = tmp.path().join("half");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("ca.pem"), "x").unwrap();
+    let err = peer_fails(&["--data-dir", half.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("half-initialised"), "{err}");
+
+    let mut a = Peer::start(&tmp.path().join("a"), local(free_port()), &[]);
+    let b = Peer::start(&tmp.path().join("b"), local(free_port()), &[]);
+    a.leave();
+    let a_dir = a.dir.to_str().unwrap().to_string();
+    let err = peer_fails(&["--data-dir", &a_dir, "--listen", "127.0.0.1:0", "--join", &b.addr.to_string(), "--token", &b.token()]);
+    assert!(err.contains("belongs to cluster"), "{err}");
+    std::fs::write(a.dir.join("node.json"), "{ torn").unwrap();
+    let err = peer_fails(&["--data-dir", &a_dir, "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("node.json") && err.contains("corrupt"), "{err}");
+}
+
+#[test]
+fn busy_port_and_silent_seed_get_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Peer::start(&tmp.path().join("a"), local(free_port()), &[]);
+    let err = peer_fails(&["--data-dir", tmp.path().join("b").to_str().unwrap(), "--listen", &a.addr.to_string()]);
+    assert!(err.contains("cannot listen on") && err.contains(&a.addr.to_string()), "{err}");
+    let silent = local(free_port()).to_string();
+    let err = peer_fails(&["--data-dir", tmp.path().join("c").to_str().unwrap(), "--listen", "127.0.0.1:0", "--join", &silent, "--token", &a.token()]);
+    assert!(err.contains("no seed could be reached") && err.contains(&silent), "{err}");
+    let err = peer_fails(&["--data-dir", tmp.path().join("d").to_str().unwrap(), "--probe-period-ms", "5"]);
+    assert!(err.contains("probe_period_ms"), "{err}");
+}

@@ -1,0 +1,261 @@
+//! Test harness: runs real `jujud` processes on loopback, reads their JSON
+//! logs in a thread each, and lets tests wait for log events (an event is
+//! awaited on a condition variable; the cap is only a failure bound).
+//!
+//! Owns process lifetimes: every child is killed when its handle drops.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The longest any awaited event may take before the test fails.
+pub const EVENT_CAP_MS: u64 = 20_000;
+
+pub fn jujud_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_jujud")
+}
+
+pub fn juju_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_juju")
+}
+
+/// A free loopback UDP port (bound, read, released).
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Log lines of one process, shared with its reader thread.
+#[derive(Default)]
+pub struct LogBook {
+    lines: Mutex<Vec<Value>>,
+    raw: Mutex<Vec<String>>,
+    changed: Condvar,
+}
+
+impl LogBook {
+    /// Waits until `pred` holds over the lines read so far.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + Duration::from_millis(EVENT_CAP_MS);
+        let mut lines = self.lines.lock().unwrap();
+        while !pred(&lines) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out waiting for {what}; log:\n{}", self.raw.lock().unwrap().join("\n"));
+            lines = self.changed.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn raw(&self) -> String {
+        self.raw.lock().unwrap().join("\n")
+    }
+}
+
+/// The message of a JSON log line.
+pub fn message(v: &Value) -> &str {
+    v["fields"]["message"].as_str().unwrap_or("")
+}
+
+/// A field of a JSON log line, as text.
+pub fn field(v: &Value, name: &str) -> String {
+    match &v["fields"][name] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether `lines` hold an event `msg` about `member` (any generation).
+pub fn saw(lines: &[Value], msg: &str, member: &str) -> bool {
+    lines.iter().any(|l| message(l) == msg && field(l, "member") == member)
+}
+
+/// Whether `lines` hold `member` coming up (or renamed) at `generation`.
+pub fn saw_up_at(lines: &[Value], member: &str, generation: u64) -> bool {
+    lines.iter().any(|l| {
+        field(l, "member") == member
+            && ((message(l) == "member up" && field(l, "generation") == generation.to_string())
+                || (message(l) == "member renamed" && field(l, "to") == generation.to_string()))
+    })
+}
+
+/// One running `jujud peer`.
+pub struct Peer {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    pub log: Arc<LogBook>,
+    pub id: String,
+    pub generation: u64,
+}
+
+impl Peer {
+    /// Starts `jujud peer` with extra args; waits for "manager starting".
+    pub fn start(dir: &Path, addr: SocketAddr, extra: &[&str]) -> Peer {
+        Peer::start_in(None, dir, addr, extra)
+    }
+
+    /// Starts `jujud peer` inside network namespace `netns` if given.
+    pub fn start_in(netns: Option<&str>, dir: &Path, addr: SocketAddr, extra: &[&str]) -> Peer {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, jujud_bin()]);
+                c
+            }
+            None => Command::new(jujud_bin()),
+        };
+        cmd.args(["peer", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--log-format", "json"]);
+        cmd.args(extra).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.env("RUST_LOG", "info");
+        let mut child = cmd.spawn().expect("spawn jujud");
+        let log = Arc::new(LogBook::default());
+        let stderr = child.stderr.take().unwrap();
+        let book = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let parsed = serde_json::from_str::<Value>(&line).ok();
+                book.raw.lock().unwrap().push(line);
+                if let Some(v) = parsed {
+                    book.lines.lock().unwrap().push(v);
+                }
+                book.changed.notify_all();
+            }
+            book.raw.lock().unwrap().push("<stderr closed>".into());
+            book.changed.notify_all();
+        });
+        log.wait_for("manager starting", |l| l.iter().any(|v| message(v) == "manager starting"));
+        let start = log.snapshot().into_iter().rev().find(|v| message(v) == "manager starting").unwrap();
+        let id = field(&start, "id");
+        let generation = field(&start, "generation").parse().unwrap();
+        Peer { child: Some(child), dir: dir.to_path_buf(), addr, log, id, generation }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// SIGKILL and reap.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn leave(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.take().unwrap().wait().unwrap()
+    }
+
+    pub fn client_file(&self) -> PathBuf {
+        self.dir.join("client.yaml")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("join-token")).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            // A frozen process must be thawed to die cleanly.
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A first manager plus `n - 1` joiners, all seeing each other.
+pub struct Cluster {
+    pub tmp: tempfile::TempDir,
+    pub peers: Vec<Peer>,
+}
+
+impl Cluster {
+    pub fn start(n: usize) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = Peer::start(&tmp.path().join("m0"), local(free_port()), &[]);
+        let token = first.token();
+        let seed = first.addr.to_string();
+        let mut peers = vec![first];
+        for i in 1..n {
+            let dir = tmp.path().join(format!("m{i}"));
+            peers.push(Peer::start(&dir, local(free_port()), &["--join", &seed, "--token", &token]));
+        }
+        let c = Cluster { tmp, peers };
+        c.wait_all_up();
+        c
+    }
+
+    /// Waits until every peer has seen every other come up.
+    pub fn wait_all_up(&self) {
+        for p in &self.peers {
+            for q in self.peers.iter().filter(|q| q.id != p.id && q.child.is_some()) {
+                let (id, generation) = (q.id.clone(), q.generation);
+                p.log.wait_for(&format!("{} to see {} up", p.id, id), |l| saw_up_at(l, &id, generation));
+            }
+        }
+    }
+
+    /// Restarts peer `i` on its data dir (no join flags).
+    pub fn restart(&mut self, i: usize) {
+        let (dir, addr) = (self.peers[i].dir.clone(), self.peers[i].addr);
+        self.peers[i] = Peer::start(&dir, addr, &[]);
+    }
+
+    pub fn juju(&self, args: &[&str]) -> Output {
+        juju(&self.peers[0].client_file(), args)
+    }
+}
+
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Runs `juju --client-config FILE args...`.
+pub fn juju(client_file: &Path, args: &[&str]) -> Output {
+    Command::new(juju_bin()).arg("--client-config").arg(client_file).args(args).output().expect("run juju")
+}
+
+/// `juju members --format json` rows as (id, state, generation).
+pub fn members(client_file: &Path, endpoint: Option<SocketAddr>) -> Vec<(String, String, u64)> {
+    let ep = endpoint.map(|e| e.to_string());
+    let mut args = vec!["members", "--format", "json"];
+    if let Some(ep) = &ep {
+        args.extend(["--endpoint", ep.as_str()]);
+    }
+    let out = juju(client_file, &args);
+    assert!(out.status.success(), "juju members failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap().to_string(), m["state"].as_str().unwrap().to_string(), m["generation"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Runs `jujud peer` expecting it to fail; returns its stderr.
+pub fn peer_fails(args: &[&str]) -> String {
+    let out = Command::new(jujud_bin()).arg("peer").args(args).stdin(Stdio::null()).output().expect("run jujud");
+    assert!(!out.status.success(), "jujud unexpectedly succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
