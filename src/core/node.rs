@@ -473,3 +473,7 @@ impl Node {
 fn departed(book: &NoticeBook, id: &Identity) -> bool {
     book.departed.get(&id.id).is_some_and(|g| *g >= id.generation)
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod node_tests;

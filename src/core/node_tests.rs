@@ -1,0 +1,170 @@
+//! Tests of the node state machine driven by hand: a tiny in-memory loop
+//! that delivers outputs between nodes at a virtual time, no I/O.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::core::identity::{Identity, NodeId, Role};
+use crate::core::io::{Event, Input, MemberState, Output, PeerCert, Timer};
+use crate::core::node::{Node, NodeConfig};
+use crate::core::timing::Timing;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn ident(n: u64) -> Identity {
+    Identity { id: NodeId(n), addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(), role: Role::Manager, generation: 1 }
+}
+
+/// Nodes 1..=n, node 1 the seed; runs in virtual time.
+struct Net {
+    nodes: BTreeMap<u64, Node>,
+    timers: Vec<(u64, Timer)>,
+    events: Vec<(u64, Event)>,
+    now: Duration,
+    /// Timers of this node fire this much late (a stalled process).
+    stall: BTreeMap<u64, Duration>,
+}
+
+impl Net {
+    fn new(n: u64) -> Net {
+        let mut net = Net { nodes: BTreeMap::new(), timers: vec![], events: vec![], now: Duration::ZERO, stall: BTreeMap::new() };
+        for i in 1..=n {
+            let seeds = if i == 1 { vec![] } else { vec![ident(1).addr] };
+            let mut node =
+                Node::new(NodeConfig { identity: ident(i), timing: Timing::lan(), rng_seed: i, seeds, known_peers: vec![] });
+            node.start(Duration::ZERO);
+            net.nodes.insert(i, node);
+            net.pump(i);
+        }
+        net
+    }
+
+    fn pump(&mut self, i: u64) {
+        let mut deliveries = vec![];
+        while let Some(out) = self.nodes.get_mut(&i).and_then(|n| n.poll()) {
+            match out {
+                Output::Send { to, bytes } => deliveries.push((to.id.0, Input::Datagram { from: PeerCert { id: NodeId(i), role: Role::Manager }, bytes })),
+                Output::Identify { addr } => {
+                    let peer = self.nodes.keys().copied().find(|k| ident(*k).addr == addr);
+                    if let Some(p) = peer {
+                        deliveries.push((i, Input::Identified { addr, peer: PeerCert { id: NodeId(p), role: Role::Manager } }));
+                    }
+                }
+                Output::SetTimer(t) => self.timers.push((i, t)),
+                Output::Event(e) => self.events.push((i, e)),
+            }
+        }
+        for (to, input) in deliveries {
+            if let Some(node) = self.nodes.get_mut(&to) {
+                node.handle(self.now, input);
+                self.pump(to);
+            }
+        }
+    }
+
+    fn run_until(&mut self, end: Duration) {
+        loop {
+            let due = |(i, t): &(u64, Timer), stall: &BTreeMap<u64, Duration>| t.at + stall.get(i).copied().unwrap_or_default();
+            let Some(pos) = (0..self.timers.len()).min_by_key(|&k| due(&self.timers[k], &self.stall)) else { return };
+            let at = due(&self.timers[pos], &self.stall);
+            if at > end {
+                self.now = end;
+                return;
+            }
+            let (i, t) = self.timers.swap_remove(pos);
+            self.now = self.now.max(at);
+            if let Some(node) = self.nodes.get_mut(&i) {
+                node.handle(self.now, Input::Timer(t));
+                self.pump(i);
+            }
+        }
+    }
+
+    fn state_of(&self, observer: u64, member: u64) -> Option<MemberState> {
+        self.nodes[&observer].members().into_iter().find(|m| m.identity.id == NodeId(member)).map(|m| m.state)
+    }
+}
+
+#[test]
+fn three_nodes_join_and_a_crash_is_detected_within_the_bound() {
+    let mut net = Net::new(3);
+    net.run_until(2_000 * MS);
+    for o in 1..=3 {
+        for m in 1..=3 {
+            assert_eq!(net.state_of(o, m), Some(MemberState::Alive), "{o} sees {m}");
+        }
+    }
+    net.nodes.remove(&3);
+    let crash = net.now;
+    net.run_until(crash + 4_000 * MS);
+    for o in 1..=2 {
+        let (_, _) = net
+            .events
+            .iter()
+            .find(|(who, e)| *who == o && matches!(e, Event::MemberDown { identity, left: false } if identity.id == NodeId(3)))
+            .expect("crash declared down");
+        assert_eq!(net.state_of(o, 3), Some(MemberState::Down));
+    }
+}
+
+#[test]
+fn a_datagram_speaking_for_another_member_is_dropped_and_counted() {
+    let mut net = Net::new(2);
+    net.run_until(1_000 * MS);
+    // Capture a real datagram from node 2 to node 1 ...
+    let node2 = net.nodes.get_mut(&2).unwrap();
+    node2.handle(net.now, Input::Publish(crate::core::notices::Notice::TokenRevoked { token_id: "x".into(), expires_unix_secs: 9 }));
+    let bytes = std::iter::from_fn(|| node2.poll())
+        .find_map(|o| match o {
+            Output::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .expect("a broadcast datagram");
+    // ... and deliver it as if it came on node 9's connection.
+    let before = net.nodes[&1].members();
+    let node1 = net.nodes.get_mut(&1).unwrap();
+    node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(9), role: Role::Manager }, bytes: bytes.clone() });
+    node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Agent }, bytes });
+    assert_eq!(node1.stats().dropped_spoofed, 2);
+    assert_eq!(node1.members(), before);
+    assert!(node1.revoked_tokens().is_empty(), "nothing from a spoofed datagram was applied");
+    node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![0x01, 0xff, 0xff] });
+    node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![] });
+    node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![0x01; 2_000] });
+    assert_eq!(node1.stats().dropped_malformed, 2);
+    assert_eq!(node1.stats().dropped_oversized, 1);
+    assert_eq!(node1.members(), before);
+}
+
+#[test]
+fn a_stalled_node_raises_its_health_score_and_stretches_its_timeouts() {
+    let mut net = Net::new(3);
+    net.run_until(2_000 * MS);
+    assert_eq!(net.nodes[&2].health_score(), 0);
+    net.stall.insert(2, 300 * MS);
+    net.run_until(4_000 * MS);
+    let score = net.nodes[&2].health_score();
+    assert!(score > 0, "late timers raise the score");
+    assert!(net.nodes[&2].stats().late_timers > 0);
+    // While stalled, node 2 accused no one.
+    let accused = net.events.iter().any(|(who, e)| *who == 2 && matches!(e, Event::MemberDown { .. }));
+    assert!(!accused, "{:?}", net.events);
+    net.stall.clear();
+    net.run_until(20_000 * MS);
+    assert_eq!(net.nodes[&2].health_score(), 0, "quiet periods bring the score back down");
+}
+
+#[test]
+fn leaving_is_seen_as_left_and_the_leaver_is_not_re_announced_to() {
+    let mut net = Net::new(3);
+    net.run_until(2_000 * MS);
+    net.nodes.get_mut(&3).unwrap().handle(net.now, Input::Leave);
+    net.pump(3);
+    assert!(net.nodes[&3].has_left());
+    net.nodes.remove(&3);
+    net.run_until(6_000 * MS);
+    for o in 1..=2 {
+        assert_eq!(net.state_of(o, 3), Some(MemberState::Left), "observer {o}");
+        assert!(net.nodes[&o].known_peers().iter().all(|p| p.id != NodeId(3)));
+    }
+}
