@@ -293,8 +293,11 @@ async fn serve(
         seeds: cfg.join.clone(),
         known_peers,
     });
+    // Straight into the node: the driver is not running yet, and the
+    // bounded command channel could not take an unbounded list.
+    let mut node = node;
     for n in fresh.notices {
-        let _ = cmd_tx.send(Command::Publish(n)).await;
+        node.handle(std::time::Duration::ZERO, crate::core::Input::Publish(n));
     }
     tokio::spawn(accept_loop(endpoint.clone(), transport.clone(), shared.clone()));
     let parts = DriverParts {
