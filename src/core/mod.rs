@@ -15,3 +15,4 @@ pub use io::{Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Tim
 pub use node::{Node, NodeConfig};
 pub use notices::Notice;
 pub use timing::Timing;
+pub mod state;

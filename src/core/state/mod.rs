@@ -1,0 +1,11 @@
+//! Replicated control-plane state: a CRDT replica per manager and the
+//! environment model on top of it. Sans-IO like the rest of the core.
+
+pub mod model;
+pub mod replica;
+
+#[cfg(test)]
+mod tests;
+
+pub use model::{Command, CommandError, Outcome, StatusView};
+pub use replica::{Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector};

@@ -1,0 +1,329 @@
+//! The environment's model on top of the replica's keys: machines,
+//! applications, units and controller settings; the commands users give,
+//! validated against this replica's view; and the status view.
+//!
+//! Owns the key layout and id allocation. Must never write a change for a
+//! command that failed validation: a refused command changes nothing.
+//!
+//! Keys (every value is text; a key with concurrent writes has siblings):
+//! `m/<id>/{life,jobs,instance,addresses,status}`,
+//! `a/<name>/{life,command}`, `a/<name>/config/<key>`,
+//! `u/<app>/<n>/{life,machine,status}`, `c/<setting>`.
+//! Removal sets `life` to `dead` rather than deleting keys, so a concurrent
+//! update cannot bring an entity back; the cleaner deletes dead keys later.
+//!
+//! Ids are `<counter>-<tag>`, the tag being four hex digits of the
+//! allocating manager's node id: short, stable, and unique without
+//! coordination as long as no two managers share a tag (joins refuse a
+//! node id whose tag is already known).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::replica::{Change, Replica};
+
+/// Most entities one command may create.
+pub const MAX_PER_COMMAND: u32 = 1_000;
+/// Longest application name.
+pub const MAX_NAME_CHARS: usize = 50;
+/// Longest config key, value or workload command.
+pub const MAX_VALUE_BYTES: usize = 4_096;
+
+/// A user's request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    AddMachine { n: u32 },
+    RemoveMachine { id: String },
+    Deploy { name: String, command: String, n: u32 },
+    AddUnit { app: String, n: u32 },
+    RemoveUnit { unit: String },
+    SetConfig { app: String, pairs: Vec<(String, String)> },
+    SetController { key: String, value: String },
+}
+
+/// Why a command was refused. Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum CommandError {
+    #[error("machine {0} does not exist")]
+    UnknownMachine(String),
+    #[error("application {0} does not exist")]
+    UnknownApplication(String),
+    #[error("unit {0} does not exist")]
+    UnknownUnit(String),
+    #[error("machine {id} still hosts units {units}; remove them first")]
+    MachineInUse { id: String, units: String },
+    #[error("application {0} already exists")]
+    AlreadyExists(String),
+    #[error("invalid {what} {value:?}: {rule}")]
+    Invalid { what: String, value: String, rule: String },
+}
+
+/// What a successful command created or touched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub ids: Vec<String>,
+}
+
+fn invalid(what: &str, value: &str, rule: &str) -> CommandError {
+    CommandError::Invalid { what: what.into(), value: value.into(), rule: rule.into() }
+}
+
+/// The four-hex-digit tag of a node id.
+pub fn tag_of(node: u64) -> String {
+    format!("{:04x}", node >> 48)
+}
+
+fn check_name(name: &str) -> Result<(), CommandError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_CHARS
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    ok.then_some(()).ok_or_else(|| invalid("application name", name, "lower-case letters, digits and '-', starting with a letter, at most 50"))
+}
+
+fn check_count(n: u32) -> Result<(), CommandError> {
+    (1..=MAX_PER_COMMAND).contains(&n).then_some(()).ok_or_else(|| invalid("count", &n.to_string(), "must be 1..=1000"))
+}
+
+fn check_value(what: &str, v: &str) -> Result<(), CommandError> {
+    (v.len() <= MAX_VALUE_BYTES).then_some(()).ok_or_else(|| invalid(what, &v[..64.min(v.len())], "at most 4096 bytes"))
+}
+
+fn check_config_key(k: &str) -> Result<(), CommandError> {
+    let ok = !k.is_empty() && k.len() <= 128 && k.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    ok.then_some(()).ok_or_else(|| invalid("config key", k, "letters, digits, '_', '.', '-', at most 128"))
+}
+
+fn set(key: String, value: impl Into<String>) -> Change {
+    Change::Set { key, value: value.into() }
+}
+
+/// Whether an entity with this life key is alive (any sibling alive and
+/// none dead counts as alive; dead wins over a concurrent alive).
+fn alive(r: &Replica, life_key: &str) -> bool {
+    let vals = r.get(life_key);
+    !vals.is_empty() && !vals.iter().any(|v| v == "dead")
+}
+
+/// Turns a command into changes, validated against `r`'s view.
+pub fn plan(r: &Replica, cmd: &Command) -> Result<(Vec<Change>, Outcome), CommandError> {
+    let tag = tag_of(r.actor().node);
+    match cmd {
+        Command::AddMachine { n } => {
+            check_count(*n)?;
+            let ids = next_ids(r, "m/", &tag, *n);
+            let changes = ids.iter().flat_map(|id| new_machine(id)).collect();
+            Ok((changes, Outcome { ids }))
+        }
+        Command::RemoveMachine { id } => remove_machine(r, id),
+        Command::Deploy { name, command, n } => deploy(r, &tag, name, command, *n),
+        Command::AddUnit { app, n } => {
+            check_count(*n)?;
+            if !alive(r, &format!("a/{app}/life")) {
+                return Err(CommandError::UnknownApplication(app.clone()));
+            }
+            Ok(add_units(r, &tag, app, *n))
+        }
+        Command::RemoveUnit { unit } => {
+            let life = format!("u/{unit}/life");
+            if !unit.contains('/') || !alive(r, &life) {
+                return Err(CommandError::UnknownUnit(unit.clone()));
+            }
+            Ok((vec![set(life, "dead")], Outcome { ids: vec![unit.clone()] }))
+        }
+        Command::SetConfig { app, pairs } => set_config(r, app, pairs),
+        Command::SetController { key, value } => {
+            check_config_key(key)?;
+            check_value("value", value)?;
+            Ok((vec![set(format!("c/{key}"), value.clone())], Outcome { ids: vec![] }))
+        }
+    }
+}
+
+fn new_machine(id: &str) -> Vec<Change> {
+    vec![
+        set(format!("m/{id}/life"), "alive"),
+        set(format!("m/{id}/jobs"), "host-units"),
+        set(format!("m/{id}/status"), "pending"),
+    ]
+}
+
+fn remove_machine(r: &Replica, id: &str) -> Result<(Vec<Change>, Outcome), CommandError> {
+    if !alive(r, &format!("m/{id}/life")) {
+        return Err(CommandError::UnknownMachine(id.into()));
+    }
+    let units: Vec<String> = view(r).units.into_iter().filter(|u| u.machine.contains(&id.to_string())).map(|u| u.id).collect();
+    if !units.is_empty() {
+        return Err(CommandError::MachineInUse { id: id.into(), units: units.join(", ") });
+    }
+    Ok((vec![set(format!("m/{id}/life"), "dead")], Outcome { ids: vec![id.into()] }))
+}
+
+fn deploy(r: &Replica, tag: &str, name: &str, command: &str, n: u32) -> Result<(Vec<Change>, Outcome), CommandError> {
+    check_name(name)?;
+    check_count(n)?;
+    check_value("command", command)?;
+    if command.trim().is_empty() {
+        return Err(invalid("command", command, "must not be empty"));
+    }
+    if !r.get(&format!("a/{name}/life")).is_empty() {
+        return Err(CommandError::AlreadyExists(name.into()));
+    }
+    let mut changes = vec![set(format!("a/{name}/life"), "alive"), set(format!("a/{name}/command"), command)];
+    let (more, outcome) = add_units(r, tag, name, n);
+    changes.extend(more);
+    Ok((changes, outcome))
+}
+
+/// Each new unit goes on a new machine (juju's default placement).
+fn add_units(r: &Replica, tag: &str, app: &str, n: u32) -> (Vec<Change>, Outcome) {
+    let machines = next_ids(r, "m/", tag, n);
+    let units = next_ids(r, &format!("u/{app}/"), tag, n);
+    let mut changes = Vec::new();
+    let mut ids = Vec::new();
+    for (m, u) in machines.iter().zip(&units) {
+        changes.extend(new_machine(m));
+        changes.push(set(format!("u/{app}/{u}/life"), "alive"));
+        changes.push(set(format!("u/{app}/{u}/machine"), m.clone()));
+        changes.push(set(format!("u/{app}/{u}/status"), "pending"));
+        ids.push(format!("{app}/{u}"));
+    }
+    (changes, Outcome { ids })
+}
+
+fn set_config(r: &Replica, app: &str, pairs: &[(String, String)]) -> Result<(Vec<Change>, Outcome), CommandError> {
+    if !alive(r, &format!("a/{app}/life")) {
+        return Err(CommandError::UnknownApplication(app.into()));
+    }
+    let mut changes = Vec::new();
+    for (k, v) in pairs {
+        check_config_key(k)?;
+        check_value("config value", v)?;
+        changes.push(set(format!("a/{app}/config/{k}"), v.clone()));
+    }
+    Ok((changes, Outcome { ids: vec![app.into()] }))
+}
+
+/// The next `n` ids `<counter>-<tag>` under `prefix` (e.g. `m/`).
+fn next_ids(r: &Replica, prefix: &str, tag: &str, n: u32) -> Vec<String> {
+    let suffix = format!("-{tag}");
+    let highest = r
+        .entries()
+        .filter_map(|(k, _)| k.strip_prefix(prefix)?.split('/').next()?.strip_suffix(&suffix)?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    (1..=u64::from(n)).map(|i| format!("{}{suffix}", highest + i)).collect()
+}
+
+/// A value as shown: one value, or every sibling of a conflict.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shown(pub Vec<String>);
+
+impl Shown {
+    pub fn is_conflict(&self) -> bool {
+        self.0.len() > 1
+    }
+    pub fn contains(&self, v: &String) -> bool {
+        self.0.contains(v)
+    }
+    /// One line: the value, or `a | b` marked as a conflict.
+    pub fn text(&self) -> String {
+        match self.0.len() {
+            0 => "-".into(),
+            1 => self.0[0].clone(),
+            _ => format!("CONFLICT({})", self.0.join(" | ")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineView {
+    pub id: String,
+    pub jobs: Shown,
+    pub instance: Shown,
+    pub addresses: Shown,
+    pub status: Shown,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppView {
+    pub name: String,
+    pub command: Shown,
+    pub config: BTreeMap<String, Shown>,
+    /// Live units.
+    pub scale: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitView {
+    pub id: String,
+    pub machine: Shown,
+    pub status: Shown,
+}
+
+/// Everything `juju status` shows, live entities only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub machines: Vec<MachineView>,
+    pub applications: Vec<AppView>,
+    pub units: Vec<UnitView>,
+    pub controller: BTreeMap<String, Shown>,
+}
+
+/// Builds the status view from every key (one pass, key order).
+pub fn view(r: &Replica) -> StatusView {
+    let mut machines: BTreeMap<String, (bool, MachineView)> = BTreeMap::new();
+    let mut apps: BTreeMap<String, (bool, AppView)> = BTreeMap::new();
+    let mut units: BTreeMap<String, (bool, UnitView)> = BTreeMap::new();
+    let mut out = StatusView::default();
+    for (key, vals) in r.entries() {
+        let parts: Vec<&str> = key.split('/').collect();
+        let shown = Shown(vals);
+        match parts.as_slice() {
+            ["m", id, field] => {
+                let e = machines.entry(id.to_string()).or_insert_with(|| (false, MachineView { id: id.to_string(), ..Default::default() }));
+                match *field {
+                    "life" => e.0 = !shown.0.is_empty() && !shown.contains(&"dead".to_string()),
+                    "jobs" => e.1.jobs = shown,
+                    "instance" => e.1.instance = shown,
+                    "addresses" => e.1.addresses = shown,
+                    "status" => e.1.status = shown,
+                    _ => {}
+                }
+            }
+            ["a", name, rest @ ..] => {
+                let e = apps.entry(name.to_string()).or_insert_with(|| (false, AppView { name: name.to_string(), ..Default::default() }));
+                match rest {
+                    ["life"] => e.0 = !shown.0.is_empty() && !shown.contains(&"dead".to_string()),
+                    ["command"] => e.1.command = shown,
+                    ["config", k] => {
+                        e.1.config.insert(k.to_string(), shown);
+                    }
+                    _ => {}
+                }
+            }
+            ["u", app, n, field] => {
+                let id = format!("{app}/{n}");
+                let e = units.entry(id.clone()).or_insert_with(|| (false, UnitView { id, ..Default::default() }));
+                match *field {
+                    "life" => e.0 = !shown.0.is_empty() && !shown.contains(&"dead".to_string()),
+                    "machine" => e.1.machine = shown,
+                    "status" => e.1.status = shown,
+                    _ => {}
+                }
+            }
+            ["c", setting] => {
+                out.controller.insert(setting.to_string(), shown);
+            }
+            _ => {}
+        }
+    }
+    out.units = units.into_values().filter(|(a, _)| *a).map(|(_, u)| u).collect();
+    for (_, app) in apps.values_mut() {
+        app.scale = out.units.iter().filter(|u| u.id.split('/').next() == Some(app.name.as_str())).count();
+    }
+    out.machines = machines.into_values().filter(|(a, _)| *a).map(|(_, m)| m).collect();
+    out.applications = apps.into_values().filter(|(a, _)| *a).map(|(_, a)| a).collect();
+    out
+}

@@ -1,0 +1,328 @@
+//! One manager's replica of the control-plane state: a `crdts` map of keys to
+//! multi-value registers, the operations that built it numbered per actor,
+//! version vectors, and the deltas anti-entropy exchanges.
+//!
+//! Owns causal delivery: an actor's operations are applied in order, gap-free
+//! (crdts' `Map::apply` would otherwise skip an older one for good). Must
+//! never hand out an own operation before it is durable, and never apply a
+//! foreign operation twice.
+//!
+//! An actor is a node at one generation, so a restarted node never reuses
+//! operation numbers it may have used before a crash.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crdts::{CmRDT, CvRDT, MVReg};
+use serde::{Deserialize, Serialize};
+
+/// A writer: one node at one generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    pub node: u64,
+    pub generation: u64,
+}
+
+/// The document: every key holds a multi-value register of text.
+pub type Doc = crdts::Map<String, MVReg<String, Actor>, Actor>;
+/// One operation on the document.
+pub type DocOp = crdts::map::Op<String, MVReg<String, Actor>, Actor>;
+/// Highest operation number applied, per actor.
+pub type VersionVector = BTreeMap<Actor, u64>;
+
+/// Operations kept for anti-entropy before older ones are compacted away;
+/// a peer that needs compacted ones gets the full state instead.
+pub const MAX_RETAINED_OPS: usize = 200_000;
+/// Out-of-order operations held waiting for a gap to fill; beyond it they
+/// are dropped (anti-entropy fetches them again).
+pub const MAX_PENDING_OPS: usize = 100_000;
+/// Most operations in one delta; anti-entropy sends the rest next round.
+pub const MAX_DELTA_OPS: usize = 20_000;
+
+/// An operation with its author and its number in the author's sequence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamped {
+    pub actor: Actor,
+    pub seq: u64,
+    pub op: DocOp,
+}
+
+/// A change a writer asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    Set { key: String, value: String },
+    Remove { key: String },
+}
+
+/// What one replica sends another so it catches up.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Delta {
+    /// The operations the other side lacks, in per-actor order.
+    Ops(Vec<Stamped>),
+    /// The whole state: some operations it lacks were compacted away.
+    Full(Box<Snapshot>),
+}
+
+/// The whole state, for snapshots on disk and full transfers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub doc: Doc,
+    pub vv: VersionVector,
+}
+
+/// A replica.
+#[derive(Debug)]
+pub struct Replica {
+    me: Actor,
+    doc: Doc,
+    /// Applied per actor (own ops count once written, durable or not).
+    vv: VersionVector,
+    /// Own operations up to this number are durable and may be shared.
+    durable: u64,
+    /// Operations kept for deltas, per actor, oldest first.
+    log: BTreeMap<Actor, VecDeque<Stamped>>,
+    retained: usize,
+    pending: BTreeMap<Actor, BTreeMap<u64, Stamped>>,
+    pending_count: usize,
+    /// Operations dropped because `pending` was full.
+    pub dropped_pending: u64,
+}
+
+impl Replica {
+    /// An empty replica writing as `me`.
+    pub fn new(me: Actor) -> Replica {
+        Replica {
+            me,
+            doc: Doc::new(),
+            vv: BTreeMap::new(),
+            durable: 0,
+            log: BTreeMap::new(),
+            retained: 0,
+            pending: BTreeMap::new(),
+            pending_count: 0,
+            dropped_pending: 0,
+        }
+    }
+
+    /// A replica restored from a snapshot (its own actor is new).
+    pub fn from_snapshot(me: Actor, snap: Snapshot) -> Replica {
+        let mut r = Replica::new(me);
+        r.doc = snap.doc;
+        r.vv = snap.vv;
+        r
+    }
+
+    pub fn actor(&self) -> Actor {
+        self.me
+    }
+
+    /// What has been applied, with own operations only up to the durable one.
+    pub fn version(&self) -> VersionVector {
+        let mut vv = self.vv.clone();
+        match self.durable {
+            0 => vv.remove(&self.me),
+            d => vv.insert(self.me, d),
+        };
+        vv
+    }
+
+    /// Number of own operations written (durable or not).
+    pub fn own_seq(&self) -> u64 {
+        self.vv.get(&self.me).copied().unwrap_or(0)
+    }
+
+    /// Marks own operations up to `seq` as durable; returns the newly
+    /// durable ones, to share with peers.
+    pub fn mark_durable(&mut self, seq: u64) -> Vec<Stamped> {
+        let from = self.durable;
+        self.durable = self.durable.max(seq.min(self.own_seq()));
+        self.log.get(&self.me).map_or_else(Vec::new, |ops| {
+            ops.iter().filter(|s| s.seq > from && s.seq <= self.durable).cloned().collect()
+        })
+    }
+
+    /// The values at `key`, siblings sorted; empty when absent.
+    pub fn get(&self, key: &str) -> Vec<String> {
+        let mut vals = self.doc.get(&key.to_string()).val.map(|r| r.read().val).unwrap_or_default();
+        vals.sort();
+        vals.dedup();
+        vals
+    }
+
+    /// Every key with its values (siblings sorted), in key order.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, Vec<String>)> {
+        self.doc.iter().map(|ctx| {
+            let (k, reg) = ctx.val;
+            let mut vals = reg.read().val;
+            vals.sort();
+            vals.dedup();
+            (k, vals)
+        })
+    }
+
+    /// Applies local changes as new own operations (not yet durable).
+    pub fn write(&mut self, changes: &[Change]) -> Vec<Stamped> {
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            let op = match change {
+                Change::Set { key, value } => {
+                    let ctx = self.doc.read_ctx().derive_add_ctx(self.me);
+                    self.doc.update(key.as_str(), ctx, |reg, ctx| reg.write(value.clone(), ctx))
+                }
+                Change::Remove { key } => {
+                    let ctx = self.doc.get(key).derive_rm_ctx();
+                    self.doc.rm(key.as_str(), ctx)
+                }
+            };
+            let stamped = Stamped { actor: self.me, seq: self.own_seq() + 1, op };
+            self.apply_in_order(stamped.clone());
+            out.push(stamped);
+        }
+        out
+    }
+
+    fn apply_in_order(&mut self, s: Stamped) {
+        debug_assert_eq!(s.seq, self.vv.get(&s.actor).copied().unwrap_or(0) + 1, "causal order");
+        self.doc.apply(s.op.clone());
+        self.vv.insert(s.actor, s.seq);
+        self.log.entry(s.actor).or_default().push_back(s);
+        self.retained += 1;
+        self.compact();
+    }
+
+    /// Drops the oldest retained operations past the bound (their effect is
+    /// in the document; a peer that needs them gets the full state).
+    fn compact(&mut self) {
+        while self.retained > MAX_RETAINED_OPS {
+            let Some((_, ops)) = self.log.iter_mut().max_by_key(|(_, ops)| ops.len()) else { break };
+            ops.pop_front();
+            self.retained -= 1;
+        }
+    }
+
+    /// Applies operations from elsewhere; returns those newly applied (to
+    /// persist), in the order applied. Duplicates are ignored; gaps wait.
+    pub fn apply_remote(&mut self, ops: Vec<Stamped>) -> Vec<Stamped> {
+        let mut applied = Vec::new();
+        for s in ops {
+            if s.actor == self.me {
+                continue;
+            }
+            let have = self.vv.get(&s.actor).copied().unwrap_or(0);
+            if s.seq <= have {
+                continue;
+            }
+            if s.seq > have + 1 {
+                self.hold(s);
+                continue;
+            }
+            let actor = s.actor;
+            applied.push(s.clone());
+            self.apply_in_order(s);
+            self.drain_pending(actor, &mut applied);
+        }
+        applied
+    }
+
+    fn hold(&mut self, s: Stamped) {
+        if self.pending_count >= MAX_PENDING_OPS {
+            self.dropped_pending += 1;
+            return;
+        }
+        if self.pending.entry(s.actor).or_default().insert(s.seq, s).is_none() {
+            self.pending_count += 1;
+        }
+    }
+
+    fn drain_pending(&mut self, actor: Actor, applied: &mut Vec<Stamped>) {
+        loop {
+            let next = self.vv.get(&actor).copied().unwrap_or(0) + 1;
+            let Some(s) = self.pending.get_mut(&actor).and_then(|p| p.remove(&next)) else { break };
+            self.pending_count -= 1;
+            applied.push(s.clone());
+            self.apply_in_order(s);
+        }
+        self.pending.retain(|_, p| !p.is_empty());
+    }
+
+    /// What `theirs` lacks of what this replica may share.
+    pub fn delta_for(&self, theirs: &VersionVector) -> Option<Delta> {
+        let mine = self.version();
+        let mut ops = Vec::new();
+        for (actor, &upto) in &mine {
+            let have = theirs.get(actor).copied().unwrap_or(0);
+            if have >= upto {
+                continue;
+            }
+            let log = self.log.get(actor);
+            let oldest = log.and_then(|l| l.front()).map_or(upto + 1, |s| s.seq);
+            if oldest > have + 1 {
+                return Some(Delta::Full(Box::new(self.snapshot())));
+            }
+            let wanted = log.into_iter().flatten().filter(|s| s.seq > have && s.seq <= upto);
+            ops.extend(wanted.take(MAX_DELTA_OPS.saturating_sub(ops.len())).cloned());
+        }
+        (!ops.is_empty()).then_some(Delta::Ops(ops))
+    }
+
+    /// Whether `theirs` holds anything this replica lacks.
+    pub fn lacks_from(&self, theirs: &VersionVector) -> bool {
+        theirs.iter().any(|(a, &s)| *a != self.me && self.vv.get(a).copied().unwrap_or(0) < s)
+    }
+
+    /// Merges a full state from a peer.
+    pub fn merge_full(&mut self, snap: Snapshot) {
+        let mut theirs = snap;
+        theirs.vv.remove(&self.me);
+        self.doc.merge(theirs.doc);
+        for (a, s) in theirs.vv {
+            let have = self.vv.entry(a).or_insert(0);
+            if s > *have {
+                *have = s;
+                // Ops we never saw are in the merged doc; the log restarts after them.
+                if let Some(l) = self.log.get_mut(&a) {
+                    self.retained -= l.len();
+                    l.clear();
+                }
+                if let Some(p) = self.pending.remove(&a) {
+                    self.pending_count -= p.len();
+                }
+            }
+        }
+    }
+
+    /// The whole state as other replicas may see it (own operations only
+    /// if durable: the snapshot is taken after they were persisted).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot { doc: self.doc.clone(), vv: self.version() }
+    }
+
+    /// A canonical digest of the visible state (keys and sorted values),
+    /// equal on replicas that converged, whatever the order of operations.
+    pub fn state_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for (k, vals) in self.entries() {
+            eat(k.as_bytes());
+            eat(&[0]);
+            for v in vals {
+                eat(v.as_bytes());
+                eat(&[1]);
+            }
+        }
+        h
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.doc.len().val
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
