@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jujud::runtime::client::{self, ClientError};
 use jujud::runtime::clientfile::ClientFile;
 use jujud::runtime::datadir::write_atomic;
-use jujud::runtime::wire::{MemberRow, Request, Response, TokenRow};
+use jujud::core::state::model::Command as StateCommand;
+use jujud::runtime::render;
+use jujud::runtime::wire::{MemberRow, Request, Response};
 
 #[derive(Parser)]
 #[command(name = "juju", version, about = "Client for a jujud control plane")]
@@ -23,6 +25,12 @@ struct Cli {
     /// Output format.
     #[arg(long, value_enum, default_value = "table", global = true)]
     format: Format,
+    /// For changes: answer only once this many other managers hold it.
+    #[arg(long, default_value_t = 0, global = true)]
+    wait_replicated: u32,
+    /// For changes: how long to wait for durability and replication.
+    #[arg(long, default_value_t = 10_000, global = true)]
+    timeout_ms: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +48,33 @@ enum Command {
     /// Manage join tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// Show managers, machines, applications and units.
+    Status,
+    /// Add machines.
+    AddMachine {
+        #[arg(short = 'n', default_value_t = 1)]
+        n: u32,
+    },
+    /// Remove a machine that hosts no units.
+    RemoveMachine { id: String },
+    /// Deploy an application: its units run COMMAND, each on a new machine.
+    Deploy {
+        name: String,
+        #[arg(long)]
+        command: String,
+        #[arg(short = 'n', default_value_t = 1)]
+        n: u32,
+    },
+    /// Add units to an application.
+    AddUnit {
+        name: String,
+        #[arg(short = 'n', default_value_t = 1)]
+        n: u32,
+    },
+    /// Remove a unit (APP/ID).
+    RemoveUnit { unit: String },
+    /// Show an application's config, or set key=value pairs.
+    Config { name: String, settings: Vec<String> },
 }
 
 #[derive(Subcommand)]
@@ -70,8 +105,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let write = |cmd: StateCommand| Request::Command { cmd, wait_replicated: cli.wait_replicated, timeout_ms: cli.timeout_ms };
     let req = match &cli.command {
         Command::Members => Request::Members,
+        Command::Status => Request::Status,
+        Command::AddMachine { n } => write(StateCommand::AddMachine { n: *n }),
+        Command::RemoveMachine { id } => write(StateCommand::RemoveMachine { id: id.clone() }),
+        Command::Deploy { name, command, n } => write(StateCommand::Deploy { name: name.clone(), command: command.clone(), n: *n }),
+        Command::AddUnit { name, n } => write(StateCommand::AddUnit { app: name.clone(), n: *n }),
+        Command::RemoveUnit { unit } => write(StateCommand::RemoveUnit { unit: unit.clone() }),
+        Command::Config { settings, .. } if settings.is_empty() => Request::Status,
+        Command::Config { name, settings } => match render::parse_pairs(settings) {
+            Ok(pairs) => write(StateCommand::SetConfig { app: name.clone(), pairs }),
+            Err(e) => {
+                eprintln!("juju: {e}");
+                return ExitCode::from(2);
+            }
+        },
         Command::Tokens(TokensCmd::List) => Request::TokenList,
         Command::Tokens(TokensCmd::Create { ttl_secs }) => Request::TokenCreate { role: "manager".into(), ttl_secs: *ttl_secs },
         Command::Tokens(TokensCmd::Revoke { token_id }) => Request::TokenRevoke { token_id: token_id.clone() },
@@ -84,11 +134,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Ok((_, resp)) => {
-            if let Response::Members { members, .. } = &resp {
+            if let Response::Members { members, .. } | Response::Status { members, .. } = &resp {
                 refresh_endpoints(&path, &file, members);
             }
-            print(cli.format, &resp);
-            ExitCode::SUCCESS
+            print(cli.format, &cli.command, &resp)
         }
         Err(e) => {
             eprintln!("juju: {e}");
@@ -114,35 +163,52 @@ fn refresh_endpoints(path: &PathBuf, file: &ClientFile, members: &[MemberRow]) {
     }
 }
 
-fn print(format: Format, resp: &Response) {
+fn print(format: Format, command: &Command, resp: &Response) -> ExitCode {
+    let json = |v: &dyn erased::Ser| println!("{}", v.json());
     match (format, resp) {
+        (_, Response::Status { status, .. }) if matches!(command, Command::Config { .. }) => {
+            let Command::Config { name, .. } = command else { unreachable!() };
+            let Some(app) = status.applications.iter().find(|a| &a.name == name) else {
+                eprintln!("juju: application {name} does not exist");
+                return ExitCode::FAILURE;
+            };
+            match format {
+                Format::Json => json(&app.config),
+                Format::Table => print!("{}", render::config(status, name).unwrap_or_default()),
+            }
+        }
         (Format::Json, Response::Members { answered_by, members }) => {
-            let v = serde_json::json!({ "answered_by": answered_by, "members": members });
-            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            json(&serde_json::json!({ "answered_by": answered_by, "members": members }))
         }
-        (Format::Json, Response::Tokens(rows)) => println!("{}", serde_json::to_string_pretty(rows).expect("json")),
-        (Format::Json, Response::Token { token, row }) => {
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "token": token, "row": row })).expect("json"))
+        (Format::Json, Response::Status { answered_by, status, members }) => {
+            json(&serde_json::json!({ "answered_by": answered_by, "status": status, "members": members }))
         }
-        (Format::Table, Response::Members { answered_by, members }) => print_members(answered_by, members),
-        (Format::Table, Response::Tokens(rows)) => print_tokens(rows),
+        (Format::Json, Response::Tokens(rows)) => json(rows),
+        (Format::Json, Response::Token { token, row }) => json(&serde_json::json!({ "token": token, "row": row })),
+        (Format::Json, Response::Applied(outcome)) => json(outcome),
+        (Format::Table, Response::Members { answered_by, members }) => print!("{}", render::members(answered_by, members)),
+        (Format::Table, Response::Status { answered_by, status, members }) => print!("{}", render::status(answered_by, status, members)),
+        (Format::Table, Response::Tokens(rows)) => print!("{}", render::tokens(rows)),
         (Format::Table, Response::Token { token, .. }) => println!("{token}"),
+        (Format::Table, Response::Applied(outcome)) => {
+            for id in &outcome.ids {
+                println!("{id}");
+            }
+        }
         (_, Response::Done) => println!("done"),
         (_, Response::Error(msg)) => eprintln!("{msg}"),
     }
+    ExitCode::SUCCESS
 }
 
-fn print_members(answered_by: &str, members: &[MemberRow]) {
-    println!("{:<18} {:<22} {:<8} {:>10} {:<8}", "ID", "ADDRESS", "ROLE", "GENERATION", "STATE");
-    for m in members {
-        println!("{:<18} {:<22} {:<8} {:>10} {:<8}", m.id, m.addr, m.role, m.generation, m.state);
+/// JSON printing for any serialisable answer.
+mod erased {
+    pub trait Ser {
+        fn json(&self) -> String;
     }
-    println!("(as seen by {answered_by})");
-}
-
-fn print_tokens(rows: &[TokenRow]) {
-    println!("{:<10} {:<8} {:>12} {:<8}", "ID", "ROLE", "EXPIRES", "REVOKED");
-    for r in rows {
-        println!("{:<10} {:<8} {:>12} {:<8}", r.token_id, r.role, r.expires_unix_secs, r.revoked);
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> String {
+            serde_json::to_string_pretty(self).expect("answers always serialise")
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::identity::{Identity, NodeId, Role};
 use super::notices::Notice;
+use super::state::{Command, Stamped, WriteResult};
 
 /// Time as the node sees it: the distance from an origin the driver picks
 /// (process start in the runtime, zero in the simulator).
@@ -33,6 +34,14 @@ pub enum Input {
     Leave,
     /// Spread a notice to the whole cluster (for instance a revocation).
     Publish(Notice),
+    /// A client's command on the replicated state (managers only). The
+    /// reply comes as [`Output::Reply`] once durable, and once `replicas`
+    /// other managers hold it, or when `timeout` passes.
+    Command { req: u64, cmd: Command, replicas: u32, timeout: Duration },
+    /// Own state operations up to `seq` are durable on disk.
+    Durable { seq: u64 },
+    /// A state message from a manager, as bytes off a stream.
+    State { from: PeerCert, bytes: Vec<u8> },
 }
 
 /// A timer: deliver it back as [`Input::Timer`] at `at` (or later).
@@ -51,6 +60,8 @@ pub(crate) enum TimerKind {
     Rejoin(u64),
     /// Once per probe period: local-health decay, view refresh, notices.
     Housekeeping,
+    /// State anti-entropy and write deadlines.
+    AntiEntropy,
 }
 
 impl Timer {
@@ -66,6 +77,7 @@ impl Timer {
             TimerKind::Swim(foca::Timer::RemoveDown(_)) => "remove-down",
             TimerKind::Rejoin(_) => "rejoin",
             TimerKind::Housekeeping => "housekeeping",
+            TimerKind::AntiEntropy => "anti-entropy",
         }
     }
 }
@@ -82,6 +94,15 @@ pub enum Output {
     SetTimer(Timer),
     /// Something worth telling the outside world.
     Event(Event),
+    /// Write these state operations to the log. If `own`, report
+    /// [`Input::Durable`] with the last seq once they are synced.
+    Persist { ops: Vec<Stamped>, own: bool },
+    /// Send this state message (bytes) to `to` on a stream.
+    SendState { to: Identity, bytes: Vec<u8> },
+    /// The answer to [`Input::Command`] `req`.
+    Reply { req: u64, result: WriteResult },
+    /// A full state was merged; the driver should write a snapshot soon.
+    SnapshotNeeded,
 }
 
 /// A change that the driver may log, persist or show.
@@ -134,6 +155,10 @@ pub struct Stats {
     pub members_up: u64,
     pub members_down: u64,
     pub rejoin_announces: u64,
+    pub state_msgs_in: u64,
+    pub state_msgs_out: u64,
+    /// State messages refused: undecodable, or from a non-manager.
+    pub state_msgs_dropped: u64,
 }
 
 /// How a member looks from here.

@@ -22,6 +22,8 @@ use super::identity::{Identity, NodeId};
 use super::io::{Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer, TimerKind};
 use super::notices::{Notice, NoticeBook, NoticeHandler};
 use super::rejoin::Rejoin;
+use super::state::sync::ANTI_ENTROPY_PERIOD_MS;
+use super::state::{Replica, StateSync};
 use super::timing::Timing;
 
 /// First byte of every SWIM datagram; other tags are refused.
@@ -44,6 +46,9 @@ pub struct NodeConfig {
     pub seeds: Vec<SocketAddr>,
     /// Peers remembered from an earlier run, announced to at start.
     pub known_peers: Vec<Identity>,
+    /// The replicated state, for managers (recovered from disk by the
+    /// driver); `None` for members that hold no state.
+    pub state: Option<Replica>,
 }
 
 type Swim = Foca<Identity, BincodeCodec, ChaCha8Rng, NoticeHandler>;
@@ -98,6 +103,8 @@ pub struct Node {
     /// Members seen as suspect at the last housekeeping, with generation.
     suspects: BTreeMap<NodeId, u64>,
     left: bool,
+    /// Replicated state and its replication (managers only).
+    state: Option<StateSync>,
 }
 
 impl Node {
@@ -137,12 +144,16 @@ impl Node {
             troubled: false,
             suspects: BTreeMap::new(),
             left: false,
+            state: config.state.map(StateSync::new),
         }
     }
 
     /// Starts the node: arms its loops and reaches out to seeds and peers.
     pub fn start(&mut self, now: Time) {
         self.arm(now, TimerKind::Housekeeping, Duration::from_millis(self.timing.probe_period_ms));
+        if self.state.is_some() {
+            self.arm(now, TimerKind::AntiEntropy, Duration::from_millis(ANTI_ENTROPY_PERIOD_MS));
+        }
         self.rejoin_round(now);
     }
 
@@ -240,6 +251,9 @@ impl Node {
             Input::Identified { addr, peer } => self.on_identified(addr, peer),
             Input::Leave => self.leave(),
             Input::Publish(notice) => self.publish(&notice),
+            Input::Command { req, cmd, replicas, timeout } => self.on_command(now, req, &cmd, replicas, timeout),
+            Input::Durable { seq } => self.on_durable(now, seq),
+            Input::State { from, bytes } => self.on_state(now, from, &bytes),
         }
         self.flush(now);
     }
@@ -296,6 +310,7 @@ impl Node {
             TimerKind::Rejoin(token) if token == self.rejoin.token => self.rejoin_round(now),
             TimerKind::Rejoin(_) => {}
             TimerKind::Housekeeping => self.housekeeping(now),
+            TimerKind::AntiEntropy => self.anti_entropy(now),
         }
     }
 
@@ -433,6 +448,9 @@ impl Node {
             }
             N::MemberDown(id) => {
                 self.stats.members_down += 1;
+                if let Some(st) = self.state.as_mut() {
+                    st.forget_peer(id.id);
+                }
                 let left = departed(&self.notices.lock().expect("notice book poisoned"), &id);
                 self.rearm_rejoin(now);
                 Event::MemberDown { identity: id, left }
@@ -473,6 +491,9 @@ impl Node {
 fn departed(book: &NoticeBook, id: &Identity) -> bool {
     book.departed.get(&id.id).is_some_and(|g| *g >= id.generation)
 }
+
+#[path = "node_state.rs"]
+mod node_state;
 
 #[cfg(test)]
 #[path = "node_tests.rs"]

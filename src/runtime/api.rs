@@ -12,11 +12,14 @@ use std::time::Duration;
 use super::server::Shared;
 use super::wire::{self, MAX_API_FRAME_BYTES, MemberRow, Request, Response, TokenRow};
 use crate::core::Notice;
+use crate::core::state::WriteResult;
 use crate::core::notices::MAX_NOTICES;
 use crate::pki::{self, CertRole};
 
 /// How long a client has to send its request.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Longest a client may ask a write to wait for durability and replication.
+pub const MAX_WRITE_TIMEOUT_MS: u64 = 120_000;
 /// Longest token lifetime a client may ask for.
 pub const MAX_TOKEN_TTL_SECS: u64 = 30 * 86_400;
 
@@ -60,6 +63,24 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
         Request::TokenCreate { role, ttl_secs } => create_token(shared, &role, ttl_secs).await,
         Request::TokenList => Response::Tokens(token_rows(&shared.notices().await)),
         Request::TokenRevoke { token_id } => revoke_token(shared, token_id).await,
+        Request::Status => match shared.status().await {
+            Some((me, status, members)) => Response::Status {
+                answered_by: me,
+                status,
+                members: members.iter().map(MemberRow::from).collect(),
+            },
+            None => Response::Error("this member holds no state, or is shutting down".into()),
+        },
+        Request::Command { cmd, wait_replicated, timeout_ms } => {
+            if caller != CertRole::Admin {
+                return Response::Error(format!("a {} may not change the environment", caller.as_str()));
+            }
+            let timeout = Duration::from_millis(timeout_ms.clamp(1, MAX_WRITE_TIMEOUT_MS));
+            match shared.write(cmd, wait_replicated, timeout).await {
+                WriteResult::Done(outcome) => Response::Applied(outcome),
+                WriteResult::Refused(reason) => Response::Error(reason),
+            }
+        }
         Request::SyncNotices(notices) => {
             if caller != CertRole::Manager {
                 return Response::Error("only managers sync notices".into());

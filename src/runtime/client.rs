@@ -27,8 +27,15 @@ pub enum ClientError {
     NoneAnswered(Vec<(SocketAddr, String)>),
 }
 
-/// Sends `req` to `only` if given, else to every endpoint in parallel;
-/// returns the first answer and who gave it.
+/// Whether a request only reads, so that it may be retried elsewhere.
+fn read_only(req: &Request) -> bool {
+    matches!(req, Request::Members | Request::Status | Request::TokenList)
+}
+
+/// Dials `only` if given, else every endpoint in parallel; sends `req` on
+/// the first connection that comes up (never to several managers, so a
+/// write is applied once). A read that fails there is retried on the next
+/// connection; a write is not, since it may have been applied.
 pub async fn request(file: &ClientFile, only: Option<SocketAddr>, req: Request) -> Result<(SocketAddr, Response), ClientError> {
     let ca = ClusterCa { cert_pem: file.ca_cert.clone(), key_pem: String::new() };
     let cert = IssuedCert { cert_pem: file.client_cert.clone(), key_pem: file.client_key.clone() };
@@ -39,17 +46,27 @@ pub async fn request(file: &ClientFile, only: Option<SocketAddr>, req: Request) 
         Some(addr) => vec![addr],
         None => file.endpoints.clone(),
     };
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut dials = tokio::task::JoinSet::new();
     for addr in targets.iter().copied() {
-        let (cfg, req) = (cfg.clone(), req.clone());
-        tasks.spawn(async move { (addr, ask(addr, cfg, req).await) });
+        let cfg = cfg.clone();
+        dials.spawn(async move { (addr, connect(addr, cfg).await) });
     }
     let mut failures = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        let Ok((addr, result)) = done else { continue };
+    while let Some(done) = dials.join_next().await {
+        let Ok((addr, dialed)) = done else { continue };
+        let result = match dialed {
+            Ok((endpoint, conn)) => {
+                let r = ask(&conn, &req).await;
+                conn.close(0u32.into(), b"done");
+                endpoint.wait_idle().await;
+                r
+            }
+            Err(reason) => Err(reason),
+        };
         match result {
             Ok(resp) => return Ok((addr, resp)),
-            Err(reason) => failures.push((addr, reason)),
+            Err(reason) if read_only(&req) || !reason.starts_with(SENT) => failures.push((addr, reason)),
+            Err(reason) => return Err(ClientError::Endpoint { addr, reason: format!("{reason}; the change may or may not have been applied") }),
         }
     }
     match (only, failures.pop()) {
@@ -62,23 +79,36 @@ pub async fn request(file: &ClientFile, only: Option<SocketAddr>, req: Request) 
     }
 }
 
-async fn ask(addr: SocketAddr, cfg: quinn::ClientConfig, req: Request) -> Result<Response, String> {
+/// Prefix of errors that happen after the request was sent.
+const SENT: &str = "after sending:";
+
+async fn connect(addr: SocketAddr, cfg: quinn::ClientConfig) -> Result<(quinn::Endpoint, quinn::Connection), String> {
     let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
     let endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
-    let result = tokio::time::timeout(Duration::from_millis(CLIENT_TIMEOUT_MS), async {
-        let conn = endpoint.connect_with(cfg, addr, pki::SERVER_NAME).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
-        // With mTLS the dialer's connect can succeed before the server has
-        // checked our certificate; only an answer proves we were accepted.
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        wire::write_frame(&mut send, &req, MAX_API_FRAME_BYTES).await.map_err(|e| e.to_string())?;
-        let _ = send.finish();
-        let resp = wire::read_frame(&mut recv, MAX_API_FRAME_BYTES).await.map_err(|e| e.to_string())?;
-        conn.close(0u32.into(), b"done");
-        Ok::<_, String>(resp)
-    })
-    .await
-    .map_err(|_| format!("no answer within {CLIENT_TIMEOUT_MS} ms"))?;
-    endpoint.close(0u32.into(), b"done");
-    endpoint.wait_idle().await;
-    result
+    let connecting = endpoint.connect_with(cfg, addr, pki::SERVER_NAME).map_err(|e| e.to_string())?;
+    let conn = tokio::time::timeout(Duration::from_millis(CLIENT_TIMEOUT_MS), connecting)
+        .await
+        .map_err(|_| format!("no answer within {CLIENT_TIMEOUT_MS} ms"))?
+        .map_err(|e| e.to_string())?;
+    Ok((endpoint, conn))
+}
+
+async fn ask(conn: &quinn::Connection, req: &Request) -> Result<Response, String> {
+    // With mTLS the dialer's connect can succeed before the server has
+    // checked our certificate; only an answer proves we were accepted.
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    wire::write_frame(&mut send, req, MAX_API_FRAME_BYTES).await.map_err(|e| e.to_string())?;
+    let _ = send.finish();
+    let wait = Duration::from_millis(CLIENT_TIMEOUT_MS + request_timeout_ms(req));
+    tokio::time::timeout(wait, wire::read_frame(&mut recv, MAX_API_FRAME_BYTES))
+        .await
+        .map_err(|_| format!("{SENT} no answer within {} ms", wait.as_millis()))?
+        .map_err(|e| format!("{SENT} {e}"))
+}
+
+fn request_timeout_ms(req: &Request) -> u64 {
+    match req {
+        Request::Command { timeout_ms, .. } => *timeout_ms,
+        _ => 0,
+    }
 }

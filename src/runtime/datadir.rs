@@ -62,6 +62,10 @@ pub struct NodeFile {
     pub role: String,
     pub generation: u64,
     pub advertise: SocketAddr,
+    /// The `--join` addresses last given, used as seeds when restarted
+    /// without them (so a restart never depends on `peers.json` alone).
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
 }
 
 /// The node's keys and certificates (PEM), and the cluster secret.
@@ -243,6 +247,7 @@ mod tests {
             role: "manager".into(),
             generation: 1,
             advertise: "127.0.0.1:7070".parse().unwrap(),
+            seeds: vec![],
         }
     }
 

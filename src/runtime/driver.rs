@@ -7,15 +7,19 @@
 //! disk writes go to the blocking pool, and every turn stays short.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::datadir::{DataDir, NodeFile};
+use super::store::Store;
 use super::transport::{Inbound, Transport};
+use crate::core::state::model::{Command as StateCommand, StatusView};
+use crate::core::state::WriteResult;
 use crate::core::{Event, Identity, Input, MemberInfo, Node, Notice, Output, Time, Timer};
 use crate::metrics::Metrics;
 
@@ -31,6 +35,10 @@ pub const LEAVE_FLUSH_MS: u64 = 300;
 /// Requests from the API and the process to the node.
 pub enum Command {
     Members(oneshot::Sender<(Identity, Vec<MemberInfo>)>),
+    /// The state view and members, for `juju status`.
+    Status(oneshot::Sender<Option<(StatusView, Vec<MemberInfo>)>>),
+    /// A state command; the reply comes when durable (and replicated).
+    Write { cmd: StateCommand, replicas: u32, timeout: Duration, reply: oneshot::Sender<WriteResult> },
     Publish(Notice),
     Notices(oneshot::Sender<Vec<Notice>>),
 }
@@ -67,6 +75,10 @@ pub struct DriverParts {
     pub node_file: NodeFile,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
+    /// The durable state store (managers).
+    pub store: Store,
+    /// Where the store reports durability (the transport's inbox).
+    pub inbox_tx: mpsc::Sender<Inbound>,
 }
 
 struct Driver {
@@ -77,13 +89,31 @@ struct Driver {
     p: DriverParts,
     peers_dirty: bool,
     notices_dirty: bool,
+    /// Clients waiting for their write's answer, by request id.
+    replies: BTreeMap<u64, oneshot::Sender<WriteResult>>,
+    next_req: u64,
+    /// Whether a peers or notices write is in flight (one at a time each).
+    peers_writing: Arc<AtomicBool>,
+    notices_writing: Arc<AtomicBool>,
 }
 
 /// Runs the node until shutdown, then leaves the cluster gracefully.
 pub async fn run(mut node: Node, parts: DriverParts) {
     let origin = Instant::now();
     node.start(Duration::ZERO);
-    let mut d = Driver { node, origin, timers: BinaryHeap::new(), seq: 0, p: parts, peers_dirty: true, notices_dirty: true };
+    let mut d = Driver {
+        node,
+        origin,
+        timers: BinaryHeap::new(),
+        seq: 0,
+        p: parts,
+        peers_dirty: true,
+        notices_dirty: true,
+        replies: BTreeMap::new(),
+        next_req: 0,
+        peers_writing: Arc::new(AtomicBool::new(false)),
+        notices_writing: Arc::new(AtomicBool::new(false)),
+    };
     d.drain();
     d.run_loop().await;
     d.node.handle(d.now(), Input::Leave);
@@ -128,6 +158,8 @@ impl Driver {
         let input = match item {
             Inbound::Datagram { from, bytes } => Input::Datagram { from, bytes },
             Inbound::Identified { addr, peer } => Input::Identified { addr, peer },
+            Inbound::State { from, bytes } => Input::State { from, bytes },
+            Inbound::Durable { seq } => Input::Durable { seq },
         };
         self.node.handle(self.now(), input);
         self.drain();
@@ -144,6 +176,15 @@ impl Driver {
             }
             Command::Notices(reply) => {
                 let _ = reply.send(self.node.notices());
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.node.state().map(|st| (st.view(), self.node.members())));
+            }
+            Command::Write { cmd, replicas, timeout, reply } => {
+                self.next_req += 1;
+                self.replies.insert(self.next_req, reply);
+                self.node.handle(self.now(), Input::Command { req: self.next_req, cmd, replicas, timeout });
+                self.drain();
             }
         }
     }
@@ -172,6 +213,14 @@ impl Driver {
                     self.timers.push(Reverse(Due { at: timer.at, seq: self.seq, timer }));
                 }
                 Output::Event(event) => self.on_event(event),
+                Output::Persist { ops, own } => self.p.store.persist(&ops, own, &self.p.inbox_tx),
+                Output::SendState { to, bytes } => self.p.transport.send_state(&to, bytes),
+                Output::Reply { req, result } => {
+                    if let Some(reply) = self.replies.remove(&req) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Output::SnapshotNeeded => self.snapshot(),
             }
         }
     }
@@ -195,13 +244,24 @@ impl Driver {
                 self.notices_dirty = true;
             }
         }
-        if matches!(event, Event::MemberUp(_) | Event::Renamed { .. } | Event::MemberDown { .. }) {
+        if matches!(event, Event::MemberUp(_) | Event::Renamed { .. }) {
+            // At once: a node killed right after a peer joined must still
+            // find that peer when it restarts.
+            self.write_peers_now();
+        } else if matches!(event, Event::MemberDown { .. }) {
             self.peers_dirty = true;
         }
         if let Event::MemberUp(m) = &event {
             if m.role == crate::core::Role::Manager {
                 super::server::share_notices(self.p.transport.clone(), m.clone(), self.node.notices());
             }
+        }
+    }
+
+    fn write_peers_now(&mut self) {
+        let (dir, peers) = (self.p.dir.clone(), self.node.known_peers());
+        if !single_flight(&self.peers_writing, move || dir.write_peers(&peers), "known peers") {
+            self.peers_dirty = true; // one write at a time; the tick catches up
         }
     }
 
@@ -215,29 +275,46 @@ impl Driver {
         });
     }
 
+    fn snapshot(&self) {
+        if let Some(st) = self.node.state() {
+            self.p.store.snapshot(&st.replica.snapshot_all());
+        }
+    }
+
     fn persist(&mut self) {
         self.p.metrics.update_from(self.node.stats(), &self.node.members(), self.node.health_score());
+        if self.p.store.snapshot_due() {
+            self.snapshot();
+        }
         let now_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.node.prune_revocations(now_unix);
-        if !(self.peers_dirty || self.notices_dirty) {
-            return;
+        if self.peers_dirty {
+            self.peers_dirty = false;
+            self.write_peers_now();
         }
-        let dir = self.p.dir.clone();
-        let peers = self.peers_dirty.then(|| self.node.known_peers());
-        let notices = self.notices_dirty.then(|| self.node.notices());
-        self.peers_dirty = false;
-        self.notices_dirty = false;
-        tokio::task::spawn_blocking(move || {
-            if let Some(p) = peers {
-                if let Err(e) = dir.write_peers(&p) {
-                    tracing::error!(error = %e, "could not persist known peers");
-                }
-            }
-            if let Some(n) = notices {
-                if let Err(e) = dir.write_notices(&n) {
-                    tracing::error!(error = %e, "could not persist notices");
-                }
-            }
-        });
+        if self.notices_dirty {
+            let (dir, notices) = (self.p.dir.clone(), self.node.notices());
+            self.notices_dirty = !single_flight(&self.notices_writing, move || dir.write_notices(&notices), "notices");
+        }
     }
+}
+
+/// Runs one file write on the blocking pool unless one is already in
+/// flight for the same file; returns whether it started.
+fn single_flight(
+    busy: &Arc<AtomicBool>,
+    write: impl FnOnce() -> Result<(), super::datadir::DataDirError> + Send + 'static,
+    what: &'static str,
+) -> bool {
+    if busy.swap(true, Ordering::AcqRel) {
+        return false;
+    }
+    let busy = busy.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = write() {
+            tracing::error!(error = %e, "could not persist {what}");
+        }
+        busy.store(false, Ordering::Release);
+    });
+    true
 }

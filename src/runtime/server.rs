@@ -17,6 +17,8 @@ use super::driver::{self, Command, DriverParts};
 use super::join::{self, JoinError, NODE_CERT_VALIDITY_DAYS};
 use super::transport::{self, PeerConn, Transport, member_role, peer_of};
 use crate::config::PeerConfig;
+use crate::core::state::model::{Command as StateCommand, StatusView};
+use crate::core::state::{Actor, WriteResult};
 use crate::core::{Identity, MemberInfo, Node, NodeConfig, NodeId, Notice, Role};
 use crate::metrics::Metrics;
 use crate::pki::{self, CertRole, ClusterCa, IssuedCert};
@@ -35,6 +37,8 @@ pub enum PeerError {
     DataDir(#[from] DataDirError),
     #[error(transparent)]
     Join(#[from] JoinError),
+    #[error("state: {0}")]
+    Store(#[from] super::store::StoreError),
     #[error("certificates: {0}")]
     Pki(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -75,6 +79,24 @@ impl Shared {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// The state view and members (None on a member without state).
+    pub async fn status(&self) -> Option<(String, StatusView, Vec<MemberInfo>)> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Status(tx)).await.ok()?;
+        let (view, members) = rx.await.ok()??;
+        let me = members.first().map(|m| m.identity.id.to_string()).unwrap_or_default();
+        Some((me, view, members))
+    }
+
+    /// Applies a state command; answers once durable (and replicated).
+    pub async fn write(&self, cmd: StateCommand, replicas: u32, timeout: std::time::Duration) -> WriteResult {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Write { cmd, replicas, timeout, reply }).await.is_err() {
+            return WriteResult::Refused("the node is shutting down".into());
+        }
+        rx.await.unwrap_or_else(|_| WriteResult::Refused("the node stopped before answering".into()))
     }
 
     pub async fn publish(&self, notice: Notice) {
@@ -147,6 +169,7 @@ fn node_file(cluster_name: String, ca_fingerprint: String, node_id: u64, adverti
         role: "manager".into(),
         generation: 0,
         advertise,
+        seeds: Vec::new(),
     }
 }
 
@@ -204,6 +227,9 @@ pub async fn run_peer(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Resul
     };
     fresh.node.generation += 1;
     fresh.node.advertise = advertise;
+    if !cfg.join.is_empty() {
+        fresh.node.seeds = cfg.join.clone();
+    }
     if fresh.first_token.is_some() {
         dir.initialise(&fresh.node, &fresh.creds)?;
     } else if stored_peers.is_empty() && !dir.path().join("node.json").exists() {
@@ -269,6 +295,7 @@ async fn serve(
     let metrics = Arc::new(Metrics::new());
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let inbox_for_store = inbox_tx.clone();
     let transport = Transport::new(endpoint.clone(), client_cfg, inbox_tx, metrics.clone(), node_id);
     let shared = Arc::new(Shared {
         commands: cmd_tx.clone(),
@@ -285,13 +312,18 @@ async fn serve(
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), || {}));
     }
     let identity = Identity { id: node_id, addr: advertise, role: Role::Manager, generation: fresh.node.generation };
+    let actor = Actor { node: node_id.0, generation: identity.generation };
+    let (store, replica, rec) = super::store::Store::open(dir.path(), actor)?;
+    tracing::info!(snapshot_lsn = ?rec.snapshot_lsn, records = rec.records, ops = rec.ops, keys = replica.len(),
+        torn_tail_bytes = ?rec.torn_tail_bytes, "state recovered");
     tracing::info!(id = %node_id, %advertise, generation = identity.generation, cluster = %fresh.node.cluster_name, "manager starting");
     let node = Node::new(NodeConfig {
         identity,
         timing: cfg.timing.clone(),
         rng_seed: random_u64(),
-        seeds: cfg.join.clone(),
+        seeds: fresh.node.seeds.clone(),
         known_peers,
+        state: Some(replica),
     });
     // Straight into the node: the driver is not running yet, and the
     // bounded command channel could not take an unbounded list.
@@ -308,6 +340,8 @@ async fn serve(
         node_file: fresh.node,
         metrics,
         shutdown,
+        store,
+        inbox_tx: inbox_for_store,
     };
     driver::run(node, parts).await;
     endpoint.close(0u32.into(), b"leaving");

@@ -28,6 +28,10 @@ pub const DIAL_RETRY_MS: u64 = 500;
 pub const MAX_QUEUED_PER_PEER: usize = 32;
 /// Largest frame on the oversized-datagram fallback stream.
 pub const MAX_FALLBACK_FRAME_BYTES: usize = 4_096;
+/// First byte of a uni stream carrying one SWIM packet too big for a datagram.
+pub const STREAM_SWIM: u8 = 0x01;
+/// First byte of a uni stream carrying one replicated-state message.
+pub const STREAM_STATE: u8 = 0x02;
 /// Connections without traffic close after this.
 pub const IDLE_TIMEOUT_MS: u64 = 5_000;
 /// Keep-alive interval, so that an idle but healthy connection stays open.
@@ -37,6 +41,9 @@ pub const KEEPALIVE_MS: u64 = 1_000;
 #[derive(Debug)]
 pub enum Inbound {
     Datagram { from: PeerCert, bytes: Vec<u8> },
+    State { from: PeerCert, bytes: Vec<u8> },
+    /// Own state operations up to `seq` are durable.
+    Durable { seq: u64 },
     Identified { addr: SocketAddr, peer: PeerCert },
 }
 
@@ -167,10 +174,7 @@ impl Transport {
                 self.metrics.count_drop("too_large_for_path");
                 let conn = conn.clone();
                 tokio::spawn(async move {
-                    if let Ok(mut send) = conn.open_uni().await {
-                        let _ = super::wire::write_frame(&mut send, &bytes.to_vec(), MAX_FALLBACK_FRAME_BYTES).await;
-                        let _ = send.finish();
-                    }
+                    let _ = send_uni(&conn, STREAM_SWIM, &bytes, MAX_FALLBACK_FRAME_BYTES).await;
                 });
             }
         }
@@ -263,7 +267,7 @@ impl Transport {
         tokio::spawn(async move { this.read_datagrams(conn, from).await });
         let this = self.clone();
         let conn = pc.conn.clone();
-        tokio::spawn(async move { this.read_fallback_streams(conn, from).await });
+        tokio::spawn(async move { this.read_uni_streams(conn, from).await });
         if let Some(shared) = self.api.get() {
             tokio::spawn(super::api::serve(pc.conn, pc.role, shared.clone()));
         }
@@ -285,20 +289,78 @@ impl Transport {
         }
     }
 
-    async fn read_fallback_streams(self: Arc<Self>, conn: quinn::Connection, from: PeerCert) {
-        while let Ok(mut recv) = conn.accept_uni().await {
-            match super::wire::read_frame::<Vec<u8>>(&mut recv, MAX_FALLBACK_FRAME_BYTES).await {
-                Ok(bytes) => self.deliver(from, bytes),
-                Err(e) => {
-                    tracing::debug!(peer = %from.id, error = %e, "bad fallback frame");
-                    self.metrics.count_drop("malformed");
+    async fn read_uni_streams(self: Arc<Self>, conn: quinn::Connection, from: PeerCert) {
+        while let Ok(recv) = conn.accept_uni().await {
+            let this = self.clone();
+            tokio::spawn(async move { this.read_uni(recv, from).await });
+        }
+    }
+
+    async fn read_uni(&self, mut recv: quinn::RecvStream, from: PeerCert) {
+        let mut kind = [0u8; 1];
+        if recv.read_exact(&mut kind).await.is_err() {
+            return;
+        }
+        let limit = match kind[0] {
+            STREAM_SWIM => MAX_FALLBACK_FRAME_BYTES,
+            STREAM_STATE => crate::core::state::sync::MAX_STATE_MSG_BYTES,
+            _ => {
+                self.metrics.count_drop("malformed");
+                return;
+            }
+        };
+        match super::wire::read_raw_frame(&mut recv, limit).await {
+            Ok(bytes) if kind[0] == STREAM_SWIM => self.deliver(from, bytes),
+            Ok(bytes) => {
+                if self.inbox.send(Inbound::State { from, bytes }).await.is_err() {
+                    self.metrics.count_drop("queue_full");
                 }
             }
+            Err(e) => {
+                tracing::debug!(peer = %from.id, error = %e, "bad stream frame");
+                self.metrics.count_drop("malformed");
+            }
         }
+    }
+
+    /// Sends one state message to a member on its own uni stream, dialing
+    /// if needed. Failures are dropped: anti-entropy repairs them.
+    pub fn send_state(self: &Arc<Self>, to: &Identity, bytes: Vec<u8>) {
+        let this = self.clone();
+        let to = to.clone();
+        tokio::spawn(async move {
+            let conn = match this.connection(to.id) {
+                Some(c) if c.close_reason().is_none() => c,
+                _ => match this.dial(to.addr).await {
+                    Ok(pc) if pc.id == to.id => {
+                        let c = pc.conn.clone();
+                        this.register(pc);
+                        c
+                    }
+                    _ => {
+                        this.metrics.count_drop("no_connection");
+                        return;
+                    }
+                },
+            };
+            let limit = crate::core::state::sync::MAX_STATE_MSG_BYTES;
+            if let Err(e) = send_uni(&conn, STREAM_STATE, &bytes, limit).await {
+                tracing::debug!(peer = %to.id, error = %e, "state message not sent");
+                this.metrics.count_drop("no_connection");
+            }
+        });
     }
 
     /// The open connection to a member, if any.
     pub fn connection(&self, id: NodeId) -> Option<quinn::Connection> {
         self.table.lock().expect("transport table poisoned").conns.get(&id).cloned()
     }
+}
+
+/// Opens a uni stream, writes its kind byte and one raw frame, finishes it.
+async fn send_uni(conn: &quinn::Connection, kind: u8, bytes: &[u8], limit: usize) -> Result<(), String> {
+    let mut send = conn.open_uni().await.map_err(|e| e.to_string())?;
+    send.write_all(&[kind]).await.map_err(|e| e.to_string())?;
+    super::wire::write_raw_frame(&mut send, bytes, limit).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::core::codec;
+use crate::core::state::model::{Command as StateCommand, Outcome, StatusView};
 use crate::core::{MemberInfo, Notice};
 
 /// Largest frame on a client API or sync stream.
@@ -66,6 +67,29 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(
     Ok(value)
 }
 
+/// Writes one frame of raw bytes (no encoding).
+pub async fn write_raw_frame(send: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8], limit: usize) -> Result<(), FrameError> {
+    if bytes.len() > limit {
+        return Err(FrameError::TooLarge { len: bytes.len(), limit });
+    }
+    send.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+    send.write_all(bytes).await?;
+    Ok(())
+}
+
+/// Reads one frame of raw bytes of at most `limit` bytes.
+pub async fn read_raw_frame(recv: &mut (impl AsyncReadExt + Unpin), limit: usize) -> Result<Vec<u8>, FrameError> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > limit {
+        return Err(FrameError::TooLarge { len, limit });
+    }
+    let mut buf = vec![0u8; len];
+    recv.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
 /// A new member asks to be admitted (on the join ALPN, before it has a cert).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinRequest {
@@ -110,6 +134,11 @@ pub enum Request {
     TokenRevoke { token_id: String },
     /// A manager shares its notices with a peer that just came up.
     SyncNotices(Vec<Notice>),
+    /// The environment as the answering manager sees it.
+    Status,
+    /// A change to the environment. Answered once durable on the answering
+    /// manager and held by `wait_replicated` other managers, or refused.
+    Command { cmd: StateCommand, wait_replicated: u32, timeout_ms: u64 },
 }
 
 /// One row of the member list as it travels to clients.
@@ -151,6 +180,8 @@ pub enum Response {
     Members { answered_by: String, members: Vec<MemberRow> },
     Token { token: String, row: TokenRow },
     Tokens(Vec<TokenRow>),
+    Status { answered_by: String, status: StatusView, members: Vec<MemberRow> },
+    Applied(Outcome),
     Done,
     Error(String),
 }

@@ -3,9 +3,11 @@
 
 pub mod model;
 pub mod replica;
+pub mod sync;
 
 #[cfg(test)]
 mod tests;
 
 pub use model::{Command, CommandError, Outcome, StatusView};
 pub use replica::{Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector};
+pub use sync::{StateMsg, StateSync, SyncOut, WriteResult};

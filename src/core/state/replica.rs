@@ -70,7 +70,7 @@ pub struct Snapshot {
 }
 
 /// A replica.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Replica {
     me: Actor,
     doc: Doc,
@@ -294,6 +294,12 @@ impl Replica {
     /// if durable: the snapshot is taken after they were persisted).
     pub fn snapshot(&self) -> Snapshot {
         Snapshot { doc: self.doc.clone(), vv: self.version() }
+    }
+
+    /// The whole state including own operations not yet durable, for the
+    /// local snapshot on disk (written after those operations' records).
+    pub fn snapshot_all(&self) -> Snapshot {
+        Snapshot { doc: self.doc.clone(), vv: self.vv.clone() }
     }
 
     /// A canonical digest of the visible state (keys and sorted values),

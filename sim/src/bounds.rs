@@ -1,0 +1,124 @@
+//! The stated bounds every checker holds the cluster to, each derived from
+//! the node's `Timing` and the cluster size, with the reasoning written next
+//! to it. A bound is a promise about the protocol, not a tuning knob: never
+//! loosen one to make a failing seed pass.
+//!
+//! Owns the arithmetic of the bounds. Must never look at a run's outcome.
+
+use std::time::Duration;
+
+use jujud::core::Timing;
+
+/// Probe periods within which *some* live member probes a given crashed
+/// member, with high probability. foca walks a shuffled member list round
+/// robin, so each of the other N-1 members probes X once per cycle at a
+/// uniformly random slot; none does so in k periods with probability at
+/// most (1 - k/(N-1))^(N-1) <= e^-k, which is about 6e-6 for k = 12. Below
+/// N = 7 the exact worst case, 2(N-1)-1 periods across a reshuffle, is
+/// smaller and is used instead.
+pub const FIRST_PROBE_PERIODS: u64 = 12;
+
+/// Gossip rounds beyond log2(N) that a "down" update may need to reach
+/// every member (8 transmissions, fanout 3, plus the latency tail).
+pub const DISSEMINATION_SLACK_ROUNDS: u64 = 6;
+
+/// Slack for messages still in flight when a fault ends: the latency
+/// tail (at most 160 ms), reordering (20 ms) and handshake legs.
+pub const IN_FLIGHT_SLACK_MS: u64 = 1_000;
+
+/// Loss above this makes every node "disturbed" for the false-down
+/// checker: a refutation can be lost 8 times in a row at 1% only with
+/// probability 1e-16, but at 5% SWIM's own suspicion is expected to err.
+pub const FALSE_DOWN_MAX_LOSS: f64 = 0.01;
+
+/// Every bound, for one cluster size and timing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// From the first boot until every member sees every member.
+    pub join: Duration,
+    /// From the heal (start of the liveness phase) until every live
+    /// member's view equals the true live set.
+    pub convergence: Duration,
+    /// From a crash until every healthy observer declares it down, in a
+    /// healed cluster: the larger of `detection_gossip` and the observer's
+    /// own round-robin walk (SWIM's time-bounded completeness).
+    pub detection: Duration,
+    /// From a crash until every observer hears the first prober's verdict,
+    /// with high probability. Not an invariant: an observer that misses
+    /// every copy of the verdict (each update is sent only
+    /// `max_transmissions` times per member) falls back to its own walk.
+    /// Reported as the share of detections within it.
+    pub detection_gossip: Duration,
+    /// The same while faults run (observers' timeouts may be stretched by
+    /// local health and they may have to probe the victim themselves).
+    pub detection_under_faults: Duration,
+    /// How long a node must have been healthy and reachable before a
+    /// `MemberDown` about it counts as false. Also how long after the heal
+    /// a suspicion raised before it may still fire: the liveness phase waits
+    /// this long before it calls the views settled.
+    pub false_down_window: Duration,
+}
+
+impl Bounds {
+    /// The bounds for `members` nodes running `timing`.
+    pub fn new(timing: &Timing, members: usize) -> Bounds {
+        let ms = Duration::from_millis;
+        let n = members.max(2) as u64;
+        let probe = ms(timing.probe_period_ms);
+        let suspect = ms(timing.suspect_to_down_ms);
+        let slack = ms(IN_FLIGHT_SLACK_MS);
+        let stretch = 1 + timing.health_max;
+        let log2_n = u64::from(64 - (n - 1).leading_zeros());
+        let spread = ms(timing.gossip_period_ms) * (log2_n + DISSEMINATION_SLACK_ROUNDS) as u32;
+        let first_probe = FIRST_PROBE_PERIODS.min(2 * (n - 1) - 1);
+        // Some member probes the victim, waits one period for the ack (direct
+        // and indirect), suspects it, declares it down, spreads the verdict.
+        let detection_gossip = probe * (first_probe + 1) as u32 + suspect + spread + slack;
+        // The observer's own round robin reaches the victim within 2(N-1)-1
+        // periods (across a reshuffle); one more period to conclude, then the
+        // suspicion timeout. foca arms that timeout even if the victim was
+        // already suspect from gossip, so this needs no dissemination.
+        let own_walk = probe * (2 * (n - 1)) as u32 + suspect;
+        let detection = detection_gossip.max(own_walk + slack);
+        // Under faults, every one of the observer's timeouts may be stretched.
+        let detection_under_faults = own_walk * stretch + spread + slack;
+        // A suspicion raised just before the window began resolves within one
+        // probe period plus the suspicion timeout, stretched.
+        let false_down_window = (probe + suspect) * stretch + slack;
+        // After a heal: the rejoin loop fires within its backoff cap, a lost
+        // peer is re-announced within another cap, suspicions from before the
+        // heal resolve, and dead members leave every view. The join is the
+        // same: a member missed by every join update still reaches everyone
+        // in its own probe walk (a probe adds its sender to the receiver).
+        let rejoin = ms(timing.rejoin_backoff_max_ms) * 2 + ms(timing.announce_period_ms);
+        let convergence = rejoin + false_down_window + detection;
+        Bounds {
+            join: convergence,
+            convergence,
+            detection,
+            detection_gossip,
+            detection_under_faults,
+            false_down_window,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lan_bounds_for_five_and_a_thousand() {
+        let five = Bounds::new(&Timing::lan(), 5);
+        // Gossip: 8 periods (2*4-1=7, +1) * 0.5 + 0.6 + (3+6)*0.1 + 1 = 6.5 s;
+        // own walk: 8 * 0.5 + 0.6 + 1 = 5.6 s.
+        assert_eq!(five.detection, Duration::from_millis(6_500));
+        assert_eq!(five.false_down_window, Duration::from_millis(10_900));
+        let big = Bounds::new(&Timing::lan(), 1_000);
+        // Gossip: 13 periods * 0.5 + 0.6 + (10+6)*0.1 + 1 = 9.7 s;
+        // own walk: 1998 * 0.5 + 0.6 + 1 = 1000.6 s.
+        assert_eq!(big.detection_gossip, Duration::from_millis(9_700));
+        assert_eq!(big.detection, Duration::from_millis(1_000_600));
+        assert!(big.convergence > big.detection);
+    }
+}

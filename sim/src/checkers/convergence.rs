@@ -1,0 +1,240 @@
+//! Invariant `convergence`: every live node's active set (`active_ids()`
+//! plus itself) equals the true live set within the stated bound: after
+//! the initial join, after the heal that starts the liveness phase (views
+//! converged once the false-down window has passed; the figure reported is
+//! when they last became equal), and after a crash in the liveness phase.
+//! Between those episodes in the liveness phase, converged views stay
+//! equal to the truth (nothing may move them); and at the end every live
+//! node's active members match the live identities exactly (generation
+//! included).
+//!
+//! Owns only its episodes and findings. Must never sample views more often
+//! than the tick, and stops sampling once an episode converged (views are
+//! O(N) each, so a sample is O(N^2)).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use jujud::core::{Identity, MemberState, NodeId};
+
+use super::{Checker, FaultNote, Figure, Findings, Phase, Violation, World};
+use crate::queue::VTime;
+
+const NAME: &str = "convergence";
+
+/// Views are sampled at least this often (the run loop's tick) while an
+/// episode is open...
+const SAMPLE_MIN: Duration = Duration::from_millis(100);
+/// ...and this often to check that converged views stay converged (a
+/// divergence with no fault persists, so a coarser sample still sees it).
+const STABLE_SAMPLE_MIN: Duration = Duration::from_secs(1);
+/// ...and once more rarely per this many members, so that a sample (O(N^2))
+/// stays affordable: every 1 s at 1,000 members. This is the resolution of
+/// the reported convergence times.
+const MEMBERS_PER_SAMPLE_STEP: u32 = 100;
+
+/// Most diverging nodes named in one violation.
+const MAX_NAMED_NODES: usize = 5;
+
+#[derive(Debug)]
+struct Episode {
+    what: &'static str,
+    since: VTime,
+    deadline: VTime,
+    /// The episode closes at the first converged sample at or after this.
+    /// After the heal it is the false-down window (suspicions raised before
+    /// the heal may fire until then); otherwise it is `since`.
+    settle_until: VTime,
+    /// Since when the views have been converged, if they are: the time
+    /// reported is when they last became so.
+    converged_since: Option<VTime>,
+}
+
+/// The convergence checker.
+#[derive(Debug, Default)]
+pub struct Convergence {
+    episode: Option<Episode>,
+    joined_opened: bool,
+    /// How long each episode took, in order.
+    took: Vec<(&'static str, Duration)>,
+    violations: Findings,
+}
+
+impl Convergence {
+    fn open(&mut self, what: &'static str, since: VTime, bound: Duration, settle: Duration) {
+        let (deadline, settle_until) = (since + bound, since + settle);
+        self.episode = Some(Episode { what, since, deadline, settle_until, converged_since: None });
+    }
+}
+
+/// How often views are sampled for `members` nodes while they converge.
+pub fn sample_period(members: usize) -> Duration {
+    SAMPLE_MIN * (members as u32 / MEMBERS_PER_SAMPLE_STEP).max(1)
+}
+
+/// The liveness phase's rule, shared with the run loop: views count as
+/// settled at a sample taken at least `settle` after `since` that finds
+/// them converged.
+pub fn settled(world: &World<'_>, since: VTime, settle: Duration) -> bool {
+    let due = world.now.as_nanos().is_multiple_of(sample_period(world.cluster.slots.len()).as_nanos());
+    world.now >= since + settle && due && converged(world)
+}
+
+/// Whether every slot has booted and every live node's view equals the
+/// true live set. Stops at the first diverging node, so it is cheap while
+/// views still differ.
+pub fn converged(world: &World<'_>) -> bool {
+    matches!(diverging(world, 1), Some(bad) if bad.is_empty())
+}
+
+/// Up to `limit` live slots whose view differs from the truth, with how
+/// many members each misses and has extra; empty when converged. `None`
+/// before every slot has booted.
+fn diverging(world: &World<'_>, limit: usize) -> Option<Vec<(usize, usize, usize)>> {
+    if world.cluster.slots.iter().any(|s| s.epoch == 0) {
+        return None;
+    }
+    let live: Vec<usize> = world.live_slots().collect();
+    let truth: BTreeSet<NodeId> = live.iter().map(|&s| world.id_of(s)).collect();
+    let mut bad = Vec::new();
+    for &slot in &live {
+        let Some(node) = world.cluster.slots[slot].node() else { continue };
+        let mut view = node.active_ids();
+        view.insert(node.identity().id);
+        if view != truth {
+            let missing = truth.difference(&view).count();
+            let extra = view.difference(&truth).count();
+            bad.push((slot, missing, extra));
+            if bad.len() >= limit {
+                break;
+            }
+        }
+    }
+    Some(bad)
+}
+
+/// An identity as (node id, generation), which orders.
+fn key(identity: &Identity) -> (NodeId, u64) {
+    (identity.id, identity.generation)
+}
+
+fn describe(bad: &[(usize, usize, usize)]) -> String {
+    let named: Vec<String> = bad
+        .iter()
+        .take(MAX_NAMED_NODES)
+        .map(|(slot, missing, extra)| format!("slot {slot} misses {missing} has {extra} extra"))
+        .collect();
+    format!("{} nodes diverge: {}", bad.len(), named.join("; "))
+}
+
+impl Checker for Convergence {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn on_phase(&mut self, world: &World<'_>) {
+        self.open("heal", world.now, world.bounds.convergence, world.bounds.false_down_window);
+    }
+
+    fn on_fault(&mut self, world: &World<'_>, note: &FaultNote) {
+        if world.phase == Phase::Liveness && matches!(note, FaultNote::Crash { .. }) {
+            self.open("crash", world.now, world.bounds.detection, Duration::ZERO);
+        }
+    }
+
+    fn on_tick(&mut self, world: &World<'_>) {
+        if !self.joined_opened {
+            self.joined_opened = true;
+            self.open("join", Duration::ZERO, world.bounds.join, Duration::ZERO);
+        }
+        let members = world.cluster.slots.len() as u32;
+        let step = (members / MEMBERS_PER_SAMPLE_STEP).max(1);
+        let due = world.now.as_nanos().is_multiple_of((SAMPLE_MIN * step).as_nanos());
+        let stable_due = world.now.as_nanos().is_multiple_of((STABLE_SAMPLE_MIN * step).as_nanos());
+        let Some(ep) = &mut self.episode else {
+            // Once converged in the liveness phase, nothing may change.
+            if world.phase == Phase::Liveness && stable_due && !converged(world) {
+                let bad = diverging(world, usize::MAX).unwrap_or_default();
+                let detail = format!("views diverged after converging, with no fault: {}", describe(&bad));
+                let slots = bad.iter().take(MAX_NAMED_NODES).map(|b| b.0).collect();
+                self.violations.push(Violation { invariant: NAME, at: world.now, slots, detail });
+                self.open("divergence", world.now, world.bounds.convergence, Duration::ZERO);
+            }
+            return;
+        };
+        let at_deadline = world.now >= ep.deadline;
+        let settling = world.now < ep.settle_until;
+        // Fine samples, but coarse ones while converged and settling (a
+        // divergence that comes and goes between two coarse samples is missed;
+        // the reported time can then be early by up to one coarse sample).
+        let sample_now = if ep.converged_since.is_some() && settling { stable_due } else { due };
+        if !at_deadline && !sample_now {
+            return;
+        }
+        if converged(world) {
+            ep.converged_since.get_or_insert(world.now);
+        } else {
+            ep.converged_since = None;
+        }
+        if let Some(since) = ep.converged_since.filter(|_| !settling) {
+            self.took.push((ep.what, since - ep.since));
+            self.episode = None;
+        } else if at_deadline {
+            let bad = diverging(world, usize::MAX).unwrap_or_default();
+            let detail = format!(
+                "not converged {:.3}s after {} (bound {:.3}s): {}",
+                (world.now - ep.since).as_secs_f64(),
+                ep.what,
+                (ep.deadline - ep.since).as_secs_f64(),
+                describe(&bad)
+            );
+            let slots = bad.iter().take(MAX_NAMED_NODES).map(|b| b.0).collect();
+            self.violations.push(Violation { invariant: NAME, at: world.now, slots, detail });
+            self.episode = None;
+        }
+    }
+
+    fn finish(&mut self, world: &World<'_>) {
+        let live: Vec<usize> = world.live_slots().collect();
+        let truth: BTreeSet<(NodeId, u64)> =
+            live.iter().filter_map(|&s| world.cluster.slots[s].identity().map(key)).collect();
+        for &slot in &live {
+            let Some(node) = world.cluster.slots[slot].node() else { continue };
+            let view: BTreeSet<(NodeId, u64)> = node
+                .members()
+                .iter()
+                .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+                .map(|m| key(&m.identity))
+                .collect();
+            if view != truth {
+                let stale: Vec<String> =
+                    view.difference(&truth).take(MAX_NAMED_NODES).map(|(id, g)| format!("{id}@{g}")).collect();
+                let detail = format!(
+                    "at the end, slot {slot} sees {} active identities, truth has {}; not live: [{}]",
+                    view.len(),
+                    truth.len(),
+                    stale.join(", ")
+                );
+                self.violations.push(Violation { invariant: NAME, at: world.now, slots: vec![slot], detail });
+            }
+        }
+    }
+
+    fn findings(&self) -> &Findings {
+        &self.violations
+    }
+
+    fn samples(&self) -> Vec<(&'static str, Vec<VTime>)> {
+        self.took.iter().map(|(what, took)| (*what, vec![*took])).collect()
+    }
+
+    fn figures(&self) -> Vec<Figure> {
+        self.took
+            .iter()
+            .map(|(what, took)| Figure {
+                name: format!("converged after {what}"),
+                value: format!("{:.3}s", took.as_secs_f64()),
+            })
+            .collect()
+    }
+}

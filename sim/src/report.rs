@@ -1,0 +1,158 @@
+//! What a run reports: its outcome, figures and trace hash, the summary
+//! printed for people, and the one command that replays it.
+//!
+//! Owns the text of reports. Must never influence a run (it is built after
+//! the run ends), and must never print anything the replay command cannot
+//! reproduce except the wall-clock figures.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::bounds::Bounds;
+use crate::checkers::{Figure, Violation};
+use crate::cluster::ClusterStats;
+use crate::faults::FaultParams;
+use crate::network::NetStats;
+use crate::queue::VTime;
+use crate::run::RunConfig;
+
+/// Most violations printed in full per run (all are counted).
+pub const MAX_PRINTED_VIOLATIONS: usize = 20;
+
+/// The outcome of one run.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub config: RunConfig,
+    pub params: FaultParams,
+    pub bounds: Bounds,
+    pub trace_hash: u64,
+    /// Events delivered to nodes (datagrams, handshakes, timers).
+    pub events: u64,
+    /// Virtual time simulated.
+    pub virtual_time: VTime,
+    /// Wall-clock time the run took (reporting only).
+    pub wall: Duration,
+    /// Violations kept in full (at most `MAX_KEPT_VIOLATIONS` per checker).
+    pub violations: Vec<Violation>,
+    /// Every violation found, kept or not.
+    pub violation_total: u64,
+    pub figures: Vec<(&'static str, Figure)>,
+    pub samples: Vec<(&'static str, Vec<VTime>)>,
+    /// The names of the invariants checked.
+    pub invariants: Vec<&'static str>,
+    pub net: NetStats,
+    pub cluster: ClusterStats,
+    pub injected: BTreeMap<&'static str, u64>,
+    /// When every member first saw every member.
+    pub joined_at: Option<VTime>,
+    /// Node events emitted, by kind (up, down, left, renamed, ...).
+    pub events_by_kind: BTreeMap<&'static str, u64>,
+    /// Datagrams sent per member per virtual second over the second half
+    /// of the safety phase (the steady state).
+    pub steady_msgs_per_member_sec: Option<f64>,
+}
+
+impl RunReport {
+    /// Whether every invariant held.
+    pub fn passed(&self) -> bool {
+        self.violation_total == 0
+    }
+
+    /// Virtual seconds simulated per wall-clock second.
+    pub fn speed(&self) -> f64 {
+        self.virtual_time.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// The samples named `name`, sorted.
+    pub fn sorted_samples(&self, name: &str) -> Vec<VTime> {
+        let mut all: Vec<VTime> =
+            self.samples.iter().filter(|(n, _)| *n == name).flat_map(|(_, s)| s.clone()).collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// The command that replays this run exactly (same build).
+    pub fn replay_command(&self) -> String {
+        replay_command(&self.config)
+    }
+
+    /// The multi-line summary printed after a single run.
+    pub fn summary(&self) -> String {
+        let c = &self.config;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "seed {}  managers {}  agents {}  safety phase {} s  faults {}",
+            c.seed, c.managers, c.agents, c.virtual_secs, self.params
+        );
+        let _ = writeln!(
+            s,
+            "events {}  virtual {:.1} s  wall {:.3} s  speed {:.0} virtual s per wall s",
+            self.events,
+            self.virtual_time.as_secs_f64(),
+            self.wall.as_secs_f64(),
+            self.speed()
+        );
+        let b = &self.bounds;
+        let _ = writeln!(
+            s,
+            "bounds: join/convergence {:.1} s, detection {:.1} s (gossip {:.1} s, under faults {:.1} s), false-down window {:.1} s",
+            b.convergence.as_secs_f64(),
+            b.detection.as_secs_f64(),
+            b.detection_gossip.as_secs_f64(),
+            b.detection_under_faults.as_secs_f64(),
+            b.false_down_window.as_secs_f64()
+        );
+        if let Some(rate) = self.steady_msgs_per_member_sec {
+            let _ = writeln!(s, "messages per member per second (second half of the safety phase): {rate:.2}");
+        }
+        let faults: Vec<String> = self.injected.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(s, "faults: {}", if faults.is_empty() { "none".into() } else { faults.join(", ") });
+        if self.cluster.unmodelled_outputs > 0 {
+            let _ = writeln!(s, "outputs of features not simulated yet (dropped): {}", self.cluster.unmodelled_outputs);
+        }
+        let kinds: Vec<String> = self.events_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(s, "node events: {}", kinds.join(", "));
+        let n = &self.net;
+        let _ = writeln!(
+            s,
+            "network: sent {} lost {} cut {} duplicated {} clogged {} tail {} reordered {}",
+            n.sent, n.lost, n.cut, n.duplicated, n.clogged, n.tail, n.reordered
+        );
+        for (checker, f) in &self.figures {
+            let _ = writeln!(s, "  {checker}: {} = {}", f.name, f.value);
+        }
+        let _ = writeln!(s, "invariants checked: {}", self.invariants.join(", "));
+        for v in self.violations.iter().take(MAX_PRINTED_VIOLATIONS) {
+            let _ = writeln!(s, "VIOLATION {v}");
+        }
+        if self.violation_total > MAX_PRINTED_VIOLATIONS as u64 {
+            let _ = writeln!(s, "... {} violations in all", self.violation_total);
+        }
+        let verdict = if self.passed() { "PASS" } else { "FAIL" };
+        let _ = writeln!(s, "{verdict}  trace hash {:016x}", self.trace_hash);
+        if !self.passed() {
+            let _ = writeln!(s, "replay: {}", self.replay_command());
+        }
+        s
+    }
+}
+
+/// The command line that reruns `config`.
+pub fn replay_command(config: &RunConfig) -> String {
+    let mut cmd = format!(
+        "cargo run --release -p sim -- --seed {} --managers {} --agents {} --virtual-secs {} --faults {}",
+        config.seed, config.managers, config.agents, config.virtual_secs, config.faults
+    );
+    let lan = jujud::core::Timing::lan();
+    if config.timing.max_transmissions != lan.max_transmissions {
+        let _ = write!(cmd, " --max-transmissions {}", config.timing.max_transmissions);
+    }
+    assert_eq!(
+        jujud::core::Timing { max_transmissions: lan.max_transmissions, ..config.timing.clone() },
+        lan,
+        "a timing override the replay command cannot express"
+    );
+    cmd
+}

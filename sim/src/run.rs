@@ -1,0 +1,635 @@
+//! One simulation run: builds the cluster from a seed, plays the safety
+//! phase (random faults, invariants checked on every event), then the
+//! liveness phase (faults stop, the network heals, everything restarts or
+//! resumes, the cluster must converge; then one more crash must be
+//! detected), and returns a report.
+//!
+//! Owns the run loop, the phase timeline and the application of faults.
+//! Must never read real time except to report wall-clock speed, and must
+//! draw every random choice from rngs derived from the one seed.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use jujud::core::Timing;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::bounds::{Bounds, FALSE_DOWN_MAX_LOSS};
+use crate::checkers::{self, Checker, FaultNote, Phase, World};
+use crate::cluster::{Cluster, ClusterConfig, Ev};
+use crate::faults::{self, Candidates, Control, FaultParams, Plan};
+use crate::network::{Partition, PartitionKind};
+use crate::planted::PlantedBug;
+use crate::queue::VTime;
+use crate::report::RunReport;
+use crate::trace::{Fnv1a, TraceKind};
+use crate::truth::Truth;
+
+/// Checkers tick (and disks persist) this often in virtual time.
+pub const CHECK_TICK: Duration = Duration::from_millis(100);
+
+/// Known peers are persisted to the simulated disk this often.
+pub const PERSIST_EVERY_TICKS: u64 = 20;
+
+/// The "slot" of faults that touch the network rather than one node.
+const NETWORK: usize = usize::MAX;
+
+/// Streams of the seed's ChaCha8 generator, one per concern, so that a
+/// change in how often one concern draws never shifts another's draws.
+const STREAM_PARAMS: u64 = 1;
+const STREAM_NETWORK: u64 = 2;
+const STREAM_NODES: u64 = 3;
+const STREAM_FAULTS: u64 = 4;
+
+/// Everything that defines a run; with the build, it defines the trace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunConfig {
+    pub seed: u64,
+    pub managers: usize,
+    pub agents: usize,
+    /// Length of the safety phase, in virtual seconds.
+    pub virtual_secs: u64,
+    /// Fault profile name (see `faults::PROFILE_NAMES`).
+    pub faults: String,
+    pub timing: Timing,
+    /// Crash one node in the liveness phase and time its detection.
+    pub probe_crash: bool,
+    /// A deliberate bug (tests only).
+    pub bug: Option<PlantedBug>,
+    /// Print every node event and fault as it happens (for replays).
+    pub log: bool,
+    /// Faults applied at fixed virtual times during the safety phase, on
+    /// top of the profile's random ones (tests use profile `none`).
+    pub script: Vec<(VTime, Plan)>,
+    /// Longest wait for the views to settle after the heal, and for the
+    /// probe crash to be detected, when the bounds are longer (they grow
+    /// with N: 1,000 s at 1,000 members). Views still diverging at the end
+    /// fail the final check, so a cap shortens a run without hiding
+    /// anything. `None` waits the full bounds.
+    pub liveness_cap: Option<Duration>,
+}
+
+impl RunConfig {
+    /// A run with the LAN timing and a probe crash.
+    pub fn new(seed: u64, managers: usize, agents: usize, virtual_secs: u64, faults: &str) -> Self {
+        RunConfig {
+            seed,
+            managers,
+            agents,
+            virtual_secs,
+            faults: faults.into(),
+            timing: Timing::lan(),
+            probe_crash: true,
+            bug: None,
+            log: false,
+            script: Vec::new(),
+            liveness_cap: None,
+        }
+    }
+
+    pub fn members(&self) -> usize {
+        self.managers + self.agents
+    }
+}
+
+fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+/// Where a run is on its timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Random faults.
+    Safety,
+    /// Healed; waiting for the views to settle.
+    Settling,
+    /// One node was crashed at `at`; waiting for every view to drop it.
+    Probed {
+        at: VTime,
+    },
+    /// Watching the quiet cluster until `until`.
+    Observing {
+        until: VTime,
+    },
+    Done,
+}
+
+/// The mutable state of a run besides the cluster.
+struct Runner {
+    cluster: Cluster,
+    truth: Truth,
+    bounds: Bounds,
+    params: FaultParams,
+    checkers: Vec<Box<dyn Checker>>,
+    phase: Phase,
+    rng: ChaCha8Rng,
+    partition_id: u32,
+    /// Which slots the current partition touches.
+    partition_touched: Vec<bool>,
+    /// Active clogs per directed path (they may overlap).
+    clogs: BTreeMap<(usize, usize), u32>,
+    injected: BTreeMap<&'static str, u64>,
+    joined_at: Option<VTime>,
+    /// Sends counted half-way through the safety phase and at the heal.
+    sends_at_half: u64,
+    sends_at_heal: u64,
+    ticks: u64,
+    log: bool,
+    script: Vec<(VTime, Plan)>,
+    liveness_cap: Option<Duration>,
+    /// Node events seen, by kind.
+    events_by_kind: BTreeMap<&'static str, u64>,
+}
+
+/// Runs one simulation to the end.
+pub fn run(config: &RunConfig) -> RunReport {
+    let wall = Instant::now();
+    let params = FaultParams::profile(&config.faults, &mut stream(config.seed, STREAM_PARAMS))
+        .unwrap_or_else(|| panic!("unknown fault profile {:?}", config.faults));
+    let cluster_config = ClusterConfig {
+        managers: config.managers,
+        agents: config.agents,
+        timing: config.timing.clone(),
+        net: params.net.clone(),
+        drift_max_ppm: params.drift_max_ppm,
+        bug: config.bug,
+    };
+    let members = config.members();
+    let cluster = Cluster::new(&cluster_config, stream(config.seed, STREAM_NETWORK), stream(config.seed, STREAM_NODES));
+    let mut truth = Truth::new(members);
+    truth.set_lossy(params.net.loss > FALSE_DOWN_MAX_LOSS, Duration::ZERO);
+    let mut r = Runner {
+        cluster,
+        truth,
+        bounds: Bounds::new(&config.timing, members),
+        params,
+        checkers: checkers::all(),
+        phase: Phase::Safety,
+        rng: stream(config.seed, STREAM_FAULTS),
+        partition_id: 0,
+        partition_touched: vec![false; members],
+        clogs: BTreeMap::new(),
+        injected: BTreeMap::new(),
+        joined_at: None,
+        sends_at_half: 0,
+        sends_at_heal: 0,
+        ticks: 0,
+        log: config.log,
+        script: config.script.clone(),
+        liveness_cap: config.liveness_cap,
+        events_by_kind: BTreeMap::new(),
+    };
+    for (i, (at, _)) in config.script.iter().enumerate() {
+        r.cluster.schedule(*at, Control::Scripted(i));
+    }
+    let heal_at = Duration::from_secs(config.virtual_secs);
+    let end_at = r.play(heal_at, config.probe_crash);
+    r.finish(config, wall.elapsed(), end_at)
+}
+
+impl Runner {
+    fn world(&self) -> World<'_> {
+        World {
+            now: self.cluster.now(),
+            phase: self.phase,
+            cluster: &self.cluster,
+            truth: &self.truth,
+            bounds: &self.bounds,
+        }
+    }
+
+    /// The event loop: events before the next mark (a tick, or the heal)
+    /// run first; at a mark, the heal runs, then the tick, which also moves
+    /// the liveness phase along. Returns when the run is over.
+    fn play(&mut self, heal_at: VTime, probe: bool) -> VTime {
+        let mut next_tick = Duration::ZERO;
+        let mut stage = Stage::Safety;
+        loop {
+            let mark = if stage == Stage::Safety { next_tick.min(heal_at) } else { next_tick };
+            if self.cluster.queue.peek_time().is_some_and(|t| t < mark) {
+                let (at, ev) = self.cluster.queue.pop().expect("peeked");
+                self.step(at, ev);
+                continue;
+            }
+            self.cluster.queue.advance_to(mark);
+            if stage == Stage::Safety && mark == heal_at {
+                self.heal();
+                stage = Stage::Settling;
+            }
+            if mark == next_tick {
+                // Whole seconds halve to a multiple of 500 ms, so of the tick.
+                self.tick(heal_at / 2);
+                next_tick += CHECK_TICK;
+                stage = self.advance(stage, heal_at, probe);
+                if stage == Stage::Done {
+                    return mark;
+                }
+            }
+        }
+    }
+
+    /// Moves the liveness phase on, at a tick: once the views have settled
+    /// after the heal, crash one node; once the views have converged again
+    /// (or the detection bound passed), watch a quiet cluster for one
+    /// false-down window; then stop.
+    fn advance(&mut self, stage: Stage, heal_at: VTime, probe: bool) -> Stage {
+        let now = self.cluster.now();
+        let window = self.bounds.false_down_window;
+        let cap = self.liveness_cap.unwrap_or(Duration::MAX);
+        match stage {
+            Stage::Settling => {
+                let settled = checkers::convergence::settled(&self.world(), heal_at, window);
+                if !settled && now < heal_at + self.bounds.convergence.min(cap) {
+                    return stage;
+                }
+                if probe && self.probe_crash() {
+                    return Stage::Probed { at: now };
+                }
+                Stage::Observing { until: now + window }
+            }
+            Stage::Probed { at } => {
+                let converged = now > at && checkers::convergence::settled(&self.world(), at, Duration::ZERO);
+                if converged || now >= at + self.bounds.detection.min(cap) {
+                    return Stage::Observing { until: now + window };
+                }
+                stage
+            }
+            Stage::Observing { until } if now >= until => Stage::Done,
+            other => other,
+        }
+    }
+
+    fn step(&mut self, at: VTime, ev: Ev) {
+        match ev {
+            Ev::Control(control) => self.control(control),
+            ev => self.cluster.dispatch(at, ev),
+        }
+        self.deliver_events();
+    }
+
+    /// Hands every event the nodes emitted to every checker.
+    fn deliver_events(&mut self) {
+        if self.cluster.outbox.is_empty() {
+            return;
+        }
+        let mut outbox = std::mem::take(&mut self.cluster.outbox);
+        for (_, event) in &outbox {
+            *self.events_by_kind.entry(event_kind(event)).or_default() += 1;
+        }
+        let mut checkers = std::mem::take(&mut self.checkers);
+        let world = self.world();
+        for (slot, event) in &outbox {
+            if self.log {
+                println!("{:>10.3}s slot {slot:>3} {}", world.now.as_secs_f64(), describe_event(event));
+            }
+            for c in &mut checkers {
+                c.on_event(&world, *slot, event);
+            }
+        }
+        outbox.clear();
+        self.cluster.outbox = outbox;
+        self.checkers = checkers;
+    }
+
+    fn note(&mut self, note: FaultNote) {
+        let mut checkers = std::mem::take(&mut self.checkers);
+        let world = self.world();
+        for c in &mut checkers {
+            c.on_fault(&world, &note);
+        }
+        self.checkers = checkers;
+    }
+
+    fn tick(&mut self, half: VTime) {
+        self.ticks += 1;
+        if self.cluster.now() == half {
+            self.sends_at_half = self.cluster.stats.sends;
+        }
+        if self.ticks.is_multiple_of(PERSIST_EVERY_TICKS) {
+            self.cluster.persist();
+        }
+        if self.joined_at.is_none() && checkers::convergence::settled(&self.world(), Duration::ZERO, Duration::ZERO) {
+            let now = self.cluster.now();
+            self.joined_at = Some(now);
+            if self.phase == Phase::Safety
+                && let Some(wait) = faults::next_interval_ms(&self.params, &mut self.rng)
+            {
+                self.cluster.schedule(now + Duration::from_millis(wait), Control::NextFault);
+            }
+        }
+        let mut checkers = std::mem::take(&mut self.checkers);
+        let world = self.world();
+        for c in &mut checkers {
+            c.on_tick(&world);
+        }
+        self.checkers = checkers;
+    }
+
+    fn trace_fault(&mut self, slot: usize, what: &str) {
+        let now = self.cluster.now();
+        if self.log {
+            match self.cluster.slots.get(slot) {
+                Some(s) => {
+                    let id = s.identity().map_or_else(
+                        || format!("{}@{}", s.disk.id, s.disk.generation),
+                        |i| format!("{}@{}", i.id, i.generation),
+                    );
+                    println!("{:>10.3}s slot {slot:>3} FAULT {what} {id}", now.as_secs_f64());
+                }
+                None => println!("{:>10.3}s network  FAULT {what}", now.as_secs_f64()),
+            }
+        }
+        self.cluster.trace.record(now, slot, TraceKind::Fault, Fnv1a::of(what.as_bytes()));
+        *self.injected.entry(fault_kind(what)).or_default() += 1;
+    }
+
+    fn control(&mut self, control: Control) {
+        let now = self.cluster.now();
+        match control {
+            Control::NextFault => self.inject(),
+            Control::Scripted(i) => {
+                if self.phase == Phase::Safety {
+                    self.apply(self.script[i].1);
+                }
+            }
+            Control::Restart { slot, epoch } => {
+                let s = &self.cluster.slots[slot];
+                if s.process.is_none() && s.epoch == epoch {
+                    self.restart(slot);
+                }
+            }
+            Control::Resume { slot, pause } => {
+                if self.cluster.slots[slot].pause == pause && self.cluster.resume(slot) {
+                    self.truth.settle(slot, now);
+                    self.trace_fault(slot, "resume");
+                    self.note(FaultNote::Resume { slot });
+                }
+            }
+            Control::Heal { partition } if partition == self.partition_id => self.end_partition(),
+            Control::Swizzle { partition }
+                if partition == self.partition_id && self.cluster.network.partition().is_some() =>
+            {
+                self.cluster.network.swizzle_step(&mut self.rng);
+                self.retouch_partition();
+                self.trace_fault(NETWORK, "swizzle");
+                let wait = self.params.swizzle_step.draw(&mut self.rng);
+                self.cluster.schedule(now + Duration::from_millis(wait), Control::Swizzle { partition });
+            }
+            Control::Heal { .. } | Control::Swizzle { .. } => {}
+            Control::Unclog { from, to } => {
+                if let Some(n) = self.clogs.get_mut(&(from, to)) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.clogs.remove(&(from, to));
+                    }
+                    self.cluster.network.expire_clogs(now);
+                    self.truth.settle(from, now);
+                    self.truth.settle(to, now);
+                }
+            }
+        }
+    }
+
+    fn restart(&mut self, slot: usize) {
+        self.cluster.start(slot);
+        self.trace_fault(slot, "restart");
+        self.note(FaultNote::Restart { slot });
+    }
+
+    /// Injects the next fault (if the policy finds one possible) and
+    /// schedules the one after, as long as the safety phase lasts.
+    fn inject(&mut self) {
+        if self.phase != Phase::Safety {
+            return;
+        }
+        let now = self.cluster.now();
+        let healthy: Vec<usize> = (0..self.cluster.slots.len()).filter(|&s| self.cluster.slots[s].is_live()).collect();
+        let faulty = self.cluster.slots.len() - healthy.len();
+        let c = Candidates {
+            healthy: &healthy,
+            slots: self.cluster.slots.len(),
+            faulty,
+            partitioned: self.cluster.network.partition().is_some(),
+        };
+        if let Some(plan) = faults::choose(&self.params, &c, &mut self.rng) {
+            self.apply(plan);
+        }
+        if let Some(wait) = faults::next_interval_ms(&self.params, &mut self.rng) {
+            self.cluster.schedule(now + Duration::from_millis(wait), Control::NextFault);
+        }
+    }
+
+    fn apply(&mut self, plan: Plan) {
+        let now = self.cluster.now();
+        let ms = Duration::from_millis;
+        match plan {
+            Plan::Crash { slot, keep_disk, downtime_ms } => {
+                let identity = self.cluster.slots[slot].identity().cloned().expect("crash picks a running slot");
+                self.trace_fault(slot, if keep_disk { "crash" } else { "crash-lose-disk" });
+                self.cluster.crash(slot, keep_disk);
+                let epoch = self.cluster.slots[slot].epoch;
+                self.cluster.schedule(now + ms(downtime_ms), Control::Restart { slot, epoch });
+                self.note(FaultNote::Crash { slot, identity });
+            }
+            Plan::Leave { slot, downtime_ms } => {
+                let identity = self.cluster.slots[slot].identity().cloned().expect("leave picks a running slot");
+                self.trace_fault(slot, "leave");
+                self.cluster.leave(slot);
+                self.deliver_events();
+                let epoch = self.cluster.slots[slot].epoch;
+                self.cluster.schedule(now + ms(downtime_ms), Control::Restart { slot, epoch });
+                self.note(FaultNote::Leave { slot, identity });
+            }
+            Plan::Pause { slot, duration_ms } => {
+                if let Some(pause) = self.cluster.pause(slot) {
+                    self.truth.disturb(slot);
+                    self.trace_fault(slot, "pause");
+                    self.cluster.schedule(now + ms(duration_ms), Control::Resume { slot, pause });
+                    self.note(FaultNote::Pause { slot });
+                }
+            }
+            Plan::Partition { kind, duration_ms } => self.start_partition(kind, duration_ms),
+            Plan::Clog { from, to, duration_ms } => {
+                if self.cluster.network.clog(from, to, now + ms(duration_ms)) {
+                    *self.clogs.entry((from, to)).or_default() += 1;
+                    self.truth.disturb(from);
+                    self.truth.disturb(to);
+                    self.trace_fault(from, "clog");
+                    self.cluster.schedule(now + ms(duration_ms), Control::Unclog { from, to });
+                }
+            }
+        }
+    }
+
+    fn start_partition(&mut self, kind: PartitionKind, duration_ms: u64) {
+        let now = self.cluster.now();
+        let partition = Partition::draw(kind, self.cluster.slots.len(), &mut self.rng);
+        self.partition_id += 1;
+        let id = self.partition_id;
+        self.cluster.network.set_partition(Some(partition));
+        self.retouch_partition();
+        self.trace_fault(NETWORK, kind.as_str());
+        self.cluster.schedule(now + Duration::from_millis(duration_ms), Control::Heal { partition: id });
+        if kind == PartitionKind::Swizzle {
+            let wait = self.params.swizzle_step.draw(&mut self.rng);
+            self.cluster.schedule(now + Duration::from_millis(wait), Control::Swizzle { partition: id });
+        }
+    }
+
+    /// Brings the truth in line with which slots the partition touches.
+    fn retouch_partition(&mut self) {
+        let now = self.cluster.now();
+        for slot in 0..self.partition_touched.len() {
+            let touched = self.cluster.network.partition().is_some_and(|p| p.touches(slot));
+            match (self.partition_touched[slot], touched) {
+                (false, true) => self.truth.disturb(slot),
+                (true, false) => self.truth.settle(slot, now),
+                _ => {}
+            }
+            self.partition_touched[slot] = touched;
+        }
+    }
+
+    fn end_partition(&mut self) {
+        if self.cluster.network.partition().is_some() {
+            self.cluster.network.set_partition(None);
+            self.retouch_partition();
+            self.trace_fault(NETWORK, "heal");
+        }
+    }
+
+    /// The liveness phase begins: faults stop, the network heals, paused
+    /// nodes resume and down nodes restart.
+    fn heal(&mut self) {
+        let now = self.cluster.now();
+        self.phase = Phase::Liveness;
+        self.sends_at_heal = self.cluster.stats.sends;
+        self.end_partition();
+        self.cluster.network.heal();
+        for ((from, to), n) in std::mem::take(&mut self.clogs) {
+            for _ in 0..n {
+                self.truth.settle(from, now);
+                self.truth.settle(to, now);
+            }
+        }
+        self.cluster.network.params = self.params.net.healed();
+        self.truth.set_lossy(false, now);
+        self.cluster.arm_planted_bugs();
+        for slot in 0..self.cluster.slots.len() {
+            if self.cluster.slots[slot].is_paused() && self.cluster.resume(slot) {
+                self.truth.settle(slot, now);
+                self.note(FaultNote::Resume { slot });
+            } else if !self.cluster.slots[slot].is_running() {
+                self.restart(slot);
+            }
+            self.deliver_events();
+        }
+        let mut checkers = std::mem::take(&mut self.checkers);
+        let world = self.world();
+        for c in &mut checkers {
+            c.on_phase(&world);
+        }
+        self.checkers = checkers;
+    }
+
+    /// One more crash in the healed cluster, whose detection is timed;
+    /// false if there are not two live nodes.
+    fn probe_crash(&mut self) -> bool {
+        let live: Vec<usize> = (0..self.cluster.slots.len()).filter(|&s| self.cluster.slots[s].is_live()).collect();
+        if live.len() < 2 {
+            return false;
+        }
+        let slot = live[self.rng.random_range(0..live.len())];
+        let identity = self.cluster.slots[slot].identity().cloned().expect("live slot runs");
+        self.trace_fault(slot, "probe-crash");
+        self.cluster.crash(slot, true);
+        self.note(FaultNote::Crash { slot, identity });
+        true
+    }
+
+    fn finish(mut self, config: &RunConfig, wall: Duration, end_at: VTime) -> RunReport {
+        let mut checkers = std::mem::take(&mut self.checkers);
+        let world = self.world();
+        for c in &mut checkers {
+            c.finish(&world);
+        }
+        let members = config.members().max(1) as f64;
+        let half_secs = config.virtual_secs as f64 / 2.0;
+        let steady =
+            (config.virtual_secs >= 2).then(|| (self.sends_at_heal - self.sends_at_half) as f64 / members / half_secs);
+        RunReport {
+            config: config.clone(),
+            params: self.params.clone(),
+            bounds: self.bounds.clone(),
+            trace_hash: self.cluster.trace.hash(),
+            events: self.cluster.stats.events,
+            virtual_time: end_at,
+            wall,
+            violations: checkers.iter().flat_map(|c| c.findings().kept().iter().cloned()).collect(),
+            violation_total: checkers.iter().map(|c| c.findings().total()).sum(),
+            figures: checkers.iter().flat_map(|c| c.figures().into_iter().map(|f| (c.name(), f))).collect(),
+            samples: checkers.iter().flat_map(|c| c.samples()).collect(),
+            invariants: checkers.iter().map(|c| c.name()).collect(),
+            net: self.cluster.network.stats.clone(),
+            cluster: self.cluster.stats.clone(),
+            injected: self.injected.clone(),
+            joined_at: self.joined_at,
+            events_by_kind: self.events_by_kind.clone(),
+            steady_msgs_per_member_sec: steady,
+        }
+    }
+}
+
+/// A node event's kind, for counting.
+fn event_kind(event: &jujud::core::Event) -> &'static str {
+    use jujud::core::Event as E;
+    match event {
+        E::MemberUp(_) => "up",
+        E::MemberDown { left: false, .. } => "down",
+        E::MemberDown { left: true, .. } => "left",
+        E::Renamed { .. } => "renamed",
+        E::Active => "active",
+        E::Idle => "idle",
+        E::Rejoined(_) => "rejoined",
+        E::Notice(_) => "notice",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    }
+}
+
+/// One node event as a log line.
+fn describe_event(event: &jujud::core::Event) -> String {
+    use jujud::core::Event as E;
+    let who = |i: &jujud::core::Identity| format!("{}@{}", i.id, i.generation);
+    match event {
+        E::MemberUp(i) => format!("up {}", who(i)),
+        E::MemberDown { identity, left } => format!("down {}{}", who(identity), if *left { " (left)" } else { "" }),
+        E::Renamed { from, to } => format!("renamed {} -> {}", who(from), who(to)),
+        E::Active => "active".into(),
+        E::Idle => "idle".into(),
+        E::Rejoined(i) => format!("rejoined as {}", who(i)),
+        E::Notice(n) => format!("notice {n:?}"),
+        #[allow(unreachable_patterns)]
+        other => format!("{other:?}"),
+    }
+}
+
+/// Groups a traced fault name into a counter name.
+fn fault_kind(what: &str) -> &'static str {
+    match what {
+        "crash" => "crash (disk kept)",
+        "crash-lose-disk" => "crash (disk lost)",
+        "probe-crash" => "probe crash",
+        "restart" => "restart",
+        "leave" => "leave",
+        "pause" => "pause",
+        "resume" => "resume",
+        "clog" => "clog",
+        "swizzle" => "swizzle step",
+        "heal" => "partition healed",
+        _ => "partition",
+    }
+}

@@ -1,0 +1,170 @@
+//! The simulator's own tests: determinism, every checker catching a planted
+//! bug, partitions healing, crashes with and without the disk, and pauses.
+//! Nothing here depends on wall-clock time: every assertion is about the
+//! virtual run.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sim::faults::Plan;
+use sim::network::PartitionKind;
+use sim::planted::PlantedBug;
+use sim::report::RunReport;
+use sim::run::{RunConfig, run};
+use sim::swarm::{self, run_batch};
+
+const S: Duration = Duration::from_secs(1);
+
+fn broken(report: &RunReport) -> BTreeSet<&'static str> {
+    report.violations.iter().map(|v| v.invariant).collect()
+}
+
+fn count(report: &RunReport, kind: &str) -> u64 {
+    report.events_by_kind.get(kind).copied().unwrap_or(0)
+}
+
+fn assert_passes(report: &RunReport) {
+    assert!(report.passed(), "expected a clean run:\n{}", report.summary());
+}
+
+/// A quiet cluster with one scripted fault.
+fn scripted(managers: usize, agents: usize, secs: u64, script: Vec<(Duration, Plan)>) -> RunConfig {
+    RunConfig { script, ..RunConfig::new(11, managers, agents, secs, "none") }
+}
+
+#[test]
+fn same_seed_gives_the_same_trace_and_another_seed_another() {
+    let a = run(&RunConfig::new(7, 5, 2, 60, "default"));
+    let b = run(&RunConfig::new(7, 5, 2, 60, "default"));
+    let c = run(&RunConfig::new(8, 5, 2, 60, "default"));
+    assert_eq!(a.trace_hash, b.trace_hash);
+    assert_eq!(a.events, b.events);
+    assert_ne!(a.trace_hash, c.trace_hash);
+    assert!(a.events > 10_000, "a minute of 7 nodes is many events: {}", a.events);
+}
+
+#[test]
+fn worker_threads_do_not_change_any_trace() {
+    let configs: Vec<RunConfig> = (40..46).map(|seed| swarm::swarm_config(seed, None, None, 30, "random")).collect();
+    let parallel = run_batch(&configs, 2, true, &|_| {});
+    for (config, outcome) in configs.iter().zip(&parallel) {
+        assert!(!outcome.nondeterministic());
+        assert_eq!(run(config).trace_hash, outcome.report.trace_hash);
+    }
+}
+
+#[test]
+fn healthy_runs_break_no_invariant() {
+    for (seed, profile) in [(1, "none"), (2, "calm"), (3, "default"), (4, "default")] {
+        let report = run(&RunConfig::new(seed, 5, 3, 90, profile));
+        assert_passes(&report);
+        assert!(report.sorted_samples("detection-healed").len() >= 6, "the probe crash was timed");
+    }
+}
+
+#[test]
+fn false_down_checker_catches_a_node_that_never_answers() {
+    let config = RunConfig {
+        bug: Some(PlantedBug::MuteSends { slot: 1 }),
+        probe_crash: false,
+        ..RunConfig::new(3, 3, 2, 20, "none")
+    };
+    let report = run(&config);
+    let downs: Vec<_> = report.violations.iter().filter(|v| v.invariant == "false-down").collect();
+    assert!(downs.iter().all(|v| v.at > 20 * S), "nothing is muted before the heal: {downs:?}");
+    // The healthy nodes declare the mute one down...
+    assert!(downs.iter().any(|v| v.slots[1] == 1), "{}", report.summary());
+    // ...and the mute one, hearing no acks, declares healthy nodes down.
+    assert!(downs.iter().any(|v| v.slots[0] == 1), "{}", report.summary());
+}
+
+#[test]
+fn detection_checker_catches_a_core_that_never_declares_down() {
+    let config = RunConfig { bug: Some(PlantedBug::SwallowDowns), ..RunConfig::new(4, 5, 0, 20, "none") };
+    let report = run(&config);
+    assert!(broken(&report).contains("detection"), "{}", report.summary());
+    assert!(!broken(&report).contains("false-down"));
+}
+
+#[test]
+fn convergence_checker_catches_a_node_kept_partitioned() {
+    let config =
+        RunConfig { bug: Some(PlantedBug::HiddenIsolation { slot: 2 }), ..RunConfig::new(5, 5, 0, 20, "none") };
+    let report = run(&config);
+    let v = report.violations.iter().find(|v| v.invariant == "convergence").expect("convergence must fire");
+    assert!(v.detail.contains("after heal"), "{v}");
+    assert_eq!(v.at, 20 * S + report.bounds.convergence, "found at the bound: {v}");
+    assert!(v.slots.contains(&2), "{v}");
+}
+
+#[test]
+fn generations_checker_catches_a_resurrected_identity() {
+    let crash = Plan::Crash { slot: 1, keep_disk: true, downtime_ms: 3_000 };
+    let config = RunConfig { bug: Some(PlantedBug::ResurrectOld), ..scripted(4, 0, 30, vec![(10 * S, crash)]) };
+    let report = run(&config);
+    assert!(count(&report, "renamed") > 0, "{}", report.summary());
+    assert!(broken(&report).contains("generations"), "{}", report.summary());
+}
+
+#[test]
+fn every_partition_kind_heals_and_converges() {
+    for kind in [
+        PartitionKind::IsolateOne,
+        PartitionKind::Halves,
+        PartitionKind::Symmetric,
+        PartitionKind::OneWay,
+        PartitionKind::Swizzle,
+    ] {
+        // The partition outlasts the safety phase: the heal ends it.
+        let cut = Plan::Partition { kind, duration_ms: 600_000 };
+        let report = run(&scripted(4, 3, 40, vec![(10 * S, cut)]));
+        assert_passes(&report);
+        assert!(count(&report, "down") > 0, "{kind:?} cut nobody off:\n{}", report.summary());
+        let healed = report.sorted_samples("heal");
+        assert_eq!(healed.len(), 1, "{kind:?} did not converge after the heal");
+    }
+}
+
+#[test]
+fn an_isolated_node_rejoins_when_its_partition_ends() {
+    let cut = Plan::Partition { kind: PartitionKind::IsolateOne, duration_ms: 15_000 };
+    let report = run(&scripted(5, 0, 60, vec![(10 * S, cut)]));
+    assert_passes(&report);
+    assert!(count(&report, "rejoined") > 0, "the isolated side never rejoined:\n{}", report.summary());
+}
+
+#[test]
+fn a_crash_with_the_disk_kept_comes_back_as_a_newer_generation() {
+    let crash = Plan::Crash { slot: 2, keep_disk: true, downtime_ms: 5_000 };
+    let report = run(&scripted(5, 0, 40, vec![(10 * S, crash)]));
+    assert_passes(&report);
+    assert!(count(&report, "renamed") + count(&report, "up") > 20, "{}", report.summary());
+    assert_eq!(report.sorted_samples("detection-faulty").len(), 4, "every survivor detected the crash");
+}
+
+#[test]
+fn a_crash_with_the_disk_lost_comes_back_as_a_new_node() {
+    let crash = Plan::Crash { slot: 2, keep_disk: false, downtime_ms: 5_000 };
+    let report = run(&scripted(3, 2, 40, vec![(10 * S, crash)]));
+    assert_passes(&report);
+    assert_eq!(count(&report, "renamed"), 0, "a new node id is not a rename");
+    assert!(count(&report, "down") >= 4, "{}", report.summary());
+}
+
+#[test]
+fn a_paused_node_is_declared_down_and_that_is_not_a_false_down() {
+    let pause = Plan::Pause { slot: 3, duration_ms: 5_000 };
+    let report = run(&scripted(5, 0, 40, vec![(10 * S, pause)]));
+    assert_passes(&report);
+    assert!(count(&report, "down") >= 4, "{}", report.summary());
+    assert!(count(&report, "rejoined") >= 1, "{}", report.summary());
+}
+
+#[test]
+fn a_graceful_leave_is_reported_as_left_not_down() {
+    let leave = Plan::Leave { slot: 1, downtime_ms: 100_000 };
+    let report = run(&RunConfig { probe_crash: false, ..scripted(4, 0, 30, vec![(10 * S, leave)]) });
+    assert_passes(&report);
+    assert_eq!(count(&report, "left"), 3, "{}", report.summary());
+    assert_eq!(count(&report, "down"), 0, "{}", report.summary());
+}

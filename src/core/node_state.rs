@@ -1,0 +1,101 @@
+//! The node's side of replicated state: it routes commands, durability
+//! reports and state messages to [`StateSync`] and turns what that asks for
+//! into outputs, addressed to live managers only.
+//!
+//! Owns nothing of its own; it is part of [`Node`]. Must never accept a state
+//! message from a member that is not a manager by certificate.
+
+use std::time::Duration;
+
+use rand::RngExt;
+
+use super::Node;
+use crate::core::identity::{Identity, NodeId, Role};
+use crate::core::io::{Output, PeerCert, Time, TimerKind};
+use crate::core::state::sync::{self, ANTI_ENTROPY_PERIOD_MS, SyncOut};
+use crate::core::state::{Command, StateSync, WriteResult};
+
+impl Node {
+    /// The replicated state, for managers.
+    pub fn state(&self) -> Option<&StateSync> {
+        self.state.as_ref()
+    }
+
+    /// Live managers other than this node.
+    fn live_managers(&self) -> Vec<Identity> {
+        self.swim.iter_members().map(|m| m.id().clone()).filter(|i| i.role == Role::Manager).collect()
+    }
+
+    pub(super) fn on_command(&mut self, now: Time, req: u64, cmd: &Command, replicas: u32, timeout: Duration) {
+        let mut out = SyncOut::default();
+        match self.state.as_mut() {
+            Some(st) => st.command(now, req, cmd, replicas, timeout, &mut out),
+            None => out.replies.push((req, WriteResult::Refused("this member holds no state".into()))),
+        }
+        self.apply_sync_out(out);
+    }
+
+    pub(super) fn on_durable(&mut self, now: Time, seq: u64) {
+        let managers: Vec<NodeId> = self.live_managers().iter().map(|i| i.id).collect();
+        let mut out = SyncOut::default();
+        if let Some(st) = self.state.as_mut() {
+            st.durable(now, seq, &managers, &mut out);
+        }
+        self.apply_sync_out(out);
+    }
+
+    pub(super) fn on_state(&mut self, now: Time, from: PeerCert, bytes: &[u8]) {
+        self.stats.state_msgs_in += 1;
+        if from.role != Role::Manager || self.state.is_none() {
+            self.stats.state_msgs_dropped += 1;
+            return;
+        }
+        let msg = match sync::decode_msg(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(from = %from.id, error = %e, "dropped an undecodable state message");
+                self.stats.state_msgs_dropped += 1;
+                return;
+            }
+        };
+        let mut out = SyncOut::default();
+        if let Some(st) = self.state.as_mut() {
+            st.on_msg(now, from.id, msg, &mut out);
+        }
+        self.apply_sync_out(out);
+    }
+
+    pub(super) fn anti_entropy(&mut self, now: Time) {
+        let managers = self.live_managers();
+        let target = (!managers.is_empty()).then(|| managers[self.rng.random_range(0..managers.len())].id);
+        let mut out = SyncOut::default();
+        if let Some(st) = self.state.as_mut() {
+            st.tick(now, target, &mut out);
+        }
+        self.apply_sync_out(out);
+        self.arm(now, TimerKind::AntiEntropy, Duration::from_millis(ANTI_ENTROPY_PERIOD_MS));
+    }
+
+    fn apply_sync_out(&mut self, out: SyncOut) {
+        if !out.persist_own.is_empty() {
+            self.push(Output::Persist { ops: out.persist_own, own: true });
+        }
+        if !out.persist_remote.is_empty() {
+            self.push(Output::Persist { ops: out.persist_remote, own: false });
+        }
+        if out.snapshot_needed {
+            self.push(Output::SnapshotNeeded);
+        }
+        if !out.send.is_empty() {
+            let managers = self.live_managers();
+            for (to, msg) in out.send {
+                let Some(identity) = managers.iter().find(|i| i.id == to) else { continue };
+                self.stats.state_msgs_out += 1;
+                self.push(Output::SendState { to: identity.clone(), bytes: sync::encode_msg(&msg) });
+            }
+        }
+        for (req, result) in out.replies {
+            self.push(Output::Reply { req, result });
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! How `juju` shows answers to people: tables for members, tokens and
+//! status. JSON output is serde's, straight from the wire types.
+//!
+//! Owns layout only. Must never hide a conflict: a value with concurrent
+//! siblings is shown as `CONFLICT(a | b)`.
+
+use std::fmt::Write;
+
+use super::wire::{MemberRow, TokenRow};
+use crate::core::state::model::StatusView;
+
+/// The member table.
+pub fn members(answered_by: &str, members: &[MemberRow]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<18} {:<22} {:<8} {:>10} {:<8}", "ID", "ADDRESS", "ROLE", "GENERATION", "STATE");
+    for m in members {
+        let _ = writeln!(s, "{:<18} {:<22} {:<8} {:>10} {:<8}", m.id, m.addr, m.role, m.generation, m.state);
+    }
+    let _ = writeln!(s, "(as seen by {answered_by})");
+    s
+}
+
+/// The token table.
+pub fn tokens(rows: &[TokenRow]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<10} {:<8} {:>12} {:<8}", "ID", "ROLE", "EXPIRES", "REVOKED");
+    for r in rows {
+        let _ = writeln!(s, "{:<10} {:<8} {:>12} {:<8}", r.token_id, r.role, r.expires_unix_secs, r.revoked);
+    }
+    s
+}
+
+/// `juju status`: managers, then machines, applications and units.
+pub fn status(answered_by: &str, st: &StatusView, members: &[MemberRow]) -> String {
+    let mut s = String::new();
+    let managers: Vec<&MemberRow> = members.iter().filter(|m| m.role == "manager").collect();
+    let alive = managers.iter().filter(|m| m.state == "alive").count();
+    let _ = writeln!(s, "Managers: {alive}/{} alive (answered by {answered_by})", managers.len());
+    for m in &managers {
+        let _ = writeln!(s, "  {:<18} {:<22} gen {:<4} {}", m.id, m.addr, m.generation, m.state);
+    }
+    let _ = writeln!(s, "\n{:<14} {:<12} {:<14} {:<20} {}", "MACHINE", "JOBS", "INSTANCE", "ADDRESSES", "STATUS");
+    for m in &st.machines {
+        let _ = writeln!(s, "{:<14} {:<12} {:<14} {:<20} {}", m.id, m.jobs.text(), m.instance.text(), m.addresses.text(), m.status.text());
+    }
+    let _ = writeln!(s, "\n{:<20} {:>5} {}", "APPLICATION", "SCALE", "COMMAND");
+    for a in &st.applications {
+        let _ = writeln!(s, "{:<20} {:>5} {}", a.name, a.scale, a.command.text());
+    }
+    let _ = writeln!(s, "\n{:<24} {:<14} {}", "UNIT", "MACHINE", "STATUS");
+    for u in &st.units {
+        let _ = writeln!(s, "{:<24} {:<14} {}", u.id, u.machine.text(), u.status.text());
+    }
+    if !st.controller.is_empty() {
+        let _ = writeln!(s, "\nCONTROLLER SETTINGS");
+        for (k, v) in &st.controller {
+            let _ = writeln!(s, "  {k} = {}", v.text());
+        }
+    }
+    s
+}
+
+/// `juju config NAME`: one line per key.
+pub fn config(st: &StatusView, app: &str) -> Option<String> {
+    let a = st.applications.iter().find(|a| a.name == app)?;
+    let mut s = String::new();
+    for (k, v) in &a.config {
+        let _ = writeln!(s, "{k}={}", v.text());
+    }
+    Some(s)
+}
+
+/// Parses `key=value` pairs; the first malformed one is named.
+pub fn parse_pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
+    args.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("malformed setting {a:?}: expected key=value")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_parse_and_malformed_ones_are_named() {
+        let ok = parse_pairs(&["a=1".into(), "b=x=y".into(), "c=".into()]).unwrap();
+        assert_eq!(ok, vec![("a".into(), "1".into()), ("b".into(), "x=y".into()), ("c".into(), "".into())]);
+        assert!(parse_pairs(&["novalue".into()]).unwrap_err().contains("novalue"));
+        assert!(parse_pairs(&["=v".into()]).unwrap_err().contains("=v"));
+    }
+}
