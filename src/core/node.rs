@@ -26,6 +26,9 @@ use super::state::sync::ANTI_ENTROPY_PERIOD_MS;
 use super::state::{Replica, StateSync};
 use super::timing::Timing;
 
+/// Most times an update is piggybacked, however large the cluster.
+pub const MAX_TRANSMISSIONS_CAP: u8 = 32;
+
 /// First byte of every SWIM datagram; other tags are refused.
 pub const SWIM_TAG: u8 = 0x01;
 
@@ -105,6 +108,8 @@ pub struct Node {
     left: bool,
     /// Replicated state and its replication (managers only).
     state: Option<StateSync>,
+    /// foca's current piggyback count (scaled with the cluster's size).
+    max_transmissions: u8,
 }
 
 impl Node {
@@ -137,7 +142,7 @@ impl Node {
             notices,
             health: LocalHealth::new(t.health_max, Duration::from_millis(t.late_timer_ms)),
             rejoin,
-            timing: config.timing,
+            timing: config.timing.clone(),
             stats: Stats::default(),
             rng,
             incarnation: 0,
@@ -145,6 +150,7 @@ impl Node {
             suspects: BTreeMap::new(),
             left: false,
             state: config.state.map(StateSync::new),
+            max_transmissions: config.timing.max_transmissions,
         }
     }
 
@@ -349,9 +355,11 @@ impl Node {
 
     fn rejoin_round(&mut self, now: Time) {
         let active = self.active_ids();
+        let mut held: std::collections::BTreeSet<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr).collect();
+        held.insert(self.identity().addr);
         let book = self.notices.clone();
         let book = book.lock().expect("notice book poisoned");
-        let round = self.rejoin.round(now, &active, |p| departed(&book, p), &mut self.rng);
+        let round = self.rejoin.round(now, &active, &held, |p| departed(&book, p), &mut self.rng);
         drop(book);
         for addr in round.identify {
             self.push(Output::Identify { addr });
@@ -386,7 +394,24 @@ impl Node {
             }
         }
         self.suspects = suspects;
+        self.scale_transmissions();
         self.arm(now, TimerKind::Housekeeping, Duration::from_millis(self.timing.probe_period_ms));
+    }
+
+    /// Piggybacks each update more often as the cluster grows (foca's own
+    /// rule, 4·log10(N+1)), never below the configured count: with a fixed
+    /// count a 300-member join took 90 s in the simulator instead of 3 s.
+    fn scale_transmissions(&mut self) {
+        let members = self.swim.num_members() + 1;
+        let by_size = (4.0 * ((members + 1) as f64).log10()).ceil() as u8;
+        let want = by_size.clamp(self.timing.max_transmissions, MAX_TRANSMISSIONS_CAP);
+        if want != self.max_transmissions {
+            let mut cfg = self.timing.foca_config();
+            cfg.max_transmissions = std::num::NonZeroU8::new(want).expect("clamped above zero");
+            if self.swim.set_config(cfg).is_ok() {
+                self.max_transmissions = want;
+            }
+        }
     }
 
     fn arm(&mut self, now: Time, kind: TimerKind, after: Duration) {

@@ -28,7 +28,8 @@ pub const ANNOUNCE_FANOUT: usize = 3;
 pub struct Round {
     /// Announce (foca `announce`) to these known peers.
     pub announce_to: Vec<Identity>,
-    /// Identify these seed addresses (the node is alone).
+    /// Identify these seed addresses: no active member holds them (a seed
+    /// may have come back as a new node, unknown to every peer we know).
     pub identify: Vec<SocketAddr>,
     /// When the next round is due.
     pub next_after: Duration,
@@ -94,26 +95,26 @@ impl Rejoin {
         None
     }
 
-    /// Runs one round. `active` are the members foca sees as active;
-    /// `departed` tells whether a peer left gracefully at a generation.
+    /// Runs one round. `active` are the members foca sees as active, and
+    /// `held` the addresses they and this node hold; `departed` tells
+    /// whether a peer left gracefully at a generation.
     pub fn round(
         &mut self,
         now: Time,
         active: &BTreeSet<NodeId>,
+        held: &BTreeSet<SocketAddr>,
         departed: impl Fn(&Identity) -> bool,
         rng: &mut impl RngExt,
     ) -> Round {
         let mut lost: Vec<Identity> =
             self.known.values().filter(|p| !active.contains(&p.id) && !departed(p)).cloned().collect();
         let mut round = Round::default();
-        if active.is_empty() {
-            round.identify = self.seeds.clone();
-        }
+        round.identify = self.seeds.iter().filter(|a| !held.contains(a)).copied().collect();
         for _ in 0..ANNOUNCE_FANOUT.min(lost.len()) {
             let pick = rng.random_range(0..lost.len());
             round.announce_to.push(lost.swap_remove(pick));
         }
-        let nothing_missing = round.announce_to.is_empty() && !active.is_empty();
+        let nothing_missing = round.announce_to.is_empty() && round.identify.is_empty() && !active.is_empty();
         if nothing_missing {
             self.backoff = self.min_backoff;
             round.next_after = self.max_backoff;
@@ -145,7 +146,7 @@ mod tests {
         let mut r = Rejoin::new(vec![seed], 250 * MS, 1000 * MS);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let none = BTreeSet::new();
-        let waits: Vec<_> = (0..5).map(|_| r.round(Duration::ZERO, &none, |_| false, &mut rng)).collect();
+        let waits: Vec<_> = (0..5).map(|_| r.round(Duration::ZERO, &none, &BTreeSet::new(), |_| false, &mut rng)).collect();
         assert!(waits.iter().all(|w| w.identify == vec![seed]));
         let gaps: Vec<_> = waits.iter().map(|w| w.next_after.as_millis()).collect();
         assert_eq!(gaps, vec![250, 500, 1000, 1000, 1000]);
@@ -159,13 +160,29 @@ mod tests {
             r.remember(&peer(n));
         }
         let active: BTreeSet<_> = [NodeId(1)].into();
-        let round = r.round(Duration::ZERO, &active, |p| p.id == NodeId(3), &mut rng);
+        let round = r.round(Duration::ZERO, &active, &BTreeSet::new(), |p| p.id == NodeId(3), &mut rng);
         assert_eq!(round.announce_to, vec![peer(2)]);
         assert!(round.identify.is_empty());
         let all: BTreeSet<_> = (1..=3).map(NodeId).collect();
-        let quiet = r.round(Duration::ZERO, &all, |_| false, &mut rng);
+        let quiet = r.round(Duration::ZERO, &all, &BTreeSet::new(), |_| false, &mut rng);
         assert!(quiet.announce_to.is_empty());
         assert_eq!(quiet.next_after, 1000 * MS);
+    }
+
+    #[test]
+    fn a_seed_no_active_member_holds_is_identified_even_when_not_alone() {
+        let (s1, s2): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        let mut r = Rejoin::new(vec![s1, s2], 250 * MS, 1000 * MS);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        r.remember(&peer(1));
+        let active: BTreeSet<_> = [NodeId(1)].into();
+        let held: BTreeSet<_> = [s1].into();
+        let round = r.round(Duration::ZERO, &active, &held, |_| false, &mut rng);
+        assert_eq!(round.identify, vec![s2], "s2 is held by nobody active");
+        assert_eq!(round.next_after, 250 * MS, "a missing seed keeps the backoff short");
+        let both: BTreeSet<_> = [s1, s2].into();
+        let quiet = r.round(Duration::ZERO, &active, &both, |_| false, &mut rng);
+        assert!(quiet.identify.is_empty());
     }
 
     #[test]
