@@ -20,6 +20,12 @@ pub const JOIN_STEP_TIMEOUT_MS: u64 = 5_000;
 /// Validity of node certificates issued at join or bootstrap.
 pub const NODE_CERT_VALIDITY_DAYS: u32 = 365;
 
+/// The start of the refusal for a node id whose tag is taken; the joiner
+/// picks another id and asks again.
+pub const TAG_IN_USE: &str = "node id tag already in use";
+/// Times a joiner picks a new id after a tag refusal.
+pub const MAX_TAG_RETRIES: usize = 5;
+
 /// Why a join failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -124,6 +130,13 @@ async fn admit(shared: &Shared, req: JoinRequest) -> JoinResponse {
     }
     if req.node_id == 0 || req.node_id == shared.self_id.0 {
         return refuse("node id is reserved or in use".into());
+    }
+    // Entity ids carry four hex digits of the creating manager's id; two
+    // managers sharing them could create the same id.
+    let tag = crate::core::state::model::tag_of(req.node_id);
+    let members = shared.members().await.map(|(_, m)| m).unwrap_or_default();
+    if members.iter().any(|m| crate::core::state::model::tag_of(m.identity.id.0) == tag) {
+        return refuse(format!("{TAG_IN_USE}: {tag}"));
     }
     let cert = match shared.ca.issue(CertRole::Manager, req.node_id, NODE_CERT_VALIDITY_DAYS) {
         Ok(c) => c,

@@ -174,8 +174,14 @@ fn node_file(cluster_name: String, ca_fingerprint: String, node_id: u64, adverti
 }
 
 async fn joined(cfg: &PeerConfig, token: &str, advertise: SocketAddr) -> Result<Fresh, PeerError> {
-    let node_id = random_u64();
-    let adm = join::join(&cfg.join, token, node_id, advertise).await?;
+    let mut attempt = 0;
+    let (node_id, adm) = loop {
+        let node_id = random_u64();
+        match join::join(&cfg.join, token, node_id, advertise).await {
+            Err(JoinError::Refused(r)) if r.starts_with(join::TAG_IN_USE) && attempt < join::MAX_TAG_RETRIES => attempt += 1,
+            other => break (node_id, other?),
+        }
+    };
     let fp = ClusterCa::cert_fingerprint_from_pem(&adm.ca_cert_pem).map_err(pki_err)?;
     Ok(Fresh {
         node: node_file(adm.cluster_name, fp, node_id, advertise),

@@ -14,8 +14,9 @@
 //!
 //! Ids are `<counter>-<tag>`, the tag being four hex digits of the
 //! allocating manager's node id: short, stable, and unique without
-//! coordination as long as no two managers share a tag (joins refuse a
-//! node id whose tag is already known).
+//! coordination as long as no two managers share a tag (a join is refused
+//! a node id whose tag a member it can see already has; during a partition
+//! a collision stays possible, at about one in 65,536 per pair).
 
 use std::collections::BTreeMap;
 
