@@ -64,11 +64,13 @@ pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> 
 pub struct BincodeCodec;
 
 fn put<T: Serialize>(value: &T, mut buf: impl BufMut) -> Result<(), CodecError> {
-    let bytes = encode(value)?;
-    if buf.remaining_mut() < bytes.len() {
+    // Encoded on the stack: no item is larger than the item limit.
+    let mut scratch = [0u8; MAX_ITEM_BYTES];
+    let len = bincode::serde::encode_into_slice(value, &mut scratch, cfg())?;
+    if buf.remaining_mut() < len {
         return Err(CodecError::Encode(bincode::error::EncodeError::UnexpectedEnd));
     }
-    buf.put_slice(&bytes);
+    buf.put_slice(&scratch[..len]);
     Ok(())
 }
 

@@ -275,15 +275,17 @@ impl Node {
             self.stats.dropped_malformed += 1;
             return;
         };
-        let header = match foca::Codec::decode_header(&mut BincodeCodec, body) {
-            Ok(h) => h,
+        // The header's first field is the sender; decoding just that is
+        // enough to check it against the certificate (foca decodes the rest).
+        let src: Identity = match super::codec::decode_prefix(body) {
+            Ok((src, _)) => src,
             Err(_) => {
                 self.stats.dropped_malformed += 1;
                 return;
             }
         };
-        if header.src.id != from.id || header.src.role != from.role {
-            tracing::warn!(claimed = %header.src.id, proven = %from.id, "dropped datagram speaking for another member");
+        if src.id != from.id || src.role != from.role {
+            tracing::warn!(claimed = %src.id, proven = %from.id, "dropped datagram speaking for another member");
             self.stats.dropped_spoofed += 1;
             return;
         }
@@ -429,20 +431,22 @@ impl Node {
     /// Turns what foca asked for into outputs, stretching this node's own
     /// probe and suspicion timeouts by its local-health score.
     fn flush(&mut self, now: Time) {
-        let c = std::mem::take(&mut self.collector);
-        if c.highest_sent_incarnation > self.incarnation {
-            self.incarnation = c.highest_sent_incarnation;
+        let mut sends = std::mem::take(&mut self.collector.sends);
+        let mut timers = std::mem::take(&mut self.collector.timers);
+        let mut notes = std::mem::take(&mut self.collector.notes);
+        if self.collector.highest_sent_incarnation > self.incarnation {
+            self.incarnation = self.collector.highest_sent_incarnation;
             self.stats.self_refutations += 1;
             self.health.on_self_refuted();
             self.troubled = true;
         }
-        for (to, bytes) in c.sends {
+        for (to, bytes) in sends.drain(..) {
             self.stats.datagrams_out += 1;
             self.stats.bytes_out += bytes.len() as u64;
             self.stats.max_datagram_bytes_out = self.stats.max_datagram_bytes_out.max(bytes.len() as u64);
             self.push(Output::Send { to, bytes });
         }
-        for (event, after) in c.timers {
+        for (event, after) in timers.drain(..) {
             let after = match event {
                 foca::Timer::ProbeRandomMember(_)
                 | foca::Timer::SendIndirectProbe { .. }
@@ -451,9 +455,13 @@ impl Node {
             };
             self.arm(now, TimerKind::Swim(event), after);
         }
-        for note in c.notes {
+        for note in notes.drain(..) {
             self.on_notification(now, note);
         }
+        // Hand the (empty) buffers back so the next call reuses them.
+        self.collector.sends = sends;
+        self.collector.timers = timers;
+        self.collector.notes = notes;
         let fresh = std::mem::take(&mut self.notices.lock().expect("notice book poisoned").fresh);
         for notice in fresh {
             if let Notice::Departed { id, .. } = &notice {
