@@ -30,7 +30,7 @@ pub enum FrameError {
     Encode(String),
 }
 
-/// Writes one frame.
+/// Writes one frame holding `value`, bincode-encoded.
 pub async fn write_frame<T: Serialize>(
     send: &mut (impl AsyncWriteExt + Unpin),
     value: &T,
@@ -38,31 +38,19 @@ pub async fn write_frame<T: Serialize>(
 ) -> Result<(), FrameError> {
     let bytes = bincode::serde::encode_to_vec(value, bincode::config::standard())
         .map_err(|e| FrameError::Encode(e.to_string()))?;
-    if bytes.len() > limit {
-        return Err(FrameError::TooLarge { len: bytes.len(), limit });
-    }
-    send.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-    send.write_all(&bytes).await?;
-    Ok(())
+    write_raw_frame(send, &bytes, limit).await
 }
 
-/// Reads one frame of at most `limit` bytes.
+/// Reads one frame of at most `limit` bytes and decodes it exactly.
 pub async fn read_frame<T: serde::de::DeserializeOwned>(
     recv: &mut (impl AsyncReadExt + Unpin),
     limit: usize,
 ) -> Result<T, FrameError> {
-    let mut len = [0u8; 4];
-    recv.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > limit {
-        return Err(FrameError::TooLarge { len, limit });
-    }
-    let mut buf = vec![0u8; len];
-    recv.read_exact(&mut buf).await?;
+    let buf = read_raw_frame(recv, limit).await?;
     let (value, used) = bincode::serde::decode_from_slice(&buf, bincode::config::standard())
         .map_err(|e| FrameError::Decode(e.to_string()))?;
-    if used != len {
-        return Err(FrameError::Decode(format!("{} trailing bytes", len - used)));
+    if used != buf.len() {
+        return Err(FrameError::Decode(format!("{} trailing bytes", buf.len() - used)));
     }
     Ok(value)
 }
