@@ -41,7 +41,11 @@ pub async fn serve(conn: quinn::Connection, caller: CertRole, shared: Arc<Shared
                 }
                 Err(_) => Response::Error("request timed out".into()),
             };
-            let _ = wire::write_frame(&mut send, &response, MAX_API_FRAME_BYTES).await;
+            if let Err(e) = wire::write_frame(&mut send, &response, MAX_API_FRAME_BYTES).await {
+                // Say why instead of leaving the client an early end of stream.
+                let why = Response::Error(format!("the answer could not be sent: {e}"));
+                let _ = wire::write_frame(&mut send, &why, MAX_API_FRAME_BYTES).await;
+            }
             let _ = send.finish();
         });
     }

@@ -15,6 +15,21 @@ use crate::pki::{self, ClusterCa, IssuedCert};
 
 /// How long one endpoint may take to answer.
 pub const CLIENT_TIMEOUT_MS: u64 = 5_000;
+/// A connection silent this long is dead. The server's QUIC stack answers
+/// keep-alives even while the manager is busy, so only a dead (or frozen)
+/// manager trips it; the client then learns within a second (shorter
+/// risks false alarms on a saturated machine).
+pub const CLIENT_IDLE_TIMEOUT_MS: u64 = 1_000;
+/// Keep-alive interval on client connections (well inside the idle timeout).
+pub const CLIENT_KEEPALIVE_MS: u64 = 200;
+
+fn client_transport() -> std::sync::Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(CLIENT_IDLE_TIMEOUT_MS)).expect("fits a VarInt");
+    t.max_idle_timeout(Some(idle));
+    t.keep_alive_interval(Some(Duration::from_millis(CLIENT_KEEPALIVE_MS)));
+    std::sync::Arc::new(t)
+}
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +55,7 @@ pub async fn request(file: &ClientFile, only: Option<SocketAddr>, req: Request) 
     let ca = ClusterCa { cert_pem: file.ca_cert.clone(), key_pem: String::new() };
     let cert = IssuedCert { cert_pem: file.client_cert.clone(), key_pem: file.client_key.clone() };
     let rustls_cfg = pki::client_config(&ca, &cert).map_err(|e| ClientError::Config(e.to_string()))?;
-    let cfg = pki::quinn_client_config(rustls_cfg, super::transport::transport_config())
-        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let cfg = pki::quinn_client_config(rustls_cfg, client_transport()).map_err(|e| ClientError::Config(e.to_string()))?;
     let targets = match only {
         Some(addr) => vec![addr],
         None => file.endpoints.clone(),

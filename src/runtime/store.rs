@@ -17,8 +17,9 @@ use super::transport::Inbound;
 use super::wal::{Wal, WalError, WalWriter};
 use crate::core::state::{Actor, Replica, Snapshot, Stamped};
 
-/// Write a snapshot after this many records since the last one.
-pub const SNAPSHOT_EVERY_RECORDS: u64 = 50_000;
+/// Write a snapshot after this many operations since the last one (a
+/// record may hold thousands, so records alone would let replay grow).
+pub const SNAPSHOT_EVERY_OPS: u64 = 100_000;
 /// Foreign-operation records queued but not yet written; past it they are
 /// dropped from the log (they stay applied in memory, and anti-entropy
 /// brings them back after a restart).
@@ -82,7 +83,7 @@ impl Store {
         }
         let store = Store {
             writer: WalWriter::spawn(wal),
-            since_snapshot: Arc::new(AtomicU64::new(rec.records as u64)),
+            since_snapshot: Arc::new(AtomicU64::new(rec.ops as u64)),
             remote_in_flight: Arc::new(AtomicU64::new(0)),
             dropped_remote: Arc::new(AtomicU64::new(0)),
         };
@@ -99,7 +100,7 @@ impl Store {
             return;
         }
         let done = self.writer.submit(bytes);
-        self.since_snapshot.fetch_add(1, Ordering::Relaxed);
+        self.since_snapshot.fetch_add(ops.len() as u64, Ordering::Relaxed);
         let inbox = inbox.clone();
         let in_flight = self.remote_in_flight.clone();
         if !own {
@@ -121,9 +122,9 @@ impl Store {
         });
     }
 
-    /// Whether a snapshot is due by the record count.
+    /// Whether a snapshot is due by the operation count.
     pub fn snapshot_due(&self) -> bool {
-        self.since_snapshot.load(Ordering::Relaxed) >= SNAPSHOT_EVERY_RECORDS
+        self.since_snapshot.load(Ordering::Relaxed) >= SNAPSHOT_EVERY_OPS
     }
 
     /// Writes `snap` as covering everything submitted so far. The request

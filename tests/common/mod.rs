@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod netns;
+
 /// The longest any awaited event may take before the test fails.
 pub const EVENT_CAP_MS: u64 = 20_000;
 

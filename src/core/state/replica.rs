@@ -69,6 +69,13 @@ pub struct Snapshot {
     pub vv: VersionVector,
 }
 
+/// The operations of one actor's log with `after < seq <= upto`; the log is
+/// ordered by seq, so this is a binary search, not a scan.
+fn ops_between(log: &VecDeque<Stamped>, after: u64, upto: u64) -> impl Iterator<Item = &Stamped> {
+    let start = log.partition_point(|s| s.seq <= after);
+    log.range(start..).take_while(move |s| s.seq <= upto)
+}
+
 /// A replica.
 #[derive(Debug, Clone)]
 pub struct Replica {
@@ -135,9 +142,10 @@ impl Replica {
     pub fn mark_durable(&mut self, seq: u64) -> Vec<Stamped> {
         let from = self.durable;
         self.durable = self.durable.max(seq.min(self.own_seq()));
-        self.log.get(&self.me).map_or_else(Vec::new, |ops| {
-            ops.iter().filter(|s| s.seq > from && s.seq <= self.durable).cloned().collect()
-        })
+        match self.log.get(&self.me) {
+            Some(ops) => ops_between(ops, from, self.durable).cloned().collect(),
+            None => Vec::new(),
+        }
     }
 
     /// The values at `key`, siblings sorted; empty when absent.
@@ -258,7 +266,7 @@ impl Replica {
             if oldest > have + 1 {
                 return Some(Delta::Full(Box::new(self.snapshot())));
             }
-            let wanted = log.into_iter().flatten().filter(|s| s.seq > have && s.seq <= upto);
+            let wanted = log.into_iter().flat_map(|l| ops_between(l, have, upto));
             ops.extend(wanted.take(MAX_DELTA_OPS.saturating_sub(ops.len())).cloned());
         }
         (!ops.is_empty()).then_some(Delta::Ops(ops))

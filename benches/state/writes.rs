@@ -1,0 +1,245 @@
+//! Write-path scenarios on loopback: how long a write takes to be visible
+//! on every other manager at a steady 100 writes/s, and how many writes one
+//! manager acknowledges per second (fsync'd, group commit) under many
+//! concurrent requests, with the acknowledgement latency.
+//!
+//! Owns the open-loop writer and the status pollers. Visibility is timed
+//! from just before the write is sent to the first status answer, on the
+//! slowest other manager, that shows it (poll resolution: one status round
+//! trip plus [`POLL_EVERY_MS`]).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+
+use crate::api::{self, Conn};
+use crate::cluster::{Cluster, Res, loopback_addrs};
+use crate::stats::{Report, Samples, ms};
+use crate::{APP, Args, MANAGERS};
+
+/// Steady write rate for the visibility figure.
+pub const VIS_WRITES_PER_SEC: u64 = 100;
+pub const VIS_P99_TARGET_MS: f64 = 50.0;
+/// Writes cycle over this many keys; a key is rewritten every
+/// `VIS_SLOTS / VIS_WRITES_PER_SEC` seconds (640 ms), long after its
+/// previous write was visible, so a key's value orders its writes.
+const VIS_SLOTS: u64 = 64;
+/// Pause between two status requests of one poller.
+pub const POLL_EVERY_MS: u64 = 1;
+/// How long writes may still take to show after the last one was sent.
+const VIS_DRAIN_MS: u64 = 5_000;
+pub const THROUGHPUT_TARGET_PER_SEC: f64 = 5_000.0;
+/// Connections to the one manager under load (each carries at most 64
+/// streams at once: the server's `max_concurrent_bidi_streams`).
+const THROUGHPUT_CONNS: usize = 8;
+/// Load before the measured window starts.
+const THROUGHPUT_WARMUP_MS: u64 = 1_000;
+/// Cap on the others catching up after the load.
+const CATCH_UP_CAP_MS: u64 = 30_000;
+
+/// Opens one connection per manager.
+pub async fn open_all(cfg: &quinn::ClientConfig, c: &Cluster) -> Res<Vec<Conn>> {
+    let mut out = Vec::new();
+    for a in c.addrs() {
+        out.push(Conn::open(cfg, a, None).await?);
+    }
+    Ok(out)
+}
+
+/// A 5-manager loopback cluster with `APP` deployed on all, and a
+/// connection to each manager.
+pub fn cluster_with_app(rt: &Runtime, dir: &Path) -> Res<(Cluster, quinn::ClientConfig, Vec<Conn>)> {
+    let c = Cluster::start(dir, &loopback_addrs(MANAGERS)?, &[])?;
+    let (_, cfg) = api::client_config(&c.client_file())?;
+    let conns = rt.block_on(open_all(&cfg, &c))?;
+    rt.block_on(conns[0].write(&api::deploy(APP, 1, MANAGERS as u32 - 1)))?;
+    Ok((c, cfg, conns))
+}
+
+/// Per observer, per write: when a status first showed it.
+type Seen = Arc<Mutex<Vec<Vec<Option<Instant>>>>>;
+
+/// Polls `conn` until `stop`, marking writes as seen by observer `o`: a
+/// key showing value v means every write to that key up to v is visible.
+async fn poll_visibility(conn: Conn, o: usize, n: u64, seen: Seen, stop: Arc<AtomicBool>) -> Res<()> {
+    // Per key: the next write to it not yet seen.
+    let mut next: Vec<u64> = (0..VIS_SLOTS).collect();
+    while !stop.load(Ordering::Relaxed) {
+        let st = conn.status().await?;
+        let now = Instant::now();
+        if let Some(cfg) = api::config_of(&st, APP) {
+            let mut seen = seen.lock().map_err(|_| "poisoned")?;
+            for (slot, next) in next.iter_mut().enumerate() {
+                let Some(v) = cfg.get(&format!("s{slot}")).and_then(|s| s.0.iter().filter_map(|x| x.parse::<u64>().ok()).max()) else {
+                    continue;
+                };
+                while *next <= v && *next < n {
+                    seen[o][*next as usize] = Some(now);
+                    *next += VIS_SLOTS;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_EVERY_MS)).await;
+    }
+    Ok(())
+}
+
+/// Sends write `i` (key `s{i % slots}` = i) at `start + i / rate`.
+async fn open_loop_writer(conn: Conn, n: u64, sent: Arc<Mutex<Vec<Option<Instant>>>>, acks: Arc<Mutex<Samples>>) -> Res<u64> {
+    let period = Duration::from_micros(1_000_000 / VIS_WRITES_PER_SEC);
+    let start = tokio::time::Instant::now();
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        tokio::time::sleep_until(start + period * i as u32).await;
+        let (conn, sent, acks, failed) = (conn.clone(), sent.clone(), acks.clone(), failed.clone());
+        tasks.spawn(async move {
+            let t0 = Instant::now();
+            if let Ok(mut s) = sent.lock() {
+                s[i as usize] = Some(t0);
+            }
+            match conn.write(&api::set_config(APP, &format!("s{}", i % VIS_SLOTS), &i.to_string(), 0)).await {
+                Ok(()) => acks.lock().map(|mut a| a.push(ms(t0.elapsed()))).unwrap_or(()),
+                Err(_) => _ = failed.fetch_add(1, Ordering::Relaxed),
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(failed.load(Ordering::Relaxed))
+}
+
+pub fn visibility(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()> {
+    let (_c, _cfg, conns) = cluster_with_app(rt, dir)?;
+    let n = a.vis_secs * VIS_WRITES_PER_SEC;
+    let seen: Seen = Arc::new(Mutex::new(vec![vec![None; n as usize]; MANAGERS]));
+    let sent = Arc::new(Mutex::new(vec![None; n as usize]));
+    let acks = Arc::new(Mutex::new(Samples::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pollers: Vec<_> = (1..MANAGERS).map(|o| rt.spawn(poll_visibility(conns[o].clone(), o, n, seen.clone(), stop.clone()))).collect();
+    let failed = rt.block_on(open_loop_writer(conns[0].clone(), n, sent.clone(), acks.clone()))?;
+    let all_seen = |s: &Vec<Vec<Option<Instant>>>| (1..MANAGERS).all(|o| s[o].iter().all(Option::is_some));
+    let drain_end = Instant::now() + Duration::from_millis(VIS_DRAIN_MS);
+    while Instant::now() < drain_end && !seen.lock().map(|s| all_seen(&s)).unwrap_or(true) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in pollers {
+        rt.block_on(p).map_err(|e| e.to_string())??;
+    }
+    let (seen, sent) = (seen.lock().map_err(|_| "poisoned")?, sent.lock().map_err(|_| "poisoned")?);
+    let (mut vis, mut missing) = (Samples::default(), 0);
+    for i in 0..n as usize {
+        let last = (1..MANAGERS).map(|o| seen[o][i]).collect::<Option<Vec<_>>>().and_then(|v| v.into_iter().max());
+        match (sent[i], last) {
+            (Some(t0), Some(t1)) => vis.push(ms(t1.saturating_duration_since(t0))),
+            _ => missing += 1,
+        }
+    }
+    let ok = missing == 0 && failed == 0 && vis.p99() <= VIS_P99_TARGET_MS;
+    let measured = format!("{}; {missing} never seen", vis.summary("ms"));
+    report.row("write -> visible on all 4 others @100/s", &format!("p99 <= {VIS_P99_TARGET_MS} ms"), measured, Some(ok));
+    let acks = acks.lock().map_err(|_| "poisoned")?;
+    report.note(format!("visibility: {n} writes over {} s to m0, {failed} failed; ack latency {}; pollers every {POLL_EVERY_MS} ms + one status round trip", a.vis_secs, acks.summary("ms")));
+    Ok(())
+}
+
+/// The measured window, with acknowledged writes counted per second.
+#[derive(Clone)]
+struct Window {
+    from: Instant,
+    to: Instant,
+    per_sec: Arc<Vec<AtomicU64>>,
+}
+
+/// One closed-loop worker: writes its own key back to back; records the
+/// latency of writes sent inside [from, to).
+async fn throughput_worker(conn: Conn, w: usize, window: Window, lat: Arc<Mutex<Samples>>, errors: Arc<AtomicU64>) -> (usize, u64) {
+    let (from, to) = (window.from, window.to);
+    let (mut value, mut last_acked) = (0u64, 0u64);
+    let mut local = Samples::default();
+    loop {
+        let t0 = Instant::now();
+        if t0 >= to {
+            break;
+        }
+        value += 1;
+        match conn.write(&api::set_config(APP, &format!("w{w}"), &value.to_string(), 0)).await {
+            Ok(()) => {
+                last_acked = value;
+                if t0 >= from {
+                    local.push(ms(t0.elapsed()));
+                    let sec = (t0 - from).as_secs() as usize;
+                    window.per_sec.get(sec).map(|c| c.fetch_add(1, Ordering::Relaxed));
+                }
+            }
+            Err(_) => _ = errors.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+    if let Ok(mut l) = lat.lock() {
+        l.extend(&local);
+    }
+    (w, last_acked)
+}
+
+pub fn throughput(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()> {
+    let (c, cfg, conns) = cluster_with_app(rt, dir)?;
+    let target = c.addrs()[0];
+    let pool: Vec<Conn> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..THROUGHPUT_CONNS {
+            v.push(Conn::open(&cfg, target, None).await?);
+        }
+        Ok::<_, String>(v)
+    })?;
+    let from = Instant::now() + Duration::from_millis(THROUGHPUT_WARMUP_MS);
+    let to = from + Duration::from_secs(a.load_secs);
+    let window = Window { from, to, per_sec: Arc::new((0..a.load_secs).map(|_| AtomicU64::new(0)).collect()) };
+    let (lat, errors) = (Arc::new(Mutex::new(Samples::default())), Arc::new(AtomicU64::new(0)));
+    let tasks: Vec<_> = (0..a.concurrency)
+        .map(|w| rt.spawn(throughput_worker(pool[w % THROUGHPUT_CONNS].clone(), w, window.clone(), lat.clone(), errors.clone())))
+        .collect();
+    let mut finals = Vec::new();
+    for t in tasks {
+        finals.push(rt.block_on(t).map_err(|e| e.to_string())?);
+    }
+    let stopped = Instant::now();
+    let lat = lat.lock().map_err(|_| "poisoned")?;
+    let rate = lat.len() as f64 / a.load_secs as f64;
+    let ok = rate >= THROUGHPUT_TARGET_PER_SEC;
+    let measured = format!("{rate:.0} writes/s; ack {}", lat.summary("ms"));
+    report.row("sustained acked writes, one manager", &format!(">= {THROUGHPUT_TARGET_PER_SEC:.0}/s, p99 reported"), measured, Some(ok));
+    let caught_up = rt.block_on(wait_caught_up(&conns, &finals, stopped))?;
+    report.note(format!(
+        "throughput: {} concurrent writers on {THROUGHPUT_CONNS} connections to m0 for {} s (after {THROUGHPUT_WARMUP_MS} ms warm-up); acked per second {}; {} errors; every manager held every worker's last acked value {}",
+        a.concurrency,
+        a.load_secs,
+        window.per_sec.iter().map(|c| c.load(Ordering::Relaxed).to_string()).collect::<Vec<_>>().join(" "),
+        errors.load(Ordering::Relaxed),
+        caught_up.map_or(format!("not within {CATCH_UP_CAP_MS} ms"), |d| format!("{:.0} ms after the load stopped", ms(d))),
+    ));
+    Ok(())
+}
+
+/// How long after `since` every manager showed every worker's last acked
+/// value (or a later one).
+async fn wait_caught_up(conns: &[Conn], finals: &[(usize, u64)], since: Instant) -> Res<Option<Duration>> {
+    let cap = since + Duration::from_millis(CATCH_UP_CAP_MS);
+    for conn in conns {
+        loop {
+            let st = conn.status().await?;
+            let cfg = api::config_of(&st, APP).ok_or("app gone")?;
+            let held = |w: usize| cfg.get(&format!("w{w}")).and_then(|s| s.0.iter().filter_map(|x| x.parse::<u64>().ok()).max()).unwrap_or(0);
+            if finals.iter().all(|&(w, v)| held(w) >= v) {
+                break;
+            }
+            if Instant::now() > cap {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(Some(since.elapsed()))
+}
