@@ -8,6 +8,8 @@
 use std::time::Duration;
 
 use jujud::core::Timing;
+use jujud::core::state::replica::MAX_DELTA_OPS;
+use jujud::core::state::sync::ANTI_ENTROPY_PERIOD_MS;
 
 /// Probe periods within which *some* live member probes a given crashed
 /// member, with high probability. foca walks a shuffled member list round
@@ -25,6 +27,16 @@ pub const DISSEMINATION_SLACK_ROUNDS: u64 = 6;
 /// Slack for messages still in flight when a fault ends: the latency
 /// tail (at most 160 ms), reordering (20 ms) and handshake legs.
 pub const IN_FLIGHT_SLACK_MS: u64 = 1_000;
+
+/// Anti-entropy rounds, beyond 2·log2(M) for M managers, for every write
+/// to reach every live manager once their views have converged. Every
+/// period each manager sends its digest to one random live manager, and
+/// the exchange is push-pull (each side gets what it lacks). After the
+/// first 2·log2(M) rounds at least half the managers hold a given write
+/// with high probability, and from then on a manager that lacks it pulls
+/// from a holder with probability at least 1/2 per round: it still lacks
+/// it after 40 more rounds with probability below 2^-40 (1e-12).
+pub const STATE_SYNC_SLACK_ROUNDS: u64 = 40;
 
 /// Loss above this makes every node "disturbed" for the false-down
 /// checker: a refutation can be lost 8 times in a row at 1% only with
@@ -57,11 +69,16 @@ pub struct Bounds {
     /// a suspicion raised before it may still fire: the liveness phase waits
     /// this long before it calls the views settled.
     pub false_down_window: Duration,
+    /// From converged views until every live manager holds the same state
+    /// (see [`STATE_SYNC_SLACK_ROUNDS`]), for state of at most
+    /// `MAX_DELTA_OPS` operations; [`Bounds::state_convergence`] adds one
+    /// round per further `MAX_DELTA_OPS` (one delta carries at most that).
+    pub state_sync: Duration,
 }
 
 impl Bounds {
-    /// The bounds for `members` nodes running `timing`.
-    pub fn new(timing: &Timing, members: usize) -> Bounds {
+    /// The bounds for `members` nodes, `managers` of them, running `timing`.
+    pub fn new(timing: &Timing, members: usize, managers: usize) -> Bounds {
         let ms = Duration::from_millis;
         let n = members.max(2) as u64;
         let probe = ms(timing.probe_period_ms);
@@ -92,6 +109,9 @@ impl Bounds {
         // in its own probe walk (a probe adds its sender to the receiver).
         let rejoin = ms(timing.rejoin_backoff_max_ms) * 2 + ms(timing.announce_period_ms);
         let convergence = rejoin + false_down_window + detection;
+        let m = managers.max(2) as u64;
+        let log2_m = u64::from(64 - (m - 1).leading_zeros());
+        let state_sync = ms(ANTI_ENTROPY_PERIOD_MS) * (2 * log2_m + STATE_SYNC_SLACK_ROUNDS) as u32 + slack;
         Bounds {
             join: convergence,
             convergence,
@@ -99,7 +119,17 @@ impl Bounds {
             detection_gossip,
             detection_under_faults,
             false_down_window,
+            state_sync,
         }
+    }
+
+    /// From the heal until every live manager holds the same state, when
+    /// the largest replica holds `ops` operations: the views converge
+    /// (`convergence`), then anti-entropy spreads every write
+    /// (`state_sync`), one more period per `MAX_DELTA_OPS` operations.
+    pub fn state_convergence(&self, ops: u64) -> Duration {
+        let deltas = ops.div_ceil(MAX_DELTA_OPS as u64).saturating_sub(1);
+        self.convergence + self.state_sync + Duration::from_millis(ANTI_ENTROPY_PERIOD_MS) * deltas as u32
     }
 }
 
@@ -109,16 +139,19 @@ mod tests {
 
     #[test]
     fn lan_bounds_for_five_and_a_thousand() {
-        let five = Bounds::new(&Timing::lan(), 5);
-        // Gossip: 8 periods (2*4-1=7, +1) * 0.5 + 0.6 + (3+6)*0.1 + 1 = 6.5 s;
-        // own walk: 8 * 0.5 + 0.6 + 1 = 5.6 s.
-        assert_eq!(five.detection, Duration::from_millis(6_500));
-        assert_eq!(five.false_down_window, Duration::from_millis(10_900));
-        let big = Bounds::new(&Timing::lan(), 1_000);
-        // Gossip: 13 periods * 0.5 + 0.6 + (10+6)*0.1 + 1 = 9.7 s;
-        // own walk: 1998 * 0.5 + 0.6 + 1 = 1000.6 s.
-        assert_eq!(big.detection_gossip, Duration::from_millis(9_700));
-        assert_eq!(big.detection, Duration::from_millis(1_000_600));
+        let five = Bounds::new(&Timing::lan(), 5, 5);
+        // Gossip: 8 periods (2*4-1=7, +1) * 0.5 + 0.5 + (3+6)*0.1 + 1 = 6.4 s;
+        // own walk: 8 * 0.5 + 0.5 + 1 = 5.5 s.
+        assert_eq!(five.detection, Duration::from_millis(6_400));
+        assert_eq!(five.false_down_window, Duration::from_millis(10_000));
+        let big = Bounds::new(&Timing::lan(), 1_000, 5);
+        // Gossip: 13 periods * 0.5 + 0.5 + (10+6)*0.1 + 1 = 9.6 s;
+        // own walk: 1998 * 0.5 + 0.5 + 1 = 1000.5 s.
+        assert_eq!(big.detection_gossip, Duration::from_millis(9_600));
+        assert_eq!(big.detection, Duration::from_millis(1_000_500));
         assert!(big.convergence > big.detection);
+        // State: (2*3 + 40) rounds * 0.25 s + 1 s = 12.5 s after the views.
+        assert_eq!(five.state_sync, Duration::from_millis(12_500));
+        assert_eq!(five.state_convergence(45_000), five.convergence + Duration::from_millis(13_000));
     }
 }

@@ -3,6 +3,10 @@
 //! model and the event queue. Delivers datagrams, handshakes and timers;
 //! crashes, restarts, pauses, resumes and graceful leaves processes.
 //!
+//! Managers hold replicated state: the cluster carries out its outputs
+//! (persisting to the simulated disk, state streams between managers,
+//! replies to client writes) in `cluster_state.rs`.
+//!
 //! Owns the processes, their simulated disks and clocks, and the queue.
 //! Must never decide *when* to inject a fault (the run loop and the fault
 //! policy do), must never iterate a HashMap, and must never read real time.
@@ -11,16 +15,24 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use jujud::core::state::{Actor, VersionVector};
 use jujud::core::{Event, Identity, Input, Node, NodeConfig, NodeId, Output, PeerCert, Role, Timer, Timing};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 use crate::clock::NodeClock;
+use crate::disk::StateDisk;
 use crate::faults::Control;
 use crate::network::{NetParams, Network};
 use crate::planted::PlantedBug;
 use crate::queue::{EventQueue, VTime};
 use crate::trace::{Fnv1a, Trace, TraceKind};
+use crate::workload::StateNote;
+
+#[path = "cluster_state.rs"]
+mod cluster_state;
+pub use cluster_state::MAX_OUTSTANDING_WRITES;
+use cluster_state::Request;
 
 /// Most events held for one paused process. At the bound further datagrams
 /// and handshakes are dropped (a full socket buffer); timers are always kept
@@ -47,6 +59,10 @@ pub enum Ev {
     Identified { slot: usize, epoch: u32, addr: SocketAddr, peer: PeerCert },
     /// A timer the process of `epoch` asked for.
     Timer { slot: usize, epoch: u32, timer: Timer },
+    /// The process of `epoch`'s own state operations up to `seq` are synced.
+    Durable { slot: usize, epoch: u32, seq: u64 },
+    /// A state message (a QUIC stream in reality) arriving at `slot`.
+    State { slot: usize, epoch: u32, from: PeerCert, bytes: Vec<u8> },
     /// A fault injection or recovery (handled by the run loop).
     Control(Control),
 }
@@ -59,6 +75,8 @@ pub struct Disk {
     pub generation: u64,
     /// `known_peers()` as last persisted.
     pub known_peers: Vec<Identity>,
+    /// The replicated state's log (managers only).
+    pub state: StateDisk,
 }
 
 /// A running process.
@@ -123,10 +141,26 @@ pub struct ClusterStats {
     pub stale: u64,
     pub held_dropped: u64,
     pub queue_full: u64,
-    /// Outputs of core features the simulator does not model yet.
-    pub unmodelled_outputs: u64,
     pub handshakes: u64,
     pub starts: u64,
+    /// State messages sent between managers, and their bytes.
+    pub state_sends: u64,
+    pub state_bytes: u64,
+    /// State messages to a node that is not running, or cut off.
+    pub state_undelivered: u64,
+    /// Client writes: handed to a manager, acknowledged, refused, and lost
+    /// with their manager's process before any reply.
+    pub writes_issued: u64,
+    pub writes_done: u64,
+    pub writes_refused: u64,
+    pub writes_abandoned: u64,
+    /// Writes not issued because `MAX_OUTSTANDING_WRITES` were in flight.
+    pub writes_skipped: u64,
+    /// Batches and snapshots written to the simulated disks, and batches a
+    /// crash dropped before their sync completed.
+    pub disk_batches: u64,
+    pub disk_snapshots: u64,
+    pub disk_lost_unsynced: u64,
 }
 
 /// How to build a cluster.
@@ -139,6 +173,8 @@ pub struct ClusterConfig {
     /// Largest clock drift either way, in ppm.
     pub drift_max_ppm: i32,
     pub bug: Option<PlantedBug>,
+    /// Managers hold replicated state.
+    pub state: bool,
 }
 
 /// The cluster, its network and its queue.
@@ -150,6 +186,8 @@ pub struct Cluster {
     pub stats: ClusterStats,
     /// Events the nodes emitted since the run loop last drained them.
     pub outbox: Vec<(usize, Event)>,
+    /// What became of client writes since the run loop last drained them.
+    pub state_notes: Vec<StateNote>,
     timing: Timing,
     seeds: Vec<SocketAddr>,
     by_id: BTreeMap<NodeId, usize>,
@@ -162,21 +200,33 @@ pub struct Cluster {
     muted: Option<usize>,
     net_rng: ChaCha8Rng,
     node_rng: ChaCha8Rng,
+    /// Draws fsync delays.
+    disk_rng: ChaCha8Rng,
     scratch: Vec<Output>,
+    state_enabled: bool,
+    /// Client writes awaiting a reply, by request id.
+    requests: BTreeMap<u64, Request>,
+    next_req: u64,
+    /// The request whose command is being handled right now.
+    issuing: Option<u64>,
+    /// Every node-id tag (top 16 bits) ever used: the model's ids embed the
+    /// tag, and the runtime's join refuses a node id whose tag is known.
+    tags: std::collections::BTreeSet<u16>,
 }
 
 impl Cluster {
     /// Builds the slots (managers first, then agents) and schedules their
     /// boots. Managers are the seeds.
-    pub fn new(config: &ClusterConfig, net_rng: ChaCha8Rng, mut node_rng: ChaCha8Rng) -> Cluster {
+    pub fn new(config: &ClusterConfig, net_rng: ChaCha8Rng, mut node_rng: ChaCha8Rng, disk_rng: ChaCha8Rng) -> Cluster {
         let count = config.managers + config.agents;
         let mut slots = Vec::with_capacity(count);
         let mut by_id = BTreeMap::new();
         let mut by_addr = BTreeMap::new();
+        let mut tags = std::collections::BTreeSet::new();
         for slot in 0..count {
             let role = if slot < config.managers { Role::Manager } else { Role::Agent };
             let addr = slot_addr(slot);
-            let disk = fresh_disk(&mut node_rng, &by_id);
+            let disk = fresh_disk(&mut node_rng, &mut tags);
             by_id.insert(disk.id, slot);
             by_addr.insert(addr, slot);
             slots.push(Slot {
@@ -198,6 +248,7 @@ impl Cluster {
             trace: Trace::default(),
             stats: ClusterStats::default(),
             outbox: Vec::new(),
+            state_notes: Vec::new(),
             timing: config.timing.clone(),
             seeds,
             by_id,
@@ -208,7 +259,13 @@ impl Cluster {
             muted: None,
             net_rng,
             node_rng,
+            disk_rng,
             scratch: Vec::new(),
+            state_enabled: config.state,
+            requests: BTreeMap::new(),
+            next_req: 0,
+            issuing: None,
+            tags,
         };
         for slot in 0..count {
             let at = Duration::from_millis(cluster.node_rng.random_range(0..=BOOT_SPREAD_MS));
@@ -250,7 +307,11 @@ impl Cluster {
                 self.start(*slot);
                 return;
             }
-            Ev::Datagram { slot, .. } | Ev::Identified { slot, .. } | Ev::Timer { slot, .. } => *slot,
+            Ev::Datagram { slot, .. }
+            | Ev::Identified { slot, .. }
+            | Ev::Timer { slot, .. }
+            | Ev::Durable { slot, .. }
+            | Ev::State { slot, .. } => *slot,
             Ev::Control(_) => unreachable!("controls are handled by the run loop"),
         };
         let (epoch_now, s) = (self.slots[slot].epoch, &mut self.slots[slot]);
@@ -263,7 +324,7 @@ impl Cluster {
             return;
         }
         if process.paused {
-            if process.held.len() < MAX_HELD_EVENTS_PER_NODE || matches!(ev, Ev::Timer { .. }) {
+            if process.held.len() < MAX_HELD_EVENTS_PER_NODE || matches!(ev, Ev::Timer { .. } | Ev::Durable { .. }) {
                 process.held.push_back(ev);
             } else {
                 self.stats.held_dropped += 1;
@@ -284,6 +345,14 @@ impl Cluster {
             Ev::Timer { timer, .. } => {
                 self.trace.record(at, slot, TraceKind::Timer, Fnv1a::of_words(timer.kind_name().as_bytes()));
                 Input::Timer(timer)
+            }
+            Ev::Durable { seq, .. } => {
+                self.trace.record(at, slot, TraceKind::Durable, seq);
+                Input::Durable { seq }
+            }
+            Ev::State { from, bytes, .. } => {
+                self.trace.record(at, slot, TraceKind::State, Fnv1a::of_words(&bytes));
+                Input::State { from, bytes }
             }
             Ev::Boot { .. } | Ev::Control(_) => unreachable!(),
         };
@@ -309,13 +378,22 @@ impl Cluster {
         s.disk.generation += 1;
         s.started_at = now;
         let identity = Identity { id: s.disk.id, addr: s.addr, role: s.role, generation: s.disk.generation };
+        // A restart is a new actor: the node id at its new generation.
+        let holds_state = self.state_enabled && s.role == Role::Manager;
+        let actor = Actor { node: s.disk.id.0, generation: s.disk.generation };
+        let drop_tail = self.bug == Some(PlantedBug::RestoreDropsTail);
+        let state = holds_state.then(|| s.disk.state.restore(actor, drop_tail));
+        debug_assert!(
+            drop_tail || state.as_ref().is_none_or(|r| r.version() == s.disk.state.durable_at(now)),
+            "the disk model's durable version differs from what a restart recovers"
+        );
         let config = NodeConfig {
             identity,
             timing: self.timing.clone(),
             rng_seed,
             seeds: self.seeds.clone(),
             known_peers: s.disk.known_peers.clone(),
-            state: None,
+            state,
         };
         let mut node = Node::new(config);
         node.start(clock.local(now));
@@ -326,20 +404,26 @@ impl Cluster {
     }
 
     /// Kills the process (SIGKILL): its timers and in-flight messages to it
-    /// die with it. Without the disk, the machine comes back as a new node.
-    pub fn crash(&mut self, slot: usize, keep_disk: bool) {
+    /// die with it, and so do its disk writes whose sync had not completed.
+    /// Without the disk, the machine comes back as a new node; the state the
+    /// lost disk held durably is returned.
+    pub fn crash(&mut self, slot: usize, keep_disk: bool) -> Option<VersionVector> {
+        let now = self.now();
         let s = &mut self.slots[slot];
-        if s.process.take().is_none() {
-            return;
-        }
+        s.process.take()?;
         s.epoch += 1;
-        if !keep_disk {
-            let old = s.disk.id;
-            self.by_id.remove(&old);
-            let disk = fresh_disk(&mut self.node_rng, &self.by_id);
-            self.by_id.insert(disk.id, slot);
-            self.slots[slot].disk = disk;
+        self.stats.disk_lost_unsynced += s.disk.state.crash(now);
+        self.abandon_requests(slot);
+        if keep_disk {
+            return None;
         }
+        let lost = self.slots[slot].disk.state.durable_at(now);
+        let old = self.slots[slot].disk.id;
+        self.by_id.remove(&old);
+        let disk = fresh_disk(&mut self.node_rng, &mut self.tags);
+        self.by_id.insert(disk.id, slot);
+        self.slots[slot].disk = disk;
+        Some(lost)
     }
 
     /// Graceful leave (SIGTERM): the node says goodbye, persists its peers
@@ -355,6 +439,9 @@ impl Cluster {
             s.disk.known_peers = p.node.known_peers();
         }
         s.epoch += 1;
+        // The exit does not wait for syncs in flight: like a crash.
+        self.stats.disk_lost_unsynced += s.disk.state.crash(now);
+        self.abandon_requests(slot);
     }
 
     /// Freezes the process (SIGSTOP): everything for it is held.
@@ -403,11 +490,10 @@ impl Cluster {
                 Output::Identify { addr } => self.identify(slot, addr),
                 Output::SetTimer(timer) => self.set_timer(slot, timer),
                 Output::Event(event) => self.on_event(slot, event),
-                // Replicated state is not simulated yet: counted (and shown
-                // in the summary), never silently lost.
-                Output::Persist { .. } | Output::SendState { .. } | Output::Reply { .. } | Output::SnapshotNeeded => {
-                    self.stats.unmodelled_outputs += 1
-                }
+                Output::Persist { ops, own } => self.persist_state(slot, ops, own),
+                Output::SendState { to, bytes } => self.send_state(slot, to, bytes),
+                Output::Reply { req, result } => self.reply(slot, req, result),
+                Output::SnapshotNeeded => self.snapshot_state(slot),
             }
         }
         self.scratch = outs;
@@ -495,7 +581,11 @@ impl Cluster {
 
 fn event_epoch(ev: &Ev) -> u32 {
     match ev {
-        Ev::Datagram { epoch, .. } | Ev::Identified { epoch, .. } | Ev::Timer { epoch, .. } => *epoch,
+        Ev::Datagram { epoch, .. }
+        | Ev::Identified { epoch, .. }
+        | Ev::Timer { epoch, .. }
+        | Ev::Durable { epoch, .. }
+        | Ev::State { epoch, .. } => *epoch,
         Ev::Boot { .. } | Ev::Control(_) => 0,
     }
 }
@@ -506,12 +596,14 @@ pub fn slot_addr(slot: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, (n >> 8) as u8, (n & 0xff) as u8], LISTEN_PORT))
 }
 
-/// A new machine's disk: a random node id no other slot uses.
-fn fresh_disk(rng: &mut ChaCha8Rng, taken: &BTreeMap<NodeId, usize>) -> Disk {
+/// A new machine's disk: a random node id whose tag (top 16 bits) no node
+/// of the run ever had, as the runtime's join would insist (ids the model
+/// allocates embed the tag, so a reused tag would reuse entity ids).
+fn fresh_disk(rng: &mut ChaCha8Rng, tags: &mut std::collections::BTreeSet<u16>) -> Disk {
     loop {
         let id = NodeId(rng.random());
-        if !taken.contains_key(&id) {
-            return Disk { id, generation: 0, known_peers: Vec::new() };
+        if tags.insert((id.0 >> 48) as u16) {
+            return Disk { id, generation: 0, known_peers: Vec::new(), state: StateDisk::default() };
         }
     }
 }

@@ -314,6 +314,8 @@ pub enum Control {
     Unclog { from: usize, to: usize },
     /// Apply the scripted fault with this index (`RunConfig::script`).
     Scripted(usize),
+    /// Time for the workload's next client write.
+    Write,
 }
 
 #[cfg(test)]

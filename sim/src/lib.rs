@@ -13,7 +13,11 @@
 //! - [`network`]: loss, latency tail, duplication, reordering, clogs and
 //!   partitions.
 //! - [`faults`]: fault profiles and the choice of the next fault.
-//! - [`cluster`]: the processes, their disks, and message routing.
+//! - [`cluster`]: the processes, their disks, and message routing; the
+//!   replicated state's plumbing (disk writes, state streams, replies).
+//! - [`disk`]: the state log of a manager's disk: fsync delays, what a
+//!   crash keeps, and the replica a restart recovers.
+//! - [`workload`]: random client writes on random managers during faults.
 //! - [`truth`]: which nodes faults touched, and when.
 //! - [`bounds`]: every time bound, derived from the timing.
 //! - [`checkers`]: the invariants.
@@ -29,6 +33,7 @@ pub mod bounds;
 pub mod checkers;
 pub mod clock;
 pub mod cluster;
+pub mod disk;
 pub mod faults;
 pub mod network;
 pub mod planted;
@@ -39,3 +44,4 @@ pub mod scale;
 pub mod swarm;
 pub mod trace;
 pub mod truth;
+pub mod workload;

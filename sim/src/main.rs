@@ -75,6 +75,13 @@ struct Cli {
     /// times each update is piggybacked), to explore dissemination.
     #[arg(long)]
     max_transmissions: Option<u8>,
+    /// Mean client writes per virtual second during the safety phase, on
+    /// random live managers (0: state is replicated but never written).
+    #[arg(long)]
+    writes_per_sec: Option<u32>,
+    /// Managers hold no replicated state (membership only).
+    #[arg(long)]
+    no_state: bool,
 }
 
 fn main() -> ExitCode {
@@ -113,11 +120,15 @@ fn single_config(cli: &Cli) -> RunConfig {
     with_overrides(cli, config)
 }
 
-/// Applies timing overrides from the command line.
+/// Applies timing and state overrides from the command line.
 fn with_overrides(cli: &Cli, mut config: RunConfig) -> RunConfig {
     if let Some(n) = cli.max_transmissions {
         config.timing.max_transmissions = n;
     }
+    if let Some(rate) = cli.writes_per_sec {
+        config.writes_per_sec = rate;
+    }
+    config.state &= !cli.no_state;
     config
 }
 

@@ -165,6 +165,9 @@ pub struct NetStats {
     pub reordered: u64,
     pub clogged: u64,
     pub tail: u64,
+    /// State messages (streams) sent, and those a cut path dropped.
+    pub streams: u64,
+    pub streams_cut: u64,
 }
 
 /// Every path between `n` slots.
@@ -249,6 +252,19 @@ impl Network {
             return [first, Some(self.arrival(from, to, now, rng))];
         }
         [first, None]
+    }
+
+    /// When a message sent now on a stream `from -> to` arrives, or `None`
+    /// if the path is cut. Streams are reliable (QUIC retransmits), so they
+    /// are never lost at random nor duplicated; latency, reordering and
+    /// clogs apply as to datagrams.
+    pub fn stream(&mut self, from: usize, to: usize, now: VTime, rng: &mut ChaCha8Rng) -> Option<VTime> {
+        self.stats.streams += 1;
+        if self.is_cut(from, to) {
+            self.stats.streams_cut += 1;
+            return None;
+        }
+        Some(self.arrival(from, to, now, rng))
     }
 
     /// When a connection handshake started now from `from` reaches `to` and

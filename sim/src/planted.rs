@@ -22,4 +22,21 @@ pub enum PlantedBug {
     /// After every rename, the node also reports the old identity up again
     /// (a stale identity coming back): the generations checker must fire.
     ResurrectOld,
+    /// The driver feeds `Durable` as soon as a batch is submitted, before
+    /// its sync completes, so a crash with the disk kept can lose an
+    /// acknowledged write: the no-lost-acks checker must fire.
+    EarlyDurable,
+    /// The network never delivers a state message: replicas never
+    /// converge, and the state-convergence checker must fire.
+    DropState,
+    /// Recovery skips the newest synced batch on the disk (as if a
+    /// complete record were taken for a torn tail), so an acknowledged
+    /// write can vanish at a restart although the disk holds it: the
+    /// no-lost-acks checker's presence check must fire.
+    RestoreDropsTail,
+    /// A lying peer: every push of new operations is dropped, and a `Have`
+    /// claiming them comes back instead, so writes waiting for replicas are
+    /// acknowledged while no other manager holds them: the wait-replicated
+    /// checker must fire.
+    ForgeHave,
 }

@@ -97,20 +97,21 @@ impl RunReport {
         let b = &self.bounds;
         let _ = writeln!(
             s,
-            "bounds: join/convergence {:.1} s, detection {:.1} s (gossip {:.1} s, under faults {:.1} s), false-down window {:.1} s",
+            "bounds: join/convergence {:.1} s, detection {:.1} s (gossip {:.1} s, under faults {:.1} s), false-down window {:.1} s, state sync {:.1} s",
             b.convergence.as_secs_f64(),
             b.detection.as_secs_f64(),
             b.detection_gossip.as_secs_f64(),
             b.detection_under_faults.as_secs_f64(),
-            b.false_down_window.as_secs_f64()
+            b.false_down_window.as_secs_f64(),
+            b.state_sync.as_secs_f64()
         );
         if let Some(rate) = self.steady_msgs_per_member_sec {
             let _ = writeln!(s, "messages per member per second (second half of the safety phase): {rate:.2}");
         }
         let faults: Vec<String> = self.injected.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(s, "faults: {}", if faults.is_empty() { "none".into() } else { faults.join(", ") });
-        if self.cluster.unmodelled_outputs > 0 {
-            let _ = writeln!(s, "outputs of features not simulated yet (dropped): {}", self.cluster.unmodelled_outputs);
+        if self.cluster.writes_issued > 0 || self.cluster.state_sends > 0 {
+            let _ = writeln!(s, "{}", state_line(&self.cluster));
         }
         let kinds: Vec<String> = self.events_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(s, "node events: {}", kinds.join(", "));
@@ -139,6 +140,24 @@ impl RunReport {
     }
 }
 
+/// The replicated state's counters, as one summary line.
+fn state_line(c: &ClusterStats) -> String {
+    format!(
+        "writes: issued {} done {} refused {} abandoned {} skipped {}; state messages {} ({} KiB, {} undelivered); disk batches {} snapshots {} lost unsynced {}",
+        c.writes_issued,
+        c.writes_done,
+        c.writes_refused,
+        c.writes_abandoned,
+        c.writes_skipped,
+        c.state_sends,
+        c.state_bytes / 1024,
+        c.state_undelivered,
+        c.disk_batches,
+        c.disk_snapshots,
+        c.disk_lost_unsynced
+    )
+}
+
 /// The command line that reruns `config`.
 pub fn replay_command(config: &RunConfig) -> String {
     let mut cmd = format!(
@@ -149,10 +168,79 @@ pub fn replay_command(config: &RunConfig) -> String {
     if config.timing.max_transmissions != lan.max_transmissions {
         let _ = write!(cmd, " --max-transmissions {}", config.timing.max_transmissions);
     }
+    if !config.state {
+        cmd.push_str(" --no-state");
+    } else if config.writes_per_sec != crate::workload::DEFAULT_WRITES_PER_SEC {
+        let _ = write!(cmd, " --writes-per-sec {}", config.writes_per_sec);
+    }
     assert_eq!(
         jujud::core::Timing { max_transmissions: lan.max_transmissions, ..config.timing.clone() },
         lan,
         "a timing override the replay command cannot express"
     );
     cmd
+}
+
+/// A node event's kind, for counting.
+pub fn event_kind(event: &jujud::core::Event) -> &'static str {
+    use jujud::core::Event as E;
+    match event {
+        E::MemberUp(_) => "up",
+        E::MemberDown { left: false, .. } => "down",
+        E::MemberDown { left: true, .. } => "left",
+        E::Renamed { .. } => "renamed",
+        E::Active => "active",
+        E::Idle => "idle",
+        E::Rejoined(_) => "rejoined",
+        E::Notice(_) => "notice",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    }
+}
+
+/// One node event as a log line.
+pub fn describe_event(event: &jujud::core::Event) -> String {
+    use jujud::core::Event as E;
+    let who = |i: &jujud::core::Identity| format!("{}@{}", i.id, i.generation);
+    match event {
+        E::MemberUp(i) => format!("up {}", who(i)),
+        E::MemberDown { identity, left } => format!("down {}{}", who(identity), if *left { " (left)" } else { "" }),
+        E::Renamed { from, to } => format!("renamed {} -> {}", who(from), who(to)),
+        E::Active => "active".into(),
+        E::Idle => "idle".into(),
+        E::Rejoined(i) => format!("rejoined as {}", who(i)),
+        E::Notice(n) => format!("notice {n:?}"),
+        #[allow(unreachable_patterns)]
+        other => format!("{other:?}"),
+    }
+}
+
+/// Groups a traced fault name into a counter name.
+pub fn fault_kind(what: &str) -> &'static str {
+    match what {
+        "crash" => "crash (disk kept)",
+        "crash-lose-disk" => "crash (disk lost)",
+        "probe-crash" => "probe crash",
+        "restart" => "restart",
+        "leave" => "leave",
+        "pause" => "pause",
+        "resume" => "resume",
+        "clog" => "clog",
+        "swizzle" => "swizzle step",
+        "heal" => "partition healed",
+        _ => "partition",
+    }
+}
+
+/// What became of a client write, as a log line.
+pub fn describe_note(note: &crate::workload::StateNote) -> String {
+    use crate::workload::StateNote as N;
+    match note {
+        N::Issued { slot, req, cmd } => format!("slot {slot:>3} write {req} issued: {cmd:?}"),
+        N::Acked(w) => format!(
+            "slot {:>3} write {} done (operation {} of {}@{}, {} replicas): {:?}",
+            w.slot, w.req, w.seq, w.actor.node, w.actor.generation, w.replicas, w.outcome.ids
+        ),
+        N::Refused { slot, req, reason } => format!("slot {slot:>3} write {req} refused: {reason}"),
+    }
 }

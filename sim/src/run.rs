@@ -16,15 +16,17 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::bounds::{Bounds, FALSE_DOWN_MAX_LOSS};
+use crate::checkers::state_convergence::StateProbe;
 use crate::checkers::{self, Checker, FaultNote, Phase, World};
 use crate::cluster::{Cluster, ClusterConfig, Ev};
 use crate::faults::{self, Candidates, Control, FaultParams, Plan};
 use crate::network::{Partition, PartitionKind};
 use crate::planted::PlantedBug;
 use crate::queue::VTime;
-use crate::report::RunReport;
+use crate::report::{RunReport, describe_event, describe_note, event_kind, fault_kind};
 use crate::trace::{Fnv1a, TraceKind};
 use crate::truth::Truth;
+use crate::workload::{DEFAULT_WRITES_PER_SEC, Workload};
 
 /// Checkers tick (and disks persist) this often in virtual time.
 pub const CHECK_TICK: Duration = Duration::from_millis(100);
@@ -41,6 +43,8 @@ const STREAM_PARAMS: u64 = 1;
 const STREAM_NETWORK: u64 = 2;
 const STREAM_NODES: u64 = 3;
 const STREAM_FAULTS: u64 = 4;
+const STREAM_WORKLOAD: u64 = 6;
+const STREAM_DISK: u64 = 7;
 
 /// Everything that defines a run; with the build, it defines the trace.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +72,10 @@ pub struct RunConfig {
     /// fail the final check, so a cap shortens a run without hiding
     /// anything. `None` waits the full bounds.
     pub liveness_cap: Option<Duration>,
+    /// Managers hold replicated state (`--no-state` turns it off).
+    pub state: bool,
+    /// Mean client writes per virtual second during the safety phase.
+    pub writes_per_sec: u32,
 }
 
 impl RunConfig {
@@ -85,6 +93,8 @@ impl RunConfig {
             log: false,
             script: Vec::new(),
             liveness_cap: None,
+            state: true,
+            writes_per_sec: DEFAULT_WRITES_PER_SEC,
         }
     }
 
@@ -142,6 +152,9 @@ struct Runner {
     liveness_cap: Option<Duration>,
     /// Node events seen, by kind.
     events_by_kind: BTreeMap<&'static str, u64>,
+    workload: Workload,
+    /// The live managers' replicas compared, on the tick after the heal.
+    state_probe: StateProbe,
 }
 
 /// Runs one simulation to the end.
@@ -156,15 +169,19 @@ pub fn run(config: &RunConfig) -> RunReport {
         net: params.net.clone(),
         drift_max_ppm: params.drift_max_ppm,
         bug: config.bug,
+        state: config.state,
     };
     let members = config.members();
-    let cluster = Cluster::new(&cluster_config, stream(config.seed, STREAM_NETWORK), stream(config.seed, STREAM_NODES));
+    let (net, nodes, disk) =
+        (stream(config.seed, STREAM_NETWORK), stream(config.seed, STREAM_NODES), stream(config.seed, STREAM_DISK));
+    let cluster = Cluster::new(&cluster_config, net, nodes, disk);
+    let writes = if config.state { config.writes_per_sec } else { 0 };
     let mut truth = Truth::new(members);
     truth.set_lossy(params.net.loss > FALSE_DOWN_MAX_LOSS, Duration::ZERO);
     let mut r = Runner {
         cluster,
         truth,
-        bounds: Bounds::new(&config.timing, members),
+        bounds: Bounds::new(&config.timing, members, config.managers),
         params,
         checkers: checkers::all(),
         phase: Phase::Safety,
@@ -181,9 +198,14 @@ pub fn run(config: &RunConfig) -> RunReport {
         script: config.script.clone(),
         liveness_cap: config.liveness_cap,
         events_by_kind: BTreeMap::new(),
+        workload: Workload::new(stream(config.seed, STREAM_WORKLOAD), writes),
+        state_probe: StateProbe::default(),
     };
     for (i, (at, _)) in config.script.iter().enumerate() {
         r.cluster.schedule(*at, Control::Scripted(i));
+    }
+    if let Some(gap) = r.workload.next_gap() {
+        r.cluster.schedule(gap, Control::Write);
     }
     let heal_at = Duration::from_secs(config.virtual_secs);
     let end_at = r.play(heal_at, config.probe_crash);
@@ -198,6 +220,7 @@ impl Runner {
             cluster: &self.cluster,
             truth: &self.truth,
             bounds: &self.bounds,
+            state: &self.state_probe,
         }
     }
 
@@ -245,6 +268,12 @@ impl Runner {
                 if !settled && now < heal_at + self.bounds.convergence.min(cap) {
                     return stage;
                 }
+                // The probe crash waits for the state too, so that the
+                // acknowledged writes are checked with every manager up.
+                let state_bound = self.bounds.state_convergence(self.state_ops_at_heal()).min(cap);
+                if !self.state_probe.converged() && now < heal_at + state_bound {
+                    return stage;
+                }
                 if probe && self.probe_crash() {
                     return Stage::Probed { at: now };
                 }
@@ -270,8 +299,12 @@ impl Runner {
         self.deliver_events();
     }
 
-    /// Hands every event the nodes emitted to every checker.
+    /// Hands every event the nodes emitted, and every note about client
+    /// writes, to every checker.
     fn deliver_events(&mut self) {
+        if !self.cluster.state_notes.is_empty() {
+            self.deliver_notes();
+        }
         if self.cluster.outbox.is_empty() {
             return;
         }
@@ -294,6 +327,48 @@ impl Runner {
         self.checkers = checkers;
     }
 
+    fn deliver_notes(&mut self) {
+        let notes = std::mem::take(&mut self.cluster.state_notes);
+        let mut checkers = std::mem::take(&mut self.checkers);
+        let world = self.world();
+        for note in &notes {
+            if self.log {
+                println!("{:>10.3}s {}", world.now.as_secs_f64(), describe_note(note));
+            }
+            for c in &mut checkers {
+                c.on_state(&world, note);
+            }
+        }
+        for note in &notes {
+            self.workload.observe(note);
+        }
+        self.checkers = checkers;
+    }
+
+    /// Issues the next client write on a random live manager, and schedules
+    /// the one after, as long as the safety phase lasts.
+    fn write(&mut self) {
+        if self.phase != Phase::Safety {
+            return;
+        }
+        let live: Vec<usize> = (0..self.cluster.slots.len())
+            .filter(|&s| self.cluster.slots[s].node().is_some_and(|n| n.state().is_some()) && self.cluster.slots[s].is_live())
+            .collect();
+        if let Some(slot) = self.workload.pick(&live) {
+            let (cmd, replicas) = self.workload.next_command();
+            self.cluster.command(slot, cmd, replicas);
+        }
+        if let Some(gap) = self.workload.next_gap() {
+            let now = self.cluster.now();
+            self.cluster.schedule(now + gap, Control::Write);
+        }
+    }
+
+    /// Operations in the largest live replica (sizes the state bound).
+    fn state_ops_at_heal(&self) -> u64 {
+        self.world().live_replicas().map(|(_, st)| st.replica.version().values().sum::<u64>()).max().unwrap_or(0)
+    }
+
     fn note(&mut self, note: FaultNote) {
         let mut checkers = std::mem::take(&mut self.checkers);
         let world = self.world();
@@ -310,6 +385,9 @@ impl Runner {
         }
         if self.ticks.is_multiple_of(PERSIST_EVERY_TICKS) {
             self.cluster.persist();
+        }
+        if self.phase == Phase::Liveness {
+            self.state_probe.sample(&self.cluster);
         }
         if self.joined_at.is_none() && checkers::convergence::settled(&self.world(), Duration::ZERO, Duration::ZERO) {
             let now = self.cluster.now();
@@ -350,6 +428,7 @@ impl Runner {
         let now = self.cluster.now();
         match control {
             Control::NextFault => self.inject(),
+            Control::Write => self.write(),
             Control::Scripted(i) => {
                 if self.phase == Phase::Safety {
                     self.apply(self.script[i].1);
@@ -429,10 +508,10 @@ impl Runner {
             Plan::Crash { slot, keep_disk, downtime_ms } => {
                 let identity = self.cluster.slots[slot].identity().cloned().expect("crash picks a running slot");
                 self.trace_fault(slot, if keep_disk { "crash" } else { "crash-lose-disk" });
-                self.cluster.crash(slot, keep_disk);
+                let lost_disk = self.cluster.crash(slot, keep_disk);
                 let epoch = self.cluster.slots[slot].epoch;
                 self.cluster.schedule(now + ms(downtime_ms), Control::Restart { slot, epoch });
-                self.note(FaultNote::Crash { slot, identity });
+                self.note(FaultNote::Crash { slot, identity, lost_disk });
             }
             Plan::Leave { slot, downtime_ms } => {
                 let identity = self.cluster.slots[slot].identity().cloned().expect("leave picks a running slot");
@@ -546,7 +625,7 @@ impl Runner {
         let identity = self.cluster.slots[slot].identity().cloned().expect("live slot runs");
         self.trace_fault(slot, "probe-crash");
         self.cluster.crash(slot, true);
-        self.note(FaultNote::Crash { slot, identity });
+        self.note(FaultNote::Crash { slot, identity, lost_disk: None });
         true
     }
 
@@ -580,56 +659,5 @@ impl Runner {
             events_by_kind: self.events_by_kind.clone(),
             steady_msgs_per_member_sec: steady,
         }
-    }
-}
-
-/// A node event's kind, for counting.
-fn event_kind(event: &jujud::core::Event) -> &'static str {
-    use jujud::core::Event as E;
-    match event {
-        E::MemberUp(_) => "up",
-        E::MemberDown { left: false, .. } => "down",
-        E::MemberDown { left: true, .. } => "left",
-        E::Renamed { .. } => "renamed",
-        E::Active => "active",
-        E::Idle => "idle",
-        E::Rejoined(_) => "rejoined",
-        E::Notice(_) => "notice",
-        #[allow(unreachable_patterns)]
-        _ => "other",
-    }
-}
-
-/// One node event as a log line.
-fn describe_event(event: &jujud::core::Event) -> String {
-    use jujud::core::Event as E;
-    let who = |i: &jujud::core::Identity| format!("{}@{}", i.id, i.generation);
-    match event {
-        E::MemberUp(i) => format!("up {}", who(i)),
-        E::MemberDown { identity, left } => format!("down {}{}", who(identity), if *left { " (left)" } else { "" }),
-        E::Renamed { from, to } => format!("renamed {} -> {}", who(from), who(to)),
-        E::Active => "active".into(),
-        E::Idle => "idle".into(),
-        E::Rejoined(i) => format!("rejoined as {}", who(i)),
-        E::Notice(n) => format!("notice {n:?}"),
-        #[allow(unreachable_patterns)]
-        other => format!("{other:?}"),
-    }
-}
-
-/// Groups a traced fault name into a counter name.
-fn fault_kind(what: &str) -> &'static str {
-    match what {
-        "crash" => "crash (disk kept)",
-        "crash-lose-disk" => "crash (disk lost)",
-        "probe-crash" => "probe crash",
-        "restart" => "restart",
-        "leave" => "leave",
-        "pause" => "pause",
-        "resume" => "resume",
-        "clog" => "clog",
-        "swizzle" => "swizzle step",
-        "heal" => "partition healed",
-        _ => "partition",
     }
 }

@@ -82,6 +82,14 @@ pub enum TraceKind {
     Timer = 4,
     Fault = 5,
     Event = 6,
+    /// A client command handed to a manager.
+    Command = 7,
+    /// Own state operations reported synced.
+    Durable = 8,
+    /// A state message delivered.
+    State = 9,
+    /// A reply to a client command.
+    Reply = 10,
 }
 
 /// The running trace of one simulation.

@@ -168,3 +168,75 @@ fn a_graceful_leave_is_reported_as_left_not_down() {
     assert_eq!(count(&report, "left"), 3, "{}", report.summary());
     assert_eq!(count(&report, "down"), 0, "{}", report.summary());
 }
+
+/// Managers only, no faults but the scripted ones, writing at `rate`.
+fn writing(managers: usize, secs: u64, rate: u32, script: Vec<(Duration, Plan)>) -> RunConfig {
+    RunConfig { writes_per_sec: rate, ..scripted(managers, 0, secs, script) }
+}
+
+fn figure(report: &RunReport, checker: &str) -> String {
+    report.figures.iter().filter(|(c, _)| *c == checker).map(|(_, f)| f.value.clone()).collect()
+}
+
+#[test]
+fn replicas_written_on_both_sides_of_a_partition_converge_and_keep_every_ack() {
+    let cut = Plan::Partition { kind: PartitionKind::Halves, duration_ms: 600_000 };
+    let report = run(&writing(4, 20, 20, vec![(5 * S, cut)]));
+    assert_passes(&report);
+    assert!(report.cluster.writes_done > 200, "{}", report.summary());
+    assert_eq!(report.sorted_samples("state-converged").len(), 1, "{}", report.summary());
+    assert!(figure(&report, "no-lost-acks").contains("presence checked"), "{}", report.summary());
+    assert!(!figure(&report, "wait-replicated").starts_with("0 "), "{}", report.summary());
+}
+
+#[test]
+fn writes_whose_only_disk_was_lost_are_excused_and_nothing_else_is() {
+    let crashes: Vec<(Duration, Plan)> = (1..=8)
+        .map(|i| (i * 2 * S + Duration::from_millis(1), Plan::Crash { slot: 0, keep_disk: i % 2 == 0, downtime_ms: 300 }))
+        .collect();
+    let report = run(&writing(2, 20, 100, crashes));
+    assert_passes(&report);
+    assert!(report.cluster.disk_batches > 1_000, "{}", report.summary());
+}
+
+#[test]
+fn no_lost_acks_checker_catches_durable_reported_before_the_sync() {
+    // A crash every 250 ms: some come while an acknowledged batch is
+    // still unsynced (writes every 10 ms on average, fsyncs of 0.5-5 ms).
+    let crashes: Vec<(Duration, Plan)> = (4..44)
+        .map(|i| (i * S / 4 + Duration::from_millis(1), Plan::Crash { slot: 0, keep_disk: true, downtime_ms: 100 }))
+        .collect();
+    let config = RunConfig { bug: Some(PlantedBug::EarlyDurable), ..writing(1, 12, 100, crashes.clone()) };
+    let report = run(&config);
+    let lost = report.violations.iter().find(|v| v.invariant == "no-lost-acks").expect("no-lost-acks must fire");
+    assert!(lost.detail.contains("kept its disk, which lost write"), "{lost}");
+    // The same run without the bug keeps every acknowledged write.
+    assert_passes(&run(&writing(1, 12, 100, crashes)));
+}
+
+#[test]
+fn no_lost_acks_checker_catches_a_recovery_that_drops_a_synced_write() {
+    // One manager: no other replica can bring the write back.
+    let crashes = (1..=5).map(|i| (i * 2 * S, Plan::Crash { slot: 0, keep_disk: true, downtime_ms: 100 })).collect();
+    let config = RunConfig { bug: Some(PlantedBug::RestoreDropsTail), ..writing(1, 12, 20, crashes) };
+    let report = run(&config);
+    let lost = report.violations.iter().find(|v| v.invariant == "no-lost-acks").expect("no-lost-acks must fire");
+    assert!(lost.detail.contains("missing from the converged state"), "{lost}");
+}
+
+#[test]
+fn state_convergence_checker_catches_state_messages_never_delivered() {
+    let config = RunConfig { bug: Some(PlantedBug::DropState), ..writing(3, 10, 20, Vec::new()) };
+    let report = run(&config);
+    let v = report.violations.iter().find(|v| v.invariant == "state-convergence").expect("state-convergence must fire");
+    assert!(v.detail.contains("not converged"), "{v}");
+    assert!(!broken(&report).contains("convergence"), "membership is unaffected: {}", report.summary());
+}
+
+#[test]
+fn wait_replicated_checker_catches_acks_on_forged_confirmations() {
+    let config = RunConfig { bug: Some(PlantedBug::ForgeHave), ..writing(3, 10, 20, Vec::new()) };
+    let report = run(&config);
+    assert!(broken(&report).contains("wait-replicated"), "{}", report.summary());
+    assert!(!broken(&report).contains("state-convergence"), "anti-entropy still spreads every write");
+}

@@ -123,7 +123,7 @@ impl Checker for Detection {
         for p in &mut self.pending {
             p.observers.remove(&gone);
         }
-        let FaultNote::Crash { slot, identity } = note else { return };
+        let FaultNote::Crash { slot, identity, .. } = note else { return };
         let observers = world
             .cluster
             .slots

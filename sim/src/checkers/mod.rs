@@ -15,15 +15,21 @@ pub mod convergence;
 pub mod detection;
 pub mod false_down;
 pub mod generations;
+pub mod no_lost_acks;
+pub mod state_convergence;
+pub mod wait_replicated;
 
 use std::fmt;
 
+use jujud::core::state::{StateSync, VersionVector};
 use jujud::core::{Event, Identity, NodeId};
 
 use crate::bounds::Bounds;
 use crate::cluster::Cluster;
 use crate::queue::VTime;
 use crate::truth::Truth;
+use crate::workload::StateNote;
+use state_convergence::StateProbe;
 
 /// The two phases of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,10 +43,12 @@ pub enum Phase {
 /// What the run loop did to the world, told to checkers after it is done.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FaultNote {
-    /// The process in `slot`, which was `identity`, was killed.
+    /// The process in `slot`, which was `identity`, was killed. If its
+    /// disk was lost too, `lost_disk` is what that disk held durably.
     Crash {
         slot: usize,
         identity: Identity,
+        lost_disk: Option<VersionVector>,
     },
     /// The process in `slot` left gracefully and exited.
     Leave {
@@ -65,6 +73,9 @@ pub struct World<'a> {
     pub cluster: &'a Cluster,
     pub truth: &'a Truth,
     pub bounds: &'a Bounds,
+    /// Whether the live managers' replicas agree (sampled on the tick in
+    /// the liveness phase only).
+    pub state: &'a StateProbe,
 }
 
 impl World<'_> {
@@ -82,6 +93,16 @@ impl World<'_> {
     pub fn id_of(&self, slot: usize) -> NodeId {
         self.cluster.slots[slot].disk.id
     }
+
+    /// Running, unpaused managers holding state, with their state.
+    pub fn live_replicas(&self) -> impl Iterator<Item = (usize, &StateSync)> + '_ {
+        live_replicas(self.cluster)
+    }
+}
+
+/// Running, unpaused managers holding state, with their state.
+pub fn live_replicas(cluster: &Cluster) -> impl Iterator<Item = (usize, &StateSync)> + '_ {
+    cluster.slots.iter().enumerate().filter(|(_, s)| s.is_live()).filter_map(|(i, s)| Some((i, s.node()?.state()?)))
 }
 
 /// One broken invariant.
@@ -145,6 +166,8 @@ pub trait Checker: Send {
     fn on_event(&mut self, _world: &World<'_>, _slot: usize, _event: &Event) {}
     /// The run loop applied a fault or a recovery.
     fn on_fault(&mut self, _world: &World<'_>, _note: &FaultNote) {}
+    /// Something happened to a client write (issued, acknowledged, refused).
+    fn on_state(&mut self, _world: &World<'_>, _note: &StateNote) {}
     /// The phase changed (to the liveness phase: faults stopped, healed).
     fn on_phase(&mut self, _world: &World<'_>) {}
     /// Called every `CHECK_TICK` of virtual time.
@@ -170,6 +193,9 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(detection::Detection::default()),
         Box::new(false_down::FalseDown::default()),
         Box::new(generations::Generations::default()),
+        Box::new(state_convergence::StateConvergence::default()),
+        Box::new(no_lost_acks::NoLostAcks::default()),
+        Box::new(wait_replicated::WaitReplicated::default()),
     ]
 }
 
