@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use jujud::core::state::{Actor, VersionVector};
+use jujud::core::state::VersionVector;
 use jujud::core::{Event, Identity, Input, Node, NodeConfig, NodeId, Output, PeerCert, Role, Timer, Timing};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -161,6 +161,10 @@ pub struct ClusterStats {
     pub disk_batches: u64,
     pub disk_snapshots: u64,
     pub disk_lost_unsynced: u64,
+    /// Manager restarts that rebuilt the replica from a snapshot (plus the
+    /// batches after it), and from batches alone.
+    pub restores_from_snapshot: u64,
+    pub restores_from_log: u64,
 }
 
 /// How to build a cluster.
@@ -210,7 +214,7 @@ pub struct Cluster {
     /// The request whose command is being handled right now.
     issuing: Option<u64>,
     /// Every node-id tag (top 16 bits) ever used: the model's ids embed the
-    /// tag, and the runtime's join refuses a node id whose tag is known.
+    /// tag, so none is drawn twice (see `fresh_disk`).
     tags: std::collections::BTreeSet<u16>,
 }
 
@@ -378,15 +382,8 @@ impl Cluster {
         s.disk.generation += 1;
         s.started_at = now;
         let identity = Identity { id: s.disk.id, addr: s.addr, role: s.role, generation: s.disk.generation };
-        // A restart is a new actor: the node id at its new generation.
-        let holds_state = self.state_enabled && s.role == Role::Manager;
-        let actor = Actor { node: s.disk.id.0, generation: s.disk.generation };
-        let drop_tail = self.bug == Some(PlantedBug::RestoreDropsTail);
-        let state = holds_state.then(|| s.disk.state.restore(actor, drop_tail));
-        debug_assert!(
-            drop_tail || state.as_ref().is_none_or(|r| r.version() == s.disk.state.durable_at(now)),
-            "the disk model's durable version differs from what a restart recovers"
-        );
+        let state = self.recover_state(slot);
+        let s = &mut self.slots[slot];
         let config = NodeConfig {
             identity,
             timing: self.timing.clone(),
@@ -439,8 +436,8 @@ impl Cluster {
             s.disk.known_peers = p.node.known_peers();
         }
         s.epoch += 1;
-        // The exit does not wait for syncs in flight: like a crash.
-        self.stats.disk_lost_unsynced += s.disk.state.crash(now);
+        // The exit waits for the syncs in flight.
+        s.disk.state.flush(now);
         self.abandon_requests(slot);
     }
 
@@ -597,8 +594,9 @@ pub fn slot_addr(slot: usize) -> SocketAddr {
 }
 
 /// A new machine's disk: a random node id whose tag (top 16 bits) no node
-/// of the run ever had, as the runtime's join would insist (ids the model
-/// allocates embed the tag, so a reused tag would reuse entity ids).
+/// of the run ever had (ids the model allocates embed the tag, so a reused
+/// tag would reuse entity ids; the runtime's join refuses only the tags of
+/// members it can see, and a collision is about 1 in 65,536 per pair).
 fn fresh_disk(rng: &mut ChaCha8Rng, tags: &mut std::collections::BTreeSet<u16>) -> Disk {
     loop {
         let id = NodeId(rng.random());

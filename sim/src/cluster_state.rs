@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jujud::core::state::sync::{self, StateMsg};
-use jujud::core::state::{Actor, Command, Stamped, WriteResult};
+use jujud::core::state::{Actor, Command, Replica, Stamped, WriteResult};
 use jujud::core::{Identity, Input, PeerCert, Role};
 use rand::RngExt;
 
@@ -71,6 +71,28 @@ impl Cluster {
         self.drain(slot);
         self.issuing = None;
         Some(req)
+    }
+
+    /// The replica a manager starts with, rebuilt from its disk as the
+    /// runtime does, writing as a new actor (the node id at its new
+    /// generation); `None` for a member that holds no state.
+    pub(super) fn recover_state(&mut self, slot: usize) -> Option<Replica> {
+        let now = self.now();
+        let s = &self.slots[slot];
+        if !self.state_enabled || s.role != Role::Manager {
+            return None;
+        }
+        let actor = Actor { node: s.disk.id.0, generation: s.disk.generation };
+        let drop_tail = self.bug == Some(PlantedBug::RestoreDropsTail);
+        let replica = s.disk.state.restore(actor, drop_tail);
+        debug_assert!(
+            drop_tail || replica.version() == s.disk.state.durable_at(now),
+            "the disk model's durable version differs from what a restart recovers"
+        );
+        let from_snapshot = s.disk.state.has_snapshot();
+        self.stats.restores_from_snapshot += u64::from(from_snapshot);
+        self.stats.restores_from_log += u64::from(!from_snapshot && !s.disk.state.is_empty());
+        Some(replica)
     }
 
     /// One fsync delay, from the seed's disk stream.

@@ -24,12 +24,12 @@ pub const FSYNC_MIN_US: u64 = 500;
 /// Longest simulated fsync, in microseconds.
 pub const FSYNC_MAX_US: u64 = 5_000;
 
-/// A snapshot is written after this many batches since the last one, as
-/// the runtime does after `SNAPSHOT_EVERY_RECORDS` (50,000); smaller here so
-/// that restarts from a snapshot plus a tail happen in every long run, and
-/// so that the log (the replay on restart) stays bounded. The log holds at
-/// most about this many entries past the last synced snapshot.
-pub const SNAPSHOT_EVERY_RECORDS: u64 = 4_096;
+/// A snapshot is written after this many operations since the last one,
+/// as the runtime does after `SNAPSHOT_EVERY_OPS` (100,000); smaller here
+/// so that restarts from a snapshot plus a tail happen in long runs, and so
+/// that the log (the replay on restart) stays bounded: it holds at most
+/// about this many operations past the last synced snapshot.
+pub const SNAPSHOT_EVERY_OPS: u64 = 256;
 
 /// What one log entry holds.
 #[derive(Clone, Debug)]
@@ -86,7 +86,7 @@ fn fold_into(vv: &mut VersionVector, content: &Content) {
 impl StateDisk {
     /// Appends a batch; returns when its sync completes.
     pub fn append_ops(&mut self, now: VTime, ops: Vec<Stamped>, fsync: Duration) -> VTime {
-        self.since_snapshot += 1;
+        self.since_snapshot += ops.len() as u64;
         self.append(now, Content::Ops(ops), fsync)
     }
 
@@ -104,9 +104,9 @@ impl StateDisk {
         synced_at
     }
 
-    /// Whether enough batches were written since the last snapshot.
+    /// Whether enough operations were written since the last snapshot.
     pub fn snapshot_due(&self) -> bool {
-        self.since_snapshot >= SNAPSHOT_EVERY_RECORDS
+        self.since_snapshot >= SNAPSHOT_EVERY_OPS
     }
 
     /// Folds the entries synced by `now`; once a snapshot is synced, the
@@ -130,6 +130,17 @@ impl StateDisk {
         self.entries.truncate(self.folded);
         self.last_sync = self.entries.back().map_or(Duration::ZERO, |e| e.synced_at);
         lost
+    }
+
+    /// A graceful exit: the runtime waits `LEAVE_FLUSH_MS` (300 ms) before
+    /// it exits, far longer than an fsync, so every entry submitted so far
+    /// is synced now (no process runs on this disk until a restart).
+    pub fn flush(&mut self, now: VTime) {
+        for e in self.entries.iter_mut().skip(self.folded) {
+            e.synced_at = e.synced_at.min(now);
+        }
+        self.last_sync = self.last_sync.min(now);
+        self.fold(now);
     }
 
     /// The highest operation of `actor` that a crash at `now` would keep.
@@ -169,13 +180,19 @@ impl StateDisk {
             Some(Content::Snapshot(snap)) => Replica::from_snapshot(me, (**snap).clone()),
             _ => Replica::new(me),
         };
-        let end = self.entries.len() - usize::from(skip_last && self.entries.back().is_some_and(|e| matches!(e.content, Content::Ops(_))));
+        let end = self.entries.len()
+            - usize::from(skip_last && self.entries.back().is_some_and(|e| matches!(e.content, Content::Ops(_))));
         for e in self.entries.iter().take(end).skip(start.map_or(0, |i| i + 1)) {
             if let Content::Ops(ops) = &e.content {
                 replica.apply_remote(ops.clone());
             }
         }
         replica
+    }
+
+    /// Whether a restart would start from a snapshot.
+    pub fn has_snapshot(&self) -> bool {
+        self.entries.iter().any(|e| matches!(e.content, Content::Snapshot(_)))
     }
 
     /// Entries held (for the summary).

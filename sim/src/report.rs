@@ -143,7 +143,7 @@ impl RunReport {
 /// The replicated state's counters, as one summary line.
 fn state_line(c: &ClusterStats) -> String {
     format!(
-        "writes: issued {} done {} refused {} abandoned {} skipped {}; state messages {} ({} KiB, {} undelivered); disk batches {} snapshots {} lost unsynced {}",
+        "writes: issued {} done {} refused {} abandoned {} skipped {}; state messages {} ({} KiB, {} undelivered); disk batches {} snapshots {} lost unsynced {}; restarts from a snapshot {}, from the log alone {}",
         c.writes_issued,
         c.writes_done,
         c.writes_refused,
@@ -154,7 +154,9 @@ fn state_line(c: &ClusterStats) -> String {
         c.state_undelivered,
         c.disk_batches,
         c.disk_snapshots,
-        c.disk_lost_unsynced
+        c.disk_lost_unsynced,
+        c.restores_from_snapshot,
+        c.restores_from_log
     )
 }
 

@@ -352,7 +352,9 @@ impl Runner {
             return;
         }
         let live: Vec<usize> = (0..self.cluster.slots.len())
-            .filter(|&s| self.cluster.slots[s].node().is_some_and(|n| n.state().is_some()) && self.cluster.slots[s].is_live())
+            .filter(|&s| {
+                self.cluster.slots[s].node().is_some_and(|n| n.state().is_some()) && self.cluster.slots[s].is_live()
+            })
             .collect();
         if let Some(slot) = self.workload.pick(&live) {
             let (cmd, replicas) = self.workload.next_command();

@@ -101,7 +101,10 @@ impl NoLostAcks {
             for &i in idxs {
                 let t = &mut self.writes[i];
                 if t.excused.is_none() && t.write.seq <= upto && t.write.seq > elsewhere {
-                    t.excused = Some(format!("its only disk copy was lost with slot {slot} at {:.3}s", world.now.as_secs_f64()));
+                    t.excused = Some(format!(
+                        "its only disk copy was lost with slot {slot} at {:.3}s",
+                        world.now.as_secs_f64()
+                    ));
                 }
             }
         }

@@ -107,7 +107,10 @@ impl StateProbe {
             } else {
                 continue;
             };
-            return Verdict::Diverged { detail: format!("slot {first} and slot {other} hold {what}"), slots: vec![*first, *other] };
+            return Verdict::Diverged {
+                detail: format!("slot {first} and slot {other} hold {what}"),
+                slots: vec![*first, *other],
+            };
         }
         Verdict::Converged
     }
