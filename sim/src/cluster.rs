@@ -391,6 +391,7 @@ impl Cluster {
             seeds: self.seeds.clone(),
             known_peers: s.disk.known_peers.clone(),
             state,
+            agent: None,
         };
         let mut node = Node::new(config);
         node.start(clock.local(now));
@@ -491,6 +492,9 @@ impl Cluster {
                 Output::SendState { to, bytes } => self.send_state(slot, to, bytes),
                 Output::Reply { req, result } => self.reply(slot, req, result),
                 Output::SnapshotNeeded => self.snapshot_state(slot),
+                // Agents here run membership only (no agent role yet).
+                Output::OpenSession { .. } | Output::SessionSend { .. } | Output::CloseSession { .. } => {}
+                Output::Workload(_) | Output::SaveManagers(_) => {}
             }
         }
         self.scratch = outs;

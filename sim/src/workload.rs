@@ -238,6 +238,7 @@ pub fn effects(w: &AckedWrite) -> Vec<(String, Expect)> {
             pairs.iter().map(|(k, v)| (format!("a/{app}/config/{k}"), val(v))).collect()
         }
         Command::SetController { key, value } => vec![(format!("c/{key}"), val(value))],
+        Command::ClaimMachine { machine, agent } => vec![(format!("m/{machine}/agent"), val(agent))],
     }
 }
 

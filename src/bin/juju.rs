@@ -128,6 +128,7 @@ fn main() -> ExitCode {
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let answer: Result<_, ClientError> = rt.block_on(client::request(&file, cli.endpoint, req));
+    let seeds = file.endpoints.clone();
     match answer {
         Ok((_, Response::Error(msg))) => {
             eprintln!("juju: the manager refused: {msg}");
@@ -137,7 +138,7 @@ fn main() -> ExitCode {
             if let Response::Members { members, .. } | Response::Status { members, .. } = &resp {
                 refresh_endpoints(&path, &file, members);
             }
-            print(cli.format, &cli.command, &resp)
+            print(cli.format, &cli.command, &resp, &seeds)
         }
         Err(e) => {
             eprintln!("juju: {e}");
@@ -163,7 +164,7 @@ fn refresh_endpoints(path: &PathBuf, file: &ClientFile, members: &[MemberRow]) {
     }
 }
 
-fn print(format: Format, command: &Command, resp: &Response) -> ExitCode {
+fn print(format: Format, command: &Command, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
     let json = |v: &dyn erased::Ser| println!("{}", v.json());
     match (format, resp) {
         (_, Response::Status { status, .. }) if matches!(command, Command::Config { .. }) => {
@@ -194,6 +195,7 @@ fn print(format: Format, command: &Command, resp: &Response) -> ExitCode {
             for id in &outcome.ids {
                 println!("{id}");
             }
+            eprint!("{}", render::agent_commands(&outcome.tokens, seeds));
         }
         (_, Response::Done) => println!("done"),
         (_, Response::Error(msg)) => eprintln!("{msg}"),

@@ -2,7 +2,7 @@
 //! signals, and calls into the library.
 
 use clap::{Parser, Subcommand};
-use jujud::config::{self, PeerArgs};
+use jujud::config::{self, AgentArgs, PeerArgs};
 
 #[derive(Parser)]
 #[command(name = "jujud", version, about = "A peer-to-peer, highly available control plane for Juju")]
@@ -16,13 +16,19 @@ enum Command {
     /// Run a manager: create a cluster, join one with --join and --token, or
     /// rejoin with the identity stored in --data-dir.
     Peer(PeerArgs),
+    /// Run a machine agent: join once with the machine's token (from
+    /// `juju add-machine`), then rejoin with the identity in --data-dir.
+    Agent(AgentArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let Command::Peer(args) = cli.command;
     let env = |k: &str| std::env::var(k).ok();
-    let cfg = match config::resolve(&args, &env) {
+    let (cfg, agent) = match &cli.command {
+        Command::Peer(args) => (config::resolve(args, &env), false),
+        Command::Agent(args) => (args.resolve(&env), true),
+    };
+    let cfg = match cfg {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("jujud: {e}");
@@ -31,7 +37,14 @@ fn main() -> std::process::ExitCode {
     };
     jujud::logging::init(cfg.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    // An agent is small and mostly idle: one thread keeps its footprint low
+    // (and its workloads' parent-death signal tied to that one thread).
+    let rt = if agent {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+    }
+    .expect("tokio runtime");
     rt.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -39,10 +52,15 @@ fn main() -> std::process::ExitCode {
             tracing::info!("signal received: leaving the cluster");
             let _ = tx.send(true);
         });
-        match jujud::runtime::server::run_peer(cfg, rx).await {
+        let result = if agent {
+            jujud::runtime::agent::run_agent(cfg, rx).await.map_err(|e| e.to_string())
+        } else {
+            jujud::runtime::server::run_peer(cfg, rx).await.map_err(|e| e.to_string())
+        };
+        match result {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!(error = %e, "jujud peer failed");
+                tracing::error!(error = %e, "jujud failed");
                 eprintln!("jujud: {e}");
                 std::process::ExitCode::FAILURE
             }

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::agent::{WorkloadCmd, WorkloadEvent};
 use super::identity::{Identity, NodeId, Role};
 use super::notices::Notice;
 use super::state::{Command, Stamped, WriteResult};
@@ -42,6 +43,17 @@ pub enum Input {
     Durable { seq: u64 },
     /// A state message from a manager, as bytes off a stream.
     State { from: PeerCert, bytes: Vec<u8> },
+    /// An agent session came up: on an agent, the one it asked for with
+    /// [`Output::OpenSession`] (`peer` is the manager that answered); on a
+    /// manager, one an agent opened (`machine` is what the agent's
+    /// certificate names).
+    SessionOpened { session: u64, peer: PeerCert, machine: Option<String> },
+    /// The session closed, or (on an agent) could not be opened at all.
+    SessionClosed { session: u64 },
+    /// A message arrived on the session, as bytes.
+    SessionData { session: u64, bytes: Vec<u8> },
+    /// What became of a workload this agent asked for.
+    Workload(WorkloadEvent),
 }
 
 /// A timer: deliver it back as [`Input::Timer`] at `at` (or later).
@@ -62,6 +74,11 @@ pub(crate) enum TimerKind {
     Housekeeping,
     /// State anti-entropy and write deadlines.
     AntiEntropy,
+    /// An agent's restarts, session retries and reports; stale when the
+    /// token is not current.
+    Agent(u64),
+    /// A manager recomputes the assignments of the agents it serves.
+    Assign,
 }
 
 impl Timer {
@@ -78,6 +95,8 @@ impl Timer {
             TimerKind::Rejoin(_) => "rejoin",
             TimerKind::Housekeeping => "housekeeping",
             TimerKind::AntiEntropy => "anti-entropy",
+            TimerKind::Agent(_) => "agent",
+            TimerKind::Assign => "assign",
         }
     }
 }
@@ -103,6 +122,19 @@ pub enum Output {
     Reply { req: u64, result: WriteResult },
     /// A full state was merged; the driver should write a snapshot soon.
     SnapshotNeeded,
+    /// Agents: open session `session` with the first of `candidates` that
+    /// answers as a manager (with that node id, when one is given); report
+    /// [`Input::SessionOpened`] or [`Input::SessionClosed`].
+    OpenSession { session: u64, candidates: Vec<(SocketAddr, Option<NodeId>)> },
+    /// Send these bytes as one message on the session.
+    SessionSend { session: u64, bytes: Vec<u8> },
+    /// Close the session (after what was sent on it has gone out).
+    CloseSession { session: u64 },
+    /// Agents: start or stop a workload.
+    Workload(WorkloadCmd),
+    /// Agents: the live managers' addresses changed; remember them (the
+    /// list is never empty).
+    SaveManagers(Vec<SocketAddr>),
 }
 
 /// A change that the driver may log, persist or show.

@@ -1,6 +1,7 @@
 //! The sans-IO core: everything a manager decides, with no I/O at all.
 //! The simulator and the tokio runtime drive exactly this code.
 
+pub mod agent;
 pub mod codec;
 pub mod health;
 pub mod identity;

@@ -16,9 +16,11 @@ use foca::{Foca, Notification, Runtime};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::agent::role::AgentRole;
+use super::agent::serve::AgentSessions;
 use super::codec::BincodeCodec;
 use super::health::LocalHealth;
-use super::identity::{Identity, NodeId};
+use super::identity::{Identity, NodeId, Role};
 use super::io::{Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer, TimerKind};
 use super::notices::{Notice, NoticeBook, NoticeHandler};
 use super::rejoin::Rejoin;
@@ -52,6 +54,18 @@ pub struct NodeConfig {
     /// The replicated state, for managers (recovered from disk by the
     /// driver); `None` for members that hold no state.
     pub state: Option<Replica>,
+    /// For machine agents: which machine this agent runs, and the address
+    /// it reports. `None` on managers.
+    pub agent: Option<AgentSpec>,
+}
+
+/// What an agent is, beyond its membership identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSpec {
+    /// The machine id its certificate names.
+    pub machine: String,
+    /// The address shown for the machine in `juju status`.
+    pub address: String,
 }
 
 type Swim = Foca<Identity, BincodeCodec, ChaCha8Rng, NoticeHandler>;
@@ -110,6 +124,19 @@ pub struct Node {
     state: Option<StateSync>,
     /// foca's current piggyback count (scaled with the cluster's size).
     max_transmissions: u8,
+    /// The agent's sessions and workloads (agents only).
+    agent: Option<AgentRole>,
+    /// The agent timer armed: when, and its token (older ones are stale).
+    agent_timer: Option<(Time, u64)>,
+    agent_token: u64,
+    /// A manager or its membership changed: the agent re-reads live managers.
+    managers_changed: bool,
+    /// Agent sessions this manager serves (empty elsewhere).
+    served: AgentSessions,
+    /// The replica changed during this input (assignments may have).
+    state_changed: bool,
+    /// The assignment refresh timer is armed.
+    assign_armed: bool,
 }
 
 impl Node {
@@ -151,6 +178,13 @@ impl Node {
             left: false,
             state: config.state.map(StateSync::new),
             max_transmissions: config.timing.max_transmissions,
+            agent: config.agent.map(|a| AgentRole::new(config.identity.id, a.machine, a.address, config.seeds.clone())),
+            agent_timer: None,
+            agent_token: 0,
+            managers_changed: true,
+            served: AgentSessions::default(),
+            state_changed: false,
+            assign_armed: false,
         }
     }
 
@@ -161,6 +195,8 @@ impl Node {
             self.arm(now, TimerKind::AntiEntropy, Duration::from_millis(ANTI_ENTROPY_PERIOD_MS));
         }
         self.rejoin_round(now);
+        self.start_agent(now);
+        self.after_input(now);
     }
 
     /// This node's identity (its generation changes on forced rejoin).
@@ -260,8 +296,13 @@ impl Node {
             Input::Command { req, cmd, replicas, timeout } => self.on_command(now, req, &cmd, replicas, timeout),
             Input::Durable { seq } => self.on_durable(now, seq),
             Input::State { from, bytes } => self.on_state(now, from, &bytes),
+            Input::SessionOpened { session, peer, machine } => self.on_session_opened(now, session, peer, machine),
+            Input::SessionClosed { session } => self.on_session_closed(now, session),
+            Input::SessionData { session, bytes } => self.on_session_data(now, session, &bytes),
+            Input::Workload(ev) => self.on_workload(now, &ev),
         }
         self.flush(now);
+        self.after_input(now);
     }
 
     fn on_datagram(&mut self, from: PeerCert, bytes: &[u8]) {
@@ -319,6 +360,8 @@ impl Node {
             TimerKind::Rejoin(_) => {}
             TimerKind::Housekeeping => self.housekeeping(now),
             TimerKind::AntiEntropy => self.anti_entropy(now),
+            TimerKind::Agent(token) => self.on_agent_timer(now, token),
+            TimerKind::Assign => self.on_assign_timer(),
         }
     }
 
@@ -476,11 +519,13 @@ impl Node {
         let event = match note {
             N::MemberUp(id) => {
                 self.stats.members_up += 1;
+                self.managers_changed |= id.role == Role::Manager;
                 self.rejoin.remember(&id);
                 Event::MemberUp(id)
             }
             N::MemberDown(id) => {
                 self.stats.members_down += 1;
+                self.managers_changed |= id.role == Role::Manager;
                 if let Some(st) = self.state.as_mut() {
                     st.forget_peer(id.id);
                 }
@@ -489,6 +534,7 @@ impl Node {
                 Event::MemberDown { identity: id, left }
             }
             N::Rename(from, to) => {
+                self.managers_changed |= to.role == Role::Manager;
                 self.rejoin.remember(&to);
                 Event::Renamed { from, to }
             }
@@ -527,6 +573,9 @@ fn departed(book: &NoticeBook, id: &Identity) -> bool {
 
 #[path = "node_state.rs"]
 mod node_state;
+
+#[path = "node_agent.rs"]
+mod node_agent;
 
 #[cfg(test)]
 #[path = "node_tests.rs"]

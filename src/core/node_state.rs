@@ -76,7 +76,8 @@ impl Node {
         self.arm(now, TimerKind::AntiEntropy, Duration::from_millis(ANTI_ENTROPY_PERIOD_MS));
     }
 
-    fn apply_sync_out(&mut self, out: SyncOut) {
+    pub(super) fn apply_sync_out(&mut self, out: SyncOut) {
+        self.state_changed |= !out.persist_own.is_empty() || !out.persist_remote.is_empty() || out.snapshot_needed;
         if !out.persist_own.is_empty() {
             self.push(Output::Persist { ops: out.persist_own, own: true });
         }

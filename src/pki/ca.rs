@@ -188,6 +188,26 @@ impl ClusterCa {
         node_id: u64,
         validity_days: u32,
     ) -> Result<IssuedCert, PkiError> {
+        self.issue_with(role, node_id, None, validity_days)
+    }
+
+    /// Issues a machine agent's certificate: role agent, bound to `machine`
+    /// by a second SAN `<machine>.machine.jujud`, so a manager learns which
+    /// machine an agent may speak for from the certificate alone.
+    pub fn issue_agent(&self, node_id: u64, machine: &str, validity_days: u32) -> Result<IssuedCert, PkiError> {
+        if !valid_machine_label(machine) {
+            return Err(PkiError::BadPeerCert(format!("machine id {machine:?} is not a DNS label")));
+        }
+        self.issue_with(CertRole::Agent, node_id, Some(machine), validity_days)
+    }
+
+    fn issue_with(
+        &self,
+        role: CertRole,
+        node_id: u64,
+        machine: Option<&str>,
+        validity_days: u32,
+    ) -> Result<IssuedCert, PkiError> {
         if validity_days == 0 || validity_days > MAX_CERT_VALIDITY_DAYS {
             return Err(PkiError::BadValidity {
                 days: validity_days,
@@ -203,6 +223,9 @@ impl ClusterCa {
             SanType::DnsName(SERVER_NAME.try_into()?),
             SanType::DnsName(identity_dns_name(role, node_id).try_into()?),
         ];
+        if let Some(m) = machine {
+            params.subject_alt_names.push(SanType::DnsName(machine_dns_name(m).try_into()?));
+        }
         params.distinguished_name = DistinguishedName::new();
         let cn = format!("{}:{node_id:016x}", role.as_str());
         params.distinguished_name.push(DnType::CommonName, cn);
@@ -266,6 +289,43 @@ impl IssuedCert {
 /// The identity SAN of a node: `<node id as 16 lowercase hex>.<role>.jujud`.
 pub fn identity_dns_name(role: CertRole, node_id: u64) -> String {
     format!("{node_id:016x}.{}.{IDENTITY_SAN_SUFFIX}", role.as_str())
+}
+
+/// Last two labels of a machine SAN.
+const MACHINE_SAN_SUFFIX: &str = "machine.jujud";
+/// Longest machine id in a SAN (one DNS label).
+pub const MAX_MACHINE_LABEL_CHARS: usize = 63;
+
+/// Whether `m` can be a machine id in a SAN: 1 to 63 of `[a-z0-9-]`.
+pub fn valid_machine_label(m: &str) -> bool {
+    !m.is_empty() && m.len() <= MAX_MACHINE_LABEL_CHARS && m.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The machine SAN of an agent: `<machine>.machine.jujud`.
+pub fn machine_dns_name(machine: &str) -> String {
+    format!("{machine}.{MACHINE_SAN_SUFFIX}")
+}
+
+/// The machine an agent's certificate is bound to, if it names exactly one.
+/// Parsing only, like [`peer_from_der`]: call it on a verified certificate.
+pub fn machine_from_der(der: &[u8]) -> Result<Option<String>, PkiError> {
+    let x509 = parse_one_cert(der).map_err(PkiError::BadPeerCert)?;
+    let Some(san) = x509.subject_alternative_name().map_err(|e| PkiError::BadPeerCert(format!("subject alternative names: {e}")))? else {
+        return Ok(None);
+    };
+    let mut found: Option<String> = None;
+    for name in &san.value.general_names {
+        let GeneralName::DNSName(dns) = name else { continue };
+        let Some(m) = dns.strip_suffix(MACHINE_SAN_SUFFIX).and_then(|p| p.strip_suffix('.')) else { continue };
+        if !valid_machine_label(m) {
+            continue;
+        }
+        match &found {
+            Some(prev) if prev != m => return Err(PkiError::AmbiguousPeerIdentity),
+            _ => found = Some(m.to_string()),
+        }
+    }
+    Ok(found)
 }
 
 /// Reads the role and node id a certificate claims, from its identity SAN.
@@ -647,6 +707,20 @@ mod tests {
         der.pop();
         for len in 0..der.len() {
             assert!(peer_from_der(&der[..len]).is_err());
+        }
+    }
+
+    #[test]
+    fn agent_certificates_name_their_machine_and_others_name_none() {
+        let ca = ClusterCa::generate("t").unwrap();
+        let agent = ca.issue_agent(0xab, "3-beef", 30).unwrap();
+        let der = agent.cert_der().unwrap();
+        assert_eq!(peer_from_der(&der).unwrap(), (CertRole::Agent, 0xab));
+        assert_eq!(machine_from_der(&der).unwrap().as_deref(), Some("3-beef"));
+        let manager = ca.issue(CertRole::Manager, 0xcd, 30).unwrap();
+        assert_eq!(machine_from_der(&manager.cert_der().unwrap()).unwrap(), None);
+        for bad in ["", "Upper", "has.dot", "under_score", &"x".repeat(64)] {
+            assert!(ca.issue_agent(1, bad, 30).is_err(), "{bad:?}");
         }
     }
 

@@ -27,13 +27,23 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Serves requests on `conn` until it closes.
-pub async fn serve(conn: quinn::Connection, caller: CertRole, shared: Arc<Shared>) {
+/// Serves requests on `conn` until it closes. `machine` is the machine an
+/// agent's certificate names (agents only).
+pub async fn serve(conn: quinn::Connection, caller: CertRole, machine: Option<String>, shared: Arc<Shared>) {
+    let caller_id = super::transport::peer_of(&conn).map(|(_, id)| id);
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let shared = shared.clone();
+        let machine = machine.clone();
         tokio::spawn(async move {
             let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
             let response = match tokio::time::timeout(timeout, wire::read_frame::<Request>(&mut recv, MAX_API_FRAME_BYTES)).await {
+                Ok(Ok(Request::AgentSession)) => match (caller, caller_id) {
+                    (CertRole::Agent, Some(agent)) => {
+                        let (table, inbox) = (shared.sessions.clone(), shared.inbox.clone());
+                        return super::session::serve(send, recv, agent, machine, table, inbox).await;
+                    }
+                    _ => Response::Error("only agents open agent sessions".into()),
+                },
                 Ok(Ok(req)) => answer(&shared, caller, req).await,
                 Ok(Err(e)) => {
                     shared.metrics.count_drop("malformed");
@@ -79,12 +89,19 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
             if caller != CertRole::Admin {
                 return Response::Error(format!("a {} may not change the environment", caller.as_str()));
             }
+            if cmd.is_internal() {
+                return Response::Error("that command is issued by managers, not clients".into());
+            }
             let timeout = Duration::from_millis(timeout_ms.clamp(1, MAX_WRITE_TIMEOUT_MS));
             match shared.write(cmd, wait_replicated, timeout).await {
-                WriteResult::Done(outcome) => Response::Applied(outcome),
+                WriteResult::Done(mut outcome) => {
+                    outcome.tokens = machine_tokens(shared, &outcome.machines).await;
+                    Response::Applied(outcome)
+                }
                 WriteResult::Refused(reason) => Response::Error(reason),
             }
         }
+        Request::AgentSession => Response::Error("an agent session must be the first frame of its stream".into()),
         Request::SyncNotices(notices) => {
             if caller != CertRole::Manager {
                 return Response::Error("only managers sync notices".into());
@@ -95,6 +112,25 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
             Response::Done
         }
     }
+}
+
+/// Mints a join token for the agent of each new machine (bound to it by
+/// the token's subject) and makes each one known, so it can be listed and
+/// revoked like any other token.
+pub async fn machine_tokens(shared: &Shared, machines: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(machines.len());
+    for m in machines {
+        let ttl = pki::DEFAULT_TOKEN_TTL_SECS;
+        match pki::issue_token(&shared.creds.cluster_secret, CertRole::Agent, Some(m), ttl, unix_now(), &shared.ca_fingerprint) {
+            Ok(t) => {
+                let notice = Notice::TokenIssued { token_id: t.token_id.clone(), role: "agent".into(), expires_unix_secs: t.expires_unix_secs };
+                shared.publish(notice).await;
+                out.push((m.clone(), t.to_string()));
+            }
+            Err(e) => tracing::error!(machine = %m, error = %e, "could not mint the machine's agent token"),
+        }
+    }
+    out
 }
 
 async fn create_token(shared: &Shared, role: &str, ttl_secs: u64) -> Response {

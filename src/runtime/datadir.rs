@@ -66,6 +66,17 @@ pub struct NodeFile {
     /// without them (so a restart never depends on `peers.json` alone).
     #[serde(default)]
     pub seeds: Vec<SocketAddr>,
+    /// Agents: the machine this agent runs (also named by its certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+}
+
+impl NodeFile {
+    /// Whether this dir holds a machine agent (agents keep no CA key and
+    /// no cluster secret).
+    pub fn is_agent(&self) -> bool {
+        self.role == "agent"
+    }
 }
 
 /// The node's keys and certificates (PEM), and the cluster secret.
@@ -134,12 +145,13 @@ impl DataDir {
         if node.format != FORMAT_VERSION {
             return Err(DataDirError::Version { path: self.path.clone(), found: node.format });
         }
+        let agent = node.is_agent();
         let creds = Credentials {
             ca_cert_pem: self.read_text(CA_CERT)?,
-            ca_key_pem: self.read_text(CA_KEY)?,
+            ca_key_pem: if agent { String::new() } else { self.read_text(CA_KEY)? },
             cert_pem: self.read_text(NODE_CERT)?,
             key_pem: self.read_text(NODE_KEY)?,
-            cluster_secret: self.read_hex(SECRET_FILE, 32)?,
+            cluster_secret: if agent { Vec::new() } else { self.read_hex(SECRET_FILE, 32)? },
             reset_key: self.read_hex(RESET_KEY_FILE, 32)?,
         };
         let peers = if self.path.join(PEERS_FILE).exists() { self.read_json(PEERS_FILE)? } else { Vec::new() };
@@ -187,10 +199,12 @@ impl DataDir {
     /// Writes a fresh node's credentials, then `node.json` as the commit.
     pub fn initialise(&self, node: &NodeFile, creds: &Credentials) -> Result<(), DataDirError> {
         self.write_private(CA_CERT, creds.ca_cert_pem.as_bytes())?;
-        self.write_private(CA_KEY, creds.ca_key_pem.as_bytes())?;
+        if !node.is_agent() {
+            self.write_private(CA_KEY, creds.ca_key_pem.as_bytes())?;
+            self.write_private(SECRET_FILE, hex::encode(&creds.cluster_secret).as_bytes())?;
+        }
         self.write_private(NODE_CERT, creds.cert_pem.as_bytes())?;
         self.write_private(NODE_KEY, creds.key_pem.as_bytes())?;
-        self.write_private(SECRET_FILE, hex::encode(&creds.cluster_secret).as_bytes())?;
         self.write_private(RESET_KEY_FILE, hex::encode(&creds.reset_key).as_bytes())?;
         self.write_node(node)
     }
@@ -248,6 +262,7 @@ mod tests {
             generation: 1,
             advertise: "127.0.0.1:7070".parse().unwrap(),
             seeds: vec![],
+            machine: None,
         }
     }
 

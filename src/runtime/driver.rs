@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::datadir::{DataDir, NodeFile};
+use super::session::{self, SessionTable};
 use super::store::Store;
+use super::workload::Workloads;
 use super::transport::{Inbound, Transport};
 use crate::core::state::model::{Command as StateCommand, StatusView};
 use crate::core::state::WriteResult;
@@ -75,10 +77,21 @@ pub struct DriverParts {
     pub node_file: NodeFile,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
-    /// The durable state store (managers).
-    pub store: Store,
+    /// The durable state store (managers; `None` on agents).
+    pub store: Option<Store>,
+    /// Open agent sessions' writers (both ends).
+    pub sessions: Arc<SessionTable>,
+    /// An agent's workloads and its agent.conf (agents only).
+    pub agent: Option<AgentParts>,
     /// Where the store reports durability (the transport's inbox).
     pub inbox_tx: mpsc::Sender<Inbound>,
+}
+
+/// What only an agent's driver has.
+pub struct AgentParts {
+    pub workloads: Workloads,
+    /// Where the live managers' addresses are kept (agent.conf).
+    pub conf_path: std::path::PathBuf,
 }
 
 struct Driver {
@@ -119,6 +132,9 @@ pub async fn run(mut node: Node, parts: DriverParts) {
     d.node.handle(d.now(), Input::Leave);
     d.drain();
     d.persist();
+    if let Some(a) = &d.p.agent {
+        a.workloads.stop_all();
+    }
     tokio::time::sleep(Duration::from_millis(LEAVE_FLUSH_MS)).await;
     tracing::info!(id = %d.node.identity().id, "left the cluster");
 }
@@ -141,6 +157,10 @@ impl Driver {
                 _ = sleep, if next_at.is_some() => self.fire_due_timers(),
                 _ = persist_tick.tick() => self.persist(),
             }
+            if self.node.agent().is_some_and(|a| a.is_gone() && a.supervisor.running() == 0) {
+                tracing::warn!("this agent's machine was removed; its workloads are stopped; leaving");
+                return;
+            }
         }
     }
 
@@ -155,11 +175,21 @@ impl Driver {
     }
 
     fn on_inbound(&mut self, item: Inbound) {
+        if let Inbound::SessionOpened { session, peer, machine } = &item {
+            match machine {
+                Some(m) => tracing::info!(session, agent = %peer.id, machine = %m, "serving an agent session"),
+                None => tracing::info!(session, manager = %peer.id, "agent session opened"),
+            }
+        }
         let input = match item {
             Inbound::Datagram { from, bytes } => Input::Datagram { from, bytes },
             Inbound::Identified { addr, peer } => Input::Identified { addr, peer },
             Inbound::State { from, bytes } => Input::State { from, bytes },
             Inbound::Durable { seq } => Input::Durable { seq },
+            Inbound::SessionOpened { session, peer, machine } => Input::SessionOpened { session, peer, machine },
+            Inbound::SessionData { session, bytes } => Input::SessionData { session, bytes },
+            Inbound::SessionClosed { session } => Input::SessionClosed { session },
+            Inbound::Workload(ev) => Input::Workload(ev),
         };
         self.node.handle(self.now(), input);
         self.drain();
@@ -178,7 +208,7 @@ impl Driver {
                 let _ = reply.send(self.node.notices());
             }
             Command::Status(reply) => {
-                let _ = reply.send(self.node.state().map(|st| (st.view(), self.node.members())));
+                let _ = reply.send(self.node.status_view().map(|v| (v, self.node.members())));
             }
             Command::Write { cmd, replicas, timeout, reply } => {
                 self.next_req += 1;
@@ -213,7 +243,10 @@ impl Driver {
                     self.timers.push(Reverse(Due { at: timer.at, seq: self.seq, timer }));
                 }
                 Output::Event(event) => self.on_event(event),
-                Output::Persist { ops, own } => self.p.store.persist(&ops, own, &self.p.inbox_tx),
+                Output::Persist { ops, own } => match &self.p.store {
+                    Some(store) => store.persist(&ops, own, &self.p.inbox_tx),
+                    None => tracing::error!("a member without a store was asked to persist state"),
+                },
                 Output::SendState { to, bytes } => self.p.transport.send_state(&to, bytes),
                 Output::Reply { req, result } => {
                     if let Some(reply) = self.replies.remove(&req) {
@@ -221,6 +254,16 @@ impl Driver {
                     }
                 }
                 Output::SnapshotNeeded => self.snapshot(),
+                Output::OpenSession { session, candidates } => {
+                    session::open(self.p.transport.clone(), self.p.sessions.clone(), self.p.inbox_tx.clone(), session, candidates)
+                }
+                Output::SessionSend { session, bytes } => self.p.sessions.send(session, bytes),
+                Output::CloseSession { session } => self.p.sessions.close(session),
+                Output::Workload(cmd) => match &self.p.agent {
+                    Some(a) => a.workloads.apply(cmd),
+                    None => tracing::error!("a member that is not an agent was asked to run a workload"),
+                },
+                Output::SaveManagers(addrs) => self.save_managers(addrs),
             }
         }
     }
@@ -276,14 +319,25 @@ impl Driver {
     }
 
     fn snapshot(&self) {
-        if let Some(st) = self.node.state() {
-            self.p.store.snapshot(&st.replica.snapshot_all());
+        if let (Some(st), Some(store)) = (self.node.state(), &self.p.store) {
+            store.snapshot(&st.replica.snapshot_all());
         }
+    }
+
+    fn save_managers(&self, addrs: Vec<std::net::SocketAddr>) {
+        let Some(a) = &self.p.agent else { return };
+        let path = a.conf_path.clone();
+        tracing::info!(managers = ?addrs, "live managers changed; updating agent.conf");
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = super::agentconf::AgentConf::new(addrs).save(&path) {
+                tracing::error!(error = %e, "could not update agent.conf");
+            }
+        });
     }
 
     fn persist(&mut self) {
         self.p.metrics.update_from(self.node.stats(), &self.node.members(), self.node.health_score());
-        if self.p.store.snapshot_due() {
+        if self.p.store.as_ref().is_some_and(Store::snapshot_due) {
             self.snapshot();
         }
         let now_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -43,19 +43,39 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Asks the seeds, in parallel, to admit this node; the first admission wins.
-pub async fn join(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: SocketAddr) -> Result<Admission, JoinError> {
+/// Checks, before dialing anyone, that `token` is for what is joining, and
+/// says plainly which command the token is for when it is not.
+pub fn check_token_role(token: &str, joining: CertRole) -> Result<JoinToken, JoinError> {
     let parsed: JoinToken = token.parse().map_err(|e: pki::TokenError| JoinError::BadToken(e.to_string()))?;
+    match (joining, parsed.role, parsed.subject.as_deref()) {
+        (CertRole::Agent, CertRole::Agent, Some(_)) | (CertRole::Manager, CertRole::Manager, _) => Ok(parsed),
+        (CertRole::Agent, CertRole::Agent, None) => Err(JoinError::BadToken("this agent token names no machine".into())),
+        (CertRole::Agent, _, _) => Err(JoinError::BadToken(
+            "this is a manager's join token; an agent needs the token `juju add-machine` printed for its machine".into(),
+        )),
+        (_, _, subject) => Err(JoinError::BadToken(format!(
+            "this token is for the agent of machine {}; run `jujud agent` with it, not `jujud peer`",
+            subject.unwrap_or("?")
+        ))),
+    }
+}
+
+/// Asks the seeds, in parallel, to admit this node. The first admission
+/// wins; a refusal counts only once every seed has answered (a manager that
+/// has not yet heard of a new machine refuses what another admits).
+pub async fn join(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: SocketAddr, role: CertRole) -> Result<Admission, JoinError> {
+    let parsed = check_token_role(token, role)?;
     let rustls_cfg = pki::join_client_config(&parsed.ca_fingerprint).map_err(|e| JoinError::BadToken(e.to_string()))?;
     let client_cfg = pki::quinn_client_config(rustls_cfg, super::transport::transport_config())
         .map_err(|e| JoinError::BadToken(e.to_string()))?;
-    let request = JoinRequest { token: token.to_string(), node_id, advertise };
+    let request = JoinRequest { token: token.to_string(), node_id, advertise, role: role.as_str().into() };
     let mut tasks = tokio::task::JoinSet::new();
     for &seed in seeds {
         let (cfg, req) = (client_cfg.clone(), request.clone());
         tasks.spawn(async move { (seed, ask_seed(seed, cfg, req).await) });
     }
     let mut failures = Vec::new();
+    let mut refusal = None;
     while let Some(done) = tasks.join_next().await {
         let Ok((seed, result)) = done else { continue };
         match result {
@@ -66,11 +86,14 @@ pub async fn join(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: So
                 }
                 return Ok(*adm);
             }
-            Ok(JoinResponse::Refused { reason }) => return Err(JoinError::Refused(reason)),
+            Ok(JoinResponse::Refused { reason }) => refusal = refusal.or(Some(reason)),
             Err(e) => failures.push(format!("{seed}: {e}")),
         }
     }
-    Err(JoinError::Unreachable(failures.join("; ")))
+    match refusal {
+        Some(reason) => Err(JoinError::Refused(reason)),
+        None => Err(JoinError::Unreachable(failures.join("; "))),
+    }
 }
 
 async fn ask_seed(seed: SocketAddr, cfg: quinn::ClientConfig, req: JoinRequest) -> Result<JoinResponse, String> {
@@ -119,14 +142,20 @@ pub async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
 
 async fn admit(shared: &Shared, req: JoinRequest) -> JoinResponse {
     let refuse = |reason: String| JoinResponse::Refused { reason };
-    let token: JoinToken = match req.token.parse() {
+    let Some(joining) = CertRole::parse(&req.role).filter(|r| *r != CertRole::Admin) else {
+        return refuse(format!("cannot join as {:?}", req.role));
+    };
+    let token = match check_token_role(&req.token, joining) {
         Ok(t) => t,
-        Err(e) => return refuse(format!("{e}")),
+        Err(e) => return refuse(e.to_string()),
     };
     let notices = shared.notices().await;
     let revoked = |id: &str| notices.iter().any(|n| matches!(n, Notice::TokenRevoked { token_id, .. } if token_id == id));
-    if let Err(e) = pki::verify_token(&token, &shared.creds.cluster_secret, CertRole::Manager, unix_now(), &shared.ca_fingerprint, revoked) {
+    if let Err(e) = pki::verify_token(&token, &shared.creds.cluster_secret, joining, unix_now(), &shared.ca_fingerprint, revoked) {
         return refuse(e.to_string());
+    }
+    if joining == CertRole::Agent {
+        return admit_agent(shared, &req, &token, notices).await;
     }
     if req.node_id == 0 || req.node_id == shared.self_id.0 {
         return refuse("node id is reserved or in use".into());
@@ -148,6 +177,36 @@ async fn admit(shared: &Shared, req: JoinRequest) -> JoinResponse {
         ca_cert_pem: shared.creds.ca_cert_pem.clone(),
         ca_key_pem: shared.creds.ca_key_pem.clone(),
         cluster_secret: shared.creds.cluster_secret.clone(),
+        cert_pem: cert.cert_pem,
+        key_pem: cert.key_pem,
+        notices,
+    }))
+}
+
+/// Admits a machine agent: the token names its machine, which must exist
+/// and have no other agent; the claim is made durable before the answer,
+/// and the agent gets its certificate and the CA certificate, no keys.
+async fn admit_agent(shared: &Shared, req: &JoinRequest, token: &JoinToken, notices: Vec<Notice>) -> JoinResponse {
+    let refuse = |reason: String| JoinResponse::Refused { reason };
+    let Some(machine) = token.subject.clone() else { return refuse("this agent token names no machine".into()) };
+    if req.node_id == 0 || req.node_id == shared.self_id.0 {
+        return refuse("node id is reserved or in use".into());
+    }
+    let agent = crate::core::NodeId(req.node_id).to_string();
+    let claim = crate::core::state::Command::ClaimMachine { machine: machine.clone(), agent };
+    if let crate::core::state::WriteResult::Refused(reason) = shared.write(claim, 0, Duration::from_millis(JOIN_STEP_TIMEOUT_MS)).await {
+        return refuse(reason);
+    }
+    let cert = match shared.ca.issue_agent(req.node_id, &machine, NODE_CERT_VALIDITY_DAYS) {
+        Ok(c) => c,
+        Err(e) => return refuse(format!("could not issue a certificate: {e}")),
+    };
+    tracing::info!(node = %crate::core::NodeId(req.node_id), %machine, token = %token.token_id, "admitted a machine agent");
+    JoinResponse::Admitted(Box::new(Admission {
+        cluster_name: shared.cluster_name.clone(),
+        ca_cert_pem: shared.creds.ca_cert_pem.clone(),
+        ca_key_pem: String::new(),
+        cluster_secret: Vec::new(),
         cert_pem: cert.cert_pem,
         key_pem: cert.key_pem,
         notices,

@@ -1,6 +1,8 @@
 //! The runtime layer: everything that touches the world (QUIC, TLS, disk,
 //! clock, signals) around the sans-IO core.
 
+pub mod agent;
+pub mod agentconf;
 pub mod api;
 pub mod client;
 pub mod clientfile;
@@ -9,7 +11,9 @@ pub mod driver;
 pub mod join;
 pub mod render;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod transport;
 pub mod wal;
 pub mod wire;
+pub mod workload;

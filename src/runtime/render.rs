@@ -39,23 +39,54 @@ pub fn status(answered_by: &str, st: &StatusView, members: &[MemberRow]) -> Stri
     for m in &managers {
         let _ = writeln!(s, "  {:<18} {:<22} gen {:<4} {}", m.id, m.addr, m.generation, m.state);
     }
-    let _ = writeln!(s, "\n{:<14} {:<12} {:<14} {:<20} {}", "MACHINE", "JOBS", "INSTANCE", "ADDRESSES", "STATUS");
+    let _ = writeln!(s, "\n{:<14} {:<8} {:<12} {:<14} {:<20} {}", "MACHINE", "AGENT", "JOBS", "INSTANCE", "ADDRESSES", "STATUS");
     for m in &st.machines {
-        let _ = writeln!(s, "{:<14} {:<12} {:<14} {:<20} {}", m.id, m.jobs.text(), m.instance.text(), m.addresses.text(), m.status.text());
+        let _ = writeln!(
+            s,
+            "{:<14} {:<8} {:<12} {:<14} {:<20} {}",
+            m.id,
+            m.presence,
+            m.jobs.text(),
+            m.instance.text(),
+            m.addresses.text(),
+            m.status.text()
+        );
     }
     let _ = writeln!(s, "\n{:<20} {:>5} {}", "APPLICATION", "SCALE", "COMMAND");
     for a in &st.applications {
         let _ = writeln!(s, "{:<20} {:>5} {}", a.name, a.scale, a.command.text());
     }
-    let _ = writeln!(s, "\n{:<24} {:<14} {}", "UNIT", "MACHINE", "STATUS");
+    let _ = writeln!(s, "\n{:<24} {:<14} {:<8} {}", "UNIT", "MACHINE", "AGENT", "STATUS");
     for u in &st.units {
-        let _ = writeln!(s, "{:<24} {:<14} {}", u.id, u.machine.text(), u.status.text());
+        let _ = writeln!(s, "{:<24} {:<14} {:<8} {}", u.id, u.machine.text(), u.agent, unit_status(&u.agent, &u.status.text()));
     }
     if !st.controller.is_empty() {
         let _ = writeln!(s, "\nCONTROLLER SETTINGS");
         for (k, v) in &st.controller {
             let _ = writeln!(s, "  {k} = {}", v.text());
         }
+    }
+    s
+}
+
+/// A unit's status as shown: what its agent last reported, marked lost
+/// when that agent is not alive (the report may be stale).
+pub fn unit_status(agent: &str, status: &str) -> String {
+    match agent {
+        "alive" | "suspect" | "" => status.to_string(),
+        "pending" | "none" => format!("{status} (no agent has joined for its machine yet)"),
+        other => format!("lost (machine agent {other}); last reported: {status}"),
+    }
+}
+
+/// What `juju add-machine`, `deploy` and `add-unit` print for each new
+/// machine: the command that starts its agent.
+pub fn agent_commands(tokens: &[(String, String)], seeds: &[std::net::SocketAddr]) -> String {
+    let seeds: Vec<String> = seeds.iter().map(|a| a.to_string()).collect();
+    let mut s = String::new();
+    for (machine, token) in tokens {
+        let _ = writeln!(s, "machine {machine}: start its agent with");
+        let _ = writeln!(s, "  jujud agent --data-dir DIR --seeds {} --token {token}", seeds.join(","));
     }
     s
 }

@@ -64,6 +64,10 @@ pub struct Shared {
     pub cluster_name: String,
     pub metrics: Arc<Metrics>,
     pub self_id: NodeId,
+    /// Open agent sessions' writers.
+    pub sessions: Arc<super::session::SessionTable>,
+    /// The driver's inbox, for agent sessions' traffic.
+    pub inbox: mpsc::Sender<super::transport::Inbound>,
 }
 
 impl Shared {
@@ -170,6 +174,7 @@ fn node_file(cluster_name: String, ca_fingerprint: String, node_id: u64, adverti
         generation: 0,
         advertise,
         seeds: Vec::new(),
+        machine: None,
     }
 }
 
@@ -177,7 +182,7 @@ async fn joined(cfg: &PeerConfig, token: &str, advertise: SocketAddr) -> Result<
     let mut attempt = 0;
     let (node_id, adm) = loop {
         let node_id = random_u64();
-        match join::join(&cfg.join, token, node_id, advertise).await {
+        match join::join(&cfg.join, token, node_id, advertise, CertRole::Manager).await {
             Err(JoinError::Refused(r)) if r.starts_with(join::TAG_IN_USE) && attempt < join::MAX_TAG_RETRIES => attempt += 1,
             other => break (node_id, other?),
         }
@@ -303,6 +308,7 @@ async fn serve(
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let inbox_for_store = inbox_tx.clone();
     let transport = Transport::new(endpoint.clone(), client_cfg, inbox_tx, metrics.clone(), node_id);
+    let sessions = super::session::SessionTable::new(metrics.clone());
     let shared = Arc::new(Shared {
         commands: cmd_tx.clone(),
         ca_fingerprint: fresh.node.ca_fingerprint.clone(),
@@ -311,6 +317,8 @@ async fn serve(
         ca,
         metrics: metrics.clone(),
         self_id: node_id,
+        sessions: sessions.clone(),
+        inbox: inbox_for_store.clone(),
     });
     transport.set_api(shared.clone());
     if let Some(addr) = cfg.metrics_listen {
@@ -330,6 +338,7 @@ async fn serve(
         seeds: fresh.node.seeds.clone(),
         known_peers,
         state: Some(replica),
+        agent: None,
     });
     // Straight into the node: the driver is not running yet, and the
     // bounded command channel could not take an unbounded list.
@@ -346,8 +355,10 @@ async fn serve(
         node_file: fresh.node,
         metrics,
         shutdown,
-        store,
+        store: Some(store),
         inbox_tx: inbox_for_store,
+        sessions,
+        agent: None,
     };
     driver::run(node, parts).await;
     endpoint.close(0u32.into(), b"leaving");
@@ -399,7 +410,7 @@ async fn on_connection(conn: quinn::Connection, transport: Arc<Transport>, share
                 // Registering also serves the API on this connection.
                 transport.register(PeerConn { conn, role, id });
             } else {
-                super::api::serve(conn, role, shared).await;
+                super::api::serve(conn, role, None, shared).await;
             }
         }
         _ => conn.close(3u32.into(), b"unknown protocol"),

@@ -45,6 +45,12 @@ pub enum Inbound {
     /// Own state operations up to `seq` are durable.
     Durable { seq: u64 },
     Identified { addr: SocketAddr, peer: PeerCert },
+    /// An agent session opened (see `session.rs`).
+    SessionOpened { session: u64, peer: PeerCert, machine: Option<String> },
+    SessionData { session: u64, bytes: Vec<u8> },
+    SessionClosed { session: u64 },
+    /// What became of a workload (agents).
+    Workload(crate::core::agent::WorkloadEvent),
 }
 
 /// A connection whose peer proved who it is.
@@ -92,6 +98,12 @@ pub fn peer_of(conn: &quinn::Connection) -> Option<(CertRole, NodeId)> {
     let certs = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
     let (role, id) = pki::peer_from_der(certs.first()?.as_ref()).ok()?;
     Some((role, NodeId(id)))
+}
+
+/// The machine an agent's certificate is bound to, if any.
+pub fn machine_of(conn: &quinn::Connection) -> Option<String> {
+    let certs = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    pki::machine_from_der(certs.first()?.as_ref()).ok()?
 }
 
 /// The member role a certificate role stands for (admins are not members).
@@ -269,7 +281,8 @@ impl Transport {
         let conn = pc.conn.clone();
         tokio::spawn(async move { this.read_uni_streams(conn, from).await });
         if let Some(shared) = self.api.get() {
-            tokio::spawn(super::api::serve(pc.conn, pc.role, shared.clone()));
+            let machine = machine_of(&pc.conn);
+            tokio::spawn(super::api::serve(pc.conn, pc.role, machine, shared.clone()));
         }
     }
 

@@ -86,6 +86,9 @@ pub struct JoinRequest {
     pub node_id: u64,
     /// Where it will accept connections.
     pub advertise: std::net::SocketAddr,
+    /// What the joiner runs as (`manager` for `jujud peer`, `agent` for
+    /// `jujud agent`); refused when it is not the token's role.
+    pub role: String,
 }
 
 /// The answer to a [`JoinRequest`].
@@ -95,12 +98,13 @@ pub enum JoinResponse {
     Refused { reason: String },
 }
 
-/// Everything a new manager needs to act as one.
+/// Everything a new member needs to act as one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Admission {
     pub cluster_name: String,
     pub ca_cert_pem: String,
-    /// Every manager can admit and certify members, so each holds the CA key.
+    /// Every manager can admit and certify members, so each holds the CA
+    /// key; an agent is sent none (empty), nor the cluster secret.
     pub ca_key_pem: String,
     pub cluster_secret: Vec<u8>,
     pub cert_pem: String,
@@ -127,6 +131,9 @@ pub enum Request {
     /// A change to the environment. Answered once durable on the answering
     /// manager and held by `wait_replicated` other managers, or refused.
     Command { cmd: StateCommand, wait_replicated: u32, timeout_ms: u64 },
+    /// An agent opens its session on this stream (agents only); after this
+    /// frame, each frame is one session message, in either direction.
+    AgentSession,
 }
 
 /// One row of the member list as it travels to clients.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod agent;
 pub mod netns;
 
 /// The longest any awaited event may take before the test fails.
@@ -89,6 +90,29 @@ pub fn saw_up_at(lines: &[Value], member: &str, generation: u64) -> bool {
     })
 }
 
+/// Spawns `cmd` with JSON logs on stderr read into a [`LogBook`].
+pub fn spawn_logged(mut cmd: Command) -> (Child, Arc<LogBook>) {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.env("RUST_LOG", "info");
+    let mut child = cmd.spawn().expect("spawn jujud");
+    let log = Arc::new(LogBook::default());
+    let stderr = child.stderr.take().unwrap();
+    let book = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let parsed = serde_json::from_str::<Value>(&line).ok();
+            book.raw.lock().unwrap().push(line);
+            if let Some(v) = parsed {
+                book.lines.lock().unwrap().push(v);
+            }
+            book.changed.notify_all();
+        }
+        book.raw.lock().unwrap().push("<stderr closed>".into());
+        book.changed.notify_all();
+    });
+    (child, log)
+}
+
 /// One running `jujud peer`.
 pub struct Peer {
     pub child: Option<Child>,
@@ -116,24 +140,8 @@ impl Peer {
             None => Command::new(jujud_bin()),
         };
         cmd.args(["peer", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--log-format", "json"]);
-        cmd.args(extra).stdout(Stdio::null()).stderr(Stdio::piped());
-        cmd.env("RUST_LOG", "info");
-        let mut child = cmd.spawn().expect("spawn jujud");
-        let log = Arc::new(LogBook::default());
-        let stderr = child.stderr.take().unwrap();
-        let book = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let parsed = serde_json::from_str::<Value>(&line).ok();
-                book.raw.lock().unwrap().push(line);
-                if let Some(v) = parsed {
-                    book.lines.lock().unwrap().push(v);
-                }
-                book.changed.notify_all();
-            }
-            book.raw.lock().unwrap().push("<stderr closed>".into());
-            book.changed.notify_all();
-        });
+        cmd.args(extra);
+        let (child, log) = spawn_logged(cmd);
         log.wait_for("manager starting", |l| l.iter().any(|v| message(v) == "manager starting"));
         let start = log.snapshot().into_iter().rev().find(|v| message(v) == "manager starting").unwrap();
         let id = field(&start, "id");

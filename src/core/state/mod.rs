@@ -1,6 +1,7 @@
 //! Replicated control-plane state: a CRDT replica per manager and the
 //! environment model on top of it. Sans-IO like the rest of the core.
 
+pub mod agents;
 pub mod model;
 pub mod replica;
 pub mod sync;

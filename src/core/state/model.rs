@@ -6,7 +6,7 @@
 //! command that failed validation: a refused command changes nothing.
 //!
 //! Keys (every value is text; a key with concurrent writes has siblings):
-//! `m/<id>/{life,jobs,instance,addresses,status}`,
+//! `m/<id>/{life,jobs,instance,addresses,status,agent}`,
 //! `a/<name>/{life,command}`, `a/<name>/config/<key>`,
 //! `u/<app>/<n>/{life,machine,status}`, `c/<setting>`.
 //! Removal sets `life` to `dead` rather than deleting keys, so a concurrent
@@ -41,6 +41,16 @@ pub enum Command {
     RemoveUnit { unit: String },
     SetConfig { app: String, pairs: Vec<(String, String)> },
     SetController { key: String, value: String },
+    /// Records `agent` (a node id, 16 hex) as machine `machine`'s agent
+    /// when it is admitted. Managers issue it; clients may not.
+    ClaimMachine { machine: String, agent: String },
+}
+
+impl Command {
+    /// Whether only a manager may issue this command (never a client).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Command::ClaimMachine { .. })
+    }
 }
 
 /// Why a command was refused. Nothing was changed.
@@ -56,14 +66,21 @@ pub enum CommandError {
     MachineInUse { id: String, units: String },
     #[error("application {0} already exists")]
     AlreadyExists(String),
+    #[error("machine {machine} already has an agent ({agent}): its token was used")]
+    AlreadyClaimed { machine: String, agent: String },
     #[error("invalid {what} {value:?}: {rule}")]
     Invalid { what: String, value: String, rule: String },
 }
 
 /// What a successful command created or touched.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub ids: Vec<String>,
+    /// Machines the command created (each needs an agent).
+    pub machines: Vec<String>,
+    /// `(machine, join token)` for each created machine's agent; filled in
+    /// by the API layer, which holds the cluster secret.
+    pub tokens: Vec<(String, String)>,
 }
 
 fn invalid(what: &str, value: &str, rule: &str) -> CommandError {
@@ -115,7 +132,7 @@ pub fn plan(r: &Replica, cmd: &Command) -> Result<(Vec<Change>, Outcome), Comman
             check_count(*n)?;
             let ids = next_ids(r, "m/", &tag, *n);
             let changes = ids.iter().flat_map(|id| new_machine(id)).collect();
-            Ok((changes, Outcome { ids }))
+            Ok((changes, Outcome { machines: ids.clone(), ids, ..Default::default() }))
         }
         Command::RemoveMachine { id } => remove_machine(r, id),
         Command::Deploy { name, command, n } => deploy(r, &tag, name, command, *n),
@@ -131,15 +148,29 @@ pub fn plan(r: &Replica, cmd: &Command) -> Result<(Vec<Change>, Outcome), Comman
             if !unit.contains('/') || !alive(r, &life) {
                 return Err(CommandError::UnknownUnit(unit.clone()));
             }
-            Ok((vec![set(life, "dead")], Outcome { ids: vec![unit.clone()] }))
+            Ok((vec![set(life, "dead")], Outcome { ids: vec![unit.clone()], ..Default::default() }))
         }
         Command::SetConfig { app, pairs } => set_config(r, app, pairs),
+        Command::ClaimMachine { machine, agent } => claim_machine(r, machine, agent),
         Command::SetController { key, value } => {
             check_config_key(key)?;
             check_value("value", value)?;
-            Ok((vec![set(format!("c/{key}"), value.clone())], Outcome { ids: vec![] }))
+            Ok((vec![set(format!("c/{key}"), value.clone())], Outcome::default()))
         }
     }
+}
+
+fn claim_machine(r: &Replica, machine: &str, agent: &str) -> Result<(Vec<Change>, Outcome), CommandError> {
+    if !alive(r, &format!("m/{machine}/life")) {
+        return Err(CommandError::UnknownMachine(machine.into()));
+    }
+    let key = format!("m/{machine}/agent");
+    let claimed = r.get(&key);
+    if claimed.iter().any(|a| a != agent) {
+        return Err(CommandError::AlreadyClaimed { machine: machine.into(), agent: claimed.join(", ") });
+    }
+    let changes = if claimed.is_empty() { vec![set(key, agent)] } else { Vec::new() };
+    Ok((changes, Outcome { ids: vec![machine.into()], ..Default::default() }))
 }
 
 fn new_machine(id: &str) -> Vec<Change> {
@@ -158,7 +189,7 @@ fn remove_machine(r: &Replica, id: &str) -> Result<(Vec<Change>, Outcome), Comma
     if !units.is_empty() {
         return Err(CommandError::MachineInUse { id: id.into(), units: units.join(", ") });
     }
-    Ok((vec![set(format!("m/{id}/life"), "dead")], Outcome { ids: vec![id.into()] }))
+    Ok((vec![set(format!("m/{id}/life"), "dead")], Outcome { ids: vec![id.into()], ..Default::default() }))
 }
 
 fn deploy(r: &Replica, tag: &str, name: &str, command: &str, n: u32) -> Result<(Vec<Change>, Outcome), CommandError> {
@@ -190,7 +221,7 @@ fn add_units(r: &Replica, tag: &str, app: &str, n: u32) -> (Vec<Change>, Outcome
         changes.push(set(format!("u/{app}/{u}/status"), "pending"));
         ids.push(format!("{app}/{u}"));
     }
-    (changes, Outcome { ids })
+    (changes, Outcome { ids, machines, ..Default::default() })
 }
 
 fn set_config(r: &Replica, app: &str, pairs: &[(String, String)]) -> Result<(Vec<Change>, Outcome), CommandError> {
@@ -203,7 +234,7 @@ fn set_config(r: &Replica, app: &str, pairs: &[(String, String)]) -> Result<(Vec
         check_value("config value", v)?;
         changes.push(set(format!("a/{app}/config/{k}"), v.clone()));
     }
-    Ok((changes, Outcome { ids: vec![app.into()] }))
+    Ok((changes, Outcome { ids: vec![app.into()], ..Default::default() }))
 }
 
 /// The next `n` ids `<counter>-<tag>` under `prefix` (e.g. `m/`).
@@ -241,6 +272,12 @@ impl Shown {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineView {
     pub id: String,
+    /// The node id of the machine's agent, once one has joined.
+    pub agent: Shown,
+    /// The agent's presence as SWIM sees it from the answering manager:
+    /// alive, suspect, down, left, or `pending` before any agent joined.
+    /// Filled in by the node; empty in a bare replica view.
+    pub presence: String,
     pub jobs: Shown,
     pub instance: Shown,
     pub addresses: Shown,
@@ -261,6 +298,9 @@ pub struct UnitView {
     pub id: String,
     pub machine: Shown,
     pub status: Shown,
+    /// The presence of the unit's machine agent (see
+    /// [`MachineView::presence`]); filled in by the node.
+    pub agent: String,
 }
 
 /// Everything `juju status` shows, live entities only.
@@ -287,6 +327,7 @@ pub fn view(r: &Replica) -> StatusView {
                 match *field {
                     "life" => e.0 = !shown.0.is_empty() && !shown.contains(&"dead".to_string()),
                     "jobs" => e.1.jobs = shown,
+                    "agent" => e.1.agent = shown,
                     "instance" => e.1.instance = shown,
                     "addresses" => e.1.addresses = shown,
                     "status" => e.1.status = shown,

@@ -127,6 +127,14 @@ impl StateSync {
         out.persist_own.extend(ops);
     }
 
+    /// Applies changes the node decided itself (agents' reports): made
+    /// durable, then shared, like a client's write, but nobody waits.
+    pub fn write_internal(&mut self, changes: &[super::replica::Change], out: &mut SyncOut) {
+        if !changes.is_empty() {
+            out.persist_own.extend(self.replica.write(changes));
+        }
+    }
+
     /// Own operations up to `seq` are durable: push them and settle writes.
     pub fn durable(&mut self, now: Time, seq: u64, managers: &[NodeId], out: &mut SyncOut) {
         let fresh = self.replica.mark_durable(seq);

@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::Timing;
 use crate::core::timing::TimingError;
+
+pub mod agent;
+pub use agent::AgentArgs;
 use crate::logging::LogFormat;
 
 /// Where a peer listens when no address is configured.

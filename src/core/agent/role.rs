@@ -1,0 +1,419 @@
+//! The agent's side of a session, sans-IO: which manager to hold a session
+//! with (rendezvous over the live managers it sees in SWIM), moving at once
+//! when that manager goes down or the session breaks, dialing several
+//! managers in parallel with jittered backoff when it must, applying the
+//! assignments it receives, and reporting status changes.
+//!
+//! Owns the session state, the agent's live-manager list and what it has
+//! reported. Must never restart a workload because a session moved (it
+//! hands the supervisor the assignments; unchanged ones change nothing),
+//! and never offer an empty manager list to be saved in agent.conf.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::RngExt;
+
+use super::supervisor::Supervisor;
+use super::{Report, SessionMsg, WorkloadEvent, choice, decode_msg, encode_msg};
+use crate::core::identity::{Identity, NodeId};
+use crate::core::io::Time;
+
+/// A manager whose session failed is passed over this long.
+pub const SESSION_AVOID_MS: u64 = 1_000;
+/// After this many failed opens in a row, dial every known manager at once.
+pub const PARALLEL_AFTER_FAILURES: u32 = 2;
+/// First and longest wait between failed opens (before jitter).
+pub const OPEN_BACKOFF_MIN_MS: u64 = 100;
+pub const OPEN_BACKOFF_MAX_MS: u64 = 5_000;
+/// How long an opening session may take before it counts as failed.
+pub const OPEN_TIMEOUT_MS: u64 = 3_000;
+/// A better-placed manager must have been live this long before the agent
+/// moves its session there (so a flapping manager does not pull agents).
+pub const REBALANCE_SETTLE_MS: u64 = 2_000;
+/// Status reports go out at most this often (changes are batched).
+pub const REPORT_MIN_INTERVAL_MS: u64 = 250;
+/// Most manager addresses remembered for agent.conf and parallel dials.
+pub const MAX_KNOWN_MANAGERS: usize = 64;
+
+/// Where the session stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Session {
+    Idle,
+    Opening { id: u64, since: Time },
+    Open { id: u64, manager: NodeId, since: Time },
+}
+
+/// Counters for metrics and the simulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentStats {
+    pub sessions_opened: u64,
+    pub sessions_failed: u64,
+    pub sessions_broken: u64,
+    pub moves_for_balance: u64,
+    pub parallel_dials: u64,
+    pub reports_sent: u64,
+    pub assignments_received: u64,
+    pub bad_messages: u64,
+}
+
+/// What the agent asks of its driver after a call.
+#[derive(Debug, Default)]
+pub struct AgentOut {
+    /// Open session `id` to the first of these that answers as a manager
+    /// (with the expected node id, when given).
+    pub open: Vec<(u64, Vec<(SocketAddr, Option<NodeId>)>)>,
+    pub send: Vec<(u64, Vec<u8>)>,
+    pub close: Vec<u64>,
+    /// The live managers changed: remember their addresses (never empty).
+    pub save_managers: Option<Vec<SocketAddr>>,
+}
+
+/// An agent's session logic and its workloads.
+#[derive(Debug)]
+pub struct AgentRole {
+    me: NodeId,
+    machine: String,
+    address: String,
+    /// Live managers (active in SWIM), sorted by id.
+    live: Vec<Identity>,
+    /// Every manager seen, for parallel dials; bounded.
+    known: BTreeMap<NodeId, Identity>,
+    seeds: Vec<SocketAddr>,
+    session: Session,
+    next_session: u64,
+    failed: BTreeMap<NodeId, Time>,
+    failures: u32,
+    retry_at: Option<Time>,
+    rebalance_at: Option<Time>,
+    /// When each live manager was first seen live (for the settle time).
+    live_since: BTreeMap<NodeId, Time>,
+    pub supervisor: Supervisor,
+    /// What the session's manager has been told, per unit.
+    reported: BTreeMap<String, String>,
+    machine_reported: bool,
+    report_due: Option<Time>,
+    last_report_at: Option<Time>,
+    saved: Vec<SocketAddr>,
+    gone: bool,
+    pub stats: AgentStats,
+}
+
+impl AgentRole {
+    /// An agent for `machine`, reachable at `address`, that found the
+    /// cluster through `seeds` (its agent.conf and `--seeds`).
+    pub fn new(me: NodeId, machine: String, address: String, seeds: Vec<SocketAddr>) -> AgentRole {
+        AgentRole {
+            me,
+            machine,
+            address,
+            live: Vec::new(),
+            known: BTreeMap::new(),
+            saved: seeds.clone(),
+            seeds,
+            session: Session::Idle,
+            next_session: 0,
+            failed: BTreeMap::new(),
+            failures: 0,
+            retry_at: None,
+            rebalance_at: None,
+            live_since: BTreeMap::new(),
+            supervisor: Supervisor::default(),
+            reported: BTreeMap::new(),
+            machine_reported: false,
+            report_due: None,
+            last_report_at: None,
+            gone: false,
+            stats: AgentStats::default(),
+        }
+    }
+
+    pub fn machine(&self) -> &str {
+        &self.machine
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The manager holding this agent's session, if one is open.
+    pub fn session_manager(&self) -> Option<NodeId> {
+        match self.session {
+            Session::Open { manager, .. } => Some(manager),
+            _ => None,
+        }
+    }
+
+    /// Whether the machine was removed (the agent should stop and exit once
+    /// its workloads are down).
+    pub fn is_gone(&self) -> bool {
+        self.gone
+    }
+
+    /// The rendezvous order of the live managers for this agent.
+    pub fn ranked(&self) -> Vec<Identity> {
+        choice::rank(self.me.0, &self.live, |m| m.id)
+    }
+
+    /// The earliest time this agent wants [`AgentRole::tick`] called.
+    pub fn next_wake(&self) -> Option<Time> {
+        [self.retry_at, self.rebalance_at, self.report_due, self.supervisor.next_due(), self.open_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn open_deadline(&self) -> Option<Time> {
+        match self.session {
+            Session::Opening { since, .. } => Some(since + Duration::from_millis(OPEN_TIMEOUT_MS)),
+            _ => None,
+        }
+    }
+
+    /// Opens the first session (through the seeds, before SWIM knows any
+    /// manager).
+    pub fn start(&mut self, now: Time, out: &mut AgentOut) {
+        if self.session == Session::Idle {
+            self.open(now, out);
+        }
+    }
+
+    /// The node's view of the live managers, after any membership change.
+    pub fn set_live_managers(&mut self, now: Time, mut live: Vec<Identity>, out: &mut AgentOut) {
+        live.sort_by_key(|m| m.id);
+        if live == self.live {
+            return;
+        }
+        self.live_since.retain(|id, _| live.iter().any(|m| m.id == *id));
+        for m in &live {
+            self.live_since.entry(m.id).or_insert(now);
+            if self.known.len() < MAX_KNOWN_MANAGERS || self.known.contains_key(&m.id) {
+                self.known.insert(m.id, m.clone());
+            }
+        }
+        self.live = live;
+        self.save_if_changed(out);
+        match self.session.clone() {
+            Session::Open { id, manager, .. } if !self.live.iter().any(|m| m.id == manager) => {
+                // The manager is down (SWIM says so): move at once.
+                self.stats.sessions_broken += 1;
+                out.close.push(id);
+                self.session = Session::Idle;
+                self.open(now, out);
+            }
+            Session::Open { .. } => self.plan_rebalance(now),
+            Session::Idle => self.open(now, out),
+            Session::Opening { .. } => {}
+        }
+    }
+
+    fn save_if_changed(&mut self, out: &mut AgentOut) {
+        let mut addrs: Vec<SocketAddr> = self.live.iter().map(|m| m.addr).collect();
+        addrs.sort();
+        addrs.dedup();
+        if !addrs.is_empty() && addrs != self.saved {
+            self.saved = addrs.clone();
+            out.save_managers = Some(addrs);
+        }
+    }
+
+    fn plan_rebalance(&mut self, now: Time) {
+        let Session::Open { manager, .. } = self.session else { return };
+        let best = self.ranked().into_iter().next();
+        self.rebalance_at = match best {
+            Some(b) if b.id != manager => {
+                let since = self.live_since.get(&b.id).copied().unwrap_or(now);
+                Some(since + Duration::from_millis(REBALANCE_SETTLE_MS))
+            }
+            _ => None,
+        };
+    }
+
+    fn candidates(&self, now: Time) -> Vec<(SocketAddr, Option<NodeId>)> {
+        let avoid = Duration::from_millis(SESSION_AVOID_MS);
+        let fresh = |id: &NodeId| self.failed.get(id).is_none_or(|t| now.saturating_sub(*t) >= avoid);
+        let ranked = self.ranked();
+        if self.failures < PARALLEL_AFTER_FAILURES {
+            if let Some(m) = ranked.iter().find(|m| fresh(&m.id)) {
+                return vec![(m.addr, Some(m.id))];
+            }
+        }
+        // Several failures, or nobody usable: everyone we know, at once.
+        let mut all: Vec<(SocketAddr, Option<NodeId>)> = ranked.iter().map(|m| (m.addr, Some(m.id))).collect();
+        for m in self.known.values() {
+            if !all.iter().any(|(a, _)| *a == m.addr) {
+                all.push((m.addr, Some(m.id)));
+            }
+        }
+        for s in &self.seeds {
+            if !all.iter().any(|(a, _)| a == s) {
+                all.push((*s, None));
+            }
+        }
+        all
+    }
+
+    fn open(&mut self, now: Time, out: &mut AgentOut) {
+        if self.gone {
+            return;
+        }
+        let candidates = self.candidates(now);
+        if candidates.is_empty() {
+            return;
+        }
+        if candidates.len() > 1 {
+            self.stats.parallel_dials += 1;
+        }
+        self.next_session += 1;
+        self.session = Session::Opening { id: self.next_session, since: now };
+        self.retry_at = None;
+        self.rebalance_at = None;
+        out.open.push((self.next_session, candidates));
+    }
+
+    /// The driver opened session `id` with manager `peer`.
+    pub fn on_session_opened(&mut self, now: Time, id: u64, peer: NodeId, out: &mut AgentOut) {
+        if !matches!(self.session, Session::Opening { id: cur, .. } if cur == id) {
+            out.close.push(id);
+            return;
+        }
+        self.stats.sessions_opened += 1;
+        self.failures = 0;
+        self.session = Session::Open { id, manager: peer, since: now };
+        self.reported.clear();
+        self.machine_reported = false;
+        self.last_report_at = None;
+        self.send_report(now, out);
+        self.plan_rebalance(now);
+    }
+
+    /// Session `id` closed, or could not be opened.
+    pub fn on_session_closed(&mut self, now: Time, id: u64, rng: &mut impl RngExt, out: &mut AgentOut) {
+        match self.session.clone() {
+            Session::Open { id: cur, manager, .. } if cur == id => {
+                self.stats.sessions_broken += 1;
+                self.failed.insert(manager, now);
+                self.session = Session::Idle;
+                self.open(now, out);
+            }
+            Session::Opening { id: cur, .. } if cur == id => self.open_failed(now, rng),
+            _ => {}
+        }
+    }
+
+    fn open_failed(&mut self, now: Time, rng: &mut impl RngExt) {
+        self.stats.sessions_failed += 1;
+        self.failures += 1;
+        self.session = Session::Idle;
+        let shift = self.failures.saturating_sub(1).min(16);
+        let base = (OPEN_BACKOFF_MIN_MS << shift).min(OPEN_BACKOFF_MAX_MS);
+        // Full jitter over the upper half: a thousand agents spread out.
+        let wait = base / 2 + rng.random_range(0..=base / 2);
+        self.retry_at = Some(now + Duration::from_millis(wait));
+    }
+
+    /// A message arrived on session `id`.
+    pub fn on_session_data(&mut self, now: Time, id: u64, bytes: &[u8], out: &mut AgentOut) {
+        if !matches!(self.session, Session::Open { id: cur, .. } if cur == id) {
+            return;
+        }
+        match decode_msg(bytes) {
+            Ok(SessionMsg::Assign(a)) if a.machine == self.machine => {
+                self.stats.assignments_received += 1;
+                self.supervisor.assign(now, &a.units);
+                self.schedule_report(now);
+            }
+            Ok(SessionMsg::Refused { reason, gone }) => {
+                tracing::warn!(machine = %self.machine, %reason, "the manager refused this agent's session");
+                out.close.push(id);
+                if gone {
+                    self.gone = true;
+                    self.supervisor.assign(now, &[]);
+                    self.session = Session::Idle;
+                } else if let Session::Open { manager, .. } = self.session {
+                    self.failed.insert(manager, now);
+                    self.failures += 1;
+                    self.session = Session::Idle;
+                    self.retry_at = Some(now + Duration::from_millis(OPEN_BACKOFF_MIN_MS));
+                }
+            }
+            Ok(_) | Err(_) => self.stats.bad_messages += 1,
+        }
+    }
+
+    /// The driver reports what became of a workload.
+    pub fn on_workload(&mut self, now: Time, ev: &WorkloadEvent) {
+        self.supervisor.on_event(now, ev);
+        self.schedule_report(now);
+    }
+
+    fn schedule_report(&mut self, now: Time) {
+        // Without a session there is nobody to tell; opening one sends all.
+        if self.report_due.is_none() && matches!(self.session, Session::Open { .. }) {
+            let earliest = self.last_report_at.map_or(now, |t| t + Duration::from_millis(REPORT_MIN_INTERVAL_MS));
+            self.report_due = Some(earliest.max(now));
+        }
+    }
+
+    /// Does whatever is due: restarts, retries, moves and reports.
+    pub fn tick(&mut self, now: Time, rng: &mut impl RngExt, out: &mut AgentOut) {
+        self.supervisor.tick(now);
+        if self.open_deadline().is_some_and(|d| d <= now) {
+            if let Session::Opening { id, .. } = self.session {
+                out.close.push(id);
+            }
+            self.open_failed(now, rng);
+        }
+        if self.retry_at.is_some_and(|t| t <= now) && self.session == Session::Idle {
+            self.retry_at = None;
+            self.open(now, out);
+        }
+        if self.rebalance_at.is_some_and(|t| t <= now) {
+            self.rebalance_at = None;
+            if let Session::Open { id, manager, .. } = self.session {
+                if self.ranked().first().is_some_and(|b| b.id != manager) {
+                    self.stats.moves_for_balance += 1;
+                    out.close.push(id);
+                    self.session = Session::Idle;
+                    self.open(now, out);
+                }
+            }
+        }
+        if self.report_due.is_some_and(|t| t <= now) {
+            self.send_report(now, out);
+        }
+        // Restarts just asked for changed statuses: report them soon.
+        self.schedule_report_if_changed(now);
+    }
+
+    fn schedule_report_if_changed(&mut self, now: Time) {
+        let changed = self.supervisor.statuses().iter().any(|(k, v)| self.reported.get(k) != Some(v));
+        if changed && self.report_due.is_none() {
+            self.schedule_report(now);
+        }
+    }
+
+    fn send_report(&mut self, now: Time, out: &mut AgentOut) {
+        self.report_due = None;
+        let Session::Open { id, .. } = self.session else { return };
+        let statuses = self.supervisor.statuses();
+        let mut report = Report::default();
+        if !self.machine_reported {
+            report.machine_status = Some("started".into());
+            report.address = Some(self.address.clone());
+        }
+        report.units = statuses.iter().filter(|(k, v)| self.reported.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        if report.is_empty() {
+            return;
+        }
+        self.machine_reported = true;
+        for (k, v) in &report.units {
+            self.reported.insert(k.clone(), v.clone());
+        }
+        self.reported.retain(|k, _| statuses.contains_key(k));
+        self.last_report_at = Some(now);
+        self.stats.reports_sent += 1;
+        out.send.push((id, encode_msg(&SessionMsg::Report(report))));
+    }
+}

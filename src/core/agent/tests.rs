@@ -1,0 +1,274 @@
+//! Tests of the agent core: supervision decisions, session choice and
+//! movement, reports, and the manager's side of sessions.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::role::{AgentOut, AgentRole, PARALLEL_AFTER_FAILURES, Session};
+use super::serve::{AgentSessions, ServeOut};
+use super::supervisor::{RESTART_BACKOFF_MIN_MS, Supervisor};
+use super::*;
+use crate::core::identity::{Identity, NodeId, Role};
+use crate::core::state::model::{self, Command};
+use crate::core::state::{Actor, Replica};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn spec(unit: &str, cmd: &str, cfg: &[(&str, &str)]) -> UnitSpec {
+    UnitSpec {
+        unit: unit.into(),
+        app: unit.split('/').next().unwrap().into(),
+        command: cmd.into(),
+        config: cfg.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+fn starts(cmds: &[WorkloadCmd]) -> Vec<(String, u64)> {
+    cmds.iter().filter_map(|c| if let WorkloadCmd::Start { unit, run, .. } = c { Some((unit.clone(), *run)) } else { None }).collect()
+}
+
+#[test]
+fn same_assignments_change_nothing_and_a_config_change_restarts_once() {
+    let mut s = Supervisor::default();
+    let a = vec![spec("web/1", "serve", &[("port", "80")])];
+    s.assign(Duration::ZERO, &a);
+    let first = s.take_cmds();
+    assert_eq!(starts(&first), vec![("web/1".into(), 1)]);
+    let WorkloadCmd::Start { env, .. } = &first[0] else { unreachable!() };
+    assert!(env.contains(&("JUJU_CONFIG_PORT".into(), "80".into())), "{env:?}");
+    s.on_event(MS, &WorkloadEvent::Started { unit: "web/1".into(), run: 1, pid: 42 });
+    for _ in 0..3 {
+        s.assign(2 * MS, &a);
+        assert!(s.take_cmds().is_empty(), "re-sent assignments must not touch a running workload");
+    }
+    let b = vec![spec("web/1", "serve", &[("port", "81")])];
+    s.assign(3 * MS, &b);
+    assert_eq!(s.take_cmds(), vec![WorkloadCmd::Stop { unit: "web/1".into(), run: 1 }]);
+    assert!(s.statuses()["web/1"].starts_with("maintenance"));
+    s.on_event(4 * MS, &WorkloadEvent::Exited { unit: "web/1".into(), run: 1, code: None, signal: Some(15) });
+    assert_eq!(starts(&s.take_cmds()), vec![("web/1".into(), 2)]);
+    assert_eq!(s.stats.restarts_for_change, 1);
+    assert_eq!(s.stats.restarts_after_exit, 0);
+}
+
+#[test]
+fn exits_back_off_and_stale_runs_are_ignored() {
+    let mut s = Supervisor::default();
+    s.assign(Duration::ZERO, &[spec("db/1", "nosuchcmd", &[])]);
+    s.take_cmds();
+    s.on_event(MS, &WorkloadEvent::Exited { unit: "db/1".into(), run: 1, code: Some(127), signal: None });
+    let st = s.statuses()["db/1"].clone();
+    assert!(st.starts_with("error: command not found"), "{st}");
+    assert_eq!(s.next_due(), Some(MS + Duration::from_millis(RESTART_BACKOFF_MIN_MS)));
+    s.tick(MS + 10 * MS);
+    assert!(s.take_cmds().is_empty(), "no restart before the backoff");
+    s.tick(MS + Duration::from_millis(RESTART_BACKOFF_MIN_MS));
+    assert_eq!(starts(&s.take_cmds()), vec![("db/1".into(), 2)]);
+    // A late event of run 1 changes nothing.
+    s.on_event(MS * 600, &WorkloadEvent::Exited { unit: "db/1".into(), run: 1, code: Some(1), signal: None });
+    assert!(s.statuses()["db/1"].starts_with("waiting"));
+    s.on_event(MS * 601, &WorkloadEvent::SpawnFailed { unit: "db/1".into(), run: 2, error: "no sh".into() });
+    let due = s.next_due().unwrap();
+    assert_eq!(due, MS * 601 + 2 * Duration::from_millis(RESTART_BACKOFF_MIN_MS), "the second quick failure waits twice as long");
+}
+
+#[test]
+fn removed_units_stop_and_are_forgotten_and_messages_show() {
+    let mut s = Supervisor::default();
+    s.assign(Duration::ZERO, &[spec("a/1", "x", &[]), spec("a/2", "y", &[])]);
+    s.take_cmds();
+    s.on_event(MS, &WorkloadEvent::Started { unit: "a/1".into(), run: 1, pid: 1 });
+    s.on_event(MS, &WorkloadEvent::Message { unit: "a/1".into(), run: 1, text: "serving 3 users\n".into() });
+    assert_eq!(s.statuses()["a/1"], "active: serving 3 users");
+    s.assign(2 * MS, &[spec("a/2", "y", &[])]);
+    assert_eq!(s.take_cmds(), vec![WorkloadCmd::Stop { unit: "a/1".into(), run: 1 }]);
+    s.on_event(3 * MS, &WorkloadEvent::Exited { unit: "a/1".into(), run: 1, code: Some(0), signal: None });
+    assert!(s.take_cmds().is_empty(), "a removed unit is not restarted");
+    assert_eq!(s.units().collect::<Vec<_>>(), vec!["a/2"]);
+}
+
+fn manager(n: u64) -> Identity {
+    Identity { id: NodeId(n), addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(), role: Role::Manager, generation: 1 }
+}
+
+fn agent_role() -> AgentRole {
+    AgentRole::new(NodeId(0xa9e7), "1-aaaa".into(), "127.0.0.9".into(), vec!["127.0.0.1:7001".parse().unwrap()])
+}
+
+fn opened(out: &AgentOut) -> (u64, Vec<(std::net::SocketAddr, Option<NodeId>)>) {
+    out.open.last().cloned().expect("a session was opened")
+}
+
+#[test]
+fn the_session_follows_the_rendezvous_choice_and_moves_at_once_when_it_dies() {
+    let mut a = agent_role();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut out = AgentOut::default();
+    a.start(Duration::ZERO, &mut out);
+    assert_eq!(opened(&out).1, vec![("127.0.0.1:7001".parse().unwrap(), None)], "first through the seeds");
+    let ms: Vec<Identity> = (1..=3).map(manager).collect();
+    let mut out = AgentOut::default();
+    a.set_live_managers(MS, ms.clone(), &mut out);
+    assert_eq!(out.save_managers.as_ref().map(Vec::len), Some(3));
+    let first = opened_id(&a);
+    let best = a.ranked()[0].clone();
+    a.on_session_opened(2 * MS, first, best.id, &mut out);
+    assert_eq!(a.session_manager(), Some(best.id));
+    a.on_session_data(3 * MS, first, &encode_msg(&SessionMsg::Assign(Assignments { machine: "1-aaaa".into(), units: vec![spec("w/1", "run", &[])] })), &mut out);
+    assert_eq!(a.supervisor.take_cmds().len(), 1);
+    // The session's manager is declared down: the next choice at once.
+    let rest: Vec<Identity> = ms.iter().filter(|m| m.id != best.id).cloned().collect();
+    let mut out = AgentOut::default();
+    a.set_live_managers(4 * MS, rest.clone(), &mut out);
+    assert_eq!(out.close, vec![first]);
+    let (second, candidates) = opened(&out);
+    let next = choice::rank(0xa9e7, &rest, |m| m.id)[0].clone();
+    assert_eq!(candidates, vec![(next.addr, Some(next.id))]);
+    a.on_session_opened(5 * MS, second, next.id, &mut out);
+    a.on_session_data(6 * MS, second, &encode_msg(&SessionMsg::Assign(Assignments { machine: "1-aaaa".into(), units: vec![spec("w/1", "run", &[])] })), &mut out);
+    assert!(a.supervisor.take_cmds().is_empty(), "moving the session restarts no workload");
+    let _ = &mut rng;
+}
+
+fn opened_id(a: &AgentRole) -> u64 {
+    match a.session() {
+        Session::Opening { id, .. } => *id,
+        other => panic!("not opening: {other:?}"),
+    }
+}
+
+#[test]
+fn failed_opens_back_off_with_jitter_then_dial_everyone_and_never_save_an_empty_list() {
+    let mut a = agent_role();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut out = AgentOut::default();
+    a.set_live_managers(Duration::ZERO, (1..=3).map(manager).collect(), &mut out);
+    let mut waits = Vec::new();
+    for i in 0..PARALLEL_AFTER_FAILURES + 1 {
+        let id = opened_id(&a);
+        let mut out = AgentOut::default();
+        let now = Duration::from_secs(u64::from(i) * 10);
+        a.on_session_closed(now, id, &mut rng, &mut out);
+        let wake = a.next_wake().expect("a retry is scheduled");
+        waits.push(wake - now);
+        a.tick(wake, &mut rng, &mut out);
+        if i + 1 >= PARALLEL_AFTER_FAILURES {
+            assert!(opened(&out).1.len() >= 3, "after repeated failures every known manager is dialed: {:?}", out.open);
+        }
+    }
+    assert!(waits[1] > waits[0] / 2 && waits[1] <= waits[0] * 4, "backoff grows: {waits:?}");
+    let mut out = AgentOut::default();
+    a.set_live_managers(Duration::from_secs(99), vec![], &mut out);
+    assert_eq!(out.save_managers, None, "an empty set never replaces a good one");
+}
+
+#[test]
+fn reports_carry_only_changes_and_a_new_session_gets_everything() {
+    let mut a = agent_role();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut out = AgentOut::default();
+    a.set_live_managers(Duration::ZERO, vec![manager(1)], &mut out);
+    let id = opened_id(&a);
+    let mut out = AgentOut::default();
+    a.on_session_opened(MS, id, NodeId(1), &mut out);
+    let first = decode_msg(&out.send[0].1).unwrap();
+    assert!(matches!(&first, SessionMsg::Report(r) if r.machine_status.as_deref() == Some("started")), "{first:?}");
+    a.on_session_data(2 * MS, id, &encode_msg(&SessionMsg::Assign(Assignments { machine: "1-aaaa".into(), units: vec![spec("w/1", "run", &[])] })), &mut out);
+    a.supervisor.take_cmds();
+    a.on_workload(3 * MS, &WorkloadEvent::Started { unit: "w/1".into(), run: 1, pid: 9 });
+    let mut out = AgentOut::default();
+    let wake = a.next_wake().unwrap();
+    a.tick(wake, &mut rng, &mut out);
+    let SessionMsg::Report(r) = decode_msg(&out.send[0].1).unwrap() else { panic!() };
+    assert_eq!(r.units, vec![("w/1".to_string(), "active: running".to_string())]);
+    assert_eq!(r.machine_status, None, "only changes");
+    let mut out = AgentOut::default();
+    a.tick(wake + Duration::from_secs(1), &mut rng, &mut out);
+    assert!(out.send.is_empty(), "nothing changed, nothing sent");
+}
+
+#[test]
+fn a_removed_machine_stops_its_workloads_and_stays_gone() {
+    let mut a = agent_role();
+    let mut out = AgentOut::default();
+    a.set_live_managers(Duration::ZERO, vec![manager(1)], &mut out);
+    let id = opened_id(&a);
+    a.on_session_opened(MS, id, NodeId(1), &mut out);
+    a.on_session_data(2 * MS, id, &encode_msg(&SessionMsg::Assign(Assignments { machine: "1-aaaa".into(), units: vec![spec("w/1", "run", &[])] })), &mut out);
+    a.supervisor.take_cmds();
+    a.on_workload(3 * MS, &WorkloadEvent::Started { unit: "w/1".into(), run: 1, pid: 9 });
+    let mut out = AgentOut::default();
+    a.on_session_data(4 * MS, id, &encode_msg(&SessionMsg::Refused { reason: "removed".into(), gone: true }), &mut out);
+    assert!(a.is_gone());
+    assert_eq!(a.supervisor.take_cmds(), vec![WorkloadCmd::Stop { unit: "w/1".into(), run: 1 }]);
+    let mut out = AgentOut::default();
+    a.set_live_managers(5 * MS, vec![manager(1), manager(2)], &mut out);
+    assert!(out.open.is_empty(), "a gone agent opens no new session");
+}
+
+fn manager_replica() -> Replica {
+    Replica::new(Actor { node: 0x1111 << 48, generation: 1 })
+}
+
+fn run_cmd(r: &mut Replica, cmd: Command) -> model::Outcome {
+    let (changes, outcome) = model::plan(r, &cmd).expect("accepted");
+    r.write(&changes);
+    outcome
+}
+
+#[test]
+fn managers_refuse_unknown_and_removed_machines_and_serve_assignments() {
+    let mut r = manager_replica();
+    let mut s = AgentSessions::default();
+    let mut out = ServeOut::default();
+    s.opened(&r, 1, NodeId(7), Some("9-ffff".into()), &mut out);
+    assert!(matches!(decode_msg(&out.send[0].1), Ok(SessionMsg::Refused { gone: false, .. })));
+    assert_eq!(out.close, vec![1]);
+    let o = run_cmd(&mut r, Command::Deploy { name: "web".into(), command: "serve".into(), n: 1 });
+    let machine = o.machines[0].clone();
+    let mut out = ServeOut::default();
+    s.opened(&r, 2, NodeId(7), Some(machine.clone()), &mut out);
+    let Ok(SessionMsg::Assign(a)) = decode_msg(&out.send[0].1) else { panic!("{:?}", out.send) };
+    assert_eq!(a.units.len(), 1);
+    assert_eq!(a.units[0].command, "serve");
+    assert!(out.changes.iter().any(|c| matches!(c, crate::core::state::Change::Set { key, .. } if key.ends_with("/agent"))));
+    r.write(&out.changes);
+    // Another agent for the same machine is refused.
+    let mut out = ServeOut::default();
+    s.opened(&r, 3, NodeId(8), Some(machine.clone()), &mut out);
+    assert!(matches!(decode_msg(&out.send[0].1), Ok(SessionMsg::Refused { gone: false, .. })));
+    // A config change reaches the session once; a second refresh sends nothing.
+    run_cmd(&mut r, Command::SetConfig { app: "web".into(), pairs: vec![("port".into(), "8080".into())] });
+    s.mark_dirty();
+    let mut out = ServeOut::default();
+    s.refresh(&r, &mut out);
+    let Ok(SessionMsg::Assign(a)) = decode_msg(&out.send[0].1) else { panic!() };
+    assert_eq!(a.units[0].config, BTreeMap::from([("port".to_string(), "8080".to_string())]));
+    s.mark_dirty();
+    let mut out = ServeOut::default();
+    s.refresh(&r, &mut out);
+    assert!(out.send.is_empty());
+}
+
+#[test]
+fn reports_about_other_machines_units_are_skipped() {
+    let mut r = manager_replica();
+    let mut s = AgentSessions::default();
+    let o = run_cmd(&mut r, Command::Deploy { name: "web".into(), command: "serve".into(), n: 2 });
+    let (m1, units) = (o.machines[0].clone(), o.ids.clone());
+    let mut out = ServeOut::default();
+    s.opened(&r, 1, NodeId(7), Some(m1.clone()), &mut out);
+    r.write(&out.changes);
+    let report = Report { machine_status: None, address: None, units: vec![(units[0].clone(), "active: ok".into()), (units[1].clone(), "active: forged".into())] };
+    let mut out = ServeOut::default();
+    s.data(&r, 1, &encode_msg(&SessionMsg::Report(report)), &mut out);
+    r.write(&out.changes);
+    assert_eq!(r.get(&format!("u/{}/status", units[0])), vec!["active: ok"]);
+    assert_eq!(r.get(&format!("u/{}/status", units[1])), vec!["pending"], "not this agent's unit");
+    assert_eq!(s.stats.report_units_skipped, 1);
+    s.data(&r, 1, b"\xff\xff garbage", &mut out);
+    assert_eq!(s.stats.bad_messages, 1);
+}
