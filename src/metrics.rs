@@ -82,11 +82,12 @@ pub const DROP_REASONS: [&str; 8] = [
     DROP_QUEUE_FULL,
 ];
 
-const MEMBER_STATES: [MemberState; 4] = [
+const MEMBER_STATES: [MemberState; 5] = [
     MemberState::Alive,
     MemberState::Suspect,
     MemberState::Down,
     MemberState::Left,
+    MemberState::Replaced,
 ];
 const ROLES: [Role; 2] = [Role::Manager, Role::Agent];
 

@@ -99,12 +99,11 @@ fn agent_conf_finds_the_cluster_after_every_given_address_is_gone() {
     let mut a = Agent::start(&dir, &only_seed, Some(&token));
     a.wait_session("first session");
     a.log.wait_for("agent.conf naming all three managers", |l| {
-        l.iter().any(|v| common::message(v) == "live managers changed; updating agent.conf" && common::field(v, "managers").matches("127.0.0.1").count() == 3)
+        l.iter().any(|v| common::message(v) == "agent.conf updated with the live managers" && common::field(v, "managers").matches("127.0.0.1").count() == 3)
     });
     a.crash();
     c.peers[0].crash();
-    // agent.conf holds only a truncated copy of itself beside a good one?
-    // No: it was written atomically; restart with no --seeds at all.
+    // Restart with no --seeds at all: only agent.conf knows the others.
     let b = Agent::start(&dir, &[], None);
     let m = b.wait_session("a session through agent.conf alone");
     assert_ne!(m, c.peers[0].id);

@@ -392,6 +392,7 @@ impl Cluster {
             known_peers: s.disk.known_peers.clone(),
             state,
             agent: None,
+            controller_machine: None,
         };
         let mut node = Node::new(config);
         node.start(clock.local(now));
@@ -494,7 +495,7 @@ impl Cluster {
                 Output::SnapshotNeeded => self.snapshot_state(slot),
                 // Agents here run membership only (no agent role yet).
                 Output::OpenSession { .. } | Output::SessionSend { .. } | Output::CloseSession { .. } => {}
-                Output::Workload(_) | Output::SaveManagers(_) => {}
+                Output::Workload(_) | Output::SaveManagers(_) | Output::Provider(_) => {}
             }
         }
         self.scratch = outs;

@@ -239,6 +239,9 @@ pub fn effects(w: &AckedWrite) -> Vec<(String, Expect)> {
         }
         Command::SetController { key, value } => vec![(format!("c/{key}"), val(value))],
         Command::ClaimMachine { machine, agent } => vec![(format!("m/{machine}/agent"), val(agent))],
+        Command::EnableHa { n } => vec![("c/ha-desired".to_string(), val(&n.to_string()))],
+        // The workload never bootstraps (the first manager does, once).
+        Command::Bootstrap(_) => Vec::new(),
     }
 }
 

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use jujud::runtime::bootstrap;
 use jujud::runtime::client::{self, ClientError};
 use jujud::runtime::clientfile::ClientFile;
 use jujud::runtime::datadir::write_atomic;
@@ -75,6 +77,34 @@ enum Command {
     RemoveUnit { unit: String },
     /// Show an application's config, or set key=value pairs.
     Config { name: String, settings: Vec<String> },
+    /// Start a new environment on the local provider: the first manager,
+    /// and with --ha N, N managers from the start.
+    Bootstrap {
+        /// Managers to run from the start (1 to 7; odd numbers survive the
+        /// loss of a minority).
+        #[arg(long, default_value_t = 1)]
+        ha: u32,
+        /// The provider root [default: $JUJUD_ROOT, else ~/.local/share/jujud/local].
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Set the desired number of managers, and wait until they are alive.
+    EnableHa {
+        #[arg(short = 'n')]
+        n: u32,
+        /// Return once the change is recorded, without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Managers, their state and generation, who runs each singleton, HA n/N.
+    ShowController,
+    /// Show controller settings, or set key=value pairs (e.g. ha-grace-ms=5000).
+    ControllerConfig { settings: Vec<String> },
+    /// Stop every instance of the local environment and remove its root.
+    Destroy {
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,9 +124,22 @@ enum TokensCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let Some(path) = cli.client_config.clone() else {
-        eprintln!("juju: no client config: pass --client-config FILE or set JUJU_CLIENT_CONFIG");
-        return ExitCode::from(2);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    match &cli.command {
+        Command::Bootstrap { ha, root } => return rt.block_on(bootstrap_cmd(*ha, root.clone())),
+        Command::Destroy { root } => return destroy_cmd(root.clone()),
+        _ => {}
+    }
+    let path = match cli.client_config.clone() {
+        Some(p) => p,
+        None => {
+            let default = bootstrap::client_file_in(&bootstrap::default_root());
+            if !default.exists() {
+                eprintln!("juju: no client config: pass --client-config FILE, set JUJU_CLIENT_CONFIG, or `juju bootstrap`");
+                return ExitCode::from(2);
+            }
+            default
+        }
     };
     let file = match ClientFile::load(&path) {
         Ok(f) => f,
@@ -105,34 +148,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let write = |cmd: StateCommand| Request::Command { cmd, wait_replicated: cli.wait_replicated, timeout_ms: cli.timeout_ms };
-    let req = match &cli.command {
-        Command::Members => Request::Members,
-        Command::Status => Request::Status,
-        Command::AddMachine { n } => write(StateCommand::AddMachine { n: *n }),
-        Command::RemoveMachine { id } => write(StateCommand::RemoveMachine { id: id.clone() }),
-        Command::Deploy { name, command, n } => write(StateCommand::Deploy { name: name.clone(), command: command.clone(), n: *n }),
-        Command::AddUnit { name, n } => write(StateCommand::AddUnit { app: name.clone(), n: *n }),
-        Command::RemoveUnit { unit } => write(StateCommand::RemoveUnit { unit: unit.clone() }),
-        Command::Config { settings, .. } if settings.is_empty() => Request::Status,
-        Command::Config { name, settings } => match render::parse_pairs(settings) {
-            Ok(pairs) => write(StateCommand::SetConfig { app: name.clone(), pairs }),
-            Err(e) => {
-                eprintln!("juju: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        Command::Tokens(TokensCmd::List) => Request::TokenList,
-        Command::Tokens(TokensCmd::Create { ttl_secs }) => Request::TokenCreate { role: "manager".into(), ttl_secs: *ttl_secs },
-        Command::Tokens(TokensCmd::Revoke { token_id }) => Request::TokenRevoke { token_id: token_id.clone() },
+    let req = match request_for(&cli) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("juju: {e}");
+            return ExitCode::from(2);
+        }
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let answer: Result<_, ClientError> = rt.block_on(client::request(&file, cli.endpoint, req));
     let seeds = file.endpoints.clone();
-    match answer {
+    let code = match answer {
         Ok((_, Response::Error(msg))) => {
             eprintln!("juju: the manager refused: {msg}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
         Ok((_, resp)) => {
             if let Response::Members { members, .. } | Response::Status { members, .. } = &resp {
@@ -142,6 +170,92 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("juju: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match &cli.command {
+        Command::EnableHa { n, no_wait: false } => rt.block_on(wait_managers(&path, *n)),
+        _ => code,
+    }
+}
+
+/// The request a command sends, or why its arguments are wrong.
+fn request_for(cli: &Cli) -> Result<Request, String> {
+    let write = |cmd: StateCommand| Request::Command { cmd, wait_replicated: cli.wait_replicated, timeout_ms: cli.timeout_ms };
+    Ok(match &cli.command {
+        Command::Members => Request::Members,
+        Command::Status | Command::ShowController => Request::Status,
+        Command::AddMachine { n } => write(StateCommand::AddMachine { n: *n }),
+        Command::RemoveMachine { id } => write(StateCommand::RemoveMachine { id: id.clone() }),
+        Command::Deploy { name, command, n } => write(StateCommand::Deploy { name: name.clone(), command: command.clone(), n: *n }),
+        Command::AddUnit { name, n } => write(StateCommand::AddUnit { app: name.clone(), n: *n }),
+        Command::RemoveUnit { unit } => write(StateCommand::RemoveUnit { unit: unit.clone() }),
+        Command::Config { settings, .. } | Command::ControllerConfig { settings } if settings.is_empty() => Request::Status,
+        Command::Config { name, settings } => write(StateCommand::SetConfig { app: name.clone(), pairs: render::parse_pairs(settings)? }),
+        Command::ControllerConfig { settings } => match render::parse_pairs(settings)?.as_slice() {
+            [(key, value)] => write(StateCommand::SetController { key: key.clone(), value: value.clone() }),
+            _ => return Err("set one controller setting at a time".into()),
+        },
+        Command::EnableHa { n, .. } => write(StateCommand::EnableHa { n: *n }),
+        Command::Tokens(TokensCmd::List) => Request::TokenList,
+        Command::Tokens(TokensCmd::Create { ttl_secs }) => Request::TokenCreate { role: "manager".into(), ttl_secs: *ttl_secs },
+        Command::Tokens(TokensCmd::Revoke { token_id }) => Request::TokenRevoke { token_id: token_id.clone() },
+        Command::Bootstrap { .. } | Command::Destroy { .. } => unreachable!("handled before any request"),
+    })
+}
+
+fn progress_bar(want: usize) -> ProgressBar {
+    let bar = ProgressBar::new(want as u64);
+    bar.set_style(ProgressStyle::with_template("{spinner} managers alive {pos}/{len} {elapsed}").expect("template"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
+async fn bootstrap_cmd(ha: u32, root: Option<PathBuf>) -> ExitCode {
+    let root = root.unwrap_or_else(bootstrap::default_root);
+    let bar = progress_bar(ha as usize);
+    let started = std::time::Instant::now();
+    match bootstrap::bootstrap(&root, ha, &|alive, _| bar.set_position(alive as u64)).await {
+        Ok(file) => {
+            bar.finish_and_clear();
+            println!("bootstrapped {ha} manager(s) in {:.1} s; client file {}", started.elapsed().as_secs_f64(), file.display());
+            println!("(juju uses it by default; or export JUJU_CLIENT_CONFIG={})", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            bar.abandon();
+            eprintln!("juju: bootstrap failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_managers(path: &std::path::Path, n: u32) -> ExitCode {
+    let bar = progress_bar(n as usize);
+    let started = std::time::Instant::now();
+    match bootstrap::wait_for_managers(path, n as usize, &|alive, _| bar.set_position(alive as u64)).await {
+        Ok(_) => {
+            bar.finish_and_clear();
+            println!("HA {n}/{n} in {:.1} s", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            bar.abandon();
+            eprintln!("juju: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn destroy_cmd(root: Option<PathBuf>) -> ExitCode {
+    let root = root.unwrap_or_else(bootstrap::default_root);
+    match bootstrap::destroy(&root) {
+        Ok(n) => {
+            println!("destroyed {}: {n} running instance(s) stopped", root.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("juju: destroy failed: {e}");
             ExitCode::FAILURE
         }
     }
@@ -181,14 +295,28 @@ fn print(format: Format, command: &Command, resp: &Response, seeds: &[SocketAddr
         (Format::Json, Response::Members { answered_by, members }) => {
             json(&serde_json::json!({ "answered_by": answered_by, "members": members }))
         }
-        (Format::Json, Response::Status { answered_by, status, members }) => {
-            json(&serde_json::json!({ "answered_by": answered_by, "status": status, "members": members }))
+        (Format::Json, Response::Status { answered_by, controller, members, .. }) if matches!(command, Command::ShowController) => {
+            json(&serde_json::json!({ "answered_by": answered_by, "controller": controller, "members": members }))
+        }
+        (Format::Table, Response::Status { answered_by, controller, members, .. }) if matches!(command, Command::ShowController) => {
+            print!("{}", render::controller(answered_by, controller, members))
+        }
+        (Format::Json, Response::Status { status, .. }) if matches!(command, Command::ControllerConfig { .. }) => json(&status.controller),
+        (Format::Table, Response::Status { status, .. }) if matches!(command, Command::ControllerConfig { .. }) => {
+            for (k, v) in &status.controller {
+                println!("{k}={}", v.text());
+            }
+        }
+        (Format::Json, Response::Status { answered_by, status, members, controller }) => {
+            json(&serde_json::json!({ "answered_by": answered_by, "status": status, "members": members, "controller": controller }))
         }
         (Format::Json, Response::Tokens(rows)) => json(rows),
         (Format::Json, Response::Token { token, row }) => json(&serde_json::json!({ "token": token, "row": row })),
         (Format::Json, Response::Applied(outcome)) => json(outcome),
         (Format::Table, Response::Members { answered_by, members }) => print!("{}", render::members(answered_by, members)),
-        (Format::Table, Response::Status { answered_by, status, members }) => print!("{}", render::status(answered_by, status, members)),
+        (Format::Table, Response::Status { answered_by, status, members, controller }) => {
+            print!("{}", render::status(answered_by, status, members, controller))
+        }
         (Format::Table, Response::Tokens(rows)) => print!("{}", render::tokens(rows)),
         (Format::Table, Response::Token { token, .. }) => println!("{token}"),
         (Format::Table, Response::Applied(outcome)) => {

@@ -66,6 +66,7 @@ impl AgentArgs {
             log_format: self.log_format,
             metrics_listen: self.metrics_listen,
             timing: self.timing.clone(),
+            bootstrap: Default::default(),
         };
         resolve(&peer, env)
     }

@@ -24,7 +24,9 @@ use crate::core::Timing;
 use crate::core::timing::TimingError;
 
 pub mod agent;
+pub mod bootstrap;
 pub use agent::AgentArgs;
+pub use bootstrap::{BootstrapArgs, BootstrapConfig};
 use crate::logging::LogFormat;
 
 /// Where a peer listens when no address is configured.
@@ -176,6 +178,8 @@ pub struct PeerArgs {
     /// Single timing fields, overriding the preset.
     #[command(flatten)]
     pub timing: TimingArgs,
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
 }
 
 impl fmt::Debug for PeerArgs {
@@ -235,6 +239,8 @@ pub struct PeerConfig {
     pub log_format: LogFormat,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Set by `juju bootstrap` for the first manager.
+    pub bootstrap: Option<BootstrapConfig>,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -340,6 +346,7 @@ pub fn resolve(args: &PeerArgs, env: EnvSource<'_>) -> Result<PeerConfig, Config
             env,
             "metrics_listen",
         )?,
+        bootstrap: args.bootstrap.resolve()?,
     })
 }
 

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::agent::{WorkloadCmd, WorkloadEvent};
+use super::control::provider::{ProviderCmd, ProviderResult};
 use super::identity::{Identity, NodeId, Role};
 use super::notices::Notice;
 use super::state::{Command, Stamped, WriteResult};
@@ -54,6 +55,8 @@ pub enum Input {
     SessionData { session: u64, bytes: Vec<u8> },
     /// What became of a workload this agent asked for.
     Workload(WorkloadEvent),
+    /// What the provider did with a request (managers).
+    Provider(Box<ProviderResult>),
 }
 
 /// A timer: deliver it back as [`Input::Timer`] at `at` (or later).
@@ -79,6 +82,8 @@ pub(crate) enum TimerKind {
     Agent(u64),
     /// A manager recomputes the assignments of the agents it serves.
     Assign,
+    /// A manager recomputes singleton ownership and runs its workers.
+    Control,
 }
 
 impl Timer {
@@ -97,6 +102,7 @@ impl Timer {
             TimerKind::AntiEntropy => "anti-entropy",
             TimerKind::Agent(_) => "agent",
             TimerKind::Assign => "assign",
+            TimerKind::Control => "control",
         }
     }
 }
@@ -135,6 +141,8 @@ pub enum Output {
     /// Agents: the live managers' addresses changed; remember them (the
     /// list is never empty).
     SaveManagers(Vec<SocketAddr>),
+    /// Managers: ask the provider; answer with [`Input::Provider`].
+    Provider(Box<ProviderCmd>),
 }
 
 /// A change that the driver may log, persist or show.
@@ -155,6 +163,12 @@ pub enum Event {
     Rejoined(Identity),
     /// A notice learned from the cluster (or published here).
     Notice(Notice),
+    /// This manager started (`owned`) or stopped running a singleton.
+    Singleton { name: &'static str, owned: bool },
+    /// This manager's controller machine was removed: it must leave.
+    Retired,
+    /// This node was revoked (replaced by the HA keeper): it must stop.
+    Revoked,
 }
 
 /// Plain counters; the runtime exports them as Prometheus metrics and the
@@ -171,6 +185,8 @@ pub struct Stats {
     pub dropped_oversized: u64,
     /// Datagrams whose sender claimed another id or role than its certificate.
     pub dropped_spoofed: u64,
+    /// Datagrams from members revoked by the HA keeper.
+    pub dropped_revoked: u64,
     /// Datagrams refused by foca itself (stale, from ourselves, etc.).
     pub dropped_rejected: u64,
     pub dropped_output_full: u64,
@@ -200,6 +216,8 @@ pub enum MemberState {
     Suspect,
     Down,
     Left,
+    /// Down, and revoked: the HA keeper replaced it; it may never return.
+    Replaced,
 }
 
 impl MemberState {
@@ -209,6 +227,7 @@ impl MemberState {
             MemberState::Suspect => "suspect",
             MemberState::Down => "down",
             MemberState::Left => "left",
+            MemberState::Replaced => "replaced",
         }
     }
 }

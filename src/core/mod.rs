@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod codec;
+pub mod control;
 pub mod health;
 pub mod identity;
 pub mod io;

@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::agent::role::AgentRole;
 use super::agent::serve::AgentSessions;
+use super::control::Controller;
 use super::codec::BincodeCodec;
 use super::health::LocalHealth;
 use super::identity::{Identity, NodeId, Role};
@@ -57,6 +58,9 @@ pub struct NodeConfig {
     /// For machine agents: which machine this agent runs, and the address
     /// it reports. `None` on managers.
     pub agent: Option<AgentSpec>,
+    /// For managers started by a provider: the controller machine this
+    /// manager is (it claims it, and leaves when it is removed).
+    pub controller_machine: Option<String>,
 }
 
 /// What an agent is, beyond its membership identity.
@@ -129,14 +133,21 @@ pub struct Node {
     /// The agent timer armed: when, and its token (older ones are stale).
     agent_timer: Option<(Time, u64)>,
     agent_token: u64,
-    /// A manager or its membership changed: the agent re-reads live managers.
+    /// A manager or its membership changed: live managers are re-read.
     managers_changed: bool,
+    /// Live managers (alive or suspect; this node too when it is one),
+    /// sorted by id; refreshed only when `managers_changed`.
+    live_managers: Vec<Identity>,
     /// Agent sessions this manager serves (empty elsewhere).
     served: AgentSessions,
     /// The replica changed during this input (assignments may have).
     state_changed: bool,
     /// The assignment refresh timer is armed.
     assign_armed: bool,
+    /// The singleton workers (managers only).
+    control: Option<Controller>,
+    /// Members revoked by the HA keeper: their traffic is dropped.
+    revoked: BTreeSet<NodeId>,
 }
 
 impl Node {
@@ -162,6 +173,7 @@ impl Node {
         for peer in config.known_peers.iter().filter(|p| p.id != config.identity.id) {
             rejoin.remember(peer);
         }
+        let holds_state = config.state.is_some();
         Node {
             swim,
             collector: Collector::default(),
@@ -182,9 +194,12 @@ impl Node {
             agent_timer: None,
             agent_token: 0,
             managers_changed: true,
+            live_managers: Vec::new(),
             served: AgentSessions::default(),
             state_changed: false,
             assign_armed: false,
+            control: holds_state.then(|| Controller::new(config.identity.id, config.controller_machine.clone())),
+            revoked: BTreeSet::new(),
         }
     }
 
@@ -196,6 +211,7 @@ impl Node {
         }
         self.rejoin_round(now);
         self.start_agent(now);
+        self.arm_control(now);
         self.after_input(now);
     }
 
@@ -239,7 +255,8 @@ impl Node {
             role: r.clone(),
             expires_unix_secs: *e,
         });
-        departed.chain(revoked).chain(issued).collect()
+        let members = book.revoked_members.iter().map(|id| Notice::MemberRevoked { id: *id });
+        departed.chain(revoked).chain(issued).chain(members).collect()
     }
 
     /// Issued tokens (id, role, expiry) as learned from notices.
@@ -268,6 +285,7 @@ impl Node {
             let state = match m.state() {
                 foca::State::Alive => MemberState::Alive,
                 foca::State::Suspect => MemberState::Suspect,
+                foca::State::Down if self.revoked.contains(&id.id) => MemberState::Replaced,
                 foca::State::Down if departed(&book, id) => MemberState::Left,
                 foca::State::Down => MemberState::Down,
             };
@@ -300,6 +318,7 @@ impl Node {
             Input::SessionClosed { session } => self.on_session_closed(now, session),
             Input::SessionData { session, bytes } => self.on_session_data(now, session, &bytes),
             Input::Workload(ev) => self.on_workload(now, &ev),
+            Input::Provider(result) => self.on_provider(now, &result),
         }
         self.flush(now);
         self.after_input(now);
@@ -325,6 +344,10 @@ impl Node {
                 return;
             }
         };
+        if self.revoked.contains(&from.id) {
+            self.stats.dropped_revoked += 1;
+            return;
+        }
         if src.id != from.id || src.role != from.role {
             tracing::warn!(claimed = %src.id, proven = %from.id, "dropped datagram speaking for another member");
             self.stats.dropped_spoofed += 1;
@@ -362,6 +385,7 @@ impl Node {
             TimerKind::AntiEntropy => self.anti_entropy(now),
             TimerKind::Agent(token) => self.on_agent_timer(now, token),
             TimerKind::Assign => self.on_assign_timer(),
+            TimerKind::Control => self.on_control_tick(now),
         }
     }
 
@@ -510,6 +534,13 @@ impl Node {
             if let Notice::Departed { id, .. } = &notice {
                 self.rejoin.forget(*id);
             }
+            if let Notice::MemberRevoked { id } = &notice {
+                self.revoked.insert(*id);
+                self.rejoin.forget(*id);
+                if *id == self.swim.identity().id {
+                    self.push(Output::Event(Event::Revoked));
+                }
+            }
             self.push(Output::Event(Event::Notice(notice)));
         }
     }
@@ -549,7 +580,10 @@ impl Node {
                 let _ = self.swim.reuse_down_identity();
                 return;
             }
-            N::Rejoin(id) => Event::Rejoined(id),
+            N::Rejoin(id) => {
+                self.managers_changed = true;
+                Event::Rejoined(id)
+            }
             N::ProbeFailed(_, _) => {
                 self.stats.probes_failed += 1;
                 return;
@@ -576,6 +610,9 @@ mod node_state;
 
 #[path = "node_agent.rs"]
 mod node_agent;
+
+#[path = "node_control.rs"]
+mod node_control;
 
 #[cfg(test)]
 #[path = "node_tests.rs"]

@@ -31,15 +31,25 @@ impl Node {
         &self.served
     }
 
-    /// Live managers as foca sees them (alive or suspect), including this
-    /// node when it is one.
+    /// Live managers' ids as foca sees them (alive or suspect), including
+    /// this node when it is one; sorted.
     pub fn live_manager_ids(&self) -> Vec<NodeId> {
-        let mut ids: Vec<NodeId> = self.swim.iter_members().map(|m| m.id()).filter(|i| i.role == Role::Manager).map(|i| i.id).collect();
+        self.live_managers.iter().map(|m| m.id).collect()
+    }
+
+    /// Live managers as identities, sorted by id (cached; see
+    /// `managers_changed`).
+    pub fn live_managers_with_self(&self) -> &[Identity] {
+        &self.live_managers
+    }
+
+    fn refresh_live_managers(&mut self) {
+        let mut live: Vec<Identity> = self.swim.iter_members().map(|m| m.id().clone()).filter(|i| i.role == Role::Manager).collect();
         if self.identity().role == Role::Manager && !self.left {
-            ids.push(self.identity().id);
+            live.push(self.identity().clone());
         }
-        ids.sort();
-        ids
+        live.sort_by_key(|m| m.id);
+        self.live_managers = live;
     }
 
     /// An agent opens its first session at once, through its seeds.
@@ -126,13 +136,19 @@ impl Node {
     /// After every input: an agent follows membership changes and arms its
     /// timer; a manager whose state changed schedules new assignments.
     pub(super) fn after_input(&mut self, now: Time) {
-        if std::mem::take(&mut self.managers_changed) && self.agent.is_some() {
-            let live: Vec<Identity> = self.swim.iter_members().map(|m| m.id().clone()).filter(|i| i.role == Role::Manager).collect();
-            let mut out = AgentOut::default();
-            if let Some(agent) = self.agent.as_mut() {
-                agent.set_live_managers(now, live, &mut out);
+        if std::mem::take(&mut self.managers_changed) {
+            self.refresh_live_managers();
+            if self.control.is_some() {
+                self.on_manager_change(now);
             }
-            self.apply_agent_out(out);
+            if self.agent.is_some() {
+                let live = self.live_managers.clone();
+                let mut out = AgentOut::default();
+                if let Some(agent) = self.agent.as_mut() {
+                    agent.set_live_managers(now, live, &mut out);
+                }
+                self.apply_agent_out(out);
+            }
         }
         if let Some(want) = self.agent.as_ref().and_then(|a| a.next_wake()) {
             if self.agent_timer.is_none_or(|(at, _)| want < at) {

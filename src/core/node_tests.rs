@@ -31,7 +31,7 @@ impl Net {
         for i in 1..=n {
             let seeds = if i == 1 { vec![] } else { vec![ident(1).addr] };
             let mut node =
-                Node::new(NodeConfig { identity: ident(i), timing: Timing::lan(), rng_seed: i, seeds, known_peers: vec![], state: None, agent: None });
+                Node::new(NodeConfig { identity: ident(i), timing: Timing::lan(), rng_seed: i, seeds, known_peers: vec![], state: None, agent: None, controller_machine: None });
             node.start(Duration::ZERO);
             net.nodes.insert(i, node);
             net.pump(i);
@@ -55,7 +55,7 @@ impl Net {
                 // These nodes hold no state and are not agents.
                 Output::Persist { .. } | Output::SendState { .. } | Output::Reply { .. } | Output::SnapshotNeeded => {}
                 Output::OpenSession { .. } | Output::SessionSend { .. } | Output::CloseSession { .. } => {}
-                Output::Workload(_) | Output::SaveManagers(_) => {}
+                Output::Workload(_) | Output::SaveManagers(_) | Output::Provider(_) => {}
             }
         }
         for (to, input) in deliveries {

@@ -27,6 +27,9 @@ pub enum Notice {
     TokenRevoked { token_id: String, expires_unix_secs: u64 },
     /// A join token was issued (never its secret), so any manager can list it.
     TokenIssued { token_id: String, role: String, expires_unix_secs: u64 },
+    /// The member `id` was replaced (its instance stopped): nothing it
+    /// says is accepted any more, even if it comes back.
+    MemberRevoked { id: NodeId },
 }
 
 /// What makes one notice replace another in foca's backlog.
@@ -35,6 +38,7 @@ pub enum NoticeKey {
     Departed(NodeId, u64),
     TokenRevoked(String),
     TokenIssued(String),
+    MemberRevoked(NodeId),
 }
 
 impl foca::Invalidates for NoticeKey {
@@ -43,6 +47,7 @@ impl foca::Invalidates for NoticeKey {
             (NoticeKey::Departed(a, ga), NoticeKey::Departed(b, gb)) => a == b && ga >= gb,
             (NoticeKey::TokenRevoked(a), NoticeKey::TokenRevoked(b)) => a == b,
             (NoticeKey::TokenIssued(a), NoticeKey::TokenIssued(b)) => a == b,
+            (NoticeKey::MemberRevoked(a), NoticeKey::MemberRevoked(b)) => a == b,
             _ => false,
         }
     }
@@ -57,6 +62,9 @@ pub struct NoticeBook {
     pub revoked: BTreeMap<String, u64>,
     /// Issued token ids with their role and expiry (unix seconds).
     pub issued: BTreeMap<String, (String, u64)>,
+    /// Members replaced by the HA keeper; kept for good (bounded by the
+    /// book's size).
+    pub revoked_members: BTreeSet<NodeId>,
     /// Notices learned since the node last drained them (bounded).
     pub fresh: Vec<Notice>,
     /// Notices refused because the book was full.
@@ -65,7 +73,7 @@ pub struct NoticeBook {
 
 impl NoticeBook {
     fn len(&self) -> usize {
-        self.departed.len() + self.revoked.len() + self.issued.len()
+        self.departed.len() + self.revoked.len() + self.issued.len() + self.revoked_members.len()
     }
 
     /// Records a notice; returns whether it was news.
@@ -74,13 +82,14 @@ impl NoticeBook {
             Notice::Departed { id, generation } => self.departed.get(id).is_none_or(|g| g < generation),
             Notice::TokenRevoked { token_id, .. } => !self.revoked.contains_key(token_id),
             Notice::TokenIssued { token_id, .. } => !self.issued.contains_key(token_id),
+            Notice::MemberRevoked { id } => !self.revoked_members.contains(id),
         };
         if !news {
             return false;
         }
         let is_new_key = match notice {
             Notice::Departed { id, .. } => !self.departed.contains_key(id),
-            Notice::TokenRevoked { .. } | Notice::TokenIssued { .. } => true,
+            Notice::TokenRevoked { .. } | Notice::TokenIssued { .. } | Notice::MemberRevoked { .. } => true,
         };
         if is_new_key && self.len() >= MAX_NOTICES {
             self.refused_full += 1;
@@ -95,6 +104,9 @@ impl NoticeBook {
             }
             Notice::TokenIssued { token_id, role, expires_unix_secs } => {
                 self.issued.insert(token_id.clone(), (role.clone(), *expires_unix_secs));
+            }
+            Notice::MemberRevoked { id } => {
+                self.revoked_members.insert(*id);
             }
         }
         if self.fresh.len() < MAX_NOTICES {
@@ -135,6 +147,7 @@ impl foca::BroadcastHandler<Identity> for NoticeHandler {
             Notice::Departed { id, generation } => NoticeKey::Departed(id, generation),
             Notice::TokenRevoked { token_id, .. } => NoticeKey::TokenRevoked(token_id),
             Notice::TokenIssued { token_id, .. } => NoticeKey::TokenIssued(token_id),
+            Notice::MemberRevoked { id } => NoticeKey::MemberRevoked(id),
         }))
     }
 }

@@ -202,6 +202,7 @@ async fn serve(
         known_peers: peers,
         state: None,
         agent: Some(AgentSpec { machine, address: advertise.ip().to_string() }),
+        controller_machine: None,
     });
     for n in notices {
         node.handle(std::time::Duration::ZERO, crate::core::Input::Publish(n));
@@ -222,6 +223,7 @@ async fn serve(
         inbox_tx,
         sessions: SessionTable::new(metrics),
         agent: Some(AgentParts { workloads, conf_path }),
+        provider: None,
     };
     driver::run(node, parts).await;
     endpoint.close(0u32.into(), b"leaving");

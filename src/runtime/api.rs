@@ -78,10 +78,11 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
         Request::TokenList => Response::Tokens(token_rows(&shared.notices().await)),
         Request::TokenRevoke { token_id } => revoke_token(shared, token_id).await,
         Request::Status => match shared.status().await {
-            Some((me, status, members)) => Response::Status {
+            Some((me, status, members, controller)) => Response::Status {
                 answered_by: me,
                 status,
                 members: members.iter().map(MemberRow::from).collect(),
+                controller,
             },
             None => Response::Error("this member holds no state, or is shutting down".into()),
         },

@@ -37,8 +37,8 @@ pub const LEAVE_FLUSH_MS: u64 = 300;
 /// Requests from the API and the process to the node.
 pub enum Command {
     Members(oneshot::Sender<(Identity, Vec<MemberInfo>)>),
-    /// The state view and members, for `juju status`.
-    Status(oneshot::Sender<Option<(StatusView, Vec<MemberInfo>)>>),
+    /// The state view, members and controller summary, for `juju status`.
+    Status(oneshot::Sender<Option<(StatusView, Vec<MemberInfo>, crate::core::control::ControllerInfo)>>),
     /// A state command; the reply comes when durable (and replicated).
     Write { cmd: StateCommand, replicas: u32, timeout: Duration, reply: oneshot::Sender<WriteResult> },
     Publish(Notice),
@@ -83,6 +83,8 @@ pub struct DriverParts {
     pub sessions: Arc<SessionTable>,
     /// An agent's workloads and its agent.conf (agents only).
     pub agent: Option<AgentParts>,
+    /// Carries out provider requests (managers only).
+    pub provider: Option<Arc<super::provider::Runner>>,
     /// Where the store reports durability (the transport's inbox).
     pub inbox_tx: mpsc::Sender<Inbound>,
 }
@@ -108,6 +110,8 @@ struct Driver {
     /// Whether a peers or notices write is in flight (one at a time each).
     peers_writing: Arc<AtomicBool>,
     notices_writing: Arc<AtomicBool>,
+    /// The node asked to stop (retired or revoked).
+    stop: bool,
 }
 
 /// Runs the node until shutdown, then leaves the cluster gracefully.
@@ -126,6 +130,7 @@ pub async fn run(mut node: Node, parts: DriverParts) {
         next_req: 0,
         peers_writing: Arc::new(AtomicBool::new(false)),
         notices_writing: Arc::new(AtomicBool::new(false)),
+        stop: false,
     };
     d.drain();
     d.run_loop().await;
@@ -156,6 +161,9 @@ impl Driver {
                 Some(cmd) = self.p.commands.recv() => self.on_command(cmd),
                 _ = sleep, if next_at.is_some() => self.fire_due_timers(),
                 _ = persist_tick.tick() => self.persist(),
+            }
+            if self.stop {
+                return;
             }
             if self.node.agent().is_some_and(|a| a.is_gone() && a.supervisor.running() == 0) {
                 tracing::warn!("this agent's machine was removed; its workloads are stopped; leaving");
@@ -190,6 +198,7 @@ impl Driver {
             Inbound::SessionData { session, bytes } => Input::SessionData { session, bytes },
             Inbound::SessionClosed { session } => Input::SessionClosed { session },
             Inbound::Workload(ev) => Input::Workload(ev),
+            Inbound::Provider(r) => Input::Provider(Box::new(r)),
         };
         self.node.handle(self.now(), input);
         self.drain();
@@ -208,7 +217,8 @@ impl Driver {
                 let _ = reply.send(self.node.notices());
             }
             Command::Status(reply) => {
-                let _ = reply.send(self.node.status_view().map(|v| (v, self.node.members())));
+                let info = self.node.controller_info().unwrap_or_default();
+                let _ = reply.send(self.node.status_view().map(|v| (v, self.node.members(), info)));
             }
             Command::Write { cmd, replicas, timeout, reply } => {
                 self.next_req += 1;
@@ -264,6 +274,10 @@ impl Driver {
                     None => tracing::error!("a member that is not an agent was asked to run a workload"),
                 },
                 Output::SaveManagers(addrs) => self.save_managers(addrs),
+                Output::Provider(cmd) => match &self.p.provider {
+                    Some(runner) => runner.execute(*cmd),
+                    None => tracing::error!("a member without a provider runner was asked to use one"),
+                },
             }
         }
     }
@@ -285,6 +299,16 @@ impl Driver {
             Event::Notice(n) => {
                 tracing::info!(notice = ?n, "notice");
                 self.notices_dirty = true;
+            }
+            Event::Singleton { name, owned: true } => tracing::info!(singleton = name, "singleton acquired"),
+            Event::Singleton { name, owned: false } => tracing::info!(singleton = name, "singleton released"),
+            Event::Retired => {
+                tracing::warn!("this manager's controller machine was removed; leaving the cluster");
+                self.stop = true;
+            }
+            Event::Revoked => {
+                tracing::error!("this node was revoked (replaced by the HA keeper); stopping");
+                self.stop = true;
             }
         }
         if matches!(event, Event::MemberUp(_) | Event::Renamed { .. }) {
@@ -327,11 +351,9 @@ impl Driver {
     fn save_managers(&self, addrs: Vec<std::net::SocketAddr>) {
         let Some(a) = &self.p.agent else { return };
         let path = a.conf_path.clone();
-        tracing::info!(managers = ?addrs, "live managers changed; updating agent.conf");
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = super::agentconf::AgentConf::new(addrs).save(&path) {
-                tracing::error!(error = %e, "could not update agent.conf");
-            }
+        tokio::task::spawn_blocking(move || match super::agentconf::AgentConf::new(addrs.clone()).save(&path) {
+            Ok(()) => tracing::info!(managers = ?addrs, "agent.conf updated with the live managers"),
+            Err(e) => tracing::error!(error = %e, "could not update agent.conf"),
         });
     }
 

@@ -4,11 +4,13 @@
 pub mod agent;
 pub mod agentconf;
 pub mod api;
+pub mod bootstrap;
 pub mod client;
 pub mod clientfile;
 pub mod datadir;
 pub mod driver;
 pub mod join;
+pub mod provider;
 pub mod render;
 pub mod server;
 pub mod session;

@@ -7,6 +7,7 @@
 use std::fmt::Write;
 
 use super::wire::{MemberRow, TokenRow};
+use crate::core::control::ControllerInfo;
 use crate::core::state::model::StatusView;
 
 /// The member table.
@@ -30,14 +31,30 @@ pub fn tokens(rows: &[TokenRow]) -> String {
     s
 }
 
+/// `juju show-controller`: HA n/N, the managers, who runs each singleton.
+pub fn controller(answered_by: &str, c: &ControllerInfo, members: &[MemberRow]) -> String {
+    let mut s = String::new();
+    let managers: Vec<&MemberRow> = members.iter().filter(|m| m.role == "manager").collect();
+    let _ = writeln!(s, "HA {}/{} (answered by {answered_by})", c.alive, c.desired);
+    let _ = writeln!(s, "provider: {}   replace a manager down for {} ms", c.provider.as_deref().unwrap_or("none"), c.grace_ms);
+    let _ = writeln!(s, "\n{:<18} {:<22} {:>10} {:<8} {}", "MANAGER", "ADDRESS", "GENERATION", "STATE", "RUNS");
+    for m in &managers {
+        let runs: Vec<&str> = c.owners.iter().filter(|(_, o)| *o == m.id).map(|(n, _)| n.as_str()).collect();
+        let _ = writeln!(s, "{:<18} {:<22} {:>10} {:<8} {}", m.id, m.addr, m.generation, m.state, runs.join(", "));
+    }
+    s
+}
+
 /// `juju status`: managers, then machines, applications and units.
-pub fn status(answered_by: &str, st: &StatusView, members: &[MemberRow]) -> String {
+pub fn status(answered_by: &str, st: &StatusView, members: &[MemberRow], c: &ControllerInfo) -> String {
     let mut s = String::new();
     let managers: Vec<&MemberRow> = members.iter().filter(|m| m.role == "manager").collect();
     let alive = managers.iter().filter(|m| m.state == "alive").count();
-    let _ = writeln!(s, "Managers: {alive}/{} alive (answered by {answered_by})", managers.len());
+    let gone = managers.iter().filter(|m| m.state == "left" || m.state == "replaced").count();
+    let _ = writeln!(s, "Managers: {alive}/{} alive, HA {}/{} (answered by {answered_by})", managers.len() - gone, c.alive, c.desired);
     for m in &managers {
-        let _ = writeln!(s, "  {:<18} {:<22} gen {:<4} {}", m.id, m.addr, m.generation, m.state);
+        let runs: Vec<&str> = c.owners.iter().filter(|(_, o)| *o == m.id).map(|(n, _)| n.as_str()).collect();
+        let _ = writeln!(s, "  {:<18} {:<22} gen {:<4} {:<8} {}", m.id, m.addr, m.generation, m.state, runs.join(", "));
     }
     let _ = writeln!(s, "\n{:<14} {:<8} {:<12} {:<14} {:<20} {}", "MACHINE", "AGENT", "JOBS", "INSTANCE", "ADDRESSES", "STATUS");
     for m in &st.machines {

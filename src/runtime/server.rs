@@ -85,13 +85,14 @@ impl Shared {
         rx.await.unwrap_or_default()
     }
 
-    /// The state view and members (None on a member without state).
-    pub async fn status(&self) -> Option<(String, StatusView, Vec<MemberInfo>)> {
+    /// The state view, members and controller summary (None on a member
+    /// without state).
+    pub async fn status(&self) -> Option<(String, StatusView, Vec<MemberInfo>, crate::core::control::ControllerInfo)> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::Status(tx)).await.ok()?;
-        let (view, members) = rx.await.ok()??;
+        let (view, members, info) = rx.await.ok()??;
         let me = members.first().map(|m| m.identity.id.to_string()).unwrap_or_default();
-        Some((me, view, members))
+        Some((me, view, members, info))
     }
 
     /// Applies a state command; answers once durable (and replicated).
@@ -188,8 +189,12 @@ async fn joined(cfg: &PeerConfig, token: &str, advertise: SocketAddr) -> Result<
         }
     };
     let fp = ClusterCa::cert_fingerprint_from_pem(&adm.ca_cert_pem).map_err(pki_err)?;
+    let mut node = node_file(adm.cluster_name, fp, node_id, advertise);
+    // A token bound to a controller machine (a provider started us for it):
+    // this manager is that machine.
+    node.machine = token.parse::<pki::JoinToken>().ok().and_then(|t| t.subject);
     Ok(Fresh {
-        node: node_file(adm.cluster_name, fp, node_id, advertise),
+        node,
         creds: Credentials {
             ca_cert_pem: adm.ca_cert_pem,
             ca_key_pem: adm.ca_key_pem,
@@ -241,7 +246,8 @@ pub async fn run_peer(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Resul
     if !cfg.join.is_empty() {
         fresh.node.seeds = cfg.join.clone();
     }
-    if fresh.first_token.is_some() {
+    let created = fresh.first_token.is_some();
+    if created {
         dir.initialise(&fresh.node, &fresh.creds)?;
     } else if stored_peers.is_empty() && !dir.path().join("node.json").exists() {
         dir.initialise(&fresh.node, &fresh.creds)?;
@@ -252,6 +258,24 @@ pub async fn run_peer(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Resul
         write_first_node_files(&dir, &fresh, token, admin, advertise)?;
     }
     serve(cfg, dir, fresh, stored_peers, socket, advertise, shutdown).await
+}
+
+/// The first manager of a bootstrapped environment records the provider,
+/// the desired number of managers and its own controller machine; the HA
+/// keeper takes it from there.
+async fn bootstrap(shared: Arc<Shared>, b: crate::config::BootstrapConfig) {
+    let spec = crate::core::state::controllers::Bootstrap {
+        provider: "local".into(),
+        root: b.provider_root.display().to_string(),
+        desired: b.desired,
+        instance: b.instance.clone(),
+        node: shared.self_id.to_string(),
+    };
+    let timeout = std::time::Duration::from_millis(super::join::JOIN_STEP_TIMEOUT_MS);
+    match shared.write(StateCommand::Bootstrap(Box::new(spec)), 0, timeout).await {
+        WriteResult::Done(o) => tracing::info!(machine = ?o.ids, desired = b.desired, "bootstrapped: controller machine recorded"),
+        WriteResult::Refused(reason) => tracing::error!(%reason, "could not record the bootstrap settings"),
+    }
 }
 
 fn write_first_node_files(
@@ -290,6 +314,7 @@ async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PeerError> {
     let node_id: NodeId = fresh.node.node_id.parse().map_err(|_| PeerError::Pki("node id in node.json".into()))?;
+    let created = fresh.first_token.is_some();
     let ca = ClusterCa { cert_pem: fresh.creds.ca_cert_pem.clone(), key_pem: fresh.creds.ca_key_pem.clone() };
     let cert = IssuedCert { cert_pem: fresh.creds.cert_pem.clone(), key_pem: fresh.creds.key_pem.clone() };
     let tcfg = transport::transport_config();
@@ -339,6 +364,7 @@ async fn serve(
         known_peers,
         state: Some(replica),
         agent: None,
+        controller_machine: fresh.node.machine.clone(),
     });
     // Straight into the node: the driver is not running yet, and the
     // bounded command channel could not take an unbounded list.
@@ -359,7 +385,15 @@ async fn serve(
         inbox_tx: inbox_for_store,
         sessions,
         agent: None,
+        provider: Some(Arc::new(super::provider::Runner {
+            cluster_secret: shared.creds.cluster_secret.clone(),
+            ca_fingerprint: shared.ca_fingerprint.clone(),
+            inbox: shared.inbox.clone(),
+        })),
     };
+    if let (Some(b), true) = (cfg.bootstrap.clone(), created) {
+        tokio::spawn(bootstrap(shared.clone(), b));
+    }
     driver::run(node, parts).await;
     endpoint.close(0u32.into(), b"leaving");
     let _ = tokio::time::timeout(std::time::Duration::from_millis(500), endpoint.wait_idle()).await;

@@ -51,6 +51,8 @@ pub enum Inbound {
     SessionClosed { session: u64 },
     /// What became of a workload (agents).
     Workload(crate::core::agent::WorkloadEvent),
+    /// What the provider did (managers).
+    Provider(crate::core::control::provider::ProviderResult),
 }
 
 /// A connection whose peer proved who it is.

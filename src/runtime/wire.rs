@@ -175,7 +175,7 @@ pub enum Response {
     Members { answered_by: String, members: Vec<MemberRow> },
     Token { token: String, row: TokenRow },
     Tokens(Vec<TokenRow>),
-    Status { answered_by: String, status: StatusView, members: Vec<MemberRow> },
+    Status { answered_by: String, status: StatusView, members: Vec<MemberRow>, controller: crate::core::control::ControllerInfo },
     Applied(Outcome),
     Done,
     Error(String),

@@ -2,6 +2,7 @@
 //! environment model on top of it. Sans-IO like the rest of the core.
 
 pub mod agents;
+pub mod controllers;
 pub mod model;
 pub mod replica;
 pub mod sync;

@@ -44,12 +44,16 @@ pub enum Command {
     /// Records `agent` (a node id, 16 hex) as machine `machine`'s agent
     /// when it is admitted. Managers issue it; clients may not.
     ClaimMachine { machine: String, agent: String },
+    /// Sets the desired number of managers (`juju enable-ha -n N`).
+    EnableHa { n: u32 },
+    /// The first manager's settings and machine (internal).
+    Bootstrap(Box<super::controllers::Bootstrap>),
 }
 
 impl Command {
     /// Whether only a manager may issue this command (never a client).
     pub fn is_internal(&self) -> bool {
-        matches!(self, Command::ClaimMachine { .. })
+        matches!(self, Command::ClaimMachine { .. } | Command::Bootstrap(_))
     }
 }
 
@@ -152,6 +156,14 @@ pub fn plan(r: &Replica, cmd: &Command) -> Result<(Vec<Change>, Outcome), Comman
         }
         Command::SetConfig { app, pairs } => set_config(r, app, pairs),
         Command::ClaimMachine { machine, agent } => claim_machine(r, machine, agent),
+        Command::EnableHa { n } => {
+            super::controllers::check_desired(*n)?;
+            Ok((vec![set(format!("c/{}", super::controllers::HA_DESIRED_KEY), n.to_string())], Outcome::default()))
+        }
+        Command::Bootstrap(b) => {
+            let (changes, id) = super::controllers::plan_bootstrap(r, b)?;
+            Ok((changes, Outcome { ids: vec![id.clone()], machines: vec![id], ..Default::default() }))
+        }
         Command::SetController { key, value } => {
             check_config_key(key)?;
             check_value("value", value)?;
@@ -189,7 +201,17 @@ fn remove_machine(r: &Replica, id: &str) -> Result<(Vec<Change>, Outcome), Comma
     if !units.is_empty() {
         return Err(CommandError::MachineInUse { id: id.into(), units: units.join(", ") });
     }
-    Ok((vec![set(format!("m/{id}/life"), "dead")], Outcome { ids: vec![id.into()], ..Default::default() }))
+    let mut changes = vec![set(format!("m/{id}/life"), "dead")];
+    if super::controllers::is_controller(r, id) {
+        // Removing a controller means one manager fewer, not a replacement.
+        let live = super::controllers::live_controllers(r) as u32;
+        if live <= 1 {
+            return Err(invalid("machine", id, "is the last controller; use `juju destroy` to end the environment"));
+        }
+        let desired = super::controllers::ha_desired(r).min(live).saturating_sub(1).max(1);
+        changes.push(set(format!("c/{}", super::controllers::HA_DESIRED_KEY), desired.to_string()));
+    }
+    Ok((changes, Outcome { ids: vec![id.into()], ..Default::default() }))
 }
 
 fn deploy(r: &Replica, tag: &str, name: &str, command: &str, n: u32) -> Result<(Vec<Change>, Outcome), CommandError> {

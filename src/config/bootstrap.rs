@@ -1,0 +1,54 @@
+//! The flags `juju bootstrap` passes to the first manager it starts
+//! through a provider: the provider's settings, the desired number of
+//! managers, and the manager's own instance name. They matter only when
+//! the data dir is new (the manager creates the cluster); a restarted
+//! manager ignores them.
+//!
+//! Owns those flags' names and checks. Must never read the environment.
+
+use std::path::PathBuf;
+
+use super::ConfigError;
+
+/// Flags of the bootstrap manager (hidden from `--help`: `juju bootstrap`
+/// sets them).
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct BootstrapArgs {
+    /// The local provider's root (enables provisioning and HA).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub provider_root: Option<PathBuf>,
+    /// This manager's own instance name under the provider.
+    #[arg(long, value_name = "NAME", hide = true, requires = "provider_root")]
+    pub bootstrap_instance: Option<String>,
+    /// The desired number of managers from the start.
+    #[arg(long, value_name = "N", hide = true, requires = "provider_root")]
+    pub ha_desired: Option<u32>,
+}
+
+/// The checked bootstrap settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootstrapConfig {
+    pub provider_root: PathBuf,
+    pub instance: String,
+    pub desired: u32,
+}
+
+impl BootstrapArgs {
+    pub fn resolve(&self) -> Result<Option<BootstrapConfig>, ConfigError> {
+        let Some(root) = &self.provider_root else { return Ok(None) };
+        let desired = self.ha_desired.unwrap_or(1);
+        if !(1..=crate::core::state::controllers::MAX_MANAGERS).contains(&desired) {
+            return Err(ConfigError::InvalidValue {
+                field: "ha_desired",
+                value: desired.to_string(),
+                origin: "flag --ha-desired".into(),
+                expected: "1 to 7",
+            });
+        }
+        Ok(Some(BootstrapConfig {
+            provider_root: root.clone(),
+            instance: self.bootstrap_instance.clone().unwrap_or_else(|| "controller-0".into()),
+            desired,
+        }))
+    }
+}

@@ -1,0 +1,128 @@
+//! The HA keeper: keeps the number of controller machines at the desired
+//! count. It adds controller machines when there are too few (the
+//! provisioner then starts them), heals a manager that has been down longer
+//! than the grace period (stop its instance at once through the provider,
+//! revoke its node, then mark its machine dead so a replacement is added),
+//! and retires surplus controllers deterministically.
+//!
+//! Owns the down-since clock of each controller, as this owner saw it.
+//! Must never heal on a side that cannot see a majority of the desired
+//! managers, nor add managers there while a controller is out of sight,
+//! and never start a replacement before the instance it replaces was
+//! stopped.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::provider::ProviderCmd;
+use super::{ControlOut, Controller, Singleton, View};
+use crate::core::io::Time;
+use crate::core::notices::Notice;
+use crate::core::state::controllers::{self, MachineFacts};
+
+/// A controller that was started but whose manager never joined is
+/// healed after this long (it may be slow to start).
+pub const START_GRACE_MS: u64 = 30_000;
+
+/// The keeper's memory (reset when this node becomes the owner, so a new
+/// owner waits a full grace period before it heals anyone).
+#[derive(Debug, Default)]
+pub struct Keeper {
+    down_since: BTreeMap<String, Time>,
+}
+
+fn is_up(view: &View<'_>, f: &MachineFacts) -> bool {
+    f.nodes.iter().any(|n| view.is_live(*n))
+}
+
+/// One round: heal, then add or retire.
+pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
+    if view.provider.is_none() {
+        return;
+    }
+    let desired = controllers::ha_desired(view.replica);
+    let grace = controllers::ha_grace(view.replica);
+    let majority = view.live.len() as u32 * 2 > desired;
+    let ctrls: Vec<&MachineFacts> = view.facts.iter().filter(|f| f.alive && f.controller).collect();
+    c.keeper.down_since.retain(|id, _| ctrls.iter().any(|f| &f.id == id));
+    for f in &ctrls {
+        if is_up(view, f) || (f.nodes.is_empty() && f.instance.is_none()) {
+            // Up, or not yet provisioned (the provisioner's business).
+            c.keeper.down_since.remove(&f.id);
+            continue;
+        }
+        let since = *c.keeper.down_since.entry(f.id.clone()).or_insert(view.now);
+        let limit = if f.nodes.is_empty() { grace.max(Duration::from_millis(START_GRACE_MS)) } else { grace };
+        if view.now.saturating_sub(since) < limit || c.in_flight(&f.id, false) {
+            continue;
+        }
+        if !majority {
+            c.stats.minority_holds += 1;
+            continue;
+        }
+        heal(c, view, f, out);
+    }
+    let count = ctrls.len() as u32;
+    // Growing to the desired count needs no majority while every controller
+    // is up (nothing is partitioned away); with one down, it does, so that
+    // a minority side never adds managers of its own.
+    let all_up = ctrls.iter().all(|f| is_up(view, f) || (f.nodes.is_empty() && f.instance.is_none()));
+    if count < desired {
+        if !majority && !all_up {
+            c.stats.minority_holds += 1;
+            return;
+        }
+        let (changes, ids) = controllers::new_controllers(view.replica, desired - count);
+        tracing::info!(machines = ?ids, desired, "adding controller machines");
+        c.stats.managers_added += ids.len() as u64;
+        out.changes.extend(changes);
+    } else if count > desired {
+        retire(c, view, &ctrls, (count - desired) as usize, out);
+    }
+}
+
+/// Stops a down manager's instance at once and revokes its node; its
+/// machine is marked dead when the stop is confirmed ([`stopped`]).
+fn heal(c: &mut Controller, view: &View<'_>, f: &MachineFacts, out: &mut ControlOut) {
+    tracing::warn!(machine = %f.id, nodes = ?f.nodes, "a manager was down past the grace period; replacing it");
+    c.stats.managers_healed += 1;
+    for n in &f.nodes {
+        out.notices.push(Notice::MemberRevoked { id: *n });
+    }
+    match (&f.instance, &view.provider) {
+        (Some(instance), Some(spec)) if !f.instance_stopped => {
+            let req = c.new_req();
+            let cmd = ProviderCmd::Stop { req, provider: spec.clone(), instance: instance.clone(), machine: f.id.clone(), graceful: false };
+            c.fly(cmd, &f.id, &instance.clone(), false, Singleton::HaKeeper, view.now, out);
+        }
+        _ => out.changes.push(controllers::set_machine(&f.id, "life", "dead")),
+    }
+}
+
+/// The keeper's stop of `machine` is done: its machine is dead now, and
+/// the next round adds a replacement.
+pub fn stopped(c: &mut Controller, _view: &View<'_>, machine: &str, out: &mut ControlOut) {
+    c.keeper.down_since.remove(machine);
+    out.changes.push(controllers::set_machine(machine, "life", "dead"));
+}
+
+/// Retires `n` controllers: down ones first, then ones never joined, then
+/// the newest ids. Every owner with the same view picks the same ones.
+fn retire(c: &mut Controller, view: &View<'_>, ctrls: &[&MachineFacts], n: usize, out: &mut ControlOut) {
+    let mut order: Vec<&MachineFacts> = ctrls.to_vec();
+    order.sort_by(|a, b| {
+        let rank = |f: &MachineFacts| (is_up(view, f), !f.nodes.is_empty());
+        rank(a).cmp(&rank(b)).then_with(|| id_order(&b.id).cmp(&id_order(&a.id)))
+    });
+    for f in order.into_iter().take(n) {
+        tracing::info!(machine = %f.id, "retiring a surplus controller");
+        c.stats.managers_retired += 1;
+        out.changes.push(controllers::set_machine(&f.id, "life", "dead"));
+    }
+}
+
+/// Machine ids sort by their counter, then their tag.
+fn id_order(id: &str) -> (u64, String) {
+    let (n, tag) = id.split_once('-').unwrap_or((id, ""));
+    (n.parse().unwrap_or(0), tag.to_string())
+}

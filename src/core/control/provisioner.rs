@@ -1,0 +1,60 @@
+//! The provisioner: starts an instance, through the provider, for every
+//! live machine that has none, and retries with backoff when the provider
+//! fails.
+//!
+//! Owns the per-machine retry backoff. Must never start a second instance
+//! for a machine: it asks only for the derived instance name, once per
+//! flight, and the provider refuses a name it already has.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::provider::{ProviderCmd, instance_name};
+use super::{ControlOut, Controller, Singleton, View};
+use crate::core::io::Time;
+
+/// First and longest wait before retrying a failed start.
+pub const PROVISION_RETRY_MIN_MS: u64 = 1_000;
+pub const PROVISION_RETRY_MAX_MS: u64 = 30_000;
+
+/// The provisioner's memory (reset when this node becomes the owner).
+#[derive(Debug, Default)]
+pub struct Provisioner {
+    /// Consecutive failures and when to try again, per machine.
+    failures: BTreeMap<String, (u32, Time)>,
+}
+
+impl Provisioner {
+    /// A start of `machine` failed at `now`: back off before the next.
+    pub fn failed(&mut self, machine: &str, now: Time) {
+        let n = self.failures.get(machine).map_or(1, |(n, _)| n + 1);
+        let wait = (PROVISION_RETRY_MIN_MS << (n - 1).min(16)).min(PROVISION_RETRY_MAX_MS);
+        self.failures.insert(machine.to_string(), (n, now + Duration::from_millis(wait)));
+    }
+}
+
+/// One round: a start for each live machine without an instance.
+pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
+    let Some(spec) = view.provider.clone() else { return };
+    let seeds: Vec<std::net::SocketAddr> = view.live.iter().map(|m| m.addr).collect();
+    c.provisioner.failures.retain(|m, _| view.facts.iter().any(|f| &f.id == m && f.alive && f.instance.is_none()));
+    for f in view.facts.iter().filter(|f| f.alive && f.instance.is_none()) {
+        if !c.has_room() {
+            break;
+        }
+        if c.in_flight(&f.id, true) || c.provisioner.failures.get(&f.id).is_some_and(|(_, at)| *at > view.now) {
+            continue;
+        }
+        let req = c.new_req();
+        let instance = instance_name(&f.id, f.generation);
+        let cmd = ProviderCmd::Start {
+            req,
+            provider: spec.clone(),
+            instance: instance.clone(),
+            machine: f.id.clone(),
+            manager: f.controller,
+            seeds: seeds.clone(),
+        };
+        c.fly(cmd, &f.id, &instance, true, Singleton::Provisioner, view.now, out);
+    }
+}

@@ -1,0 +1,251 @@
+//! Tests of the singleton workers against a replica, with the provider
+//! played by the test: ownership, starts without duplicates, healing only
+//! with a majority and only after the stop, retirement, and cleaning.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::provider::{ProviderCmd, ProviderResult};
+use super::*;
+use crate::core::identity::Role;
+use crate::core::state::controllers::{self, Bootstrap};
+use crate::core::state::model::{self, Command};
+use crate::core::state::{Actor, Replica};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn ident(n: u64) -> Identity {
+    Identity { id: NodeId(n << 48 | n), addr: SocketAddr::from(([127, 0, 0, n as u8], 17070)), role: Role::Manager, generation: 1 }
+}
+
+fn replica_with_bootstrap(me: &Identity, desired: u32) -> Replica {
+    let mut r = Replica::new(Actor { node: me.id.0, generation: 1 });
+    let b = Bootstrap { provider: "local".into(), root: "/tmp/x".into(), desired, instance: "controller-0".into(), node: me.id.to_string() };
+    apply(&mut r, &Command::Bootstrap(Box::new(b)));
+    r
+}
+
+fn apply(r: &mut Replica, cmd: &Command) -> model::Outcome {
+    let (changes, o) = model::plan(r, cmd).expect("accepted");
+    r.write(&changes);
+    o
+}
+
+/// Runs one step of `c` as seen with `live`, applying its state changes
+/// (as the node does: each step's changes are written before the next).
+fn step(c: &mut Controller, r: &mut Replica, live: &[Identity], now: Duration, f: impl FnOnce(&mut Controller, &View<'_>, &mut ControlOut)) -> ControlOut {
+    let facts = controllers::machines(r);
+    let view = View { now, replica: r, facts: &facts, live, who: "me@1".into(), provider: controllers::provider(r) };
+    let mut out = ControlOut::default();
+    f(c, &view, &mut out);
+    let changes = std::mem::take(&mut out.changes);
+    r.write(&changes);
+    out
+}
+
+/// Ownership follows membership, then the periodic tick runs.
+fn tick(c: &mut Controller, r: &mut Replica, live: &[Identity], now: Duration) -> ControlOut {
+    let mut first = step(c, r, live, now, |c, v, o| c.on_membership(v, o));
+    let second = step(c, r, live, now, |c, v, o| c.tick(v, o));
+    first.provider.extend(second.provider);
+    first.notices.extend(second.notices);
+    first.events.extend(second.events);
+    first
+}
+
+/// Ticks until the cleaner has had its turn (it runs every few ticks).
+fn clean(c: &mut Controller, r: &mut Replica, live: &[Identity], at: Duration) -> Vec<ControlOut> {
+    (0..CLEAN_EVERY_TICKS).map(|i| tick(c, r, live, at + Duration::from_millis(i))).collect()
+}
+
+fn answer(c: &mut Controller, r: &mut Replica, live: &[Identity], now: Duration, result: ProviderResult) -> ControlOut {
+    let facts = controllers::machines(r);
+    let view = View { now, replica: r, facts: &facts, live, who: "me@1".into(), provider: controllers::provider(r) };
+    let mut out = ControlOut::default();
+    c.on_provider(&view, &result, &mut out);
+    let changes = std::mem::take(&mut out.changes);
+    r.write(&changes);
+    out
+}
+
+fn starts(out: &ControlOut) -> Vec<(u64, String, String, bool)> {
+    out.provider
+        .iter()
+        .filter_map(|p| match p {
+            ProviderCmd::Start { req, instance, machine, manager, .. } => Some((*req, instance.clone(), machine.clone(), *manager)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_singleton_has_one_owner_and_a_non_owners_loss_moves_nothing() {
+    let ids: Vec<NodeId> = (1..=5).map(|n| ident(n).id).collect();
+    let all = owners(&ids);
+    assert_eq!(all.len(), 3);
+    let spare = *ids.iter().find(|i| !all.values().any(|o| o == *i)).expect("5 managers, 3 singletons");
+    let rest: Vec<NodeId> = ids.iter().copied().filter(|i| *i != spare).collect();
+    assert_eq!(owners(&rest), all, "losing a manager that owns nothing moves nothing");
+}
+
+/// The one manager that owns everything: a single live manager.
+fn solo() -> (Identity, Controller, Replica) {
+    let me = ident(1);
+    let r = replica_with_bootstrap(&me, 1);
+    (me.clone(), Controller::new(me.id, None), r)
+}
+
+#[test]
+fn the_provisioner_asks_once_per_machine_and_records_the_owner() {
+    let (me, mut c, mut r) = solo();
+    let live = [me.clone()];
+    let o = apply(&mut r, &Command::AddMachine { n: 2 });
+    let out = tick(&mut c, &mut r, &live, SEC);
+    let asked = starts(&out);
+    assert_eq!(asked.len(), 2, "{:?}", out.provider);
+    assert!(asked.iter().all(|(_, inst, m, mgr)| inst == &provider::instance_name(m, 1) && !mgr));
+    assert!(out.events.contains(&ControlEvent::Ownership { singleton: Singleton::Provisioner, owned: true }));
+    let again = tick(&mut c, &mut r, &live, 2 * SEC);
+    assert!(starts(&again).is_empty(), "no second start while the first is in flight");
+    let (req, inst, m, _) = asked[0].clone();
+    answer(&mut c, &mut r, &live, 3 * SEC, ProviderResult::Started { req, instance: inst.clone(), machine: m.clone(), address: "127.0.1.1".into(), existed: true });
+    assert_eq!(r.get(&format!("m/{m}/instance")), vec![inst]);
+    assert_eq!(r.get(&format!("m/{m}/instance-by")), vec!["me@1".to_string()]);
+    assert_eq!(c.stats.duplicates_refused, 1);
+    let (req, inst, m2, _) = asked[1].clone();
+    answer(&mut c, &mut r, &live, 3 * SEC, ProviderResult::Failed { req, instance: inst, machine: m2.clone(), error: "no room".into() });
+    assert!(starts(&tick(&mut c, &mut r, &live, 3 * SEC)).is_empty(), "failed starts back off");
+    assert_eq!(starts(&tick(&mut c, &mut r, &live, 5 * SEC)).len(), 1, "and are retried");
+    assert!(o.machines.contains(&m2));
+}
+
+#[test]
+fn growing_to_the_desired_count_adds_controllers_and_starts_them_as_managers() {
+    let (me, mut c, mut r) = solo();
+    apply(&mut r, &Command::EnableHa { n: 3 });
+    let live = [me.clone()];
+    let out = tick(&mut c, &mut r, &live, SEC);
+    assert_eq!(c.stats.managers_added, 2);
+    let out2 = tick(&mut c, &mut r, &live, 2 * SEC);
+    let asked: Vec<_> = starts(&out).into_iter().chain(starts(&out2)).collect();
+    assert_eq!(asked.len(), 2);
+    assert!(asked.iter().all(|s| s.3), "controller machines start as managers");
+    assert_eq!(controllers::live_controllers(&r), 3);
+    assert_eq!(tick(&mut c, &mut r, &live, 3 * SEC).provider.len(), 0, "no more adds at the desired count");
+}
+
+/// Three controllers (the bootstrap one plus two joined), each claimed.
+fn trio() -> (Vec<Identity>, Controller, Replica, Vec<String>) {
+    let ms: Vec<Identity> = (1..=3).map(ident).collect();
+    let mut r = replica_with_bootstrap(&ms[0], 3);
+    let (changes, ids) = controllers::new_controllers(&r, 2);
+    r.write(&changes);
+    for (i, id) in ids.iter().enumerate() {
+        r.write(&[controllers::set_machine(id, "instance", format!("inst-{i}")), controllers::set_machine(id, "agent", ms[i + 1].id.to_string())]);
+    }
+    let keeper = owners(&ms.iter().map(|m| m.id).collect::<Vec<_>>())[&Singleton::HaKeeper];
+    (ms, Controller::new(keeper, None), r, ids)
+}
+
+#[test]
+fn a_down_manager_is_stopped_revoked_then_replaced_only_with_a_majority() {
+    let (ms, mut c, mut r, ids) = trio();
+    let keeper = ms.iter().find(|m| c.me == m.id).unwrap().clone();
+    let victim_idx = (1..3).find(|i| ms[*i].id != keeper.id).unwrap();
+    let victim = ids[victim_idx - 1].clone();
+    let live: Vec<Identity> = ms.iter().filter(|m| m.id != ms[victim_idx].id).cloned().collect();
+    tick(&mut c, &mut r, &live, SEC);
+    let early = tick(&mut c, &mut r, &live, 5 * SEC);
+    assert!(early.provider.is_empty(), "not before the grace period");
+    let heal = tick(&mut c, &mut r, &live, 12 * SEC);
+    let stop = heal.provider.iter().find_map(|p| match p {
+        ProviderCmd::Stop { req, instance, machine, graceful: false, .. } if *machine == victim => Some((*req, instance.clone())),
+        _ => None,
+    });
+    let (req, instance) = stop.expect("a hard stop of the victim's instance");
+    assert!(heal.notices.contains(&Notice::MemberRevoked { id: ms[victim_idx].id }));
+    assert_eq!(controllers::live_controllers(&r), 3, "no replacement before the stop is confirmed");
+    assert!(starts(&tick(&mut c, &mut r, &live, 13 * SEC)).is_empty());
+    answer(&mut c, &mut r, &live, 14 * SEC, ProviderResult::Stopped { req, instance, machine: victim.clone() });
+    assert_eq!(r.get(&format!("m/{victim}/life")), vec!["dead"]);
+    tick(&mut c, &mut r, &live, 15 * SEC);
+    assert_eq!(controllers::live_controllers(&r), 3, "a replacement was added");
+    assert_eq!(c.stats.managers_added, 1);
+}
+
+#[test]
+fn a_minority_side_neither_heals_nor_adds() {
+    let (ms, _, mut r, _) = trio();
+    let alone = ms[0].clone();
+    let mut c = Controller::new(alone.id, None);
+    let live = [alone];
+    for s in 1..=60 {
+        let out = tick(&mut c, &mut r, &live, s * SEC);
+        assert!(out.provider.is_empty() && out.notices.is_empty(), "at {s}s: {:?}", out.provider);
+    }
+    assert_eq!(controllers::live_controllers(&r), 3);
+    assert!(c.stats.minority_holds > 0);
+}
+
+#[test]
+fn surplus_controllers_are_retired_down_ones_first() {
+    let (ms, mut c, mut r, ids) = trio();
+    apply(&mut r, &Command::EnableHa { n: 2 });
+    let down = ids.iter().zip(&ms[1..]).find(|(_, m)| m.id != c.me).map(|(id, m)| (id.clone(), m.id)).unwrap();
+    let live: Vec<Identity> = ms.iter().filter(|m| m.id != down.1).cloned().collect();
+    tick(&mut c, &mut r, &live, SEC);
+    assert_eq!(r.get(&format!("m/{}/life", down.0)), vec!["dead"], "the down one goes first");
+    assert_eq!(controllers::live_controllers(&r), 2);
+    assert_eq!(c.stats.managers_retired, 1);
+}
+
+#[test]
+fn removed_machines_are_stopped_gracefully_and_keep_their_tombstone() {
+    let (me, mut c, mut r) = solo();
+    let live = [me.clone()];
+    let o = apply(&mut r, &Command::AddMachine { n: 1 });
+    let m = o.machines[0].clone();
+    r.write(&[controllers::set_machine(&m, "instance", "i-1")]);
+    apply(&mut r, &Command::RemoveMachine { id: m.clone() });
+    let outs = clean(&mut c, &mut r, &live, SEC);
+    let stops: Vec<u64> = outs
+        .iter()
+        .flat_map(|o| &o.provider)
+        .filter_map(|p| match p {
+            ProviderCmd::Stop { req, graceful: true, machine, .. } if *machine == m => Some(*req),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stops.len(), 1, "one graceful stop, not one per round");
+    answer(&mut c, &mut r, &live, 2 * SEC, ProviderResult::Stopped { req: stops[0], instance: "i-1".into(), machine: m.clone() });
+    assert_eq!(r.get(&format!("m/{m}/instance-state")), vec!["stopped"]);
+    let later = clean(&mut c, &mut r, &live, 40 * SEC);
+    assert!(later.iter().all(|o| o.provider.is_empty()), "a stopped instance is not stopped again");
+    assert_eq!(r.get(&format!("m/{m}/life")), vec!["dead"], "the tombstone stays, so the id is never reused");
+    assert_ne!(apply(&mut r, &Command::AddMachine { n: 1 }).machines[0], m);
+}
+
+#[test]
+fn a_manager_claims_its_machine_and_leaves_when_it_is_removed() {
+    let (ms, _, mut r, ids) = trio();
+    r.write(&[controllers::set_machine(&ids[0], "agent", "")]);
+    r.write(&[crate::core::state::Change::Remove { key: format!("m/{}/agent", ids[0]) }]);
+    let mut c = Controller::new(ms[1].id, Some(ids[0].clone()));
+    tick(&mut c, &mut r, &ms, SEC);
+    assert_eq!(r.get(&format!("m/{}/agent", ids[0])), vec![ms[1].id.to_string()]);
+    apply(&mut r, &Command::RemoveMachine { id: ids[0].clone() });
+    assert_eq!(controllers::ha_desired(&r), 2, "removing a controller lowers the desired count");
+    let out = tick(&mut c, &mut r, &ms, 2 * SEC);
+    assert!(out.events.contains(&ControlEvent::Retired));
+}
+
+#[test]
+fn the_last_controller_cannot_be_removed_and_enable_ha_is_bounded() {
+    let (_, _, mut r) = solo();
+    let first = controllers::machines(&r)[0].id.clone();
+    assert!(model::plan(&r, &Command::RemoveMachine { id: first }).is_err());
+    assert!(model::plan(&r, &Command::EnableHa { n: 0 }).is_err());
+    assert!(model::plan(&r, &Command::EnableHa { n: 8 }).is_err());
+    apply(&mut r, &Command::EnableHa { n: 5 });
+    assert_eq!(controllers::ha_desired(&r), 5);
+}

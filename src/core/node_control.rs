@@ -1,0 +1,116 @@
+//! The node's side of the singleton workers (managers only): the control
+//! tick, the view the workers see, provider answers, and carrying out what
+//! the workers decide (state changes, notices, provider requests, events).
+//!
+//! Owns only glue; it is part of [`Node`]. Must never run a worker on a
+//! member without state, and never let a revoked member's traffic in.
+
+use std::time::Duration;
+
+use super::Node;
+use crate::core::control::provider::ProviderResult;
+use crate::core::control::{CONTROL_TICK_MS, ControlEvent, ControlOut, Controller, Singleton, View, owners};
+use crate::core::identity::NodeId;
+use crate::core::io::{Event, Output, Time, TimerKind};
+use crate::core::state::controllers;
+use crate::core::state::sync::SyncOut;
+
+impl Node {
+    /// The singleton workers (managers).
+    pub fn control(&self) -> Option<&Controller> {
+        self.control.as_ref()
+    }
+
+    /// Who owns each singleton, as this node sees the live managers.
+    pub fn singleton_owners(&self) -> Vec<(Singleton, NodeId)> {
+        owners(&self.live_manager_ids()).into_iter().collect()
+    }
+
+    /// The controller summary (managers only).
+    pub fn controller_info(&self) -> Option<crate::core::control::ControllerInfo> {
+        let st = self.state.as_ref()?;
+        let live = self.live_manager_ids();
+        Some(crate::core::control::ControllerInfo {
+            desired: controllers::ha_desired(&st.replica),
+            alive: live.len() as u32,
+            owners: owners(&live).into_iter().map(|(s, id)| (s.name().to_string(), id.to_string())).collect(),
+            provider: controllers::provider(&st.replica).map(|p| format!("{}:{}", p.kind, p.root)),
+            grace_ms: controllers::ha_grace(&st.replica).as_millis() as u64,
+        })
+    }
+
+    /// Whether `id` was revoked (replaced by the HA keeper).
+    pub fn is_revoked(&self, id: NodeId) -> bool {
+        self.revoked.contains(&id)
+    }
+
+    pub(super) fn arm_control(&mut self, now: Time) {
+        if self.control.is_some() {
+            self.arm(now, TimerKind::Control, Duration::from_millis(CONTROL_TICK_MS));
+        }
+    }
+
+    pub(super) fn on_control_tick(&mut self, now: Time) {
+        let mut out = ControlOut::default();
+        self.with_view(now, false, &mut out, |c, view, out| c.tick(view, out));
+        self.apply_control_out(out);
+        self.arm_control(now);
+    }
+
+    /// A manager came or went: ownership moves now, not at the next tick.
+    pub(super) fn on_manager_change(&mut self, now: Time) {
+        let mut out = ControlOut::default();
+        self.with_view(now, true, &mut out, |c, view, out| c.on_membership(view, out));
+        self.apply_control_out(out);
+    }
+
+    pub(super) fn on_provider(&mut self, now: Time, result: &ProviderResult) {
+        let mut out = ControlOut::default();
+        self.with_view(now, false, &mut out, |c, view, out| c.on_provider(view, result, out));
+        self.apply_control_out(out);
+    }
+
+    /// Runs `f` with the workers' view. `membership`: ownership may change
+    /// in this call (so facts are read for the owners it will have).
+    fn with_view(&mut self, now: Time, membership: bool, out: &mut ControlOut, f: impl FnOnce(&mut Controller, &View<'_>, &mut ControlOut)) {
+        let who = format!("{}@{}", self.identity().id, self.identity().generation);
+        let me = self.swim.identity().id;
+        let (Some(control), Some(st)) = (self.control.as_mut(), self.state.as_ref()) else { return };
+        let provider = controllers::provider(&st.replica);
+        if control.machine().is_none() && provider.is_some() {
+            // The bootstrap manager adopts the controller machine it created.
+            if let Some(m) = controllers::machines(&st.replica).into_iter().find(|m| m.controller && m.nodes.contains(&me)) {
+                control.set_machine(m.id);
+            }
+        }
+        // Facts cost a pass over the keys: only for a node that owns, or is
+        // about to own, a worker that reads them now.
+        let owned = if membership { control.owned_among(&self.live_managers.iter().map(|m| m.id).collect::<Vec<_>>()) } else { control.owned().clone() };
+        let facts = if control.needs_facts(&owned, provider.is_some()) { controllers::machines(&st.replica) } else { Vec::new() };
+        let view = View { now, replica: &st.replica, facts: &facts, live: &self.live_managers, who, provider };
+        f(control, &view, out);
+    }
+
+    fn apply_control_out(&mut self, out: ControlOut) {
+        for cmd in out.provider {
+            self.push(Output::Provider(Box::new(cmd)));
+        }
+        for notice in &out.notices {
+            self.publish(notice);
+        }
+        for ev in out.events {
+            match ev {
+                ControlEvent::Ownership { singleton, owned } => self.push(Output::Event(Event::Singleton { name: singleton.name(), owned })),
+                ControlEvent::Retired => self.push(Output::Event(Event::Retired)),
+            }
+        }
+        if out.changes.is_empty() {
+            return;
+        }
+        let mut sync = SyncOut::default();
+        if let Some(st) = self.state.as_mut() {
+            st.write_internal(&out.changes, &mut sync);
+        }
+        self.apply_sync_out(sync);
+    }
+}

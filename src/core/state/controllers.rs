@@ -1,0 +1,166 @@
+//! The control plane's own part of the model: the provider settings, the
+//! desired number of managers and the healing grace, and the facts the
+//! singleton workers read about machines (life, jobs, instance, which node
+//! runs them).
+//!
+//! Owns the controller setting names and the machine keys that workers
+//! write: `m/<id>/{instance,instance-by,instance-state,generation}`. Must
+//! never decide anything: the workers in `core/control` do.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::model::{self, Command};
+use super::replica::{Change, Replica};
+use crate::core::control::provider::ProviderSpec;
+use crate::core::identity::NodeId;
+
+/// Controller settings (keys under `c/`).
+pub const PROVIDER_KEY: &str = "provider";
+pub const PROVIDER_ROOT_KEY: &str = "provider-root";
+pub const HA_DESIRED_KEY: &str = "ha-desired";
+pub const HA_GRACE_KEY: &str = "ha-grace-ms";
+/// The job that makes a machine a controller.
+pub const MANAGE_JOB: &str = "manage-environ";
+/// At most this many managers (Juju's own limit: consensus and gossip both
+/// grow costly past it, and nothing needs more).
+pub const MAX_MANAGERS: u32 = 7;
+/// How long a manager may be down before the HA keeper replaces it, unless
+/// `c/ha-grace-ms` says otherwise.
+pub const DEFAULT_HA_GRACE_MS: u64 = 10_000;
+/// Bounds of `c/ha-grace-ms`.
+pub const MIN_HA_GRACE_MS: u64 = 1_000;
+pub const MAX_HA_GRACE_MS: u64 = 3_600_000;
+
+fn setting(r: &Replica, key: &str) -> Option<String> {
+    r.get(&format!("c/{key}")).into_iter().max()
+}
+
+/// The provider to start instances with, if one is configured.
+pub fn provider(r: &Replica) -> Option<ProviderSpec> {
+    let kind = setting(r, PROVIDER_KEY)?;
+    let root = setting(r, PROVIDER_ROOT_KEY).unwrap_or_default();
+    Some(ProviderSpec { kind, root })
+}
+
+/// The desired number of managers (at least 1). Concurrent settings
+/// resolve to the largest.
+pub fn ha_desired(r: &Replica) -> u32 {
+    r.get(&format!("c/{HA_DESIRED_KEY}")).iter().filter_map(|v| v.parse::<u32>().ok()).max().unwrap_or(1).clamp(1, MAX_MANAGERS)
+}
+
+/// How long a manager may be down before it is replaced.
+pub fn ha_grace(r: &Replica) -> Duration {
+    let ms = setting(r, HA_GRACE_KEY).and_then(|v| v.parse::<u64>().ok()).unwrap_or(DEFAULT_HA_GRACE_MS);
+    Duration::from_millis(ms.clamp(MIN_HA_GRACE_MS, MAX_HA_GRACE_MS))
+}
+
+/// What the workers know about one machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineFacts {
+    pub id: String,
+    pub alive: bool,
+    pub dead: bool,
+    /// It has the manage-environ job: a controller.
+    pub controller: bool,
+    pub instance: Option<String>,
+    pub instance_stopped: bool,
+    /// Nodes recorded as running it (its agent, or the manager itself).
+    pub nodes: Vec<NodeId>,
+    /// The instance generation (1 unless bumped).
+    pub generation: u64,
+}
+
+/// Every machine's facts, from one pass over the keys.
+pub fn machines(r: &Replica) -> Vec<MachineFacts> {
+    let mut out: BTreeMap<String, MachineFacts> = BTreeMap::new();
+    for (key, vals) in r.entries() {
+        let mut parts = key.splitn(3, '/');
+        let (Some("m"), Some(id), Some(field)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let f = out.entry(id.to_string()).or_insert_with(|| MachineFacts { id: id.to_string(), generation: 1, ..Default::default() });
+        match field {
+            "life" => {
+                f.dead = vals.iter().any(|v| v == "dead");
+                f.alive = !vals.is_empty() && !f.dead;
+            }
+            "jobs" => f.controller = vals.iter().any(|v| v.split(',').any(|j| j == MANAGE_JOB)),
+            "instance" => f.instance = vals.into_iter().max(),
+            "instance-state" => f.instance_stopped = vals.iter().any(|v| v == "stopped"),
+            "agent" => f.nodes = vals.iter().filter_map(|v| v.parse().ok()).collect(),
+            "generation" => f.generation = vals.iter().filter_map(|v| v.parse().ok()).max().unwrap_or(1),
+            _ => {}
+        }
+    }
+    out.into_values().collect()
+}
+
+/// Changes creating `n` controller machines (ids allocated as for any
+/// machine), and their ids.
+pub fn new_controllers(r: &Replica, n: u32) -> (Vec<Change>, Vec<String>) {
+    let Ok((changes, outcome)) = model::plan(r, &Command::AddMachine { n }) else { return (Vec::new(), Vec::new()) };
+    let changes = changes
+        .into_iter()
+        .map(|c| match c {
+            Change::Set { key, .. } if key.ends_with("/jobs") => Change::Set { key, value: MANAGE_JOB.into() },
+            other => other,
+        })
+        .collect();
+    (changes, outcome.ids)
+}
+
+/// A change of one machine key.
+pub fn set_machine(id: &str, field: &str, value: impl Into<String>) -> Change {
+    Change::Set { key: format!("m/{id}/{field}"), value: value.into() }
+}
+
+/// What `juju bootstrap` asks of the first manager: the provider settings,
+/// the desired number of managers, and its own controller machine.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bootstrap {
+    pub provider: String,
+    pub root: String,
+    pub desired: u32,
+    /// The bootstrap manager's own instance name.
+    pub instance: String,
+    /// The bootstrap manager's node id (16 hex).
+    pub node: String,
+}
+
+/// The changes of a bootstrap, and the new controller machine's id.
+pub fn plan_bootstrap(r: &Replica, b: &Bootstrap) -> Result<(Vec<Change>, String), super::model::CommandError> {
+    check_desired(b.desired)?;
+    let (mut changes, ids) = new_controllers(r, 1);
+    let id = ids.into_iter().next().ok_or_else(|| super::model::CommandError::Invalid {
+        what: "bootstrap".into(),
+        value: String::new(),
+        rule: "could not allocate a machine id".into(),
+    })?;
+    let set = |k: &str, v: &str| Change::Set { key: format!("c/{k}"), value: v.to_string() };
+    changes.push(set(PROVIDER_KEY, &b.provider));
+    changes.push(set(PROVIDER_ROOT_KEY, &b.root));
+    changes.push(set(HA_DESIRED_KEY, &b.desired.to_string()));
+    changes.push(set_machine(&id, "instance", b.instance.clone()));
+    changes.push(set_machine(&id, "instance-by", format!("{}@bootstrap", b.node)));
+    changes.push(set_machine(&id, "agent", b.node.clone()));
+    changes.push(set_machine(&id, "status", "started"));
+    Ok((changes, id))
+}
+
+/// The desired number of managers must be 1 to [`MAX_MANAGERS`].
+pub fn check_desired(n: u32) -> Result<(), super::model::CommandError> {
+    (1..=MAX_MANAGERS).contains(&n).then_some(()).ok_or_else(|| super::model::CommandError::Invalid {
+        what: "number of managers".into(),
+        value: n.to_string(),
+        rule: format!("must be 1 to {MAX_MANAGERS} (odd numbers survive the loss of a minority)"),
+    })
+}
+
+/// Whether machine `id` is a live controller.
+pub fn is_controller(r: &Replica, id: &str) -> bool {
+    r.get(&format!("m/{id}/jobs")).iter().any(|v| v.split(',').any(|j| j == MANAGE_JOB))
+}
+
+/// Live controller machines.
+pub fn live_controllers(r: &Replica) -> usize {
+    machines(r).iter().filter(|f| f.alive && f.controller).count()
+}

@@ -1,0 +1,300 @@
+//! The local provider: an instance is a detached `jujud` process (a manager
+//! or an agent) in its own session, with its own data dir under the
+//! provider root and its own loopback address (127.0.X.Y, one per
+//! instance), so a whole HA environment runs on one machine and can be
+//! killed and restarted for real.
+//!
+//! Layout under the root: `lock` (held while starting) and
+//! `instances/<name>/` with `instance.json`, `data/` (the instance's data
+//! dir) and `jujud.log`. Addresses come from one machine-wide counter
+//! (see [`MACHINE_DIR`]).
+//!
+//! Owns that layout. Must never start a second process under a name that
+//! exists (the instance dir is created exclusively, under the lock, and
+//! stays after a stop as a tombstone), and never signal a process that is
+//! not the one it started (the start time in /proc is checked).
+
+use std::fs::{self, File, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Launch, Provider, ProviderError, Started};
+
+/// Every instance listens on this port, on its own address.
+pub const INSTANCE_PORT: u16 = 17_070;
+/// Instances get addresses 127.0.1.1 upwards; this many at most.
+pub const MAX_INSTANCES: u32 = 60_000;
+/// A graceful stop waits this long for the process to leave, then kills it.
+pub const GRACEFUL_STOP_MS: u64 = 5_000;
+/// The machine-wide directory (under the temp dir) that hands out
+/// addresses, so environments under different roots never collide.
+pub const MACHINE_DIR: &str = "jujud-local-provider";
+/// How long a stop waits for a killed process to be gone.
+pub const KILL_WAIT_MS: u64 = 2_000;
+/// How often a stop looks whether the process is gone.
+const STOP_POLL_MS: u64 = 20;
+
+/// `instance.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub name: String,
+    pub machine: String,
+    pub address: SocketAddr,
+    pub pid: i32,
+    /// The process's start time (clock ticks since boot, /proc/PID/stat).
+    pub start_ticks: u64,
+    /// `running` or `stopped`.
+    pub state: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Addresses {
+    next: u32,
+}
+
+/// A provider rooted at a directory.
+pub struct LocalProvider {
+    root: PathBuf,
+    /// The `jujud` binary instances run (this process's own by default).
+    jujud: PathBuf,
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Io { path: path.display().to_string(), reason: e.to_string() }
+}
+
+/// The start time of `pid`, if it runs.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn alive(i: &Instance) -> bool {
+    start_ticks(i.pid) == Some(i.start_ticks) && !is_zombie(i.pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z'))).unwrap_or(true)
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a pid whose start time we just checked.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+impl LocalProvider {
+    pub fn new(root: PathBuf) -> LocalProvider {
+        let jujud = std::env::current_exe().ok().filter(|p| p.file_name().is_some_and(|n| n == "jujud")).unwrap_or_else(|| {
+            std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("jujud"))).unwrap_or_else(|| "jujud".into())
+        });
+        LocalProvider { root, jujud }
+    }
+
+    /// Uses this `jujud` binary for new instances.
+    pub fn with_jujud(mut self, jujud: PathBuf) -> LocalProvider {
+        self.jujud = jujud;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn instance_dir(&self, name: &str) -> PathBuf {
+        self.root.join("instances").join(name)
+    }
+
+    fn lock(&self) -> Result<File, ProviderError> {
+        fs::create_dir_all(self.root.join("instances")).map_err(|e| io(&self.root, e))?;
+        let path = self.root.join("lock");
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| io(&path, e))?;
+        // SAFETY: flock on a file we own; blocks until other starters finish.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io(&path, std::io::Error::last_os_error()));
+        }
+        Ok(f)
+    }
+
+    /// The next loopback address no other instance on this machine uses,
+    /// whichever root it belongs to: a machine-wide counter under a
+    /// machine-wide lock, skipping addresses something already listens on.
+    fn next_address(&self) -> Result<SocketAddr, ProviderError> {
+        let dir = std::env::temp_dir().join(MACHINE_DIR);
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| io(&lock_path, e))?;
+        // SAFETY: flock on a file we own; released when `lock` drops.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io(&lock_path, std::io::Error::last_os_error()));
+        }
+        let path = dir.join("addresses.json");
+        let mut a: Addresses = fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        for _ in 0..MAX_INSTANCES {
+            let n = a.next % MAX_INSTANCES;
+            a.next = (n + 1) % MAX_INSTANCES;
+            let ip = Ipv4Addr::new(127, 0, (1 + n / 250) as u8, (1 + n % 250) as u8);
+            let addr = SocketAddr::new(ip.into(), INSTANCE_PORT);
+            if std::net::UdpSocket::bind(addr).is_ok() {
+                super::super::datadir::write_atomic(&path, &serde_json::to_vec(&a).expect("encodes")).map_err(|e| io(&path, e))?;
+                return Ok(addr);
+            }
+        }
+        Err(ProviderError::NoAddress)
+    }
+
+    /// The record of instance `name`.
+    pub fn instance(&self, name: &str) -> Result<Instance, ProviderError> {
+        let path = self.instance_dir(name).join("instance.json");
+        let bytes = fs::read(&path).map_err(|_| ProviderError::NoSuchInstance(name.into()))?;
+        serde_json::from_slice(&bytes).map_err(|e| io(&path, e))
+    }
+
+    fn record(&self, i: &Instance) -> Result<(), ProviderError> {
+        let path = self.instance_dir(&i.name).join("instance.json");
+        super::super::datadir::write_atomic(&path, &serde_json::to_vec_pretty(i).expect("encodes")).map_err(|e| io(&path, e))
+    }
+
+    /// Every instance recorded under the root.
+    pub fn list(&self) -> Vec<Instance> {
+        let Ok(dir) = fs::read_dir(self.root.join("instances")) else { return Vec::new() };
+        let mut out: Vec<Instance> = dir.flatten().filter_map(|e| self.instance(&e.file_name().to_string_lossy()).ok()).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn spawn(&self, launch: &Launch, dir: &Path, address: SocketAddr) -> Result<i32, ProviderError> {
+        let log_path = dir.join("jujud.log");
+        let log = File::create(&log_path).map_err(|e| io(&log_path, e))?;
+        let err = log.try_clone().map_err(|e| io(&log_path, e))?;
+        let mut cmd = Command::new(&self.jujud);
+        cmd.arg(&launch.args[0]).arg("--data-dir").arg(dir.join("data")).arg("--listen").arg(address.to_string());
+        cmd.args(&launch.args[1..]).envs(launch.env.iter().cloned()).stdin(Stdio::null()).stdout(log).stderr(err);
+        // SAFETY: setsid is async-signal-safe; it detaches the instance
+        // from whoever started it, as a machine is from its provisioner.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| ProviderError::Spawn { name: launch.name.clone(), reason: e.to_string() })?;
+        let pid = child.id() as i32;
+        // Reap it when it ends, so a stopped instance leaves no zombie.
+        std::thread::spawn(move || child.wait());
+        Ok(pid)
+    }
+}
+
+impl Provider for LocalProvider {
+    fn start(&self, launch: &Launch) -> Result<Started, ProviderError> {
+        let _lock = self.lock()?;
+        let dir = self.instance_dir(&launch.name);
+        if fs::create_dir(&dir).is_err() {
+            let existing = self.instance(&launch.name)?;
+            return Ok(Started { address: existing.address, existed: true });
+        }
+        let address = self.next_address()?;
+        let pid = self.spawn(launch, &dir, address)?;
+        let start_ticks = start_ticks(pid).unwrap_or(0);
+        let inst = Instance { name: launch.name.clone(), machine: launch.machine.clone(), address, pid, start_ticks, state: "running".into() };
+        self.record(&inst)?;
+        Ok(Started { address, existed: false })
+    }
+
+    fn stop(&self, name: &str, graceful: bool) -> Result<(), ProviderError> {
+        let mut inst = self.instance(name)?;
+        if inst.state == "stopped" && !alive(&inst) {
+            return Ok(());
+        }
+        if alive(&inst) {
+            if graceful {
+                signal(inst.pid, libc::SIGTERM);
+                let deadline = Instant::now() + Duration::from_millis(GRACEFUL_STOP_MS);
+                while alive(&inst) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(STOP_POLL_MS));
+                }
+            }
+            if alive(&inst) {
+                // SIGKILL works on a frozen (SIGSTOPped) process too.
+                signal(inst.pid, libc::SIGKILL);
+                let deadline = Instant::now() + Duration::from_millis(KILL_WAIT_MS);
+                while alive(&inst) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(STOP_POLL_MS));
+                }
+                if alive(&inst) {
+                    return Err(ProviderError::Spawn { name: name.into(), reason: format!("still running {KILL_WAIT_MS} ms after SIGKILL") });
+                }
+            }
+        }
+        inst.state = "stopped".into();
+        self.record(&inst)
+    }
+}
+
+impl LocalProvider {
+    /// Kills every instance at once and removes the root (`juju destroy`).
+    pub fn destroy(&self) -> Result<usize, ProviderError> {
+        let all = self.list();
+        let mut killed = 0;
+        for i in &all {
+            if alive(i) {
+                signal(i.pid, libc::SIGKILL);
+                killed += 1;
+            }
+        }
+        if self.root.exists() {
+            fs::remove_dir_all(&self.root).map_err(|e| io(&self.root, e))?;
+        }
+        Ok(killed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper(name: &str) -> Launch {
+        Launch { name: name.into(), machine: "1-aaaa".into(), args: vec!["peer".into()], env: vec![] }
+    }
+
+    /// A stand-in for jujud that ignores its arguments and sleeps.
+    fn fake_jujud(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("fake-jujud");
+        fs::write(&path, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_name_starts_once_gets_its_own_address_and_stops_for_good() {
+        let bin = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let p = LocalProvider::new(tmp.path().join("root")).with_jujud(fake_jujud(bin.path()));
+        let a = p.start(&sleeper("a")).unwrap();
+        assert!(!a.existed);
+        let again = p.start(&sleeper("a")).unwrap();
+        assert!(again.existed, "a second start of one name is refused");
+        assert_eq!(again.address, a.address);
+        let b = p.start(&sleeper("b")).unwrap();
+        assert_ne!(a.address.ip(), b.address.ip());
+        let inst = p.instance("a").unwrap();
+        assert!(alive(&inst));
+        p.stop("a", false).unwrap();
+        assert!(!alive(&inst), "a stop returns once the process is gone");
+        assert_eq!(p.instance("a").unwrap().state, "stopped");
+        assert!(p.start(&sleeper("a")).unwrap().existed, "a stopped name stays taken");
+        p.stop("a", true).unwrap();
+        assert!(matches!(p.stop("nope", true), Err(ProviderError::NoSuchInstance(_))));
+        assert_eq!(p.destroy().unwrap(), 1);
+        assert!(!tmp.path().join("root").exists());
+    }
+}

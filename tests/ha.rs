@@ -1,0 +1,158 @@
+//! The HA blueprint's "we will know we are done when" points, on the local
+//! provider with real processes: an environment started in HA mode whose
+//! managers all serve clients and start instances; a default environment
+//! moved to HA and back; business as usual when the primary (bootstrap)
+//! manager fails, with a replacement started by nobody but the HA keeper.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::agent::{presence, unit_status, wait_status};
+use serde_json::Value;
+
+/// An environment under a temporary root, destroyed when dropped (its
+/// instances are detached processes that would otherwise outlive the test).
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Env {
+    fn bootstrap(ha: u32) -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("env");
+        let env = Env { _tmp: tmp, root };
+        let out = env.juju(&["bootstrap", "--ha", &ha.to_string(), "--root", env.root.to_str().unwrap()]);
+        assert!(out.status.success(), "bootstrap: {}", String::from_utf8_lossy(&out.stderr));
+        env
+    }
+
+    fn client(&self) -> PathBuf {
+        self.root.join("client.yaml")
+    }
+
+    fn juju(&self, args: &[&str]) -> Output {
+        Command::new(common::juju_bin()).env("JUJUD_ROOT", &self.root).args(args).output().expect("run juju")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.juju(args);
+        assert!(out.status.success(), "juju {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn instance(&self, name: &str) -> Value {
+        let path = self.root.join("instances").join(name).join("instance.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn instances(&self) -> Vec<Value> {
+        let mut out: Vec<Value> = std::fs::read_dir(self.root.join("instances"))
+            .unwrap()
+            .flatten()
+            .map(|e| self.instance(&e.file_name().to_string_lossy()))
+            .collect();
+        out.sort_by_key(|v| v["name"].as_str().unwrap().to_string());
+        out
+    }
+
+    fn kill(&self, name: &str) {
+        let pid = self.instance(name)["pid"].as_i64().unwrap() as i32;
+        // SAFETY: a process this test's environment started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.juju(&["destroy", "--root", self.root.to_str().unwrap()]);
+    }
+}
+
+fn managers(st: &Value, state: &str) -> usize {
+    st["members"].as_array().unwrap().iter().filter(|m| m["role"] == "manager" && m["state"] == state).count()
+}
+
+fn endpoint_answers(client: &Path, addr: &str) -> bool {
+    let out = common::juju(client, &["status", "--endpoint", addr, "--format", "json"]);
+    out.status.success() && serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| v["answered_by"].is_string())
+}
+
+#[test]
+fn an_environment_started_in_ha_mode_serves_clients_from_every_manager_and_starts_instances() {
+    let env = Env::bootstrap(3);
+    let st = wait_status(&env.client(), "3 managers alive", |st| managers(st, "alive") == 3);
+    for m in st["members"].as_array().unwrap().iter().filter(|m| m["role"] == "manager") {
+        assert!(endpoint_answers(&env.client(), m["addr"].as_str().unwrap()), "manager {m} serves clients");
+    }
+    assert_eq!(st["controller"]["desired"], 3);
+    let owners: Vec<&str> = st["controller"]["owners"].as_array().unwrap().iter().map(|o| o[0].as_str().unwrap()).collect();
+    assert_eq!(owners, vec!["provisioner", "ha-keeper", "cleaner"]);
+    // The provisioner starts an agent instance for a new machine by itself.
+    let out = env.ok(&["deploy", "web", "--command", "echo up > \"$JUJU_STATUS_FILE\"; exec sleep 600", "--format", "json"]);
+    let outcome: Value = serde_json::from_str(&out).unwrap();
+    let (unit, machine) = (outcome["ids"][0].as_str().unwrap().to_string(), outcome["machines"][0].as_str().unwrap().to_string());
+    wait_status(&env.client(), "the unit running on a provisioned machine", |st| presence(st, &machine) == "alive" && unit_status(st, &unit) == "active: up");
+    let agents: Vec<Value> = env.instances().into_iter().filter(|i| i["machine"] == machine).collect();
+    assert_eq!(agents.len(), 1, "exactly one instance for the machine");
+}
+
+#[test]
+fn a_default_environment_moves_to_ha_and_back() {
+    let env = Env::bootstrap(1);
+    let out = env.ok(&["enable-ha", "-n", "3"]);
+    assert!(out.contains("HA 3/3"), "{out}");
+    let st = wait_status(&env.client(), "3 alive", |st| managers(st, "alive") == 3 && st["controller"]["alive"] == 3);
+    assert_eq!(st["controller"]["desired"], 3);
+    env.ok(&["enable-ha", "-n", "1", "--no-wait"]);
+    let st = wait_status(&env.client(), "back to one manager", |st| managers(st, "alive") == 1);
+    assert_eq!(st["controller"]["desired"], 1);
+    let left = st["members"].as_array().unwrap().iter().filter(|m| m["role"] == "manager" && m["state"] == "left").count();
+    assert_eq!(left, 2, "retired managers leave gracefully: {:#}", st["members"]);
+    wait_status(&env.client(), "their instances stopped", |_| env.instances().iter().filter(|i| i["state"] == "stopped").count() == 2);
+    // A controller removed by hand: one fewer, no replacement.
+    env.ok(&["enable-ha", "-n", "2"]);
+    let st = wait_status(&env.client(), "2 alive", |st| managers(st, "alive") == 2);
+    let second = st["status"]["machines"].as_array().unwrap().iter().filter(|m| m["jobs"][0] == "manage-environ").map(|m| m["id"].as_str().unwrap().to_string()).max().unwrap();
+    env.ok(&["remove-machine", &second]);
+    let st = wait_status(&env.client(), "one manager after removing a controller", |st| managers(st, "alive") == 1);
+    assert_eq!(st["controller"]["desired"], 1);
+}
+
+#[test]
+fn business_as_usual_when_the_bootstrap_manager_fails() {
+    let env = Env::bootstrap(3);
+    wait_status(&env.client(), "3 alive", |st| managers(st, "alive") == 3);
+    env.ok(&["controller-config", "ha-grace-ms=2000"]);
+    env.ok(&["members"]);
+    let before = common::agent::status(&env.client());
+    let victim_addr = env.instance("controller-0")["address"].as_str().unwrap().to_string();
+    let survivor = before["members"].as_array().unwrap().iter().find(|m| m["role"] == "manager" && m["addr"] != victim_addr.as_str()).unwrap();
+    let survivor = survivor["addr"].as_str().unwrap().to_string();
+    env.kill("controller-0");
+    // Clients keep working through the others.
+    let st = common::agent::status(&env.client());
+    assert!(st["answered_by"].is_string());
+    let out = env.ok(&["add-machine", "--format", "json"]);
+    let machine = serde_json::from_str::<Value>(&out).unwrap()["machines"][0].as_str().unwrap().to_string();
+    // The HA keeper replaces the dead manager by itself; the new machine is
+    // provisioned meanwhile.
+    let st = wait_status(&env.client(), "a replacement manager and the new machine", |st| {
+        managers(st, "alive") == 3 && presence(st, &machine) == "alive"
+    });
+    assert!(managers(&st, "alive") == 3);
+    // A survivor, which knew it, shows the dead manager as replaced (as
+    // soon as its own view has caught up: it may be slow on a busy machine).
+    let victim_state = || {
+        let out = common::juju(&env.client(), &["members", "--endpoint", &survivor, "--format", "json"]);
+        let seen: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let m = seen["members"].as_array().and_then(|ms| ms.iter().find(|m| m["addr"] == victim_addr.as_str()).cloned());
+        m.map(|m| m["state"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+    };
+    wait_status(&env.client(), "the survivor showing the dead manager replaced", |_| victim_state() == "replaced");
+    assert_eq!(env.instance("controller-0")["state"], "stopped");
+    let per_machine = env.instances().iter().filter(|i| i["machine"] == machine).count();
+    assert_eq!(per_machine, 1);
+}
