@@ -99,7 +99,7 @@ fn agent_conf_finds_the_cluster_after_every_given_address_is_gone() {
     let mut a = Agent::start(&dir, &only_seed, Some(&token));
     a.wait_session("first session");
     a.log.wait_for("agent.conf naming all three managers", |l| {
-        l.iter().any(|v| common::message(v) == "live managers changed; updating agent.conf" && common::field(v, "managers").matches("127.0.0.1").count() == 3)
+        l.iter().any(|v| common::message(v) == "live managers changed; agent.conf updated" && common::field(v, "managers").matches("127.0.0.1").count() == 3)
     });
     a.crash();
     c.peers[0].crash();

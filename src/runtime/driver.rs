@@ -91,7 +91,7 @@ pub struct DriverParts {
 pub struct AgentParts {
     pub workloads: Workloads,
     /// Where the live managers' addresses are kept (agent.conf).
-    pub conf_path: std::path::PathBuf,
+    pub conf: Arc<super::agentconf::ConfWriter>,
 }
 
 struct Driver {
@@ -326,12 +326,13 @@ impl Driver {
 
     fn save_managers(&self, addrs: Vec<std::net::SocketAddr>) {
         let Some(a) = &self.p.agent else { return };
-        let path = a.conf_path.clone();
-        tracing::info!(managers = ?addrs, "live managers changed; updating agent.conf");
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = super::agentconf::AgentConf::new(addrs).save(&path) {
-                tracing::error!(error = %e, "could not update agent.conf");
-            }
+        let (conf, ticket) = (a.conf.clone(), a.conf.ticket());
+        tokio::task::spawn_blocking(move || match conf.write(ticket, addrs.clone()) {
+            // Logged once on disk: a process killed after this line still
+            // finds these managers when it restarts.
+            Ok(true) => tracing::info!(managers = ?addrs, "live managers changed; agent.conf updated"),
+            Ok(false) => {} // a newer list was written first
+            Err(e) => tracing::error!(error = %e, "could not update agent.conf"),
         });
     }
 
