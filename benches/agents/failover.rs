@@ -33,6 +33,8 @@ pub struct Round {
     pub back: Option<Duration>,
     /// Sessions opened by agents that were not on the victim (should be 0).
     pub stray_sessions: usize,
+    /// Session opens that never opened (gaps in the agents' session ids).
+    pub failed_opens: u64,
     /// 1-minute load average when the round started.
     pub load1: f64,
 }
@@ -80,7 +82,17 @@ pub fn round(f: &mut Fleet) -> Res<Round> {
     let back_on = |e: &crate::common::Ev| e.msg == MSG_SESSION && e.text("manager") == vid;
     let back = moved.iter().map(|&j| since(f.first_after(mark2, MANAGERS + j, back_on), t1)).collect::<Option<Vec<_>>>().and_then(|v| v.into_iter().max());
     let stray_sessions = f.log[mark..].iter().filter(|e| e.msg == MSG_SESSION && e.who >= MANAGERS && !moved.contains(&(e.who - MANAGERS))).count();
-    Ok(Round { victim, sessions, detection, resession, agent_down, back, stray_sessions, load1 })
+    let failed_opens = (0..f.agents.len()).map(|j| failed_opens(f, mark, MANAGERS + j)).sum();
+    Ok(Round { victim, sessions, detection, resession, agent_down, back, stray_sessions, failed_opens, load1 })
+}
+
+/// Session ids an agent used after `mark` without logging them opened: each
+/// open attempt takes the next id, so a gap is an attempt that failed.
+fn failed_opens(f: &Fleet, mark: usize, who: usize) -> u64 {
+    let id = |e: &crate::common::Ev| (e.who == who && e.msg == MSG_SESSION).then(|| e.num("session")).flatten();
+    let before = f.log[..mark].iter().rev().find_map(id).unwrap_or(0);
+    let after: Vec<u64> = f.log[mark..].iter().filter_map(id).collect();
+    after.last().map_or(0, |last| last.saturating_sub(before).saturating_sub(after.len() as u64))
 }
 
 /// `rounds` rounds, each from a settled fleet.
@@ -110,7 +122,7 @@ pub fn describe(r: &Round) -> String {
     let margin = r.margin().map_or("n/a".into(), |m| format!("{m:+.0} ms"));
     format!(
         "victim m{} (sessions {:?}); detection {} ms; re-session of its {} agents (ms): {}; worst re-session - detection {margin}; \
-         those agents' own \"member down\" (ms): {}; back on m{} after restart {} ms; stray sessions {}; load1 {:.2}",
+         those agents' own \"member down\" (ms): {}; back on m{} after restart {} ms; stray sessions {}; failed session opens {}; load1 {:.2}",
         r.victim,
         r.sessions,
         cell(r.detection),
@@ -120,6 +132,7 @@ pub fn describe(r: &Round) -> String {
         r.victim,
         cell(r.back),
         r.stray_sessions,
+        r.failed_opens,
         r.load1
     )
 }

@@ -136,6 +136,9 @@ fn failover_rows(t: &mut Table, rounds: &[Round], wanted: usize) {
     t.row("SIGKILL -> moved agent's session on another manager", &res, "ms", "-", &capped);
     t.row("per round: worst re-session - detection", &margin, "ms", &format!("<= +{RESESSION_MARGIN_TARGET_MS:.0} ms"), verdict(ok));
     t.row("restart -> victim's agents back on it", &back, "ms", "-", "info");
+    let mut failed = Samples::default();
+    rounds.iter().for_each(|r| failed.push(r.failed_opens as f64));
+    t.row("per round: agents' session opens that failed", &failed, "", "-", "info");
 }
 
 fn cost_rows(t: &mut Table, c: &cost::Cost, when: &str) {

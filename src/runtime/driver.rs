@@ -272,7 +272,9 @@ impl Driver {
         match &event {
             Event::MemberUp(m) => tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, role = m.role.as_str(), "member up"),
             Event::MemberDown { identity: m, left } => {
-                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, left, "member down")
+                // Its connection is dead too: a restart at that address must be dialed afresh.
+                let closed_connection = self.p.transport.disconnect(m.id);
+                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, left, closed_connection, "member down")
             }
             Event::Renamed { from, to } => tracing::info!(member = %to.id, from = from.generation, to = to.generation, "member renamed"),
             Event::Active => tracing::info!("active in the cluster"),
