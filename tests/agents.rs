@@ -2,8 +2,10 @@
 //! bootstrap manager dies; status still answers, a config change still
 //! reaches the workloads, unit statuses keep updating, no workload
 //! restarts), agent.conf carrying an agent past the loss of every address
-//! it was given, and the bad inputs: wrong, reused and revoked tokens, a
-//! command that does not exist, a machine whose agent is gone.
+//! it was given, an agent's connection to a dead manager closed at once so
+//! that it returns to the restarted one at its first attempt, and the bad
+//! inputs: wrong, reused and revoked tokens, a command that does not exist,
+//! a machine whose agent is gone.
 
 mod common;
 
@@ -99,7 +101,7 @@ fn agent_conf_finds_the_cluster_after_every_given_address_is_gone() {
     let mut a = Agent::start(&dir, &only_seed, Some(&token));
     a.wait_session("first session");
     a.log.wait_for("agent.conf naming all three managers", |l| {
-        l.iter().any(|v| common::message(v) == "agent.conf updated with the live managers" && common::field(v, "managers").matches("127.0.0.1").count() == 3)
+        l.iter().any(|v| common::message(v) == "live managers changed; agent.conf updated" && common::field(v, "managers").matches("127.0.0.1").count() == 3)
     });
     a.crash();
     c.peers[0].crash();
@@ -131,4 +133,36 @@ fn a_missing_command_and_a_dead_agent_show_as_clear_statuses() {
     std::fs::write(a.dir.join("agent.conf"), "{\"format\":1,\"managers\":[").unwrap();
     let b = Agent::start(&a.dir, &[], None);
     b.wait_session("a session despite a truncated agent.conf");
+}
+
+/// The newest "agent session opened" line in `lines` as (session id, manager).
+fn newest_session(lines: &[serde_json::Value]) -> Option<(u64, String)> {
+    let v = lines.iter().rev().find(|v| common::message(v) == "agent session opened")?;
+    Some((common::field(v, "session").parse().ok()?, common::field(v, "manager")))
+}
+
+#[test]
+fn an_agent_drops_its_connection_to_a_dead_manager_and_returns_on_the_first_attempt() {
+    let mut c = Cluster::start(2);
+    let file = c.peers[0].client_file();
+    let seeds: Vec<_> = c.peers.iter().map(|p| p.addr).collect();
+    let (_, token) = tokens(&change(&file, &["add-machine"])).remove(0);
+    let a = Agent::start(&c.tmp.path().join("a"), &seeds, Some(&token));
+    // The manager rendezvous hashing gives this agent, as its core computes it.
+    let key: jujud::core::NodeId = a.id.parse().unwrap();
+    let ids = c.peers.iter().map(|p| p.id.parse::<jujud::core::NodeId>().unwrap());
+    let best = jujud::core::agent::choice::best(key.0, ids).unwrap().to_string();
+    let i = c.peers.iter().position(|p| p.id == best).unwrap();
+    a.log.wait_for("a session on the best manager", |l| newest_session(l).is_some_and(|(_, m)| m == best));
+    c.peers[i].crash();
+    let down = |l: &[serde_json::Value]| l.iter().find(|v| common::message(v) == "member down" && common::field(v, "member") == best).cloned();
+    a.log.wait_for("the agent to see its manager down", |l| down(l).is_some());
+    // The dead connection is closed at once, not left to the idle timeout,
+    // where a restart at the same address would be sent to through it.
+    assert_eq!(common::field(&down(&a.log.snapshot()).unwrap(), "closed_connection"), "true");
+    a.log.wait_for("a session on the other manager", |l| newest_session(l).is_some_and(|(_, m)| m != best));
+    let (elsewhere, _) = newest_session(&a.log.snapshot()).unwrap();
+    c.restart(i);
+    a.log.wait_for("the agent back on the restarted manager", |l| newest_session(l).is_some_and(|(_, m)| m == best));
+    assert_eq!(newest_session(&a.log.snapshot()).unwrap().0, elsewhere + 1, "the move back opened at its first attempt");
 }

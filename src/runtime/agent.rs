@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::agentconf::{AGENT_CONF_FILE, AgentConf};
+use super::agentconf::{AGENT_CONF_FILE, AgentConf, ConfWriter};
 use super::datadir::{self, Credentials, DataDir, DataDirError, NodeFile};
 use super::driver::{self, AgentParts, DriverParts};
 use super::join::{self, JoinError};
@@ -209,7 +209,7 @@ async fn serve(
     }
     tokio::spawn(accept_loop(endpoint.clone(), transport.clone(), metrics.clone()));
     let workloads = Workloads::open(dir.path(), inbox_tx.clone());
-    let conf_path = dir.path().join(AGENT_CONF_FILE);
+    let conf = Arc::new(ConfWriter::new(dir.path().join(AGENT_CONF_FILE)));
     let (_commands_tx, commands_rx) = mpsc::channel(1);
     let parts = DriverParts {
         transport,
@@ -222,7 +222,7 @@ async fn serve(
         store: None,
         inbox_tx,
         sessions: SessionTable::new(metrics),
-        agent: Some(AgentParts { workloads, conf_path }),
+        agent: Some(AgentParts { workloads, conf }),
         provider: None,
     };
     driver::run(node, parts).await;

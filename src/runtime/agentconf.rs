@@ -2,12 +2,15 @@
 //! as the agent last saw them, so that after a restart it finds the cluster
 //! again even if every address it was first given is gone.
 //!
-//! Owns the file's format and its checks. Must never write an empty list
-//! (an empty or unusable set never replaces a good one), and never panic
-//! on a file that is missing, empty, truncated or not ours.
+//! Owns the file's format, its checks, and the order of its writes. Must
+//! never write an empty list (an empty or unusable set never replaces a good
+//! one), never let an older list overwrite a newer one, and never panic on a
+//! file that is missing, empty, truncated or not ours.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -91,9 +94,70 @@ impl AgentConf {
     }
 }
 
+/// Writes agent.conf from the blocking pool, one write at a time and the
+/// newest list winning. The driver takes a [`ConfWriter::ticket`] when the
+/// live managers change (in its order) and writes on another thread; two
+/// writes in flight at once would share the temporary file, and the older
+/// list could land last (a manager lost and back within one slow fsync).
+pub struct ConfWriter {
+    path: PathBuf,
+    /// The newest ticket handed out.
+    issued: AtomicU64,
+    /// The newest ticket written; held during a write, so writes never overlap.
+    written: Mutex<u64>,
+}
+
+impl ConfWriter {
+    pub fn new(path: PathBuf) -> ConfWriter {
+        ConfWriter { path, issued: AtomicU64::new(0), written: Mutex::new(0) }
+    }
+
+    /// A ticket for the list about to be written; later tickets win.
+    pub fn ticket(&self) -> u64 {
+        self.issued.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Writes `managers` for `ticket`, unless a newer ticket was written
+    /// already; returns whether it wrote. Blocks while another write runs.
+    pub fn write(&self, ticket: u64, managers: Vec<SocketAddr>) -> Result<bool, AgentConfError> {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if ticket <= *written {
+            return Ok(false);
+        }
+        AgentConf::new(managers).save(&self.path)?;
+        *written = ticket;
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_list_written_last_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = std::sync::Arc::new(ConfWriter::new(dir.path().join(AGENT_CONF_FILE)));
+        let list = |n: u16| (1..=n).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect::<Vec<_>>();
+        let (older, newer) = (w.ticket(), w.ticket());
+        assert!(w.write(newer, list(3)).unwrap());
+        assert!(!w.write(older, list(1)).unwrap(), "the older list arrived last and must be skipped");
+        assert_eq!(AgentConf::load(&w.path).unwrap().managers, list(3));
+        // Many writers at once, in any order: the file is whole and holds
+        // the newest ticket's list.
+        let tickets: Vec<u64> = (0..16).map(|_| w.ticket()).collect();
+        let newest = *tickets.last().unwrap();
+        let threads: Vec<_> = tickets
+            .into_iter()
+            .rev()
+            .map(|t| {
+                let w = w.clone();
+                std::thread::spawn(move || w.write(t, list((t % 7 + 1) as u16)).unwrap())
+            })
+            .collect();
+        threads.into_iter().for_each(|t| _ = t.join().unwrap());
+        assert_eq!(AgentConf::load(&w.path).unwrap().managers, list((newest % 7 + 1) as u16));
+    }
 
     #[test]
     fn round_trips_and_refuses_empty_missing_truncated_and_foreign_files() {

@@ -93,7 +93,7 @@ pub struct DriverParts {
 pub struct AgentParts {
     pub workloads: Workloads,
     /// Where the live managers' addresses are kept (agent.conf).
-    pub conf_path: std::path::PathBuf,
+    pub conf: Arc<super::agentconf::ConfWriter>,
 }
 
 struct Driver {
@@ -286,7 +286,9 @@ impl Driver {
         match &event {
             Event::MemberUp(m) => tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, role = m.role.as_str(), "member up"),
             Event::MemberDown { identity: m, left } => {
-                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, left, "member down")
+                // Its connection is dead too: a restart at that address must be dialed afresh.
+                let closed_connection = self.p.transport.disconnect(m.id);
+                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, left, closed_connection, "member down")
             }
             Event::Renamed { from, to } => tracing::info!(member = %to.id, from = from.generation, to = to.generation, "member renamed"),
             Event::Active => tracing::info!("active in the cluster"),
@@ -350,9 +352,12 @@ impl Driver {
 
     fn save_managers(&self, addrs: Vec<std::net::SocketAddr>) {
         let Some(a) = &self.p.agent else { return };
-        let path = a.conf_path.clone();
-        tokio::task::spawn_blocking(move || match super::agentconf::AgentConf::new(addrs.clone()).save(&path) {
-            Ok(()) => tracing::info!(managers = ?addrs, "agent.conf updated with the live managers"),
+        let (conf, ticket) = (a.conf.clone(), a.conf.ticket());
+        tokio::task::spawn_blocking(move || match conf.write(ticket, addrs.clone()) {
+            // Logged once on disk: a process killed after this line still
+            // finds these managers when it restarts.
+            Ok(true) => tracing::info!(managers = ?addrs, "live managers changed; agent.conf updated"),
+            Ok(false) => {} // a newer list was written first
             Err(e) => tracing::error!(error = %e, "could not update agent.conf"),
         });
     }

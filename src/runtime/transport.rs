@@ -366,6 +366,22 @@ impl Transport {
         });
     }
 
+    /// Closes and forgets the connection to `id`, which SWIM declared down:
+    /// the process behind it is presumed dead. Left alone, a connection to
+    /// a killed peer stays open until the idle timeout (QUIC stateless
+    /// resets did not close them here), and a peer restarted at the same
+    /// address before then was sent to through the dead one: an agent's
+    /// session back to a restarted manager waited out
+    /// `SESSION_OPEN_TIMEOUT_MS` and failed. Now the next send dials whoever
+    /// answers. Returns whether a connection was open.
+    pub fn disconnect(&self, id: NodeId) -> bool {
+        let conn = self.table.lock().expect("transport table poisoned").conns.remove(&id);
+        if let Some(c) = &conn {
+            c.close(3u32.into(), b"declared down");
+        }
+        conn.is_some()
+    }
+
     /// The open connection to a member, if any.
     pub fn connection(&self, id: NodeId) -> Option<quinn::Connection> {
         self.table.lock().expect("transport table poisoned").conns.get(&id).cloned()

@@ -1,0 +1,143 @@
+//! Plumbing shared by the benchmarks (`detection`, `state`, `agents`):
+//! reading a child's JSON log lines into timestamped events, finding free
+//! loopback ports, and the /proc probes (RSS, CPU ticks, load average).
+//!
+//! Owns only leaf helpers with no policy. Must never sleep to synchronise
+//! (each log line is stamped with the `Instant` its reader thread got it, and
+//! callers wait on the channel of those events), and never own a process:
+//! each benchmark decides what to spawn, when to signal and when to kill.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use serde_json::Value;
+
+/// Attempts at finding one free port before giving up.
+const FREE_PORT_TRIES: usize = 200;
+
+/// One JSON log line of a `jujud` process: its message and fields.
+pub struct Ev {
+    /// The benchmark's index of the process that logged it.
+    pub who: usize,
+    /// When the reader thread got the line.
+    pub at: Instant,
+    pub msg: String,
+    pub fields: Value,
+}
+
+impl Ev {
+    /// A field as text (strings unquoted, absent as empty).
+    pub fn text(&self, k: &str) -> String {
+        match &self.fields[k] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            v => v.to_string(),
+        }
+    }
+
+    pub fn num(&self, k: &str) -> Option<u64> {
+        self.fields[k].as_u64()
+    }
+}
+
+/// Reads `jujud --log-format json` lines from `stream` until EOF: tees every
+/// line to `tee`, and sends each JSON line stamped with its arrival time.
+pub fn read_json_log(stream: impl Read, who: usize, tx: Sender<Ev>, mut tee: File) {
+    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+        let at = Instant::now();
+        let _ = writeln!(tee, "{line}");
+        let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+        let fields = v.get("fields").cloned().unwrap_or(Value::Null);
+        let msg = fields.get("message").and_then(|m| m.as_str()).unwrap_or("").to_owned();
+        if tx.send(Ev { who, at, msg, fields }).is_err() {
+            return;
+        }
+    }
+}
+
+/// A loopback port free for both TCP and UDP right now (then released),
+/// and not in `taken` (which it joins).
+pub fn free_port(taken: &mut Vec<u16>) -> Result<u16, String> {
+    for _ in 0..FREE_PORT_TRIES {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+        let port = l.local_addr().map_err(|e| e.to_string())?.port();
+        if !taken.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            taken.push(port);
+            return Ok(port);
+        }
+    }
+    Err("no free loopback port".into())
+}
+
+/// `n` distinct loopback addresses on ports free right now.
+pub fn loopback_addrs(n: usize) -> Result<Vec<SocketAddr>, String> {
+    let mut taken = Vec::new();
+    (0..n).map(|_| free_port(&mut taken).map(|p| SocketAddr::from(([127, 0, 0, 1], p)))).collect()
+}
+
+/// A `kB` line of /proc/PID/status (`VmRSS`, `RssAnon`, `RssFile`, ...).
+pub fn status_kib(pid: i32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let prefix = format!("{key}:");
+    s.lines().find_map(|l| l.strip_prefix(prefix.as_str()))?.split_whitespace().next()?.parse().ok()
+}
+
+/// VmRSS of a process, in KiB.
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = s[s.rfind(')')? + 1..].split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second, for [`cpu_ticks`].
+pub fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// /proc/loadavg, trimmed.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned()
+}
+
+/// The 1-minute load average.
+pub fn load1() -> f64 {
+    loadavg().split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
+}
+
+/// Runs `cmd args` in the crate's directory; its trimmed stdout, or empty.
+pub fn sh(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// "nproc N, kernel K, CPU model" for a benchmark's header.
+pub fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("nproc {cpus}, kernel {}, {model}", kernel.trim())
+}
+
+/// The short commit, marked when tracked files differ from it.
+pub fn commit() -> String {
+    let dirty = if sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() { "" } else { " (tracked files modified)" };
+    format!("{}{dirty}", sh("git", &["rev-parse", "--short", "HEAD"]))
+}
