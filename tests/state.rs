@@ -136,7 +136,7 @@ impl Api {
         let (mut send, mut recv) = self.conn.open_bi().await.unwrap();
         wire::write_frame(&mut send, req, MAX_API_FRAME_BYTES).await.unwrap();
         send.finish().unwrap();
-        wire::read_frame(&mut recv, MAX_API_FRAME_BYTES).await.unwrap()
+        wire::read_frame(&mut recv, wire::answer_limit(req)).await.unwrap()
     }
 }
 

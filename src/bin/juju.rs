@@ -105,7 +105,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let write = |cmd: StateCommand| Request::Command { cmd, wait_replicated: cli.wait_replicated, timeout_ms: cli.timeout_ms };
+    // One request id per invocation: every retry on another manager carries it.
+    let request_id = client::new_request_id();
+    let write = |cmd: StateCommand| Request::Write { request_id, cmd, wait_replicated: cli.wait_replicated, timeout_ms: cli.timeout_ms };
     let req = match &cli.command {
         Command::Members => Request::Members,
         Command::Status => Request::Status,

@@ -257,7 +257,9 @@ impl Node {
             Input::Identified { addr, peer } => self.on_identified(addr, peer),
             Input::Leave => self.leave(),
             Input::Publish(notice) => self.publish(&notice),
-            Input::Command { req, cmd, replicas, timeout } => self.on_command(now, req, &cmd, replicas, timeout),
+            Input::Command { req, cmd, replicas, timeout } => self.on_command(now, req, None, &cmd, replicas, timeout),
+            Input::CommandWithId { req, id, cmd, replicas, timeout } => self.on_command(now, req, Some(id), &cmd, replicas, timeout),
+            Input::DurableRemote { vv } => self.on_durable_remote(now, &vv),
             Input::Durable { seq } => self.on_durable(now, seq),
             Input::State { from, bytes } => self.on_state(now, from, &bytes),
         }

@@ -3,11 +3,15 @@
 
 pub mod model;
 pub mod replica;
+pub mod requests;
 pub mod sync;
 
+#[cfg(test)]
+mod sync_tests;
 #[cfg(test)]
 mod tests;
 
 pub use model::{Command, CommandError, Outcome, StatusView};
 pub use replica::{Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector};
+pub use requests::{Recorded, RequestId};
 pub use sync::{StateMsg, StateSync, SyncOut, WriteResult};

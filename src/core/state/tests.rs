@@ -1,9 +1,11 @@
 //! Tests of the replica and the model: convergence whatever the delivery
 //! order, causal buffering, compaction to full transfers, durability gating,
-//! id allocation without coordination, and refused commands.
+//! id allocation without coordination, and refused commands. Replication
+//! and request de-duplication are in `sync_tests.rs`.
 
 use super::model::{self, Command, CommandError};
 use super::replica::{Actor, Change, Delta, Replica, Stamped};
+use super::requests::derived_id;
 
 fn replica(node: u64) -> Replica {
     Replica::new(Actor { node: node << 48, generation: 1 })
@@ -14,7 +16,8 @@ fn set(k: &str, v: &str) -> Change {
 }
 
 fn run(r: &mut Replica, cmd: Command) -> Vec<Stamped> {
-    let (changes, _) = model::plan(r, &cmd).expect("command accepted");
+    let id = derived_id(r.actor(), r.own_seq() + 1);
+    let (changes, _) = model::plan(r, id, &cmd).expect("command accepted");
     let ops = r.write(&changes);
     r.mark_durable(r.own_seq());
     ops
@@ -102,7 +105,6 @@ fn ids_from_two_partitioned_managers_never_collide() {
     let mut ids: Vec<_> = v.machines.iter().map(|m| m.id.clone()).collect();
     ids.dedup();
     assert_eq!(ids.len(), 10);
-    assert!(ids.contains(&"1-00a1".to_string()) && ids.contains(&"5-00b2".to_string()), "{ids:?}");
     assert_eq!(model::view(&b), v);
 }
 
@@ -119,7 +121,7 @@ fn deploy_config_and_removal_show_in_the_view() {
     assert_eq!(v.machines.len(), 2);
     let unit = v.units[0].id.clone();
     let machine = v.units[0].machine.text();
-    let err = model::plan(&a, &Command::RemoveMachine { id: machine.clone() }).unwrap_err();
+    let err = model::plan(&a, 7, &Command::RemoveMachine { id: machine.clone() }).unwrap_err();
     assert!(matches!(err, CommandError::MachineInUse { .. }), "{err}");
     run(&mut a, Command::RemoveUnit { unit: unit.clone() });
     run(&mut a, Command::RemoveMachine { id: machine.clone() });
@@ -163,7 +165,86 @@ fn bad_commands_are_refused_and_change_nothing() {
         Command::AddMachine { n: 1_001 },
     ];
     for cmd in bad {
-        assert!(model::plan(&a, &cmd).is_err(), "{cmd:?} accepted");
+        assert!(model::plan(&a, 7, &cmd).is_err(), "{cmd:?} accepted");
     }
     assert_eq!(a.state_hash(), before);
+}
+
+fn machine_set(r: &Replica) -> std::collections::BTreeSet<String> {
+    model::view(r).machines.into_iter().map(|m| m.id).collect()
+}
+
+#[test]
+fn ids_are_never_reused_after_a_restart_or_a_full_merge() {
+    let mut a = replica(1);
+    run(&mut a, Command::AddMachine { n: 3 });
+    a.mark_durable(a.own_seq());
+    let before = machine_set(&a);
+    // A restart: the same node at the next generation, rebuilt from a snapshot.
+    let mut restarted = Replica::from_snapshot(Actor { node: 1 << 48, generation: 2 }, a.snapshot_all());
+    run(&mut restarted, Command::AddMachine { n: 3 });
+    let after_restart = machine_set(&restarted);
+    assert_eq!(after_restart.len(), 6, "three new machines beside the old three: {after_restart:?}");
+    assert!(before.is_subset(&after_restart));
+    // A full merge into a fresh replica, which then creates more.
+    let mut c = replica(3);
+    c.merge_full(restarted.snapshot_all());
+    run(&mut c, Command::AddMachine { n: 3 });
+    let after_merge = machine_set(&c);
+    assert_eq!(after_merge.len(), 9, "{after_merge:?}");
+    assert!(after_restart.is_subset(&after_merge));
+}
+
+#[test]
+fn a_create_applied_twice_on_two_managers_is_one_entity() {
+    // The same request (same id) planned on two replicas that had not seen
+    // each other's copy: the keys and values are identical, so they merge.
+    let (mut a, mut b) = (replica(1), replica(2));
+    let cmd = Command::Deploy { name: "web".into(), command: "serve".into(), n: 2 };
+    let mut copies = Vec::new();
+    for r in [&mut a, &mut b] {
+        let (changes, outcome) = model::plan(r, 42, &cmd).expect("accepted");
+        copies.push((r.write(&changes), outcome));
+        r.mark_durable(r.own_seq());
+    }
+    assert_eq!(copies[0].1, copies[1].1, "the same ids on both");
+    a.apply_remote(copies[1].0.clone());
+    b.apply_remote(copies[0].0.clone());
+    let v = model::view(&a);
+    assert_eq!((v.applications.len(), v.units.len(), v.machines.len()), (1, 2, 2));
+    assert!(v.units.iter().all(|u| !u.status.is_conflict() && !u.machine.is_conflict()));
+    assert_eq!(v, model::view(&b));
+    // A retry on a replica holding only part of the first copy is not "already exists".
+    let mut c = replica(3);
+    c.apply_remote(copies[0].0[..3].to_vec());
+    assert!(model::plan(&c, 42, &cmd).is_ok());
+    assert!(matches!(model::plan(&c, 43, &cmd), Err(CommandError::AlreadyExists(_))));
+}
+
+#[test]
+fn a_value_carries_clock_entries_only_for_the_actors_that_wrote_its_key() {
+    // Many generations of one node, each writing its own key: the op for a
+    // new key must not grow with the number of actors seen.
+    let mut r = replica(1);
+    let size = |ops: &[Stamped]| bincode::serde::encode_to_vec(ops, bincode::config::standard()).unwrap().len();
+    let mut mine = r.write(&[set("k0", "v")]);
+    let first = size(&mine);
+    for g in 2..200u64 {
+        let mut other = Replica::new(Actor { node: 9 << 48, generation: g });
+        let ops = other.write(&[set(&format!("x{g}"), "v")]);
+        other.mark_durable(1);
+        r.apply_remote(ops);
+    }
+    let later = r.write(&[set("k1", "v")]);
+    assert!(size(&later) <= first + 4, "an op for a fresh key grew from {first} to {} bytes with 200 actors", size(&later));
+    // A rewrite that saw the other actor's value replaces it everywhere.
+    mine.extend(later);
+    mine.extend(r.write(&[set("k0", "w")]));
+    r.mark_durable(r.own_seq());
+    let mut b = replica(2);
+    assert_eq!(b.apply_remote(mine).len(), 3);
+    let over = b.write(&[set("k0", "from-b")]);
+    b.mark_durable(b.own_seq());
+    r.apply_remote(over);
+    assert_eq!(r.get("k0"), vec!["from-b".to_string()]);
 }
