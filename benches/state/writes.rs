@@ -202,10 +202,14 @@ async fn throughput_worker(conn: Conn, w: usize, load: Load, window: Window, lat
     (w, last_acked)
 }
 
+/// What one load run measured: latencies, acks per second, errors, and
+/// each worker's last acknowledged value.
+type LoadResult = (Samples, Vec<u64>, u64, Vec<(usize, u64)>);
+
 /// Runs `concurrency` closed-loop workers of `load` on `pool` for `secs`;
 /// returns the latency samples, the acks per second, the errors, and each
 /// worker's last acknowledged value.
-fn run_load(rt: &Runtime, pool: &[Conn], concurrency: usize, load: Load, secs: u64) -> Res<(Samples, Vec<u64>, u64, Vec<(usize, u64)>)> {
+fn run_load(rt: &Runtime, pool: &[Conn], concurrency: usize, load: Load, secs: u64) -> Res<LoadResult> {
     let from = Instant::now() + Duration::from_millis(THROUGHPUT_WARMUP_MS);
     let to = from + Duration::from_secs(secs);
     let window = Window { from, to, per_sec: Arc::new((0..secs).map(|_| AtomicU64::new(0)).collect()) };

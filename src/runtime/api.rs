@@ -1,6 +1,8 @@
 //! The client API served on every authenticated connection: member lists,
-//! join tokens, and notice sync between managers. One request per
-//! bidirectional stream, framed and bounded.
+//! join tokens, notice sync between managers, status, and state writes
+//! (with the client's request id when it gives one). One request per
+//! bidirectional stream, framed and bounded (status answers by
+//! `wire::MAX_STATUS_FRAME_BYTES`, everything else by `MAX_API_FRAME_BYTES`).
 //!
 //! Owns authorisation by certificate role. Must never serve a request to a
 //! role that may not make it, and never block the node task: it asks the

@@ -39,17 +39,18 @@ pub fn status(answered_by: &str, st: &StatusView, members: &[MemberRow]) -> Stri
     for m in &managers {
         let _ = writeln!(s, "  {:<18} {:<22} gen {:<4} {}", m.id, m.addr, m.generation, m.state);
     }
-    let _ = writeln!(s, "\n{:<14} {:<12} {:<14} {:<20} {}", "MACHINE", "JOBS", "INSTANCE", "ADDRESSES", "STATUS");
+    // Ids are `<13 base32 digits>-<n>`: 18 columns fit n up to 1,000.
+    let _ = writeln!(s, "\n{:<18} {:<12} {:<14} {:<20} STATUS", "MACHINE", "JOBS", "INSTANCE", "ADDRESSES");
     for m in &st.machines {
-        let _ = writeln!(s, "{:<14} {:<12} {:<14} {:<20} {}", m.id, m.jobs.text(), m.instance.text(), m.addresses.text(), m.status.text());
+        let _ = writeln!(s, "{:<18} {:<12} {:<14} {:<20} {}", m.id, m.jobs.text(), m.instance.text(), m.addresses.text(), m.status.text());
     }
-    let _ = writeln!(s, "\n{:<20} {:>5} {}", "APPLICATION", "SCALE", "COMMAND");
+    let _ = writeln!(s, "\n{:<20} {:>5} COMMAND", "APPLICATION", "SCALE");
     for a in &st.applications {
         let _ = writeln!(s, "{:<20} {:>5} {}", a.name, a.scale, a.command.text());
     }
-    let _ = writeln!(s, "\n{:<24} {:<14} {}", "UNIT", "MACHINE", "STATUS");
+    let _ = writeln!(s, "\n{:<32} {:<18} STATUS", "UNIT", "MACHINE");
     for u in &st.units {
-        let _ = writeln!(s, "{:<24} {:<14} {}", u.id, u.machine.text(), u.status.text());
+        let _ = writeln!(s, "{:<32} {:<18} {}", u.id, u.machine.text(), u.status.text());
     }
     if !st.controller.is_empty() {
         let _ = writeln!(s, "\nCONTROLLER SETTINGS");

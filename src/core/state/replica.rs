@@ -252,10 +252,10 @@ impl Replica {
             let op = match change {
                 Change::Set { key, value } => {
                     let dot = self.doc.read_ctx().derive_add_ctx(self.me).dot;
-                    self.doc.update(key.as_str(), AddCtx { clock: Default::default(), dot: dot.clone() }, |reg, _| {
+                    self.doc.update(key.as_str(), AddCtx { clock: Default::default(), dot }, |reg, _| {
                         // The register's own clock plus the new dot (see the module doc).
                         let mut clock = reg.read_ctx().add_clock;
-                        clock.apply(dot.clone());
+                        clock.apply(dot);
                         reg.write(value.clone(), AddCtx { clock, dot })
                     })
                 }
