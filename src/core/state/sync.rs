@@ -337,7 +337,12 @@ impl StateSync {
             Some(Delta::Full(_)) if self.replica.version().get(&self.replica.actor()).copied().unwrap_or(0) < self.replica.own_seq() => {
                 self.refused_full += 1;
             }
-            Some(delta) => out.send.push((from, StateMsg::Delta(delta))),
+            Some(delta) => {
+                if matches!(delta, Delta::Full(_)) {
+                    tracing::info!(peer = %from, keys = self.replica.len(), "sending the full state: the peer lacks compacted operations");
+                }
+                out.send.push((from, StateMsg::Delta(delta)))
+            }
             None => {}
         }
         if self.replica.lacks_from(theirs) {
@@ -357,6 +362,7 @@ impl StateSync {
     }
 
     fn merge(&mut self, snap: Snapshot, out: &mut SyncOut) {
+        tracing::info!(keys = snap.doc.len().val, "merging a full state from a peer");
         self.replica.merge_full(snap);
         self.full_merges += 1;
         out.snapshot_needed = true;
