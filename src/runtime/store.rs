@@ -50,14 +50,20 @@ struct SnapshotV1 {
     vv: VersionVector,
 }
 
+/// Snapshots decode within the WAL's own bound on a snapshot's payload
+/// (which refuses to write a larger one), so whatever was written reads back.
+fn snapshot_cfg() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ super::wal::MAX_SNAPSHOT_BYTES }>()
+}
+
 /// Decodes a snapshot, in the current format or the one before it.
 fn decode_snapshot(bytes: &[u8], lsn: u64) -> Result<Snapshot, StoreError> {
     let exact = |r: Result<(Snapshot, usize), _>| r.ok().filter(|(_, used)| *used == bytes.len()).map(|(s, _)| s);
-    if let Some(snap) = exact(bincode::serde::decode_from_slice(bytes, cfg())) {
+    if let Some(snap) = exact(bincode::serde::decode_from_slice(bytes, snapshot_cfg())) {
         return Ok(snap);
     }
-    let (old, used): (SnapshotV1, usize) =
-        bincode::serde::decode_from_slice(bytes, cfg()).map_err(|e| StoreError::Record { lsn, reason: format!("snapshot: {e}") })?;
+    let (old, used): (SnapshotV1, usize) = bincode::serde::decode_from_slice(bytes, snapshot_cfg())
+        .map_err(|e| StoreError::Record { lsn, reason: format!("snapshot: {e}") })?;
     if used != bytes.len() {
         return Err(StoreError::Record { lsn, reason: "snapshot: trailing bytes".into() });
     }
@@ -219,7 +225,8 @@ impl Store {
         self.since_snapshot.store(0, Ordering::Relaxed);
         let vv = snap.vv.clone();
         let gaps = self.gaps.load(Ordering::Acquire);
-        let encode = move || bincode::serde::encode_to_vec(&snap, cfg()).expect("snapshots always encode");
+        // Unbounded here (it cannot fail); the WAL refuses one over MAX_SNAPSHOT_BYTES.
+        let encode = move || bincode::serde::encode_to_vec(&snap, bincode::config::standard()).map_err(|e| e.to_string());
         let done = self.writer.snapshot_after_queued_with(SnapshotBytes::Later(Box::new(encode)));
         let this = self.clone();
         tokio::spawn(async move {

@@ -7,8 +7,6 @@ pub mod requests;
 pub mod sync;
 
 #[cfg(test)]
-mod sync_tests;
-#[cfg(test)]
 mod tests;
 
 pub use model::{Command, CommandError, Outcome, StatusView};

@@ -165,6 +165,10 @@ pub enum WalError {
          the state has outgrown this WAL's format"
     )]
     SnapshotTooLarge { len: usize },
+    /// The caller's deferred snapshot payload could not be made (its
+    /// encoder failed); nothing was written, the log is fine.
+    #[error("WAL snapshot not written: its payload could not be encoded ({0})")]
+    SnapshotNotMade(String),
     /// A snapshot must cover between the current snapshot and the last LSN.
     #[error(
         "WAL snapshot covering lsn {covered} refused: it must cover at least lsn {floor} \

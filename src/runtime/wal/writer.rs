@@ -60,7 +60,7 @@ pub(super) enum Request {
 /// caller can capture its state at once and encode it off its own thread).
 pub enum SnapshotBytes {
     Ready(Vec<u8>),
-    Later(Box<dyn FnOnce() -> Vec<u8> + Send>),
+    Later(Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>),
 }
 
 impl SnapshotBytes {
@@ -75,7 +75,7 @@ impl SnapshotBytes {
     fn make(self) -> Result<Vec<u8>, WalError> {
         let bytes = match self {
             SnapshotBytes::Ready(b) => b,
-            SnapshotBytes::Later(f) => f(),
+            SnapshotBytes::Later(f) => f().map_err(WalError::SnapshotNotMade)?,
         };
         if bytes.len() > MAX_SNAPSHOT_BYTES {
             return Err(WalError::SnapshotTooLarge { len: bytes.len() });
