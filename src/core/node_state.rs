@@ -77,9 +77,10 @@ impl Node {
     pub(super) fn anti_entropy(&mut self, now: Time) {
         let managers = self.live_managers();
         let target = (!managers.is_empty()).then(|| managers[self.rng.random_range(0..managers.len())].id);
+        let ids: Vec<NodeId> = managers.iter().map(|i| i.id).collect();
         let mut out = SyncOut::default();
         if let Some(st) = self.state.as_mut() {
-            st.tick(now, target, &mut out);
+            st.tick(now, target, &ids, &mut out);
         }
         self.apply_sync_out(out);
         self.arm(now, TimerKind::AntiEntropy, Duration::from_millis(ANTI_ENTROPY_PERIOD_MS));

@@ -5,8 +5,9 @@
 //! Failover: while it waits for an answer, the client watches the
 //! connection, which QUIC keep-alives keep busy every
 //! [`CLIENT_KEEPALIVE_MS`]. A manager silent for [`CLIENT_DEAD_AFTER_MS`]
-//! is taken for dead (or frozen, which looks the same). A read then goes to
-//! the next manager. So does a write that carries a request id
+//! is taken for dead (or frozen, which looks the same) if there is another
+//! manager to try; the last one (or the only one, with `--endpoint`) gets
+//! the full timeout instead. A read then goes to the next manager. So does a write that carries a request id
 //! ([`Request::Write`]): the next manager answers it from its record if the
 //! first one's operations reached it, and applies it otherwise (see
 //! docs/GUARANTEES.md, "Retried writes"). A write without an id, or a token
@@ -124,7 +125,10 @@ pub async fn request(file: &ClientFile, only: Option<SocketAddr>, req: Request) 
             failures.push((addr, format!("not tried: past the {WRITE_RETRY_WINDOW_MS} ms retry window")));
             continue;
         }
-        let result = ask(&conn, &req, &mut first_sent).await;
+        // The watchdog only where there is another manager to go to: the
+        // last candidate (or the one `--endpoint`) gets the full timeout.
+        let watchdog = retryable(&req) && !dials.is_empty();
+        let result = ask(&conn, &req, &mut first_sent, watchdog).await;
         conn.close(0u32.into(), b"done");
         let _ = tokio::time::timeout(Duration::from_millis(CLOSE_WAIT_MS), endpoint.wait_idle()).await;
         match result {
@@ -157,7 +161,7 @@ async fn connect(addr: SocketAddr, cfg: quinn::ClientConfig) -> Result<(quinn::E
     Ok((endpoint, conn))
 }
 
-async fn ask(conn: &quinn::Connection, req: &Request, first_sent: &mut Option<Instant>) -> Result<Response, Attempt> {
+async fn ask(conn: &quinn::Connection, req: &Request, first_sent: &mut Option<Instant>, watchdog: bool) -> Result<Response, Attempt> {
     // With mTLS the dialer's connect can succeed before the server has
     // checked our certificate; only an answer proves we were accepted.
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| Attempt::NotSent(e.to_string()))?;
@@ -174,7 +178,7 @@ async fn ask(conn: &quinn::Connection, req: &Request, first_sent: &mut Option<In
             Ok(Err(e)) => Err(Attempt::Sent(e)),
             Err(_) => Err(Attempt::Sent(format!("no answer within {} ms", wait.as_millis()))),
         },
-        silent = watch(conn) => Err(Attempt::Sent(format!("the manager went silent for {} ms (dead or frozen)", silent.as_millis()))),
+        silent = watch(conn), if watchdog => Err(Attempt::Sent(format!("the manager went silent for {} ms (dead or frozen)", silent.as_millis()))),
     }
 }
 

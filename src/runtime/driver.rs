@@ -300,7 +300,7 @@ impl Driver {
 
     fn snapshot(&self) {
         if let Some(st) = self.node.state() {
-            self.p.store.snapshot(st.replica.snapshot_all());
+            self.p.store.snapshot(|| st.replica.snapshot_all());
         }
     }
 

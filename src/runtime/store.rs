@@ -15,7 +15,7 @@
 //! never start serving from a log it could not fully read.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -105,6 +105,11 @@ pub struct Store {
     /// the first is ahead.
     gaps: Arc<AtomicU64>,
     gaps_covered: Arc<AtomicU64>,
+    /// One snapshot at a time: each holds a copy of the whole state until
+    /// it is written. A snapshot asked for meanwhile is `wanted`, and taken
+    /// at the first persistence tick after the current one is done.
+    snapshot_busy: Arc<AtomicBool>,
+    snapshot_wanted: Arc<AtomicBool>,
     reports: mpsc::Sender<StoreReport>,
     /// The receiving end, taken once by the driver.
     reports_rx: Arc<Mutex<Option<mpsc::Receiver<StoreReport>>>>,
@@ -140,6 +145,8 @@ impl Store {
             dropped_remote: Arc::new(AtomicU64::new(0)),
             gaps: Arc::new(AtomicU64::new(0)),
             gaps_covered: Arc::new(AtomicU64::new(0)),
+            snapshot_busy: Arc::new(AtomicBool::new(false)),
+            snapshot_wanted: Arc::new(AtomicBool::new(false)),
             reports,
             reports_rx: Arc::new(Mutex::new(Some(reports_rx))),
         };
@@ -214,6 +221,7 @@ impl Store {
     pub fn snapshot_due(&self) -> bool {
         self.since_snapshot.load(Ordering::Relaxed) >= SNAPSHOT_EVERY_OPS
             || self.gaps.load(Ordering::Acquire) > self.gaps_covered.load(Ordering::Acquire)
+            || self.snapshot_wanted.load(Ordering::Acquire)
     }
 
     /// Writes `snap` as covering everything submitted so far. The request
@@ -221,7 +229,17 @@ impl Store {
     /// Once synced it reports `Remote(snap.vv)`: everything in it is
     /// durable, and so are the gaps before it. The encoding (tens of MB at
     /// 100,000 entities) happens on the WAL's snapshot thread, not here.
-    pub fn snapshot(&self, snap: Snapshot) {
+    ///
+    /// `capture` runs now (in the caller's synchronous step) unless a
+    /// snapshot is still being written; then this one is only noted as
+    /// wanted (see [`Store::snapshot_due`]).
+    pub fn snapshot(&self, capture: impl FnOnce() -> Snapshot) {
+        if self.snapshot_busy.swap(true, Ordering::AcqRel) {
+            self.snapshot_wanted.store(true, Ordering::Release);
+            return;
+        }
+        self.snapshot_wanted.store(false, Ordering::Release);
+        let snap = capture();
         self.since_snapshot.store(0, Ordering::Relaxed);
         let vv = snap.vv.clone();
         let gaps = self.gaps.load(Ordering::Acquire);
@@ -230,7 +248,9 @@ impl Store {
         let done = self.writer.snapshot_after_queued_with(SnapshotBytes::Later(Box::new(encode)));
         let this = self.clone();
         tokio::spawn(async move {
-            match done.await {
+            let result = done.await;
+            this.snapshot_busy.store(false, Ordering::Release);
+            match result {
                 Ok(()) => {
                     tracing::info!("state snapshot written");
                     this.gaps_covered.fetch_max(gaps, Ordering::AcqRel);

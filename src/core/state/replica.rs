@@ -48,7 +48,9 @@ pub const MAX_RETAINED_OPS: usize = 200_000;
 /// Out-of-order operations held waiting for a gap to fill; beyond it they
 /// are dropped (anti-entropy fetches them again).
 pub const MAX_PENDING_OPS: usize = 100_000;
-/// Most operations in one delta; anti-entropy sends the rest next round.
+/// Most operations in one delta; anti-entropy sends the rest next round
+/// (250 ms later). A set-style write is two operations (the change and its
+/// request record), so this is about 10,000 writes.
 pub const MAX_DELTA_OPS: usize = 20_000;
 
 /// An operation with its author and its number in the author's sequence.

@@ -120,6 +120,9 @@ pub struct StateSync {
     /// Managers whose pushes were applied here but not yet answered with a
     /// `Have`: they get one once those operations are durable here.
     owed_have: BTreeMap<NodeId, VersionVector>,
+    /// The live managers at the last tick: one that appears (a heal, a
+    /// restart) gets a digest at once instead of waiting to be drawn.
+    live_before: std::collections::BTreeSet<NodeId>,
     /// Counters for metrics and the simulator.
     pub applied_remote: u64,
     pub full_merges: u64,
@@ -145,6 +148,7 @@ impl StateSync {
             pending_count: 0,
             peer_vv: BTreeMap::new(),
             owed_have: BTreeMap::new(),
+            live_before: Default::default(),
             applied_remote: 0,
             full_merges: 0,
             refused_full: 0,
@@ -290,13 +294,17 @@ impl StateSync {
         self.settle_foreign(now, out);
     }
 
-    /// Periodic: deadlines, and a digest to one live manager.
-    pub fn tick(&mut self, now: Time, target: Option<NodeId>, out: &mut SyncOut) {
+    /// Periodic: deadlines, and a digest to one live manager (`target`)
+    /// and to every manager that became live since the last tick.
+    pub fn tick(&mut self, now: Time, target: Option<NodeId>, live: &[NodeId], out: &mut SyncOut) {
         self.settle(now, out);
         self.expire(now, out);
-        if let Some(t) = target {
-            out.send.push((t, StateMsg::Digest(self.replica.durable_version())));
+        let live: std::collections::BTreeSet<NodeId> = live.iter().copied().collect();
+        let fresh = live.iter().filter(|n| !self.live_before.contains(n) && Some(**n) != target);
+        for t in target.iter().chain(fresh) {
+            out.send.push((*t, StateMsg::Digest(self.replica.durable_version())));
         }
+        self.live_before = live;
     }
 
     /// Handles a message from manager `from`.

@@ -330,7 +330,7 @@ mod replication {
         let (_, push) = pushes(&out).pop().expect("pushed");
         b.on_msg(Duration::ZERO, a_id, push, &mut SyncOut::default());
         let mut tick = SyncOut::default();
-        b.tick(Duration::ZERO, Some(a_id), &mut tick);
+        b.tick(Duration::ZERO, Some(a_id), &[a_id], &mut tick);
         let (_, digest) = tick.send.pop().expect("a digest");
         let mut at_a = SyncOut::default();
         a.on_msg(Duration::ZERO, b_id, digest, &mut at_a);
