@@ -136,7 +136,7 @@ impl Api {
         let (mut send, mut recv) = self.conn.open_bi().await.unwrap();
         wire::write_frame(&mut send, req, MAX_API_FRAME_BYTES).await.unwrap();
         send.finish().unwrap();
-        wire::read_frame(&mut recv, MAX_API_FRAME_BYTES).await.unwrap()
+        wire::read_frame(&mut recv, wire::answer_limit(req)).await.unwrap()
     }
 }
 
@@ -451,6 +451,60 @@ fn refused_commands_say_why_fail_and_change_nothing() {
         assert_eq!(j.status(p.addr), before, "juju {args:?} changed the state");
         assert_eq!(wal_bytes(&p.dir), disk, "juju {args:?} wrote to the log");
     }
+}
+
+// ------------------------------------------------------------- size
+
+/// Units deployed for the large-status test (each with its own machine):
+/// about 3 MiB of status answer, three times the old 1 MiB frame limit.
+const BIG_STATUS_UNITS: u32 = 15_000;
+
+#[test]
+fn status_answers_beyond_the_old_one_mib_frame_limit() {
+    let _serial = serial();
+    let c = Cluster::start(1);
+    let p = &c.peers[0];
+    let j = Juju::new(p.client_file());
+    for i in 0..BIG_STATUS_UNITS / 1_000 {
+        j.ok(p.addr, &["deploy", &format!("big{i}"), "--command", "sleep 1", "-n", "1000"]);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let answer = rt.block_on(async { Api::connect(&p.client_file(), p.addr).await.call(&Request::Status).await });
+    let bytes = bincode::serde::encode_to_vec(&answer, bincode::config::standard()).unwrap().len();
+    assert!(bytes > MAX_API_FRAME_BYTES, "the answer is {bytes} bytes: not over the old limit, so this tests nothing");
+    let st = j.status(p.addr);
+    assert_eq!(st["units"].as_array().map(Vec::len), Some(BIG_STATUS_UNITS as usize));
+    assert_eq!(st["machines"].as_array().map(Vec::len), Some(BIG_STATUS_UNITS as usize));
+    let table = j.ok(p.addr, &["status"]);
+    assert!(table.lines().count() > 2 * BIG_STATUS_UNITS as usize, "the table lists every machine and unit");
+}
+
+// -------------------------------------------------------------- retries
+
+#[test]
+fn a_write_retried_with_its_request_id_is_applied_once_on_any_manager() {
+    let _serial = serial();
+    let c = Cluster::start(2);
+    let j = Juju::new(c.peers[0].client_file());
+    let (m0, m1) = (c.peers[0].addr, c.peers[1].addr);
+    j.ok(m0, &["deploy", "web", "--command", "sleep 1"]);
+    j.wait_same(&addrs(&c), "the deploy everywhere", |st| st["applications"].as_array().is_some_and(|a| a.len() == 1));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let add = Request::Write { request_id: 0x5eed, cmd: StateCommand::AddMachine { n: 2 }, wait_replicated: 1, timeout_ms: 10_000 };
+    let (first, again, elsewhere) = rt.block_on(async {
+        let (a0, a1) = (Api::connect(&c.peers[0].client_file(), m0).await, Api::connect(&c.peers[0].client_file(), m1).await);
+        // wait_replicated 1: m1 holds the first attempt durably before the answer.
+        (a0.call(&add).await, a0.call(&add).await, a1.call(&add).await)
+    });
+    let Response::Applied(outcome) = first else { panic!("{first:?}") };
+    for (what, answer) in [("the same manager", again), ("another manager", elsewhere)] {
+        // Same entities; each answer mints its own (equally valid) agent tokens.
+        let same = |o: &jujud::core::state::Outcome| o.ids == outcome.ids && o.machines == outcome.machines;
+        assert!(matches!(&answer, Response::Applied(o) if same(o)), "a retry on {what} answered {answer:?}, not {outcome:?}");
+    }
+    let st = j.wait_same(&addrs(&c), "the machines everywhere", |st| machine_ids(st).len() == 3);
+    let made: BTreeSet<String> = outcome.ids.iter().cloned().collect();
+    assert!(made.is_subset(&machine_ids(&st)), "{made:?} not in {st}");
 }
 
 // ------------------------------------------------------------- partition

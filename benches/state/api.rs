@@ -16,6 +16,7 @@ use std::time::Duration;
 use jujud::core::state::model::{Command as StateCommand, StatusView};
 use jujud::pki::{self, ClusterCa, IssuedCert};
 use jujud::runtime::clientfile::ClientFile;
+use jujud::runtime::client::new_request_id;
 use jujud::runtime::wire::{self, MAX_API_FRAME_BYTES, Request, Response};
 
 use crate::cluster::Res;
@@ -71,7 +72,7 @@ impl Conn {
             let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| e.to_string())?;
             wire::write_frame(&mut send, req, MAX_API_FRAME_BYTES).await.map_err(|e| e.to_string())?;
             let _ = send.finish();
-            wire::read_frame::<Response>(&mut recv, MAX_API_FRAME_BYTES).await.map_err(|e| e.to_string())
+            wire::read_frame::<Response>(&mut recv, wire::answer_limit(req)).await.map_err(|e| e.to_string())
         };
         tokio::time::timeout(Duration::from_millis(CALL_TIMEOUT_MS), ask)
             .await
@@ -100,15 +101,21 @@ impl Conn {
     }
 }
 
-/// `config APP key=value` as a request.
+/// `config APP key=value` as a request, with a fresh request id (as
+/// `juju` sends it).
 pub fn set_config(app: &str, key: &str, value: &str, wait_replicated: u32) -> Request {
     let cmd = StateCommand::SetConfig { app: app.into(), pairs: vec![(key.into(), value.into())] };
-    Request::Command { cmd, wait_replicated, timeout_ms: WRITE_DEADLINE_MS }
+    Request::Write { request_id: new_request_id(), cmd, wait_replicated, timeout_ms: WRITE_DEADLINE_MS }
 }
 
 pub fn deploy(name: &str, units: u32, wait_replicated: u32) -> Request {
     let cmd = StateCommand::Deploy { name: name.into(), command: "sleep 3600".into(), n: units };
-    Request::Command { cmd, wait_replicated, timeout_ms: WRITE_DEADLINE_MS }
+    Request::Write { request_id: new_request_id(), cmd, wait_replicated, timeout_ms: WRITE_DEADLINE_MS }
+}
+
+/// `add-machine` as a request, with a fresh request id.
+pub fn add_machine(wait_replicated: u32) -> Request {
+    Request::Write { request_id: new_request_id(), cmd: StateCommand::AddMachine { n: 1 }, wait_replicated, timeout_ms: WRITE_DEADLINE_MS }
 }
 
 /// The config values of `app`, key to sibling values.

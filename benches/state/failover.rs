@@ -34,9 +34,13 @@ const KILL_AFTER_MIN_MS: u64 = 700;
 const KILL_JITTER_MS: u64 = 600;
 /// Tries at catching a write in flight before a mid-write round gives up.
 const MID_WRITE_TRIES: usize = 20;
-/// A call still waiting this long after its manager froze is stuck on it
-/// (a call takes tens of ms).
-const STUCK_MS: u64 = 300;
+/// A call still waiting this long after its manager froze is taken as
+/// waiting on it (a write takes a few ms); the round is kept only if that
+/// call then ended at least [`IN_FLIGHT_PROOF_MS`] after the freeze, which
+/// only a call sent to the frozen manager does (the client's watchdog
+/// gives up on it after `client::CLIENT_DEAD_AFTER_MS`).
+const STUCK_MS: u64 = 30;
+const IN_FLIGHT_PROOF_MS: u64 = jujud::runtime::client::CLIENT_DEAD_AFTER_MS * 9 / 10;
 /// Cap on the loop starting its next call.
 const CALL_START_CAP_MS: u64 = 2_000;
 /// The victim freezes up to this long into the call (past its dial).
@@ -77,6 +81,8 @@ struct LoopState {
     errors: Vec<String>,
     /// When the call now in progress started.
     calling_since: Option<Instant>,
+    /// Every finished call: (start, end).
+    calls: Vec<(Instant, Instant)>,
 }
 
 /// The looping client's state, shared with the scenario thread, which
@@ -118,7 +124,9 @@ async fn client_loop(file: ClientFile, l: Loop) {
         l.update(|st| st.calling_since = Some(Instant::now()));
         let answer = client::request(&file, None, req).await;
         l.update(|st| {
-            st.calling_since = None;
+            if let Some(t) = st.calling_since.take() {
+                st.calls.push((t, Instant::now()));
+            }
             match answer {
                 Ok((addr, Response::Applied(_))) => st.acks.push((Instant::now(), addr)),
                 Ok((_, other)) => st.errors.push(format!("{other:?}")),
@@ -165,11 +173,11 @@ fn kill_at_random(c: &mut Cluster, l: &Loop, jitter: &mut Jitter) -> Res<(usize,
 /// Kills a manager while one of the loop's writes waits on it. With the
 /// other managers frozen, the next call can only reach the victim; a few
 /// ms into it the victim freezes too and the others thaw. A call still
-/// waiting [`STUCK_MS`] later has sent its request to the victim (one
-/// still dialing would have finished with a thawed manager), so SIGKILL:
+/// waiting [`STUCK_MS`] later is taken to wait on the victim, so SIGKILL:
 /// to the client a frozen and a dead process look the same. Otherwise
-/// thaw and try again.
-fn kill_mid_write(c: &mut Cluster, l: &Loop, jitter: &mut Jitter) -> Res<Option<(usize, Instant)>> {
+/// thaw and try again. Returns the victim, the freeze, and the call's start
+/// (the round checks afterwards that the call really waited on the victim).
+fn kill_mid_write(c: &mut Cluster, l: &Loop, jitter: &mut Jitter) -> Res<Option<(usize, Instant, Instant)>> {
     for _ in 0..MID_WRITE_TRIES {
         std::thread::sleep(Duration::from_millis(KILL_AFTER_MIN_MS / 2 + jitter.below(KILL_JITTER_MS)));
         let victim = jitter.below(MANAGERS as u64) as usize;
@@ -184,9 +192,9 @@ fn kill_mid_write(c: &mut Cluster, l: &Loop, jitter: &mut Jitter) -> Res<Option<
         others.iter().for_each(|&o| c.signal(o, libc::SIGCONT));
         // Waiting out the window is the test: that call must not finish.
         let finished = l.wait(STUCK_MS, |st| st.calling_since != call);
-        if call.is_some() && !finished {
+        if let (Some(call), false) = (call, finished) {
             c.signal(victim, libc::SIGKILL);
-            return Ok(Some((victim, frozen)));
+            return Ok(Some((victim, frozen, call)));
         }
         c.signal(victim, libc::SIGCONT);
     }
@@ -207,7 +215,14 @@ fn gaps(acks: &[(Instant, SocketAddr)], kill: Instant) -> (Option<Duration>, Opt
 fn failover_round(c: &mut Cluster, rt: &Runtime, file: &ClientFile, mid_write: bool, jitter: &mut Jitter, lines: &mut Vec<String>) -> Res<Option<f64>> {
     let l = Loop::default();
     let writer = rt.spawn(client_loop(file.clone(), l.clone()));
-    let killed = if mid_write { kill_mid_write(c, &l, jitter)? } else { Some(kill_at_random(c, &l, jitter)?) };
+    let (killed, call) = if mid_write {
+        match kill_mid_write(c, &l, jitter)? {
+            Some((v, at, call)) => (Some((v, at)), Some(call)),
+            None => (None, None),
+        }
+    } else {
+        (Some(kill_at_random(c, &l, jitter)?), None)
+    };
     if let Some((_, at)) = killed {
         l.wait(ROUND_CAP_MS, |st| st.acks.iter().filter(|(t, _)| *t > at).count() >= ACKS_AFTER_KILL);
     }
@@ -217,19 +232,31 @@ fn failover_round(c: &mut Cluster, rt: &Runtime, file: &ClientFile, mid_write: b
         lines.push(format!("no write caught in flight in {MID_WRITE_TRIES} tries"));
         return Ok(None);
     };
-    let (acks, errors) = l.read(|st| (st.acks.clone(), st.errors.clone()))?;
+    let (acks, errors, calls) = l.read(|st| (st.acks.clone(), st.errors.clone(), st.calls.clone()))?;
+    let waited = call.and_then(|t0| calls.iter().find(|(s, _)| *s == t0)).map(|(_, end)| end.saturating_duration_since(at));
+    if let Some(w) = waited.filter(|w| *w < Duration::from_millis(IN_FLIGHT_PROOF_MS)) {
+        lines.push(format!("m{victim} killed, but its call ended {:.0} ms after the freeze: it was not waiting on m{victim}; not counted", ms(w)));
+        eprintln!("   {}", lines.last().map_or("", String::as_str));
+        c.spawn(victim, false)?;
+        if !c.wait_until(FORM_TIMEOUT_MS, Cluster::all_alive) {
+            return Err(format!("m{victim} did not come back (after an uncounted round)"));
+        }
+        return Ok(None);
+    }
     let (spanning, longest) = gaps(&acks, at);
     let spanning_ms = spanning.map_or(f64::INFINITY, ms);
     let same = acks.windows(2).filter(|w| w[0].1 == w[1].1).count() as f64 / acks.len().saturating_sub(1).max(1) as f64;
     lines.push(format!(
-        "{} m{victim}: gap {spanning_ms:.0} ms (round's longest {:.0} ms), {} acks ({:.0}% by the previous write's manager), {} failed{}",
+        "{} m{victim}: gap {spanning_ms:.0} ms{} (round's longest {:.0} ms), {} acks ({:.0}% by the previous write's manager), {} failed{}",
         if mid_write { "mid-write" } else { "random" },
+        waited.map_or(String::new(), |w| format!(", the call in flight answered {:.0} ms after the freeze", ms(w))),
         longest.map_or(f64::NAN, ms),
         acks.len(),
         same * 100.0,
         errors.len(),
         errors.first().map_or(String::new(), |e| format!(" (first: {e})")),
     ));
+    eprintln!("   {}", lines.last().map_or("", String::as_str));
     c.spawn(victim, false)?;
     if !c.wait_until(FORM_TIMEOUT_MS, Cluster::all_alive) {
         return Err(format!("m{victim} did not come back"));
@@ -243,7 +270,11 @@ pub fn client_failover(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) 
     let mut jitter = Jitter::new();
     for mid_write in [false, true] {
         let (mut gaps, mut lines) = (Samples::default(), Vec::new());
-        for _ in 0..a.failover_rounds {
+        // Rounds whose kill did not catch a write in flight are not counted; up to twice as many tries.
+        for _ in 0..2 * a.failover_rounds {
+            if gaps.len() >= a.failover_rounds {
+                break;
+            }
             if let Some(g) = failover_round(&mut c, rt, &file, mid_write, &mut jitter, &mut lines)? {
                 gaps.push(g);
             }

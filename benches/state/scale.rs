@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use jujud::runtime::wire::{MAX_API_FRAME_BYTES, Request, Response};
+use jujud::runtime::wire::{MAX_STATUS_FRAME_BYTES, Request, Response};
 use tokio::runtime::Runtime;
 
 use crate::api::{self, Conn};
@@ -83,7 +83,7 @@ async fn status_probe(conn: &Conn) -> String {
             status.units.len()
         ),
         Ok(other) => format!("refused: {other:?}"),
-        Err(e) => format!("fails: {e} (frame cap {MAX_API_FRAME_BYTES} bytes)"),
+        Err(e) => format!("fails: {e} (frame cap {MAX_STATUS_FRAME_BYTES} bytes)"),
     }
 }
 

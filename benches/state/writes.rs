@@ -32,9 +32,14 @@ pub const POLL_EVERY_MS: u64 = 1;
 /// How long writes may still take to show after the last one was sent.
 const VIS_DRAIN_MS: u64 = 5_000;
 pub const THROUGHPUT_TARGET_PER_SEC: f64 = 5_000.0;
-/// Connections to the one manager under load (each carries at most 64
-/// streams at once: the server's `max_concurrent_bidi_streams`).
-const THROUGHPUT_CONNS: usize = 8;
+/// Client connections to the one manager under load, each its own QUIC
+/// endpoint (a client process), the writers spread over them (each carries
+/// at most 64 streams at once: the server's `max_concurrent_bidi_streams`).
+const THROUGHPUT_CONNS: usize = 64;
+/// Machines created before the create-throughput window, so creates run
+/// against a state of this many entities (finding E made each create
+/// O(keys) before).
+const CREATE_PRELOAD_MACHINES: u32 = 20_000;
 /// Load before the measured window starts.
 const THROUGHPUT_WARMUP_MS: u64 = 1_000;
 /// Cap on the others catching up after the load.
@@ -154,9 +159,18 @@ struct Window {
     per_sec: Arc<Vec<AtomicU64>>,
 }
 
-/// One closed-loop worker: writes its own key back to back; records the
-/// latency of writes sent inside [from, to).
-async fn throughput_worker(conn: Conn, w: usize, window: Window, lat: Arc<Mutex<Samples>>, errors: Arc<AtomicU64>) -> (usize, u64) {
+/// What the workers write.
+#[derive(Clone, Copy)]
+enum Load {
+    /// `config APP w<worker>=<n>`.
+    Config,
+    /// `add-machine`.
+    Create,
+}
+
+/// One closed-loop worker: writes back to back; records the latency of
+/// writes sent inside [from, to).
+async fn throughput_worker(conn: Conn, w: usize, load: Load, window: Window, lat: Arc<Mutex<Samples>>, errors: Arc<AtomicU64>) -> (usize, u64) {
     let (from, to) = (window.from, window.to);
     let (mut value, mut last_acked) = (0u64, 0u64);
     let mut local = Samples::default();
@@ -166,7 +180,11 @@ async fn throughput_worker(conn: Conn, w: usize, window: Window, lat: Arc<Mutex<
             break;
         }
         value += 1;
-        match conn.write(&api::set_config(APP, &format!("w{w}"), &value.to_string(), 0)).await {
+        let req = match load {
+            Load::Config => api::set_config(APP, &format!("w{w}"), &value.to_string(), 0),
+            Load::Create => api::add_machine(0),
+        };
+        match conn.write(&req).await {
             Ok(()) => {
                 last_acked = value;
                 if t0 >= from {
@@ -184,42 +202,88 @@ async fn throughput_worker(conn: Conn, w: usize, window: Window, lat: Arc<Mutex<
     (w, last_acked)
 }
 
-pub fn throughput(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()> {
-    let (c, cfg, conns) = cluster_with_app(rt, dir)?;
-    let target = c.addrs()[0];
-    let pool: Vec<Conn> = rt.block_on(async {
-        let mut v = Vec::new();
-        for _ in 0..THROUGHPUT_CONNS {
-            v.push(Conn::open(&cfg, target, None).await?);
-        }
-        Ok::<_, String>(v)
-    })?;
+/// What one load run measured: latencies, acks per second, errors, and
+/// each worker's last acknowledged value.
+type LoadResult = (Samples, Vec<u64>, u64, Vec<(usize, u64)>);
+
+/// Runs `concurrency` closed-loop workers of `load` on `pool` for `secs`;
+/// returns the latency samples, the acks per second, the errors, and each
+/// worker's last acknowledged value.
+fn run_load(rt: &Runtime, pool: &[Conn], concurrency: usize, load: Load, secs: u64) -> Res<LoadResult> {
     let from = Instant::now() + Duration::from_millis(THROUGHPUT_WARMUP_MS);
-    let to = from + Duration::from_secs(a.load_secs);
-    let window = Window { from, to, per_sec: Arc::new((0..a.load_secs).map(|_| AtomicU64::new(0)).collect()) };
+    let to = from + Duration::from_secs(secs);
+    let window = Window { from, to, per_sec: Arc::new((0..secs).map(|_| AtomicU64::new(0)).collect()) };
     let (lat, errors) = (Arc::new(Mutex::new(Samples::default())), Arc::new(AtomicU64::new(0)));
-    let tasks: Vec<_> = (0..a.concurrency)
-        .map(|w| rt.spawn(throughput_worker(pool[w % THROUGHPUT_CONNS].clone(), w, window.clone(), lat.clone(), errors.clone())))
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|w| rt.spawn(throughput_worker(pool[w % pool.len()].clone(), w, load, window.clone(), lat.clone(), errors.clone())))
         .collect();
     let mut finals = Vec::new();
     for t in tasks {
         finals.push(rt.block_on(t).map_err(|e| e.to_string())?);
     }
+    let lat = lat.lock().map_err(|_| "poisoned")?.clone();
+    let per_sec = window.per_sec.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    Ok((lat, per_sec, errors.load(Ordering::Relaxed), finals))
+}
+
+fn join(v: &[u64]) -> String {
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
+}
+
+pub fn throughput(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()> {
+    let (c, cfg, conns) = cluster_with_app(rt, dir)?;
+    let target = c.addrs()[0];
+    let pool: Vec<Conn> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..THROUGHPUT_CONNS.min(a.concurrency) {
+            v.push(Conn::open(&cfg, target, None).await?);
+        }
+        Ok::<_, String>(v)
+    })?;
+    let (lat, per_sec, errors, finals) = run_load(rt, &pool, a.concurrency, Load::Config, a.load_secs)?;
     let stopped = Instant::now();
-    let lat = lat.lock().map_err(|_| "poisoned")?;
     let rate = lat.len() as f64 / a.load_secs as f64;
     let ok = rate >= THROUGHPUT_TARGET_PER_SEC;
     let measured = format!("{rate:.0} writes/s; ack {}", lat.summary("ms"));
     report.row("sustained acked writes, one manager", &format!(">= {THROUGHPUT_TARGET_PER_SEC:.0}/s, p99 reported"), measured, Some(ok));
     let caught_up = rt.block_on(wait_caught_up(&conns, &finals, stopped))?;
     report.note(format!(
-        "throughput: {} concurrent writers on {THROUGHPUT_CONNS} connections to m0 for {} s (after {THROUGHPUT_WARMUP_MS} ms warm-up); acked per second {}; {} errors; every manager held every worker's last acked value {}",
+        "throughput: {} concurrent writers (config set) on {} client connections to m0 for {} s (after {THROUGHPUT_WARMUP_MS} ms warm-up); acked per second {}; {errors} errors; every manager held every worker's last acked value {}",
         a.concurrency,
+        pool.len(),
         a.load_secs,
-        window.per_sec.iter().map(|c| c.load(Ordering::Relaxed).to_string()).collect::<Vec<_>>().join(" "),
-        errors.load(Ordering::Relaxed),
+        join(&per_sec),
         caught_up.map_or(format!("not within {CATCH_UP_CAP_MS} ms"), |d| format!("{:.0} ms after the load stopped", ms(d))),
     ));
+    creates(rt, &conns[0], &pool, a, report)
+}
+
+/// Create throughput (`add-machine`) once the state holds
+/// [`CREATE_PRELOAD_MACHINES`] machines.
+fn creates(rt: &Runtime, first: &Conn, pool: &[Conn], a: &Args, report: &mut Report) -> Res<()> {
+    let bulk = jujud::runtime::wire::Request::Write {
+        request_id: jujud::runtime::client::new_request_id(),
+        cmd: jujud::core::state::model::Command::AddMachine { n: 1_000 },
+        wait_replicated: 0,
+        timeout_ms: api::WRITE_DEADLINE_MS,
+    };
+    for _ in 0..CREATE_PRELOAD_MACHINES / 1_000 {
+        let mut req = bulk.clone();
+        if let jujud::runtime::wire::Request::Write { request_id, .. } = &mut req {
+            *request_id = jujud::runtime::client::new_request_id();
+        }
+        rt.block_on(first.write(&req))?;
+    }
+    let secs = a.load_secs.div_ceil(2);
+    let (lat, per_sec, errors, _) = run_load(rt, pool, a.concurrency, Load::Create, secs)?;
+    let rate = lat.len() as f64 / secs as f64;
+    report.row(
+        &format!("acked creates (add-machine), one manager, {}k machines", CREATE_PRELOAD_MACHINES / 1_000),
+        "reported",
+        format!("{rate:.0} creates/s; ack {}", lat.summary("ms")),
+        None,
+    );
+    report.note(format!("creates: {} writers for {secs} s after {CREATE_PRELOAD_MACHINES} machines were made; acked per second {}; {errors} errors", a.concurrency, join(&per_sec)));
     Ok(())
 }
 

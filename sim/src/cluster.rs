@@ -61,6 +61,9 @@ pub enum Ev {
     Timer { slot: usize, epoch: u32, timer: Timer },
     /// The process of `epoch`'s own state operations up to `seq` are synced.
     Durable { slot: usize, epoch: u32, seq: u64 },
+    /// The process of `epoch`'s foreign batch, or snapshot, holding up to
+    /// `vv` is synced (see `cluster_state.rs`).
+    DurableRemote { slot: usize, epoch: u32, vv: VersionVector },
     /// A state message (a QUIC stream in reality) arriving at `slot`.
     State { slot: usize, epoch: u32, from: PeerCert, bytes: Vec<u8> },
     /// A fault injection or recovery (handled by the run loop).
@@ -315,6 +318,7 @@ impl Cluster {
             | Ev::Identified { slot, .. }
             | Ev::Timer { slot, .. }
             | Ev::Durable { slot, .. }
+            | Ev::DurableRemote { slot, .. }
             | Ev::State { slot, .. } => *slot,
             Ev::Control(_) => unreachable!("controls are handled by the run loop"),
         };
@@ -328,7 +332,7 @@ impl Cluster {
             return;
         }
         if process.paused {
-            if process.held.len() < MAX_HELD_EVENTS_PER_NODE || matches!(ev, Ev::Timer { .. } | Ev::Durable { .. }) {
+            if process.held.len() < MAX_HELD_EVENTS_PER_NODE || matches!(ev, Ev::Timer { .. } | Ev::Durable { .. } | Ev::DurableRemote { .. }) {
                 process.held.push_back(ev);
             } else {
                 self.stats.held_dropped += 1;
@@ -354,6 +358,7 @@ impl Cluster {
                 self.trace.record(at, slot, TraceKind::Durable, seq);
                 Input::Durable { seq }
             }
+            Ev::DurableRemote { vv, .. } => cluster_state::durable_remote_input(&mut self.trace, at, slot, vv),
             Ev::State { from, bytes, .. } => {
                 self.trace.record(at, slot, TraceKind::State, Fnv1a::of_words(&bytes));
                 Input::State { from, bytes }
@@ -587,6 +592,7 @@ fn event_epoch(ev: &Ev) -> u32 {
         | Ev::Identified { epoch, .. }
         | Ev::Timer { epoch, .. }
         | Ev::Durable { epoch, .. }
+        | Ev::DurableRemote { epoch, .. }
         | Ev::State { epoch, .. } => *epoch,
         Ev::Boot { .. } | Ev::Control(_) => 0,
     }

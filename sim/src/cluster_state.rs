@@ -1,6 +1,7 @@
 //! The cluster's side of replicated state (part of `cluster.rs`): client
 //! commands handed to a manager, `Persist` written to the simulated disk
-//! with an fsync delay and `Durable` fed back once synced, state messages
+//! with an fsync delay and `Durable` (own batches) or `DurableRemote`
+//! (foreign batches and snapshots) fed back once synced, state messages
 //! carried between managers, snapshots, and the replies.
 //!
 //! State messages travel on QUIC streams in reality, so the network model
@@ -17,14 +18,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jujud::core::state::sync::{self, StateMsg};
-use jujud::core::state::{Actor, Command, Replica, Stamped, WriteResult};
+use jujud::core::state::{Actor, Command, Replica, Stamped, VersionVector, WriteResult};
 use jujud::core::{Identity, Input, PeerCert, Role};
 use rand::RngExt;
 
 use super::{Cluster, Ev};
 use crate::disk::{FSYNC_MAX_US, FSYNC_MIN_US};
 use crate::planted::PlantedBug;
-use crate::trace::TraceKind;
+use crate::trace::{Trace, TraceKind};
 use crate::workload::{AckedWrite, StateNote, WRITE_TIMEOUT};
 
 /// Most client writes awaiting a reply at once; more are not issued (the
@@ -109,12 +110,19 @@ impl Cluster {
             r.seq = last;
         }
         let fsync = self.fsync_delay();
+        let ops_vv: Vec<(Actor, u64)> = if own { Vec::new() } else { ops.iter().map(|s| (s.actor, s.seq)).collect() };
         let synced_at = self.slots[slot].disk.state.append_ops(now, ops, fsync);
         self.stats.disk_batches += 1;
+        let epoch = self.slots[slot].epoch;
         if own {
             let at = if self.bug == Some(PlantedBug::EarlyDurable) { now } else { synced_at };
-            let epoch = self.slots[slot].epoch;
             self.push_control_free(at, Ev::Durable { slot, epoch, seq: last });
+        } else {
+            let mut vv = VersionVector::new();
+            for s in &ops_vv {
+                vv.insert(s.0, s.1);
+            }
+            self.push_control_free(synced_at, Ev::DurableRemote { slot, epoch, vv });
         }
         if self.slots[slot].disk.state.snapshot_due() {
             self.snapshot_state(slot);
@@ -130,8 +138,11 @@ impl Cluster {
             return;
         };
         let fsync = self.fsync_delay();
-        self.slots[slot].disk.state.append_snapshot(now, snap, fsync);
+        let vv = snap.vv.clone();
+        let synced_at = self.slots[slot].disk.state.append_snapshot(now, snap, fsync);
         self.stats.disk_snapshots += 1;
+        let epoch = self.slots[slot].epoch;
+        self.push_control_free(synced_at, Ev::DurableRemote { slot, epoch, vv });
     }
 
     /// `Output::SendState`: one stream to the node whose id is `to.id`.
@@ -201,4 +212,14 @@ impl Cluster {
         self.requests.retain(|_, r| r.slot != slot);
         self.stats.writes_abandoned += (before - self.requests.len()) as u64;
     }
+}
+
+/// `Ev::DurableRemote`, as the node's input (traced like `Durable`, with a
+/// digest of the version vector).
+pub(super) fn durable_remote_input(trace: &mut Trace, at: Duration, slot: usize, vv: VersionVector) -> Input {
+    let digest = vv.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, (a, s)| {
+        (h ^ a.node ^ a.generation.rotate_left(17) ^ s.rotate_left(40)).wrapping_mul(0x0100_0000_01b3)
+    });
+    trace.record(at, slot, TraceKind::Durable, digest);
+    Input::DurableRemote { vv }
 }

@@ -148,7 +148,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let req = match request_for(&cli) {
+    // One request id per invocation: every retry on another manager carries it.
+    let request_id = client::new_request_id();
+    let req = match request_for(&cli, request_id) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("juju: {e}");
@@ -180,8 +182,8 @@ fn main() -> ExitCode {
 }
 
 /// The request a command sends, or why its arguments are wrong.
-fn request_for(cli: &Cli) -> Result<Request, String> {
-    let write = |cmd: StateCommand| Request::Command { cmd, wait_replicated: cli.wait_replicated, timeout_ms: cli.timeout_ms };
+fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
+    let write = |cmd: StateCommand| Request::Write { request_id, cmd, wait_replicated: cli.wait_replicated, timeout_ms: cli.timeout_ms };
     Ok(match &cli.command {
         Command::Members => Request::Members,
         Command::Status | Command::ShowController => Request::Status,

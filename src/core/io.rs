@@ -10,7 +10,7 @@ use super::agent::{WorkloadCmd, WorkloadEvent};
 use super::control::provider::{ProviderCmd, ProviderResult};
 use super::identity::{Identity, NodeId, Role};
 use super::notices::Notice;
-use super::state::{Command, Stamped, WriteResult};
+use super::state::{Command, RequestId, Stamped, VersionVector, WriteResult};
 
 /// Time as the node sees it: the distance from an origin the driver picks
 /// (process start in the runtime, zero in the simulator).
@@ -57,6 +57,14 @@ pub enum Input {
     Workload(WorkloadEvent),
     /// What the provider did with a request (managers).
     Provider(Box<ProviderResult>),
+    /// State operations up to `vv` (from any author, own ones included)
+    /// are durable on this node's disk: a `Persist { own: false }` batch, or
+    /// a snapshot, was synced. Peers learn it through `Have`.
+    DurableRemote { vv: VersionVector },
+    /// [`Input::Command`] with the client's request id: a manager that
+    /// already holds the record of request `id` answers with its outcome
+    /// instead of applying it again.
+    CommandWithId { req: u64, id: RequestId, cmd: Command, replicas: u32, timeout: Duration },
 }
 
 /// A timer: deliver it back as [`Input::Timer`] at `at` (or later).
@@ -119,14 +127,16 @@ pub enum Output {
     SetTimer(Timer),
     /// Something worth telling the outside world.
     Event(Event),
-    /// Write these state operations to the log. If `own`, report
-    /// [`Input::Durable`] with the last seq once they are synced.
+    /// Write these state operations to the log. Once they are synced,
+    /// report [`Input::Durable`] with the last seq if `own`, else
+    /// [`Input::DurableRemote`] with the highest seq per author.
     Persist { ops: Vec<Stamped>, own: bool },
     /// Send this state message (bytes) to `to` on a stream.
     SendState { to: Identity, bytes: Vec<u8> },
     /// The answer to [`Input::Command`] `req`.
     Reply { req: u64, result: WriteResult },
-    /// A full state was merged; the driver should write a snapshot soon.
+    /// A full state was merged; the driver should write a snapshot soon,
+    /// and report its version vector as [`Input::DurableRemote`] once synced.
     SnapshotNeeded,
     /// Agents: open session `session` with the first of `candidates` that
     /// answers as a manager (with that node id, when one is given); report

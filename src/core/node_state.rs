@@ -13,7 +13,7 @@ use super::Node;
 use crate::core::identity::{Identity, NodeId, Role};
 use crate::core::io::{Output, PeerCert, Time, TimerKind};
 use crate::core::state::sync::{self, ANTI_ENTROPY_PERIOD_MS, SyncOut};
-use crate::core::state::{Command, StateSync, WriteResult};
+use crate::core::state::{Command, RequestId, StateSync, VersionVector, WriteResult};
 
 impl Node {
     /// The replicated state, for managers.
@@ -26,10 +26,10 @@ impl Node {
         self.swim.iter_members().map(|m| m.id().clone()).filter(|i| i.role == Role::Manager).collect()
     }
 
-    pub(super) fn on_command(&mut self, now: Time, req: u64, cmd: &Command, replicas: u32, timeout: Duration) {
+    pub(super) fn on_command(&mut self, now: Time, req: u64, id: Option<RequestId>, cmd: &Command, replicas: u32, timeout: Duration) {
         let mut out = SyncOut::default();
         match self.state.as_mut() {
-            Some(st) => st.command(now, req, cmd, replicas, timeout, &mut out),
+            Some(st) => st.command(now, req, id, cmd, replicas, timeout, &mut out),
             None => out.replies.push((req, WriteResult::Refused("this member holds no state".into()))),
         }
         self.apply_sync_out(out);
@@ -40,6 +40,15 @@ impl Node {
         let mut out = SyncOut::default();
         if let Some(st) = self.state.as_mut() {
             st.durable(now, seq, &managers, &mut out);
+        }
+        self.apply_sync_out(out);
+    }
+
+    pub(super) fn on_durable_remote(&mut self, now: Time, vv: &VersionVector) {
+        let managers: Vec<NodeId> = self.live_managers().iter().map(|i| i.id).collect();
+        let mut out = SyncOut::default();
+        if let Some(st) = self.state.as_mut() {
+            st.durable_remote(now, vv, &managers, &mut out);
         }
         self.apply_sync_out(out);
     }
@@ -68,9 +77,10 @@ impl Node {
     pub(super) fn anti_entropy(&mut self, now: Time) {
         let managers = self.live_managers();
         let target = (!managers.is_empty()).then(|| managers[self.rng.random_range(0..managers.len())].id);
+        let ids: Vec<NodeId> = managers.iter().map(|i| i.id).collect();
         let mut out = SyncOut::default();
         if let Some(st) = self.state.as_mut() {
-            st.tick(now, target, &mut out);
+            st.tick(now, target, &ids, &mut out);
         }
         self.apply_sync_out(out);
         self.arm(now, TimerKind::AntiEntropy, Duration::from_millis(ANTI_ENTROPY_PERIOD_MS));

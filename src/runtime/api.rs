@@ -1,6 +1,8 @@
 //! The client API served on every authenticated connection: member lists,
-//! join tokens, and notice sync between managers. One request per
-//! bidirectional stream, framed and bounded.
+//! join tokens, notice sync between managers, status, and state writes
+//! (with the client's request id when it gives one). One request per
+//! bidirectional stream, framed and bounded (status answers by
+//! `wire::MAX_STATUS_FRAME_BYTES`, everything else by `MAX_API_FRAME_BYTES`).
 //!
 //! Owns authorisation by certificate role. Must never serve a request to a
 //! role that may not make it, and never block the node task: it asks the
@@ -10,9 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::server::Shared;
+use super::driver::Command;
 use super::wire::{self, MAX_API_FRAME_BYTES, MemberRow, Request, Response, TokenRow};
 use crate::core::Notice;
-use crate::core::state::WriteResult;
+use crate::core::state::model::Command as StateCommand;
+use crate::core::state::{RequestId, WriteResult};
 use crate::core::notices::MAX_NOTICES;
 use crate::pki::{self, CertRole};
 
@@ -36,22 +40,25 @@ pub async fn serve(conn: quinn::Connection, caller: CertRole, machine: Option<St
         let machine = machine.clone();
         tokio::spawn(async move {
             let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
-            let response = match tokio::time::timeout(timeout, wire::read_frame::<Request>(&mut recv, MAX_API_FRAME_BYTES)).await {
+            let (response, limit) = match tokio::time::timeout(timeout, wire::read_frame::<Request>(&mut recv, MAX_API_FRAME_BYTES)).await {
                 Ok(Ok(Request::AgentSession)) => match (caller, caller_id) {
                     (CertRole::Agent, Some(agent)) => {
                         let (table, inbox) = (shared.sessions.clone(), shared.inbox.clone());
                         return super::session::serve(send, recv, agent, machine, table, inbox).await;
                     }
-                    _ => Response::Error("only agents open agent sessions".into()),
+                    _ => (Response::Error("only agents open agent sessions".into()), MAX_API_FRAME_BYTES),
                 },
-                Ok(Ok(req)) => answer(&shared, caller, req).await,
+                Ok(Ok(req)) => {
+                    let limit = wire::answer_limit(&req);
+                    (answer(&shared, caller, req).await, limit)
+                }
                 Ok(Err(e)) => {
                     shared.metrics.count_drop("malformed");
-                    Response::Error(format!("bad request: {e}"))
+                    (Response::Error(format!("bad request: {e}")), MAX_API_FRAME_BYTES)
                 }
-                Err(_) => Response::Error("request timed out".into()),
+                Err(_) => (Response::Error("request timed out".into()), MAX_API_FRAME_BYTES),
             };
-            if let Err(e) = wire::write_frame(&mut send, &response, MAX_API_FRAME_BYTES).await {
+            if let Err(e) = wire::write_frame(&mut send, &response, limit).await {
                 // Say why instead of leaving the client an early end of stream.
                 let why = Response::Error(format!("the answer could not be sent: {e}"));
                 let _ = wire::write_frame(&mut send, &why, MAX_API_FRAME_BYTES).await;
@@ -86,21 +93,9 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
             },
             None => Response::Error("this member holds no state, or is shutting down".into()),
         },
-        Request::Command { cmd, wait_replicated, timeout_ms } => {
-            if caller != CertRole::Admin {
-                return Response::Error(format!("a {} may not change the environment", caller.as_str()));
-            }
-            if cmd.is_internal() {
-                return Response::Error("that command is issued by managers, not clients".into());
-            }
-            let timeout = Duration::from_millis(timeout_ms.clamp(1, MAX_WRITE_TIMEOUT_MS));
-            match shared.write(cmd, wait_replicated, timeout).await {
-                WriteResult::Done(mut outcome) => {
-                    outcome.tokens = machine_tokens(shared, &outcome.machines).await;
-                    Response::Applied(outcome)
-                }
-                WriteResult::Refused(reason) => Response::Error(reason),
-            }
+        Request::Command { cmd, wait_replicated, timeout_ms } => write(shared, caller, None, cmd, wait_replicated, timeout_ms).await,
+        Request::Write { request_id, cmd, wait_replicated, timeout_ms } => {
+            write(shared, caller, Some(request_id), cmd, wait_replicated, timeout_ms).await
         }
         Request::AgentSession => Response::Error("an agent session must be the first frame of its stream".into()),
         Request::SyncNotices(notices) => {
@@ -132,6 +127,34 @@ pub async fn machine_tokens(shared: &Shared, machines: &[String]) -> Vec<(String
         }
     }
     out
+}
+
+/// A state command, with the client's request id if it gave one.
+async fn write(shared: &Shared, caller: CertRole, id: Option<RequestId>, cmd: StateCommand, replicas: u32, timeout_ms: u64) -> Response {
+    if caller != CertRole::Admin {
+        return Response::Error(format!("a {} may not change the environment", caller.as_str()));
+    }
+    if cmd.is_internal() {
+        return Response::Error("that command is issued by managers, not clients".into());
+    }
+    let timeout = Duration::from_millis(timeout_ms.clamp(1, MAX_WRITE_TIMEOUT_MS));
+    let result = match id {
+        None => shared.write(cmd, replicas, timeout).await,
+        Some(id) => {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            if shared.commands.send(Command::WriteWithId { id, cmd, replicas, timeout, reply }).await.is_err() {
+                return Response::Error("the node is shutting down".into());
+            }
+            rx.await.unwrap_or_else(|_| WriteResult::Refused("the node stopped before answering".into()))
+        }
+    };
+    match result {
+        WriteResult::Done(mut outcome) => {
+            outcome.tokens = machine_tokens(shared, &outcome.machines).await;
+            Response::Applied(outcome)
+        }
+        WriteResult::Refused(reason) => Response::Error(reason),
+    }
 }
 
 async fn create_token(shared: &Shared, role: &str, ttl_secs: u64) -> Response {

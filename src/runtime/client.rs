@@ -1,27 +1,53 @@
 //! The client side of the API, used by `juju`: dials the endpoints in the
-//! client file (all in parallel, first answer wins) or exactly one given
-//! endpoint, and sends one request.
+//! client file (all in parallel) or exactly one given endpoint, and sends
+//! one request to the first manager that comes up.
 //!
-//! Owns endpoint selection and the client's error messages. Must never
-//! report success without an answer from a manager that proved itself with
-//! the cluster's CA.
+//! Failover: while it waits for an answer, the client watches the
+//! connection, which QUIC keep-alives keep busy every
+//! [`CLIENT_KEEPALIVE_MS`]. A manager silent for [`CLIENT_DEAD_AFTER_MS`]
+//! is taken for dead (or frozen, which looks the same) if there is another
+//! manager to try; the last one (or the only one, with `--endpoint`) gets
+//! the full timeout instead. A read then goes to the next manager. So does a write that carries a request id
+//! ([`Request::Write`]): the next manager answers it from its record if the
+//! first one's operations reached it, and applies it otherwise (see
+//! docs/GUARANTEES.md, "Retried writes"). A write without an id, or a token
+//! request, is never sent twice: its fate is reported as unknown.
+//!
+//! Owns endpoint selection, failure detection and retries, and the
+//! client's error messages. Must never report success without an answer
+//! from a manager that proved itself with the cluster's CA, and never send
+//! a request without an id to a second manager.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::clientfile::ClientFile;
-use super::wire::{self, MAX_API_FRAME_BYTES, Request, Response};
+use super::wire::{self, Request, Response};
 use crate::pki::{self, ClusterCa, IssuedCert};
 
-/// How long one endpoint may take to answer.
+/// How long one endpoint may take to accept a connection, and to answer
+/// beyond a write's own deadline.
 pub const CLIENT_TIMEOUT_MS: u64 = 5_000;
-/// A connection silent this long is dead. The server's QUIC stack answers
-/// keep-alives even while the manager is busy, so only a dead (or frozen)
-/// manager trips it; the client then learns within a second (shorter
-/// risks false alarms on a saturated machine).
+/// Keep-alive interval on client connections: every ping is acknowledged
+/// by the server's QUIC stack (within its 25 ms ack delay), even while the
+/// manager itself is busy, so a live manager is never silent for long.
+pub const CLIENT_KEEPALIVE_MS: u64 = 25;
+/// A manager that has sent nothing for this long while a request waits is
+/// taken for dead, and the request goes to the next manager if it may. A
+/// false alarm (a server stalled this long) costs a retry, which a
+/// request id makes safe.
+pub const CLIENT_DEAD_AFTER_MS: u64 = 150;
+/// How often the watchdog looks at the connection.
+const WATCH_EVERY_MS: u64 = 10;
+/// QUIC's own idle timeout on client connections: a backstop well above
+/// the watchdog (QUIC stretches it to three probe timeouts anyway).
 pub const CLIENT_IDLE_TIMEOUT_MS: u64 = 1_000;
-/// Keep-alive interval on client connections (well inside the idle timeout).
-pub const CLIENT_KEEPALIVE_MS: u64 = 200;
+/// No retry of a write starts later than this after its first attempt, so
+/// every manager still holds the request's record if it has one (records
+/// are kept for far longer at any load: `state::requests::MAX_REQUEST_RECORDS`).
+pub const WRITE_RETRY_WINDOW_MS: u64 = 30_000;
+/// How long the client waits for its connection-close to go out.
+const CLOSE_WAIT_MS: u64 = 10;
 
 fn client_transport() -> std::sync::Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
@@ -42,15 +68,34 @@ pub enum ClientError {
     NoneAnswered(Vec<(SocketAddr, String)>),
 }
 
-/// Whether a request only reads, so that it may be retried elsewhere.
-fn read_only(req: &Request) -> bool {
-    matches!(req, Request::Members | Request::Status | Request::TokenList)
+/// Whether `req` may go to another manager after it was sent to one: reads,
+/// and writes with a request id.
+pub fn retryable(req: &Request) -> bool {
+    matches!(req, Request::Members | Request::Status | Request::TokenList | Request::Write { .. })
+}
+
+/// A fresh random request id for a write (never 0).
+pub fn new_request_id() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: the clock's nanoseconds, mixed, still differ per call.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        b = (t ^ u64::from(std::process::id()).rotate_left(40)).to_le_bytes();
+    }
+    u64::from_le_bytes(b).max(1)
+}
+
+/// Why one attempt failed: before the request left (safe to try elsewhere),
+/// or after (only a retryable request may go elsewhere).
+enum Attempt {
+    NotSent(String),
+    Sent(String),
 }
 
 /// Dials `only` if given, else every endpoint in parallel; sends `req` on
-/// the first connection that comes up (never to several managers, so a
-/// write is applied once). A read that fails there is retried on the next
-/// connection; a write is not, since it may have been applied.
+/// the first connection that comes up. If that manager fails before
+/// answering, a retryable request goes to the next connection that is up;
+/// any other is reported as possibly applied.
 pub async fn request(file: &ClientFile, only: Option<SocketAddr>, req: Request) -> Result<(SocketAddr, Response), ClientError> {
     let ca = ClusterCa { cert_pem: file.ca_cert.clone(), key_pem: String::new() };
     let cert = IssuedCert { cert_pem: file.client_cert.clone(), key_pem: file.client_key.clone() };
@@ -66,21 +111,33 @@ pub async fn request(file: &ClientFile, only: Option<SocketAddr>, req: Request) 
         dials.spawn(async move { (addr, connect(addr, cfg).await) });
     }
     let mut failures = Vec::new();
+    let mut first_sent: Option<Instant> = None;
     while let Some(done) = dials.join_next().await {
         let Ok((addr, dialed)) = done else { continue };
-        let result = match dialed {
-            Ok((endpoint, conn)) => {
-                let r = ask(&conn, &req).await;
-                conn.close(0u32.into(), b"done");
-                endpoint.wait_idle().await;
-                r
+        let (endpoint, conn) = match dialed {
+            Ok(c) => c,
+            Err(reason) => {
+                failures.push((addr, reason));
+                continue;
             }
-            Err(reason) => Err(reason),
         };
+        if first_sent.is_some_and(|t| t.elapsed() > Duration::from_millis(WRITE_RETRY_WINDOW_MS)) {
+            failures.push((addr, format!("not tried: past the {WRITE_RETRY_WINDOW_MS} ms retry window")));
+            continue;
+        }
+        // The watchdog only where there is another manager to go to: the
+        // last candidate (or the one `--endpoint`) gets the full timeout.
+        let watchdog = retryable(&req) && !dials.is_empty();
+        let result = ask(&conn, &req, &mut first_sent, watchdog).await;
+        conn.close(0u32.into(), b"done");
+        let _ = tokio::time::timeout(Duration::from_millis(CLOSE_WAIT_MS), endpoint.wait_idle()).await;
         match result {
             Ok(resp) => return Ok((addr, resp)),
-            Err(reason) if read_only(&req) || !reason.starts_with(SENT) => failures.push((addr, reason)),
-            Err(reason) => return Err(ClientError::Endpoint { addr, reason: format!("{reason}; the change may or may not have been applied") }),
+            Err(Attempt::NotSent(reason)) => failures.push((addr, reason)),
+            Err(Attempt::Sent(reason)) if retryable(&req) => failures.push((addr, format!("after sending: {reason}"))),
+            Err(Attempt::Sent(reason)) => {
+                return Err(ClientError::Endpoint { addr, reason: format!("after sending: {reason}; the change may or may not have been applied") });
+            }
         }
     }
     match (only, failures.pop()) {
@@ -93,9 +150,6 @@ pub async fn request(file: &ClientFile, only: Option<SocketAddr>, req: Request) 
     }
 }
 
-/// Prefix of errors that happen after the request was sent.
-const SENT: &str = "after sending:";
-
 async fn connect(addr: SocketAddr, cfg: quinn::ClientConfig) -> Result<(quinn::Endpoint, quinn::Connection), String> {
     let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
     let endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
@@ -107,22 +161,47 @@ async fn connect(addr: SocketAddr, cfg: quinn::ClientConfig) -> Result<(quinn::E
     Ok((endpoint, conn))
 }
 
-async fn ask(conn: &quinn::Connection, req: &Request) -> Result<Response, String> {
+async fn ask(conn: &quinn::Connection, req: &Request, first_sent: &mut Option<Instant>, watchdog: bool) -> Result<Response, Attempt> {
     // With mTLS the dialer's connect can succeed before the server has
     // checked our certificate; only an answer proves we were accepted.
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    wire::write_frame(&mut send, req, MAX_API_FRAME_BYTES).await.map_err(|e| e.to_string())?;
-    let _ = send.finish();
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| Attempt::NotSent(e.to_string()))?;
+    first_sent.get_or_insert_with(Instant::now);
+    let exchange = async {
+        wire::write_frame(&mut send, req, wire::MAX_API_FRAME_BYTES).await.map_err(|e| e.to_string())?;
+        let _ = send.finish();
+        wire::read_frame(&mut recv, wire::answer_limit(req)).await.map_err(|e| e.to_string())
+    };
     let wait = Duration::from_millis(CLIENT_TIMEOUT_MS + request_timeout_ms(req));
-    tokio::time::timeout(wait, wire::read_frame(&mut recv, MAX_API_FRAME_BYTES))
-        .await
-        .map_err(|_| format!("{SENT} no answer within {} ms", wait.as_millis()))?
-        .map_err(|e| format!("{SENT} {e}"))
+    tokio::select! {
+        answer = tokio::time::timeout(wait, exchange) => match answer {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(Attempt::Sent(e)),
+            Err(_) => Err(Attempt::Sent(format!("no answer within {} ms", wait.as_millis()))),
+        },
+        silent = watch(conn), if watchdog => Err(Attempt::Sent(format!("the manager went silent for {} ms (dead or frozen)", silent.as_millis()))),
+    }
+}
+
+/// Resolves once `conn` has received nothing for [`CLIENT_DEAD_AFTER_MS`]
+/// (keep-alives make a live server answer far more often), with the silence.
+async fn watch(conn: &quinn::Connection) -> Duration {
+    let mut seen = conn.stats().udp_rx.datagrams;
+    let mut since = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(WATCH_EVERY_MS));
+    loop {
+        tick.tick().await;
+        let now = conn.stats().udp_rx.datagrams;
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        } else if since.elapsed() >= Duration::from_millis(CLIENT_DEAD_AFTER_MS) {
+            return since.elapsed();
+        }
+    }
 }
 
 fn request_timeout_ms(req: &Request) -> u64 {
     match req {
-        Request::Command { timeout_ms, .. } => *timeout_ms,
+        Request::Command { timeout_ms, .. } | Request::Write { timeout_ms, .. } => *timeout_ms,
         _ => 0,
     }
 }

@@ -17,11 +17,11 @@ use tokio::time::Instant;
 
 use super::datadir::{DataDir, NodeFile};
 use super::session::{self, SessionTable};
-use super::store::Store;
+use super::store::{Store, StoreReport};
 use super::workload::Workloads;
 use super::transport::{Inbound, Transport};
 use crate::core::state::model::{Command as StateCommand, StatusView};
-use crate::core::state::WriteResult;
+use crate::core::state::{RequestId, WriteResult};
 use crate::core::{Event, Identity, Input, MemberInfo, Node, Notice, Output, Time, Timer};
 use crate::metrics::Metrics;
 
@@ -41,6 +41,9 @@ pub enum Command {
     Status(oneshot::Sender<Option<(StatusView, Vec<MemberInfo>, crate::core::control::ControllerInfo)>>),
     /// A state command; the reply comes when durable (and replicated).
     Write { cmd: StateCommand, replicas: u32, timeout: Duration, reply: oneshot::Sender<WriteResult> },
+    /// A state command with the client's request id (answered from its
+    /// record if the request was already applied).
+    WriteWithId { id: RequestId, cmd: StateCommand, replicas: u32, timeout: Duration, reply: oneshot::Sender<WriteResult> },
     Publish(Notice),
     Notices(oneshot::Sender<Vec<Notice>>),
 }
@@ -151,6 +154,18 @@ impl Driver {
 
     async fn run_loop(&mut self) {
         let mut persist_tick = tokio::time::interval(Duration::from_millis(PERSIST_INTERVAL_MS));
+        // Agents have no store: their report channel stays empty for good.
+        let (_no_store, empty) = mpsc::channel(1);
+        let mut reports = match &self.p.store {
+            Some(store) => match store.take_reports() {
+                Some(r) => r,
+                None => {
+                    tracing::error!("the state store's reports were taken twice; not serving");
+                    return;
+                }
+            },
+            None => empty,
+        };
         loop {
             let next_at = self.timers.peek().map(|Reverse(d)| self.origin + d.at);
             let sleep = tokio::time::sleep_until(next_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
@@ -158,6 +173,7 @@ impl Driver {
                 biased;
                 _ = self.p.shutdown.changed() => return,
                 Some(first) = self.p.inbox.recv() => self.on_inbound_batch(first),
+                Some(report) = reports.recv() => self.on_store_report(report),
                 Some(cmd) = self.p.commands.recv() => self.on_command(cmd),
                 _ = sleep, if next_at.is_some() => self.fire_due_timers(),
                 _ = persist_tick.tick() => self.persist(),
@@ -204,6 +220,15 @@ impl Driver {
         self.drain();
     }
 
+    fn on_store_report(&mut self, report: StoreReport) {
+        let input = match report {
+            StoreReport::Own(seq) => Input::Durable { seq },
+            StoreReport::Remote(vv) => Input::DurableRemote { vv },
+        };
+        self.node.handle(self.now(), input);
+        self.drain();
+    }
+
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Members(reply) => {
@@ -224,6 +249,12 @@ impl Driver {
                 self.next_req += 1;
                 self.replies.insert(self.next_req, reply);
                 self.node.handle(self.now(), Input::Command { req: self.next_req, cmd, replicas, timeout });
+                self.drain();
+            }
+            Command::WriteWithId { id, cmd, replicas, timeout, reply } => {
+                self.next_req += 1;
+                self.replies.insert(self.next_req, reply);
+                self.node.handle(self.now(), Input::CommandWithId { req: self.next_req, id, cmd, replicas, timeout });
                 self.drain();
             }
         }
@@ -254,7 +285,7 @@ impl Driver {
                 }
                 Output::Event(event) => self.on_event(event),
                 Output::Persist { ops, own } => match &self.p.store {
-                    Some(store) => store.persist(&ops, own, &self.p.inbox_tx),
+                    Some(store) => store.persist(&ops, own),
                     None => tracing::error!("a member without a store was asked to persist state"),
                 },
                 Output::SendState { to, bytes } => self.p.transport.send_state(&to, bytes),
@@ -346,7 +377,7 @@ impl Driver {
 
     fn snapshot(&self) {
         if let (Some(st), Some(store)) = (self.node.state(), &self.p.store) {
-            store.snapshot(&st.replica.snapshot_all());
+            store.snapshot(|| st.replica.snapshot_all());
         }
     }
 

@@ -56,11 +56,12 @@ pub fn status(answered_by: &str, st: &StatusView, members: &[MemberRow], c: &Con
         let runs: Vec<&str> = c.owners.iter().filter(|(_, o)| *o == m.id).map(|(n, _)| n.as_str()).collect();
         let _ = writeln!(s, "  {:<18} {:<22} gen {:<4} {:<8} {}", m.id, m.addr, m.generation, m.state, runs.join(", "));
     }
-    let _ = writeln!(s, "\n{:<14} {:<8} {:<12} {:<14} {:<20} {}", "MACHINE", "AGENT", "JOBS", "INSTANCE", "ADDRESSES", "STATUS");
+    // Ids are `<13 base32 digits>-<n>`: 18 columns fit n up to 1,000.
+    let _ = writeln!(s, "\n{:<18} {:<8} {:<14} {:<22} {:<20} STATUS", "MACHINE", "AGENT", "JOBS", "INSTANCE", "ADDRESSES");
     for m in &st.machines {
         let _ = writeln!(
             s,
-            "{:<14} {:<8} {:<12} {:<14} {:<20} {}",
+            "{:<18} {:<8} {:<14} {:<22} {:<20} {}",
             m.id,
             m.presence,
             m.jobs.text(),
@@ -69,13 +70,13 @@ pub fn status(answered_by: &str, st: &StatusView, members: &[MemberRow], c: &Con
             m.status.text()
         );
     }
-    let _ = writeln!(s, "\n{:<20} {:>5} {}", "APPLICATION", "SCALE", "COMMAND");
+    let _ = writeln!(s, "\n{:<20} {:>5} COMMAND", "APPLICATION", "SCALE");
     for a in &st.applications {
         let _ = writeln!(s, "{:<20} {:>5} {}", a.name, a.scale, a.command.text());
     }
-    let _ = writeln!(s, "\n{:<24} {:<14} {:<8} {}", "UNIT", "MACHINE", "AGENT", "STATUS");
+    let _ = writeln!(s, "\n{:<32} {:<18} {:<8} STATUS", "UNIT", "MACHINE", "AGENT");
     for u in &st.units {
-        let _ = writeln!(s, "{:<24} {:<14} {:<8} {}", u.id, u.machine.text(), u.agent, unit_status(&u.agent, &u.status.text()));
+        let _ = writeln!(s, "{:<32} {:<18} {:<8} {}", u.id, u.machine.text(), u.agent, unit_status(&u.agent, &u.status.text()));
     }
     if !st.controller.is_empty() {
         let _ = writeln!(s, "\nCONTROLLER SETTINGS");

@@ -3,19 +3,25 @@
 //! produced them (group commit batches concurrent ones into one fsync), and
 //! writes snapshots so the log stays bounded.
 //!
+//! Reports durability to the driver on its own channel: own batches as
+//! `Own(last seq)`, foreign batches as `Remote(highest seq per author)`,
+//! and synced snapshots as `Remote(the snapshot's version)`. A batch that
+//! could not be queued (a bound) or written leaves a gap: no report claims
+//! anything past it until a snapshot queued after the gap is synced (one is
+//! forced at the next persistence tick).
+//!
 //! Owns the record format (bincode `Vec<Stamped>`) and the snapshot policy.
-//! Must never report own operations durable before their fsync returned,
-//! and never start serving from a log it could not fully read.
+//! Must never report operations durable before their fsync returned, and
+//! never start serving from a log it could not fully read.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::transport::Inbound;
-use super::wal::{Wal, WalError, WalWriter};
-use crate::core::state::{Actor, Replica, Snapshot, Stamped};
+use super::wal::{SnapshotBytes, Wal, WalError, WalWriter};
+use crate::core::state::{Actor, Recorded, Replica, Snapshot, Stamped, VersionVector};
 
 /// Write a snapshot after this many operations since the last one (a
 /// record may hold thousands, so records alone would let replay grow).
@@ -24,6 +30,45 @@ pub const SNAPSHOT_EVERY_OPS: u64 = 100_000;
 /// dropped from the log (they stay applied in memory, and anti-entropy
 /// brings them back after a restart).
 pub const MAX_REMOTE_RECORDS_IN_FLIGHT: u64 = 10_000;
+/// Durability reports queued for the driver; at the bound a report's task
+/// waits (reports are never dropped: a lost one would stall acknowledgements).
+pub const MAX_QUEUED_REPORTS: usize = 4_096;
+
+/// What became durable, for the driver to tell the node.
+#[derive(Debug)]
+pub enum StoreReport {
+    /// Own operations up to this seq.
+    Own(u64),
+    /// Operations up to this version vector (any author).
+    Remote(VersionVector),
+}
+
+/// The snapshot format before request records were added (read only).
+#[derive(serde::Deserialize)]
+struct SnapshotV1 {
+    doc: crate::core::state::replica::Doc,
+    vv: VersionVector,
+}
+
+/// Snapshots decode within the WAL's own bound on a snapshot's payload
+/// (which refuses to write a larger one), so whatever was written reads back.
+fn snapshot_cfg() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ super::wal::MAX_SNAPSHOT_BYTES }>()
+}
+
+/// Decodes a snapshot, in the current format or the one before it.
+fn decode_snapshot(bytes: &[u8], lsn: u64) -> Result<Snapshot, StoreError> {
+    let exact = |r: Result<(Snapshot, usize), _>| r.ok().filter(|(_, used)| *used == bytes.len()).map(|(s, _)| s);
+    if let Some(snap) = exact(bincode::serde::decode_from_slice(bytes, snapshot_cfg())) {
+        return Ok(snap);
+    }
+    let (old, used): (SnapshotV1, usize) = bincode::serde::decode_from_slice(bytes, snapshot_cfg())
+        .map_err(|e| StoreError::Record { lsn, reason: format!("snapshot: {e}") })?;
+    if used != bytes.len() {
+        return Err(StoreError::Record { lsn, reason: "snapshot: trailing bytes".into() });
+    }
+    Ok(Snapshot { doc: old.doc, vv: old.vv, requests: Vec::<(u64, Recorded)>::new() })
+}
 
 /// Why the store could not open.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +100,19 @@ pub struct Store {
     remote_in_flight: Arc<AtomicU64>,
     /// Foreign-operation records dropped at the in-flight bound.
     pub dropped_remote: Arc<AtomicU64>,
+    /// Batches not made durable (dropped or failed), counted; and how many
+    /// of them a synced snapshot has since covered. Reports wait while
+    /// the first is ahead.
+    gaps: Arc<AtomicU64>,
+    gaps_covered: Arc<AtomicU64>,
+    /// One snapshot at a time: each holds a copy of the whole state until
+    /// it is written. A snapshot asked for meanwhile is `wanted`, and taken
+    /// at the first persistence tick after the current one is done.
+    snapshot_busy: Arc<AtomicBool>,
+    snapshot_wanted: Arc<AtomicBool>,
+    reports: mpsc::Sender<StoreReport>,
+    /// The receiving end, taken once by the driver.
+    reports_rx: Arc<Mutex<Option<mpsc::Receiver<StoreReport>>>>,
 }
 
 impl Store {
@@ -65,9 +123,7 @@ impl Store {
         let mut replica = match recovered.snapshot {
             Some((lsn, bytes)) => {
                 rec.snapshot_lsn = Some(lsn);
-                let (snap, _): (Snapshot, usize) = bincode::serde::decode_from_slice(&bytes, cfg())
-                    .map_err(|e| StoreError::Record { lsn, reason: e.to_string() })?;
-                Replica::from_snapshot(me, snap)
+                Replica::from_snapshot(me, decode_snapshot(&bytes, lsn)?)
             }
             None => Replica::new(me),
         };
@@ -81,61 +137,126 @@ impl Store {
             rec.ops += ops.len();
             replica.apply_remote(ops);
         }
+        let (reports, reports_rx) = mpsc::channel(MAX_QUEUED_REPORTS);
         let store = Store {
             writer: WalWriter::spawn(wal),
             since_snapshot: Arc::new(AtomicU64::new(rec.ops as u64)),
             remote_in_flight: Arc::new(AtomicU64::new(0)),
             dropped_remote: Arc::new(AtomicU64::new(0)),
+            gaps: Arc::new(AtomicU64::new(0)),
+            gaps_covered: Arc::new(AtomicU64::new(0)),
+            snapshot_busy: Arc::new(AtomicBool::new(false)),
+            snapshot_wanted: Arc::new(AtomicBool::new(false)),
+            reports,
+            reports_rx: Arc::new(Mutex::new(Some(reports_rx))),
         };
         Ok((store, replica, rec))
     }
 
-    /// Persists `ops`. For own operations, reports `Durable(last seq)` to
-    /// the driver once synced. Submission order is the node's order.
-    pub fn persist(&self, ops: &[Stamped], own: bool, inbox: &mpsc::Sender<Inbound>) {
+    /// The durability reports; `None` after the first call.
+    pub fn take_reports(&self) -> Option<mpsc::Receiver<StoreReport>> {
+        self.reports_rx.lock().ok()?.take()
+    }
+
+    fn gap(&self) {
+        self.gaps.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Persists `ops` (submission order is the node's order) and reports
+    /// them durable once synced: `Own(last seq)` or `Remote(per author)`.
+    pub fn persist(&self, ops: &[Stamped], own: bool) {
         let Some(last) = ops.last().map(|s| s.seq) else { return };
-        let bytes = bincode::serde::encode_to_vec(ops, cfg()).expect("operations always encode");
         if !own && self.remote_in_flight.load(Ordering::Relaxed) >= MAX_REMOTE_RECORDS_IN_FLIGHT {
             self.dropped_remote.fetch_add(1, Ordering::Relaxed);
+            self.gap();
             return;
         }
+        let report = if own {
+            StoreReport::Own(last)
+        } else {
+            let mut vv = VersionVector::new();
+            for s in ops {
+                vv.insert(s.actor, s.seq);
+            }
+            StoreReport::Remote(vv)
+        };
+        let bytes = bincode::serde::encode_to_vec(ops, cfg()).expect("operations always encode");
         let done = self.writer.submit(bytes);
         self.since_snapshot.fetch_add(ops.len() as u64, Ordering::Relaxed);
-        let inbox = inbox.clone();
         let in_flight = self.remote_in_flight.clone();
         if !own {
             in_flight.fetch_add(1, Ordering::Relaxed);
         }
+        let this = self.clone();
+        // Read now, in submission order: a gap from an earlier batch holds this report.
+        let gaps_before = self.gaps.load(Ordering::Acquire);
         tokio::spawn(async move {
             let result = done.await;
             if !own {
                 in_flight.fetch_sub(1, Ordering::Relaxed);
-                return;
             }
             match result {
-                Ok(Ok(_)) => {
-                    let _ = inbox.send(Inbound::Durable { seq: last }).await;
+                Ok(Ok(_)) => this.report(report, gaps_before).await,
+                Ok(Err(e)) => {
+                    this.gap();
+                    tracing::error!(error = %e, own, "state log write failed; those operations are not durable here until a snapshot is");
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "state log write failed; writes will not be acknowledged"),
-                Err(_) => tracing::error!("state log writer stopped; writes will not be acknowledged"),
+                Err(_) => {
+                    this.gap();
+                    tracing::error!("state log writer stopped; writes will not be acknowledged");
+                }
             }
         });
+    }
+
+    /// Sends `report` unless a gap before it is not yet covered.
+    async fn report(&self, report: StoreReport, gaps_before: u64) {
+        if gaps_before > self.gaps_covered.load(Ordering::Acquire) {
+            return; // the snapshot that covers the gap will report it
+        }
+        let _ = self.reports.send(report).await;
     }
 
     /// Whether a snapshot is due by the operation count.
     pub fn snapshot_due(&self) -> bool {
         self.since_snapshot.load(Ordering::Relaxed) >= SNAPSHOT_EVERY_OPS
+            || self.gaps.load(Ordering::Acquire) > self.gaps_covered.load(Ordering::Acquire)
+            || self.snapshot_wanted.load(Ordering::Acquire)
     }
 
     /// Writes `snap` as covering everything submitted so far. The request
     /// is queued now, in order with persists, so it covers exactly those.
-    pub fn snapshot(&self, snap: &Snapshot) {
-        let bytes = bincode::serde::encode_to_vec(snap, cfg()).expect("snapshots always encode");
+    /// Once synced it reports `Remote(snap.vv)`: everything in it is
+    /// durable, and so are the gaps before it. The encoding (tens of MB at
+    /// 100,000 entities) happens on the WAL's snapshot thread, not here.
+    ///
+    /// `capture` runs now (in the caller's synchronous step) unless a
+    /// snapshot is still being written; then this one is only noted as
+    /// wanted (see [`Store::snapshot_due`]).
+    pub fn snapshot(&self, capture: impl FnOnce() -> Snapshot) {
+        if self.snapshot_busy.swap(true, Ordering::AcqRel) {
+            self.snapshot_wanted.store(true, Ordering::Release);
+            return;
+        }
+        self.snapshot_wanted.store(false, Ordering::Release);
+        let snap = capture();
         self.since_snapshot.store(0, Ordering::Relaxed);
-        let done = self.writer.snapshot_after_queued(bytes);
+        let vv = snap.vv.clone();
+        let gaps = self.gaps.load(Ordering::Acquire);
+        // Unbounded here (it cannot fail); the WAL refuses one over MAX_SNAPSHOT_BYTES.
+        let encode = move || bincode::serde::encode_to_vec(&snap, bincode::config::standard()).map_err(|e| e.to_string());
+        let done = self.writer.snapshot_after_queued_with(SnapshotBytes::Later(Box::new(encode)));
+        let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = done.await {
-                tracing::error!(error = %e, "state snapshot failed");
+            let result = done.await;
+            this.snapshot_busy.store(false, Ordering::Release);
+            match result {
+                Ok(()) => {
+                    tracing::info!("state snapshot written");
+                    this.gaps_covered.fetch_max(gaps, Ordering::AcqRel);
+                    let _ = this.reports.send(StoreReport::Remote(vv)).await;
+                }
+                Err(e) => tracing::error!(error = %e, "state snapshot failed"),
             }
         });
     }

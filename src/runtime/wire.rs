@@ -12,8 +12,13 @@ use crate::core::codec;
 use crate::core::state::model::{Command as StateCommand, Outcome, StatusView};
 use crate::core::{MemberInfo, Notice};
 
-/// Largest frame on a client API or sync stream.
+/// Largest frame on a client API or sync stream (requests, and answers
+/// other than status).
 pub const MAX_API_FRAME_BYTES: usize = 1 << 20;
+/// Largest status answer: about 100 bytes per entity, so about 600,000
+/// entities fit. Both sides refuse a larger frame with a clear error; the
+/// buffer is allocated only for a frame that announced its size below it.
+pub const MAX_STATUS_FRAME_BYTES: usize = 64 << 20;
 /// Largest frame on a join stream (a request is small; a reply holds PEMs).
 pub const MAX_JOIN_FRAME_BYTES: usize = 64 << 10;
 
@@ -130,10 +135,25 @@ pub enum Request {
     Status,
     /// A change to the environment. Answered once durable on the answering
     /// manager and held by `wait_replicated` other managers, or refused.
+    /// The manager derives a request id; the client never retries it on
+    /// another manager. Kept for older clients.
     Command { cmd: StateCommand, wait_replicated: u32, timeout_ms: u64 },
     /// An agent opens its session on this stream (agents only); after this
     /// frame, each frame is one session message, in either direction.
     AgentSession,
+    /// [`Request::Command`] with the client's request id (random, the same
+    /// on every retry). A manager holding the record of `request_id`
+    /// answers with its outcome instead of applying it again, so the
+    /// client may retry it on another manager.
+    Write { request_id: u64, cmd: StateCommand, wait_replicated: u32, timeout_ms: u64 },
+}
+
+/// The frame limit for the answer to `req`.
+pub fn answer_limit(req: &Request) -> usize {
+    match req {
+        Request::Status => MAX_STATUS_FRAME_BYTES,
+        _ => MAX_API_FRAME_BYTES,
+    }
 }
 
 /// One row of the member list as it travels to clients.

@@ -214,7 +214,8 @@ fn manager_replica() -> Replica {
 }
 
 fn run_cmd(r: &mut Replica, cmd: Command) -> model::Outcome {
-    let (changes, outcome) = model::plan(r, &cmd).expect("accepted");
+    let id = r.own_seq() + 1_000;
+    let (changes, outcome) = model::plan(r, id, &cmd).expect("accepted");
     r.write(&changes);
     outcome
 }

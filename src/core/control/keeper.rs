@@ -72,7 +72,11 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
             c.stats.minority_holds += 1;
             return;
         }
-        let (changes, ids) = controllers::new_controllers(view.replica, desired - count);
+        // Derived from what was decided on: an owner with the same view
+        // (two, for a moment after a failure) creates the very same machines.
+        let seen: Vec<&str> = view.facts.iter().filter(|f| f.controller).map(|f| f.id.as_str()).collect();
+        let id = crate::core::agent::choice::key_of_name(&format!("ha-keeper|{desired}|{}", seen.join(",")));
+        let (changes, ids) = controllers::new_controllers(view.replica, id, desired - count);
         tracing::info!(machines = ?ids, desired, "adding controller machines");
         c.stats.managers_added += ids.len() as u64;
         out.changes.extend(changes);

@@ -14,6 +14,9 @@ use crate::core::state::{Actor, Replica};
 
 const SEC: Duration = Duration::from_secs(1);
 
+/// Request ids for the test's commands (any distinct values do).
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 fn ident(n: u64) -> Identity {
     Identity { id: NodeId(n << 48 | n), addr: SocketAddr::from(([127, 0, 0, n as u8], 17070)), role: Role::Manager, generation: 1 }
 }
@@ -26,7 +29,8 @@ fn replica_with_bootstrap(me: &Identity, desired: u32) -> Replica {
 }
 
 fn apply(r: &mut Replica, cmd: &Command) -> model::Outcome {
-    let (changes, o) = model::plan(r, cmd).expect("accepted");
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (changes, o) = model::plan(r, id, cmd).expect("accepted");
     r.write(&changes);
     o
 }
@@ -138,7 +142,7 @@ fn growing_to_the_desired_count_adds_controllers_and_starts_them_as_managers() {
 fn trio() -> (Vec<Identity>, Controller, Replica, Vec<String>) {
     let ms: Vec<Identity> = (1..=3).map(ident).collect();
     let mut r = replica_with_bootstrap(&ms[0], 3);
-    let (changes, ids) = controllers::new_controllers(&r, 2);
+    let (changes, ids) = controllers::new_controllers(&r, 77, 2);
     r.write(&changes);
     for (i, id) in ids.iter().enumerate() {
         r.write(&[controllers::set_machine(id, "instance", format!("inst-{i}")), controllers::set_machine(id, "agent", ms[i + 1].id.to_string())]);
@@ -243,9 +247,9 @@ fn a_manager_claims_its_machine_and_leaves_when_it_is_removed() {
 fn the_last_controller_cannot_be_removed_and_enable_ha_is_bounded() {
     let (_, _, mut r) = solo();
     let first = controllers::machines(&r)[0].id.clone();
-    assert!(model::plan(&r, &Command::RemoveMachine { id: first }).is_err());
-    assert!(model::plan(&r, &Command::EnableHa { n: 0 }).is_err());
-    assert!(model::plan(&r, &Command::EnableHa { n: 8 }).is_err());
+    assert!(model::plan(&r, 9_999, &Command::RemoveMachine { id: first }).is_err());
+    assert!(model::plan(&r, 9_999, &Command::EnableHa { n: 0 }).is_err());
+    assert!(model::plan(&r, 9_999, &Command::EnableHa { n: 8 }).is_err());
     apply(&mut r, &Command::EnableHa { n: 5 });
     assert_eq!(controllers::ha_desired(&r), 5);
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::model::{self, Command};
 use super::replica::{Change, Replica};
+use super::requests::RequestId;
 use crate::core::control::provider::ProviderSpec;
 use crate::core::identity::NodeId;
 
@@ -94,10 +95,12 @@ pub fn machines(r: &Replica) -> Vec<MachineFacts> {
     out.into_values().collect()
 }
 
-/// Changes creating `n` controller machines (ids allocated as for any
-/// machine), and their ids.
-pub fn new_controllers(r: &Replica, n: u32) -> (Vec<Change>, Vec<String>) {
-    let Ok((changes, outcome)) = model::plan(r, &Command::AddMachine { n }) else { return (Vec::new(), Vec::new()) };
+/// Changes creating `n` controller machines with ids derived from `id`
+/// (as for any machine), and their ids. Two HA keepers that decide the same
+/// addition from the same view pass the same id, and so create the same
+/// machines: the copies merge into one.
+pub fn new_controllers(r: &Replica, id: RequestId, n: u32) -> (Vec<Change>, Vec<String>) {
+    let Ok((changes, outcome)) = model::plan(r, id, &Command::AddMachine { n }) else { return (Vec::new(), Vec::new()) };
     let changes = changes
         .into_iter()
         .map(|c| match c {
@@ -129,7 +132,8 @@ pub struct Bootstrap {
 /// The changes of a bootstrap, and the new controller machine's id.
 pub fn plan_bootstrap(r: &Replica, b: &Bootstrap) -> Result<(Vec<Change>, String), super::model::CommandError> {
     check_desired(b.desired)?;
-    let (mut changes, ids) = new_controllers(r, 1);
+    let id = crate::core::agent::choice::key_of_name(&format!("bootstrap|{}", b.node));
+    let (mut changes, ids) = new_controllers(r, id, 1);
     let id = ids.into_iter().next().ok_or_else(|| super::model::CommandError::Invalid {
         what: "bootstrap".into(),
         value: String::new(),

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod controllers;
 pub mod model;
 pub mod replica;
+pub mod requests;
 pub mod sync;
 
 #[cfg(test)]
@@ -12,4 +13,5 @@ mod tests;
 
 pub use model::{Command, CommandError, Outcome, StatusView};
 pub use replica::{Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector};
+pub use requests::{Recorded, RequestId};
 pub use sync::{StateMsg, StateSync, SyncOut, WriteResult};

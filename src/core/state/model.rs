@@ -12,17 +12,20 @@
 //! Removal sets `life` to `dead` rather than deleting keys, so a concurrent
 //! update cannot bring an entity back; the cleaner deletes dead keys later.
 //!
-//! Ids are `<counter>-<tag>`, the tag being four hex digits of the
-//! allocating manager's node id: short, stable, and unique without
-//! coordination as long as no two managers share a tag (a join is refused
-//! a node id whose tag a member it can see already has; during a partition
-//! a collision stays possible, at about one in 65,536 per pair).
+//! Ids are derived from the request that creates the entities:
+//! `<request id in base32>-<i>` for the i-th entity of that kind. A request
+//! id is random (chosen by the client) or derived from the writer's actor
+//! and operation number, so ids never collide without coordination, and a
+//! request applied twice (a retry that reached a manager lacking the first
+//! attempt) writes the very same keys and values: the copies merge into one
+//! entity. Creating costs O(entities created), whatever the state's size.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::replica::{Change, Replica};
+use super::requests::RequestId;
 
 /// Most entities one command may create.
 pub const MAX_PER_COMMAND: u32 = 1_000;
@@ -91,9 +94,25 @@ fn invalid(what: &str, value: &str, rule: &str) -> CommandError {
     CommandError::Invalid { what: what.into(), value: value.into(), rule: rule.into() }
 }
 
-/// The four-hex-digit tag of a node id.
+/// The four-hex-digit tag of a node id (joins refuse a node id whose tag
+/// a member has; ids no longer depend on it).
 pub fn tag_of(node: u64) -> String {
     format!("{:04x}", node >> 48)
+}
+
+/// Lower-case Crockford base32: no i, l, o, u.
+const BASE32: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+/// A request id as 13 base32 digits (all 64 bits: ids from distinct
+/// requests never share a prefix).
+pub fn request_text(id: RequestId) -> String {
+    (0..13).rev().map(|i| BASE32[((id >> (i * 5)) & 31) as usize] as char).collect()
+}
+
+/// The ids of the `n` entities of one kind that request `id` creates.
+pub fn entity_ids(id: RequestId, n: u32) -> Vec<String> {
+    let base = request_text(id);
+    (1..=n).map(|i| format!("{base}-{i}")).collect()
 }
 
 fn check_name(name: &str) -> Result<(), CommandError> {
@@ -128,24 +147,23 @@ fn alive(r: &Replica, life_key: &str) -> bool {
     !vals.is_empty() && !vals.iter().any(|v| v == "dead")
 }
 
-/// Turns a command into changes, validated against `r`'s view.
-pub fn plan(r: &Replica, cmd: &Command) -> Result<(Vec<Change>, Outcome), CommandError> {
-    let tag = tag_of(r.actor().node);
+/// Turns request `id`'s command into changes, validated against `r`'s view.
+pub fn plan(r: &Replica, id: RequestId, cmd: &Command) -> Result<(Vec<Change>, Outcome), CommandError> {
     match cmd {
         Command::AddMachine { n } => {
             check_count(*n)?;
-            let ids = next_ids(r, "m/", &tag, *n);
+            let ids = entity_ids(id, *n);
             let changes = ids.iter().flat_map(|id| new_machine(id)).collect();
             Ok((changes, Outcome { machines: ids.clone(), ids, ..Default::default() }))
         }
         Command::RemoveMachine { id } => remove_machine(r, id),
-        Command::Deploy { name, command, n } => deploy(r, &tag, name, command, *n),
+        Command::Deploy { name, command, n } => deploy(r, id, name, command, *n),
         Command::AddUnit { app, n } => {
             check_count(*n)?;
             if !alive(r, &format!("a/{app}/life")) {
                 return Err(CommandError::UnknownApplication(app.clone()));
             }
-            Ok(add_units(r, &tag, app, *n))
+            Ok(add_units(id, app, *n))
         }
         Command::RemoveUnit { unit } => {
             let life = format!("u/{unit}/life");
@@ -214,29 +232,49 @@ fn remove_machine(r: &Replica, id: &str) -> Result<(Vec<Change>, Outcome), Comma
     Ok((changes, Outcome { ids: vec![id.into()], ..Default::default() }))
 }
 
-fn deploy(r: &Replica, tag: &str, name: &str, command: &str, n: u32) -> Result<(Vec<Change>, Outcome), CommandError> {
+fn deploy(r: &Replica, id: RequestId, name: &str, command: &str, n: u32) -> Result<(Vec<Change>, Outcome), CommandError> {
     check_name(name)?;
     check_count(n)?;
     check_value("command", command)?;
     if command.trim().is_empty() {
         return Err(invalid("command", command, "must not be empty"));
     }
-    if !r.get(&format!("a/{name}/life")).is_empty() {
+    // The same request again (its first attempt only partly here) is not
+    // a second deploy: it writes the same keys and values once more.
+    let same_request = r.get(&format!("a/{name}/request")) == [request_text(id)];
+    if !r.get(&format!("a/{name}/life")).is_empty() && !same_request {
         return Err(CommandError::AlreadyExists(name.into()));
     }
-    let mut changes = vec![set(format!("a/{name}/life"), "alive"), set(format!("a/{name}/command"), command)];
-    let (more, outcome) = add_units(r, tag, name, n);
+    let mut changes = vec![
+        set(format!("a/{name}/life"), "alive"),
+        set(format!("a/{name}/command"), command),
+        set(format!("a/{name}/request"), request_text(id)),
+    ];
+    let (more, outcome) = add_units(id, name, n);
     changes.extend(more);
     Ok((changes, outcome))
 }
 
-/// Each new unit goes on a new machine (juju's default placement).
-fn add_units(r: &Replica, tag: &str, app: &str, n: u32) -> (Vec<Change>, Outcome) {
-    let machines = next_ids(r, "m/", tag, n);
-    let units = next_ids(r, &format!("u/{app}/"), tag, n);
-    let mut changes = Vec::new();
+/// The machines a command created, from the ids it recorded (a retry
+/// answered from the record reports them as the first answer did): for
+/// `AddMachine` the ids themselves, for `Deploy` and `AddUnit` the machine
+/// of each unit `<app>/<x>`, which is `<x>`.
+pub fn created_machines(cmd: &Command, ids: &[String]) -> Vec<String> {
+    match cmd {
+        Command::AddMachine { .. } => ids.to_vec(),
+        Command::Deploy { .. } | Command::AddUnit { .. } => ids.iter().filter_map(|u| u.split_once('/').map(|(_, m)| m.to_string())).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Each new unit goes on a new machine (juju's default placement); unit
+/// `<app>/<x>` goes on machine `<x>`.
+fn add_units(id: RequestId, app: &str, n: u32) -> (Vec<Change>, Outcome) {
+    let machines = entity_ids(id, n);
+    let units = &machines;
+    let mut changes = Vec::with_capacity(6 * n as usize);
     let mut ids = Vec::new();
-    for (m, u) in machines.iter().zip(&units) {
+    for (m, u) in machines.iter().zip(units) {
         changes.extend(new_machine(m));
         changes.push(set(format!("u/{app}/{u}/life"), "alive"));
         changes.push(set(format!("u/{app}/{u}/machine"), m.clone()));
@@ -257,17 +295,6 @@ fn set_config(r: &Replica, app: &str, pairs: &[(String, String)]) -> Result<(Vec
         changes.push(set(format!("a/{app}/config/{k}"), v.clone()));
     }
     Ok((changes, Outcome { ids: vec![app.into()], ..Default::default() }))
-}
-
-/// The next `n` ids `<counter>-<tag>` under `prefix` (e.g. `m/`).
-fn next_ids(r: &Replica, prefix: &str, tag: &str, n: u32) -> Vec<String> {
-    let suffix = format!("-{tag}");
-    let highest = r
-        .entries()
-        .filter_map(|(k, _)| k.strip_prefix(prefix)?.split('/').next()?.strip_suffix(&suffix)?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
-    (1..=u64::from(n)).map(|i| format!("{}{suffix}", highest + i)).collect()
 }
 
 /// A value as shown: one value, or every sibling of a conflict.

@@ -9,11 +9,24 @@
 //!
 //! An actor is a node at one generation, so a restarted node never reuses
 //! operation numbers it may have used before a crash.
+//!
+//! A write's register clock is the register's own clock plus the new dot,
+//! not the whole map's clock: it supersedes exactly the values this replica
+//! holds at that key, which is all MVReg semantics needs, and each stored
+//! value then carries an entry only per actor that wrote that key, instead
+//! of one per actor that ever wrote anything (every restart adds an actor).
+//!
+//! Also tracks what is durable on this manager's disk: own operations up to
+//! `durable`, foreign ones up to `durable_remote` (reported by the driver
+//! once their batch or a snapshot holding them is synced).
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crdts::ctx::AddCtx;
 use crdts::{CmRDT, CvRDT, MVReg};
 use serde::{Deserialize, Serialize};
+
+use super::requests::{self, Recorded, RequestId, Requests};
 
 /// A writer: one node at one generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -35,7 +48,9 @@ pub const MAX_RETAINED_OPS: usize = 200_000;
 /// Out-of-order operations held waiting for a gap to fill; beyond it they
 /// are dropped (anti-entropy fetches them again).
 pub const MAX_PENDING_OPS: usize = 100_000;
-/// Most operations in one delta; anti-entropy sends the rest next round.
+/// Most operations in one delta; anti-entropy sends the rest next round
+/// (250 ms later). A set-style write is two operations (the change and its
+/// request record), so this is about 10,000 writes.
 pub const MAX_DELTA_OPS: usize = 20_000;
 
 /// An operation with its author and its number in the author's sequence.
@@ -51,6 +66,9 @@ pub struct Stamped {
 pub enum Change {
     Set { key: String, value: String },
     Remove { key: String },
+    /// The record of client request `id` and its outcome; always the last
+    /// change of its write (see `requests.rs`).
+    Record { id: RequestId, ids: Vec<String> },
 }
 
 /// What one replica sends another so it catches up.
@@ -67,6 +85,8 @@ pub enum Delta {
 pub struct Snapshot {
     pub doc: Doc,
     pub vv: VersionVector,
+    /// Recorded requests, oldest first.
+    pub requests: Vec<(RequestId, Recorded)>,
 }
 
 /// The operations of one actor's log with `after < seq <= upto`; the log is
@@ -85,6 +105,10 @@ pub struct Replica {
     vv: VersionVector,
     /// Own operations up to this number are durable and may be shared.
     durable: u64,
+    /// Foreign operations durable on this manager's disk, per author.
+    durable_remote: VersionVector,
+    /// Recorded client requests (bounded).
+    requests: Requests,
     /// Operations kept for deltas, per actor, oldest first.
     log: BTreeMap<Actor, VecDeque<Stamped>>,
     retained: usize,
@@ -102,6 +126,8 @@ impl Replica {
             doc: Doc::new(),
             vv: BTreeMap::new(),
             durable: 0,
+            durable_remote: BTreeMap::new(),
+            requests: Requests::default(),
             log: BTreeMap::new(),
             retained: 0,
             pending: BTreeMap::new(),
@@ -115,7 +141,61 @@ impl Replica {
         let mut r = Replica::new(me);
         r.doc = snap.doc;
         r.vv = snap.vv;
+        for (id, rec) in snap.requests {
+            r.requests.insert(id, rec);
+        }
         r
+    }
+
+    /// Declares everything applied so far durable (a replica rebuilt from
+    /// its own disk at start).
+    pub fn assume_durable(&mut self) {
+        self.durable_remote = self.vv.clone();
+        self.durable_remote.remove(&self.me);
+    }
+
+    /// Foreign operations up to `vv` are durable here (own ones in `vv`
+    /// too: a synced snapshot holds them). Returns own operations newly
+    /// durable, to share.
+    pub fn mark_durable_remote(&mut self, vv: &VersionVector) -> Vec<Stamped> {
+        for (a, &s) in vv {
+            if *a != self.me {
+                let d = self.durable_remote.entry(*a).or_insert(0);
+                *d = (*d).max(s);
+            }
+        }
+        match vv.get(&self.me) {
+            Some(&s) => self.mark_durable(s),
+            None => Vec::new(),
+        }
+    }
+
+    /// What this manager's disk holds: own operations up to the durable
+    /// one, foreign ones up to what was reported synced.
+    pub fn durable_version(&self) -> VersionVector {
+        let mut vv = VersionVector::new();
+        for (a, &s) in &self.vv {
+            let d = if *a == self.me { self.durable } else { self.durable_remote.get(a).copied().unwrap_or(0) };
+            if s.min(d) > 0 {
+                vv.insert(*a, s.min(d));
+            }
+        }
+        vv
+    }
+
+    /// Whether operation `seq` of `author` is durable here.
+    pub fn holds_durably(&self, author: &Actor, seq: u64) -> bool {
+        self.durable_version().get(author).copied().unwrap_or(0) >= seq
+    }
+
+    /// The record of request `id`, if this replica holds it.
+    pub fn request(&self, id: RequestId) -> Option<&Recorded> {
+        self.requests.get(id)
+    }
+
+    /// Request records held, and forgotten at the bound.
+    pub fn request_counts(&self) -> (usize, u64) {
+        (self.requests.len(), self.requests.forgotten)
     }
 
     pub fn actor(&self) -> Actor {
@@ -173,13 +253,19 @@ impl Replica {
         for change in changes {
             let op = match change {
                 Change::Set { key, value } => {
-                    let ctx = self.doc.read_ctx().derive_add_ctx(self.me);
-                    self.doc.update(key.as_str(), ctx, |reg, ctx| reg.write(value.clone(), ctx))
+                    let dot = self.doc.read_ctx().derive_add_ctx(self.me).dot;
+                    self.doc.update(key.as_str(), AddCtx { clock: Default::default(), dot }, |reg, _| {
+                        // The register's own clock plus the new dot (see the module doc).
+                        let mut clock = reg.read_ctx().add_clock;
+                        clock.apply(dot);
+                        reg.write(value.clone(), AddCtx { clock, dot })
+                    })
                 }
                 Change::Remove { key } => {
                     let ctx = self.doc.get(key).derive_rm_ctx();
                     self.doc.rm(key.as_str(), ctx)
                 }
+                Change::Record { id, ids } => requests::record_op(self.me, *id, ids),
             };
             let stamped = Stamped { actor: self.me, seq: self.own_seq() + 1, op };
             self.apply_in_order(stamped.clone());
@@ -190,7 +276,10 @@ impl Replica {
 
     fn apply_in_order(&mut self, s: Stamped) {
         debug_assert_eq!(s.seq, self.vv.get(&s.actor).copied().unwrap_or(0) + 1, "causal order");
-        self.doc.apply(s.op.clone());
+        match requests::as_record(&s.op) {
+            Some((id, ids)) => self.requests.insert(id, Recorded { author: s.actor, seq: s.seq, ids }),
+            None => self.doc.apply(s.op.clone()),
+        }
         self.vv.insert(s.actor, s.seq);
         self.log.entry(s.actor).or_default().push_back(s);
         self.retained += 1;
@@ -282,6 +371,9 @@ impl Replica {
         let mut theirs = snap;
         theirs.vv.remove(&self.me);
         self.doc.merge(theirs.doc);
+        for (id, rec) in theirs.requests {
+            self.requests.insert(id, rec);
+        }
         for (a, s) in theirs.vv {
             let have = self.vv.entry(a).or_insert(0);
             if s > *have {
@@ -301,13 +393,13 @@ impl Replica {
     /// The whole state as other replicas may see it (own operations only
     /// if durable: the snapshot is taken after they were persisted).
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { doc: self.doc.clone(), vv: self.version() }
+        Snapshot { doc: self.doc.clone(), vv: self.version(), requests: self.requests.to_vec() }
     }
 
     /// The whole state including own operations not yet durable, for the
     /// local snapshot on disk (written after those operations' records).
     pub fn snapshot_all(&self) -> Snapshot {
-        Snapshot { doc: self.doc.clone(), vv: self.vv.clone() }
+        Snapshot { doc: self.doc.clone(), vv: self.vv.clone(), requests: self.requests.to_vec() }
     }
 
     /// A canonical digest of the visible state (keys and sorted values),

@@ -3,12 +3,20 @@
 //! anti-entropy (version-vector digests, answered with only what the other
 //! side lacks, or the full state when the log was compacted) repairs
 //! anything missed. `--wait-replicated K` acknowledges only once K other
-//! managers report holding the write.
+//! managers report holding the write durably: a peer answers a push with
+//! `Have` only once the pushed operations are synced on its own disk, and
+//! digests carry what the sender holds durably.
+//!
+//! A client request carries an id; a manager that already holds that
+//! request's record answers with the recorded outcome (once the recorded
+//! write is durable here, and replicated if asked) instead of applying it
+//! again.
 //!
 //! Owns the pending acknowledgements and what peers are known to hold.
-//! Must never acknowledge a write before it is durable here, and never
-//! share an own operation before it is durable (a restarted node's ids and
-//! numbers would otherwise be reused).
+//! Must never acknowledge a write before it is durable here, never count a
+//! peer's copy that is only in its memory, and never share an own
+//! operation before it is durable (a restarted node's ids and numbers
+//! would otherwise be reused).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,7 +24,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::model::{self, Command, Outcome, StatusView};
-use super::replica::{Delta, Replica, Snapshot, Stamped, VersionVector};
+use super::replica::{Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector};
+use super::requests::{self, RequestId};
 use crate::core::identity::NodeId;
 use crate::core::io::Time;
 
@@ -32,11 +41,14 @@ pub const ANTI_ENTROPY_PERIOD_MS: u64 = 250;
 pub enum StateMsg {
     /// New durable operations, from their author.
     Push(Vec<Stamped>),
-    /// What the sender holds.
+    /// What the sender holds durably (the other side answers with what it
+    /// lacks; it may resend operations the sender applied but has not yet
+    /// synced, which are ignored as duplicates).
     Digest(VersionVector),
     /// What the receiver lacked.
     Delta(Delta),
-    /// What the sender holds after applying a push (drives wait-replicated).
+    /// What the sender holds durably on its disk, sent once a push's
+    /// operations are synced there (drives wait-replicated).
     Have(VersionVector),
 }
 
@@ -62,7 +74,9 @@ pub fn decode_msg(bytes: &[u8]) -> Result<StateMsg, String> {
 #[derive(Debug)]
 struct PendingWrite {
     req: u64,
-    /// The last own operation of this write.
+    /// The write's last operation: own, or, for a request answered from its
+    /// record, the author's.
+    author: Actor,
     seq: u64,
     outcome: Outcome,
     /// Other managers that must hold it before the acknowledgement.
@@ -82,9 +96,10 @@ pub enum WriteResult {
 pub struct SyncOut {
     /// Persist these operations durably, then report `Durable(last seq)`.
     pub persist_own: Vec<Stamped>,
-    /// Persist these foreign operations (no acknowledgement waits on it).
+    /// Persist these foreign operations, then report `DurableRemote`.
     pub persist_remote: Vec<Stamped>,
-    /// A full state was merged: the driver should write a snapshot.
+    /// A full state was merged: the driver should write a snapshot (and
+    /// report its version durable once synced).
     pub snapshot_needed: bool,
     pub send: Vec<(NodeId, StateMsg)>,
     pub replies: Vec<(u64, WriteResult)>,
@@ -94,36 +109,83 @@ pub struct SyncOut {
 #[derive(Debug)]
 pub struct StateSync {
     pub replica: Replica,
-    pending: Vec<PendingWrite>,
+    /// Writes of own operations awaiting their answer, by last operation.
+    pending: BTreeMap<u64, Vec<PendingWrite>>,
+    /// Requests answered from another author's record, awaiting durability
+    /// here (and replicas); few, so a plain list.
+    pending_foreign: Vec<PendingWrite>,
+    pending_count: usize,
+    /// What each live manager reported durable on its disk (`Have`, digests).
     peer_vv: BTreeMap<NodeId, VersionVector>,
+    /// Managers whose pushes were applied here but not yet answered with a
+    /// `Have`: they get one once those operations are durable here.
+    owed_have: BTreeMap<NodeId, VersionVector>,
+    /// The live managers at the last tick: one that appears (a heal, a
+    /// restart) gets a digest at once instead of waiting to be drawn.
+    live_before: std::collections::BTreeSet<NodeId>,
     /// Counters for metrics and the simulator.
     pub applied_remote: u64,
     pub full_merges: u64,
     pub refused_full: u64,
+    /// Writes answered from a request record instead of being applied again.
+    pub deduplicated: u64,
+}
+
+/// Whether `held` covers every operation in `wanted`.
+fn covers(held: &VersionVector, wanted: &VersionVector) -> bool {
+    wanted.iter().all(|(a, &s)| held.get(a).copied().unwrap_or(0) >= s)
 }
 
 impl StateSync {
-    pub fn new(replica: Replica) -> StateSync {
-        StateSync { replica, pending: Vec::new(), peer_vv: BTreeMap::new(), applied_remote: 0, full_merges: 0, refused_full: 0 }
+    /// State for a replica rebuilt from this manager's own disk: everything
+    /// in it is durable here.
+    pub fn new(mut replica: Replica) -> StateSync {
+        replica.assume_durable();
+        StateSync {
+            replica,
+            pending: BTreeMap::new(),
+            pending_foreign: Vec::new(),
+            pending_count: 0,
+            peer_vv: BTreeMap::new(),
+            owed_have: BTreeMap::new(),
+            live_before: Default::default(),
+            applied_remote: 0,
+            full_merges: 0,
+            refused_full: 0,
+            deduplicated: 0,
+        }
     }
 
-    /// Plans and applies a client's command; the reply comes once durable
-    /// (and replicated, when asked).
-    pub fn command(&mut self, now: Time, req: u64, cmd: &Command, replicas: u32, timeout: Duration, out: &mut SyncOut) {
-        if self.pending.len() >= MAX_PENDING_WRITES {
+    /// Plans and applies client request `id`'s command (or answers from its
+    /// record if this replica holds one); the reply comes once durable here
+    /// (and replicated, when asked). `id` is `None` for a writer that gave
+    /// none: one is derived, unique to this write.
+    #[allow(clippy::too_many_arguments)]
+    pub fn command(&mut self, now: Time, req: u64, id: Option<RequestId>, cmd: &Command, replicas: u32, timeout: Duration, out: &mut SyncOut) {
+        if self.pending_count >= MAX_PENDING_WRITES {
             out.replies.push((req, WriteResult::Refused("too many writes in flight; retry".into())));
             return;
         }
-        let (changes, outcome) = match model::plan(&self.replica, cmd) {
+        let me = self.replica.actor();
+        let id = id.unwrap_or_else(|| requests::derived_id(me, self.replica.own_seq() + 1));
+        let deadline = now + timeout;
+        if let Some(rec) = self.replica.request(id) {
+            self.deduplicated += 1;
+            let outcome = Outcome { ids: rec.ids.clone(), machines: model::created_machines(cmd, &rec.ids), ..Default::default() };
+            let w = PendingWrite { req, author: rec.author, seq: rec.seq, outcome, replicas, deadline };
+            self.pending_foreign.push(w);
+            self.pending_count += 1;
+            return self.settle(now, out);
+        }
+        let (mut changes, outcome) = match model::plan(&self.replica, id, cmd) {
             Ok(p) => p,
             Err(e) => return out.replies.push((req, WriteResult::Refused(e.to_string()))),
         };
+        changes.push(Change::Record { id, ids: outcome.ids.clone() });
         let ops = self.replica.write(&changes);
         let seq = self.replica.own_seq();
-        self.pending.push(PendingWrite { req, seq, outcome, replicas, deadline: now + timeout });
-        if ops.is_empty() {
-            self.settle(now, out);
-        }
+        self.pending.entry(seq).or_default().push(PendingWrite { req, author: me, seq, outcome, replicas, deadline });
+        self.pending_count += 1;
         out.persist_own.extend(ops);
     }
 
@@ -138,56 +200,142 @@ impl StateSync {
     /// Own operations up to `seq` are durable: push them and settle writes.
     pub fn durable(&mut self, now: Time, seq: u64, managers: &[NodeId], out: &mut SyncOut) {
         let fresh = self.replica.mark_durable(seq);
+        self.push_fresh(fresh, managers, out);
+        self.settle(now, out);
+    }
+
+    /// Operations up to `vv` (any author) are durable here: answer the
+    /// `Have`s owed, share own operations a snapshot made durable, settle.
+    pub fn durable_remote(&mut self, now: Time, vv: &VersionVector, managers: &[NodeId], out: &mut SyncOut) {
+        let fresh = self.replica.mark_durable_remote(vv);
+        self.push_fresh(fresh, managers, out);
+        let held = self.replica.durable_version();
+        let ready: Vec<NodeId> = self.owed_have.iter().filter(|(_, want)| covers(&held, want)).map(|(n, _)| *n).collect();
+        for n in ready {
+            self.owed_have.remove(&n);
+            out.send.push((n, StateMsg::Have(held.clone())));
+        }
+        self.settle(now, out);
+    }
+
+    fn push_fresh(&self, fresh: Vec<Stamped>, managers: &[NodeId], out: &mut SyncOut) {
         if !fresh.is_empty() {
             for m in managers {
                 out.send.push((*m, StateMsg::Push(fresh.clone())));
             }
         }
-        self.settle(now, out);
     }
 
-    fn holders(&self, seq: u64) -> u32 {
+    /// Other managers known to hold `author`'s operation `seq` durably.
+    /// The author itself holds its own operations (it shares them only once
+    /// durable), whether or not it is still reporting.
+    fn holders(&self, author: &Actor, seq: u64) -> u32 {
         let me = self.replica.actor();
-        self.peer_vv.values().filter(|vv| vv.get(&me).copied().unwrap_or(0) >= seq).count() as u32
+        let reported = self.peer_vv.iter().filter(|(n, vv)| n.0 != me.node && vv.get(author).copied().unwrap_or(0) >= seq);
+        let by_author = author.node != me.node && !self.peer_vv.contains_key(&NodeId(author.node));
+        reported.count() as u32 + u32::from(by_author)
     }
 
-    /// Replies to every write that is now durable and replicated enough,
-    /// or past its deadline.
+    fn state_of(&self, now: Time, w: &PendingWrite) -> Option<WriteResult> {
+        let durable = self.replica.holds_durably(&w.author, w.seq);
+        if durable && self.holders(&w.author, w.seq) >= w.replicas {
+            return Some(WriteResult::Done(w.outcome.clone()));
+        }
+        if now < w.deadline {
+            return None;
+        }
+        Some(WriteResult::Refused(if durable {
+            format!("durable here, but only {} of {} other managers confirmed it in time", self.holders(&w.author, w.seq), w.replicas)
+        } else {
+            "the write was not made durable in time".to_string()
+        }))
+    }
+
+    /// Replies to every write that is now durable and replicated enough.
+    /// Looks only at own writes up to the durable operation (the rest
+    /// cannot be done), so it costs O(answered + waiting for replicas).
     fn settle(&mut self, now: Time, out: &mut SyncOut) {
-        let durable = self.replica.version().get(&self.replica.actor()).copied().unwrap_or(0);
-        let mut keep = Vec::with_capacity(self.pending.len());
-        for w in std::mem::take(&mut self.pending) {
-            let done = w.seq <= durable && self.holders(w.seq) >= w.replicas;
-            if done {
-                out.replies.push((w.req, WriteResult::Done(w.outcome)));
-            } else if now >= w.deadline {
-                let msg = if w.seq > durable {
-                    "the write was not made durable in time".to_string()
-                } else {
-                    format!("durable here, but only {} of {} other managers confirmed it in time", self.holders(w.seq), w.replicas)
-                };
-                out.replies.push((w.req, WriteResult::Refused(msg)));
-            } else {
-                keep.push(w);
+        let durable = self.replica.durable_version().get(&self.replica.actor()).copied().unwrap_or(0);
+        let seqs: Vec<u64> = self.pending.range(..=durable).map(|(s, _)| *s).collect();
+        for seq in seqs {
+            self.settle_seq(now, seq, out);
+        }
+        self.settle_foreign(now, out);
+    }
+
+    fn settle_seq(&mut self, now: Time, seq: u64, out: &mut SyncOut) {
+        let Some(ws) = self.pending.remove(&seq) else { return };
+        let before = ws.len();
+        let mut keep = Vec::new();
+        for w in ws {
+            match self.state_of(now, &w) {
+                Some(result) => out.replies.push((w.req, result)),
+                None => keep.push(w),
             }
         }
-        self.pending = keep;
+        self.pending_count -= before - keep.len();
+        if !keep.is_empty() {
+            self.pending.insert(seq, keep);
+        }
     }
 
-    /// Periodic: deadlines, and a digest to one live manager.
-    pub fn tick(&mut self, now: Time, target: Option<NodeId>, out: &mut SyncOut) {
-        self.settle(now, out);
-        if let Some(t) = target {
-            out.send.push((t, StateMsg::Digest(self.replica.version())));
+    fn settle_foreign(&mut self, now: Time, out: &mut SyncOut) {
+        let mut keep = Vec::new();
+        for w in std::mem::take(&mut self.pending_foreign) {
+            match self.state_of(now, &w) {
+                Some(result) => {
+                    out.replies.push((w.req, result));
+                    self.pending_count -= 1;
+                }
+                None => keep.push(w),
+            }
         }
+        self.pending_foreign = keep;
+    }
+
+    /// Refuses every write past its deadline (a full scan, once a tick).
+    fn expire(&mut self, now: Time, out: &mut SyncOut) {
+        let seqs: Vec<u64> = self.pending.iter().filter(|(_, ws)| ws.iter().any(|w| now >= w.deadline)).map(|(s, _)| *s).collect();
+        for seq in seqs {
+            self.settle_seq(now, seq, out);
+        }
+        self.settle_foreign(now, out);
+    }
+
+    /// Periodic: deadlines, and a digest to one live manager (`target`)
+    /// and to every manager that became live since the last tick.
+    pub fn tick(&mut self, now: Time, target: Option<NodeId>, live: &[NodeId], out: &mut SyncOut) {
+        self.settle(now, out);
+        self.expire(now, out);
+        let live: std::collections::BTreeSet<NodeId> = live.iter().copied().collect();
+        let fresh = live.iter().filter(|n| !self.live_before.contains(n) && Some(**n) != target);
+        for t in target.iter().chain(fresh) {
+            out.send.push((*t, StateMsg::Digest(self.replica.durable_version())));
+        }
+        self.live_before = live;
     }
 
     /// Handles a message from manager `from`.
     pub fn on_msg(&mut self, now: Time, from: NodeId, msg: StateMsg, out: &mut SyncOut) {
         match msg {
             StateMsg::Push(ops) => {
+                let mut wanted = VersionVector::new();
+                for op in &ops {
+                    let s = wanted.entry(op.actor).or_insert(0);
+                    *s = (*s).max(op.seq);
+                }
                 self.apply(ops, out);
-                out.send.push((from, StateMsg::Have(self.replica.version())));
+                // `Have` means durable on this disk, never only in memory.
+                let held = self.replica.durable_version();
+                if covers(&held, &wanted) {
+                    out.send.push((from, StateMsg::Have(held)));
+                } else {
+                    let owed = self.owed_have.entry(from).or_default();
+                    for (a, s) in wanted {
+                        let o = owed.entry(a).or_insert(0);
+                        *o = (*o).max(s);
+                    }
+                }
             }
             StateMsg::Digest(theirs) => {
                 self.answer_digest(from, &theirs, out);
@@ -205,11 +353,16 @@ impl StateSync {
             Some(Delta::Full(_)) if self.replica.version().get(&self.replica.actor()).copied().unwrap_or(0) < self.replica.own_seq() => {
                 self.refused_full += 1;
             }
-            Some(delta) => out.send.push((from, StateMsg::Delta(delta))),
+            Some(delta) => {
+                if matches!(delta, Delta::Full(_)) {
+                    tracing::info!(peer = %from, keys = self.replica.len(), "sending the full state: the peer lacks compacted operations");
+                }
+                out.send.push((from, StateMsg::Delta(delta)))
+            }
             None => {}
         }
         if self.replica.lacks_from(theirs) {
-            out.send.push((from, StateMsg::Digest(self.replica.version())));
+            out.send.push((from, StateMsg::Digest(self.replica.durable_version())));
         }
     }
 
@@ -225,6 +378,7 @@ impl StateSync {
     }
 
     fn merge(&mut self, snap: Snapshot, out: &mut SyncOut) {
+        tracing::info!(keys = snap.doc.len().val, "merging a full state from a peer");
         self.replica.merge_full(snap);
         self.full_merges += 1;
         out.snapshot_needed = true;
@@ -233,6 +387,7 @@ impl StateSync {
     /// Forgets what a manager that is gone was known to hold.
     pub fn forget_peer(&mut self, id: NodeId) {
         self.peer_vv.remove(&id);
+        self.owed_have.remove(&id);
     }
 
     pub fn view(&self) -> StatusView {

@@ -1,9 +1,12 @@
 //! Tests of the replica and the model: convergence whatever the delivery
 //! order, causal buffering, compaction to full transfers, durability gating,
-//! id allocation without coordination, and refused commands.
+//! id allocation without coordination, and refused commands; then
+//! replication between `StateSync`s (`Have` only once durable, finding F)
+//! and request de-duplication.
 
 use super::model::{self, Command, CommandError};
 use super::replica::{Actor, Change, Delta, Replica, Stamped};
+use super::requests::derived_id;
 
 fn replica(node: u64) -> Replica {
     Replica::new(Actor { node: node << 48, generation: 1 })
@@ -14,7 +17,8 @@ fn set(k: &str, v: &str) -> Change {
 }
 
 fn run(r: &mut Replica, cmd: Command) -> Vec<Stamped> {
-    let (changes, _) = model::plan(r, &cmd).expect("command accepted");
+    let id = derived_id(r.actor(), r.own_seq() + 1);
+    let (changes, _) = model::plan(r, id, &cmd).expect("command accepted");
     let ops = r.write(&changes);
     r.mark_durable(r.own_seq());
     ops
@@ -102,7 +106,6 @@ fn ids_from_two_partitioned_managers_never_collide() {
     let mut ids: Vec<_> = v.machines.iter().map(|m| m.id.clone()).collect();
     ids.dedup();
     assert_eq!(ids.len(), 10);
-    assert!(ids.contains(&"1-00a1".to_string()) && ids.contains(&"5-00b2".to_string()), "{ids:?}");
     assert_eq!(model::view(&b), v);
 }
 
@@ -119,7 +122,7 @@ fn deploy_config_and_removal_show_in_the_view() {
     assert_eq!(v.machines.len(), 2);
     let unit = v.units[0].id.clone();
     let machine = v.units[0].machine.text();
-    let err = model::plan(&a, &Command::RemoveMachine { id: machine.clone() }).unwrap_err();
+    let err = model::plan(&a, 7, &Command::RemoveMachine { id: machine.clone() }).unwrap_err();
     assert!(matches!(err, CommandError::MachineInUse { .. }), "{err}");
     run(&mut a, Command::RemoveUnit { unit: unit.clone() });
     run(&mut a, Command::RemoveMachine { id: machine.clone() });
@@ -163,7 +166,229 @@ fn bad_commands_are_refused_and_change_nothing() {
         Command::AddMachine { n: 1_001 },
     ];
     for cmd in bad {
-        assert!(model::plan(&a, &cmd).is_err(), "{cmd:?} accepted");
+        assert!(model::plan(&a, 7, &cmd).is_err(), "{cmd:?} accepted");
     }
     assert_eq!(a.state_hash(), before);
+}
+
+fn machine_set(r: &Replica) -> std::collections::BTreeSet<String> {
+    model::view(r).machines.into_iter().map(|m| m.id).collect()
+}
+
+#[test]
+fn ids_are_never_reused_after_a_restart_or_a_full_merge() {
+    let mut a = replica(1);
+    run(&mut a, Command::AddMachine { n: 3 });
+    a.mark_durable(a.own_seq());
+    let before = machine_set(&a);
+    // A restart: the same node at the next generation, rebuilt from a snapshot.
+    let mut restarted = Replica::from_snapshot(Actor { node: 1 << 48, generation: 2 }, a.snapshot_all());
+    run(&mut restarted, Command::AddMachine { n: 3 });
+    let after_restart = machine_set(&restarted);
+    assert_eq!(after_restart.len(), 6, "three new machines beside the old three: {after_restart:?}");
+    assert!(before.is_subset(&after_restart));
+    // A full merge into a fresh replica, which then creates more.
+    let mut c = replica(3);
+    c.merge_full(restarted.snapshot_all());
+    run(&mut c, Command::AddMachine { n: 3 });
+    let after_merge = machine_set(&c);
+    assert_eq!(after_merge.len(), 9, "{after_merge:?}");
+    assert!(after_restart.is_subset(&after_merge));
+}
+
+#[test]
+fn a_create_applied_twice_on_two_managers_is_one_entity() {
+    // The same request (same id) planned on two replicas that had not seen
+    // each other's copy: the keys and values are identical, so they merge.
+    let (mut a, mut b) = (replica(1), replica(2));
+    let cmd = Command::Deploy { name: "web".into(), command: "serve".into(), n: 2 };
+    let mut copies = Vec::new();
+    for r in [&mut a, &mut b] {
+        let (changes, outcome) = model::plan(r, 42, &cmd).expect("accepted");
+        copies.push((r.write(&changes), outcome));
+        r.mark_durable(r.own_seq());
+    }
+    assert_eq!(copies[0].1, copies[1].1, "the same ids on both");
+    a.apply_remote(copies[1].0.clone());
+    b.apply_remote(copies[0].0.clone());
+    let v = model::view(&a);
+    assert_eq!((v.applications.len(), v.units.len(), v.machines.len()), (1, 2, 2));
+    assert!(v.units.iter().all(|u| !u.status.is_conflict() && !u.machine.is_conflict()));
+    assert_eq!(v, model::view(&b));
+    // A retry on a replica holding only part of the first copy is not "already exists".
+    let mut c = replica(3);
+    c.apply_remote(copies[0].0[..3].to_vec());
+    assert!(model::plan(&c, 42, &cmd).is_ok());
+    assert!(matches!(model::plan(&c, 43, &cmd), Err(CommandError::AlreadyExists(_))));
+}
+
+#[test]
+fn a_value_carries_clock_entries_only_for_the_actors_that_wrote_its_key() {
+    // Many generations of one node, each writing its own key: the op for a
+    // new key must not grow with the number of actors seen.
+    let mut r = replica(1);
+    let size = |ops: &[Stamped]| bincode::serde::encode_to_vec(ops, bincode::config::standard()).unwrap().len();
+    let mut mine = r.write(&[set("k0", "v")]);
+    let first = size(&mine);
+    for g in 2..200u64 {
+        let mut other = Replica::new(Actor { node: 9 << 48, generation: g });
+        let ops = other.write(&[set(&format!("x{g}"), "v")]);
+        other.mark_durable(1);
+        r.apply_remote(ops);
+    }
+    let later = r.write(&[set("k1", "v")]);
+    assert!(size(&later) <= first + 4, "an op for a fresh key grew from {first} to {} bytes with 200 actors", size(&later));
+    // A rewrite that saw the other actor's value replaces it everywhere.
+    mine.extend(later);
+    mine.extend(r.write(&[set("k0", "w")]));
+    r.mark_durable(r.own_seq());
+    let mut b = replica(2);
+    assert_eq!(b.apply_remote(mine).len(), 3);
+    let over = b.write(&[set("k0", "from-b")]);
+    b.mark_durable(b.own_seq());
+    r.apply_remote(over);
+    assert_eq!(r.get("k0"), vec!["from-b".to_string()]);
+}
+
+
+/// Tests of replication between `StateSync`s, messages carried by hand:
+/// `Have` only once a push is durable on the receiver's disk (finding F),
+/// `--wait-replicated` counting only such copies, and request ids answered
+/// from their record on one manager and on another once the first one's
+/// operations arrived.
+mod replication {
+    use std::time::Duration;
+
+    use crate::core::state::model::Command;
+    use crate::core::state::replica::{Actor, Replica, VersionVector};
+    use crate::core::state::sync::{StateMsg, StateSync, SyncOut, WriteResult};
+    use crate::core::identity::NodeId;
+
+    const T: Duration = Duration::from_secs(10);
+
+    fn manager(node: u64) -> (NodeId, StateSync) {
+        let id = NodeId(node << 48);
+        (id, StateSync::new(Replica::new(Actor { node: id.0, generation: 1 })))
+    }
+
+    fn set_ctl(v: &str) -> Command {
+        Command::SetController { key: "k".into(), value: v.into() }
+    }
+
+    /// Sends `req` to `st` and makes its operations durable at once (the
+    /// driver's fsync); returns the outputs, with the pushes to `peers`.
+    fn write(st: &mut StateSync, req: u64, id: u64, cmd: &Command, replicas: u32, peers: &[NodeId]) -> SyncOut {
+        let mut out = SyncOut::default();
+        st.command(Duration::ZERO, req, Some(id), cmd, replicas, T, &mut out);
+        if let Some(last) = out.persist_own.last().map(|s| s.seq) {
+            st.durable(Duration::ZERO, last, peers, &mut out);
+        }
+        out
+    }
+
+    fn done(out: &SyncOut, req: u64) -> Option<&WriteResult> {
+        out.replies.iter().find(|(r, _)| *r == req).map(|(_, w)| w)
+    }
+
+    fn pushes(out: &SyncOut) -> Vec<(NodeId, StateMsg)> {
+        out.send.iter().filter(|(_, m)| matches!(m, StateMsg::Push(_))).cloned().collect()
+    }
+
+    /// The highest seq per author in `out`'s remote persists (what the driver
+    /// reports once they are synced).
+    fn synced(out: &SyncOut) -> VersionVector {
+        let mut vv = VersionVector::new();
+        for s in &out.persist_remote {
+            vv.insert(s.actor, s.seq);
+        }
+        vv
+    }
+
+    #[test]
+    fn have_waits_for_the_receivers_own_fsync_of_the_push() {
+        let ((a_id, mut a), (b_id, mut b)) = (manager(1), manager(2));
+        let out = write(&mut a, 1, 100, &set_ctl("v"), 1, &[b_id]);
+        assert!(done(&out, 1).is_none(), "waits for one other manager");
+        let (_, push) = pushes(&out).pop().expect("pushed to b");
+        let mut at_b = SyncOut::default();
+        b.on_msg(Duration::ZERO, a_id, push, &mut at_b);
+        assert!(!at_b.persist_remote.is_empty(), "b persists a's operations");
+        assert!(at_b.send.iter().all(|(_, m)| !matches!(m, StateMsg::Have(_))), "no Have while only in b's memory");
+        // b crashes here: a never hears a Have, so the write is never counted.
+        let mut later = SyncOut::default();
+        b.durable_remote(Duration::ZERO, &synced(&at_b), &[a_id], &mut later);
+        let have = later.send.iter().find(|(to, m)| *to == a_id && matches!(m, StateMsg::Have(_))).cloned().expect("Have once synced");
+        let mut at_a = SyncOut::default();
+        a.on_msg(Duration::ZERO, b_id, have.1, &mut at_a);
+        assert!(matches!(done(&at_a, 1), Some(WriteResult::Done(_))), "{:?}", at_a.replies);
+    }
+
+    #[test]
+    fn a_digest_counts_only_what_the_sender_holds_durably() {
+        let ((a_id, mut a), (b_id, mut b)) = (manager(1), manager(2));
+        let out = write(&mut a, 1, 100, &set_ctl("v"), 1, &[b_id]);
+        let (_, push) = pushes(&out).pop().expect("pushed");
+        b.on_msg(Duration::ZERO, a_id, push, &mut SyncOut::default());
+        let mut tick = SyncOut::default();
+        b.tick(Duration::ZERO, Some(a_id), &[a_id], &mut tick);
+        let (_, digest) = tick.send.pop().expect("a digest");
+        let mut at_a = SyncOut::default();
+        a.on_msg(Duration::ZERO, b_id, digest, &mut at_a);
+        assert!(done(&at_a, 1).is_none(), "b's digest must not count a copy b has not synced");
+    }
+
+    #[test]
+    fn the_same_request_twice_on_one_manager_is_applied_once() {
+        let (_, mut a) = manager(1);
+        let first = write(&mut a, 1, 7, &Command::AddMachine { n: 2 }, 0, &[]);
+        let Some(WriteResult::Done(o1)) = done(&first, 1).cloned() else { panic!("{:?}", first.replies) };
+        let seq = a.replica.own_seq();
+        let again = write(&mut a, 2, 7, &Command::AddMachine { n: 2 }, 0, &[]);
+        assert_eq!(done(&again, 2), Some(&WriteResult::Done(o1.clone())), "the recorded outcome");
+        assert!(again.persist_own.is_empty() && a.replica.own_seq() == seq, "nothing applied again");
+        assert_eq!(a.view().machines.len(), 2);
+        assert_eq!(a.deduplicated, 1);
+        // A removal retried after it succeeded answers success, not "does not exist".
+        let rm = Command::RemoveMachine { id: o1.ids[0].clone() };
+        assert!(matches!(done(&write(&mut a, 3, 8, &rm, 0, &[]), 3), Some(WriteResult::Done(_))));
+        assert!(matches!(done(&write(&mut a, 4, 8, &rm, 0, &[]), 4), Some(WriteResult::Done(_))));
+        assert!(matches!(done(&write(&mut a, 5, 9, &rm, 0, &[]), 5), Some(WriteResult::Refused(_))), "a new request is refused");
+    }
+
+    #[test]
+    fn a_retry_on_another_manager_after_the_first_ones_ops_arrived_is_answered_from_the_record() {
+        let ((a_id, mut a), (b_id, mut b)) = (manager(1), manager(2));
+        let first = write(&mut a, 1, 99, &Command::AddMachine { n: 3 }, 0, &[b_id]);
+        let Some(WriteResult::Done(o1)) = done(&first, 1).cloned() else { panic!() };
+        // b has a's operations in memory, not yet on its disk.
+        let (_, push) = pushes(&first).pop().expect("pushed");
+        let mut at_b = SyncOut::default();
+        b.on_msg(Duration::ZERO, a_id, push, &mut at_b);
+        let mut retry = SyncOut::default();
+        b.command(Duration::ZERO, 5, Some(99), &Command::AddMachine { n: 3 }, 1, T, &mut retry);
+        assert!(retry.persist_own.is_empty(), "not applied again");
+        assert!(retry.replies.is_empty(), "not answered before a's write is durable here");
+        let mut synced_out = SyncOut::default();
+        b.durable_remote(Duration::ZERO, &synced(&at_b), &[a_id], &mut synced_out);
+        // Durable on b, and a (the author) holds it: one other manager.
+        assert_eq!(done(&synced_out, 5), Some(&WriteResult::Done(o1)));
+        assert_eq!(b.view().machines.len(), 3);
+        assert_eq!(b.view(), a.view());
+    }
+
+    #[test]
+    fn a_full_merge_is_durable_only_once_its_snapshot_is() {
+        let ((a_id, mut a), (b_id, mut b)) = (manager(1), manager(2));
+        let out = write(&mut a, 1, 1, &set_ctl("v"), 0, &[]);
+        assert!(done(&out, 1).is_some());
+        let snap = a.replica.snapshot();
+        let vv = snap.vv.clone();
+        let mut at_b = SyncOut::default();
+        b.on_msg(Duration::ZERO, a_id, StateMsg::Delta(crate::core::state::Delta::Full(Box::new(snap))), &mut at_b);
+        assert!(at_b.snapshot_needed);
+        assert!(b.replica.durable_version().is_empty(), "merged, not yet durable");
+        b.durable_remote(Duration::ZERO, &vv, &[a_id], &mut SyncOut::default());
+        assert_eq!(b.replica.durable_version(), vv);
+        let _ = b_id;
+    }
 }

@@ -88,7 +88,7 @@ mod writer;
 mod tests;
 
 use recovery::*;
-pub use writer::{WalStats, WalWriter};
+pub use writer::{SnapshotBytes, WalStats, WalWriter};
 
 
 /// Largest record payload. Larger appends are refused, and a header that
@@ -165,6 +165,10 @@ pub enum WalError {
          the state has outgrown this WAL's format"
     )]
     SnapshotTooLarge { len: usize },
+    /// The caller's deferred snapshot payload could not be made (its
+    /// encoder failed); nothing was written, the log is fine.
+    #[error("WAL snapshot not written: its payload could not be encoded ({0})")]
+    SnapshotNotMade(String),
     /// A snapshot must cover between the current snapshot and the last LSN.
     #[error(
         "WAL snapshot covering lsn {covered} refused: it must cover at least lsn {floor} \
@@ -243,7 +247,7 @@ struct Segment {
 
 /// The current snapshot file.
 #[derive(Debug)]
-struct SnapshotFile {
+pub(super) struct SnapshotFile {
     lsn: u64,
     path: PathBuf,
     bytes: u64,
@@ -430,9 +434,23 @@ impl Wal {
     /// wholly covers. Records up to `last_lsn` are synced first, so the
     /// snapshot never claims records the log could still lose.
     pub fn write_snapshot(&mut self, covered_lsn: u64, bytes: &[u8]) -> Result<(), WalError> {
+        self.begin_snapshot(covered_lsn, bytes.len())?;
+        let written = write_snapshot_file(&self.state_dir, covered_lsn, bytes)?;
+        if let Err(e) = sync_dir(&self.state_dir) {
+            return Err(self.fail(e));
+        }
+        self.end_snapshot(written);
+        Ok(())
+    }
+
+    /// The first half of [`Wal::write_snapshot`]: checks the range, syncs,
+    /// and closes the active segment so that records appended while the
+    /// file is written go to a segment after `covered_lsn`. The file may
+    /// then be written on another thread while appends go on.
+    pub(super) fn begin_snapshot(&mut self, covered_lsn: u64, len: usize) -> Result<(), WalError> {
         self.check_failed()?;
-        if bytes.len() > MAX_SNAPSHOT_BYTES {
-            return Err(WalError::SnapshotTooLarge { len: bytes.len() });
+        if len > MAX_SNAPSHOT_BYTES {
+            return Err(WalError::SnapshotTooLarge { len });
         }
         let floor = self.snapshot.as_ref().map_or(0, |s| s.lsn);
         if covered_lsn < floor || covered_lsn > self.last_lsn() {
@@ -443,14 +461,17 @@ impl Wal {
             });
         }
         self.sync()?;
-        let written = write_snapshot_file(&self.state_dir, covered_lsn, bytes)?;
-        if let Err(e) = sync_dir(&self.state_dir) {
-            return Err(self.fail(e));
-        }
-        let old = self.snapshot.replace(written);
         if self.active_has_records() {
             self.roll_segment()?;
         }
+        Ok(())
+    }
+
+    /// The second half: the snapshot file is durable (written, renamed,
+    /// directory synced); it replaces the old one, whose covered segments go.
+    pub(super) fn end_snapshot(&mut self, written: SnapshotFile) {
+        let covered_lsn = written.lsn;
+        let old = self.snapshot.replace(written);
         let stale: Vec<&PathBuf> = old
             .as_ref()
             .filter(|o| o.lsn != covered_lsn)
@@ -458,7 +479,11 @@ impl Wal {
             .into_iter()
             .collect();
         self.remove_stale(&stale, covered_lsn);
-        Ok(())
+    }
+
+    /// The state dir, for a thread writing a snapshot file.
+    pub(super) fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 
     /// Deletes old snapshots and the segments wholly covered by
@@ -551,7 +576,7 @@ fn record_header(payload: &[u8]) -> [u8; RECORD_HEADER_BYTES] {
     header
 }
 
-fn sync_dir(dir: &Path) -> Result<(), WalError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_err("fsync directory", dir, e))

@@ -608,3 +608,28 @@ fn bench_group_commit_throughput() {
     );
 }
 
+
+#[test]
+fn snapshots_queued_back_to_back_are_written_in_turn_while_appends_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path()).unwrap();
+    let writer = WalWriter::spawn(wal);
+    let a: Vec<_> = (1..=50).map(|i| writer.submit(payload(i))).collect();
+    let s1 = writer.snapshot_after_queued(b"state@50".to_vec());
+    let b: Vec<_> = (51..=60).map(|i| writer.submit(payload(i))).collect();
+    // Asked while the first may still be written: it waits its turn.
+    let s2 = writer.snapshot_after_queued(b"state@60".to_vec());
+    let c: Vec<_> = (61..=70).map(|i| writer.submit(payload(i))).collect();
+    runtime().block_on(async {
+        for (i, r) in (1..).zip(a.into_iter().chain(b).chain(c)) {
+            assert_eq!(r.await.unwrap().unwrap(), i);
+        }
+        s1.await.unwrap();
+        s2.await.unwrap();
+    });
+    assert_eq!(writer.stats().snapshots, 2);
+    drop(writer);
+    let rec = reopen(dir.path());
+    assert_eq!(rec.snapshot, Some((60, b"state@60".to_vec())));
+    assert_eq!(lsns(&rec), (61..=70).collect::<Vec<_>>());
+}

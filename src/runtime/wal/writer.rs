@@ -1,6 +1,9 @@
 //! The group-commit writer: one thread owns the [`Wal`], takes everything
-//! queued, writes it, fsyncs once and answers every waiter. Must never answer
-//! a waiter before its record is synced.
+//! queued, writes it, fsyncs once and answers every waiter. A snapshot file
+//! (tens of MB at 100,000 entities) is written by a helper thread while
+//! appends go on; one at a time, a later one waits its turn. Must never
+//! answer a waiter before its record is synced, and never delete segments
+//! a snapshot covers before that snapshot is durable.
 
 use super::*;
 
@@ -42,9 +45,60 @@ pub(super) enum Request {
     Snapshot {
         /// `None`: everything queued before this request.
         covered_lsn: Option<u64>,
-        bytes: Vec<u8>,
+        bytes: SnapshotBytes,
         done: Reply<()>,
     },
+    /// From the helper thread: the snapshot file covering `covered_lsn` is
+    /// durable (or could not be written).
+    SnapshotWritten {
+        result: Result<SnapshotFile, WalError>,
+        done: Reply<()>,
+    },
+}
+
+/// A snapshot's payload: given, or made by the helper thread (so that a
+/// caller can capture its state at once and encode it off its own thread).
+pub enum SnapshotBytes {
+    Ready(Vec<u8>),
+    Later(Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>),
+}
+
+impl SnapshotBytes {
+    /// The size to check before writing (a later payload is checked when made).
+    fn known_len(&self) -> usize {
+        match self {
+            SnapshotBytes::Ready(b) => b.len(),
+            SnapshotBytes::Later(_) => 0,
+        }
+    }
+
+    fn make(self) -> Result<Vec<u8>, WalError> {
+        let bytes = match self {
+            SnapshotBytes::Ready(b) => b,
+            SnapshotBytes::Later(f) => f().map_err(WalError::SnapshotNotMade)?,
+        };
+        if bytes.len() > MAX_SNAPSHOT_BYTES {
+            return Err(WalError::SnapshotTooLarge { len: bytes.len() });
+        }
+        Ok(bytes)
+    }
+}
+
+/// A snapshot waiting for the helper thread, its range already fixed.
+pub(super) struct QueuedSnapshot {
+    covered_lsn: u64,
+    bytes: SnapshotBytes,
+    done: Reply<()>,
+}
+
+/// The writer thread's snapshot state.
+pub(super) struct Snapshots {
+    /// The helper thread's way back (weak: it must not keep the writer alive).
+    back: mpsc::WeakSender<Request>,
+    busy: bool,
+    /// Snapshots requested while one was being written, oldest first (at
+    /// most [`WRITER_QUEUE_CAPACITY_REQUESTS`], as they came through the queue).
+    waiting: std::collections::VecDeque<QueuedSnapshot>,
 }
 
 /// State shared by the handles and the writer thread.
@@ -113,6 +167,7 @@ impl WalWriter {
     /// requests can be queued first; a hang-up drops the log unserved.
     pub(super) fn spawn_gated(wal: Wal, gate: Option<std::sync::mpsc::Receiver<()>>) -> WalWriter {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_CAPACITY_REQUESTS);
+        let back = tx.downgrade();
         let shared = Arc::new(Shared::default());
         let state_dir = wal.state_dir.clone();
         let thread_shared = Arc::clone(&shared);
@@ -124,7 +179,8 @@ impl WalWriter {
                 {
                     return;
                 }
-                writer_loop(wal, rx, &thread_shared);
+                let snaps = Snapshots { back, busy: false, waiting: Default::default() };
+                writer_loop(wal, rx, &thread_shared, snaps);
             });
         if let Err(e) = spawned {
             shared.set_failure(&io_err("start the writer thread for", &state_dir, e));
@@ -162,7 +218,7 @@ impl WalWriter {
         let (done, reply) = oneshot::channel();
         let request = Request::Snapshot {
             covered_lsn: Some(covered_lsn),
-            bytes,
+            bytes: SnapshotBytes::Ready(bytes),
             done,
         };
         self.tx.send(request).await.map_err(|_| self.gone())?;
@@ -269,10 +325,19 @@ impl WalWriter {
         &self,
         bytes: Vec<u8>,
     ) -> impl Future<Output = Result<(), WalError>> + Send + 'static {
+        self.snapshot_after_queued_with(SnapshotBytes::Ready(bytes))
+    }
+
+    /// [`WalWriter::snapshot_after_queued`] with a payload that may be made
+    /// later, on the snapshot thread (its size is checked then).
+    pub fn snapshot_after_queued_with(
+        &self,
+        bytes: SnapshotBytes,
+    ) -> impl Future<Output = Result<(), WalError>> + Send + 'static {
         let (done, reply) = oneshot::channel();
         let queued = self.shared.check().and_then(|()| {
-            if bytes.len() > MAX_SNAPSHOT_BYTES {
-                return Err(WalError::SnapshotTooLarge { len: bytes.len() });
+            if bytes.known_len() > MAX_SNAPSHOT_BYTES {
+                return Err(WalError::SnapshotTooLarge { len: bytes.known_len() });
             }
             let request = Request::Snapshot {
                 covered_lsn: None,
@@ -308,12 +373,12 @@ impl Batch {
 }
 
 /// The writer thread: take what is queued, write it, fsync once, answer.
-pub(super) fn writer_loop(mut wal: Wal, mut rx: mpsc::Receiver<Request>, shared: &Shared) {
+pub(super) fn writer_loop(mut wal: Wal, mut rx: mpsc::Receiver<Request>, shared: &Shared, mut snaps: Snapshots) {
     let mut batch = Batch::default();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(request) = next.take() {
-            handle_request(&mut wal, request, &mut batch, shared);
+            handle_request(&mut wal, request, &mut batch, shared, &mut snaps);
             if !batch.is_full() {
                 next = rx.try_recv().ok();
             }
@@ -322,7 +387,7 @@ pub(super) fn writer_loop(mut wal: Wal, mut rx: mpsc::Receiver<Request>, shared:
     }
 }
 
-pub(super) fn handle_request(wal: &mut Wal, request: Request, batch: &mut Batch, shared: &Shared) {
+pub(super) fn handle_request(wal: &mut Wal, request: Request, batch: &mut Batch, shared: &Shared, snaps: &mut Snapshots) {
     match request {
         Request::Append { payload, done, .. } => match wal.append(&payload) {
             Ok(lsn) => {
@@ -342,20 +407,56 @@ pub(super) fn handle_request(wal: &mut Wal, request: Request, batch: &mut Batch,
                 }
             }
         },
-        Request::Snapshot {
-            covered_lsn,
-            bytes,
-            done,
-        } => {
+        Request::Snapshot { covered_lsn, bytes, done } => {
             commit(wal, batch, shared);
             let covered_lsn = covered_lsn.unwrap_or(wal.last_lsn());
-            let result = wal.write_snapshot(covered_lsn, &bytes);
-            if result.is_ok() {
-                shared.snapshots.fetch_add(1, Ordering::Relaxed);
-            }
-            note_failure(wal, shared);
-            let _ = done.send(result);
+            snaps.waiting.push_back(QueuedSnapshot { covered_lsn, bytes, done });
+            start_snapshot(wal, shared, snaps);
         }
+        Request::SnapshotWritten { result, done } => {
+            snaps.busy = false;
+            let reply = result.map(|written| {
+                wal.end_snapshot(written);
+                shared.snapshots.fetch_add(1, Ordering::Relaxed);
+            });
+            let _ = done.send(reply);
+            start_snapshot(wal, shared, snaps);
+        }
+    }
+}
+
+/// Starts the oldest waiting snapshot unless one is being written: syncs
+/// and rolls the log here, then writes the file on a helper thread, which
+/// reports back through the queue.
+fn start_snapshot(wal: &mut Wal, shared: &Shared, snaps: &mut Snapshots) {
+    if snaps.busy {
+        return;
+    }
+    let Some(q) = snaps.waiting.pop_front() else { return };
+    if let Err(e) = wal.begin_snapshot(q.covered_lsn, q.bytes.known_len()) {
+        note_failure(wal, shared);
+        let _ = q.done.send(Err(e));
+        return start_snapshot(wal, shared, snaps);
+    }
+    let (dir, back) = (wal.state_dir().to_path_buf(), snaps.back.clone());
+    let write = move || {
+        let result = q.bytes.make().and_then(|bytes| write_snapshot_file(&dir, q.covered_lsn, &bytes)).and_then(|w| sync_dir(&dir).map(|()| w));
+        match back.upgrade() {
+            Some(tx) => {
+                if let Err(mpsc::error::SendError(Request::SnapshotWritten { result, done })) =
+                    tx.blocking_send(Request::SnapshotWritten { result, done: q.done })
+                {
+                    let _ = done.send(result.map(|_| ()));
+                }
+            }
+            // The writer is gone: the file is there, and the next open uses it.
+            None => _ = q.done.send(result.map(|_| ())),
+        }
+    };
+    snaps.busy = true;
+    if let Err(e) = std::thread::Builder::new().name("jujud-snapshot".into()).spawn(write) {
+        snaps.busy = false;
+        tracing::error!(error = %e, "could not start the snapshot thread; the snapshot is dropped");
     }
 }
 
