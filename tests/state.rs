@@ -511,7 +511,6 @@ fn a_write_retried_with_its_request_id_is_applied_once_on_any_manager() {
 
 /// Three namespaces joined by veth pairs to a bridge in a fourth (as in
 /// tests/partition.rs); a node's bridge port down cuts it off.
-
 fn down_then_back(lines: &[Value], member: &str) -> bool {
     let Some(down) = lines.iter().position(|v| message(v) == "member down" && field(v, "member") == member) else {
         return false;

@@ -265,7 +265,7 @@ fn destroy_cmd(root: Option<PathBuf>) -> ExitCode {
 
 /// Keeps the client file's endpoints in step with the live managers, so the
 /// client still finds the cluster after the managers it first knew are gone.
-fn refresh_endpoints(path: &PathBuf, file: &ClientFile, members: &[MemberRow]) {
+fn refresh_endpoints(path: &std::path::Path, file: &ClientFile, members: &[MemberRow]) {
     let mut live: Vec<SocketAddr> =
         members.iter().filter(|m| m.role == "manager" && m.state == "alive").map(|m| m.addr).collect();
     live.sort();

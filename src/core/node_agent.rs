@@ -150,13 +150,12 @@ impl Node {
                 self.apply_agent_out(out);
             }
         }
-        if let Some(want) = self.agent.as_ref().and_then(|a| a.next_wake()) {
-            if self.agent_timer.is_none_or(|(at, _)| want < at) {
+        if let Some(want) = self.agent.as_ref().and_then(|a| a.next_wake())
+            && self.agent_timer.is_none_or(|(at, _)| want < at) {
                 self.agent_token += 1;
                 self.agent_timer = Some((want, self.agent_token));
                 self.push(Output::SetTimer(Timer { at: want.max(now), kind: TimerKind::Agent(self.agent_token) }));
             }
-        }
         if std::mem::take(&mut self.state_changed) {
             self.served.mark_dirty();
         }

@@ -351,11 +351,10 @@ impl Driver {
         } else if matches!(event, Event::MemberDown { .. }) {
             self.peers_dirty = true;
         }
-        if let Event::MemberUp(m) = &event {
-            if m.role == crate::core::Role::Manager {
+        if let Event::MemberUp(m) = &event
+            && m.role == crate::core::Role::Manager {
                 super::server::share_notices(self.p.transport.clone(), m.clone(), self.node.notices());
             }
-        }
     }
 
     fn write_peers_now(&mut self) {

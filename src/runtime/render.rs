@@ -37,7 +37,7 @@ pub fn controller(answered_by: &str, c: &ControllerInfo, members: &[MemberRow]) 
     let managers: Vec<&MemberRow> = members.iter().filter(|m| m.role == "manager").collect();
     let _ = writeln!(s, "HA {}/{} (answered by {answered_by})", c.alive, c.desired);
     let _ = writeln!(s, "provider: {}   replace a manager down for {} ms", c.provider.as_deref().unwrap_or("none"), c.grace_ms);
-    let _ = writeln!(s, "\n{:<18} {:<22} {:>10} {:<8} {}", "MANAGER", "ADDRESS", "GENERATION", "STATE", "RUNS");
+    let _ = writeln!(s, "\n{:<18} {:<22} {:>10} {:<8} RUNS", "MANAGER", "ADDRESS", "GENERATION", "STATE");
     for m in &managers {
         let runs: Vec<&str> = c.owners.iter().filter(|(_, o)| *o == m.id).map(|(n, _)| n.as_str()).collect();
         let _ = writeln!(s, "{:<18} {:<22} {:>10} {:<8} {}", m.id, m.addr, m.generation, m.state, runs.join(", "));

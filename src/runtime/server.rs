@@ -247,9 +247,7 @@ pub async fn run_peer(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Resul
         fresh.node.seeds = cfg.join.clone();
     }
     let created = fresh.first_token.is_some();
-    if created {
-        dir.initialise(&fresh.node, &fresh.creds)?;
-    } else if stored_peers.is_empty() && !dir.path().join("node.json").exists() {
+    if created || (stored_peers.is_empty() && !dir.path().join("node.json").exists()) {
         dir.initialise(&fresh.node, &fresh.creds)?;
     } else {
         dir.write_node(&fresh.node)?;

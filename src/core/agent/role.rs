@@ -58,12 +58,15 @@ pub struct AgentStats {
     pub bad_messages: u64,
 }
 
+/// Addresses to dial for a session, each with the node id expected there
+/// (unknown for a seed).
+pub type Candidates = Vec<(SocketAddr, Option<NodeId>)>;
+
 /// What the agent asks of its driver after a call.
 #[derive(Debug, Default)]
 pub struct AgentOut {
-    /// Open session `id` to the first of these that answers as a manager
-    /// (with the expected node id, when given).
-    pub open: Vec<(u64, Vec<(SocketAddr, Option<NodeId>)>)>,
+    /// Open session `id` to the first of these that answers as a manager.
+    pub open: Vec<(u64, Candidates)>,
     pub send: Vec<(u64, Vec<u8>)>,
     pub close: Vec<u64>,
     /// The live managers changed: remember their addresses (never empty).
@@ -230,17 +233,16 @@ impl AgentRole {
         };
     }
 
-    fn candidates(&self, now: Time) -> Vec<(SocketAddr, Option<NodeId>)> {
+    fn candidates(&self, now: Time) -> Candidates {
         let avoid = Duration::from_millis(SESSION_AVOID_MS);
         let fresh = |id: &NodeId| self.failed.get(id).is_none_or(|t| now.saturating_sub(*t) >= avoid);
         let ranked = self.ranked();
-        if self.failures < PARALLEL_AFTER_FAILURES {
-            if let Some(m) = ranked.iter().find(|m| fresh(&m.id)) {
+        if self.failures < PARALLEL_AFTER_FAILURES
+            && let Some(m) = ranked.iter().find(|m| fresh(&m.id)) {
                 return vec![(m.addr, Some(m.id))];
             }
-        }
         // Several failures, or nobody usable: everyone we know, at once.
-        let mut all: Vec<(SocketAddr, Option<NodeId>)> = ranked.iter().map(|m| (m.addr, Some(m.id))).collect();
+        let mut all: Candidates = ranked.iter().map(|m| (m.addr, Some(m.id))).collect();
         for m in self.known.values() {
             if !all.iter().any(|(a, _)| *a == m.addr) {
                 all.push((m.addr, Some(m.id)));
@@ -371,14 +373,13 @@ impl AgentRole {
         }
         if self.rebalance_at.is_some_and(|t| t <= now) {
             self.rebalance_at = None;
-            if let Session::Open { id, manager, .. } = self.session {
-                if self.ranked().first().is_some_and(|b| b.id != manager) {
+            if let Session::Open { id, manager, .. } = self.session
+                && self.ranked().first().is_some_and(|b| b.id != manager) {
                     self.stats.moves_for_balance += 1;
                     out.close.push(id);
                     self.session = Session::Idle;
                     self.open(now, out);
                 }
-            }
         }
         if self.report_due.is_some_and(|t| t <= now) {
             self.send_report(now, out);

@@ -28,6 +28,6 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
         }
         let req = c.new_req();
         let cmd = ProviderCmd::Stop { req, provider: spec.clone(), instance: instance.clone(), machine: f.id.clone(), graceful: true };
-        c.fly(cmd, &f.id, instance, false, Singleton::Cleaner, view.now, out);
+        c.fly(cmd, Singleton::Cleaner, view.now, out);
     }
 }

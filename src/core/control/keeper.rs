@@ -97,7 +97,7 @@ fn heal(c: &mut Controller, view: &View<'_>, f: &MachineFacts, out: &mut Control
         (Some(instance), Some(spec)) if !f.instance_stopped => {
             let req = c.new_req();
             let cmd = ProviderCmd::Stop { req, provider: spec.clone(), instance: instance.clone(), machine: f.id.clone(), graceful: false };
-            c.fly(cmd, &f.id, &instance.clone(), false, Singleton::HaKeeper, view.now, out);
+            c.fly(cmd, Singleton::HaKeeper, view.now, out);
         }
         _ => out.changes.push(controllers::set_machine(&f.id, "life", "dead")),
     }

@@ -196,7 +196,7 @@ impl Controller {
     /// Whether a tick with these owners and this provider reads the
     /// machine facts (they cost a pass over every key).
     pub fn needs_facts(&self, will_own: &BTreeSet<Singleton>, provider: bool) -> bool {
-        let cleaning = will_own.contains(&Singleton::Cleaner) && (self.ticks + 1) % CLEAN_EVERY_TICKS == 0;
+        let cleaning = will_own.contains(&Singleton::Cleaner) && (self.ticks + 1).is_multiple_of(CLEAN_EVERY_TICKS);
         provider && (cleaning || will_own.iter().any(|s| *s != Singleton::Cleaner))
     }
 
@@ -219,13 +219,18 @@ impl Controller {
         self.flights.len() < MAX_PROVIDER_IN_FLIGHT
     }
 
-    pub(crate) fn fly(&mut self, cmd: ProviderCmd, machine: &str, instance: &str, start: bool, by: Singleton, now: Time, out: &mut ControlOut) {
+    /// Sends `cmd` to the provider and remembers it in flight.
+    pub(crate) fn fly(&mut self, cmd: ProviderCmd, by: Singleton, now: Time, out: &mut ControlOut) {
+        let (machine, instance, start) = match &cmd {
+            ProviderCmd::Start { machine, instance, .. } => (machine.clone(), instance.clone(), true),
+            ProviderCmd::Stop { machine, instance, .. } => (machine.clone(), instance.clone(), false),
+        };
         if start {
             self.stats.starts_asked += 1;
         } else {
             self.stats.stops_asked += 1;
         }
-        self.flights.insert(cmd.req(), Flight { machine: machine.into(), instance: instance.into(), start, since: now, by });
+        self.flights.insert(cmd.req(), Flight { machine, instance, start, since: now, by });
         out.provider.push(cmd);
     }
 
@@ -241,7 +246,7 @@ impl Controller {
         if self.owned.contains(&Singleton::Provisioner) {
             provisioner::run(self, view, out);
         }
-        if self.owned.contains(&Singleton::Cleaner) && self.ticks % CLEAN_EVERY_TICKS == 0 {
+        if self.owned.contains(&Singleton::Cleaner) && self.ticks.is_multiple_of(CLEAN_EVERY_TICKS) {
             cleaner::run(self, view, out);
         }
     }

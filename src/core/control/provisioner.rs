@@ -55,6 +55,6 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
             manager: f.controller,
             seeds: seeds.clone(),
         };
-        c.fly(cmd, &f.id, &instance, true, Singleton::Provisioner, view.now, out);
+        c.fly(cmd, Singleton::Provisioner, view.now, out);
     }
 }
