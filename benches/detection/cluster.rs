@@ -1,6 +1,7 @@
 //! Process plumbing for the detection benchmark: spawning `jujud` managers
 //! or `serf` agents, reading their logs into timestamped events, signals,
-//! and the /proc and metrics probes.
+//! and the metrics and scheduling probes (ports and /proc basics come from
+//! `benches/common`).
 //!
 //! Architecture invariant: every log line is stamped with the `Instant` at
 //! which its reader thread got it, and all waiting happens on one channel of
@@ -9,11 +10,13 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
+
+use crate::common::free_port;
 
 /// Managers (or serf agents) per cluster.
 pub const MANAGERS: usize = 5;
@@ -334,19 +337,6 @@ pub fn others(victim: usize) -> Vec<usize> {
     (0..MANAGERS).filter(|&i| i != victim).collect()
 }
 
-/// A loopback port free for both TCP and UDP right now (then released).
-pub fn free_port(taken: &mut Vec<u16>) -> Res<u16> {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-        let port = l.local_addr().map_err(|e| e.to_string())?.port();
-        if !taken.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            taken.push(port);
-            return Ok(port);
-        }
-    }
-    Err("no free loopback port".into())
-}
-
 pub fn scrape_metrics(port: u16) -> Option<HashMap<String, f64>> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
@@ -357,18 +347,6 @@ pub fn scrape_metrics(port: u16) -> Option<HashMap<String, f64>> {
     let body = &text[text.find("\r\n\r\n")? + 4..];
     let sample = |l: &str| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse::<f64>().ok()?)));
     Some(body.lines().filter(|l| !l.starts_with('#')).filter_map(sample).collect())
-}
-
-/// utime + stime of a process, in clock ticks.
-pub fn cpu_ticks(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = s[s.rfind(')')? + 1..].split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-pub fn rss_kib(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
 }
 
 /// (cpu ns, runqueue wait ns, timeslices) summed over a process's threads,

@@ -16,14 +16,16 @@
 //! exits non-zero only when the harness itself fails), or touch any state
 //! outside its temporary directory.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod cluster;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{cpu_ticks, rss_kib, sh};
 use cluster::{
-    Cluster, Ev, Flavor, Kind, MANAGERS, ROUND_TIMEOUT_MS, Res, STARVE_BUSY_LOOPS, STARVE_NICE, busy_loops, cpu_ticks, others, rss_kib, schedstat,
+    Cluster, Ev, Flavor, Kind, MANAGERS, ROUND_TIMEOUT_MS, Res, STARVE_BUSY_LOOPS, STARVE_NICE, busy_loops, others, schedstat,
     starve_threads,
 };
 
@@ -332,8 +334,7 @@ fn scenario_idle(c: &mut Cluster, report: &mut Report) -> Res<()> {
     let ticks0: Vec<Option<u64>> = pids.iter().map(|&p| cpu_ticks(p)).collect();
     c.pump_for(IDLE_WINDOW_SECS * 1_000);
     let wall = t0.elapsed().as_secs_f64();
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = common::ticks_per_sec();
     let (mut rss, mut cpu) = (Times::default(), Times::default());
     let mut per = Vec::new();
     for (i, &p) in pids.iter().enumerate() {
@@ -406,28 +407,11 @@ fn parse_args() -> Res<Args> {
     Ok(a)
 }
 
-fn sh(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
 fn print_header(a: &Args, serf: &Option<PathBuf>) {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let dirty = if sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() { "" } else { " (tracked files modified)" };
     println!("== jujud detection benchmark");
-    println!("machine: nproc {cpus}, kernel {}, {model}", kernel.trim());
-    println!("loadavg at start: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
-    println!("commit: {}{dirty}", sh("git", &["rev-parse", "--short", "HEAD"]));
+    println!("machine: {}", common::machine());
+    println!("loadavg at start: {}", common::loadavg());
+    println!("commit: {}", common::commit());
     println!("jujud: {} (preset lan), {MANAGERS} managers on 127.0.0.1", env!("CARGO_BIN_EXE_jujud"));
     match serf {
         Some(p) => println!("serf: {} ({})", p.display(), sh(&p.to_string_lossy(), &["version"]).lines().next().unwrap_or("?")),
@@ -478,7 +462,7 @@ fn print_report(report: &Report) {
         println!("\nnotes:");
         report.notes.iter().for_each(|n| println!("  {n}"));
     }
-    println!("loadavg at end: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    println!("loadavg at end: {}", common::loadavg());
 }
 
 fn main() -> std::process::ExitCode {

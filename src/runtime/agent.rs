@@ -179,7 +179,7 @@ async fn serve(
     let machine = node_file.machine.clone().ok_or_else(|| AgentError::Pki("node.json names no machine".into()))?;
     let ca = ClusterCa { cert_pem: creds.ca_cert_pem.clone(), key_pem: String::new() };
     let cert = IssuedCert { cert_pem: creds.cert_pem.clone(), key_pem: creds.key_pem.clone() };
-    let tcfg = transport::transport_config();
+    let tcfg = transport::agent_transport_config();
     let server_cfg = pki::quinn_server_config(pki::server_config(&ca, &cert).map_err(pki_err)?, tcfg.clone()).map_err(pki_err)?;
     let client_cfg = pki::quinn_client_config(pki::client_config(&ca, &cert).map_err(pki_err)?, tcfg).map_err(pki_err)?;
     let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &creds.reset_key);

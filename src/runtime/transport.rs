@@ -82,16 +82,49 @@ pub struct Transport {
     api: OnceLock<Arc<super::server::Shared>>,
 }
 
-/// The transport parameters every connection uses.
-pub fn transport_config() -> Arc<quinn::TransportConfig> {
+/// Streams a peer may open to an agent at once. Nothing opens a
+/// bidirectional stream to an agent (sessions, API calls and notices all go
+/// from the agent to a manager), and unidirectional ones carry only the rare
+/// SWIM packet too big for a datagram (state streams go to managers only).
+pub const AGENT_MAX_REMOTE_BIDI_STREAMS: u32 = 0;
+pub const AGENT_MAX_REMOTE_UNI_STREAMS: u32 = 8;
+/// Datagram bytes an agent buffers per connection, each way.
+pub const AGENT_DATAGRAM_BUFFER_BYTES: usize = 64 << 10;
+
+fn base_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(Duration::from_millis(IDLE_TIMEOUT_MS)).expect("idle timeout fits a VarInt");
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(Some(Duration::from_millis(KEEPALIVE_MS)));
+    t
+}
+
+/// The transport parameters every manager connection uses.
+pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = base_config();
     t.datagram_receive_buffer_size(Some(1 << 20));
     t.datagram_send_buffer_size(1 << 20);
     t.max_concurrent_bidi_streams(64u32.into());
     t.max_concurrent_uni_streams(256u32.into());
+    Arc::new(t)
+}
+
+/// The transport parameters of an agent's connections, to keep a small,
+/// mostly idle agent small: it holds a connection to nearly every member
+/// (SWIM probes everyone), so per-connection costs multiply.
+pub fn agent_transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = base_config();
+    // quinn-proto's StreamsState::new allocates state for every stream the
+    // peer may open, up front, on every connection: the managers' 64 + 256
+    // cost about 20 KiB per connection (heaptrack: 454 KiB of a 20-agent
+    // cluster's agent heap). These limits need next to nothing.
+    t.max_concurrent_bidi_streams(AGENT_MAX_REMOTE_BIDI_STREAMS.into());
+    t.max_concurrent_uni_streams(AGENT_MAX_REMOTE_UNI_STREAMS.into());
+    // These are caps, not allocations (quinn queues datagrams as they come),
+    // so they change nothing while idle; smaller caps bound what a stalled
+    // agent can queue: 64 KiB holds about 45 full SWIM datagrams.
+    t.datagram_receive_buffer_size(Some(AGENT_DATAGRAM_BUFFER_BYTES));
+    t.datagram_send_buffer_size(AGENT_DATAGRAM_BUFFER_BYTES);
     Arc::new(t)
 }
 

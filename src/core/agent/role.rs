@@ -227,7 +227,11 @@ impl AgentRole {
         self.rebalance_at = match best {
             Some(b) if b.id != manager => {
                 let since = self.live_since.get(&b.id).copied().unwrap_or(now);
-                Some(since + Duration::from_millis(REBALANCE_SETTLE_MS))
+                // Not while its session failure is being passed over: the
+                // move would land right back here, at once, in a loop (a
+                // session broken under a manager SWIM still shows live).
+                let avoided_until = self.failed.get(&b.id).map_or(now, |t| *t + Duration::from_millis(SESSION_AVOID_MS));
+                Some((since + Duration::from_millis(REBALANCE_SETTLE_MS)).max(avoided_until))
             }
             _ => None,
         };

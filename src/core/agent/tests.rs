@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::role::{AgentOut, AgentRole, PARALLEL_AFTER_FAILURES, Session};
+use super::role::{AgentOut, AgentRole, PARALLEL_AFTER_FAILURES, SESSION_AVOID_MS, Session};
 use super::serve::{AgentSessions, ServeOut};
 use super::supervisor::{RESTART_BACKOFF_MIN_MS, Supervisor};
 use super::*;
@@ -138,6 +138,44 @@ fn opened_id(a: &AgentRole) -> u64 {
         Session::Opening { id, .. } => *id,
         other => panic!("not opening: {other:?}"),
     }
+}
+
+#[test]
+fn a_session_broken_under_a_live_best_manager_moves_once_and_returns_after_the_avoid_time() {
+    let mut a = agent_role();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut out = AgentOut::default();
+    a.set_live_managers(Duration::ZERO, (1..=3).map(manager).collect(), &mut out);
+    let (best, next) = (a.ranked()[0].clone(), a.ranked()[1].clone());
+    let first = opened_id(&a);
+    a.on_session_opened(MS, first, best.id, &mut out);
+    // Long after the settle time the session breaks while SWIM still shows
+    // its manager live (restarted faster than detection, connection lost).
+    let broken = Duration::from_secs(60);
+    let mut out = AgentOut::default();
+    a.on_session_closed(broken, first, &mut rng, &mut out);
+    let (second, candidates) = opened(&out);
+    assert_eq!(candidates, vec![(next.addr, Some(next.id))], "the broken manager is passed over");
+    a.on_session_opened(broken + MS, second, next.id, &mut AgentOut::default());
+    let avoid_end = broken + Duration::from_millis(SESSION_AVOID_MS);
+    let (mut opens, mut now) = (0, broken + MS);
+    // The driver's loop: each wake is delivered at the earliest now.
+    while let Some(wake) = a.next_wake().filter(|w| *w < avoid_end) {
+        now = now.max(wake);
+        let mut out = AgentOut::default();
+        a.tick(now, &mut rng, &mut out);
+        for (id, _) in &out.open {
+            a.on_session_opened(now, *id, next.id, &mut AgentOut::default());
+        }
+        opens += out.open.len();
+        assert!(opens < 5, "sessions churn while the best manager is avoided: {opens} opens by {now:?}");
+    }
+    assert_eq!((opens, a.session_manager()), (0, Some(next.id)), "it stays put while the best is avoided");
+    let wake = a.next_wake().expect("the move back is planned");
+    assert!(wake >= avoid_end, "{wake:?}");
+    let mut out = AgentOut::default();
+    a.tick(wake, &mut rng, &mut out);
+    assert_eq!(opened(&out).1, vec![(best.addr, Some(best.id))], "then it moves back to the best, once");
 }
 
 #[test]
