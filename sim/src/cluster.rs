@@ -206,7 +206,6 @@ pub struct Cluster {
     node_rng: ChaCha8Rng,
     /// Draws fsync delays.
     disk_rng: ChaCha8Rng,
-    scratch: Vec<Output>,
     state_enabled: bool,
     /// Client writes awaiting a reply, by request id.
     requests: BTreeMap<u64, Request>,
@@ -264,7 +263,6 @@ impl Cluster {
             net_rng,
             node_rng,
             disk_rng,
-            scratch: Vec::new(),
             state_enabled: config.state,
             requests: BTreeMap::new(),
             next_req: 0,
@@ -475,13 +473,11 @@ impl Cluster {
         }
     }
 
-    /// Routes everything the node in `slot` asked for.
+    /// Routes everything the node in `slot` asked for, in order. Carrying
+    /// out an output never makes the node produce another, so each is
+    /// taken as it is routed.
     fn drain(&mut self, slot: usize) {
-        let mut outs = std::mem::take(&mut self.scratch);
-        if let Some(p) = self.slots[slot].process.as_mut() {
-            outs.extend(std::iter::from_fn(|| p.node.poll()));
-        }
-        for out in outs.drain(..) {
+        while let Some(out) = self.slots[slot].process.as_mut().and_then(|p| p.node.poll()) {
             match out {
                 Output::Send { to, bytes } => self.send(slot, to, bytes),
                 Output::Identify { addr } => self.identify(slot, addr),
@@ -493,7 +489,6 @@ impl Cluster {
                 Output::SnapshotNeeded => self.snapshot_state(slot),
             }
         }
-        self.scratch = outs;
     }
 
     fn set_timer(&mut self, slot: usize, timer: Timer) {

@@ -110,6 +110,12 @@ pub struct Node {
     state: Option<StateSync>,
     /// foca's current piggyback count (scaled with the cluster's size).
     max_transmissions: u8,
+    /// foca may have handed the notice handler something since the last
+    /// flush: only `handle_data` and `add_broadcast` call it, so only then
+    /// does the flush lock the book for fresh notices.
+    notices_touched: bool,
+    /// Scratch of a rejoin round: the active ids, sorted.
+    active_scratch: Vec<NodeId>,
 }
 
 impl Node {
@@ -151,6 +157,8 @@ impl Node {
             left: false,
             state: config.state.map(StateSync::new),
             max_transmissions: config.timing.max_transmissions,
+            notices_touched: false,
+            active_scratch: Vec::new(),
         }
     }
 
@@ -277,7 +285,7 @@ impl Node {
         };
         // The header's first field is the sender; decoding just that is
         // enough to check it against the certificate (foca decodes the rest).
-        let src: Identity = match super::codec::decode_prefix(body) {
+        let src: Identity = match super::codec::decode_swim_prefix(body) {
             Ok((src, _)) => src,
             Err(_) => {
                 self.stats.dropped_malformed += 1;
@@ -289,6 +297,7 @@ impl Node {
             self.stats.dropped_spoofed += 1;
             return;
         }
+        self.notices_touched = true;
         if let Err(e) = self.swim.handle_data(body, &mut self.collector) {
             tracing::debug!(from = %from.id, error = %e, "swim refused datagram");
             match e {
@@ -344,6 +353,7 @@ impl Node {
 
     fn publish(&mut self, notice: &Notice) {
         let Ok(data) = super::codec::encode(notice) else { return };
+        self.notices_touched = true;
         match self.swim.add_broadcast(&data) {
             Ok(true) => {
                 if let Err(e) = self.swim.broadcast(&mut self.collector) {
@@ -356,13 +366,15 @@ impl Node {
     }
 
     fn rejoin_round(&mut self, now: Time) {
-        let active = self.active_ids();
-        let mut held: std::collections::BTreeSet<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr).collect();
-        held.insert(self.identity().addr);
-        let book = self.notices.clone();
-        let book = book.lock().expect("notice book poisoned");
-        let round = self.rejoin.round(now, &active, &held, |p| departed(&book, p), &mut self.rng);
+        let mut active = std::mem::take(&mut self.active_scratch);
+        active.clear();
+        active.extend(self.swim.iter_members().map(|m| m.id().id));
+        active.sort_unstable();
+        let held = self.swim.iter_members().map(|m| m.id().addr).chain([self.swim.identity().addr]);
+        let book = self.notices.lock().expect("notice book poisoned");
+        let round = self.rejoin.round(now, &active, held, |p| departed(&book, p), &mut self.rng);
         drop(book);
+        self.active_scratch = active;
         for addr in round.identify {
             self.push(Output::Identify { addr });
         }
@@ -462,6 +474,9 @@ impl Node {
         self.collector.sends = sends;
         self.collector.timers = timers;
         self.collector.notes = notes;
+        if !std::mem::take(&mut self.notices_touched) {
+            return;
+        }
         let fresh = std::mem::take(&mut self.notices.lock().expect("notice book poisoned").fresh);
         for notice in fresh {
             if let Notice::Departed { id, .. } = &notice {
