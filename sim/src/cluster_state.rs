@@ -116,7 +116,8 @@ impl Cluster {
             let epoch = self.slots[slot].epoch;
             self.push_control_free(at, Ev::Durable { slot, epoch, seq: last });
         }
-        if self.slots[slot].disk.state.snapshot_due() {
+        let s = &self.slots[slot];
+        if s.disk.state.snapshot_due(|| s.node().and_then(|n| n.state()).map_or(0, |st| st.replica.len())) {
             self.snapshot_state(slot);
         }
     }
