@@ -116,6 +116,14 @@ pub struct Node {
     notices_touched: bool,
     /// Scratch of a rejoin round: the active ids, sorted.
     active_scratch: Vec<NodeId>,
+    /// Bumped on every foca notification about membership and on every
+    /// fresh notice: all that can change what a rejoin round reads (the
+    /// active members and their addresses, the known peers, departures).
+    membership_changes: u64,
+    /// `membership_changes` at the last rejoin round, if it found nothing
+    /// missing: until it moves, every round finds the same, so it is not
+    /// computed again (a round is O(N log N)).
+    quiet_since: Option<u64>,
 }
 
 impl Node {
@@ -159,6 +167,8 @@ impl Node {
             max_transmissions: config.timing.max_transmissions,
             notices_touched: false,
             active_scratch: Vec::new(),
+            membership_changes: 0,
+            quiet_since: None,
         }
     }
 
@@ -366,6 +376,14 @@ impl Node {
     }
 
     fn rejoin_round(&mut self, now: Time) {
+        if self.quiet_since == Some(self.membership_changes) {
+            #[cfg(debug_assertions)]
+            self.assert_still_quiet(now);
+            let next_after = self.rejoin.quiet_round(now);
+            let token = self.rejoin.token;
+            self.arm(now, TimerKind::Rejoin(token), next_after);
+            return;
+        }
         let mut active = std::mem::take(&mut self.active_scratch);
         active.clear();
         active.extend(self.swim.iter_members().map(|m| m.id().id));
@@ -374,6 +392,7 @@ impl Node {
         let book = self.notices.lock().expect("notice book poisoned");
         let round = self.rejoin.round(now, &active, held, |p| departed(&book, p), &mut self.rng);
         drop(book);
+        self.quiet_since = round.quiet(!active.is_empty()).then_some(self.membership_changes);
         self.active_scratch = active;
         for addr in round.identify {
             self.push(Output::Identify { addr });
@@ -386,6 +405,18 @@ impl Node {
         }
         let token = self.rejoin.token;
         self.arm(now, TimerKind::Rejoin(token), round.next_after);
+    }
+
+    /// Debug builds check the shortcut: a full round on copies finds
+    /// nothing missing either.
+    #[cfg(debug_assertions)]
+    fn assert_still_quiet(&self, now: Time) {
+        let mut active: Vec<NodeId> = self.swim.iter_members().map(|m| m.id().id).collect();
+        active.sort_unstable();
+        let held = self.swim.iter_members().map(|m| m.id().addr).chain([self.swim.identity().addr]);
+        let book = self.notices.lock().expect("notice book poisoned");
+        let round = self.rejoin.clone().round(now, &active, held, |p| departed(&book, p), &mut self.rng.clone());
+        assert!(round.quiet(!active.is_empty()), "a rejoin round skipped as quiet would have found {round:?}");
     }
 
     fn housekeeping(&mut self, now: Time) {
@@ -478,6 +509,9 @@ impl Node {
             return;
         }
         let fresh = std::mem::take(&mut self.notices.lock().expect("notice book poisoned").fresh);
+        if !fresh.is_empty() {
+            self.membership_changes += 1;
+        }
         for notice in fresh {
             if let Notice::Departed { id, .. } = &notice {
                 self.rejoin.forget(*id);
@@ -488,6 +522,9 @@ impl Node {
 
     fn on_notification(&mut self, now: Time, note: foca::OwnedNotification<Identity>) {
         use foca::OwnedNotification as N;
+        if !matches!(note, N::ProbeFailed(..) | N::DataReceived(_) | N::DataSent(_)) {
+            self.membership_changes += 1;
+        }
         let event = match note {
             N::MemberUp(id) => {
                 self.stats.members_up += 1;

@@ -24,7 +24,7 @@ pub const MAX_KNOWN_PEERS: usize = 4_096;
 pub const ANNOUNCE_FANOUT: usize = 3;
 
 /// What one round of the loop asks the node to do.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Round {
     /// Announce (foca `announce`) to these known peers.
     pub announce_to: Vec<Identity>,
@@ -50,7 +50,15 @@ fn addr_key(addr: SocketAddr) -> AddrKey {
     }
 }
 
-#[derive(Debug)]
+impl Round {
+    /// Whether this round found nothing missing, for a node that is not
+    /// alone (`has_members`).
+    pub fn quiet(&self, has_members: bool) -> bool {
+        self.announce_to.is_empty() && self.identify.is_empty() && has_members
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct Rejoin {
     seeds: Vec<SocketAddr>,
     /// The seeds sorted by [`addr_key`], with their place in `seeds`: a
@@ -147,17 +155,26 @@ impl Rejoin {
             let pick = rng.random_range(0..lost.len());
             round.announce_to.push(lost.swap_remove(pick));
         }
-        let nothing_missing = round.announce_to.is_empty() && round.identify.is_empty() && !active.is_empty();
-        if nothing_missing {
-            self.backoff = self.min_backoff;
-            round.next_after = self.max_backoff;
-        } else {
-            round.next_after = self.backoff;
-            self.backoff = (self.backoff * 2).min(self.max_backoff);
+        if round.quiet(!active.is_empty()) {
+            return Round { next_after: self.quiet_round(now), ..round };
         }
+        round.next_after = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.max_backoff);
         self.token += 1;
         self.due = now + round.next_after;
         round
+    }
+
+    /// The bookkeeping of a round that finds nothing missing (nothing to
+    /// announce to or identify, and not alone): the backoff resets and the
+    /// next round comes after the cap. Returns that wait. The node calls it
+    /// directly, without [`Rejoin::round`], when nothing a round reads has
+    /// changed since a round that found nothing missing.
+    pub fn quiet_round(&mut self, now: Time) -> Duration {
+        self.backoff = self.min_backoff;
+        self.token += 1;
+        self.due = now + self.max_backoff;
+        self.max_backoff
     }
 }
 
