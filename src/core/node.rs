@@ -293,28 +293,33 @@ impl Node {
             self.stats.dropped_malformed += 1;
             return;
         };
-        // The header's first field is the sender; decoding just that is
-        // enough to check it against the certificate (foca decodes the rest).
-        let src: Identity = match super::codec::decode_swim_prefix(body) {
-            Ok((src, _)) => src,
-            Err(_) => {
-                self.stats.dropped_malformed += 1;
-                return;
-            }
-        };
-        if src.id != from.id || src.role != from.role {
-            tracing::warn!(claimed = %src.id, proven = %from.id, "dropped datagram speaking for another member");
-            self.stats.dropped_spoofed += 1;
-            return;
-        }
+        // foca hands over the header's sender as soon as it has decoded the
+        // header, and drops the datagram unchanged unless it is the id and
+        // role the certificate proved (one decode for the check and foca).
         self.notices_touched = true;
-        if let Err(e) = self.swim.handle_data(body, &mut self.collector) {
-            tracing::debug!(from = %from.id, error = %e, "swim refused datagram");
-            match e {
-                foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::DataTooBig => {
-                    self.stats.dropped_malformed += 1
+        let mut claimed = None;
+        let accept = |src: &Identity| {
+            let proven = src.id == from.id && src.role == from.role;
+            if !proven {
+                claimed = Some(src.id);
+            }
+            proven
+        };
+        match self.swim.handle_data_from(body, accept, &mut self.collector) {
+            Ok(true) => {}
+            Ok(false) => {
+                let claimed = claimed.map(|id| id.to_string()).unwrap_or_default();
+                tracing::warn!(%claimed, proven = %from.id, "dropped datagram speaking for another member");
+                self.stats.dropped_spoofed += 1;
+            }
+            Err(e) => {
+                tracing::debug!(from = %from.id, error = %e, "swim refused datagram");
+                match e {
+                    foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::DataTooBig => {
+                        self.stats.dropped_malformed += 1
+                    }
+                    _ => self.stats.dropped_rejected += 1,
                 }
-                _ => self.stats.dropped_rejected += 1,
             }
         }
     }
