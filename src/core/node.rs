@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,11 +17,11 @@ use foca::{Foca, Notification, Runtime};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::codec::BincodeCodec;
+use super::codec::{BincodeCodec, CodecError};
 use super::health::LocalHealth;
 use super::identity::{Identity, NodeId};
 use super::io::{Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer, TimerKind};
-use super::notices::{Notice, NoticeBook, NoticeHandler};
+use super::notices::{Notice, NoticeBook, NoticeHandler, NoticeKey};
 use super::rejoin::Rejoin;
 use super::state::sync::ANTI_ENTROPY_PERIOD_MS;
 use super::state::{Replica, StateSync};
@@ -54,7 +55,27 @@ pub struct NodeConfig {
     pub state: Option<Replica>,
 }
 
-type Swim = Foca<Identity, BincodeCodec, ChaCha8Rng, NoticeHandler>;
+type Swim = Foca<Identity, BincodeCodec, ChaCha8Rng, WatchedHandler>;
+
+/// The notice handler, raising a flag whenever foca hands it an item (in
+/// `handle_data` when a packet carries broadcasts, and in `add_broadcast`):
+/// only then can the book hold fresh notices, so only then does the flush
+/// lock it. The flag is only ever touched from the node's own thread, so
+/// plain loads and stores do (no read-modify-write).
+struct WatchedHandler {
+    inner: NoticeHandler,
+    touched: Arc<AtomicBool>,
+}
+
+impl foca::BroadcastHandler<Identity> for WatchedHandler {
+    type Key = NoticeKey;
+    type Error = CodecError;
+
+    fn receive_item(&mut self, data: &[u8], sender: Option<&Identity>) -> Result<Option<NoticeKey>, CodecError> {
+        self.touched.store(true, Ordering::Relaxed);
+        self.inner.receive_item(data, sender)
+    }
+}
 
 /// Collects what foca asks for during one call.
 #[derive(Default)]
@@ -110,10 +131,12 @@ pub struct Node {
     state: Option<StateSync>,
     /// foca's current piggyback count (scaled with the cluster's size).
     max_transmissions: u8,
-    /// foca may have handed the notice handler something since the last
-    /// flush: only `handle_data` and `add_broadcast` call it, so only then
-    /// does the flush lock the book for fresh notices.
-    notices_touched: bool,
+    /// The member count `max_transmissions` was last sized for (0 before
+    /// the first housekeeping): the same count needs no new sizing.
+    transmissions_sized_for: usize,
+    /// Raised by the notice handler when foca hands it an item (see
+    /// [`WatchedHandler`]); lowered by the flush that drains fresh notices.
+    notices_touched: Arc<AtomicBool>,
     /// Scratch of a rejoin round: the active ids, sorted.
     active_scratch: Vec<NodeId>,
     /// Bumped on every foca notification about membership and on every
@@ -129,8 +152,10 @@ pub struct Node {
 impl Node {
     /// A node that has not yet said anything; call [`Node::start`].
     pub fn new(config: NodeConfig) -> Node {
-        let handler = NoticeHandler::default();
-        let notices = handler.book.clone();
+        let inner = NoticeHandler::default();
+        let notices = inner.book.clone();
+        let notices_touched = Arc::new(AtomicBool::new(false));
+        let handler = WatchedHandler { inner, touched: notices_touched.clone() };
         let mut rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
         let foca_rng = ChaCha8Rng::seed_from_u64(rand::RngExt::random(&mut rng));
         let swim = Foca::with_custom_broadcast(
@@ -165,7 +190,8 @@ impl Node {
             left: false,
             state: config.state.map(StateSync::new),
             max_transmissions: config.timing.max_transmissions,
-            notices_touched: false,
+            transmissions_sized_for: 0,
+            notices_touched,
             active_scratch: Vec::new(),
             membership_changes: 0,
             quiet_since: None,
@@ -296,7 +322,6 @@ impl Node {
         // foca hands over the header's sender as soon as it has decoded the
         // header, and drops the datagram unchanged unless it is the id and
         // role the certificate proved (one decode for the check and foca).
-        self.notices_touched = true;
         let mut claimed = None;
         let accept = |src: &Identity| {
             let proven = src.id == from.id && src.role == from.role;
@@ -368,7 +393,6 @@ impl Node {
 
     fn publish(&mut self, notice: &Notice) {
         let Ok(data) = super::codec::encode(notice) else { return };
-        self.notices_touched = true;
         match self.swim.add_broadcast(&data) {
             Ok(true) => {
                 if let Err(e) = self.swim.broadcast(&mut self.collector) {
@@ -439,7 +463,9 @@ impl Node {
                     }
                     suspects.insert(id.id, id.generation);
                 }
-                _ if self.suspects.get(&id.id) == Some(&id.generation) => self.stats.refutations += 1,
+                _ if !self.suspects.is_empty() && self.suspects.get(&id.id) == Some(&id.generation) => {
+                    self.stats.refutations += 1
+                }
                 _ => {}
             }
         }
@@ -453,15 +479,20 @@ impl Node {
     /// count a 300-member join took 90 s in the simulator instead of 3 s.
     fn scale_transmissions(&mut self) {
         let members = self.swim.num_members() + 1;
+        if members == self.transmissions_sized_for {
+            return;
+        }
         let by_size = (4.0 * ((members + 1) as f64).log10()).ceil() as u8;
         let want = by_size.clamp(self.timing.max_transmissions, MAX_TRANSMISSIONS_CAP);
         if want != self.max_transmissions {
             let mut cfg = self.timing.foca_config();
             cfg.max_transmissions = std::num::NonZeroU8::new(want).expect("clamped above zero");
-            if self.swim.set_config(cfg).is_ok() {
-                self.max_transmissions = want;
+            if self.swim.set_config(cfg).is_err() {
+                return;
             }
+            self.max_transmissions = want;
         }
+        self.transmissions_sized_for = members;
     }
 
     fn arm(&mut self, now: Time, kind: TimerKind, after: Duration) {
@@ -469,6 +500,12 @@ impl Node {
     }
 
     fn push(&mut self, output: Output) {
+        if self.outputs.is_empty() {
+            // Back to the start of the ring: a queue that is drained after
+            // every input otherwise walks its whole buffer, and each output
+            // lands on a cache line not touched for a while.
+            self.outputs.clear();
+        }
         if self.outputs.len() >= MAX_PENDING_OUTPUTS && matches!(output, Output::Send { .. }) {
             self.stats.dropped_output_full += 1;
             return;
@@ -510,9 +547,10 @@ impl Node {
         self.collector.sends = sends;
         self.collector.timers = timers;
         self.collector.notes = notes;
-        if !std::mem::take(&mut self.notices_touched) {
+        if !self.notices_touched.load(Ordering::Relaxed) {
             return;
         }
+        self.notices_touched.store(false, Ordering::Relaxed);
         let fresh = std::mem::take(&mut self.notices.lock().expect("notice book poisoned").fresh);
         if !fresh.is_empty() {
             self.membership_changes += 1;
