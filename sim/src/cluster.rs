@@ -477,11 +477,19 @@ impl Cluster {
     /// out an output never makes the node produce another, so each is
     /// taken as it is routed.
     fn drain(&mut self, slot: usize) {
-        while let Some(out) = self.slots[slot].process.as_mut().and_then(|p| p.node.poll()) {
+        loop {
+            let s = &mut self.slots[slot];
+            let Some(p) = s.process.as_mut() else { return };
+            let Some(out) = p.node.poll() else { return };
             match out {
+                // A timer fires at its local time, converted through the
+                // process's clock.
+                Output::SetTimer(timer) => {
+                    let (at, epoch) = (p.clock.global_at(timer.at), s.epoch);
+                    self.push_control_free(at, Ev::Timer { slot, epoch, timer });
+                }
                 Output::Send { to, bytes } => self.send(slot, to, bytes),
                 Output::Identify { addr } => self.identify(slot, addr),
-                Output::SetTimer(timer) => self.set_timer(slot, timer),
                 Output::Event(event) => self.on_event(slot, event),
                 Output::Persist { ops, own } => self.persist_state(slot, ops, own),
                 Output::SendState { to, bytes } => self.send_state(slot, to, bytes),
@@ -489,14 +497,6 @@ impl Cluster {
                 Output::SnapshotNeeded => self.snapshot_state(slot),
             }
         }
-    }
-
-    fn set_timer(&mut self, slot: usize, timer: Timer) {
-        let s = &self.slots[slot];
-        let Some(p) = s.process.as_ref() else { return };
-        let at = p.clock.global_at(timer.at);
-        let epoch = s.epoch;
-        self.push_control_free(at, Ev::Timer { slot, epoch, timer });
     }
 
     fn on_event(&mut self, slot: usize, event: Event) {

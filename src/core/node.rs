@@ -500,53 +500,43 @@ impl Node {
     }
 
     fn push(&mut self, output: Output) {
-        if self.outputs.is_empty() {
-            // Back to the start of the ring: a queue that is drained after
-            // every input otherwise walks its whole buffer, and each output
-            // lands on a cache line not touched for a while.
-            self.outputs.clear();
-        }
-        if self.outputs.len() >= MAX_PENDING_OUTPUTS && matches!(output, Output::Send { .. }) {
-            self.stats.dropped_output_full += 1;
-            return;
-        }
-        self.outputs.push_back(output);
+        push_output(&mut self.outputs, &mut self.stats, output);
     }
 
     /// Turns what foca asked for into outputs, stretching this node's own
-    /// probe and suspicion timeouts by its local-health score.
+    /// probe and suspicion timeouts by its local-health score. The
+    /// collector's buffers are drained in place (their capacity is kept).
     fn flush(&mut self, now: Time) {
-        let mut sends = std::mem::take(&mut self.collector.sends);
-        let mut timers = std::mem::take(&mut self.collector.timers);
-        let mut notes = std::mem::take(&mut self.collector.notes);
         if self.collector.highest_sent_incarnation > self.incarnation {
             self.incarnation = self.collector.highest_sent_incarnation;
             self.stats.self_refutations += 1;
             self.health.on_self_refuted();
             self.troubled = true;
         }
-        for (to, bytes) in sends.drain(..) {
+        for (to, bytes) in self.collector.sends.drain(..) {
             self.stats.datagrams_out += 1;
             self.stats.bytes_out += bytes.len() as u64;
             self.stats.max_datagram_bytes_out = self.stats.max_datagram_bytes_out.max(bytes.len() as u64);
-            self.push(Output::Send { to, bytes });
+            push_output(&mut self.outputs, &mut self.stats, Output::Send { to, bytes });
         }
-        for (event, after) in timers.drain(..) {
+        for (event, after) in self.collector.timers.drain(..) {
             let after = match event {
                 foca::Timer::ProbeRandomMember(_)
                 | foca::Timer::SendIndirectProbe { .. }
                 | foca::Timer::ChangeSuspectToDown { .. } => self.health.stretch(after),
                 _ => after,
             };
-            self.arm(now, TimerKind::Swim(event), after);
+            let timer = Timer { at: now + after, kind: TimerKind::Swim(event) };
+            push_output(&mut self.outputs, &mut self.stats, Output::SetTimer(timer));
         }
-        for note in notes.drain(..) {
-            self.on_notification(now, note);
+        if !self.collector.notes.is_empty() {
+            let mut notes = std::mem::take(&mut self.collector.notes);
+            for note in notes.drain(..) {
+                self.on_notification(now, note);
+            }
+            // Hand the (empty) buffer back so the next call reuses it.
+            self.collector.notes = notes;
         }
-        // Hand the (empty) buffers back so the next call reuses them.
-        self.collector.sends = sends;
-        self.collector.timers = timers;
-        self.collector.notes = notes;
         if !self.notices_touched.load(Ordering::Relaxed) {
             return;
         }
@@ -614,6 +604,22 @@ impl Node {
             self.push(Output::SetTimer(Timer { at, kind: TimerKind::Rejoin(token) }));
         }
     }
+}
+
+/// Queues one output; past `MAX_PENDING_OUTPUTS`, sends are dropped and
+/// counted (timers and events never are).
+fn push_output(outputs: &mut VecDeque<Output>, stats: &mut Stats, output: Output) {
+    if outputs.is_empty() {
+        // Back to the start of the ring: a queue that is drained after every
+        // input otherwise walks its whole buffer, and each output lands on a
+        // cache line not touched for a while.
+        outputs.clear();
+    }
+    if outputs.len() >= MAX_PENDING_OUTPUTS && matches!(output, Output::Send { .. }) {
+        stats.dropped_output_full += 1;
+        return;
+    }
+    outputs.push_back(output);
 }
 
 fn departed(book: &NoticeBook, id: &Identity) -> bool {
