@@ -209,7 +209,6 @@ pub struct Cluster {
     node_rng: ChaCha8Rng,
     /// Draws fsync delays.
     disk_rng: ChaCha8Rng,
-    scratch: Vec<Output>,
     state_enabled: bool,
     /// Client writes awaiting a reply, by request id.
     requests: BTreeMap<u64, Request>,
@@ -267,7 +266,6 @@ impl Cluster {
             net_rng,
             node_rng,
             disk_rng,
-            scratch: Vec::new(),
             state_enabled: config.state,
             requests: BTreeMap::new(),
             next_req: 0,
@@ -482,17 +480,23 @@ impl Cluster {
         }
     }
 
-    /// Routes everything the node in `slot` asked for.
+    /// Routes everything the node in `slot` asked for, in order. Carrying
+    /// out an output never makes the node produce another, so each is
+    /// taken as it is routed.
     fn drain(&mut self, slot: usize) {
-        let mut outs = std::mem::take(&mut self.scratch);
-        if let Some(p) = self.slots[slot].process.as_mut() {
-            outs.extend(std::iter::from_fn(|| p.node.poll()));
-        }
-        for out in outs.drain(..) {
+        loop {
+            let s = &mut self.slots[slot];
+            let Some(p) = s.process.as_mut() else { return };
+            let Some(out) = p.node.poll() else { return };
             match out {
+                // A timer fires at its local time, converted through the
+                // process's clock.
+                Output::SetTimer(timer) => {
+                    let (at, epoch) = (p.clock.global_at(timer.at), s.epoch);
+                    self.push_control_free(at, Ev::Timer { slot, epoch, timer });
+                }
                 Output::Send { to, bytes } => self.send(slot, to, bytes),
                 Output::Identify { addr } => self.identify(slot, addr),
-                Output::SetTimer(timer) => self.set_timer(slot, timer),
                 Output::Event(event) => self.on_event(slot, event),
                 Output::Persist { ops, own } => self.persist_state(slot, ops, own),
                 Output::SendState { to, bytes } => self.send_state(slot, to, bytes),
@@ -503,15 +507,6 @@ impl Cluster {
                 Output::Workload(_) | Output::SaveManagers(_) | Output::Provider(_) => {}
             }
         }
-        self.scratch = outs;
-    }
-
-    fn set_timer(&mut self, slot: usize, timer: Timer) {
-        let s = &self.slots[slot];
-        let Some(p) = s.process.as_ref() else { return };
-        let at = p.clock.global_at(timer.at);
-        let epoch = s.epoch;
-        self.push_control_free(at, Ev::Timer { slot, epoch, timer });
     }
 
     fn on_event(&mut self, slot: usize, event: Event) {

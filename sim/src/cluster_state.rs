@@ -124,7 +124,8 @@ impl Cluster {
             }
             self.push_control_free(synced_at, Ev::DurableRemote { slot, epoch, vv });
         }
-        if self.slots[slot].disk.state.snapshot_due() {
+        let s = &self.slots[slot];
+        if s.disk.state.snapshot_due(|| s.node().and_then(|n| n.state()).map_or(0, |st| st.replica.len())) {
             self.snapshot_state(slot);
         }
     }

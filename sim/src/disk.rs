@@ -24,11 +24,11 @@ pub const FSYNC_MIN_US: u64 = 500;
 /// Longest simulated fsync, in microseconds.
 pub const FSYNC_MAX_US: u64 = 5_000;
 
-/// A snapshot is written after this many operations since the last one,
-/// as the runtime does after `SNAPSHOT_EVERY_OPS` (100,000); smaller here
-/// so that restarts from a snapshot plus a tail happen in long runs, and so
-/// that the log (the replay on restart) stays bounded: it holds at most
-/// about this many operations past the last synced snapshot.
+/// A snapshot is written after at least this many operations since the
+/// last one, as the runtime does after `SNAPSHOT_EVERY_OPS` (100,000);
+/// smaller here so that restarts from a snapshot plus a tail happen in long
+/// runs. Past it, a snapshot waits for as many operations as the replica
+/// holds keys (see [`StateDisk::snapshot_due`]).
 pub const SNAPSHOT_EVERY_OPS: u64 = 256;
 
 /// What one log entry holds.
@@ -104,9 +104,16 @@ impl StateDisk {
         synced_at
     }
 
-    /// Whether enough operations were written since the last snapshot.
-    pub fn snapshot_due(&self) -> bool {
-        self.since_snapshot >= SNAPSHOT_EVERY_OPS
+    /// Whether enough operations were written since the last snapshot, for
+    /// a replica of `keys` keys: at least `SNAPSHOT_EVERY_OPS`, and at least
+    /// `keys`. A snapshot costs O(keys), so this keeps its cost O(1) per
+    /// operation (a fixed interval made it O(keys) per operation: a quarter
+    /// of a long run's time), and the log a restart replays holds about as
+    /// many operations as the snapshot before it holds keys.
+    /// `keys` is asked only past the minimum (reading a replica's size
+    /// clones its clock).
+    pub fn snapshot_due(&self, keys: impl FnOnce() -> usize) -> bool {
+        self.since_snapshot >= SNAPSHOT_EVERY_OPS && self.since_snapshot >= keys() as u64
     }
 
     /// Folds the entries synced by `now`; once a snapshot is synced, the
@@ -233,6 +240,20 @@ mod tests {
         assert_eq!(back.get("a"), vec!["v".to_string()]);
         assert!(back.get("b").is_empty());
         assert_eq!(back.version().get(&actor(1)), Some(&1));
+    }
+
+    #[test]
+    fn a_snapshot_waits_for_the_minimum_and_for_as_many_operations_as_keys() {
+        let mut r = Replica::new(actor(1));
+        let mut disk = StateDisk::default();
+        let ops: Vec<Stamped> = (0..SNAPSHOT_EVERY_OPS).flat_map(|i| write(&mut r, &format!("k{i}"))).collect();
+        disk.append_ops(Duration::ZERO, ops[..ops.len() - 1].to_vec(), Duration::ZERO);
+        assert!(!disk.snapshot_due(|| 0), "one operation short of the minimum");
+        disk.append_ops(Duration::ZERO, ops[ops.len() - 1..].to_vec(), Duration::ZERO);
+        assert!(disk.snapshot_due(|| 10));
+        assert!(!disk.snapshot_due(|| 1_000), "a large replica waits for as many operations as keys");
+        disk.append_snapshot(Duration::ZERO, r.snapshot_all(), Duration::ZERO);
+        assert!(!disk.snapshot_due(|| 0));
     }
 
     #[test]

@@ -66,12 +66,6 @@ pub struct RunConfig {
     /// Faults applied at fixed virtual times during the safety phase, on
     /// top of the profile's random ones (tests use profile `none`).
     pub script: Vec<(VTime, Plan)>,
-    /// Longest wait for the views to settle after the heal, and for the
-    /// probe crash to be detected, when the bounds are longer (they grow
-    /// with N: 1,000 s at 1,000 members). Views still diverging at the end
-    /// fail the final check, so a cap shortens a run without hiding
-    /// anything. `None` waits the full bounds.
-    pub liveness_cap: Option<Duration>,
     /// Managers hold replicated state (`--no-state` turns it off).
     pub state: bool,
     /// Mean client writes per virtual second during the safety phase.
@@ -92,7 +86,6 @@ impl RunConfig {
             bug: None,
             log: false,
             script: Vec::new(),
-            liveness_cap: None,
             state: true,
             writes_per_sec: DEFAULT_WRITES_PER_SEC,
         }
@@ -149,12 +142,15 @@ struct Runner {
     ticks: u64,
     log: bool,
     script: Vec<(VTime, Plan)>,
-    liveness_cap: Option<Duration>,
     /// Node events seen, by kind.
     events_by_kind: BTreeMap<&'static str, u64>,
     workload: Workload,
     /// The live managers' replicas compared, on the tick after the heal.
     state_probe: StateProbe,
+    /// Whether the views equal the truth, computed at most once per tick
+    /// (see `World::views`); emptied at the start of every tick and after
+    /// anything the run loop does to the world between two uses.
+    views: std::cell::OnceCell<bool>,
 }
 
 /// Runs one simulation to the end.
@@ -196,10 +192,10 @@ pub fn run(config: &RunConfig) -> RunReport {
         ticks: 0,
         log: config.log,
         script: config.script.clone(),
-        liveness_cap: config.liveness_cap,
         events_by_kind: BTreeMap::new(),
         workload: Workload::new(stream(config.seed, STREAM_WORKLOAD), writes),
         state_probe: StateProbe::default(),
+        views: std::cell::OnceCell::new(),
     };
     for (i, (at, _)) in config.script.iter().enumerate() {
         r.cluster.schedule(*at, Control::Scripted(i));
@@ -221,6 +217,7 @@ impl Runner {
             truth: &self.truth,
             bounds: &self.bounds,
             state: &self.state_probe,
+            views: &self.views,
         }
     }
 
@@ -261,16 +258,15 @@ impl Runner {
     fn advance(&mut self, stage: Stage, heal_at: VTime, probe: bool) -> Stage {
         let now = self.cluster.now();
         let window = self.bounds.false_down_window;
-        let cap = self.liveness_cap.unwrap_or(Duration::MAX);
         match stage {
             Stage::Settling => {
                 let settled = checkers::convergence::settled(&self.world(), heal_at, window);
-                if !settled && now < heal_at + self.bounds.convergence.min(cap) {
+                if !settled && now < heal_at + self.bounds.convergence {
                     return stage;
                 }
                 // The probe crash waits for the state too, so that the
                 // acknowledged writes are checked with every manager up.
-                let state_bound = self.bounds.state_convergence(self.state_ops_at_heal()).min(cap);
+                let state_bound = self.bounds.state_convergence(self.state_ops_at_heal());
                 if !self.state_probe.converged() && now < heal_at + state_bound {
                     return stage;
                 }
@@ -281,7 +277,7 @@ impl Runner {
             }
             Stage::Probed { at } => {
                 let converged = now > at && checkers::convergence::settled(&self.world(), at, Duration::ZERO);
-                if converged || now >= at + self.bounds.detection.min(cap) {
+                if converged || now >= at + self.bounds.detection {
                     return Stage::Observing { until: now + window };
                 }
                 stage
@@ -292,6 +288,7 @@ impl Runner {
     }
 
     fn step(&mut self, at: VTime, ev: Ev) {
+        self.views.take();
         match ev {
             Ev::Control(control) => self.control(control),
             ev => self.cluster.dispatch(at, ev),
@@ -381,6 +378,7 @@ impl Runner {
     }
 
     fn tick(&mut self, half: VTime) {
+        self.views.take();
         self.ticks += 1;
         if self.cluster.now() == half {
             self.sends_at_half = self.cluster.stats.sends;
@@ -585,6 +583,7 @@ impl Runner {
     /// The liveness phase begins: faults stop, the network heals, paused
     /// nodes resume and down nodes restart.
     fn heal(&mut self) {
+        self.views.take();
         let now = self.cluster.now();
         self.phase = Phase::Liveness;
         self.sends_at_heal = self.cluster.stats.sends;
@@ -627,6 +626,7 @@ impl Runner {
         let identity = self.cluster.slots[slot].identity().cloned().expect("live slot runs");
         self.trace_fault(slot, "probe-crash");
         self.cluster.crash(slot, true);
+        self.views.take();
         self.note(FaultNote::Crash { slot, identity, lost_disk: None });
         true
     }

@@ -22,18 +22,14 @@ pub const SCALE_MANAGERS: usize = 5;
 /// is the steady state after the join over which load is measured).
 pub const SCALE_VIRTUAL_SECS: u64 = 60;
 
-/// Longest wait after the heal for settled views, and for the crash to be
-/// detected (the bounds grow with N; the final check still catches views
-/// that never converged).
-pub const SCALE_LIVENESS_CAP: Duration = Duration::from_secs(40);
-
-/// The config of one row.
+/// The config of one row. Its liveness waits are the run's own bounds,
+/// which grow with N (`Bounds`): a run waits for its views only as long as
+/// they take to converge, and fails only past a bound. (A fixed 40 s cap
+/// failed the 1,000-member row, whose last missing pairs are repaired by
+/// periodic announces and probe walks that take minutes at that size.)
 pub fn row_config(members: usize, seed: u64) -> RunConfig {
     let managers = SCALE_MANAGERS.min(members);
-    RunConfig {
-        liveness_cap: Some(SCALE_LIVENESS_CAP),
-        ..RunConfig::new(seed, managers, members - managers, SCALE_VIRTUAL_SECS, "none")
-    }
+    RunConfig::new(seed, managers, members - managers, SCALE_VIRTUAL_SECS, "none")
 }
 
 fn secs(d: Option<Duration>) -> String {
@@ -49,7 +45,7 @@ pub fn row(report: &RunReport) -> String {
     format!(
         "{:>7} {:>8} {:>9} {:>10} {:>10} {:>9} {:>9} {:>8.2} {:>11.0} {}",
         report.config.members(),
-        report.joined_at.map_or(format!(">{SCALE_VIRTUAL_SECS}"), |d| format!("{:.2}", d.as_secs_f64())),
+        report.joined_at.map_or("never".into(), |d| format!("{:.2}", d.as_secs_f64())),
         report.steady_msgs_per_member_sec.map_or("-".into(), |r| format!("{r:.2}")),
         secs(median),
         secs(worst),
@@ -66,8 +62,7 @@ pub fn header() -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "scale table: {SCALE_MANAGERS} managers (seeds) + agents, no faults, {SCALE_VIRTUAL_SECS} s steady state, then one crash; liveness waits capped at {} s",
-        SCALE_LIVENESS_CAP.as_secs()
+        "scale table: {SCALE_MANAGERS} managers (seeds) + agents, no faults, {SCALE_VIRTUAL_SECS} s steady state, then one crash; liveness waits up to the bounds"
     );
     let _ = write!(
         s,

@@ -47,9 +47,10 @@ impl Fnv1a {
         for c in &mut chunks {
             self.u64(u64::from_le_bytes(c.try_into().expect("chunks of 8")));
         }
-        let mut tail = [0u8; 8];
-        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        self.u64(u64::from_le_bytes(tail));
+        // The remainder as a little-endian word, zero-padded (built by shifts:
+        // a copy of a variable length into a buffer calls memcpy).
+        let tail = chunks.remainder().iter().enumerate().fold(0u64, |w, (i, b)| w | u64::from(*b) << (8 * i));
+        self.u64(tail);
         self.u64(data.len() as u64);
     }
 
@@ -145,5 +146,11 @@ mod tests {
         assert_eq!(a.records(), 2);
         assert_ne!(Fnv1a::of_words(b"abc"), Fnv1a::of_words(b"abc\0"));
         assert_ne!(Fnv1a::of_words(b"12345678x"), Fnv1a::of_words(b"12345678y"));
+        // The tail is the zero-padded little-endian word of the last bytes.
+        let mut h = Fnv1a::default();
+        h.u64(u64::from_le_bytes(*b"12345678"));
+        h.u64(u64::from_le_bytes([b'a', b'b', b'c', 0, 0, 0, 0, 0]));
+        h.u64(11);
+        assert_eq!(Fnv1a::of_words(b"12345678abc"), h.finish());
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,11 +20,11 @@ use rand_chacha::ChaCha8Rng;
 use super::agent::role::AgentRole;
 use super::agent::serve::AgentSessions;
 use super::control::Controller;
-use super::codec::BincodeCodec;
+use super::codec::{BincodeCodec, CodecError};
 use super::health::LocalHealth;
 use super::identity::{Identity, NodeId, Role};
 use super::io::{Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer, TimerKind};
-use super::notices::{Notice, NoticeBook, NoticeHandler};
+use super::notices::{Notice, NoticeBook, NoticeHandler, NoticeKey};
 use super::rejoin::Rejoin;
 use super::state::sync::ANTI_ENTROPY_PERIOD_MS;
 use super::state::{Replica, StateSync};
@@ -72,7 +73,27 @@ pub struct AgentSpec {
     pub address: String,
 }
 
-type Swim = Foca<Identity, BincodeCodec, ChaCha8Rng, NoticeHandler>;
+type Swim = Foca<Identity, BincodeCodec, ChaCha8Rng, WatchedHandler>;
+
+/// The notice handler, raising a flag whenever foca hands it an item (in
+/// `handle_data` when a packet carries broadcasts, and in `add_broadcast`):
+/// only then can the book hold fresh notices, so only then does the flush
+/// lock it. The flag is only ever touched from the node's own thread, so
+/// plain loads and stores do (no read-modify-write).
+struct WatchedHandler {
+    inner: NoticeHandler,
+    touched: Arc<AtomicBool>,
+}
+
+impl foca::BroadcastHandler<Identity> for WatchedHandler {
+    type Key = NoticeKey;
+    type Error = CodecError;
+
+    fn receive_item(&mut self, data: &[u8], sender: Option<&Identity>) -> Result<Option<NoticeKey>, CodecError> {
+        self.touched.store(true, Ordering::Relaxed);
+        self.inner.receive_item(data, sender)
+    }
+}
 
 /// Collects what foca asks for during one call.
 #[derive(Default)]
@@ -148,13 +169,31 @@ pub struct Node {
     control: Option<Controller>,
     /// Members revoked by the HA keeper: their traffic is dropped.
     revoked: BTreeSet<NodeId>,
+    /// The member count `max_transmissions` was last sized for (0 before
+    /// the first housekeeping): the same count needs no new sizing.
+    transmissions_sized_for: usize,
+    /// Raised by the notice handler when foca hands it an item (see
+    /// [`WatchedHandler`]); lowered by the flush that drains fresh notices.
+    notices_touched: Arc<AtomicBool>,
+    /// Scratch of a rejoin round: the active ids, sorted.
+    active_scratch: Vec<NodeId>,
+    /// Bumped on every foca notification about membership and on every
+    /// fresh notice: all that can change what a rejoin round reads (the
+    /// active members and their addresses, the known peers, departures).
+    membership_changes: u64,
+    /// `membership_changes` at the last rejoin round, if it found nothing
+    /// missing: until it moves, every round finds the same, so it is not
+    /// computed again (a round is O(N log N)).
+    quiet_since: Option<u64>,
 }
 
 impl Node {
     /// A node that has not yet said anything; call [`Node::start`].
     pub fn new(config: NodeConfig) -> Node {
-        let handler = NoticeHandler::default();
-        let notices = handler.book.clone();
+        let inner = NoticeHandler::default();
+        let notices = inner.book.clone();
+        let notices_touched = Arc::new(AtomicBool::new(false));
+        let handler = WatchedHandler { inner, touched: notices_touched.clone() };
         let mut rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
         let foca_rng = ChaCha8Rng::seed_from_u64(rand::RngExt::random(&mut rng));
         let swim = Foca::with_custom_broadcast(
@@ -200,6 +239,11 @@ impl Node {
             assign_armed: false,
             control: holds_state.then(|| Controller::new(config.identity.id, config.controller_machine.clone())),
             revoked: BTreeSet::new(),
+            transmissions_sized_for: 0,
+            notices_touched,
+            active_scratch: Vec::new(),
+            membership_changes: 0,
+            quiet_since: None,
         }
     }
 
@@ -337,31 +381,36 @@ impl Node {
             self.stats.dropped_malformed += 1;
             return;
         };
-        // The header's first field is the sender; decoding just that is
-        // enough to check it against the certificate (foca decodes the rest).
-        let src: Identity = match super::codec::decode_prefix(body) {
-            Ok((src, _)) => src,
-            Err(_) => {
-                self.stats.dropped_malformed += 1;
-                return;
+        // foca hands over the header's sender as soon as it has decoded the
+        // header, and drops the datagram unchanged unless it is the id and
+        // role the certificate proved (one decode for the check and foca).
+        let mut claimed = None;
+        let accept = |src: &Identity| {
+            let proven = src.id == from.id && src.role == from.role;
+            if !proven {
+                claimed = Some(src.id);
             }
+            proven
         };
         if self.revoked.contains(&from.id) {
             self.stats.dropped_revoked += 1;
             return;
         }
-        if src.id != from.id || src.role != from.role {
-            tracing::warn!(claimed = %src.id, proven = %from.id, "dropped datagram speaking for another member");
-            self.stats.dropped_spoofed += 1;
-            return;
-        }
-        if let Err(e) = self.swim.handle_data(body, &mut self.collector) {
-            tracing::debug!(from = %from.id, error = %e, "swim refused datagram");
-            match e {
-                foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::DataTooBig => {
-                    self.stats.dropped_malformed += 1
+        match self.swim.handle_data_from(body, accept, &mut self.collector) {
+            Ok(true) => {}
+            Ok(false) => {
+                let claimed = claimed.map(|id| id.to_string()).unwrap_or_default();
+                tracing::warn!(%claimed, proven = %from.id, "dropped datagram speaking for another member");
+                self.stats.dropped_spoofed += 1;
+            }
+            Err(e) => {
+                tracing::debug!(from = %from.id, error = %e, "swim refused datagram");
+                match e {
+                    foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::DataTooBig => {
+                        self.stats.dropped_malformed += 1
+                    }
+                    _ => self.stats.dropped_rejected += 1,
                 }
-                _ => self.stats.dropped_rejected += 1,
             }
         }
     }
@@ -425,13 +474,24 @@ impl Node {
     }
 
     fn rejoin_round(&mut self, now: Time) {
-        let active = self.active_ids();
-        let mut held: std::collections::BTreeSet<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr).collect();
-        held.insert(self.identity().addr);
-        let book = self.notices.clone();
-        let book = book.lock().expect("notice book poisoned");
-        let round = self.rejoin.round(now, &active, &held, |p| departed(&book, p), &mut self.rng);
+        if self.quiet_since == Some(self.membership_changes) {
+            #[cfg(debug_assertions)]
+            self.assert_still_quiet(now);
+            let next_after = self.rejoin.quiet_round(now);
+            let token = self.rejoin.token;
+            self.arm(now, TimerKind::Rejoin(token), next_after);
+            return;
+        }
+        let mut active = std::mem::take(&mut self.active_scratch);
+        active.clear();
+        active.extend(self.swim.iter_members().map(|m| m.id().id));
+        active.sort_unstable();
+        let held = self.swim.iter_members().map(|m| m.id().addr).chain([self.swim.identity().addr]);
+        let book = self.notices.lock().expect("notice book poisoned");
+        let round = self.rejoin.round(now, &active, held, |p| departed(&book, p), &mut self.rng);
         drop(book);
+        self.quiet_since = round.quiet(!active.is_empty()).then_some(self.membership_changes);
+        self.active_scratch = active;
         for addr in round.identify {
             self.push(Output::Identify { addr });
         }
@@ -443,6 +503,18 @@ impl Node {
         }
         let token = self.rejoin.token;
         self.arm(now, TimerKind::Rejoin(token), round.next_after);
+    }
+
+    /// Debug builds check the shortcut: a full round on copies finds
+    /// nothing missing either.
+    #[cfg(debug_assertions)]
+    fn assert_still_quiet(&self, now: Time) {
+        let mut active: Vec<NodeId> = self.swim.iter_members().map(|m| m.id().id).collect();
+        active.sort_unstable();
+        let held = self.swim.iter_members().map(|m| m.id().addr).chain([self.swim.identity().addr]);
+        let book = self.notices.lock().expect("notice book poisoned");
+        let round = self.rejoin.clone().round(now, &active, held, |p| departed(&book, p), &mut self.rng.clone());
+        assert!(round.quiet(!active.is_empty()), "a rejoin round skipped as quiet would have found {round:?}");
     }
 
     fn housekeeping(&mut self, now: Time) {
@@ -460,7 +532,9 @@ impl Node {
                     }
                     suspects.insert(id.id, id.generation);
                 }
-                _ if self.suspects.get(&id.id) == Some(&id.generation) => self.stats.refutations += 1,
+                _ if !self.suspects.is_empty() && self.suspects.get(&id.id) == Some(&id.generation) => {
+                    self.stats.refutations += 1
+                }
                 _ => {}
             }
         }
@@ -474,15 +548,20 @@ impl Node {
     /// count a 300-member join took 90 s in the simulator instead of 3 s.
     fn scale_transmissions(&mut self) {
         let members = self.swim.num_members() + 1;
+        if members == self.transmissions_sized_for {
+            return;
+        }
         let by_size = (4.0 * ((members + 1) as f64).log10()).ceil() as u8;
         let want = by_size.clamp(self.timing.max_transmissions, MAX_TRANSMISSIONS_CAP);
         if want != self.max_transmissions {
             let mut cfg = self.timing.foca_config();
             cfg.max_transmissions = std::num::NonZeroU8::new(want).expect("clamped above zero");
-            if self.swim.set_config(cfg).is_ok() {
-                self.max_transmissions = want;
+            if self.swim.set_config(cfg).is_err() {
+                return;
             }
+            self.max_transmissions = want;
         }
+        self.transmissions_sized_for = members;
     }
 
     fn arm(&mut self, now: Time, kind: TimerKind, after: Duration) {
@@ -490,48 +569,51 @@ impl Node {
     }
 
     fn push(&mut self, output: Output) {
-        if self.outputs.len() >= MAX_PENDING_OUTPUTS && matches!(output, Output::Send { .. }) {
-            self.stats.dropped_output_full += 1;
-            return;
-        }
-        self.outputs.push_back(output);
+        push_output(&mut self.outputs, &mut self.stats, output);
     }
 
     /// Turns what foca asked for into outputs, stretching this node's own
-    /// probe and suspicion timeouts by its local-health score.
+    /// probe and suspicion timeouts by its local-health score. The
+    /// collector's buffers are drained in place (their capacity is kept).
     fn flush(&mut self, now: Time) {
-        let mut sends = std::mem::take(&mut self.collector.sends);
-        let mut timers = std::mem::take(&mut self.collector.timers);
-        let mut notes = std::mem::take(&mut self.collector.notes);
         if self.collector.highest_sent_incarnation > self.incarnation {
             self.incarnation = self.collector.highest_sent_incarnation;
             self.stats.self_refutations += 1;
             self.health.on_self_refuted();
             self.troubled = true;
         }
-        for (to, bytes) in sends.drain(..) {
+        for (to, bytes) in self.collector.sends.drain(..) {
             self.stats.datagrams_out += 1;
             self.stats.bytes_out += bytes.len() as u64;
             self.stats.max_datagram_bytes_out = self.stats.max_datagram_bytes_out.max(bytes.len() as u64);
-            self.push(Output::Send { to, bytes });
+            push_output(&mut self.outputs, &mut self.stats, Output::Send { to, bytes });
         }
-        for (event, after) in timers.drain(..) {
+        for (event, after) in self.collector.timers.drain(..) {
             let after = match event {
                 foca::Timer::ProbeRandomMember(_)
                 | foca::Timer::SendIndirectProbe { .. }
                 | foca::Timer::ChangeSuspectToDown { .. } => self.health.stretch(after),
                 _ => after,
             };
-            self.arm(now, TimerKind::Swim(event), after);
+            let timer = Timer { at: now + after, kind: TimerKind::Swim(event) };
+            push_output(&mut self.outputs, &mut self.stats, Output::SetTimer(timer));
         }
-        for note in notes.drain(..) {
-            self.on_notification(now, note);
+        if !self.collector.notes.is_empty() {
+            let mut notes = std::mem::take(&mut self.collector.notes);
+            for note in notes.drain(..) {
+                self.on_notification(now, note);
+            }
+            // Hand the (empty) buffer back so the next call reuses it.
+            self.collector.notes = notes;
         }
-        // Hand the (empty) buffers back so the next call reuses them.
-        self.collector.sends = sends;
-        self.collector.timers = timers;
-        self.collector.notes = notes;
+        if !self.notices_touched.load(Ordering::Relaxed) {
+            return;
+        }
+        self.notices_touched.store(false, Ordering::Relaxed);
         let fresh = std::mem::take(&mut self.notices.lock().expect("notice book poisoned").fresh);
+        if !fresh.is_empty() {
+            self.membership_changes += 1;
+        }
         for notice in fresh {
             if let Notice::Departed { id, .. } = &notice {
                 self.rejoin.forget(*id);
@@ -549,6 +631,9 @@ impl Node {
 
     fn on_notification(&mut self, now: Time, note: foca::OwnedNotification<Identity>) {
         use foca::OwnedNotification as N;
+        if !matches!(note, N::ProbeFailed(..) | N::DataReceived(_) | N::DataSent(_)) {
+            self.membership_changes += 1;
+        }
         let event = match note {
             N::MemberUp(id) => {
                 self.stats.members_up += 1;
@@ -601,6 +686,22 @@ impl Node {
             self.push(Output::SetTimer(Timer { at, kind: TimerKind::Rejoin(token) }));
         }
     }
+}
+
+/// Queues one output; past `MAX_PENDING_OUTPUTS`, sends are dropped and
+/// counted (timers and events never are).
+fn push_output(outputs: &mut VecDeque<Output>, stats: &mut Stats, output: Output) {
+    if outputs.is_empty() {
+        // Back to the start of the ring: a queue that is drained after every
+        // input otherwise walks its whole buffer, and each output lands on a
+        // cache line not touched for a while.
+        outputs.clear();
+    }
+    if outputs.len() >= MAX_PENDING_OUTPUTS && matches!(output, Output::Send { .. }) {
+        stats.dropped_output_full += 1;
+        return;
+    }
+    outputs.push_back(output);
 }
 
 fn departed(book: &NoticeBook, id: &Identity) -> bool {

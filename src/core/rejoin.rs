@@ -7,7 +7,7 @@
 //! This is what keeps memberlist's bug 222 (an isolated node never rejoins)
 //! out of this code base.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub const MAX_KNOWN_PEERS: usize = 4_096;
 pub const ANNOUNCE_FANOUT: usize = 3;
 
 /// What one round of the loop asks the node to do.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Round {
     /// Announce (foca `announce`) to these known peers.
     pub announce_to: Vec<Identity>,
@@ -35,9 +35,37 @@ pub struct Round {
     pub next_after: Duration,
 }
 
-#[derive(Debug)]
+/// An address as plain integers (the IP's bits; the port with the family
+/// above it; an IPv6 address's flow info and scope id), which compare far
+/// faster than a `SocketAddr`. Two addresses have the same key exactly when
+/// they are equal.
+type AddrKey = (u128, u32, u64);
+
+fn addr_key(addr: SocketAddr) -> AddrKey {
+    match addr {
+        SocketAddr::V4(a) => (u128::from(a.ip().to_bits()), u32::from(a.port()), 0),
+        SocketAddr::V6(a) => {
+            (a.ip().to_bits(), 1 << 16 | u32::from(a.port()), u64::from(a.flowinfo()) << 32 | u64::from(a.scope_id()))
+        }
+    }
+}
+
+impl Round {
+    /// Whether this round found nothing missing, for a node that is not
+    /// alone (`has_members`).
+    pub fn quiet(&self, has_members: bool) -> bool {
+        self.announce_to.is_empty() && self.identify.is_empty() && has_members
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct Rejoin {
     seeds: Vec<SocketAddr>,
+    /// The seeds sorted by [`addr_key`], with their place in `seeds`: a
+    /// round marks the held ones by binary search, without building a set.
+    seeds_sorted: Vec<(AddrKey, usize)>,
+    /// Per seed, whether a member holds it (scratch of one round).
+    seed_held: Vec<bool>,
     known: BTreeMap<NodeId, Identity>,
     min_backoff: Duration,
     max_backoff: Duration,
@@ -50,7 +78,11 @@ pub struct Rejoin {
 
 impl Rejoin {
     pub fn new(seeds: Vec<SocketAddr>, min_backoff: Duration, max_backoff: Duration) -> Self {
+        let mut seeds_sorted: Vec<(AddrKey, usize)> = seeds.iter().map(|a| addr_key(*a)).zip(0..).collect();
+        seeds_sorted.sort_unstable();
         Rejoin {
+            seed_held: vec![false; seeds.len()],
+            seeds_sorted,
             seeds,
             known: BTreeMap::new(),
             min_backoff,
@@ -95,36 +127,54 @@ impl Rejoin {
         None
     }
 
-    /// Runs one round. `active` are the members foca sees as active, and
-    /// `held` the addresses they and this node hold; `departed` tells
-    /// whether a peer left gracefully at a generation.
+    /// Runs one round. `active` are the ids of the members foca sees as
+    /// active, sorted; `held` the addresses they and this node hold, in any
+    /// order; `departed` tells whether a peer left gracefully at a
+    /// generation.
     pub fn round(
         &mut self,
         now: Time,
-        active: &BTreeSet<NodeId>,
-        held: &BTreeSet<SocketAddr>,
+        active: &[NodeId],
+        held: impl IntoIterator<Item = SocketAddr>,
         departed: impl Fn(&Identity) -> bool,
         rng: &mut impl RngExt,
     ) -> Round {
+        debug_assert!(active.is_sorted(), "active ids must be sorted");
         let mut lost: Vec<Identity> =
-            self.known.values().filter(|p| !active.contains(&p.id) && !departed(p)).cloned().collect();
-        let mut round = Round::default();
-        round.identify = self.seeds.iter().filter(|a| !held.contains(a)).copied().collect();
+            self.known.values().filter(|p| active.binary_search(&p.id).is_err() && !departed(p)).cloned().collect();
+        self.seed_held.fill(false);
+        for key in held.into_iter().map(addr_key) {
+            let from = self.seeds_sorted.partition_point(|(s, _)| *s < key);
+            for (_, i) in self.seeds_sorted[from..].iter().take_while(|(s, _)| *s == key) {
+                self.seed_held[*i] = true;
+            }
+        }
+        let identify = self.seeds.iter().zip(&self.seed_held).filter(|(_, held)| !**held).map(|(a, _)| *a).collect();
+        let mut round = Round { identify, ..Round::default() };
         for _ in 0..ANNOUNCE_FANOUT.min(lost.len()) {
             let pick = rng.random_range(0..lost.len());
             round.announce_to.push(lost.swap_remove(pick));
         }
-        let nothing_missing = round.announce_to.is_empty() && round.identify.is_empty() && !active.is_empty();
-        if nothing_missing {
-            self.backoff = self.min_backoff;
-            round.next_after = self.max_backoff;
-        } else {
-            round.next_after = self.backoff;
-            self.backoff = (self.backoff * 2).min(self.max_backoff);
+        if round.quiet(!active.is_empty()) {
+            return Round { next_after: self.quiet_round(now), ..round };
         }
+        round.next_after = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.max_backoff);
         self.token += 1;
         self.due = now + round.next_after;
         round
+    }
+
+    /// The bookkeeping of a round that finds nothing missing (nothing to
+    /// announce to or identify, and not alone): the backoff resets and the
+    /// next round comes after the cap. Returns that wait. The node calls it
+    /// directly, without [`Rejoin::round`], when nothing a round reads has
+    /// changed since a round that found nothing missing.
+    pub fn quiet_round(&mut self, now: Time) -> Duration {
+        self.backoff = self.min_backoff;
+        self.token += 1;
+        self.due = now + self.max_backoff;
+        self.max_backoff
     }
 }
 
@@ -145,8 +195,7 @@ mod tests {
         let seed: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let mut r = Rejoin::new(vec![seed], 250 * MS, 1000 * MS);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let none = BTreeSet::new();
-        let waits: Vec<_> = (0..5).map(|_| r.round(Duration::ZERO, &none, &BTreeSet::new(), |_| false, &mut rng)).collect();
+        let waits: Vec<_> = (0..5).map(|_| r.round(Duration::ZERO, &[], [], |_| false, &mut rng)).collect();
         assert!(waits.iter().all(|w| w.identify == vec![seed]));
         let gaps: Vec<_> = waits.iter().map(|w| w.next_after.as_millis()).collect();
         assert_eq!(gaps, vec![250, 500, 1000, 1000, 1000]);
@@ -159,12 +208,11 @@ mod tests {
         for n in 1..=3 {
             r.remember(&peer(n));
         }
-        let active: BTreeSet<_> = [NodeId(1)].into();
-        let round = r.round(Duration::ZERO, &active, &BTreeSet::new(), |p| p.id == NodeId(3), &mut rng);
+        let round = r.round(Duration::ZERO, &[NodeId(1)], [], |p| p.id == NodeId(3), &mut rng);
         assert_eq!(round.announce_to, vec![peer(2)]);
         assert!(round.identify.is_empty());
-        let all: BTreeSet<_> = (1..=3).map(NodeId).collect();
-        let quiet = r.round(Duration::ZERO, &all, &BTreeSet::new(), |_| false, &mut rng);
+        let all: Vec<_> = (1..=3).map(NodeId).collect();
+        let quiet = r.round(Duration::ZERO, &all, [], |_| false, &mut rng);
         assert!(quiet.announce_to.is_empty());
         assert_eq!(quiet.next_after, 1000 * MS);
     }
@@ -175,14 +223,45 @@ mod tests {
         let mut r = Rejoin::new(vec![s1, s2], 250 * MS, 1000 * MS);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         r.remember(&peer(1));
-        let active: BTreeSet<_> = [NodeId(1)].into();
-        let held: BTreeSet<_> = [s1].into();
-        let round = r.round(Duration::ZERO, &active, &held, |_| false, &mut rng);
+        let active = [NodeId(1)];
+        let round = r.round(Duration::ZERO, &active, [s1], |_| false, &mut rng);
         assert_eq!(round.identify, vec![s2], "s2 is held by nobody active");
         assert_eq!(round.next_after, 250 * MS, "a missing seed keeps the backoff short");
-        let both: BTreeSet<_> = [s1, s2].into();
-        let quiet = r.round(Duration::ZERO, &active, &both, |_| false, &mut rng);
+        let quiet = r.round(Duration::ZERO, &active, [s2, s1, s2], |_| false, &mut rng);
         assert!(quiet.identify.is_empty());
+    }
+
+    #[test]
+    fn duplicate_seeds_are_identified_in_their_order_until_held() {
+        let (s1, s2): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        let mut r = Rejoin::new(vec![s2, s1, s2], 250 * MS, 1000 * MS);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let round = r.round(Duration::ZERO, &[NodeId(1)], [s1], |_| false, &mut rng);
+        assert_eq!(round.identify, vec![s2, s2]);
+        let round = r.round(Duration::ZERO, &[NodeId(1)], [], |_| false, &mut rng);
+        assert_eq!(round.identify, vec![s2, s1, s2], "the previous round's marks are cleared");
+    }
+
+    #[test]
+    fn address_keys_are_equal_exactly_when_addresses_are() {
+        let addrs: Vec<SocketAddr> = [
+            "10.0.0.1:7",
+            "10.0.0.1:8",
+            "10.0.0.2:7",
+            "[::a00:1]:7",
+            "[::ffff:10.0.0.1]:7",
+            "[fe80::1%2]:7",
+            "[fe80::1%3]:7",
+            "[fe80::1]:7",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        for a in &addrs {
+            for b in &addrs {
+                assert_eq!(addr_key(*a) == addr_key(*b), a == b, "{a} {b}");
+            }
+        }
     }
 
     #[test]

@@ -82,9 +82,9 @@ pub fn settled(world: &World<'_>, since: VTime, settle: Duration) -> bool {
 
 /// Whether every slot has booted and every live node's view equals the
 /// true live set. Stops at the first diverging node, so it is cheap while
-/// views still differ.
+/// views still differ; computed once per instant (`World::views`).
 pub fn converged(world: &World<'_>) -> bool {
-    matches!(diverging(world, 1), Some(bad) if bad.is_empty())
+    *world.views.get_or_init(|| matches!(diverging(world, 1), Some(bad) if bad.is_empty()))
 }
 
 /// Up to `limit` live slots whose view differs from the truth, with how

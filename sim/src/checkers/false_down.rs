@@ -77,13 +77,16 @@ impl Checker for FalseDown {
     }
 
     fn on_tick(&mut self, world: &World<'_>) {
-        let window = world.bounds.false_down_window;
+        // Armed when clean, started and thawed at least a window ago.
+        let cutoff = world.now.checked_sub(world.bounds.false_down_window);
         for (slot, s) in world.cluster.slots.iter().enumerate().filter(|(_, s)| s.is_live()) {
             self.live_samples += 1;
-            let since = world.truth.clean_since(slot).map(|c| c.max(s.started_at).max(s.resumed_at));
-            if since.is_some_and(|since| world.now >= since + window) {
-                self.armed_samples += 1;
-            }
+            let armed = cutoff.is_some_and(|cutoff| {
+                s.started_at <= cutoff
+                    && s.resumed_at <= cutoff
+                    && world.truth.clean_since(slot).is_some_and(|clean| clean <= cutoff)
+            });
+            self.armed_samples += u64::from(armed);
         }
     }
 

@@ -76,6 +76,11 @@ pub struct World<'a> {
     /// Whether the live managers' replicas agree (sampled on the tick in
     /// the liveness phase only).
     pub state: &'a StateProbe,
+    /// Whether every live view equals the truth, once computed at this
+    /// instant: the run loop and the convergence checker ask at the same
+    /// tick, and the answer is O(N^2 log N). The run loop empties it
+    /// whenever the world may have changed.
+    pub views: &'a std::cell::OnceCell<bool>,
 }
 
 impl World<'_> {

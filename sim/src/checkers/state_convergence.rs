@@ -47,10 +47,17 @@ struct Seen {
 /// Compares the live managers' replicas. Hashing and building a view is
 /// O(keys x writers) per replica, so each replica's are cached until its
 /// process or version changes, and computed only when every live manager
-/// holds the same versions (comparing versions is cheap).
+/// holds the same versions (comparing versions is cheap). Comparing two
+/// views is O(keys) too, so the hash-and-view verdict is kept until a
+/// replica's cache entry or the set of live managers changes.
 #[derive(Debug, Default)]
 pub struct StateProbe {
     seen: BTreeMap<usize, Seen>,
+    /// Bumped whenever an entry of `seen` is (re)computed.
+    revision: u64,
+    /// The verdict of the hash-and-view comparison, with the revision and
+    /// the live slots it was reached for.
+    compared: Option<(u64, Vec<usize>, Verdict)>,
     verdict: Option<Verdict>,
 }
 
@@ -95,10 +102,26 @@ impl StateProbe {
             if !fresh {
                 let (hash, view) = (st.replica.state_hash(), st.view());
                 self.seen.insert(*slot, Seen { epoch, vv, own_seq, hash, view });
+                self.revision += 1;
             }
         }
+        let slots: Vec<usize> = live.iter().map(|(s, _)| *s).collect();
+        if let Some((revision, compared, verdict)) = &self.compared
+            && *revision == self.revision
+            && *compared == slots
+        {
+            return verdict.clone();
+        }
+        let verdict = self.compare_seen(&slots);
+        self.compared = Some((self.revision, slots, verdict.clone()));
+        verdict
+    }
+
+    /// Compares the cached hashes, then views, of `slots` (all in `seen`).
+    fn compare_seen(&self, slots: &[usize]) -> Verdict {
+        let first = &slots[0];
         let reference = &self.seen[first];
-        for (other, _) in live.iter().skip(1) {
+        for other in slots.iter().skip(1) {
             let theirs = &self.seen[other];
             let what = if theirs.hash != reference.hash {
                 "the same versions but different state (hash)"

@@ -853,7 +853,40 @@ where
     /// Data larger than the configured limit will be rejected. Errors are
     /// expected if you're receiving arbitrary data (which very likely if
     /// you are listening to a socket address).
-    pub fn handle_data(&mut self, mut data: &[u8], mut runtime: impl Runtime<T>) -> Result<()> {
+    pub fn handle_data(&mut self, data: &[u8], runtime: impl Runtime<T>) -> Result<()> {
+        self.handle_data_checked(data, |_| true, runtime)
+    }
+
+    /// Like [`Foca::handle_data`], but first hands the decoded header's
+    /// sender to `accept_sender`, and drops the packet, before it changes
+    /// anything, when that returns false. Returns whether the sender was
+    /// accepted. (jujud patch: the caller checks the sender against the
+    /// connection's certificate, and this spares it decoding the header a
+    /// second time for that.)
+    pub fn handle_data_from(
+        &mut self,
+        data: &[u8],
+        accept_sender: impl FnOnce(&T) -> bool,
+        runtime: impl Runtime<T>,
+    ) -> Result<bool> {
+        let mut accepted = true;
+        self.handle_data_checked(
+            data,
+            |src| {
+                accepted = accept_sender(src);
+                accepted
+            },
+            runtime,
+        )?;
+        Ok(accepted)
+    }
+
+    fn handle_data_checked(
+        &mut self,
+        mut data: &[u8],
+        accept_sender: impl FnOnce(&T) -> bool,
+        mut runtime: impl Runtime<T>,
+    ) -> Result<()> {
         #[cfg(feature = "tracing")]
         let span = tracing::trace_span!(
             "handle_data",
@@ -871,6 +904,10 @@ where
             .codec
             .decode_header(&mut data)
             .map_err(|e| Error::Decode(Box::new(e)))?;
+
+        if !accept_sender(&header.src) {
+            return Ok(());
+        }
 
         #[cfg(feature = "tracing")]
         span.record("header", tracing::field::debug(&header));
