@@ -159,6 +159,8 @@ pub struct Node {
     /// Live managers (alive or suspect; this node too when it is one),
     /// sorted by id; refreshed only when `managers_changed`.
     live_managers: Vec<Identity>,
+    /// The same without this node: where state goes.
+    peer_manager_ids: Vec<NodeId>,
     /// Agent sessions this manager serves (empty elsewhere).
     served: AgentSessions,
     /// The replica changed during this input (assignments may have).
@@ -234,6 +236,7 @@ impl Node {
             agent_token: 0,
             managers_changed: true,
             live_managers: Vec::new(),
+            peer_manager_ids: Vec::new(),
             served: AgentSessions::default(),
             state_changed: false,
             assign_armed: false,

@@ -49,6 +49,8 @@ impl Node {
             live.push(self.identity().clone());
         }
         live.sort_by_key(|m| m.id);
+        let me = self.identity().id;
+        self.peer_manager_ids = live.iter().map(|m| m.id).filter(|id| *id != me).collect();
         self.live_managers = live;
     }
 

@@ -22,8 +22,11 @@ impl Node {
     }
 
     /// Live managers other than this node.
-    fn live_managers(&self) -> Vec<Identity> {
-        self.swim.iter_members().map(|m| m.id().clone()).filter(|i| i.role == Role::Manager).collect()
+    /// A live manager other than this node, by id (the cached list is
+    /// sorted by id).
+    fn live_peer_manager(&self, id: NodeId) -> Option<&Identity> {
+        let i = self.live_managers.binary_search_by_key(&id, |m| m.id).ok()?;
+        Some(&self.live_managers[i]).filter(|m| m.id != self.swim.identity().id)
     }
 
     pub(super) fn on_command(&mut self, now: Time, req: u64, id: Option<RequestId>, cmd: &Command, replicas: u32, timeout: Duration) {
@@ -36,19 +39,17 @@ impl Node {
     }
 
     pub(super) fn on_durable(&mut self, now: Time, seq: u64) {
-        let managers: Vec<NodeId> = self.live_managers().iter().map(|i| i.id).collect();
         let mut out = SyncOut::default();
         if let Some(st) = self.state.as_mut() {
-            st.durable(now, seq, &managers, &mut out);
+            st.durable(now, seq, &self.peer_manager_ids, &mut out);
         }
         self.apply_sync_out(out);
     }
 
     pub(super) fn on_durable_remote(&mut self, now: Time, vv: &VersionVector) {
-        let managers: Vec<NodeId> = self.live_managers().iter().map(|i| i.id).collect();
         let mut out = SyncOut::default();
         if let Some(st) = self.state.as_mut() {
-            st.durable_remote(now, vv, &managers, &mut out);
+            st.durable_remote(now, vv, &self.peer_manager_ids, &mut out);
         }
         self.apply_sync_out(out);
     }
@@ -75,12 +76,11 @@ impl Node {
     }
 
     pub(super) fn anti_entropy(&mut self, now: Time) {
-        let managers = self.live_managers();
-        let target = (!managers.is_empty()).then(|| managers[self.rng.random_range(0..managers.len())].id);
-        let ids: Vec<NodeId> = managers.iter().map(|i| i.id).collect();
+        let ids = &self.peer_manager_ids;
+        let target = (!ids.is_empty()).then(|| ids[self.rng.random_range(0..ids.len())]);
         let mut out = SyncOut::default();
         if let Some(st) = self.state.as_mut() {
-            st.tick(now, target, &ids, &mut out);
+            st.tick(now, target, ids, &mut out);
         }
         self.apply_sync_out(out);
         self.arm(now, TimerKind::AntiEntropy, Duration::from_millis(ANTI_ENTROPY_PERIOD_MS));
@@ -97,13 +97,10 @@ impl Node {
         if out.snapshot_needed {
             self.push(Output::SnapshotNeeded);
         }
-        if !out.send.is_empty() {
-            let managers = self.live_managers();
-            for (to, msg) in out.send {
-                let Some(identity) = managers.iter().find(|i| i.id == to) else { continue };
-                self.stats.state_msgs_out += 1;
-                self.push(Output::SendState { to: identity.clone(), bytes: sync::encode_msg(&msg) });
-            }
+        for (to, msg) in out.send {
+            let Some(identity) = self.live_peer_manager(to).cloned() else { continue };
+            self.stats.state_msgs_out += 1;
+            self.push(Output::SendState { to: identity, bytes: sync::encode_msg(&msg) });
         }
         for (req, result) in out.replies {
             self.push(Output::Reply { req, result });
