@@ -49,10 +49,12 @@ impl Env {
     }
 
     fn instances(&self) -> Vec<Value> {
+        // An instance dir exists a moment before its record is written.
         let mut out: Vec<Value> = std::fs::read_dir(self.root.join("instances"))
             .unwrap()
             .flatten()
-            .map(|e| self.instance(&e.file_name().to_string_lossy()))
+            .filter_map(|e| std::fs::read(e.path().join("instance.json")).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
             .collect();
         out.sort_by_key(|v| v["name"].as_str().unwrap().to_string());
         out
