@@ -1,6 +1,7 @@
-//! Plumbing shared by the benchmarks (`detection`, `state`, `agents`):
-//! reading a child's JSON log lines into timestamped events, finding free
-//! loopback ports, and the /proc probes (RSS, CPU ticks, load average).
+//! Plumbing shared by the benchmarks (`detection`, `state`, `agents`, `ha`):
+//! reading a child's JSON log lines into timestamped events (from its
+//! stderr, or from log files with [`follow`]), finding free loopback ports,
+//! and the /proc probes (RSS, CPU ticks, load average).
 //!
 //! Owns only leaf helpers with no policy. Must never sleep to synchronise
 //! (each log line is stamped with the `Instant` its reader thread got it, and
@@ -12,9 +13,11 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
+
+pub mod follow;
 
 /// Attempts at finding one free port before giving up.
 const FREE_PORT_TRIES: usize = 200;
@@ -25,6 +28,9 @@ pub struct Ev {
     pub who: usize,
     /// When the reader thread got the line.
     pub at: Instant,
+    /// When the process logged it (its "timestamp", on this machine's
+    /// clock), if the line carried one.
+    pub stamp: Option<SystemTime>,
     pub msg: String,
     pub fields: Value,
 }
@@ -50,13 +56,48 @@ pub fn read_json_log(stream: impl Read, who: usize, tx: Sender<Ev>, mut tee: Fil
     for line in BufReader::new(stream).lines().map_while(Result::ok) {
         let at = Instant::now();
         let _ = writeln!(tee, "{line}");
-        let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
-        let fields = v.get("fields").cloned().unwrap_or(Value::Null);
-        let msg = fields.get("message").and_then(|m| m.as_str()).unwrap_or("").to_owned();
-        if tx.send(Ev { who, at, msg, fields }).is_err() {
+        let Some(ev) = parse_json_line(&line, who, at) else { continue };
+        if tx.send(ev).is_err() {
             return;
         }
     }
+}
+
+/// One `jujud --log-format json` line as an event, or None if it is not
+/// JSON.
+pub fn parse_json_line(line: &str, who: usize, at: Instant) -> Option<Ev> {
+    let v = serde_json::from_str::<Value>(line).ok()?;
+    let stamp = v.get("timestamp").and_then(|t| t.as_str()).and_then(log_stamp);
+    let fields = v.get("fields").cloned().unwrap_or(Value::Null);
+    let msg = fields.get("message").and_then(|m| m.as_str()).unwrap_or("").to_owned();
+    Some(Ev { who, at, stamp, msg, fields })
+}
+
+/// A log line's UTC timestamp, `YYYY-MM-DDTHH:MM:SS[.frac]Z` (what
+/// tracing-subscriber writes), as a point on the system clock.
+pub fn log_stamp(s: &str) -> Option<SystemTime> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, mo, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
+    let nanos: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").get(..9)?.parse().ok()? };
+    let secs = days_from_civil(y, mo, day) * 86_400 + h * 3_600 + mi * 60 + sec;
+    let secs = u64::try_from(secs).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// A loopback port free for both TCP and UDP right now (then released),

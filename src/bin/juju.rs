@@ -328,7 +328,7 @@ fn print(format: Format, command: &Command, resp: &Response, seeds: &[SocketAddr
             eprint!("{}", render::agent_commands(&outcome.tokens, seeds));
         }
         (_, Response::Done) => println!("done"),
-        (_, Response::Error(msg)) => eprintln!("{msg}"),
+        (_, Response::Error(msg) | Response::Unavailable(msg)) => eprintln!("{msg}"),
     }
     ExitCode::SUCCESS
 }

@@ -140,6 +140,11 @@ impl Node {
     pub(super) fn after_input(&mut self, now: Time) {
         if std::mem::take(&mut self.managers_changed) {
             self.refresh_live_managers();
+            let mut out = crate::core::state::sync::SyncOut::default();
+            if let Some(st) = self.state.as_mut() {
+                st.greet(&self.peer_manager_ids, None, &mut out);
+            }
+            self.apply_sync_out(out);
             if self.control.is_some() {
                 self.on_manager_change(now);
             }

@@ -79,7 +79,7 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
                 answered_by: me.id.to_string(),
                 members: members.iter().map(MemberRow::from).collect(),
             },
-            None => Response::Error("the node is shutting down".into()),
+            None => Response::Unavailable("the node is shutting down".into()),
         },
         Request::TokenCreate { role, ttl_secs } => create_token(shared, &role, ttl_secs).await,
         Request::TokenList => Response::Tokens(token_rows(&shared.notices().await)),
@@ -91,7 +91,7 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
                 members: members.iter().map(MemberRow::from).collect(),
                 controller,
             },
-            None => Response::Error("this member holds no state, or is shutting down".into()),
+            None => Response::Unavailable("this member holds no state, or is shutting down".into()),
         },
         Request::Command { cmd, wait_replicated, timeout_ms } => write(shared, caller, None, cmd, wait_replicated, timeout_ms).await,
         Request::Write { request_id, cmd, wait_replicated, timeout_ms } => {
@@ -143,7 +143,7 @@ async fn write(shared: &Shared, caller: CertRole, id: Option<RequestId>, cmd: St
         Some(id) => {
             let (reply, rx) = tokio::sync::oneshot::channel();
             if shared.commands.send(Command::WriteWithId { id, cmd, replicas, timeout, reply }).await.is_err() {
-                return Response::Error("the node is shutting down".into());
+                return Response::Unavailable("the node is shutting down".into());
             }
             rx.await.unwrap_or_else(|_| WriteResult::Refused("the node stopped before answering".into()))
         }

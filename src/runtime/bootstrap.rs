@@ -115,7 +115,10 @@ async fn wait_for_file(path: &Path, log: &Path) -> Result<ClientFile, BootstrapE
 }
 
 /// Asks for the member list until `want` managers are alive, keeping the
-/// client file's endpoints up to date; returns the last list.
+/// client file's endpoints up to date, and until each of them serves the
+/// environment (its replica holds the desired count: a manager that has
+/// just joined answers from an empty replica until its first sync);
+/// returns the last list.
 pub async fn wait_for_managers(client_file: &Path, want: usize, progress: Progress<'_>) -> Result<Vec<MemberRow>, BootstrapError> {
     let deadline = Instant::now() + Duration::from_millis(MANAGERS_TIMEOUT_MS);
     loop {
@@ -124,18 +127,30 @@ pub async fn wait_for_managers(client_file: &Path, want: usize, progress: Progre
             let alive: Vec<SocketAddr> = members.iter().filter(|m| m.role == "manager" && m.state == "alive").map(|m| m.addr).collect();
             progress(alive.len(), want);
             if !alive.is_empty() && alive.len() != file.endpoints.len() {
-                let updated = ClientFile { endpoints: alive.clone(), ..file };
+                let updated = ClientFile { endpoints: alive.clone(), ..file.clone() };
                 let _ = write_atomic(client_file, updated.to_yaml().as_bytes());
             }
-            if alive.len() == want {
+            if alive.len() == want && all_serve(&file, &alive, want).await {
                 return Ok(members);
             }
         }
         if Instant::now() > deadline {
-            return Err(BootstrapError::Timeout { what: format!("{want} managers alive"), secs: MANAGERS_TIMEOUT_MS / 1000 });
+            return Err(BootstrapError::Timeout { what: format!("{want} managers alive and serving"), secs: MANAGERS_TIMEOUT_MS / 1000 });
         }
         tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
     }
+}
+
+/// Whether every manager in `addrs` answers a status that holds the
+/// desired count `want` and sees `want` managers alive.
+async fn all_serve(file: &ClientFile, addrs: &[SocketAddr], want: usize) -> bool {
+    for addr in addrs {
+        match super::client::request(file, Some(*addr), Request::Status).await {
+            Ok((_, Response::Status { controller, .. })) if controller.desired as usize == want && controller.alive as usize == want => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Kills every instance under `root` and removes it; returns how many

@@ -132,6 +132,8 @@ pub async fn request(file: &ClientFile, only: Option<SocketAddr>, req: Request) 
         conn.close(0u32.into(), b"done");
         let _ = tokio::time::timeout(Duration::from_millis(CLOSE_WAIT_MS), endpoint.wait_idle()).await;
         match result {
+            // Nothing was applied there: the next manager is asked.
+            Ok(Response::Unavailable(reason)) => failures.push((addr, reason)),
             Ok(resp) => return Ok((addr, resp)),
             Err(Attempt::NotSent(reason)) => failures.push((addr, reason)),
             Err(Attempt::Sent(reason)) if retryable(&req) => failures.push((addr, format!("after sending: {reason}"))),

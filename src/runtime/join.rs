@@ -25,6 +25,11 @@ pub const NODE_CERT_VALIDITY_DAYS: u32 = 365;
 pub const TAG_IN_USE: &str = "node id tag already in use";
 /// Times a joiner picks a new id after a tag refusal.
 pub const MAX_TAG_RETRIES: usize = 5;
+/// How long a joiner keeps asking while the cluster cannot admit it yet
+/// (see [`join`]), and its backoff.
+pub const RETRY_FOR_MS: u64 = 120_000;
+pub const RETRY_BACKOFF_MIN_MS: u64 = 250;
+pub const RETRY_BACKOFF_MAX_MS: u64 = 4_000;
 
 /// Why a join failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +67,36 @@ pub fn check_token_role(token: &str, joining: CertRole) -> Result<JoinToken, Joi
 
 /// Asks the seeds, in parallel, to admit this node. The first admission
 /// wins; a refusal counts only once every seed has answered (a manager that
-/// has not yet heard of a new machine refuses what another admits).
+/// has not yet heard of a new machine refuses what another admits). While
+/// the cluster cannot admit it yet, asks again with backoff for up to
+/// `RETRY_FOR_MS`: when every answer was that the machine is not known yet,
+/// when no seed answered but one was reached (it shed or lost the
+/// connection: busy), and, for an agent, when no seed answered at all (the
+/// provider starts an agent once, and nothing would start it again; a
+/// manager given a silent seed fails at once, as an operator wants).
 pub async fn join(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: SocketAddr, role: CertRole) -> Result<Admission, JoinError> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(RETRY_FOR_MS);
+    let not_yet = check_token_role(token, role)?.subject.map(|m| crate::core::state::model::CommandError::UnknownMachine(m).to_string());
+    let (mut backoff, mut reached) = (RETRY_BACKOFF_MIN_MS, role == CertRole::Agent);
+    loop {
+        let result = join_once(seeds, token, node_id, advertise, role, &mut reached).await;
+        let again = match &result {
+            Err(JoinError::Unreachable(_)) => reached,
+            Err(JoinError::Refused(r)) => not_yet.as_ref() == Some(r),
+            _ => false,
+        };
+        if !again || std::time::Instant::now() >= deadline {
+            return result;
+        }
+        tracing::warn!(error = %result.err().map(|e| e.to_string()).unwrap_or_default(), backoff_ms = backoff, "the cluster cannot admit this node yet; asking again");
+        tokio::time::sleep(Duration::from_millis(backoff)).await;
+        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX_MS);
+    }
+}
+
+/// One round of asking every seed; `reached` when one of them was there
+/// (it shed the connection, or lost it after the handshake).
+async fn join_once(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: SocketAddr, role: CertRole, reached: &mut bool) -> Result<Admission, JoinError> {
     let parsed = check_token_role(token, role)?;
     let rustls_cfg = pki::join_client_config(&parsed.ca_fingerprint).map_err(|e| JoinError::BadToken(e.to_string()))?;
     let client_cfg = pki::quinn_client_config(rustls_cfg, super::transport::transport_config())
@@ -87,7 +120,10 @@ pub async fn join(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: So
                 return Ok(*adm);
             }
             Ok(JoinResponse::Refused { reason }) => refusal = refusal.or(Some(reason)),
-            Err(e) => failures.push(format!("{seed}: {e}")),
+            Err((there, e)) => {
+                *reached |= there;
+                failures.push(format!("{seed}: {e}"));
+            }
         }
     }
     match refusal {
@@ -96,13 +132,27 @@ pub async fn join(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: So
     }
 }
 
-async fn ask_seed(seed: SocketAddr, cfg: quinn::ClientConfig, req: JoinRequest) -> Result<JoinResponse, String> {
+/// One seed's answer, or why not (true when the seed was there: it shed
+/// the connection, or lost it after the handshake).
+async fn ask_seed(seed: SocketAddr, cfg: quinn::ClientConfig, req: JoinRequest) -> Result<JoinResponse, (bool, String)> {
     let bind: SocketAddr = if seed.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.expect("literal");
-    let endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
+    let endpoint = quinn::Endpoint::client(bind).map_err(|e| (false, e.to_string()))?;
     let step = Duration::from_millis(JOIN_STEP_TIMEOUT_MS);
-    let result = async {
-        let connecting = endpoint.connect_with(cfg, seed, pki::SERVER_NAME).map_err(|e| e.to_string())?;
-        let conn = tokio::time::timeout(step, connecting).await.map_err(|_| "timed out".to_string())?.map_err(|e| e.to_string())?;
+    let shed = |e: &quinn::ConnectionError| {
+        matches!(e, quinn::ConnectionError::ConnectionClosed(c) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
+    };
+    let connected = async {
+        let connecting = endpoint.connect_with(cfg, seed, pki::SERVER_NAME).map_err(|e| (false, e.to_string()))?;
+        tokio::time::timeout(step, connecting).await.map_err(|_| (false, "timed out".to_string()))?.map_err(|e| (shed(&e), e.to_string()))
+    };
+    let conn = match connected.await {
+        Ok(c) => c,
+        Err(e) => {
+            endpoint.close(0u32.into(), b"done");
+            return Err(e);
+        }
+    };
+    let exchange = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         wire::write_frame(&mut send, &req, MAX_JOIN_FRAME_BYTES).await.map_err(|e| e.to_string())?;
         let _ = send.finish();
@@ -115,7 +165,7 @@ async fn ask_seed(seed: SocketAddr, cfg: quinn::ClientConfig, req: JoinRequest) 
     }
     .await;
     endpoint.close(0u32.into(), b"done");
-    result
+    exchange.map_err(|e: String| (true, e))
 }
 
 /// Serves one joiner's connection on the join ALPN.
@@ -171,6 +221,16 @@ async fn admit(shared: &Shared, req: JoinRequest) -> JoinResponse {
         Ok(c) => c,
         Err(e) => return refuse(format!("could not issue a certificate: {e}")),
     };
+    // A manager the provider started for a controller machine (its token
+    // names it) is recorded as that machine's node before it runs, as an
+    // agent is: otherwise, killed before its own first claim, it would look
+    // never joined to the HA keeper and wait out the 30 s start grace.
+    if let Some(machine) = token.subject.clone() {
+        let claim = crate::core::state::Command::ClaimMachine { machine: machine.clone(), agent: crate::core::NodeId(req.node_id).to_string() };
+        if let crate::core::state::WriteResult::Refused(reason) = shared.write(claim, 0, Duration::from_millis(JOIN_STEP_TIMEOUT_MS)).await {
+            tracing::warn!(%machine, %reason, "could not record a joining manager as its machine's node; it will claim the machine itself");
+        }
+    }
     tracing::info!(node = %crate::core::NodeId(req.node_id), advertise = %req.advertise, token = %token.token_id, "admitted a manager");
     JoinResponse::Admitted(Box::new(Admission {
         cluster_name: shared.cluster_name.clone(),
@@ -211,4 +271,31 @@ async fn admit_agent(shared: &Shared, req: &JoinRequest, token: &JoinToken, noti
         key_pem: cert.key_pem,
         notices,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A seed at its handshake limit sheds the connection: the joiner asks
+    /// again instead of failing (a machine started in a burst would die of
+    /// its first try otherwise).
+    #[tokio::test]
+    async fn a_joiner_asks_again_when_a_seed_sheds_its_connection() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = ClusterCa::generate("busy").unwrap();
+        let cert = ca.issue(CertRole::Manager, 1, 30).unwrap();
+        let cfg = pki::quinn_server_config(pki::server_config(&ca, &cert).unwrap(), super::super::transport::transport_config()).unwrap();
+        let seed = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = seed.local_addr().unwrap();
+        let token = pki::issue_token(&[7; 32], CertRole::Manager, None, 600, unix_now(), &ca.fingerprint()).unwrap().to_string();
+        let joiner = tokio::spawn(async move { join(&[addr], &token, 42, "127.0.0.1:1".parse().unwrap(), CertRole::Manager).await });
+        let cap = Duration::from_millis(JOIN_STEP_TIMEOUT_MS);
+        for attempt in 1..=2 {
+            let incoming = tokio::time::timeout(cap, seed.accept()).await.unwrap_or_else(|_| panic!("no attempt {attempt}")).unwrap();
+            incoming.refuse();
+        }
+        assert!(!joiner.is_finished(), "still asking after two shed connections");
+        joiner.abort();
+    }
 }

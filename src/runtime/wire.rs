@@ -199,6 +199,9 @@ pub enum Response {
     Applied(Outcome),
     Done,
     Error(String),
+    /// This manager cannot serve now (it holds no state yet, or it is
+    /// leaving): nothing was applied, and the client asks the next one.
+    Unavailable(String),
 }
 
 /// Decodes a notice list exactly (used for the persisted notice file).

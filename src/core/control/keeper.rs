@@ -29,6 +29,10 @@ pub const START_GRACE_MS: u64 = 30_000;
 #[derive(Debug, Default)]
 pub struct Keeper {
     down_since: BTreeMap<String, Time>,
+    /// Controller machines added in this step, which the replica's facts
+    /// do not show yet: the provisioner, if this node owns it, starts them
+    /// in the same step instead of a tick later.
+    pub added: Vec<String>,
 }
 
 fn is_up(view: &View<'_>, f: &MachineFacts) -> bool {
@@ -62,6 +66,12 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
         }
         heal(c, view, f, out);
     }
+    grow_or_retire(c, view, &ctrls, majority, out);
+}
+
+/// Adds controllers up to the desired count, or retires the surplus.
+fn grow_or_retire(c: &mut Controller, view: &View<'_>, ctrls: &[&MachineFacts], majority: bool, out: &mut ControlOut) {
+    let desired = controllers::ha_desired(view.replica);
     let count = ctrls.len() as u32;
     // Growing to the desired count needs no majority while every controller
     // is up (nothing is partitioned away); with one down, it does, so that
@@ -80,8 +90,9 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
         tracing::info!(machines = ?ids, desired, "adding controller machines");
         c.stats.managers_added += ids.len() as u64;
         out.changes.extend(changes);
+        c.keeper.added.extend(ids);
     } else if count > desired {
-        retire(c, view, &ctrls, (count - desired) as usize, out);
+        retire(c, view, ctrls, (count - desired) as usize, out);
     }
 }
 
@@ -104,10 +115,15 @@ fn heal(c: &mut Controller, view: &View<'_>, f: &MachineFacts, out: &mut Control
 }
 
 /// The keeper's stop of `machine` is done: its machine is dead now, and
-/// the next round adds a replacement.
-pub fn stopped(c: &mut Controller, _view: &View<'_>, machine: &str, out: &mut ControlOut) {
+/// (if this node still runs the keeper) its replacement is added at once.
+pub fn stopped(c: &mut Controller, view: &View<'_>, machine: &str, out: &mut ControlOut) {
     c.keeper.down_since.remove(machine);
     out.changes.push(controllers::set_machine(machine, "life", "dead"));
+    if c.owned().contains(&Singleton::HaKeeper) && view.provider.is_some() {
+        let ctrls: Vec<&MachineFacts> = view.facts.iter().filter(|f| f.alive && f.controller && f.id != machine).collect();
+        let majority = view.live.len() as u32 * 2 > controllers::ha_desired(view.replica);
+        grow_or_retire(c, view, &ctrls, majority, out);
+    }
 }
 
 /// Retires `n` controllers: down ones first, then ones never joined, then

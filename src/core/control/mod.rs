@@ -249,6 +249,7 @@ impl Controller {
         if self.owned.contains(&Singleton::Cleaner) && self.ticks.is_multiple_of(CLEAN_EVERY_TICKS) {
             cleaner::run(self, view, out);
         }
+        self.keeper.added.clear();
     }
 
     /// Membership changed: take or hand over singletons at once, and run
@@ -318,9 +319,15 @@ impl Controller {
             }
             ProviderResult::Stopped { machine, .. } => {
                 out.changes.push(controllers::set_machine(machine, "instance-state", "stopped"));
-                // A keeper's stop is a heal: the machine dies only now.
+                // A keeper's stop is a heal: the machine dies only now, and
+                // its replacement is added (and started, by this node's
+                // provisioner) in the same step.
                 if flight.by == Singleton::HaKeeper {
                     keeper::stopped(self, view, machine, out);
+                    if self.owned.contains(&Singleton::Provisioner) {
+                        provisioner::run(self, view, out);
+                    }
+                    self.keeper.added.clear();
                 }
             }
             ProviderResult::Failed { machine, error, .. } => {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::provider::{ProviderCmd, instance_name};
+use crate::core::state::controllers::MachineFacts;
 use super::{ControlOut, Controller, Singleton, View};
 use crate::core::io::Time;
 
@@ -38,7 +39,11 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
     let Some(spec) = view.provider.clone() else { return };
     let seeds: Vec<std::net::SocketAddr> = view.live.iter().map(|m| m.addr).collect();
     c.provisioner.failures.retain(|m, _| view.facts.iter().any(|f| &f.id == m && f.alive && f.instance.is_none()));
-    for f in view.facts.iter().filter(|f| f.alive && f.instance.is_none()) {
+    // Controllers the keeper added in this very step (not in the facts yet).
+    let added = std::mem::take(&mut c.keeper.added);
+    let fresh: Vec<MachineFacts> =
+        added.into_iter().filter(|id| !view.facts.iter().any(|f| &f.id == id)).map(|id| MachineFacts { id, alive: true, controller: true, generation: 1, ..Default::default() }).collect();
+    for f in view.facts.iter().chain(&fresh).filter(|f| f.alive && f.instance.is_none()) {
         if !c.has_room() {
             break;
         }

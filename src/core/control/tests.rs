@@ -253,3 +253,40 @@ fn the_last_controller_cannot_be_removed_and_enable_ha_is_bounded() {
     apply(&mut r, &Command::EnableHa { n: 5 });
     assert_eq!(controllers::ha_desired(&r), 5);
 }
+
+#[test]
+fn a_heals_replacement_is_added_and_started_as_soon_as_the_stop_is_confirmed() {
+    // Managers among which, once one is down, a single survivor runs both
+    // the HA keeper and the provisioner.
+    let (ms, victim_idx) = (1..=20u64)
+        .flat_map(|b| (1..3).map(move |v| (b, v)))
+        .map(|(b, v)| ((b..b + 3).map(ident).collect::<Vec<_>>(), v))
+        .find(|(ms, v)| {
+            let live: Vec<NodeId> = ms.iter().enumerate().filter(|(i, _)| i != v).map(|(_, m)| m.id).collect();
+            let o = owners(&live);
+            o[&Singleton::HaKeeper] == o[&Singleton::Provisioner]
+        })
+        .expect("some ids put both on one survivor");
+    let mut r = replica_with_bootstrap(&ms[0], 3);
+    let (changes, ids) = controllers::new_controllers(&r, 78, 2);
+    r.write(&changes);
+    for (i, id) in ids.iter().enumerate() {
+        r.write(&[controllers::set_machine(id, "instance", format!("inst-{i}")), controllers::set_machine(id, "agent", ms[i + 1].id.to_string())]);
+    }
+    let live: Vec<Identity> = ms.iter().enumerate().filter(|(i, _)| *i != victim_idx).map(|(_, m)| m.clone()).collect();
+    let mut c = Controller::new(owners(&live.iter().map(|m| m.id).collect::<Vec<_>>())[&Singleton::HaKeeper], None);
+    tick(&mut c, &mut r, &live, SEC);
+    let heal = tick(&mut c, &mut r, &live, 12 * SEC);
+    let (req, instance) = heal.provider.iter().find_map(|p| match p {
+        ProviderCmd::Stop { req, instance, graceful: false, .. } => Some((*req, instance.clone())),
+        _ => None,
+    }).expect("a hard stop");
+    let victim = ids[victim_idx - 1].clone();
+    let done = answer(&mut c, &mut r, &live, 12 * SEC, ProviderResult::Stopped { req, instance, machine: victim });
+    assert_eq!(controllers::live_controllers(&r), 3, "the replacement is added at once");
+    let asked = starts(&done);
+    assert_eq!(asked.len(), 1, "and started in the same step: {:?}", done.provider);
+    assert!(asked[0].3, "as a manager");
+    assert!(starts(&tick(&mut c, &mut r, &live, 13 * SEC)).is_empty(), "once");
+    assert_eq!(c.stats.managers_added, 1);
+}

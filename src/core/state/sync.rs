@@ -307,9 +307,20 @@ impl StateSync {
     pub fn tick(&mut self, now: Time, target: Option<NodeId>, live: &[NodeId], out: &mut SyncOut) {
         self.settle(now, out);
         self.expire(now, out);
+        if let Some(t) = target {
+            out.send.push((t, StateMsg::Digest(self.replica.durable_version())));
+        }
+        self.greet(live, target, out);
+    }
+
+    /// Sends a digest to every manager in `live` that was not live before
+    /// (except `skip`, already sent one): a manager that has just joined
+    /// learns the state at once, not at the next anti-entropy round (it
+    /// answers clients from an empty replica until then). Called on every
+    /// change of the live managers as well as on each tick.
+    pub fn greet(&mut self, live: &[NodeId], skip: Option<NodeId>, out: &mut SyncOut) {
         let live: std::collections::BTreeSet<NodeId> = live.iter().copied().collect();
-        let fresh = live.iter().filter(|n| !self.live_before.contains(n) && Some(**n) != target);
-        for t in target.iter().chain(fresh) {
+        for t in live.iter().filter(|n| !self.live_before.contains(n) && Some(**n) != skip) {
             out.send.push((*t, StateMsg::Digest(self.replica.durable_version())));
         }
         self.live_before = live;

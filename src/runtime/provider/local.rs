@@ -12,7 +12,16 @@
 //! Owns that layout. Must never start a second process under a name that
 //! exists (the instance dir is created exclusively, under the lock, and
 //! stays after a stop as a tombstone), and never signal a process that is
-//! not the one it started (the start time in /proc is checked).
+//! not the one it started (the start time in /proc is checked, or, for a
+//! process whose starter died before recording it, its `--data-dir` is
+//! the instance's own).
+//!
+//! A start is recorded as `starting` (with its address) before the spawn
+//! and as `running` (with the pid) after it. A starter that dies between
+//! the two (a manager SIGKILLed while provisioning) leaves a process no
+//! record names: the next start or stop of the name finds it by its data
+//! dir and adopts it, and `destroy` kills every process whose data dir is
+//! under the root.
 
 use std::fs::{self, File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -39,6 +48,11 @@ pub const MACHINE_DIR: &str = "jujud-local-provider";
 pub const KILL_WAIT_MS: u64 = 2_000;
 /// How often a stop looks whether the process is gone.
 const STOP_POLL_MS: u64 = 20;
+/// The state of a record written before its spawn.
+const STARTING: &str = "starting";
+/// Kill passes `destroy` makes over the root's processes (a starter killed
+/// in one pass may have forked a child seen only in the next).
+const DESTROY_PASSES: usize = 3;
 
 /// `instance.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +63,8 @@ pub struct Instance {
     pub pid: i32,
     /// The process's start time (clock ticks since boot, /proc/PID/stat).
     pub start_ticks: u64,
-    /// `running` or `stopped`.
+    /// `starting` (not yet spawned, or its starter died), `running` or
+    /// `stopped`.
     pub state: String,
 }
 
@@ -81,6 +96,21 @@ fn alive(i: &Instance) -> bool {
 
 fn is_zombie(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z'))).unwrap_or(true)
+}
+
+/// Running processes (not zombies) whose command line holds
+/// `--data-dir D` with D under `data_dir_prefix`: `(pid, D)`.
+fn processes_with_data_dir(data_dir_prefix: &Path) -> Vec<(i32, PathBuf)> {
+    let Ok(proc) = fs::read_dir("/proc") else { return Vec::new() };
+    let pids = proc.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok());
+    pids.filter_map(|pid| {
+        let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+        let at = args.iter().position(|a| *a == b"--data-dir")?;
+        let dir = PathBuf::from(std::str::from_utf8(args.get(at + 1)?).ok()?);
+        (dir.starts_with(data_dir_prefix) && !is_zombie(pid)).then_some((pid, dir))
+    })
+    .collect()
 }
 
 fn signal(pid: i32, sig: i32) {
@@ -197,20 +227,50 @@ impl Provider for LocalProvider {
     fn start(&self, launch: &Launch) -> Result<Started, ProviderError> {
         let _lock = self.lock()?;
         let dir = self.instance_dir(&launch.name);
+        let mut address = None;
         if fs::create_dir(&dir).is_err() {
-            let existing = self.instance(&launch.name)?;
-            return Ok(Started { address: existing.address, existed: true });
+            match self.instance(&launch.name) {
+                Ok(i) if i.state != STARTING => return Ok(Started { address: i.address, existed: true }),
+                record => {
+                    let record = record.ok();
+                    if let Some(i) = self.adopt(&launch.name, &launch.machine, record.as_ref()) {
+                        return Ok(Started { address: i.address, existed: true });
+                    }
+                    // Its starter died before spawning it: nothing of it runs.
+                    address = record.map(|i| i.address);
+                }
+            }
         }
-        let address = self.next_address()?;
-        let pid = self.spawn(launch, &dir, address)?;
-        let start_ticks = start_ticks(pid).unwrap_or(0);
-        let inst = Instance { name: launch.name.clone(), machine: launch.machine.clone(), address, pid, start_ticks, state: "running".into() };
+        let address = match address {
+            Some(a) => a,
+            None => self.next_address()?,
+        };
+        let mut inst = Instance { name: launch.name.clone(), machine: launch.machine.clone(), address, pid: 0, start_ticks: 0, state: STARTING.into() };
+        self.record(&inst)?;
+        inst.pid = self.spawn(launch, &dir, address)?;
+        inst.start_ticks = start_ticks(inst.pid).unwrap_or(0);
+        inst.state = "running".into();
         self.record(&inst)?;
         Ok(Started { address, existed: false })
     }
 
     fn stop(&self, name: &str, graceful: bool) -> Result<(), ProviderError> {
-        let mut inst = self.instance(name)?;
+        let mut inst = {
+            // Under the lock: a `starting` record is then one whose starter died.
+            let _lock = self.lock()?;
+            match self.instance(name) {
+                Ok(i) if i.state != STARTING => i,
+                Ok(record) => match self.adopt(name, &record.machine.clone(), Some(&record)) {
+                    Some(i) => i,
+                    None => return self.record(&Instance { state: "stopped".into(), ..record }),
+                },
+                Err(e) if !self.instance_dir(name).is_dir() => return Err(e),
+                Err(_) => match self.adopt(name, "", None) {
+                    Some(i) => i,
+                    None => return Ok(()), // never spawned: nothing runs
+                },
+            }
+        };
         if inst.state == "stopped" && !alive(&inst) {
             return Ok(());
         }
@@ -240,20 +300,58 @@ impl Provider for LocalProvider {
 }
 
 impl LocalProvider {
-    /// Kills every instance at once and removes the root (`juju destroy`).
+    /// Kills every instance at once, recorded or not (a process whose
+    /// starter died before recording it), and removes the root (`juju
+    /// destroy`); returns how many processes were killed.
     pub fn destroy(&self) -> Result<usize, ProviderError> {
-        let all = self.list();
-        let mut killed = 0;
-        for i in &all {
-            if alive(i) {
-                signal(i.pid, libc::SIGKILL);
-                killed += 1;
+        let mut killed = std::collections::BTreeSet::new();
+        for i in self.list().iter().filter(|i| alive(i)) {
+            signal(i.pid, libc::SIGKILL);
+            killed.insert(i.pid);
+        }
+        // Managers record their instances under the absolute root.
+        let under = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone()).join("instances");
+        let ours = || {
+            let mut v = processes_with_data_dir(&under);
+            v.extend(processes_with_data_dir(&self.root.join("instances")));
+            v
+        };
+        for _ in 0..DESTROY_PASSES {
+            let found = ours();
+            if found.is_empty() {
+                break;
+            }
+            for (pid, _) in found {
+                signal(pid, libc::SIGKILL);
+                killed.insert(pid);
+            }
+            let deadline = Instant::now() + Duration::from_millis(KILL_WAIT_MS);
+            while !ours().is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(STOP_POLL_MS));
             }
         }
         if self.root.exists() {
             fs::remove_dir_all(&self.root).map_err(|e| io(&self.root, e))?;
         }
-        Ok(killed)
+        Ok(killed.len())
+    }
+
+    /// The process of instance `name` that no complete record names (its
+    /// starter died between spawning and recording it), found by its data
+    /// dir and recorded as running.
+    fn adopt(&self, name: &str, machine: &str, record: Option<&Instance>) -> Option<Instance> {
+        let data = self.instance_dir(name).join("data");
+        let (pid, _) = processes_with_data_dir(&data).into_iter().find(|(_, d)| *d == data)?;
+        let listen = || -> Option<SocketAddr> {
+            let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+            std::str::from_utf8(args.get(args.iter().position(|a| *a == b"--listen")? + 1)?).ok()?.parse().ok()
+        };
+        let address = record.map(|i| i.address).or_else(listen)?;
+        let inst = Instance { name: name.into(), machine: machine.into(), address, pid, start_ticks: start_ticks(pid)?, state: "running".into() };
+        self.record(&inst).ok()?;
+        tracing::warn!(instance = %name, pid, "adopted an instance whose starter died before recording it");
+        Some(inst)
     }
 }
 
@@ -296,5 +394,55 @@ mod tests {
         assert!(matches!(p.stop("nope", true), Err(ProviderError::NoSuchInstance(_))));
         assert_eq!(p.destroy().unwrap(), 1);
         assert!(!tmp.path().join("root").exists());
+    }
+
+    /// A stand-in for jujud that keeps its arguments on its command line
+    /// (as jujud does) and runs until killed.
+    fn looping_jujud(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("looping-jujud");
+        fs::write(&path, "#!/bin/sh\nwhile :; do sleep 1; done\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// The starter dies (a manager SIGKILLed while provisioning) after the
+    /// spawn and before the record: the next start adopts the process
+    /// instead of failing on the name for ever, and destroy kills it even
+    /// when no record names it.
+    #[test]
+    fn a_process_whose_starter_died_before_recording_it_is_adopted_and_destroyed() {
+        let bin = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let p = LocalProvider::new(tmp.path().join("root")).with_jujud(looping_jujud(bin.path()));
+        let first = p.start(&sleeper("a")).unwrap();
+        let pid = p.instance("a").unwrap().pid;
+        let record = p.instance_dir("a").join("instance.json");
+        fs::remove_file(&record).unwrap();
+        let again = p.start(&sleeper("a")).unwrap();
+        assert!(again.existed, "the running process is adopted, not started twice");
+        assert_eq!((again.address, p.instance("a").unwrap().pid), (first.address, pid));
+        fs::remove_file(&record).unwrap();
+        assert_eq!(p.destroy().unwrap(), 1);
+        assert!(processes_with_data_dir(tmp.path()).is_empty(), "destroy leaves no process behind");
+    }
+
+    /// The starter died after recording `starting` but before the spawn:
+    /// nothing runs, so the next start spawns it, at the recorded address.
+    #[test]
+    fn a_start_cut_short_before_its_spawn_is_carried_out_by_the_next() {
+        let bin = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let p = LocalProvider::new(tmp.path().join("root")).with_jujud(looping_jujud(bin.path()));
+        let address: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        fs::create_dir_all(p.instance_dir("a")).unwrap();
+        let starting = Instance { name: "a".into(), machine: "1-aaaa".into(), address, pid: 0, start_ticks: 0, state: STARTING.into() };
+        p.record(&starting).unwrap();
+        let s = p.start(&sleeper("a")).unwrap();
+        assert_eq!((s.existed, s.address), (false, address));
+        assert!(alive(&p.instance("a").unwrap()));
+        p.stop("a", false).unwrap();
+        assert_eq!(p.instance("a").unwrap().state, "stopped");
+        p.destroy().unwrap();
     }
 }
