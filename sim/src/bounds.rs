@@ -74,6 +74,28 @@ pub struct Bounds {
     /// `MAX_DELTA_OPS` operations; [`Bounds::state_convergence`] adds one
     /// round per further `MAX_DELTA_OPS` (one delta carries at most that).
     pub state_sync: Duration,
+    /// From the moment an agent is live, its machine alive and some live
+    /// manager reachable, until it holds a session with a live, reachable
+    /// manager (see [`session_reconnect`]).
+    pub session_reconnect: Duration,
+    /// From the heal until the live managers number the desired count
+    /// again (see [`Bounds::new`]).
+    pub ha_restore: Duration,
+}
+
+/// An agent learns that its session's manager is gone within the QUIC idle
+/// timeout (5 s), whatever SWIM says (SWIM is usually faster: the core
+/// closes the session on `MemberDown`). It then opens at once with the next
+/// manager it ranks; that one may be dead too and not yet detected, so an
+/// open may fail at the core's own deadline (`OPEN_TIMEOUT_MS`, 3 s); after
+/// `PARALLEL_AFTER_FAILURES` (2) failures it dials every manager it knows at
+/// once, after backoffs of 0.1 and 0.2 s; the first live, reachable one
+/// answers within a round trip. Plus the in-flight slack.
+pub fn session_reconnect() -> Duration {
+    use jujud::core::agent::role::{OPEN_BACKOFF_MIN_MS, OPEN_TIMEOUT_MS, PARALLEL_AFTER_FAILURES};
+    let failures = u64::from(PARALLEL_AFTER_FAILURES);
+    let backoffs = OPEN_BACKOFF_MIN_MS * ((1 << failures) - 1);
+    crate::cluster::SESSION_IDLE_TIMEOUT + Duration::from_millis(failures * OPEN_TIMEOUT_MS + backoffs + IN_FLIGHT_SLACK_MS)
 }
 
 impl Bounds {
@@ -112,7 +134,23 @@ impl Bounds {
         let m = managers.max(2) as u64;
         let log2_m = u64::from(64 - (m - 1).leading_zeros());
         let state_sync = ms(ANTI_ENTROPY_PERIOD_MS) * (2 * log2_m + STATE_SYNC_SLACK_ROUNDS) as u32 + slack;
+        // After the heal every view converges (`convergence`); the HA
+        // keeper's owner then needs a controller to have been down a full
+        // grace, at most `START_GRACE_MS` (30 s) for one started but never
+        // joined; the heal's stop, the keeper's next tick adding a machine,
+        // the provisioner's next tick starting it (two control ticks, two
+        // provider round trips), the boot, and the new manager's join
+        // (`convergence` again).
+        let ha = {
+            use jujud::core::control::CONTROL_TICK_MS;
+            use jujud::core::control::keeper::START_GRACE_MS;
+            let grace = crate::genesis::SIM_HA_GRACE_MS.max(START_GRACE_MS);
+            let provider = Duration::from_micros(4 * crate::cluster::PROVIDER_LATENCY_MAX_US);
+            ms(grace + 2 * CONTROL_TICK_MS + crate::cluster::INSTANCE_BOOT_MAX_MS) + provider
+        };
         Bounds {
+            session_reconnect: session_reconnect(),
+            ha_restore: convergence * 2 + ha,
             join: convergence,
             convergence,
             detection,
@@ -153,5 +191,9 @@ mod tests {
         // State: (2*3 + 40) rounds * 0.25 s + 1 s = 12.5 s after the views.
         assert_eq!(five.state_sync, Duration::from_millis(12_500));
         assert_eq!(five.state_convergence(45_000), five.convergence + Duration::from_millis(13_000));
+        // 5 + 2 * 3 + 0.3 + 1 = 12.3 s.
+        assert_eq!(five.session_reconnect, Duration::from_millis(12_300));
+        // 2 * 29.4 + 30 + 2 + 1 + 0.2 = 92 s.
+        assert_eq!(five.ha_restore, Duration::from_millis(92_000));
     }
 }

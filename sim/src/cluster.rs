@@ -5,7 +5,11 @@
 //!
 //! Managers hold replicated state: the cluster carries out its outputs
 //! (persisting to the simulated disk, state streams between managers,
-//! replies to client writes) in `cluster_state.rs`.
+//! replies to client writes) in `cluster_state.rs`. Agents run with their
+//! machine (`NodeConfig.agent`): their sessions with managers are carried
+//! out in `sessions.rs`, their workloads in `agents.rs`; the managers'
+//! provider requests go to the simulated cloud in `provider.rs`, which
+//! adds slots as it starts instances.
 //!
 //! Owns the processes, their simulated disks and clocks, and the queue.
 //! Must never decide *when* to inject a fault (the run loop and the fault
@@ -15,6 +19,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use jujud::core::control::provider::ProviderResult;
+use jujud::core::node::AgentSpec;
 use jujud::core::state::VersionVector;
 use jujud::core::{Event, Identity, Input, Node, NodeConfig, NodeId, Output, PeerCert, Role, Timer, Timing};
 use rand::RngExt;
@@ -23,6 +29,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::clock::NodeClock;
 use crate::disk::StateDisk;
 use crate::faults::Control;
+use crate::genesis::{GENESIS_TAG, Genesis};
+use crate::notes::{ExitKind, ExitWhy, SimNote};
 use crate::network::{NetParams, Network};
 use crate::planted::PlantedBug;
 use crate::queue::{EventQueue, VTime};
@@ -33,6 +41,18 @@ use crate::workload::StateNote;
 mod cluster_state;
 pub use cluster_state::MAX_OUTSTANDING_WRITES;
 use cluster_state::Request;
+
+#[path = "sessions.rs"]
+mod sessions;
+pub use sessions::{SESSION_IDLE_TIMEOUT, SESSION_OPEN_TIMEOUT, SessionEv, SessionStats, Sessions};
+
+#[path = "agents.rs"]
+mod agents;
+pub use agents::{WORKLOAD_MEAN_LIFETIME_MS, WorkloadEv, Workloads};
+
+#[path = "provider.rs"]
+mod provider;
+pub use provider::{AGENT_QUOTA_EXTRA, INSTANCE_BOOT_MAX_MS, Instance, PROVIDER_LATENCY_MAX_US, Provider};
 
 /// Most events held for one paused process. At the bound further datagrams
 /// and handshakes are dropped (a full socket buffer); timers are always kept
@@ -68,6 +88,17 @@ pub enum Ev {
     State { slot: usize, epoch: u32, from: PeerCert, bytes: Vec<u8> },
     /// A fault injection or recovery (handled by the run loop).
     Control(Control),
+    /// Something for one end of an agent session (`sessions.rs`).
+    Session { slot: usize, epoch: u32, what: SessionEv },
+    /// A session's idle timeout after its path died (`sessions.rs`); the
+    /// pause counters of its ends when it was armed.
+    SessionIdle { link: u64, pauses: (u32, u32) },
+    /// Something about an agent's workloads (`agents.rs`).
+    Workload { slot: usize, epoch: u32, what: WorkloadEv },
+    /// A manager's provider request reaches the cloud's API.
+    ProviderCall { from: usize, epoch: u32, cmd: jujud::core::control::provider::ProviderCmd },
+    /// The provider's answer reaches the manager that asked.
+    ProviderReply { slot: usize, epoch: u32, result: Box<ProviderResult> },
 }
 
 /// What survives a crash when the disk is kept.
@@ -107,9 +138,42 @@ pub struct Slot {
     pub pause: u32,
     /// When the process was last thawed (zero if never paused).
     pub resumed_at: VTime,
+    /// The machine an agent runs (with state only; `None` runs a bare
+    /// member, as `--no-state` does).
+    pub agent: Option<AgentSpec>,
+    /// A manager's controller machine.
+    pub controller_machine: Option<String>,
+    /// The addresses its processes join through.
+    pub seeds: Vec<SocketAddr>,
+    /// Stopped for good: by the provider, or the process exited by itself
+    /// (retired, revoked, its machine removed). Never started again.
+    pub retired: bool,
+    /// The provider's instance this slot is.
+    pub instance: Option<String>,
+    /// The process asked to exit (after the input that said so).
+    exit_due: Option<ExitWhy>,
 }
 
 impl Slot {
+    fn new(role: Role, addr: SocketAddr, disk: Disk) -> Slot {
+        Slot {
+            role,
+            addr,
+            disk,
+            epoch: 0,
+            process: None,
+            started_at: Duration::ZERO,
+            pause: 0,
+            resumed_at: Duration::ZERO,
+            agent: None,
+            controller_machine: None,
+            seeds: Vec::new(),
+            retired: false,
+            instance: None,
+            exit_due: None,
+        }
+    }
+
     /// Running and not paused.
     pub fn is_live(&self) -> bool {
         self.process.as_ref().is_some_and(|p| !p.paused)
@@ -168,6 +232,19 @@ pub struct ClusterStats {
     /// batches after it), and from batches alone.
     pub restores_from_snapshot: u64,
     pub restores_from_log: u64,
+    /// Processes that exited by themselves (retired, revoked, machine gone).
+    pub self_exits: u64,
+}
+
+/// The seed's streams the cluster draws from, one per concern.
+pub struct ClusterRngs {
+    pub net: ChaCha8Rng,
+    pub node: ChaCha8Rng,
+    pub disk: ChaCha8Rng,
+    /// Workload spawn and stop delays, lifetimes.
+    pub agent: ChaCha8Rng,
+    /// The provider's latencies and boot delays.
+    pub provider: ChaCha8Rng,
 }
 
 /// How to build a cluster.
@@ -182,6 +259,8 @@ pub struct ClusterConfig {
     pub bug: Option<PlantedBug>,
     /// Managers hold replicated state.
     pub state: bool,
+    /// Genesis configures the provider (the HA keeper and provisioner act).
+    pub provider: bool,
 }
 
 /// The cluster, its network and its queue.
@@ -196,7 +275,6 @@ pub struct Cluster {
     /// What became of client writes since the run loop last drained them.
     pub state_notes: Vec<StateNote>,
     timing: Timing,
-    seeds: Vec<SocketAddr>,
     by_id: BTreeMap<NodeId, usize>,
     by_addr: BTreeMap<SocketAddr, usize>,
     drift_max_ppm: i32,
@@ -209,6 +287,22 @@ pub struct Cluster {
     node_rng: ChaCha8Rng,
     /// Draws fsync delays.
     disk_rng: ChaCha8Rng,
+    agent_rng: ChaCha8Rng,
+    provider_rng: ChaCha8Rng,
+    /// Planted bugs of the liveness phase are in force.
+    planted_armed: bool,
+    pub sessions: Sessions,
+    pub workloads: Workloads,
+    pub provider: Provider,
+    /// What the world did on the nodes' behalf since the run loop last
+    /// drained it.
+    pub sim_notes: Vec<SimNote>,
+    /// The state the run started from (with state only).
+    pub genesis: Option<Genesis>,
+    /// Slots the run began with (the provider adds the rest).
+    pub initial_slots: usize,
+    /// Print session traffic (`--log`).
+    pub log: bool,
     state_enabled: bool,
     /// Client writes awaiting a reply, by request id.
     requests: BTreeMap<u64, Request>,
@@ -222,31 +316,28 @@ pub struct Cluster {
 
 impl Cluster {
     /// Builds the slots (managers first, then agents) and schedules their
-    /// boots. Managers are the seeds.
-    pub fn new(config: &ClusterConfig, net_rng: ChaCha8Rng, mut node_rng: ChaCha8Rng, disk_rng: ChaCha8Rng) -> Cluster {
+    /// boots. Managers are the seeds. With state, every initial manager's
+    /// disk holds the genesis state, and each slot is bound to the machine
+    /// genesis made for it.
+    pub fn new(config: &ClusterConfig, rngs: ClusterRngs) -> Cluster {
+        let ClusterRngs { net: net_rng, node: mut node_rng, disk: disk_rng, agent: agent_rng, provider: provider_rng } = rngs;
         let count = config.managers + config.agents;
         let mut slots = Vec::with_capacity(count);
         let mut by_id = BTreeMap::new();
         let mut by_addr = BTreeMap::new();
-        let mut tags = std::collections::BTreeSet::new();
+        let mut tags = std::collections::BTreeSet::from([GENESIS_TAG]);
         for slot in 0..count {
             let role = if slot < config.managers { Role::Manager } else { Role::Agent };
             let addr = slot_addr(slot);
             let disk = fresh_disk(&mut node_rng, &mut tags);
             by_id.insert(disk.id, slot);
             by_addr.insert(addr, slot);
-            slots.push(Slot {
-                role,
-                addr,
-                disk,
-                epoch: 0,
-                process: None,
-                started_at: Duration::ZERO,
-                pause: 0,
-                resumed_at: Duration::ZERO,
-            });
+            slots.push(Slot::new(role, addr, disk));
         }
-        let seeds = slots.iter().filter(|s| s.role == Role::Manager).map(|s| s.addr).collect();
+        let seeds: Vec<SocketAddr> = slots.iter().filter(|s| s.role == Role::Manager).map(|s| s.addr).collect();
+        for s in &mut slots {
+            s.seeds = seeds.clone();
+        }
         let mut cluster = Cluster {
             slots,
             queue: EventQueue::default(),
@@ -256,7 +347,6 @@ impl Cluster {
             outbox: Vec::new(),
             state_notes: Vec::new(),
             timing: config.timing.clone(),
-            seeds,
             by_id,
             by_addr,
             drift_max_ppm: config.drift_max_ppm,
@@ -266,17 +356,62 @@ impl Cluster {
             net_rng,
             node_rng,
             disk_rng,
+            agent_rng,
+            provider_rng,
+            planted_armed: false,
+            sessions: Sessions::default(),
+            workloads: Workloads::default(),
+            provider: Provider { agent_quota: config.agents + AGENT_QUOTA_EXTRA, ..Provider::default() },
+            sim_notes: Vec::new(),
+            genesis: None,
+            initial_slots: count,
+            log: false,
             state_enabled: config.state,
             requests: BTreeMap::new(),
             next_req: 0,
             issuing: None,
             tags,
         };
+        if config.state {
+            cluster.lay_genesis(config.managers, config.provider);
+        }
         for slot in 0..count {
             let at = Duration::from_millis(cluster.node_rng.random_range(0..=BOOT_SPREAD_MS));
             cluster.push_control_free(at, Ev::Boot { slot });
         }
         cluster
+    }
+
+    /// Writes the genesis state to every initial manager's disk and binds
+    /// each slot to its machine and instance.
+    fn lay_genesis(&mut self, managers: usize, provider: bool) {
+        let ids: Vec<NodeId> = self.slots[..managers].iter().map(|s| s.disk.id).collect();
+        let genesis = crate::genesis::build(&ids, self.slots.len() - managers, provider);
+        for (slot, machine) in genesis.controllers.clone().into_iter().enumerate() {
+            self.slots[slot].disk.state.append_snapshot(Duration::ZERO, genesis.snapshot.clone(), Duration::ZERO);
+            self.slots[slot].controller_machine = Some(machine.clone());
+            self.record_instance(jujud::core::control::provider::instance_name(&machine, 1), machine, slot, true);
+        }
+        for (i, machine) in genesis.agent_machines.clone().into_iter().enumerate() {
+            let slot = managers + i;
+            let address = self.slots[slot].addr.to_string();
+            self.slots[slot].agent = Some(AgentSpec { machine: machine.clone(), address });
+            self.record_instance(jujud::core::control::provider::instance_name(&machine, 1), machine, slot, false);
+        }
+        self.genesis = Some(genesis);
+    }
+
+    /// A new slot for an instance the provider starts, on the given side
+    /// of the current partition (if any); returns its index.
+    fn add_slot(&mut self, role: Role, side: Option<bool>) -> usize {
+        let slot = self.slots.len();
+        let addr = slot_addr(slot);
+        let disk = fresh_disk(&mut self.node_rng, &mut self.tags);
+        self.by_id.insert(disk.id, slot);
+        self.by_addr.insert(addr, slot);
+        self.slots.push(Slot::new(role, addr, disk));
+        self.network.add_slot(side.unwrap_or(false));
+        slot
     }
 
     /// The current virtual time.
@@ -297,6 +432,7 @@ impl Cluster {
     /// Turns planted world bugs on (the liveness phase does this, so that
     /// the cluster has joined and been quiet first).
     pub fn arm_planted_bugs(&mut self) {
+        self.planted_armed = true;
         match self.bug {
             Some(PlantedBug::HiddenIsolation { slot }) => self.hidden_isolation = Some(slot),
             Some(PlantedBug::MuteSends { slot }) => self.muted = Some(slot),
@@ -307,17 +443,28 @@ impl Cluster {
     /// Handles one node-bound event popped from the queue.
     pub fn dispatch(&mut self, at: VTime, ev: Ev) {
         self.stats.events += 1;
-        let slot = match &ev {
+        let slot = match ev {
             Ev::Boot { slot } => {
-                self.start(*slot);
+                if !self.slots[slot].retired && !self.slots[slot].is_running() {
+                    let first = self.slots[slot].epoch == 0 && slot >= self.initial_slots;
+                    self.start(slot);
+                    if first {
+                        self.sim_notes.push(SimNote::Booted { slot });
+                    }
+                }
                 return;
             }
+            Ev::SessionIdle { link, pauses } => return self.session_idle(link, pauses),
+            Ev::ProviderCall { from, epoch, cmd } => return self.provider_arrived(from, epoch, cmd),
             Ev::Datagram { slot, .. }
             | Ev::Identified { slot, .. }
             | Ev::Timer { slot, .. }
             | Ev::Durable { slot, .. }
             | Ev::DurableRemote { slot, .. }
-            | Ev::State { slot, .. } => *slot,
+            | Ev::State { slot, .. }
+            | Ev::Session { slot, .. }
+            | Ev::Workload { slot, .. }
+            | Ev::ProviderReply { slot, .. } => slot,
             Ev::Control(_) => unreachable!("controls are handled by the run loop"),
         };
         let (epoch_now, s) = (self.slots[slot].epoch, &mut self.slots[slot]);
@@ -330,7 +477,8 @@ impl Cluster {
             return;
         }
         if process.paused {
-            if process.held.len() < MAX_HELD_EVENTS_PER_NODE || matches!(ev, Ev::Timer { .. } | Ev::Durable { .. } | Ev::DurableRemote { .. }) {
+            let reliable = !matches!(ev, Ev::Datagram { .. } | Ev::Identified { .. });
+            if process.held.len() < MAX_HELD_EVENTS_PER_NODE || reliable {
                 process.held.push_back(ev);
             } else {
                 self.stats.held_dropped += 1;
@@ -361,10 +509,69 @@ impl Cluster {
                 self.trace.record(at, slot, TraceKind::State, Fnv1a::of_words(&bytes));
                 Input::State { from, bytes }
             }
-            Ev::Boot { .. } | Ev::Control(_) => unreachable!(),
+            Ev::Session { what, .. } => return self.deliver_session(at, slot, what),
+            Ev::Workload { what, .. } => {
+                let Some(ev) = self.workload_input(slot, what) else { return };
+                self.trace.record(at, slot, TraceKind::Workload, Fnv1a::of(ev.unit().as_bytes()));
+                Input::Workload(ev)
+            }
+            Ev::ProviderReply { result, .. } => {
+                self.trace.record(at, slot, TraceKind::Provider, result.req());
+                Input::Provider(result)
+            }
+            Ev::Boot { .. } | Ev::Control(_) | Ev::SessionIdle { .. } | Ev::ProviderCall { .. } => unreachable!(),
         };
-        process.node.handle(local, input);
+        self.handle(slot, local, input);
+    }
+
+    /// Feeds one input to the running process in `slot`, routes what it
+    /// asked for, and carries out an exit it asked for.
+    fn handle(&mut self, slot: usize, local: jujud::core::Time, input: Input) {
+        let Some(p) = self.slots[slot].process.as_mut() else { return };
+        p.node.handle(local, input);
         self.drain(slot);
+        self.exit_if_due(slot);
+    }
+
+    fn deliver_session(&mut self, at: VTime, slot: usize, what: SessionEv) {
+        if self.bug == Some(PlantedBug::EmptyFirstAssign) && self.planted_armed {
+            self.plant_empty_assign(slot, &what);
+        }
+        for input in self.session_inputs(slot, what) {
+            self.trace.record(at, slot, TraceKind::Session, 0);
+            let Some(p) = self.slots[slot].process.as_ref() else { return };
+            let local = p.clock.local(at);
+            self.handle(slot, local, input);
+        }
+    }
+
+    /// The planted bug: an agent's session opens with an empty assignment
+    /// first (a manager that does not know the units yet).
+    fn plant_empty_assign(&mut self, slot: usize, what: &SessionEv) {
+        let SessionEv::Frame { .. } = what else { return };
+        let Some(machine) = self.slots[slot].agent.as_ref().map(|a| a.machine.clone()) else { return };
+        let opening = self.sessions_first_frame(slot, what);
+        let Some((session, peer)) = opening else { return };
+        let empty = jujud::core::agent::encode_msg(&jujud::core::agent::SessionMsg::Assign(jujud::core::agent::Assignments { machine, units: Vec::new() }));
+        let now = self.now();
+        let Some(p) = self.slots[slot].process.as_ref() else { return };
+        let local = p.clock.local(now);
+        self.handle(slot, local, Input::SessionOpened { session, peer, machine: None });
+        self.handle(slot, local, Input::SessionData { session, bytes: empty });
+    }
+
+    /// A manager or agent whose core said it must stop (retired, revoked)
+    /// or an agent whose machine was removed and whose workloads are down
+    /// leaves and exits, for good (the runtime's driver does the same).
+    fn exit_if_due(&mut self, slot: usize) {
+        let gone = self.slots[slot].node().and_then(Node::agent).is_some_and(|a| a.is_gone() && a.supervisor.running() == 0);
+        let why = self.slots[slot].exit_due.take().or(gone.then_some(ExitWhy::MachineGone));
+        let Some(why) = why else { return };
+        let Some(identity) = self.slots[slot].identity().cloned() else { return };
+        self.stats.self_exits += 1;
+        self.slots[slot].retired = true;
+        self.leave(slot);
+        self.sim_notes.push(SimNote::Exited { slot, identity, kind: ExitKind::Left, why });
     }
 
     /// Starts a process in `slot` from its disk: generation + 1, the last
@@ -391,11 +598,11 @@ impl Cluster {
             identity,
             timing: self.timing.clone(),
             rng_seed,
-            seeds: self.seeds.clone(),
+            seeds: s.seeds.clone(),
             known_peers: s.disk.known_peers.clone(),
             state,
-            agent: None,
-            controller_machine: None,
+            agent: s.agent.clone().filter(|_| self.state_enabled),
+            controller_machine: s.controller_machine.clone(),
         };
         let mut node = Node::new(config);
         node.start(clock.local(now));
@@ -414,8 +621,11 @@ impl Cluster {
         let s = &mut self.slots[slot];
         s.process.take()?;
         s.epoch += 1;
+        s.exit_due = None;
         self.stats.disk_lost_unsynced += s.disk.state.crash(now);
         self.abandon_requests(slot);
+        self.sessions_end_process(slot, false);
+        self.workloads_die(slot);
         if keep_disk {
             return None;
         }
@@ -443,7 +653,10 @@ impl Cluster {
         s.epoch += 1;
         // The exit waits for the syncs in flight.
         s.disk.state.flush(now);
+        s.exit_due = None;
         self.abandon_requests(slot);
+        self.sessions_end_process(slot, true);
+        self.workloads_die(slot);
     }
 
     /// Freezes the process (SIGSTOP): everything for it is held.
@@ -452,7 +665,14 @@ impl Cluster {
         let p = s.process.as_mut().filter(|p| !p.paused)?;
         p.paused = true;
         s.pause += 1;
-        Some(s.pause)
+        let pause = s.pause;
+        self.sessions_disturbed(Some(slot));
+        Some(pause)
+    }
+
+    /// A partition began, moved or ended: sessions on cut paths time out.
+    pub fn partition_changed(&mut self) {
+        self.sessions_disturbed(None);
     }
 
     /// Thaws the process (SIGCONT): what was held is delivered now, late,
@@ -502,9 +722,13 @@ impl Cluster {
                 Output::SendState { to, bytes } => self.send_state(slot, to, bytes),
                 Output::Reply { req, result } => self.reply(slot, req, result),
                 Output::SnapshotNeeded => self.snapshot_state(slot),
-                // Agents here run membership only (no agent role yet).
-                Output::OpenSession { .. } | Output::SessionSend { .. } | Output::CloseSession { .. } => {}
-                Output::Workload(_) | Output::SaveManagers(_) | Output::Provider(_) => {}
+                Output::OpenSession { session, candidates } => self.open_session(slot, session, candidates),
+                Output::SessionSend { session, bytes } => self.session_send(slot, session, bytes),
+                Output::CloseSession { session } => self.close_session(slot, session),
+                Output::Workload(cmd) => self.workload_cmd(slot, cmd),
+                // agent.conf: the seeds an agent restarts with.
+                Output::SaveManagers(addrs) => s.seeds = addrs,
+                Output::Provider(cmd) => self.provider_call(slot, *cmd),
             }
         }
     }
@@ -513,6 +737,8 @@ impl Cluster {
         let s = &mut self.slots[slot];
         match &event {
             Event::Rejoined(identity) => s.disk.generation = s.disk.generation.max(identity.generation),
+            Event::Retired => s.exit_due = Some(ExitWhy::Retired),
+            Event::Revoked => s.exit_due = Some(ExitWhy::Revoked),
             Event::MemberDown { .. } if self.bug == Some(PlantedBug::SwallowDowns) => return,
             Event::MemberUp(_) | Event::MemberDown { .. } | Event::Renamed { .. } | Event::Notice(_) => {
                 if let Some(p) = s.process.as_mut() {
@@ -575,6 +801,13 @@ impl Cluster {
         }
     }
 
+    /// Whether `a` and `b` reach each other both ways, by the network's
+    /// truth (what the checkers hold the nodes to; planted bugs may cut
+    /// more).
+    pub fn reachable(&self, a: usize, b: usize) -> bool {
+        a == b || (!self.network.is_cut(a, b) && !self.network.is_cut(b, a))
+    }
+
     /// The slot whose current node id is `id`.
     pub fn slot_of(&self, id: NodeId) -> Option<usize> {
         self.by_id.get(&id).copied()
@@ -588,8 +821,11 @@ fn event_epoch(ev: &Ev) -> u32 {
         | Ev::Timer { epoch, .. }
         | Ev::Durable { epoch, .. }
         | Ev::DurableRemote { epoch, .. }
-        | Ev::State { epoch, .. } => *epoch,
-        Ev::Boot { .. } | Ev::Control(_) => 0,
+        | Ev::State { epoch, .. }
+        | Ev::Session { epoch, .. }
+        | Ev::Workload { epoch, .. }
+        | Ev::ProviderReply { epoch, .. } => *epoch,
+        Ev::Boot { .. } | Ev::Control(_) | Ev::SessionIdle { .. } | Ev::ProviderCall { .. } => 0,
     }
 }
 

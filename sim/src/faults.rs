@@ -82,13 +82,18 @@ pub struct FaultParams {
     pub clog: MsRange,
     /// Largest clock drift, in ppm either way (10,000 ppm = 1%).
     pub drift_max_ppm: i32,
+    /// Chance that a crash, pause or leave targets a manager (when one is
+    /// healthy) rather than any node: the HA scenarios.
+    pub manager_share: f64,
+    /// Chance that a partition is a manager-minority one.
+    pub minority_partition_share: f64,
 }
 
 impl fmt::Display for FaultParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: loss {:.2}% dup {:.2}% tail {:.1}% fault every ~{} ms (crash {} pause {} partition {} clog {} leave {}) drift ±{} ppm",
+            "{}: loss {:.2}% dup {:.2}% tail {:.1}% fault every ~{} ms (crash {} pause {} partition {} clog {} leave {}) drift ±{} ppm, managers targeted {:.0}%, manager-minority partitions {:.0}%",
             self.name,
             self.net.loss * 100.0,
             self.net.duplicate_probability * 100.0,
@@ -99,13 +104,15 @@ impl fmt::Display for FaultParams {
             self.weights.partition,
             self.weights.clog,
             self.weights.leave,
-            self.drift_max_ppm
+            self.drift_max_ppm,
+            self.manager_share * 100.0,
+            self.minority_partition_share * 100.0
         )
     }
 }
 
 /// Profile names accepted by `--faults`.
-pub const PROFILE_NAMES: [&str; 5] = ["none", "calm", "default", "harsh", "random"];
+pub const PROFILE_NAMES: [&str; 6] = ["none", "calm", "default", "harsh", "ha", "random"];
 
 impl FaultParams {
     /// A named profile; `random` draws its parameters from `rng`.
@@ -115,6 +122,7 @@ impl FaultParams {
             "calm" => Self::calm(),
             "default" => Self::default_profile(),
             "harsh" => Self::harsh(),
+            "ha" => Self::ha(),
             "random" => Self::random(rng),
             _ => return None,
         })
@@ -136,6 +144,30 @@ impl FaultParams {
             swizzle_step: MsRange::new(500, 3_000),
             clog: MsRange::new(100, 3_000),
             drift_max_ppm: 0,
+            manager_share: 0.0,
+            minority_partition_share: 0.0,
+        }
+    }
+
+    /// The HA scenarios: managers killed, frozen or cut off past the
+    /// healing grace (`genesis::SIM_HA_GRACE_MS`), a fault every ~6 s,
+    /// most of them on managers, and partitions that isolate a minority of
+    /// the managers; 1% loss.
+    pub fn ha() -> FaultParams {
+        FaultParams {
+            name: "ha".into(),
+            net: NetParams { loss: 0.01, ..NetParams::lan() },
+            mean_interval_ms: 6_000,
+            weights: FaultWeights { crash: 3, pause: 3, partition: 3, clog: 1, leave: 0 },
+            keep_disk_probability: 0.8,
+            downtime: MsRange::new(2_000, 20_000),
+            short_pause_probability: 0.2,
+            long_pause: MsRange::new(3_000, 15_000),
+            partition: MsRange::new(2_000, 30_000),
+            drift_max_ppm: 10_000,
+            manager_share: 0.8,
+            minority_partition_share: 0.7,
+            ..Self::none()
         }
     }
 
@@ -162,6 +194,8 @@ impl FaultParams {
             keep_disk_probability: 0.7,
             short_pause_probability: 0.6,
             drift_max_ppm: 10_000,
+            manager_share: 0.3,
+            minority_partition_share: 0.2,
             ..Self::none()
         }
     }
@@ -185,6 +219,8 @@ impl FaultParams {
             long_pause: MsRange::new(1_000, 15_000),
             partition: MsRange::new(2_000, 40_000),
             drift_max_ppm: 10_000,
+            manager_share: 0.3,
+            minority_partition_share: 0.2,
             ..Self::none()
         }
     }
@@ -216,6 +252,8 @@ impl FaultParams {
             long_pause: MsRange::new(1_000, rng.random_range(2_000..=15_000)),
             partition: MsRange::new(1_000, rng.random_range(2_000..=40_000)),
             drift_max_ppm: rng.random_range(0..=10_000),
+            manager_share: permille(rng, 800),
+            minority_partition_share: permille(rng, 700),
             ..Self::none()
         }
     }
@@ -236,9 +274,13 @@ pub enum Plan {
 pub struct Candidates<'a> {
     /// Slots running and not paused (may be crashed, paused or left).
     pub healthy: &'a [usize],
-    /// Total number of slots.
+    /// The healthy ones that are managers.
+    pub managers: &'a [usize],
+    /// Total number of slots (stopped instances' too: a clog may pick any).
     pub slots: usize,
-    /// Slots currently crashed, departed or paused.
+    /// Slots that may still run (not stopped for good).
+    pub alive: usize,
+    /// Slots currently crashed, departed or paused (and not stopped for good).
     pub faulty: usize,
     /// Whether a partition is active (only one at a time).
     pub partitioned: bool,
@@ -265,8 +307,14 @@ pub fn choose(params: &FaultParams, c: &Candidates<'_>, rng: &mut ChaCha8Rng) ->
         return None;
     }
     let mut pick = rng.random_range(0..total);
-    let node_fault_ok = c.faulty < max_faulty(c.slots) && !c.healthy.is_empty();
-    let any = |rng: &mut ChaCha8Rng| c.healthy[rng.random_range(0..c.healthy.len())];
+    let node_fault_ok = c.faulty < max_faulty(c.alive) && !c.healthy.is_empty();
+    let any = |rng: &mut ChaCha8Rng| {
+        if !c.managers.is_empty() && params.manager_share > 0.0 && rng.random_bool(params.manager_share) {
+            c.managers[rng.random_range(0..c.managers.len())]
+        } else {
+            c.healthy[rng.random_range(0..c.healthy.len())]
+        }
+    };
     if pick < w.crash {
         return node_fault_ok.then(|| Plan::Crash {
             slot: any(rng),
@@ -282,7 +330,8 @@ pub fn choose(params: &FaultParams, c: &Candidates<'_>, rng: &mut ChaCha8Rng) ->
     }
     pick -= w.pause;
     if pick < w.partition {
-        let kind = PARTITION_KINDS[rng.random_range(0..PARTITION_KINDS.len())];
+        let minority = params.minority_partition_share > 0.0 && rng.random_bool(params.minority_partition_share);
+        let kind = if minority { PartitionKind::ManagerMinority } else { PARTITION_KINDS[rng.random_range(0..PARTITION_KINDS.len())] };
         return (!c.partitioned).then(|| Plan::Partition { kind, duration_ms: params.partition.draw(rng) });
     }
     pick -= w.partition;
@@ -342,7 +391,7 @@ mod tests {
             weights: FaultWeights { crash: 1, pause: 1, partition: 0, clog: 0, leave: 1 },
             ..FaultParams::harsh()
         };
-        let c = Candidates { healthy: &[0, 1, 2], slots: 5, faulty: 2, partitioned: false };
+        let c = Candidates { healthy: &[0, 1, 2], managers: &[], slots: 5, alive: 5, faulty: 2, partitioned: false };
         for _ in 0..100 {
             assert_eq!(choose(&params, &c, &mut rng), None);
         }
@@ -355,7 +404,7 @@ mod tests {
             weights: FaultWeights { crash: 0, pause: 0, partition: 0, clog: 1, leave: 0 },
             ..FaultParams::harsh()
         };
-        let c = Candidates { healthy: &[0, 1], slots: 2, faulty: 0, partitioned: false };
+        let c = Candidates { healthy: &[0, 1], managers: &[], slots: 2, alive: 2, faulty: 0, partitioned: false };
         for _ in 0..100 {
             let Some(Plan::Clog { from, to, .. }) = choose(&params, &c, &mut rng) else { panic!() };
             assert_ne!(from, to);

@@ -82,6 +82,14 @@ struct Cli {
     /// Managers hold no replicated state (membership only).
     #[arg(long)]
     no_state: bool,
+    /// The state configures no provider: the HA keeper and the
+    /// provisioner stay idle (membership, state and agents only).
+    #[arg(long)]
+    no_provider: bool,
+    /// Which node the liveness phase's probe crash picks: any, manager or
+    /// agent (a manager, to time agents' reconnection after its loss).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["any", "manager", "agent"]))]
+    probe_target: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -129,6 +137,10 @@ fn with_overrides(cli: &Cli, mut config: RunConfig) -> RunConfig {
         config.writes_per_sec = rate;
     }
     config.state &= !cli.no_state;
+    config.provider &= !cli.no_provider;
+    if let Some(t) = cli.probe_target.as_deref().and_then(sim::run::ProbeTarget::parse) {
+        config.probe_target = t;
+    }
     config
 }
 

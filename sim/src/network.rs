@@ -79,6 +79,9 @@ pub enum PartitionKind {
     Halves,
     /// Halves whose membership rolls: one node crosses at every step.
     Swizzle,
+    /// A minority of the managers (and some agents) cut off both ways: the
+    /// HA scenario where the rest must heal and the minority must not.
+    ManagerMinority,
 }
 
 impl PartitionKind {
@@ -89,6 +92,7 @@ impl PartitionKind {
             PartitionKind::IsolateOne => "isolate-one",
             PartitionKind::Halves => "halves",
             PartitionKind::Swizzle => "swizzle",
+            PartitionKind::ManagerMinority => "manager-minority",
         }
     }
 }
@@ -115,7 +119,7 @@ impl Partition {
                     side_a[slot] = true;
                 }
             }
-            PartitionKind::Symmetric | PartitionKind::OneWay => {
+            PartitionKind::Symmetric | PartitionKind::OneWay | PartitionKind::ManagerMinority => {
                 let size = rng.random_range(1..=n / 2);
                 for slot in pick_distinct(n, size, rng) {
                     side_a[slot] = true;
@@ -125,9 +129,26 @@ impl Partition {
         Partition { kind, side_a, one_way: kind == PartitionKind::OneWay }
     }
 
+    /// A minority of `managers` (at least one, fewer than half), and each
+    /// other slot with probability 1/4, on side A.
+    pub fn manager_minority(n: usize, managers: &[usize], rng: &mut ChaCha8Rng) -> Partition {
+        let mut side_a = vec![false; n];
+        let size = rng.random_range(1..=(managers.len().saturating_sub(1) / 2).max(1));
+        for i in pick_distinct(managers.len(), size, rng) {
+            side_a[managers[i]] = true;
+        }
+        for (slot, a) in side_a.iter_mut().enumerate() {
+            if !managers.contains(&slot) && rng.random_range(0..4) == 0 {
+                *a = true;
+            }
+        }
+        Partition { kind: PartitionKind::ManagerMinority, side_a, one_way: false }
+    }
+
     /// Whether `from -> to` is cut.
     pub fn cuts(&self, from: usize, to: usize) -> bool {
-        let (a, b) = (self.side_a[from], self.side_a[to]);
+        let side = |s: usize| self.side_a.get(s).copied().unwrap_or(false);
+        let (a, b) = (side(from), side(to));
         a != b && (!self.one_way || a)
     }
 
@@ -175,6 +196,8 @@ pub struct NetStats {
 pub struct Network {
     pub params: NetParams,
     partition: Option<Partition>,
+    /// The planted leaky partition: cuts hold for the truth only.
+    pub leaky: bool,
     /// Directed paths held until the given time.
     clogs: BTreeMap<(usize, usize), VTime>,
     pub stats: NetStats,
@@ -182,7 +205,7 @@ pub struct Network {
 
 impl Network {
     pub fn new(params: NetParams) -> Self {
-        Network { params, partition: None, clogs: BTreeMap::new(), stats: NetStats::default() }
+        Network { params, partition: None, leaky: false, clogs: BTreeMap::new(), stats: NetStats::default() }
     }
 
     /// The current partition, if any.
@@ -217,6 +240,14 @@ impl Network {
         self.clogs.retain(|_, until| *until > now);
     }
 
+    /// A slot was added (an instance the provider started): it joins the
+    /// current partition, if any, on side A if `side_a`.
+    pub fn add_slot(&mut self, side_a: bool) {
+        if let Some(p) = self.partition.as_mut() {
+            p.side_a.push(side_a);
+        }
+    }
+
     /// Removes every partition and clog (the liveness phase).
     pub fn heal(&mut self) {
         self.partition = None;
@@ -228,6 +259,12 @@ impl Network {
         self.partition.as_ref().is_some_and(|p| p.cuts(from, to))
     }
 
+    /// Whether traffic on `from -> to` is cut (the truth, unless the planted
+    /// leaky partition lets it through).
+    pub fn cuts_traffic(&self, from: usize, to: usize) -> bool {
+        !self.leaky && self.is_cut(from, to)
+    }
+
     /// Whether the path is clogged at `now`.
     pub fn is_clogged(&self, from: usize, to: usize, now: VTime) -> bool {
         self.clogs.get(&(from, to)).is_some_and(|until| *until > now)
@@ -237,7 +274,7 @@ impl Network {
     /// none (lost or cut), one, or two (duplicated).
     pub fn deliveries(&mut self, from: usize, to: usize, now: VTime, rng: &mut ChaCha8Rng) -> [Option<VTime>; 2] {
         self.stats.sent += 1;
-        if self.is_cut(from, to) {
+        if self.cuts_traffic(from, to) {
             self.stats.cut += 1;
             return [None, None];
         }
@@ -260,7 +297,7 @@ impl Network {
     /// clogs apply as to datagrams.
     pub fn stream(&mut self, from: usize, to: usize, now: VTime, rng: &mut ChaCha8Rng) -> Option<VTime> {
         self.stats.streams += 1;
-        if self.is_cut(from, to) {
+        if self.cuts_traffic(from, to) {
             self.stats.streams_cut += 1;
             return None;
         }
@@ -270,7 +307,7 @@ impl Network {
     /// When a connection handshake started now from `from` reaches `to` and
     /// back (two round trips), or `None` if either direction is cut.
     pub fn handshake(&mut self, from: usize, to: usize, now: VTime, rng: &mut ChaCha8Rng) -> Option<VTime> {
-        if self.is_cut(from, to) || self.is_cut(to, from) {
+        if self.cuts_traffic(from, to) || self.cuts_traffic(to, from) {
             return None;
         }
         let mut at = now;

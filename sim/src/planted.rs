@@ -39,4 +39,25 @@ pub enum PlantedBug {
     /// acknowledged while no other manager holds them: the wait-replicated
     /// checker must fire.
     ForgeHave,
+    /// From the liveness phase on, managers never answer an agent's
+    /// session open (as if their session listener hung): agents stay
+    /// without a session, and the sessions checker must fire.
+    DeafManagers,
+    /// From the liveness phase on, every agent session opens with an empty
+    /// assignment before the real one (a manager that does not know the
+    /// units yet): workloads stop and start again with the same spec, and
+    /// the workloads checker must fire.
+    EmptyFirstAssign,
+    /// The provider does not remember instance names for agents (a second
+    /// start of a name starts a second process, and the quota is not
+    /// counted), and its answers to agent starts are lost (so the
+    /// provisioner asks again): the instances checker must fire.
+    ProviderForgetsNames,
+    /// The provider answers a manager instance's start but never boots it:
+    /// the managers checker must fire.
+    ProviderDropsManagerStarts,
+    /// Partitions cut only the network's truth: messages still cross, so a
+    /// side that the truth calls a minority sees a majority and heals: the
+    /// minority checker must fire.
+    LeakyPartition,
 }

@@ -170,6 +170,12 @@ pub fn replay_command(config: &RunConfig) -> String {
     if config.timing.max_transmissions != lan.max_transmissions {
         let _ = write!(cmd, " --max-transmissions {}", config.timing.max_transmissions);
     }
+    if config.probe_target != crate::run::ProbeTarget::Any {
+        let _ = write!(cmd, " --probe-target {}", config.probe_target.as_str());
+    }
+    if !config.provider {
+        cmd.push_str(" --no-provider");
+    }
     if !config.state {
         cmd.push_str(" --no-state");
     } else if config.writes_per_sec != crate::workload::DEFAULT_WRITES_PER_SEC {
@@ -230,7 +236,33 @@ pub fn fault_kind(what: &str) -> &'static str {
         "clog" => "clog",
         "swizzle" => "swizzle step",
         "heal" => "partition healed",
+        "provider-kill" => "provider kill",
+        "provider-stop" => "provider stop",
+        "retired" => "retired",
+        "revoked" => "revoked",
+        "machine-gone" => "agent of a removed machine exited",
+        "instance-boot" => "instance booted",
+        "stopped-while-down" => "provider stop of a down instance",
         _ => "partition",
+    }
+}
+
+/// What the world did on a node's behalf, as a log line.
+pub fn describe_sim_note(note: &crate::notes::SimNote) -> String {
+    use crate::notes::SimNote as N;
+    match note {
+        N::WorkloadStarted { slot, unit, run, .. } => format!("slot {slot:>3} workload {unit} run {run} started"),
+        N::WorkloadEnded { slot, unit, run, spontaneous } => {
+            format!("slot {slot:>3} workload {unit} run {run} {}", if *spontaneous { "died" } else { "stopped" })
+        }
+        N::ProviderCall { slot, cmd } => format!("slot {slot:>3} provider call {cmd:?}"),
+        N::InstanceStarted { instance, machine, slot, manager } => {
+            format!("provider started {instance} (machine {machine}, {}) in slot {slot}", if *manager { "manager" } else { "agent" })
+        }
+        N::InstanceStopped { instance, slot, .. } => format!("provider stopped {instance} (slot {slot})"),
+        N::Exited { slot, identity, kind, why } => format!("slot {slot:>3} {}@{} ended: {kind:?} ({why:?})", identity.id, identity.generation),
+        N::Booted { slot } => format!("slot {slot:>3} booted (a new instance)"),
+        N::StoppedWhileDown { slot } => format!("slot {slot:>3} stopped for good while down"),
     }
 }
 

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::bounds::{Bounds, FALSE_DOWN_MAX_LOSS};
 use crate::checkers::state_convergence::StateProbe;
 use crate::checkers::{self, Checker, FaultNote, Phase, World};
-use crate::cluster::{Cluster, ClusterConfig, Ev};
+use crate::cluster::{AGENT_QUOTA_EXTRA, Cluster, ClusterConfig, ClusterRngs, Ev};
 use crate::faults::{self, Candidates, Control, FaultParams, Plan};
 use crate::network::{Partition, PartitionKind};
 use crate::planted::PlantedBug;
@@ -45,6 +45,12 @@ const STREAM_NODES: u64 = 3;
 const STREAM_FAULTS: u64 = 4;
 const STREAM_WORKLOAD: u64 = 6;
 const STREAM_DISK: u64 = 7;
+const STREAM_AGENTS: u64 = 8;
+const STREAM_PROVIDER: u64 = 9;
+
+#[path = "run_ha.rs"]
+mod run_ha;
+pub use run_ha::{ProbeTarget, desired_managers, live_managers};
 
 /// Everything that defines a run; with the build, it defines the trace.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +76,11 @@ pub struct RunConfig {
     pub state: bool,
     /// Mean client writes per virtual second during the safety phase.
     pub writes_per_sec: u32,
+    /// Which kind of node the liveness phase's probe crash picks.
+    pub probe_target: ProbeTarget,
+    /// The state configures the simulated provider (`c/provider`), so the
+    /// HA keeper and the provisioner act; `--no-provider` turns it off.
+    pub provider: bool,
 }
 
 impl RunConfig {
@@ -88,6 +99,8 @@ impl RunConfig {
             script: Vec::new(),
             state: true,
             writes_per_sec: DEFAULT_WRITES_PER_SEC,
+            probe_target: ProbeTarget::Any,
+            provider: true,
         }
     }
 
@@ -147,6 +160,9 @@ struct Runner {
     workload: Workload,
     /// The live managers' replicas compared, on the tick after the heal.
     state_probe: StateProbe,
+    /// Which kind of node the probe crash picks, and the one it picked.
+    probe_target: ProbeTarget,
+    probed: Option<usize>,
     /// Whether the views equal the truth, computed at most once per tick
     /// (see `World::views`); emptied at the start of every tick and after
     /// anything the run loop does to the world between two uses.
@@ -166,18 +182,29 @@ pub fn run(config: &RunConfig) -> RunReport {
         drift_max_ppm: params.drift_max_ppm,
         bug: config.bug,
         state: config.state,
+        provider: config.provider,
     };
     let members = config.members();
-    let (net, nodes, disk) =
-        (stream(config.seed, STREAM_NETWORK), stream(config.seed, STREAM_NODES), stream(config.seed, STREAM_DISK));
-    let cluster = Cluster::new(&cluster_config, net, nodes, disk);
+    let rngs = ClusterRngs {
+        net: stream(config.seed, STREAM_NETWORK),
+        node: stream(config.seed, STREAM_NODES),
+        disk: stream(config.seed, STREAM_DISK),
+        agent: stream(config.seed, STREAM_AGENTS),
+        provider: stream(config.seed, STREAM_PROVIDER),
+    };
+    let mut cluster = Cluster::new(&cluster_config, rngs);
+    cluster.network.leaky = config.bug == Some(PlantedBug::LeakyPartition);
+    cluster.log = config.log;
+    // With state, the provider may start agents up to its quota and one
+    // replacement manager at a time: the bounds are sized for that many.
+    let bound_members = members + if config.state { AGENT_QUOTA_EXTRA + 1 } else { 0 };
     let writes = if config.state { config.writes_per_sec } else { 0 };
     let mut truth = Truth::new(members);
     truth.set_lossy(params.net.loss > FALSE_DOWN_MAX_LOSS, Duration::ZERO);
     let mut r = Runner {
         cluster,
         truth,
-        bounds: Bounds::new(&config.timing, members, config.managers),
+        bounds: Bounds::new(&config.timing, bound_members, config.managers),
         params,
         checkers: checkers::all(),
         phase: Phase::Safety,
@@ -196,6 +223,8 @@ pub fn run(config: &RunConfig) -> RunReport {
         workload: Workload::new(stream(config.seed, STREAM_WORKLOAD), writes),
         state_probe: StateProbe::default(),
         views: std::cell::OnceCell::new(),
+        probe_target: config.probe_target,
+        probed: None,
     };
     for (i, (at, _)) in config.script.iter().enumerate() {
         r.cluster.schedule(*at, Control::Scripted(i));
@@ -270,14 +299,26 @@ impl Runner {
                 if !self.state_probe.converged() && now < heal_at + state_bound {
                     return stage;
                 }
+                // And for the managers to number the desired count again.
+                if !self.managers_restored() && now < heal_at + self.bounds.ha_restore {
+                    return stage;
+                }
                 if probe && self.probe_crash() {
                     return Stage::Probed { at: now };
                 }
                 Stage::Observing { until: now + window }
             }
             Stage::Probed { at } => {
-                let converged = now > at && checkers::convergence::settled(&self.world(), at, Duration::ZERO);
-                if converged || now >= at + self.bounds.detection {
+                // A crashed manager is replaced by the HA keeper: the views
+                // must then take in the replacement too (at a thousand
+                // members its join is the slow part), within the bounds of
+                // detection, restoring the managers, and a join.
+                let restored = self.managers_restored();
+                let converged = now > at && restored && checkers::convergence::settled(&self.world(), at, Duration::ZERO);
+                let replaced = self.probed.is_some_and(|s| self.cluster.slots[s].role == jujud::core::Role::Manager)
+                    && desired_managers(&self.cluster).is_some();
+                let bound = if replaced { self.bounds.detection + self.bounds.ha_restore + self.bounds.convergence } else { self.bounds.detection };
+                if converged || now >= at + bound {
                     return Stage::Observing { until: now + window };
                 }
                 stage
@@ -293,7 +334,9 @@ impl Runner {
             Ev::Control(control) => self.control(control),
             ev => self.cluster.dispatch(at, ev),
         }
+        self.sync_slots();
         self.deliver_events();
+        self.deliver_sim_notes();
     }
 
     /// Hands every event the nodes emitted, and every note about client
@@ -436,7 +479,7 @@ impl Runner {
             }
             Control::Restart { slot, epoch } => {
                 let s = &self.cluster.slots[slot];
-                if s.process.is_none() && s.epoch == epoch {
+                if s.process.is_none() && s.epoch == epoch && !s.retired {
                     self.restart(slot);
                 }
             }
@@ -453,6 +496,7 @@ impl Runner {
             {
                 self.cluster.network.swizzle_step(&mut self.rng);
                 self.retouch_partition();
+                self.cluster.partition_changed();
                 self.trace_fault(NETWORK, "swizzle");
                 let wait = self.params.swizzle_step.draw(&mut self.rng);
                 self.cluster.schedule(now + Duration::from_millis(wait), Control::Swizzle { partition });
@@ -486,11 +530,15 @@ impl Runner {
         }
         let now = self.cluster.now();
         let healthy: Vec<usize> = (0..self.cluster.slots.len()).filter(|&s| self.cluster.slots[s].is_live()).collect();
-        let faulty = self.cluster.slots.len() - healthy.len();
+        let managers: Vec<usize> =
+            healthy.iter().copied().filter(|&s| self.cluster.slots[s].role == jujud::core::Role::Manager).collect();
+        let alive = self.cluster.slots.iter().filter(|s| !s.retired).count();
         let c = Candidates {
             healthy: &healthy,
+            managers: &managers,
             slots: self.cluster.slots.len(),
-            faulty,
+            alive,
+            faulty: alive.saturating_sub(healthy.len()),
             partitioned: self.cluster.network.partition().is_some(),
         };
         if let Some(plan) = faults::choose(&self.params, &c, &mut self.rng) {
@@ -506,7 +554,11 @@ impl Runner {
         let ms = Duration::from_millis;
         match plan {
             Plan::Crash { slot, keep_disk, downtime_ms } => {
-                let identity = self.cluster.slots[slot].identity().cloned().expect("crash picks a running slot");
+                // An agent that lost its disk would need a new token (its
+                // machine is claimed by its old node id): not modelled.
+                let keep_disk = keep_disk || self.cluster.slots[slot].agent.is_some();
+                // A scripted fault may name a slot that is down by now.
+                let Some(identity) = self.cluster.slots[slot].identity().cloned() else { return };
                 self.trace_fault(slot, if keep_disk { "crash" } else { "crash-lose-disk" });
                 let lost_disk = self.cluster.crash(slot, keep_disk);
                 let epoch = self.cluster.slots[slot].epoch;
@@ -514,7 +566,7 @@ impl Runner {
                 self.note(FaultNote::Crash { slot, identity, lost_disk });
             }
             Plan::Leave { slot, downtime_ms } => {
-                let identity = self.cluster.slots[slot].identity().cloned().expect("leave picks a running slot");
+                let Some(identity) = self.cluster.slots[slot].identity().cloned() else { return };
                 self.trace_fault(slot, "leave");
                 self.cluster.leave(slot);
                 self.deliver_events();
@@ -545,11 +597,18 @@ impl Runner {
 
     fn start_partition(&mut self, kind: PartitionKind, duration_ms: u64) {
         let now = self.cluster.now();
-        let partition = Partition::draw(kind, self.cluster.slots.len(), &mut self.rng);
+        let n = self.cluster.slots.len();
+        let partition = if kind == PartitionKind::ManagerMinority {
+            let managers: Vec<usize> = (0..n).filter(|&s| self.cluster.slots[s].role == jujud::core::Role::Manager && !self.cluster.slots[s].retired).collect();
+            Partition::manager_minority(n, &managers, &mut self.rng)
+        } else {
+            Partition::draw(kind, n, &mut self.rng)
+        };
         self.partition_id += 1;
         let id = self.partition_id;
         self.cluster.network.set_partition(Some(partition));
         self.retouch_partition();
+        self.cluster.partition_changed();
         self.trace_fault(NETWORK, kind.as_str());
         self.cluster.schedule(now + Duration::from_millis(duration_ms), Control::Heal { partition: id });
         if kind == PartitionKind::Swizzle {
@@ -576,6 +635,7 @@ impl Runner {
         if self.cluster.network.partition().is_some() {
             self.cluster.network.set_partition(None);
             self.retouch_partition();
+            self.cluster.partition_changed();
             self.trace_fault(NETWORK, "heal");
         }
     }
@@ -598,11 +658,12 @@ impl Runner {
         self.cluster.network.params = self.params.net.healed();
         self.truth.set_lossy(false, now);
         self.cluster.arm_planted_bugs();
+        self.cluster.workloads.quiet = true;
         for slot in 0..self.cluster.slots.len() {
             if self.cluster.slots[slot].is_paused() && self.cluster.resume(slot) {
                 self.truth.settle(slot, now);
                 self.note(FaultNote::Resume { slot });
-            } else if !self.cluster.slots[slot].is_running() {
+            } else if !self.cluster.slots[slot].is_running() && !self.cluster.slots[slot].retired && self.cluster.slots[slot].epoch > 0 {
                 self.restart(slot);
             }
             self.deliver_events();
@@ -618,13 +679,16 @@ impl Runner {
     /// One more crash in the healed cluster, whose detection is timed;
     /// false if there are not two live nodes.
     fn probe_crash(&mut self) -> bool {
-        let live: Vec<usize> = (0..self.cluster.slots.len()).filter(|&s| self.cluster.slots[s].is_live()).collect();
-        if live.len() < 2 {
+        let live: Vec<usize> =
+            (0..self.cluster.slots.len()).filter(|&s| self.cluster.slots[s].is_live() && self.probe_target.fits(&self.cluster.slots[s])).collect();
+        let running = self.cluster.slots.iter().filter(|s| s.is_live()).count();
+        if live.is_empty() || running < 2 {
             return false;
         }
         let slot = live[self.rng.random_range(0..live.len())];
         let identity = self.cluster.slots[slot].identity().cloned().expect("live slot runs");
         self.trace_fault(slot, "probe-crash");
+        self.probed = Some(slot);
         self.cluster.crash(slot, true);
         self.views.take();
         self.note(FaultNote::Crash { slot, identity, lost_disk: None });

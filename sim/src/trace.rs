@@ -91,6 +91,12 @@ pub enum TraceKind {
     State = 9,
     /// A reply to a client command.
     Reply = 10,
+    /// An agent session's frame or event.
+    Session = 11,
+    /// A workload started or reported.
+    Workload = 12,
+    /// A provider request, answer or action.
+    Provider = 13,
 }
 
 /// The running trace of one simulation.

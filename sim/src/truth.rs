@@ -37,6 +37,20 @@ impl Truth {
         Truth { slots: vec![SlotTruth::default(); slots], lossy: false, lossy_end: Duration::ZERO }
     }
 
+    /// A slot was added (an instance the provider started at `now`).
+    pub fn add_slot(&mut self, now: VTime) {
+        self.slots.push(SlotTruth { active: 0, last_end: now });
+    }
+
+    /// How many slots the ledger covers.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// A fault touching `slot` began.
     pub fn disturb(&mut self, slot: usize) {
         self.slots[slot].active += 1;

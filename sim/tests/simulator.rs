@@ -27,9 +27,10 @@ fn assert_passes(report: &RunReport) {
     assert!(report.passed(), "expected a clean run:\n{}", report.summary());
 }
 
-/// A quiet cluster with one scripted fault.
+/// A quiet cluster with one scripted fault, and no provider: the HA
+/// keeper would replace a manager down past the grace (see `ha()`).
 fn scripted(managers: usize, agents: usize, secs: u64, script: Vec<(Duration, Plan)>) -> RunConfig {
-    RunConfig { script, ..RunConfig::new(11, managers, agents, secs, "none") }
+    RunConfig { script, provider: false, ..RunConfig::new(11, managers, agents, secs, "none") }
 }
 
 #[test]
@@ -88,8 +89,12 @@ fn detection_checker_catches_a_core_that_never_declares_down() {
 
 #[test]
 fn convergence_checker_catches_a_node_kept_partitioned() {
-    let config =
-        RunConfig { bug: Some(PlantedBug::HiddenIsolation { slot: 2 }), ..RunConfig::new(5, 5, 0, 20, "none") };
+    // No provider: the HA keeper would replace the manager it cannot see.
+    let config = RunConfig {
+        bug: Some(PlantedBug::HiddenIsolation { slot: 2 }),
+        provider: false,
+        ..RunConfig::new(5, 5, 0, 20, "none")
+    };
     let report = run(&config);
     let v = report.violations.iter().find(|v| v.invariant == "convergence").expect("convergence must fire");
     assert!(v.detail.contains("after heal"), "{v}");

@@ -161,6 +161,8 @@ pub struct Node {
     live_managers: Vec<Identity>,
     /// The same without this node: where state goes.
     peer_manager_ids: Vec<NodeId>,
+    /// The workers' machine facts, by the replica version they were read at.
+    facts_cache: Option<node_control::FactsCache>,
     /// Agent sessions this manager serves (empty elsewhere).
     served: AgentSessions,
     /// The replica changed during this input (assignments may have).
@@ -237,6 +239,7 @@ impl Node {
             managers_changed: true,
             live_managers: Vec::new(),
             peer_manager_ids: Vec::new(),
+            facts_cache: None,
             served: AgentSessions::default(),
             state_changed: false,
             assign_armed: false,

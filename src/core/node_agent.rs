@@ -215,7 +215,16 @@ impl Node {
     pub fn status_view(&self) -> Option<StatusView> {
         let st = self.state.as_ref()?;
         let mut view = st.view();
-        let states: BTreeMap<NodeId, MemberState> = self.members().into_iter().map(|m| (m.identity.id, m.state)).collect();
+        // The newest generation of each id speaks for it: an older one may
+        // linger (suspect or down) beside the one that replaced it.
+        let mut states: BTreeMap<NodeId, (u64, MemberState)> = BTreeMap::new();
+        for m in self.members() {
+            let e = states.entry(m.identity.id).or_insert((m.identity.generation, m.state));
+            if m.identity.generation > e.0 {
+                *e = (m.identity.generation, m.state);
+            }
+        }
+        let states: BTreeMap<NodeId, MemberState> = states.into_iter().map(|(id, (_, s))| (id, s)).collect();
         let mut by_machine: BTreeMap<String, String> = BTreeMap::new();
         for m in &mut view.machines {
             let seen = m.agent.0.iter().filter_map(|h| h.parse::<NodeId>().ok()).filter_map(|id| states.get(&id)).min();

@@ -79,15 +79,16 @@ impl Node {
         let provider = controllers::provider(&st.replica);
         if control.machine().is_none() && provider.is_some() {
             // The bootstrap manager adopts the controller machine it created.
-            if let Some(m) = controllers::machines(&st.replica).into_iter().find(|m| m.controller && m.nodes.contains(&me)) {
-                control.set_machine(m.id);
+            if let Some(m) = cached_facts(&mut self.facts_cache, &st.replica).iter().find(|m| m.controller && m.nodes.contains(&me)) {
+                control.set_machine(m.id.clone());
             }
         }
         // Facts cost a pass over the keys: only for a node that owns, or is
         // about to own, a worker that reads them now.
         let owned = if membership { control.owned_among(&self.live_managers.iter().map(|m| m.id).collect::<Vec<_>>()) } else { control.owned().clone() };
-        let facts = if control.needs_facts(&owned, provider.is_some()) { controllers::machines(&st.replica) } else { Vec::new() };
-        let view = View { now, replica: &st.replica, facts: &facts, live: &self.live_managers, who, provider };
+        let facts: &[controllers::MachineFacts] =
+            if control.needs_facts(&owned, provider.is_some()) { cached_facts(&mut self.facts_cache, &st.replica) } else { &[] };
+        let view = View { now, replica: &st.replica, facts, live: &self.live_managers, who, provider };
         f(control, &view, out);
     }
 
@@ -114,3 +115,15 @@ impl Node {
         self.apply_sync_out(sync);
     }
 }
+
+/// The machine facts of `r` (a pass over every key), computed again only
+/// when the replica has applied something since the last time.
+fn cached_facts<'a>(cache: &'a mut Option<FactsCache>, r: &crate::core::state::Replica) -> &'a [controllers::MachineFacts] {
+    if cache.as_ref().is_none_or(|(v, _)| v != r.applied()) {
+        *cache = Some((r.applied().clone(), controllers::machines(r)));
+    }
+    &cache.as_ref().expect("just filled").1
+}
+
+/// The version the facts were read at, and the facts.
+pub(super) type FactsCache = (crate::core::state::VersionVector, Vec<controllers::MachineFacts>);

@@ -87,7 +87,11 @@ impl Node {
     }
 
     pub(super) fn apply_sync_out(&mut self, out: SyncOut) {
-        self.state_changed |= !out.persist_own.is_empty() || !out.persist_remote.is_empty() || out.snapshot_needed;
+        // Only changes that can move an assignment make the served agents'
+        // assignments be recomputed (a pass over every key): most writes are
+        // agents' own reports and controller settings.
+        use crate::core::state::agents::ops_affect_assignments;
+        self.state_changed |= ops_affect_assignments(&out.persist_own) || ops_affect_assignments(&out.persist_remote) || out.snapshot_needed;
         if !out.persist_own.is_empty() {
             self.push(Output::Persist { ops: out.persist_own, own: true });
         }

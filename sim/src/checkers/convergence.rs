@@ -67,6 +67,20 @@ impl Convergence {
     }
 }
 
+impl Convergence {
+    /// Opens an episode, or pushes an open one's deadline out to cover
+    /// this change too (its time is then measured from its start).
+    fn open_or_extend(&mut self, what: &'static str, now: VTime, bound: Duration) {
+        match &mut self.episode {
+            Some(ep) => {
+                ep.deadline = ep.deadline.max(now + bound);
+                ep.converged_since = None;
+            }
+            None => self.open(what, now, bound, Duration::ZERO),
+        }
+    }
+}
+
 /// How often views are sampled for `members` nodes while they converge.
 pub fn sample_period(members: usize) -> Duration {
     SAMPLE_MIN * (members as u32 / MEMBERS_PER_SAMPLE_STEP).max(1)
@@ -91,7 +105,9 @@ pub fn converged(world: &World<'_>) -> bool {
 /// many members each misses and has extra; empty when converged. `None`
 /// before every slot has booted.
 fn diverging(world: &World<'_>, limit: usize) -> Option<Vec<(usize, usize, usize)>> {
-    if world.cluster.slots.iter().any(|s| s.epoch == 0) {
+    // Slots the provider added count from their boot (an episode opens then).
+    let initial = world.cluster.initial_slots;
+    if world.cluster.slots.iter().take(initial).any(|s| s.epoch == 0) {
         return None;
     }
     let live: Vec<usize> = world.live_slots().collect();
@@ -127,6 +143,14 @@ fn describe(bad: &[(usize, usize, usize)]) -> String {
     format!("{} nodes diverge: {}", bad.len(), named.join("; "))
 }
 
+/// The live slots that the first diverging node does not see.
+fn missed_by(world: &World<'_>, observer: usize) -> Vec<usize> {
+    let Some(node) = world.cluster.slots[observer].node() else { return Vec::new() };
+    let mut view = node.active_ids();
+    view.insert(node.identity().id);
+    world.live_slots().filter(|&s| !view.contains(&world.id_of(s))).take(MAX_NAMED_NODES).collect()
+}
+
 impl Checker for Convergence {
     fn name(&self) -> &'static str {
         NAME
@@ -137,8 +161,16 @@ impl Checker for Convergence {
     }
 
     fn on_fault(&mut self, world: &World<'_>, note: &FaultNote) {
-        if world.phase == Phase::Liveness && matches!(note, FaultNote::Crash { .. }) {
-            self.open("crash", world.now, world.bounds.detection, Duration::ZERO);
+        if world.phase != Phase::Liveness {
+            return;
+        }
+        // The probe crash, and what the provider and the HA keeper do in
+        // the healed cluster: stops (crash or leave) and new instances.
+        match note {
+            FaultNote::Crash { .. } => self.open_or_extend("crash", world.now, world.bounds.detection),
+            FaultNote::Leave { .. } => self.open_or_extend("exit", world.now, world.bounds.detection),
+            FaultNote::Restart { .. } => self.open_or_extend("new instance", world.now, world.bounds.join),
+            _ => {}
         }
     }
 
@@ -181,8 +213,9 @@ impl Checker for Convergence {
             self.episode = None;
         } else if at_deadline {
             let bad = diverging(world, usize::MAX).unwrap_or_default();
+            let missed = bad.first().map(|b| missed_by(world, b.0)).unwrap_or_default();
             let detail = format!(
-                "not converged {:.3}s after {} (bound {:.3}s): {}",
+                "not converged {:.3}s after {} (bound {:.3}s): {}; the first misses live slots {missed:?}",
                 (world.now - ep.since).as_secs_f64(),
                 ep.what,
                 (ep.deadline - ep.since).as_secs_f64(),

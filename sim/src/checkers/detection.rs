@@ -118,7 +118,7 @@ impl Checker for Detection {
     fn on_fault(&mut self, world: &World<'_>, note: &FaultNote) {
         let gone = match note {
             FaultNote::Crash { slot, .. } | FaultNote::Leave { slot, .. } | FaultNote::Pause { slot } => *slot,
-            FaultNote::Resume { .. } | FaultNote::Restart { .. } => return,
+            FaultNote::Resume { .. } | FaultNote::Restart { .. } | FaultNote::DiskGone { .. } => return,
         };
         for p in &mut self.pending {
             p.observers.remove(&gone);

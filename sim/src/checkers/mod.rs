@@ -15,9 +15,16 @@ pub mod convergence;
 pub mod detection;
 pub mod false_down;
 pub mod generations;
+pub mod instances;
+pub mod managers;
+pub mod minority;
 pub mod no_lost_acks;
+pub mod presence;
+pub mod sessions;
+pub mod singletons;
 pub mod state_convergence;
 pub mod wait_replicated;
+pub mod workloads;
 
 use std::fmt;
 
@@ -28,6 +35,7 @@ use crate::bounds::Bounds;
 use crate::cluster::Cluster;
 use crate::queue::VTime;
 use crate::truth::Truth;
+use crate::notes::SimNote;
 use crate::workload::StateNote;
 use state_convergence::StateProbe;
 
@@ -63,6 +71,13 @@ pub enum FaultNote {
     },
     Restart {
         slot: usize,
+    },
+    /// The manager in `slot` was stopped for good (by the provider, or
+    /// it exited by itself): its disk, holding `lost` durably, is never
+    /// read again, as if it were lost.
+    DiskGone {
+        slot: usize,
+        lost: VersionVector,
     },
 }
 
@@ -173,6 +188,9 @@ pub trait Checker: Send {
     fn on_fault(&mut self, _world: &World<'_>, _note: &FaultNote) {}
     /// Something happened to a client write (issued, acknowledged, refused).
     fn on_state(&mut self, _world: &World<'_>, _note: &StateNote) {}
+    /// The world did something on a node's behalf (a workload run, a
+    /// provider call or instance, a process's own exit).
+    fn on_sim(&mut self, _world: &World<'_>, _note: &SimNote) {}
     /// The phase changed (to the liveness phase: faults stopped, healed).
     fn on_phase(&mut self, _world: &World<'_>) {}
     /// Called every `CHECK_TICK` of virtual time.
@@ -201,6 +219,13 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(state_convergence::StateConvergence::default()),
         Box::new(no_lost_acks::NoLostAcks::default()),
         Box::new(wait_replicated::WaitReplicated::default()),
+        Box::new(sessions::Sessions::default()),
+        Box::new(workloads::WorkloadRestarts::default()),
+        Box::new(presence::Presence::default()),
+        Box::new(singletons::Singletons::default()),
+        Box::new(instances::Instances::default()),
+        Box::new(managers::Managers::default()),
+        Box::new(minority::MinorityHeal::default()),
     ]
 }
 

@@ -94,7 +94,8 @@ impl NoLostAcks {
         for (actor, &upto) in lost {
             let Some(idxs) = self.by_actor.get(actor) else { continue };
             let elsewhere = (0..world.cluster.slots.len())
-                .filter(|&s| s != slot)
+                // A stopped instance's disk is never read again.
+                .filter(|&s| s != slot && !world.cluster.slots[s].retired)
                 .map(|s| world.cluster.slots[s].disk.state.durable_seq(world.now, actor))
                 .max()
                 .unwrap_or(0);
@@ -178,7 +179,9 @@ impl Checker for NoLostAcks {
             FaultNote::Crash { slot, lost_disk: None, .. } | FaultNote::Leave { slot, .. } => {
                 self.check_durable(world, *slot)
             }
-            FaultNote::Crash { slot, lost_disk: Some(lost), .. } => self.on_disk_lost(world, *slot, lost),
+            FaultNote::Crash { slot, lost_disk: Some(lost), .. } | FaultNote::DiskGone { slot, lost } => {
+                self.on_disk_lost(world, *slot, lost)
+            }
             _ => {}
         }
     }

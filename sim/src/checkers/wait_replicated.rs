@@ -69,7 +69,7 @@ impl Checker for WaitReplicated {
     }
 
     fn on_fault(&mut self, world: &World<'_>, note: &FaultNote) {
-        if let FaultNote::Crash { slot, lost_disk: Some(vv), .. } = note
+        if let FaultNote::Crash { slot, lost_disk: Some(vv), .. } | FaultNote::DiskGone { slot, lost: vv } = note
             && world.cluster.slots[*slot].role == Role::Manager
         {
             self.lost.push((*slot, vv.clone()));

@@ -20,8 +20,13 @@ use super::{Report, SessionMsg, WorkloadEvent, choice, decode_msg, encode_msg};
 use crate::core::identity::{Identity, NodeId};
 use crate::core::io::Time;
 
-/// A manager whose session failed is passed over this long.
+/// A manager whose session failed, or that did not answer an open, is
+/// passed over this long; each further failure in a row doubles it, up to
+/// `SESSION_AVOID_MAX_MS` (a manager SWIM still shows live but that this
+/// agent cannot reach would otherwise pull the agent off a good session
+/// again and again).
 pub const SESSION_AVOID_MS: u64 = 1_000;
+pub const SESSION_AVOID_MAX_MS: u64 = 30_000;
 /// After this many failed opens in a row, dial every known manager at once.
 pub const PARALLEL_AFTER_FAILURES: u32 = 2;
 /// First and longest wait between failed opens (before jitter).
@@ -87,6 +92,10 @@ pub struct AgentRole {
     session: Session,
     next_session: u64,
     failed: BTreeMap<NodeId, Time>,
+    /// Failures in a row per manager (reset when a session with it opens).
+    strikes: BTreeMap<NodeId, u32>,
+    /// The managers the open in progress was sent to.
+    opening_to: Vec<NodeId>,
     failures: u32,
     retry_at: Option<Time>,
     rebalance_at: Option<Time>,
@@ -118,6 +127,8 @@ impl AgentRole {
             session: Session::Idle,
             next_session: 0,
             failed: BTreeMap::new(),
+            strikes: BTreeMap::new(),
+            opening_to: Vec::new(),
             failures: 0,
             retry_at: None,
             rebalance_at: None,
@@ -230,16 +241,28 @@ impl AgentRole {
                 // Not while its session failure is being passed over: the
                 // move would land right back here, at once, in a loop (a
                 // session broken under a manager SWIM still shows live).
-                let avoided_until = self.failed.get(&b.id).map_or(now, |t| *t + Duration::from_millis(SESSION_AVOID_MS));
+                let avoided_until = self.avoided_until(b.id).unwrap_or(now);
                 Some((since + Duration::from_millis(REBALANCE_SETTLE_MS)).max(avoided_until))
             }
             _ => None,
         };
     }
 
+    /// Until when manager `id` is passed over, if it failed.
+    fn avoided_until(&self, id: NodeId) -> Option<Time> {
+        let strikes = self.strikes.get(&id).copied().unwrap_or(1).max(1);
+        let avoid = (SESSION_AVOID_MS << (strikes - 1).min(16)).min(SESSION_AVOID_MAX_MS);
+        self.failed.get(&id).map(|t| *t + Duration::from_millis(avoid))
+    }
+
+    /// Manager `id` failed this agent now.
+    fn strike(&mut self, id: NodeId, now: Time) {
+        self.failed.insert(id, now);
+        *self.strikes.entry(id).or_insert(0) += 1;
+    }
+
     fn candidates(&self, now: Time) -> Candidates {
-        let avoid = Duration::from_millis(SESSION_AVOID_MS);
-        let fresh = |id: &NodeId| self.failed.get(id).is_none_or(|t| now.saturating_sub(*t) >= avoid);
+        let fresh = |id: &NodeId| self.avoided_until(*id).is_none_or(|t| now >= t);
         let ranked = self.ranked();
         if self.failures < PARALLEL_AFTER_FAILURES
             && let Some(m) = ranked.iter().find(|m| fresh(&m.id)) {
@@ -273,6 +296,7 @@ impl AgentRole {
         }
         self.next_session += 1;
         self.session = Session::Opening { id: self.next_session, since: now };
+        self.opening_to = candidates.iter().filter_map(|(_, id)| *id).collect();
         self.retry_at = None;
         self.rebalance_at = None;
         out.open.push((self.next_session, candidates));
@@ -286,6 +310,7 @@ impl AgentRole {
         }
         self.stats.sessions_opened += 1;
         self.failures = 0;
+        self.strikes.remove(&peer);
         self.session = Session::Open { id, manager: peer, since: now };
         self.reported.clear();
         self.machine_reported = false;
@@ -299,7 +324,7 @@ impl AgentRole {
         match self.session.clone() {
             Session::Open { id: cur, manager, .. } if cur == id => {
                 self.stats.sessions_broken += 1;
-                self.failed.insert(manager, now);
+                self.strike(manager, now);
                 self.session = Session::Idle;
                 self.open(now, out);
             }
@@ -310,6 +335,9 @@ impl AgentRole {
 
     fn open_failed(&mut self, now: Time, rng: &mut impl RngExt) {
         self.stats.sessions_failed += 1;
+        for id in std::mem::take(&mut self.opening_to) {
+            self.strike(id, now);
+        }
         self.failures += 1;
         self.session = Session::Idle;
         let shift = self.failures.saturating_sub(1).min(16);
@@ -338,7 +366,7 @@ impl AgentRole {
                     self.supervisor.assign(now, &[]);
                     self.session = Session::Idle;
                 } else if let Session::Open { manager, .. } = self.session {
-                    self.failed.insert(manager, now);
+                    self.strike(manager, now);
                     self.failures += 1;
                     self.session = Session::Idle;
                     self.retry_at = Some(now + Duration::from_millis(OPEN_BACKOFF_MIN_MS));

@@ -179,6 +179,39 @@ fn a_session_broken_under_a_live_best_manager_moves_once_and_returns_after_the_a
 }
 
 #[test]
+fn a_best_manager_that_does_not_answer_is_avoided_longer_each_time() {
+    // Found by the simulator (seed 4, `--faults harsh`): a manager SWIM
+    // still showed live but that the agent could not reach was ranked best;
+    // every open to it timed out, and each time the agent got a session
+    // elsewhere it moved back to it at once, so it held a session only for
+    // milliseconds at a time, for 12 s.
+    let mut a = agent_role();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    a.set_live_managers(Duration::ZERO, (1..=3).map(manager).collect(), &mut AgentOut::default());
+    let (best, next) = (a.ranked()[0].clone(), a.ranked()[1].clone());
+    let mut gaps = Vec::new();
+    for _ in 0..3 {
+        // The open to the best times out at its deadline...
+        let deadline = a.next_wake().expect("the open's deadline");
+        a.tick(deadline, &mut rng, &mut AgentOut::default());
+        // ...the retry goes elsewhere and opens...
+        let wake = a.next_wake().expect("a retry");
+        let mut out = AgentOut::default();
+        a.tick(wake, &mut rng, &mut out);
+        let (second, candidates) = opened(&out);
+        assert_eq!(candidates, vec![(next.addr, Some(next.id))], "the silent best is passed over");
+        a.on_session_opened(wake, second, next.id, &mut AgentOut::default());
+        // ...and the move back to the best waits longer each time.
+        let back = a.next_wake().expect("a move back is planned");
+        gaps.push(back - wake);
+        let mut out = AgentOut::default();
+        a.tick(back, &mut rng, &mut out);
+        assert_eq!(opened(&out).1, vec![(best.addr, Some(best.id))], "the move goes to the best");
+    }
+    assert!(gaps[1] > gaps[0] && gaps[2] > gaps[1], "the avoidance grows: {gaps:?}");
+}
+
+#[test]
 fn failed_opens_back_off_with_jitter_then_dial_everyone_and_never_save_an_empty_list() {
     let mut a = agent_role();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -310,4 +343,27 @@ fn reports_about_other_machines_units_are_skipped() {
     assert_eq!(s.stats.report_units_skipped, 1);
     s.data(&r, 1, b"\xff\xff garbage", &mut out);
     assert_eq!(s.stats.bad_messages, 1);
+}
+
+#[test]
+fn only_changes_that_can_move_assignments_make_them_recomputed() {
+    // Found by profiling the simulator: every state change (agents' status
+    // reports included) made every manager with a session re-read every key
+    // 50 ms later, over half of a 600 s run's time.
+    use crate::core::state::agents::ops_affect_assignments;
+    let mut r = manager_replica();
+    let o = run_cmd(&mut r, Command::Deploy { name: "web".into(), command: "serve".into(), n: 1 });
+    let unit = o.ids[0].clone();
+    let report = Report { machine_status: Some("started".into()), address: Some("10.0.0.9".into()), units: vec![(unit, "active: ok".into())] };
+    let (changes, _) = crate::core::state::agents::plan_report(&r, &o.machines[0], "00000000000000aa", &report);
+    assert!(!ops_affect_assignments(&r.write(&changes)), "a report changes no assignment");
+    let (changes, _) = model::plan(&r, 991, &Command::SetController { key: "k".into(), value: "v".into() }).unwrap();
+    assert!(!ops_affect_assignments(&r.write(&changes)));
+    let (changes, _) = model::plan(&r, 992, &Command::SetConfig { app: "web".into(), pairs: vec![("p".into(), "1".into())] }).unwrap();
+    assert!(ops_affect_assignments(&r.write(&changes)), "a config change restarts workloads");
+    let (changes, _) = model::plan(&r, 993, &Command::AddUnit { app: "web".into(), n: 1 }).unwrap();
+    assert!(ops_affect_assignments(&r.write(&changes)));
+    let id = run_cmd(&mut r, Command::AddMachine { n: 1 }).ids[0].clone();
+    let (changes, _) = model::plan(&r, 994, &Command::RemoveMachine { id }).unwrap();
+    assert!(ops_affect_assignments(&r.write(&changes)), "a removed machine's agent is told");
 }

@@ -29,6 +29,10 @@ pub const START_GRACE_MS: u64 = 30_000;
 #[derive(Debug, Default)]
 pub struct Keeper {
     down_since: BTreeMap<String, Time>,
+    /// Since when this owner has seen a heal majority without a break: a
+    /// heal needs one held for a whole grace period (a view that flaps
+    /// under a rolling or one-way cut must not kill anyone).
+    majority_since: Option<Time>,
     /// Controller machines added in this step, which the replica's facts
     /// do not show yet: the provisioner, if this node owns it, starts them
     /// in the same step instead of a tick later.
@@ -37,6 +41,17 @@ pub struct Keeper {
 
 fn is_up(view: &View<'_>, f: &MachineFacts) -> bool {
     f.nodes.iter().any(|n| view.is_live(*n))
+}
+
+/// Whether the live managers bound to a controller machine (this node
+/// counts) are a majority of the desired count: what a heal needs. A live
+/// manager that has claimed no machine yet does not count: it may be the
+/// very process of the machine about to be healed, back under a new
+/// identity after losing its disk, and stopping it would leave the side
+/// without the majority that adding the replacement needs.
+fn heal_majority(c: &Controller, view: &View<'_>, ctrls: &[&MachineFacts], desired: u32) -> bool {
+    let bound = view.live.iter().filter(|m| m.id == c.me || ctrls.iter().any(|f| f.nodes.contains(&m.id))).count();
+    bound as u32 * 2 > desired
 }
 
 /// One round: heal, then add or retire.
@@ -49,9 +64,17 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
     let majority = view.live.len() as u32 * 2 > desired;
     let ctrls: Vec<&MachineFacts> = view.facts.iter().filter(|f| f.alive && f.controller).collect();
     c.keeper.down_since.retain(|id, _| ctrls.iter().any(|f| &f.id == id));
+    let held = if majority && heal_majority(c, view, &ctrls, desired) { *c.keeper.majority_since.get_or_insert(view.now) } else {
+        c.keeper.majority_since = None;
+        view.now + grace
+    };
+    // One heal at a time: the next is judged on the view that follows it.
+    let mut healing = c.healing();
     for f in &ctrls {
-        if is_up(view, f) || (f.nodes.is_empty() && f.instance.is_none()) {
-            // Up, or not yet provisioned (the provisioner's business).
+        if is_up(view, f) || (f.nodes.is_empty() && f.instance.is_none()) || c.machine() == Some(f.id.as_str()) {
+            // Up, or not yet provisioned (the provisioner's business), or
+            // this node's own machine (it runs: it came back under a new
+            // identity and has yet to claim the machine).
             c.keeper.down_since.remove(&f.id);
             continue;
         }
@@ -60,11 +83,15 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
         if view.now.saturating_sub(since) < limit || c.in_flight(&f.id, false) {
             continue;
         }
-        if !majority {
+        if view.now.saturating_sub(held) < grace {
             c.stats.minority_holds += 1;
             continue;
         }
+        if healing {
+            continue;
+        }
         heal(c, view, f, out);
+        healing = true;
     }
     grow_or_retire(c, view, &ctrls, majority, out);
 }

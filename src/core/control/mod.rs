@@ -215,6 +215,11 @@ impl Controller {
         self.flights.values().any(|f| f.machine == machine && f.start == start)
     }
 
+    /// Whether a heal (the HA keeper's stop) is in flight.
+    pub fn healing(&self) -> bool {
+        self.flights.values().any(|f| !f.start && f.by == Singleton::HaKeeper)
+    }
+
     pub fn has_room(&self) -> bool {
         self.flights.len() < MAX_PROVIDER_IN_FLIGHT
     }
@@ -297,7 +302,9 @@ impl Controller {
                 self.retired = true;
                 out.events.push(ControlEvent::Retired);
             }
-            crate::core::state::agents::MachineLife::Alive if nodes.is_empty() => {
+            // Unclaimed, or claimed by an earlier identity of this process
+            // (a manager whose disk was lost comes back under a new id).
+            crate::core::state::agents::MachineLife::Alive if !nodes.contains(&self.me.to_string()) => {
                 out.changes.push(controllers::set_machine(&machine, "agent", self.me.to_string()));
                 out.changes.push(controllers::set_machine(&machine, "status", "started"));
             }

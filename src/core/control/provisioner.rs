@@ -4,7 +4,11 @@
 //!
 //! Owns the per-machine retry backoff. Must never start a second instance
 //! for a machine: it asks only for the derived instance name, once per
-//! flight, and the provider refuses a name it already has.
+//! flight, and the provider refuses a name it already has. Must never start
+//! anything on a side that sees no majority of the desired managers while a
+//! controller is out of sight: the majority will replace that side's
+//! managers, and what they started (its only records, and the seeds it was
+//! given) would go with them, an orphaned instance that never joins.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,9 +38,26 @@ impl Provisioner {
     }
 }
 
+/// Whether this side may provision: it sees a majority of the desired
+/// managers, or every provisioned controller is up (nothing is cut off, as
+/// while growing from the bootstrap manager), as the HA keeper requires to
+/// add managers.
+fn may_provision(view: &View<'_>) -> bool {
+    let desired = crate::core::state::controllers::ha_desired(view.replica);
+    if view.live.len() as u32 * 2 > desired {
+        return true;
+    }
+    let provisioned = |f: &&crate::core::state::controllers::MachineFacts| f.alive && f.controller && !(f.nodes.is_empty() && f.instance.is_none());
+    view.facts.iter().filter(provisioned).all(|f| f.nodes.iter().any(|n| view.is_live(*n)))
+}
+
 /// One round: a start for each live machine without an instance.
 pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
     let Some(spec) = view.provider.clone() else { return };
+    if !may_provision(view) {
+        c.stats.minority_holds += 1;
+        return;
+    }
     let seeds: Vec<std::net::SocketAddr> = view.live.iter().map(|m| m.addr).collect();
     c.provisioner.failures.retain(|m, _| view.facts.iter().any(|f| &f.id == m && f.alive && f.instance.is_none()));
     // Controllers the keeper added in this very step (not in the facts yet).

@@ -192,6 +192,25 @@ fn a_minority_side_neither_heals_nor_adds() {
 }
 
 #[test]
+fn a_minority_side_provisions_nothing_until_it_sees_a_majority() {
+    // Found by the simulator (seed 31, `--faults ha`): a minority side's
+    // provisioner started an agent with the minority's managers as its only
+    // seeds; the majority replaced them, and the agent never joined.
+    let (ms, _, mut r, _) = trio();
+    let alone = ms[0].clone();
+    let mut c = Controller::new(alone.id, None);
+    let o = apply(&mut r, &Command::AddMachine { n: 1 });
+    for s in 1..=5 {
+        let out = tick(&mut c, &mut r, std::slice::from_ref(&alone), s * SEC);
+        assert!(starts(&out).is_empty(), "at {s}s, alone of 3: {:?}", out.provider);
+    }
+    let owner = owners(&ms.iter().map(|m| m.id).collect::<Vec<_>>())[&Singleton::Provisioner];
+    let mut c = Controller::new(owner, None);
+    let asked = starts(&tick(&mut c, &mut r, &ms, 6 * SEC));
+    assert_eq!(asked.iter().map(|s| s.2.clone()).collect::<Vec<_>>(), o.machines, "with a majority it starts the machine");
+}
+
+#[test]
 fn surplus_controllers_are_retired_down_ones_first() {
     let (ms, mut c, mut r, ids) = trio();
     apply(&mut r, &Command::EnableHa { n: 2 });
@@ -289,4 +308,32 @@ fn a_heals_replacement_is_added_and_started_as_soon_as_the_stop_is_confirmed() {
     assert!(asked[0].3, "as a manager");
     assert!(starts(&tick(&mut c, &mut r, &live, 13 * SEC)).is_empty(), "once");
     assert_eq!(c.stats.managers_added, 1);
+}
+
+#[test]
+fn a_manager_back_under_a_new_identity_reclaims_its_machine_and_is_not_healed() {
+    // Found by the simulator (seeds 8 and 61196, desired 2): a manager
+    // lost its disk and came back under a new id on the same instance; the
+    // keeper counted it toward the majority, healed its machine (whose
+    // recorded node was the old id) and so killed it, and then, one of two,
+    // could never add the replacement.
+    let ms: Vec<Identity> = (1..=2).map(ident).collect();
+    let mut r = replica_with_bootstrap(&ms[0], 2);
+    let (changes, ids) = controllers::new_controllers(&r, 79, 1);
+    r.write(&changes);
+    r.write(&[controllers::set_machine(&ids[0], "instance", "inst-0"), controllers::set_machine(&ids[0], "agent", ms[1].id.to_string())]);
+    let reborn = ident(9);
+    let live = vec![ms[0].clone(), reborn.clone()];
+    let mut keeper = Controller::new(ms[0].id, None);
+    for s in 1..=20 {
+        let out = tick(&mut keeper, &mut r, &live, s * SEC);
+        assert!(out.provider.is_empty() && out.notices.is_empty(), "at {s}s the unbound newcomer is no majority: {:?}", out.provider);
+    }
+    // The newcomer claims its machine at its first tick: it is up again.
+    let mut back = Controller::new(reborn.id, Some(ids[0].clone()));
+    tick(&mut back, &mut r, &live, 21 * SEC);
+    assert!(r.get(&format!("m/{}/agent", ids[0])).contains(&reborn.id.to_string()));
+    let out = tick(&mut keeper, &mut r, &live, 40 * SEC);
+    assert!(out.provider.is_empty(), "a machine whose process is back is not healed: {:?}", out.provider);
+    assert_eq!(keeper.stats.managers_healed, 0);
 }

@@ -109,6 +109,23 @@ pub fn assignments(r: &Replica, machines: &BTreeSet<String>) -> BTreeMap<String,
     out
 }
 
+/// Whether a change of `key` can change any machine's assignments, or
+/// whether a machine may hold a session: an application's life, command or
+/// config, a unit's life or placement, a machine's life. Agents' reports
+/// (statuses, addresses, claims), controller settings and the workers'
+/// records cannot, and need no pass over every key.
+pub fn affects_assignments(key: &str) -> bool {
+    key.starts_with("a/") || (key.starts_with("u/") && (key.ends_with("/life") || key.ends_with("/machine"))) || (key.starts_with("m/") && key.ends_with("/life"))
+}
+
+/// Whether any of `ops` changes a key that [`affects_assignments`].
+pub fn ops_affect_assignments(ops: &[super::replica::Stamped]) -> bool {
+    ops.iter().any(|s| match &s.op {
+        crdts::map::Op::Up { key, .. } => affects_assignments(key),
+        crdts::map::Op::Rm { keyset, .. } => keyset.iter().any(|k| affects_assignments(k)),
+    })
+}
+
 /// Whether unit `unit` (`app/n`) is alive and placed on `machine`.
 fn unit_on(r: &Replica, unit: &str, machine: &str) -> bool {
     let life = r.get(&format!("u/{unit}/life"));

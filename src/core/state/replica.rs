@@ -213,6 +213,12 @@ impl Replica {
     }
 
     /// Number of own operations written (durable or not).
+    /// Every operation applied, own ones durable or not: equal versions
+    /// mean equal contents (a cache key for views derived from the state).
+    pub fn applied(&self) -> &VersionVector {
+        &self.vv
+    }
+
     pub fn own_seq(&self) -> u64 {
         self.vv.get(&self.me).copied().unwrap_or(0)
     }

@@ -1228,8 +1228,19 @@ where
             }
         }
 
-        if let Some(member) = self.members.next(&mut self.rng) {
+        if let Some(member) = self.members.next(&mut self.rng).cloned() {
+            let member = &member;
             let member_id = member.id().clone();
+            // jujud patch (Lifeguard's buddy system): probing a suspect,
+            // tell it of the suspicion with the ping, so that a live member
+            // refutes even when its suspicion timer is gone and the
+            // suspicion's broadcasts ran out (it stayed suspect for ever).
+            if member.state() == State::Suspect {
+                let as_suspect = Member::new(member_id.clone(), member.incarnation(), State::Suspect);
+                let addr = Addr(member_id.addr());
+                let data = self.serialize_member(as_suspect)?;
+                self.updates.add_or_replace(addr, data, self.config.max_transmissions.get().into());
+            }
             let probe_number = self.probe.start(member.clone());
 
             #[cfg(feature = "tracing")]
