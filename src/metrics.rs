@@ -166,6 +166,10 @@ pub struct Metrics {
     max_datagram_bytes_out: Gauge,
     /// `jujud_datagram_out_size_bytes`: the size of each datagram sent.
     datagram_out_size: Histogram,
+    /// `jujud_code_trims_total` and `jujud_code_trim_failures_total`: an
+    /// agent's trims of its resident code (`runtime::trim`).
+    pub code_trims: Counter,
+    pub code_trim_failures: Counter,
     /// The [`Stats`] seen by the last `update_from`, to turn the core's
     /// cumulative values into counter increments.
     last_stats: Mutex<Stats>,
@@ -228,9 +232,15 @@ impl Metrics {
             "Size of each datagram sent, in bytes",
             datagram_out_size.clone(),
         );
+        let code_trims = Counter::default();
+        registry.register("code_trims", "Trims of this agent's resident code pages", code_trims.clone());
+        let code_trim_failures = Counter::default();
+        registry.register("code_trim_failures", "Trims of resident code pages that failed", code_trim_failures.clone());
         Metrics {
             registry,
             members,
+            code_trims,
+            code_trim_failures,
             core_counters,
             drops,
             local_health_score,

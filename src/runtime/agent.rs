@@ -208,6 +208,7 @@ async fn serve(
         node.handle(std::time::Duration::ZERO, crate::core::Input::Publish(n));
     }
     tokio::spawn(accept_loop(endpoint.clone(), transport.clone(), metrics.clone()));
+    let trimmer = tokio::spawn(super::trim::run(metrics.clone()));
     let workloads = Workloads::open(dir.path(), inbox_tx.clone());
     let conf = Arc::new(ConfWriter::new(dir.path().join(AGENT_CONF_FILE)));
     let (_commands_tx, commands_rx) = mpsc::channel(1);
@@ -226,6 +227,7 @@ async fn serve(
         provider: None,
     };
     driver::run(node, parts).await;
+    trimmer.abort();
     endpoint.close(0u32.into(), b"leaving");
     let _ = tokio::time::timeout(std::time::Duration::from_millis(500), endpoint.wait_idle()).await;
     Ok(())

@@ -16,6 +16,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod transport;
+pub mod trim;
 pub mod wal;
 pub mod wire;
 pub mod workload;
