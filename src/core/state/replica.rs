@@ -236,7 +236,7 @@ impl Replica {
 
     /// The values at `key`, siblings sorted; empty when absent.
     pub fn get(&self, key: &str) -> Vec<String> {
-        let mut vals = self.doc.get(&key.to_string()).val.map(|r| r.read().val).unwrap_or_default();
+        let mut vals: Vec<String> = self.doc.get_ref(key).map(|r| r.values().cloned().collect()).unwrap_or_default();
         vals.sort();
         vals.dedup();
         vals
@@ -244,9 +244,10 @@ impl Replica {
 
     /// Every key with its values (siblings sorted), in key order.
     pub fn entries(&self) -> impl Iterator<Item = (&String, Vec<String>)> {
-        self.doc.iter().map(|ctx| {
-            let (k, reg) = ctx.val;
-            let mut vals = reg.read().val;
+        // Borrowed (vendor/crdts/PATCHED.md): crdts' own iterator clones
+        // the map's whole clock for every key.
+        self.doc.entries().map(|(k, reg)| {
+            let mut vals: Vec<String> = reg.values().cloned().collect();
             vals.sort();
             vals.dedup();
             (k, vals)
