@@ -423,7 +423,9 @@ mod tests {
         assert!(again.existed, "the running process is adopted, not started twice");
         assert_eq!((again.address, p.instance("a").unwrap().pid), (first.address, pid));
         fs::remove_file(&record).unwrap();
-        assert_eq!(p.destroy().unwrap(), 1);
+        // At least the instance; also a child of the stand-in caught between
+        // its fork and its exec (it carries the same command line).
+        assert!(p.destroy().unwrap() >= 1);
         assert!(processes_with_data_dir(tmp.path()).is_empty(), "destroy leaves no process behind");
     }
 
