@@ -188,6 +188,19 @@ fn a_manager_started_for_a_controller_machine_is_its_node_from_admission() {
     assert_eq!(m["agent"], serde_json::json!([joiner.id]), "{m:#}");
 }
 
+/// Starts `jujud agent` with `token` and `seeds` in `dir`, waits until it
+/// says it asks again, checks that it still runs, and stops it.
+fn assert_agent_keeps_asking(dir: &std::path::Path, seeds: &str, token: &str) {
+    let mut cmd = Command::new(common::jujud_bin());
+    cmd.args(["agent", "--data-dir", dir.to_str().unwrap(), "--seeds", seeds, "--token", token, "--log-format", "json"]);
+    let (mut child, log) = common::spawn_logged(cmd);
+    let again = "the cluster cannot admit this node yet; asking again";
+    log.wait_for(again, |l| l.iter().any(|v| common::message(v) == again));
+    assert!(child.try_wait().unwrap().is_none(), "the agent still runs, asking");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// An agent whose machine its seeds do not know yet (created on a manager
 /// whose write has not reached them) asks again instead of dying: the
 /// provider starts it once, and nobody would start it again.
@@ -196,15 +209,7 @@ fn an_agent_asks_again_while_its_machine_is_not_known_yet() {
     let tmp = tempfile::tempdir().unwrap();
     let first = common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
     let token = machine_token(&first, jujud::pki::CertRole::Agent, "9-abcd");
-    let dir = tmp.path().join("a");
-    let mut cmd = Command::new(common::jujud_bin());
-    cmd.args(["agent", "--data-dir", dir.to_str().unwrap(), "--seeds", &first.addr.to_string(), "--token", &token, "--log-format", "json"]);
-    let (mut child, log) = common::spawn_logged(cmd);
-    let again = "the cluster cannot admit this node yet; asking again";
-    log.wait_for(again, |l| l.iter().any(|v| common::message(v) == again));
-    assert!(child.try_wait().unwrap().is_none(), "the agent still runs, asking");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert_agent_keeps_asking(&tmp.path().join("a"), &first.addr.to_string(), &token);
 }
 
 /// An agent whose seeds do not answer (an overloaded cluster looks the
@@ -215,13 +220,5 @@ fn an_agent_keeps_asking_seeds_that_do_not_answer() {
     let first = common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
     let token = common::agent::tokens(&common::agent::change(&first.client_file(), &["add-machine"]))[0].1.clone();
     let silent = common::local(common::free_port()).to_string();
-    let dir = tmp.path().join("a");
-    let mut cmd = Command::new(common::jujud_bin());
-    cmd.args(["agent", "--data-dir", dir.to_str().unwrap(), "--seeds", &silent, "--token", &token, "--log-format", "json"]);
-    let (mut child, log) = common::spawn_logged(cmd);
-    let again = "the cluster cannot admit this node yet; asking again";
-    log.wait_for(again, |l| l.iter().any(|v| common::message(v) == again));
-    assert!(child.try_wait().unwrap().is_none(), "the agent still runs, asking");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert_agent_keeps_asking(&tmp.path().join("a"), &silent, &token);
 }
