@@ -95,8 +95,8 @@ impl Cluster {
                 self.sim_notes.push(SimNote::WorkloadStarted { slot, unit: unit.clone(), run, spec });
                 self.workloads.runs.insert((slot, unit.clone()), Run { run, started_at, running: true });
                 let report = WorkloadEvent::Started { unit: unit.clone(), run, pid };
-                self.push_control_free(started_at, Ev::Workload { slot, epoch, what: WorkloadEv::Report(report) });
-                self.push_control_free(started_at + life, Ev::Workload { slot, epoch, what: WorkloadEv::Dies { unit, run } });
+                self.push_control_free(started_at, Ev::Workload { slot, epoch, what: Box::new(WorkloadEv::Report(report)) });
+                self.push_control_free(started_at + life, Ev::Workload { slot, epoch, what: Box::new(WorkloadEv::Dies { unit, run }) });
             }
             WorkloadCmd::Stop { unit, run } => {
                 let key = (slot, unit.clone());
@@ -107,7 +107,7 @@ impl Cluster {
                 let at = (now + stop).max(r.started_at + Duration::from_micros(1));
                 self.sim_notes.push(SimNote::WorkloadEnded { slot, unit: unit.clone(), run, spontaneous: false });
                 let report = WorkloadEvent::Exited { unit, run, code: None, signal: Some(SIGTERM) };
-                self.push_control_free(at, Ev::Workload { slot, epoch, what: WorkloadEv::Report(report) });
+                self.push_control_free(at, Ev::Workload { slot, epoch, what: Box::new(WorkloadEv::Report(report)) });
             }
         }
     }

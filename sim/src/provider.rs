@@ -102,7 +102,7 @@ impl Cluster {
         self.sim_notes.push(SimNote::ProviderCall { slot, cmd: cmd.clone() });
         let epoch = self.slots[slot].epoch;
         let at = now + latency(&mut self.provider_rng);
-        self.push_control_free(at, Ev::ProviderCall { from: slot, epoch, cmd });
+        self.push_control_free(at, Ev::ProviderCall { from: slot, epoch, cmd: Box::new(cmd) });
     }
 
     /// The call reached the API: carry it out, answer after the way back.

@@ -63,6 +63,10 @@ impl Checker for Singletons {
     }
 
     fn on_tick(&mut self, world: &World<'_>) {
+        // Managers without state (`--no-state`) run no workers.
+        if !world.cluster.slots.iter().any(|s| s.node().and_then(|n| n.control()).is_some()) {
+            return;
+        }
         let parts = parts(world);
         for s in Singleton::ALL {
             let overlap = parts.iter().find_map(|p| Some(owners(world, p, s)).filter(|o| o.len() > 1));
@@ -88,7 +92,8 @@ impl Checker for Singletons {
         if !convergence::settled(world, Duration::ZERO, Duration::ZERO) {
             return;
         }
-        let main: Vec<usize> = world.live_slots().filter(|&m| world.cluster.slots[m].role == Role::Manager).collect();
+        let main: Vec<usize> =
+            world.live_slots().filter(|&m| world.cluster.slots[m].node().and_then(|n| n.control()).is_some()).collect();
         for s in Singleton::ALL {
             let o = owners(world, &main, s);
             if !main.is_empty() && o.len() != 1 {
