@@ -64,6 +64,14 @@ fn healthy_runs_break_no_invariant() {
 }
 
 #[test]
+fn membership_only_runs_break_no_invariant() {
+    // `--no-state`: managers run no singleton workers (the singletons
+    // checker once demanded an owner of each there, on every tick).
+    let report = run(&RunConfig { state: false, ..RunConfig::new(5, 8, 2, 60, "default") });
+    assert_passes(&report);
+}
+
+#[test]
 fn false_down_checker_catches_a_node_that_never_answers() {
     let config = RunConfig {
         bug: Some(PlantedBug::MuteSends { slot: 1 }),
