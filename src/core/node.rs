@@ -161,6 +161,9 @@ pub struct Node {
     live_managers: Vec<Identity>,
     /// The same without this node: where state goes.
     peer_manager_ids: Vec<NodeId>,
+    /// foca's gossip timer, held while it has nothing to gossip; armed
+    /// again (to fire at once) by `flush` when updates appear.
+    parked_gossip: Option<foca::Timer<Identity>>,
     /// The workers' machine facts, by the replica version they were read at.
     facts_cache: Option<node_control::FactsCache>,
     /// Agent sessions this manager serves (empty elsewhere).
@@ -239,6 +242,7 @@ impl Node {
             managers_changed: true,
             live_managers: Vec::new(),
             peer_manager_ids: Vec::new(),
+            parked_gossip: None,
             facts_cache: None,
             served: AgentSessions::default(),
             state_changed: false,
@@ -432,6 +436,13 @@ impl Node {
                 if matches!(event, foca::Timer::ProbeRandomMember(_)) {
                     self.stats.probes += 1;
                 }
+                if matches!(event, foca::Timer::PeriodicGossip(_)) && self.swim.updates_backlog() == 0 && self.swim.custom_broadcast_backlog() == 0 {
+                    // Nothing to gossip (foca would only re-arm it): park it
+                    // until there is (`flush`), instead of ten idle timers a
+                    // second.
+                    self.parked_gossip = Some(event);
+                    return;
+                }
                 if let Err(e) = self.swim.handle_timer(event, &mut self.collector) {
                     tracing::debug!(error = %e, "swim timer refused");
                 }
@@ -593,6 +604,10 @@ impl Node {
             self.stats.bytes_out += bytes.len() as u64;
             self.stats.max_datagram_bytes_out = self.stats.max_datagram_bytes_out.max(bytes.len() as u64);
             push_output(&mut self.outputs, &mut self.stats, Output::Send { to, bytes });
+        }
+        if self.parked_gossip.is_some() && (self.swim.updates_backlog() > 0 || self.swim.custom_broadcast_backlog() > 0) {
+            let event = self.parked_gossip.take().expect("checked");
+            push_output(&mut self.outputs, &mut self.stats, Output::SetTimer(Timer { at: now, kind: TimerKind::Swim(event) }));
         }
         for (event, after) in self.collector.timers.drain(..) {
             let after = match event {
