@@ -18,7 +18,6 @@ use crate::core::agent::{SessionMsg, WorkloadEvent, encode_msg};
 use crate::core::identity::{Identity, NodeId, Role};
 use crate::core::io::{MemberState, Output, PeerCert, Time, Timer, TimerKind};
 use crate::core::state::StatusView;
-use crate::core::state::sync::SyncOut;
 
 impl Node {
     /// The agent's session and workloads, on an agent.
@@ -200,14 +199,7 @@ impl Node {
             self.served.closed(session);
             self.push(Output::CloseSession { session });
         }
-        if out.changes.is_empty() {
-            return;
-        }
-        let mut sync = SyncOut::default();
-        if let Some(st) = self.state.as_mut() {
-            st.write_internal(&out.changes, &mut sync);
-        }
-        self.apply_sync_out(sync);
+        self.write_internal(&out.changes);
     }
 
     /// The status view with each machine's agent presence (from SWIM, as

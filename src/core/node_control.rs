@@ -13,7 +13,6 @@ use crate::core::control::{CONTROL_TICK_MS, ControlEvent, ControlOut, Controller
 use crate::core::identity::NodeId;
 use crate::core::io::{Event, Output, Time, TimerKind};
 use crate::core::state::controllers;
-use crate::core::state::sync::SyncOut;
 
 impl Node {
     /// The singleton workers (managers).
@@ -105,14 +104,7 @@ impl Node {
                 ControlEvent::Retired => self.push(Output::Event(Event::Retired)),
             }
         }
-        if out.changes.is_empty() {
-            return;
-        }
-        let mut sync = SyncOut::default();
-        if let Some(st) = self.state.as_mut() {
-            st.write_internal(&out.changes, &mut sync);
-        }
-        self.apply_sync_out(sync);
+        self.write_internal(&out.changes);
     }
 }
 

@@ -86,6 +86,19 @@ impl Node {
         self.arm(now, TimerKind::AntiEntropy, Duration::from_millis(ANTI_ENTROPY_PERIOD_MS));
     }
 
+    /// Writes changes a part of the node decided on (agents' reports, the
+    /// workers' records) as own operations, and carries out the sync.
+    pub(super) fn write_internal(&mut self, changes: &[crate::core::state::Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut sync = SyncOut::default();
+        if let Some(st) = self.state.as_mut() {
+            st.write_internal(changes, &mut sync);
+        }
+        self.apply_sync_out(sync);
+    }
+
     pub(super) fn apply_sync_out(&mut self, out: SyncOut) {
         // Only changes that can move an assignment make the served agents'
         // assignments be recomputed (a pass over every key): most writes are

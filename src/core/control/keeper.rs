@@ -54,6 +54,12 @@ fn heal_majority(c: &Controller, view: &View<'_>, ctrls: &[&MachineFacts], desir
     bound as u32 * 2 > desired
 }
 
+/// Whether the live managers this node sees (itself included) are a
+/// majority of the desired count.
+fn majority(view: &View<'_>) -> bool {
+    view.live.len() as u32 * 2 > controllers::ha_desired(view.replica)
+}
+
 /// One round: heal, then add or retire.
 pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
     if view.provider.is_none() {
@@ -61,13 +67,16 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
     }
     let desired = controllers::ha_desired(view.replica);
     let grace = controllers::ha_grace(view.replica);
-    let majority = view.live.len() as u32 * 2 > desired;
     let ctrls: Vec<&MachineFacts> = view.facts.iter().filter(|f| f.alive && f.controller).collect();
     c.keeper.down_since.retain(|id, _| ctrls.iter().any(|f| &f.id == id));
-    let held = if majority && heal_majority(c, view, &ctrls, desired) { *c.keeper.majority_since.get_or_insert(view.now) } else {
+    // The bound managers are among the live ones: a heal majority is a
+    // majority too.
+    if heal_majority(c, view, &ctrls, desired) {
+        c.keeper.majority_since.get_or_insert(view.now);
+    } else {
         c.keeper.majority_since = None;
-        view.now + grace
-    };
+    }
+    let steady = c.keeper.majority_since.is_some_and(|since| view.now.saturating_sub(since) >= grace);
     // One heal at a time: the next is judged on the view that follows it.
     let mut healing = c.healing();
     for f in &ctrls {
@@ -83,7 +92,7 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
         if view.now.saturating_sub(since) < limit || c.in_flight(&f.id, false) {
             continue;
         }
-        if view.now.saturating_sub(held) < grace {
+        if !steady {
             c.stats.minority_holds += 1;
             continue;
         }
@@ -93,7 +102,7 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
         heal(c, view, f, out);
         healing = true;
     }
-    grow_or_retire(c, view, &ctrls, majority, out);
+    grow_or_retire(c, view, &ctrls, majority(view), out);
 }
 
 /// Adds controllers up to the desired count, or retires the surplus.
@@ -148,8 +157,7 @@ pub fn stopped(c: &mut Controller, view: &View<'_>, machine: &str, out: &mut Con
     out.changes.push(controllers::set_machine(machine, "life", "dead"));
     if c.owned().contains(&Singleton::HaKeeper) && view.provider.is_some() {
         let ctrls: Vec<&MachineFacts> = view.facts.iter().filter(|f| f.alive && f.controller && f.id != machine).collect();
-        let majority = view.live.len() as u32 * 2 > controllers::ha_desired(view.replica);
-        grow_or_retire(c, view, &ctrls, majority, out);
+        grow_or_retire(c, view, &ctrls, majority(view), out);
     }
 }
 
