@@ -363,13 +363,18 @@ mod tests {
         Launch { name: name.into(), machine: "1-aaaa".into(), args: vec!["peer".into()], env: vec![] }
     }
 
-    /// A stand-in for jujud that ignores its arguments and sleeps.
-    fn fake_jujud(dir: &Path) -> PathBuf {
+    /// An executable shell script `name` in `dir` with `body`.
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
-        let path = dir.join("fake-jujud");
-        fs::write(&path, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        let path = dir.join(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
         path
+    }
+
+    /// A stand-in for jujud that ignores its arguments and sleeps.
+    fn fake_jujud(dir: &Path) -> PathBuf {
+        script(dir, "fake-jujud", "exec sleep 30")
     }
 
     #[test]
@@ -399,11 +404,7 @@ mod tests {
     /// A stand-in for jujud that keeps its arguments on its command line
     /// (as jujud does) and runs until killed.
     fn looping_jujud(dir: &Path) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let path = dir.join("looping-jujud");
-        fs::write(&path, "#!/bin/sh\nwhile :; do sleep 1; done\n").unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-        path
+        script(dir, "looping-jujud", "while :; do sleep 1; done")
     }
 
     /// The starter dies (a manager SIGKILLed while provisioning) after the
