@@ -53,6 +53,11 @@ impl Node {
         let mut out = ControlOut::default();
         self.with_view(now, false, &mut out, |c, view, out| c.tick(view, out));
         self.apply_control_out(out);
+        // The answers keep the next ticks' contact fresh.
+        let probing = self.control.as_ref().is_some_and(|c| c.owned().iter().any(|s| *s != Singleton::Cleaner));
+        if probing && self.state.as_ref().is_some_and(|st| controllers::provider(&st.replica).is_some()) {
+            self.probe_managers(now);
+        }
         self.arm_control(now);
     }
 
@@ -73,6 +78,7 @@ impl Node {
     /// in this call (so facts are read for the owners it will have).
     fn with_view(&mut self, now: Time, membership: bool, out: &mut ControlOut, f: impl FnOnce(&mut Controller, &View<'_>, &mut ControlOut)) {
         let who = format!("{}@{}", self.identity().id, self.identity().generation);
+        let contact = self.managers_in_contact(now);
         let me = self.swim.identity().id;
         let (Some(control), Some(st)) = (self.control.as_mut(), self.state.as_ref()) else { return };
         let provider = controllers::provider(&st.replica);
@@ -87,7 +93,7 @@ impl Node {
         let owned = if membership { control.owned_among(&self.live_managers.iter().map(|m| m.id).collect::<Vec<_>>()) } else { control.owned().clone() };
         let facts: &[controllers::MachineFacts] =
             if control.needs_facts(&owned, provider.is_some()) { cached_facts(&mut self.facts_cache, &st.replica) } else { &[] };
-        let view = View { now, replica: &st.replica, facts, live: &self.live_managers, who, provider };
+        let view = View { now, replica: &st.replica, facts, live: &self.live_managers, contact: &contact, who, provider };
         f(control, &view, out);
     }
 

@@ -5,33 +5,41 @@
 //! moment, by the network's truth: the live managers in its connected part
 //! (itself included; both ways, transitively over every live node, as
 //! SWIM's indirect probes reach) number more than half of `c/ha-desired`
-//! (as its own state says) — unless it had been cut off from that majority for less than the
-//! detection bound: no view can know of a cut sooner (finding G in
-//! docs/SIMULATOR.md). Such actions are counted as "stale-view" actions;
-//! one from a manager cut off longer than that is a violation.
+//! (as its own state says) — unless it had been cut off from that majority
+//! for less than the contact window (`CONTACT_WINDOW_MS`, plus
+//! [`SAMPLING_SLACK_MS`]): a manager counts a majority only from managers
+//! that answered a probe it sent within that window, so no decision can
+//! rest on an older view (findings G and P in docs/SIMULATOR.md). Such
+//! actions are counted as "stale-view" actions; one from a manager cut off
+//! longer than that is a violation.
 //!
 //! Owns, per manager, since when it has reached only a minority (sampled
 //! on the tick). Must never trust the asking manager's view: the point is
 //! that its view may lag the network.
 
 use jujud::core::Role;
+use jujud::core::control::CONTACT_WINDOW_MS;
 use jujud::core::control::provider::ProviderCmd;
 use jujud::core::state::controllers;
 
 use std::collections::BTreeMap;
 
-use super::{Checker, Figure, Findings, Phase, Violation, World};
+use super::{Checker, Figure, Findings, Violation, World};
 use crate::notes::SimNote;
 use crate::queue::VTime;
 
 const NAME: &str = "minority-heal";
+
+/// Slack on the contact window: this checker samples the cut on the
+/// simulator's tick, and a node's clock may drift from the true one.
+pub const SAMPLING_SLACK_MS: u64 = 500;
 
 /// The minority-heal checker.
 #[derive(Debug, Default)]
 pub struct MinorityHeal {
     starts: u64,
     heals: u64,
-    /// Actions from a minority cut off for less than the detection bound.
+    /// Actions from a minority cut off for less than the contact window.
     stale_view: u64,
     /// Managers reaching only a minority now, since when.
     minority_since: BTreeMap<usize, VTime>,
@@ -89,15 +97,13 @@ impl Checker for MinorityHeal {
             return;
         }
         let since = self.minority_since.get(slot).copied().unwrap_or(world.now);
-        // While faults run, SWIM's own bound is the one under faults (local
-        // health stretches every timeout), as the detection checker holds.
-        let allowance = if world.phase == Phase::Safety { world.bounds.detection_under_faults } else { world.bounds.detection };
+        let allowance = std::time::Duration::from_millis(CONTACT_WINDOW_MS + SAMPLING_SLACK_MS);
         if world.now - since <= allowance {
             self.stale_view += 1;
             return;
         }
         let detail = format!(
-            "slot {slot} asked for {what} while it reached only {reach} of {desired} desired managers, for {:.1}s (detection bound {:.1}s)",
+            "slot {slot} asked for {what} while it reached only {reach} of {desired} desired managers, for {:.1}s (contact window {:.1}s)",
             (world.now - since).as_secs_f64(),
             allowance.as_secs_f64()
         );
@@ -124,7 +130,7 @@ impl Checker for MinorityHeal {
         vec![Figure {
             name: "checked".into(),
             value: format!(
-                "{} controller starts, {} heals; {} of them by a manager cut off from the majority for less than the detection bound (stale view)",
+                "{} controller starts, {} heals; {} of them by a manager cut off from the majority for less than the contact window (stale view)",
                 self.starts, self.heals, self.stale_view
             ),
         }]

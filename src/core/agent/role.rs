@@ -56,11 +56,23 @@ pub struct AgentStats {
     pub sessions_opened: u64,
     pub sessions_failed: u64,
     pub sessions_broken: u64,
+    /// Moves for balance made (the new session opened, the old closed).
     pub moves_for_balance: u64,
+    /// Moves for balance whose new session did not open (the old stayed).
+    pub moves_failed: u64,
     pub parallel_dials: u64,
     pub reports_sent: u64,
     pub assignments_received: u64,
     pub bad_messages: u64,
+}
+
+/// A session opening to a better-placed manager while the current one
+/// stays open; the current one closes only once this one is open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Moving {
+    pub id: u64,
+    pub to: NodeId,
+    pub since: Time,
 }
 
 /// Addresses to dial for a session, each with the node id expected there
@@ -99,6 +111,9 @@ pub struct AgentRole {
     failures: u32,
     retry_at: Option<Time>,
     rebalance_at: Option<Time>,
+    /// A move for balance in progress: the new session opening beside the
+    /// open one (make before break), to which manager, since when.
+    moving: Option<Moving>,
     /// When each live manager was first seen live (for the settle time).
     live_since: BTreeMap<NodeId, Time>,
     pub supervisor: Supervisor,
@@ -132,6 +147,7 @@ impl AgentRole {
             failures: 0,
             retry_at: None,
             rebalance_at: None,
+            moving: None,
             live_since: BTreeMap::new(),
             supervisor: Supervisor::default(),
             reported: BTreeMap::new(),
@@ -179,10 +195,16 @@ impl AgentRole {
     }
 
     fn open_deadline(&self) -> Option<Time> {
+        let timeout = Duration::from_millis(OPEN_TIMEOUT_MS);
         match self.session {
-            Session::Opening { since, .. } => Some(since + Duration::from_millis(OPEN_TIMEOUT_MS)),
-            _ => None,
+            Session::Opening { since, .. } => Some(since + timeout),
+            _ => self.moving.as_ref().map(|m| m.since + timeout),
         }
+    }
+
+    /// The move for balance in progress, if any.
+    pub fn moving(&self) -> Option<&Moving> {
+        self.moving.as_ref()
     }
 
     /// Opens the first session (through the seeds, before SWIM knows any
@@ -216,7 +238,12 @@ impl AgentRole {
                 self.session = Session::Idle;
                 self.open(now, out);
             }
-            Session::Open { .. } => self.plan_rebalance(now),
+            Session::Open { .. } => {
+                if let Some(m) = self.moving.take_if(|m| !self.live.iter().any(|l| l.id == m.to)) {
+                    out.close.push(m.id);
+                }
+                self.plan_rebalance(now);
+            }
             Session::Idle => self.open(now, out),
             Session::Opening { .. } => {}
         }
@@ -284,6 +311,10 @@ impl AgentRole {
     }
 
     fn open(&mut self, now: Time, out: &mut AgentOut) {
+        if let Some(m) = self.moving.take() {
+            // The session it was to replace is gone: start over.
+            out.close.push(m.id);
+        }
         if self.gone {
             return;
         }
@@ -304,7 +335,14 @@ impl AgentRole {
 
     /// The driver opened session `id` with manager `peer`.
     pub fn on_session_opened(&mut self, now: Time, id: u64, peer: NodeId, out: &mut AgentOut) {
-        if !matches!(self.session, Session::Opening { id: cur, .. } if cur == id) {
+        if self.moving.as_ref().is_some_and(|m| m.id == id) {
+            // The move is made: only now does the old session close.
+            self.moving = None;
+            if let Session::Open { id: old, .. } = self.session {
+                out.close.push(old);
+            }
+            self.stats.moves_for_balance += 1;
+        } else if !matches!(self.session, Session::Opening { id: cur, .. } if cur == id) {
             out.close.push(id);
             return;
         }
@@ -329,7 +367,18 @@ impl AgentRole {
                 self.open(now, out);
             }
             Session::Opening { id: cur, .. } if cur == id => self.open_failed(now, rng),
+            _ if self.moving.as_ref().is_some_and(|m| m.id == id) => self.move_failed(now),
             _ => {}
+        }
+    }
+
+    /// The move for balance did not open: the current session stays, and
+    /// the better-placed manager is passed over a while (longer each time).
+    fn move_failed(&mut self, now: Time) {
+        if let Some(m) = self.moving.take() {
+            self.stats.moves_failed += 1;
+            self.strike(m.to, now);
+            self.plan_rebalance(now);
         }
     }
 
@@ -394,10 +443,17 @@ impl AgentRole {
     pub fn tick(&mut self, now: Time, rng: &mut impl RngExt, out: &mut AgentOut) {
         self.supervisor.tick(now);
         if self.open_deadline().is_some_and(|d| d <= now) {
-            if let Session::Opening { id, .. } = self.session {
-                out.close.push(id);
+            match (&self.session, &self.moving) {
+                (Session::Opening { id, .. }, _) => {
+                    out.close.push(*id);
+                    self.open_failed(now, rng);
+                }
+                (_, Some(m)) => {
+                    out.close.push(m.id);
+                    self.move_failed(now);
+                }
+                _ => {}
             }
-            self.open_failed(now, rng);
         }
         if self.retry_at.is_some_and(|t| t <= now) && self.session == Session::Idle {
             self.retry_at = None;
@@ -405,19 +461,26 @@ impl AgentRole {
         }
         if self.rebalance_at.is_some_and(|t| t <= now) {
             self.rebalance_at = None;
-            if let Session::Open { id, manager, .. } = self.session
-                && self.ranked().first().is_some_and(|b| b.id != manager) {
-                    self.stats.moves_for_balance += 1;
-                    out.close.push(id);
-                    self.session = Session::Idle;
-                    self.open(now, out);
-                }
+            self.start_move(now, out);
         }
         if self.report_due.is_some_and(|t| t <= now) {
             self.send_report(now, out);
         }
         // Restarts just asked for changed statuses: report them soon.
         self.schedule_report_if_changed(now);
+    }
+
+    /// Opens a session to the best-ranked manager beside the open one (a
+    /// move for balance: the open one closes only once the new one opens).
+    fn start_move(&mut self, now: Time, out: &mut AgentOut) {
+        let Session::Open { manager, .. } = self.session else { return };
+        let Some(best) = self.ranked().into_iter().next().filter(|b| b.id != manager) else { return };
+        if self.moving.is_some() || self.gone {
+            return;
+        }
+        self.next_session += 1;
+        self.moving = Some(Moving { id: self.next_session, to: best.id, since: now });
+        out.open.push((self.next_session, vec![(best.addr, Some(best.id))]));
     }
 
     fn schedule_report_if_changed(&mut self, now: Time) {

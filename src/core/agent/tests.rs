@@ -189,26 +189,77 @@ fn a_best_manager_that_does_not_answer_is_avoided_longer_each_time() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     a.set_live_managers(Duration::ZERO, (1..=3).map(manager).collect(), &mut AgentOut::default());
     let (best, next) = (a.ranked()[0].clone(), a.ranked()[1].clone());
+    // The open to the best times out at its deadline...
+    let deadline = a.next_wake().expect("the open's deadline");
+    a.tick(deadline, &mut rng, &mut AgentOut::default());
+    // ...the retry goes elsewhere and opens.
+    let wake = a.next_wake().expect("a retry");
+    let mut out = AgentOut::default();
+    a.tick(wake, &mut rng, &mut out);
+    let (second, candidates) = opened(&out);
+    assert_eq!(candidates, vec![(next.addr, Some(next.id))], "the silent best is passed over");
+    a.on_session_opened(wake, second, next.id, &mut AgentOut::default());
     let mut gaps = Vec::new();
+    let mut since = wake;
     for _ in 0..3 {
-        // The open to the best times out at its deadline...
-        let deadline = a.next_wake().expect("the open's deadline");
-        a.tick(deadline, &mut rng, &mut AgentOut::default());
-        // ...the retry goes elsewhere and opens...
-        let wake = a.next_wake().expect("a retry");
-        let mut out = AgentOut::default();
-        a.tick(wake, &mut rng, &mut out);
-        let (second, candidates) = opened(&out);
-        assert_eq!(candidates, vec![(next.addr, Some(next.id))], "the silent best is passed over");
-        a.on_session_opened(wake, second, next.id, &mut AgentOut::default());
-        // ...and the move back to the best waits longer each time.
+        // The move back to the best waits longer each time...
         let back = a.next_wake().expect("a move back is planned");
-        gaps.push(back - wake);
+        gaps.push(back - since);
         let mut out = AgentOut::default();
         a.tick(back, &mut rng, &mut out);
         assert_eq!(opened(&out).1, vec![(best.addr, Some(best.id))], "the move goes to the best");
+        assert!(out.close.is_empty(), "the open session stays while the move is tried");
+        // ...and its open times out too: the session with `next` never broke.
+        let deadline = a.next_wake().expect("the move's deadline");
+        let mut out = AgentOut::default();
+        a.tick(deadline, &mut rng, &mut out);
+        assert_eq!(out.close, vec![opened_id_of_move(&out, &a)], "only the failed move is closed");
+        assert_eq!(a.session_manager(), Some(next.id), "still in session with the next choice");
+        since = deadline;
     }
     assert!(gaps[1] > gaps[0] && gaps[2] > gaps[1], "the avoidance grows: {gaps:?}");
+    assert_eq!((a.stats.moves_failed, a.stats.moves_for_balance), (3, 0));
+}
+
+/// The id of the move `out` closed (the agent has no move in progress now).
+fn opened_id_of_move(out: &AgentOut, a: &AgentRole) -> u64 {
+    assert!(a.moving().is_none(), "the move is over");
+    out.close[0]
+}
+
+#[test]
+fn a_move_for_balance_opens_the_new_session_before_closing_the_old() {
+    let mut a = agent_role();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let ms: Vec<Identity> = (1..=3).map(manager).collect();
+    let best = choice::rank(0xa9e7, &ms, |m| m.id)[0].clone();
+    // Only the others are live at first: the session goes to one of them.
+    let others: Vec<Identity> = ms.iter().filter(|m| m.id != best.id).cloned().collect();
+    a.set_live_managers(Duration::ZERO, others.clone(), &mut AgentOut::default());
+    let first = opened_id(&a);
+    let first_manager = a.ranked()[0].id;
+    a.on_session_opened(MS, first, first_manager, &mut AgentOut::default());
+    // The best comes up: after the settle time the agent opens to it,
+    // keeping the open session until the new one is open.
+    a.set_live_managers(2 * MS, ms.clone(), &mut AgentOut::default());
+    let at = a.next_wake().expect("a move is planned");
+    let mut out = AgentOut::default();
+    a.tick(at, &mut rng, &mut out);
+    let (moving, candidates) = opened(&out);
+    assert_eq!(candidates, vec![(best.addr, Some(best.id))]);
+    assert!(out.close.is_empty());
+    assert_eq!(a.session_manager(), Some(first_manager), "the old session serves meanwhile");
+    let mut out = AgentOut::default();
+    a.on_session_opened(at + MS, moving, best.id, &mut out);
+    assert_eq!(out.close, vec![first], "the old session closes once the new one is open");
+    assert_eq!(a.session_manager(), Some(best.id));
+    assert!(!out.send.is_empty(), "the new manager gets a full report");
+    assert_eq!(a.stats.moves_for_balance, 1);
+    // The old one's close, reported later, changes nothing.
+    let mut out = AgentOut::default();
+    a.on_session_closed(at + 2 * MS, first, &mut rng, &mut out);
+    assert!(out.open.is_empty() && out.close.is_empty());
+    assert_eq!(a.session_manager(), Some(best.id));
 }
 
 #[test]

@@ -6,8 +6,8 @@
 //! and retires surplus controllers deterministically.
 //!
 //! Owns the down-since clock of each controller, as this owner saw it.
-//! Must never heal on a side that cannot see a majority of the desired
-//! managers, nor add managers there while a controller is out of sight,
+//! Must never heal on a side that is not in contact with a majority of the
+//! desired managers, nor add managers there while a controller is out of sight,
 //! and never start a replacement before the instance it replaces was
 //! stopped.
 
@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use super::provider::ProviderCmd;
 use super::{ControlOut, Controller, Singleton, View};
+use crate::core::identity::NodeId;
 use crate::core::io::Time;
 use crate::core::notices::Notice;
 use crate::core::state::controllers::{self, MachineFacts};
@@ -44,20 +45,17 @@ fn is_up(view: &View<'_>, f: &MachineFacts) -> bool {
 }
 
 /// Whether the live managers bound to a controller machine (this node
-/// counts) are a majority of the desired count: what a heal needs. A live
+/// counts) and in contact with it (heard from within the contact window:
+/// a view that lags a cut must not count the far side) are a majority of
+/// the desired count: what a heal needs. A live
 /// manager that has claimed no machine yet does not count: it may be the
 /// very process of the machine about to be healed, back under a new
 /// identity after losing its disk, and stopping it would leave the side
 /// without the majority that adding the replacement needs.
 fn heal_majority(c: &Controller, view: &View<'_>, ctrls: &[&MachineFacts], desired: u32) -> bool {
-    let bound = view.live.iter().filter(|m| m.id == c.me || ctrls.iter().any(|f| f.nodes.contains(&m.id))).count();
+    let bound = |id: NodeId| id == c.me || ctrls.iter().any(|f| f.nodes.contains(&id));
+    let bound = view.contact.iter().filter(|id| bound(**id)).count();
     bound as u32 * 2 > desired
-}
-
-/// Whether the live managers this node sees (itself included) are a
-/// majority of the desired count.
-fn majority(view: &View<'_>) -> bool {
-    view.live.len() as u32 * 2 > controllers::ha_desired(view.replica)
 }
 
 /// One round: heal, then add or retire.
@@ -102,7 +100,7 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
         heal(c, view, f, out);
         healing = true;
     }
-    grow_or_retire(c, view, &ctrls, majority(view), out);
+    grow_or_retire(c, view, &ctrls, view.contact_majority(), out);
 }
 
 /// Adds controllers up to the desired count, or retires the surplus.
@@ -157,7 +155,7 @@ pub fn stopped(c: &mut Controller, view: &View<'_>, machine: &str, out: &mut Con
     out.changes.push(controllers::set_machine(machine, "life", "dead"));
     if c.owned().contains(&Singleton::HaKeeper) && view.provider.is_some() {
         let ctrls: Vec<&MachineFacts> = view.facts.iter().filter(|f| f.alive && f.controller && f.id != machine).collect();
-        grow_or_retire(c, view, &ctrls, majority(view), out);
+        grow_or_retire(c, view, &ctrls, view.contact_majority(), out);
     }
 }
 

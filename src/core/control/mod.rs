@@ -43,6 +43,13 @@ pub const PROVIDER_TIMEOUT_MS: u64 = 60_000;
 /// Most provider requests in flight at once, all workers together; past
 /// it, workers wait for answers before asking more.
 pub const MAX_PROVIDER_IN_FLIGHT: usize = 16;
+/// A live manager counts toward a majority (for a heal, for adding
+/// managers, for provisioning) only if this node heard from it directly
+/// this recently. The owners of the keeper and the provisioner probe every
+/// live manager once a control tick, so a side that was cut off stops
+/// counting its far side within this window, long before SWIM declares the
+/// far side down (its view lags the cut by up to the detection time).
+pub const CONTACT_WINDOW_MS: u64 = 2_500;
 
 /// The singleton workers, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,6 +99,9 @@ pub struct View<'a> {
     pub facts: &'a [MachineFacts],
     /// Live managers (alive or suspect), this node included.
     pub live: &'a [Identity],
+    /// The live managers heard from directly within [`CONTACT_WINDOW_MS`],
+    /// this node included, sorted by id.
+    pub contact: &'a [NodeId],
     /// This node as `<id>@<generation>`, recorded with every action.
     pub who: String,
     pub provider: Option<ProviderSpec>,
@@ -100,6 +110,16 @@ pub struct View<'a> {
 impl View<'_> {
     pub fn is_live(&self, id: NodeId) -> bool {
         self.live.iter().any(|m| m.id == id)
+    }
+
+    /// Whether `id` is a live manager heard from within the contact window.
+    pub fn in_contact(&self, id: NodeId) -> bool {
+        self.contact.binary_search(&id).is_ok()
+    }
+
+    /// Whether the managers in contact are a majority of the desired count.
+    pub fn contact_majority(&self) -> bool {
+        self.contact.len() as u32 * 2 > controllers::ha_desired(self.replica)
     }
 }
 

@@ -38,13 +38,12 @@ impl Provisioner {
     }
 }
 
-/// Whether this side may provision: it sees a majority of the desired
-/// managers, or every provisioned controller is up (nothing is cut off, as
+/// Whether this side may provision: it is in contact with a majority of
+/// the desired managers, or every provisioned controller is up (nothing is cut off, as
 /// while growing from the bootstrap manager), as the HA keeper requires to
 /// add managers.
 fn may_provision(view: &View<'_>) -> bool {
-    let desired = crate::core::state::controllers::ha_desired(view.replica);
-    if view.live.len() as u32 * 2 > desired {
+    if view.contact_majority() {
         return true;
     }
     let provisioned = |f: &&crate::core::state::controllers::MachineFacts| f.alive && f.controller && !(f.nodes.is_empty() && f.instance.is_none());

@@ -35,11 +35,19 @@ fn apply(r: &mut Replica, cmd: &Command) -> model::Outcome {
     o
 }
 
-/// Runs one step of `c` as seen with `live`, applying its state changes
-/// (as the node does: each step's changes are written before the next).
-fn step(c: &mut Controller, r: &mut Replica, live: &[Identity], now: Duration, f: impl FnOnce(&mut Controller, &View<'_>, &mut ControlOut)) -> ControlOut {
+/// Every live manager in contact, as when nothing is cut.
+fn in_contact(live: &[Identity]) -> Vec<NodeId> {
+    let mut ids: Vec<NodeId> = live.iter().map(|m| m.id).collect();
+    ids.sort();
+    ids
+}
+
+/// Runs one step of `c` as seen with `live`, of which `contact` was heard
+/// from lately, applying its state changes (as the node does: each step's
+/// changes are written before the next).
+fn step(c: &mut Controller, r: &mut Replica, live: &[Identity], contact: &[NodeId], now: Duration, f: impl FnOnce(&mut Controller, &View<'_>, &mut ControlOut)) -> ControlOut {
     let facts = controllers::machines(r);
-    let view = View { now, replica: r, facts: &facts, live, who: "me@1".into(), provider: controllers::provider(r) };
+    let view = View { now, replica: r, facts: &facts, live, contact, who: "me@1".into(), provider: controllers::provider(r) };
     let mut out = ControlOut::default();
     f(c, &view, &mut out);
     let changes = std::mem::take(&mut out.changes);
@@ -49,8 +57,13 @@ fn step(c: &mut Controller, r: &mut Replica, live: &[Identity], now: Duration, f
 
 /// Ownership follows membership, then the periodic tick runs.
 fn tick(c: &mut Controller, r: &mut Replica, live: &[Identity], now: Duration) -> ControlOut {
-    let mut first = step(c, r, live, now, |c, v, o| c.on_membership(v, o));
-    let second = step(c, r, live, now, |c, v, o| c.tick(v, o));
+    tick_in_contact(c, r, live, &in_contact(live), now)
+}
+
+/// [`tick`] with only `contact` heard from lately.
+fn tick_in_contact(c: &mut Controller, r: &mut Replica, live: &[Identity], contact: &[NodeId], now: Duration) -> ControlOut {
+    let mut first = step(c, r, live, contact, now, |c, v, o| c.on_membership(v, o));
+    let second = step(c, r, live, contact, now, |c, v, o| c.tick(v, o));
     first.provider.extend(second.provider);
     first.notices.extend(second.notices);
     first.events.extend(second.events);
@@ -64,7 +77,8 @@ fn clean(c: &mut Controller, r: &mut Replica, live: &[Identity], at: Duration) -
 
 fn answer(c: &mut Controller, r: &mut Replica, live: &[Identity], now: Duration, result: ProviderResult) -> ControlOut {
     let facts = controllers::machines(r);
-    let view = View { now, replica: r, facts: &facts, live, who: "me@1".into(), provider: controllers::provider(r) };
+    let contact = in_contact(live);
+    let view = View { now, replica: r, facts: &facts, live, contact: &contact, who: "me@1".into(), provider: controllers::provider(r) };
     let mut out = ControlOut::default();
     c.on_provider(&view, &result, &mut out);
     let changes = std::mem::take(&mut out.changes);
@@ -208,6 +222,29 @@ fn a_minority_side_provisions_nothing_until_it_sees_a_majority() {
     let mut c = Controller::new(owner, None);
     let asked = starts(&tick(&mut c, &mut r, &ms, 6 * SEC));
     assert_eq!(asked.iter().map(|s| s.2.clone()).collect::<Vec<_>>(), o.machines, "with a majority it starts the machine");
+}
+
+#[test]
+fn a_stale_view_of_a_majority_without_contact_heals_nobody() {
+    // Found by the simulator (seed 647312149, 7 managers): a manager cut
+    // off from everyone still saw most of them alive (SWIM had yet to
+    // declare them down), healed one of the majority side's managers, and
+    // the majority was left one short of ever healing again.
+    let (ms, mut c, mut r, ids) = trio();
+    let keeper = ms.iter().find(|m| c.me == m.id).unwrap().clone();
+    let victim_idx = (1..3).find(|i| ms[*i].id != keeper.id).unwrap();
+    let live: Vec<Identity> = ms.iter().filter(|m| m.id != ms[victim_idx].id).cloned().collect();
+    let alone = [keeper.id];
+    for s in 1..=30 {
+        let out = tick_in_contact(&mut c, &mut r, &live, &alone, s * SEC);
+        assert!(out.provider.is_empty() && out.notices.is_empty(), "at {s}s, in contact with itself only: {:?}", out.provider);
+    }
+    assert_eq!(controllers::live_controllers(&r), 3);
+    // Contact comes back: a heal waits a full grace period of it.
+    let victim = &ids[victim_idx - 1];
+    let healed_at = (31u32..=60).find(|s| tick(&mut c, &mut r, &live, *s * SEC).provider.iter().any(|p| matches!(p, ProviderCmd::Stop { machine, .. } if machine == victim)));
+    let grace_secs = controllers::ha_grace(&r).as_secs();
+    assert!(healed_at.is_some_and(|s| u64::from(s) >= 31 + grace_secs), "healed at {healed_at:?}, grace {grace_secs}s");
 }
 
 #[test]

@@ -50,6 +50,15 @@ pub enum StateMsg {
     /// What the sender holds durably on its disk, sent once a push's
     /// operations are synced there (drives wait-replicated).
     Have(VersionVector),
+    /// A digest that is always answered with a `ProbeAck` (besides what
+    /// the receiver lacks): the owners of the HA keeper and the provisioner
+    /// probe every live manager with it to know whom they are in contact
+    /// with now. `sent_ms` is the sender's own clock, echoed back, so a
+    /// late answer can never look fresher than the probe it answers.
+    Probe { vv: VersionVector, sent_ms: u64 },
+    /// The answer to a `Probe`: what the sender holds durably, and the
+    /// probe's own `sent_ms`.
+    ProbeAck { vv: VersionVector, sent_ms: u64 },
 }
 
 fn msg_cfg() -> impl bincode::config::Config {
@@ -103,6 +112,8 @@ pub struct SyncOut {
     pub snapshot_needed: bool,
     pub send: Vec<(NodeId, StateMsg)>,
     pub replies: Vec<(u64, WriteResult)>,
+    /// Probes answered: by whom, and the probe's own send time (ms).
+    pub probe_acks: Vec<(NodeId, u64)>,
 }
 
 /// A manager's state and its replication bookkeeping.
@@ -313,6 +324,13 @@ impl StateSync {
         self.greet(live, target, out);
     }
 
+    /// Probes every manager in `peers` (each answers with a `ProbeAck`).
+    pub fn probe(&self, now: Time, peers: &[NodeId], out: &mut SyncOut) {
+        let vv = self.replica.durable_version();
+        let sent_ms = now.as_millis() as u64;
+        out.send.extend(peers.iter().map(|p| (*p, StateMsg::Probe { vv: vv.clone(), sent_ms })));
+    }
+
     /// Sends a digest to every manager in `live` that was not live before
     /// (except `skip`, already sent one): a manager that has just joined
     /// learns the state at once, not at the next anti-entropy round (it
@@ -351,6 +369,15 @@ impl StateSync {
             StateMsg::Digest(theirs) => {
                 self.answer_digest(from, &theirs, out);
                 self.note_peer(now, from, theirs, out);
+            }
+            StateMsg::Probe { vv, sent_ms } => {
+                self.answer_digest(from, &vv, out);
+                out.send.push((from, StateMsg::ProbeAck { vv: self.replica.durable_version(), sent_ms }));
+                self.note_peer(now, from, vv, out);
+            }
+            StateMsg::ProbeAck { vv, sent_ms } => {
+                out.probe_acks.push((from, sent_ms));
+                self.note_peer(now, from, vv, out);
             }
             StateMsg::Delta(Delta::Ops(ops)) => self.apply(ops, out),
             StateMsg::Delta(Delta::Full(snap)) => self.merge(*snap, out),

@@ -324,6 +324,23 @@ mod replication {
     }
 
     #[test]
+    fn a_probe_is_always_answered_with_its_own_send_time() {
+        let ((a_id, mut a), (b_id, mut b)) = (manager(1), manager(2));
+        let mut probe = SyncOut::default();
+        a.probe(Duration::from_millis(4_321), &[b_id], &mut probe);
+        let (to, msg) = probe.send.pop().expect("a probe");
+        assert_eq!(to, b_id);
+        // In sync: a digest would get no answer; a probe always does.
+        let mut at_b = SyncOut::default();
+        b.on_msg(Duration::from_secs(99), a_id, msg, &mut at_b);
+        let ack = at_b.send.iter().find(|(to, m)| *to == a_id && matches!(m, StateMsg::ProbeAck { .. })).cloned().expect("a probe ack");
+        assert!(matches!(ack.1, StateMsg::ProbeAck { sent_ms: 4_321, .. }), "the prober's clock, not the answerer's: {:?}", ack.1);
+        let mut at_a = SyncOut::default();
+        a.on_msg(Duration::from_secs(5), b_id, ack.1, &mut at_a);
+        assert_eq!(at_a.probe_acks, vec![(b_id, 4_321)]);
+    }
+
+    #[test]
     fn a_digest_counts_only_what_the_sender_holds_durably() {
         let ((a_id, mut a), (b_id, mut b)) = (manager(1), manager(2));
         let out = write(&mut a, 1, 100, &set_ctl("v"), 1, &[b_id]);
