@@ -161,9 +161,8 @@ pub struct Node {
     live_managers: Vec<Identity>,
     /// The same without this node: where state goes.
     peer_manager_ids: Vec<NodeId>,
-    /// When (this node's clock) each live peer manager was last probed
-    /// with an answer; entries go with the manager's liveness.
-    heard: std::collections::BTreeMap<NodeId, Time>,
+    /// The probe rounds of the workers' owners, and who answered them.
+    contact: crate::core::control::contact::Contact,
     /// foca's gossip timer, held while it has nothing to gossip; armed
     /// again (to fire at once) by `flush` when updates appear.
     parked_gossip: Option<foca::Timer<Identity>>,
@@ -245,7 +244,7 @@ impl Node {
             managers_changed: true,
             live_managers: Vec::new(),
             peer_manager_ids: Vec::new(),
-            heard: std::collections::BTreeMap::new(),
+            contact: Default::default(),
             parked_gossip: None,
             facts_cache: None,
             served: AgentSessions::default(),

@@ -50,8 +50,6 @@ impl Node {
         live.sort_by_key(|m| m.id);
         let me = self.identity().id;
         self.peer_manager_ids = live.iter().map(|m| m.id).filter(|id| *id != me).collect();
-        let peers = &self.peer_manager_ids;
-        self.heard.retain(|id, _| peers.binary_search(id).is_ok());
         self.live_managers = live;
     }
 

@@ -73,7 +73,7 @@ impl Node {
             st.on_msg(now, from.id, msg, &mut out);
         }
         for (from, sent_ms) in std::mem::take(&mut out.probe_acks) {
-            self.on_probe_ack(now, from, sent_ms);
+            self.contact.answered(from, sent_ms);
         }
         self.apply_sync_out(out);
     }
@@ -81,32 +81,18 @@ impl Node {
     /// Probes every live peer manager (the owners of the workers that need
     /// a majority in contact do, once a control tick).
     pub(super) fn probe_managers(&mut self, now: Time) {
+        let sent_ms = self.contact.round_sent(now);
         let mut out = SyncOut::default();
         if let Some(st) = self.state.as_ref() {
-            st.probe(now, &self.peer_manager_ids, &mut out);
+            st.probe(sent_ms, &self.peer_manager_ids, &mut out);
         }
         self.apply_sync_out(out);
     }
 
-    /// A live manager answered a probe sent at `sent_ms` (this node's
-    /// clock): it was in contact at least then. An echo from the future
-    /// (a peer's bug) counts as now, never later.
-    fn on_probe_ack(&mut self, now: Time, from: NodeId, sent_ms: u64) {
-        if self.live_peer_manager(from).is_none() {
-            return;
-        }
-        let at = Duration::from_millis(sent_ms).min(now);
-        let e = self.heard.entry(from).or_insert(at);
-        *e = (*e).max(at);
-    }
-
-    /// The live managers that answered a probe sent within the contact
-    /// window, this node included, sorted by id.
+    /// The live managers in contact (see [`crate::core::control::contact`]),
+    /// this node included, sorted by id.
     pub(super) fn managers_in_contact(&self, now: Time) -> Vec<NodeId> {
-        let window = Duration::from_millis(crate::core::control::CONTACT_WINDOW_MS);
-        let me = self.identity().id;
-        let heard = |id: NodeId| self.heard.get(&id).is_some_and(|t| now.saturating_sub(*t) <= window);
-        self.live_managers.iter().map(|m| m.id).filter(|id| *id == me || heard(*id)).collect()
+        self.contact.in_contact(now, self.identity().id, &self.live_manager_ids())
     }
 
     pub(super) fn anti_entropy(&mut self, now: Time) {

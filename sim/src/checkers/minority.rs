@@ -8,8 +8,8 @@
 //! (as its own state says) — unless it had been cut off from that majority
 //! for less than the contact window (`CONTACT_WINDOW_MS`, plus
 //! [`SAMPLING_SLACK_MS`]): a manager counts a majority only from managers
-//! that answered a probe it sent within that window, so no decision can
-//! rest on an older view (findings G and P in docs/SIMULATOR.md). Such
+//! that answered one probe round it sent within that window, so no
+//! decision can rest on an older view (findings G and P in docs/SIMULATOR.md). Such
 //! actions are counted as "stale-view" actions; one from a manager cut off
 //! longer than that is a violation.
 //!

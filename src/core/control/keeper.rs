@@ -108,9 +108,9 @@ fn grow_or_retire(c: &mut Controller, view: &View<'_>, ctrls: &[&MachineFacts], 
     let desired = controllers::ha_desired(view.replica);
     let count = ctrls.len() as u32;
     // Growing to the desired count needs no majority while every controller
-    // is up (nothing is partitioned away); with one down, it does, so that
-    // a minority side never adds managers of its own.
-    let all_up = ctrls.iter().all(|f| is_up(view, f) || (f.nodes.is_empty() && f.instance.is_none()));
+    // is in contact (nothing is partitioned away); with one out of contact,
+    // it does, so that a minority side never adds managers of its own.
+    let all_up = ctrls.iter().all(|f| view.in_contact_with(f) || (f.nodes.is_empty() && f.instance.is_none()));
     if count < desired {
         if !majority && !all_up {
             c.stats.minority_holds += 1;

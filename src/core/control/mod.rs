@@ -23,6 +23,7 @@ use crate::core::state::controllers::{self, MachineFacts};
 use crate::core::state::{Change, Replica};
 
 pub mod cleaner;
+pub mod contact;
 pub mod keeper;
 pub mod provider;
 pub mod provisioner;
@@ -44,11 +45,12 @@ pub const PROVIDER_TIMEOUT_MS: u64 = 60_000;
 /// it, workers wait for answers before asking more.
 pub const MAX_PROVIDER_IN_FLIGHT: usize = 16;
 /// A live manager counts toward a majority (for a heal, for adding
-/// managers, for provisioning) only if this node heard from it directly
-/// this recently. The owners of the keeper and the provisioner probe every
-/// live manager once a control tick, so a side that was cut off stops
-/// counting its far side within this window, long before SWIM declares the
-/// far side down (its view lags the cut by up to the detection time).
+/// managers, for provisioning) only if it answered a probe round this node
+/// sent this recently (see [`contact`]). The owners of the keeper and the
+/// provisioner probe every live manager once a control tick, so a side that
+/// was cut off stops counting its far side within this window, long before
+/// SWIM declares the far side down (its view lags the cut by up to the
+/// detection time).
 pub const CONTACT_WINDOW_MS: u64 = 2_500;
 
 /// The singleton workers, by name.
@@ -99,8 +101,8 @@ pub struct View<'a> {
     pub facts: &'a [MachineFacts],
     /// Live managers (alive or suspect), this node included.
     pub live: &'a [Identity],
-    /// The live managers heard from directly within [`CONTACT_WINDOW_MS`],
-    /// this node included, sorted by id.
+    /// The live managers that answered the best probe round sent within
+    /// [`CONTACT_WINDOW_MS`], this node included, sorted by id.
     pub contact: &'a [NodeId],
     /// This node as `<id>@<generation>`, recorded with every action.
     pub who: String,
@@ -115,6 +117,11 @@ impl View<'_> {
     /// Whether `id` is a live manager heard from within the contact window.
     pub fn in_contact(&self, id: NodeId) -> bool {
         self.contact.binary_search(&id).is_ok()
+    }
+
+    /// Whether a manager bound to this machine is in contact.
+    pub fn in_contact_with(&self, f: &MachineFacts) -> bool {
+        f.nodes.iter().any(|n| self.in_contact(*n))
     }
 
     /// Whether the managers in contact are a majority of the desired count.

@@ -39,15 +39,16 @@ impl Provisioner {
 }
 
 /// Whether this side may provision: it is in contact with a majority of
-/// the desired managers, or every provisioned controller is up (nothing is cut off, as
-/// while growing from the bootstrap manager), as the HA keeper requires to
-/// add managers.
+/// the desired managers, or with every provisioned controller (nothing is
+/// cut off, as while growing from the bootstrap manager), as the HA keeper
+/// requires to add managers. Contact, not SWIM's view: a side cut off by a
+/// rolling partition still sees every controller alive for a while.
 fn may_provision(view: &View<'_>) -> bool {
     if view.contact_majority() {
         return true;
     }
-    let provisioned = |f: &&crate::core::state::controllers::MachineFacts| f.alive && f.controller && !(f.nodes.is_empty() && f.instance.is_none());
-    view.facts.iter().filter(provisioned).all(|f| f.nodes.iter().any(|n| view.is_live(*n)))
+    let provisioned = |f: &&MachineFacts| f.alive && f.controller && !(f.nodes.is_empty() && f.instance.is_none());
+    view.facts.iter().filter(provisioned).all(|f| view.in_contact_with(f))
 }
 
 /// One round: a start for each live machine without an instance.

@@ -324,10 +324,10 @@ impl StateSync {
         self.greet(live, target, out);
     }
 
-    /// Probes every manager in `peers` (each answers with a `ProbeAck`).
-    pub fn probe(&self, now: Time, peers: &[NodeId], out: &mut SyncOut) {
+    /// Probes every manager in `peers` (each answers with a `ProbeAck`
+    /// echoing `sent_ms`, the round's send time on this node's clock).
+    pub fn probe(&self, sent_ms: u64, peers: &[NodeId], out: &mut SyncOut) {
         let vv = self.replica.durable_version();
-        let sent_ms = now.as_millis() as u64;
         out.send.extend(peers.iter().map(|p| (*p, StateMsg::Probe { vv: vv.clone(), sent_ms })));
     }
 

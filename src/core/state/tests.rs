@@ -327,7 +327,7 @@ mod replication {
     fn a_probe_is_always_answered_with_its_own_send_time() {
         let ((a_id, mut a), (b_id, mut b)) = (manager(1), manager(2));
         let mut probe = SyncOut::default();
-        a.probe(Duration::from_millis(4_321), &[b_id], &mut probe);
+        a.probe(4_321, &[b_id], &mut probe);
         let (to, msg) = probe.send.pop().expect("a probe");
         assert_eq!(to, b_id);
         // In sync: a digest would get no answer; a probe always does.
