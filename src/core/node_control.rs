@@ -53,9 +53,9 @@ impl Node {
         let mut out = ControlOut::default();
         self.with_view(now, false, &mut out, |c, view, out| c.tick(view, out));
         self.apply_control_out(out);
-        // The answers keep the next ticks' contact fresh.
-        let probing = self.control.as_ref().is_some_and(|c| c.owned().iter().any(|s| *s != Singleton::Cleaner));
-        if probing && self.state.as_ref().is_some_and(|st| controllers::provider(&st.replica).is_some()) {
+        // The answers keep the next ticks' contact fresh (every manager
+        // probes, so that whoever owns a worker next has contact at once).
+        if self.control.is_some() && self.state.as_ref().is_some_and(|st| controllers::provider(&st.replica).is_some()) {
             self.probe_managers(now);
         }
         self.arm_control(now);

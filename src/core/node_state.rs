@@ -78,8 +78,8 @@ impl Node {
         self.apply_sync_out(out);
     }
 
-    /// Probes every live peer manager (the owners of the workers that need
-    /// a majority in contact do, once a control tick).
+    /// Probes every live peer manager (every manager does, once a control
+    /// tick, when a provider is configured).
     pub(super) fn probe_managers(&mut self, now: Time) {
         let sent_ms = self.contact.round_sent(now);
         let mut out = SyncOut::default();

@@ -46,11 +46,11 @@ pub const PROVIDER_TIMEOUT_MS: u64 = 60_000;
 pub const MAX_PROVIDER_IN_FLIGHT: usize = 16;
 /// A live manager counts toward a majority (for a heal, for adding
 /// managers, for provisioning) only if it answered a probe round this node
-/// sent this recently (see [`contact`]). The owners of the keeper and the
-/// provisioner probe every live manager once a control tick, so a side that
-/// was cut off stops counting its far side within this window, long before
-/// SWIM declares the far side down (its view lags the cut by up to the
-/// detection time).
+/// sent this recently (see [`contact`]). With a provider configured, every
+/// manager probes every live manager once a control tick (so a new owner
+/// has its contact at once), and a side that was cut off stops counting
+/// its far side within this window, long before SWIM declares the far
+/// side down (its view lags the cut by up to the detection time).
 pub const CONTACT_WINDOW_MS: u64 = 2_500;
 
 /// The singleton workers, by name.
@@ -274,6 +274,8 @@ impl Controller {
         self.own_machine(view, out);
         if self.owned.contains(&Singleton::HaKeeper) {
             keeper::run(self, view, out);
+        } else {
+            keeper::track_majority(self, view);
         }
         if self.owned.contains(&Singleton::Provisioner) {
             provisioner::run(self, view, out);
@@ -313,7 +315,7 @@ impl Controller {
 
     fn reset(&mut self, s: Singleton) {
         match s {
-            Singleton::HaKeeper => self.keeper = keeper::Keeper::default(),
+            Singleton::HaKeeper => self.keeper = self.keeper.for_new_owner(),
             Singleton::Cleaner => {}
             Singleton::Provisioner => self.provisioner = provisioner::Provisioner::default(),
         }

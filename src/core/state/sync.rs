@@ -51,9 +51,9 @@ pub enum StateMsg {
     /// operations are synced there (drives wait-replicated).
     Have(VersionVector),
     /// A digest that is always answered with a `ProbeAck` (besides what
-    /// the receiver lacks): the owners of the HA keeper and the provisioner
-    /// probe every live manager with it to know whom they are in contact
-    /// with now. `sent_ms` is the sender's own clock, echoed back, so a
+    /// the receiver lacks): with a provider configured, every manager
+    /// probes every live manager with it once a second, to know whom it is
+    /// in contact with now (the HA keeper and the provisioner need it). `sent_ms` is the sender's own clock, echoed back, so a
     /// late answer can never look fresher than the probe it answers.
     Probe { vv: VersionVector, sent_ms: u64 },
     /// The answer to a `Probe`: what the sender holds durably, and the
