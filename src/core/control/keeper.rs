@@ -26,42 +26,21 @@ use crate::core::state::controllers::{self, MachineFacts};
 pub const START_GRACE_MS: u64 = 30_000;
 
 /// The keeper's memory (reset when this node becomes the owner, so a new
-/// owner waits a full grace period of a manager being down before it heals
-/// it; all but the held majority, which every manager tracks).
+/// owner waits a full grace period before it heals anyone).
 #[derive(Debug, Default)]
 pub struct Keeper {
     down_since: BTreeMap<String, Time>,
-    /// Since when this node has been in contact with a majority without a
-    /// break: a heal needs one held for a whole grace period (a view that
-    /// flaps under a rolling or one-way cut must not kill anyone). Tracked
-    /// by every manager, so that a new owner (after the old one died) need
-    /// not wait a second grace period; the owner counts only bound
-    /// managers ([`heal_majority`]).
+    /// Since when this owner has been in contact with a heal majority
+    /// without a break: a heal needs one held for a whole grace period (a
+    /// view that flaps under a rolling or one-way cut must not kill
+    /// anyone). It starts with the down-since clocks, so a new owner with
+    /// contact heals after one grace, not two (every manager probes, so it
+    /// has contact at once).
     majority_since: Option<Time>,
     /// Controller machines added in this step, which the replica's facts
     /// do not show yet: the provisioner, if this node owns it, starts them
     /// in the same step instead of a tick later.
     pub added: Vec<String>,
-}
-
-impl Keeper {
-    /// The memory a new owner starts with: only the held majority is kept.
-    pub fn for_new_owner(&self) -> Keeper {
-        Keeper { majority_since: self.majority_since, ..Keeper::default() }
-    }
-}
-
-/// A manager that does not own the keeper keeps track of its held
-/// majority (in contact, bound or not), for the day it becomes the owner.
-pub fn track_majority(c: &mut Controller, view: &View<'_>) {
-    if view.provider.is_none() {
-        return;
-    }
-    if view.contact_majority() {
-        c.keeper.majority_since.get_or_insert(view.now);
-    } else {
-        c.keeper.majority_since = None;
-    }
 }
 
 fn is_up(view: &View<'_>, f: &MachineFacts) -> bool {

@@ -274,8 +274,6 @@ impl Controller {
         self.own_machine(view, out);
         if self.owned.contains(&Singleton::HaKeeper) {
             keeper::run(self, view, out);
-        } else {
-            keeper::track_majority(self, view);
         }
         if self.owned.contains(&Singleton::Provisioner) {
             provisioner::run(self, view, out);
@@ -315,7 +313,7 @@ impl Controller {
 
     fn reset(&mut self, s: Singleton) {
         match s {
-            Singleton::HaKeeper => self.keeper = self.keeper.for_new_owner(),
+            Singleton::HaKeeper => self.keeper = keeper::Keeper::default(),
             Singleton::Cleaner => {}
             Singleton::Provisioner => self.provisioner = provisioner::Provisioner::default(),
         }

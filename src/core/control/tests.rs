@@ -248,6 +248,24 @@ fn a_stale_view_of_a_majority_without_contact_heals_nobody() {
 }
 
 #[test]
+fn a_new_keeper_owner_heals_after_one_grace_not_two() {
+    // The owner itself dies: the next owner has tracked its majority all
+    // along, so only the victim's down time counts.
+    let (ms, old, mut r, _) = trio();
+    let victim = ms.iter().find(|m| m.id == old.me).unwrap().clone();
+    let rest: Vec<Identity> = ms.iter().filter(|m| m.id != victim.id).cloned().collect();
+    let next = owners(&rest.iter().map(|m| m.id).collect::<Vec<_>>())[&Singleton::HaKeeper];
+    let mut c = Controller::new(next, None);
+    for s in 1..=20 {
+        tick(&mut c, &mut r, &ms, s * SEC);
+    }
+    assert!(!c.owned().contains(&Singleton::HaKeeper));
+    let grace_secs = controllers::ha_grace(&r).as_secs() as u32;
+    let healed_at = (21u32..=60).find(|s| tick(&mut c, &mut r, &rest, *s * SEC).notices.contains(&Notice::MemberRevoked { id: victim.id }));
+    assert_eq!(healed_at, Some(21 + grace_secs), "down at 21 s, healed one grace later");
+}
+
+#[test]
 fn surplus_controllers_are_retired_down_ones_first() {
     let (ms, mut c, mut r, ids) = trio();
     apply(&mut r, &Command::EnableHa { n: 2 });

@@ -50,15 +50,16 @@ pub enum StateMsg {
     /// What the sender holds durably on its disk, sent once a push's
     /// operations are synced there (drives wait-replicated).
     Have(VersionVector),
-    /// A digest that is always answered with a `ProbeAck` (besides what
-    /// the receiver lacks): with a provider configured, every manager
-    /// probes every live manager with it once a second, to know whom it is
-    /// in contact with now (the HA keeper and the provisioner need it). `sent_ms` is the sender's own clock, echoed back, so a
-    /// late answer can never look fresher than the probe it answers.
-    Probe { vv: VersionVector, sent_ms: u64 },
-    /// The answer to a `Probe`: what the sender holds durably, and the
-    /// probe's own `sent_ms`.
-    ProbeAck { vv: VersionVector, sent_ms: u64 },
+    /// Are you there? Always answered with a `ProbeAck` and nothing else
+    /// (no state work: it is sent to every live manager every second).
+    /// With a provider configured, every manager probes every live manager
+    /// once a control tick, to know whom it is in contact with now (the HA
+    /// keeper and the provisioner need it). `sent_ms` is the sender's own
+    /// clock, echoed back, so a late answer can never look fresher than the
+    /// probe it answers.
+    Probe { sent_ms: u64 },
+    /// The answer to a `Probe`, echoing its `sent_ms`.
+    ProbeAck { sent_ms: u64 },
 }
 
 fn msg_cfg() -> impl bincode::config::Config {
@@ -327,8 +328,7 @@ impl StateSync {
     /// Probes every manager in `peers` (each answers with a `ProbeAck`
     /// echoing `sent_ms`, the round's send time on this node's clock).
     pub fn probe(&self, sent_ms: u64, peers: &[NodeId], out: &mut SyncOut) {
-        let vv = self.replica.durable_version();
-        out.send.extend(peers.iter().map(|p| (*p, StateMsg::Probe { vv: vv.clone(), sent_ms })));
+        out.send.extend(peers.iter().map(|p| (*p, StateMsg::Probe { sent_ms })));
     }
 
     /// Sends a digest to every manager in `live` that was not live before
@@ -370,15 +370,8 @@ impl StateSync {
                 self.answer_digest(from, &theirs, out);
                 self.note_peer(now, from, theirs, out);
             }
-            StateMsg::Probe { vv, sent_ms } => {
-                self.answer_digest(from, &vv, out);
-                out.send.push((from, StateMsg::ProbeAck { vv: self.replica.durable_version(), sent_ms }));
-                self.note_peer(now, from, vv, out);
-            }
-            StateMsg::ProbeAck { vv, sent_ms } => {
-                out.probe_acks.push((from, sent_ms));
-                self.note_peer(now, from, vv, out);
-            }
+            StateMsg::Probe { sent_ms } => out.send.push((from, StateMsg::ProbeAck { sent_ms })),
+            StateMsg::ProbeAck { sent_ms } => out.probe_acks.push((from, sent_ms)),
             StateMsg::Delta(Delta::Ops(ops)) => self.apply(ops, out),
             StateMsg::Delta(Delta::Full(snap)) => self.merge(*snap, out),
             StateMsg::Have(theirs) => self.note_peer(now, from, theirs, out),

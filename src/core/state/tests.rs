@@ -330,9 +330,10 @@ mod replication {
         a.probe(4_321, &[b_id], &mut probe);
         let (to, msg) = probe.send.pop().expect("a probe");
         assert_eq!(to, b_id);
-        // In sync: a digest would get no answer; a probe always does.
+        // A probe always gets an answer, and nothing else (no state work).
         let mut at_b = SyncOut::default();
         b.on_msg(Duration::from_secs(99), a_id, msg, &mut at_b);
+        assert_eq!(at_b.send.len(), 1, "{:?}", at_b.send);
         let ack = at_b.send.iter().find(|(to, m)| *to == a_id && matches!(m, StateMsg::ProbeAck { .. })).cloned().expect("a probe ack");
         assert!(matches!(ack.1, StateMsg::ProbeAck { sent_ms: 4_321, .. }), "the prober's clock, not the answerer's: {:?}", ack.1);
         let mut at_a = SyncOut::default();
