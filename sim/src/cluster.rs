@@ -49,7 +49,7 @@ pub use sessions::{SESSION_IDLE_TIMEOUT, SESSION_OPEN_TIMEOUT, SessionEv, Sessio
 
 #[path = "agents.rs"]
 mod agents;
-pub use agents::{WORKLOAD_MEAN_LIFETIME_MS, WorkloadEv, Workloads};
+pub use agents::{WORKLOAD_MEAN_LIFETIME_MS, WorkloadEv, Workloads, spec_digest};
 
 #[path = "lifecycle.rs"]
 mod lifecycle;

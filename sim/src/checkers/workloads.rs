@@ -5,15 +5,22 @@
 //! the same spec after the agent stopped the previous run, or while it
 //! still runs, is a restart without cause: what a session moving to
 //! another manager, or a manager that sent incomplete assignments, would
-//! do.
+//! do. Excused (and counted apart), as the state's stated semantics: a
+//! run started again with the spec it had after the agent stopped it for a
+//! removal or a change that a live manager held, when the manager the
+//! agent then talked to had not seen it yet (acknowledged on one manager,
+//! not yet replicated; docs/SIMULATOR.md, findings M and Q).
 //!
 //! Owns the last run of every unit on every agent process. Must never
 //! excuse a start by anything the core reports about itself: it reads the
 //! starts and ends the simulator carried out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use jujud::core::state::agents;
 
 use super::{Checker, FaultNote, Figure, Findings, Violation, World};
+use crate::cluster::spec_digest;
 use crate::notes::SimNote;
 
 const NAME: &str = "workload-restarts";
@@ -25,8 +32,8 @@ struct Last {
     /// `Some(true)`: died by itself; `Some(false)`: the agent stopped it.
     ended: Option<bool>,
     /// When the agent stopped it, some live manager's replica held the
-    /// unit's removal.
-    removed: bool,
+    /// unit's removal, or a spec for it other than this run's.
+    superseded: bool,
 }
 
 /// The workload-restarts checker.
@@ -36,10 +43,27 @@ pub struct WorkloadRestarts {
     starts: u64,
     after_exit: u64,
     for_change: u64,
-    /// Runs started again after a removal by a manager that had not yet
-    /// seen the removal (acknowledged on one manager, not yet replicated).
-    after_unseen_removal: u64,
+    /// Runs started again after a removal or a change by a manager that
+    /// had not yet seen it (acknowledged on one manager, not yet replicated).
+    after_unseen_change: u64,
     violations: Findings,
+}
+
+/// Whether some live manager's replica holds the removal of `unit` (on the
+/// agent in `slot`), or gives it a spec other than `spec`.
+fn superseded(world: &World<'_>, slot: usize, unit: &str, spec: u64) -> bool {
+    let removal = format!("u/{unit}/life");
+    let machine = world.cluster.slots[slot].agent.as_ref().map(|a| a.machine.clone());
+    super::live_replicas(world.cluster).any(|(_, st)| {
+        if st.replica.get(&removal).iter().any(|v| v == "dead") {
+            return true;
+        }
+        let Some(machine) = &machine else { return false };
+        let machines = BTreeSet::from([machine.clone()]);
+        let specs = agents::assignments(&st.replica, &machines);
+        let theirs = specs.get(machine).and_then(|a| a.units.iter().find(|u| u.unit == unit));
+        theirs.is_some_and(|u| spec_digest(&u.command, &u.env()) != spec)
+    })
 }
 
 impl Checker for WorkloadRestarts {
@@ -63,10 +87,10 @@ impl Checker for WorkloadRestarts {
                     match last.ended {
                         Some(true) => self.after_exit += 1,
                         _ if last.spec != *spec => self.for_change += 1,
-                        // A removal acknowledged on one manager that the
-                        // agent's next manager lacks: the state's own
-                        // conflict, not a restart caused by a manager's loss.
-                        Some(false) if last.removed => self.after_unseen_removal += 1,
+                        // A removal or change acknowledged on one manager
+                        // that the agent's next manager lacks: the state's
+                        // own lag, not a restart caused by a manager's loss.
+                        Some(false) if last.superseded => self.after_unseen_change += 1,
                         ended => {
                             let why = if ended.is_some() { "after the agent stopped it" } else { "while it still ran" };
                             let detail = format!(
@@ -77,13 +101,12 @@ impl Checker for WorkloadRestarts {
                         }
                     }
                 }
-                self.last.insert(key, Last { run: *run, spec: *spec, ended: None, removed: false });
+                self.last.insert(key, Last { run: *run, spec: *spec, ended: None, superseded: false });
             }
             SimNote::WorkloadEnded { slot, unit, run, spontaneous } => {
                 if let Some(last) = self.last.get_mut(&(*slot, unit.clone())).filter(|l| l.run == *run) {
                     last.ended = Some(*spontaneous);
-                    let key = format!("u/{unit}/life");
-                    last.removed = !*spontaneous && super::live_replicas(world.cluster).any(|(_, st)| st.replica.get(&key).iter().any(|v| v == "dead"));
+                    last.superseded = !*spontaneous && superseded(world, *slot, unit, last.spec);
                 }
             }
             _ => {}
@@ -98,8 +121,8 @@ impl Checker for WorkloadRestarts {
         vec![Figure {
             name: "workload runs".into(),
             value: format!(
-                "{} started, {} of them after an exit, {} for a changed spec, {} again after a removal the next manager had not seen",
-                self.starts, self.after_exit, self.for_change, self.after_unseen_removal
+                "{} started, {} of them after an exit, {} for a changed spec, {} again after a removal or change the next manager had not seen",
+                self.starts, self.after_exit, self.for_change, self.after_unseen_change
             ),
         }]
     }
