@@ -161,7 +161,8 @@ pub struct Node {
     live_managers: Vec<Identity>,
     /// The same without this node: where state goes.
     peer_manager_ids: Vec<NodeId>,
-    /// The probe rounds of the workers' owners, and who answered them.
+    /// This manager's probe rounds and who answered them (contact for the
+    /// workers' majority checks).
     contact: crate::core::control::contact::Contact,
     /// foca's gossip timer, held while it has nothing to gossip; armed
     /// again (to fire at once) by `flush` when updates appear.

@@ -78,9 +78,10 @@ impl Node {
     /// in this call (so facts are read for the owners it will have).
     fn with_view(&mut self, now: Time, membership: bool, out: &mut ControlOut, f: impl FnOnce(&mut Controller, &View<'_>, &mut ControlOut)) {
         let who = format!("{}@{}", self.identity().id, self.identity().generation);
-        let contact = self.managers_in_contact(now);
         let me = self.swim.identity().id;
         let (Some(control), Some(st)) = (self.control.as_mut(), self.state.as_ref()) else { return };
+        let live_ids: Vec<NodeId> = self.live_managers.iter().map(|m| m.id).collect();
+        let contact = self.contact.in_contact(now, me, &live_ids);
         let provider = controllers::provider(&st.replica);
         if control.machine().is_none() && provider.is_some() {
             // The bootstrap manager adopts the controller machine it created.
@@ -90,7 +91,7 @@ impl Node {
         }
         // Facts cost a pass over the keys: only for a node that owns, or is
         // about to own, a worker that reads them now.
-        let owned = if membership { control.owned_among(&self.live_managers.iter().map(|m| m.id).collect::<Vec<_>>()) } else { control.owned().clone() };
+        let owned = if membership { control.owned_among(&live_ids) } else { control.owned().clone() };
         let facts: &[controllers::MachineFacts] =
             if control.needs_facts(&owned, provider.is_some()) { cached_facts(&mut self.facts_cache, &st.replica) } else { &[] };
         let view = View { now, replica: &st.replica, facts, live: &self.live_managers, contact: &contact, who, provider };

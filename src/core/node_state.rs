@@ -89,12 +89,6 @@ impl Node {
         self.apply_sync_out(out);
     }
 
-    /// The live managers in contact (see [`crate::core::control::contact`]),
-    /// this node included, sorted by id.
-    pub(super) fn managers_in_contact(&self, now: Time) -> Vec<NodeId> {
-        self.contact.in_contact(now, self.identity().id, &self.live_manager_ids())
-    }
-
     pub(super) fn anti_entropy(&mut self, now: Time) {
         let ids = &self.peer_manager_ids;
         let target = (!ids.is_empty()).then(|| ids[self.rng.random_range(0..ids.len())]);

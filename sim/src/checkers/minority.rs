@@ -9,9 +9,9 @@
 //! for less than the contact window (`CONTACT_WINDOW_MS`, plus
 //! [`SAMPLING_SLACK_MS`]): a manager counts a majority only from managers
 //! that answered one probe round it sent within that window, so no
-//! decision can rest on an older view (findings G and P in docs/SIMULATOR.md). Such
-//! actions are counted as "stale-view" actions; one from a manager cut off
-//! longer than that is a violation.
+//! decision can rest on an older view (findings G and O in
+//! docs/SIMULATOR.md). Such actions are counted as "stale-view" actions;
+//! one from a manager cut off longer than that is a violation.
 //!
 //! Owns, per manager, since when it has reached only a minority (sampled
 //! on the tick). Must never trust the asking manager's view: the point is

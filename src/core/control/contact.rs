@@ -66,9 +66,9 @@ impl Contact {
     /// one most of them answered; the newest among equals). Sorted.
     pub fn in_contact(&self, now: Time, me: NodeId, live: &[NodeId]) -> Vec<NodeId> {
         let oldest_ms = (now.as_millis() as u64).saturating_sub(CONTACT_WINDOW_MS);
-        let count = |r: &Round| r.answered.iter().filter(|id| **id != me && live.binary_search(id).is_ok()).count();
-        let best = self.rounds.iter().filter(|r| r.sent_ms >= oldest_ms).max_by(|a, b| count(a).cmp(&count(b)).then(a.sent_ms.cmp(&b.sent_ms)));
-        let mut ids: Vec<NodeId> = best.map(|r| r.answered.iter().copied().filter(|id| *id != me && live.binary_search(id).is_ok()).collect()).unwrap_or_default();
+        let counted = |r: &Round| r.answered.iter().copied().filter(|id| *id != me && live.binary_search(id).is_ok()).collect::<Vec<NodeId>>();
+        let best = self.rounds.iter().filter(|r| r.sent_ms >= oldest_ms).map(|r| (counted(r), r.sent_ms)).max_by(|a, b| a.0.len().cmp(&b.0.len()).then(a.1.cmp(&b.1)));
+        let mut ids = best.map(|(ids, _)| ids).unwrap_or_default();
         ids.push(me);
         ids.sort();
         ids

@@ -48,8 +48,9 @@ fn is_up(view: &View<'_>, f: &MachineFacts) -> bool {
 }
 
 /// Whether the live managers bound to a controller machine (this node
-/// counts) and in contact with it (heard from within the contact window:
-/// a view that lags a cut must not count the far side) are a majority of
+/// counts) and in contact with it (they answered one probe round within
+/// the contact window: a view that lags a cut must not count the far side)
+/// are a majority of
 /// the desired count: what a heal needs. A live
 /// manager that has claimed no machine yet does not count: it may be the
 /// very process of the machine about to be healed, back under a new
@@ -70,8 +71,6 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
     let grace = controllers::ha_grace(view.replica);
     let ctrls: Vec<&MachineFacts> = view.facts.iter().filter(|f| f.alive && f.controller).collect();
     c.keeper.down_since.retain(|id, _| ctrls.iter().any(|f| &f.id == id));
-    // The bound managers are among the live ones: a heal majority is a
-    // majority too.
     if heal_majority(c, view, &ctrls, desired) {
         c.keeper.majority_since.get_or_insert(view.now);
     } else {

@@ -114,7 +114,7 @@ impl View<'_> {
         self.live.iter().any(|m| m.id == id)
     }
 
-    /// Whether `id` is a live manager heard from within the contact window.
+    /// Whether `id` is a live manager in contact (see [`View::contact`]).
     pub fn in_contact(&self, id: NodeId) -> bool {
         self.contact.binary_search(&id).is_ok()
     }
