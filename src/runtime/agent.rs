@@ -19,7 +19,7 @@ use super::agentconf::{AGENT_CONF_FILE, AgentConf, ConfWriter};
 use super::datadir::{self, Credentials, DataDir, DataDirError, NodeFile};
 use super::driver::{self, AgentParts, DriverParts};
 use super::join::{self, JoinError};
-use super::server::{INBOX_CAPACITY, MAX_HANDSHAKES};
+use super::server::INBOX_CAPACITY;
 use super::session::SessionTable;
 use super::transport::{self, PeerConn, Transport, member_role, peer_of};
 use super::workload::Workloads;
@@ -236,21 +236,17 @@ async fn serve(
 /// Accepts members' connections (for SWIM); anything else is refused: an
 /// agent admits nobody and serves no API.
 async fn accept_loop(endpoint: quinn::Endpoint, transport: Arc<Transport>, metrics: Arc<Metrics>) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let handshakes = super::handshake::Handshakes::new(metrics.clone());
     while let Some(incoming) = endpoint.accept().await {
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            metrics.count_drop("handshake_limit");
-            incoming.refuse();
-            continue;
-        };
+        let Some((incoming, slot)) = handshakes.screen(incoming) else { continue };
         let (transport, metrics) = (transport.clone(), metrics.clone());
         tokio::spawn(async move {
-            let timeout = std::time::Duration::from_millis(transport::DIAL_TIMEOUT_MS);
+            let timeout = std::time::Duration::from_millis(super::handshake::HANDSHAKE_TIMEOUT_MS);
             let Ok(Ok(conn)) = tokio::time::timeout(timeout, incoming).await else {
                 metrics.count_drop("handshake_failed");
                 return;
             };
-            drop(permit);
+            drop(slot);
             match peer_of(&conn) {
                 Some((role, id)) if member_role(role).is_some() => transport.register(PeerConn { conn, role, id }),
                 _ => {

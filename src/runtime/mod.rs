@@ -9,6 +9,7 @@ pub mod client;
 pub mod clientfile;
 pub mod datadir;
 pub mod driver;
+pub mod handshake;
 pub mod join;
 pub mod provider;
 pub mod render;

@@ -27,8 +27,8 @@ use crate::pki::{self, CertRole, ClusterCa, IssuedCert};
 pub const INBOX_CAPACITY: usize = 4_096;
 /// Commands waiting for the driver; callers wait for room.
 pub const COMMAND_CAPACITY: usize = 256;
-/// Handshakes in progress at once; more incoming connections are refused.
-pub const MAX_HANDSHAKES: usize = 64;
+/// Handshakes in progress at once (see `handshake.rs` for the rule).
+pub use super::handshake::MAX_HANDSHAKES;
 
 /// Why `jujud peer` could not run.
 #[derive(Debug, thiserror::Error)]
@@ -316,7 +316,11 @@ async fn serve(
     let ca = ClusterCa { cert_pem: fresh.creds.ca_cert_pem.clone(), key_pem: fresh.creds.ca_key_pem.clone() };
     let cert = IssuedCert { cert_pem: fresh.creds.cert_pem.clone(), key_pem: fresh.creds.key_pem.clone() };
     let tcfg = transport::transport_config();
-    let server_cfg = pki::quinn_server_config(pki::server_config(&ca, &cert).map_err(pki_err)?, tcfg.clone()).map_err(pki_err)?;
+    let mut server_cfg = pki::quinn_server_config(pki::server_config(&ca, &cert).map_err(pki_err)?, tcfg.clone()).map_err(pki_err)?;
+    server_cfg
+        .max_incoming(super::handshake::MAX_INCOMING)
+        .incoming_buffer_size(super::handshake::INCOMING_BUFFER_BYTES)
+        .incoming_buffer_size_total(super::handshake::INCOMING_BUFFER_TOTAL_BYTES);
     let client_cfg = pki::quinn_client_config(pki::client_config(&ca, &cert).map_err(pki_err)?, tcfg).map_err(pki_err)?;
     let endpoint = quinn::Endpoint::new(
         reset_key_config(&fresh.creds.reset_key),
@@ -398,17 +402,18 @@ async fn serve(
     Ok(())
 }
 
+/// Accepts connection attempts as `handshake.rs` rules: accepted ones run
+/// their handshake in a task of their own, within `HANDSHAKE_TIMEOUT_MS`;
+/// the rest are answered (Retry or refusal) here, at once, keeping no state.
 async fn accept_loop(endpoint: quinn::Endpoint, transport: Arc<Transport>, shared: Arc<Shared>) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    use super::handshake::{HANDSHAKE_TIMEOUT_MS, Handshakes};
+    let handshakes = Handshakes::new(shared.metrics.clone());
     while let Some(incoming) = endpoint.accept().await {
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            shared.metrics.count_drop("handshake_limit");
-            incoming.refuse();
-            continue;
-        };
+        let Some((incoming, slot)) = handshakes.screen(incoming) else { continue };
+        let ip = incoming.remote_address().ip();
         let (transport, shared) = (transport.clone(), shared.clone());
         tokio::spawn(async move {
-            let timeout = std::time::Duration::from_millis(transport::DIAL_TIMEOUT_MS);
+            let timeout = std::time::Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
             let conn = match tokio::time::timeout(timeout, incoming).await {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => {
@@ -416,9 +421,13 @@ async fn accept_loop(endpoint: quinn::Endpoint, transport: Arc<Transport>, share
                     shared.metrics.count_drop("handshake_failed");
                     return;
                 }
-                Err(_) => return,
+                Err(_) => {
+                    tracing::debug!(remote = %ip, "handshake not complete within {HANDSHAKE_TIMEOUT_MS} ms; dropped");
+                    shared.metrics.count_drop("handshake_timeout");
+                    return;
+                }
             };
-            drop(permit);
+            drop(slot);
             on_connection(conn, transport, shared).await;
         });
     }
@@ -467,7 +476,9 @@ pub fn share_notices(transport: Arc<Transport>, to: Identity, notices: Vec<Notic
         let req = super::wire::Request::SyncNotices(notices);
         if super::wire::write_frame(&mut send, &req, super::wire::MAX_API_FRAME_BYTES).await.is_ok() {
             let _ = send.finish();
-            let _ = super::wire::read_frame::<super::wire::Response>(&mut recv, super::wire::MAX_API_FRAME_BYTES).await;
+            let wait = std::time::Duration::from_millis(super::api::REQUEST_TIMEOUT_MS);
+            let answer = super::wire::read_frame::<super::wire::Response>(&mut recv, super::wire::MAX_API_FRAME_BYTES);
+            let _ = tokio::time::timeout(wait, answer).await;
         }
     });
 }

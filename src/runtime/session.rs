@@ -29,6 +29,12 @@ use crate::pki::CertRole;
 pub const MAX_SESSION_QUEUE: usize = 64;
 /// How long an agent waits for a manager's first message on a new session.
 pub const SESSION_OPEN_TIMEOUT_MS: u64 = 2_000;
+/// Once a session frame has begun, the rest of it (at most
+/// `MAX_SESSION_MSG_BYTES`) must arrive within this; past it the session is
+/// closed (a peer that sends one byte and stalls holds nothing for long).
+/// Between frames a session may idle: its connection's idle timeout and
+/// keep-alives decide whether the peer is there.
+pub const SESSION_FRAME_DEADLINE_MS: u64 = 10_000;
 
 /// The writers of every open session, by session id.
 pub struct SessionTable {
@@ -86,12 +92,23 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Vec<u8>>
     let _ = send.finish();
 }
 
-/// Reads frames into the driver until the stream ends, then reports the
-/// session closed.
+/// Reads frames into the driver until the stream ends (or a frame is bad,
+/// too large or stalls), then reports the session closed.
 async fn read_loop(mut recv: quinn::RecvStream, session: u64, table: Arc<SessionTable>, inbox: mpsc::Sender<Inbound>) {
-    while let Ok(bytes) = wire::read_raw_frame(&mut recv, MAX_SESSION_MSG_BYTES).await {
-        if inbox.send(Inbound::SessionData { session, bytes }).await.is_err() {
-            break;
+    loop {
+        match wire::read_raw_frame_started(&mut recv, MAX_SESSION_MSG_BYTES, SESSION_FRAME_DEADLINE_MS).await {
+            Ok(bytes) => {
+                if inbox.send(Inbound::SessionData { session, bytes }).await.is_err() {
+                    break;
+                }
+            }
+            Err(e @ (wire::FrameError::TooLarge { .. } | wire::FrameError::TimedOut { .. })) => {
+                tracing::warn!(session, error = %e, "closing a session whose peer sent a bad frame");
+                table.metrics.count_drop("session_bad_frame");
+                let _ = recv.stop(super::transport::STREAM_REFUSED.into());
+                break;
+            }
+            Err(_) => break,
         }
     }
     table.close(session);

@@ -32,10 +32,36 @@ pub const MAX_FALLBACK_FRAME_BYTES: usize = 4_096;
 pub const STREAM_SWIM: u8 = 0x01;
 /// First byte of a uni stream carrying one replicated-state message.
 pub const STREAM_STATE: u8 = 0x02;
+/// Application error code: a stream (or the connection, for a state stream
+/// from a member that is not a manager) refused for what it carried.
+pub const STREAM_REFUSED: u32 = 4;
 /// Connections without traffic close after this.
 pub const IDLE_TIMEOUT_MS: u64 = 5_000;
 /// Keep-alive interval, so that an idle but healthy connection stays open.
 pub const KEEPALIVE_MS: u64 = 1_000;
+/// A uni stream's kind byte and, for a SWIM fallback stream, its whole
+/// frame must arrive within this; past it the stream is dropped.
+pub const UNI_STREAM_DEADLINE_MS: u64 = 2_000;
+/// A state message (up to `MAX_STATE_MSG_BYTES`) must arrive whole within
+/// this (256 MiB in 60 s is about 4.5 MB/s); past it the stream is dropped
+/// and anti-entropy sends again.
+pub const STATE_STREAM_DEADLINE_MS: u64 = 60_000;
+/// Streams any peer may open at first, before its certificate's role is
+/// known to the connection's owner: an agent, an admin client or a stranger
+/// on the join ALPN gets no more. A manager's connection is raised to
+/// [`MANAGER_MAX_REMOTE_BIDI_STREAMS`] and [`MANAGER_MAX_REMOTE_UNI_STREAMS`]
+/// once registered.
+pub const INITIAL_MAX_REMOTE_BIDI_STREAMS: u32 = 16;
+pub const INITIAL_MAX_REMOTE_UNI_STREAMS: u32 = 16;
+/// Bytes a peer may have in flight on a connection, unread, before its
+/// role is known (QUIC flow control: the peer waits past it). A manager's
+/// connection is raised to [`MANAGER_RECEIVE_WINDOW_BYTES`].
+pub const INITIAL_RECEIVE_WINDOW_BYTES: u32 = 4 << 20;
+/// What a manager's connection to another manager allows: state messages
+/// (one uni stream each) can come in bursts.
+pub const MANAGER_MAX_REMOTE_BIDI_STREAMS: u32 = 64;
+pub const MANAGER_MAX_REMOTE_UNI_STREAMS: u32 = 256;
+pub const MANAGER_RECEIVE_WINDOW_BYTES: u32 = 64 << 20;
 
 /// What the transport hands the node driver.
 #[derive(Debug)]
@@ -99,14 +125,27 @@ fn base_config() -> quinn::TransportConfig {
     t
 }
 
-/// The transport parameters every manager connection uses.
+/// The transport parameters every manager connection starts with: the
+/// stream and flow-control allowances of a peer whose role is not known
+/// yet ([`Transport::register`] raises them for a manager).
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = base_config();
     t.datagram_receive_buffer_size(Some(1 << 20));
     t.datagram_send_buffer_size(1 << 20);
-    t.max_concurrent_bidi_streams(64u32.into());
-    t.max_concurrent_uni_streams(256u32.into());
+    t.max_concurrent_bidi_streams(INITIAL_MAX_REMOTE_BIDI_STREAMS.into());
+    t.max_concurrent_uni_streams(INITIAL_MAX_REMOTE_UNI_STREAMS.into());
+    t.receive_window(INITIAL_RECEIVE_WINDOW_BYTES.into());
     Arc::new(t)
+}
+
+/// Raises a connection's allowances to a manager's, once its certificate
+/// proved it one; any other role keeps the initial ones.
+fn allow_for_role(conn: &quinn::Connection, role: CertRole) {
+    if role == CertRole::Manager {
+        conn.set_max_concurrent_bi_streams(MANAGER_MAX_REMOTE_BIDI_STREAMS.into());
+        conn.set_max_concurrent_uni_streams(MANAGER_MAX_REMOTE_UNI_STREAMS.into());
+        conn.set_receive_window(MANAGER_RECEIVE_WINDOW_BYTES.into());
+    }
 }
 
 /// The transport parameters of an agent's connections, to keep a small,
@@ -308,6 +347,7 @@ impl Transport {
             table.conns.insert(pc.id, pc.conn.clone());
             table.failed_at.remove(&pc.id);
         }
+        allow_for_role(&pc.conn, pc.role);
         let from = PeerCert { id: pc.id, role };
         let this = self.clone();
         let conn = pc.conn.clone();
@@ -340,33 +380,55 @@ impl Transport {
     async fn read_uni_streams(self: Arc<Self>, conn: quinn::Connection, from: PeerCert) {
         while let Ok(recv) = conn.accept_uni().await {
             let this = self.clone();
-            tokio::spawn(async move { this.read_uni(recv, from).await });
+            let conn = conn.clone();
+            tokio::spawn(async move { this.read_uni(conn, recv, from).await });
         }
     }
 
-    async fn read_uni(&self, mut recv: quinn::RecvStream, from: PeerCert) {
+    /// Reads one uni stream: its kind byte first, then, only if the
+    /// sender's proven role may send that kind, its frame, within the
+    /// kind's deadline, into a buffer that grows as bytes arrive.
+    async fn read_uni(&self, conn: quinn::Connection, mut recv: quinn::RecvStream, from: PeerCert) {
         let mut kind = [0u8; 1];
-        if recv.read_exact(&mut kind).await.is_err() {
+        let first = tokio::time::timeout(Duration::from_millis(UNI_STREAM_DEADLINE_MS), recv.read_exact(&mut kind)).await;
+        if !matches!(first, Ok(Ok(()))) {
+            self.metrics.count_drop("stream_timeout");
             return;
         }
-        let limit = match kind[0] {
-            STREAM_SWIM => MAX_FALLBACK_FRAME_BYTES,
-            STREAM_STATE => crate::core::state::sync::MAX_STATE_MSG_BYTES,
+        let (limit, deadline_ms) = match (kind[0], from.role) {
+            (STREAM_SWIM, _) => (MAX_FALLBACK_FRAME_BYTES, UNI_STREAM_DEADLINE_MS),
+            (STREAM_STATE, Role::Manager) => (crate::core::state::sync::MAX_STATE_MSG_BYTES, STATE_STREAM_DEADLINE_MS),
+            (STREAM_STATE, _) => {
+                // Authorise before reading: only managers replicate state.
+                tracing::warn!(peer = %from.id, role = from.role.as_str(), "refused a state stream from a member that is not a manager; closing its connection");
+                self.metrics.count_drop("unauthorised_stream");
+                let _ = recv.stop(STREAM_REFUSED.into());
+                conn.close(STREAM_REFUSED.into(), b"only managers send state");
+                return;
+            }
             _ => {
                 self.metrics.count_drop("malformed");
+                let _ = recv.stop(STREAM_REFUSED.into());
                 return;
             }
         };
-        match super::wire::read_raw_frame(&mut recv, limit).await {
-            Ok(bytes) if kind[0] == STREAM_SWIM => self.deliver(from, bytes),
-            Ok(bytes) => {
+        let frame = tokio::time::timeout(Duration::from_millis(deadline_ms), super::wire::read_raw_frame(&mut recv, limit)).await;
+        match frame {
+            Ok(Ok(bytes)) if kind[0] == STREAM_SWIM => self.deliver(from, bytes),
+            Ok(Ok(bytes)) => {
                 if self.inbox.send(Inbound::State { from, bytes }).await.is_err() {
                     self.metrics.count_drop("queue_full");
                 }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::debug!(peer = %from.id, error = %e, "bad stream frame");
                 self.metrics.count_drop("malformed");
+                let _ = recv.stop(STREAM_REFUSED.into());
+            }
+            Err(_) => {
+                tracing::debug!(peer = %from.id, deadline_ms, "stream frame not complete in time; dropped");
+                self.metrics.count_drop("stream_timeout");
+                let _ = recv.stop(STREAM_REFUSED.into());
             }
         }
     }

@@ -33,6 +33,8 @@ pub enum FrameError {
     Decode(String),
     #[error("value does not encode: {0}")]
     Encode(String),
+    #[error("frame not complete within {ms} ms")]
+    TimedOut { ms: u64 },
 }
 
 /// Writes one frame holding `value`, bincode-encoded.
@@ -52,10 +54,39 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(
     limit: usize,
 ) -> Result<T, FrameError> {
     let buf = read_raw_frame(recv, limit).await?;
-    let (value, used) = bincode::serde::decode_from_slice(&buf, bincode::config::standard())
-        .map_err(|e| FrameError::Decode(e.to_string()))?;
-    if used != buf.len() {
-        return Err(FrameError::Decode(format!("{} trailing bytes", buf.len() - used)));
+    decode_frame_body(&buf, limit)
+}
+
+/// Largest frame limit [`decode_frame_body`] has a decode bound for (the
+/// state message's 256 MiB).
+pub const MAX_DECODE_LIMIT_BYTES: usize = 1 << 28;
+
+/// Decodes one frame's body exactly, bounded: bincode may reserve at most
+/// the smallest power of two at or above `frame_limit` (so less than twice
+/// the frame's limit) for all the strings and byte vectors it decodes
+/// together, whatever lengths the bytes claim. A claim past that is a
+/// [`FrameError::Decode`], never an allocation. Pure: the fuzz harness
+/// calls it directly.
+pub fn decode_frame_body<T: serde::de::DeserializeOwned>(bytes: &[u8], frame_limit: usize) -> Result<T, FrameError> {
+    if bytes.len() > frame_limit {
+        return Err(FrameError::TooLarge { len: bytes.len(), limit: frame_limit });
+    }
+    macro_rules! bounded {
+        ($($shift:literal)*) => {
+            match frame_limit.max(1).next_power_of_two().max(1 << 10) {
+                $(n if n == 1 << $shift => decode_bounded::<T, { 1 << $shift }>(bytes),)*
+                _ => Err(FrameError::Decode(format!("no decode bound for a {frame_limit}-byte frame limit"))),
+            }
+        };
+    }
+    bounded!(10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28)
+}
+
+fn decode_bounded<T: serde::de::DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<T, FrameError> {
+    let cfg = bincode::config::standard().with_limit::<LIMIT>();
+    let (value, used) = bincode::serde::decode_from_slice(bytes, cfg).map_err(|e| FrameError::Decode(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(FrameError::Decode(format!("{} trailing bytes", bytes.len() - used)));
     }
     Ok(value)
 }
@@ -70,16 +101,45 @@ pub async fn write_raw_frame(send: &mut (impl AsyncWriteExt + Unpin), bytes: &[u
     Ok(())
 }
 
-/// Reads one frame of raw bytes of at most `limit` bytes.
+/// Reads one frame of raw bytes of at most `limit` bytes. The buffer grows
+/// as bytes arrive (never more than twice what was received), so a length
+/// claim costs nothing until its bytes are sent.
 pub async fn read_raw_frame(recv: &mut (impl AsyncReadExt + Unpin), limit: usize) -> Result<Vec<u8>, FrameError> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
+    read_raw_body(recv, u32::from_be_bytes(len) as usize, limit).await
+}
+
+/// [`read_raw_frame`] for a session-like stream that may idle between
+/// frames: the wait for a frame's first byte has no deadline (the caller's
+/// connection has its idle timeout), but once a frame has begun, the rest
+/// of it must arrive within `frame_deadline_ms`, so a peer that sends one
+/// byte and stalls holds nothing for long.
+pub async fn read_raw_frame_started(
+    recv: &mut (impl AsyncReadExt + Unpin),
+    limit: usize,
+    frame_deadline_ms: u64,
+) -> Result<Vec<u8>, FrameError> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len[..1]).await?;
+    let rest = async {
+        recv.read_exact(&mut len[1..]).await?;
+        read_raw_body(recv, u32::from_be_bytes(len) as usize, limit).await
+    };
+    tokio::time::timeout(std::time::Duration::from_millis(frame_deadline_ms), rest)
+        .await
+        .map_err(|_| FrameError::TimedOut { ms: frame_deadline_ms })?
+}
+
+async fn read_raw_body(recv: &mut (impl AsyncReadExt + Unpin), len: usize, limit: usize) -> Result<Vec<u8>, FrameError> {
     if len > limit {
         return Err(FrameError::TooLarge { len, limit });
     }
-    let mut buf = vec![0u8; len];
-    recv.read_exact(&mut buf).await?;
+    let mut buf = Vec::new();
+    (&mut *recv).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() != len {
+        return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(buf)
 }
 
@@ -204,10 +264,14 @@ pub enum Response {
     Unavailable(String),
 }
 
+/// Decode bound of the persisted notice file: the strings of every notice
+/// together (a notice list travels in a join answer, so it is far smaller).
+pub const MAX_NOTICES_FILE_BYTES: usize = 64 << 20;
+
 /// Decodes a notice list exactly (used for the persisted notice file).
 pub fn decode_notices(bytes: &[u8]) -> Result<Vec<Notice>, codec::CodecError> {
-    let (v, used): (Vec<Notice>, usize) =
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(codec::CodecError::from)?;
+    let cfg = bincode::config::standard().with_limit::<MAX_NOTICES_FILE_BYTES>();
+    let (v, used): (Vec<Notice>, usize) = bincode::serde::decode_from_slice(bytes, cfg).map_err(codec::CodecError::from)?;
     if used != bytes.len() {
         return Err(codec::CodecError::Decode(bincode::error::DecodeError::OtherString("trailing bytes".into())));
     }
@@ -231,5 +295,69 @@ mod tests {
         assert!(matches!(read_frame::<Request>(&mut &garbage[..], 1024).await, Err(FrameError::Decode(_))));
         let truncated = &buf[..buf.len() - 1];
         assert!(matches!(read_frame::<Request>(&mut &truncated[..], 1024).await, Err(FrameError::Io(_))));
+    }
+
+    /// A varint length claim of 2^60 bytes: bincode's 0xfd marker, then
+    /// the u64 little-endian.
+    fn claim_2_pow_60() -> Vec<u8> {
+        let mut v = vec![0xfd];
+        v.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        v
+    }
+
+    /// Finding 1 of issue 11: on main this aborted the process ("memory
+    /// allocation of 1152921504606846976 bytes failed").
+    #[tokio::test]
+    async fn a_13_byte_frame_claiming_a_2_pow_60_byte_string_is_refused() {
+        let body = claim_2_pow_60();
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        assert_eq!(frame.len(), 13);
+        let got = read_frame::<JoinRequest>(&mut &frame[..], MAX_JOIN_FRAME_BYTES).await;
+        assert!(matches!(got, Err(FrameError::Decode(_))), "{got:?}");
+        // The same claim inside every frame type, at every frame limit.
+        for limit in [MAX_FALLBACK_BYTES_FOR_TEST, MAX_JOIN_FRAME_BYTES, MAX_API_FRAME_BYTES, MAX_STATUS_FRAME_BYTES] {
+            assert!(decode_frame_body::<Request>(&[&[4u8][..], &body].concat(), limit).is_err());
+            assert!(decode_frame_body::<Response>(&[&[6u8][..], &body].concat(), limit).is_err());
+            assert!(decode_frame_body::<JoinResponse>(&[&[1u8][..], &body].concat(), limit).is_err());
+        }
+        let notices = [&[1u8, 0][..], &body].concat();
+        assert!(decode_notices(&notices).is_err());
+    }
+
+    const MAX_FALLBACK_BYTES_FOR_TEST: usize = 4_096;
+
+    /// The bound is the frame limit rounded up to a power of two: a claim
+    /// past it is refused before any allocation (`LimitExceeded`); one
+    /// inside it only fails when its bytes are not there.
+    #[test]
+    fn a_claim_past_the_bound_is_refused_before_allocating() {
+        let claim = |n: u32| [&[0xfcu8][..], &n.to_le_bytes()].concat();
+        let over = decode_frame_body::<String>(&claim(MAX_JOIN_FRAME_BYTES as u32 + 1), MAX_JOIN_FRAME_BYTES);
+        assert!(matches!(over, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")), "{over:?}");
+        let within = decode_frame_body::<String>(&claim(MAX_JOIN_FRAME_BYTES as u32 - 8), MAX_JOIN_FRAME_BYTES);
+        assert!(matches!(within, Err(FrameError::Decode(ref e)) if e.contains("UnexpectedEnd")), "{within:?}");
+        let odd = decode_frame_body::<String>(&claim(3_000 * 2), 3_000);
+        assert!(matches!(odd, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")), "a 3,000-byte limit is bound at 4 KiB: {odd:?}");
+        assert!(matches!(decode_frame_body::<String>(&claim(1), MAX_DECODE_LIMIT_BYTES * 2), Err(FrameError::Decode(_))));
+    }
+
+    /// A frame that claims more than was sent costs only what was sent, and
+    /// ends in an error at the end of the stream.
+    #[tokio::test]
+    async fn a_short_frame_is_an_early_end() {
+        let mut frame = (MAX_API_FRAME_BYTES as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(b"abc");
+        assert!(matches!(read_raw_frame(&mut &frame[..], MAX_API_FRAME_BYTES).await, Err(FrameError::Io(_))));
+    }
+
+    /// A peer that starts a frame and stalls is cut off at the deadline.
+    #[tokio::test]
+    async fn a_started_frame_that_stalls_times_out() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0, 0]).await.unwrap();
+        let got = read_raw_frame_started(&mut b, 1024, 50).await;
+        assert!(matches!(got, Err(FrameError::TimedOut { ms: 50 })), "{got:?}");
+        drop(a);
     }
 }
