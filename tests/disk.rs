@@ -89,7 +89,7 @@ fn a_flipped_length_byte_in_the_first_record_is_refused_and_the_log_left_as_it_w
     let mut bytes = std::fs::read(&seg).unwrap();
     let first = header_len(&bytes);
     assert!(bytes.len() > first + 12, "the log holds records");
-    bytes[first] ^= 0xff;
+    bytes[first + 1] ^= 0xff; // the length now runs past the end of the file
     std::fs::write(&seg, &bytes).unwrap();
     let before = tree(&p.dir.join("state"));
     for _ in 0..2 {

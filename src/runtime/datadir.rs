@@ -142,6 +142,7 @@ impl DataDir {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(DataDirError::Locked(path.to_path_buf()));
         }
+        tighten_file(&lock, &lock_path)?;
         let dir = DataDir { path: path.to_path_buf(), _lock: lock };
         if !path.join(NODE_FILE).exists() {
             let ours = [CA_CERT, CA_KEY, NODE_CERT, NODE_KEY, SECRET_FILE, PEERS_FILE];
@@ -317,6 +318,17 @@ pub fn create_private_dir(path: &Path) -> Result<(), DataDirError> {
     Ok(())
 }
 
+/// Makes a file an older jujud created 0644 (the lock) owner-only, with a
+/// log line.
+fn tighten_file(file: &File, path: &Path) -> Result<(), DataDirError> {
+    let mode = file.metadata().map_err(io_err(path))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE)).map_err(io_err(path))?;
+        tracing::warn!(path = %path.display(), old_mode = format!("{mode:o}"), "tightened a file to mode 0600 (it was open to other local users)");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,7 +438,9 @@ mod tests {
             assert_eq!(mode(&p), 0o600, "{}", p.display());
         }
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(root.join(LOCK_FILE), fs::Permissions::from_mode(0o644)).unwrap();
         drop(DataDir::open(&root).unwrap());
         assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join(LOCK_FILE)), 0o600);
     }
 }

@@ -70,11 +70,11 @@ const MAX_SNAPSHOT_FILE_BYTES: u64 = MAX_SNAPSHOT_BYTES as u64 + 4096;
 
 /// Reads and checks a snapshot file named for `name_lsn`.
 pub(super) fn read_snapshot(path: &Path, id: &LogIdentity, name_lsn: u64) -> Result<(SnapshotFile, Vec<u8>), WalError> {
-    let mut buf = read_bounded(path, MAX_SNAPSHOT_FILE_BYTES, "read snapshot")?;
+    let mut buf: Vec<u8> = read_bounded(path, MAX_SNAPSHOT_FILE_BYTES, "read snapshot")?;
     let file_len = buf.len() as u64;
     let payload_len = format::decode_snapshot(&buf, id, name_lsn).map_err(|e| refused(path, id, e))?.len();
-    let payload = buf.split_off(buf.len() - payload_len);
-    Ok((SnapshotFile { lsn: name_lsn, path: path.to_path_buf(), bytes: file_len }, payload))
+    buf.drain(..buf.len() - payload_len); // in place: no second copy of the payload
+    Ok((SnapshotFile { lsn: name_lsn, path: path.to_path_buf(), bytes: file_len }, buf))
 }
 
 /// Writes `snapshot-<lsn>.bin` (mode 0600) via a fsync'd temp file and a
