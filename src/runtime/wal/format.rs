@@ -288,20 +288,20 @@ pub fn decode_snapshot<'a>(buf: &'a [u8], expected: &LogIdentity, name_lsn: u64)
     Ok(payload)
 }
 
-/// A snapshot file's bytes: header, then length and checksum, then payload.
+/// A snapshot file's bytes: header, then length and checksum, then payload
+/// (for tests and the fuzz corpus; the WAL writes the payload straight
+/// from the caller's buffer after [`snapshot_prefix`]).
 pub fn encode_snapshot(id: &LogIdentity, lsn: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = encode_header(SNAPSHOT_MAGIC, id, lsn);
-    out.reserve(SNAPSHOT_TRAILER_BYTES + payload.len());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    let mut out = snapshot_prefix(id, lsn, payload);
     out.extend_from_slice(payload);
     out
 }
 
-/// The file-header prefix of a snapshot, without the payload (for writing
-/// the payload straight from the caller's buffer).
+/// The file-header prefix of a snapshot: header, u64 LE payload length,
+/// u32 LE crc32 of the payload ([`SNAPSHOT_TRAILER_BYTES`]).
 pub(super) fn snapshot_prefix(id: &LogIdentity, lsn: u64, payload: &[u8]) -> Vec<u8> {
     let mut out = encode_header(SNAPSHOT_MAGIC, id, lsn);
+    out.reserve(SNAPSHOT_TRAILER_BYTES);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out

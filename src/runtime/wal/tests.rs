@@ -2,6 +2,8 @@
 
 use super::*;
 
+mod identity;
+
 fn id() -> LogIdentity {
     LogIdentity { cluster: "ab".repeat(32), node: "0000000000000001".into() }
 }
@@ -325,122 +327,6 @@ fn flipped_length_byte_in_the_first_record_is_refused_and_the_file_untouched() {
     }
 }
 
-/// Finding 9: another node's (or cluster's) log is refused by its header.
-#[test]
-fn foreign_log_is_refused_naming_the_file_and_owner() {
-    let dir = tempfile::tempdir().unwrap();
-    let seg = six_records(dir.path());
-    let before = fs::read(&seg).unwrap();
-    for other in [
-        LogIdentity { cluster: "cd".repeat(32), node: id().node },
-        LogIdentity { cluster: id().cluster, node: "0000000000000002".into() },
-    ] {
-        let err = Wal::open(dir.path(), &other, Expect::Present).err().expect("refused");
-        assert!(matches!(err, WalError::Foreign { .. }), "{err}");
-        let msg = err.to_string();
-        assert!(msg.contains(&seg.display().to_string()) && msg.contains(&id().cluster), "{msg}");
-    }
-    assert_eq!(fs::read(&seg).unwrap(), before);
-}
-
-/// A log that `node.json` says exists must be there: a deleted state dir,
-/// a state dir without segments and an emptied segment are refused.
-#[test]
-fn missing_or_emptied_log_is_refused_when_one_is_expected() {
-    let dir = tempfile::tempdir().unwrap();
-    let err = Wal::open(dir.path(), &id(), Expect::Present).err().expect("refused");
-    assert!(matches!(err, WalError::Missing { .. }), "{err}");
-    assert!(!dir.path().join(STATE_DIR).exists(), "nothing created");
-
-    let seg = six_records(dir.path());
-    fs::write(&seg, b"").unwrap();
-    let err = Wal::open(dir.path(), &id(), Expect::Present).err().expect("refused");
-    assert!(err.to_string().contains("empty") && err.to_string().contains(RESTORE_MARKER), "{err}");
-    assert_eq!(fs::metadata(&seg).unwrap().len(), 0);
-
-    fs::remove_file(&seg).unwrap();
-    let err = Wal::open(dir.path(), &id(), Expect::Present).err().expect("refused");
-    assert!(matches!(err, WalError::Missing { .. }), "{err}");
-}
-
-/// Format-1 files (no header, 8-byte record headers) are upgraded in place
-/// when the caller allows it; a damaged one is refused and left as it was.
-#[test]
-fn format_1_files_are_upgraded_and_damaged_ones_refused_untouched() {
-    let legacy_segment = |from: u64, to: u64| {
-        let mut out = Vec::new();
-        for i in from..=to {
-            let p = payload(i);
-            let len = (p.len() as u32).to_le_bytes();
-            out.extend_from_slice(&len);
-            out.extend_from_slice(&format::crc_of_record(&len, &p).to_le_bytes());
-            out.extend_from_slice(&p);
-        }
-        out
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join(STATE_DIR);
-    fs::create_dir(&state).unwrap();
-    let snap_payload = b"legacy state".to_vec();
-    let mut snap = format::LEGACY_SNAPSHOT_MAGIC.to_vec();
-    snap.extend_from_slice(&2u64.to_le_bytes());
-    snap.extend_from_slice(&crc32fast::hash(&snap_payload).to_le_bytes());
-    snap.extend_from_slice(&(snap_payload.len() as u64).to_le_bytes());
-    snap.extend_from_slice(&snap_payload);
-    fs::write(state.join(numbered_name(SNAPSHOT_PREFIX, 2, SNAPSHOT_SUFFIX)), &snap).unwrap();
-    fs::write(state.join(numbered_name(SEGMENT_PREFIX, 1, SEGMENT_SUFFIX)), legacy_segment(1, 4)).unwrap();
-    assert!(Wal::open(dir.path(), &id(), Expect::Present).is_err(), "no upgrade once node.json records a log");
-    let (mut wal, rec) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
-    assert_eq!(rec.snapshot, Some((2, snap_payload.clone())));
-    assert_eq!(lsns(&rec), vec![3, 4]);
-    append_range(&mut wal, 5, 6);
-    drop(wal);
-    let rec = Wal::open(dir.path(), &id(), Expect::Present).unwrap().1;
-    assert_eq!(lsns(&rec), vec![3, 4, 5, 6]);
-
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join(STATE_DIR);
-    fs::create_dir(&state).unwrap();
-    let mut bytes = legacy_segment(1, 4);
-    bytes[0] ^= 0xff;
-    let seg = state.join(numbered_name(SEGMENT_PREFIX, 1, SEGMENT_SUFFIX));
-    fs::write(&seg, &bytes).unwrap();
-    let err = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).err().expect("refused");
-    assert!(matches!(err, WalError::Corrupt { offset: 0, .. }), "{err}");
-    assert_eq!(fs::read(&seg).unwrap(), bytes);
-}
-
-/// Every file and the state dir are owner-only.
-#[test]
-fn log_files_are_0600_and_the_state_dir_0700() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
-    append_range(&mut wal, 1, 3);
-    wal.write_snapshot(2, b"s").unwrap();
-    drop(wal);
-    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&dir.path().join(STATE_DIR)), 0o700);
-    let all = fs::read_dir(dir.path().join(STATE_DIR)).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>();
-    assert!(all.len() >= 2);
-    for p in all {
-        assert_eq!(mode(&p), 0o600, "{}", p.display());
-    }
-}
-
-/// The pure decoder agrees with recovery on a real file.
-#[test]
-fn decode_log_reads_a_written_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    let seg = six_records(dir.path());
-    let bytes = fs::read(&seg).unwrap();
-    let scan = decode_log(&bytes, &id(), 1, true).unwrap();
-    assert_eq!(scan.records, (1..=6).map(payload).collect::<Vec<_>>());
-    assert_eq!(scan.offsets, record_offsets(1, 6));
-    assert_eq!(scan.valid_len, bytes.len() as u64);
-    assert!(matches!(decode_log(&bytes, &id(), 2, true), Err(DecodeError::Corrupt { .. })), "name lsn checked");
-}
-
 #[test]
 fn flipped_byte_in_a_middle_record_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
@@ -760,7 +646,6 @@ fn bench_group_commit_throughput() {
     );
 }
 
-
 #[test]
 fn snapshots_queued_back_to_back_are_written_in_turn_while_appends_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -785,3 +670,4 @@ fn snapshots_queued_back_to_back_are_written_in_turn_while_appends_commit() {
     assert_eq!(rec.snapshot, Some((60, b"state@60".to_vec())));
     assert_eq!(lsns(&rec), (61..=70).collect::<Vec<_>>());
 }
+
