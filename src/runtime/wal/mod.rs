@@ -199,15 +199,13 @@ pub enum WalError {
         "WAL file {file} belongs to cluster {found_cluster} node {found_node}, but this node is \
          node {node} of cluster {cluster}: another node's state was copied here and will not be \
          served. Put this node's own state back, or: {RECOVERY}",
+        found_cluster = .owners.found.cluster,
+        found_node = .owners.found.node,
+        cluster = .owners.ours.cluster,
+        node = .owners.ours.node,
         RECOVERY = recovery_steps(state_dir_of(.file))
     )]
-    Foreign {
-        file: PathBuf,
-        found_cluster: String,
-        found_node: String,
-        cluster: String,
-        node: String,
-    },
+    Foreign { file: PathBuf, owners: Box<Owners> },
     /// A file in a format this jujud does not know (a newer one).
     #[error(
         "WAL file {file} has format version {found}; this jujud reads version {LOG_FORMAT_VERSION}: \
@@ -262,6 +260,13 @@ pub enum WalError {
     /// The writer thread is gone (it panicked or could not start).
     #[error("WAL writer thread has stopped; this node must stop serving writes: restart jujud")]
     WriterGone,
+}
+
+/// The owner a foreign file names, and this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owners {
+    pub found: LogIdentity,
+    pub ours: LogIdentity,
 }
 
 /// The directory an operator should move aside for a corrupt file.

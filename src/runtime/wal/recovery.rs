@@ -45,13 +45,9 @@ pub(super) fn list_state_dir(state_dir: &Path) -> Result<Listing, WalError> {
 pub(super) fn refused(path: &Path, id: &LogIdentity, e: DecodeError) -> WalError {
     match e {
         DecodeError::Corrupt { offset, reason } => corrupt(path, offset, reason),
-        DecodeError::Foreign { found } => WalError::Foreign {
-            file: path.to_path_buf(),
-            found_cluster: found.cluster,
-            found_node: found.node,
-            cluster: id.cluster.clone(),
-            node: id.node.clone(),
-        },
+        DecodeError::Foreign { found } => {
+            WalError::Foreign { file: path.to_path_buf(), owners: Box::new(Owners { found, ours: id.clone() }) }
+        }
         DecodeError::Version { found } => WalError::Version { file: path.to_path_buf(), found },
     }
 }
