@@ -152,3 +152,31 @@ fn any_flipped_byte_is_refused_unless_it_is_in_the_last_record() {
     }
     assert_eq!(decode_snapshot(&snap, &id(), 3).unwrap(), b"the whole state");
 }
+
+/// Prints the time to open (decode and verify) a log of 200,000 records of
+/// 200 bytes, 5 times. `cargo test --lib bench_recovery_open -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn bench_recovery_open() {
+    const RECORDS: u64 = 200_000;
+    const RUNS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
+    for _ in 0..RECORDS {
+        wal.append(&[0xab; 200]).unwrap();
+    }
+    wal.sync().unwrap();
+    let bytes = wal.bytes_on_disk();
+    drop(wal);
+    let mut times: Vec<std::time::Duration> = (0..RUNS)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            let (_, rec) = Wal::open(dir.path(), &id(), Expect::Present).unwrap();
+            assert_eq!(rec.records.len() as u64, RECORDS);
+            t.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    println!("wal open: {RECORDS} records, {bytes} bytes, n={RUNS}: median {:?}, worst {:?}", times[RUNS / 2], times[RUNS - 1]);
+}
