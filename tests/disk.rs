@@ -49,8 +49,13 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Bytes of a segment's file header (magic, version, two ids, lsn, crc).
+/// Bytes of a segment's file header (magic, version, two ids, lsn, crc);
+/// 0 for a headerless log (so this file also runs against an older jujud,
+/// to show what it did).
 fn header_len(buf: &[u8]) -> usize {
+    if !buf.starts_with(b"JJWALOG\0") {
+        return 0;
+    }
     let cluster = buf[12] as usize;
     let node = buf[13 + cluster] as usize;
     14 + cluster + node + 12
