@@ -36,8 +36,9 @@ const REPLICATION_TIMEOUT_MS: u64 = 1_500;
 /// Allowed lateness of that refusal: one anti-entropy tick (250 ms) plus
 /// process start and handshake.
 const REFUSAL_SLACK_MS: u64 = 1_500;
-/// Record header in a WAL segment: u32 length + u32 crc (src/runtime/wal.rs).
-const WAL_RECORD_HEADER_BYTES: usize = 8;
+/// Record header in a WAL segment: u32 length, u32 crc of the length, u32
+/// crc of length and payload (src/runtime/wal/format.rs).
+const WAL_RECORD_HEADER_BYTES: usize = jujud::runtime::wal::RECORD_HEADER_BYTES;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -314,11 +315,19 @@ fn last_segment(dir: &Path) -> PathBuf {
     segs.pop().expect("a log segment")
 }
 
+/// Bytes of a segment's file header: magic, version, two length-prefixed
+/// ids, lsn, crc.
+fn header_len(buf: &[u8]) -> usize {
+    let cluster = buf[12] as usize;
+    let node = buf[13 + cluster] as usize;
+    14 + cluster + node + 8 + 4
+}
+
 /// (offset, payload length) of each record of a segment.
 fn records(seg: &Path) -> Vec<(usize, usize)> {
     let buf = std::fs::read(seg).unwrap();
     let mut out = Vec::new();
-    let mut at = 0;
+    let mut at = header_len(&buf);
     while at + WAL_RECORD_HEADER_BYTES <= buf.len() {
         let len = u32::from_le_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
         out.push((at, len));
@@ -354,6 +363,7 @@ fn torn_tails_are_cut_and_corruption_stops_the_manager() {
     let seg = last_segment(&c.peers[2].dir);
     let good = records(&seg).len();
     let mut garbage = 100u32.to_le_bytes().to_vec();
+    garbage.extend(crc32fast::hash(&100u32.to_le_bytes()).to_le_bytes());
     garbage.extend([0xde, 0xad, 0xbe, 0xef]);
     garbage.extend([0x5a; 20]);
     append(&seg, &garbage);
@@ -392,7 +402,9 @@ fn torn_tails_are_cut_and_corruption_stops_the_manager() {
 
     // Doing what it says: the state comes back from the others.
     std::fs::rename(c.peers[2].dir.join("state"), c.peers[2].dir.join("state.corrupt")).unwrap();
+    std::fs::write(c.peers[2].dir.join("restore-from-peers"), b"").unwrap();
     c.restart(2);
+    assert!(!c.peers[2].dir.join("restore-from-peers").exists(), "the marker is used once");
     j.wait_same(&all, "state restored from a peer after moving it aside", has_all);
 }
 

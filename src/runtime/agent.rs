@@ -91,6 +91,7 @@ async fn join_as_agent(cfg: &PeerConfig, dir: &DataDir, token: &str, advertise: 
         advertise,
         seeds: cfg.join.clone(),
         machine: Some(machine.clone()),
+        state_log: false,
     };
     let creds = Credentials {
         ca_cert_pem: adm.ca_cert_pem,

@@ -66,7 +66,7 @@ pub async fn bootstrap(root: &Path, desired: u32, progress: Progress<'_>) -> Res
     if provider.list().iter().any(|i| super::provider::local::start_ticks(i.pid) == Some(i.start_ticks)) {
         return Err(BootstrapError::Exists(root.display().to_string()));
     }
-    std::fs::create_dir_all(root).map_err(|e| BootstrapError::Client(format!("{}: {e}", root.display())))?;
+    super::datadir::create_private_dir(root).map_err(|e| BootstrapError::Client(e.to_string()))?;
     // Instances run elsewhere: the root they are told must be absolute.
     let abs = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let launch = Launch {

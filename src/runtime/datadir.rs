@@ -2,13 +2,17 @@
 //! notices, written atomically (temp file, fsync, rename, fsync dir) with
 //! `node.json` last as the commit marker.
 //!
-//! Owns the on-disk layout and its checks. Must never serve a half-written
-//! or foreign directory: those are refused with a message naming the file.
+//! Owns the on-disk layout and its checks, and the modes: the dir and
+//! every dir under it 0700, every file 0600 (created so, never chmod'ed
+//! after; a dir left 0755 by an older jujud is tightened on open with a log
+//! line). Must never serve a half-written or foreign directory: those are
+//! refused with a message naming the file. At load, `node.json`, `ca.pem`,
+//! `node.pem` and `node.key` must belong together (`credcheck`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +35,10 @@ const RESET_KEY_FILE: &str = "reset.key";
 const PEERS_FILE: &str = "peers.json";
 const NOTICES_FILE: &str = "notices.bin";
 const LOCK_FILE: &str = "lock";
+/// Mode of every file this crate writes under a data dir or provider root.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory it creates there.
+pub const DIR_MODE: u32 = 0o700;
 /// Written by the first node of a cluster.
 pub const JOIN_TOKEN_FILE: &str = "join-token";
 /// Written by the first node of a cluster: the admin client's config.
@@ -49,6 +57,12 @@ pub enum DataDirError {
     Corrupt { path: PathBuf, reason: String },
     #[error("data dir {path} uses layout version {found}; this jujud understands {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
+    #[error(
+        "data dir file {path} does not belong with node.json: {reason}. The identity files of \
+         another node or cluster were copied here; put this node's own files back, or move the \
+         data dir aside and join again with a token"
+    )]
+    Foreign { path: PathBuf, reason: String },
 }
 
 /// `node.json`: who this node is.
@@ -69,6 +83,11 @@ pub struct NodeFile {
     /// Agents: the machine this agent runs (also named by its certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
+    /// Set once this node's state log (`state/`) was created: from then on
+    /// a missing or emptied log is refused, not started empty. Absent in
+    /// files written before it existed (read as false).
+    #[serde(default)]
+    pub state_log: bool,
 }
 
 impl NodeFile {
@@ -116,13 +135,14 @@ impl DataDir {
     /// Opens (creating if needed) and locks the dir; returns what it holds,
     /// or `None` if it is empty.
     pub fn open(path: &Path) -> Result<(DataDir, Option<Stored>), DataDirError> {
-        fs::create_dir_all(path).map_err(io_err(path))?;
+        create_private_dir(path)?;
         let lock_path = path.join(LOCK_FILE);
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(FILE_MODE).open(&lock_path).map_err(io_err(&lock_path))?;
         // SAFETY: flock on a valid, owned file descriptor.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(DataDirError::Locked(path.to_path_buf()));
         }
+        tighten_file(&lock, &lock_path)?;
         let dir = DataDir { path: path.to_path_buf(), _lock: lock };
         if !path.join(NODE_FILE).exists() {
             let ours = [CA_CERT, CA_KEY, NODE_CERT, NODE_KEY, SECRET_FILE, PEERS_FILE];
@@ -154,6 +174,14 @@ impl DataDir {
             cluster_secret: if agent { Vec::new() } else { self.read_hex(SECRET_FILE, 32)? },
             reset_key: self.read_hex(RESET_KEY_FILE, 32)?,
         };
+        let claimed = super::credcheck::Claimed {
+            ca_fingerprint: &node.ca_fingerprint,
+            node_id: &node.node_id,
+            role: &node.role,
+            machine: node.machine.as_deref(),
+        };
+        super::credcheck::check(claimed, &creds.ca_cert_pem, &creds.cert_pem, &creds.key_pem)
+            .map_err(|m| DataDirError::Foreign { path: self.path.join(m.file), reason: m.reason })?;
         let peers = if self.path.join(PEERS_FILE).exists() { self.read_json(PEERS_FILE)? } else { Vec::new() };
         let notices = match self.read_optional(NOTICES_FILE)? {
             Some(bytes) => super::wire::decode_notices(&bytes).map_err(|e| self.corrupt(NOTICES_FILE, e))?,
@@ -228,6 +256,35 @@ impl DataDir {
         self.write_private(NOTICES_FILE, &bytes)
     }
 
+    /// What the state log must be found as: present once `node.json`
+    /// records one, unless the operator asked for a restore from peers by
+    /// creating [`super::wal::RESTORE_MARKER`].
+    pub fn state_expectation(&self, node: &NodeFile) -> super::wal::Expect {
+        let restore = self.path.join(super::wal::RESTORE_MARKER);
+        if node.state_log && !restore.exists() {
+            return super::wal::Expect::Present;
+        }
+        if node.state_log {
+            tracing::warn!(marker = %restore.display(), "restore from peers asked for: a missing state log starts empty and is filled by the other managers");
+        }
+        super::wal::Expect::CreateOrUpgrade
+    }
+
+    /// After the state log opened: records it in `node.json` (once), then
+    /// removes the restore marker if there was one.
+    pub fn note_state_log(&self, node: &mut NodeFile) -> Result<(), DataDirError> {
+        if !node.state_log {
+            node.state_log = true;
+            self.write_node(node)?;
+        }
+        let restore = self.path.join(super::wal::RESTORE_MARKER);
+        match fs::remove_file(&restore) {
+            Ok(()) => File::open(&self.path).and_then(|d| d.sync_all()).map_err(io_err(&self.path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&restore)(e)),
+        }
+    }
+
     /// Writes any file of the dir atomically with mode 0600.
     pub fn write_private(&self, file: &str, bytes: &[u8]) -> Result<(), DataDirError> {
         write_atomic(&self.path.join(file), bytes)
@@ -237,7 +294,7 @@ impl DataDir {
 /// Writes `bytes` to `path` atomically and durably, mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
     let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
+    let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(FILE_MODE).open(&tmp).map_err(io_err(&tmp))?;
     f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))?;
@@ -248,46 +305,73 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
     Ok(())
 }
 
+/// Creates `path` and any missing parents mode 0700 (as created, not
+/// chmod'ed after); an existing dir open to others (an older jujud made
+/// them 0755) is tightened to 0700 with a log line.
+pub fn create_private_dir(path: &Path) -> Result<(), DataDirError> {
+    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(path).map_err(io_err(path))?;
+    let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)).map_err(io_err(path))?;
+        tracing::warn!(path = %path.display(), old_mode = format!("{mode:o}"), "tightened a directory to mode 0700 (it was open to other local users)");
+    }
+    Ok(())
+}
+
+/// Makes a file an older jujud created 0644 (the lock) owner-only, with a
+/// log line.
+fn tighten_file(file: &File, path: &Path) -> Result<(), DataDirError> {
+    let mode = file.metadata().map_err(io_err(path))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE)).map_err(io_err(path))?;
+        tracing::warn!(path = %path.display(), old_mode = format!("{mode:o}"), "tightened a file to mode 0600 (it was open to other local users)");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn node() -> NodeFile {
-        NodeFile {
+    /// A matching CA, node certificate and node.json for node 1.
+    fn pair() -> (NodeFile, Credentials) {
+        let ca = crate::pki::ClusterCa::generate("c").unwrap();
+        let cert = ca.issue(crate::pki::CertRole::Manager, 1, 30).unwrap();
+        let node = NodeFile {
             format: FORMAT_VERSION,
             cluster_name: "c".into(),
-            ca_fingerprint: "ab".into(),
+            ca_fingerprint: ca.fingerprint(),
             node_id: "0000000000000001".into(),
             role: "manager".into(),
             generation: 1,
             advertise: "127.0.0.1:7070".parse().unwrap(),
             seeds: vec![],
             machine: None,
-        }
-    }
-
-    fn creds() -> Credentials {
-        Credentials {
-            ca_cert_pem: "ca".into(),
-            ca_key_pem: "cak".into(),
-            cert_pem: "c".into(),
-            key_pem: "k".into(),
+            state_log: false,
+        };
+        let creds = Credentials {
+            ca_cert_pem: ca.cert_pem.clone(),
+            ca_key_pem: ca.key_pem.clone(),
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
             cluster_secret: vec![7; 32],
             reset_key: vec![9; 32],
-        }
+        };
+        (node, creds)
     }
 
     #[test]
     fn initialise_then_reopen_round_trips_and_locks() {
         let tmp = tempfile::tempdir().unwrap();
+        let (node, creds) = pair();
         let (dir, stored) = DataDir::open(tmp.path()).unwrap();
         assert!(stored.is_none());
-        dir.initialise(&node(), &creds()).unwrap();
+        dir.initialise(&node, &creds).unwrap();
         assert!(matches!(DataDir::open(tmp.path()), Err(DataDirError::Locked(_))));
         drop(dir);
         let (_dir, stored) = DataDir::open(tmp.path()).unwrap();
         let stored = stored.unwrap();
-        assert_eq!(stored.node, node());
+        assert_eq!(stored.node, node);
         assert_eq!(stored.creds.cluster_secret, vec![7; 32]);
     }
 
@@ -304,10 +388,59 @@ mod tests {
 
         let tmp = tempfile::tempdir().unwrap();
         let (dir, _) = DataDir::open(tmp.path()).unwrap();
-        dir.initialise(&node(), &creds()).unwrap();
+        let (node, creds) = pair();
+        dir.initialise(&node, &creds).unwrap();
         drop(dir);
         fs::write(tmp.path().join(SECRET_FILE), "abcd").unwrap();
         let err = DataDir::open(tmp.path()).unwrap_err();
         assert!(err.to_string().contains("cluster.secret"), "{err}");
+    }
+
+    /// Each identity file swapped for another cluster's is refused at
+    /// open, naming the file (finding 9).
+    #[test]
+    fn foreign_node_json_ca_or_cert_is_refused_by_name() {
+        let (node, creds) = pair();
+        let (other_node, other_creds) = pair();
+        for (file, text) in [
+            (NODE_FILE, serde_json::to_string(&other_node).unwrap()),
+            (CA_CERT, other_creds.ca_cert_pem.clone()),
+            (NODE_CERT, other_creds.cert_pem.clone()),
+            (NODE_KEY, other_creds.key_pem.clone()),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (dir, _) = DataDir::open(tmp.path()).unwrap();
+            dir.initialise(&node, &creds).unwrap();
+            drop(dir);
+            fs::write(tmp.path().join(file), text).unwrap();
+            let err = DataDir::open(tmp.path()).unwrap_err();
+            assert!(matches!(err, DataDirError::Foreign { .. }), "{file}: {err}");
+            let named = if file == NODE_FILE { CA_CERT } else { file };
+            assert!(err.to_string().contains(named), "{file}: {err}");
+        }
+    }
+
+    /// The dir is 0700 and every file 0600 as created; a 0755 dir left by
+    /// an older jujud is tightened on open (finding 6).
+    #[test]
+    fn files_are_0600_and_dirs_0700() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        let (node, creds) = pair();
+        let (dir, _) = DataDir::open(&root).unwrap();
+        dir.initialise(&node, &creds).unwrap();
+        dir.write_peers(&[]).unwrap();
+        drop(dir);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        for e in fs::read_dir(&root).unwrap() {
+            let p = e.unwrap().path();
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(root.join(LOCK_FILE), fs::Permissions::from_mode(0o644)).unwrap();
+        drop(DataDir::open(&root).unwrap());
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join(LOCK_FILE)), 0o600);
     }
 }

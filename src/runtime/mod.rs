@@ -7,6 +7,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod client;
 pub mod clientfile;
+pub mod credcheck;
 pub mod datadir;
 pub mod driver;
 pub mod handshake;

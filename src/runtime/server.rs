@@ -176,6 +176,7 @@ fn node_file(cluster_name: String, ca_fingerprint: String, node_id: u64, adverti
         advertise,
         seeds: Vec::new(),
         machine: None,
+        state_log: false,
     }
 }
 
@@ -305,7 +306,7 @@ fn reset_key_config(key: &[u8]) -> quinn::EndpointConfig {
 async fn serve(
     cfg: PeerConfig,
     dir: DataDir,
-    fresh: Fresh,
+    mut fresh: Fresh,
     known_peers: Vec<Identity>,
     socket: UdpSocket,
     advertise: SocketAddr,
@@ -354,7 +355,10 @@ async fn serve(
     }
     let identity = Identity { id: node_id, addr: advertise, role: Role::Manager, generation: fresh.node.generation };
     let actor = Actor { node: node_id.0, generation: identity.generation };
-    let (store, replica, rec) = super::store::Store::open(dir.path(), actor)?;
+    let log_id = super::wal::LogIdentity { cluster: fresh.node.ca_fingerprint.clone(), node: fresh.node.node_id.clone() };
+    let expect = dir.state_expectation(&fresh.node);
+    let (store, replica, rec) = super::store::Store::open(dir.path(), actor, &log_id, expect)?;
+    dir.note_state_log(&mut fresh.node)?;
     tracing::info!(snapshot_lsn = ?rec.snapshot_lsn, records = rec.records, ops = rec.ops, keys = replica.len(),
         torn_tail_bytes = ?rec.torn_tail_bytes, "state recovered");
     tracing::info!(id = %node_id, %advertise, generation = identity.generation, cluster = %fresh.node.cluster_name, "manager starting");

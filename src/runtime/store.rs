@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::wal::{SnapshotBytes, Wal, WalError, WalWriter};
+use super::wal::{self, Expect, LogIdentity, SnapshotBytes, Wal, WalError, WalWriter};
 use crate::core::state::{Actor, Recorded, Replica, Snapshot, Stamped, VersionVector};
 
 /// Write a snapshot after this many operations since the last one (a
@@ -56,8 +56,26 @@ fn snapshot_cfg() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ super::wal::MAX_SNAPSHOT_BYTES }>()
 }
 
-/// Decodes a snapshot, in the current format or the one before it.
-fn decode_snapshot(bytes: &[u8], lsn: u64) -> Result<Snapshot, StoreError> {
+/// Decodes a whole snapshot file (`DIR/state/snapshot-<lsn>.bin`) owned
+/// by `expected` and named for `lsn`: the WAL's header and checksum, then
+/// the payload. Pure, for the fuzz harness.
+pub fn decode_snapshot(file: &[u8], expected: &LogIdentity, lsn: u64) -> Result<Snapshot, StoreError> {
+    let payload = wal::decode_snapshot(file, expected, lsn).map_err(|e| StoreError::Record { lsn, reason: format!("snapshot file: {e:?}") })?;
+    decode_snapshot_payload(payload, lsn)
+}
+
+/// Decodes one log record's payload (a batch of operations). Pure.
+pub fn decode_record(bytes: &[u8], lsn: u64) -> Result<Vec<Stamped>, StoreError> {
+    let (ops, used): (Vec<Stamped>, usize) =
+        bincode::serde::decode_from_slice(bytes, cfg()).map_err(|e| StoreError::Record { lsn, reason: e.to_string() })?;
+    if used != bytes.len() {
+        return Err(StoreError::Record { lsn, reason: "trailing bytes".into() });
+    }
+    Ok(ops)
+}
+
+/// Decodes a snapshot's payload, in the current format or the one before it.
+pub fn decode_snapshot_payload(bytes: &[u8], lsn: u64) -> Result<Snapshot, StoreError> {
     let exact = |r: Result<(Snapshot, usize), _>| r.ok().filter(|(_, used)| *used == bytes.len()).map(|(s, _)| s);
     if let Some(snap) = exact(bincode::serde::decode_from_slice(bytes, snapshot_cfg())) {
         return Ok(snap);
@@ -116,23 +134,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens `dir/state`, rebuilding the replica for a new actor `me`.
-    pub fn open(dir: &Path, me: Actor) -> Result<(Store, Replica, Recovery), StoreError> {
-        let (wal, recovered) = Wal::open(dir)?;
+    /// Opens `dir/state`, owned by `id`, rebuilding the replica for a new
+    /// actor `me`; `expect` says whether `node.json` records a log.
+    pub fn open(dir: &Path, me: Actor, id: &LogIdentity, expect: Expect) -> Result<(Store, Replica, Recovery), StoreError> {
+        let (wal, recovered) = Wal::open(dir, id, expect)?;
         let mut rec = Recovery { torn_tail_bytes: recovered.truncated_torn_tail.as_ref().map(|t| t.bytes_dropped), ..Default::default() };
         let mut replica = match recovered.snapshot {
             Some((lsn, bytes)) => {
                 rec.snapshot_lsn = Some(lsn);
-                Replica::from_snapshot(me, decode_snapshot(&bytes, lsn)?)
+                Replica::from_snapshot(me, decode_snapshot_payload(&bytes, lsn)?)
             }
             None => Replica::new(me),
         };
         for (lsn, bytes) in recovered.records {
-            let (ops, used): (Vec<Stamped>, usize) =
-                bincode::serde::decode_from_slice(&bytes, cfg()).map_err(|e| StoreError::Record { lsn, reason: e.to_string() })?;
-            if used != bytes.len() {
-                return Err(StoreError::Record { lsn, reason: "trailing bytes".into() });
-            }
+            let ops = decode_record(&bytes, lsn)?;
             rec.records += 1;
             rec.ops += ops.len();
             replica.apply_remote(ops);

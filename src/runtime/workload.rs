@@ -81,7 +81,7 @@ impl Workloads {
         // Absolute: workloads run in their unit's dir, and their status file
         // path must not depend on it.
         let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()).join(UNITS_DIR);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
+        if let Err(e) = super::datadir::create_private_dir(&dir) {
             tracing::error!(dir = %dir.display(), error = %e, "cannot create the units dir");
         }
         let w = Workloads { dir, inbox, running: Arc::new(Mutex::new(BTreeMap::new())) };
@@ -128,8 +128,11 @@ impl Workloads {
     fn start(&self, unit: String, run: u64, command: &str, env: Vec<(String, String)>) {
         let unit_dir = self.dir.join(unit_dir_name(&unit));
         let status_file = unit_dir.join("status");
-        let spawned = std::fs::create_dir_all(&unit_dir).map_err(|e| e.to_string()).and_then(|_| {
+        let spawned = super::datadir::create_private_dir(&unit_dir).map_err(|e| e.to_string()).and_then(|_| {
+            // Emptied and 0600 before the workload writes it (`>` keeps the
+            // mode): an empty file is no status.
             let _ = std::fs::remove_file(&status_file);
+            open_log(&status_file).map_err(|e| format!("status file: {e}"))?;
             let log = open_log(&unit_dir.join("workload.log")).map_err(|e| format!("log file: {e}"))?;
             let err = log.try_clone().map_err(|e| e.to_string())?;
             let mut cmd = tokio::process::Command::new("/bin/sh");
@@ -222,7 +225,8 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
         let _ = std::fs::rename(path, path.with_extension("log.1"));
     }
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).append(true).mode(super::datadir::FILE_MODE).open(path)
 }
 
 /// Reads each running workload's status file now and then; a changed,

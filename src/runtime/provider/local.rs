@@ -24,10 +24,13 @@
 //! under the root.
 
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+
+use super::super::datadir::{DIR_MODE, FILE_MODE};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -143,9 +146,9 @@ impl LocalProvider {
     }
 
     fn lock(&self) -> Result<File, ProviderError> {
-        fs::create_dir_all(self.root.join("instances")).map_err(|e| io(&self.root, e))?;
+        private_dir(&self.root.join("instances"))?;
         let path = self.root.join("lock");
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| io(&path, e))?;
+        let f = OpenOptions::new().create(true).truncate(false).write(true).mode(FILE_MODE).open(&path).map_err(|e| io(&path, e))?;
         // SAFETY: flock on a file we own; blocks until other starters finish.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io(&path, std::io::Error::last_os_error()));
@@ -158,9 +161,9 @@ impl LocalProvider {
     /// machine-wide lock, skipping addresses something already listens on.
     fn next_address(&self) -> Result<SocketAddr, ProviderError> {
         let dir = std::env::temp_dir().join(MACHINE_DIR);
-        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        private_dir(&dir)?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| io(&lock_path, e))?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(FILE_MODE).open(&lock_path).map_err(|e| io(&lock_path, e))?;
         // SAFETY: flock on a file we own; released when `lock` drops.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io(&lock_path, std::io::Error::last_os_error()));
@@ -202,7 +205,7 @@ impl LocalProvider {
 
     fn spawn(&self, launch: &Launch, dir: &Path, address: SocketAddr) -> Result<i32, ProviderError> {
         let log_path = dir.join("jujud.log");
-        let log = File::create(&log_path).map_err(|e| io(&log_path, e))?;
+        let log = OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(&log_path).map_err(|e| io(&log_path, e))?;
         let err = log.try_clone().map_err(|e| io(&log_path, e))?;
         let mut cmd = Command::new(&self.jujud);
         cmd.arg(&launch.args[0]).arg("--data-dir").arg(dir.join("data")).arg("--listen").arg(address.to_string());
@@ -223,12 +226,18 @@ impl LocalProvider {
     }
 }
 
+/// Creates a dir (and missing parents) mode 0700, tightening an existing
+/// one an older jujud left open to others (with a log line).
+fn private_dir(dir: &Path) -> Result<(), ProviderError> {
+    super::super::datadir::create_private_dir(dir).map_err(|e| io(dir, e))
+}
+
 impl Provider for LocalProvider {
     fn start(&self, launch: &Launch) -> Result<Started, ProviderError> {
         let _lock = self.lock()?;
         let dir = self.instance_dir(&launch.name);
         let mut address = None;
-        if fs::create_dir(&dir).is_err() {
+        if fs::DirBuilder::new().mode(DIR_MODE).create(&dir).is_err() {
             match self.instance(&launch.name) {
                 Ok(i) if i.state != STARTING => return Ok(Started { address: i.address, existed: true }),
                 record => {

@@ -16,48 +16,71 @@
 //!
 //! # Layout
 //!
-//! - `snapshot-<lsn, 20 digits>.bin`: `[magic "JJSNAP1\0"][u64 LE lsn
-//!   covered][u32 LE crc32 of payload][u64 LE payload length][payload]`.
-//!   Written to `<name>.tmp`, fsync'd, renamed, directory fsync'd.
-//! - `log-<first lsn, 20 digits>.wal`: records, each `[u32 LE payload
-//!   length][u32 LE crc32 of the 4 length bytes and the payload][payload]`.
-//!   A record's LSN is its 1-based sequence number across the whole log:
-//!   the segment's first LSN plus its index in the segment. A segment is
-//!   fsync'd before the next one is created, so only the last segment can
-//!   hold unsynced bytes.
+//! Every file starts with a header ([`format::encode_header`]): an 8-byte
+//! magic, the format version ([`LOG_FORMAT_VERSION`]), the owner
+//! ([`LogIdentity`]: the cluster's CA fingerprint and this node's id, from
+//! `node.json`), the file's LSN, and a crc32 of the header. A file whose
+//! header names another cluster or node is refused ([`WalError::Foreign`]),
+//! one of another format too ([`WalError::Version`]). Files are created
+//! mode 0600 and `DIR/state` mode 0700.
+//!
+//! - `snapshot-<lsn, 20 digits>.bin`: `[header, lsn covered][u64 LE payload
+//!   length][u32 LE crc32 of payload][payload]`. Written to `<name>.tmp`,
+//!   fsync'd, renamed, directory fsync'd.
+//! - `log-<first lsn, 20 digits>.wal`: `[header, first lsn]` then records,
+//!   each `[u32 LE payload length][u32 LE crc32 of the 4 length bytes][u32
+//!   LE crc32 of the 4 length bytes and the payload][payload]`. A record's
+//!   LSN is its 1-based sequence number across the whole log: the segment's
+//!   first LSN plus its index in the segment. A segment is created whole
+//!   (header written to a temp file, fsync'd, renamed), and fsync'd before
+//!   the next one is created, so only the last segment can hold unsynced
+//!   bytes, and never a short header.
 //!
 //! # Recovery rules
 //!
-//! 1. A missing `DIR/state` is a fresh, empty log. Leftover `*.tmp` files
-//!    are unfinished snapshots and are deleted.
-//! 2. The newest snapshot is used. Bad magic, a length that disagrees with
-//!    the file size or exceeds [`MAX_SNAPSHOT_BYTES`], an LSN that disagrees
-//!    with the file name, or a bad checksum is `Corrupt`.
-//! 3. Segments must chain without gaps: the first must start at or before
+//! 1. A missing `DIR/state` is a fresh, empty log only when the caller says
+//!    none is expected ([`Expect::CreateOrUpgrade`]); with [`Expect::Present`]
+//!    (`node.json` records that this node has a log) a missing state dir, a
+//!    state dir without segments, or an empty segment is refused
+//!    ([`WalError::Missing`] or `Corrupt`). Leftover `*.tmp` files are
+//!    unfinished snapshots or segments and are deleted.
+//! 2. With [`Expect::CreateOrUpgrade`], files without a header (format 1,
+//!    written by an older jujud) are upgraded first: each is decoded whole
+//!    (every record valid; no torn tail is accepted) and rewritten with a
+//!    header through a temp file and a rename. One that does not decode is
+//!    `Corrupt` and nothing is rewritten from it.
+//! 3. The newest snapshot is used. A bad header, a length that disagrees
+//!    with the file size or exceeds [`MAX_SNAPSHOT_BYTES`], an LSN that
+//!    disagrees with the file name, or a bad checksum is `Corrupt`.
+//! 4. Segments must chain without gaps: the first must start at or before
 //!    `snapshot lsn + 1` (at 1 without a snapshot), each next one exactly
 //!    after the previous one's last record, and the log must reach the
 //!    snapshot's LSN. Anything else is `Corrupt`.
-//! 4. A torn tail is a crash during an append that was never acknowledged
-//!    (acknowledgement comes only after fsync). It is truncated, reported in
-//!    [`Recovered::truncated_torn_tail`], and recovery goes on. Only the
-//!    last segment can have one. It is:
-//!    - a header cut short, or a record with fewer bytes than its header
-//!      says, at the end of the file;
-//!    - a record whose checksum fails with nothing after it, or only zero
-//!      bytes after it (an all-zero tail, e.g. a zeroed block, is a torn
-//!      tail too);
-//!    - a length above [`MAX_RECORD_BYTES`] with no more than one maximal
-//!      record's bytes after the header.
+//! 5. A torn tail is a crash during an append that was never acknowledged
+//!    (acknowledgement comes only after fsync). Only the last segment can
+//!    have one, and it is exactly one of:
+//!    - fewer than 12 bytes (a record header cut short) at the end of the
+//!      file;
+//!    - a record whose length checksum holds and whose payload runs past
+//!      the end of the file (the length is vouched for by its own checksum,
+//!      so the write was cut);
+//!    - a record whose length checksum fails, with only zero bytes from its
+//!      start to the end of the file (a zeroed block);
+//!    - a record whose payload checksum fails, with only zero bytes (or
+//!      none) after it.
 //!
-//!    A length that runs past the end of file (or above the maximum) is
-//!    *not* torn if flipping one of its 32 bits would make the record
-//!    valid: that is bit rot in an acknowledged record, so it is `Corrupt`.
-//! 5. Everything else is `Corrupt`: a bad record in a non-last segment, or
-//!    a bad record followed by any non-zero byte. The node must not serve
-//!    its state; the operator moves `DIR/state` aside and restarts so the
-//!    node restores from a peer. Known limit of the framing: a crash in the
-//!    middle of a group commit on a filesystem that persists pages out of
-//!    order can leave a hole followed by valid records; that is reported as
+//!    It is truncated, reported in [`Recovered::truncated_torn_tail`], and
+//!    recovery goes on.
+//! 6. Everything else is `Corrupt`, naming the file and byte offset: a bad
+//!    record in a non-last segment, a length checksum failure with any
+//!    non-zero byte after it (a flipped length byte anywhere, the first
+//!    record included), a length above [`MAX_RECORD_BYTES`], a bad record
+//!    followed by any non-zero byte. The node stops, and no file is
+//!    truncated or rewritten. The operator moves `DIR/state` aside, creates
+//!    `DIR/restore-from-peers` and restarts, so the node restores its state
+//!    from a peer. Known limit of the framing: a crash in the middle of a
+//!    group commit on a filesystem that persists pages out of order can
+//!    leave a hole followed by valid records; that is reported as
 //!    `Corrupt` (the safe side), and bit rot confined to the payload of the
 //!    very last record is indistinguishable from a torn write and drops it.
 //!
@@ -82,13 +105,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+pub mod format;
 mod recovery;
 mod writer;
 #[cfg(test)]
 mod tests;
 
 use recovery::*;
+pub use format::{DecodeError, LOG_FORMAT_VERSION, LogIdentity, LogScan, RECORD_HEADER_BYTES, decode_log, decode_snapshot};
 pub use writer::{SnapshotBytes, WalStats, WalWriter};
+use format::record_header;
 
 
 /// Largest record payload. Larger appends are refused, and a header that
@@ -114,10 +140,13 @@ pub const WRITER_QUEUE_CAPACITY_REQUESTS: usize = 65_536;
 /// caller's, and there is one at a time.
 pub const WRITER_QUEUE_MAX_BYTES: usize = 64 << 20;
 
-const RECORD_HEADER_BYTES: usize = 8;
-const SNAPSHOT_MAGIC: &[u8; 8] = b"JJSNAP1\0";
-/// magic (8) + lsn (8) + crc (4) + length (8).
-const SNAPSHOT_HEADER_BYTES: usize = 28;
+/// Mode of every file of the log (owner read/write only).
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of `DIR/state` (owner only).
+pub const DIR_MODE: u32 = 0o700;
+/// The file whose presence tells a node that its local state is gone on
+/// purpose and is to be restored from its peers (see [`WalError`]).
+pub const RESTORE_MARKER: &str = "restore-from-peers";
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 const STATE_DIR: &str = "state";
 const SNAPSHOT_PREFIX: &str = "snapshot-";
@@ -129,6 +158,18 @@ const LSN_DIGITS: usize = 20;
 
 const _: () = assert!(WRITER_QUEUE_MAX_BYTES >= MAX_RECORD_BYTES + RECORD_HEADER_BYTES);
 const _: () = assert!(MAX_RECORD_BYTES <= u32::MAX as usize);
+
+/// What [`Wal::open`] may find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// `node.json` records that this node has a log: it must be there, and
+    /// every file must have a header.
+    Present,
+    /// No log recorded yet (a new node, a data dir from before headers, or
+    /// a restore from peers): a missing log is created, and files without
+    /// a header are upgraded.
+    CreateOrUpgrade,
+}
 
 /// What went wrong with the log. Every variant names what to do.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -144,15 +185,41 @@ pub enum WalError {
     /// The state on disk is damaged; it is never served.
     #[error(
         "WAL file {file} is corrupt at byte offset {offset}: {reason}. This node's \
-         replicated state cannot be trusted and will not be served: stop jujud, move \
-         {dir} aside (or remove it), and restart so the node restores its state from a peer",
-        dir = state_dir_of(.file).display()
+         replicated state cannot be trusted and will not be served, and the file was left \
+         untouched: {RECOVERY}",
+        RECOVERY = recovery_steps(state_dir_of(.file))
     )]
     Corrupt {
         file: PathBuf,
         offset: u64,
         reason: String,
     },
+    /// A file of another cluster or node was found in this node's log.
+    #[error(
+        "WAL file {file} belongs to cluster {found_cluster} node {found_node}, but this node is \
+         node {node} of cluster {cluster}: another node's state was copied here and will not be \
+         served. Put this node's own state back, or: {RECOVERY}",
+        found_cluster = .owners.found.cluster,
+        found_node = .owners.found.node,
+        cluster = .owners.ours.cluster,
+        node = .owners.ours.node,
+        RECOVERY = recovery_steps(state_dir_of(.file))
+    )]
+    Foreign { file: PathBuf, owners: Box<Owners> },
+    /// A file in a format this jujud does not know (a newer one).
+    #[error(
+        "WAL file {file} has format version {found}; this jujud reads version {LOG_FORMAT_VERSION}: \
+         run the jujud that wrote it"
+    )]
+    Version { file: PathBuf, found: u32 },
+    /// `node.json` says this node has a log, but it is gone.
+    #[error(
+        "WAL: {what}, but node.json records that this node has a state log: it was deleted or \
+         emptied, and starting empty would serve a state that lost acknowledged writes. \
+         If that is known and wanted: {RECOVERY}",
+        RECOVERY = recovery_steps(.dir)
+    )]
+    Missing { dir: PathBuf, what: String },
     /// The caller's record is too big; nothing was written.
     #[error(
         "WAL record of {len} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes; \
@@ -195,9 +262,27 @@ pub enum WalError {
     WriterGone,
 }
 
+/// The owner a foreign file names, and this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owners {
+    pub found: LogIdentity,
+    pub ours: LogIdentity,
+}
+
 /// The directory an operator should move aside for a corrupt file.
 fn state_dir_of(file: &Path) -> &Path {
     file.parent().unwrap_or(file)
+}
+
+/// What the operator does to restore a node's state from its peers.
+fn recovery_steps(state_dir: &Path) -> String {
+    let data_dir = state_dir.parent().unwrap_or(state_dir);
+    format!(
+        "stop jujud, move {} aside, create the file {} and restart, so the node restores its \
+         state from a peer (with no other manager, the moved files are the only copy: keep them)",
+        state_dir.display(),
+        data_dir.join(RESTORE_MARKER).display()
+    )
 }
 
 fn io_err(op: &'static str, path: &Path, source: io::Error) -> WalError {
@@ -256,6 +341,8 @@ pub(super) struct SnapshotFile {
 /// The log. Synchronous; see [`WalWriter`] for async callers.
 pub struct Wal {
     state_dir: PathBuf,
+    /// The owner written into every new file's header.
+    identity: LogIdentity,
     /// Sorted by first LSN; never empty; the last one is being appended to.
     segments: Vec<Segment>,
     /// The last segment, buffered.
@@ -272,46 +359,29 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Opens (creating `dir/state` if missing) and recovers the log.
-    pub fn open(dir: &Path) -> Result<(Wal, Recovered), WalError> {
-        Self::open_with_roll(dir, SEGMENT_ROLL_BYTES)
+    /// Opens (creating `dir/state` if missing and allowed) and recovers
+    /// the log owned by `id`; see the recovery rules.
+    pub fn open(dir: &Path, id: &LogIdentity, expect: Expect) -> Result<(Wal, Recovered), WalError> {
+        Self::open_with_roll(dir, id, expect, SEGMENT_ROLL_BYTES)
     }
 
-    fn open_with_roll(dir: &Path, segment_roll_bytes: u64) -> Result<(Wal, Recovered), WalError> {
+    fn open_with_roll(dir: &Path, id: &LogIdentity, expect: Expect, segment_roll_bytes: u64) -> Result<(Wal, Recovered), WalError> {
         let state_dir = dir.join(STATE_DIR);
-        if !state_dir.is_dir() {
-            fs::create_dir_all(&state_dir).map_err(|e| io_err("create", &state_dir, e))?;
-            sync_dir(dir)?;
-        }
-        let listing = list_state_dir(&state_dir)?;
-        for tmp in &listing.temps {
-            fs::remove_file(tmp).map_err(|e| io_err("remove unfinished snapshot", tmp, e))?;
-        }
+        let listing = open_state_dir(dir, &state_dir, id, expect)?;
         let (snap_meta, snap_bytes) = match listing.snapshots.last() {
             Some((lsn, path)) => {
-                let (meta, bytes) = read_snapshot(path, *lsn)?;
+                let (meta, bytes) = read_snapshot(path, id, *lsn)?;
                 (Some(meta), Some(bytes))
             }
             None => (None, None),
         };
         let snap_lsn = snap_meta.as_ref().map_or(0, |s| s.lsn);
-        let chain = recover_segments(&listing.segments, snap_lsn)?;
+        let chain = recover_segments(&listing.segments, id, snap_lsn)?;
         if let Some(torn) = &chain.torn {
             truncate_file(&torn.file, torn.offset)?;
         }
-        let stale: Vec<&PathBuf> = listing
-            .snapshots
-            .iter()
-            .rev()
-            .skip(1)
-            .map(|s| &s.1)
-            .collect();
-        let mut wal = Wal::assemble(
-            state_dir,
-            chain.segments,
-            chain.next_lsn,
-            segment_roll_bytes,
-        )?;
+        let stale: Vec<&PathBuf> = listing.snapshots.iter().rev().skip(1).map(|s| &s.1).collect();
+        let mut wal = Wal::assemble(state_dir, id.clone(), chain.segments, chain.next_lsn, segment_roll_bytes)?;
         wal.snapshot = snap_meta;
         wal.remove_stale(&stale, snap_lsn);
         let recovered = Recovered {
@@ -327,12 +397,13 @@ impl Wal {
     /// killed process may have left it only in the page cache).
     fn assemble(
         state_dir: PathBuf,
+        identity: LogIdentity,
         mut segments: Vec<Segment>,
         next_lsn: u64,
         segment_roll_bytes: u64,
     ) -> Result<Wal, WalError> {
         if segments.is_empty() {
-            segments.push(create_segment(&state_dir, next_lsn)?);
+            segments.push(create_segment(&state_dir, &identity, next_lsn)?);
         }
         let last = segments.last().map(|s| s.path.clone()).unwrap_or_default();
         let file = OpenOptions::new()
@@ -343,6 +414,7 @@ impl Wal {
         sync_dir(&state_dir)?;
         Ok(Wal {
             state_dir,
+            identity,
             segments,
             active: BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
             next_lsn,
@@ -413,7 +485,7 @@ impl Wal {
     /// LSN.
     fn roll_segment(&mut self) -> Result<(), WalError> {
         self.sync_active()?;
-        let segment = match create_segment(&self.state_dir, self.next_lsn) {
+        let segment = match create_segment(&self.state_dir, &self.identity, self.next_lsn) {
             Ok(s) => s,
             Err(e) => return Err(self.fail(e)),
         };
@@ -435,7 +507,7 @@ impl Wal {
     /// snapshot never claims records the log could still lose.
     pub fn write_snapshot(&mut self, covered_lsn: u64, bytes: &[u8]) -> Result<(), WalError> {
         self.begin_snapshot(covered_lsn, bytes.len())?;
-        let written = write_snapshot_file(&self.state_dir, covered_lsn, bytes)?;
+        let written = write_snapshot_file(&self.state_dir, &self.identity, covered_lsn, bytes)?;
         if let Err(e) = sync_dir(&self.state_dir) {
             return Err(self.fail(e));
         }
@@ -484,6 +556,11 @@ impl Wal {
     /// The state dir, for a thread writing a snapshot file.
     pub(super) fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// The owner, for a thread writing a snapshot file.
+    pub(super) fn identity(&self) -> &LogIdentity {
+        &self.identity
     }
 
     /// Deletes old snapshots and the segments wholly covered by
@@ -560,22 +637,6 @@ fn remove_logged(path: &Path) -> bool {
     }
 }
 
-fn crc_of_record(len_bytes: &[u8; 4], payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(len_bytes);
-    hasher.update(payload);
-    hasher.finalize()
-}
-
-fn record_header(payload: &[u8]) -> [u8; RECORD_HEADER_BYTES] {
-    let len_bytes = (payload.len() as u32).to_le_bytes();
-    let crc = crc_of_record(&len_bytes, payload);
-    let mut header = [0u8; RECORD_HEADER_BYTES];
-    header[..4].copy_from_slice(&len_bytes);
-    header[4..].copy_from_slice(&crc.to_le_bytes());
-    header
-}
-
 pub(super) fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -595,18 +656,58 @@ fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn create_segment(state_dir: &Path, first_lsn: u64) -> Result<Segment, WalError> {
+/// Creates a segment whole: its header is written to a temp file, fsync'd
+/// and renamed, so a segment never has a short header. The caller fsyncs
+/// the directory.
+fn create_segment(state_dir: &Path, id: &LogIdentity, first_lsn: u64) -> Result<Segment, WalError> {
     let path = state_dir.join(numbered_name(SEGMENT_PREFIX, first_lsn, SEGMENT_SUFFIX));
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| io_err("create segment", &path, e))?;
-    Ok(Segment {
-        first_lsn,
-        path,
-        bytes: 0,
-    })
+    if path.exists() {
+        let e = io::Error::new(io::ErrorKind::AlreadyExists, "segment already exists");
+        return Err(io_err("create segment", &path, e));
+    }
+    let header = format::encode_header(format::SEGMENT_MAGIC, id, first_lsn);
+    write_new_file(&path, &[&header], "create segment")?;
+    Ok(Segment { first_lsn, path, bytes: header.len() as u64 })
+}
+
+/// Creates `dir/state` (mode 0700) when allowed, tightens an older one,
+/// checks that a log expected is there, removes temp files and upgrades
+/// format-1 files when allowed; returns the listing.
+fn open_state_dir(dir: &Path, state_dir: &Path, id: &LogIdentity, expect: Expect) -> Result<Listing, WalError> {
+    if !state_dir.is_dir() {
+        if expect == Expect::Present {
+            let what = format!("the state dir {} is missing", state_dir.display());
+            return Err(WalError::Missing { dir: state_dir.to_path_buf(), what });
+        }
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(state_dir).map_err(|e| io_err("create", state_dir, e))?;
+        sync_dir(dir)?;
+    }
+    tighten_dir(state_dir)?;
+    let mut listing = list_state_dir(state_dir)?;
+    for tmp in &listing.temps {
+        fs::remove_file(tmp).map_err(|e| io_err("remove unfinished file", tmp, e))?;
+    }
+    if expect == Expect::Present && listing.segments.is_empty() {
+        let what = format!("the state dir {} holds no log segment", state_dir.display());
+        return Err(WalError::Missing { dir: state_dir.to_path_buf(), what });
+    }
+    if expect == Expect::CreateOrUpgrade && upgrade_legacy(state_dir, &listing, id)? > 0 {
+        listing = list_state_dir(state_dir)?;
+    }
+    Ok(listing)
+}
+
+/// Makes a directory created by an older jujud (0755) owner-only, with a
+/// log line.
+fn tighten_dir(path: &Path) -> Result<(), WalError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path).map_err(|e| io_err("stat", path, e))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)).map_err(|e| io_err("set the mode of", path, e))?;
+        tracing::warn!(path = %path.display(), old_mode = format!("{mode:o}"), "tightened the state dir to mode 0700");
+    }
+    Ok(())
 }
 
 fn truncate_file(path: &Path, len: u64) -> Result<(), WalError> {

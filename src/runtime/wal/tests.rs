@@ -2,6 +2,17 @@
 
 use super::*;
 
+mod identity;
+
+fn id() -> LogIdentity {
+    LogIdentity { cluster: "ab".repeat(32), node: "0000000000000001".into() }
+}
+
+/// Bytes of a segment's header for [`id`] and a first LSN.
+fn header_len(first: u64) -> u64 {
+    format::encode_header(format::SEGMENT_MAGIC, &id(), first).len() as u64
+}
+
 fn payload(i: u64) -> Vec<u8> {
     let len = 20 + (i as usize * 7) % 90;
     (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
@@ -16,7 +27,7 @@ fn append_range(wal: &mut Wal, from: u64, to: u64) {
 }
 
 fn reopen(dir: &Path) -> Recovered {
-    Wal::open(dir).unwrap().1
+    Wal::open(dir, &id(), Expect::CreateOrUpgrade).unwrap().1
 }
 
 fn lsns(rec: &Recovered) -> Vec<u64> {
@@ -35,7 +46,7 @@ fn files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 
 /// Byte offset of each record in a segment holding LSNs `first..`.
 fn record_offsets(first: u64, count: u64) -> Vec<u64> {
-    let mut at = 0;
+    let mut at = header_len(first);
     (first..first + count)
         .map(|i| {
             let start = at;
@@ -52,7 +63,7 @@ fn flip_byte(path: &Path, offset: u64) {
 }
 
 fn expect_corrupt(dir: &Path) -> (PathBuf, u64, String) {
-    match Wal::open(dir) {
+    match Wal::open(dir, &id(), Expect::CreateOrUpgrade) {
         Err(e @ WalError::Corrupt { .. }) => {
             let msg = e.to_string();
             let WalError::Corrupt { file, offset, .. } = e else {
@@ -71,7 +82,7 @@ fn expect_corrupt(dir: &Path) -> (PathBuf, u64, String) {
 #[test]
 fn missing_state_dir_is_a_fresh_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, rec) = Wal::open(dir.path()).unwrap();
+    let (wal, rec) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     assert_eq!(wal.last_lsn(), 0);
     assert!(rec.snapshot.is_none() && rec.records.is_empty());
     assert!(rec.truncated_torn_tail.is_none());
@@ -81,11 +92,11 @@ fn missing_state_dir_is_a_fresh_log() {
 #[test]
 fn round_trip_and_lsns_continue_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path()).unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     append_range(&mut wal, 1, 50);
     let on_disk = wal.bytes_on_disk();
     drop(wal);
-    let (mut wal, rec) = Wal::open(dir.path()).unwrap();
+    let (mut wal, rec) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     assert_eq!(wal.bytes_on_disk(), on_disk);
     assert_eq!(lsns(&rec), (1..=50).collect::<Vec<_>>());
     for (lsn, bytes) in &rec.records {
@@ -101,7 +112,7 @@ fn round_trip_and_lsns_continue_across_reopen() {
 #[test]
 fn snapshot_then_appends_recovers_snapshot_and_later_records_only() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path()).unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     append_range(&mut wal, 1, 30);
     wal.write_snapshot(30, b"state@30").unwrap();
     assert_eq!(
@@ -113,7 +124,7 @@ fn snapshot_then_appends_recovers_snapshot_and_later_records_only() {
     wal.write_snapshot(35, b"state@35").unwrap();
     append_range(&mut wal, 41, 45);
     drop(wal);
-    let (wal, rec) = Wal::open(dir.path()).unwrap();
+    let (wal, rec) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     assert_eq!(rec.snapshot, Some((35, b"state@35".to_vec())));
     assert_eq!(lsns(&rec), (36..=45).collect::<Vec<_>>());
     assert_eq!(wal.last_lsn(), 45);
@@ -137,12 +148,12 @@ fn snapshot_then_appends_recovers_snapshot_and_later_records_only() {
 #[test]
 fn snapshot_of_everything_then_reopen_continues_lsns() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path()).unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     append_range(&mut wal, 1, 10);
     wal.write_snapshot(10, b"s").unwrap();
     wal.write_snapshot(10, b"s2").unwrap();
     drop(wal);
-    let (mut wal, rec) = Wal::open(dir.path()).unwrap();
+    let (mut wal, rec) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     assert_eq!(rec.snapshot, Some((10, b"s2".to_vec())));
     assert!(rec.records.is_empty());
     assert_eq!(wal.append(b"x").unwrap(), 11);
@@ -151,7 +162,7 @@ fn snapshot_of_everything_then_reopen_continues_lsns() {
 #[test]
 fn snapshot_range_and_size_limits_are_refused_without_failing_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path()).unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     append_range(&mut wal, 1, 5);
     assert!(matches!(
         wal.write_snapshot(6, b"x"),
@@ -178,7 +189,7 @@ fn snapshot_range_and_size_limits_are_refused_without_failing_the_log() {
 #[test]
 fn snapshot_is_not_written_when_the_records_it_covers_cannot_be_synced() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path()).unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     for i in 1..=5 {
         wal.append(&payload(i)).unwrap();
     }
@@ -192,7 +203,7 @@ fn snapshot_is_not_written_when_the_records_it_covers_cannot_be_synced() {
 #[test]
 fn segments_roll_by_size_and_recover_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open_with_roll(dir.path(), 500).unwrap();
+    let (mut wal, _) = Wal::open_with_roll(dir.path(), &id(), Expect::CreateOrUpgrade, 500).unwrap();
     append_range(&mut wal, 1, 40);
     drop(wal);
     assert!(files(dir.path(), SEGMENT_PREFIX).len() > 3);
@@ -203,7 +214,7 @@ fn segments_roll_by_size_and_recover_in_order() {
 #[test]
 fn leftover_snapshot_temp_file_is_removed() {
     let dir = tempfile::tempdir().unwrap();
-    drop(Wal::open(dir.path()).unwrap());
+    drop(Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap());
     let tmp = dir
         .path()
         .join(STATE_DIR)
@@ -216,7 +227,7 @@ fn leftover_snapshot_temp_file_is_removed() {
 
 /// Builds a log with LSNs 1..=6 in one segment; returns the segment.
 fn six_records(dir: &Path) -> PathBuf {
-    let (mut wal, _) = Wal::open(dir).unwrap();
+    let (mut wal, _) = Wal::open(dir, &id(), Expect::CreateOrUpgrade).unwrap();
     append_range(&mut wal, 1, 6);
     drop(wal);
     files(dir, SEGMENT_PREFIX).pop().unwrap()
@@ -233,7 +244,7 @@ fn torn_tail_at_every_byte_of_the_last_record_is_truncated() {
         fs::create_dir(dir.path().join(STATE_DIR)).unwrap();
         let copy = dir.path().join(STATE_DIR).join(seg.file_name().unwrap());
         fs::write(&copy, &bytes[..cut]).unwrap();
-        let (mut wal, rec) = Wal::open(dir.path()).unwrap();
+        let (mut wal, rec) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
         assert_eq!(lsns(&rec), (1..=5).collect::<Vec<_>>(), "cut at {cut}");
         assert_eq!(rec.records[4].1, payload(5));
         let expected = (cut > last_start).then(|| TornTail {
@@ -272,22 +283,48 @@ fn bad_checksum_on_the_last_record_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let seg = six_records(dir.path());
     let last_start = record_offsets(1, 6)[5];
-    flip_byte(&seg, last_start + 4);
+    flip_byte(&seg, last_start + RECORD_HEADER_BYTES as u64 + 1);
     let rec = reopen(dir.path());
     assert_eq!(lsns(&rec), (1..=5).collect::<Vec<_>>());
     assert_eq!(rec.truncated_torn_tail.unwrap().offset, last_start);
 }
 
+/// A length whose own checksum fails, with the payload after it, is
+/// damage (an acknowledged record), not a torn append: refused, and the
+/// file is left as it was.
 #[test]
-fn oversize_length_on_the_last_record_is_a_torn_tail() {
+fn damaged_length_on_the_last_record_is_corrupt_and_the_file_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let seg = six_records(dir.path());
     let last_start = record_offsets(1, 6)[5] as usize;
     let mut bytes = fs::read(&seg).unwrap();
     bytes[last_start..last_start + 4].copy_from_slice(&0xdead_beef_u32.to_le_bytes());
-    fs::write(&seg, bytes).unwrap();
-    let rec = reopen(dir.path());
-    assert_eq!(lsns(&rec), (1..=5).collect::<Vec<_>>());
+    fs::write(&seg, &bytes).unwrap();
+    let (file, offset, _) = expect_corrupt(dir.path());
+    assert_eq!((file, offset), (seg.clone(), last_start as u64));
+    assert_eq!(fs::read(&seg).unwrap(), bytes, "a log that could not be read is never changed");
+}
+
+/// Finding 8: the first record's length byte flipped (so that the length
+/// runs past the end of the file) was taken for a torn tail, and the whole
+/// log was dropped. It is refused at its offset, and nothing is written.
+#[test]
+fn flipped_length_byte_in_the_first_record_is_refused_and_the_file_untouched() {
+    for flip in [0xffu8, 0x01, 0x80] {
+        for byte in 0..4 {
+            let dir = tempfile::tempdir().unwrap();
+            let seg = six_records(dir.path());
+            let first = record_offsets(1, 6)[0] as usize;
+            let mut bytes = fs::read(&seg).unwrap();
+            bytes[first + byte] ^= flip;
+            fs::write(&seg, &bytes).unwrap();
+            let (file, offset, msg) = expect_corrupt(dir.path());
+            assert_eq!((file, offset), (seg.clone(), first as u64), "{msg}");
+            assert_eq!(fs::read(&seg).unwrap(), bytes, "byte {byte} ^ {flip:#x}: file changed");
+            let again = expect_corrupt(dir.path());
+            assert_eq!(again.1, first as u64, "refused again, not repaired");
+        }
+    }
 }
 
 #[test]
@@ -317,7 +354,7 @@ fn length_bit_flip_past_end_in_a_middle_record_is_corrupt_not_torn() {
 #[test]
 fn bad_record_in_a_non_last_segment_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path()).unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     append_range(&mut wal, 1, 10);
     wal.write_snapshot(2, b"s").unwrap(); // keeps log-1, starts log-11
     append_range(&mut wal, 11, 12);
@@ -334,17 +371,18 @@ fn bad_record_in_a_non_last_segment_is_corrupt() {
 fn corrupt_snapshot_is_refused() {
     for damage in ["payload", "magic", "truncate", "length"] {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
         append_range(&mut wal, 1, 3);
         wal.write_snapshot(3, b"the whole state").unwrap();
         drop(wal);
         let snap = files(dir.path(), SNAPSHOT_PREFIX).pop().unwrap();
         let mut bytes = fs::read(&snap).unwrap();
+        let h = format::encode_header(format::SNAPSHOT_MAGIC, &id(), 3).len();
         match damage {
-            "payload" => bytes[SNAPSHOT_HEADER_BYTES + 3] ^= 1,
+            "payload" => bytes[h + 12 + 3] ^= 1,
             "magic" => bytes[0] = b'X',
             "truncate" => bytes.truncate(bytes.len() - 1),
-            _ => bytes[20..28].copy_from_slice(&u64::MAX.to_le_bytes()),
+            _ => bytes[h..h + 8].copy_from_slice(&u64::MAX.to_le_bytes()),
         }
         fs::write(&snap, bytes).unwrap();
         let (file, _, _) = expect_corrupt(dir.path());
@@ -355,7 +393,7 @@ fn corrupt_snapshot_is_refused() {
 #[test]
 fn missing_middle_segment_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path()).unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     append_range(&mut wal, 1, 10);
     wal.write_snapshot(1, b"a").unwrap(); // log-11
     append_range(&mut wal, 11, 20);
@@ -373,7 +411,7 @@ fn missing_middle_segment_is_corrupt() {
 #[test]
 fn missing_first_segment_after_snapshot_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path()).unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     append_range(&mut wal, 1, 10);
     wal.write_snapshot(5, b"a").unwrap(); // keeps log-1 (6..=10 needed)
     drop(wal);
@@ -393,7 +431,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn group_commit_batches_concurrent_appends() {
     const N: u64 = 10_000;
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = Wal::open(dir.path()).unwrap();
+    let (wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     let (open_gate, gate) = std::sync::mpsc::channel();
     let writer = WalWriter::spawn_gated(wal, Some(gate));
     let rt = runtime();
@@ -430,7 +468,7 @@ fn group_commit_batches_concurrent_appends() {
 #[test]
 fn writer_nowait_and_snapshot_are_ordered_and_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = Wal::open(dir.path()).unwrap();
+    let (wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     let writer = WalWriter::spawn(wal);
     runtime().block_on(async {
         for i in 1..=5 {
@@ -457,7 +495,7 @@ fn writer_nowait_and_snapshot_are_ordered_and_durable() {
 #[test]
 fn writer_io_error_fails_every_pending_and_later_request() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path()).unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     wal.fail_next_sync = true;
     let (open_gate, gate) = std::sync::mpsc::channel();
     let writer = WalWriter::spawn_gated(wal, Some(gate));
@@ -488,7 +526,7 @@ fn writer_io_error_fails_every_pending_and_later_request() {
 #[test]
 fn submit_fixes_order_synchronously_and_snapshot_covers_what_was_queued() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = Wal::open(dir.path()).unwrap();
+    let (wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     let writer = WalWriter::spawn(wal);
     let first: Vec<_> = (1..=100).map(|i| writer.submit(payload(i))).collect();
     let snap = writer.snapshot_after_queued(b"state@100".to_vec());
@@ -509,7 +547,7 @@ fn submit_fixes_order_synchronously_and_snapshot_covers_what_was_queued() {
 #[test]
 fn submit_at_the_request_bound_is_refused_and_the_rest_complete() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = Wal::open(dir.path()).unwrap();
+    let (wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     let (open_gate, gate) = std::sync::mpsc::channel();
     let writer = WalWriter::spawn_gated(wal, Some(gate));
     let queued: Vec<_> = (0..WRITER_QUEUE_CAPACITY_REQUESTS)
@@ -537,7 +575,7 @@ fn submit_at_the_request_bound_is_refused_and_the_rest_complete() {
 #[test]
 fn submit_at_the_byte_bound_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = Wal::open(dir.path()).unwrap();
+    let (wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     let (_open_gate, gate) = std::sync::mpsc::channel::<()>();
     let writer = WalWriter::spawn_gated(wal, Some(gate));
     let fit = WRITER_QUEUE_MAX_BYTES / (MAX_RECORD_BYTES + RECORD_HEADER_BYTES);
@@ -564,7 +602,7 @@ fn bench_group_commit_throughput() {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
-    let (wal, _) = Wal::open(dir.path()).unwrap();
+    let (wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     let writer = WalWriter::spawn(wal);
     let started = std::time::Instant::now();
     let mut latencies: Vec<std::time::Duration> = runtime().block_on(async {
@@ -608,11 +646,10 @@ fn bench_group_commit_throughput() {
     );
 }
 
-
 #[test]
 fn snapshots_queued_back_to_back_are_written_in_turn_while_appends_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = Wal::open(dir.path()).unwrap();
+    let (wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     let writer = WalWriter::spawn(wal);
     let a: Vec<_> = (1..=50).map(|i| writer.submit(payload(i))).collect();
     let s1 = writer.snapshot_after_queued(b"state@50".to_vec());
@@ -633,3 +670,4 @@ fn snapshots_queued_back_to_back_are_written_in_turn_while_appends_commit() {
     assert_eq!(rec.snapshot, Some((60, b"state@60".to_vec())));
     assert_eq!(lsns(&rec), (61..=70).collect::<Vec<_>>());
 }
+

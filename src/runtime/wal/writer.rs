@@ -439,8 +439,9 @@ fn start_snapshot(wal: &mut Wal, shared: &Shared, snaps: &mut Snapshots) {
         return start_snapshot(wal, shared, snaps);
     }
     let (dir, back) = (wal.state_dir().to_path_buf(), snaps.back.clone());
+    let id = wal.identity().clone();
     let write = move || {
-        let result = q.bytes.make().and_then(|bytes| write_snapshot_file(&dir, q.covered_lsn, &bytes)).and_then(|w| sync_dir(&dir).map(|()| w));
+        let result = q.bytes.make().and_then(|bytes| write_snapshot_file(&dir, &id, q.covered_lsn, &bytes)).and_then(|w| sync_dir(&dir).map(|()| w));
         match back.upgrade() {
             Some(tx) => {
                 if let Err(mpsc::error::SendError(Request::SnapshotWritten { result, done })) =
