@@ -180,7 +180,7 @@ fn a_manager_started_for_a_controller_machine_is_its_node_from_admission() {
     let machine = common::agent::change(&first.client_file(), &["add-machine"])["machines"][0].as_str().unwrap().to_string();
     let token = machine_token(&first, jujud::pki::CertRole::Manager, &machine);
     let seed = first.addr.to_string();
-    let joiner = common::Peer::start(&tmp.path().join("m1"), common::local(common::free_port()), &["--join", &seed, "--token", &token]);
+    let joiner = common::Peer::join(&tmp.path().join("m1"), common::local(common::free_port()), &seed, &token);
     // Asked at once: the joiner's own claim would come only at its first
     // control tick, a second after it starts.
     let st = common::agent::status(&first.client_file());
@@ -192,7 +192,7 @@ fn a_manager_started_for_a_controller_machine_is_its_node_from_admission() {
 /// says it asks again, checks that it still runs, and stops it.
 fn assert_agent_keeps_asking(dir: &std::path::Path, seeds: &str, token: &str) {
     let mut cmd = Command::new(common::jujud_bin());
-    cmd.args(["agent", "--data-dir", dir.to_str().unwrap(), "--seeds", seeds, "--token", token, "--log-format", "json"]);
+    cmd.args(["agent", "--data-dir", dir.to_str().unwrap(), "--seeds", seeds, "--log-format", "json"]).env(common::TOKEN_ENV, token);
     let (mut child, log) = common::spawn_logged(cmd);
     let again = "the cluster cannot admit this node yet; asking again";
     log.wait_for(again, |l| l.iter().any(|v| common::message(v) == again));
