@@ -222,3 +222,33 @@ fn an_agent_keeps_asking_seeds_that_do_not_answer() {
     let silent = common::local(common::free_port()).to_string();
     assert_agent_keeps_asking(&tmp.path().join("a"), &silent, &token);
 }
+
+/// With a provider, the provisioner starts each new machine with a token
+/// of its own, in the instance's environment: `add-machine` and `deploy`
+/// show no live token and write no token file, and no process of the
+/// environment has a token on its command line.
+#[test]
+fn with_a_provider_no_token_is_shown_or_put_on_a_command_line() {
+    let env = Env::bootstrap(1);
+    let out = env.ok(&["add-machine", "--format", "json"]);
+    let outcome: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(outcome["tokens"], serde_json::json!([]), "{outcome:#}");
+    let machine = outcome["machines"][0].as_str().unwrap().to_string();
+    let token_dir = env.root.parent().unwrap().join("tokens");
+    std::fs::create_dir(&token_dir).unwrap();
+    let out = env.juju(&["deploy", "web", "--command", "exec sleep infinity", "--token-dir", token_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("jjd1.") && !stderr.contains("jjd1."), "{stdout}\n{stderr}");
+    assert!(stderr.contains("the provider starts its instance"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&token_dir).unwrap().count(), 0, "no token file written");
+    wait_status(&env.client(), "the new machine's agent alive", |st| presence(st, &machine) == "alive");
+    let root = env.root.to_str().unwrap();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if line.contains(root) {
+            assert!(!line.contains("jjd1."), "a token on a command line: {line}");
+        }
+    }
+}
