@@ -12,11 +12,18 @@
 //! request head under a timeout, answers, and closes; no keep-alive, no
 //! bodies, no chunking.
 //!
+//! Connections are served concurrently, each with its own deadlines. At
+//! [`MAX_HTTP_CONNECTIONS`], a new connection takes the place of the oldest
+//! one that has not yet sent its request head (closed at once), so idle or
+//! slow connections cannot keep a scraper out; only when every connection
+//! is busy being answered is the new one closed.
+//!
 //! Must never panic on network input, never hold more than
 //! [`MAX_HTTP_CONNECTIONS`] connections or [`MAX_REQUEST_HEAD_BYTES`] per
 //! connection, and never let a counter go backwards. It must never change
 //! node state: metrics are read-only observers.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,15 +35,16 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::timeout;
 
 use crate::core::{MemberInfo, MemberState, Role, Stats};
 
 /// The only path served; everything else is a 404.
 pub const METRICS_PATH: &str = "/metrics";
-/// Connections served at once; one more is closed without a word.
+/// Connections served at once. One more closes the oldest connection
+/// still waiting for its request head, or, if all are being answered, is
+/// itself closed without a word.
 pub const MAX_HTTP_CONNECTIONS: usize = 16;
 /// Longest request head (request line plus headers) read before giving up.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
@@ -349,10 +357,12 @@ pub async fn serve(
     refresh: impl Fn() + Send + Sync + 'static,
 ) {
     let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(refresh);
-    let permits = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
     let mut connections = JoinSet::new();
+    // Open connections, oldest first.
+    let mut slots: std::collections::VecDeque<Slot> = std::collections::VecDeque::new();
     loop {
         while connections.try_join_next().is_some() {}
+        slots.retain(|s| !s.task.is_finished());
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -361,18 +371,32 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "metrics endpoint: too many connections, closing");
-            continue;
-        };
+        if slots.len() >= MAX_HTTP_CONNECTIONS {
+            let Some(oldest_silent) = slots.iter().position(|s| s.waiting.load(Ordering::Relaxed)) else {
+                tracing::debug!(%peer, "metrics endpoint: every connection is being answered, closing");
+                continue;
+            };
+            if let Some(evicted) = slots.remove(oldest_silent) {
+                evicted.task.abort();
+                tracing::debug!(%peer, "metrics endpoint: at the connection cap, closed the oldest one without a request");
+            }
+        }
         let (metrics, refresh) = (metrics.clone(), refresh.clone());
-        connections.spawn(async move {
-            if let Err(e) = answer(stream, &metrics, refresh.as_ref()).await {
+        let waiting = Arc::new(AtomicBool::new(true));
+        let flag = waiting.clone();
+        let task = connections.spawn(async move {
+            if let Err(e) = answer(stream, &metrics, refresh.as_ref(), &flag).await {
                 tracing::debug!(%peer, error = %e, "metrics endpoint: request failed");
             }
-            drop(permit);
         });
+        slots.push_back(Slot { task, waiting });
     }
+}
+
+/// One open connection: its task, and whether it still waits for a head.
+struct Slot {
+    task: AbortHandle,
+    waiting: Arc<AtomicBool>,
 }
 
 /// One exchange: read the head, write one response, close.
@@ -380,11 +404,14 @@ async fn answer(
     mut stream: TcpStream,
     metrics: &Metrics,
     refresh: &(dyn Fn() + Send + Sync),
+    waiting: &AtomicBool,
 ) -> Result<(), HttpError> {
     let head_timeout = Duration::from_millis(REQUEST_HEAD_TIMEOUT_MS);
     let head = timeout(head_timeout, read_head(&mut stream))
         .await
         .map_err(|_| HttpError::HeadTimeout)?;
+    // From here on it is being answered: no longer the one to make room.
+    waiting.store(false, Ordering::Relaxed);
     let (response, outcome) = match head {
         Ok(head) => (respond(&parse_request(&head), metrics, refresh), Ok(())),
         Err(HttpError::HeadTooLarge) => (
@@ -774,17 +801,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_beyond_the_limit_are_closed() {
+    async fn idle_connections_beyond_the_limit_do_not_block_a_scrape() {
         let (addr, task) = start(Arc::new(AtomicUsize::new(0))).await;
         let mut idle = Vec::new();
-        for _ in 0..MAX_HTTP_CONNECTIONS {
+        for _ in 0..2 * MAX_HTTP_CONNECTIONS {
             idle.push(TcpStream::connect(addr).await.unwrap());
         }
-        // Accepted after the idle ones, so it finds no free permit.
+        // Accepted after 32 idle ones: it takes the place of the oldest.
         let reply = timeout(GUARD, exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n"))
             .await
-            .unwrap();
-        assert_eq!(reply, "", "the connection over the limit gets no answer");
+            .expect("a scrape answers while idle connections are open");
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        // The oldest idle connections were closed to make room: they read EOF.
+        let mut byte = [0u8; 1];
+        let n = timeout(GUARD, idle[0].read(&mut byte)).await.unwrap().unwrap_or(0);
+        assert_eq!(n, 0, "the oldest idle connection was closed");
         drop(idle);
         task.abort();
     }

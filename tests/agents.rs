@@ -74,7 +74,7 @@ fn tokens_of_the_wrong_role_garbage_reused_and_revoked_are_refused_clearly() {
     assert!(err.contains("malformed"), "{err}");
     let outcome = change(&file, &["add-machine", "-n", "2"]);
     let toks = tokens(&outcome);
-    let peer_err = common::peer_fails(&["--data-dir", dir("p").to_str().unwrap(), "--listen", "127.0.0.1:0", "--join", &seeds[0].to_string(), "--token", &toks[0].1]);
+    let peer_err = common::peer_fails_with_token(&["--data-dir", dir("p").to_str().unwrap(), "--listen", "127.0.0.1:0", "--join", &seeds[0].to_string()], Some(&toks[0].1));
     assert!(peer_err.contains("run `jujud agent`"), "{peer_err}");
     let first = Agent::start(&dir("a1"), &seeds, Some(&toks[0].1));
     first.wait_session("first agent's session");

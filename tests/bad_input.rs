@@ -54,7 +54,7 @@ async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
     let mport = free_port();
     let mlisten = format!("127.0.0.1:{mport}");
     let m0 = Peer::start(&tmp.path().join("m0"), local(free_port()), &["--metrics-listen", &mlisten]);
-    let m1 = Peer::start(&tmp.path().join("m1"), local(free_port()), &["--join", &m0.addr.to_string(), "--token", &m0.token()]);
+    let m1 = Peer::join(&tmp.path().join("m1"), local(free_port()), &m0.addr.to_string(), &m0.token());
     m0.log.wait_for("m1 up", |l| saw(l, "member up", &m1.id));
     let before = members(&m0.client_file(), Some(m0.addr));
 
@@ -121,14 +121,14 @@ fn wrong_tokens_are_refused_with_a_reason() {
     let mut parts: Vec<String> = token.split('.').map(String::from).collect();
     parts[4] = "0".repeat(32);
     let bad_secret = parts.join(".");
-    let err = peer_fails(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed, "--token", &bad_secret]);
+    let err = peer_fails_with_token(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed], Some(&bad_secret));
     assert!(err.contains("refused") && err.contains("secret"), "{err}");
-    let err = peer_fails(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed, "--token", "nonsense"]);
+    let err = peer_fails_with_token(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed], Some("nonsense"));
     assert!(err.contains("malformed"), "{err}");
     let mut parts: Vec<String> = token.split('.').map(String::from).collect();
     parts[5] = "ab".repeat(32);
     let other_ca = parts.join(".");
-    let err = peer_fails(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed, "--token", &other_ca]);
+    let err = peer_fails_with_token(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed], Some(&other_ca));
     assert!(err.contains("no seed could be reached"), "a pinned CA that does not match: {err}");
     assert!(!dir.join("node.json").exists(), "nothing written for a refused join");
 }
@@ -146,7 +146,7 @@ fn data_dirs_that_are_corrupt_half_written_or_foreign_are_refused() {
     let b = Peer::start(&tmp.path().join("b"), local(free_port()), &[]);
     a.leave();
     let a_dir = a.dir.to_str().unwrap().to_string();
-    let err = peer_fails(&["--data-dir", &a_dir, "--listen", "127.0.0.1:0", "--join", &b.addr.to_string(), "--token", &b.token()]);
+    let err = peer_fails_with_token(&["--data-dir", &a_dir, "--listen", "127.0.0.1:0", "--join", &b.addr.to_string()], Some(&b.token()));
     assert!(err.contains("belongs to cluster"), "{err}");
     std::fs::write(a.dir.join("node.json"), "{ torn").unwrap();
     let err = peer_fails(&["--data-dir", &a_dir, "--listen", "127.0.0.1:0"]);
@@ -160,7 +160,7 @@ fn busy_port_and_silent_seed_get_clear_errors() {
     let err = peer_fails(&["--data-dir", tmp.path().join("b").to_str().unwrap(), "--listen", &a.addr.to_string()]);
     assert!(err.contains("cannot listen on") && err.contains(&a.addr.to_string()), "{err}");
     let silent = local(free_port()).to_string();
-    let err = peer_fails(&["--data-dir", tmp.path().join("c").to_str().unwrap(), "--listen", "127.0.0.1:0", "--join", &silent, "--token", &a.token()]);
+    let err = peer_fails_with_token(&["--data-dir", tmp.path().join("c").to_str().unwrap(), "--listen", "127.0.0.1:0", "--join", &silent], Some(&a.token()));
     assert!(err.contains("no seed could be reached") && err.contains(&silent), "{err}");
     let err = peer_fails(&["--data-dir", tmp.path().join("d").to_str().unwrap(), "--probe-period-ms", "5"]);
     assert!(err.contains("probe_period_ms"), "{err}");

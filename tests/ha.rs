@@ -180,7 +180,7 @@ fn a_manager_started_for_a_controller_machine_is_its_node_from_admission() {
     let machine = common::agent::change(&first.client_file(), &["add-machine"])["machines"][0].as_str().unwrap().to_string();
     let token = machine_token(&first, jujud::pki::CertRole::Manager, &machine);
     let seed = first.addr.to_string();
-    let joiner = common::Peer::start(&tmp.path().join("m1"), common::local(common::free_port()), &["--join", &seed, "--token", &token]);
+    let joiner = common::Peer::join(&tmp.path().join("m1"), common::local(common::free_port()), &seed, &token);
     // Asked at once: the joiner's own claim would come only at its first
     // control tick, a second after it starts.
     let st = common::agent::status(&first.client_file());
@@ -192,7 +192,7 @@ fn a_manager_started_for_a_controller_machine_is_its_node_from_admission() {
 /// says it asks again, checks that it still runs, and stops it.
 fn assert_agent_keeps_asking(dir: &std::path::Path, seeds: &str, token: &str) {
     let mut cmd = Command::new(common::jujud_bin());
-    cmd.args(["agent", "--data-dir", dir.to_str().unwrap(), "--seeds", seeds, "--token", token, "--log-format", "json"]);
+    cmd.args(["agent", "--data-dir", dir.to_str().unwrap(), "--seeds", seeds, "--log-format", "json"]).env(common::TOKEN_ENV, token);
     let (mut child, log) = common::spawn_logged(cmd);
     let again = "the cluster cannot admit this node yet; asking again";
     log.wait_for(again, |l| l.iter().any(|v| common::message(v) == again));
@@ -221,4 +221,34 @@ fn an_agent_keeps_asking_seeds_that_do_not_answer() {
     let token = common::agent::tokens(&common::agent::change(&first.client_file(), &["add-machine"]))[0].1.clone();
     let silent = common::local(common::free_port()).to_string();
     assert_agent_keeps_asking(&tmp.path().join("a"), &silent, &token);
+}
+
+/// With a provider, the provisioner starts each new machine with a token
+/// of its own, in the instance's environment: `add-machine` and `deploy`
+/// show no live token and write no token file, and no process of the
+/// environment has a token on its command line.
+#[test]
+fn with_a_provider_no_token_is_shown_or_put_on_a_command_line() {
+    let env = Env::bootstrap(1);
+    let out = env.ok(&["add-machine", "--format", "json"]);
+    let outcome: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(outcome["tokens"], serde_json::json!([]), "{outcome:#}");
+    let machine = outcome["machines"][0].as_str().unwrap().to_string();
+    let token_dir = env.root.parent().unwrap().join("tokens");
+    std::fs::create_dir(&token_dir).unwrap();
+    let out = env.juju(&["deploy", "web", "--command", "exec sleep infinity", "--token-dir", token_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("jjd1.") && !stderr.contains("jjd1."), "{stdout}\n{stderr}");
+    assert!(stderr.contains("the provider starts its instance"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&token_dir).unwrap().count(), 0, "no token file written");
+    wait_status(&env.client(), "the new machine's agent alive", |st| presence(st, &machine) == "alive");
+    let root = env.root.to_str().unwrap();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if line.contains(root) {
+            assert!(!line.contains("jjd1."), "a token on a command line: {line}");
+        }
+    }
 }

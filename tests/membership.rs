@@ -117,6 +117,6 @@ fn tokens_can_be_created_listed_and_revoked_cluster_wide() {
     assert_eq!(row["revoked"], true);
     // A join with the revoked token, through the manager that did not revoke it, is refused.
     let dir = c.tmp.path().join("late");
-    let err = peer_fails(&["--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--join", &ep, "--token", &token]);
+    let err = peer_fails_with_token(&["--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--join", &ep], Some(&token));
     assert!(err.contains("revoked"), "{err}");
 }

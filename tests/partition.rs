@@ -32,9 +32,9 @@ fn isolated_manager_rejoins_by_itself_after_the_link_returns() {
     let m0 = Peer::start_in(Some(&net.ns(0)), &tmp.path().join("m0"), net.addr(0), &[]);
     let seed = net.addr(0).to_string();
     let token = m0.token();
-    let join = ["--join", seed.as_str(), "--token", token.as_str()];
-    let m1 = Peer::start_in(Some(&net.ns(1)), &tmp.path().join("m1"), net.addr(1), &join);
-    let m2 = Peer::start_in(Some(&net.ns(2)), &tmp.path().join("m2"), net.addr(2), &join);
+    let join = ["--join", seed.as_str()];
+    let m1 = Peer::start_with(Some(&net.ns(1)), &tmp.path().join("m1"), net.addr(1), &join, Some(&token));
+    let m2 = Peer::start_with(Some(&net.ns(2)), &tmp.path().join("m2"), net.addr(2), &join, Some(&token));
     let peers = [&m0, &m1, &m2];
     for p in peers {
         for q in peers.iter().filter(|q| q.id != p.id) {

@@ -536,8 +536,8 @@ fn netns_cluster(net: &Net, tmp: &Path) -> Vec<Peer> {
     let (seed, token) = (net.addr(0).to_string(), m0.token());
     let mut peers = vec![m0];
     for i in 1..net.nodes {
-        let join = ["--join", seed.as_str(), "--token", token.as_str()];
-        peers.push(Peer::start_in(Some(&net.ns(i)), &tmp.join(format!("m{i}")), net.addr(i), &join));
+        let join = ["--join", seed.as_str()];
+        peers.push(Peer::start_with(Some(&net.ns(i)), &tmp.join(format!("m{i}")), net.addr(i), &join, Some(&token)));
     }
     for p in &peers {
         for q in peers.iter().filter(|q| q.id != p.id) {

@@ -187,7 +187,8 @@ impl Fleet {
         cmd.arg("peer").arg("--data-dir").arg(&m.dir).args(["--listen", &addr.to_string(), "--log-format", "json"]);
         if join {
             let seed = self.managers[0].addr.ok_or("no seed")?;
-            cmd.args(["--join", &seed.to_string(), "--token", &self.join_token]);
+            // The token in the environment, never on the command line.
+            cmd.args(["--join", &seed.to_string()]).env("JUJUD_TOKEN", &self.join_token);
         }
         let child = self.spawn_logged(cmd, i, &format!("m{i}"))?;
         let m = &mut self.managers[i];
@@ -201,7 +202,7 @@ impl Fleet {
         let seeds: Vec<String> = self.managers.iter().filter_map(|m| m.addr).map(|a| a.to_string()).collect();
         let a = &self.agents[j];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_jujud"));
-        cmd.arg("agent").arg("--data-dir").arg(&a.dir).args(["--seeds", &seeds.join(","), "--token", &a.token, "--log-format", "json"]);
+        cmd.arg("agent").arg("--data-dir").arg(&a.dir).args(["--seeds", &seeds.join(","), "--log-format", "json"]).env("JUJUD_TOKEN", &a.token);
         let child = self.spawn_logged(cmd, MANAGERS + j, &format!("a{j}"))?;
         let a = &mut self.agents[j];
         (a.child, a.started) = (Some(child), false);

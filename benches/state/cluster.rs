@@ -123,7 +123,8 @@ impl Cluster {
         };
         cmd.arg("peer").arg("--data-dir").arg(&m.dir).args(["--listen", &m.addr.to_string(), "--log-format", "json"]);
         if join {
-            cmd.args(["--join", &self.managers[0].addr.to_string(), "--token", &self.token]);
+            // The token in the environment, never on the command line.
+            cmd.args(["--join", &self.managers[0].addr.to_string()]).env("JUJUD_TOKEN", &self.token);
         }
         cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("spawn jujud: {e}"))?;

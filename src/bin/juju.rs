@@ -2,7 +2,7 @@
 //! and prints the answer as a table or as JSON.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -33,6 +33,10 @@ struct Cli {
     /// For changes: how long to wait for durability and replication.
     #[arg(long, default_value_t = 10_000, global = true)]
     timeout_ms: u64,
+    /// Where add-machine, deploy and add-unit write each new machine's
+    /// agent token (DIR/MACHINE.token, mode 0600) when no provider starts it.
+    #[arg(long, value_name = "DIR", default_value = ".", global = true)]
+    token_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -131,7 +135,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     let path = match cli.client_config.clone() {
-        Some(p) => p,
+        Some(p) => with_dir(p),
         None => {
             let default = bootstrap::client_file_in(&bootstrap::default_root());
             if !default.exists() {
@@ -157,7 +161,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let answer: Result<_, ClientError> = rt.block_on(client::request(&file, cli.endpoint, req));
+    let on_retry = |why: &str| eprintln!("juju: {why}");
+    let answer: Result<_, ClientError> = rt.block_on(client::request_with_retries(&file, cli.endpoint, req, &on_retry));
     let seeds = file.endpoints.clone();
     let code = match answer {
         Ok((_, Response::Error(msg))) => {
@@ -168,7 +173,7 @@ fn main() -> ExitCode {
             if let Response::Members { members, .. } | Response::Status { members, .. } = &resp {
                 refresh_endpoints(&path, &file, members);
             }
-            print(cli.format, &cli.command, &resp, &seeds)
+            print(&cli, &resp, &seeds)
         }
         Err(e) => {
             eprintln!("juju: {e}");
@@ -232,7 +237,7 @@ async fn bootstrap_cmd(ha: u32, root: Option<PathBuf>) -> ExitCode {
     }
 }
 
-async fn wait_managers(path: &std::path::Path, n: u32) -> ExitCode {
+async fn wait_managers(path: &Path, n: u32) -> ExitCode {
     let bar = progress_bar(n as usize);
     let started = std::time::Instant::now();
     match bootstrap::wait_for_managers(path, n as usize, &|alive, _| bar.set_position(alive as u64)).await {
@@ -280,7 +285,34 @@ fn refresh_endpoints(path: &std::path::Path, file: &ClientFile, members: &[Membe
     }
 }
 
-fn print(format: Format, command: &Command, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
+/// A bare file name as `./NAME`, so that its parent is `.` rather than the
+/// empty path (which no directory call accepts).
+fn with_dir(path: PathBuf) -> PathBuf {
+    match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Path::new(".").join(path),
+        _ => path,
+    }
+}
+
+/// Writes each machine's agent token to `dir/MACHINE.token`, created new
+/// with mode 0600 (an existing file is never overwritten or read).
+fn write_token_files(dir: &Path, tokens: &[(String, String)]) -> Vec<render::TokenFile> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let write = |machine: &str, token: &str| -> Result<PathBuf, String> {
+        if !jujud::pki::valid_machine_label(machine) {
+            return Err(format!("{machine:?} is not a machine id"));
+        }
+        let path = with_dir(dir.join(format!("{machine}.token")));
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(format!("{token}\n").as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    };
+    tokens.iter().map(|(m, t)| (m.clone(), write(m, t))).collect()
+}
+
+fn print(cli: &Cli, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
+    let (format, command) = (cli.format, &cli.command);
     let json = |v: &dyn erased::Ser| println!("{}", v.json());
     match (format, resp) {
         (_, Response::Status { status, .. }) if matches!(command, Command::Config { .. }) => {
@@ -325,7 +357,8 @@ fn print(format: Format, command: &Command, resp: &Response, seeds: &[SocketAddr
             for id in &outcome.ids {
                 println!("{id}");
             }
-            eprint!("{}", render::agent_commands(&outcome.tokens, seeds));
+            let files = write_token_files(&cli.token_dir, &outcome.tokens);
+            eprint!("{}", render::agent_commands(&outcome.machines, &files, seeds));
         }
         (_, Response::Done) => println!("done"),
         (_, Response::Error(msg) | Response::Unavailable(msg)) => eprintln!("{msg}"),

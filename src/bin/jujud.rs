@@ -13,8 +13,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a manager: create a cluster, join one with --join and --token, or
-    /// rejoin with the identity stored in --data-dir.
+    /// Run a manager: create a cluster, join one with --join and a token
+    /// (--token-file FILE, --token-file -, or JUJUD_TOKEN), or rejoin with
+    /// the identity stored in --data-dir.
     Peer(PeerArgs),
     /// Run a machine agent: join once with the machine's token (from
     /// `juju add-machine`), then rejoin with the identity in --data-dir.
@@ -35,6 +36,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // The token is in `cfg` now: children (instances, workloads) must not
+    // inherit it. SAFETY: no other thread exists yet (the runtime starts
+    // below), so nothing reads the environment concurrently.
+    unsafe { std::env::remove_var(config::env_var_name("token")) };
     jujud::logging::init(cfg.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     // An agent is small and mostly idle: one thread keeps its footprint low

@@ -26,10 +26,15 @@ pub struct AgentArgs {
     /// (added to those remembered in DIR/agent.conf).
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub seeds: Vec<SocketAddr>,
-    /// The machine's join token, as `juju add-machine` printed it (needed
-    /// only the first time; prefer JUJUD_TOKEN or the config file).
-    #[arg(long, value_name = "TOKEN", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    /// Refused: a token on the command line is visible to every local
+    /// user. Kept (hidden) only to say so clearly.
+    #[arg(long, value_name = "TOKEN", hide = true)]
     pub token: Option<String>,
+    /// The machine's join token (needed only the first time), read from
+    /// FILE (mode 0600, as `juju add-machine` writes it) or standard input
+    /// with `-`. Or set JUJUD_TOKEN, or `token` in --config.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Address to listen on for QUIC [default: 127.0.0.1:0, any free port].
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<SocketAddr>,
@@ -61,6 +66,7 @@ impl AgentArgs {
             advertise: self.advertise,
             join: self.seeds.clone(),
             token: self.token.clone(),
+            token_file: self.token_file.clone(),
             config: self.config.clone(),
             preset: self.preset,
             log_format: self.log_format,

@@ -25,6 +25,7 @@ use crate::core::timing::TimingError;
 
 pub mod agent;
 pub mod bootstrap;
+pub mod token;
 pub use agent::AgentArgs;
 pub use bootstrap::{BootstrapArgs, BootstrapConfig};
 use crate::logging::LogFormat;
@@ -159,10 +160,14 @@ pub struct PeerArgs {
     /// Members to join through, comma separated or repeated.
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub join: Vec<SocketAddr>,
-    /// Join token. Prefer the config file or JUJUD_TOKEN: flags are
-    /// visible to every local user in the process list.
-    #[arg(long, value_name = "TOKEN", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    /// Refused: a token on the command line is visible to every local
+    /// user. Kept (hidden) only to say so clearly.
+    #[arg(long, value_name = "TOKEN", hide = true)]
     pub token: Option<String>,
+    /// Read the join token from FILE (mode 0600 or stricter), or from
+    /// standard input with `-`. Or set JUJUD_TOKEN, or `token` in --config.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// TOML config file (its values yield to flags, beat env variables).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -190,6 +195,7 @@ impl fmt::Debug for PeerArgs {
             .field("advertise", &self.advertise)
             .field("join", &self.join)
             .field("token", &redacted(&self.token))
+            .field("token_file", &self.token_file)
             .field("config", &self.config)
             .field("preset", &self.preset)
             .field("log_format", &self.log_format)
@@ -307,6 +313,9 @@ pub enum ConfigError {
     /// The merged timing breaks a rule; the message names the field.
     #[error(transparent)]
     Timing(#[from] TimingError),
+    /// `--token` was passed, or a token file is unreadable or too open.
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
 }
 
 /// Merges flags, the config file named by `--config` (if any), the
@@ -337,7 +346,7 @@ pub fn resolve(args: &PeerArgs, env: EnvSource<'_>) -> Result<PeerConfig, Config
         listen,
         advertise,
         join: dedup_join(join)?,
-        token: pick(args.token.clone(), file.token, env, "token")?,
+        token: resolve_token(args, file.token, env)?,
         timing,
         log_format: pick(args.log_format, file.log_format, env, "log_format")?.unwrap_or_default(),
         metrics_listen: pick(
@@ -348,6 +357,18 @@ pub fn resolve(args: &PeerArgs, env: EnvSource<'_>) -> Result<PeerConfig, Config
         )?,
         bootstrap: args.bootstrap.resolve()?,
     })
+}
+
+/// The token: `--token-file` (a file or standard input), else the config
+/// file's, else `JUJUD_TOKEN`. `--token` itself is refused (see [`token`]).
+fn resolve_token(args: &PeerArgs, file: Option<String>, env: EnvSource<'_>) -> Result<Option<String>, ConfigError> {
+    if args.token.is_some() {
+        return Err(token::TokenError::OnCommandLine.into());
+    }
+    match &args.token_file {
+        Some(path) => Ok(Some(token::read_token_file(path)?)),
+        None => pick(None, file, env, "token"),
+    }
 }
 
 /// The flag's value, else the file's, else the environment's. The
@@ -476,6 +497,11 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     if file.token.as_deref() == Some("") {
         return Err(empty("token", "a non-empty string"));
     }
+    if file.token.is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|error| ConfigError::ReadFile { path: path.to_owned(), error })?.permissions().mode();
+        token::check_private(path, mode)?;
+    }
     if let Some(dir) = &file.data_dir {
         if dir.as_os_str().is_empty() {
             return Err(empty("data_dir", "a path"));
@@ -548,7 +574,9 @@ mod tests {
         Cli::command().debug_assert();
         let args = flags(&["--join", "10.0.0.1:1,10.0.0.2:2", "--join", "10.0.0.3:3"]);
         assert_eq!(args.join.len(), 3);
-        assert!(Cli::try_parse_from(["jujud", "--token", ""]).is_err());
+        let err = resolve(&flags(&["--data-dir", "/d", "--token", "jjd1.secret"]), &no_env).unwrap_err();
+        assert!(matches!(err, ConfigError::Token(token::TokenError::OnCommandLine)), "{err:?}");
+        assert!(err.to_string().contains("--token-file") && !err.to_string().contains("secret"), "{err}");
         assert!(Cli::try_parse_from(["jujud", "--preset", "moon"]).is_err());
     }
 
@@ -786,6 +814,23 @@ mod tests {
         let path = write_config(&dir, &"#".repeat(MAX_CONFIG_FILE_BYTES as usize + 1));
         let err = resolve(&flags(&["--config", &path]), &no_env).unwrap_err();
         assert!(matches!(err, ConfigError::FileTooLarge { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_token_comes_from_a_private_file_before_config_and_env() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(&dir, "data_dir = \"/d\"\ntoken = \"file-token\"\n");
+        let env = env_of(&[("JUJUD_TOKEN", "env-token")]);
+        let err = resolve(&flags(&["--config", &path]), &env).unwrap_err();
+        assert!(matches!(err, ConfigError::Token(token::TokenError::TooOpen { .. })), "a 0644 config with a token: {err:?}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(resolve(&flags(&["--config", &path]), &env).unwrap().token.as_deref(), Some("file-token"));
+        let tfile = dir.path().join("t");
+        std::fs::write(&tfile, "flag-token\n").unwrap();
+        std::fs::set_permissions(&tfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let args = flags(&["--config", &path, "--token-file", tfile.to_str().unwrap()]);
+        assert_eq!(resolve(&args, &env).unwrap().token.as_deref(), Some("flag-token"));
     }
 
     #[test]

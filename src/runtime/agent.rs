@@ -42,7 +42,7 @@ pub enum AgentError {
     Join(#[from] JoinError),
     #[error("data dir {0} holds a manager, not an agent; use `jujud peer` with it")]
     NotAnAgent(String),
-    #[error("data dir {0} is empty and no --token was given: an agent joins once with its machine's token")]
+    #[error("data dir {0} is empty and no token was given (--token-file FILE, --token-file -, or JUJUD_TOKEN): an agent joins once with its machine's token")]
     TokenNeeded(String),
     #[error("no manager to find the cluster through: {0}; pass --seeds ADDR[,ADDR...]")]
     NoSeeds(String),

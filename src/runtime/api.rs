@@ -68,7 +68,25 @@ pub async fn serve(conn: quinn::Connection, caller: CertRole, machine: Option<St
     }
 }
 
+/// What each certificate role may ask for outside its agent session, or
+/// why not. An agent needs nothing here: its assignments and reports go
+/// through its session (`Request::AgentSession`), so it reads neither
+/// status (every application's config, other machines' included) nor the
+/// member list.
+fn refusal(caller: CertRole, req: &Request) -> Option<String> {
+    match (caller, req) {
+        (CertRole::Agent, Request::AgentSession) => None,
+        (CertRole::Agent, _) => Some("an agent's certificate may only open its agent session; status, members and changes need an admin certificate".into()),
+        _ => None,
+    }
+}
+
 async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
+    if let Some(why) = refusal(caller, &req) {
+        tracing::warn!(role = caller.as_str(), "api request refused: {why}");
+        shared.metrics.count_drop(crate::metrics::DROP_REJECTED);
+        return Response::Error(why);
+    }
     let admin_only = matches!(req, Request::TokenCreate { .. } | Request::TokenList | Request::TokenRevoke { .. });
     if admin_only && caller != CertRole::Admin {
         return Response::Error(format!("a {} may not manage tokens", caller.as_str()));
@@ -150,11 +168,22 @@ async fn write(shared: &Shared, caller: CertRole, id: Option<RequestId>, cmd: St
     };
     match result {
         WriteResult::Done(mut outcome) => {
-            outcome.tokens = machine_tokens(shared, &outcome.machines).await;
+            // With a provider, the provisioner starts each new machine with
+            // its own token: minting another here would only put a live
+            // token on the client's screen.
+            if !outcome.machines.is_empty() && !provider_configured(shared).await {
+                outcome.tokens = machine_tokens(shared, &outcome.machines).await;
+            }
             Response::Applied(outcome)
         }
         WriteResult::Refused(reason) => Response::Error(reason),
     }
+}
+
+/// Whether the environment has a provider (then it, not a person, starts
+/// new machines). Unknown (no state view) counts as none.
+async fn provider_configured(shared: &Shared) -> bool {
+    shared.status().await.is_some_and(|(_, _, _, controller)| controller.provider.is_some())
 }
 
 async fn create_token(shared: &Shared, role: &str, ttl_secs: u64) -> Response {

@@ -97,14 +97,30 @@ pub fn unit_status(agent: &str, status: &str) -> String {
     }
 }
 
+/// Where one new machine's agent token went: the file it was written to
+/// (mode 0600), or why it could not be written.
+pub type TokenFile = (String, Result<std::path::PathBuf, String>);
+
 /// What `juju add-machine`, `deploy` and `add-unit` print for each new
-/// machine: the command that starts its agent.
-pub fn agent_commands(tokens: &[(String, String)], seeds: &[std::net::SocketAddr]) -> String {
+/// machine: where its token is and the command that starts its agent,
+/// reading the token from that file (never the token itself, and never on
+/// a command line). Machines without a token are started by the provider.
+pub fn agent_commands(machines: &[String], files: &[TokenFile], seeds: &[std::net::SocketAddr]) -> String {
     let seeds: Vec<String> = seeds.iter().map(|a| a.to_string()).collect();
     let mut s = String::new();
-    for (machine, token) in tokens {
-        let _ = writeln!(s, "machine {machine}: start its agent with");
-        let _ = writeln!(s, "  jujud agent --data-dir DIR --seeds {} --token {token}", seeds.join(","));
+    for machine in machines {
+        match files.iter().find(|(m, _)| m == machine).map(|(_, f)| f) {
+            None => {
+                let _ = writeln!(s, "machine {machine}: no agent token was issued (the provider starts its instance)");
+            }
+            Some(Ok(path)) => {
+                let _ = writeln!(s, "machine {machine}: agent token in {} (mode 0600); start its agent with", path.display());
+                let _ = writeln!(s, "  jujud agent --data-dir DIR --seeds {} --token-file {}", seeds.join(","), path.display());
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(s, "machine {machine}: its agent token could not be saved ({e}); `juju tokens revoke` it and add the machine again");
+            }
+        }
     }
     s
 }
@@ -132,6 +148,18 @@ pub fn parse_pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_commands_name_the_token_file_never_the_token() {
+        let seeds = ["127.0.0.1:7070".parse().unwrap()];
+        let machines = vec!["1-a".to_string(), "2-b".to_string(), "3-c".to_string()];
+        let files = vec![("1-a".to_string(), Ok("/t/1-a.token".into())), ("2-b".to_string(), Err("exists".to_string()))];
+        let text = agent_commands(&machines, &files, &seeds);
+        assert!(text.contains("--seeds 127.0.0.1:7070 --token-file /t/1-a.token"), "{text}");
+        assert!(!text.contains("--token "), "{text}");
+        assert!(text.contains("machine 2-b: its agent token could not be saved (exists)"), "{text}");
+        assert!(text.contains("machine 3-c: no agent token was issued (the provider starts its instance)"), "{text}");
+    }
 
     #[test]
     fn pairs_parse_and_malformed_ones_are_named() {

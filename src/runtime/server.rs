@@ -45,7 +45,7 @@ pub enum PeerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("data dir {dir} belongs to cluster {have} but the token is for cluster {want}")]
     OtherCluster { dir: String, have: String, want: String },
-    #[error("data dir {0} is empty and no --token was given, but --join was: a token is needed to join")]
+    #[error("data dir {0} is empty and no token was given (--token-file FILE, --token-file -, or JUJUD_TOKEN), but --join was: a token is needed to join")]
     TokenNeeded(String),
     #[error("{0}")]
     Io(String),

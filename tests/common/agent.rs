@@ -28,7 +28,8 @@ fn seeds_arg(seeds: &[SocketAddr]) -> String {
 }
 
 impl Agent {
-    /// Starts `jujud agent`; waits for "agent starting".
+    /// Starts `jujud agent` (`token`, if any, in `JUJUD_TOKEN`); waits for
+    /// "agent starting".
     pub fn start(dir: &Path, seeds: &[SocketAddr], token: Option<&str>) -> Agent {
         let mut cmd = Command::new(jujud_bin());
         cmd.args(["agent", "--data-dir", dir.to_str().unwrap(), "--log-format", "json"]);
@@ -36,7 +37,7 @@ impl Agent {
             cmd.args(["--seeds", &seeds_arg(seeds)]);
         }
         if let Some(t) = token {
-            cmd.args(["--token", t]);
+            cmd.env(super::TOKEN_ENV, t);
         }
         let (child, log) = spawn_logged(cmd);
         log.wait_for("agent starting", |l| l.iter().any(|v| message(v) == "agent starting"));
@@ -90,7 +91,7 @@ pub fn agent_fails(dir: &Path, seeds: &[SocketAddr], token: Option<&str>) -> Str
         cmd.args(["--seeds", &seeds_arg(seeds)]);
     }
     if let Some(t) = token {
-        cmd.args(["--token", t]);
+        cmd.env(super::TOKEN_ENV, t);
     }
     let out = cmd.stdin(Stdio::null()).output().expect("run jujud agent");
     assert!(!out.status.success(), "jujud agent unexpectedly succeeded");

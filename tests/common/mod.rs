@@ -17,6 +17,10 @@ use serde_json::Value;
 pub mod agent;
 pub mod netns;
 
+/// Where tests hand a join token to `jujud` (never `--token`: the command
+/// line is readable by every local user).
+pub const TOKEN_ENV: &str = "JUJUD_TOKEN";
+
 /// The longest any awaited event may take before the test fails.
 pub const EVENT_CAP_MS: u64 = 20_000;
 
@@ -129,8 +133,20 @@ impl Peer {
         Peer::start_in(None, dir, addr, extra)
     }
 
+    /// Starts `jujud peer --join seed`, the token handed over in the
+    /// environment (never on the command line).
+    pub fn join(dir: &Path, addr: SocketAddr, seed: &str, token: &str) -> Peer {
+        Peer::start_with(None, dir, addr, &["--join", seed], Some(token))
+    }
+
     /// Starts `jujud peer` inside network namespace `netns` if given.
     pub fn start_in(netns: Option<&str>, dir: &Path, addr: SocketAddr, extra: &[&str]) -> Peer {
+        Peer::start_with(netns, dir, addr, extra, None)
+    }
+
+    /// Starts `jujud peer` in `netns` if given, with `token` (if any) in
+    /// `JUJUD_TOKEN`; waits for "manager starting".
+    pub fn start_with(netns: Option<&str>, dir: &Path, addr: SocketAddr, extra: &[&str], token: Option<&str>) -> Peer {
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -141,6 +157,9 @@ impl Peer {
         };
         cmd.args(["peer", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--log-format", "json"]);
         cmd.args(extra);
+        if let Some(t) = token {
+            cmd.env(TOKEN_ENV, t);
+        }
         let (child, log) = spawn_logged(cmd);
         log.wait_for("manager starting", |l| l.iter().any(|v| message(v) == "manager starting"));
         let start = log.snapshot().into_iter().rev().find(|v| message(v) == "manager starting").unwrap();
@@ -208,7 +227,7 @@ impl Cluster {
         let mut peers = vec![first];
         for i in 1..n {
             let dir = tmp.path().join(format!("m{i}"));
-            peers.push(Peer::start(&dir, local(free_port()), &["--join", &seed, "--token", &token]));
+            peers.push(Peer::join(&dir, local(free_port()), &seed, &token));
         }
         let c = Cluster { tmp, peers };
         c.wait_all_up();
@@ -265,7 +284,17 @@ pub fn members(client_file: &Path, endpoint: Option<SocketAddr>) -> Vec<(String,
 
 /// Runs `jujud peer` expecting it to fail; returns its stderr.
 pub fn peer_fails(args: &[&str]) -> String {
-    let out = Command::new(jujud_bin()).arg("peer").args(args).stdin(Stdio::null()).output().expect("run jujud");
+    peer_fails_with_token(args, None)
+}
+
+/// Runs `jujud peer` with `token` (if any) in `JUJUD_TOKEN`, expecting it
+/// to fail; returns its stderr.
+pub fn peer_fails_with_token(args: &[&str], token: Option<&str>) -> String {
+    let mut cmd = Command::new(jujud_bin());
+    if let Some(t) = token {
+        cmd.env(TOKEN_ENV, t);
+    }
+    let out = cmd.arg("peer").args(args).stdin(Stdio::null()).output().expect("run jujud");
     assert!(!out.status.success(), "jujud unexpectedly succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
