@@ -242,6 +242,8 @@ pub fn effects(w: &AckedWrite) -> Vec<(String, Expect)> {
         Command::EnableHa { n } => vec![("c/ha-desired".to_string(), val(&n.to_string()))],
         // The workload never bootstraps (the first manager does, once).
         Command::Bootstrap(_) => Vec::new(),
+        // Nor handles join tokens (the runtime's admission does).
+        Command::IssueTokens(_) | Command::RevokeToken { .. } | Command::UseToken { .. } | Command::SweepTokens { .. } => Vec::new(),
     }
 }
 
