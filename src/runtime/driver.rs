@@ -447,10 +447,11 @@ impl Driver {
         if self.last_sweep.is_some_and(|t| t.elapsed() < Duration::from_millis(TOKEN_SWEEP_PERIOD_MS)) {
             return;
         }
-        self.last_sweep = Some(Instant::now());
         let now_unix_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let due = self.node.state().is_some_and(|st| tokens::expired_keys(&st.replica, now_unix_secs).next().is_some());
-        if !due {
+        let expired = self.node.state().map_or(0, |st| tokens::expired_keys(&st.replica, now_unix_secs).take(tokens::MAX_SWEEP_KEYS + 1).count());
+        // More than one sweep's worth: sweep again at the next persist tick.
+        self.last_sweep = (expired <= tokens::MAX_SWEEP_KEYS).then(Instant::now);
+        if expired == 0 {
             return;
         }
         // A request number nobody waits on: its answer is dropped.

@@ -30,8 +30,9 @@ pub const CLOCK_SKEW_MARGIN_SECS: u64 = 300;
 /// Most tokens one issue command records (`add-machine -n 1000` mints
 /// 1,000); a larger batch is refused as invalid, the caller splits it.
 pub const MAX_TOKENS_PER_COMMAND: usize = 1_000;
-/// Most keys one sweep removes; the rest go at the next sweep.
-pub const MAX_SWEEP_KEYS: usize = 30_000;
+/// Most keys one sweep removes (one write of that many operations); the
+/// rest go at the next sweep, which the runtime then runs a second later.
+pub const MAX_SWEEP_KEYS: usize = 5_000;
 /// Longest token id, subject and node id accepted in a record.
 pub const MAX_TOKEN_FIELD_BYTES: usize = 128;
 
