@@ -81,6 +81,10 @@ pub struct RunConfig {
     /// The state configures the simulated provider (`c/provider`), so the
     /// HA keeper and the provisioner act; `--no-provider` turns it off.
     pub provider: bool,
+    /// The workload also issues, revokes and uses join tokens (tests
+    /// only; off, the workload draws exactly as before, so traces of runs
+    /// without it are unchanged).
+    pub tokens: bool,
 }
 
 impl RunConfig {
@@ -101,6 +105,7 @@ impl RunConfig {
             writes_per_sec: DEFAULT_WRITES_PER_SEC,
             probe_target: ProbeTarget::Any,
             provider: true,
+            tokens: false,
         }
     }
 
@@ -220,7 +225,7 @@ pub fn run(config: &RunConfig) -> RunReport {
         log: config.log,
         script: config.script.clone(),
         events_by_kind: BTreeMap::new(),
-        workload: Workload::new(stream(config.seed, STREAM_WORKLOAD), writes),
+        workload: Workload::new(stream(config.seed, STREAM_WORKLOAD), writes).with_tokens(config.tokens),
         state_probe: StateProbe::default(),
         views: std::cell::OnceCell::new(),
         probe_target: config.probe_target,

@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use jujud::core::state::tokens::TokenSpec;
 use jujud::core::state::{Actor, Command, Outcome};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -106,12 +107,57 @@ pub struct Workload {
     units: Vec<String>,
     /// Machines made by `AddMachine` (they host no unit, so may be removed).
     machines: Vec<String>,
+    /// Whether join-token commands are in the mix (see `RunConfig::tokens`).
+    tokens: bool,
+    /// Tokens whose issue was acknowledged.
+    token_ids: Vec<String>,
 }
+
+/// With tokens on, the chances (percent) that a write is a token issue, a
+/// revocation, or a use (a join's admission); the rest is the usual mix.
+const TOKEN_ISSUE_PERCENT: u32 = 10;
+const TOKEN_REVOKE_PERCENT: u32 = 15;
+const TOKEN_USE_PERCENT: u32 = 35;
 
 impl Workload {
     pub fn new(rng: ChaCha8Rng, writes_per_sec: u32) -> Workload {
         let mean_gap_us = (writes_per_sec > 0).then(|| 1_000_000 / u64::from(writes_per_sec));
-        Workload { rng, mean_gap_us, next_name: 0, apps: Vec::new(), units: Vec::new(), machines: Vec::new() }
+        Workload {
+            rng,
+            mean_gap_us,
+            next_name: 0,
+            apps: Vec::new(),
+            units: Vec::new(),
+            machines: Vec::new(),
+            tokens: false,
+            token_ids: Vec::new(),
+        }
+    }
+
+    /// Puts join-token commands in the mix.
+    pub fn with_tokens(mut self, on: bool) -> Workload {
+        self.tokens = on;
+        self
+    }
+
+    /// A token command, when tokens are on and the roll says so (draws
+    /// from the rng only when tokens are on).
+    fn token_command(&mut self) -> Option<Command> {
+        if !self.tokens {
+            return None;
+        }
+        let roll = self.rng.random_range(0..100);
+        let n = self.unique();
+        let known = (!self.token_ids.is_empty()).then(|| self.token_ids[self.rng.random_range(0..self.token_ids.len())].clone());
+        if roll < TOKEN_ISSUE_PERCENT || (known.is_none() && roll < TOKEN_ISSUE_PERCENT + TOKEN_REVOKE_PERCENT + TOKEN_USE_PERCENT) {
+            let spec = TokenSpec { token_id: format!("tok{n}"), role: "manager".into(), subject: None, expires_unix_secs: u64::MAX / 2, reusable: true };
+            return Some(Command::IssueTokens(vec![spec]));
+        }
+        let token_id = known?;
+        if roll < TOKEN_ISSUE_PERCENT + TOKEN_REVOKE_PERCENT {
+            return Some(Command::RevokeToken { token_id });
+        }
+        (roll < TOKEN_ISSUE_PERCENT + TOKEN_REVOKE_PERCENT + TOKEN_USE_PERCENT).then(|| Command::UseToken { token_id, node: format!("n{n}") })
     }
 
     /// The wait before the next write (uniform, 0 to twice the mean), or
@@ -128,6 +174,9 @@ impl Workload {
 
     /// The next command, and how many other managers must hold it.
     pub fn next_command(&mut self) -> (Command, u32) {
+        if let Some(cmd) = self.token_command() {
+            return (cmd, 0);
+        }
         let total: u32 = MIX.iter().map(|(_, w)| w).sum();
         let mut roll = self.rng.random_range(0..total);
         let mut kind = Kind::SetController;
@@ -189,6 +238,12 @@ impl Workload {
             }
             Command::AddUnit { .. } => &mut self.units,
             Command::AddMachine { .. } => &mut self.machines,
+            Command::IssueTokens(specs) => {
+                for s in specs {
+                    remember(&mut self.token_ids, s.token_id.clone());
+                }
+                return;
+            }
             _ => return,
         };
         for id in &w.outcome.ids {
@@ -242,6 +297,8 @@ pub fn effects(w: &AckedWrite) -> Vec<(String, Expect)> {
         Command::EnableHa { n } => vec![("c/ha-desired".to_string(), val(&n.to_string()))],
         // The workload never bootstraps (the first manager does, once).
         Command::Bootstrap(_) => Vec::new(),
+        // Nor handles join tokens (the runtime's admission does).
+        Command::IssueTokens(_) | Command::RevokeToken { .. } | Command::UseToken { .. } | Command::SweepTokens { .. } => Vec::new(),
     }
 }
 

@@ -258,3 +258,25 @@ fn wait_replicated_checker_catches_acks_on_forged_confirmations() {
     assert!(broken(&report).contains("wait-replicated"), "{}", report.summary());
     assert!(!broken(&report).contains("state-convergence"), "anti-entropy still spreads every write");
 }
+
+#[test]
+fn no_revoked_admission_checker_catches_a_revocation_acknowledged_before_it_was_durable() {
+    // A crash of the only manager every 100 ms, with its disk kept, while
+    // tokens are issued, revoked and used 100 times a second: some crashes
+    // come right after a revocation was acknowledged. With durability
+    // reported before the sync, such a revocation is lost at the crash,
+    // and the restarted manager admits a join with the revoked token.
+    let crashes: Vec<(Duration, Plan)> = (10..110)
+        .map(|i| (i * S / 10 + Duration::from_millis(1), Plan::Crash { slot: 0, keep_disk: true, downtime_ms: 20 }))
+        .collect();
+    let tokens = |c: RunConfig| RunConfig { tokens: true, ..c };
+    let config = RunConfig { bug: Some(PlantedBug::EarlyDurable), ..tokens(writing(1, 12, 100, crashes.clone())) };
+    let report = run(&config);
+    let v = report.violations.iter().find(|v| v.invariant == "no-revoked-admission").expect("no-revoked-admission must fire");
+    assert!(v.detail.contains("whose revocation it acknowledged"), "{v}");
+    // The same run without the bug: every such join is refused.
+    let report = run(&tokens(writing(1, 12, 100, crashes)));
+    assert_passes(&report);
+    let fig = figure(&report, "no-revoked-admission");
+    assert!(!fig.contains(" 0 joins"), "joins with revoked tokens were tried: {fig}");
+}

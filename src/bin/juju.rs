@@ -12,6 +12,7 @@ use jujud::runtime::client::{self, ClientError};
 use jujud::runtime::clientfile::ClientFile;
 use jujud::runtime::datadir::write_atomic;
 use jujud::core::state::model::Command as StateCommand;
+use jujud::core::state::tokens::TokenQuery;
 use jujud::runtime::render;
 use jujud::runtime::wire::{MemberRow, Request, Response};
 
@@ -113,16 +114,41 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TokensCmd {
-    /// List the join tokens known to the cluster.
-    List,
-    /// Create a join token for a new manager.
+    /// List the join tokens the answering manager holds, a page at a time.
+    List {
+        /// Only tokens for this role (manager or agent).
+        #[arg(long)]
+        role: Option<String>,
+        /// Only tokens in this state.
+        #[arg(long, value_parser = ["active", "used", "revoked", "expired"])]
+        state: Option<String>,
+        /// Most rows to show (at most 1000 per answer).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Start after this token id (the last one of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Create a join token for a new manager (single-use unless --reusable).
     Create {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 86_400)]
         ttl_secs: u64,
+        /// Let any number of managers join with it until it expires.
+        #[arg(long)]
+        reusable: bool,
     },
-    /// Revoke a token by its id.
-    Revoke { token_id: String },
+    /// Revoke a token by its id; answers once the revocation is durable on
+    /// the answering manager and on every live manager (or K of them).
+    Revoke {
+        token_id: String,
+        /// Wait for K other managers instead of every live one.
+        #[arg(long)]
+        wait_replicated: Option<u32>,
+        /// How long to wait for them, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -204,9 +230,18 @@ fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
             _ => return Err("set one controller setting at a time".into()),
         },
         Command::EnableHa { n, .. } => write(StateCommand::EnableHa { n: *n }),
-        Command::Tokens(TokensCmd::List) => Request::TokenList,
-        Command::Tokens(TokensCmd::Create { ttl_secs }) => Request::TokenCreate { role: "manager".into(), ttl_secs: *ttl_secs },
-        Command::Tokens(TokensCmd::Revoke { token_id }) => Request::TokenRevoke { token_id: token_id.clone() },
+        Command::Tokens(TokensCmd::List { role, state, limit, after }) => Request::TokenList(TokenQuery {
+            role: role.clone(),
+            state: state.clone(),
+            after: after.clone(),
+            limit: *limit,
+        }),
+        Command::Tokens(TokensCmd::Create { ttl_secs, reusable }) => {
+            Request::TokenCreate { role: "manager".into(), ttl_secs: *ttl_secs, reusable: *reusable }
+        }
+        Command::Tokens(TokensCmd::Revoke { token_id, wait_replicated, timeout_ms }) => {
+            Request::TokenRevoke { token_id: token_id.clone(), wait_replicated: *wait_replicated, timeout_ms: *timeout_ms }
+        }
         Command::Bootstrap { .. } | Command::Destroy { .. } => unreachable!("handled before any request"),
     })
 }
@@ -344,14 +379,16 @@ fn print(cli: &Cli, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
         (Format::Json, Response::Status { answered_by, status, members, controller }) => {
             json(&serde_json::json!({ "answered_by": answered_by, "status": status, "members": members, "controller": controller }))
         }
-        (Format::Json, Response::Tokens(rows)) => json(rows),
+        (Format::Json, Response::Tokens { rows, matched, bytes_kept }) => {
+            json(&serde_json::json!({ "rows": rows, "matched": matched, "bytes_kept": bytes_kept }))
+        }
         (Format::Json, Response::Token { token, row }) => json(&serde_json::json!({ "token": token, "row": row })),
         (Format::Json, Response::Applied(outcome)) => json(outcome),
         (Format::Table, Response::Members { answered_by, members }) => print!("{}", render::members(answered_by, members)),
         (Format::Table, Response::Status { answered_by, status, members, controller }) => {
             print!("{}", render::status(answered_by, status, members, controller))
         }
-        (Format::Table, Response::Tokens(rows)) => print!("{}", render::tokens(rows)),
+        (Format::Table, Response::Tokens { rows, matched, bytes_kept }) => print!("{}", render::tokens(rows, *matched, *bytes_kept)),
         (Format::Table, Response::Token { token, .. }) => println!("{token}"),
         (Format::Table, Response::Applied(outcome)) => {
             for id in &outcome.ids {

@@ -298,33 +298,12 @@ impl Node {
         self.rejoin.known().cloned().collect()
     }
 
-    /// Revoked token ids with their expiry, as learned from notices.
-    pub fn revoked_tokens(&self) -> BTreeMap<String, u64> {
-        self.notices.lock().expect("notice book poisoned").revoked.clone()
-    }
-
     /// Every notice this node knows, to persist or to share with a peer.
     pub fn notices(&self) -> Vec<Notice> {
         let book = self.notices.lock().expect("notice book poisoned");
         let departed = book.departed.iter().map(|(id, g)| Notice::Departed { id: *id, generation: *g });
-        let revoked = book.revoked.iter().map(|(t, e)| Notice::TokenRevoked { token_id: t.clone(), expires_unix_secs: *e });
-        let issued = book.issued.iter().map(|(t, (r, e))| Notice::TokenIssued {
-            token_id: t.clone(),
-            role: r.clone(),
-            expires_unix_secs: *e,
-        });
         let members = book.revoked_members.iter().map(|id| Notice::MemberRevoked { id: *id });
-        departed.chain(revoked).chain(issued).chain(members).collect()
-    }
-
-    /// Issued tokens (id, role, expiry) as learned from notices.
-    pub fn issued_tokens(&self) -> BTreeMap<String, (String, u64)> {
-        self.notices.lock().expect("notice book poisoned").issued.clone()
-    }
-
-    /// Forgets revocations whose token expired before `now_unix_secs`.
-    pub fn prune_revocations(&mut self, now_unix_secs: u64) {
-        self.notices.lock().expect("notice book poisoned").prune_expired(now_unix_secs);
+        departed.chain(members).collect()
     }
 
     /// Ids of the members foca sees as active (alive or suspect).

@@ -117,7 +117,7 @@ fn a_datagram_speaking_for_another_member_is_dropped_and_counted() {
     net.run_until(1_000 * MS);
     // Capture a real datagram from node 2 to node 1 ...
     let node2 = net.nodes.get_mut(&2).unwrap();
-    node2.handle(net.now, Input::Publish(crate::core::notices::Notice::TokenRevoked { token_id: "x".into(), expires_unix_secs: 9 }));
+    node2.handle(net.now, Input::Publish(crate::core::notices::Notice::MemberRevoked { id: NodeId(77) }));
     let bytes = std::iter::from_fn(|| node2.poll())
         .find_map(|o| match o {
             Output::Send { bytes, .. } => Some(bytes),
@@ -131,7 +131,7 @@ fn a_datagram_speaking_for_another_member_is_dropped_and_counted() {
     node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Agent }, bytes });
     assert_eq!(node1.stats().dropped_spoofed, 2);
     assert_eq!(node1.members(), before);
-    assert!(node1.revoked_tokens().is_empty(), "nothing from a spoofed datagram was applied");
+    assert!(node1.notices().is_empty(), "nothing from a spoofed datagram was applied");
     node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![0x01, 0xff, 0xff] });
     node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![] });
     node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![0x01; 2_000] });

@@ -1,9 +1,12 @@
 //! Cluster notices that ride foca's custom broadcasts: graceful departures
-//! (so peers show "left", not "down"), join-token issues and revocations.
+//! (so peers show "left", not "down") and replaced members. Join tokens and
+//! their revocations are replicated state (`core/state/tokens.rs`), not
+//! notices: gossip is neither durable nor acknowledged.
 //!
 //! Owns the notice book, shared with the node because foca offers no
 //! accessor to its broadcast handler. Must never trust a notice beyond its
-//! own meaning, and must never grow past `MAX_NOTICES`.
+//! own meaning, and must never grow past `MAX_NOTICES` (a bound on members,
+//! which are few, never on tokens).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -22,10 +25,10 @@ pub const MAX_NOTICES: usize = 8_192;
 pub enum Notice {
     /// The member `id` left gracefully while at `generation`.
     Departed { id: NodeId, generation: u64 },
-    /// The join token `token_id` must no longer admit anyone. It can be
-    /// forgotten after `expires_unix_secs`, when it is useless anyway.
+    /// Retired (tokens are replicated state now): ignored on receipt, kept
+    /// so that the encoding of the other variants does not move.
     TokenRevoked { token_id: String, expires_unix_secs: u64 },
-    /// A join token was issued (never its secret), so any manager can list it.
+    /// Retired, as `TokenRevoked`.
     TokenIssued { token_id: String, role: String, expires_unix_secs: u64 },
     /// The member `id` was replaced (its instance stopped): nothing it
     /// says is accepted any more, even if it comes back.
@@ -58,10 +61,6 @@ impl foca::Invalidates for NoticeKey {
 pub struct NoticeBook {
     /// Highest generation at which each member departed gracefully.
     pub departed: BTreeMap<NodeId, u64>,
-    /// Revoked token ids with their expiry (unix seconds).
-    pub revoked: BTreeMap<String, u64>,
-    /// Issued token ids with their role and expiry (unix seconds).
-    pub issued: BTreeMap<String, (String, u64)>,
     /// Members replaced by the HA keeper; kept for good (bounded by the
     /// book's size).
     pub revoked_members: BTreeSet<NodeId>,
@@ -73,15 +72,14 @@ pub struct NoticeBook {
 
 impl NoticeBook {
     fn len(&self) -> usize {
-        self.departed.len() + self.revoked.len() + self.issued.len() + self.revoked_members.len()
+        self.departed.len() + self.revoked_members.len()
     }
 
     /// Records a notice; returns whether it was news.
     pub fn learn(&mut self, notice: &Notice) -> bool {
         let news = match notice {
             Notice::Departed { id, generation } => self.departed.get(id).is_none_or(|g| g < generation),
-            Notice::TokenRevoked { token_id, .. } => !self.revoked.contains_key(token_id),
-            Notice::TokenIssued { token_id, .. } => !self.issued.contains_key(token_id),
+            Notice::TokenRevoked { .. } | Notice::TokenIssued { .. } => false,
             Notice::MemberRevoked { id } => !self.revoked_members.contains(id),
         };
         if !news {
@@ -99,12 +97,7 @@ impl NoticeBook {
             Notice::Departed { id, generation } => {
                 self.departed.insert(*id, *generation);
             }
-            Notice::TokenRevoked { token_id, expires_unix_secs } => {
-                self.revoked.insert(token_id.clone(), *expires_unix_secs);
-            }
-            Notice::TokenIssued { token_id, role, expires_unix_secs } => {
-                self.issued.insert(token_id.clone(), (role.clone(), *expires_unix_secs));
-            }
+            Notice::TokenRevoked { .. } | Notice::TokenIssued { .. } => return false,
             Notice::MemberRevoked { id } => {
                 self.revoked_members.insert(*id);
             }
@@ -113,12 +106,6 @@ impl NoticeBook {
             self.fresh.push(notice.clone());
         }
         true
-    }
-
-    /// Forgets revocations of tokens that expired before `now_unix_secs`.
-    pub fn prune_expired(&mut self, now_unix_secs: u64) {
-        self.revoked.retain(|_, exp| *exp >= now_unix_secs);
-        self.issued.retain(|_, (_, exp)| *exp >= now_unix_secs);
     }
 
     /// Forgets departures of members that are known under a newer identity.
@@ -169,15 +156,16 @@ mod tests {
     }
 
     #[test]
-    fn full_book_refuses_new_keys_and_keeps_revocations() {
+    fn full_book_refuses_new_keys_and_token_notices_are_ignored() {
         let mut book = NoticeBook::default();
         for i in 0..MAX_NOTICES {
-            assert!(book.learn(&Notice::TokenRevoked { token_id: format!("t{i}"), expires_unix_secs: 9 }));
+            assert!(book.learn(&Notice::MemberRevoked { id: NodeId(i as u64 + 1) }));
         }
-        assert!(!book.learn(&Notice::TokenRevoked { token_id: "extra".into(), expires_unix_secs: 9 }));
+        assert!(!book.learn(&Notice::MemberRevoked { id: NodeId(u64::MAX) }));
         assert_eq!(book.refused_full, 1);
-        assert!(book.revoked.contains_key("t0"));
-        book.prune_expired(10);
-        assert!(book.revoked.is_empty());
+        let mut fresh = NoticeBook::default();
+        assert!(!fresh.learn(&Notice::TokenRevoked { token_id: "t".into(), expires_unix_secs: 9 }));
+        assert!(!fresh.learn(&Notice::TokenIssued { token_id: "t".into(), role: "agent".into(), expires_unix_secs: 9 }));
+        assert_eq!(fresh.len(), 0);
     }
 }

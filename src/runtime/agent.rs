@@ -73,11 +73,17 @@ fn join_id(dir: &DataDir) -> Result<u64, AgentError> {
 }
 
 /// Joins with the machine's token and writes the data dir.
-async fn join_as_agent(cfg: &PeerConfig, dir: &DataDir, token: &str, advertise: SocketAddr) -> Result<(NodeFile, Credentials), AgentError> {
+async fn join_as_agent(
+    cfg: &PeerConfig,
+    dir: &DataDir,
+    token: &str,
+    advertise: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(NodeFile, Credentials), AgentError> {
     let parsed = join::check_token_role(token, CertRole::Agent)?;
     let machine = parsed.subject.clone().unwrap_or_default();
     let node_id = join_id(dir)?;
-    let adm = join::join(&cfg.join, token, node_id, advertise, CertRole::Agent).await?;
+    let adm = join::join(&cfg.join, token, node_id, advertise, CertRole::Agent, shutdown).await?;
     let fp = ClusterCa::cert_fingerprint_from_pem(&adm.ca_cert_pem).map_err(|e| AgentError::Pki(e.to_string()))?;
     let mut reset = [0u8; 32];
     getrandom::fill(&mut reset).expect("OS randomness");
@@ -151,7 +157,13 @@ pub async fn run_agent(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Resu
             if cfg.join.is_empty() {
                 return Err(AgentError::NoSeeds("an agent joins through --seeds the first time".into()));
             }
-            let (node, creds) = join_as_agent(&cfg, &dir, &token, advertise).await?;
+            let (node, creds) = match join_as_agent(&cfg, &dir, &token, advertise, shutdown.clone()).await {
+                Err(AgentError::Join(JoinError::ShuttingDown)) => {
+                    tracing::info!("asked to stop while joining; stopping");
+                    return Ok(());
+                }
+                joined => joined?,
+            };
             (node, creds, Vec::new(), Vec::new())
         }
     };

@@ -14,10 +14,11 @@ use std::time::Duration;
 use super::server::Shared;
 use super::driver::Command;
 use super::wire::{self, MAX_API_FRAME_BYTES, MemberRow, Request, Response, TokenRow};
-use crate::core::Notice;
-use crate::core::state::model::Command as StateCommand;
-use crate::core::state::{RequestId, WriteResult};
 use crate::core::notices::MAX_NOTICES;
+use crate::core::state::model::Command as StateCommand;
+use crate::core::state::tokens::{self, MAX_TOKENS_PER_COMMAND, TokenQuery, TokenRecord, TokenSpec};
+use crate::core::state::{RequestId, WriteResult};
+use crate::core::{MemberState, Role};
 use crate::pki::{self, CertRole};
 
 /// How long a client has to send its request.
@@ -26,6 +27,19 @@ pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 pub const MAX_WRITE_TIMEOUT_MS: u64 = 120_000;
 /// Longest token lifetime a client may ask for.
 pub const MAX_TOKEN_TTL_SECS: u64 = 30 * 86_400;
+/// The controller setting for the lifetime of the agent token each new
+/// machine gets, and its default: short, since the machine is started
+/// right away (by hand or by the provider) and uses it once.
+pub const AGENT_TOKEN_TTL_KEY: &str = "agent-token-ttl-secs";
+pub const DEFAULT_AGENT_TOKEN_TTL_SECS: u64 = 3_600;
+/// Most rows one `juju tokens list` answer carries (about 150 bytes each,
+/// well under `MAX_API_FRAME_BYTES`); the client pages for more.
+pub const MAX_TOKEN_LIST_ROWS: usize = 1_000;
+/// Times a batch of minted tokens is re-minted after an id collision
+/// (ids are 32 random bits; a collision is rare, two in a row rarer).
+pub const MAX_MINT_ATTEMPTS: usize = 8;
+/// How long a revoke waits, by default, for the other managers.
+pub const DEFAULT_REVOKE_TIMEOUT_MS: u64 = 10_000;
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -87,7 +101,7 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
         shared.metrics.count_drop(crate::metrics::DROP_REJECTED);
         return Response::Error(why);
     }
-    let admin_only = matches!(req, Request::TokenCreate { .. } | Request::TokenList | Request::TokenRevoke { .. });
+    let admin_only = matches!(req, Request::TokenCreate { .. } | Request::TokenList(_) | Request::TokenRevoke { .. });
     if admin_only && caller != CertRole::Admin {
         return Response::Error(format!("a {} may not manage tokens", caller.as_str()));
     }
@@ -99,9 +113,9 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
             },
             None => Response::Unavailable("the node is shutting down".into()),
         },
-        Request::TokenCreate { role, ttl_secs } => create_token(shared, &role, ttl_secs).await,
-        Request::TokenList => Response::Tokens(token_rows(&shared.notices().await)),
-        Request::TokenRevoke { token_id } => revoke_token(shared, token_id).await,
+        Request::TokenCreate { role, ttl_secs, reusable } => create_token(shared, &role, ttl_secs, reusable).await,
+        Request::TokenList(query) => token_list(shared, query).await,
+        Request::TokenRevoke { token_id, wait_replicated, timeout_ms } => revoke_token(shared, token_id, wait_replicated, timeout_ms).await,
         Request::Status => match shared.status().await {
             Some((me, status, members, controller)) => Response::Status {
                 answered_by: me,
@@ -129,22 +143,56 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
 }
 
 /// Mints a join token for the agent of each new machine (bound to it by
-/// the token's subject) and makes each one known, so it can be listed and
-/// revoked like any other token.
+/// the token's subject, single-use, valid `agent-token-ttl-secs`) and
+/// records each one durably in the state before handing it out, so it can
+/// be listed, revoked and admitted by any manager.
 pub async fn machine_tokens(shared: &Shared, machines: &[String]) -> Vec<(String, String)> {
+    let ttl = shared.state_get(&format!("c/{AGENT_TOKEN_TTL_KEY}")).await.iter().filter_map(|v| v.parse().ok()).min();
+    let ttl = ttl.unwrap_or(DEFAULT_AGENT_TOKEN_TTL_SECS).clamp(1, MAX_TOKEN_TTL_SECS);
     let mut out = Vec::with_capacity(machines.len());
-    for m in machines {
-        let ttl = pki::DEFAULT_TOKEN_TTL_SECS;
-        match pki::issue_token(&shared.creds.cluster_secret, CertRole::Agent, Some(m), ttl, unix_now(), &shared.ca_fingerprint) {
-            Ok(t) => {
-                let notice = Notice::TokenIssued { token_id: t.token_id.clone(), role: "agent".into(), expires_unix_secs: t.expires_unix_secs };
-                shared.publish(notice).await;
-                out.push((m.clone(), t.to_string()));
-            }
-            Err(e) => tracing::error!(machine = %m, error = %e, "could not mint the machine's agent token"),
+    for chunk in machines.chunks(MAX_TOKENS_PER_COMMAND) {
+        let mint = |m: &String| pki::issue_token(&shared.creds.cluster_secret, CertRole::Agent, Some(m), ttl, unix_now(), &shared.ca_fingerprint);
+        match record_minted(shared, chunk, mint, false).await {
+            Ok(tokens) => out.extend(chunk.iter().cloned().zip(tokens.iter().map(|t| t.to_string()))),
+            Err(e) => tracing::error!(machines = chunk.len(), error = %e, "could not record the machines' agent tokens; none is handed out"),
         }
     }
     out
+}
+
+/// Mints one token per subject with `mint` and records them in one write,
+/// minting again any whose id collided with a recorded one.
+async fn record_minted(
+    shared: &Shared,
+    subjects: &[String],
+    mint: impl Fn(&String) -> Result<pki::JoinToken, pki::TokenError>,
+    reusable: bool,
+) -> Result<Vec<pki::JoinToken>, String> {
+    let mut minted: Vec<pki::JoinToken> = subjects.iter().map(&mint).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    for _ in 0..MAX_MINT_ATTEMPTS {
+        let specs = minted.iter().map(|t| spec_of(t, reusable)).collect();
+        let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
+        match shared.write(StateCommand::IssueTokens(specs), 0, timeout).await {
+            WriteResult::Done(_) => return Ok(minted),
+            WriteResult::Refused(reason) => {
+                let Some(id) = reason.strip_prefix("token id ").and_then(|r| r.split(' ').next()) else { return Err(reason) };
+                for (i, t) in minted.iter_mut().enumerate().filter(|(_, t)| t.token_id == id) {
+                    *t = mint(&subjects[i]).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+    Err("token ids kept colliding".into())
+}
+
+fn spec_of(t: &pki::JoinToken, reusable: bool) -> TokenSpec {
+    TokenSpec {
+        token_id: t.token_id.clone(),
+        role: t.role.as_str().into(),
+        subject: t.subject.clone(),
+        expires_unix_secs: t.expires_unix_secs,
+        reusable,
+    }
 }
 
 /// A state command, with the client's request id if it gave one.
@@ -186,59 +234,76 @@ async fn provider_configured(shared: &Shared) -> bool {
     shared.status().await.is_some_and(|(_, _, _, controller)| controller.provider.is_some())
 }
 
-async fn create_token(shared: &Shared, role: &str, ttl_secs: u64) -> Response {
+async fn create_token(shared: &Shared, role: &str, ttl_secs: u64, reusable: bool) -> Response {
     let Some(role) = CertRole::parse(role).filter(|r| *r == CertRole::Manager) else {
         return Response::Error(format!("cannot issue a token for role {role:?}; only \"manager\" for now"));
     };
     if ttl_secs == 0 || ttl_secs > MAX_TOKEN_TTL_SECS {
         return Response::Error(format!("ttl must be 1..={MAX_TOKEN_TTL_SECS} seconds"));
     }
-    let token = match pki::issue_token(&shared.creds.cluster_secret, role, None, ttl_secs, unix_now(), &shared.ca_fingerprint) {
-        Ok(t) => t,
-        Err(e) => return Response::Error(e.to_string()),
+    let mint = |_: &String| pki::issue_token(&shared.creds.cluster_secret, role, None, ttl_secs, unix_now(), &shared.ca_fingerprint);
+    let token = match record_minted(shared, &[String::new()], mint, reusable).await {
+        Ok(mut t) if !t.is_empty() => t.remove(0),
+        Ok(_) => return Response::Error("no token was minted".into()),
+        Err(e) => return Response::Error(format!("the token could not be recorded: {e}")),
     };
-    let row = TokenRow {
-        token_id: token.token_id.clone(),
-        role: role.as_str().into(),
-        expires_unix_secs: token.expires_unix_secs,
-        revoked: false,
-    };
-    shared
-        .publish(Notice::TokenIssued {
-            token_id: token.token_id.clone(),
-            role: role.as_str().into(),
-            expires_unix_secs: token.expires_unix_secs,
-        })
-        .await;
-    Response::Token { token: token.to_string(), row }
+    let rec = TokenRecord { token_id: token.token_id.clone(), issue: Some(spec_of(&token, reusable)), revoked: false, used_by: Vec::new() };
+    Response::Token { token: token.to_string(), row: row_of(&rec, unix_now()) }
 }
 
-async fn revoke_token(shared: &Shared, token_id: String) -> Response {
-    let notices = shared.notices().await;
-    let expiry = notices.iter().find_map(|n| match n {
-        Notice::TokenIssued { token_id: t, expires_unix_secs, .. } if *t == token_id => Some(*expires_unix_secs),
-        _ => None,
-    });
-    let Some(expires_unix_secs) = expiry else {
-        return Response::Error(format!("no token with id {token_id:?} is known"));
-    };
-    shared.publish(Notice::TokenRevoked { token_id, expires_unix_secs }).await;
-    Response::Done
+/// Revokes a token: acknowledged once durable here and held durably by
+/// `wait_replicated` other managers (by default every live one), or
+/// refused saying how far it got.
+async fn revoke_token(shared: &Shared, token_id: String, wait_replicated: Option<u32>, timeout_ms: u64) -> Response {
+    match shared.token_record(&token_id).await {
+        Ok(Some(rec)) if rec.issue.is_some() => {}
+        Ok(_) => return Response::Error(format!("no token with id {token_id:?} is known")),
+        Err(e) => return Response::Unavailable(e),
+    }
+    let others: Vec<String> = shared
+        .members()
+        .await
+        .map(|(me, ms)| {
+            let live = |m: &&crate::core::MemberInfo| m.identity.role == Role::Manager && m.state == MemberState::Alive && m.identity.id != me.id;
+            ms.iter().filter(live).map(|m| m.identity.id.to_string()).collect()
+        })
+        .unwrap_or_default();
+    let replicas = wait_replicated.unwrap_or(others.len() as u32);
+    let timeout = Duration::from_millis(if timeout_ms == 0 { DEFAULT_REVOKE_TIMEOUT_MS } else { timeout_ms.min(MAX_WRITE_TIMEOUT_MS) });
+    match shared.write(StateCommand::RevokeToken { token_id: token_id.clone() }, replicas, timeout).await {
+        WriteResult::Done(_) => Response::Done,
+        WriteResult::Refused(reason) => Response::Error(format!(
+            "token {token_id} not confirmed revoked as asked: {reason} (waited for {replicas} of the live managers {}; the revocation, once durable here, still spreads to them)",
+            if others.is_empty() { "(none)".to_string() } else { others.join(", ") }
+        )),
+    }
 }
 
-/// Tokens known cluster-wide, with their revocation state.
-pub fn token_rows(notices: &[Notice]) -> Vec<TokenRow> {
-    let revoked = |id: &str| notices.iter().any(|n| matches!(n, Notice::TokenRevoked { token_id, .. } if token_id == id));
-    notices
-        .iter()
-        .filter_map(|n| match n {
-            Notice::TokenIssued { token_id, role, expires_unix_secs } => Some(TokenRow {
-                token_id: token_id.clone(),
-                role: role.clone(),
-                expires_unix_secs: *expires_unix_secs,
-                revoked: revoked(token_id),
-            }),
-            _ => None,
-        })
-        .collect()
+/// One page of the tokens this manager holds.
+async fn token_list(shared: &Shared, mut query: TokenQuery) -> Response {
+    query.limit = query.limit.clamp(1, MAX_TOKEN_LIST_ROWS);
+    let now = unix_now();
+    match shared.token_list(query).await {
+        Some(page) => Response::Tokens {
+            rows: page.rows.iter().map(|r| row_of(r, now)).collect(),
+            matched: page.matched as u64,
+            bytes_kept: page.bytes_kept,
+        },
+        None => Response::Unavailable("this member holds no state, or is shutting down".into()),
+    }
+}
+
+/// A token as listed.
+pub fn row_of(rec: &TokenRecord, now_unix_secs: u64) -> TokenRow {
+    let issue = rec.issue.clone();
+    TokenRow {
+        token_id: rec.token_id.clone(),
+        role: issue.as_ref().map(|i| i.role.clone()).unwrap_or_default(),
+        expires_unix_secs: issue.as_ref().map_or(0, |i| i.expires_unix_secs),
+        revoked: rec.revoked,
+        subject: issue.as_ref().and_then(|i| i.subject.clone()),
+        reusable: issue.as_ref().is_some_and(|i| i.reusable),
+        used_by: rec.used_by.clone(),
+        state: tokens::state_of(rec, now_unix_secs).into(),
+    }
 }

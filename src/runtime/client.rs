@@ -88,7 +88,7 @@ pub enum ClientError {
 /// Whether `req` may go to another manager after it was sent to one: reads,
 /// and writes with a request id.
 pub fn retryable(req: &Request) -> bool {
-    matches!(req, Request::Members | Request::Status | Request::TokenList | Request::Write { .. })
+    matches!(req, Request::Members | Request::Status | Request::TokenList(_) | Request::Write { .. })
 }
 
 /// How long [`request_with_retries`] keeps starting rounds for `req`: a

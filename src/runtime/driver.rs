@@ -21,6 +21,7 @@ use super::store::{Store, StoreReport};
 use super::workload::Workloads;
 use super::transport::{Inbound, Transport};
 use crate::core::state::model::{Command as StateCommand, StatusView};
+use crate::core::state::tokens::{self, TokenPage, TokenQuery, TokenRecord};
 use crate::core::state::{RequestId, WriteResult};
 use crate::core::{Event, Identity, Input, MemberInfo, Node, Notice, Output, Time, Timer};
 use crate::metrics::Metrics;
@@ -31,6 +32,12 @@ pub const MAX_TIMERS: usize = 1_000_000;
 pub const MAX_INBOUND_PER_TURN: usize = 256;
 /// How often metrics and dirty files are refreshed.
 pub const PERSIST_INTERVAL_MS: u64 = 1_000;
+/// How often a manager removes expired tokens from the state (a pass over
+/// the `t/` keys only, and a write only when something expired).
+pub const TOKEN_SWEEP_PERIOD_MS: u64 = 60_000;
+/// How long a sweep's write may take to be durable before it is dropped
+/// (the next sweep removes what it did not).
+pub const TOKEN_SWEEP_TIMEOUT_MS: u64 = 30_000;
 /// How long a leaving node keeps its endpoint open so goodbyes go out.
 pub const LEAVE_FLUSH_MS: u64 = 300;
 
@@ -46,6 +53,13 @@ pub enum Command {
     WriteWithId { id: RequestId, cmd: StateCommand, replicas: u32, timeout: Duration, reply: oneshot::Sender<WriteResult> },
     Publish(Notice),
     Notices(oneshot::Sender<Vec<Notice>>),
+    /// What the replica holds about a token: `Err` when this member cannot
+    /// judge yet (no state, or none synced), `Ok(None)` when unknown.
+    TokenRecord { token_id: String, reply: oneshot::Sender<Result<Option<TokenRecord>, String>> },
+    /// One page of tokens (`None` on a member without state).
+    TokenList { query: TokenQuery, now_unix_secs: u64, reply: oneshot::Sender<Option<TokenPage>> },
+    /// The values of one state key (empty without state).
+    StateGet { key: String, reply: oneshot::Sender<Vec<String>> },
 }
 
 struct Due {
@@ -115,6 +129,8 @@ struct Driver {
     notices_writing: Arc<AtomicBool>,
     /// The node asked to stop (retired or revoked).
     stop: bool,
+    /// When the expired tokens were last swept (driver clock).
+    last_sweep: Option<Instant>,
 }
 
 /// Runs the node until shutdown, then leaves the cluster gracefully.
@@ -134,6 +150,7 @@ pub async fn run(mut node: Node, parts: DriverParts) {
         peers_writing: Arc::new(AtomicBool::new(false)),
         notices_writing: Arc::new(AtomicBool::new(false)),
         stop: false,
+        last_sweep: None,
     };
     d.drain();
     d.run_loop().await;
@@ -240,6 +257,19 @@ impl Driver {
             }
             Command::Notices(reply) => {
                 let _ = reply.send(self.node.notices());
+            }
+            Command::TokenRecord { token_id, reply } => {
+                let answer = match self.node.state() {
+                    Some(st) if tokens::ready(&st.replica) => Ok(tokens::record(&st.replica, &token_id)),
+                    _ => Err("this manager holds no state yet".to_string()),
+                };
+                let _ = reply.send(answer);
+            }
+            Command::TokenList { query, now_unix_secs, reply } => {
+                let _ = reply.send(self.node.state().map(|st| tokens::list(&st.replica, &query, now_unix_secs)));
+            }
+            Command::StateGet { key, reply } => {
+                let _ = reply.send(self.node.state().map(|st| st.replica.get(&key)).unwrap_or_default());
             }
             Command::Status(reply) => {
                 let info = self.node.controller_info().unwrap_or_default();
@@ -397,8 +427,7 @@ impl Driver {
         if self.p.store.as_ref().is_some_and(Store::snapshot_due) {
             self.snapshot();
         }
-        let now_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.node.prune_revocations(now_unix);
+        self.sweep_tokens();
         if self.peers_dirty {
             self.peers_dirty = false;
             self.write_peers_now();
@@ -407,6 +436,29 @@ impl Driver {
             let (dir, notices) = (self.p.dir.clone(), self.node.notices());
             self.notices_dirty = !single_flight(&self.notices_writing, move || dir.write_notices(&notices), "notices");
         }
+    }
+}
+
+impl Driver {
+    /// Every `TOKEN_SWEEP_PERIOD_MS`, removes tokens expired everywhere
+    /// (only when some did: an idle sweep writes nothing). Every manager
+    /// sweeps; removals of the same keys by two managers are harmless.
+    fn sweep_tokens(&mut self) {
+        if self.last_sweep.is_some_and(|t| t.elapsed() < Duration::from_millis(TOKEN_SWEEP_PERIOD_MS)) {
+            return;
+        }
+        let now_unix_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let expired = self.node.state().map_or(0, |st| tokens::expired_keys(&st.replica, now_unix_secs).take(tokens::MAX_SWEEP_KEYS + 1).count());
+        // More than one sweep's worth: sweep again at the next persist tick.
+        self.last_sweep = (expired <= tokens::MAX_SWEEP_KEYS).then(Instant::now);
+        if expired == 0 {
+            return;
+        }
+        // A request number nobody waits on: its answer is dropped.
+        self.next_req += 1;
+        let (cmd, timeout) = (StateCommand::SweepTokens { now_unix_secs }, Duration::from_millis(TOKEN_SWEEP_TIMEOUT_MS));
+        self.node.handle(self.now(), Input::Command { req: self.next_req, cmd, replicas: 0, timeout });
+        self.drain();
     }
 }
 

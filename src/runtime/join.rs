@@ -11,8 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::server::Shared;
-use super::wire::{self, Admission, JoinRequest, JoinResponse, MAX_JOIN_FRAME_BYTES};
+use tokio::sync::watch;
+
+use super::wire::{self, Admission, JoinRequest, JoinResponse, MAX_ADMISSION_NOTICES_BYTES, MAX_JOIN_FRAME_BYTES, Refusal};
 use crate::core::Notice;
+use crate::core::state::{Command as StateCommand, WriteResult};
 use crate::pki::{self, CertRole, ClusterCa, JoinToken};
 
 /// How long each step of a join may take.
@@ -36,12 +39,28 @@ pub const RETRY_BACKOFF_MAX_MS: u64 = 4_000;
 pub enum JoinError {
     #[error("join token is malformed: {0}")]
     BadToken(String),
-    #[error("the cluster refused to admit this node: {0}")]
-    Refused(String),
+    #[error("the cluster refused to admit this node ({}): {reason}", refusal_text(*.refusal))]
+    Refused { refusal: Refusal, reason: String },
     #[error("no seed could be reached: {0}")]
     Unreachable(String),
     #[error("seed {0} sent credentials of another cluster than the token names")]
     WrongCluster(SocketAddr),
+    #[error("asked to stop while joining")]
+    ShuttingDown,
+}
+
+/// A refusal's kind in words, for the joiner's error.
+pub fn refusal_text(r: Refusal) -> &'static str {
+    match r {
+        Refusal::Invalid => "invalid",
+        Refusal::Revoked => "token revoked",
+        Refusal::Expired => "token expired",
+        Refusal::AlreadyUsed => "token already used",
+        Refusal::NotReady => "not ready; asking again would help",
+        Refusal::TagInUse => "node id tag in use",
+        Refusal::AnswerTooLarge => "answer too large",
+        Refusal::Busy => "busy",
+    }
 }
 
 fn unix_now() -> u64 {
@@ -66,37 +85,60 @@ pub fn check_token_role(token: &str, joining: CertRole) -> Result<JoinToken, Joi
 }
 
 /// Asks the seeds, in parallel, to admit this node. The first admission
-/// wins; a refusal counts only once every seed has answered (a manager that
-/// has not yet heard of a new machine refuses what another admits). While
-/// the cluster cannot admit it yet, asks again with backoff for up to
-/// `RETRY_FOR_MS`: when every answer was that the machine is not known yet,
-/// when no seed answered but one was reached (it shed or lost the
-/// connection: busy), and, for an agent, when no seed answered at all (the
-/// provider starts an agent once, and nothing would start it again; a
+/// wins; a refusal counts only once every seed has answered, and a final
+/// one (revoked, expired, used, invalid) outweighs one that waiting may
+/// cure. While the cluster cannot admit it yet, asks again with backoff
+/// for up to `RETRY_FOR_MS`: when the refusal was "not ready" (a manager
+/// without state, or one that has not yet heard of the token or the
+/// machine), when no seed answered but one was reached (it shed or lost
+/// the connection: busy), and, for an agent, when no seed answered at all
+/// (the provider starts an agent once, and nothing would start it again; a
 /// manager given a silent seed fails at once, as an operator wants).
-pub async fn join(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: SocketAddr, role: CertRole) -> Result<Admission, JoinError> {
+/// Returns `ShuttingDown` as soon as `shutdown` turns true.
+pub async fn join(
+    seeds: &[SocketAddr],
+    token: &str,
+    node_id: u64,
+    advertise: SocketAddr,
+    role: CertRole,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Admission, JoinError> {
     let deadline = std::time::Instant::now() + Duration::from_millis(RETRY_FOR_MS);
-    let not_yet = check_token_role(token, role)?.subject.map(|m| crate::core::state::model::CommandError::UnknownMachine(m).to_string());
+    check_token_role(token, role)?;
     let (mut backoff, mut reached) = (RETRY_BACKOFF_MIN_MS, role == CertRole::Agent);
     loop {
-        let result = join_once(seeds, token, node_id, advertise, role, &mut reached).await;
+        let result = tokio::select! {
+            r = join_once(seeds, token, node_id, advertise, role, &mut reached) => r,
+            _ = stopped(&mut shutdown) => return Err(JoinError::ShuttingDown),
+        };
         let again = match &result {
             Err(JoinError::Unreachable(_)) => reached,
-            Err(JoinError::Refused(r)) => not_yet.as_ref() == Some(r),
+            Err(JoinError::Refused { refusal, .. }) => refusal.retryable(),
             _ => false,
         };
         if !again || std::time::Instant::now() >= deadline {
             return result;
         }
         tracing::warn!(error = %result.err().map(|e| e.to_string()).unwrap_or_default(), backoff_ms = backoff, "the cluster cannot admit this node yet; asking again");
-        tokio::time::sleep(Duration::from_millis(backoff)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(backoff)) => {}
+            _ = stopped(&mut shutdown) => return Err(JoinError::ShuttingDown),
+        }
         backoff = (backoff * 2).min(RETRY_BACKOFF_MAX_MS);
     }
 }
 
+/// Resolves once `shutdown` is true; never if its sender is gone.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// One round of asking every seed; `reached` when one of them was there
-/// (it shed the connection, or lost it after the handshake).
-async fn join_once(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: SocketAddr, role: CertRole, reached: &mut bool) -> Result<Admission, JoinError> {
+/// (it shed the connection, or lost it after the handshake). Public for
+/// the tokens bench, which asks once every 10 ms itself.
+pub async fn join_once(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: SocketAddr, role: CertRole, reached: &mut bool) -> Result<Admission, JoinError> {
     let parsed = check_token_role(token, role)?;
     let rustls_cfg = pki::join_client_config(&parsed.ca_fingerprint).map_err(|e| JoinError::BadToken(e.to_string()))?;
     let client_cfg = pki::quinn_client_config(rustls_cfg, super::transport::transport_config())
@@ -108,7 +150,7 @@ async fn join_once(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: S
         tasks.spawn(async move { (seed, ask_seed(seed, cfg, req).await) });
     }
     let mut failures = Vec::new();
-    let mut refusal = None;
+    let mut refusals: Vec<(Refusal, String)> = Vec::new();
     while let Some(done) = tasks.join_next().await {
         let Ok((seed, result)) = done else { continue };
         match result {
@@ -119,15 +161,16 @@ async fn join_once(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: S
                 }
                 return Ok(*adm);
             }
-            Ok(JoinResponse::Refused { reason }) => refusal = refusal.or(Some(reason)),
+            Ok(JoinResponse::Refused { refusal, reason }) => refusals.push((refusal, format!("{seed}: {reason}"))),
             Err((there, e)) => {
                 *reached |= there;
                 failures.push(format!("{seed}: {e}"));
             }
         }
     }
-    match refusal {
-        Some(reason) => Err(JoinError::Refused(reason)),
+    let final_one = refusals.iter().position(|(r, _)| !r.retryable()).unwrap_or(0);
+    match refusals.into_iter().nth(final_one) {
+        Some((refusal, reason)) => Err(JoinError::Refused { refusal, reason }),
         None => Err(JoinError::Unreachable(failures.join("; "))),
     }
 }
@@ -178,60 +221,138 @@ pub async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
     };
     let response = match tokio::time::timeout(step, wire::read_frame::<JoinRequest>(&mut recv, MAX_JOIN_FRAME_BYTES)).await {
         Ok(Ok(req)) => admit(&shared, req).await,
-        Ok(Err(e)) => JoinResponse::Refused { reason: format!("bad join request: {e}") },
-        Err(_) => JoinResponse::Refused { reason: "join request timed out".into() },
+        Ok(Err(e)) => refuse(Refusal::Invalid, format!("bad join request: {e}")),
+        Err(_) => refuse(Refusal::Invalid, "join request timed out".into()),
     };
-    if let JoinResponse::Refused { reason } = &response {
-        tracing::warn!(%remote, %reason, "refused a join");
+    if let JoinResponse::Refused { refusal, reason } = &response {
+        tracing::warn!(%remote, refusal = refusal_text(*refusal), %reason, "refused a join");
         shared.metrics.count_drop("join_refused");
     }
-    let _ = wire::write_frame(&mut send, &response, MAX_JOIN_FRAME_BYTES).await;
+    if let Err(e) = wire::write_frame(&mut send, &response, MAX_JOIN_FRAME_BYTES).await {
+        // Say why instead of leaving the joiner an early end of stream. What
+        // the admission wrote stays: the same joiner asking again (same node
+        // id) is admitted again, idempotently.
+        tracing::error!(%remote, error = %e, "the join answer could not be sent");
+        shared.metrics.count_drop("join_answer_failed");
+        let why = refuse(Refusal::AnswerTooLarge, format!("the answer could not be sent: {e}"));
+        let _ = wire::write_frame(&mut send, &why, MAX_JOIN_FRAME_BYTES).await;
+    }
     let _ = send.finish();
     let _ = tokio::time::timeout(step, conn.closed()).await;
 }
 
+fn refuse(refusal: Refusal, reason: String) -> JoinResponse {
+    JoinResponse::Refused { refusal, reason }
+}
+
+/// Notices for an admission, at most `MAX_ADMISSION_NOTICES_BYTES` of them.
+fn bounded_notices(notices: Vec<Notice>) -> Vec<Notice> {
+    let mut used = 0usize;
+    notices
+        .into_iter()
+        .take_while(|n| {
+            used = used.saturating_add(crate::core::codec::encode(n).map_or(usize::MAX, |b| b.len()));
+            used <= MAX_ADMISSION_NOTICES_BYTES
+        })
+        .collect()
+}
+
+/// Checks `token` against this manager's replica: the issue record must be
+/// here and match the token, with no revocation and, for a single-use
+/// token, no use by another node.
+async fn check_record(shared: &Shared, token: &JoinToken, joining: CertRole, node: &str) -> Result<(), JoinResponse> {
+    let rec = match shared.token_record(&token.token_id).await {
+        Err(e) => return Err(refuse(Refusal::NotReady, format!("this manager cannot judge tokens yet ({e}); ask again"))),
+        Ok(None) => return Err(refuse(Refusal::NotReady, format!("token {} is not known here yet; ask again", token.token_id))),
+        Ok(Some(r)) => r,
+    };
+    if rec.revoked {
+        return Err(refuse(Refusal::Revoked, format!("token {} has been revoked; ask for a new token", token.token_id)));
+    }
+    let Some(issue) = rec.issue else {
+        return Err(refuse(Refusal::NotReady, format!("token {} is not known here yet; ask again", token.token_id)));
+    };
+    if issue.role != joining.as_str() || issue.subject != token.subject || issue.expires_unix_secs != token.expires_unix_secs {
+        return Err(refuse(Refusal::Invalid, format!("token {} does not match its record", token.token_id)));
+    }
+    if !issue.reusable && rec.used_by.iter().any(|n| n != node) {
+        let by = rec.used_by.join(", ");
+        return Err(refuse(Refusal::AlreadyUsed, format!("token {} is single-use and was used by {by}", token.token_id)));
+    }
+    Ok(())
+}
+
+/// Records the token's use (and an agent's machine claim) durably here
+/// before the answer; a refusal there (a revocation or another use that
+/// arrived meanwhile) is the joiner's refusal.
+async fn record_use(shared: &Shared, token: &JoinToken, node: &str) -> Result<(), JoinResponse> {
+    let cmd = StateCommand::UseToken { token_id: token.token_id.clone(), node: node.to_string() };
+    match shared.write(cmd, 0, Duration::from_millis(JOIN_STEP_TIMEOUT_MS)).await {
+        WriteResult::Done(_) => Ok(()),
+        WriteResult::Refused(reason) => {
+            let refusal = if reason.contains("has been revoked") {
+                Refusal::Revoked
+            } else if reason.contains("single-use") || reason.contains("already has an agent") {
+                Refusal::AlreadyUsed
+            } else if reason.contains("does not exist") || reason.contains("is known here") {
+                Refusal::NotReady
+            } else {
+                Refusal::Busy
+            };
+            Err(refuse(refusal, reason))
+        }
+    }
+}
+
 async fn admit(shared: &Shared, req: JoinRequest) -> JoinResponse {
-    let refuse = |reason: String| JoinResponse::Refused { reason };
     let Some(joining) = CertRole::parse(&req.role).filter(|r| *r != CertRole::Admin) else {
-        return refuse(format!("cannot join as {:?}", req.role));
+        return refuse(Refusal::Invalid, format!("cannot join as {:?}", req.role));
     };
     let token = match check_token_role(&req.token, joining) {
         Ok(t) => t,
-        Err(e) => return refuse(e.to_string()),
+        Err(e) => return refuse(Refusal::Invalid, e.to_string()),
     };
-    let notices = shared.notices().await;
-    let revoked = |id: &str| notices.iter().any(|n| matches!(n, Notice::TokenRevoked { token_id, .. } if token_id == id));
-    if let Err(e) = pki::verify_token(&token, &shared.creds.cluster_secret, joining, unix_now(), &shared.ca_fingerprint, revoked) {
-        return refuse(e.to_string());
-    }
-    if joining == CertRole::Agent {
-        return admit_agent(shared, &req, &token, notices).await;
+    match pki::verify_token(&token, &shared.creds.cluster_secret, joining, unix_now(), &shared.ca_fingerprint, |_| false) {
+        Ok(()) => {}
+        Err(e @ pki::TokenError::Expired { .. }) => return refuse(Refusal::Expired, e.to_string()),
+        Err(e) => return refuse(Refusal::Invalid, e.to_string()),
     }
     if req.node_id == 0 || req.node_id == shared.self_id.0 {
-        return refuse("node id is reserved or in use".into());
+        return refuse(Refusal::Invalid, "node id is reserved or in use".into());
+    }
+    let node = crate::core::NodeId(req.node_id).to_string();
+    if let Err(refusal) = check_record(shared, &token, joining, &node).await {
+        return refusal;
+    }
+    let notices = bounded_notices(shared.notices().await);
+    if joining == CertRole::Agent {
+        return admit_agent(shared, &req, &token, notices).await;
     }
     // Entity ids carry four hex digits of the creating manager's id; two
     // managers sharing them could create the same id.
     let tag = crate::core::state::model::tag_of(req.node_id);
     let members = shared.members().await.map(|(_, m)| m).unwrap_or_default();
     if members.iter().any(|m| crate::core::state::model::tag_of(m.identity.id.0) == tag) {
-        return refuse(format!("{TAG_IN_USE}: {tag}"));
+        return refuse(Refusal::TagInUse, format!("{TAG_IN_USE}: {tag}"));
     }
     let cert = match shared.ca.issue(CertRole::Manager, req.node_id, NODE_CERT_VALIDITY_DAYS) {
         Ok(c) => c,
-        Err(e) => return refuse(format!("could not issue a certificate: {e}")),
+        Err(e) => return refuse(Refusal::Busy, format!("could not issue a certificate: {e}")),
     };
+    if let Err(refusal) = record_use(shared, &token, &node).await {
+        return refusal;
+    }
     // A manager the provider started for a controller machine (its token
     // names it) is recorded as that machine's node before it runs, as an
     // agent is: otherwise, killed before its own first claim, it would look
     // never joined to the HA keeper and wait out the 30 s start grace.
     if let Some(machine) = token.subject.clone() {
-        let claim = crate::core::state::Command::ClaimMachine { machine: machine.clone(), agent: crate::core::NodeId(req.node_id).to_string() };
-        if let crate::core::state::WriteResult::Refused(reason) = shared.write(claim, 0, Duration::from_millis(JOIN_STEP_TIMEOUT_MS)).await {
+        let claim = StateCommand::ClaimMachine { machine: machine.clone(), agent: node.clone() };
+        if let WriteResult::Refused(reason) = shared.write(claim, 0, Duration::from_millis(JOIN_STEP_TIMEOUT_MS)).await {
             tracing::warn!(%machine, %reason, "could not record a joining manager as its machine's node; it will claim the machine itself");
         }
     }
-    tracing::info!(node = %crate::core::NodeId(req.node_id), advertise = %req.advertise, token = %token.token_id, "admitted a manager");
+    tracing::info!(node = %node, advertise = %req.advertise, token = %token.token_id, "admitted a manager");
     JoinResponse::Admitted(Box::new(Admission {
         cluster_name: shared.cluster_name.clone(),
         ca_cert_pem: shared.creds.ca_cert_pem.clone(),
@@ -244,24 +365,20 @@ async fn admit(shared: &Shared, req: JoinRequest) -> JoinResponse {
 }
 
 /// Admits a machine agent: the token names its machine, which must exist
-/// and have no other agent; the claim is made durable before the answer,
-/// and the agent gets its certificate and the CA certificate, no keys.
+/// and have no other agent; the token's use and the claim are made durable
+/// in one write before the answer, and the agent gets its certificate and
+/// the CA certificate, no keys.
 async fn admit_agent(shared: &Shared, req: &JoinRequest, token: &JoinToken, notices: Vec<Notice>) -> JoinResponse {
-    let refuse = |reason: String| JoinResponse::Refused { reason };
-    let Some(machine) = token.subject.clone() else { return refuse("this agent token names no machine".into()) };
-    if req.node_id == 0 || req.node_id == shared.self_id.0 {
-        return refuse("node id is reserved or in use".into());
-    }
-    let agent = crate::core::NodeId(req.node_id).to_string();
-    let claim = crate::core::state::Command::ClaimMachine { machine: machine.clone(), agent };
-    if let crate::core::state::WriteResult::Refused(reason) = shared.write(claim, 0, Duration::from_millis(JOIN_STEP_TIMEOUT_MS)).await {
-        return refuse(reason);
-    }
+    let Some(machine) = token.subject.clone() else { return refuse(Refusal::Invalid, "this agent token names no machine".into()) };
+    let node = crate::core::NodeId(req.node_id).to_string();
     let cert = match shared.ca.issue_agent(req.node_id, &machine, NODE_CERT_VALIDITY_DAYS) {
         Ok(c) => c,
-        Err(e) => return refuse(format!("could not issue a certificate: {e}")),
+        Err(e) => return refuse(Refusal::Busy, format!("could not issue a certificate: {e}")),
     };
-    tracing::info!(node = %crate::core::NodeId(req.node_id), %machine, token = %token.token_id, "admitted a machine agent");
+    if let Err(refusal) = record_use(shared, token, &node).await {
+        return refusal;
+    }
+    tracing::info!(node = %node, %machine, token = %token.token_id, "admitted a machine agent");
     JoinResponse::Admitted(Box::new(Admission {
         cluster_name: shared.cluster_name.clone(),
         ca_cert_pem: shared.creds.ca_cert_pem.clone(),
@@ -289,7 +406,8 @@ mod tests {
         let seed = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = seed.local_addr().unwrap();
         let token = pki::issue_token(&[7; 32], CertRole::Manager, None, 600, unix_now(), &ca.fingerprint()).unwrap().to_string();
-        let joiner = tokio::spawn(async move { join(&[addr], &token, 42, "127.0.0.1:1".parse().unwrap(), CertRole::Manager).await });
+        let (_stop, stop_rx) = watch::channel(false);
+        let joiner = tokio::spawn(async move { join(&[addr], &token, 42, "127.0.0.1:1".parse().unwrap(), CertRole::Manager, stop_rx).await });
         let cap = Duration::from_millis(JOIN_STEP_TIMEOUT_MS);
         for attempt in 1..=2 {
             let incoming = tokio::time::timeout(cap, seed.accept()).await.unwrap_or_else(|_| panic!("no attempt {attempt}")).unwrap();

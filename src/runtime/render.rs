@@ -21,13 +21,20 @@ pub fn members(answered_by: &str, members: &[MemberRow]) -> String {
     s
 }
 
-/// The token table.
-pub fn tokens(rows: &[TokenRow]) -> String {
+/// The token table, with how many matched and the bytes kept for tokens.
+pub fn tokens(rows: &[TokenRow], matched: u64, bytes_kept: u64) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:<10} {:<8} {:>12} {:<8}", "ID", "ROLE", "EXPIRES", "REVOKED");
+    let _ = writeln!(s, "{:<10} {:<8} {:<8} {:>12} {:<8} {:<16} {}", "ID", "ROLE", "STATE", "EXPIRES", "REUSABLE", "USED-BY", "MACHINE");
     for r in rows {
-        let _ = writeln!(s, "{:<10} {:<8} {:>12} {:<8}", r.token_id, r.role, r.expires_unix_secs, r.revoked);
+        let used = if r.used_by.is_empty() { "-".to_string() } else { r.used_by.join(",") };
+        let machine = r.subject.as_deref().unwrap_or("-");
+        let _ = writeln!(s, "{:<10} {:<8} {:<8} {:>12} {:<8} {:<16} {machine}", r.token_id, r.role, r.state, r.expires_unix_secs, r.reusable, used);
     }
+    let more = match rows.last() {
+        Some(last) if (rows.len() as u64) < matched => format!("; next page: --after {}", last.token_id),
+        _ => String::new(),
+    };
+    let _ = writeln!(s, "({} of {matched} shown; {bytes_kept} bytes kept for tokens{more})", rows.len());
     s
 }
 

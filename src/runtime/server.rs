@@ -104,6 +104,33 @@ impl Shared {
         rx.await.unwrap_or_else(|_| WriteResult::Refused("the node stopped before answering".into()))
     }
 
+    /// What this manager's replica holds about a token (`Err` when it
+    /// cannot judge yet).
+    pub async fn token_record(&self, token_id: &str) -> Result<Option<crate::core::state::tokens::TokenRecord>, String> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::TokenRecord { token_id: token_id.to_string(), reply };
+        if self.commands.send(cmd).await.is_err() {
+            return Err("the node is shutting down".into());
+        }
+        rx.await.unwrap_or_else(|_| Err("the node stopped before answering".into()))
+    }
+
+    /// One page of tokens (`None` without state or when shutting down).
+    pub async fn token_list(&self, query: crate::core::state::tokens::TokenQuery) -> Option<crate::core::state::tokens::TokenPage> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::TokenList { query, now_unix_secs: unix_now(), reply }).await.ok()?;
+        rx.await.ok()?
+    }
+
+    /// The values of one state key.
+    pub async fn state_get(&self, key: &str) -> Vec<String> {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::StateGet { key: key.to_string(), reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     pub async fn publish(&self, notice: Notice) {
         let _ = self.commands.send(Command::Publish(notice)).await;
     }
@@ -144,11 +171,7 @@ fn new_cluster(advertise: SocketAddr) -> Result<Fresh, PeerError> {
     let fp = ca.fingerprint();
     let token = pki::issue_token(&secret, CertRole::Manager, None, pki::DEFAULT_TOKEN_TTL_SECS, unix_now(), &fp)
         .map_err(pki_err)?;
-    let notices = vec![Notice::TokenIssued {
-        token_id: token.token_id.clone(),
-        role: "manager".into(),
-        expires_unix_secs: token.expires_unix_secs,
-    }];
+    let notices = Vec::new();
     Ok(Fresh {
         node: node_file(cluster_name, fp, node_id, advertise),
         creds: Credentials {
@@ -180,12 +203,12 @@ fn node_file(cluster_name: String, ca_fingerprint: String, node_id: u64, adverti
     }
 }
 
-async fn joined(cfg: &PeerConfig, token: &str, advertise: SocketAddr) -> Result<Fresh, PeerError> {
+async fn joined(cfg: &PeerConfig, token: &str, advertise: SocketAddr, shutdown: &watch::Receiver<bool>) -> Result<Fresh, PeerError> {
     let mut attempt = 0;
     let (node_id, adm) = loop {
         let node_id = random_u64();
-        match join::join(&cfg.join, token, node_id, advertise, CertRole::Manager).await {
-            Err(JoinError::Refused(r)) if r.starts_with(join::TAG_IN_USE) && attempt < join::MAX_TAG_RETRIES => attempt += 1,
+        match join::join(&cfg.join, token, node_id, advertise, CertRole::Manager, shutdown.clone()).await {
+            Err(JoinError::Refused { refusal: super::wire::Refusal::TagInUse, .. }) if attempt < join::MAX_TAG_RETRIES => attempt += 1,
             other => break (node_id, other?),
         }
     };
@@ -237,7 +260,13 @@ pub async fn run_peer(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Resul
             (Fresh { node: s.node, creds: s.creds, first_token: None, admin: None, notices: s.notices }, peers)
         }
         None => match (&cfg.token, cfg.join.is_empty()) {
-            (Some(token), _) => (joined(&cfg, token, advertise).await?, Vec::new()),
+            (Some(token), _) => match joined(&cfg, token, advertise, &shutdown).await {
+                Err(PeerError::Join(JoinError::ShuttingDown)) => {
+                    tracing::info!("asked to stop while joining; stopping");
+                    return Ok(());
+                }
+                fresh => (fresh?, Vec::new()),
+            },
             (None, true) => (new_cluster(advertise)?, Vec::new()),
             (None, false) => return Err(PeerError::TokenNeeded(cfg.data_dir.display().to_string())),
         },
@@ -274,6 +303,25 @@ async fn bootstrap(shared: Arc<Shared>, b: crate::config::BootstrapConfig) {
     match shared.write(StateCommand::Bootstrap(Box::new(spec)), 0, timeout).await {
         WriteResult::Done(o) => tracing::info!(machine = ?o.ids, desired = b.desired, "bootstrapped: controller machine recorded"),
         WriteResult::Refused(reason) => tracing::error!(%reason, "could not record the bootstrap settings"),
+    }
+}
+
+/// Records the first manager's token (the one in `DIR/join-token`) in the
+/// state, so joins with it are admitted. It is reusable for its lifetime:
+/// the operator forms the first managers with it. Joiners asking before
+/// the record is durable are told "not ready" and ask again.
+async fn record_first_token(shared: Arc<Shared>, token: pki::JoinToken) {
+    let spec = crate::core::state::tokens::TokenSpec {
+        token_id: token.token_id.clone(),
+        role: token.role.as_str().into(),
+        subject: None,
+        expires_unix_secs: token.expires_unix_secs,
+        reusable: true,
+    };
+    let timeout = std::time::Duration::from_millis(super::join::JOIN_STEP_TIMEOUT_MS);
+    match shared.write(StateCommand::IssueTokens(vec![spec]), 0, timeout).await {
+        WriteResult::Done(_) => tracing::info!(token = %token.token_id, "first join token recorded"),
+        WriteResult::Refused(reason) => tracing::error!(%reason, "could not record the first join token; joins with it are refused"),
     }
 }
 
@@ -314,6 +362,7 @@ async fn serve(
 ) -> Result<(), PeerError> {
     let node_id: NodeId = fresh.node.node_id.parse().map_err(|_| PeerError::Pki("node id in node.json".into()))?;
     let created = fresh.first_token.is_some();
+    let first_token = fresh.first_token.clone();
     let ca = ClusterCa { cert_pem: fresh.creds.ca_cert_pem.clone(), key_pem: fresh.creds.ca_key_pem.clone() };
     let cert = IssuedCert { cert_pem: fresh.creds.cert_pem.clone(), key_pem: fresh.creds.key_pem.clone() };
     let tcfg = transport::transport_config();
@@ -395,10 +444,14 @@ async fn serve(
             cluster_secret: shared.creds.cluster_secret.clone(),
             ca_fingerprint: shared.ca_fingerprint.clone(),
             inbox: shared.inbox.clone(),
+            commands: shared.commands.clone(),
         })),
     };
     if let (Some(b), true) = (cfg.bootstrap.clone(), created) {
         tokio::spawn(bootstrap(shared.clone(), b));
+    }
+    if let Some(token) = first_token {
+        tokio::spawn(record_first_token(shared.clone(), token));
     }
     driver::run(node, parts).await;
     endpoint.close(0u32.into(), b"leaving");

@@ -21,6 +21,11 @@ pub const MAX_API_FRAME_BYTES: usize = 1 << 20;
 pub const MAX_STATUS_FRAME_BYTES: usize = 64 << 20;
 /// Largest frame on a join stream (a request is small; a reply holds PEMs).
 pub const MAX_JOIN_FRAME_BYTES: usize = 64 << 10;
+/// Most bytes of notices an admission carries (departures and replaced
+/// members, never tokens); at the bound the rest are left out, and the
+/// new member learns them from gossip and the notice sync when it comes
+/// up. Keeps the answer under [`MAX_JOIN_FRAME_BYTES`] whatever exists.
+pub const MAX_ADMISSION_NOTICES_BYTES: usize = 16 << 10;
 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +165,36 @@ pub struct JoinRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum JoinResponse {
     Admitted(Box<Admission>),
-    Refused { reason: String },
+    Refused { refusal: Refusal, reason: String },
+}
+
+/// Why a join was refused, so the joiner knows whether waiting helps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The request or token is invalid for this cluster (final).
+    Invalid,
+    /// The token was revoked (final).
+    Revoked,
+    /// The token expired (final).
+    Expired,
+    /// The single-use token was used by another node (final).
+    AlreadyUsed,
+    /// This manager cannot judge yet: it holds no state, or does not know
+    /// the token or the machine yet (retryable).
+    NotReady,
+    /// The node id's tag is taken: pick another id (retryable at once).
+    TagInUse,
+    /// The answer would not fit the join frame (final; a bug).
+    AnswerTooLarge,
+    /// The manager could not finish the admission (retryable).
+    Busy,
+}
+
+impl Refusal {
+    /// Whether asking again later may succeed.
+    pub fn retryable(self) -> bool {
+        matches!(self, Refusal::NotReady | Refusal::Busy)
+    }
 }
 
 /// Everything a new member needs to act as one.
@@ -174,7 +208,9 @@ pub struct Admission {
     pub cluster_secret: Vec<u8>,
     pub cert_pem: String,
     pub key_pem: String,
-    /// Notices (revocations, departures) the new member must know at once.
+    /// Notices (departures, replaced members) the new member should know
+    /// at once, at most [`MAX_ADMISSION_NOTICES_BYTES`] of them; tokens and
+    /// revocations come with the state, by sync.
     pub notices: Vec<Notice>,
 }
 
@@ -183,12 +219,14 @@ pub struct Admission {
 pub enum Request {
     /// List the members as the answering manager sees them.
     Members,
-    /// Create a join token for a role ("manager"), valid `ttl_secs`.
-    TokenCreate { role: String, ttl_secs: u64 },
-    /// List the tokens known cluster-wide.
-    TokenList,
-    /// Revoke a token by id.
-    TokenRevoke { token_id: String },
+    /// Create a join token for a role ("manager"), valid `ttl_secs`;
+    /// single-use unless `reusable`.
+    TokenCreate { role: String, ttl_secs: u64, reusable: bool },
+    /// One page of the tokens this manager's replica holds.
+    TokenList(crate::core::state::tokens::TokenQuery),
+    /// Revoke a token by id: answered once durable here and held by
+    /// `wait_replicated` other managers (every live one when `None`).
+    TokenRevoke { token_id: String, wait_replicated: Option<u32>, timeout_ms: u64 },
     /// A manager shares its notices with a peer that just came up.
     SyncNotices(Vec<Notice>),
     /// The environment as the answering manager sees it.
@@ -247,6 +285,13 @@ pub struct TokenRow {
     pub role: String,
     pub expires_unix_secs: u64,
     pub revoked: bool,
+    /// The machine the token is bound to, if any.
+    pub subject: Option<String>,
+    pub reusable: bool,
+    /// Nodes that joined with it.
+    pub used_by: Vec<String>,
+    /// active, used, revoked or expired (at the answering manager's time).
+    pub state: String,
 }
 
 /// The answer to a [`Request`].
@@ -254,7 +299,9 @@ pub struct TokenRow {
 pub enum Response {
     Members { answered_by: String, members: Vec<MemberRow> },
     Token { token: String, row: TokenRow },
-    Tokens(Vec<TokenRow>),
+    /// One page of tokens; `matched` counts every page, `bytes_kept` is what
+    /// the answering manager keeps for tokens and revocations.
+    Tokens { rows: Vec<TokenRow>, matched: u64, bytes_kept: u64 },
     Status { answered_by: String, status: StatusView, members: Vec<MemberRow>, controller: crate::core::control::ControllerInfo },
     Applied(Outcome),
     Done,
@@ -285,9 +332,9 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_limits_hold() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, &Request::TokenRevoke { token_id: "abc".into() }, 1024).await.unwrap();
+        write_frame(&mut buf, &Request::TokenRevoke { token_id: "abc".into(), wait_replicated: None, timeout_ms: 1 }, 1024).await.unwrap();
         let back: Request = read_frame(&mut &buf[..], 1024).await.unwrap();
-        assert!(matches!(back, Request::TokenRevoke { token_id } if token_id == "abc"));
+        assert!(matches!(back, Request::TokenRevoke { token_id, .. } if token_id == "abc"));
         assert!(matches!(read_frame::<Request>(&mut &buf[..], 2).await, Err(FrameError::TooLarge { .. })));
         let huge = (u32::MAX).to_be_bytes();
         assert!(matches!(read_frame::<Request>(&mut &huge[..], 1024).await, Err(FrameError::TooLarge { .. })));

@@ -20,6 +20,7 @@ pub mod managers;
 pub mod minority;
 pub mod no_lost_acks;
 pub mod presence;
+pub mod revocations;
 pub mod sessions;
 pub mod singletons;
 pub mod state_convergence;
@@ -226,6 +227,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(instances::Instances::default()),
         Box::new(managers::Managers::default()),
         Box::new(minority::MinorityHeal::default()),
+        Box::new(revocations::NoRevokedAdmission::default()),
     ]
 }
 

@@ -7,6 +7,7 @@ pub mod model;
 pub mod replica;
 pub mod requests;
 pub mod sync;
+pub mod tokens;
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,8 @@
 //! Keys (every value is text; a key with concurrent writes has siblings):
 //! `m/<id>/{life,jobs,instance,addresses,status,agent}`,
 //! `a/<name>/{life,command}`, `a/<name>/config/<key>`,
-//! `u/<app>/<n>/{life,machine,status}`, `c/<setting>`.
+//! `u/<app>/<n>/{life,machine,status}`, `c/<setting>`, and join tokens
+//! under `t/` (see `tokens.rs`; the status view ignores them).
 //! Removal sets `life` to `dead` rather than deleting keys, so a concurrent
 //! update cannot bring an entity back; the cleaner deletes dead keys later.
 //!
@@ -51,12 +52,30 @@ pub enum Command {
     EnableHa { n: u32 },
     /// The first manager's settings and machine (internal).
     Bootstrap(Box<super::controllers::Bootstrap>),
+    /// Records newly minted join tokens (internal; see `tokens.rs`).
+    IssueTokens(Vec<super::tokens::TokenSpec>),
+    /// Revokes a join token (internal: the API issues it for an admin).
+    RevokeToken { token_id: String },
+    /// Records that node `node` (16 hex) joined with `token_id`, and for an
+    /// agent token claims its machine for it (internal, at admission).
+    UseToken { token_id: String, node: String },
+    /// Removes the keys of tokens expired before `now_unix_secs` less the
+    /// clock-skew margin (internal; the runtime feeds the time).
+    SweepTokens { now_unix_secs: u64 },
 }
 
 impl Command {
     /// Whether only a manager may issue this command (never a client).
     pub fn is_internal(&self) -> bool {
-        matches!(self, Command::ClaimMachine { .. } | Command::Bootstrap(_))
+        matches!(
+            self,
+            Command::ClaimMachine { .. }
+                | Command::Bootstrap(_)
+                | Command::IssueTokens(_)
+                | Command::RevokeToken { .. }
+                | Command::UseToken { .. }
+                | Command::SweepTokens { .. }
+        )
     }
 }
 
@@ -77,6 +96,16 @@ pub enum CommandError {
     AlreadyClaimed { machine: String, agent: String },
     #[error("invalid {what} {value:?}: {rule}")]
     Invalid { what: String, value: String, rule: String },
+    #[error("no token with id {0:?} is known here")]
+    UnknownToken(String),
+    #[error("token {0} has been revoked")]
+    TokenRevoked(String),
+    #[error("token {token_id} is single-use and was used by {by}")]
+    TokenUsed { token_id: String, by: String },
+    #[error("token id {0} is in use; mint another")]
+    TokenIdInUse(String),
+    #[error("no token has expired")]
+    NothingExpired,
 }
 
 /// What a successful command created or touched.
@@ -182,6 +211,16 @@ pub fn plan(r: &Replica, id: RequestId, cmd: &Command) -> Result<(Vec<Change>, O
             let (changes, id) = super::controllers::plan_bootstrap(r, b)?;
             Ok((changes, Outcome { ids: vec![id.clone()], machines: vec![id], ..Default::default() }))
         }
+        Command::IssueTokens(specs) => Ok((super::tokens::plan_issue(r, specs)?, Outcome::default())),
+        Command::RevokeToken { token_id } => Ok((super::tokens::plan_revoke(r, token_id)?, Outcome::default())),
+        Command::UseToken { token_id, node } => {
+            let (mut changes, machine) = super::tokens::plan_use(r, token_id, node)?;
+            let Some(machine) = machine else { return Ok((changes, Outcome::default())) };
+            let (claim, outcome) = claim_machine(r, &machine, node)?;
+            changes.extend(claim);
+            Ok((changes, outcome))
+        }
+        Command::SweepTokens { now_unix_secs } => Ok((super::tokens::plan_sweep(r, *now_unix_secs)?, Outcome::default())),
         Command::SetController { key, value } => {
             check_config_key(key)?;
             check_value("value", value)?;

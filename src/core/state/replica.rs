@@ -254,6 +254,17 @@ impl Replica {
         })
     }
 
+    /// The keys starting with `prefix`, with their values (siblings
+    /// sorted), in key order; walks only those keys.
+    pub fn entries_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, Vec<String>)> + 'a {
+        self.doc.entries_from(prefix).take_while(move |(k, _)| k.starts_with(prefix)).map(|(k, reg)| {
+            let mut vals: Vec<String> = reg.values().cloned().collect();
+            vals.sort();
+            vals.dedup();
+            (k, vals)
+        })
+    }
+
     /// Applies local changes as new own operations (not yet durable).
     pub fn write(&mut self, changes: &[Change]) -> Vec<Stamped> {
         let mut out = Vec::with_capacity(changes.len());

@@ -248,6 +248,15 @@ impl StateSync {
         reported.count() as u32 + u32::from(by_author)
     }
 
+    /// The managers that reported what they hold but not `author`'s `seq`,
+    /// as text for a refusal (empty when none did).
+    fn unconfirmed(&self, author: &Actor, seq: u64) -> String {
+        let me = self.replica.actor().node;
+        let lacking: Vec<String> =
+            self.peer_vv.iter().filter(|(n, vv)| n.0 != me && vv.get(author).copied().unwrap_or(0) < seq).map(|(n, _)| n.to_string()).collect();
+        if lacking.is_empty() { String::new() } else { format!(" (not confirmed by {})", lacking.join(", ")) }
+    }
+
     fn state_of(&self, now: Time, w: &PendingWrite) -> Option<WriteResult> {
         let durable = self.replica.holds_durably(&w.author, w.seq);
         if durable && self.holders(&w.author, w.seq) >= w.replicas {
@@ -257,7 +266,12 @@ impl StateSync {
             return None;
         }
         Some(WriteResult::Refused(if durable {
-            format!("durable here, but only {} of {} other managers confirmed it in time", self.holders(&w.author, w.seq), w.replicas)
+            format!(
+                "durable here, but only {} of {} other managers confirmed it in time{}",
+                self.holders(&w.author, w.seq),
+                w.replicas,
+                self.unconfirmed(&w.author, w.seq)
+            )
         } else {
             "the write was not made durable in time".to_string()
         }))

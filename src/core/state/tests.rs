@@ -341,6 +341,25 @@ mod replication {
         assert_eq!(at_a.probe_acks, vec![(b_id, 4_321)]);
     }
 
+    /// A write waiting for replicas that times out names the managers that
+    /// reported what they hold without it (`juju tokens revoke` says which
+    /// did not confirm, rather than claiming success).
+    #[test]
+    fn a_replication_timeout_names_the_managers_that_did_not_confirm() {
+        let ((a_id, mut a), (b_id, b)) = (manager(1), manager(2));
+        write(&mut a, 1, 100, &set_ctl("v"), 1, &[b_id]);
+        // b reports what it holds (nothing of a's write) and never more.
+        let mut at_a = SyncOut::default();
+        a.on_msg(Duration::ZERO, b_id, StateMsg::Have(b.replica.durable_version()), &mut at_a);
+        let mut tick = SyncOut::default();
+        a.tick(T, None, &[b_id], &mut tick);
+        match done(&tick, 1) {
+            Some(WriteResult::Refused(r)) => assert!(r.contains("0 of 1") && r.contains(&format!("not confirmed by {b_id}")), "{r}"),
+            other => panic!("{other:?}"),
+        }
+        let _ = a_id;
+    }
+
     #[test]
     fn a_digest_counts_only_what_the_sender_holds_durably() {
         let ((a_id, mut a), (b_id, mut b)) = (manager(1), manager(2));

@@ -84,7 +84,15 @@ pub struct Runner {
     pub cluster_secret: Vec<u8>,
     pub ca_fingerprint: String,
     pub inbox: mpsc::Sender<Inbound>,
+    /// The driver's command channel: each instance's token is recorded in
+    /// the state (durably) before the instance starts.
+    pub commands: mpsc::Sender<super::driver::Command>,
 }
+
+/// How long recording an instance's token may take.
+pub const TOKEN_RECORD_TIMEOUT_MS: u64 = 10_000;
+/// Times an instance's token is minted again after an id collision.
+pub const MAX_MINT_ATTEMPTS: usize = 8;
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -98,8 +106,7 @@ impl Runner {
     /// The launch for a new manager or agent instance of `machine`.
     fn launch(&self, instance: &str, machine: &str, manager: bool, seeds: &[SocketAddr]) -> Result<Launch, String> {
         let role = if manager { CertRole::Manager } else { CertRole::Agent };
-        let token = pki::issue_token(&self.cluster_secret, role, Some(machine), INSTANCE_TOKEN_TTL_SECS, unix_now(), &self.ca_fingerprint)
-            .map_err(|e| e.to_string())?;
+        let token = self.record_token(role, machine)?;
         let args = if manager {
             vec!["peer".into(), "--join".into(), seeds_arg(seeds), "--log-format".into(), "json".into()]
         } else {
@@ -107,6 +114,34 @@ impl Runner {
         };
         let env = vec![("JUJUD_TOKEN".to_string(), token.to_string())];
         Ok(Launch { name: instance.into(), machine: machine.into(), args, env })
+    }
+
+    /// Mints the instance's single-use token and records it durably (on
+    /// the blocking pool: this waits for the driver's answer).
+    fn record_token(&self, role: CertRole, machine: &str) -> Result<pki::JoinToken, String> {
+        use crate::core::state::{Command as StateCommand, WriteResult, tokens::TokenSpec};
+        for _ in 0..MAX_MINT_ATTEMPTS {
+            let token = pki::issue_token(&self.cluster_secret, role, Some(machine), INSTANCE_TOKEN_TTL_SECS, unix_now(), &self.ca_fingerprint)
+                .map_err(|e| e.to_string())?;
+            let spec = TokenSpec {
+                token_id: token.token_id.clone(),
+                role: role.as_str().into(),
+                subject: Some(machine.into()),
+                expires_unix_secs: token.expires_unix_secs,
+                reusable: false,
+            };
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            let timeout = std::time::Duration::from_millis(TOKEN_RECORD_TIMEOUT_MS);
+            let cmd = super::driver::Command::Write { cmd: StateCommand::IssueTokens(vec![spec]), replicas: 0, timeout, reply };
+            self.commands.blocking_send(cmd).map_err(|_| "the node is shutting down".to_string())?;
+            match rx.blocking_recv() {
+                Ok(WriteResult::Done(_)) => return Ok(token),
+                Ok(WriteResult::Refused(r)) if r.starts_with("token id ") => continue,
+                Ok(WriteResult::Refused(r)) => return Err(format!("could not record the instance's token: {r}")),
+                Err(_) => return Err("the node stopped before recording the instance's token".into()),
+            }
+        }
+        Err("token ids kept colliding".into())
     }
 
     /// Runs `cmd` on the blocking pool and reports the result.

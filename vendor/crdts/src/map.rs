@@ -580,6 +580,17 @@ impl<K: Ord, V: Val<A>, A: Ord + Hash + Clone> Map<K, V, A> {
     {
         self.entries.get(key).map(|e| &e.val)
     }
+
+    /// jujud patch: the keys from `start` on, with their values, borrowed,
+    /// in key order (a prefix scan without walking the keys before it).
+    pub fn entries_from<'a, Q>(&'a self, start: &'a Q) -> impl Iterator<Item = (&'a K, &'a V)> + 'a
+    where
+        K: core::borrow::Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        use core::ops::Bound;
+        self.entries.range::<Q, _>((Bound::Included(start), Bound::Unbounded)).map(|(k, v)| (k, &v.val))
+    }
 }
 
 #[cfg(test)]
