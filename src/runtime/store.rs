@@ -57,7 +57,7 @@ fn snapshot_cfg() -> impl bincode::config::Config {
 }
 
 /// Decodes a snapshot, in the current format or the one before it.
-fn decode_snapshot(bytes: &[u8], lsn: u64) -> Result<Snapshot, StoreError> {
+pub fn decode_snapshot(bytes: &[u8], lsn: u64) -> Result<Snapshot, StoreError> {
     let exact = |r: Result<(Snapshot, usize), _>| r.ok().filter(|(_, used)| *used == bytes.len()).map(|(s, _)| s);
     if let Some(snap) = exact(bincode::serde::decode_from_slice(bytes, snapshot_cfg())) {
         return Ok(snap);
@@ -68,6 +68,16 @@ fn decode_snapshot(bytes: &[u8], lsn: u64) -> Result<Snapshot, StoreError> {
         return Err(StoreError::Record { lsn, reason: "snapshot: trailing bytes".into() });
     }
     Ok(Snapshot { doc: old.doc, vv: old.vv, requests: Vec::<(u64, Recorded)>::new() })
+}
+
+/// Decodes one log record's operations; trailing bytes are refused.
+pub fn decode_record(bytes: &[u8], lsn: u64) -> Result<Vec<Stamped>, StoreError> {
+    let (ops, used): (Vec<Stamped>, usize) =
+        bincode::serde::decode_from_slice(bytes, cfg()).map_err(|e| StoreError::Record { lsn, reason: e.to_string() })?;
+    if used != bytes.len() {
+        return Err(StoreError::Record { lsn, reason: "trailing bytes".into() });
+    }
+    Ok(ops)
 }
 
 /// Why the store could not open.
@@ -128,11 +138,7 @@ impl Store {
             None => Replica::new(me),
         };
         for (lsn, bytes) in recovered.records {
-            let (ops, used): (Vec<Stamped>, usize) =
-                bincode::serde::decode_from_slice(&bytes, cfg()).map_err(|e| StoreError::Record { lsn, reason: e.to_string() })?;
-            if used != bytes.len() {
-                return Err(StoreError::Record { lsn, reason: "trailing bytes".into() });
-            }
+            let ops = decode_record(&bytes, lsn)?;
             rec.records += 1;
             rec.ops += ops.len();
             replica.apply_remote(ops);
