@@ -178,7 +178,9 @@ fn a_manager_started_for_a_controller_machine_is_its_node_from_admission() {
     let tmp = tempfile::tempdir().unwrap();
     let first = common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
     let machine = common::agent::change(&first.client_file(), &["add-machine"])["machines"][0].as_str().unwrap().to_string();
-    let token = machine_token(&first, jujud::pki::CertRole::Manager, &machine);
+    let out = common::juju(&first.client_file(), &["tokens", "create", "--ttl-secs", "600", "--machine", &machine]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let seed = first.addr.to_string();
     let joiner = common::Peer::join(&tmp.path().join("m1"), common::local(common::free_port()), &seed, &token);
     // Asked at once: the joiner's own claim would come only at its first

@@ -104,9 +104,11 @@ fn a_manager_token_admits_one_manager_and_joins_say_why_they_fail() {
 #[test]
 fn revokes_and_joins_keep_working_past_nine_thousand_machines() {
     let c = Cluster::start(1);
-    for _ in 0..9 {
+    for _ in 0..8 {
         ok(&c.juju(&["add-machine", "-n", "1000"]));
     }
+    let outcome = common::agent::change(&c.peers[0].client_file(), &["add-machine", "-n", "1000"]);
+    let (machine, agent_token) = common::agent::tokens(&outcome).remove(0);
     let out = ok(&c.juju(&["tokens", "list", "--role", "agent", "--limit", "1", "--format", "json"]));
     let page: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(page["matched"], 9_000, "{page}");
@@ -117,6 +119,16 @@ fn revokes_and_joins_keep_working_past_nine_thousand_machines() {
         Joined::Admitted(_) => {}
         Joined::Failed(log) => panic!("a join with 9,000 machines failed: {log}"),
     }
+    // A machine's agent joins too, and holds its machine.
+    let mut cmd = Command::new(jujud_bin());
+    cmd.args(["agent", "--data-dir", c.tmp.path().join("agent").to_str().unwrap(), "--log-format", "json"]);
+    cmd.args(["--seeds", &c.peers[0].addr.to_string()]).env("JUJUD_TOKEN", &agent_token);
+    let (mut child, log) = spawn_logged(cmd);
+    log.wait_for("the agent to join or fail", |l| l.iter().any(|v| message(v) == "agent starting" || message(v) == "jujud failed"));
+    let started = log.snapshot().iter().any(|v| message(v) == "agent starting" && field(v, "machine") == machine);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(started, "the agent of {machine} did not join: {}", log.raw());
 }
 
 /// Finding 11.11a: an agent ignored SIGTERM while it retried its join (up

@@ -137,6 +137,10 @@ enum TokensCmd {
         /// Let any number of managers join with it until it expires.
         #[arg(long)]
         reusable: bool,
+        /// Bind it to this (controller) machine: the manager that joins
+        /// with it is that machine's node.
+        #[arg(long)]
+        machine: Option<String>,
     },
     /// Revoke a token by its id; answers once the revocation is durable on
     /// the answering manager and on every live manager (or K of them).
@@ -236,8 +240,8 @@ fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
             after: after.clone(),
             limit: *limit,
         }),
-        Command::Tokens(TokensCmd::Create { ttl_secs, reusable }) => {
-            Request::TokenCreate { role: "manager".into(), ttl_secs: *ttl_secs, reusable: *reusable }
+        Command::Tokens(TokensCmd::Create { ttl_secs, reusable, machine }) => {
+            Request::TokenCreate { role: "manager".into(), ttl_secs: *ttl_secs, reusable: *reusable, machine: machine.clone() }
         }
         Command::Tokens(TokensCmd::Revoke { token_id, wait_replicated, timeout_ms }) => {
             Request::TokenRevoke { token_id: token_id.clone(), wait_replicated: *wait_replicated, timeout_ms: *timeout_ms }

@@ -113,7 +113,7 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
             },
             None => Response::Unavailable("the node is shutting down".into()),
         },
-        Request::TokenCreate { role, ttl_secs, reusable } => create_token(shared, &role, ttl_secs, reusable).await,
+        Request::TokenCreate { role, ttl_secs, reusable, machine } => create_token(shared, &role, ttl_secs, reusable, machine).await,
         Request::TokenList(query) => token_list(shared, query).await,
         Request::TokenRevoke { token_id, wait_replicated, timeout_ms } => revoke_token(shared, token_id, wait_replicated, timeout_ms).await,
         Request::Status => match shared.status().await {
@@ -234,14 +234,19 @@ async fn provider_configured(shared: &Shared) -> bool {
     shared.status().await.is_some_and(|(_, _, _, controller)| controller.provider.is_some())
 }
 
-async fn create_token(shared: &Shared, role: &str, ttl_secs: u64, reusable: bool) -> Response {
+async fn create_token(shared: &Shared, role: &str, ttl_secs: u64, reusable: bool, machine: Option<String>) -> Response {
     let Some(role) = CertRole::parse(role).filter(|r| *r == CertRole::Manager) else {
         return Response::Error(format!("cannot issue a token for role {role:?}; only \"manager\" for now"));
     };
     if ttl_secs == 0 || ttl_secs > MAX_TOKEN_TTL_SECS {
         return Response::Error(format!("ttl must be 1..={MAX_TOKEN_TTL_SECS} seconds"));
     }
-    let mint = |_: &String| pki::issue_token(&shared.creds.cluster_secret, role, None, ttl_secs, unix_now(), &shared.ca_fingerprint);
+    if let Some(m) = &machine
+        && shared.state_get(&format!("m/{m}/life")).await != ["alive"]
+    {
+        return Response::Error(format!("machine {m} does not exist"));
+    }
+    let mint = |_: &String| pki::issue_token(&shared.creds.cluster_secret, role, machine.as_deref(), ttl_secs, unix_now(), &shared.ca_fingerprint);
     let token = match record_minted(shared, &[String::new()], mint, reusable).await {
         Ok(mut t) if !t.is_empty() => t.remove(0),
         Ok(_) => return Response::Error("no token was minted".into()),

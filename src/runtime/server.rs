@@ -362,7 +362,14 @@ async fn serve(
 ) -> Result<(), PeerError> {
     let node_id: NodeId = fresh.node.node_id.parse().map_err(|_| PeerError::Pki("node id in node.json".into()))?;
     let created = fresh.first_token.is_some();
-    let first_token = fresh.first_token.clone();
+    // The first manager records its token at every start while it is
+    // valid (the same record again changes nothing): a crash between
+    // writing `join-token` and recording it would otherwise leave a token
+    // that every manager calls unknown.
+    let first_token = fresh.first_token.clone().or_else(|| {
+        let text = std::fs::read_to_string(dir.path().join(datadir::JOIN_TOKEN_FILE)).ok()?;
+        text.trim().parse::<pki::JoinToken>().ok().filter(|t| t.expires_unix_secs > unix_now() && t.ca_fingerprint == fresh.node.ca_fingerprint)
+    });
     let ca = ClusterCa { cert_pem: fresh.creds.ca_cert_pem.clone(), key_pem: fresh.creds.ca_key_pem.clone() };
     let cert = IssuedCert { cert_pem: fresh.creds.cert_pem.clone(), key_pem: fresh.creds.key_pem.clone() };
     let tcfg = transport::transport_config();

@@ -220,8 +220,9 @@ pub enum Request {
     /// List the members as the answering manager sees them.
     Members,
     /// Create a join token for a role ("manager"), valid `ttl_secs`;
-    /// single-use unless `reusable`.
-    TokenCreate { role: String, ttl_secs: u64, reusable: bool },
+    /// single-use unless `reusable`; bound to controller machine `machine`
+    /// when given (the manager that joins with it is that machine's node).
+    TokenCreate { role: String, ttl_secs: u64, reusable: bool, machine: Option<String> },
     /// One page of the tokens this manager's replica holds.
     TokenList(crate::core::state::tokens::TokenQuery),
     /// Revoke a token by id: answered once durable here and held by
