@@ -81,7 +81,7 @@ async fn join_alpn_attacks(peers: &mut [Peer]) {
     let conn = attack::join_conn(&ca, target).await.unwrap();
     let (_s, mut r) = attack::send_bi(&conn, &frame(&attack::claim_2_pow_60()), false).await.unwrap();
     let got = answer::<JoinResponse>(&mut r, wire::MAX_JOIN_FRAME_BYTES).await;
-    assert!(matches!(&got, Ok(JoinResponse::Refused { reason }) if reason.contains("bad join request")), "{got:?}");
+    assert!(matches!(&got, Ok(JoinResponse::Refused { reason, .. }) if reason.contains("bad join request")), "{got:?}");
     all_alive(peers, target, "a huge length claim on the join ALPN").await;
 
     for bytes in [frame(&[0xff; 100]), u32::MAX.to_be_bytes().to_vec(), frame(&[])] {
@@ -94,7 +94,7 @@ async fn join_alpn_attacks(peers: &mut [Peer]) {
     let conn = attack::join_conn(&ca, target).await.unwrap();
     let (_s, mut r) = attack::send_bi(&conn, &[0], true).await.unwrap();
     let got = answer::<JoinResponse>(&mut r, wire::MAX_JOIN_FRAME_BYTES).await;
-    assert!(matches!(&got, Ok(JoinResponse::Refused { reason }) if reason.contains("timed out")), "{got:?}");
+    assert!(matches!(&got, Ok(JoinResponse::Refused { reason, .. }) if reason.contains("timed out")), "{got:?}");
     all_alive(peers, target, "garbage and stalls on the join ALPN").await;
 }
 

@@ -88,16 +88,6 @@ pub fn decode_snapshot_payload(bytes: &[u8], lsn: u64) -> Result<Snapshot, Store
     Ok(Snapshot { doc: old.doc, vv: old.vv, requests: Vec::<(u64, Recorded)>::new() })
 }
 
-/// Decodes one log record's operations; trailing bytes are refused.
-pub fn decode_record(bytes: &[u8], lsn: u64) -> Result<Vec<Stamped>, StoreError> {
-    let (ops, used): (Vec<Stamped>, usize) =
-        bincode::serde::decode_from_slice(bytes, cfg()).map_err(|e| StoreError::Record { lsn, reason: e.to_string() })?;
-    if used != bytes.len() {
-        return Err(StoreError::Record { lsn, reason: "trailing bytes".into() });
-    }
-    Ok(ops)
-}
-
 /// Why the store could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
