@@ -294,7 +294,27 @@ pub fn peer_fails_with_token(args: &[&str], token: Option<&str>) -> String {
     if let Some(t) = token {
         cmd.env(TOKEN_ENV, t);
     }
-    let out = cmd.arg("peer").args(args).stdin(Stdio::null()).output().expect("run jujud");
-    assert!(!out.status.success(), "jujud unexpectedly succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let mut child = cmd.arg("peer").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run jujud");
+    // A jujud that starts when it should have refused must fail the test,
+    // not hang it: wait at most PEER_FAILS_DEADLINE_MS for it to exit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(PEER_FAILS_DEADLINE_MS);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for jujud") {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("jujud did not exit within {PEER_FAILS_DEADLINE_MS} ms: it started instead of refusing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().expect("piped"), &mut stderr).expect("read stderr");
+    assert!(!status.success(), "jujud unexpectedly succeeded");
+    stderr
 }
+
+/// How long a `jujud peer` expected to refuse may take to exit (a join to
+/// an unreachable seed takes up to its 5 s step, with retries).
+pub const PEER_FAILS_DEADLINE_MS: u64 = 60_000;
