@@ -35,9 +35,10 @@ struct Cli {
     #[arg(long, default_value_t = 10_000, global = true)]
     timeout_ms: u64,
     /// Where add-machine, deploy and add-unit write each new machine's
-    /// agent token (DIR/MACHINE.token, mode 0600) when no provider starts it.
-    #[arg(long, value_name = "DIR", default_value = ".", global = true)]
-    token_dir: PathBuf,
+    /// agent token (DIR/MACHINE.token, mode 0600) when no provider starts
+    /// it [default: show each token once, on stderr, on a line of its own].
+    #[arg(long, value_name = "DIR", global = true)]
+    token_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -335,7 +336,11 @@ fn with_dir(path: PathBuf) -> PathBuf {
 
 /// Writes each machine's agent token to `dir/MACHINE.token`, created new
 /// with mode 0600 (an existing file is never overwritten or read).
-fn write_token_files(dir: &Path, tokens: &[(String, String)]) -> Vec<render::TokenFile> {
+fn write_token_files(dir: Option<&Path>, tokens: &[(String, String)]) -> Vec<render::TokenFile> {
+    use render::TokenOut;
+    let Some(dir) = dir else {
+        return tokens.iter().map(|(m, t)| (m.clone(), TokenOut::Shown(t.clone()))).collect();
+    };
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let write = |machine: &str, token: &str| -> Result<PathBuf, String> {
@@ -347,7 +352,7 @@ fn write_token_files(dir: &Path, tokens: &[(String, String)]) -> Vec<render::Tok
         f.write_all(format!("{token}\n").as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)
     };
-    tokens.iter().map(|(m, t)| (m.clone(), write(m, t))).collect()
+    tokens.iter().map(|(m, t)| (m.clone(), write(m, t).map_or_else(TokenOut::Failed, TokenOut::File))).collect()
 }
 
 fn print(cli: &Cli, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
@@ -398,7 +403,7 @@ fn print(cli: &Cli, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
             for id in &outcome.ids {
                 println!("{id}");
             }
-            let files = write_token_files(&cli.token_dir, &outcome.tokens);
+            let files = write_token_files(cli.token_dir.as_deref(), &outcome.tokens);
             eprint!("{}", render::agent_commands(&outcome.machines, &files, seeds));
         }
         (_, Response::Done) => println!("done"),

@@ -104,9 +104,19 @@ pub fn unit_status(agent: &str, status: &str) -> String {
     }
 }
 
-/// Where one new machine's agent token went: the file it was written to
-/// (mode 0600), or why it could not be written.
-pub type TokenFile = (String, Result<std::path::PathBuf, String>);
+/// Where one new machine's agent token went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenOut {
+    /// Written to this file (mode 0600), with `--token-dir`.
+    File(std::path::PathBuf),
+    /// Shown once, on a line of its own (no `--token-dir`).
+    Shown(String),
+    /// `--token-dir` was given but the file could not be written.
+    Failed(String),
+}
+
+/// One machine and where its token went.
+pub type TokenFile = (String, TokenOut);
 
 /// What `juju add-machine`, `deploy` and `add-unit` print for each new
 /// machine: where its token is and the command that starts its agent,
@@ -120,11 +130,16 @@ pub fn agent_commands(machines: &[String], files: &[TokenFile], seeds: &[std::ne
             None => {
                 let _ = writeln!(s, "machine {machine}: no agent token was issued (the provider starts its instance)");
             }
-            Some(Ok(path)) => {
+            Some(TokenOut::File(path)) => {
                 let _ = writeln!(s, "machine {machine}: agent token in {} (mode 0600); start its agent with", path.display());
                 let _ = writeln!(s, "  jujud agent --data-dir DIR --seeds {} --token-file {}", seeds.join(","), path.display());
             }
-            Some(Err(e)) => {
+            Some(TokenOut::Shown(token)) => {
+                let _ = writeln!(s, "machine {machine}: agent token (keep it secret; save it to a file of mode 0600):");
+                let _ = writeln!(s, "{token}");
+                let _ = writeln!(s, "  start its agent with: jujud agent --data-dir DIR --seeds {} --token-file FILE (or --token-file - and paste it)", seeds.join(","));
+            }
+            Some(TokenOut::Failed(e)) => {
                 let _ = writeln!(s, "machine {machine}: its agent token could not be saved ({e}); `juju tokens revoke` it and add the machine again");
             }
         }
@@ -160,12 +175,15 @@ mod tests {
     fn agent_commands_name_the_token_file_never_the_token() {
         let seeds = ["127.0.0.1:7070".parse().unwrap()];
         let machines = vec!["1-a".to_string(), "2-b".to_string(), "3-c".to_string()];
-        let files = vec![("1-a".to_string(), Ok("/t/1-a.token".into())), ("2-b".to_string(), Err("exists".to_string()))];
+        let files = vec![("1-a".to_string(), TokenOut::File("/t/1-a.token".into())), ("2-b".to_string(), TokenOut::Failed("exists".to_string()))];
         let text = agent_commands(&machines, &files, &seeds);
         assert!(text.contains("--seeds 127.0.0.1:7070 --token-file /t/1-a.token"), "{text}");
         assert!(!text.contains("--token "), "{text}");
         assert!(text.contains("machine 2-b: its agent token could not be saved (exists)"), "{text}");
         assert!(text.contains("machine 3-c: no agent token was issued (the provider starts its instance)"), "{text}");
+        let shown = agent_commands(&machines[..1], &[("1-a".to_string(), TokenOut::Shown("jjd1.t".into()))], &seeds);
+        assert!(shown.lines().any(|l| l == "jjd1.t"), "the token on a line of its own: {shown}");
+        assert!(shown.contains("--token-file FILE") && !shown.contains("--token jjd1"), "{shown}");
     }
 
     #[test]
