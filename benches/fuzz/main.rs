@@ -57,11 +57,12 @@ struct Args {
     repro: Option<PathBuf>,
     minimize: Option<PathBuf>,
     seed_corpus: bool,
+    seeds_only: bool,
     list: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { inputs: DEFAULT_INPUTS, secs: None, seed: DEFAULT_SEED, jobs: 1, targets: vec![], child: None, repro: None, minimize: None, seed_corpus: false, list: false };
+    let mut a = Args { inputs: DEFAULT_INPUTS, secs: None, seed: DEFAULT_SEED, jobs: 1, targets: vec![], child: None, repro: None, minimize: None, seed_corpus: false, seeds_only: false, list: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -80,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 a.jobs = 2;
             }
             "--seed-corpus" => a.seed_corpus = true,
+            "--seeds-only" => a.seeds_only = true,
             "--list" => a.list = true,
             "--bench" => {} // added by `cargo bench`
             other => return Err(format!("unknown argument {other}")),
@@ -277,7 +279,7 @@ fn run_child(t: &Target, args: &Args) -> i32 {
     alloc::start_clock();
     let start = Instant::now();
     let deadline = args.secs.map(|s| start + Duration::from_secs(s));
-    let mut pool = load_corpus(t);
+    let mut pool = if args.seeds_only { (t.seeds)() } else { load_corpus(t) };
     let mut rng = mutate::Rng::new(args.seed ^ fnv(t.name.as_bytes()));
     let mut done: u64 = 0;
     for entry in pool.clone() {
@@ -418,6 +420,9 @@ fn spawn_child(t: &Target, args: &Args) -> std::process::Child {
     cmd.args(["--child", t.name, "--target", t.name, "--inputs", &args.inputs.to_string(), "--seed", &args.seed.to_string()]);
     if let Some(s) = args.secs {
         cmd.args(["--secs", &s.to_string()]);
+    }
+    if args.seeds_only {
+        cmd.arg("--seeds-only");
     }
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn fuzz child")
 }
