@@ -22,7 +22,7 @@ use jujud::core::state::sync::{self, MAX_STATE_MSG_BYTES, StateMsg};
 use jujud::runtime::agentconf::{AgentConf, MAX_AGENT_CONF_BYTES};
 use jujud::runtime::clientfile::{ClientFile, MAX_CLIENT_FILE_BYTES};
 use jujud::runtime::datadir::{self, DataDir, NodeFile};
-use jujud::runtime::wal::{MAX_RECORD_BYTES, MAX_SNAPSHOT_BYTES};
+use jujud::runtime::wal::{self, MAX_SNAPSHOT_BYTES};
 use jujud::runtime::{store, wire};
 use wire::{Admission, JoinRequest, JoinResponse, MAX_API_FRAME_BYTES, MAX_JOIN_FRAME_BYTES, MAX_STATUS_FRAME_BYTES};
 
@@ -62,12 +62,6 @@ impl Target {
 /// Targets that fail on this branch, with why. Each stays listed until its
 /// fix lands; the CI step then fails, asking for the entry to be removed.
 pub const KNOWN_FAILURES: &[(&str, &str)] = &[
-    ("join_request", "wire::read_frame decodes without a bincode limit (issue 11, finding 1)"),
-    ("join_response", "wire::read_frame decodes without a bincode limit (issue 11, finding 1)"),
-    ("api_request", "wire::read_frame decodes without a bincode limit (issue 11, finding 1)"),
-    ("api_response", "wire::read_frame decodes without a bincode limit (issue 11, finding 1)"),
-    ("state_record", "store::decode_record decodes with sync::MAX_STATE_MSG_BYTES (256 MiB), not wal::MAX_RECORD_BYTES (4 MiB)"),
-    ("notices_file", "wire::decode_notices (notices.bin) decodes without a bincode limit (issue 11)"),
 ];
 
 /// Targets whose input is text (JSON, YAML): no bincode length claims.
@@ -96,8 +90,10 @@ pub fn all() -> Vec<Target> {
         t("api_response", "wire::MAX_STATUS_FRAME_BYTES", MAX_STATUS_FRAME_BYTES, true, api_response, seeds_api_response),
         t("session_msg", "agent::MAX_SESSION_MSG_BYTES", agent::MAX_SESSION_MSG_BYTES, false, session_msg, seeds_session),
         t("state_msg", "sync::MAX_STATE_MSG_BYTES", MAX_STATE_MSG_BYTES, false, state_msg, seeds_state_msg),
-        t("state_record", "wal::MAX_RECORD_BYTES", MAX_RECORD_BYTES, false, state_record, seeds_state_record),
+        t("state_record", "store::MAX_RECORD_DECODE_BYTES", store::MAX_RECORD_DECODE_BYTES, false, state_record, seeds_state_record),
         t("snapshot", "wal::MAX_SNAPSHOT_BYTES", MAX_SNAPSHOT_BYTES, false, snapshot, seeds_snapshot),
+        t("wal_segment", "wal::MAX_RECORD_BYTES", wal::MAX_RECORD_BYTES, false, wal_segment, seeds_wal_segment),
+        t("snapshot_file", "wal::MAX_SNAPSHOT_BYTES", MAX_SNAPSHOT_BYTES, false, snapshot_file, seeds_snapshot_file),
         t("notices_file", "datadir::MAX_FILE_BYTES", datadir::MAX_FILE_BYTES as usize, false, notices_file, seeds_notices_file),
         t("node_json", "datadir::MAX_FILE_BYTES", datadir::MAX_FILE_BYTES as usize, false, node_json, seeds_node_json),
         t("agent_conf", "agentconf::MAX_AGENT_CONF_BYTES", MAX_AGENT_CONF_BYTES as usize, false, agent_conf, seeds_agent_conf),
@@ -239,7 +235,7 @@ fn seeds_join_response() -> Vec<Vec<u8>> {
     };
     vec![
         frame(&JoinResponse::Admitted(Box::new(admission))),
-        frame(&JoinResponse::Refused { reason: "token revoked".into() }),
+        frame(&JoinResponse::Refused { refusal: wire::Refusal::Revoked, reason: "token revoked".into() }),
     ]
 }
 
@@ -248,9 +244,9 @@ fn seeds_api_request() -> Vec<Vec<u8>> {
     let deploy = Command::Deploy { name: "web".into(), command: "exec sleep infinity".into(), n: 2 };
     vec![
         frame(&Request::Members),
-        frame(&Request::TokenCreate { role: "manager".into(), ttl_secs: 3600 }),
-        frame(&Request::TokenList),
-        frame(&Request::TokenRevoke { token_id: "3f2a9c1e".into() }),
+        frame(&Request::TokenCreate { role: "manager".into(), ttl_secs: 3600, reusable: false, machine: Some("0".into()) }),
+        frame(&Request::TokenList(jujud::core::state::tokens::TokenQuery { role: Some("agent".into()), state: Some("active".into()), after: Some("3f2a9c1e".into()), limit: 100 })),
+        frame(&Request::TokenRevoke { token_id: "3f2a9c1e".into(), wait_replicated: Some(2), timeout_ms: 10_000 }),
         frame(&Request::SyncNotices(sample_notices())),
         frame(&Request::Status),
         frame(&Request::Command { cmd: Command::AddMachine { n: 3 }, wait_replicated: 1, timeout_ms: 5000 }),
@@ -290,7 +286,16 @@ fn seeds_api_response() -> Vec<Vec<u8>> {
         state: "alive".into(),
         incarnation: 1,
     };
-    let token = TokenRow { token_id: "3f2a9c1e".into(), role: "agent".into(), expires_unix_secs: 1_790_000_000, revoked: false };
+    let token = TokenRow {
+        token_id: "3f2a9c1e".into(),
+        role: "agent".into(),
+        expires_unix_secs: 1_790_000_000,
+        revoked: false,
+        subject: Some("3".into()),
+        reusable: false,
+        used_by: vec!["0123456789abcdef".into()],
+        state: "used".into(),
+    };
     let status = Response::Status {
         answered_by: "0123456789abcdef".into(),
         status: model::view(&sample_replica()),
@@ -300,7 +305,7 @@ fn seeds_api_response() -> Vec<Vec<u8>> {
     vec![
         frame(&Response::Members { answered_by: "0123456789abcdef".into(), members: vec![row] }),
         frame(&Response::Token { token: "jt1.secret".into(), row: token.clone() }),
-        frame(&Response::Tokens(vec![token])),
+        frame(&Response::Tokens { rows: vec![token], matched: 1, bytes_kept: 410 }),
         frame(&status),
         frame(&Response::Applied(model::Outcome { ids: vec!["0".into()], machines: vec!["0".into()], tokens: vec![] })),
         frame(&Response::Done),
@@ -382,6 +387,42 @@ fn seeds_snapshot() -> Vec<Vec<u8>> {
     vec![bincode::serde::encode_to_vec(sample_replica().snapshot_all(), cfg).unwrap(), bincode::serde::encode_to_vec(empty, cfg).unwrap()]
 }
 
+/// The owner every log and snapshot target's inputs are checked against.
+fn log_owner() -> wal::LogIdentity {
+    wal::LogIdentity { cluster: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(), node: "0123456789abcdef".into() }
+}
+
+/// A whole state-log segment as read from disk: header, records, torn-tail
+/// rules (`wal::decode_log`), then each record's operations, as recovery does.
+fn wal_segment(bytes: &[u8]) -> bool {
+    match wal::decode_log(bytes, &log_owner(), 1, true) {
+        Ok(scan) => scan.records.iter().all(|r| store::decode_record(r, 1).is_ok()),
+        Err(_) => false,
+    }
+}
+
+fn seeds_wal_segment() -> Vec<Vec<u8>> {
+    let header = wal::format::encode_header(wal::format::SEGMENT_MAGIC, &log_owner(), 1);
+    let cfg = bincode::config::standard();
+    let mut one = header.clone();
+    for payload in [bincode::serde::encode_to_vec(sample_ops(), cfg).unwrap(), bincode::serde::encode_to_vec(Vec::<Stamped>::new(), cfg).unwrap()] {
+        one.extend_from_slice(&wal::format::record_header(&payload));
+        one.extend_from_slice(&payload);
+    }
+    vec![header, one]
+}
+
+/// A whole snapshot file: header, length and checksum, then the payload.
+fn snapshot_file(bytes: &[u8]) -> bool {
+    store::decode_snapshot(bytes, &log_owner(), 1).is_ok()
+}
+
+fn seeds_snapshot_file() -> Vec<Vec<u8>> {
+    let cfg = bincode::config::standard();
+    let payload = bincode::serde::encode_to_vec(sample_replica().snapshot_all(), cfg).unwrap();
+    vec![wal::format::encode_snapshot(&log_owner(), 1, &payload)]
+}
+
 fn notices_file(bytes: &[u8]) -> bool {
     wire::decode_notices(bytes).is_ok()
 }
@@ -408,9 +449,11 @@ fn node_dir() -> &'static PathBuf {
     DIR.get_or_init(|| {
         let dir = scratch().join("datadir");
         std::fs::create_dir_all(&dir).unwrap();
-        for f in ["ca.pem", "ca.key", "node.pem", "node.key"] {
-            std::fs::write(dir.join(f), PEM).unwrap();
-        }
+        let (ca, cert) = node_creds();
+        std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
+        std::fs::write(dir.join("ca.key"), &ca.key_pem).unwrap();
+        std::fs::write(dir.join("node.pem"), &cert.cert_pem).unwrap();
+        std::fs::write(dir.join("node.key"), &cert.key_pem).unwrap();
         let hex32 = "ab".repeat(32);
         std::fs::write(dir.join("cluster.secret"), &hex32).unwrap();
         std::fs::write(dir.join("reset.key"), &hex32).unwrap();
@@ -418,9 +461,34 @@ fn node_dir() -> &'static PathBuf {
     })
 }
 
+/// The node id the node_json target's data dir and seeds name.
+const NODE_ID: u64 = 0x0123_4567_89ab_cdef;
+
+/// A real CA and manager certificate for the node_json target's data dir:
+/// `DataDir::open` checks node.json against them (credcheck), so a seed
+/// names this CA's fingerprint and `NODE_ID`.
+fn node_creds() -> &'static (jujud::pki::ClusterCa, jujud::pki::IssuedCert) {
+    static CREDS: OnceLock<(jujud::pki::ClusterCa, jujud::pki::IssuedCert)> = OnceLock::new();
+    CREDS.get_or_init(|| {
+        let ca = jujud::pki::ClusterCa::generate("fuzz").unwrap();
+        let cert = ca.issue(jujud::pki::CertRole::Manager, NODE_ID, 30).unwrap();
+        (ca, cert)
+    })
+}
+
+/// What node_json seeds carry instead of a CA fingerprint: the target's CA
+/// is made afresh in every run, so its fingerprint goes in at decode time.
+const FINGERPRINT_PLACEHOLDER: &str = "cafe000000000000000000000000000000000000000000000000000000000000";
+
 fn node_json(bytes: &[u8]) -> bool {
     let dir = node_dir();
-    std::fs::write(dir.join("node.json"), bytes).expect("scratch write");
+    let text = String::from_utf8_lossy(bytes);
+    let bytes: Vec<u8> = if text.contains(FINGERPRINT_PLACEHOLDER) {
+        text.replace(FINGERPRINT_PLACEHOLDER, &node_creds().0.fingerprint()).into_bytes()
+    } else {
+        bytes.to_vec()
+    };
+    std::fs::write(dir.join("node.json"), &bytes).expect("scratch write");
     matches!(DataDir::open(dir), Ok((_, Some(_))))
 }
 
@@ -428,17 +496,17 @@ fn seeds_node_json() -> Vec<Vec<u8>> {
     let node = |role: &str, machine: Option<&str>| NodeFile {
         format: datadir::FORMAT_VERSION,
         cluster_name: "prod".into(),
-        ca_fingerprint: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
-        node_id: "0123456789abcdef".into(),
+        ca_fingerprint: FINGERPRINT_PLACEHOLDER.into(),
+        node_id: NodeId(NODE_ID).to_string(),
         role: role.into(),
         generation: 7,
         advertise: "127.0.0.1:7001".parse().unwrap(),
         seeds: vec!["127.0.0.2:7001".parse().unwrap(), "[::1]:7003".parse().unwrap()],
         machine: machine.map(str::to_string),
+        state_log: false,
     };
     vec![
         serde_json::to_vec_pretty(&node("manager", None)).unwrap(),
-        serde_json::to_vec_pretty(&node("agent", Some("3"))).unwrap(),
     ]
 }
 

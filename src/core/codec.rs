@@ -80,6 +80,82 @@ pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> 
     Ok(value)
 }
 
+/// The smallest decode bound [`decode_exact_bounded`] uses (bytes).
+pub const MIN_DECODE_BOUND_BYTES: usize = 1 << 10;
+/// The largest decode bound it has (512 MiB, the snapshot's limit).
+pub const MAX_DECODE_BOUND_BYTES: usize = 1 << 29;
+/// bincode counts what a value takes in memory, at most this many times
+/// the bytes it was read from (a one-byte varint claims a u64's 8 bytes; a
+/// string claims its length plus 8), so a bound of this many times the
+/// input never refuses a value that was really encoded.
+pub const CLAIM_PER_INPUT_BYTE: usize = 8;
+
+/// Decodes a value that must use every byte of `bytes`, allocating in
+/// proportion to them: bincode may reserve, for every length prefix it
+/// reads together, at most `CLAIM_PER_INPUT_BYTE` times the input
+/// (rounded up to a power of two, at least [`MIN_DECODE_BOUND_BYTES`]),
+/// and never more than `limit_bytes` rounded up to a power of two (so less
+/// than twice it). A length claim past that is a decode error, never an
+/// allocation. `limit_bytes` above [`MAX_DECODE_BOUND_BYTES`] is refused.
+pub fn decode_exact_bounded<T: DeserializeOwned>(bytes: &[u8], limit_bytes: usize) -> Result<T, CodecError> {
+    let cap = limit_bytes.max(MIN_DECODE_BOUND_BYTES).next_power_of_two();
+    let wanted = bytes.len().saturating_mul(CLAIM_PER_INPUT_BYTE).max(MIN_DECODE_BOUND_BYTES).next_power_of_two();
+    let bound = wanted.min(cap);
+    macro_rules! bounded {
+        ($($shift:literal)*) => {
+            match bound {
+                $(n if n == 1 << $shift => exact_within::<T, { 1 << $shift }>(bytes),)*
+                _ => Err(CodecError::Decode(bincode::error::DecodeError::OtherString(format!(
+                    "no decode bound for a {limit_bytes}-byte limit"
+                )))),
+            }
+        };
+    }
+    bounded!(10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29)
+}
+
+fn exact_within<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<T, CodecError> {
+    let cfg = bincode::config::standard().with_limit::<LIMIT>();
+    let (value, used) = bincode::serde::decode_from_slice(bytes, cfg)?;
+    if used != bytes.len() {
+        return Err(CodecError::Decode(bincode::error::DecodeError::OtherString(format!(
+            "{} trailing bytes",
+            bytes.len() - used
+        ))));
+    }
+    Ok(value)
+}
+
+/// Most elements [`vec_grown_as_read`] reserves before reading them.
+pub const VEC_PREALLOC_ELEMENTS: usize = 64;
+
+/// A `#[serde(deserialize_with)]` for vectors in small frames: serde's own
+/// `Vec` reserves up to 1 MiB from the length the bytes claim before
+/// reading one element, which is more than twice a 64 KiB join frame. This
+/// one reserves at most [`VEC_PREALLOC_ELEMENTS`] and grows as elements
+/// arrive. Same encoding.
+pub fn vec_grown_as_read<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Grown<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Grown<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(VEC_PREALLOC_ELEMENTS));
+            while let Some(x) = seq.next_element()? {
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Grown(std::marker::PhantomData))
+}
+
 /// foca's codec, encoding with bincode's standard (varint) configuration.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BincodeCodec;
@@ -142,6 +218,28 @@ mod tests {
 
     fn ident() -> Identity {
         Identity { id: NodeId(9), addr: "127.0.0.1:7000".parse().unwrap(), role: Role::Manager, generation: 2 }
+    }
+
+    /// A 13-byte input claiming a 1 MiB string is refused before any
+    /// allocation (its bound is 1 KiB, not the 1 MiB limit), while a real
+    /// value of many tiny numbers, which claims 8 bytes per byte read,
+    /// decodes whole.
+    #[test]
+    fn bounded_decode_allocates_in_proportion_to_the_input() {
+        let mut claim = vec![0xFC];
+        claim.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        claim.extend_from_slice(b"abcdefgh");
+        assert!(decode_exact_bounded::<String>(&claim, 1 << 20).is_err());
+        let numbers: Vec<u64> = (0..10_000).map(|i| i % 100).collect();
+        let bytes = bincode::serde::encode_to_vec(&numbers, bincode::config::standard()).unwrap();
+        assert_eq!(decode_exact_bounded::<Vec<u64>>(&bytes, 1 << 20).unwrap(), numbers);
+        let text = "x".repeat(5_000);
+        let bytes = bincode::serde::encode_to_vec(&text, bincode::config::standard()).unwrap();
+        assert_eq!(decode_exact_bounded::<String>(&bytes, 1 << 20).unwrap(), text);
+        assert!(decode_exact_bounded::<String>(&bytes, 4096).is_err(), "over the limit's power of two");
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(decode_exact_bounded::<String>(&trailing, 1 << 20).is_err());
     }
 
     #[test]

@@ -50,12 +50,6 @@ struct SnapshotV1 {
     vv: VersionVector,
 }
 
-/// Snapshots decode within the WAL's own bound on a snapshot's payload
-/// (which refuses to write a larger one), so whatever was written reads back.
-fn snapshot_cfg() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<{ super::wal::MAX_SNAPSHOT_BYTES }>()
-}
-
 /// Decodes a whole snapshot file (`DIR/state/snapshot-<lsn>.bin`) owned
 /// by `expected` and named for `lsn`: the WAL's header and checksum, then
 /// the payload. Pure, for the fuzz harness.
@@ -66,25 +60,17 @@ pub fn decode_snapshot(file: &[u8], expected: &LogIdentity, lsn: u64) -> Result<
 
 /// Decodes one log record's payload (a batch of operations). Pure.
 pub fn decode_record(bytes: &[u8], lsn: u64) -> Result<Vec<Stamped>, StoreError> {
-    let (ops, used): (Vec<Stamped>, usize) =
-        bincode::serde::decode_from_slice(bytes, cfg()).map_err(|e| StoreError::Record { lsn, reason: e.to_string() })?;
-    if used != bytes.len() {
-        return Err(StoreError::Record { lsn, reason: "trailing bytes".into() });
-    }
-    Ok(ops)
+    crate::core::codec::decode_exact_bounded(bytes, MAX_RECORD_DECODE_BYTES).map_err(|e| StoreError::Record { lsn, reason: e.to_string() })
 }
 
 /// Decodes a snapshot's payload, in the current format or the one before it.
 pub fn decode_snapshot_payload(bytes: &[u8], lsn: u64) -> Result<Snapshot, StoreError> {
-    let exact = |r: Result<(Snapshot, usize), _>| r.ok().filter(|(_, used)| *used == bytes.len()).map(|(s, _)| s);
-    if let Some(snap) = exact(bincode::serde::decode_from_slice(bytes, snapshot_cfg())) {
+    use crate::core::codec::decode_exact_bounded;
+    if let Ok(snap) = decode_exact_bounded::<Snapshot>(bytes, super::wal::MAX_SNAPSHOT_BYTES) {
         return Ok(snap);
     }
-    let (old, used): (SnapshotV1, usize) = bincode::serde::decode_from_slice(bytes, snapshot_cfg())
+    let old: SnapshotV1 = decode_exact_bounded(bytes, super::wal::MAX_SNAPSHOT_BYTES)
         .map_err(|e| StoreError::Record { lsn, reason: format!("snapshot: {e}") })?;
-    if used != bytes.len() {
-        return Err(StoreError::Record { lsn, reason: "snapshot: trailing bytes".into() });
-    }
     Ok(Snapshot { doc: old.doc, vv: old.vv, requests: Vec::<(u64, Recorded)>::new() })
 }
 
@@ -97,8 +83,15 @@ pub enum StoreError {
     Record { lsn: u64, reason: String },
 }
 
+/// A record's decode bound (bincode counts in-memory sizes: a clock entry
+/// of about 12 bytes on disk claims 24): four times the largest record ever
+/// written (`wal::MAX_RECORD_BYTES`, 4 MiB), so a legitimate record always
+/// decodes and a forged length prefix inside one cannot make its decode
+/// allocate more than 16 MiB (it was 256 MiB, the state-message bound).
+pub const MAX_RECORD_DECODE_BYTES: usize = 4 * super::wal::MAX_RECORD_BYTES;
+
 fn cfg() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<{ crate::core::state::sync::MAX_STATE_MSG_BYTES }>()
+    bincode::config::standard().with_limit::<MAX_RECORD_DECODE_BYTES>()
 }
 
 /// What recovery found, for the start-up log line.

@@ -66,34 +66,18 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(
 /// state message's 256 MiB).
 pub const MAX_DECODE_LIMIT_BYTES: usize = 1 << 28;
 
-/// Decodes one frame's body exactly, bounded: bincode may reserve at most
-/// the smallest power of two at or above `frame_limit` (so less than twice
-/// the frame's limit) for all the strings and byte vectors it decodes
-/// together, whatever lengths the bytes claim. A claim past that is a
-/// [`FrameError::Decode`], never an allocation. Pure: the fuzz harness
-/// calls it directly.
+/// Decodes one frame's body exactly, bounded
+/// ([`codec::decode_exact_bounded`]): bincode may reserve, for all the
+/// strings and byte vectors it decodes together, at most 8 times the bytes
+/// received, and never more than `frame_limit` rounded up to a power of two
+/// (less than twice it), whatever lengths the bytes claim. A claim past
+/// that is a [`FrameError::Decode`], never an allocation. Pure: the fuzz
+/// harness calls it directly.
 pub fn decode_frame_body<T: serde::de::DeserializeOwned>(bytes: &[u8], frame_limit: usize) -> Result<T, FrameError> {
     if bytes.len() > frame_limit {
         return Err(FrameError::TooLarge { len: bytes.len(), limit: frame_limit });
     }
-    macro_rules! bounded {
-        ($($shift:literal)*) => {
-            match frame_limit.max(1).next_power_of_two().max(1 << 10) {
-                $(n if n == 1 << $shift => decode_bounded::<T, { 1 << $shift }>(bytes),)*
-                _ => Err(FrameError::Decode(format!("no decode bound for a {frame_limit}-byte frame limit"))),
-            }
-        };
-    }
-    bounded!(10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28)
-}
-
-fn decode_bounded<T: serde::de::DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<T, FrameError> {
-    let cfg = bincode::config::standard().with_limit::<LIMIT>();
-    let (value, used) = bincode::serde::decode_from_slice(bytes, cfg).map_err(|e| FrameError::Decode(e.to_string()))?;
-    if used != bytes.len() {
-        return Err(FrameError::Decode(format!("{} trailing bytes", bytes.len() - used)));
-    }
-    Ok(value)
+    codec::decode_exact_bounded(bytes, frame_limit).map_err(|e| FrameError::Decode(e.to_string()))
 }
 
 /// Writes one frame of raw bytes (no encoding).
@@ -205,12 +189,14 @@ pub struct Admission {
     /// Every manager can admit and certify members, so each holds the CA
     /// key; an agent is sent none (empty), nor the cluster secret.
     pub ca_key_pem: String,
+    #[serde(deserialize_with = "codec::vec_grown_as_read")]
     pub cluster_secret: Vec<u8>,
     pub cert_pem: String,
     pub key_pem: String,
     /// Notices (departures, replaced members) the new member should know
     /// at once, at most [`MAX_ADMISSION_NOTICES_BYTES`] of them; tokens and
     /// revocations come with the state, by sync.
+    #[serde(deserialize_with = "codec::vec_grown_as_read")]
     pub notices: Vec<Notice>,
 }
 
@@ -312,18 +298,14 @@ pub enum Response {
     Unavailable(String),
 }
 
-/// Decode bound of the persisted notice file: the strings of every notice
-/// together (a notice list travels in a join answer, so it is far smaller).
-pub const MAX_NOTICES_FILE_BYTES: usize = 64 << 20;
+/// Decode bound of the persisted notice file: twice the most a data-dir
+/// file may hold (`datadir::MAX_FILE_BYTES`, 8 MiB), so no allocation made
+/// while decoding it exceeds 16 MiB whatever its length prefixes claim.
+pub const MAX_NOTICES_FILE_BYTES: usize = 2 * (8 << 20);
 
 /// Decodes a notice list exactly (used for the persisted notice file).
 pub fn decode_notices(bytes: &[u8]) -> Result<Vec<Notice>, codec::CodecError> {
-    let cfg = bincode::config::standard().with_limit::<MAX_NOTICES_FILE_BYTES>();
-    let (v, used): (Vec<Notice>, usize) = bincode::serde::decode_from_slice(bytes, cfg).map_err(codec::CodecError::from)?;
-    if used != bytes.len() {
-        return Err(codec::CodecError::Decode(bincode::error::DecodeError::OtherString("trailing bytes".into())));
-    }
-    Ok(v)
+    codec::decode_exact_bounded(bytes, MAX_NOTICES_FILE_BYTES)
 }
 
 #[cfg(test)]
@@ -375,15 +357,18 @@ mod tests {
 
     const MAX_FALLBACK_BYTES_FOR_TEST: usize = 4_096;
 
-    /// The bound is the frame limit rounded up to a power of two: a claim
-    /// past it is refused before any allocation (`LimitExceeded`); one
-    /// inside it only fails when its bytes are not there.
+    /// The bound is 8 times the bytes received (at least 1 KiB), never past
+    /// the frame limit rounded up to a power of two: a claim past it is
+    /// refused before any allocation (`LimitExceeded`); one inside it only
+    /// fails when its bytes are not there.
     #[test]
     fn a_claim_past_the_bound_is_refused_before_allocating() {
         let claim = |n: u32| [&[0xfcu8][..], &n.to_le_bytes()].concat();
         let over = decode_frame_body::<String>(&claim(MAX_JOIN_FRAME_BYTES as u32 + 1), MAX_JOIN_FRAME_BYTES);
         assert!(matches!(over, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")), "{over:?}");
-        let within = decode_frame_body::<String>(&claim(MAX_JOIN_FRAME_BYTES as u32 - 8), MAX_JOIN_FRAME_BYTES);
+        let past_received = decode_frame_body::<String>(&claim(MAX_JOIN_FRAME_BYTES as u32 - 8), MAX_JOIN_FRAME_BYTES);
+        assert!(matches!(past_received, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")), "5 bytes received: {past_received:?}");
+        let within = decode_frame_body::<String>(&claim(1_000), MAX_JOIN_FRAME_BYTES);
         assert!(matches!(within, Err(FrameError::Decode(ref e)) if e.contains("UnexpectedEnd")), "{within:?}");
         let odd = decode_frame_body::<String>(&claim(3_000 * 2), 3_000);
         assert!(matches!(odd, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")), "a 3,000-byte limit is bound at 4 KiB: {odd:?}");

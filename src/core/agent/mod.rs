@@ -131,11 +131,7 @@ pub fn decode_msg(bytes: &[u8]) -> Result<SessionMsg, String> {
     if bytes.len() > MAX_SESSION_MSG_BYTES {
         return Err(format!("{} bytes is over the {MAX_SESSION_MSG_BYTES}-byte limit", bytes.len()));
     }
-    let (msg, used) = bincode::serde::decode_from_slice(bytes, msg_cfg()).map_err(|e| e.to_string())?;
-    if used != bytes.len() {
-        return Err(format!("{} trailing bytes", bytes.len() - used));
-    }
-    Ok(msg)
+    crate::core::codec::decode_exact_bounded(bytes, MAX_SESSION_MSG_BYTES).map_err(|e| e.to_string())
 }
 
 /// Cuts `text` to [`MAX_STATUS_BYTES`] on a character boundary.

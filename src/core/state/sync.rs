@@ -73,11 +73,10 @@ pub fn encode_msg(msg: &StateMsg) -> Vec<u8> {
 
 /// Decodes a state message; trailing bytes are refused.
 pub fn decode_msg(bytes: &[u8]) -> Result<StateMsg, String> {
-    let (msg, used) = bincode::serde::decode_from_slice(bytes, msg_cfg()).map_err(|e| e.to_string())?;
-    if used != bytes.len() {
-        return Err(format!("{} trailing bytes", bytes.len() - used));
+    if bytes.len() > MAX_STATE_MSG_BYTES {
+        return Err(format!("{} bytes is over the {MAX_STATE_MSG_BYTES}-byte limit", bytes.len()));
     }
-    Ok(msg)
+    crate::core::codec::decode_exact_bounded(bytes, MAX_STATE_MSG_BYTES).map_err(|e| e.to_string())
 }
 
 /// A client's write, as the node tracks it.
