@@ -138,10 +138,10 @@ pub async fn first_flights(n: usize, cfg: quinn::ClientConfig) -> Vec<Vec<u8>> {
         }
         let Ok(Ok(len)) = tokio::time::timeout(Duration::from_millis(500), sink.recv(&mut buf)).await else { continue };
         let pkt = &buf[..len];
-        if let Some(dcid) = initial_dcid(pkt) {
-            if seen.insert(dcid.to_vec()) {
-                out.push(pkt.to_vec());
-            }
+        if let Some(dcid) = initial_dcid(pkt)
+            && seen.insert(dcid.to_vec())
+        {
+            out.push(pkt.to_vec());
         }
     }
     drop(held);
