@@ -140,7 +140,8 @@ async fn agent_attacks(peers: &mut [Peer]) {
 /// An agent that asks for status and never reads the answer (its receive
 /// window is 64 bytes, so the manager's write waits on flow control): the
 /// manager resets the stream at its write deadline instead of holding the
-/// answer for as long as the connection lives (on main: forever).
+/// answer for as long as the connection lives (on main: forever); the
+/// same for an agent session's messages.
 async fn slow_reader_attack(peers: &mut [Peer]) {
     let (target, ca) = (peers[1].addr, attack::cluster_ca(&peers[1].dir));
     let conn = attack::agent_conn_with(&ca, target, 0x0a11_ce00_0000_0010, "m-slow", attack::slow_reader(64)).await.unwrap();
@@ -150,6 +151,16 @@ async fn slow_reader_attack(peers: &mut [Peer]) {
     let reset = tokio::time::timeout(cap(), r.received_reset()).await;
     assert!(matches!(reset, Ok(Ok(Some(code))) if code == 4u32.into()), "the manager reset the unread answer: {reset:?}");
     all_alive(peers, target, "an answer never read").await;
+
+    // The same on an agent session: the manager's first message waits on
+    // flow control; the session stream is reset at the frame deadline.
+    let conn = attack::agent_conn_with(&ca, target, 0x0a11_ce00_0000_0011, "m-slow-session", attack::slow_reader(8)).await.unwrap();
+    let mut open = Vec::new();
+    wire::write_frame(&mut open, &Request::AgentSession, wire::MAX_API_FRAME_BYTES).await.unwrap();
+    let (_s, mut r) = attack::send_bi(&conn, &open, true).await.unwrap();
+    let reset = tokio::time::timeout(cap(), r.received_reset()).await;
+    assert!(matches!(reset, Ok(Ok(Some(code))) if code == 4u32.into()), "the manager reset the unread session: {reset:?}");
+    all_alive(peers, target, "a session never read").await;
 }
 
 /// 2,000 first flights at 1,000 a second, never answered, at one manager;
