@@ -137,6 +137,32 @@ async fn agent_attacks(peers: &mut [Peer]) {
     all_alive(peers, target, "huge claims and garbage on the API").await;
 }
 
+/// An agent that asks for status and never reads the answer (its receive
+/// window is 64 bytes, so the manager's write waits on flow control): the
+/// manager resets the stream at its write deadline instead of holding the
+/// answer for as long as the connection lives (on main: forever); the
+/// same for an agent session's messages.
+async fn slow_reader_attack(peers: &mut [Peer]) {
+    let (target, ca) = (peers[1].addr, attack::cluster_ca(&peers[1].dir));
+    let conn = attack::agent_conn_with(&ca, target, 0x0a11_ce00_0000_0010, "m-slow", attack::slow_reader(64)).await.unwrap();
+    let mut req = Vec::new();
+    wire::write_frame(&mut req, &Request::Status, wire::MAX_API_FRAME_BYTES).await.unwrap();
+    let (_s, mut r) = attack::send_bi(&conn, &req, false).await.unwrap();
+    let reset = tokio::time::timeout(cap(), r.received_reset()).await;
+    assert!(matches!(reset, Ok(Ok(Some(code))) if code == 4u32.into()), "the manager reset the unread answer: {reset:?}");
+    all_alive(peers, target, "an answer never read").await;
+
+    // The same on an agent session: the manager's first message waits on
+    // flow control; the session stream is reset at the frame deadline.
+    let conn = attack::agent_conn_with(&ca, target, 0x0a11_ce00_0000_0011, "m-slow-session", attack::slow_reader(8)).await.unwrap();
+    let mut open = Vec::new();
+    wire::write_frame(&mut open, &Request::AgentSession, wire::MAX_API_FRAME_BYTES).await.unwrap();
+    let (_s, mut r) = attack::send_bi(&conn, &open, true).await.unwrap();
+    let reset = tokio::time::timeout(cap(), r.received_reset()).await;
+    assert!(matches!(reset, Ok(Ok(Some(code))) if code == 4u32.into()), "the manager reset the unread session: {reset:?}");
+    all_alive(peers, target, "a session never read").await;
+}
+
 /// 2,000 first flights at 1,000 a second, never answered, at one manager;
 /// meanwhile `juju members` through it answers, three times of three.
 async fn handshake_flood(peers: &mut [Peer]) {
@@ -186,4 +212,10 @@ async fn an_agent_certificate_cannot_crash_stall_or_hold_memory() {
 async fn a_half_open_handshake_flood_does_not_lock_out_clients() {
     let (_tmp, mut peers) = env_cluster(3);
     handshake_flood(&mut peers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_never_read_is_dropped_at_its_deadline() {
+    let (_tmp, mut peers) = env_cluster(3);
+    slow_reader_attack(&mut peers).await;
 }

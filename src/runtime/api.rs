@@ -72,10 +72,13 @@ pub async fn serve(conn: quinn::Connection, caller: CertRole, machine: Option<St
                 }
                 Err(_) => (Response::Error("request timed out".into()), MAX_API_FRAME_BYTES),
             };
-            if let Err(e) = wire::write_frame(&mut send, &response, limit).await {
+            if let Err(e) = wire::write_frame_within(&mut send, &response, limit, wire::ANSWER_WRITE_DEADLINE_MS).await {
+                if matches!(e, wire::FrameError::TimedOut { .. }) {
+                    shared.metrics.count_drop("answer_timeout");
+                }
                 // Say why instead of leaving the client an early end of stream.
                 let why = Response::Error(format!("the answer could not be sent: {e}"));
-                let _ = wire::write_frame(&mut send, &why, MAX_API_FRAME_BYTES).await;
+                let _ = wire::write_frame_within(&mut send, &why, MAX_API_FRAME_BYTES, wire::ANSWER_WRITE_DEADLINE_MS).await;
             }
             let _ = send.finish();
         });

@@ -83,10 +83,22 @@ impl SessionTable {
 }
 
 /// Writes queued messages until the queue closes, then finishes the stream.
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// A peer that does not take a frame within `SESSION_FRAME_DEADLINE_MS`
+/// (flow control holds the writer) has the stream reset: the queue closes
+/// with it, and so does the session, instead of holding what was queued
+/// for as long as the connection lives.
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Vec<u8>>, table: Arc<SessionTable>) {
+    let deadline = Duration::from_millis(SESSION_FRAME_DEADLINE_MS);
     while let Some(bytes) = rx.recv().await {
-        if wire::write_raw_frame(&mut send, &bytes, MAX_SESSION_MSG_BYTES).await.is_err() {
-            return;
+        match tokio::time::timeout(deadline, wire::write_raw_frame(&mut send, &bytes, MAX_SESSION_MSG_BYTES)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::warn!(deadline_ms = SESSION_FRAME_DEADLINE_MS, "session peer did not take a frame in time; resetting the session");
+                table.metrics.count_drop("session_write_timeout");
+                let _ = send.reset(super::transport::STREAM_REFUSED.into());
+                return;
+            }
         }
     }
     let _ = send.finish();
@@ -131,7 +143,7 @@ pub async fn serve(
     if inbox.send(Inbound::SessionOpened { session, peer, machine }).await.is_err() {
         return;
     }
-    tokio::spawn(write_loop(send, rx));
+    tokio::spawn(write_loop(send, rx, table.clone()));
     read_loop(recv, session, table, inbox).await;
 }
 
@@ -186,7 +198,7 @@ pub fn open(
                     let peer = PeerCert { id, role: member_role(CertRole::Manager).expect("managers are members") };
                     let _ = inbox.send(Inbound::SessionOpened { session, peer, machine: None }).await;
                     let _ = inbox.send(Inbound::SessionData { session, bytes: first }).await;
-                    tokio::spawn(write_loop(send, rx));
+                    tokio::spawn(write_loop(send, rx, table.clone()));
                     return read_loop(recv, session, table, inbox).await;
                 }
                 Ok(Err(e)) => tracing::debug!(session, error = %e, "session candidate failed"),

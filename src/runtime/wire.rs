@@ -53,6 +53,29 @@ pub async fn write_frame<T: Serialize>(
     write_raw_frame(send, &bytes, limit).await
 }
 
+/// How long a peer has to take one answer frame off a stream. A peer that
+/// reads too slowly or not at all (flow control then holds the writer, and
+/// the encoded answer with it) has the stream reset at this deadline.
+pub const ANSWER_WRITE_DEADLINE_MS: u64 = 10_000;
+
+/// [`write_frame`] on a QUIC stream within `deadline_ms`; past it the
+/// stream is reset ([`super::transport::STREAM_REFUSED`]), so a later write
+/// on it fails at once, and [`FrameError::TimedOut`] is returned.
+pub async fn write_frame_within<T: Serialize>(
+    send: &mut quinn::SendStream,
+    value: &T,
+    limit: usize,
+    deadline_ms: u64,
+) -> Result<(), FrameError> {
+    match tokio::time::timeout(std::time::Duration::from_millis(deadline_ms), write_frame(send, value, limit)).await {
+        Ok(done) => done,
+        Err(_) => {
+            let _ = send.reset(super::transport::STREAM_REFUSED.into());
+            Err(FrameError::TimedOut { ms: deadline_ms })
+        }
+    }
+}
+
 /// Reads one frame of at most `limit` bytes and decodes it exactly.
 pub async fn read_frame<T: serde::de::DeserializeOwned>(
     recv: &mut (impl AsyncReadExt + Unpin),

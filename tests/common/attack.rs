@@ -43,10 +43,29 @@ fn client_endpoint() -> quinn::Endpoint {
 /// A connection on the peer ALPN with a fresh agent certificate for
 /// `machine`, as a compromised agent would have.
 pub async fn agent_conn(ca: &ClusterCa, target: SocketAddr, node_id: u64, machine: &str) -> Result<quinn::Connection, String> {
+    agent_conn_with(ca, target, node_id, machine, quinn::TransportConfig::default()).await
+}
+
+/// A transport whose receive windows are `bytes`: a reader that slow, the
+/// writer at the other end waits on flow control past that many bytes.
+pub fn slow_reader(bytes: u32) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(bytes.into()).receive_window(bytes.into());
+    t
+}
+
+/// [`agent_conn`] with the given transport parameters.
+pub async fn agent_conn_with(
+    ca: &ClusterCa,
+    target: SocketAddr,
+    node_id: u64,
+    machine: &str,
+    transport: quinn::TransportConfig,
+) -> Result<quinn::Connection, String> {
     install_crypto();
     let cert = ca.issue_agent(node_id, machine, 1).map_err(|e| e.to_string())?;
     let tls = pki::client_config(ca, &cert).map_err(|e| e.to_string())?;
-    let cfg = pki::quinn_client_config(tls, Arc::new(quinn::TransportConfig::default())).map_err(|e| e.to_string())?;
+    let cfg = pki::quinn_client_config(tls, Arc::new(transport)).map_err(|e| e.to_string())?;
     let conn = client_endpoint().connect_with(cfg, target, pki::SERVER_NAME).map_err(|e| e.to_string())?;
     tokio::time::timeout(Duration::from_secs(10), conn).await.map_err(|_| "handshake timed out".to_string())?.map_err(|e| e.to_string())
 }
@@ -138,10 +157,10 @@ pub async fn first_flights(n: usize, cfg: quinn::ClientConfig) -> Vec<Vec<u8>> {
         }
         let Ok(Ok(len)) = tokio::time::timeout(Duration::from_millis(500), sink.recv(&mut buf)).await else { continue };
         let pkt = &buf[..len];
-        if let Some(dcid) = initial_dcid(pkt) {
-            if seen.insert(dcid.to_vec()) {
-                out.push(pkt.to_vec());
-            }
+        if let Some(dcid) = initial_dcid(pkt)
+            && seen.insert(dcid.to_vec())
+        {
+            out.push(pkt.to_vec());
         }
     }
     drop(held);
