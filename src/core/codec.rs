@@ -95,11 +95,12 @@ pub const CLAIM_PER_INPUT_BYTE: usize = 8;
 /// reads together, at most `CLAIM_PER_INPUT_BYTE` times the input
 /// (rounded up to a power of two, at least [`MIN_DECODE_BOUND_BYTES`]),
 /// and never more than `limit_bytes` rounded up to a power of two (so less
-/// than twice it). A length claim past that is a decode error, never an
-/// allocation. `limit_bytes` above [`MAX_DECODE_BOUND_BYTES`] is refused.
+/// than twice it) nor [`MAX_DECODE_BOUND_BYTES`]. A length claim past that
+/// is a decode error, never an allocation.
 pub fn decode_exact_bounded<T: DeserializeOwned>(bytes: &[u8], limit_bytes: usize) -> Result<T, CodecError> {
-    let cap = limit_bytes.max(MIN_DECODE_BOUND_BYTES).next_power_of_two();
-    let wanted = bytes.len().saturating_mul(CLAIM_PER_INPUT_BYTE).max(MIN_DECODE_BOUND_BYTES).next_power_of_two();
+    let pow2 = |n: usize| n.max(MIN_DECODE_BOUND_BYTES).checked_next_power_of_two().unwrap_or(usize::MAX).min(MAX_DECODE_BOUND_BYTES);
+    let cap = pow2(limit_bytes);
+    let wanted = pow2(bytes.len().saturating_mul(CLAIM_PER_INPUT_BYTE));
     let bound = wanted.min(cap);
     macro_rules! bounded {
         ($($shift:literal)*) => {

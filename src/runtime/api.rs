@@ -188,7 +188,8 @@ async fn record_minted(
     Err("token ids kept colliding".into())
 }
 
-fn spec_of(t: &pki::JoinToken, reusable: bool) -> TokenSpec {
+/// What a minted token is recorded as in the state (never its secret).
+pub fn spec_of(t: &pki::JoinToken, reusable: bool) -> TokenSpec {
     TokenSpec {
         token_id: t.token_id.clone(),
         role: t.role.as_str().into(),
@@ -232,9 +233,9 @@ async fn write(shared: &Shared, caller: CertRole, id: Option<RequestId>, cmd: St
 }
 
 /// Whether the environment has a provider (then it, not a person, starts
-/// new machines). Unknown (no state view) counts as none.
-/// One key read, not a status view: a view walks every entity, which at
-/// 100,000 machines costs most of a second per write.
+/// new machines); unknown (no state) counts as none. One key read, not a
+/// status view: a view walks every entity, which at 100,000 machines costs
+/// most of a second per write.
 async fn provider_configured(shared: &Shared) -> bool {
     let key = format!("c/{}", crate::core::state::controllers::PROVIDER_KEY);
     !shared.state_get(&key).await.is_empty()
@@ -306,14 +307,14 @@ async fn token_list(shared: &Shared, mut query: TokenQuery) -> Response {
 
 /// A token as listed.
 pub fn row_of(rec: &TokenRecord, now_unix_secs: u64) -> TokenRow {
-    let issue = rec.issue.clone();
+    let issue = rec.issue.as_ref();
     TokenRow {
         token_id: rec.token_id.clone(),
-        role: issue.as_ref().map(|i| i.role.clone()).unwrap_or_default(),
-        expires_unix_secs: issue.as_ref().map_or(0, |i| i.expires_unix_secs),
+        role: issue.map(|i| i.role.clone()).unwrap_or_default(),
+        expires_unix_secs: issue.map_or(0, |i| i.expires_unix_secs),
         revoked: rec.revoked,
-        subject: issue.as_ref().and_then(|i| i.subject.clone()),
-        reusable: issue.as_ref().is_some_and(|i| i.reusable),
+        subject: issue.and_then(|i| i.subject.clone()),
+        reusable: issue.is_some_and(|i| i.reusable),
         used_by: rec.used_by.clone(),
         state: tokens::state_of(rec, now_unix_secs).into(),
     }

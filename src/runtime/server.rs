@@ -311,13 +311,7 @@ async fn bootstrap(shared: Arc<Shared>, b: crate::config::BootstrapConfig) {
 /// the operator forms the first managers with it. Joiners asking before
 /// the record is durable are told "not ready" and ask again.
 async fn record_first_token(shared: Arc<Shared>, token: pki::JoinToken) {
-    let spec = crate::core::state::tokens::TokenSpec {
-        token_id: token.token_id.clone(),
-        role: token.role.as_str().into(),
-        subject: None,
-        expires_unix_secs: token.expires_unix_secs,
-        reusable: true,
-    };
+    let spec = super::api::spec_of(&token, true);
     let timeout = std::time::Duration::from_millis(super::join::JOIN_STEP_TIMEOUT_MS);
     match shared.write(StateCommand::IssueTokens(vec![spec]), 0, timeout).await {
         WriteResult::Done(_) => tracing::info!(token = %token.token_id, "first join token recorded"),

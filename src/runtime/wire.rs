@@ -85,10 +85,6 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(
     decode_frame_body(&buf, limit)
 }
 
-/// Largest frame limit [`decode_frame_body`] has a decode bound for (the
-/// state message's 256 MiB).
-pub const MAX_DECODE_LIMIT_BYTES: usize = 1 << 28;
-
 /// Decodes one frame's body exactly, bounded
 /// ([`codec::decode_exact_bounded`]): bincode may reserve, for all the
 /// strings and byte vectors it decodes together, at most 8 times the bytes
@@ -395,7 +391,7 @@ mod tests {
         assert!(matches!(within, Err(FrameError::Decode(ref e)) if e.contains("UnexpectedEnd")), "{within:?}");
         let odd = decode_frame_body::<String>(&claim(3_000 * 2), 3_000);
         assert!(matches!(odd, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")), "a 3,000-byte limit is bound at 4 KiB: {odd:?}");
-        assert!(matches!(decode_frame_body::<String>(&claim(1), MAX_DECODE_LIMIT_BYTES * 2), Err(FrameError::Decode(_))));
+        assert!(matches!(decode_frame_body::<String>(&claim(1), codec::MAX_DECODE_BOUND_BYTES * 2), Err(FrameError::Decode(_))));
     }
 
     /// A frame that claims more than was sent costs only what was sent, and
