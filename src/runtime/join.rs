@@ -257,29 +257,29 @@ fn bounded_notices(notices: Vec<Notice>) -> Vec<Notice> {
         .collect()
 }
 
-/// Checks `token` against this manager's replica: the issue record must be
-/// here and match the token, with no revocation and, for a single-use
-/// token, no use by another node.
+/// Checks `token` against this manager's replica (`tokens::issued` and
+/// `tokens::check_single_use`, the checks the use's write makes again):
+/// the issue record must be here and match the token, with no revocation
+/// and, for a single-use token, no use by another node.
 async fn check_record(shared: &Shared, token: &JoinToken, joining: CertRole, node: &str) -> Result<(), JoinResponse> {
-    let rec = match shared.token_record(&token.token_id).await {
+    use crate::core::state::model::CommandError;
+    use crate::core::state::tokens;
+    let id = &token.token_id;
+    let rec = match shared.token_record(id).await {
         Err(e) => return Err(refuse(Refusal::NotReady, format!("this manager cannot judge tokens yet ({e}); ask again"))),
-        Ok(None) => return Err(refuse(Refusal::NotReady, format!("token {} is not known here yet; ask again", token.token_id))),
-        Ok(Some(r)) => r,
+        Ok(rec) => rec,
     };
-    if rec.revoked {
-        return Err(refuse(Refusal::Revoked, format!("token {} has been revoked; ask for a new token", token.token_id)));
-    }
-    let Some(issue) = rec.issue else {
-        return Err(refuse(Refusal::NotReady, format!("token {} is not known here yet; ask again", token.token_id)));
+    let refused = |e: CommandError| match e {
+        CommandError::TokenRevoked(_) => refuse(Refusal::Revoked, format!("token {id} has been revoked; ask for a new token")),
+        CommandError::TokenUsed { .. } => refuse(Refusal::AlreadyUsed, e.to_string()),
+        _ => refuse(Refusal::NotReady, format!("token {id} is not known here yet; ask again")),
     };
+    let issue = tokens::issued(rec.as_ref(), id).map_err(refused)?;
     if issue.role != joining.as_str() || issue.subject != token.subject || issue.expires_unix_secs != token.expires_unix_secs {
-        return Err(refuse(Refusal::Invalid, format!("token {} does not match its record", token.token_id)));
+        return Err(refuse(Refusal::Invalid, format!("token {id} does not match its record")));
     }
-    if !issue.reusable && rec.used_by.iter().any(|n| n != node) {
-        let by = rec.used_by.join(", ");
-        return Err(refuse(Refusal::AlreadyUsed, format!("token {} is single-use and was used by {by}", token.token_id)));
-    }
-    Ok(())
+    let used_by = rec.as_ref().map_or(&[][..], |rec| &rec.used_by[..]);
+    tokens::check_single_use(id, used_by, issue, node).map_err(refused)
 }
 
 /// Records the token's use (and an agent's machine claim) durably here

@@ -170,6 +170,26 @@ pub fn plan_revoke(r: &Replica, id: &str) -> Result<Vec<Change>, CommandError> {
     Ok(vec![Change::Set { key: key(id, "revoked"), value: issue.expires_unix_secs.to_string() }])
 }
 
+/// The issue record of `rec` (what [`record`] found for `id`), if the token
+/// is known here and not revoked. Admission's check before it issues a
+/// certificate and [`plan_use`] both ask this.
+pub fn issued<'a>(rec: Option<&'a TokenRecord>, id: &str) -> Result<&'a TokenSpec, CommandError> {
+    let rec = rec.ok_or_else(|| CommandError::UnknownToken(id.into()))?;
+    if rec.revoked {
+        return Err(CommandError::TokenRevoked(id.into()));
+    }
+    rec.issue.as_ref().ok_or_else(|| CommandError::UnknownToken(id.into()))
+}
+
+/// Refuses a single-use token used by a node other than `node` (the same
+/// node again is a retry of a join whose answer was lost).
+pub fn check_single_use(id: &str, used_by: &[String], issue: &TokenSpec, node: &str) -> Result<(), CommandError> {
+    if !issue.reusable && used_by.iter().any(|n| n != node) {
+        return Err(CommandError::TokenUsed { token_id: id.into(), by: used_by.join(", ") });
+    }
+    Ok(())
+}
+
 /// Records that `node` joined with `id` (the runtime checked its MAC and
 /// expiry). Refused when the token is unknown here, revoked, or single-use
 /// and used by another node; the same node again changes nothing (a retry
@@ -177,19 +197,15 @@ pub fn plan_revoke(r: &Replica, id: &str) -> Result<Vec<Change>, CommandError> {
 /// machine for `node`, in the same write.
 pub fn plan_use(r: &Replica, id: &str, node: &str) -> Result<(Vec<Change>, Option<String>), CommandError> {
     check_field("node id", node)?;
-    let rec = record(r, id).ok_or_else(|| CommandError::UnknownToken(id.into()))?;
-    if rec.revoked {
-        return Err(CommandError::TokenRevoked(id.into()));
-    }
-    let Some(issue) = rec.issue else { return Err(CommandError::UnknownToken(id.into())) };
-    if !issue.reusable && rec.used_by.iter().any(|n| n != node) {
-        return Err(CommandError::TokenUsed { token_id: id.into(), by: rec.used_by.join(", ") });
-    }
+    let rec = record(r, id);
+    let issue = issued(rec.as_ref(), id)?;
+    let used_by = rec.as_ref().map_or(&[][..], |rec| &rec.used_by[..]);
+    check_single_use(id, used_by, issue, node)?;
     let mut changes = Vec::new();
-    if !issue.reusable && rec.used_by.is_empty() {
+    if !issue.reusable && used_by.is_empty() {
         changes.push(Change::Set { key: key(id, "used"), value: format!("{node} {}", issue.expires_unix_secs) });
     }
-    let machine = (issue.role == "agent").then_some(issue.subject).flatten();
+    let machine = (issue.role == "agent").then(|| issue.subject.clone()).flatten();
     Ok((changes, machine))
 }
 
