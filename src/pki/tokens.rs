@@ -95,8 +95,6 @@ pub enum TokenError {
         fmt_unix_utc(*expires_unix_secs)
     )]
     Expired { expires_unix_secs: u64 },
-    #[error("token {token_id} has been revoked; ask for a new token")]
-    Revoked { token_id: String },
     #[error("token secret is wrong (not issued by this cluster, or altered)")]
     BadSecret,
     #[error("token is not for this cluster (CA fingerprint mismatch)")]
@@ -264,16 +262,17 @@ pub fn issue_token(
 
 /// Checks a token, in this order: it pins our CA (`local_ca_fingerprint`),
 /// it is for `expected_role`, its secret was minted with `cluster_secret`
-/// (constant-time), it has not expired at `now_unix_secs`, and
-/// `is_revoked(token_id)` is false. Authenticity is checked before expiry
-/// and revocation, so those two errors only ever describe genuine tokens.
+/// (constant-time), and it has not expired at `now_unix_secs`.
+/// Authenticity is checked before expiry, so that error only ever
+/// describes a genuine token. Revocation and single use are not checked
+/// here: they live in the replicated state (`core::state::tokens`), which
+/// admission reads.
 pub fn verify_token(
     token: &JoinToken,
     cluster_secret: &[u8],
     expected_role: CertRole,
     now_unix_secs: u64,
     local_ca_fingerprint: &str,
-    is_revoked: impl Fn(&str) -> bool,
 ) -> Result<(), TokenError> {
     token.check_format()?;
     match normalize_fingerprint(local_ca_fingerprint) {
@@ -304,11 +303,6 @@ pub fn verify_token(
     if now_unix_secs >= token.expires_unix_secs {
         return Err(TokenError::Expired {
             expires_unix_secs: token.expires_unix_secs,
-        });
-    }
-    if is_revoked(&token.token_id) {
-        return Err(TokenError::Revoked {
-            token_id: token.token_id.clone(),
         });
     }
     Ok(())
@@ -414,16 +408,12 @@ mod tests {
     const FP: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
     const OTHER_FP: &str = "ca7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 
-    fn never(_: &str) -> bool {
-        false
-    }
-
     fn agent_token(subject: Option<&str>) -> JoinToken {
         issue_token(SECRET, CertRole::Agent, subject, 3600, NOW, FP).unwrap()
     }
 
     fn check(token: &JoinToken, role: CertRole) -> Result<(), TokenError> {
-        verify_token(token, SECRET, role, NOW, FP, never)
+        verify_token(token, SECRET, role, NOW, FP)
     }
 
     #[test]
@@ -497,7 +487,7 @@ mod tests {
         assert_eq!(check(&t, CertRole::Agent), Err(TokenError::BadSecret));
         // Another cluster's secret, or a short (truncated-tag) secret.
         let other_secret = [7u8; 32];
-        let r = verify_token(&good, &other_secret, CertRole::Agent, NOW, FP, never);
+        let r = verify_token(&good, &other_secret, CertRole::Agent, NOW, FP);
         assert_eq!(r, Err(TokenError::BadSecret));
         let mut t = good.clone();
         t.secret.truncate(2);
@@ -509,7 +499,6 @@ mod tests {
             CertRole::Agent,
             NOW,
             &FP.to_uppercase(),
-            never,
         );
         assert_eq!(r, Ok(()));
     }
@@ -537,10 +526,10 @@ mod tests {
         let token = agent_token(None);
         let at = token.expires_unix_secs;
         assert_eq!(
-            verify_token(&token, SECRET, CertRole::Agent, at - 1, FP, never),
+            verify_token(&token, SECRET, CertRole::Agent, at - 1, FP),
             Ok(())
         );
-        let err = verify_token(&token, SECRET, CertRole::Agent, at, FP, never).unwrap_err();
+        let err = verify_token(&token, SECRET, CertRole::Agent, at, FP).unwrap_err();
         assert_eq!(
             err,
             TokenError::Expired {
@@ -555,27 +544,8 @@ mod tests {
         // A forged token gets BadSecret even when also expired.
         let mut forged = token.clone();
         forged.secret = "0".repeat(32);
-        let r = verify_token(&forged, SECRET, CertRole::Agent, at + 10, FP, never);
+        let r = verify_token(&forged, SECRET, CertRole::Agent, at + 10, FP);
         assert_eq!(r, Err(TokenError::BadSecret));
-    }
-
-    #[test]
-    fn revoked_tokens_are_refused_by_id() {
-        let token = agent_token(None);
-        let id = token.token_id.clone();
-        let revoked = |t: &str| t == id;
-        let r = verify_token(&token, SECRET, CertRole::Agent, NOW, FP, revoked);
-        assert_eq!(
-            r,
-            Err(TokenError::Revoked {
-                token_id: id.clone()
-            })
-        );
-        let other = agent_token(None);
-        assert_eq!(
-            verify_token(&other, SECRET, CertRole::Agent, NOW, FP, revoked),
-            Ok(())
-        );
     }
 
     #[test]
@@ -583,7 +553,7 @@ mod tests {
         let token = agent_token(None);
         let e = check(&token, CertRole::Manager).unwrap_err().to_string();
         assert_eq!(e, "token is for role agent but a manager is joining");
-        let e = verify_token(&token, SECRET, CertRole::Agent, NOW, OTHER_FP, never).unwrap_err();
+        let e = verify_token(&token, SECRET, CertRole::Agent, NOW, OTHER_FP).unwrap_err();
         assert_eq!(
             e.to_string(),
             "token is not for this cluster (CA fingerprint mismatch)"

@@ -312,7 +312,7 @@ async fn admit(shared: &Shared, req: JoinRequest) -> JoinResponse {
         Ok(t) => t,
         Err(e) => return refuse(Refusal::Invalid, e.to_string()),
     };
-    match pki::verify_token(&token, &shared.creds.cluster_secret, joining, unix_now(), &shared.ca_fingerprint, |_| false) {
+    match pki::verify_token(&token, &shared.creds.cluster_secret, joining, unix_now(), &shared.ca_fingerprint) {
         Ok(()) => {}
         Err(e @ pki::TokenError::Expired { .. }) => return refuse(Refusal::Expired, e.to_string()),
         Err(e) => return refuse(Refusal::Invalid, e.to_string()),
