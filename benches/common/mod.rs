@@ -1,4 +1,5 @@
-//! Plumbing shared by the benchmarks (`detection`, `state`, `agents`, `ha`):
+//! Plumbing shared by the benchmarks (`detection`, `state`, `agents`, `ha`,
+//! `attack`, `tokens`):
 //! reading a child's JSON log lines into timestamped events (from its
 //! stderr, or from log files with [`follow`]), finding free loopback ports,
 //! and the /proc probes (RSS, CPU ticks, load average).

@@ -15,6 +15,9 @@
 //! `--only a` or `--only b` runs one part. Figures: median and worst,
 //! never rounded up, with the machine's load.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,8 +41,9 @@ struct Manager {
     lines: Receiver<serde_json::Value>,
 }
 
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A loopback port free for TCP and UDP right now (`common::free_port`).
+fn loopback_port() -> u16 {
+    common::free_port(&mut Vec::new()).expect("a free loopback port")
 }
 
 fn start(dir: &Path, addr: SocketAddr, env: &[(&str, &str)]) -> Manager {
@@ -107,10 +111,6 @@ fn median_worst(mut v: Vec<f64>) -> String {
     format!("n={} median {:.3} worst {:.3}", v.len(), v[v.len() / 2], v[v.len() - 1])
 }
 
-fn uptime() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string()
-}
-
 /// Revokes `token_id`, SIGKILLs the manager the moment `juju` prints the
 /// answer; returns the gap from reading the answer to the kill (ms).
 fn revoke_then_kill(client: &Path, token_id: &str, m: &mut Manager) -> Result<f64, String> {
@@ -137,7 +137,7 @@ fn revoke_then_kill(client: &Path, token_id: &str, m: &mut Manager) -> Result<f6
 }
 
 fn part_a(tmp: &Path, rounds: usize, rt: &tokio::runtime::Runtime) -> Result<(), String> {
-    let (dir, addr) = (tmp.join("a"), SocketAddr::from(([127, 0, 0, 1], free_port())));
+    let (dir, addr) = (tmp.join("a"), SocketAddr::from(([127, 0, 0, 1], loopback_port())));
     let mut m = start(&dir, addr, &[]);
     m.wait_for("first join token recorded")?;
     let client = dir.join("client.yaml");
@@ -197,12 +197,12 @@ fn part_a(tmp: &Path, rounds: usize, rt: &tokio::runtime::Runtime) -> Result<(),
     println!("(a) joins refused as revoked: {refused_revoked}; other refusals: {other}; unanswered (timed out): {unreachable}");
     println!("(a) answer-to-SIGKILL gap ms: {}", median_worst(gaps));
     println!("(a) process spawn to first 'revoked' refusal ms: {}", median_worst(first_refusal));
-    println!("(a) load: {}", uptime());
+    println!("(a) load: {}", common::loadavg());
     Ok(())
 }
 
 fn part_b(tmp: &Path, calls: usize) -> Result<(), String> {
-    let (dir, addr) = (tmp.join("b"), SocketAddr::from(([127, 0, 0, 1], free_port())));
+    let (dir, addr) = (tmp.join("b"), SocketAddr::from(([127, 0, 0, 1], loopback_port())));
     let mut m = start(&dir, addr, &[]);
     m.wait_for("first join token recorded")?;
     let client = dir.join("client.yaml");
@@ -225,7 +225,7 @@ fn part_b(tmp: &Path, calls: usize) -> Result<(), String> {
     println!("(b) create + revoke of a token with {} machines: {:.3} ms", calls * 1000, t.elapsed().as_secs_f64() * 1e3);
     let t = Instant::now();
     let seed = addr.to_string();
-    let mut joiner = start_with(&tmp.join("b-join"), SocketAddr::from(([127, 0, 0, 1], free_port())), &[("JUJUD_TOKEN", &token)], &["--join", &seed]);
+    let mut joiner = start_with(&tmp.join("b-join"), SocketAddr::from(([127, 0, 0, 1], loopback_port())), &[("JUJUD_TOKEN", &token)], &["--join", &seed]);
     let joined = joiner.wait_for("manager starting");
     println!("(b) a new manager's join (spawn to running as a member): {:.3} ms ({joined:?})", t.elapsed().as_secs_f64() * 1e3);
     joiner.kill();
@@ -240,7 +240,7 @@ fn part_b(tmp: &Path, calls: usize) -> Result<(), String> {
         kept = bytes_kept(&client)?;
     }
     println!("(b) bytes kept once those tokens expired: {kept} (after 1 call: {after_one}); swept in {:.1} s", t.elapsed().as_secs_f64());
-    println!("(b) load: {}", uptime());
+    println!("(b) load: {}", common::loadavg());
     m.kill();
     Ok(())
 }
@@ -257,7 +257,7 @@ fn main() {
     let only = arg("--only");
     let tmp = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    println!("jujud: {}; load at start: {}", env!("CARGO_BIN_EXE_jujud"), uptime());
+    println!("jujud: {}; load at start: {}", env!("CARGO_BIN_EXE_jujud"), common::loadavg());
     let keep: PathBuf = tmp.path().to_path_buf();
     if only.as_deref() != Some("b")
         && let Err(e) = part_a(&keep, rounds, &rt)
