@@ -183,7 +183,7 @@ impl Cluster {
             self.sim_notes.push(SimNote::InstanceStopped { instance: instance.clone(), machine: machine.clone(), slot });
             self.stop_slot(slot, graceful);
         }
-        Some(ProviderResult::Stopped { req, instance, machine })
+        Some(ProviderResult::Stopped { req, instance, machine, fenced: false })
     }
 
     /// Stops the process in `slot` for good: gracefully if it runs and is

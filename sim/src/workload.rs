@@ -295,6 +295,14 @@ pub fn effects(w: &AckedWrite) -> Vec<(String, Expect)> {
         Command::SetController { key, value } => vec![(format!("c/{key}"), val(value))],
         Command::ClaimMachine { machine, agent } => vec![(format!("m/{machine}/agent"), val(agent))],
         Command::EnableHa { n } => vec![("c/ha-desired".to_string(), val(&n.to_string()))],
+        Command::AddHost { address, entry } => vec![(format!("h/{address}"), val(entry))],
+        Command::RemoveHost { address } => vec![(format!("h/{address}"), val("removed"))],
+        Command::EnlistMachine { host } => w
+            .outcome
+            .ids
+            .iter()
+            .flat_map(|id| [(format!("m/{id}/host"), val(host)), (format!("m/{id}/life"), Expect::Alive(id.clone()))])
+            .collect(),
         // The workload never bootstraps (the first manager does, once).
         Command::Bootstrap(_) => Vec::new(),
         // Nor handles join tokens (the runtime's admission does).

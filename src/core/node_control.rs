@@ -35,6 +35,7 @@ impl Node {
             owners: owners(&live).into_iter().map(|(s, id)| (s.name().to_string(), id.to_string())).collect(),
             provider: controllers::provider(&st.replica).map(|p| format!("{}:{}", p.kind, p.root)),
             grace_ms: controllers::ha_grace(&st.replica).as_millis() as u64,
+            short_because: controllers::why_short(&st.replica),
         })
     }
 

@@ -38,11 +38,20 @@ pub fn tokens(rows: &[TokenRow], matched: u64, bytes_kept: u64) -> String {
     s
 }
 
+/// `HA n/N`, and while fewer managers run than desired, why, when the
+/// provider said so: `HA 2/3: no free host in cloud lab.yaml`.
+pub fn ha_line(c: &ControllerInfo) -> String {
+    match &c.short_because {
+        Some(why) if c.alive < c.desired => format!("HA {}/{}: {why}", c.alive, c.desired),
+        _ => format!("HA {}/{}", c.alive, c.desired),
+    }
+}
+
 /// `juju show-controller`: HA n/N, the managers, who runs each singleton.
 pub fn controller(answered_by: &str, c: &ControllerInfo, members: &[MemberRow]) -> String {
     let mut s = String::new();
     let managers: Vec<&MemberRow> = members.iter().filter(|m| m.role == "manager").collect();
-    let _ = writeln!(s, "HA {}/{} (answered by {answered_by})", c.alive, c.desired);
+    let _ = writeln!(s, "{} (answered by {answered_by})", ha_line(c));
     let _ = writeln!(s, "provider: {}   replace a manager down for {} ms", c.provider.as_deref().unwrap_or("none"), c.grace_ms);
     let _ = writeln!(s, "\n{:<18} {:<22} {:>10} {:<8} RUNS", "MANAGER", "ADDRESS", "GENERATION", "STATE");
     for m in &managers {
@@ -58,7 +67,7 @@ pub fn status(answered_by: &str, st: &StatusView, members: &[MemberRow], c: &Con
     let managers: Vec<&MemberRow> = members.iter().filter(|m| m.role == "manager").collect();
     let alive = managers.iter().filter(|m| m.state == "alive").count();
     let gone = managers.iter().filter(|m| m.state == "left" || m.state == "replaced").count();
-    let _ = writeln!(s, "Managers: {alive}/{} alive, HA {}/{} (answered by {answered_by})", managers.len() - gone, c.alive, c.desired);
+    let _ = writeln!(s, "Managers: {alive}/{} alive, {} (answered by {answered_by})", managers.len() - gone, ha_line(c));
     for m in &managers {
         let runs: Vec<&str> = c.owners.iter().filter(|(_, o)| *o == m.id).map(|(n, _)| n.as_str()).collect();
         let _ = writeln!(s, "  {:<18} {:<22} gen {:<4} {:<8} {}", m.id, m.addr, m.generation, m.state, runs.join(", "));

@@ -298,6 +298,8 @@ async fn bootstrap(shared: Arc<Shared>, b: crate::config::BootstrapConfig) {
         desired: b.desired,
         instance: b.instance.clone(),
         node: shared.self_id.to_string(),
+        hosts: Vec::new(),
+        instance_at: None,
     };
     let timeout = std::time::Duration::from_millis(super::join::JOIN_STEP_TIMEOUT_MS);
     match shared.write(StateCommand::Bootstrap(Box::new(spec)), 0, timeout).await {

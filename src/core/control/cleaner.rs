@@ -1,6 +1,8 @@
 //! The cleaner: reclaims the instances of removed machines, through the
 //! provider, gracefully (the process leaves the cluster first), and records
-//! that they are stopped.
+//! that they are stopped. An instance the HA keeper fenced (its host could
+//! not be reached) is stopped at once, retried until its host answers:
+//! only then is the host free for another instance.
 //!
 //! Owns nothing but the requests it has in flight (kept by the
 //! controller). Must never stop the instance of a live machine.
@@ -27,7 +29,9 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
             continue;
         }
         let req = c.new_req();
-        let cmd = ProviderCmd::Stop { req, provider: spec.clone(), instance: instance.clone(), machine: f.id.clone(), graceful: true };
+        // A fenced instance's node is revoked: nothing to leave gracefully.
+        let graceful = !f.instance_fenced;
+        let cmd = ProviderCmd::Stop { req, provider: spec.clone(), instance: instance.clone(), machine: f.id.clone(), graceful, at: f.instance_at.clone(), fence: false };
         c.fly(cmd, Singleton::Cleaner, view.now, out);
     }
 }

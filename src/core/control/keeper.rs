@@ -143,7 +143,8 @@ fn heal(c: &mut Controller, view: &View<'_>, f: &MachineFacts, out: &mut Control
     match (&f.instance, &view.provider) {
         (Some(instance), Some(spec)) if !f.instance_stopped => {
             let req = c.new_req();
-            let cmd = ProviderCmd::Stop { req, provider: spec.clone(), instance: instance.clone(), machine: f.id.clone(), graceful: false };
+            let (at, fence) = (f.instance_at.clone(), true);
+            let cmd = ProviderCmd::Stop { req, provider: spec.clone(), instance: instance.clone(), machine: f.id.clone(), graceful: false, at, fence };
             c.fly(cmd, Singleton::HaKeeper, view.now, out);
         }
         _ => out.changes.push(controllers::set_machine(&f.id, "life", "dead")),

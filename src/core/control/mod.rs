@@ -92,6 +92,10 @@ pub struct ControllerInfo {
     pub provider: Option<String>,
     /// How long a manager may be down before it is replaced.
     pub grace_ms: u64,
+    /// Why fewer managers run than desired, when the provider said so (the
+    /// last provisioning error of a controller machine still waiting for
+    /// its instance, e.g. "no free host in cloud lab.yaml").
+    pub short_because: Option<String>,
 }
 
 /// What the workers see at one moment.
@@ -166,6 +170,9 @@ pub struct ControlStats {
     /// Starts the provider refused as duplicates (another owner's).
     pub duplicates_refused: u64,
     pub provider_failures: u64,
+    /// Keeper stops whose host could not be reached (the node revoked, the
+    /// instance left to the cleaner).
+    pub instances_fenced: u64,
     pub managers_added: u64,
     pub managers_healed: u64,
     pub managers_retired: u64,
@@ -344,15 +351,27 @@ impl Controller {
     pub fn on_provider(&mut self, view: &View<'_>, result: &ProviderResult, out: &mut ControlOut) {
         let Some(flight) = self.flights.remove(&result.req()) else { return };
         match result {
-            ProviderResult::Started { instance, machine, existed, .. } => {
+            ProviderResult::Started { instance, machine, existed, address, .. } => {
                 if *existed {
                     self.stats.duplicates_refused += 1;
                 }
                 out.changes.push(controllers::set_machine(machine, "instance", instance.clone()));
                 out.changes.push(controllers::set_machine(machine, "instance-by", view.who.clone()));
+                if view.provider.as_ref().is_some_and(|p| p.places_on_hosts()) {
+                    out.changes.push(controllers::set_machine(machine, "instance-at", address.clone()));
+                }
             }
-            ProviderResult::Stopped { machine, .. } => {
-                out.changes.push(controllers::set_machine(machine, "instance-state", "stopped"));
+            ProviderResult::Stopped { machine, fenced, .. } => {
+                if *fenced {
+                    // Revoked with the heal; the cleaner stops it for good
+                    // once its host answers, and only then is it free.
+                    self.stats.instances_fenced += 1;
+                    tracing::warn!(%machine, "its host could not be reached: the instance is fenced (revoked) and will be stopped when the host answers");
+                    out.changes.push(controllers::set_machine(machine, "instance-state", "fenced"));
+                    out.changes.push(controllers::set_machine(machine, "status", "fenced: its host could not be reached"));
+                } else {
+                    out.changes.push(controllers::set_machine(machine, "instance-state", "stopped"));
+                }
                 // A keeper's stop is a heal: the machine dies only now, and
                 // its replacement is added (and started, by this node's
                 // provisioner) in the same step.
@@ -369,7 +388,7 @@ impl Controller {
                 tracing::warn!(%machine, %error, "provider request failed");
                 if flight.start {
                     self.provisioner.failed(machine, view.now);
-                    out.changes.push(controllers::set_machine(machine, "status", format!("provisioning error: {}", crate::core::agent::clip_status(error))));
+                    out.changes.push(controllers::set_machine(machine, "status", format!("{}{}", controllers::PROVISIONING_ERROR, crate::core::agent::clip_status(error))));
                 }
             }
         }

@@ -27,6 +27,9 @@ pub const PROVISION_RETRY_MAX_MS: u64 = 30_000;
 pub struct Provisioner {
     /// Consecutive failures and when to try again, per machine.
     failures: BTreeMap<String, (u32, Time)>,
+    /// The pool of hosts the failures were met with: a changed pool (a
+    /// host added) is tried at once, not after the backoff.
+    pool: Vec<String>,
 }
 
 impl Provisioner {
@@ -60,6 +63,10 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
     }
     let seeds: Vec<std::net::SocketAddr> = view.live.iter().map(|m| m.addr).collect();
     c.provisioner.failures.retain(|m, _| view.facts.iter().any(|f| &f.id == m && f.alive && f.instance.is_none()));
+    if c.provisioner.pool != spec.hosts {
+        c.provisioner.failures.clear();
+        c.provisioner.pool = spec.hosts.clone();
+    }
     // Controllers the keeper added in this very step (not in the facts yet).
     let added = std::mem::take(&mut c.keeper.added);
     let fresh: Vec<MachineFacts> =
@@ -80,6 +87,7 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
             machine: f.id.clone(),
             manager: f.controller,
             seeds: seeds.clone(),
+            host: f.host.clone(),
         };
         c.fly(cmd, Singleton::Provisioner, view.now, out);
     }

@@ -23,7 +23,7 @@ fn ident(n: u64) -> Identity {
 
 fn replica_with_bootstrap(me: &Identity, desired: u32) -> Replica {
     let mut r = Replica::new(Actor { node: me.id.0, generation: 1 });
-    let b = Bootstrap { provider: "local".into(), root: "/tmp/x".into(), desired, instance: "controller-0".into(), node: me.id.to_string() };
+    let b = Bootstrap { provider: "local".into(), root: "/tmp/x".into(), desired, instance: "controller-0".into(), node: me.id.to_string(), hosts: Vec::new(), instance_at: None };
     apply(&mut r, &Command::Bootstrap(Box::new(b)));
     r
 }
@@ -184,7 +184,7 @@ fn a_down_manager_is_stopped_revoked_then_replaced_only_with_a_majority() {
     assert!(heal.notices.contains(&Notice::MemberRevoked { id: ms[victim_idx].id }));
     assert_eq!(controllers::live_controllers(&r), 3, "no replacement before the stop is confirmed");
     assert!(starts(&tick(&mut c, &mut r, &live, 13 * SEC)).is_empty());
-    answer(&mut c, &mut r, &live, 14 * SEC, ProviderResult::Stopped { req, instance, machine: victim.clone() });
+    answer(&mut c, &mut r, &live, 14 * SEC, ProviderResult::Stopped { req, instance, machine: victim.clone(), fenced: false });
     assert_eq!(r.get(&format!("m/{victim}/life")), vec!["dead"]);
     tick(&mut c, &mut r, &live, 15 * SEC);
     assert_eq!(controllers::live_controllers(&r), 3, "a replacement was added");
@@ -295,7 +295,7 @@ fn removed_machines_are_stopped_gracefully_and_keep_their_tombstone() {
         })
         .collect();
     assert_eq!(stops.len(), 1, "one graceful stop, not one per round");
-    answer(&mut c, &mut r, &live, 2 * SEC, ProviderResult::Stopped { req: stops[0], instance: "i-1".into(), machine: m.clone() });
+    answer(&mut c, &mut r, &live, 2 * SEC, ProviderResult::Stopped { req: stops[0], instance: "i-1".into(), machine: m.clone(), fenced: false });
     assert_eq!(r.get(&format!("m/{m}/instance-state")), vec!["stopped"]);
     let later = clean(&mut c, &mut r, &live, 40 * SEC);
     assert!(later.iter().all(|o| o.provider.is_empty()), "a stopped instance is not stopped again");
@@ -356,7 +356,7 @@ fn a_heals_replacement_is_added_and_started_as_soon_as_the_stop_is_confirmed() {
         _ => None,
     }).expect("a hard stop");
     let victim = ids[victim_idx - 1].clone();
-    let done = answer(&mut c, &mut r, &live, 12 * SEC, ProviderResult::Stopped { req, instance, machine: victim });
+    let done = answer(&mut c, &mut r, &live, 12 * SEC, ProviderResult::Stopped { req, instance, machine: victim, fenced: false });
     assert_eq!(controllers::live_controllers(&r), 3, "the replacement is added at once");
     let asked = starts(&done);
     assert_eq!(asked.len(), 1, "and started in the same step: {:?}", done.provider);
@@ -391,4 +391,118 @@ fn a_manager_back_under_a_new_identity_reclaims_its_machine_and_is_not_healed() 
     let out = tick(&mut keeper, &mut r, &live, 40 * SEC);
     assert!(out.provider.is_empty(), "a machine whose process is back is not healed: {:?}", out.provider);
     assert_eq!(keeper.stats.managers_healed, 0);
+}
+
+// ---- A provider over a pool of hosts (ssh): placement, fencing, the pool.
+
+/// Turns `r`'s provider into a pool of hosts holding `hosts`.
+fn on_pool(r: &mut Replica, hosts: &[&str]) {
+    r.write(&[crate::core::state::Change::Set { key: format!("c/{}", controllers::PROVIDER_KEY), value: "ssh".into() }]);
+    for h in hosts {
+        apply(r, &Command::AddHost { address: h.to_string(), entry: format!("{{\"address\":\"{h}\"}}") });
+    }
+}
+
+fn stops(outs: &[ControlOut]) -> Vec<(u64, String, bool, bool, Option<String>)> {
+    outs.iter()
+        .flat_map(|o| &o.provider)
+        .filter_map(|p| match p {
+            ProviderCmd::Stop { req, machine, graceful, fence, at, .. } => Some((*req, machine.clone(), *graceful, *fence, at.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_manager_on_an_unreachable_host_is_fenced_replaced_then_stopped_when_its_host_answers() {
+    let (ms, mut c, mut r, ids) = trio();
+    on_pool(&mut r, &["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]);
+    let keeper = ms.iter().find(|m| c.me == m.id).unwrap().clone();
+    let victim_idx = (1..3).find(|i| ms[*i].id != keeper.id).unwrap();
+    let victim = ids[victim_idx - 1].clone();
+    r.write(&[controllers::set_machine(&victim, "instance-at", "10.0.0.2:17070")]);
+    let live: Vec<Identity> = ms.iter().filter(|m| m.id != ms[victim_idx].id).cloned().collect();
+    tick(&mut c, &mut r, &live, SEC);
+    let heal = tick(&mut c, &mut r, &live, 12 * SEC);
+    let (req, _, graceful, fence, at) = stops(std::slice::from_ref(&heal)).into_iter().find(|s| s.1 == victim).expect("the keeper's stop");
+    assert!(!graceful && fence, "the keeper's stop is hard and fences");
+    assert_eq!(at.as_deref(), Some("10.0.0.2:17070"), "it says where the instance runs");
+    answer(&mut c, &mut r, &live, 13 * SEC, ProviderResult::Stopped { req, instance: "inst".into(), machine: victim.clone(), fenced: true });
+    assert_eq!(r.get(&format!("m/{victim}/life")), vec!["dead"], "fenced counts as stopped for the heal");
+    assert_eq!(r.get(&format!("m/{victim}/instance-state")), vec!["fenced"]);
+    assert_eq!(c.stats.instances_fenced, 1);
+    tick(&mut c, &mut r, &live, 14 * SEC);
+    assert_eq!(controllers::live_controllers(&r), 3, "a replacement was added");
+    assert!(controllers::check_remove_host(&r, "10.0.0.2").is_err(), "a fenced instance may still run there");
+    // The cleaner stops it at once (not gracefully: it is revoked), never
+    // fencing, and again after a failure, until the host answers.
+    let first = stops(&clean(&mut c, &mut r, &live, 20 * SEC));
+    let (req, _, graceful, fence, _) = first.iter().find(|s| s.1 == victim).cloned().expect("the cleaner stops the fenced instance");
+    assert!(!graceful && !fence);
+    answer(&mut c, &mut r, &live, 21 * SEC, ProviderResult::Failed { req, instance: "inst".into(), machine: victim.clone(), error: "host 10.0.0.2 unreachable".into() });
+    let again = stops(&clean(&mut c, &mut r, &live, 30 * SEC));
+    let (req, ..) = again.iter().find(|s| s.1 == victim).cloned().expect("retried");
+    answer(&mut c, &mut r, &live, 31 * SEC, ProviderResult::Stopped { req, instance: "inst".into(), machine: victim.clone(), fenced: false });
+    assert_eq!(r.get(&format!("m/{victim}/instance-state")), vec!["stopped"]);
+    assert!(stops(&clean(&mut c, &mut r, &live, 40 * SEC)).iter().all(|s| s.1 != victim), "stopped once for good");
+    assert!(controllers::check_remove_host(&r, "10.0.0.2").is_ok(), "the host is free now");
+}
+
+#[test]
+fn an_enlisted_machine_starts_on_its_host_which_cannot_be_removed_or_enlisted_twice() {
+    let (me, mut c, mut r) = solo();
+    on_pool(&mut r, &["10.0.0.7"]);
+    let live = [me.clone()];
+    let unknown = model::plan(&r, 900, &Command::EnlistMachine { host: "10.0.0.8".into() });
+    assert!(matches!(unknown, Err(model::CommandError::Invalid { .. })), "{unknown:?}");
+    let m = apply(&mut r, &Command::EnlistMachine { host: "10.0.0.7".into() }).machines[0].clone();
+    assert!(model::plan(&r, 901, &Command::EnlistMachine { host: "10.0.0.7".into() }).is_err(), "one machine per host");
+    let out = tick(&mut c, &mut r, &live, SEC);
+    let start = out.provider.iter().find_map(|p| match p {
+        ProviderCmd::Start { req, machine, host, instance, manager: false, .. } if *machine == m => Some((*req, host.clone(), instance.clone())),
+        _ => None,
+    });
+    let (req, host, instance) = start.expect("the provisioner starts the enlisted machine");
+    assert_eq!(host.as_deref(), Some("10.0.0.7"), "on exactly its host");
+    answer(&mut c, &mut r, &live, 2 * SEC, ProviderResult::Started { req, instance, machine: m.clone(), address: "10.0.0.7:17070".into(), existed: false });
+    assert_eq!(r.get(&format!("m/{m}/instance-at")), vec!["10.0.0.7:17070"]);
+    assert!(controllers::check_remove_host(&r, "10.0.0.7").is_err(), "a host in use stays");
+    assert!(model::plan(&r, 902, &Command::RemoveHost { address: "10.0.0.9".into() }).is_err(), "an unknown host");
+}
+
+#[test]
+fn a_start_that_found_no_free_host_is_retried_at_once_when_a_host_is_added_and_status_says_why() {
+    let (me, mut c, mut r) = solo();
+    on_pool(&mut r, &["10.0.0.1"]);
+    apply(&mut r, &Command::EnableHa { n: 3 });
+    let live = [me.clone()];
+    let out = tick(&mut c, &mut r, &live, SEC);
+    let out2 = tick(&mut c, &mut r, &live, SEC + Duration::from_millis(1));
+    let asked: Vec<_> = starts(&out).into_iter().chain(starts(&out2)).collect();
+    assert_eq!(asked.len(), 2);
+    for (req, instance, machine, _) in asked {
+        let error = "no free host in cloud lab.yaml".to_string();
+        answer(&mut c, &mut r, &live, 2 * SEC, ProviderResult::Failed { req, instance, machine, error });
+    }
+    assert_eq!(controllers::why_short(&r).as_deref(), Some("no free host in cloud lab.yaml"));
+    assert!(starts(&tick(&mut c, &mut r, &live, 2 * SEC + Duration::from_millis(500))).is_empty(), "backing off");
+    apply(&mut r, &Command::AddHost { address: "10.0.0.2".into(), entry: "{}".into() });
+    let retried = starts(&tick(&mut c, &mut r, &live, 2 * SEC + Duration::from_millis(600)));
+    assert_eq!(retried.len(), 2, "a new host ends the backoff");
+}
+
+#[test]
+fn host_entries_are_bounded_and_removed_hosts_leave_the_pool() {
+    let (_, _, mut r) = solo();
+    on_pool(&mut r, &["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(controllers::provider(&r).map(|p| p.hosts.len()), Some(2));
+    let big = "x".repeat(controllers::MAX_HOST_ENTRY_BYTES + 1);
+    assert!(model::plan(&r, 903, &Command::AddHost { address: "10.0.0.3".into(), entry: big }).is_err());
+    assert!(model::plan(&r, 904, &Command::AddHost { address: "a/b".into(), entry: "{}".into() }).is_err(), "no '/' in a key");
+    apply(&mut r, &Command::RemoveHost { address: "10.0.0.1".into() });
+    let spec = controllers::provider(&r).expect("configured");
+    assert_eq!(spec.hosts, vec!["{\"address\":\"10.0.0.2\"}".to_string()]);
+    assert!(!format!("{spec:?}").contains("address"), "Debug never shows an entry (they hold keys)");
+    assert_eq!(controllers::host_of("10.0.0.2:17070"), "10.0.0.2");
+    assert_eq!(controllers::host_of("[::1]:17070"), "::1");
 }

@@ -21,6 +21,20 @@ pub const PROVIDER_KEY: &str = "provider";
 pub const PROVIDER_ROOT_KEY: &str = "provider-root";
 pub const HA_DESIRED_KEY: &str = "ha-desired";
 pub const HA_GRACE_KEY: &str = "ha-grace-ms";
+/// The pool of hosts of a provider that places on hosts: one key per host,
+/// `h/<address>`, holding the runtime's entry (with the host's private key:
+/// never shown by any API) or [`HOST_REMOVED`].
+pub const HOST_PREFIX: &str = "h/";
+/// The value of a removed host's key (keys are never deleted: see the
+/// cleaner's note on tombstones).
+pub const HOST_REMOVED: &str = "removed";
+/// At most this many hosts in a pool (a start may look at every one).
+pub const MAX_HOSTS: usize = 256;
+/// Longest host address (a DNS name's limit).
+pub const MAX_HOST_ADDRESS_BYTES: usize = 253;
+/// Largest host entry (address, user, paths, pinned fingerprint and a
+/// private key: an RSA-4096 key is about 3.3 KiB).
+pub const MAX_HOST_ENTRY_BYTES: usize = 16 * 1024;
 /// The job that makes a machine a controller.
 pub const MANAGE_JOB: &str = "manage-environ";
 /// At most this many managers (Juju's own limit: consensus and gossip both
@@ -37,11 +51,78 @@ fn setting(r: &Replica, key: &str) -> Option<String> {
     r.get(&format!("c/{key}")).into_iter().max()
 }
 
-/// The provider to start instances with, if one is configured.
+/// The provider to start instances with, if one is configured; for a
+/// provider over a pool of hosts, with the pool.
 pub fn provider(r: &Replica) -> Option<ProviderSpec> {
     let kind = setting(r, PROVIDER_KEY)?;
     let root = setting(r, PROVIDER_ROOT_KEY).unwrap_or_default();
-    Some(ProviderSpec { kind, root })
+    let mut spec = ProviderSpec { kind, root, hosts: Vec::new() };
+    if spec.places_on_hosts() {
+        spec.hosts = hosts(r).into_iter().map(|(_, entry)| entry).collect();
+    }
+    Some(spec)
+}
+
+/// The pool of hosts (`h/<address>`): `(address, entry)`, in address
+/// order, removed hosts left out. Concurrent entries for one address
+/// resolve to the largest (as every setting does).
+pub fn hosts(r: &Replica) -> Vec<(String, String)> {
+    r.entries_with_prefix(HOST_PREFIX)
+        .filter_map(|(k, vals)| {
+            let entry = vals.into_iter().max()?;
+            (entry != HOST_REMOVED).then(|| (k[HOST_PREFIX.len()..].to_string(), entry))
+        })
+        .collect()
+}
+
+/// Whether `address` is a host of the pool.
+pub fn has_host(r: &Replica, address: &str) -> bool {
+    r.get(&format!("{HOST_PREFIX}{address}")).into_iter().max().is_some_and(|e| e != HOST_REMOVED)
+}
+
+/// The host part of an instance address (`10.0.0.1:17070` -> `10.0.0.1`,
+/// `[::1]:17070` -> `::1`, a bare host as it is).
+pub fn host_of(at: &str) -> &str {
+    match at.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() => h.trim_start_matches('[').trim_end_matches(']'),
+        _ => at,
+    }
+}
+
+/// Checks a pool host for `juju add-host` (the entry's content is the
+/// runtime's; only its size is bounded here).
+pub fn check_host(r: &Replica, address: &str, entry: &str) -> Result<(), super::model::CommandError> {
+    let invalid = |what: &str, value: &str, rule: String| super::model::CommandError::Invalid { what: what.into(), value: value.into(), rule };
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_');
+    if address.is_empty() || address.len() > MAX_HOST_ADDRESS_BYTES || !address.chars().all(ok_char) {
+        return Err(invalid("host address", address, format!("1 to {MAX_HOST_ADDRESS_BYTES} letters, digits, '.', '-', ':' or '_'")));
+    }
+    if entry.is_empty() || entry.len() > MAX_HOST_ENTRY_BYTES || entry == HOST_REMOVED {
+        return Err(invalid("host entry", &format!("{} bytes", entry.len()), format!("1 to {MAX_HOST_ENTRY_BYTES} bytes")));
+    }
+    if !has_host(r, address) && hosts(r).len() >= MAX_HOSTS {
+        return Err(invalid("host", address, format!("the pool holds at most {MAX_HOSTS} hosts")));
+    }
+    Ok(())
+}
+
+/// Checks `juju remove-host`: the host is in the pool and nothing alive
+/// runs on it or is placed there.
+pub fn check_remove_host(r: &Replica, address: &str) -> Result<(), super::model::CommandError> {
+    if !has_host(r, address) {
+        return Err(super::model::CommandError::Invalid { what: "host".into(), value: address.into(), rule: "not in the pool".into() });
+    }
+    let on_host = |f: &MachineFacts| f.host.as_deref() == Some(address) || f.instance_at.as_deref().is_some_and(|at| host_of(at) == address);
+    // A dead machine still counts until its instance is stopped (a fenced
+    // one may still run there).
+    if let Some(f) = machines(r).iter().find(|f| on_host(f) && (!f.dead || !f.instance_stopped)) {
+        return Err(super::model::CommandError::Invalid {
+            what: "host".into(),
+            value: address.into(),
+            rule: format!("machine {} runs there; remove it first (juju remove-machine, or enable-ha for a controller)", f.id),
+        });
+    }
+    Ok(())
 }
 
 /// The desired number of managers (at least 1). Concurrent settings
@@ -70,6 +151,14 @@ pub struct MachineFacts {
     pub nodes: Vec<NodeId>,
     /// The instance generation (1 unless bumped).
     pub generation: u64,
+    /// Its instance's host could not be reached on the keeper's stop: the
+    /// node is revoked, but the process may still run there.
+    pub instance_fenced: bool,
+    /// Where its instance was started (`m/<id>/instance-at`), recorded by
+    /// providers that place on hosts.
+    pub instance_at: Option<String>,
+    /// The pool host it was enlisted on (`juju add-machine ssh:host`).
+    pub host: Option<String>,
 }
 
 /// Every machine's facts, from one pass over the keys.
@@ -86,7 +175,12 @@ pub fn machines(r: &Replica) -> Vec<MachineFacts> {
             }
             "jobs" => f.controller = vals.iter().any(|v| v.split(',').any(|j| j == MANAGE_JOB)),
             "instance" => f.instance = vals.into_iter().max(),
-            "instance-state" => f.instance_stopped = vals.iter().any(|v| v == "stopped"),
+            "instance-state" => {
+                f.instance_stopped = vals.iter().any(|v| v == "stopped");
+                f.instance_fenced = !f.instance_stopped && vals.iter().any(|v| v == "fenced");
+            }
+            "instance-at" => f.instance_at = vals.into_iter().max(),
+            "host" => f.host = vals.into_iter().max(),
             "agent" => f.nodes = vals.iter().filter_map(|v| v.parse().ok()).collect(),
             "generation" => f.generation = vals.iter().filter_map(|v| v.parse().ok()).max().unwrap_or(1),
             _ => {}
@@ -127,6 +221,10 @@ pub struct Bootstrap {
     pub instance: String,
     /// The bootstrap manager's node id (16 hex).
     pub node: String,
+    /// The pool, for a provider that places on hosts: `(address, entry)`.
+    pub hosts: Vec<(String, String)>,
+    /// Where the bootstrap manager's own instance runs (its host).
+    pub instance_at: Option<String>,
 }
 
 /// The changes of a bootstrap, and the new controller machine's id.
@@ -143,6 +241,16 @@ pub fn plan_bootstrap(r: &Replica, b: &Bootstrap) -> Result<(Vec<Change>, String
     changes.push(set(PROVIDER_KEY, &b.provider));
     changes.push(set(PROVIDER_ROOT_KEY, &b.root));
     changes.push(set(HA_DESIRED_KEY, &b.desired.to_string()));
+    if b.hosts.len() > MAX_HOSTS {
+        return Err(super::model::CommandError::Invalid { what: "hosts".into(), value: b.hosts.len().to_string(), rule: format!("at most {MAX_HOSTS}") });
+    }
+    for (address, entry) in &b.hosts {
+        check_host(r, address, entry)?;
+        changes.push(Change::Set { key: format!("{HOST_PREFIX}{address}"), value: entry.clone() });
+    }
+    if let Some(at) = &b.instance_at {
+        changes.push(set_machine(&id, "instance-at", at.clone()));
+    }
     changes.push(set_machine(&id, "instance", b.instance.clone()));
     changes.push(set_machine(&id, "instance-by", format!("{}@bootstrap", b.node)));
     changes.push(set_machine(&id, "agent", b.node.clone()));
@@ -158,6 +266,20 @@ pub fn check_desired(n: u32) -> Result<(), super::model::CommandError> {
         rule: format!("must be 1 to {MAX_MANAGERS} (odd numbers survive the loss of a minority)"),
     })
 }
+
+/// Why a live controller machine still has no instance: its last
+/// provisioning error, if one was recorded (status and show-controller
+/// say it beside the HA count).
+pub fn why_short(r: &Replica) -> Option<String> {
+    machines(r).iter().filter(|f| f.alive && f.controller && f.instance.is_none()).find_map(|f| {
+        let status = r.get(&format!("m/{}/status", f.id)).into_iter().max()?;
+        status.strip_prefix(PROVISIONING_ERROR).map(str::to_string)
+    })
+}
+
+/// The prefix of a machine status the provisioner writes when a start
+/// fails.
+pub const PROVISIONING_ERROR: &str = "provisioning error: ";
 
 /// Whether machine `id` is a live controller.
 pub fn is_controller(r: &Replica, id: &str) -> bool {

@@ -50,6 +50,15 @@ pub enum Command {
     ClaimMachine { machine: String, agent: String },
     /// Sets the desired number of managers (`juju enable-ha -n N`).
     EnableHa { n: u32 },
+    /// Adds (or replaces) host `address` in the provider's pool; `entry` is
+    /// the runtime's description of it, private key included (`juju add-host`).
+    AddHost { address: String, entry: String },
+    /// Takes host `address` out of the pool (`juju remove-host`); refused
+    /// while a machine runs or is placed there.
+    RemoveHost { address: String },
+    /// Adds one machine placed on pool host `host`, whose agent the
+    /// provider installs there (`juju add-machine ssh:[user@]host`).
+    EnlistMachine { host: String },
     /// The first manager's settings and machine (internal).
     Bootstrap(Box<super::controllers::Bootstrap>),
     /// Records newly minted join tokens (internal; see `tokens.rs`).
@@ -203,6 +212,16 @@ pub fn plan(r: &Replica, id: RequestId, cmd: &Command) -> Result<(Vec<Change>, O
         }
         Command::SetConfig { app, pairs } => set_config(r, app, pairs),
         Command::ClaimMachine { machine, agent } => claim_machine(r, machine, agent),
+        Command::AddHost { address, entry } => {
+            super::controllers::check_host(r, address, entry)?;
+            Ok((vec![set(format!("{}{address}", super::controllers::HOST_PREFIX), entry.clone())], Outcome { ids: vec![address.clone()], ..Default::default() }))
+        }
+        Command::RemoveHost { address } => {
+            super::controllers::check_remove_host(r, address)?;
+            let key = format!("{}{address}", super::controllers::HOST_PREFIX);
+            Ok((vec![set(key, super::controllers::HOST_REMOVED)], Outcome { ids: vec![address.clone()], ..Default::default() }))
+        }
+        Command::EnlistMachine { host } => enlist_machine(r, id, host),
         Command::EnableHa { n } => {
             super::controllers::check_desired(*n)?;
             Ok((vec![set(format!("c/{}", super::controllers::HA_DESIRED_KEY), n.to_string())], Outcome::default()))
@@ -248,6 +267,23 @@ fn new_machine(id: &str) -> Vec<Change> {
         set(format!("m/{id}/jobs"), "host-units"),
         set(format!("m/{id}/status"), "pending"),
     ]
+}
+
+/// One machine placed on pool host `host`: refused unless the host is in
+/// the pool and no live machine is placed there already (a host runs one
+/// instance).
+fn enlist_machine(r: &Replica, id: RequestId, host: &str) -> Result<(Vec<Change>, Outcome), CommandError> {
+    if !super::controllers::has_host(r, host) {
+        return Err(CommandError::Invalid { what: "host".into(), value: host.into(), rule: "not in the pool (juju add-host it first)".into() });
+    }
+    let facts = super::controllers::machines(r);
+    if let Some(f) = facts.iter().find(|f| f.alive && f.host.as_deref() == Some(host)) {
+        return Err(CommandError::Invalid { what: "host".into(), value: host.into(), rule: format!("machine {} is enlisted there already", f.id) });
+    }
+    let ids = entity_ids(id, 1);
+    let mut changes: Vec<Change> = ids.iter().flat_map(|m| new_machine(m)).collect();
+    changes.extend(ids.iter().map(|m| set(format!("m/{m}/host"), host)));
+    Ok((changes, Outcome { machines: ids.clone(), ids, ..Default::default() }))
 }
 
 fn remove_machine(r: &Replica, id: &str) -> Result<(Vec<Change>, Outcome), CommandError> {

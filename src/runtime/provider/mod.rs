@@ -157,7 +157,7 @@ impl Runner {
 
     fn run(&self, cmd: &ProviderCmd) -> ProviderResult {
         match cmd {
-            ProviderCmd::Start { req, provider, instance, machine, manager, seeds } => {
+            ProviderCmd::Start { req, provider, instance, machine, manager, seeds, .. } => {
                 let failed = |error: String| ProviderResult::Failed { req: *req, instance: instance.clone(), machine: machine.clone(), error };
                 let launch = match self.launch(instance, machine, *manager, seeds) {
                     Ok(l) => l,
@@ -171,10 +171,10 @@ impl Runner {
                     Err(e) => failed(e.to_string()),
                 }
             }
-            ProviderCmd::Stop { req, provider, instance, machine, graceful } => match open(provider).and_then(|p| p.stop(instance, *graceful)) {
+            ProviderCmd::Stop { req, provider, instance, machine, graceful, .. } => match open(provider).and_then(|p| p.stop(instance, *graceful)) {
                 Ok(()) => {
                     tracing::info!(%instance, %machine, graceful, "instance stopped");
-                    ProviderResult::Stopped { req: *req, instance: instance.clone(), machine: machine.clone() }
+                    ProviderResult::Stopped { req: *req, instance: instance.clone(), machine: machine.clone(), fenced: false }
                 }
                 Err(e) => ProviderResult::Failed { req: *req, instance: instance.clone(), machine: machine.clone(), error: e.to_string() },
             },
