@@ -84,6 +84,8 @@ pub async fn bootstrap(root: &Path, desired: u32, progress: Progress<'_>) -> Res
             "json".into(),
         ],
         env: Vec::new(),
+        manager: true,
+        host: None,
     };
     let started = provider.start(&launch)?;
     if started.existed {

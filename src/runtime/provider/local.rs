@@ -137,6 +137,11 @@ impl LocalProvider {
         self
     }
 
+    /// The `jujud` binary instances run.
+    pub fn jujud(&self) -> &Path {
+        &self.jujud
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -263,7 +268,7 @@ impl Provider for LocalProvider {
         Ok(Started { address, existed: false })
     }
 
-    fn stop(&self, name: &str, graceful: bool) -> Result<(), ProviderError> {
+    fn stop(&self, name: &str, _at: Option<&str>, graceful: bool) -> Result<(), ProviderError> {
         let mut inst = {
             // Under the lock: a `starting` record is then one whose starter died.
             let _lock = self.lock()?;
@@ -369,7 +374,7 @@ mod tests {
     use super::*;
 
     fn sleeper(name: &str) -> Launch {
-        Launch { name: name.into(), machine: "1-aaaa".into(), args: vec!["peer".into()], env: vec![] }
+        Launch { name: name.into(), machine: "1-aaaa".into(), args: vec!["peer".into()], env: vec![], manager: true, host: None }
     }
 
     /// An executable shell script `name` in `dir` with `body`.
@@ -400,12 +405,12 @@ mod tests {
         assert_ne!(a.address.ip(), b.address.ip());
         let inst = p.instance("a").unwrap();
         assert!(alive(&inst));
-        p.stop("a", false).unwrap();
+        p.stop("a", None, false).unwrap();
         assert!(!alive(&inst), "a stop returns once the process is gone");
         assert_eq!(p.instance("a").unwrap().state, "stopped");
         assert!(p.start(&sleeper("a")).unwrap().existed, "a stopped name stays taken");
-        p.stop("a", true).unwrap();
-        assert!(matches!(p.stop("nope", true), Err(ProviderError::NoSuchInstance(_))));
+        p.stop("a", None, true).unwrap();
+        assert!(matches!(p.stop("nope", None, true), Err(ProviderError::NoSuchInstance(_))));
         assert_eq!(p.destroy().unwrap(), 1);
         assert!(!tmp.path().join("root").exists());
     }
@@ -453,7 +458,7 @@ mod tests {
         let s = p.start(&sleeper("a")).unwrap();
         assert_eq!((s.existed, s.address), (false, address));
         assert!(alive(&p.instance("a").unwrap()));
-        p.stop("a", false).unwrap();
+        p.stop("a", None, false).unwrap();
         assert_eq!(p.instance("a").unwrap().state, "stopped");
         p.destroy().unwrap();
     }

@@ -2,9 +2,11 @@
 //! trait another provider (LXD, SSH to existing machines, a cloud) would
 //! implement; [`local`] is the embedded default, where an instance is a
 //! detached `jujud` process with its own data dir and loopback address.
+//! [`ssh`] places instances on a pool of existing hosts reached over SSH.
 //! [`Runner`] carries out the core's provider requests: it mints each new
 //! instance's join token, calls the provider off the async threads, and
-//! reports the result to the driver.
+//! reports the result to the driver (a fencing stop whose host cannot be
+//! reached becomes `Stopped { fenced: true }`).
 //!
 //! Owns the boundary to providers and their errors. Must never decide
 //! what to start or stop (the singleton workers do), and never start an
@@ -21,6 +23,7 @@ use crate::core::control::provider::{ProviderCmd, ProviderResult, ProviderSpec};
 use crate::pki::{self, CertRole};
 
 pub mod local;
+pub mod ssh;
 
 /// How long a new instance's join token is valid.
 pub const INSTANCE_TOKEN_TTL_SECS: u64 = 3_600;
@@ -28,8 +31,14 @@ pub const INSTANCE_TOKEN_TTL_SECS: u64 = 3_600;
 /// Why a provider could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("provider {0:?} is not built in (only \"local\" is)")]
+    #[error("provider {0:?} is not built in (only \"local\" and \"ssh\" are)")]
     Unknown(String),
+    #[error("no free host in cloud {cloud}{}", skipped_text(skipped))]
+    NoFreeHost { cloud: String, skipped: Vec<String> },
+    #[error("host {host} does not answer: {reason}")]
+    Unreachable { host: String, reason: String },
+    #[error("host {host}: {reason}")]
+    Host { host: String, reason: String },
     #[error("{path}: {reason}")]
     Io { path: String, reason: String },
     #[error("instance {0} does not exist")]
@@ -38,6 +47,10 @@ pub enum ProviderError {
     NoAddress,
     #[error("cannot start {name}: {reason}")]
     Spawn { name: String, reason: String },
+}
+
+fn skipped_text(skipped: &[String]) -> String {
+    if skipped.is_empty() { String::new() } else { format!(" (skipped: {})", skipped.join("; ")) }
 }
 
 /// What an instance runs.
@@ -52,6 +65,12 @@ pub struct Launch {
     /// Extra environment (the join token goes here, not on the command
     /// line, where every local user could read it).
     pub env: Vec<(String, String)>,
+    /// A manager (else a machine agent): providers over a pool of hosts
+    /// place it only on hosts allowed that role.
+    pub manager: bool,
+    /// Start exactly on this pool host (an enlisted machine), else the
+    /// provider picks a free one.
+    pub host: Option<String>,
 }
 
 /// What a start did.
@@ -66,16 +85,27 @@ pub struct Started {
 /// of a name (reporting it as `existed`), and make stop idempotent.
 pub trait Provider: Send + Sync {
     fn start(&self, launch: &Launch) -> Result<Started, ProviderError>;
-    /// Stops `name`: `graceful` lets it leave the cluster first; otherwise
+    /// Stops `name`, started at `at` (`Started::address`, when the caller
+    /// recorded it): `graceful` lets it leave the cluster first; otherwise
     /// it is killed at once (a frozen process included).
-    fn stop(&self, name: &str, graceful: bool) -> Result<(), ProviderError>;
+    fn stop(&self, name: &str, at: Option<&str>, graceful: bool) -> Result<(), ProviderError>;
 }
 
 /// The provider a spec names.
 pub fn open(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, ProviderError> {
     match spec.kind.as_str() {
         "local" => Ok(Arc::new(local::LocalProvider::new(spec.root.clone().into()))),
+        "ssh" => Ok(Arc::new(ssh::SshProvider::from_spec(spec)?)),
         other => Err(ProviderError::Unknown(other.into())),
+    }
+}
+
+/// The provider a spec names, marking hosts it claims with environment
+/// `environment` (the CA fingerprint).
+pub fn open_for(spec: &ProviderSpec, environment: &str) -> Result<Arc<dyn Provider>, ProviderError> {
+    match spec.kind.as_str() {
+        "ssh" => Ok(Arc::new(ssh::SshProvider::from_spec(spec)?.with_environment(environment))),
+        _ => open(spec),
     }
 }
 
@@ -87,6 +117,22 @@ pub struct Runner {
     /// The driver's command channel: each instance's token is recorded in
     /// the state (durably) before the instance starts.
     pub commands: mpsc::Sender<super::driver::Command>,
+}
+
+/// Maps a stop's outcome to its result: a fencing stop (`fence`) whose
+/// host cannot be reached counts as stopped, `fenced` (the keeper revokes
+/// the node and the cleaner stops the instance once the host answers);
+/// any other failure stays a failure.
+pub fn stop_result(req: u64, instance: &str, machine: &str, fence: bool, outcome: Result<(), ProviderError>) -> ProviderResult {
+    let (instance, machine) = (instance.to_string(), machine.to_string());
+    match outcome {
+        Ok(()) => ProviderResult::Stopped { req, instance, machine, fenced: false },
+        Err(ProviderError::Unreachable { host, reason }) if fence => {
+            tracing::warn!(%instance, %host, %reason, "host unreachable on a fencing stop: the instance is fenced");
+            ProviderResult::Stopped { req, instance, machine, fenced: true }
+        }
+        Err(e) => ProviderResult::Failed { req, instance, machine, error: e.to_string() },
+    }
 }
 
 /// How long recording an instance's token may take.
@@ -104,7 +150,7 @@ fn seeds_arg(seeds: &[SocketAddr]) -> String {
 
 impl Runner {
     /// The launch for a new manager or agent instance of `machine`.
-    fn launch(&self, instance: &str, machine: &str, manager: bool, seeds: &[SocketAddr]) -> Result<Launch, String> {
+    fn launch(&self, instance: &str, machine: &str, manager: bool, seeds: &[SocketAddr], host: Option<&str>) -> Result<Launch, String> {
         let role = if manager { CertRole::Manager } else { CertRole::Agent };
         let token = self.record_token(role, machine)?;
         let args = if manager {
@@ -113,7 +159,7 @@ impl Runner {
             vec!["agent".into(), "--seeds".into(), seeds_arg(seeds), "--log-format".into(), "json".into()]
         };
         let env = vec![("JUJUD_TOKEN".to_string(), token.to_string())];
-        Ok(Launch { name: instance.into(), machine: machine.into(), args, env })
+        Ok(Launch { name: instance.into(), machine: machine.into(), args, env, manager, host: host.map(str::to_string) })
     }
 
     /// Mints the instance's single-use token and records it durably (on
@@ -157,13 +203,13 @@ impl Runner {
 
     fn run(&self, cmd: &ProviderCmd) -> ProviderResult {
         match cmd {
-            ProviderCmd::Start { req, provider, instance, machine, manager, seeds, .. } => {
+            ProviderCmd::Start { req, provider, instance, machine, manager, seeds, host } => {
                 let failed = |error: String| ProviderResult::Failed { req: *req, instance: instance.clone(), machine: machine.clone(), error };
-                let launch = match self.launch(instance, machine, *manager, seeds) {
+                let launch = match self.launch(instance, machine, *manager, seeds, host.as_deref()) {
                     Ok(l) => l,
                     Err(e) => return failed(e),
                 };
-                match open(provider).and_then(|p| p.start(&launch)) {
+                match open_for(provider, &self.ca_fingerprint).and_then(|p| p.start(&launch)) {
                     Ok(s) => {
                         tracing::info!(%instance, %machine, address = %s.address, existed = s.existed, "instance started");
                         ProviderResult::Started { req: *req, instance: instance.clone(), machine: machine.clone(), address: s.address.to_string(), existed: s.existed }
@@ -171,13 +217,31 @@ impl Runner {
                     Err(e) => failed(e.to_string()),
                 }
             }
-            ProviderCmd::Stop { req, provider, instance, machine, graceful, .. } => match open(provider).and_then(|p| p.stop(instance, *graceful)) {
-                Ok(()) => {
+            ProviderCmd::Stop { req, provider, instance, machine, graceful, at, fence } => {
+                let outcome = open_for(provider, &self.ca_fingerprint).and_then(|p| p.stop(instance, at.as_deref(), *graceful));
+                if outcome.is_ok() {
                     tracing::info!(%instance, %machine, graceful, "instance stopped");
-                    ProviderResult::Stopped { req: *req, instance: instance.clone(), machine: machine.clone(), fenced: false }
                 }
-                Err(e) => ProviderResult::Failed { req: *req, instance: instance.clone(), machine: machine.clone(), error: e.to_string() },
-            },
+                stop_result(*req, instance, machine, *fence, outcome)
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable() -> Result<(), ProviderError> {
+        Err(ProviderError::Unreachable { host: "10.0.0.1".into(), reason: "no answer".into() })
+    }
+
+    #[test]
+    fn only_a_fencing_stop_of_an_unreachable_host_counts_as_stopped() {
+        assert!(matches!(stop_result(1, "i", "m", true, unreachable()), ProviderResult::Stopped { fenced: true, .. }));
+        assert!(matches!(stop_result(1, "i", "m", false, unreachable()), ProviderResult::Failed { .. }));
+        let other = Err(ProviderError::Host { host: "h".into(), reason: "wrong key".into() });
+        assert!(matches!(stop_result(1, "i", "m", true, other), ProviderResult::Failed { .. }));
+        assert!(matches!(stop_result(1, "i", "m", true, Ok(())), ProviderResult::Stopped { fenced: false, .. }));
     }
 }

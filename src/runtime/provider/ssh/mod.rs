@@ -1,0 +1,188 @@
+//! The ssh provider: instances on a pool of existing Linux hosts reached
+//! over SSH (Juju's "manual" cloud), one instance per host. A start picks
+//! a free host allowed the role (or exactly the enlisted machine's host),
+//! claims its slot atomically on the host, installs this jujud binary,
+//! creates the instance's data dir, hands the join token over in a 0600
+//! file and starts jujud listening on (and advertising) the host's own
+//! address; a stop signals only the instance's own processes, keeps a
+//! tombstone of the name and frees the host.
+//!
+//! Owns the pool's placement. Must never start a name twice (the slot and
+//! the tombstones refuse it), never use a host another environment marked,
+//! and never leave a half-started instance behind a failed start (its slot
+//! is freed and its dir removed).
+
+pub mod client;
+pub mod cloud;
+pub mod host;
+pub mod install;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use self::client::Client;
+use self::cloud::HostEntry;
+use self::host::Claim;
+use super::{Launch, Provider, ProviderError, Started};
+use crate::core::control::provider::ProviderSpec;
+
+/// Every instance listens on this port, on its host's address.
+pub const INSTANCE_PORT: u16 = 17_070;
+/// The file in an instance dir holding its join token.
+pub const TOKEN_FILE: &str = "token";
+/// The environment variable a launch carries the token in.
+const TOKEN_ENV: &str = "JUJUD_TOKEN";
+
+/// A provider over a pool of hosts.
+pub struct SshProvider {
+    /// The cloud's name (the cloud file bootstrap was given), for messages.
+    cloud: String,
+    hosts: Vec<HostEntry>,
+    /// The mark this environment puts on hosts it uses.
+    environment: String,
+    /// The jujud binary installed on hosts (this process's own).
+    jujud: PathBuf,
+}
+
+impl SshProvider {
+    pub fn new(cloud: String, hosts: Vec<HostEntry>) -> SshProvider {
+        let jujud = super::local::LocalProvider::new(PathBuf::new()).jujud().to_path_buf();
+        SshProvider { cloud, hosts, environment: String::new(), jujud }
+    }
+
+    /// The provider of a spec from the state (entries that do not decode
+    /// are left out, with a log line).
+    pub fn from_spec(spec: &ProviderSpec) -> Result<SshProvider, ProviderError> {
+        let mut hosts = Vec::new();
+        for text in &spec.hosts {
+            match HostEntry::from_json(text) {
+                Ok(h) => hosts.push(h),
+                Err(e) => tracing::warn!(error = %e, "a host entry of the pool does not decode; left out"),
+            }
+        }
+        Ok(SshProvider::new(spec.root.clone(), hosts))
+    }
+
+    pub fn with_environment(mut self, environment: &str) -> SshProvider {
+        self.environment = environment.to_string();
+        self
+    }
+
+    pub fn with_jujud(mut self, jujud: PathBuf) -> SshProvider {
+        self.jujud = jujud;
+        self
+    }
+
+    pub fn hosts(&self) -> &[HostEntry] {
+        &self.hosts
+    }
+
+    /// The listen address of an instance on `entry`.
+    pub fn address_of(entry: &HostEntry) -> Result<SocketAddr, ProviderError> {
+        (entry.address.as_str(), INSTANCE_PORT)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.find(|a| a.is_ipv4()).or_else(|| (entry.address.as_str(), INSTANCE_PORT).to_socket_addrs().ok()?.next()))
+            .ok_or_else(|| ProviderError::Host { host: entry.address.clone(), reason: "its address does not resolve".into() })
+    }
+
+    /// The hosts a launch may go on, in pool order.
+    fn candidates(&self, launch: &Launch) -> Result<Vec<&HostEntry>, ProviderError> {
+        if let Some(want) = &launch.host {
+            let bare = want.rsplit_once('@').map_or(want.as_str(), |(_, h)| h);
+            return match self.hosts.iter().find(|h| h.address == bare) {
+                Some(h) => Ok(vec![h]),
+                None => Err(ProviderError::Host { host: bare.into(), reason: format!("not a host of cloud {}", self.cloud) }),
+            };
+        }
+        let role = if launch.manager { cloud::ROLE_MANAGER } else { cloud::ROLE_MACHINE };
+        Ok(self.hosts.iter().filter(|h| h.allows(role)).collect())
+    }
+
+    /// Starts `launch` on exactly `entry`, writing `files` (name, content)
+    /// into its instance dir first (mode 0600, over stdin).
+    pub fn start_on(&self, entry: &HostEntry, launch: &Launch, files: &[(&str, Vec<u8>)]) -> Result<Started, ProviderError> {
+        let c = Client::new(entry);
+        let address = Self::address_of(entry)?;
+        match host::claim(&c, &launch.name, &self.environment)? {
+            Claim::Claimed => {}
+            Claim::Existed => return Ok(Started { address, existed: true }),
+            Claim::Busy(who) => return Err(ProviderError::Host { host: entry.address.clone(), reason: format!("busy: instance {who} runs there") }),
+        }
+        match self.provision(&c, launch, address, files) {
+            Ok(()) => Ok(Started { address, existed: false }),
+            Err(e) => {
+                host::release(&c, &launch.name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Install, instance dir, secrets, start: the steps after a claim.
+    fn provision(&self, c: &Client, launch: &Launch, address: SocketAddr, files: &[(&str, Vec<u8>)]) -> Result<(), ProviderError> {
+        let copied = install::install(c, &self.jujud)?;
+        tracing::info!(host = %c.entry().address, copied, "jujud installed");
+        host::make_instance_dir(c, &launch.name)?;
+        let dir = host::instance_dir(&c.entry().dir, &launch.name);
+        let (sub, rest) = launch.args.split_first().ok_or_else(|| ProviderError::Spawn { name: launch.name.clone(), reason: "no jujud command".into() })?;
+        let mut args = vec![sub.clone(), "--data-dir".into(), format!("{dir}/data"), "--listen".into(), address.to_string()];
+        args.extend(rest.iter().cloned());
+        for (name, content) in files {
+            host::write_secret(c, &launch.name, name, content.clone())?;
+        }
+        for (k, v) in &launch.env {
+            if k == TOKEN_ENV {
+                host::write_secret(c, &launch.name, TOKEN_FILE, format!("{v}\n").into_bytes())?;
+                args.extend(["--token-file".into(), format!("{dir}/{TOKEN_FILE}")]);
+            } else {
+                tracing::warn!(instance = %launch.name, var = %k, "the ssh provider passes no environment variables; left out");
+            }
+        }
+        host::launch(c, &launch.name, &args)
+    }
+}
+
+impl Provider for SshProvider {
+    fn start(&self, launch: &Launch) -> Result<Started, ProviderError> {
+        if !host::valid_name(&launch.name) {
+            return Err(ProviderError::Spawn { name: launch.name.clone(), reason: "not a valid instance name".into() });
+        }
+        let candidates = self.candidates(launch)?;
+        if let [only] = candidates.as_slice() {
+            return self.start_on(only, launch, &[]);
+        }
+        let mut skipped = Vec::new();
+        for entry in candidates {
+            match self.start_on(entry, launch, &[]) {
+                Ok(s) => return Ok(s),
+                Err(ProviderError::Host { reason, .. }) if reason.starts_with("busy") => {}
+                Err(e) => {
+                    tracing::warn!(host = %entry.address, instance = %launch.name, error = %e, "host skipped");
+                    skipped.push(e.to_string());
+                }
+            }
+        }
+        Err(ProviderError::NoFreeHost { cloud: self.cloud.clone(), skipped })
+    }
+
+    fn stop(&self, name: &str, at: Option<&str>, graceful: bool) -> Result<(), ProviderError> {
+        let at_host = at.map(crate::core::state::controllers::host_of);
+        let targets: Vec<&HostEntry> = match at_host {
+            Some(h) => self.hosts.iter().filter(|e| e.address == h || Self::address_of(e).is_ok_and(|a| a.ip().to_string() == h)).collect(),
+            None => self.hosts.iter().collect(),
+        };
+        let mut unreachable = None;
+        for entry in targets {
+            match host::stop(&Client::new(entry), name, graceful) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e @ ProviderError::Unreachable { .. }) if at_host.is_none() => unreachable = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        match unreachable {
+            Some(e) => Err(e),
+            None => Err(ProviderError::NoSuchInstance(name.into())),
+        }
+    }
+}
