@@ -1,0 +1,66 @@
+//! The ssh provider on real hosts: network namespaces on a bridge, each
+//! with its own sshd (tests/common/hosts.rs). Needs root and openssh; it
+//! skips with a printed reason otherwise.
+
+mod common;
+
+
+use common::hosts::Hosts;
+use jujud::runtime::provider::ssh::{self, SshProvider, cloud};
+use jujud::runtime::provider::{Launch, Provider, ProviderError};
+
+fn bed(n: usize) -> Option<Hosts> {
+    if let Some(why) = Hosts::unavailable() {
+        assert_ne!(std::env::var("JUJUD_REQUIRE_NETNS").as_deref(), Ok("1"), "the ssh bed cannot run: {why}");
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    Some(Hosts::build(n).expect("build the bed"))
+}
+
+fn provider(bed: &Hosts, hosts: &[usize], env: &str) -> SshProvider {
+    let cloud_file = bed.write_cloud("cloud.yaml", hosts);
+    let entries = cloud::load(&cloud_file).unwrap();
+    SshProvider::new(cloud_file.display().to_string(), entries).with_environment(env).with_jujud(common::jujud_bin().into())
+}
+
+/// A manager that creates its own cluster (no join, no token): enough to
+/// see the provider start, refuse a duplicate, stop and clean.
+fn peer(name: &str) -> Launch {
+    Launch { name: name.into(), machine: "1-aaaa".into(), args: vec!["peer".into(), "--log-format".into(), "json".into()], env: vec![], manager: true, host: None }
+}
+
+fn jujud_running(bed: &Hosts, i: usize) -> Vec<String> {
+    bed.processes(i).into_iter().filter(|c| c.contains("/bin/jujud")).collect()
+}
+
+#[test]
+fn a_start_goes_on_a_free_host_once_and_a_stop_frees_it_and_leaves_nothing() {
+    let Some(bed) = bed(2) else { return };
+    let p = provider(&bed, &[0, 1], "env-a");
+    let a = p.start(&peer("m-a-g1")).unwrap();
+    assert!(!a.existed);
+    assert_eq!(a.address.to_string(), format!("{}:17070", bed.addr(0)), "on the host's own address");
+    let running = jujud_running(&bed, 0);
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert!(running[0].contains("--listen") && !running[0].contains("jjd1"), "{running:?}");
+    assert!(p.start(&peer("m-a-g1")).unwrap().existed, "a second start of one name starts nothing");
+    assert_eq!(jujud_running(&bed, 0).len(), 1);
+    let b = p.start(&peer("m-b-g1")).unwrap();
+    assert_eq!(b.address.to_string(), format!("{}:17070", bed.addr(1)), "host 0's slot is taken");
+    let none = p.start(&peer("m-c-g1")).unwrap_err();
+    assert!(matches!(none, ProviderError::NoFreeHost { .. }) && none.to_string().contains("no free host in cloud"), "{none}");
+    p.stop("m-a-g1", Some(&a.address.to_string()), true).unwrap();
+    assert!(jujud_running(&bed, 0).is_empty(), "{:?}", bed.processes(0));
+    assert!(!bed.dir(0).join("instances/m-a-g1").exists(), "its dir is removed");
+    assert!(p.start(&peer("m-a-g1")).unwrap().existed, "a stopped name never starts again");
+    let c = p.start(&peer("m-c-g1")).unwrap();
+    assert_eq!(c.address.to_string(), format!("{}:17070", bed.addr(0)), "the freed host is used again");
+    p.stop("m-c-g1", None, false).unwrap();
+    p.stop("m-b-g1", None, false).unwrap();
+    assert!(matches!(p.stop("m-zz-g1", None, false), Err(ProviderError::NoSuchInstance(_))));
+    for i in 0..2 {
+        assert!(bed.jujud_pids(i).is_empty(), "host {i}: {:?}", bed.processes(i));
+    }
+    ssh::client::close_all();
+}
