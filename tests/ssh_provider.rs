@@ -64,3 +64,44 @@ fn a_start_goes_on_a_free_host_once_and_a_stop_frees_it_and_leaves_nothing() {
     }
     ssh::client::close_all();
 }
+
+/// Runs `juju ARGS` to its end; (success, stdout, stderr).
+fn juju(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(common::juju_bin()).args(args).stdin(std::process::Stdio::null()).output().expect("run juju");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `juju members --format json` of the environment under `root`: the
+/// alive managers' addresses.
+fn alive_managers(root: &std::path::Path) -> Vec<String> {
+    let cf = root.join("client.yaml").display().to_string();
+    let (ok, out, err) = juju(&["--client-config", &cf, "--format", "json", "members"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["members"].as_array().unwrap().iter().filter(|m| m["role"] == "manager" && m["state"] == "alive").map(|m| m["addr"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn bootstrap_ha_3_runs_three_managers_on_three_hosts_and_destroy_leaves_nothing() {
+    let Some(bed) = bed(4) else { return };
+    let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3]);
+    let root = bed.root.join("env");
+    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
+    let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
+    assert!(ok, "bootstrap failed: {out}\n{err}");
+    let mut alive = alive_managers(&root);
+    alive.sort();
+    assert_eq!(alive.len(), 3, "{alive:?}");
+    let hosts: std::collections::BTreeSet<&str> = alive.iter().map(|a| a.split(':').next().unwrap()).collect();
+    assert_eq!(hosts.len(), 3, "three different hosts: {alive:?}");
+    assert!(hosts.iter().all(|h| h.starts_with("10.77.")), "host addresses, not loopback: {alive:?}");
+    let meta = std::fs::metadata(root.join("cloud.json")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077, 0, "the pool copy (with keys) is private");
+    let (ok, out, err) = juju(&["destroy", "--root", &r]);
+    assert!(ok, "destroy failed: {out}\n{err}");
+    for i in 0..4 {
+        assert!(bed.jujud_pids(i).is_empty(), "host {i} still runs {:?}", bed.processes(i));
+        assert!(!bed.dir(i).join("bin").exists(), "host {i}: the binary is removed");
+    }
+    assert!(!root.exists());
+}

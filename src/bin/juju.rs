@@ -14,6 +14,7 @@ use jujud::runtime::datadir::write_atomic;
 use jujud::core::state::model::Command as StateCommand;
 use jujud::core::state::tokens::TokenQuery;
 use jujud::runtime::render;
+use jujud::runtime::sshenv;
 use jujud::runtime::wire::{MemberRow, Request, Response};
 
 #[derive(Parser)]
@@ -58,11 +59,24 @@ enum Command {
     Tokens(TokensCmd),
     /// Show managers, machines, applications and units.
     Status,
-    /// Add machines.
+    /// Add machines; or, with `ssh:[user@]HOST`, enlist that host of the
+    /// ssh provider's pool as a machine (its agent is installed there).
     AddMachine {
         #[arg(short = 'n', default_value_t = 1)]
         n: u32,
+        /// `ssh:[user@]HOST`: a host of the pool (see add-host).
+        placement: Option<String>,
     },
+    /// Add the hosts of a cloud file to the ssh provider's pool.
+    AddHost {
+        /// A cloud file (YAML, or TOML by extension) listing the hosts.
+        file: PathBuf,
+        /// The local root whose pool copy `destroy` uses [default: as bootstrap].
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Take a host out of the ssh provider's pool (refused while a machine runs there).
+    RemoveHost { address: String },
     /// Remove a machine that hosts no units.
     RemoveMachine { id: String },
     /// Deploy an application: its units run COMMAND, each on a new machine.
@@ -83,9 +97,14 @@ enum Command {
     RemoveUnit { unit: String },
     /// Show an application's config, or set key=value pairs.
     Config { name: String, settings: Vec<String> },
-    /// Start a new environment on the local provider: the first manager,
-    /// and with --ha N, N managers from the start.
+    /// Start a new environment: the first manager, and with --ha N, N
+    /// managers from the start; on the local provider, or with --cloud
+    /// FILE on the ssh provider over the hosts that file lists.
     Bootstrap {
+        /// A cloud file (YAML, or TOML by extension) of existing hosts
+        /// reached over SSH (see docs/OPERATIONS.md).
+        #[arg(long, value_name = "FILE")]
+        cloud: Option<PathBuf>,
         /// Managers to run from the start (1 to 7; odd numbers survive the
         /// loss of a minority).
         #[arg(long, default_value_t = 1)]
@@ -161,7 +180,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match &cli.command {
-        Command::Bootstrap { ha, root } => return rt.block_on(bootstrap_cmd(*ha, root.clone())),
+        Command::Bootstrap { ha, root, cloud } => return rt.block_on(bootstrap_cmd(*ha, root.clone(), cloud.clone())),
         Command::Destroy { root } => return destroy_cmd(root.clone()),
         _ => {}
     }
@@ -183,6 +202,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::AddHost { file: cloud_file, root } = &cli.command {
+        return rt.block_on(add_host_cmd(&cli, &file, cloud_file, root.clone()));
+    }
     // One request id per invocation: every retry on another manager carries it.
     let request_id = client::new_request_id();
     let req = match request_for(&cli, request_id) {
@@ -223,7 +245,17 @@ fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
     Ok(match &cli.command {
         Command::Members => Request::Members,
         Command::Status | Command::ShowController => Request::Status,
-        Command::AddMachine { n } => write(StateCommand::AddMachine { n: *n }),
+        Command::AddMachine { n, placement: None } => write(StateCommand::AddMachine { n: *n }),
+        Command::AddMachine { n, placement: Some(p) } => {
+            let Some(target) = p.strip_prefix("ssh:") else { return Err(format!("placement {p:?}: expected ssh:[user@]HOST")) };
+            if *n != 1 {
+                return Err("ssh:HOST enlists one machine: drop -n".into());
+            }
+            let host = target.rsplit_once('@').map_or(target, |(_, h)| h);
+            write(StateCommand::EnlistMachine { host: host.to_string() })
+        }
+        Command::RemoveHost { address } => write(StateCommand::RemoveHost { address: address.clone() }),
+        Command::AddHost { .. } => unreachable!("handled before any request"),
         Command::RemoveMachine { id } => write(StateCommand::RemoveMachine { id: id.clone() }),
         Command::Deploy { name, command, n } => write(StateCommand::Deploy { name: name.clone(), command: command.clone(), n: *n }),
         Command::AddUnit { name, n } => write(StateCommand::AddUnit { app: name.clone(), n: *n }),
@@ -258,11 +290,16 @@ fn progress_bar(want: usize) -> ProgressBar {
     bar
 }
 
-async fn bootstrap_cmd(ha: u32, root: Option<PathBuf>) -> ExitCode {
+async fn bootstrap_cmd(ha: u32, root: Option<PathBuf>, cloud: Option<PathBuf>) -> ExitCode {
     let root = root.unwrap_or_else(bootstrap::default_root);
     let bar = progress_bar(ha as usize);
     let started = std::time::Instant::now();
-    match bootstrap::bootstrap(&root, ha, &|alive, _| bar.set_position(alive as u64)).await {
+    let progress = |alive: usize, _| bar.set_position(alive as u64);
+    let result = match &cloud {
+        Some(file) => sshenv::bootstrap(&root, file, ha, &progress).await,
+        None => bootstrap::bootstrap(&root, ha, &progress).await,
+    };
+    match result {
         Ok(file) => {
             bar.finish_and_clear();
             println!("bootstrapped {ha} manager(s) in {:.1} s; client file {}", started.elapsed().as_secs_f64(), file.display());
@@ -275,6 +312,42 @@ async fn bootstrap_cmd(ha: u32, root: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sends one `AddHost` per host of `cloud_file` (each entry holds the
+/// host's private key: it goes to the managers over the mTLS channel,
+/// never on a command line), and records the hosts in the local pool copy
+/// so that `destroy` cleans them too.
+async fn add_host_cmd(cli: &Cli, file: &ClientFile, cloud_file: &Path, root: Option<PathBuf>) -> ExitCode {
+    let hosts = match jujud::runtime::provider::ssh::cloud::load(cloud_file) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("juju: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let on_retry = |why: &str| eprintln!("juju: {why}");
+    for h in &hosts {
+        let cmd = StateCommand::AddHost { address: h.address.clone(), entry: h.to_json() };
+        let req = Request::Write { request_id: client::new_request_id(), cmd, wait_replicated: cli.wait_replicated, timeout_ms: cli.timeout_ms };
+        match client::request_with_retries(file, cli.endpoint, req, &on_retry).await {
+            Ok((_, Response::Applied(_) | Response::Done)) => println!("added host {}", h.address),
+            Ok((_, Response::Error(msg) | Response::Unavailable(msg))) => {
+                eprintln!("juju: the manager refused host {}: {msg}", h.address);
+                return ExitCode::FAILURE;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("juju: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let root = root.unwrap_or_else(bootstrap::default_root);
+    if let Err(e) = sshenv::remember_hosts(&root, &hosts) {
+        eprintln!("juju: warning: {e}");
+    }
+    ExitCode::SUCCESS
 }
 
 async fn wait_managers(path: &Path, n: u32) -> ExitCode {
@@ -296,7 +369,8 @@ async fn wait_managers(path: &Path, n: u32) -> ExitCode {
 
 fn destroy_cmd(root: Option<PathBuf>) -> ExitCode {
     let root = root.unwrap_or_else(bootstrap::default_root);
-    match bootstrap::destroy(&root) {
+    let result = if sshenv::is_ssh(&root) { sshenv::destroy(&root) } else { bootstrap::destroy(&root) };
+    match result {
         Ok(n) => {
             println!("destroyed {}: {n} running instance(s) stopped", root.display());
             ExitCode::SUCCESS

@@ -23,6 +23,17 @@ pub struct BootstrapArgs {
     /// The desired number of managers from the start.
     #[arg(long, value_name = "N", hide = true, requires = "provider_root")]
     pub ha_desired: Option<u32>,
+    /// The provider: `local` (the default; the root is a directory) or
+    /// `ssh` (the root is the cloud's name, the pool comes in a file).
+    #[arg(long, value_name = "KIND", hide = true, requires = "provider_root")]
+    pub provider_kind: Option<String>,
+    /// For `ssh`: a 0600 JSON file of the pool's `[address, entry]` pairs,
+    /// read once and deleted (it holds private keys).
+    #[arg(long, value_name = "FILE", hide = true, requires = "provider_root")]
+    pub provider_hosts_file: Option<PathBuf>,
+    /// For `ssh`: where this manager's own instance runs (its address).
+    #[arg(long, value_name = "ADDR", hide = true, requires = "provider_root")]
+    pub instance_at: Option<String>,
 }
 
 /// The checked bootstrap settings.
@@ -31,6 +42,10 @@ pub struct BootstrapConfig {
     pub provider_root: PathBuf,
     pub instance: String,
     pub desired: u32,
+    /// `local` or `ssh`.
+    pub kind: String,
+    pub hosts_file: Option<PathBuf>,
+    pub instance_at: Option<String>,
 }
 
 impl BootstrapArgs {
@@ -45,10 +60,25 @@ impl BootstrapArgs {
                 expected: "1 to 7",
             });
         }
+        let kind = self.provider_kind.clone().unwrap_or_else(|| "local".into());
+        if kind != "local" && kind != "ssh" {
+            return Err(ConfigError::InvalidValue { field: "provider_kind", value: kind, origin: "flag --provider-kind".into(), expected: "local or ssh" });
+        }
+        if kind == "ssh" && self.provider_hosts_file.is_none() {
+            return Err(ConfigError::InvalidValue {
+                field: "provider_hosts_file",
+                value: String::new(),
+                origin: "flag --provider-hosts-file".into(),
+                expected: "the pool's hosts file (the ssh provider needs one)",
+            });
+        }
         Ok(Some(BootstrapConfig {
             provider_root: root.clone(),
             instance: self.bootstrap_instance.clone().unwrap_or_else(|| "controller-0".into()),
             desired,
+            kind,
+            hosts_file: self.provider_hosts_file.clone(),
+            instance_at: self.instance_at.clone(),
         }))
     }
 }

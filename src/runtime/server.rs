@@ -292,14 +292,24 @@ pub async fn run_peer(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Resul
 /// the desired number of managers and its own controller machine; the HA
 /// keeper takes it from there.
 async fn bootstrap(shared: Arc<Shared>, b: crate::config::BootstrapConfig) {
+    let hosts = match &b.hosts_file {
+        Some(path) => match super::provider::ssh::read_hosts_file(path) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the pool's hosts file; bootstrap not recorded");
+                return;
+            }
+        },
+        None => Vec::new(),
+    };
     let spec = crate::core::state::controllers::Bootstrap {
-        provider: "local".into(),
+        provider: b.kind.clone(),
         root: b.provider_root.display().to_string(),
         desired: b.desired,
         instance: b.instance.clone(),
         node: shared.self_id.to_string(),
-        hosts: Vec::new(),
-        instance_at: None,
+        hosts,
+        instance_at: b.instance_at.clone(),
     };
     let timeout = std::time::Duration::from_millis(super::join::JOIN_STEP_TIMEOUT_MS);
     match shared.write(StateCommand::Bootstrap(Box::new(spec)), 0, timeout).await {
@@ -431,6 +441,9 @@ async fn serve(
         node.handle(std::time::Duration::ZERO, crate::core::Input::Publish(n));
     }
     tokio::spawn(accept_loop(endpoint.clone(), transport.clone(), shared.clone()));
+    // The ssh provider's client files (key, known_hosts, shared
+    // connections) live in the data dir: private, and found by `destroy`.
+    super::provider::ssh::client::set_state_dir(dir.path().join("ssh"));
     let parts = DriverParts {
         transport: transport.clone(),
         inbox: inbox_rx,

@@ -189,8 +189,9 @@ pub fn stop(c: &Client, name: &str, graceful: bool) -> Result<bool, ProviderErro
 
 /// Kills every process started from the host's `instances/` dir and
 /// removes everything jujud put under `dir`, if the host is unmarked or
-/// marked by one of `envs`; returns how many processes it killed.
-pub fn destroy(c: &Client, envs: &[String]) -> Result<usize, ProviderError> {
+/// marked by one of `envs`; returns how many processes it killed, or
+/// `None` when another environment marked the host (left alone).
+pub fn destroy(c: &Client, envs: &[String]) -> Result<Option<usize>, ProviderError> {
     let ok: Vec<String> = envs.iter().map(|e| quote(e)).collect();
     let script = format!(
         "D={d}; PAT=\"$D/instances/\"; {pids}cur=$(cat \"$D/environment\" 2>/dev/null); \
@@ -205,10 +206,11 @@ pub fn destroy(c: &Client, envs: &[String]) -> Result<usize, ProviderError> {
     let out = c.run(&script, None, STOP_TIMEOUT_MS)?;
     let line = out.stdout.lines().last().unwrap_or("").trim().to_string();
     if let Some(other) = line.strip_prefix("OTHER ") {
-        return Err(fail(c, format!("host {} is used by environment {other}: left alone", c.entry().address)));
+        tracing::warn!(host = %c.entry().address, environment = %other, "host used by another environment: left alone");
+        return Ok(None);
     }
     match line.strip_prefix("DESTROYED ") {
-        Some(n) => Ok(n.parse().unwrap_or(0)),
+        Some(n) => Ok(Some(n.parse().unwrap_or(0))),
         None => Err(fail(c, format!("destroy failed (exit {}): {}", out.code, out.stderr.trim()))),
     }
 }

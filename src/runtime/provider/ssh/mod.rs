@@ -33,6 +33,24 @@ pub const TOKEN_FILE: &str = "token";
 /// The environment variable a launch carries the token in.
 const TOKEN_ENV: &str = "JUJUD_TOKEN";
 
+/// Largest pool hosts file the bootstrap manager reads.
+pub const MAX_HOSTS_FILE_BYTES: u64 = (crate::core::state::controllers::MAX_HOSTS * (crate::core::state::controllers::MAX_HOST_ENTRY_BYTES + 512)) as u64;
+
+/// Reads the bootstrap manager's pool file (`[[address, entry], ...]`,
+/// JSON) and deletes it: it holds private keys, and the state keeps them
+/// from now on.
+pub fn read_hosts_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut text = String::new();
+    f.take(MAX_HOSTS_FILE_BYTES + 1).read_to_string(&mut text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let _ = std::fs::remove_file(path);
+    if text.len() as u64 > MAX_HOSTS_FILE_BYTES {
+        return Err(format!("{}: more than {MAX_HOSTS_FILE_BYTES} bytes", path.display()));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// A provider over a pool of hosts.
 pub struct SshProvider {
     /// The cloud's name (the cloud file bootstrap was given), for messages.
