@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod agent;
+pub mod hosts;
 pub mod netns;
 
 /// Where tests hand a join token to `jujud` (never `--token`: the command

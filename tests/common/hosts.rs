@@ -1,0 +1,276 @@
+//! A test bed of separate hosts on one machine: each host is a network
+//! namespace with its own address on a bridge in the root namespace (so
+//! the test itself, as the operator's workstation, reaches every host), and
+//! its own real `sshd` (Debian's openssh-server) with its own host key. One
+//! client key per bed. Hosts share the filesystem, so each gets its own
+//! directory for jujud.
+//!
+//! "A host dies": every process in its namespace SIGKILLed and its link
+//! cut. "A host stops responding": its link cut while its processes keep
+//! running (the zombie case), then restored.
+//!
+//! Owns the namespaces, the bridge, the sshd processes and the keys it
+//! makes. Must never leave any of them behind: Drop kills every process in
+//! every namespace and deletes them, even after a failed assertion. Needs
+//! root (CI runs as root); [`Hosts::available`] says when a test must skip.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The port every host's sshd listens on (each namespace has its own).
+pub const SSH_PORT: u16 = 22;
+/// Longest wait for a host's sshd to accept connections.
+pub const SSHD_READY_MS: u64 = 10_000;
+/// Longest wait for a killed host's processes to be gone.
+pub const KILL_WAIT_MS: u64 = 5_000;
+
+/// Beds made by this process (keeps concurrent tests' names apart).
+static BEDS: AtomicU32 = AtomicU32::new(0);
+
+/// One host.
+pub struct Host {
+    pub name: String,
+    /// The network namespace.
+    pub ns: String,
+    pub addr: Ipv4Addr,
+    /// The directory jujud may use there (the cloud file's `dir`).
+    pub dir: PathBuf,
+    /// The pinned host-key fingerprint (`SHA256:...`).
+    pub host_key: String,
+    /// The root-side end of its veth (cut to cut the host off).
+    link: String,
+    sshd_config: PathBuf,
+    sshd: Option<Child>,
+}
+
+/// The bed: hosts on a bridge, and the client key that logs into them.
+pub struct Hosts {
+    pub hosts: Vec<Host>,
+    bridge: String,
+    /// The client's private key (a path a cloud file can name).
+    pub key: PathBuf,
+    pub root: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {cmd}: {e}"))
+}
+
+fn must(cmd: &str, args: &[&str]) -> String {
+    let out = run(cmd, args);
+    assert!(out.status.success(), "{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn keygen(path: &Path) {
+    must("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "jujud-test", "-f", path.to_str().unwrap()]);
+}
+
+/// `SHA256:...` of a public key file.
+pub fn fingerprint(pubkey: &Path) -> String {
+    let out = must("ssh-keygen", &["-l", "-E", "sha256", "-f", pubkey.to_str().unwrap()]);
+    out.split_whitespace().nth(1).expect("ssh-keygen -l prints the fingerprint second").to_string()
+}
+
+impl Hosts {
+    /// Whether this machine can run the bed (root, `ip`, `sshd`); if not,
+    /// says why. CI runs as root, where a missing part is a failure.
+    pub fn available() -> Result<(), String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root: network namespaces need root".into());
+        }
+        for tool in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/bin/ssh-keyscan"] {
+            if !Path::new(tool).exists() {
+                return Err(format!("{tool} is missing (apt-get install openssh-server openssh-client)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds `n` hosts, each with a running sshd that accepts the bed's key.
+    pub fn build(n: usize) -> Hosts {
+        assert!((1..=200).contains(&n), "1 to 200 hosts");
+        let bed = BEDS.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        // A /24 per bed: 10.<100 + pid % 100>.<bed and pid mix>.0/24.
+        let (b, c) = (100 + (pid % 100) as u8, ((pid / 100) % 200 + bed * 37) as u8 % 250 + 1);
+        let tag = format!("jh{}x{bed}", pid % 100_000);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        let key = root.join("client_key");
+        keygen(&key);
+        let bridge = format!("{tag}br");
+        let mut bed = Hosts { hosts: Vec::new(), bridge: bridge.clone(), key, root, _tmp: tmp };
+        must("ip", &["link", "add", &bridge, "type", "bridge"]);
+        must("ip", &["addr", "add", &format!("10.{b}.{c}.254/24"), "dev", &bridge]);
+        must("ip", &["link", "set", &bridge, "up"]);
+        for i in 0..n {
+            let host = bed.make_host(&tag, i, Ipv4Addr::new(10, b, c, i as u8 + 1));
+            bed.hosts.push(host);
+        }
+        for i in 0..n {
+            bed.start_sshd(i);
+        }
+        bed
+    }
+
+    fn make_host(&self, tag: &str, i: usize, addr: Ipv4Addr) -> Host {
+        let (ns, inner, link) = (format!("{tag}h{i}"), format!("{tag}i{i}"), format!("{tag}l{i}"));
+        must("ip", &["netns", "add", &ns]);
+        must("ip", &["link", "add", &link, "type", "veth", "peer", "name", &inner]);
+        must("ip", &["link", "set", &inner, "netns", &ns]);
+        must("ip", &["link", "set", &link, "master", &self.bridge]);
+        must("ip", &["link", "set", &link, "up"]);
+        must("ip", &["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &inner]);
+        must("ip", &["-n", &ns, "link", "set", &inner, "up"]);
+        must("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        let home = self.root.join(format!("host{i}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let host_key = home.join("ssh_host_ed25519_key");
+        keygen(&host_key);
+        let authorized = home.join("authorized_keys");
+        std::fs::copy(self.key.with_extension("pub"), &authorized).unwrap();
+        let sshd_config = home.join("sshd_config");
+        let config = format!(
+            "ListenAddress {addr}:{SSH_PORT}\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPidFile {}\nMaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n",
+            host_key.display(),
+            authorized.display(),
+            home.join("sshd.pid").display()
+        );
+        std::fs::write(&sshd_config, config).unwrap();
+        let fp = fingerprint(&host_key.with_extension("pub"));
+        Host { name: format!("host{i}"), ns, addr, dir: home.join("jujud"), host_key: fp, link, sshd_config, sshd: None }
+    }
+
+    /// (Re)starts host `i`'s sshd and waits until it accepts connections.
+    pub fn start_sshd(&mut self, i: usize) {
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let h = &mut self.hosts[i];
+        let child = Command::new("ip")
+            .args(["netns", "exec", &h.ns, "/usr/sbin/sshd", "-D", "-e", "-f", h.sshd_config.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        h.sshd = Some(child);
+        let deadline = Instant::now() + Duration::from_millis(SSHD_READY_MS);
+        loop {
+            if self.ssh(i, "true").status.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "sshd of {} did not answer within {SSHD_READY_MS} ms", self.hosts[i].name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `cmd` on host `i` over ssh as root, with the bed's key.
+    pub fn ssh(&self, i: usize, cmd: &str) -> Output {
+        let h = &self.hosts[i];
+        let known = self.root.join(format!("known_hosts_{i}"));
+        let line = format!("{} {}", h.addr, std::fs::read_to_string(h.sshd_config.with_file_name("ssh_host_ed25519_key.pub")).unwrap());
+        std::fs::write(&known, line).unwrap();
+        Command::new("ssh")
+            .args(["-n", "-i", self.key.to_str().unwrap(), "-p", &SSH_PORT.to_string()])
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "StrictHostKeyChecking=yes"])
+            .args(["-o", &format!("UserKnownHostsFile={}", known.display())])
+            .arg(format!("root@{}", h.addr))
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh")
+    }
+
+    /// The cloud file (YAML) for hosts `which`, every host allowed every
+    /// role unless `roles` says otherwise for it.
+    pub fn cloud_yaml(&self, which: &[usize], roles: impl Fn(usize) -> Option<&'static str>) -> String {
+        let mut s = String::from("hosts:\n");
+        for &i in which {
+            let h = &self.hosts[i];
+            s.push_str(&format!(
+                "  - address: {}\n    user: root\n    port: {SSH_PORT}\n    key: {}\n    host-key: \"{}\"\n    dir: {}\n",
+                h.addr,
+                self.key.display(),
+                h.host_key,
+                h.dir.display()
+            ));
+            if let Some(r) = roles(i) {
+                s.push_str(&format!("    roles: [{r}]\n"));
+            }
+        }
+        s
+    }
+
+    /// Writes the cloud file for every host to `name` under the bed's dir.
+    pub fn write_cloud(&self, name: &str, which: &[usize]) -> PathBuf {
+        let path = self.root.join(name);
+        std::fs::write(&path, self.cloud_yaml(which, |_| None)).unwrap();
+        path
+    }
+
+    /// Every process in host `i`'s namespace.
+    pub fn pids(&self, i: usize) -> Vec<i32> {
+        let out = run("ip", &["netns", "pids", &self.hosts[i].ns]);
+        String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    }
+
+    /// The jujud processes on host `i` (by their executable's name).
+    pub fn jujud_pids(&self, i: usize) -> Vec<i32> {
+        self.pids(i)
+            .into_iter()
+            .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"jujud"))))
+            .collect()
+    }
+
+    /// Cuts (`false`) or restores (`true`) host `i`'s link.
+    pub fn link(&self, i: usize, up: bool) {
+        must("ip", &["link", "set", &self.hosts[i].link, if up { "up" } else { "down" }]);
+    }
+
+    /// Host `i` dies: every process in it SIGKILLed, its link cut.
+    pub fn kill_host(&mut self, i: usize) {
+        self.link(i, false);
+        self.kill_all(i);
+        if let Some(mut c) = self.hosts[i].sshd.take() {
+            let _ = c.wait();
+        }
+    }
+
+    fn kill_all(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_millis(KILL_WAIT_MS);
+        loop {
+            let pids = self.pids(i);
+            if pids.is_empty() || Instant::now() > deadline {
+                return;
+            }
+            for p in pids {
+                // SAFETY: kill(2) of a process in a namespace this bed made.
+                unsafe {
+                    libc::kill(p, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.kill_all(i);
+            if let Some(mut c) = self.hosts[i].sshd.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = run("ip", &["link", "del", &self.hosts[i].link]);
+            let _ = run("ip", &["netns", "del", &self.hosts[i].ns]);
+        }
+        let _ = run("ip", &["link", "del", &self.bridge]);
+    }
+}
