@@ -295,6 +295,12 @@ pub fn effects(w: &AckedWrite) -> Vec<(String, Expect)> {
         Command::SetController { key, value } => vec![(format!("c/{key}"), val(value))],
         Command::ClaimMachine { machine, agent } => vec![(format!("m/{machine}/agent"), val(agent))],
         Command::EnableHa { n } => vec![("c/ha-desired".to_string(), val(&n.to_string()))],
+        Command::DeployTo { name, command, .. } => {
+            let mut e = vec![(format!("a/{name}/life"), val("alive")), (format!("a/{name}/command"), val(command))];
+            e.extend(w.outcome.ids.iter().map(unit));
+            e
+        }
+        Command::AddUnitTo { .. } => w.outcome.ids.iter().map(unit).collect(),
         Command::AddHost { address, entry } => vec![(format!("h/{address}"), val(entry))],
         Command::RemoveHost { address } => vec![(format!("h/{address}"), val("removed"))],
         Command::EnlistMachine { host } => w

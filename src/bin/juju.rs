@@ -79,19 +79,27 @@ enum Command {
     RemoveHost { address: String },
     /// Remove a machine that hosts no units.
     RemoveMachine { id: String },
-    /// Deploy an application: its units run COMMAND, each on a new machine.
+    /// Deploy an application: its units run COMMAND, each on a new machine,
+    /// or one on each machine named by --to.
     Deploy {
         name: String,
         #[arg(long)]
         command: String,
-        #[arg(short = 'n', default_value_t = 1)]
+        #[arg(short = 'n', default_value_t = 1, conflicts_with = "to")]
         n: u32,
+        /// Existing machines to put the units on (comma-separated ids).
+        #[arg(long, value_delimiter = ',')]
+        to: Vec<String>,
     },
-    /// Add units to an application.
+    /// Add units to an application, each on a new machine, or one on each
+    /// machine named by --to.
     AddUnit {
         name: String,
-        #[arg(short = 'n', default_value_t = 1)]
+        #[arg(short = 'n', default_value_t = 1, conflicts_with = "to")]
         n: u32,
+        /// Existing machines to put the units on (comma-separated ids).
+        #[arg(long, value_delimiter = ',')]
+        to: Vec<String>,
     },
     /// Remove a unit (APP/ID).
     RemoveUnit { unit: String },
@@ -257,8 +265,12 @@ fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
         Command::RemoveHost { address } => write(StateCommand::RemoveHost { address: address.clone() }),
         Command::AddHost { .. } => unreachable!("handled before any request"),
         Command::RemoveMachine { id } => write(StateCommand::RemoveMachine { id: id.clone() }),
-        Command::Deploy { name, command, n } => write(StateCommand::Deploy { name: name.clone(), command: command.clone(), n: *n }),
-        Command::AddUnit { name, n } => write(StateCommand::AddUnit { app: name.clone(), n: *n }),
+        Command::Deploy { name, command, to, .. } if !to.is_empty() => {
+            write(StateCommand::DeployTo { name: name.clone(), command: command.clone(), to: to.clone() })
+        }
+        Command::Deploy { name, command, n, .. } => write(StateCommand::Deploy { name: name.clone(), command: command.clone(), n: *n }),
+        Command::AddUnit { name, to, .. } if !to.is_empty() => write(StateCommand::AddUnitTo { app: name.clone(), to: to.clone() }),
+        Command::AddUnit { name, n, .. } => write(StateCommand::AddUnit { app: name.clone(), n: *n }),
         Command::RemoveUnit { unit } => write(StateCommand::RemoveUnit { unit: unit.clone() }),
         Command::Config { settings, .. } | Command::ControllerConfig { settings } if settings.is_empty() => Request::Status,
         Command::Config { name, settings } => write(StateCommand::SetConfig { app: name.clone(), pairs: render::parse_pairs(settings)? }),

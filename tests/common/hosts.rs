@@ -1,244 +1,276 @@
-//! The ssh provider's test bed: N network-namespace "hosts" on a bridge in
-//! the test's own namespace (so the test, as the operator's machine, reaches
-//! every host, and hosts reach each other), each with its own address
-//! (10.77.S.10+i), its own real sshd (its own host key, ListenAddress and
-//! directory), one client key per bed, the hosts' pinned fingerprints and a
-//! cloud file writer. "A host dies": [`Hosts::kill_host`] SIGKILLs every
-//! process in its namespace and cuts its link; "a host stops responding":
-//! [`Hosts::cut_link`], then [`Hosts::restore_link`].
+//! A test bed of separate hosts on one machine: each host is a network
+//! namespace with its own address on a bridge in the root namespace (so
+//! the test itself, as the operator's workstation, reaches every host), and
+//! its own real `sshd` (Debian's openssh-server) with its own host key. One
+//! client key per bed. Hosts share the filesystem, so each gets its own
+//! directory for jujud.
 //!
-//! Owns the bed's namespaces, bridge, processes and files: [`Drop`] removes
-//! them all, on failure too. Needs root; [`Hosts::unavailable`] says why a
-//! test must skip. Plain functions only (usable from a bench).
-#![allow(dead_code)]
+//! "A host dies": every process in its namespace SIGKILLed and its link
+//! cut. "A host stops responding": its link cut while its processes keep
+//! running (the zombie case), then restored.
+//!
+//! Owns the namespaces, the bridge, the sshd processes and the keys it
+//! makes. Must never leave any of them behind: Drop kills every process in
+//! every namespace and deletes them, even after a failed assertion. Needs
+//! root (CI runs as root); [`Hosts::available`] says when a test must skip.
 
-use std::os::unix::io::AsRawFd;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The machine-wide lock under which a bed picks its subnet.
-const LOCK_FILE: &str = "/tmp/jujud-hosts-bed.lock";
-/// Subnets 10.77.S.0/24, S in 1..=MAX_SUBNET.
-const MAX_SUBNET: u8 = 250;
-/// Longest wait for a host's sshd to listen.
-const SSHD_START_MS: u64 = 10_000;
-/// The first host's last address byte.
-const FIRST_HOST: usize = 10;
+/// The port every host's sshd listens on (each namespace has its own).
+pub const SSH_PORT: u16 = 22;
+/// Longest wait for a host's sshd to accept connections.
+pub const SSHD_READY_MS: u64 = 10_000;
+/// Longest wait for a killed host's processes to be gone.
+pub const KILL_WAIT_MS: u64 = 5_000;
 
+/// Beds made by this process (keeps concurrent tests' names apart).
+static BEDS: AtomicU32 = AtomicU32::new(0);
+
+/// One host.
+pub struct Host {
+    pub name: String,
+    /// The network namespace.
+    pub ns: String,
+    pub addr: Ipv4Addr,
+    /// The directory jujud may use there (the cloud file's `dir`).
+    pub dir: PathBuf,
+    /// The pinned host-key fingerprint (`SHA256:...`).
+    pub host_key: String,
+    /// The root-side end of its veth (cut to cut the host off).
+    link: String,
+    sshd_config: PathBuf,
+    sshd: Option<Child>,
+}
+
+/// The bed: hosts on a bridge, and the client key that logs into them.
 pub struct Hosts {
-    pub n: usize,
-    subnet: u8,
-    /// The bed's files: keys, sshd configs, each host's directories.
+    pub hosts: Vec<Host>,
+    bridge: String,
+    /// The client's private key (a path a cloud file can name).
+    pub key: PathBuf,
     pub root: PathBuf,
-    pub client_key: PathBuf,
-    /// Each host's pinned host key fingerprint (`SHA256:...`).
-    pub fingerprints: Vec<String>,
-    built: usize,
+    _tmp: tempfile::TempDir,
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd).args(args).stdin(Stdio::null()).output().map_err(|e| format!("{cmd}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {cmd}: {e}"))
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
-    run("ip", args)
+fn must(cmd: &str, args: &[&str]) -> String {
+    let out = run(cmd, args);
+    assert!(out.status.success(), "{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn keygen(path: &Path) {
+    must("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "jujud-test", "-f", path.to_str().unwrap()]);
+}
+
+/// `SHA256:...` of a public key file.
+pub fn fingerprint(pubkey: &Path) -> String {
+    let out = must("ssh-keygen", &["-l", "-E", "sha256", "-f", pubkey.to_str().unwrap()]);
+    out.split_whitespace().nth(1).expect("ssh-keygen -l prints the fingerprint second").to_string()
 }
 
 impl Hosts {
-    /// Why the bed cannot run here (not root, no sshd), if it cannot.
-    pub fn unavailable() -> Option<String> {
+    /// Whether this machine can run the bed (root, `ip`, `sshd`); if not,
+    /// says why. CI runs as root, where a missing part is a failure.
+    pub fn available() -> Result<(), String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            return Some("not root: network namespaces need root".into());
+            return Err("not root: network namespaces need root".into());
         }
-        for bin in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keyscan", "/usr/bin/ssh-keygen"] {
-            if !Path::new(bin).exists() {
-                return Some(format!("{bin} is missing (apt-get install openssh-server openssh-client)"));
+        for tool in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/bin/ssh-keyscan"] {
+            if !Path::new(tool).exists() {
+                return Err(format!("{tool} is missing (apt-get install openssh-server openssh-client)"));
             }
         }
-        None
+        Ok(())
     }
 
-    /// Builds `n` hosts, each with a running sshd.
-    pub fn build(n: usize) -> Result<Hosts, String> {
-        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK_FILE).map_err(|e| e.to_string())?;
-        // SAFETY: flock on a file we opened; released when `lock` drops.
-        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-        let links = ip(&["-o", "link", "show"])?;
-        let subnet = (1..=MAX_SUBNET).find(|s| !links.contains(&format!("jhb{s}:"))).ok_or("no free bed subnet")?;
-        let root = PathBuf::from(format!("/tmp/jhb{subnet}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-        let mut bed = Hosts { n, subnet, root: root.clone(), client_key: root.join("client_key"), fingerprints: Vec::new(), built: 0 };
-        let br = bed.bridge();
-        ip(&["link", "add", &br, "type", "bridge"])?;
-        drop(lock);
-        ip(&["addr", "add", &format!("10.77.{subnet}.1/24"), "dev", &br])?;
-        ip(&["link", "set", &br, "up"])?;
-        let key = bed.client_key.display().to_string();
-        run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "bed-client", "-f", &key])?;
-        std::fs::copy(format!("{key}.pub"), root.join("authorized_keys")).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all("/run/sshd").map_err(|e| e.to_string())?;
+    /// Builds `n` hosts, each with a running sshd that accepts the bed's key.
+    pub fn build(n: usize) -> Hosts {
+        assert!((1..=200).contains(&n), "1 to 200 hosts");
+        let bed = BEDS.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        // A /24 per bed: 10.<100 + pid % 100>.<bed and pid mix>.0/24.
+        let (b, c) = (100 + (pid % 100) as u8, ((pid / 100) % 200 + bed * 37) as u8 % 250 + 1);
+        let tag = format!("jh{}x{bed}", pid % 100_000);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        let key = root.join("client_key");
+        keygen(&key);
+        let bridge = format!("{tag}br");
+        let mut bed = Hosts { hosts: Vec::new(), bridge: bridge.clone(), key, root, _tmp: tmp };
+        must("ip", &["link", "add", &bridge, "type", "bridge"]);
+        must("ip", &["addr", "add", &format!("10.{b}.{c}.254/24"), "dev", &bridge]);
+        must("ip", &["link", "set", &bridge, "up"]);
         for i in 0..n {
-            bed.add_host(i)?;
-            bed.built = i + 1;
+            let host = bed.make_host(&tag, i, Ipv4Addr::new(10, b, c, i as u8 + 1));
+            bed.hosts.push(host);
         }
         for i in 0..n {
-            bed.wait_sshd(i)?;
+            bed.start_sshd(i);
         }
-        Ok(bed)
+        bed
     }
 
-    pub fn bridge(&self) -> String {
-        format!("jhb{}", self.subnet)
-    }
-    pub fn ns(&self, i: usize) -> String {
-        format!("jhb{}h{i}", self.subnet)
-    }
-    /// The test-side end of host `i`'s link.
-    fn veth(&self, i: usize) -> String {
-        format!("jhb{}v{i}", self.subnet)
-    }
-    /// Host `i`'s address.
-    pub fn addr(&self, i: usize) -> String {
-        format!("10.77.{}.{}", self.subnet, FIRST_HOST + i)
-    }
-    /// Host `i`'s files (sshd's and its jujud dir).
-    pub fn host_root(&self, i: usize) -> PathBuf {
-        self.root.join(format!("h{i}"))
-    }
-    /// The directory jujud may use on host `i`.
-    pub fn dir(&self, i: usize) -> PathBuf {
-        self.host_root(i).join("jujud")
-    }
-
-    fn add_host(&mut self, i: usize) -> Result<(), String> {
-        let (ns, v, hroot) = (self.ns(i), self.veth(i), self.host_root(i));
-        std::fs::create_dir_all(&hroot).map_err(|e| e.to_string())?;
-        ip(&["netns", "add", &ns])?;
-        ip(&["link", "add", &v, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
-        ip(&["link", "set", &v, "master", &self.bridge()])?;
-        ip(&["link", "set", &v, "up"])?;
-        ip(&["-n", &ns, "addr", "add", &format!("{}/24", self.addr(i)), "dev", "eth0"])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        let hk = hroot.join("ssh_host_ed25519_key");
-        run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", &format!("host{i}"), "-f", &hk.display().to_string()])?;
-        let fp = run("ssh-keygen", &["-l", "-E", "sha256", "-f", &format!("{}.pub", hk.display())])?;
-        self.fingerprints.push(fp.split_whitespace().nth(1).ok_or("no fingerprint")?.to_string());
-        let cfg = hroot.join("sshd_config");
-        let body = format!(
-            "ListenAddress {addr}:22\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPidFile {pid}\nLogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n",
-            addr = self.addr(i),
-            hk = hk.display(),
-            ak = self.root.join("authorized_keys").display(),
-            pid = hroot.join("sshd.pid").display()
+    fn make_host(&self, tag: &str, i: usize, addr: Ipv4Addr) -> Host {
+        let (ns, inner, link) = (format!("{tag}h{i}"), format!("{tag}i{i}"), format!("{tag}l{i}"));
+        must("ip", &["netns", "add", &ns]);
+        must("ip", &["link", "add", &link, "type", "veth", "peer", "name", &inner]);
+        must("ip", &["link", "set", &inner, "netns", &ns]);
+        must("ip", &["link", "set", &link, "master", &self.bridge]);
+        must("ip", &["link", "set", &link, "up"]);
+        must("ip", &["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &inner]);
+        must("ip", &["-n", &ns, "link", "set", &inner, "up"]);
+        must("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        let home = self.root.join(format!("host{i}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let host_key = home.join("ssh_host_ed25519_key");
+        keygen(&host_key);
+        let authorized = home.join("authorized_keys");
+        std::fs::copy(self.key.with_extension("pub"), &authorized).unwrap();
+        let sshd_config = home.join("sshd_config");
+        let config = format!(
+            "ListenAddress {addr}:{SSH_PORT}\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPidFile {}\nMaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n",
+            host_key.display(),
+            authorized.display(),
+            home.join("sshd.pid").display()
         );
-        std::fs::write(&cfg, body).map_err(|e| e.to_string())?;
-        ip(&["netns", "exec", &ns, "/usr/sbin/sshd", "-f", &cfg.display().to_string()])?;
-        Ok(())
+        std::fs::write(&sshd_config, config).unwrap();
+        let fp = fingerprint(&host_key.with_extension("pub"));
+        Host { name: format!("host{i}"), ns, addr, dir: home.join("jujud"), host_key: fp, link, sshd_config, sshd: None }
     }
 
-    fn wait_sshd(&self, i: usize) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_millis(SSHD_START_MS);
-        let pidfile = self.host_root(i).join("sshd.pid");
-        while !pidfile.exists() {
-            if Instant::now() > deadline {
-                return Err(format!("sshd of host {i} did not start within {SSHD_START_MS} ms"));
+    /// (Re)starts host `i`'s sshd and waits until it accepts connections.
+    pub fn start_sshd(&mut self, i: usize) {
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let h = &mut self.hosts[i];
+        let child = Command::new("ip")
+            .args(["netns", "exec", &h.ns, "/usr/sbin/sshd", "-D", "-e", "-f", h.sshd_config.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        h.sshd = Some(child);
+        let deadline = Instant::now() + Duration::from_millis(SSHD_READY_MS);
+        loop {
+            if self.ssh(i, "true").status.success() {
+                return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            assert!(Instant::now() < deadline, "sshd of {} did not answer within {SSHD_READY_MS} ms", self.hosts[i].name);
+            std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
     }
 
-    /// One host's cloud file entry (YAML), with its pinned fingerprint.
-    pub fn entry_yaml(&self, i: usize) -> String {
-        format!(
-            "  - address: {}\n    user: root\n    port: 22\n    key: {}\n    host-key: {}\n    dir: {}\n",
-            self.addr(i),
-            self.client_key.display(),
-            self.fingerprints[i],
-            self.dir(i).display()
-        )
+    /// Runs `cmd` on host `i` over ssh as root, with the bed's key.
+    pub fn ssh(&self, i: usize, cmd: &str) -> Output {
+        let h = &self.hosts[i];
+        let known = self.root.join(format!("known_hosts_{i}"));
+        let line = format!("{} {}", h.addr, std::fs::read_to_string(h.sshd_config.with_file_name("ssh_host_ed25519_key.pub")).unwrap());
+        std::fs::write(&known, line).unwrap();
+        Command::new("ssh")
+            .args(["-n", "-i", self.key.to_str().unwrap(), "-p", &SSH_PORT.to_string()])
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "StrictHostKeyChecking=yes"])
+            .args(["-o", &format!("UserKnownHostsFile={}", known.display())])
+            .arg(format!("root@{}", h.addr))
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh")
     }
 
-    /// Writes a cloud file holding `hosts`; returns its path.
-    pub fn write_cloud(&self, name: &str, hosts: &[usize]) -> PathBuf {
+    /// The cloud file (YAML) for hosts `which`, every host allowed every
+    /// role unless `roles` says otherwise for it.
+    pub fn cloud_yaml(&self, which: &[usize], roles: impl Fn(usize) -> Option<&'static str>) -> String {
+        let mut s = String::from("hosts:\n");
+        for &i in which {
+            let h = &self.hosts[i];
+            s.push_str(&format!(
+                "  - address: {}\n    user: root\n    port: {SSH_PORT}\n    key: {}\n    host-key: \"{}\"\n    dir: {}\n",
+                h.addr,
+                self.key.display(),
+                h.host_key,
+                h.dir.display()
+            ));
+            if let Some(r) = roles(i) {
+                s.push_str(&format!("    roles: [{r}]\n"));
+            }
+        }
+        s
+    }
+
+    /// Writes the cloud file for every host to `name` under the bed's dir.
+    pub fn write_cloud(&self, name: &str, which: &[usize]) -> PathBuf {
         let path = self.root.join(name);
-        let body: String = hosts.iter().map(|i| self.entry_yaml(*i)).collect();
-        std::fs::write(&path, format!("hosts:\n{body}")).expect("write the cloud file");
+        std::fs::write(&path, self.cloud_yaml(which, |_| None)).unwrap();
         path
     }
 
     /// Every process in host `i`'s namespace.
     pub fn pids(&self, i: usize) -> Vec<i32> {
-        ip(&["netns", "pids", &self.ns(i)]).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
+        let out = run("ip", &["netns", "pids", &self.hosts[i].ns]);
+        String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
     }
 
-    /// The processes in host `i`'s namespace other than its sshd.
+    /// The jujud processes on host `i` (by their executable's name).
     pub fn jujud_pids(&self, i: usize) -> Vec<i32> {
         self.pids(i)
             .into_iter()
-            .filter(|p| {
-                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-                !String::from_utf8_lossy(&cmd).contains("sshd")
-            })
+            .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"jujud"))))
             .collect()
     }
 
-    /// The command lines of host `i`'s processes other than its sshd.
-    pub fn processes(&self, i: usize) -> Vec<String> {
-        self.jujud_pids(i).iter().map(|p| String::from_utf8_lossy(&std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default()).replace('\0', " ")).collect()
+    /// Cuts (`false`) or restores (`true`) host `i`'s link.
+    pub fn link(&self, i: usize, up: bool) {
+        must("ip", &["link", "set", &self.hosts[i].link, if up { "up" } else { "down" }]);
     }
 
-    /// "The host dies": every process in its namespace SIGKILLed, and its
-    /// link cut.
-    pub fn kill_host(&self, i: usize) {
-        self.cut_link(i);
-        for p in self.pids(i) {
-            // SAFETY: kill(2) of a process of the bed's own namespace.
-            unsafe { libc::kill(p, libc::SIGKILL) };
+    /// Host `i` dies: every process in it SIGKILLed, its link cut.
+    pub fn kill_host(&mut self, i: usize) {
+        self.link(i, false);
+        self.kill_all(i);
+        if let Some(mut c) = self.hosts[i].sshd.take() {
+            let _ = c.wait();
         }
     }
 
-    pub fn cut_link(&self, i: usize) {
-        let _ = ip(&["link", "set", &self.veth(i), "down"]);
-    }
-
-    pub fn restore_link(&self, i: usize) {
-        let _ = ip(&["link", "set", &self.veth(i), "up"]);
-    }
-
-    /// Runs `args` inside host `i`'s namespace.
-    pub fn exec(&self, i: usize, args: &[&str]) -> Result<String, String> {
-        let mut all = vec!["netns", "exec"];
-        let ns = self.ns(i);
-        all.push(&ns);
-        all.extend_from_slice(args);
-        ip(&all)
+    fn kill_all(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_millis(KILL_WAIT_MS);
+        loop {
+            let pids = self.pids(i);
+            if pids.is_empty() || Instant::now() > deadline {
+                return;
+            }
+            for p in pids {
+                // SAFETY: kill(2) of a process in a namespace this bed made.
+                unsafe {
+                    libc::kill(p, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        for i in 0..self.built {
-            // Twice: a process forked while the first pass ran.
-            for _ in 0..2 {
-                for p in self.pids(i) {
-                    // SAFETY: kill(2) of a process of the bed's own namespace.
-                    unsafe { libc::kill(p, libc::SIGKILL) };
-                }
+        for i in 0..self.hosts.len() {
+            self.kill_all(i);
+            if let Some(mut c) = self.hosts[i].sshd.take() {
+                let _ = c.kill();
+                let _ = c.wait();
             }
-            let _ = Command::new("umount").arg("-l").arg(self.dir(i)).stderr(Stdio::null()).status();
-            let _ = ip(&["netns", "del", &self.ns(i)]);
+            let _ = run("ip", &["link", "del", &self.hosts[i].link]);
+            let _ = run("ip", &["netns", "del", &self.hosts[i].ns]);
         }
-        let _ = ip(&["link", "del", &self.bridge()]);
-        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = run("ip", &["link", "del", &self.bridge]);
     }
 }

@@ -56,6 +56,11 @@ pub enum Command {
     /// Takes host `address` out of the pool (`juju remove-host`); refused
     /// while a machine runs or is placed there.
     RemoveHost { address: String },
+    /// Deploys an application whose units go on existing machines `to`
+    /// (`juju deploy --to M1,M2`): unit `<name>/<m>` on machine `m`.
+    DeployTo { name: String, command: String, to: Vec<String> },
+    /// Adds units of `app` on existing machines `to` (`juju add-unit --to`).
+    AddUnitTo { app: String, to: Vec<String> },
     /// Adds one machine placed on pool host `host`, whose agent the
     /// provider installs there (`juju add-machine ssh:[user@]host`).
     EnlistMachine { host: String },
@@ -222,6 +227,22 @@ pub fn plan(r: &Replica, id: RequestId, cmd: &Command) -> Result<(Vec<Change>, O
             Ok((vec![set(key, super::controllers::HOST_REMOVED)], Outcome { ids: vec![address.clone()], ..Default::default() }))
         }
         Command::EnlistMachine { host } => enlist_machine(r, id, host),
+        Command::DeployTo { name, command, to } => {
+            check_placement(r, name, to)?;
+            let (mut changes, _) = deploy(r, id, name, command, 1)?;
+            // The app's own keys only: its units go on the named machines.
+            changes.retain(|c| matches!(c, Change::Set { key, .. } if key.starts_with(&format!("a/{name}/"))));
+            let (more, outcome) = place_units(name, to);
+            changes.extend(more);
+            Ok((changes, outcome))
+        }
+        Command::AddUnitTo { app, to } => {
+            if !alive(r, &format!("a/{app}/life")) {
+                return Err(CommandError::UnknownApplication(app.clone()));
+            }
+            check_placement(r, app, to)?;
+            Ok(place_units(app, to))
+        }
         Command::EnableHa { n } => {
             super::controllers::check_desired(*n)?;
             Ok((vec![set(format!("c/{}", super::controllers::HA_DESIRED_KEY), n.to_string())], Outcome::default()))
@@ -336,7 +357,7 @@ fn deploy(r: &Replica, id: RequestId, name: &str, command: &str, n: u32) -> Resu
 /// of each unit `<app>/<x>`, which is `<x>`.
 pub fn created_machines(cmd: &Command, ids: &[String]) -> Vec<String> {
     match cmd {
-        Command::AddMachine { .. } => ids.to_vec(),
+        Command::AddMachine { .. } | Command::EnlistMachine { .. } => ids.to_vec(),
         Command::Deploy { .. } | Command::AddUnit { .. } => ids.iter().filter_map(|u| u.split_once('/').map(|(_, m)| m.to_string())).collect(),
         _ => Vec::new(),
     }
@@ -357,6 +378,40 @@ fn add_units(id: RequestId, app: &str, n: u32) -> (Vec<Change>, Outcome) {
         ids.push(format!("{app}/{u}"));
     }
     (changes, Outcome { ids, machines, ..Default::default() })
+}
+
+/// Placement on existing machines: 1 to 1,000 distinct live machines that
+/// host units, none of which runs a unit of `app` already.
+fn check_placement(r: &Replica, app: &str, to: &[String]) -> Result<(), CommandError> {
+    check_count(to.len() as u32)?;
+    for (i, m) in to.iter().enumerate() {
+        if to[..i].contains(m) {
+            return Err(invalid("placement", m, "names a machine twice"));
+        }
+        if !alive(r, &format!("m/{m}/life")) {
+            return Err(CommandError::UnknownMachine(m.clone()));
+        }
+        if !r.get(&format!("m/{m}/jobs")).iter().any(|j| j.split(',').any(|j| j == "host-units")) {
+            return Err(invalid("placement", m, "is a controller, which hosts no units"));
+        }
+        if alive(r, &format!("u/{app}/{m}/life")) {
+            return Err(invalid("placement", m, "runs a unit of this application already"));
+        }
+    }
+    Ok(())
+}
+
+/// Units `<app>/<m>` on existing machines `to`.
+fn place_units(app: &str, to: &[String]) -> (Vec<Change>, Outcome) {
+    let mut changes = Vec::with_capacity(3 * to.len());
+    let mut ids = Vec::with_capacity(to.len());
+    for m in to {
+        changes.push(set(format!("u/{app}/{m}/life"), "alive"));
+        changes.push(set(format!("u/{app}/{m}/machine"), m.clone()));
+        changes.push(set(format!("u/{app}/{m}/status"), "pending"));
+        ids.push(format!("{app}/{m}"));
+    }
+    (changes, Outcome { ids, ..Default::default() })
 }
 
 fn set_config(r: &Replica, app: &str, pairs: &[(String, String)]) -> Result<(Vec<Change>, Outcome), CommandError> {

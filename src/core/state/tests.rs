@@ -429,3 +429,29 @@ mod replication {
         let _ = b_id;
     }
 }
+
+#[test]
+fn units_placed_with_to_go_on_existing_machines_and_bad_placements_are_refused() {
+    let mut r = replica(1);
+    let plan = |r: &Replica, cmd: Command| model::plan(r, derived_id(r.actor(), r.own_seq() + 1), &cmd);
+    let (changes, o) = plan(&r, Command::AddMachine { n: 2 }).unwrap();
+    r.write(&changes);
+    let (m1, m2) = (o.ids[0].clone(), o.ids[1].clone());
+    let deploy = |to: Vec<String>| Command::DeployTo { name: "web".into(), command: "run".into(), to };
+    assert!(matches!(plan(&r, deploy(vec!["9-nope".into()])), Err(CommandError::UnknownMachine(_))));
+    assert!(plan(&r, deploy(vec![m1.clone(), m1.clone()])).is_err(), "a machine named twice");
+    assert!(plan(&r, deploy(Vec::new())).is_err(), "at least one machine");
+    let (changes, o) = plan(&r, deploy(vec![m1.clone()])).unwrap();
+    r.write(&changes);
+    assert_eq!(o.ids, vec![format!("web/{m1}")]);
+    assert!(o.machines.is_empty(), "no machine is created");
+    assert_eq!(r.get(&format!("u/web/{m1}/machine")), vec![m1.clone()]);
+    assert_eq!(r.get("a/web/command"), vec!["run".to_string()]);
+    let view = model::view(&r);
+    assert_eq!(view.machines.len(), 2, "still two machines");
+    assert!(plan(&r, Command::AddUnitTo { app: "web".into(), to: vec![m1.clone()] }).is_err(), "one unit of an app per machine");
+    let (changes, o) = plan(&r, Command::AddUnitTo { app: "web".into(), to: vec![m2.clone()] }).unwrap();
+    r.write(&changes);
+    assert_eq!(o.ids, vec![format!("web/{m2}")]);
+    assert!(plan(&r, Command::AddUnitTo { app: "db".into(), to: vec![m2] }).is_err(), "unknown application");
+}
