@@ -121,3 +121,109 @@ fn bootstrap_ha_3_runs_three_managers_on_three_hosts_and_destroy_leaves_nothing(
     }
     assert!(!root.exists());
 }
+
+/// Bootstraps on `cloud` (text) under a fresh root and expects a refusal
+/// that says `says`; then nothing runs on any host, no slot is held, and
+/// the root holds no client file.
+fn bootstrap_refused(bed: &Hosts, tag: &str, cloud: &str, says: &str) {
+    let file = bed.root.join(format!("{tag}.yaml"));
+    std::fs::write(&file, cloud).unwrap();
+    let root = bed.root.join(format!("env-{tag}"));
+    let (ok, out, err) = juju(&["bootstrap", "--cloud", &file.display().to_string(), "--root", &root.display().to_string()]);
+    assert!(!ok, "{tag}: bootstrap must fail: {out}");
+    assert!(err.contains(says), "{tag}: the error says {says:?}: {err}");
+    assert!(!err.contains("panicked"), "{tag}: {err}");
+    for i in 0..bed.hosts.len() {
+        assert!(processes(bed, i).is_empty(), "{tag}: host {i} runs {:?}", processes(bed, i));
+        assert!(!bed.hosts[i].dir.join("slot").exists(), "{tag}: host {i}'s slot is free");
+        assert!(!bed.hosts[i].dir.join("instances/controller-0").exists(), "{tag}: no instance dir left on host {i}");
+    }
+    assert!(!root.join("client.yaml").exists(), "{tag}");
+}
+
+fn cloud_text(bed: &Hosts, i: usize) -> String {
+    bed.cloud_yaml(&[i], |_| None)
+}
+
+#[test]
+fn each_bad_input_gets_its_clear_error_and_leaves_no_half_started_instance() {
+    let Some(bed) = bed(2) else { return };
+    let good = cloud_text(&bed, 0);
+    // A missing field, named with its host.
+    let missing: String = good.lines().filter(|l| !l.contains("host-key")).map(|l| format!("{l}\n")).collect();
+    bootstrap_refused(&bed, "missing", &missing, &format!("host {}: field host-key: missing", addr(&bed, 0)));
+    // A changed host key: pinned is host 1's, host 0 shows its own.
+    let changed = good.replace(&bed.hosts[0].host_key, &bed.hosts[1].host_key);
+    bootstrap_refused(&bed, "hostkey", &changed, &format!("host key of {} changed: pinned {}, got {}", addr(&bed, 0), bed.hosts[1].host_key, bed.hosts[0].host_key));
+    // A wrong key: one the host does not authorise.
+    let other_key = bed.root.join("other_key");
+    let st = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f", other_key.to_str().unwrap()]).status().unwrap();
+    assert!(st.success());
+    let wrong = good.replace(&bed.key.display().to_string(), &other_key.display().to_string());
+    bootstrap_refused(&bed, "wrongkey", &wrong, "wrong key");
+    // A host used by another environment.
+    std::fs::create_dir_all(&bed.hosts[0].dir).unwrap();
+    std::fs::write(bed.hosts[0].dir.join("environment"), "some-other-environment\n").unwrap();
+    bootstrap_refused(&bed, "otherenv", &good, &format!("host {} is used by environment some-other-environment", addr(&bed, 0)));
+    assert!(bed.hosts[0].dir.join("environment").exists(), "another environment's mark is left alone");
+    std::fs::remove_file(bed.hosts[0].dir.join("environment")).unwrap();
+    // A dir that is not writable (a read-only mount: root writes anywhere else).
+    let ro = bed.root.join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    mount(&bed, 0, &["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", ro.to_str().unwrap()]);
+    let unwritable = good.replace(&format!("dir: {}", bed.hosts[0].dir.display()), &format!("dir: {}/jujud", ro.display()));
+    bootstrap_refused(&bed, "readonly", &unwritable, "is not writable");
+    umount(&bed, 0, &ro);
+    // No room on disk.
+    let small = bed.root.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    mount(&bed, 0, &["-t", "tmpfs", "-o", "size=1m", "tmpfs", small.to_str().unwrap()]);
+    let full = good.replace(&format!("dir: {}", bed.hosts[0].dir.display()), &format!("dir: {}/jujud", small.display()));
+    bootstrap_refused(&bed, "diskfull", &full, "no room on disk");
+    umount(&bed, 0, &small);
+    // A host that does not answer (its link cut).
+    bed.link(0, false);
+    bootstrap_refused(&bed, "silent", &good, &format!("host {} does not answer", addr(&bed, 0)));
+    bed.link(0, true);
+    ssh::client::close_all();
+}
+
+/// The pid of host `i`'s sshd: its mount namespace is the one sessions
+/// see (`ip netns exec` gives each process a mount namespace of its own).
+fn sshd_pid(bed: &Hosts, i: usize) -> String {
+    let p = bed.pids(i).into_iter().find(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("sshd"))).expect("sshd runs");
+    p.to_string()
+}
+
+fn mount(bed: &Hosts, i: usize, args: &[&str]) {
+    let pid = sshd_pid(bed, i);
+    let st = std::process::Command::new("nsenter").args(["-t", &pid, "-m", "mount"]).args(args).status().unwrap();
+    assert!(st.success(), "mount {args:?}");
+}
+
+fn umount(bed: &Hosts, i: usize, dir: &std::path::Path) {
+    let pid = sshd_pid(bed, i);
+    let _ = std::process::Command::new("nsenter").args(["-t", &pid, "-m", "umount", "-l"]).arg(dir).status();
+}
+
+/// A copy cut short (the link dropped mid-stream) never becomes the
+/// binary: the checksum is verified on the host before the rename.
+#[test]
+fn a_binary_copy_cut_short_is_never_installed() {
+    let Some(bed) = bed(1) else { return };
+    let entries = cloud::load(&bed.write_cloud("c.yaml", &[0])).unwrap();
+    let c = ssh::client::Client::new(&entries[0]);
+    let bin = std::path::Path::new(common::jujud_bin());
+    let sum = ssh::install::sha256_file(bin).unwrap();
+    let half = std::fs::read(bin).unwrap()[..1_000_000].to_vec();
+    let err = ssh::install::install_from(&c, Box::new(std::io::Cursor::new(half)), &sum).unwrap_err().to_string();
+    assert!(err.contains("checksum mismatch"), "{err}");
+    let installed = bed.hosts[0].dir.join("bin/jujud");
+    assert!(!installed.exists(), "no binary from a cut copy");
+    let leftovers: Vec<_> = std::fs::read_dir(bed.hosts[0].dir.join("bin")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(leftovers.is_empty(), "the temporary copy is removed: {leftovers:?}");
+    assert!(ssh::install::install(&c, bin).unwrap(), "a whole copy installs");
+    assert_eq!(ssh::install::sha256_file(&installed).unwrap(), sum);
+    assert!(!ssh::install::install(&c, bin).unwrap(), "the same binary is not copied again");
+    ssh::client::close_all();
+}
