@@ -227,3 +227,57 @@ fn a_binary_copy_cut_short_is_never_installed() {
     assert!(!ssh::install::install(&c, bin).unwrap(), "the same binary is not copied again");
     ssh::client::close_all();
 }
+
+/// The alive managers' addresses, asked until `pred` holds (each ask is
+/// one `juju members`; the cap is only a failure bound).
+fn wait_managers(root: &std::path::Path, what: &str, cap_ms: u64, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(cap_ms);
+    loop {
+        let cf = root.join("client.yaml").display().to_string();
+        let (ok, out, _) = juju(&["--client-config", &cf, "--format", "json", "members"]);
+        if ok {
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            let alive: Vec<String> = v["members"].as_array().map(|a| a.iter().filter(|m| m["role"] == "manager" && m["state"] == "alive").map(|m| m["addr"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default();
+            if pred(&alive) {
+                return alive;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// A manager's host dies (the bootstrap manager's): the keeper's fencing
+/// stop cannot reach it, the node is revoked and a replacement starts on
+/// the free host; destroy then leaves nothing on any live host.
+#[test]
+fn a_dead_managers_host_is_fenced_and_replaced_on_a_free_host() {
+    let Some(mut bed) = bed(4) else { return };
+    let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3]);
+    let root = bed.root.join("env");
+    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
+    let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
+    assert!(ok, "bootstrap failed: {out}\n{err}");
+    let cf = root.join("client.yaml").display().to_string();
+    let (ok, _, err) = juju(&["--client-config", &cf, "controller-config", "ha-grace-ms=2000"]);
+    assert!(ok, "{err}");
+    let before = alive_managers(&root);
+    let dead = addr(&bed, 0);
+    assert!(before.iter().any(|a| a.starts_with(&format!("{dead}:"))), "the bootstrap manager runs on host 0: {before:?}");
+    bed.kill_host(0);
+    let after = wait_managers(&root, "3 alive managers without host 0", 90_000, |a| a.len() == 3 && !a.iter().any(|x| x.starts_with(&format!("{dead}:"))));
+    assert!(after.iter().any(|a| a.starts_with(&format!("{}:", addr(&bed, 3)))), "the replacement runs on the free host: {after:?}");
+    // The keeper's log (hosts share the filesystem) says it fenced it.
+    let fenced = (1..4).any(|i| {
+        std::fs::read_dir(bed.hosts[i].dir.join("instances")).into_iter().flatten().flatten().any(|d| {
+            std::fs::read_to_string(d.path().join("jujud.log")).is_ok_and(|l| l.contains("host unreachable on a fencing stop"))
+        })
+    });
+    assert!(fenced, "the dead host's instance was fenced by the keeper");
+    let (ok, _, err) = juju(&["destroy", "--root", &r]);
+    assert!(!ok && err.contains("does not answer"), "destroy names the dead host it could not clean: {err}");
+    for i in 1..4 {
+        assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
+    }
+    ssh::client::close_all();
+}

@@ -68,6 +68,28 @@ pub fn close_all() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A command for an OpenSSH tool that dies with the thread that runs it
+/// (`PR_SET_PDEATHSIG`): a killed jujud leaves no `ssh`, `ssh-keyscan` or
+/// `ssh-keygen` of its own running on its host. (The caller waits for the
+/// child on that thread, so the thread outlives every call it makes; a
+/// shared connection's master is forked by ssh and does not inherit it:
+/// `destroy` finds it by its control path under the data dir.)
+pub fn tool(program: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(program);
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
+    // between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
 /// What a remote command printed, and how it ended.
 #[derive(Debug)]
 pub struct Output {
@@ -130,7 +152,7 @@ impl Client {
     /// Scans the host's keys and keeps the pinned one; refuses when none
     /// has the pinned fingerprint.
     fn pin(&self) -> Result<(), ProviderError> {
-        let out = Command::new("ssh-keyscan")
+        let out = tool("ssh-keyscan")
             .args(["-T", &KEYSCAN_TIMEOUT_SECS.to_string(), "-p", &self.entry.port.to_string(), &self.entry.address])
             .stdin(Stdio::null())
             .output()
@@ -154,7 +176,7 @@ impl Client {
     }
 
     fn ssh_command(&self) -> Command {
-        let mut c = Command::new("ssh");
+        let mut c = tool("ssh");
         let o = |k: &str, v: String| format!("{k}={v}");
         c.args(["-F", "/dev/null", "-p", &self.entry.port.to_string(), "-i"]).arg(self.dir.join("key"));
         for opt in [
@@ -267,7 +289,7 @@ fn read_capped(p: &Path) -> String {
 fn fingerprint(dir: &Path, line: &str) -> Result<String, String> {
     let tmp = dir.join(format!("scan.{}-{:x}", std::process::id(), rand_tag()));
     std::fs::write(&tmp, format!("{line}\n")).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let out = Command::new("ssh-keygen").args(["-l", "-E", "sha256", "-f"]).arg(&tmp).stdin(Stdio::null()).output();
+    let out = tool("ssh-keygen").args(["-l", "-E", "sha256", "-f"]).arg(&tmp).stdin(Stdio::null()).output();
     let _ = std::fs::remove_file(&tmp);
     let out = out.map_err(|e| format!("ssh-keygen: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
