@@ -281,3 +281,47 @@ fn a_dead_managers_host_is_fenced_and_replaced_on_a_free_host() {
     }
     ssh::client::close_all();
 }
+
+/// The pool grows at run time (`juju add-host`), a host of it is enlisted
+/// as a machine (`juju add-machine ssh:root@HOST`: its agent starts there,
+/// with its token in a 0600 file, never on its command line), and
+/// `remove-machine` stops it and frees the host.
+#[test]
+fn an_added_host_is_enlisted_as_a_machine_and_freed_by_remove_machine() {
+    let Some(bed) = bed(2) else { return };
+    let cloud_file = bed.write_cloud("one.yaml", &[0]);
+    let root = bed.root.join("env");
+    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
+    let (ok, out, err) = juju(&["bootstrap", "--cloud", &c, "--root", &r]);
+    assert!(ok, "bootstrap failed: {out}\n{err}");
+    let cf = root.join("client.yaml").display().to_string();
+    let more = bed.write_cloud("more.yaml", &[1]);
+    let (ok, out, err) = juju(&["--client-config", &cf, "add-host", &more.display().to_string(), "--root", &r]);
+    assert!(ok && out.contains(&format!("added host {}", addr(&bed, 1))), "{out}{err}");
+    let (ok, out, err) = juju(&["--client-config", &cf, "add-machine", &format!("ssh:root@{}", addr(&bed, 1))]);
+    assert!(ok, "{out}{err}");
+    let machine = out.lines().next().unwrap_or("").trim().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(60_000);
+    let agent = loop {
+        if let Some(p) = processes(&bed, 1).into_iter().find(|c| c.contains(" agent ")) {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no agent on host 1; host 0 runs {:?}", processes(&bed, 0));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(agent.contains("--token-file") && !agent.contains("jjd1"), "the token is in a file: {agent}");
+    let (ok, out, err) = juju(&["--client-config", &cf, "add-machine", &format!("ssh:{}", addr(&bed, 1))]);
+    assert!(!ok && err.contains("enlisted there already"), "one machine per host: {out}{err}");
+    let (ok, out, err) = juju(&["--client-config", &cf, "remove-machine", &machine]);
+    assert!(ok, "{out}{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(60_000);
+    while !processes(&bed, 1).is_empty() || bed.hosts[1].dir.join("slot").exists() {
+        assert!(std::time::Instant::now() < deadline, "host 1 not freed: {:?}", processes(&bed, 1));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (ok, _, err) = juju(&["destroy", "--root", &r]);
+    assert!(ok, "{err}");
+    for i in 0..2 {
+        assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
+    }
+}
