@@ -325,3 +325,40 @@ fn an_added_host_is_enlisted_as_a_machine_and_freed_by_remove_machine() {
         assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
     }
 }
+
+/// A manager's host stops answering (its link cut, its processes alive):
+/// it is fenced and replaced on the free host; once its link returns, its
+/// old manager is stopped and its dir cleaned, it never comes back as a
+/// manager, and the count stays 3.
+#[test]
+fn a_silent_managers_host_is_replaced_and_its_old_manager_stopped_when_it_answers() {
+    let Some(bed) = bed(4) else { return };
+    let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3]);
+    let root = bed.root.join("env");
+    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
+    let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
+    assert!(ok, "bootstrap failed: {out}\n{err}");
+    let cf = root.join("client.yaml").display().to_string();
+    let (ok, _, err) = juju(&["--client-config", &cf, "controller-config", "ha-grace-ms=2000"]);
+    assert!(ok, "{err}");
+    let z = 1;
+    let silent = addr(&bed, z);
+    assert!(alive_managers(&root).iter().any(|a| a.starts_with(&format!("{silent}:"))));
+    bed.link(z, false);
+    wait_managers(&root, "3 alive managers without the silent host", 90_000, |a| a.len() == 3 && !a.iter().any(|x| x.starts_with(&format!("{silent}:"))));
+    assert!(!processes(&bed, z).is_empty(), "the zombie still runs while cut off");
+    bed.link(z, true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(90_000);
+    while processes(&bed, z).iter().any(|p| p.contains("/bin/jujud")) || bed.hosts[z].dir.join("slot").exists() {
+        assert!(std::time::Instant::now() < deadline, "the old manager on host {z} was not stopped: {:?}", processes(&bed, z));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let alive = alive_managers(&root);
+    assert_eq!(alive.len(), 3, "{alive:?}");
+    assert!(!alive.iter().any(|x| x.starts_with(&format!("{silent}:"))), "the fenced manager never rejoins: {alive:?}");
+    let (ok, _, err) = juju(&["destroy", "--root", &r]);
+    assert!(ok, "{err}");
+    for i in 0..4 {
+        assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
+    }
+}
