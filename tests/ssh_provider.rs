@@ -362,3 +362,38 @@ fn a_silent_managers_host_is_replaced_and_its_old_manager_stopped_when_it_answer
         assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
     }
 }
+
+/// With no free host, the heal waits and `juju status` says why ("no free
+/// host in cloud FILE"); a host added to the pool is used at once.
+#[test]
+fn with_no_free_host_status_says_so_and_an_added_host_heals() {
+    let Some(mut bed) = bed(4) else { return };
+    let cloud_file = bed.write_cloud("three.yaml", &[0, 1, 2]);
+    let root = bed.root.join("env");
+    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
+    let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
+    assert!(ok, "bootstrap failed: {out}\n{err}");
+    let cf = root.join("client.yaml").display().to_string();
+    let (ok, _, err) = juju(&["--client-config", &cf, "controller-config", "ha-grace-ms=2000"]);
+    assert!(ok, "{err}");
+    bed.kill_host(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(90_000);
+    loop {
+        let (_, out, _) = juju(&["--client-config", &cf, "status"]);
+        if out.contains(&format!("no free host in cloud {c}")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "status never said there is no free host: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let more = bed.write_cloud("more.yaml", &[3]);
+    let (ok, out, err) = juju(&["--client-config", &cf, "add-host", &more.display().to_string(), "--root", &r]);
+    assert!(ok, "{out}{err}");
+    let fourth = addr(&bed, 3);
+    wait_managers(&root, "3 alive managers, one on the added host", 90_000, |a| a.len() == 3 && a.iter().any(|x| x.starts_with(&format!("{fourth}:"))));
+    let (_, _, err) = juju(&["destroy", "--root", &r]);
+    assert!(err.contains("does not answer"), "only the dead host is left uncleaned: {err}");
+    for i in [0, 1, 3] {
+        assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
+    }
+}
