@@ -104,6 +104,7 @@ fn bootstrap_ha_3_runs_three_managers_on_three_hosts_and_destroy_leaves_nothing(
     let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
     let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
     assert!(ok, "bootstrap failed: {out}\n{err}");
+    eprintln!("{}", out.lines().next().unwrap_or(""));
     let mut alive = alive_managers(&root);
     alive.sort();
     assert_eq!(alive.len(), 3, "{alive:?}");
@@ -312,11 +313,23 @@ fn an_added_host_is_enlisted_as_a_machine_and_freed_by_remove_machine() {
     assert!(agent.contains("--token-file") && !agent.contains("jjd1"), "the token is in a file: {agent}");
     let (ok, out, err) = juju(&["--client-config", &cf, "add-machine", &format!("ssh:{}", addr(&bed, 1))]);
     assert!(!ok && err.contains("enlisted there already"), "one machine per host: {out}{err}");
+    let (ok, _, err) = juju(&["--client-config", &cf, "remove-host", &addr(&bed, 1)]);
+    assert!(!ok && err.contains("runs there"), "a host with a machine stays in the pool: {err}");
     let (ok, out, err) = juju(&["--client-config", &cf, "remove-machine", &machine]);
     assert!(ok, "{out}{err}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(60_000);
     while !processes(&bed, 1).is_empty() || bed.hosts[1].dir.join("slot").exists() {
         assert!(std::time::Instant::now() < deadline, "host 1 not freed: {:?}", processes(&bed, 1));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The stop is recorded a moment after the host is freed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(20_000);
+    loop {
+        let (ok, _, err) = juju(&["--client-config", &cf, "remove-host", &addr(&bed, 1)]);
+        if ok {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "remove-host refused after the machine left: {err}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let (ok, _, err) = juju(&["destroy", "--root", &r]);
