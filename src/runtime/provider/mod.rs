@@ -53,8 +53,9 @@ fn skipped_text(skipped: &[String]) -> String {
     if skipped.is_empty() { String::new() } else { format!(" (skipped: {})", skipped.join("; ")) }
 }
 
-/// What an instance runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What an instance runs. Its Debug shows the environment's names only
+/// (the join token is one of its values).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Launch {
     pub name: String,
     pub machine: String,
@@ -71,6 +72,20 @@ pub struct Launch {
     /// Start exactly on this pool host (an enlisted machine), else the
     /// provider picks a free one.
     pub host: Option<String>,
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Launch")
+            .field("name", &self.name)
+            .field("machine", &self.machine)
+            .field("args", &self.args)
+            .field("env", &env)
+            .field("manager", &self.manager)
+            .field("host", &self.host)
+            .finish()
+    }
 }
 
 /// What a start did.
@@ -234,6 +249,13 @@ mod tests {
 
     fn unreachable() -> Result<(), ProviderError> {
         Err(ProviderError::Unreachable { host: "10.0.0.1".into(), reason: "no answer".into() })
+    }
+
+    #[test]
+    fn a_launch_never_shows_its_token() {
+        let l = Launch { name: "n".into(), machine: "m".into(), args: vec![], env: vec![("JUJUD_TOKEN".into(), "jjd1secret".into())], manager: false, host: None };
+        let d = format!("{l:?}");
+        assert!(d.contains("JUJUD_TOKEN") && !d.contains("jjd1secret"), "{d}");
     }
 
     #[test]
