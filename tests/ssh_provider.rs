@@ -410,3 +410,45 @@ fn with_no_free_host_status_says_so_and_an_added_host_heals() {
         assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
     }
 }
+
+/// `juju enable-ha -n 5` puts two more managers on the two free hosts;
+/// `-n 3` retires two (each leaves, its instance stopped) and frees their
+/// hosts: each host runs at most one jujud throughout.
+#[test]
+fn enable_ha_5_then_3_uses_and_frees_hosts() {
+    let Some(bed) = bed(5) else { return };
+    let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3, 4]);
+    let root = bed.root.join("env");
+    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
+    let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
+    assert!(ok, "bootstrap failed: {out}\n{err}");
+    let cf = root.join("client.yaml").display().to_string();
+    let (ok, out, err) = juju(&["--client-config", &cf, "enable-ha", "-n", "5"]);
+    assert!(ok, "{out}{err}");
+    let running = |i: usize| processes(&bed, i).iter().filter(|p| p.contains("/bin/jujud")).count();
+    assert!((0..5).all(|i| running(i) == 1), "one manager per host: {:?}", (0..5).map(running).collect::<Vec<_>>());
+    let (ok, out, err) = juju(&["--client-config", &cf, "enable-ha", "-n", "3"]);
+    assert!(ok, "{out}{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(60_000);
+    loop {
+        let counts: Vec<usize> = (0..5).map(running).collect();
+        let slots = (0..5).filter(|i| bed.hosts[*i].dir.join("slot").exists()).count();
+        if counts.iter().sum::<usize>() == 3 && slots == 3 {
+            assert!(counts.iter().all(|n| *n <= 1), "{counts:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "two hosts not freed: {counts:?}, {slots} slots held");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let alive = alive_managers(&root);
+    assert_eq!(alive.len(), 3, "{alive:?}");
+    for a in &alive {
+        let i = (0..5).find(|i| a.starts_with(&format!("{}:", addr(&bed, *i)))).expect("on a bed host");
+        assert_eq!(running(i), 1, "an alive manager's host runs it: {a}");
+    }
+    let (ok, _, err) = juju(&["destroy", "--root", &r]);
+    assert!(ok, "{err}");
+    for i in 0..5 {
+        assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
+    }
+}
