@@ -265,8 +265,10 @@ fn a_dead_managers_host_is_fenced_and_replaced_on_a_free_host() {
     let before = alive_managers(&root);
     let dead = addr(&bed, 0);
     assert!(before.iter().any(|a| a.starts_with(&format!("{dead}:"))), "the bootstrap manager runs on host 0: {before:?}");
+    let killed = std::time::Instant::now();
     bed.kill_host(0);
     let after = wait_managers(&root, "3 alive managers without host 0", 90_000, |a| a.len() == 3 && !a.iter().any(|x| x.starts_with(&format!("{dead}:"))));
+    eprintln!("host killed -> 3 alive managers (grace 2 s): {:.1} s", killed.elapsed().as_secs_f64());
     assert!(after.iter().any(|a| a.starts_with(&format!("{}:", addr(&bed, 3)))), "the replacement runs on the free host: {after:?}");
     // The keeper's log (hosts share the filesystem) says it fenced it.
     let fenced = (1..4).any(|i| {

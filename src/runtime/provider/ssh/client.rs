@@ -33,6 +33,11 @@ pub const CONNECT_TIMEOUT_SECS: u32 = 5;
 pub const CONTROL_PERSIST_SECS: u32 = 30;
 /// The default deadline of one remote call.
 pub const CALL_TIMEOUT_MS: u64 = 30_000;
+/// How long a host's SSH port may take to accept a TCP connection before
+/// each call: a dead or cut-off host is known in this time rather than
+/// after ssh's connect timeout (a fencing stop, and a start skipping it,
+/// both wait on it).
+pub const PROBE_TIMEOUT_MS: u64 = 1_500;
 /// How long `ssh-keyscan` may take.
 pub const KEYSCAN_TIMEOUT_SECS: u32 = 5;
 /// Most bytes of a call's output kept (the rest is cut).
@@ -200,9 +205,26 @@ impl Client {
         c
     }
 
+    /// Whether the host's SSH port accepts a TCP connection within
+    /// [`PROBE_TIMEOUT_MS`]; `Unreachable` if not.
+    pub fn probe(&self) -> Result<(), ProviderError> {
+        use std::net::ToSocketAddrs;
+        let addrs: Vec<std::net::SocketAddr> = (self.entry.address.as_str(), self.entry.port).to_socket_addrs().map_err(|e| self.unreachable(format!("its address does not resolve: {e}")))?.collect();
+        let timeout = Duration::from_millis(PROBE_TIMEOUT_MS);
+        let mut last = String::from("no address");
+        for a in addrs {
+            match std::net::TcpStream::connect_timeout(&a, timeout) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(self.unreachable(format!("port {} does not accept a connection within {PROBE_TIMEOUT_MS} ms: {last}", self.entry.port)))
+    }
+
     /// Runs `script` on the host (by its login shell), feeding `stdin`,
     /// within `deadline_ms`.
     pub fn run(&self, script: &str, stdin: Option<Box<dyn Read + Send>>, deadline_ms: u64) -> Result<Output, ProviderError> {
+        self.probe()?;
         self.prepare()?;
         let out = self.run_once(script, stdin, deadline_ms)?;
         if out.code == 255 && out.stderr.contains("Host key verification failed") {
