@@ -32,6 +32,38 @@ pub const INSTANCE_PORT: u16 = 17_070;
 pub const TOKEN_FILE: &str = "token";
 /// The environment variable a launch carries the token in.
 const TOKEN_ENV: &str = "JUJUD_TOKEN";
+/// How long a host found unreachable is tried last by this process's
+/// starts (the provider's record of unreachable hosts).
+pub const UNREACHABLE_MEMORY_MS: u64 = 60_000;
+/// Most hosts remembered as unreachable (the pool's own bound).
+const MAX_UNREACHABLE_RECORDS: usize = crate::core::state::controllers::MAX_HOSTS;
+
+/// Hosts this process found unreachable, and when (kept per process: a
+/// provider is opened per request).
+static UNREACHABLE: std::sync::Mutex<Vec<(String, std::time::Instant)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records whether `host` answered its last call.
+fn note_reachable(host: &str, reachable: bool) {
+    let mut u = UNREACHABLE.lock().expect("unreachable record");
+    u.retain(|(h, at)| h != host && at.elapsed().as_millis() < u128::from(UNREACHABLE_MEMORY_MS));
+    if !reachable && u.len() < MAX_UNREACHABLE_RECORDS {
+        u.push((host.to_string(), std::time::Instant::now()));
+    }
+}
+
+/// The hosts found unreachable within [`UNREACHABLE_MEMORY_MS`].
+pub fn unreachable_hosts() -> Vec<String> {
+    let u = UNREACHABLE.lock().expect("unreachable record");
+    u.iter().filter(|(_, at)| at.elapsed().as_millis() < u128::from(UNREACHABLE_MEMORY_MS)).map(|(h, _)| h.clone()).collect()
+}
+
+/// Placement order: the pool's order, hosts recently found unreachable
+/// last (a dead host is not waited on before a free live one).
+pub fn placement_order<'a>(hosts: Vec<&'a HostEntry>, unreachable: &[String]) -> Vec<&'a HostEntry> {
+    let (mut live, down): (Vec<&HostEntry>, Vec<&HostEntry>) = hosts.into_iter().partition(|h| !unreachable.contains(&h.address));
+    live.extend(down);
+    live
+}
 
 /// Largest pool hosts file the bootstrap manager reads.
 pub const MAX_HOSTS_FILE_BYTES: u64 = (crate::core::state::controllers::MAX_HOSTS * (crate::core::state::controllers::MAX_HOST_ENTRY_BYTES + 512)) as u64;
@@ -170,8 +202,10 @@ impl Provider for SshProvider {
             return self.start_on(only, launch, &[]);
         }
         let mut skipped = Vec::new();
-        for entry in candidates {
-            match self.start_on(entry, launch, &[]) {
+        for entry in placement_order(candidates, &unreachable_hosts()) {
+            let result = self.start_on(entry, launch, &[]);
+            note_reachable(&entry.address, !matches!(result, Err(ProviderError::Unreachable { .. })));
+            match result {
                 Ok(s) => return Ok(s),
                 Err(ProviderError::Host { reason, .. }) if reason.starts_with("busy") => {}
                 Err(e) => {
@@ -191,7 +225,9 @@ impl Provider for SshProvider {
         };
         let mut unreachable = None;
         for entry in targets {
-            match host::stop(&Client::new(entry), name, graceful) {
+            let result = host::stop(&Client::new(entry), name, graceful);
+            note_reachable(&entry.address, !matches!(result, Err(ProviderError::Unreachable { .. })));
+            match result {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e @ ProviderError::Unreachable { .. }) if at_host.is_none() => unreachable = Some(e),
@@ -202,5 +238,26 @@ impl Provider for SshProvider {
             Some(e) => Err(e),
             None => Err(ProviderError::NoSuchInstance(name.into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(a: &str) -> HostEntry {
+        HostEntry { address: a.into(), user: "u".into(), port: 22, key: String::new(), host_key: String::new(), dir: "/d".into(), roles: vec![] }
+    }
+
+    #[test]
+    fn hosts_found_unreachable_are_tried_last_in_pool_order() {
+        let hs = [host("a"), host("b"), host("c"), host("d")];
+        let order = placement_order(hs.iter().collect(), &["a".into(), "c".into()]);
+        let names: Vec<&str> = order.iter().map(|h| h.address.as_str()).collect();
+        assert_eq!(names, ["b", "d", "a", "c"]);
+        note_reachable("zz-test-host", false);
+        assert!(unreachable_hosts().contains(&"zz-test-host".to_string()));
+        note_reachable("zz-test-host", true);
+        assert!(!unreachable_hosts().contains(&"zz-test-host".to_string()), "a host that answers again is forgotten");
     }
 }
