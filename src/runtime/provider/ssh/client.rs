@@ -121,7 +121,9 @@ fn short_hash(s: &str) -> String {
 
 impl Client {
     pub fn new(entry: &HostEntry) -> Client {
-        let dir = state_dir().join(short_hash(&format!("{}@{}:{}", entry.user, entry.address, entry.port)));
+        // The pin is part of the name: a host re-pinned (add-host with a
+        // new host-key) never reuses a known_hosts trusting the old key.
+        let dir = state_dir().join(short_hash(&format!("{}@{}:{} {}", entry.user, entry.address, entry.port, entry.host_key)));
         Client { entry: entry.clone(), dir }
     }
 
@@ -321,6 +323,14 @@ fn fingerprint(dir: &Path, line: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_pin_gets_its_own_known_hosts() {
+        let e = HostEntry { address: "h".into(), user: "u".into(), port: 22, key: String::new(), host_key: "SHA256:a".into(), dir: "/d".into(), roles: vec![] };
+        let repinned = HostEntry { host_key: "SHA256:b".into(), ..e.clone() };
+        assert_ne!(Client::new(&e).dir, Client::new(&repinned).dir);
+        assert_eq!(Client::new(&e).dir, Client::new(&e.clone()).dir, "one host, one set of client files");
+    }
 
     #[test]
     fn quoting_survives_single_quotes() {
