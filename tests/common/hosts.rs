@@ -27,6 +27,12 @@ pub const SSHD_READY_MS: u64 = 10_000;
 /// Longest wait for a killed host's processes to be gone.
 pub const KILL_WAIT_MS: u64 = 5_000;
 
+// `SetEnv PYENV_REHASH_TIMEOUT=1` in every sshd config: this machine's
+// root runs `pyenv init -` in every ssh session's bashrc, and a host killed
+// while it rehashed leaves pyenv's lock behind, after which every session
+// waited 60 s for it (seen: every ssh test failing with "no answer within
+// 30000 ms" for 25 minutes). With it, a stale lock costs 1 s.
+
 /// Beds made by this process (keeps concurrent tests' names apart).
 static BEDS: AtomicU32 = AtomicU32::new(0);
 
@@ -138,7 +144,8 @@ impl Hosts {
         let sshd_config = home.join("sshd_config");
         let config = format!(
             "ListenAddress {addr}:{SSH_PORT}\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPidFile {}\nMaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n",
+             UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPidFile {}\nMaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n\
+             SetEnv PYENV_REHASH_TIMEOUT=1\n",
             host_key.display(),
             authorized.display(),
             home.join("sshd.pid").display()
