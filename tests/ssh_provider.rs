@@ -77,7 +77,7 @@ fn a_start_goes_on_a_free_host_once_and_a_stop_frees_it_and_leaves_nothing() {
     for i in 0..2 {
         assert!(processes(&bed, i).is_empty(), "host {i}: {:?}", processes(&bed, i));
     }
-    ssh::client::close_all();
+    ssh::client::close_hosts(p.hosts());
 }
 
 /// Runs `juju ARGS` to its end; (success, stdout, stderr).
@@ -186,7 +186,6 @@ fn each_bad_input_gets_its_clear_error_and_leaves_no_half_started_instance() {
     bed.link(0, false);
     bootstrap_refused(&bed, "silent", &good, &format!("host {} does not answer", addr(&bed, 0)));
     bed.link(0, true);
-    ssh::client::close_all();
 }
 
 /// The pid of host `i`'s sshd: its mount namespace is the one sessions
@@ -226,7 +225,7 @@ fn a_binary_copy_cut_short_is_never_installed() {
     assert!(ssh::install::install(&c, bin).unwrap(), "a whole copy installs");
     assert_eq!(ssh::install::sha256_file(&installed).unwrap(), sum);
     assert!(!ssh::install::install(&c, bin).unwrap(), "the same binary is not copied again");
-    ssh::client::close_all();
+    ssh::client::close_hosts(&entries);
 }
 
 /// The alive managers' addresses, asked until `pred` holds (each ask is
@@ -282,7 +281,6 @@ fn a_dead_managers_host_is_fenced_and_replaced_on_a_free_host() {
     for i in 1..4 {
         assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
     }
-    ssh::client::close_all();
 }
 
 /// The pool grows at run time (`juju add-host`), a host of it is enlisted

@@ -64,13 +64,27 @@ pub fn close_all() {
     let dir = state_dir();
     if let Ok(rd) = std::fs::read_dir(&dir) {
         for host in rd.flatten() {
-            let cm = host.path().join("cm");
-            if cm.exists() {
-                let _ = Command::new("ssh").args(["-F", "/dev/null", "-o"]).arg(format!("ControlPath={}", cm.display())).args(["-O", "exit", "x"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
-            }
+            close_dir(&host.path());
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Closes the shared connections to `hosts` only and removes their client
+/// files (other users of this process's connections keep theirs).
+pub fn close_hosts(hosts: &[HostEntry]) {
+    for h in hosts {
+        let dir = Client::new(h).dir;
+        close_dir(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn close_dir(dir: &Path) {
+    let cm = dir.join("cm");
+    if cm.exists() {
+        let _ = Command::new("ssh").args(["-F", "/dev/null", "-o"]).arg(format!("ControlPath={}", cm.display())).args(["-O", "exit", "x"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
 }
 
 /// A command for an OpenSSH tool that dies with the thread that runs it
@@ -245,7 +259,7 @@ impl Client {
     /// ssh's own failures (exit 255), by what it printed.
     fn classify(&self, stderr: &str) -> ProviderError {
         let s = stderr.trim();
-        let short: String = s.lines().last().unwrap_or("").chars().take(300).collect();
+        let short: String = s.lines().last().unwrap_or("ssh ended (exit 255) without a message").chars().take(300).collect();
         if s.contains("Permission denied") {
             self.host_err(format!("wrong key: {} refused the key for {}", self.entry.address, self.entry.user))
         } else if s.contains("timed out") || s.contains("No route") || s.contains("refused") || s.contains("unreachable") || s.contains("closed by") || s.contains("Broken pipe") || s.contains("reset") {
