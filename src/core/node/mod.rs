@@ -168,7 +168,7 @@ pub struct Node {
     /// again (to fire at once) by `flush` when updates appear.
     parked_gossip: Option<foca::Timer<Identity>>,
     /// The workers' machine facts, by the replica version they were read at.
-    facts_cache: Option<node_control::FactsCache>,
+    facts_cache: Option<control::FactsCache>,
     /// Agent sessions this manager serves (empty elsewhere).
     served: AgentSessions,
     /// The replica changed during this input (assignments may have).
@@ -712,15 +712,9 @@ fn departed(book: &NoticeBook, id: &Identity) -> bool {
     book.departed.get(&id.id).is_some_and(|g| *g >= id.generation)
 }
 
-#[path = "node_state.rs"]
-mod node_state;
-
-#[path = "node_agent.rs"]
-mod node_agent;
-
-#[path = "node_control.rs"]
-mod node_control;
+mod agent;
+mod control;
+mod sync;
 
 #[cfg(test)]
-#[path = "node_tests.rs"]
-mod node_tests;
+mod tests;

@@ -1,4 +1,4 @@
-//! The cluster's side of replicated state (part of `cluster.rs`): client
+//! The cluster's side of replicated state (part of `cluster`): client
 //! commands handed to a manager, `Persist` written to the simulated disk
 //! with an fsync delay and `Durable` (own batches) or `DurableRemote`
 //! (foreign batches and snapshots) fed back once synced, state messages
