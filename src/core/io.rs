@@ -94,7 +94,55 @@ pub(crate) enum TimerKind {
     Control,
 }
 
+/// A line of timers whose members carry a token: once the node arms a
+/// timer of a line with a token, every pending timer of that line with
+/// another token is a no-op when it fires (foca ignores a timer whose token
+/// is not its current one; the node ignores a rejoin or agent timer whose
+/// token is not current; all three tokens only move forward). A driver may
+/// therefore cancel them, and should: they would pile up otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerLine {
+    Swim,
+    Rejoin,
+    Agent,
+}
+
 impl Timer {
+    /// The line this timer belongs to and its token, for timers that a
+    /// newer token of the same line makes stale (see [`TimerLine`]);
+    /// `None` for timers that are never stale (foca's `RemoveDown`, the
+    /// periodic ticks).
+    pub fn token(&self) -> Option<(TimerLine, u64)> {
+        use foca::Timer as F;
+        match &self.kind {
+            TimerKind::Swim(
+                F::ProbeRandomMember(t) | F::PeriodicAnnounce(t) | F::PeriodicAnnounceDown(t) | F::PeriodicGossip(t),
+            ) => Some((TimerLine::Swim, u64::from(*t))),
+            TimerKind::Swim(F::SendIndirectProbe { token, .. } | F::ChangeSuspectToDown { token, .. }) => {
+                Some((TimerLine::Swim, u64::from(*token)))
+            }
+            TimerKind::Swim(F::RemoveDown(_)) => None,
+            TimerKind::Rejoin(t) => Some((TimerLine::Rejoin, *t)),
+            TimerKind::Agent(t) => Some((TimerLine::Agent, *t)),
+            TimerKind::Housekeeping | TimerKind::AntiEntropy | TimerKind::Assign | TimerKind::Control => None,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn test_rejoin(at: Time, token: u64) -> Timer {
+        Timer { at, kind: TimerKind::Rejoin(token) }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn test_swim_probe(at: Time, token: u8) -> Timer {
+        Timer { at, kind: TimerKind::Swim(foca::Timer::ProbeRandomMember(token)) }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn test_housekeeping(at: Time) -> Timer {
+        Timer { at, kind: TimerKind::Housekeeping }
+    }
+
     /// A stable tag for logs and traces.
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {

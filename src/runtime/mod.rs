@@ -19,6 +19,7 @@ pub mod session;
 pub mod store;
 pub mod transport;
 pub mod trim;
+pub mod timers;
 pub mod wal;
 pub mod wire;
 pub mod workload;
