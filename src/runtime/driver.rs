@@ -223,7 +223,6 @@ impl Driver {
             Inbound::Datagram { from, bytes } => Input::Datagram { from, bytes },
             Inbound::Identified { addr, peer } => Input::Identified { addr, peer },
             Inbound::State { from, bytes } => Input::State { from, bytes },
-            Inbound::Durable { seq } => Input::Durable { seq },
             Inbound::SessionOpened { session, peer, machine } => Input::SessionOpened { session, peer, machine },
             Inbound::SessionData { session, bytes } => Input::SessionData { session, bytes },
             Inbound::SessionClosed { session } => Input::SessionClosed { session },

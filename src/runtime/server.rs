@@ -40,7 +40,11 @@ pub enum PeerError {
     #[error("state: {0}")]
     Store(#[from] super::store::StoreError),
     #[error("certificates: {0}")]
-    Pki(String),
+    Pki(#[from] crate::pki::PkiError),
+    #[error("the first join token: {0}")]
+    Token(#[from] crate::pki::TokenError),
+    #[error("node.json holds an unreadable node id: {0}")]
+    NodeId(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("data dir {dir} belongs to cluster {have} but the token is for cluster {want}")]
@@ -51,8 +55,8 @@ pub enum PeerError {
     Io(String),
 }
 
-fn pki_err(e: impl std::fmt::Display) -> PeerError {
-    PeerError::Pki(e.to_string())
+fn pki_err(e: crate::pki::PkiError) -> PeerError {
+    PeerError::Pki(e)
 }
 
 /// What the API and join handlers share.
@@ -169,8 +173,7 @@ fn new_cluster(advertise: SocketAddr) -> Result<Fresh, PeerError> {
     let admin = ca.issue(CertRole::Admin, random_u64(), NODE_CERT_VALIDITY_DAYS).map_err(pki_err)?;
     let secret = pki::new_cluster_secret().to_vec();
     let fp = ca.fingerprint();
-    let token = pki::issue_token(&secret, CertRole::Manager, None, pki::DEFAULT_TOKEN_TTL_SECS, unix_now(), &fp)
-        .map_err(pki_err)?;
+    let token = pki::issue_token(&secret, CertRole::Manager, None, pki::DEFAULT_TOKEN_TTL_SECS, unix_now(), &fp)?;
     let notices = Vec::new();
     Ok(Fresh {
         node: node_file(cluster_name, fp, node_id, advertise),
@@ -354,7 +357,7 @@ async fn serve(
     advertise: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PeerError> {
-    let node_id: NodeId = fresh.node.node_id.parse().map_err(|_| PeerError::Pki("node id in node.json".into()))?;
+    let node_id: NodeId = fresh.node.node_id.parse().map_err(|_| PeerError::NodeId(fresh.node.node_id.clone()))?;
     let created = fresh.first_token.is_some();
     // The first manager records its token at every start while it is
     // valid (the same record again changes nothing): a crash between

@@ -68,8 +68,6 @@ pub const MANAGER_RECEIVE_WINDOW_BYTES: u32 = 64 << 20;
 pub enum Inbound {
     Datagram { from: PeerCert, bytes: Vec<u8> },
     State { from: PeerCert, bytes: Vec<u8> },
-    /// Own state operations up to `seq` are durable.
-    Durable { seq: u64 },
     Identified { addr: SocketAddr, peer: PeerCert },
     /// An agent session opened (see `session.rs`).
     SessionOpened { session: u64, peer: PeerCert, machine: Option<String> },
