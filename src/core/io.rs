@@ -12,9 +12,7 @@ use super::identity::{Identity, NodeId, Role};
 use super::notices::Notice;
 use super::state::{Command, RequestId, Stamped, VersionVector, WriteResult};
 
-/// Time as the node sees it: the distance from an origin the driver picks
-/// (process start in the runtime, zero in the simulator).
-pub type Time = Duration;
+pub use super::time::Time;
 
 /// What TLS proved about the other end of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,6 +10,7 @@ pub mod io;
 pub mod node;
 pub mod notices;
 pub mod rejoin;
+pub mod time;
 pub mod timing;
 
 pub use identity::{Identity, NodeId, Role};
