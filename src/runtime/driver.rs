@@ -389,7 +389,7 @@ impl Driver {
         }
         if let Event::MemberUp(m) = &event
             && m.role == crate::core::Role::Manager {
-                super::server::share_notices(self.p.transport.clone(), m.clone(), self.node.notices());
+                self.p.transport.share_notices(m.clone(), self.node.notices());
             }
     }
 

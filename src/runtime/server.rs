@@ -401,7 +401,10 @@ async fn serve(
         sessions: sessions.clone(),
         inbox: inbox_for_store.clone(),
     });
-    transport.set_api(shared.clone());
+    let api = shared.clone();
+    transport.on_member_connection(Box::new(move |conn, role, machine| {
+        tokio::spawn(super::api::serve(conn, role, machine, api.clone()));
+    }));
     if let Some(addr) = cfg.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| PeerError::Bind { addr, source })?;
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), || {}));
@@ -517,29 +520,4 @@ async fn on_connection(conn: quinn::Connection, transport: Arc<Transport>, share
         }
         _ => conn.close(3u32.into(), b"unknown protocol"),
     }
-}
-
-/// Sends this node's notices to a manager that just came up, so that a
-/// member which missed a revocation while away learns it.
-pub fn share_notices(transport: Arc<Transport>, to: Identity, notices: Vec<Notice>) {
-    if notices.is_empty() {
-        return;
-    }
-    tokio::spawn(async move {
-        let conn = match transport.connection(to.id) {
-            Some(c) => c,
-            None => match transport.dial(to.addr).await {
-                Ok(pc) if pc.id == to.id => pc.conn,
-                _ => return,
-            },
-        };
-        let Ok((mut send, mut recv)) = conn.open_bi().await else { return };
-        let req = super::wire::Request::SyncNotices(notices);
-        if super::wire::write_frame(&mut send, &req, super::wire::MAX_API_FRAME_BYTES).await.is_ok() {
-            let _ = send.finish();
-            let wait = std::time::Duration::from_millis(super::api::REQUEST_TIMEOUT_MS);
-            let answer = super::wire::read_frame::<super::wire::Response>(&mut recv, super::wire::MAX_API_FRAME_BYTES);
-            let _ = tokio::time::timeout(wait, answer).await;
-        }
-    });
 }

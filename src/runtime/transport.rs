@@ -102,9 +102,18 @@ pub struct Transport {
     inbox: mpsc::Sender<Inbound>,
     metrics: Arc<Metrics>,
     self_id: NodeId,
-    /// Set once at start: the API served on every member connection.
-    api: OnceLock<Arc<super::server::Shared>>,
+    /// Set once at start: what to do with every member connection besides
+    /// membership traffic (the server serves its API there). The transport
+    /// never knows what that is.
+    on_member: OnceLock<MemberHook>,
 }
+
+/// Called with each registered member connection, its certificate role and
+/// machine (agents).
+pub type MemberHook = Box<dyn Fn(quinn::Connection, CertRole, Option<String>) + Send + Sync>;
+
+/// How long [`Transport::share_notices`] waits for the answer.
+pub const SHARE_NOTICES_ANSWER_MS: u64 = 10_000;
 
 /// Streams a peer may open to an agent at once. Nothing opens a
 /// bidirectional stream to an agent (sessions, API calls and notices all go
@@ -202,13 +211,14 @@ impl Transport {
             inbox,
             metrics,
             self_id,
-            api: OnceLock::new(),
+            on_member: OnceLock::new(),
         })
     }
 
-    /// Serves the client API on every member connection from now on.
-    pub fn set_api(&self, shared: Arc<super::server::Shared>) {
-        let _ = self.api.set(shared);
+    /// Hands every member connection from now on to `hook` too (set once;
+    /// a second hook is ignored).
+    pub fn on_member_connection(&self, hook: MemberHook) {
+        let _ = self.on_member.set(hook);
     }
 
     /// Sends one SWIM datagram to `to`, dialing first if needed.
@@ -353,9 +363,9 @@ impl Transport {
         let this = self.clone();
         let conn = pc.conn.clone();
         tokio::spawn(async move { this.read_uni_streams(conn, from).await });
-        if let Some(shared) = self.api.get() {
+        if let Some(hook) = self.on_member.get() {
             let machine = machine_of(&pc.conn);
-            tokio::spawn(super::api::serve(pc.conn, pc.role, machine, shared.clone()));
+            hook(pc.conn, pc.role, machine);
         }
     }
 
@@ -487,4 +497,34 @@ async fn send_uni(conn: &quinn::Connection, kind: u8, bytes: &[u8], limit: usize
     send.write_all(&[kind]).await.map_err(|e| e.to_string())?;
     super::wire::write_raw_frame(&mut send, bytes, limit).await.map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())
+}
+
+impl Transport {
+    /// Sends this node's notices to a manager that just came up, so that a
+    /// member which missed a revocation while away learns it. Waits at most
+    /// [`SHARE_NOTICES_ANSWER_MS`] for the answer, then gives up (the
+    /// notices also travel by gossip).
+    pub fn share_notices(self: &Arc<Self>, to: Identity, notices: Vec<crate::core::Notice>) {
+        if notices.is_empty() {
+            return;
+        }
+        let transport = self.clone();
+        tokio::spawn(async move {
+            let conn = match transport.connection(to.id) {
+                Some(c) => c,
+                None => match transport.dial(to.addr).await {
+                    Ok(pc) if pc.id == to.id => pc.conn,
+                    _ => return,
+                },
+            };
+            let Ok((mut send, mut recv)) = conn.open_bi().await else { return };
+            let req = super::wire::Request::SyncNotices(notices);
+            if super::wire::write_frame(&mut send, &req, super::wire::MAX_API_FRAME_BYTES).await.is_ok() {
+                let _ = send.finish();
+                let wait = Duration::from_millis(SHARE_NOTICES_ANSWER_MS);
+                let answer = super::wire::read_frame::<super::wire::Response>(&mut recv, super::wire::MAX_API_FRAME_BYTES);
+                let _ = tokio::time::timeout(wait, answer).await;
+            }
+        });
+    }
 }
