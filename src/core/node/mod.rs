@@ -706,6 +706,10 @@ fn push_output(outputs: &mut VecDeque<Output>, stats: &mut Stats, output: Output
         return;
     }
     outputs.push_back(output);
+    debug_assert!(
+        outputs.len() <= MAX_PENDING_OUTPUTS || !matches!(outputs.back(), Some(Output::Send { .. })),
+        "a send queued past the output bound"
+    );
 }
 
 fn departed(book: &NoticeBook, id: &Identity) -> bool {

@@ -216,6 +216,7 @@ impl Replica {
     pub fn mark_durable(&mut self, seq: u64) -> Vec<Stamped> {
         let from = self.durable;
         self.durable = self.durable.max(seq.min(self.own_seq()));
+        debug_assert!(from <= self.durable && self.durable <= self.own_seq(), "durable only grows, never past what was written");
         match self.log.get(&self.me) {
             Some(ops) => ops_between(ops, from, self.durable).cloned().collect(),
             None => Vec::new(),
