@@ -67,28 +67,91 @@ const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// (Prometheus does), so counter metadata is read correctly.
 const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Drop reasons counted by the core (from [`Stats`]).
-pub const DROP_MALFORMED: &str = "malformed";
-pub const DROP_OVERSIZED: &str = "oversized";
-pub const DROP_SPOOFED: &str = "spoofed";
-pub const DROP_REJECTED: &str = "rejected";
-pub const DROP_OUTPUT_FULL: &str = "output_full";
-/// Drop reasons counted by the runtime through [`Metrics::count_drop`].
-pub const DROP_TOO_LARGE_FOR_PATH: &str = "too_large_for_path";
-pub const DROP_NO_CONNECTION: &str = "no_connection";
-pub const DROP_QUEUE_FULL: &str = "queue_full";
-/// Every known reason; each is exported (at 0) from the start so that
-/// dashboards and `rate()` see the series before the first drop.
-pub const DROP_REASONS: [&str; 8] = [
-    DROP_MALFORMED,
-    DROP_OVERSIZED,
-    DROP_SPOOFED,
-    DROP_REJECTED,
-    DROP_OUTPUT_FULL,
-    DROP_TOO_LARGE_FOR_PATH,
-    DROP_NO_CONNECTION,
-    DROP_QUEUE_FULL,
-];
+/// Why a datagram, stream or connection was dropped: the `reason` label
+/// of `jujud_datagram_drops_total`. The core's reasons come from
+/// [`Stats`]; the runtime counts the rest through [`Metrics::count_drop`].
+/// Every reason is exported (at 0) from the start, so that dashboards and
+/// `rate()` see the series before the first drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// the core: undecodable.
+    Malformed,
+    /// the core: over the datagram bound.
+    Oversized,
+    /// the core: sender claimed another id or role than its certificate.
+    Spoofed,
+    /// the core (foca) or the API: refused.
+    Rejected,
+    /// the core: its output queue was full.
+    OutputFull,
+    /// too large for the path.
+    TooLargeForPath,
+    /// no connection to the peer.
+    NoConnection,
+    /// the driver's inbox was full.
+    QueueFull,
+    /// no answer in time.
+    AnswerTimeout,
+    /// a QUIC handshake failed.
+    HandshakeFailed,
+    /// a QUIC handshake took too long.
+    HandshakeTimeout,
+    /// over the handshake limit.
+    HandshakeLimit,
+    /// one source over its share of the handshake limit.
+    HandshakePerSource,
+    /// a handshake answered with a stateless Retry (address unproven).
+    HandshakeRetry,
+    /// a join answer could not be sent.
+    JoinAnswerFailed,
+    /// a join was refused.
+    JoinRefused,
+    /// an agent session sent a bad frame.
+    SessionBadFrame,
+    /// an agent session's queue was full.
+    SessionQueueFull,
+    /// an agent session write took too long.
+    SessionWriteTimeout,
+    /// a stream took too long.
+    StreamTimeout,
+    /// no valid certificate.
+    Unauthenticated,
+    /// a stream its role may not open.
+    UnauthorisedStream,
+}
+
+impl DropReason {
+    /// Every reason, in the order exported.
+    pub const ALL: [DropReason; 22] = [DropReason::Malformed, DropReason::Oversized, DropReason::Spoofed, DropReason::Rejected, DropReason::OutputFull, DropReason::TooLargeForPath, DropReason::NoConnection, DropReason::QueueFull, DropReason::AnswerTimeout, DropReason::HandshakeFailed, DropReason::HandshakeTimeout, DropReason::HandshakeLimit, DropReason::HandshakePerSource, DropReason::HandshakeRetry, DropReason::JoinAnswerFailed, DropReason::JoinRefused, DropReason::SessionBadFrame, DropReason::SessionQueueFull, DropReason::SessionWriteTimeout, DropReason::StreamTimeout, DropReason::Unauthenticated, DropReason::UnauthorisedStream];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Oversized => "oversized",
+            DropReason::Spoofed => "spoofed",
+            DropReason::Rejected => "rejected",
+            DropReason::OutputFull => "output_full",
+            DropReason::TooLargeForPath => "too_large_for_path",
+            DropReason::NoConnection => "no_connection",
+            DropReason::QueueFull => "queue_full",
+            DropReason::AnswerTimeout => "answer_timeout",
+            DropReason::HandshakeFailed => "handshake_failed",
+            DropReason::HandshakeTimeout => "handshake_timeout",
+            DropReason::HandshakeLimit => "handshake_limit",
+            DropReason::HandshakePerSource => "handshake_per_source",
+            DropReason::HandshakeRetry => "handshake_retry",
+            DropReason::JoinAnswerFailed => "join_answer_failed",
+            DropReason::JoinRefused => "join_refused",
+            DropReason::SessionBadFrame => "session_bad_frame",
+            DropReason::SessionQueueFull => "session_queue_full",
+            DropReason::SessionWriteTimeout => "session_write_timeout",
+            DropReason::StreamTimeout => "stream_timeout",
+            DropReason::Unauthenticated => "unauthenticated",
+            DropReason::UnauthorisedStream => "unauthorised_stream",
+        }
+    }
+}
 
 const MEMBER_STATES: [MemberState; 5] = [
     MemberState::Alive,
@@ -147,12 +210,12 @@ const CORE_COUNTERS: [(&str, &str, StatField); 10] = [
 ];
 
 /// Drops counted by the core, by reason label.
-const CORE_DROPS: [(&str, StatField); 5] = [
-    (DROP_MALFORMED, |s| s.dropped_malformed),
-    (DROP_OVERSIZED, |s| s.dropped_oversized),
-    (DROP_SPOOFED, |s| s.dropped_spoofed),
-    (DROP_REJECTED, |s| s.dropped_rejected),
-    (DROP_OUTPUT_FULL, |s| s.dropped_output_full),
+const CORE_DROPS: [(DropReason, StatField); 5] = [
+    (DropReason::Malformed, |s| s.dropped_malformed),
+    (DropReason::Oversized, |s| s.dropped_oversized),
+    (DropReason::Spoofed, |s| s.dropped_spoofed),
+    (DropReason::Rejected, |s| s.dropped_rejected),
+    (DropReason::OutputFull, |s| s.dropped_output_full),
 ];
 
 /// The metric set of one peer, with its own registry. Share it as
@@ -213,9 +276,9 @@ impl Metrics {
             })
             .collect();
         let drops = Family::<DropLabels, Counter>::default();
-        for reason in DROP_REASONS {
+        for reason in DropReason::ALL {
             // Creating the series is the point; the guard is not needed.
-            let _ = drops.get_or_create(&[("reason", reason)]);
+            let _ = drops.get_or_create(&[("reason", reason.as_str())]);
         }
         registry.register(
             "datagram_drops",
@@ -258,12 +321,12 @@ impl Metrics {
         }
     }
 
-    /// Counts one datagram dropped by the runtime. Use the `DROP_*`
-    /// constants; a new `&'static str` adds a series (bounded by the code).
+    /// Counts one datagram (or stream, or connection) dropped by the
+    /// runtime.
     /// Not named `drop`: through `Arc<Metrics>` that name resolves to
     /// `Drop::drop` of the `Arc` and does not compile.
-    pub fn count_drop(&self, reason: &'static str) {
-        self.drops.get_or_create(&[("reason", reason)]).inc();
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops.get_or_create(&[("reason", reason.as_str())]).inc();
     }
 
     /// Records the size of one datagram the runtime sent.
@@ -284,7 +347,7 @@ impl Metrics {
                 counter.inc_by(increment(field(&last), field(stats)));
             }
             for (reason, field) in CORE_DROPS {
-                let counter = self.drops.get_or_create(&[("reason", reason)]);
+                let counter = self.drops.get_or_create(&[("reason", reason.as_str())]);
                 counter.inc_by(increment(field(&last), field(stats)));
             }
             *last = stats.clone();
@@ -604,8 +667,8 @@ mod tests {
             sample(&text, r#"jujud_members{state="left",role="agent"}"#),
             Some(0.0)
         );
-        for reason in DROP_REASONS {
-            let series = format!("jujud_datagram_drops_total{{reason=\"{reason}\"}}");
+        for reason in DropReason::ALL {
+            let series = format!("jujud_datagram_drops_total{{reason=\"{}\"}}", reason.as_str());
             assert!(sample(&text, &series).is_some(), "{series} missing");
         }
         assert_eq!(
@@ -646,8 +709,8 @@ mod tests {
             Some(10.0)
         );
         // Runtime drops add to the same family without disturbing the core's.
-        m.count_drop(DROP_QUEUE_FULL);
-        m.count_drop(DROP_MALFORMED);
+        m.count_drop(DropReason::QueueFull);
+        m.count_drop(DropReason::Malformed);
         m.update_from(&stats(2), &[], 0);
         let text = m.encode();
         assert_eq!(

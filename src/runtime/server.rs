@@ -482,12 +482,12 @@ async fn accept_loop(endpoint: quinn::Endpoint, transport: Arc<Transport>, share
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "handshake failed");
-                    shared.metrics.count_drop("handshake_failed");
+                    shared.metrics.count_drop(crate::metrics::DropReason::HandshakeFailed);
                     return;
                 }
                 Err(_) => {
                     tracing::debug!(remote = %ip, "handshake not complete within {HANDSHAKE_TIMEOUT_MS} ms; dropped");
-                    shared.metrics.count_drop("handshake_timeout");
+                    shared.metrics.count_drop(crate::metrics::DropReason::HandshakeTimeout);
                     return;
                 }
             };
@@ -507,7 +507,7 @@ async fn on_connection(conn: quinn::Connection, transport: Arc<Transport>, share
         Some(p) if p == pki::ALPN_PEER => {
             let Some((role, id)) = peer_of(&conn) else {
                 tracing::warn!(remote = %conn.remote_address(), "refused a peer connection without a client certificate");
-                shared.metrics.count_drop("unauthenticated");
+                shared.metrics.count_drop(crate::metrics::DropReason::Unauthenticated);
                 conn.close(2u32.into(), b"client certificate required");
                 return;
             };

@@ -238,14 +238,14 @@ impl Transport {
             if queue.len() < MAX_QUEUED_PER_PEER {
                 queue.push(bytes);
             } else {
-                self.metrics.count_drop("queue_full");
+                self.metrics.count_drop(crate::metrics::DropReason::QueueFull);
             }
             return;
         }
         let recently_failed =
             table.failed_at.get(&to.id).is_some_and(|t| t.elapsed() < Duration::from_millis(DIAL_RETRY_MS));
         if recently_failed {
-            self.metrics.count_drop("no_connection");
+            self.metrics.count_drop(crate::metrics::DropReason::NoConnection);
             return;
         }
         table.dialing.insert(to.id, vec![bytes]);
@@ -260,12 +260,12 @@ impl Transport {
         match conn.max_datagram_size() {
             Some(max) if bytes.len() <= max => {
                 if conn.send_datagram(bytes).is_err() {
-                    self.metrics.count_drop("no_connection");
+                    self.metrics.count_drop(crate::metrics::DropReason::NoConnection);
                 }
             }
             _ => {
                 // Bigger than this path allows right now: one uni stream.
-                self.metrics.count_drop("too_large_for_path");
+                self.metrics.count_drop(crate::metrics::DropReason::TooLargeForPath);
                 let conn = conn.clone();
                 tokio::spawn(async move {
                     let _ = send_uni(&conn, STREAM_SWIM, &bytes, MAX_FALLBACK_FRAME_BYTES).await;
@@ -306,7 +306,7 @@ impl Transport {
             }
             None => {
                 for _ in queued {
-                    self.metrics.count_drop("no_connection");
+                    self.metrics.count_drop(crate::metrics::DropReason::NoConnection);
                 }
             }
         }
@@ -371,7 +371,7 @@ impl Transport {
 
     fn deliver(&self, from: PeerCert, bytes: Vec<u8>) {
         if self.inbox.try_send(Inbound::Datagram { from, bytes }).is_err() {
-            self.metrics.count_drop("queue_full");
+            self.metrics.count_drop(crate::metrics::DropReason::QueueFull);
         }
     }
 
@@ -400,7 +400,7 @@ impl Transport {
         let mut kind = [0u8; 1];
         let first = tokio::time::timeout(Duration::from_millis(UNI_STREAM_DEADLINE_MS), recv.read_exact(&mut kind)).await;
         if !matches!(first, Ok(Ok(()))) {
-            self.metrics.count_drop("stream_timeout");
+            self.metrics.count_drop(crate::metrics::DropReason::StreamTimeout);
             return;
         }
         let (limit, deadline_ms) = match (kind[0], from.role) {
@@ -409,13 +409,13 @@ impl Transport {
             (STREAM_STATE, _) => {
                 // Authorise before reading: only managers replicate state.
                 tracing::warn!(peer = %from.id, role = from.role.as_str(), "refused a state stream from a member that is not a manager; closing its connection");
-                self.metrics.count_drop("unauthorised_stream");
+                self.metrics.count_drop(crate::metrics::DropReason::UnauthorisedStream);
                 let _ = recv.stop(STREAM_REFUSED.into());
                 conn.close(STREAM_REFUSED.into(), b"only managers send state");
                 return;
             }
             _ => {
-                self.metrics.count_drop("malformed");
+                self.metrics.count_drop(crate::metrics::DropReason::Malformed);
                 let _ = recv.stop(STREAM_REFUSED.into());
                 return;
             }
@@ -425,17 +425,17 @@ impl Transport {
             Ok(Ok(bytes)) if kind[0] == STREAM_SWIM => self.deliver(from, bytes),
             Ok(Ok(bytes)) => {
                 if self.inbox.send(Inbound::State { from, bytes }).await.is_err() {
-                    self.metrics.count_drop("queue_full");
+                    self.metrics.count_drop(crate::metrics::DropReason::QueueFull);
                 }
             }
             Ok(Err(e)) => {
                 tracing::debug!(peer = %from.id, error = %e, "bad stream frame");
-                self.metrics.count_drop("malformed");
+                self.metrics.count_drop(crate::metrics::DropReason::Malformed);
                 let _ = recv.stop(STREAM_REFUSED.into());
             }
             Err(_) => {
                 tracing::debug!(peer = %from.id, deadline_ms, "stream frame not complete in time; dropped");
-                self.metrics.count_drop("stream_timeout");
+                self.metrics.count_drop(crate::metrics::DropReason::StreamTimeout);
                 let _ = recv.stop(STREAM_REFUSED.into());
             }
         }
@@ -456,7 +456,7 @@ impl Transport {
                         c
                     }
                     _ => {
-                        this.metrics.count_drop("no_connection");
+                        this.metrics.count_drop(crate::metrics::DropReason::NoConnection);
                         return;
                     }
                 },
@@ -464,7 +464,7 @@ impl Transport {
             let limit = crate::core::state::sync::MAX_STATE_MSG_BYTES;
             if let Err(e) = send_uni(&conn, STREAM_STATE, &bytes, limit).await {
                 tracing::debug!(peer = %to.id, error = %e, "state message not sent");
-                this.metrics.count_drop("no_connection");
+                this.metrics.count_drop(crate::metrics::DropReason::NoConnection);
             }
         });
     }
