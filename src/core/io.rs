@@ -36,8 +36,10 @@ pub enum Input {
     Publish(Notice),
     /// A client's command on the replicated state (managers only). The
     /// reply comes as [`Output::Reply`] once durable, and once `replicas`
-    /// other managers hold it, or when `timeout` passes.
-    Command { req: u64, cmd: Command, replicas: u32, timeout: Duration },
+    /// other managers hold it, or when `timeout` passes. With the client's
+    /// request `id`, a manager that already holds the record of that
+    /// request answers with its outcome instead of applying it again.
+    Command { req: u64, id: Option<RequestId>, cmd: Command, replicas: u32, timeout: Duration },
     /// Own state operations up to `seq` are durable on disk.
     Durable { seq: u64 },
     /// A state message from a manager, as bytes off a stream.
@@ -59,10 +61,6 @@ pub enum Input {
     /// are durable on this node's disk: a `Persist { own: false }` batch, or
     /// a snapshot, was synced. Peers learn it through `Have`.
     DurableRemote { vv: VersionVector },
-    /// [`Input::Command`] with the client's request id: a manager that
-    /// already holds the record of request `id` answers with its outcome
-    /// instead of applying it again.
-    CommandWithId { req: u64, id: RequestId, cmd: Command, replicas: u32, timeout: Duration },
 }
 
 /// A timer: deliver it back as [`Input::Timer`] at `at` (or later).

@@ -274,13 +274,13 @@ impl Driver {
             Command::Write { cmd, replicas, timeout, reply } => {
                 self.next_req += 1;
                 self.replies.insert(self.next_req, reply);
-                self.node.handle(self.now(), Input::Command { req: self.next_req, cmd, replicas, timeout });
+                self.node.handle(self.now(), Input::Command { req: self.next_req, id: None, cmd, replicas, timeout });
                 self.drain();
             }
             Command::WriteWithId { id, cmd, replicas, timeout, reply } => {
                 self.next_req += 1;
                 self.replies.insert(self.next_req, reply);
-                self.node.handle(self.now(), Input::CommandWithId { req: self.next_req, id, cmd, replicas, timeout });
+                self.node.handle(self.now(), Input::Command { req: self.next_req, id: Some(id), cmd, replicas, timeout });
                 self.drain();
             }
         }
@@ -463,7 +463,7 @@ impl Driver {
         // A request number nobody waits on: its answer is dropped.
         self.next_req += 1;
         let (cmd, timeout) = (StateCommand::SweepTokens { now_unix_secs }, Duration::from_millis(TOKEN_SWEEP_TIMEOUT_MS));
-        self.node.handle(self.now(), Input::Command { req: self.next_req, cmd, replicas: 0, timeout });
+        self.node.handle(self.now(), Input::Command { req: self.next_req, id: None, cmd, replicas: 0, timeout });
         self.drain();
     }
 }

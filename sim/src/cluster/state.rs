@@ -67,7 +67,7 @@ impl Cluster {
         self.state_notes.push(StateNote::Issued { slot, req, cmd: cmd.clone() });
         let p = self.slots[slot].process.as_mut().expect("checked above");
         let local = p.clock.local(now);
-        p.node.handle(local, Input::Command { req, cmd, replicas, timeout: WRITE_TIMEOUT });
+        p.node.handle(local, Input::Command { req, id: None, cmd, replicas, timeout: WRITE_TIMEOUT });
         self.issuing = Some(req);
         self.drain(slot);
         self.issuing = None;
