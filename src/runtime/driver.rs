@@ -115,6 +115,8 @@ struct Driver {
     stop: bool,
     /// When the expired tokens were last swept (driver clock).
     last_sweep: Option<Instant>,
+    /// When metrics and dirty files were last refreshed (driver clock).
+    last_persist: Instant,
 }
 
 /// Runs the node until shutdown, then leaves the cluster gracefully.
@@ -150,6 +152,7 @@ impl Driver {
             notices_writing: Arc::new(AtomicBool::new(false)),
             stop: false,
             last_sweep: None,
+            last_persist: origin,
         }
     }
 
@@ -196,8 +199,12 @@ impl Driver {
             _ = sleep, if next_at.is_some() => {}
             _ = persist_tick.tick() => self.persist(),
         }
-        // Whatever woke this turn: a steady inbox must not starve timers.
+        // Whatever woke this turn: a steady inbox must not starve timers,
+        // nor the metrics and dirty files.
         self.fire_due_timers();
+        if self.last_persist.elapsed() >= Duration::from_millis(PERSIST_INTERVAL_MS) {
+            self.persist();
+        }
         true
     }
 
@@ -429,6 +436,7 @@ impl Driver {
     }
 
     fn persist(&mut self) {
+        self.last_persist = Instant::now();
         self.p.metrics.update_from(self.node.stats(), &self.node.members(), self.node.health_score());
         if self.p.store.as_ref().is_some_and(Store::snapshot_due) {
             self.snapshot();
@@ -569,6 +577,7 @@ mod tests {
         tick.tick().await;
         assert!(d.turn(&mut reports, &mut tick).await);
         assert!(d.timers_fired > 0, "a turn under a flooded inbox fired no timer");
+        assert!(d.last_persist.elapsed() < Duration::from_secs(60), "a turn under a flooded inbox did not persist when due");
         assert!(d.timers_fired <= MAX_TIMERS_PER_TURN as u64);
         assert!(d.inbound_handled <= 2 * MAX_INBOUND_PER_TURN as u64, "one turn handled {} inbound items", d.inbound_handled);
         assert!(!inbox_tx.is_closed() && inbox_tx.capacity() < FLOOD_ITEMS, "the flood still waits");
