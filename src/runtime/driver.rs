@@ -2,9 +2,11 @@
 //! from the transport, the timer heap and commands, and carries out its
 //! outputs. Each turn serves one wake-up (inbound first, by a biased
 //! select, so a busy node never times out a peer whose ack is already
-//! waiting) and then the timers that are due, at most
-//! [`MAX_TIMERS_PER_TURN`] of them: a steady inbox cannot keep timers from
-//! firing, and a pile of due timers cannot keep the inbox waiting.
+//! waiting) and then, whatever woke it, one waiting store report and one
+//! waiting command, the timers that are due (at most
+//! [`MAX_TIMERS_PER_TURN`]) and the persistence refresh once
+//! [`PERSIST_INTERVAL_MS`] has passed: a steady inbox cannot starve any of
+//! them, and a pile of due timers cannot keep the inbox waiting.
 //!
 //! Owns the pending timers ([`TimerQueue`]) and the node's persistence triggers. Must never block:
 //! disk writes go to the blocking pool, and every turn stays short.
@@ -199,8 +201,15 @@ impl Driver {
             _ = sleep, if next_at.is_some() => {}
             _ = persist_tick.tick() => self.persist(),
         }
-        // Whatever woke this turn: a steady inbox must not starve timers,
-        // nor the metrics and dirty files.
+        // Whatever woke this turn: a steady inbox must not starve the store's
+        // reports, commands (one of each per turn), timers, nor the metrics
+        // and dirty files.
+        if let Ok(report) = reports.try_recv() {
+            self.on_store_report(report);
+        }
+        if let Ok(cmd) = self.p.commands.try_recv() {
+            self.on_command(cmd);
+        }
         self.fire_due_timers();
         if self.last_persist.elapsed() >= Duration::from_millis(PERSIST_INTERVAL_MS) {
             self.persist();
@@ -510,7 +519,7 @@ mod tests {
     /// A lone manager's driver with real parts (a real quinn endpoint on
     /// loopback, a real data dir), its clock `ago` in the past, so that
     /// every timer the node armed at start is due.
-    fn driver(dir: &std::path::Path, inbox_capacity: usize, ago: Duration) -> (Driver, mpsc::Sender<Inbound>, watch::Sender<bool>) {
+    fn driver(dir: &std::path::Path, inbox_capacity: usize, ago: Duration) -> (Driver, mpsc::Sender<Inbound>, mpsc::Sender<Command>, watch::Sender<bool>) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let me = Identity { id: NodeId(1), addr: "127.0.0.1:7001".parse().unwrap(), role: Role::Manager, generation: 1 };
         let config = NodeConfig { identity: me.clone(), timing: Timing::lan(), rng_seed: 1, seeds: vec![], known_peers: vec![], state: None, agent: None, controller_machine: None };
@@ -523,7 +532,7 @@ mod tests {
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         let metrics = Arc::new(Metrics::new());
         let (inbox_tx, inbox) = mpsc::channel(inbox_capacity);
-        let (_commands_tx, commands) = mpsc::channel(1);
+        let (commands_tx, commands) = mpsc::channel(1);
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (data_dir, _) = DataDir::open(dir).unwrap();
         let node_file = NodeFile {
@@ -555,7 +564,7 @@ mod tests {
         let origin = Instant::now().checked_sub(ago).expect("a clock older than the test's offset");
         let mut d = Driver::new(node, parts, origin);
         d.drain();
-        (d, inbox_tx, shutdown_tx)
+        (d, inbox_tx, commands_tx, shutdown_tx)
     }
 
     fn junk() -> Inbound {
@@ -567,7 +576,9 @@ mod tests {
     #[tokio::test]
     async fn timers_fire_under_a_flooded_inbox() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut d, inbox_tx, _shutdown) = driver(&dir.path().join("node"), FLOOD_ITEMS, Duration::from_secs(60));
+        let (mut d, inbox_tx, commands_tx, _shutdown) = driver(&dir.path().join("node"), FLOOD_ITEMS, Duration::from_secs(60));
+        let (reply, mut answer) = oneshot::channel();
+        commands_tx.try_send(Command::Members(reply)).unwrap();
         assert!(d.timers.next_at().is_some_and(|at| at <= d.now()), "the node armed timers at start, all due");
         for _ in 0..FLOOD_ITEMS {
             inbox_tx.try_send(junk()).unwrap();
@@ -577,6 +588,7 @@ mod tests {
         tick.tick().await;
         assert!(d.turn(&mut reports, &mut tick).await);
         assert!(d.timers_fired > 0, "a turn under a flooded inbox fired no timer");
+        assert!(answer.try_recv().is_ok(), "a turn under a flooded inbox left a command waiting");
         assert!(d.last_persist.elapsed() < Duration::from_secs(60), "a turn under a flooded inbox did not persist when due");
         assert!(d.timers_fired <= MAX_TIMERS_PER_TURN as u64);
         assert!(d.inbound_handled <= 2 * MAX_INBOUND_PER_TURN as u64, "one turn handled {} inbound items", d.inbound_handled);
@@ -588,7 +600,7 @@ mod tests {
     #[tokio::test]
     async fn due_timers_fire_a_bounded_number_per_turn() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut d, _inbox_tx, _shutdown) = driver(&dir.path().join("node"), 16, Duration::from_secs(60));
+        let (mut d, _inbox_tx, _commands_tx, _shutdown) = driver(&dir.path().join("node"), 16, Duration::from_secs(60));
         let now = d.now();
         for i in 0..(3 * MAX_TIMERS_PER_TURN as u32) {
             d.timers.push(crate::core::Timer::test_housekeeping(now.saturating_sub(Duration::from_millis(u64::from(i) + 1)))).unwrap();
