@@ -7,8 +7,7 @@
 //! the attacked one.
 
 mod common;
-#[path = "common/attack.rs"]
-mod attack;
+use testkit::attack;
 
 use std::net::SocketAddr;
 use std::process::Command;

@@ -1,4 +1,4 @@
-//! The separate-hosts test bed itself (tests/common/hosts.rs): each host is
+//! The separate-hosts test bed itself (testkit/src/hosts.rs): each host is
 //! its own network namespace with its own sshd, reachable from the test
 //! (the operator's workstation) with the bed's key and a pinned host key;
 //! a killed host leaves no process behind, and a cut link makes it silent

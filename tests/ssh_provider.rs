@@ -1,5 +1,5 @@
 //! The ssh provider on real hosts: network namespaces on a bridge, each
-//! with its own sshd (tests/common/hosts.rs). Needs root and openssh; it
+//! with its own sshd (testkit/src/hosts.rs). Needs root and openssh; it
 //! skips with a printed reason otherwise.
 
 mod common;

@@ -1,5 +1,5 @@
 //! The HA blueprint's story across separate hosts, on the ssh provider:
-//! six namespace hosts with their own sshd (tests/common/hosts.rs), an
+//! six namespace hosts with their own sshd (testkit/src/hosts.rs), an
 //! environment bootstrapped in HA mode on three of them, a workload on two
 //! enlisted machines, then the bootstrap manager's whole host killed:
 //! `juju status` keeps answering, a config change made afterwards reaches

@@ -15,12 +15,11 @@
 //! fake an anchor (Juju's reconnection is quoted from its source, not run);
 //! or touch anything outside its temporary directory.
 
-#[path = "../common/mod.rs"]
-mod common;
+use testkit::bench as common;
 mod cost;
 mod failover;
 mod fleet;
-mod stats;
+use testkit::stats;
 
 use std::time::Instant;
 

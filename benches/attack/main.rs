@@ -15,10 +15,8 @@
 //! fails), or send anything beyond loopback; every loop is bounded in count
 //! and time.
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../../tests/common/attack.rs"]
-mod attack;
+use testkit::bench as common;
+use testkit::attack;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,7 +1,7 @@
 //! Process plumbing for the detection benchmark: spawning `jujud` managers
 //! or `serf` agents, reading their logs into timestamped events, signals,
 //! and the metrics and scheduling probes (ports and /proc basics come from
-//! `benches/common`).
+//! `testkit::bench`).
 //!
 //! Architecture invariant: every log line is stamped with the `Instant` at
 //! which its reader thread got it, and all waiting happens on one channel of

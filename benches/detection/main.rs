@@ -16,8 +16,7 @@
 //! exits non-zero only when the harness itself fails), or touch any state
 //! outside its temporary directory.
 
-#[path = "../common/mod.rs"]
-mod common;
+use testkit::bench as common;
 mod cluster;
 
 use std::path::{Path, PathBuf};

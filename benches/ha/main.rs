@@ -17,16 +17,14 @@
 //! duplicate, a leak or a harness failure, after printing everything), or
 //! touch anything outside its temporary directory and its own instances.
 
-#[path = "../common/mod.rs"]
-mod common;
+use testkit::bench as common;
 mod env;
 mod grow;
 mod handoff;
 mod heal;
 mod machines;
 mod report;
-#[path = "../agents/stats.rs"]
-mod stats;
+use testkit::stats;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

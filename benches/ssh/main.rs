@@ -1,6 +1,6 @@
 //! `cargo bench --bench ssh [-- ROUNDS]`: the ssh provider across separate
 //! hosts (issue 12). Each round builds six namespace hosts with their own
-//! sshd (tests/common/hosts.rs), every one allowed to run a manager, and
+//! sshd (testkit/src/hosts.rs), every one allowed to run a manager, and
 //! measures with the real CLI and release binaries:
 //! - `juju bootstrap --ha 3 --cloud FILE` to three alive, serving managers
 //!   on three hosts (target: at most 30 s);
@@ -16,15 +16,11 @@
 //! non-zero on a missed target. Needs root. Touches nothing outside its
 //! temporary directories, namespaces and the instances it started.
 
-#[allow(dead_code)]
-#[path = "../../tests/common/hosts.rs"]
-mod hosts;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use hosts::Hosts;
+use testkit::hosts::Hosts;
 use serde_json::Value;
 
 /// The longest any awaited state may take before the round fails.

@@ -15,8 +15,7 @@
 //! `--only a` or `--only b` runs one part. Figures: median and worst,
 //! never rounded up, with the machine's load.
 
-#[path = "../common/mod.rs"]
-mod common;
+use testkit::bench as common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

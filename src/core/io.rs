@@ -12,9 +12,7 @@ use super::identity::{Identity, NodeId, Role};
 use super::notices::Notice;
 use super::state::{Command, RequestId, Stamped, VersionVector, WriteResult};
 
-/// Time as the node sees it: the distance from an origin the driver picks
-/// (process start in the runtime, zero in the simulator).
-pub type Time = Duration;
+pub use super::time::Time;
 
 /// What TLS proved about the other end of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,8 +36,10 @@ pub enum Input {
     Publish(Notice),
     /// A client's command on the replicated state (managers only). The
     /// reply comes as [`Output::Reply`] once durable, and once `replicas`
-    /// other managers hold it, or when `timeout` passes.
-    Command { req: u64, cmd: Command, replicas: u32, timeout: Duration },
+    /// other managers hold it, or when `timeout` passes. With the client's
+    /// request `id`, a manager that already holds the record of that
+    /// request answers with its outcome instead of applying it again.
+    Command { req: u64, id: Option<RequestId>, cmd: Command, replicas: u32, timeout: Duration },
     /// Own state operations up to `seq` are durable on disk.
     Durable { seq: u64 },
     /// A state message from a manager, as bytes off a stream.
@@ -61,10 +61,6 @@ pub enum Input {
     /// are durable on this node's disk: a `Persist { own: false }` batch, or
     /// a snapshot, was synced. Peers learn it through `Have`.
     DurableRemote { vv: VersionVector },
-    /// [`Input::Command`] with the client's request id: a manager that
-    /// already holds the record of request `id` answers with its outcome
-    /// instead of applying it again.
-    CommandWithId { req: u64, id: RequestId, cmd: Command, replicas: u32, timeout: Duration },
 }
 
 /// A timer: deliver it back as [`Input::Timer`] at `at` (or later).
@@ -94,7 +90,55 @@ pub(crate) enum TimerKind {
     Control,
 }
 
+/// A line of timers whose members carry a token: once the node arms a
+/// timer of a line with a token, every pending timer of that line with
+/// another token is a no-op when it fires (foca ignores a timer whose token
+/// is not its current one; the node ignores a rejoin or agent timer whose
+/// token is not current; all three tokens only move forward). A driver may
+/// therefore cancel them, and should: they would pile up otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerLine {
+    Swim,
+    Rejoin,
+    Agent,
+}
+
 impl Timer {
+    /// The line this timer belongs to and its token, for timers that a
+    /// newer token of the same line makes stale (see [`TimerLine`]);
+    /// `None` for timers that are never stale (foca's `RemoveDown`, the
+    /// periodic ticks).
+    pub fn token(&self) -> Option<(TimerLine, u64)> {
+        use foca::Timer as F;
+        match &self.kind {
+            TimerKind::Swim(
+                F::ProbeRandomMember(t) | F::PeriodicAnnounce(t) | F::PeriodicAnnounceDown(t) | F::PeriodicGossip(t),
+            ) => Some((TimerLine::Swim, u64::from(*t))),
+            TimerKind::Swim(F::SendIndirectProbe { token, .. } | F::ChangeSuspectToDown { token, .. }) => {
+                Some((TimerLine::Swim, u64::from(*token)))
+            }
+            TimerKind::Swim(F::RemoveDown(_)) => None,
+            TimerKind::Rejoin(t) => Some((TimerLine::Rejoin, *t)),
+            TimerKind::Agent(t) => Some((TimerLine::Agent, *t)),
+            TimerKind::Housekeeping | TimerKind::AntiEntropy | TimerKind::Assign | TimerKind::Control => None,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn test_rejoin(at: Time, token: u64) -> Timer {
+        Timer { at, kind: TimerKind::Rejoin(token) }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn test_swim_probe(at: Time, token: u8) -> Timer {
+        Timer { at, kind: TimerKind::Swim(foca::Timer::ProbeRandomMember(token)) }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn test_housekeeping(at: Time) -> Timer {
+        Timer { at, kind: TimerKind::Housekeeping }
+    }
+
     /// A stable tag for logs and traces.
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {

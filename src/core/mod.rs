@@ -10,10 +10,11 @@ pub mod io;
 pub mod node;
 pub mod notices;
 pub mod rejoin;
+pub mod time;
 pub mod timing;
 
 pub use identity::{Identity, NodeId, Role};
-pub use io::{Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer};
+pub use io::{Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer, TimerLine};
 pub use node::{Node, NodeConfig};
 pub use notices::Notice;
 pub use timing::Timing;

@@ -256,14 +256,14 @@ async fn accept_loop(endpoint: quinn::Endpoint, transport: Arc<Transport>, metri
         tokio::spawn(async move {
             let timeout = std::time::Duration::from_millis(super::handshake::HANDSHAKE_TIMEOUT_MS);
             let Ok(Ok(conn)) = tokio::time::timeout(timeout, incoming).await else {
-                metrics.count_drop("handshake_failed");
+                metrics.count_drop(crate::metrics::DropReason::HandshakeFailed);
                 return;
             };
             drop(slot);
             match peer_of(&conn) {
                 Some((role, id)) if member_role(role).is_some() => transport.register(PeerConn { conn, role, id }),
                 _ => {
-                    metrics.count_drop("unauthenticated");
+                    metrics.count_drop(crate::metrics::DropReason::Unauthenticated);
                     conn.close(2u32.into(), b"an agent serves members only");
                 }
             }

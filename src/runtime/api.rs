@@ -67,14 +67,14 @@ pub async fn serve(conn: quinn::Connection, caller: CertRole, machine: Option<St
                     (answer(&shared, caller, req).await, limit)
                 }
                 Ok(Err(e)) => {
-                    shared.metrics.count_drop("malformed");
+                    shared.metrics.count_drop(crate::metrics::DropReason::Malformed);
                     (Response::Error(format!("bad request: {e}")), MAX_API_FRAME_BYTES)
                 }
                 Err(_) => (Response::Error("request timed out".into()), MAX_API_FRAME_BYTES),
             };
             if let Err(e) = wire::write_frame_within(&mut send, &response, limit, wire::ANSWER_WRITE_DEADLINE_MS).await {
                 if matches!(e, wire::FrameError::TimedOut { .. }) {
-                    shared.metrics.count_drop("answer_timeout");
+                    shared.metrics.count_drop(crate::metrics::DropReason::AnswerTimeout);
                 }
                 // Say why instead of leaving the client an early end of stream.
                 let why = Response::Error(format!("the answer could not be sent: {e}"));
@@ -101,7 +101,7 @@ fn refusal(caller: CertRole, req: &Request) -> Option<String> {
 async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
     if let Some(why) = refusal(caller, &req) {
         tracing::warn!(role = caller.as_str(), "api request refused: {why}");
-        shared.metrics.count_drop(crate::metrics::DROP_REJECTED);
+        shared.metrics.count_drop(crate::metrics::DropReason::Rejected);
         return Response::Error(why);
     }
     let admin_only = matches!(req, Request::TokenCreate { .. } | Request::TokenList(_) | Request::TokenRevoke { .. });

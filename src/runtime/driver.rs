@@ -1,13 +1,17 @@
 //! The one task that owns the node core. It feeds the core `(now, input)`
 //! from the transport, the timer heap and commands, and carries out its
-//! outputs. Inbound traffic is served before timers (a biased select), so a
-//! busy node never times out a peer whose ack is already waiting.
+//! outputs. Each turn serves one wake-up (inbound first, by a biased
+//! select, so a busy node never times out a peer whose ack is already
+//! waiting) and then, whatever woke it, one waiting store report and one
+//! waiting command, the timers that are due (at most
+//! [`MAX_TIMERS_PER_TURN`]) and the persistence refresh once
+//! [`PERSIST_INTERVAL_MS`] has passed: a steady inbox cannot starve any of
+//! them, and a pile of due timers cannot keep the inbox waiting.
 //!
-//! Owns the timer heap and the node's persistence triggers. Must never block:
+//! Owns the pending timers ([`TimerQueue`]) and the node's persistence triggers. Must never block:
 //! disk writes go to the blocking pool, and every turn stays short.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,18 +22,21 @@ use tokio::time::Instant;
 use super::datadir::{DataDir, NodeFile};
 use super::session::{self, SessionTable};
 use super::store::{Store, StoreReport};
+use super::timers::TimerQueue;
 use super::workload::Workloads;
 use super::transport::{Inbound, Transport};
 use crate::core::state::model::{Command as StateCommand, StatusView};
 use crate::core::state::tokens::{self, TokenPage, TokenQuery, TokenRecord};
 use crate::core::state::{RequestId, WriteResult};
-use crate::core::{Event, Identity, Input, MemberInfo, Node, Notice, Output, Time, Timer};
+use crate::core::{Event, Identity, Input, MemberInfo, Node, Notice, Output, Time};
 use crate::metrics::Metrics;
 
-/// Most timers pending at once; more means a bug, and the driver says so.
-pub const MAX_TIMERS: usize = 1_000_000;
+pub use super::timers::MAX_TIMERS;
 /// Most inbound items handled in one turn before timers get a look.
 pub const MAX_INBOUND_PER_TURN: usize = 256;
+/// Most due timers fired in one turn; the rest fire in the next turns,
+/// after the inbound that arrived meanwhile.
+pub const MAX_TIMERS_PER_TURN: usize = 64;
 /// How often metrics and dirty files are refreshed.
 pub const PERSIST_INTERVAL_MS: u64 = 1_000;
 /// How often a manager removes expired tokens from the state (a pass over
@@ -60,29 +67,6 @@ pub enum Command {
     TokenList { query: TokenQuery, now_unix_secs: u64, reply: oneshot::Sender<Option<TokenPage>> },
     /// The values of one state key (empty without state).
     StateGet { key: String, reply: oneshot::Sender<Vec<String>> },
-}
-
-struct Due {
-    at: Time,
-    seq: u64,
-    timer: Timer,
-}
-
-impl PartialEq for Due {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Due {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
 }
 
 /// Everything the driver needs besides the node.
@@ -116,8 +100,10 @@ pub struct AgentParts {
 struct Driver {
     node: Node,
     origin: Instant,
-    timers: BinaryHeap<Reverse<Due>>,
-    seq: u64,
+    timers: TimerQueue,
+    /// Timers fired and inbound items handled so far.
+    timers_fired: u64,
+    inbound_handled: u64,
     p: DriverParts,
     peers_dirty: bool,
     notices_dirty: bool,
@@ -131,27 +117,14 @@ struct Driver {
     stop: bool,
     /// When the expired tokens were last swept (driver clock).
     last_sweep: Option<Instant>,
+    /// When metrics and dirty files were last refreshed (driver clock).
+    last_persist: Instant,
 }
 
 /// Runs the node until shutdown, then leaves the cluster gracefully.
 pub async fn run(mut node: Node, parts: DriverParts) {
-    let origin = Instant::now();
     node.start(Duration::ZERO);
-    let mut d = Driver {
-        node,
-        origin,
-        timers: BinaryHeap::new(),
-        seq: 0,
-        p: parts,
-        peers_dirty: true,
-        notices_dirty: true,
-        replies: BTreeMap::new(),
-        next_req: 0,
-        peers_writing: Arc::new(AtomicBool::new(false)),
-        notices_writing: Arc::new(AtomicBool::new(false)),
-        stop: false,
-        last_sweep: None,
-    };
+    let mut d = Driver::new(node, parts, Instant::now());
     d.drain();
     d.run_loop().await;
     d.node.handle(d.now(), Input::Leave);
@@ -165,6 +138,26 @@ pub async fn run(mut node: Node, parts: DriverParts) {
 }
 
 impl Driver {
+    fn new(node: Node, parts: DriverParts, origin: Instant) -> Driver {
+        Driver {
+            node,
+            origin,
+            timers: TimerQueue::default(),
+            timers_fired: 0,
+            inbound_handled: 0,
+            p: parts,
+            peers_dirty: true,
+            notices_dirty: true,
+            replies: BTreeMap::new(),
+            next_req: 0,
+            peers_writing: Arc::new(AtomicBool::new(false)),
+            notices_writing: Arc::new(AtomicBool::new(false)),
+            stop: false,
+            last_sweep: None,
+            last_persist: origin,
+        }
+    }
+
     fn now(&self) -> Time {
         self.origin.elapsed()
     }
@@ -184,18 +177,7 @@ impl Driver {
             None => empty,
         };
         loop {
-            let next_at = self.timers.peek().map(|Reverse(d)| self.origin + d.at);
-            let sleep = tokio::time::sleep_until(next_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
-            tokio::select! {
-                biased;
-                _ = self.p.shutdown.changed() => return,
-                Some(first) = self.p.inbox.recv() => self.on_inbound_batch(first),
-                Some(report) = reports.recv() => self.on_store_report(report),
-                Some(cmd) = self.p.commands.recv() => self.on_command(cmd),
-                _ = sleep, if next_at.is_some() => self.fire_due_timers(),
-                _ = persist_tick.tick() => self.persist(),
-            }
-            if self.stop {
+            if !self.turn(&mut reports, &mut persist_tick).await || self.stop {
                 return;
             }
             if self.node.agent().is_some_and(|a| a.is_gone() && a.supervisor.running() == 0) {
@@ -203,6 +185,36 @@ impl Driver {
                 return;
             }
         }
+    }
+
+    /// One turn: the first wake-up by priority, then the due timers
+    /// (bounded). Returns `false` on shutdown.
+    async fn turn(&mut self, reports: &mut mpsc::Receiver<StoreReport>, persist_tick: &mut tokio::time::Interval) -> bool {
+        let next_at = self.timers.next_at().map(|at| self.origin + at);
+        let sleep = tokio::time::sleep_until(next_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+        tokio::select! {
+            biased;
+            _ = self.p.shutdown.changed() => return false,
+            Some(first) = self.p.inbox.recv() => self.on_inbound_batch(first),
+            Some(report) = reports.recv() => self.on_store_report(report),
+            Some(cmd) = self.p.commands.recv() => self.on_command(cmd),
+            _ = sleep, if next_at.is_some() => {}
+            _ = persist_tick.tick() => self.persist(),
+        }
+        // Whatever woke this turn: a steady inbox must not starve the store's
+        // reports, commands (one of each per turn), timers, nor the metrics
+        // and dirty files.
+        if let Ok(report) = reports.try_recv() {
+            self.on_store_report(report);
+        }
+        if let Ok(cmd) = self.p.commands.try_recv() {
+            self.on_command(cmd);
+        }
+        self.fire_due_timers();
+        if self.last_persist.elapsed() >= Duration::from_millis(PERSIST_INTERVAL_MS) {
+            self.persist();
+        }
+        true
     }
 
     fn on_inbound_batch(&mut self, first: Inbound) {
@@ -222,11 +234,11 @@ impl Driver {
                 None => tracing::info!(session, manager = %peer.id, "agent session opened"),
             }
         }
+        self.inbound_handled += 1;
         let input = match item {
             Inbound::Datagram { from, bytes } => Input::Datagram { from, bytes },
             Inbound::Identified { addr, peer } => Input::Identified { addr, peer },
             Inbound::State { from, bytes } => Input::State { from, bytes },
-            Inbound::Durable { seq } => Input::Durable { seq },
             Inbound::SessionOpened { session, peer, machine } => Input::SessionOpened { session, peer, machine },
             Inbound::SessionData { session, bytes } => Input::SessionData { session, bytes },
             Inbound::SessionClosed { session } => Input::SessionClosed { session },
@@ -278,27 +290,37 @@ impl Driver {
             Command::Write { cmd, replicas, timeout, reply } => {
                 self.next_req += 1;
                 self.replies.insert(self.next_req, reply);
-                self.node.handle(self.now(), Input::Command { req: self.next_req, cmd, replicas, timeout });
+                self.node.handle(self.now(), Input::Command { req: self.next_req, id: None, cmd, replicas, timeout });
                 self.drain();
             }
             Command::WriteWithId { id, cmd, replicas, timeout, reply } => {
                 self.next_req += 1;
                 self.replies.insert(self.next_req, reply);
-                self.node.handle(self.now(), Input::CommandWithId { req: self.next_req, id, cmd, replicas, timeout });
+                self.node.handle(self.now(), Input::Command { req: self.next_req, id: Some(id), cmd, replicas, timeout });
                 self.drain();
             }
         }
     }
 
+    /// Fires the timers due now, at most [`MAX_TIMERS_PER_TURN`]; the
+    /// rest wait for the next turn (their sleep is already over, so it
+    /// comes at once, after at most one batch of inbound).
     fn fire_due_timers(&mut self) {
         let now = self.now();
-        while self.timers.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            // Serve traffic that arrived meanwhile before each timer.
-            while let Ok(item) = self.p.inbox.try_recv() {
-                self.on_inbound(item);
+        if self.timers.next_at().is_none_or(|at| at > now) {
+            return;
+        }
+        // Acks already waiting count before a timer decides a peer is late.
+        for _ in 0..MAX_INBOUND_PER_TURN {
+            match self.p.inbox.try_recv() {
+                Ok(item) => self.on_inbound(item),
+                Err(_) => break,
             }
-            let Some(Reverse(due)) = self.timers.pop() else { break };
-            self.node.handle(self.now(), Input::Timer(due.timer));
+        }
+        for _ in 0..MAX_TIMERS_PER_TURN {
+            let Some(timer) = self.timers.pop_due(now) else { return };
+            self.timers_fired += 1;
+            self.node.handle(self.now(), Input::Timer(timer));
             self.drain();
         }
     }
@@ -309,9 +331,9 @@ impl Driver {
                 Output::Send { to, bytes } => self.p.transport.send(&to, bytes),
                 Output::Identify { addr } => self.p.transport.identify(addr),
                 Output::SetTimer(timer) => {
-                    assert!(self.timers.len() < MAX_TIMERS, "timer heap over {MAX_TIMERS}: a timer leak");
-                    self.seq += 1;
-                    self.timers.push(Reverse(Due { at: timer.at, seq: self.seq, timer }));
+                    if let Err(e) = self.timers.push(timer) {
+                        tracing::error!(error = %e, "timer refused");
+                    }
                 }
                 Output::Event(event) => self.on_event(event),
                 Output::Persist { ops, own } => match &self.p.store {
@@ -383,7 +405,7 @@ impl Driver {
         }
         if let Event::MemberUp(m) = &event
             && m.role == crate::core::Role::Manager {
-                super::server::share_notices(self.p.transport.clone(), m.clone(), self.node.notices());
+                self.p.transport.share_notices(m.clone(), self.node.notices());
             }
     }
 
@@ -423,6 +445,7 @@ impl Driver {
     }
 
     fn persist(&mut self) {
+        self.last_persist = Instant::now();
         self.p.metrics.update_from(self.node.stats(), &self.node.members(), self.node.health_score());
         if self.p.store.as_ref().is_some_and(Store::snapshot_due) {
             self.snapshot();
@@ -457,7 +480,7 @@ impl Driver {
         // A request number nobody waits on: its answer is dropped.
         self.next_req += 1;
         let (cmd, timeout) = (StateCommand::SweepTokens { now_unix_secs }, Duration::from_millis(TOKEN_SWEEP_TIMEOUT_MS));
-        self.node.handle(self.now(), Input::Command { req: self.next_req, cmd, replicas: 0, timeout });
+        self.node.handle(self.now(), Input::Command { req: self.next_req, id: None, cmd, replicas: 0, timeout });
         self.drain();
     }
 }
@@ -480,4 +503,110 @@ fn single_flight(
         busy.store(false, Ordering::Release);
     });
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::node::NodeConfig;
+    use crate::core::{NodeId, PeerCert, Role, Timing};
+    use crate::pki::{self, CertRole, ClusterCa};
+
+    /// Items waiting in the inbox when the test's turn starts: many turns'
+    /// worth, as under a steady flood.
+    const FLOOD_ITEMS: usize = 50 * MAX_INBOUND_PER_TURN;
+
+    /// A lone manager's driver with real parts (a real quinn endpoint on
+    /// loopback, a real data dir), its clock `ago` in the past, so that
+    /// every timer the node armed at start is due.
+    fn driver(dir: &std::path::Path, inbox_capacity: usize, ago: Duration) -> (Driver, mpsc::Sender<Inbound>, mpsc::Sender<Command>, watch::Sender<bool>) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let me = Identity { id: NodeId(1), addr: "127.0.0.1:7001".parse().unwrap(), role: Role::Manager, generation: 1 };
+        let config = NodeConfig { identity: me.clone(), timing: Timing::lan(), rng_seed: 1, seeds: vec![], known_peers: vec![], state: None, agent: None, controller_machine: None };
+        let mut node = Node::new(config);
+        node.start(Duration::ZERO);
+        let ca = ClusterCa::generate("driver-test").unwrap();
+        let cert = ca.issue(CertRole::Manager, 1, 1).unwrap();
+        let tls = pki::tls::client_config(&ca, &cert).unwrap();
+        let client = pki::tls::quinn_client_config(tls, Arc::new(quinn::TransportConfig::default())).unwrap();
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (inbox_tx, inbox) = mpsc::channel(inbox_capacity);
+        let (commands_tx, commands) = mpsc::channel(1);
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let (data_dir, _) = DataDir::open(dir).unwrap();
+        let node_file = NodeFile {
+            format: 1,
+            cluster_name: "driver-test".into(),
+            ca_fingerprint: ca.fingerprint(),
+            node_id: "1".into(),
+            role: "manager".into(),
+            generation: 1,
+            advertise: me.addr,
+            seeds: vec![],
+            machine: None,
+            state_log: false,
+        };
+        let parts = DriverParts {
+            transport: Transport::new(endpoint, client, inbox_tx.clone(), metrics.clone(), NodeId(1)),
+            inbox,
+            commands,
+            dir: Arc::new(data_dir),
+            node_file,
+            metrics: metrics.clone(),
+            shutdown,
+            store: None,
+            sessions: SessionTable::new(metrics),
+            agent: None,
+            provider: None,
+            inbox_tx: inbox_tx.clone(),
+        };
+        let origin = Instant::now().checked_sub(ago).expect("a clock older than the test's offset");
+        let mut d = Driver::new(node, parts, origin);
+        d.drain();
+        (d, inbox_tx, commands_tx, shutdown_tx)
+    }
+
+    fn junk() -> Inbound {
+        Inbound::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![0xff; 8] }
+    }
+
+    /// Timers fire in a turn woken by a flooded inbox: the old loop served
+    /// the inbox for as long as it held anything and fired no timer.
+    #[tokio::test]
+    async fn timers_fire_under_a_flooded_inbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, inbox_tx, commands_tx, _shutdown) = driver(&dir.path().join("node"), FLOOD_ITEMS, Duration::from_secs(60));
+        let (reply, mut answer) = oneshot::channel();
+        commands_tx.try_send(Command::Members(reply)).unwrap();
+        assert!(d.timers.next_at().is_some_and(|at| at <= d.now()), "the node armed timers at start, all due");
+        for _ in 0..FLOOD_ITEMS {
+            inbox_tx.try_send(junk()).unwrap();
+        }
+        let (_no_store, mut reports) = mpsc::channel(1);
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.tick().await;
+        assert!(d.turn(&mut reports, &mut tick).await);
+        assert!(d.timers_fired > 0, "a turn under a flooded inbox fired no timer");
+        assert!(answer.try_recv().is_ok(), "a turn under a flooded inbox left a command waiting");
+        assert!(d.last_persist.elapsed() < Duration::from_secs(60), "a turn under a flooded inbox did not persist when due");
+        assert!(d.timers_fired <= MAX_TIMERS_PER_TURN as u64);
+        assert!(d.inbound_handled <= 2 * MAX_INBOUND_PER_TURN as u64, "one turn handled {} inbound items", d.inbound_handled);
+        assert!(!inbox_tx.is_closed() && inbox_tx.capacity() < FLOOD_ITEMS, "the flood still waits");
+    }
+
+    /// Due timers beyond the per-turn bound wait for the next turn, which
+    /// comes at once and serves waiting inbound first.
+    #[tokio::test]
+    async fn due_timers_fire_a_bounded_number_per_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, _inbox_tx, _commands_tx, _shutdown) = driver(&dir.path().join("node"), 16, Duration::from_secs(60));
+        let now = d.now();
+        for i in 0..(3 * MAX_TIMERS_PER_TURN as u32) {
+            d.timers.push(crate::core::Timer::test_housekeeping(now.saturating_sub(Duration::from_millis(u64::from(i) + 1)))).unwrap();
+        }
+        d.fire_due_timers();
+        assert_eq!(d.timers_fired, MAX_TIMERS_PER_TURN as u64);
+        assert!(d.timers.next_at().is_some_and(|at| at <= d.now()), "the rest still due");
+    }
 }

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, Metrics};
 
 /// Handshakes in progress at once; a validated attempt past it is refused
 /// (an unvalidated one is sent a Retry).
@@ -46,9 +46,9 @@ pub const REFUSAL_LOG_INTERVAL_MS: u64 = 1_000;
 pub enum Verdict {
     Accept,
     /// Send a stateless Retry: the client must prove its address.
-    Retry(&'static str),
+    Retry(DropReason),
     /// Refuse (CONNECTION_REFUSED); the reason is the drop metric's.
-    Refuse(&'static str),
+    Refuse(DropReason),
 }
 
 #[derive(Default)]
@@ -63,18 +63,18 @@ fn verdict(c: &Counts, ip: IpAddr, validated: bool) -> Verdict {
     let from_ip = c.per_source.get(&ip).copied().unwrap_or(0);
     if !validated {
         if c.unvalidated >= MAX_UNVALIDATED_HANDSHAKES {
-            return Verdict::Retry("handshake_retry");
+            return Verdict::Retry(DropReason::HandshakeRetry);
         }
         if c.total >= MAX_HANDSHAKES || from_ip >= MAX_HANDSHAKES_PER_SOURCE {
-            return Verdict::Retry("handshake_retry");
+            return Verdict::Retry(DropReason::HandshakeRetry);
         }
         return Verdict::Accept;
     }
     if c.total >= MAX_HANDSHAKES {
-        return Verdict::Refuse("handshake_limit");
+        return Verdict::Refuse(DropReason::HandshakeLimit);
     }
     if from_ip >= MAX_HANDSHAKES_PER_SOURCE {
-        return Verdict::Refuse("handshake_per_source");
+        return Verdict::Refuse(DropReason::HandshakePerSource);
     }
     Verdict::Accept
 }
@@ -200,7 +200,7 @@ mod tests {
             held.push(slot.unwrap());
         }
         for n in 0..100 {
-            assert_eq!(h.admit(ip(n), false).0, Verdict::Retry("handshake_retry"));
+            assert_eq!(h.admit(ip(n), false).0, Verdict::Retry(DropReason::HandshakeRetry));
         }
         // A client that answered the Retry gets in from the flooding IP too.
         let (v, slot) = h.admit(ip(1), true);
@@ -220,15 +220,15 @@ mod tests {
         for _ in 0..MAX_HANDSHAKES_PER_SOURCE {
             held.push(h.admit(ip(1), true).1.unwrap());
         }
-        assert_eq!(h.admit(ip(1), true).0, Verdict::Refuse("handshake_per_source"));
-        assert_eq!(h.admit(ip(1), false).0, Verdict::Retry("handshake_retry"));
+        assert_eq!(h.admit(ip(1), true).0, Verdict::Refuse(DropReason::HandshakePerSource));
+        assert_eq!(h.admit(ip(1), false).0, Verdict::Retry(DropReason::HandshakeRetry));
         let mut n = 2;
         while h.in_progress().0 < MAX_HANDSHAKES {
             held.push(h.admit(ip(n), true).1.unwrap());
             n += 1;
         }
-        assert_eq!(h.admit(ip(200), true).0, Verdict::Refuse("handshake_limit"));
-        assert_eq!(h.admit(ip(200), false).0, Verdict::Retry("handshake_retry"));
+        assert_eq!(h.admit(ip(200), true).0, Verdict::Refuse(DropReason::HandshakeLimit));
+        assert_eq!(h.admit(ip(200), false).0, Verdict::Retry(DropReason::HandshakeRetry));
         held.clear();
         assert_eq!(h.in_progress(), (0, 0));
     }

@@ -226,14 +226,14 @@ pub async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
     };
     if let JoinResponse::Refused { refusal, reason } = &response {
         tracing::warn!(%remote, refusal = refusal_text(*refusal), %reason, "refused a join");
-        shared.metrics.count_drop("join_refused");
+        shared.metrics.count_drop(crate::metrics::DropReason::JoinRefused);
     }
     if let Err(e) = wire::write_frame(&mut send, &response, MAX_JOIN_FRAME_BYTES).await {
         // Say why instead of leaving the joiner an early end of stream. What
         // the admission wrote stays: the same joiner asking again (same node
         // id) is admitted again, idempotently.
         tracing::error!(%remote, error = %e, "the join answer could not be sent");
-        shared.metrics.count_drop("join_answer_failed");
+        shared.metrics.count_drop(crate::metrics::DropReason::JoinAnswerFailed);
         let why = refuse(Refusal::AnswerTooLarge, format!("the answer could not be sent: {e}"));
         let _ = wire::write_frame(&mut send, &why, MAX_JOIN_FRAME_BYTES).await;
     }

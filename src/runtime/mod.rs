@@ -20,6 +20,7 @@ pub mod sshenv;
 pub mod store;
 pub mod transport;
 pub mod trim;
+pub mod timers;
 pub mod wal;
 pub mod wire;
 pub mod workload;

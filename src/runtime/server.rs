@@ -40,7 +40,11 @@ pub enum PeerError {
     #[error("state: {0}")]
     Store(#[from] super::store::StoreError),
     #[error("certificates: {0}")]
-    Pki(String),
+    Pki(#[from] crate::pki::PkiError),
+    #[error("the first join token: {0}")]
+    Token(#[from] crate::pki::TokenError),
+    #[error("node.json holds an unreadable node id: {0}")]
+    NodeId(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("data dir {dir} belongs to cluster {have} but the token is for cluster {want}")]
@@ -51,8 +55,8 @@ pub enum PeerError {
     Io(String),
 }
 
-fn pki_err(e: impl std::fmt::Display) -> PeerError {
-    PeerError::Pki(e.to_string())
+fn pki_err(e: crate::pki::PkiError) -> PeerError {
+    PeerError::Pki(e)
 }
 
 /// What the API and join handlers share.
@@ -169,8 +173,7 @@ fn new_cluster(advertise: SocketAddr) -> Result<Fresh, PeerError> {
     let admin = ca.issue(CertRole::Admin, random_u64(), NODE_CERT_VALIDITY_DAYS).map_err(pki_err)?;
     let secret = pki::new_cluster_secret().to_vec();
     let fp = ca.fingerprint();
-    let token = pki::issue_token(&secret, CertRole::Manager, None, pki::DEFAULT_TOKEN_TTL_SECS, unix_now(), &fp)
-        .map_err(pki_err)?;
+    let token = pki::issue_token(&secret, CertRole::Manager, None, pki::DEFAULT_TOKEN_TTL_SECS, unix_now(), &fp)?;
     let notices = Vec::new();
     Ok(Fresh {
         node: node_file(cluster_name, fp, node_id, advertise),
@@ -366,7 +369,7 @@ async fn serve(
     advertise: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PeerError> {
-    let node_id: NodeId = fresh.node.node_id.parse().map_err(|_| PeerError::Pki("node id in node.json".into()))?;
+    let node_id: NodeId = fresh.node.node_id.parse().map_err(|_| PeerError::NodeId(fresh.node.node_id.clone()))?;
     let created = fresh.first_token.is_some();
     // The first manager records its token at every start while it is
     // valid (the same record again changes nothing): a crash between
@@ -410,7 +413,10 @@ async fn serve(
         sessions: sessions.clone(),
         inbox: inbox_for_store.clone(),
     });
-    transport.set_api(shared.clone());
+    let api = shared.clone();
+    transport.on_member_connection(Box::new(move |conn, role, machine| {
+        tokio::spawn(super::api::serve(conn, role, machine, api.clone()));
+    }));
     if let Some(addr) = cfg.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| PeerError::Bind { addr, source })?;
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), || {}));
@@ -491,12 +497,12 @@ async fn accept_loop(endpoint: quinn::Endpoint, transport: Arc<Transport>, share
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "handshake failed");
-                    shared.metrics.count_drop("handshake_failed");
+                    shared.metrics.count_drop(crate::metrics::DropReason::HandshakeFailed);
                     return;
                 }
                 Err(_) => {
                     tracing::debug!(remote = %ip, "handshake not complete within {HANDSHAKE_TIMEOUT_MS} ms; dropped");
-                    shared.metrics.count_drop("handshake_timeout");
+                    shared.metrics.count_drop(crate::metrics::DropReason::HandshakeTimeout);
                     return;
                 }
             };
@@ -516,7 +522,7 @@ async fn on_connection(conn: quinn::Connection, transport: Arc<Transport>, share
         Some(p) if p == pki::ALPN_PEER => {
             let Some((role, id)) = peer_of(&conn) else {
                 tracing::warn!(remote = %conn.remote_address(), "refused a peer connection without a client certificate");
-                shared.metrics.count_drop("unauthenticated");
+                shared.metrics.count_drop(crate::metrics::DropReason::Unauthenticated);
                 conn.close(2u32.into(), b"client certificate required");
                 return;
             };
@@ -529,29 +535,4 @@ async fn on_connection(conn: quinn::Connection, transport: Arc<Transport>, share
         }
         _ => conn.close(3u32.into(), b"unknown protocol"),
     }
-}
-
-/// Sends this node's notices to a manager that just came up, so that a
-/// member which missed a revocation while away learns it.
-pub fn share_notices(transport: Arc<Transport>, to: Identity, notices: Vec<Notice>) {
-    if notices.is_empty() {
-        return;
-    }
-    tokio::spawn(async move {
-        let conn = match transport.connection(to.id) {
-            Some(c) => c,
-            None => match transport.dial(to.addr).await {
-                Ok(pc) if pc.id == to.id => pc.conn,
-                _ => return,
-            },
-        };
-        let Ok((mut send, mut recv)) = conn.open_bi().await else { return };
-        let req = super::wire::Request::SyncNotices(notices);
-        if super::wire::write_frame(&mut send, &req, super::wire::MAX_API_FRAME_BYTES).await.is_ok() {
-            let _ = send.finish();
-            let wait = std::time::Duration::from_millis(super::api::REQUEST_TIMEOUT_MS);
-            let answer = super::wire::read_frame::<super::wire::Response>(&mut recv, super::wire::MAX_API_FRAME_BYTES);
-            let _ = tokio::time::timeout(wait, answer).await;
-        }
-    });
 }

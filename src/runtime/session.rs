@@ -62,7 +62,7 @@ impl SessionTable {
         let Some(tx) = writers.get(&session) else { return };
         if tx.try_send(bytes).is_err() {
             tracing::warn!(session, "session queue full or closed; closing the session");
-            self.metrics.count_drop("session_queue_full");
+            self.metrics.count_drop(crate::metrics::DropReason::SessionQueueFull);
             writers.remove(&session);
         }
     }
@@ -95,7 +95,7 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Vec<u8>>
             Ok(Err(_)) => return,
             Err(_) => {
                 tracing::warn!(deadline_ms = SESSION_FRAME_DEADLINE_MS, "session peer did not take a frame in time; resetting the session");
-                table.metrics.count_drop("session_write_timeout");
+                table.metrics.count_drop(crate::metrics::DropReason::SessionWriteTimeout);
                 let _ = send.reset(super::transport::STREAM_REFUSED.into());
                 return;
             }
@@ -116,7 +116,7 @@ async fn read_loop(mut recv: quinn::RecvStream, session: u64, table: Arc<Session
             }
             Err(e @ (wire::FrameError::TooLarge { .. } | wire::FrameError::TimedOut { .. })) => {
                 tracing::warn!(session, error = %e, "closing a session whose peer sent a bad frame");
-                table.metrics.count_drop("session_bad_frame");
+                table.metrics.count_drop(crate::metrics::DropReason::SessionBadFrame);
                 let _ = recv.stop(super::transport::STREAM_REFUSED.into());
                 break;
             }

@@ -68,8 +68,6 @@ pub const MANAGER_RECEIVE_WINDOW_BYTES: u32 = 64 << 20;
 pub enum Inbound {
     Datagram { from: PeerCert, bytes: Vec<u8> },
     State { from: PeerCert, bytes: Vec<u8> },
-    /// Own state operations up to `seq` are durable.
-    Durable { seq: u64 },
     Identified { addr: SocketAddr, peer: PeerCert },
     /// An agent session opened (see `session.rs`).
     SessionOpened { session: u64, peer: PeerCert, machine: Option<String> },
@@ -104,9 +102,18 @@ pub struct Transport {
     inbox: mpsc::Sender<Inbound>,
     metrics: Arc<Metrics>,
     self_id: NodeId,
-    /// Set once at start: the API served on every member connection.
-    api: OnceLock<Arc<super::server::Shared>>,
+    /// Set once at start: what to do with every member connection besides
+    /// membership traffic (the server serves its API there). The transport
+    /// never knows what that is.
+    on_member: OnceLock<MemberHook>,
 }
+
+/// Called with each registered member connection, its certificate role and
+/// machine (agents).
+pub type MemberHook = Box<dyn Fn(quinn::Connection, CertRole, Option<String>) + Send + Sync>;
+
+/// How long [`Transport::share_notices`] waits for the answer.
+pub const SHARE_NOTICES_ANSWER_MS: u64 = 10_000;
 
 /// Streams a peer may open to an agent at once. Nothing opens a
 /// bidirectional stream to an agent (sessions, API calls and notices all go
@@ -204,13 +211,14 @@ impl Transport {
             inbox,
             metrics,
             self_id,
-            api: OnceLock::new(),
+            on_member: OnceLock::new(),
         })
     }
 
-    /// Serves the client API on every member connection from now on.
-    pub fn set_api(&self, shared: Arc<super::server::Shared>) {
-        let _ = self.api.set(shared);
+    /// Hands every member connection from now on to `hook` too (set once;
+    /// a second hook is ignored).
+    pub fn on_member_connection(&self, hook: MemberHook) {
+        let _ = self.on_member.set(hook);
     }
 
     /// Sends one SWIM datagram to `to`, dialing first if needed.
@@ -230,14 +238,14 @@ impl Transport {
             if queue.len() < MAX_QUEUED_PER_PEER {
                 queue.push(bytes);
             } else {
-                self.metrics.count_drop("queue_full");
+                self.metrics.count_drop(crate::metrics::DropReason::QueueFull);
             }
             return;
         }
         let recently_failed =
             table.failed_at.get(&to.id).is_some_and(|t| t.elapsed() < Duration::from_millis(DIAL_RETRY_MS));
         if recently_failed {
-            self.metrics.count_drop("no_connection");
+            self.metrics.count_drop(crate::metrics::DropReason::NoConnection);
             return;
         }
         table.dialing.insert(to.id, vec![bytes]);
@@ -252,12 +260,12 @@ impl Transport {
         match conn.max_datagram_size() {
             Some(max) if bytes.len() <= max => {
                 if conn.send_datagram(bytes).is_err() {
-                    self.metrics.count_drop("no_connection");
+                    self.metrics.count_drop(crate::metrics::DropReason::NoConnection);
                 }
             }
             _ => {
                 // Bigger than this path allows right now: one uni stream.
-                self.metrics.count_drop("too_large_for_path");
+                self.metrics.count_drop(crate::metrics::DropReason::TooLargeForPath);
                 let conn = conn.clone();
                 tokio::spawn(async move {
                     let _ = send_uni(&conn, STREAM_SWIM, &bytes, MAX_FALLBACK_FRAME_BYTES).await;
@@ -298,7 +306,7 @@ impl Transport {
             }
             None => {
                 for _ in queued {
-                    self.metrics.count_drop("no_connection");
+                    self.metrics.count_drop(crate::metrics::DropReason::NoConnection);
                 }
             }
         }
@@ -355,15 +363,15 @@ impl Transport {
         let this = self.clone();
         let conn = pc.conn.clone();
         tokio::spawn(async move { this.read_uni_streams(conn, from).await });
-        if let Some(shared) = self.api.get() {
+        if let Some(hook) = self.on_member.get() {
             let machine = machine_of(&pc.conn);
-            tokio::spawn(super::api::serve(pc.conn, pc.role, machine, shared.clone()));
+            hook(pc.conn, pc.role, machine);
         }
     }
 
     fn deliver(&self, from: PeerCert, bytes: Vec<u8>) {
         if self.inbox.try_send(Inbound::Datagram { from, bytes }).is_err() {
-            self.metrics.count_drop("queue_full");
+            self.metrics.count_drop(crate::metrics::DropReason::QueueFull);
         }
     }
 
@@ -392,7 +400,7 @@ impl Transport {
         let mut kind = [0u8; 1];
         let first = tokio::time::timeout(Duration::from_millis(UNI_STREAM_DEADLINE_MS), recv.read_exact(&mut kind)).await;
         if !matches!(first, Ok(Ok(()))) {
-            self.metrics.count_drop("stream_timeout");
+            self.metrics.count_drop(crate::metrics::DropReason::StreamTimeout);
             return;
         }
         let (limit, deadline_ms) = match (kind[0], from.role) {
@@ -401,13 +409,13 @@ impl Transport {
             (STREAM_STATE, _) => {
                 // Authorise before reading: only managers replicate state.
                 tracing::warn!(peer = %from.id, role = from.role.as_str(), "refused a state stream from a member that is not a manager; closing its connection");
-                self.metrics.count_drop("unauthorised_stream");
+                self.metrics.count_drop(crate::metrics::DropReason::UnauthorisedStream);
                 let _ = recv.stop(STREAM_REFUSED.into());
                 conn.close(STREAM_REFUSED.into(), b"only managers send state");
                 return;
             }
             _ => {
-                self.metrics.count_drop("malformed");
+                self.metrics.count_drop(crate::metrics::DropReason::Malformed);
                 let _ = recv.stop(STREAM_REFUSED.into());
                 return;
             }
@@ -417,17 +425,17 @@ impl Transport {
             Ok(Ok(bytes)) if kind[0] == STREAM_SWIM => self.deliver(from, bytes),
             Ok(Ok(bytes)) => {
                 if self.inbox.send(Inbound::State { from, bytes }).await.is_err() {
-                    self.metrics.count_drop("queue_full");
+                    self.metrics.count_drop(crate::metrics::DropReason::QueueFull);
                 }
             }
             Ok(Err(e)) => {
                 tracing::debug!(peer = %from.id, error = %e, "bad stream frame");
-                self.metrics.count_drop("malformed");
+                self.metrics.count_drop(crate::metrics::DropReason::Malformed);
                 let _ = recv.stop(STREAM_REFUSED.into());
             }
             Err(_) => {
                 tracing::debug!(peer = %from.id, deadline_ms, "stream frame not complete in time; dropped");
-                self.metrics.count_drop("stream_timeout");
+                self.metrics.count_drop(crate::metrics::DropReason::StreamTimeout);
                 let _ = recv.stop(STREAM_REFUSED.into());
             }
         }
@@ -448,7 +456,7 @@ impl Transport {
                         c
                     }
                     _ => {
-                        this.metrics.count_drop("no_connection");
+                        this.metrics.count_drop(crate::metrics::DropReason::NoConnection);
                         return;
                     }
                 },
@@ -456,7 +464,7 @@ impl Transport {
             let limit = crate::core::state::sync::MAX_STATE_MSG_BYTES;
             if let Err(e) = send_uni(&conn, STREAM_STATE, &bytes, limit).await {
                 tracing::debug!(peer = %to.id, error = %e, "state message not sent");
-                this.metrics.count_drop("no_connection");
+                this.metrics.count_drop(crate::metrics::DropReason::NoConnection);
             }
         });
     }
@@ -489,4 +497,34 @@ async fn send_uni(conn: &quinn::Connection, kind: u8, bytes: &[u8], limit: usize
     send.write_all(&[kind]).await.map_err(|e| e.to_string())?;
     super::wire::write_raw_frame(&mut send, bytes, limit).await.map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())
+}
+
+impl Transport {
+    /// Sends this node's notices to a manager that just came up, so that a
+    /// member which missed a revocation while away learns it. Waits at most
+    /// [`SHARE_NOTICES_ANSWER_MS`] for the answer, then gives up (the
+    /// notices also travel by gossip).
+    pub fn share_notices(self: &Arc<Self>, to: Identity, notices: Vec<crate::core::Notice>) {
+        if notices.is_empty() {
+            return;
+        }
+        let transport = self.clone();
+        tokio::spawn(async move {
+            let conn = match transport.connection(to.id) {
+                Some(c) => c,
+                None => match transport.dial(to.addr).await {
+                    Ok(pc) if pc.id == to.id => pc.conn,
+                    _ => return,
+                },
+            };
+            let Ok((mut send, mut recv)) = conn.open_bi().await else { return };
+            let req = super::wire::Request::SyncNotices(notices);
+            if super::wire::write_frame(&mut send, &req, super::wire::MAX_API_FRAME_BYTES).await.is_ok() {
+                let _ = send.finish();
+                let wait = Duration::from_millis(SHARE_NOTICES_ANSWER_MS);
+                let answer = super::wire::read_frame::<super::wire::Response>(&mut recv, super::wire::MAX_API_FRAME_BYTES);
+                let _ = tokio::time::timeout(wait, answer).await;
+            }
+        });
+    }
 }

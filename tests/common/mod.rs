@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod agent;
-pub mod hosts;
+#[allow(unused_imports)]
+pub use testkit::hosts;
 pub mod netns;
 
 /// Where tests hand a join token to `jujud` (never `--token`: the command

@@ -18,7 +18,7 @@ use rand::RngExt;
 use super::supervisor::Supervisor;
 use super::{Report, SessionMsg, WorkloadEvent, choice, decode_msg, encode_msg};
 use crate::core::identity::{Identity, NodeId};
-use crate::core::io::Time;
+use crate::core::time::Time;
 
 /// A manager whose session failed, or that did not answer an open, is
 /// passed over this long; each further failure in a row doubles it, up to

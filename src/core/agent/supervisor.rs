@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{MAX_UNITS_PER_MACHINE, UnitSpec, WorkloadCmd, WorkloadEvent, clip_status};
-use crate::core::io::Time;
+use crate::core::time::Time;
 
 /// First wait before restarting a workload that exited.
 pub const RESTART_BACKOFF_MIN_MS: u64 = 500;

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use super::{CONTACT_WINDOW_MS, CONTROL_TICK_MS};
 use crate::core::identity::NodeId;
-use crate::core::io::Time;
+use crate::core::time::Time;
 
 /// Rounds remembered: every round the window can hold (one per control
 /// tick), and one more. At the bound the oldest is forgotten.

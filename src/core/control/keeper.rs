@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::provider::ProviderCmd;
 use super::{ControlOut, Controller, Singleton, View};
 use crate::core::identity::NodeId;
-use crate::core::io::Time;
+use crate::core::time::Time;
 use crate::core::notices::Notice;
 use crate::core::state::controllers::{self, MachineFacts};
 

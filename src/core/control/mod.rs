@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::core::agent::choice;
 use crate::core::identity::{Identity, NodeId};
-use crate::core::io::Time;
+use crate::core::time::Time;
 use crate::core::notices::Notice;
 use crate::core::state::controllers::{self, MachineFacts};
 use crate::core::state::{Change, Replica};

@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::provider::{ProviderCmd, instance_name};
 use crate::core::state::controllers::MachineFacts;
 use super::{ControlOut, Controller, Singleton, View};
-use crate::core::io::Time;
+use crate::core::time::Time;
 
 /// First and longest wait before retrying a failed start.
 pub const PROVISION_RETRY_MIN_MS: u64 = 1_000;

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod controllers;
+pub mod doc;
 pub mod model;
 pub mod replica;
 pub mod requests;

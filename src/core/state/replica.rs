@@ -23,24 +23,12 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crdts::ctx::AddCtx;
-use crdts::{CmRDT, CvRDT, MVReg};
+use crdts::{CmRDT, CvRDT};
 use serde::{Deserialize, Serialize};
 
 use super::requests::{self, Recorded, RequestId, Requests};
 
-/// A writer: one node at one generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Actor {
-    pub node: u64,
-    pub generation: u64,
-}
-
-/// The document: every key holds a multi-value register of text.
-pub type Doc = crdts::Map<String, MVReg<String, Actor>, Actor>;
-/// One operation on the document.
-pub type DocOp = crdts::map::Op<String, MVReg<String, Actor>, Actor>;
-/// Highest operation number applied, per actor.
-pub type VersionVector = BTreeMap<Actor, u64>;
+pub use super::doc::{Actor, Doc, DocOp, VersionVector};
 
 /// Operations kept for anti-entropy before older ones are compacted away;
 /// a peer that needs compacted ones gets the full state instead.
@@ -228,6 +216,7 @@ impl Replica {
     pub fn mark_durable(&mut self, seq: u64) -> Vec<Stamped> {
         let from = self.durable;
         self.durable = self.durable.max(seq.min(self.own_seq()));
+        debug_assert!(from <= self.durable && self.durable <= self.own_seq(), "durable only grows, never past what was written");
         match self.log.get(&self.me) {
             Some(ops) => ops_between(ops, from, self.durable).cloned().collect(),
             None => Vec::new(),

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use crdts::{Dot, VClock};
 use serde::{Deserialize, Serialize};
 
-use super::replica::{Actor, DocOp};
+use super::doc::{Actor, DocOp};
 
 /// Request records kept per replica; past it the oldest is forgotten. At
 /// the measured peak (about 13,000 writes a second on one manager) this is

@@ -27,7 +27,7 @@ use super::model::{self, Command, Outcome, StatusView};
 use super::replica::{Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector};
 use super::requests::{self, RequestId};
 use crate::core::identity::NodeId;
-use crate::core::io::Time;
+use crate::core::time::Time;
 
 /// Largest state message accepted (a full state of ~100k entities fits).
 pub const MAX_STATE_MSG_BYTES: usize = 256 << 20;

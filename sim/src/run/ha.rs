@@ -1,5 +1,5 @@
 //! The run loop's side of what the world did on the nodes' behalf (part of
-//! `run.rs`): slots the provider added join the ledgers, processes that
+//! `run`): slots the provider added join the ledgers, processes that
 //! the provider stopped or that exited by themselves become fault notes
 //! (so that the membership checkers treat them like injected faults), and
 //! every note reaches the checkers. Also the desired-managers count the

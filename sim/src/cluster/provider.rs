@@ -1,4 +1,4 @@
-//! The simulated provider (part of `cluster.rs`): a cloud API that every
+//! The simulated provider (part of `cluster`): a cloud API that every
 //! manager reaches, whatever partitions cut the cluster's own network, a
 //! few milliseconds each way. Partitions in the simulator cut the links
 //! between machines, not their way to the cloud's API; a manager that

@@ -48,9 +48,8 @@ const STREAM_DISK: u64 = 7;
 const STREAM_AGENTS: u64 = 8;
 const STREAM_PROVIDER: u64 = 9;
 
-#[path = "run_ha.rs"]
-mod run_ha;
-pub use run_ha::{ProbeTarget, desired_managers, live_managers};
+mod ha;
+pub use ha::{ProbeTarget, desired_managers, live_managers};
 
 /// Everything that defines a run; with the build, it defines the trace.
 #[derive(Clone, Debug, PartialEq)]

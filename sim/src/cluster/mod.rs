@@ -5,7 +5,7 @@
 //!
 //! Managers hold replicated state: the cluster carries out its outputs
 //! (persisting to the simulated disk, state streams between managers,
-//! replies to client writes) in `cluster_state.rs`. Agents run with their
+//! replies to client writes) in `cluster/state.rs`. Agents run with their
 //! machine (`NodeConfig.agent`): their sessions with managers are carried
 //! out in `sessions.rs`, their workloads in `agents.rs`; the managers'
 //! provider requests go to the simulated cloud in `provider.rs`, which
@@ -38,23 +38,18 @@ use crate::queue::{EventQueue, VTime};
 use crate::trace::{Fnv1a, Trace, TraceKind};
 use crate::workload::StateNote;
 
-#[path = "cluster_state.rs"]
-mod cluster_state;
-pub use cluster_state::MAX_OUTSTANDING_WRITES;
-use cluster_state::Request;
+mod state;
+pub use state::MAX_OUTSTANDING_WRITES;
+use state::Request;
 
-#[path = "sessions.rs"]
 mod sessions;
 pub use sessions::{SESSION_IDLE_TIMEOUT, SESSION_OPEN_TIMEOUT, SessionEv, SessionStats, Sessions};
 
-#[path = "agents.rs"]
 mod agents;
 pub use agents::{WORKLOAD_MEAN_LIFETIME_MS, WorkloadEv, Workloads, spec_digest};
 
-#[path = "lifecycle.rs"]
 mod lifecycle;
 
-#[path = "provider.rs"]
 mod provider;
 pub use provider::{AGENT_QUOTA_EXTRA, INSTANCE_BOOT_MAX_MS, Instance, PROVIDER_LATENCY_MAX_US, Provider};
 
@@ -86,7 +81,7 @@ pub enum Ev {
     /// The process of `epoch`'s own state operations up to `seq` are synced.
     Durable { slot: usize, epoch: u32, seq: u64 },
     /// The process of `epoch`'s foreign batch, or snapshot, holding up to
-    /// `vv` is synced (see `cluster_state.rs`).
+    /// `vv` is synced (see `cluster/state.rs`).
     DurableRemote { slot: usize, epoch: u32, vv: VersionVector },
     /// A state message (a QUIC stream in reality) arriving at `slot`.
     State { slot: usize, epoch: u32, from: PeerCert, bytes: Vec<u8> },
@@ -508,7 +503,7 @@ impl Cluster {
                 self.trace.record(at, slot, TraceKind::Durable, seq);
                 Input::Durable { seq }
             }
-            Ev::DurableRemote { vv, .. } => cluster_state::durable_remote_input(&mut self.trace, at, slot, vv),
+            Ev::DurableRemote { vv, .. } => state::durable_remote_input(&mut self.trace, at, slot, vv),
             Ev::State { from, bytes, .. } => {
                 self.trace.record(at, slot, TraceKind::State, Fnv1a::of_words(&bytes));
                 Input::State { from, bytes }

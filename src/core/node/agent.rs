@@ -36,12 +36,6 @@ impl Node {
         self.live_managers.iter().map(|m| m.id).collect()
     }
 
-    /// Live managers as identities, sorted by id (cached; see
-    /// `managers_changed`).
-    pub fn live_managers_with_self(&self) -> &[Identity] {
-        &self.live_managers
-    }
-
     fn refresh_live_managers(&mut self) {
         let mut live: Vec<Identity> = self.swim.iter_members().map(|m| m.id().clone()).filter(|i| i.role == Role::Manager).collect();
         if self.identity().role == Role::Manager && !self.left {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::Node;
 use crate::core::control::provider::ProviderResult;
-use crate::core::control::{CONTROL_TICK_MS, ControlEvent, ControlOut, Controller, Singleton, View, owners};
+use crate::core::control::{CONTROL_TICK_MS, ControlEvent, ControlOut, Controller, View, owners};
 use crate::core::identity::NodeId;
 use crate::core::io::{Event, Output, Time, TimerKind};
 use crate::core::state::controllers;
@@ -18,11 +18,6 @@ impl Node {
     /// The singleton workers (managers).
     pub fn control(&self) -> Option<&Controller> {
         self.control.as_ref()
-    }
-
-    /// Who owns each singleton, as this node sees the live managers.
-    pub fn singleton_owners(&self) -> Vec<(Singleton, NodeId)> {
-        owners(&self.live_manager_ids()).into_iter().collect()
     }
 
     /// The controller summary (managers only).
@@ -37,11 +32,6 @@ impl Node {
             grace_ms: controllers::ha_grace(&st.replica).as_millis() as u64,
             short_because: controllers::why_short(&st.replica),
         })
-    }
-
-    /// Whether `id` was revoked (replaced by the HA keeper).
-    pub fn is_revoked(&self, id: NodeId) -> bool {
-        self.revoked.contains(&id)
     }
 
     pub(super) fn arm_control(&mut self, now: Time) {

@@ -1,4 +1,4 @@
-//! The cluster's side of replicated state (part of `cluster.rs`): client
+//! The cluster's side of replicated state (part of `cluster`): client
 //! commands handed to a manager, `Persist` written to the simulated disk
 //! with an fsync delay and `Durable` (own batches) or `DurableRemote`
 //! (foreign batches and snapshots) fed back once synced, state messages
@@ -67,7 +67,7 @@ impl Cluster {
         self.state_notes.push(StateNote::Issued { slot, req, cmd: cmd.clone() });
         let p = self.slots[slot].process.as_mut().expect("checked above");
         let local = p.clock.local(now);
-        p.node.handle(local, Input::Command { req, cmd, replicas, timeout: WRITE_TIMEOUT });
+        p.node.handle(local, Input::Command { req, id: None, cmd, replicas, timeout: WRITE_TIMEOUT });
         self.issuing = Some(req);
         self.drain(slot);
         self.issuing = None;

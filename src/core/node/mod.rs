@@ -168,7 +168,7 @@ pub struct Node {
     /// again (to fire at once) by `flush` when updates appear.
     parked_gossip: Option<foca::Timer<Identity>>,
     /// The workers' machine facts, by the replica version they were read at.
-    facts_cache: Option<node_control::FactsCache>,
+    facts_cache: Option<control::FactsCache>,
     /// Agent sessions this manager serves (empty elsewhere).
     served: AgentSessions,
     /// The replica changed during this input (assignments may have).
@@ -348,8 +348,7 @@ impl Node {
             Input::Identified { addr, peer } => self.on_identified(addr, peer),
             Input::Leave => self.leave(),
             Input::Publish(notice) => self.publish(&notice),
-            Input::Command { req, cmd, replicas, timeout } => self.on_command(now, req, None, &cmd, replicas, timeout),
-            Input::CommandWithId { req, id, cmd, replicas, timeout } => self.on_command(now, req, Some(id), &cmd, replicas, timeout),
+            Input::Command { req, id, cmd, replicas, timeout } => self.on_command(now, req, id, &cmd, replicas, timeout),
             Input::DurableRemote { vv } => self.on_durable_remote(now, &vv),
             Input::Durable { seq } => self.on_durable(now, seq),
             Input::State { from, bytes } => self.on_state(now, from, &bytes),
@@ -706,21 +705,19 @@ fn push_output(outputs: &mut VecDeque<Output>, stats: &mut Stats, output: Output
         return;
     }
     outputs.push_back(output);
+    debug_assert!(
+        outputs.len() <= MAX_PENDING_OUTPUTS || !matches!(outputs.back(), Some(Output::Send { .. })),
+        "a send queued past the output bound"
+    );
 }
 
 fn departed(book: &NoticeBook, id: &Identity) -> bool {
     book.departed.get(&id.id).is_some_and(|g| *g >= id.generation)
 }
 
-#[path = "node_state.rs"]
-mod node_state;
-
-#[path = "node_agent.rs"]
-mod node_agent;
-
-#[path = "node_control.rs"]
-mod node_control;
+mod agent;
+mod control;
+mod sync;
 
 #[cfg(test)]
-#[path = "node_tests.rs"]
-mod node_tests;
+mod tests;

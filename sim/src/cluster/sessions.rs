@@ -1,4 +1,4 @@
-//! Agent sessions (part of `cluster.rs`), carried out as the runtime's
+//! Agent sessions (part of `cluster`), carried out as the runtime's
 //! `session.rs` does on QUIC streams: an agent's `OpenSession` reaches the
 //! first candidate that is a running, unpaused manager (with the expected
 //! node id, when one is given) and reachable both ways; that manager gets

@@ -1,4 +1,4 @@
-//! Workload processes of the simulated agents (part of `cluster.rs`), as
+//! Workload processes of the simulated agents (part of `cluster`), as
 //! the runtime's `workload.rs` runs them: `Workload(Start)` is `Started`
 //! after a short spawn delay; `Workload(Stop)` is `Exited` (by SIGTERM)
 //! after a short delay; every run may also die by itself at a random time

@@ -1,0 +1,14 @@
+//! Dev-only helpers shared by the integration tests (`tests/`) and the
+//! benchmarks (`benches/`): the benchmarks' plumbing ([`bench`]: log lines
+//! as events, free ports, /proc probes), an attacker's tools against real
+//! managers ([`attack`]), and samples with their median and worst
+//! ([`stats`]), and the separate-hosts bed of namespace hosts with their
+//! own sshd ([`hosts`]).
+//!
+//! Owns no process and no policy. Must never be a dependency of the
+//! product: only `[dev-dependencies]` name it.
+
+pub mod attack;
+pub mod bench;
+pub mod stats;
+pub mod hosts;
