@@ -184,7 +184,13 @@ fn median_worst(v: &[f64]) -> (f64, f64) {
     if s.is_empty() {
         return (f64::NAN, f64::NAN);
     }
-    (s[s.len() / 2], s[s.len() - 1])
+    // The lower middle for an even count (never rounded toward a target).
+    (s[(s.len() - 1) / 2], s[s.len() - 1])
+}
+
+/// Every sample, for the record.
+fn all(v: &[f64]) -> String {
+    v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ")
 }
 
 fn main() {
@@ -206,17 +212,17 @@ fn main() {
     println!("\nssh provider, 6 namespace hosts, {rounds} rounds ({failed} failed); load {}", load.trim());
     let mut missed = failed > 0;
     let (m, w) = median_worst(&f.bootstrap);
-    println!("bootstrap --ha 3 to 3 serving:       median {m:.2} s, worst {w:.2} s (target <= 30 s, n={})", f.bootstrap.len());
+    println!("bootstrap --ha 3 to 3 serving:       median {m:.2} s, worst {w:.2} s (target <= 30 s, n={}: {})", f.bootstrap.len(), all(&f.bootstrap));
     missed |= w > 30.0;
     for grace in [10_000u64, 2_000] {
         let v: Vec<f64> = f.heal.iter().filter(|(g, _)| *g == grace).map(|(_, s)| *s).collect();
         let (m, w) = median_worst(&v);
         let limit = grace as f64 / 1000.0 + 10.0;
-        println!("host killed -> replacement serving:  median {m:.2} s, worst {w:.2} s at grace {} s (target <= {limit} s, n={})", grace / 1000, v.len());
+        println!("host killed -> replacement serving:  median {m:.2} s, worst {w:.2} s at grace {} s (target <= {limit} s, n={}: {})", grace / 1000, v.len(), all(&v));
         missed |= !v.is_empty() && w > limit;
     }
     let (m, w) = median_worst(&f.zombie_stopped);
-    println!("zombie restored -> its jujud stopped: median {m:.2} s, worst {w:.2} s (n={})", f.zombie_stopped.len());
+    println!("zombie restored -> its jujud stopped: median {m:.2} s, worst {w:.2} s (n={}: {})", f.zombie_stopped.len(), all(&f.zombie_stopped));
     println!("zombie rejoins seen alive:           {:?} (target all 0)", f.zombie_rejoins);
     println!("managers alive after the zombie:     {:?} (target all 3)", f.zombie_managers);
     println!("enable-ha 5 on the right hosts:      {:?}; -n 3 freed the right ones: {:?}", f.grow_ok, f.shrink_ok);
