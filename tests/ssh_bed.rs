@@ -8,18 +8,9 @@ mod common;
 
 use common::hosts::Hosts;
 
-fn bed(n: usize) -> Option<Hosts> {
-    if let Err(why) = Hosts::available() {
-        assert!(std::env::var_os("CI").is_none(), "CI must run the hosts bed: {why}");
-        eprintln!("skipped: {why}");
-        return None;
-    }
-    Some(Hosts::build(n))
-}
-
 #[test]
 fn each_host_is_its_own_namespace_reached_over_ssh_and_dies_whole() {
-    let Some(mut hosts) = bed(2) else { return };
+    let Some(mut hosts) = Hosts::for_test(2) else { return };
     for i in 0..2 {
         let out = hosts.ssh(i, "ip -4 -o addr show");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

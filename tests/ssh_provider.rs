@@ -9,15 +9,6 @@ use common::hosts::Hosts;
 use jujud::runtime::provider::ssh::{self, SshProvider, cloud};
 use jujud::runtime::provider::{Launch, Provider, ProviderError};
 
-fn bed(n: usize) -> Option<Hosts> {
-    if let Err(why) = Hosts::available() {
-        assert!(std::env::var_os("CI").is_none(), "CI must run the hosts bed: {why}");
-        eprintln!("skipped: {why}");
-        return None;
-    }
-    Some(Hosts::build(n))
-}
-
 /// Host `i`'s address.
 fn addr(bed: &Hosts, i: usize) -> String {
     bed.hosts[i].addr.to_string()
@@ -51,7 +42,7 @@ fn jujud_running(bed: &Hosts, i: usize) -> Vec<String> {
 
 #[test]
 fn a_start_goes_on_a_free_host_once_and_a_stop_frees_it_and_leaves_nothing() {
-    let Some(bed) = bed(2) else { return };
+    let Some(bed) = Hosts::for_test(2) else { return };
     let p = provider(&bed, &[0, 1], "env-a");
     let a = p.start(&peer("m-a-g1")).unwrap();
     assert!(!a.existed);
@@ -98,7 +89,7 @@ fn alive_managers(root: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn bootstrap_ha_3_runs_three_managers_on_three_hosts_and_destroy_leaves_nothing() {
-    let Some(bed) = bed(4) else { return };
+    let Some(bed) = Hosts::for_test(4) else { return };
     let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3]);
     let root = bed.root.join("env");
     let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
@@ -148,7 +139,7 @@ fn cloud_text(bed: &Hosts, i: usize) -> String {
 
 #[test]
 fn each_bad_input_gets_its_clear_error_and_leaves_no_half_started_instance() {
-    let Some(bed) = bed(2) else { return };
+    let Some(bed) = Hosts::for_test(2) else { return };
     let good = cloud_text(&bed, 0);
     // A missing field, named with its host.
     let missing: String = good.lines().filter(|l| !l.contains("host-key")).map(|l| format!("{l}\n")).collect();
@@ -210,7 +201,7 @@ fn umount(bed: &Hosts, i: usize, dir: &std::path::Path) {
 /// binary: the checksum is verified on the host before the rename.
 #[test]
 fn a_binary_copy_cut_short_is_never_installed() {
-    let Some(bed) = bed(1) else { return };
+    let Some(bed) = Hosts::for_test(1) else { return };
     let entries = cloud::load(&bed.write_cloud("c.yaml", &[0])).unwrap();
     let c = ssh::client::Client::new(&entries[0]);
     let bin = std::path::Path::new(common::jujud_bin());
@@ -252,7 +243,7 @@ fn wait_managers(root: &std::path::Path, what: &str, cap_ms: u64, pred: impl Fn(
 /// the free host; destroy then leaves nothing on any live host.
 #[test]
 fn a_dead_managers_host_is_fenced_and_replaced_on_a_free_host() {
-    let Some(mut bed) = bed(4) else { return };
+    let Some(mut bed) = Hosts::for_test(4) else { return };
     let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3]);
     let root = bed.root.join("env");
     let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
@@ -289,7 +280,7 @@ fn a_dead_managers_host_is_fenced_and_replaced_on_a_free_host() {
 /// `remove-machine` stops it and frees the host.
 #[test]
 fn an_added_host_is_enlisted_as_a_machine_and_freed_by_remove_machine() {
-    let Some(bed) = bed(2) else { return };
+    let Some(bed) = Hosts::for_test(2) else { return };
     let cloud_file = bed.write_cloud("one.yaml", &[0]);
     let root = bed.root.join("env");
     let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
@@ -345,7 +336,7 @@ fn an_added_host_is_enlisted_as_a_machine_and_freed_by_remove_machine() {
 /// manager, and the count stays 3.
 #[test]
 fn a_silent_managers_host_is_replaced_and_its_old_manager_stopped_when_it_answers() {
-    let Some(bed) = bed(4) else { return };
+    let Some(bed) = Hosts::for_test(4) else { return };
     let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3]);
     let root = bed.root.join("env");
     let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
@@ -380,7 +371,7 @@ fn a_silent_managers_host_is_replaced_and_its_old_manager_stopped_when_it_answer
 /// host in cloud FILE"); a host added to the pool is used at once.
 #[test]
 fn with_no_free_host_status_says_so_and_an_added_host_heals() {
-    let Some(mut bed) = bed(4) else { return };
+    let Some(mut bed) = Hosts::for_test(4) else { return };
     let cloud_file = bed.write_cloud("three.yaml", &[0, 1, 2]);
     let root = bed.root.join("env");
     let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
@@ -416,7 +407,7 @@ fn with_no_free_host_status_says_so_and_an_added_host_heals() {
 /// hosts: each host runs at most one jujud throughout.
 #[test]
 fn enable_ha_5_then_3_uses_and_frees_hosts() {
-    let Some(bed) = bed(5) else { return };
+    let Some(bed) = Hosts::for_test(5) else { return };
     let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3, 4]);
     let root = bed.root.join("env");
     let (c, r) = (cloud_file.display().to_string(), root.display().to_string());

@@ -21,6 +21,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use testkit::hosts::Hosts;
+use testkit::stats::Samples;
 use serde_json::Value;
 
 /// The longest any awaited state may take before the round fails.
@@ -89,11 +90,13 @@ fn serving(root: &Path, want: usize, st: &Value) -> bool {
 
 #[derive(Default)]
 struct Figures {
-    bootstrap: Vec<f64>,
-    heal: Vec<(u64, f64)>,
+    bootstrap: Samples,
+    /// Heals at grace 10 s and at grace 2 s.
+    heal_10: Samples,
+    heal_2: Samples,
     zombie_rejoins: Vec<usize>,
     zombie_managers: Vec<usize>,
-    zombie_stopped: Vec<f64>,
+    zombie_stopped: Samples,
     grow_ok: Vec<bool>,
     shrink_ok: Vec<bool>,
 }
@@ -121,7 +124,8 @@ fn round(n: usize, grace_ms: u64, f: &mut Figures) -> Result<(), String> {
     let t = Instant::now();
     let dead_ip = ips[boot].clone();
     let (_, st) = wait(&root, "a replacement serving", |st| serving(&root, 3, st) && managers(st).iter().all(|(_, a)| ip_of(a) != dead_ip))?;
-    f.heal.push((grace_ms, t.elapsed().as_secs_f64()));
+    let heal = if grace_ms == 10_000 { &mut f.heal_10 } else { &mut f.heal_2 };
+    heal.push(t.elapsed().as_secs_f64());
     // 2. A manager's host stops responding (its processes run on).
     let (zid, zaddr) = managers(&st).into_iter().next().ok_or("no manager")?;
     let z = host_of(&zaddr).ok_or("zombie host unknown")?;
@@ -178,19 +182,9 @@ impl Drop for Destroy {
     }
 }
 
-fn median_worst(v: &[f64]) -> (f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    if s.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    // The lower middle for an even count (never rounded toward a target).
-    (s[(s.len() - 1) / 2], s[s.len() - 1])
-}
-
 /// Every sample, for the record.
-fn all(v: &[f64]) -> String {
-    v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ")
+fn all(s: &Samples) -> String {
+    s.values().iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ")
 }
 
 fn main() {
@@ -211,17 +205,16 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("\nssh provider, 6 namespace hosts, {rounds} rounds ({failed} failed); load {}", load.trim());
     let mut missed = failed > 0;
-    let (m, w) = median_worst(&f.bootstrap);
+    let (m, w) = (f.bootstrap.median(), f.bootstrap.worst());
     println!("bootstrap --ha 3 to 3 serving:       median {m:.2} s, worst {w:.2} s (target <= 30 s, n={}: {})", f.bootstrap.len(), all(&f.bootstrap));
     missed |= w > 30.0;
-    for grace in [10_000u64, 2_000] {
-        let v: Vec<f64> = f.heal.iter().filter(|(g, _)| *g == grace).map(|(_, s)| *s).collect();
-        let (m, w) = median_worst(&v);
-        let limit = grace as f64 / 1000.0 + 10.0;
-        println!("host killed -> replacement serving:  median {m:.2} s, worst {w:.2} s at grace {} s (target <= {limit} s, n={}: {})", grace / 1000, v.len(), all(&v));
-        missed |= !v.is_empty() && w > limit;
+    for (grace_s, v) in [(10u64, &f.heal_10), (2, &f.heal_2)] {
+        let limit = grace_s as f64 + 10.0;
+        let (m, w) = (v.median(), v.worst());
+        println!("host killed -> replacement serving:  median {m:.2} s, worst {w:.2} s at grace {grace_s} s (target <= {limit} s, n={}: {})", v.len(), all(v));
+        missed |= v.len() > 0 && w > limit;
     }
-    let (m, w) = median_worst(&f.zombie_stopped);
+    let (m, w) = (f.zombie_stopped.median(), f.zombie_stopped.worst());
     println!("zombie restored -> its jujud stopped: median {m:.2} s, worst {w:.2} s (n={}: {})", f.zombie_stopped.len(), all(&f.zombie_stopped));
     println!("zombie rejoins seen alive:           {:?} (target all 0)", f.zombie_rejoins);
     println!("managers alive after the zombie:     {:?} (target all 3)", f.zombie_managers);

@@ -19,6 +19,11 @@ impl Samples {
         self.v.len()
     }
 
+    /// Every sample, in the order pushed.
+    pub fn values(&self) -> &[f64] {
+        &self.v
+    }
+
     fn sorted(&self) -> Vec<f64> {
         let mut v = self.v.clone();
         v.sort_by(f64::total_cmp);
