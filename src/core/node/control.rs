@@ -28,7 +28,7 @@ impl Node {
             desired: controllers::ha_desired(&st.replica),
             alive: live.len() as u32,
             owners: owners(&live).into_iter().map(|(s, id)| (s.name().to_string(), id.to_string())).collect(),
-            provider: controllers::provider(&st.replica).map(|p| format!("{}:{}", p.kind, p.root)),
+            provider: controllers::provider_name(&st.replica).map(|(kind, root)| format!("{kind}:{root}")),
             grace_ms: controllers::ha_grace(&st.replica).as_millis() as u64,
             short_because: controllers::why_short(&st.replica),
         })
@@ -46,7 +46,7 @@ impl Node {
         self.apply_control_out(out);
         // The answers keep the next ticks' contact fresh (every manager
         // probes, so that whoever owns a worker next has contact at once).
-        if self.control.is_some() && self.state.as_ref().is_some_and(|st| controllers::provider(&st.replica).is_some()) {
+        if self.control.is_some() && self.state.as_ref().is_some_and(|st| controllers::provider_name(&st.replica).is_some()) {
             self.probe_managers(now);
         }
         self.arm_control(now);

@@ -54,8 +54,7 @@ fn setting(r: &Replica, key: &str) -> Option<String> {
 /// The provider to start instances with, if one is configured; for a
 /// provider over a pool of hosts, with the pool.
 pub fn provider(r: &Replica) -> Option<ProviderSpec> {
-    let kind = setting(r, PROVIDER_KEY)?;
-    let root = setting(r, PROVIDER_ROOT_KEY).unwrap_or_default();
+    let (kind, root) = provider_name(r)?;
     let mut spec = ProviderSpec { kind, root, hosts: Vec::new() };
     if spec.places_on_hosts() {
         spec.hosts = hosts(r).into_iter().map(|(_, entry)| entry).collect();
@@ -63,21 +62,28 @@ pub fn provider(r: &Replica) -> Option<ProviderSpec> {
     Some(spec)
 }
 
-/// The pool of hosts (`h/<address>`): `(address, entry)`, in address
-/// order, removed hosts left out. Concurrent entries for one address
+/// The configured provider's kind and root, without its pool (two setting
+/// reads: what the control tick and status need, no host entry copied).
+pub fn provider_name(r: &Replica) -> Option<(String, String)> {
+    let kind = setting(r, PROVIDER_KEY)?;
+    Some((kind, setting(r, PROVIDER_ROOT_KEY).unwrap_or_default()))
+}
+
+/// A host key's entry, unless removed: concurrent entries for one address
 /// resolve to the largest (as every setting does).
+fn live_entry(vals: Vec<String>) -> Option<String> {
+    vals.into_iter().max().filter(|e| e != HOST_REMOVED)
+}
+
+/// The pool of hosts (`h/<address>`): `(address, entry)`, in address
+/// order, removed hosts left out.
 pub fn hosts(r: &Replica) -> Vec<(String, String)> {
-    r.entries_with_prefix(HOST_PREFIX)
-        .filter_map(|(k, vals)| {
-            let entry = vals.into_iter().max()?;
-            (entry != HOST_REMOVED).then(|| (k[HOST_PREFIX.len()..].to_string(), entry))
-        })
-        .collect()
+    r.entries_with_prefix(HOST_PREFIX).filter_map(|(k, vals)| Some((k[HOST_PREFIX.len()..].to_string(), live_entry(vals)?))).collect()
 }
 
 /// Whether `address` is a host of the pool.
 pub fn has_host(r: &Replica, address: &str) -> bool {
-    r.get(&format!("{HOST_PREFIX}{address}")).into_iter().max().is_some_and(|e| e != HOST_REMOVED)
+    live_entry(r.get(&format!("{HOST_PREFIX}{address}"))).is_some()
 }
 
 /// The host part of an instance address (`10.0.0.1:17070` -> `10.0.0.1`,
@@ -100,7 +106,8 @@ pub fn check_host(r: &Replica, address: &str, entry: &str) -> Result<(), super::
     if entry.is_empty() || entry.len() > MAX_HOST_ENTRY_BYTES || entry == HOST_REMOVED {
         return Err(invalid("host entry", &format!("{} bytes", entry.len()), format!("1 to {MAX_HOST_ENTRY_BYTES} bytes")));
     }
-    if !has_host(r, address) && hosts(r).len() >= MAX_HOSTS {
+    let pool = r.entries_with_prefix(HOST_PREFIX).filter_map(|(_, vals)| live_entry(vals)).count();
+    if !has_host(r, address) && pool >= MAX_HOSTS {
         return Err(invalid("host", address, format!("the pool holds at most {MAX_HOSTS} hosts")));
     }
     Ok(())
