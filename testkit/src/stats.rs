@@ -1,5 +1,5 @@
 //! Samples of one figure and their summary (median and worst), for the
-//! agents benchmark's report.
+//! agents and ssh benchmarks' reports.
 //!
 //! Owns only arithmetic. Must never drop a sample or round one: a figure is
 //! printed as measured, and a verdict compares it with its target as is.
