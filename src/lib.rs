@@ -4,9 +4,9 @@
 //! and is what the simulator runs). Everything under the `runtime` feature
 //! touches the world: QUIC, TLS, disk, clock and the command line.
 
-pub mod core;
 #[cfg(feature = "runtime")]
 pub mod config;
+pub mod core;
 #[cfg(feature = "runtime")]
 pub mod logging;
 #[cfg(feature = "runtime")]

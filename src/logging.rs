@@ -66,10 +66,7 @@ fn filter_from(rust_log: Option<&str>) -> (EnvFilter, Option<String>) {
         None => (default(), None),
         Some(dirs) => match EnvFilter::try_new(dirs) {
             Ok(filter) => (filter, None),
-            Err(e) => (
-                default(),
-                Some(format!("ignoring {FILTER_ENV_VAR}={dirs:?}: {e}")),
-            ),
+            Err(e) => (default(), Some(format!("ignoring {FILTER_ENV_VAR}={dirs:?}: {e}"))),
         },
     }
 }
@@ -86,13 +83,9 @@ pub fn init(format: LogFormat) {
 /// installed the subscriber (false: one was already installed).
 fn install(format: LogFormat, rust_log: Option<&str>) -> bool {
     let (filter, warning) = filter_from(rust_log);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let installed = match format {
-        LogFormat::Human => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
     if installed.is_ok()
@@ -126,10 +119,7 @@ mod tests {
     #[test]
     fn malformed_filter_falls_back_to_default_with_a_warning() {
         let (filter, warning) = filter_from(Some("info,=[bad"));
-        assert_eq!(
-            filter.to_string(),
-            EnvFilter::new(DEFAULT_FILTER).to_string()
-        );
+        assert_eq!(filter.to_string(), EnvFilter::new(DEFAULT_FILTER).to_string());
         assert!(warning.unwrap().contains("RUST_LOG"));
         let (filter, warning) = filter_from(Some("debug"));
         assert_eq!(filter.to_string(), "debug");
@@ -143,10 +133,7 @@ mod tests {
         // Filter "off": the subscriber is global to the test binary, and
         // other modules' tests should not have their events printed.
         let first = install(LogFormat::Json, Some("off"));
-        assert!(
-            !install(LogFormat::Human, Some("off")),
-            "second install is a no-op"
-        );
+        assert!(!install(LogFormat::Human, Some("off")), "second install is a no-op");
         init(LogFormat::Human);
         let _ = first; // false if another test installed a subscriber first
         tracing::info!("still fine after several installs");

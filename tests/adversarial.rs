@@ -30,18 +30,28 @@ fn env_cluster(n: usize) -> (tempfile::TempDir, Vec<Peer>) {
         let dir = tmp.path().join(format!("m{i}"));
         let addr = local(free_port());
         let mut cmd = Command::new(jujud_bin());
-        cmd.args(["peer", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--log-format", "json"]);
+        cmd.args([
+            "peer",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+            "--log-format",
+            "json",
+        ]);
         cmd.args(["--join", &seed]).env("JUJUD_TOKEN", &token);
         let (child, log) = spawn_logged(cmd);
         log.wait_for("manager starting", |l| l.iter().any(|v| message(v) == "manager starting"));
-        let start = log.snapshot().into_iter().rev().find(|v| message(v) == "manager starting").unwrap();
+        let start =
+            log.snapshot().into_iter().rev().find(|v| message(v) == "manager starting").unwrap();
         let (id, generation) = (field(&start, "id"), field(&start, "generation").parse().unwrap());
         peers.push(Peer { child: Some(child), dir, addr, log, id, generation });
     }
     for p in &peers {
         for q in peers.iter().filter(|q| q.id != p.id) {
             let (id, generation) = (q.id.clone(), q.generation);
-            p.log.wait_for(&format!("{} to see {} up", p.id, id), |l| saw_up_at(l, &id, generation));
+            p.log
+                .wait_for(&format!("{} to see {} up", p.id, id), |l| saw_up_at(l, &id, generation));
         }
     }
     (tmp, peers)
@@ -61,7 +71,10 @@ async fn all_alive(peers: &mut [Peer], via: SocketAddr, after: &str) {
 }
 
 /// Reads one response frame of type `T` within the event cap.
-async fn answer<T: serde::de::DeserializeOwned>(recv: &mut quinn::RecvStream, limit: usize) -> Result<T, String> {
+async fn answer<T: serde::de::DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+) -> Result<T, String> {
     tokio::time::timeout(Duration::from_millis(EVENT_CAP_MS), wire::read_frame::<T>(recv, limit))
         .await
         .map_err(|_| "no answer within the cap".to_string())?
@@ -78,9 +91,13 @@ fn cap() -> Duration {
 async fn join_alpn_attacks(peers: &mut [Peer]) {
     let (target, ca) = (peers[0].addr, attack::cluster_ca(&peers[0].dir));
     let conn = attack::join_conn(&ca, target).await.unwrap();
-    let (_s, mut r) = attack::send_bi(&conn, &frame(&attack::claim_2_pow_60()), false).await.unwrap();
+    let (_s, mut r) =
+        attack::send_bi(&conn, &frame(&attack::claim_2_pow_60()), false).await.unwrap();
     let got = answer::<JoinResponse>(&mut r, wire::MAX_JOIN_FRAME_BYTES).await;
-    assert!(matches!(&got, Ok(JoinResponse::Refused { reason, .. }) if reason.contains("bad join request")), "{got:?}");
+    assert!(
+        matches!(&got, Ok(JoinResponse::Refused { reason, .. }) if reason.contains("bad join request")),
+        "{got:?}"
+    );
     all_alive(peers, target, "a huge length claim on the join ALPN").await;
 
     for bytes in [frame(&[0xff; 100]), u32::MAX.to_be_bytes().to_vec(), frame(&[])] {
@@ -93,7 +110,10 @@ async fn join_alpn_attacks(peers: &mut [Peer]) {
     let conn = attack::join_conn(&ca, target).await.unwrap();
     let (_s, mut r) = attack::send_bi(&conn, &[0], true).await.unwrap();
     let got = answer::<JoinResponse>(&mut r, wire::MAX_JOIN_FRAME_BYTES).await;
-    assert!(matches!(&got, Ok(JoinResponse::Refused { reason, .. }) if reason.contains("timed out")), "{got:?}");
+    assert!(
+        matches!(&got, Ok(JoinResponse::Refused { reason, .. }) if reason.contains("timed out")),
+        "{got:?}"
+    );
     all_alive(peers, target, "garbage and stalls on the join ALPN").await;
 }
 
@@ -121,8 +141,13 @@ async fn agent_attacks(peers: &mut [Peer]) {
     wire::write_frame(&mut open, &Request::AgentSession, wire::MAX_API_FRAME_BYTES).await.unwrap();
     open.extend_from_slice(&[0, 0]);
     let (_stalled_send, mut stalled_recv) = attack::send_bi(&conn, &open, true).await.unwrap();
-    peers[1].log.wait_for("the stalled session closed", |l| l.iter().any(|v| message(v) == "closing a session whose peer sent a bad frame"));
-    assert!(attack::read_all_within(&mut stalled_recv, cap()).await.is_some(), "the manager ended the session stream");
+    peers[1].log.wait_for("the stalled session closed", |l| {
+        l.iter().any(|v| message(v) == "closing a session whose peer sent a bad frame")
+    });
+    assert!(
+        attack::read_all_within(&mut stalled_recv, cap()).await.is_some(),
+        "the manager ended the session stream"
+    );
 
     let conn = agent(3).await.unwrap();
     // Request::TokenRevoke (variant 3) whose token id claims 2^60 bytes.
@@ -143,22 +168,44 @@ async fn agent_attacks(peers: &mut [Peer]) {
 /// same for an agent session's messages.
 async fn slow_reader_attack(peers: &mut [Peer]) {
     let (target, ca) = (peers[1].addr, attack::cluster_ca(&peers[1].dir));
-    let conn = attack::agent_conn_with(&ca, target, 0x0a11_ce00_0000_0010, "m-slow", attack::slow_reader(64)).await.unwrap();
+    let conn = attack::agent_conn_with(
+        &ca,
+        target,
+        0x0a11_ce00_0000_0010,
+        "m-slow",
+        attack::slow_reader(64),
+    )
+    .await
+    .unwrap();
     let mut req = Vec::new();
     wire::write_frame(&mut req, &Request::Status, wire::MAX_API_FRAME_BYTES).await.unwrap();
     let (_s, mut r) = attack::send_bi(&conn, &req, false).await.unwrap();
     let reset = tokio::time::timeout(cap(), r.received_reset()).await;
-    assert!(matches!(reset, Ok(Ok(Some(code))) if code == 4u32.into()), "the manager reset the unread answer: {reset:?}");
+    assert!(
+        matches!(reset, Ok(Ok(Some(code))) if code == 4u32.into()),
+        "the manager reset the unread answer: {reset:?}"
+    );
     all_alive(peers, target, "an answer never read").await;
 
     // The same on an agent session: the manager's first message waits on
     // flow control; the session stream is reset at the frame deadline.
-    let conn = attack::agent_conn_with(&ca, target, 0x0a11_ce00_0000_0011, "m-slow-session", attack::slow_reader(8)).await.unwrap();
+    let conn = attack::agent_conn_with(
+        &ca,
+        target,
+        0x0a11_ce00_0000_0011,
+        "m-slow-session",
+        attack::slow_reader(8),
+    )
+    .await
+    .unwrap();
     let mut open = Vec::new();
     wire::write_frame(&mut open, &Request::AgentSession, wire::MAX_API_FRAME_BYTES).await.unwrap();
     let (_s, mut r) = attack::send_bi(&conn, &open, true).await.unwrap();
     let reset = tokio::time::timeout(cap(), r.received_reset()).await;
-    assert!(matches!(reset, Ok(Ok(Some(code))) if code == 4u32.into()), "the manager reset the unread session: {reset:?}");
+    assert!(
+        matches!(reset, Ok(Ok(Some(code))) if code == 4u32.into()),
+        "the manager reset the unread session: {reset:?}"
+    );
     all_alive(peers, target, "a session never read").await;
 }
 
@@ -185,8 +232,16 @@ async fn handshake_flood(peers: &mut [Peer]) {
     let client = peers[0].client_file();
     for i in 0..3 {
         let client = client.clone();
-        let out = tokio::task::spawn_blocking(move || juju(&client, &["members", "--endpoint", &target.to_string()])).await.unwrap();
-        assert!(out.status.success(), "members #{i} during the flood: {}", String::from_utf8_lossy(&out.stderr));
+        let out = tokio::task::spawn_blocking(move || {
+            juju(&client, &["members", "--endpoint", &target.to_string()])
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "members #{i} during the flood: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let report = flooder.join().unwrap();

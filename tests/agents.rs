@@ -9,14 +9,21 @@
 
 mod common;
 
-use common::agent::{Agent, agent_fails, change, presence, status, tokens, unit_status, wait_status};
+use common::agent::{
+    Agent, agent_fails, change, presence, status, tokens, unit_status, wait_status,
+};
 use common::{Cluster, juju};
 
 /// A workload that reports a counter and its config every 200 ms.
 const TICKER: &str = r#"i=0; while true; do i=$((i+1)); echo "tick $i port=$JUJU_CONFIG_PORT" > "$JUJU_STATUS_FILE"; sleep 0.2; done"#;
 
 fn tick(status: &str) -> u64 {
-    status.split("tick ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    status
+        .split("tick ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -27,14 +34,21 @@ fn the_blueprint_story_bootstrap_manager_dies_and_agents_carry_on() {
     // The client file learns every live manager from an answer.
     assert!(juju(&file, &["members"]).status.success());
     let outcome = change(&file, &["deploy", "web", "--command", TICKER, "-n", "2"]);
-    let units: Vec<String> = outcome["ids"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
+    let units: Vec<String> = outcome["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
     let mut agents = Vec::new();
     for (i, (machine, token)) in tokens(&outcome).iter().enumerate() {
         let a = Agent::start(&c.tmp.path().join(format!("a{i}")), &seeds, Some(token));
         assert_eq!(&a.machine, machine);
         agents.push(a);
     }
-    let before = wait_status(&file, "both units ticking", |st| units.iter().all(|u| tick(&unit_status(st, u)) > 0));
+    let before = wait_status(&file, "both units ticking", |st| {
+        units.iter().all(|u| tick(&unit_status(st, u)) > 0)
+    });
     for (a, u) in agents.iter().zip(&units) {
         assert_eq!(a.starts(u), 1);
         assert_eq!(presence(&before, &a.machine), "alive");
@@ -48,17 +62,28 @@ fn the_blueprint_story_bootstrap_manager_dies_and_agents_carry_on() {
     for a in &agents {
         let id = a.id.clone();
         a.log.wait_for(&format!("agent {id} on a live manager"), |l| {
-            l.iter().rev().find(|v| common::message(v) == "agent session opened").is_some_and(|v| common::field(v, "manager") != bootstrap)
+            l.iter()
+                .rev()
+                .find(|v| common::message(v) == "agent session opened")
+                .is_some_and(|v| common::field(v, "manager") != bootstrap)
         });
     }
     // A config change made afterwards reaches the agents and workloads.
     change(&file, &["config", "web", "port=9090"]);
-    let last = wait_status(&file, "units reporting the new config", |st| units.iter().all(|u| unit_status(st, u).contains("port=9090")));
+    let last = wait_status(&file, "units reporting the new config", |st| {
+        units.iter().all(|u| unit_status(st, u).contains("port=9090"))
+    });
     // ...and the statuses keep updating.
     let first_ticks: Vec<u64> = units.iter().map(|u| tick(&unit_status(&last, u))).collect();
-    wait_status(&file, "ticks advancing", |st| units.iter().zip(&first_ticks).all(|(u, t)| tick(&unit_status(st, u)) > *t));
+    wait_status(&file, "ticks advancing", |st| {
+        units.iter().zip(&first_ticks).all(|(u, t)| tick(&unit_status(st, u)) > *t)
+    });
     for (a, u) in agents.iter().zip(&units) {
-        assert_eq!(a.starts(u), 2, "one start, one restart for the config change; none for the manager's death");
+        assert_eq!(
+            a.starts(u),
+            2,
+            "one start, one restart for the config change; none for the manager's death"
+        );
     }
 }
 
@@ -74,7 +99,17 @@ fn tokens_of_the_wrong_role_garbage_reused_and_revoked_are_refused_clearly() {
     assert!(err.contains("malformed"), "{err}");
     let outcome = change(&file, &["add-machine", "-n", "2"]);
     let toks = tokens(&outcome);
-    let peer_err = common::peer_fails_with_token(&["--data-dir", dir("p").to_str().unwrap(), "--listen", "127.0.0.1:0", "--join", &seeds[0].to_string()], Some(&toks[0].1));
+    let peer_err = common::peer_fails_with_token(
+        &[
+            "--data-dir",
+            dir("p").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--join",
+            &seeds[0].to_string(),
+        ],
+        Some(&toks[0].1),
+    );
     assert!(peer_err.contains("run `jujud agent`"), "{peer_err}");
     let first = Agent::start(&dir("a1"), &seeds, Some(&toks[0].1));
     first.wait_session("first agent's session");
@@ -101,7 +136,10 @@ fn agent_conf_finds_the_cluster_after_every_given_address_is_gone() {
     let mut a = Agent::start(&dir, &only_seed, Some(&token));
     a.wait_session("first session");
     a.log.wait_for("agent.conf naming all three managers", |l| {
-        l.iter().any(|v| common::message(v) == "live managers changed; agent.conf updated" && common::field(v, "managers").matches("127.0.0.1").count() == 3)
+        l.iter().any(|v| {
+            common::message(v) == "live managers changed; agent.conf updated"
+                && common::field(v, "managers").matches("127.0.0.1").count() == 3
+        })
     });
     a.crash();
     c.peers[0].crash();
@@ -118,11 +156,14 @@ fn a_missing_command_and_a_dead_agent_show_as_clear_statuses() {
     let c = Cluster::start(1);
     let file = c.peers[0].client_file();
     let seeds = [c.peers[0].addr];
-    let outcome = change(&file, &["deploy", "broken", "--command", "no-such-command-here", "-n", "1"]);
+    let outcome =
+        change(&file, &["deploy", "broken", "--command", "no-such-command-here", "-n", "1"]);
     let unit = outcome["ids"][0].as_str().unwrap().to_string();
     let (_, token) = tokens(&outcome).remove(0);
     let mut a = Agent::start(&c.tmp.path().join("a"), &seeds, Some(&token));
-    let st = wait_status(&file, "the error status", |st| unit_status(st, &unit).starts_with("error: command not found"));
+    let st = wait_status(&file, "the error status", |st| {
+        unit_status(st, &unit).starts_with("error: command not found")
+    });
     assert!(unit_status(&st, &unit).contains("restart"), "{}", unit_status(&st, &unit));
     a.crash();
     let st = wait_status(&file, "the agent down", |st| presence(st, &a.machine) == "down");
@@ -153,16 +194,30 @@ fn an_agent_drops_its_connection_to_a_dead_manager_and_returns_on_the_first_atte
     let ids = c.peers.iter().map(|p| p.id.parse::<jujud::core::NodeId>().unwrap());
     let best = jujud::core::agent::choice::best(key.0, ids).unwrap().to_string();
     let i = c.peers.iter().position(|p| p.id == best).unwrap();
-    a.log.wait_for("a session on the best manager", |l| newest_session(l).is_some_and(|(_, m)| m == best));
+    a.log.wait_for("a session on the best manager", |l| {
+        newest_session(l).is_some_and(|(_, m)| m == best)
+    });
     c.peers[i].crash();
-    let down = |l: &[serde_json::Value]| l.iter().find(|v| common::message(v) == "member down" && common::field(v, "member") == best).cloned();
+    let down = |l: &[serde_json::Value]| {
+        l.iter()
+            .find(|v| common::message(v) == "member down" && common::field(v, "member") == best)
+            .cloned()
+    };
     a.log.wait_for("the agent to see its manager down", |l| down(l).is_some());
     // The dead connection is closed at once, not left to the idle timeout,
     // where a restart at the same address would be sent to through it.
     assert_eq!(common::field(&down(&a.log.snapshot()).unwrap(), "closed_connection"), "true");
-    a.log.wait_for("a session on the other manager", |l| newest_session(l).is_some_and(|(_, m)| m != best));
+    a.log.wait_for("a session on the other manager", |l| {
+        newest_session(l).is_some_and(|(_, m)| m != best)
+    });
     let (elsewhere, _) = newest_session(&a.log.snapshot()).unwrap();
     c.restart(i);
-    a.log.wait_for("the agent back on the restarted manager", |l| newest_session(l).is_some_and(|(_, m)| m == best));
-    assert_eq!(newest_session(&a.log.snapshot()).unwrap().0, elsewhere + 1, "the move back opened at its first attempt");
+    a.log.wait_for("the agent back on the restarted manager", |l| {
+        newest_session(l).is_some_and(|(_, m)| m == best)
+    });
+    assert_eq!(
+        newest_session(&a.log.snapshot()).unwrap().0,
+        elsewhere + 1,
+        "the move back opened at its first attempt"
+    );
 }

@@ -23,11 +23,19 @@ fn metrics_text(addr: SocketAddr) -> String {
 }
 
 fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn swim_ping(src: &Identity, dst: &Identity) -> Vec<u8> {
-    let header = foca::Header { src: src.clone(), src_incarnation: 0, dst: dst.clone(), message: foca::Message::Ping(1) };
+    let header = foca::Header {
+        src: src.clone(),
+        src_incarnation: 0,
+        dst: dst.clone(),
+        message: foca::Message::Ping(1),
+    };
     let mut bytes = vec![0x01];
     foca::Codec::encode_header(&mut BincodeCodec, &header, &mut bytes).unwrap();
     bytes
@@ -35,7 +43,11 @@ fn swim_ping(src: &Identity, dst: &Identity) -> Vec<u8> {
 
 /// A member-grade connection made with a certificate this test issues from
 /// the cluster's own CA (as a compromised or buggy member would have).
-async fn forged_member(dir: &std::path::Path, target: SocketAddr, fake_id: u64) -> quinn::Connection {
+async fn forged_member(
+    dir: &std::path::Path,
+    target: SocketAddr,
+    fake_id: u64,
+) -> quinn::Connection {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = ClusterCa::from_pem(
         std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
@@ -43,7 +55,11 @@ async fn forged_member(dir: &std::path::Path, target: SocketAddr, fake_id: u64) 
     )
     .unwrap();
     let cert = ca.issue(CertRole::Manager, fake_id, 1).unwrap();
-    let cfg = pki::quinn_client_config(pki::client_config(&ca, &cert).unwrap(), Arc::new(quinn::TransportConfig::default())).unwrap();
+    let cfg = pki::quinn_client_config(
+        pki::client_config(&ca, &cert).unwrap(),
+        Arc::new(quinn::TransportConfig::default()),
+    )
+    .unwrap();
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.connect_with(cfg, target, pki::SERVER_NAME).unwrap().await.unwrap()
 }
@@ -53,15 +69,19 @@ async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mport = free_port();
     let mlisten = format!("127.0.0.1:{mport}");
-    let m0 = Peer::start(&tmp.path().join("m0"), local(free_port()), &["--metrics-listen", &mlisten]);
-    let m1 = Peer::join(&tmp.path().join("m1"), local(free_port()), &m0.addr.to_string(), &m0.token());
+    let m0 =
+        Peer::start(&tmp.path().join("m0"), local(free_port()), &["--metrics-listen", &mlisten]);
+    let m1 =
+        Peer::join(&tmp.path().join("m1"), local(free_port()), &m0.addr.to_string(), &m0.token());
     m0.log.wait_for("m1 up", |l| saw(l, "member up", &m1.id));
     let before = members(&m0.client_file(), Some(m0.addr));
 
     let fake = 0x0bad_0bad_0bad_0badu64;
     let conn = forged_member(&m0.dir, m0.addr, fake).await;
-    let m0_ident = Identity { id: m0.id.parse().unwrap(), addr: m0.addr, role: Role::Manager, generation: 1 };
-    let m1_ident = Identity { id: m1.id.parse().unwrap(), addr: m1.addr, role: Role::Manager, generation: 1 };
+    let m0_ident =
+        Identity { id: m0.id.parse().unwrap(), addr: m0.addr, role: Role::Manager, generation: 1 };
+    let m1_ident =
+        Identity { id: m1.id.parse().unwrap(), addr: m1.addr, role: Role::Manager, generation: 1 };
     // Speaks for m1 over a connection whose certificate says `fake`.
     let spoofed = swim_ping(&m1_ident, &m0_ident);
     conn.send_datagram(spoofed.clone().into()).unwrap();
@@ -73,7 +93,9 @@ async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
     conn.send_datagram(vec![0x07; 10].into()).unwrap();
     conn.send_datagram(vec![0x01; 1_150].into()).unwrap();
     // The spoofed datagrams are logged as they are dropped; await that.
-    m0.log.wait_for("spoof logged", |l| l.iter().any(|v| message(v) == "dropped datagram speaking for another member"));
+    m0.log.wait_for("spoof logged", |l| {
+        l.iter().any(|v| message(v) == "dropped datagram speaking for another member")
+    });
     // The counters reach /metrics on the driver's 1 s refresh, so poll it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(EVENT_CAP_MS);
     let text = loop {
@@ -89,13 +111,22 @@ async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
     assert!(metric(&text, "jujud_datagram_drops_total{reason=\"spoofed\"}") >= 2.0, "{text}");
     assert!(metric(&text, "jujud_datagram_drops_total{reason=\"malformed\"}") >= 3.0, "{text}");
     assert!(metric(&text, "jujud_datagram_drops_total{reason=\"oversized\"}") >= 1.0, "{text}");
-    assert_eq!(members(&m0.client_file(), Some(m0.addr)), before, "membership unchanged by bad datagrams");
+    assert_eq!(
+        members(&m0.client_file(), Some(m0.addr)),
+        before,
+        "membership unchanged by bad datagrams"
+    );
     assert!(!m0.log.raw().contains("panicked"));
     // A replayed, well-formed ping from the forged member is idempotent.
     conn.send_datagram(honest.clone().into()).unwrap();
     conn.send_datagram(honest.into()).unwrap();
     m0.log.wait_for("forged member up once", |l| saw(l, "member up", &NodeId(fake).to_string()));
-    let ups = m0.log.snapshot().iter().filter(|v| message(v) == "member up" && field(v, "member") == NodeId(fake).to_string()).count();
+    let ups = m0
+        .log
+        .snapshot()
+        .iter()
+        .filter(|v| message(v) == "member up" && field(v, "member") == NodeId(fake).to_string())
+        .count();
     assert_eq!(ups, 1);
 }
 
@@ -108,7 +139,10 @@ fn client_with_a_certificate_from_another_cluster_gets_nothing() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("did not answer"), "{err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(&a.peers[0].id), "no membership data leaked");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&a.peers[0].id),
+        "no membership data leaked"
+    );
 }
 
 #[test]
@@ -121,14 +155,23 @@ fn wrong_tokens_are_refused_with_a_reason() {
     let mut parts: Vec<String> = token.split('.').map(String::from).collect();
     parts[4] = "0".repeat(32);
     let bad_secret = parts.join(".");
-    let err = peer_fails_with_token(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed], Some(&bad_secret));
+    let err = peer_fails_with_token(
+        &["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed],
+        Some(&bad_secret),
+    );
     assert!(err.contains("refused") && err.contains("secret"), "{err}");
-    let err = peer_fails_with_token(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed], Some("nonsense"));
+    let err = peer_fails_with_token(
+        &["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed],
+        Some("nonsense"),
+    );
     assert!(err.contains("malformed"), "{err}");
     let mut parts: Vec<String> = token.split('.').map(String::from).collect();
     parts[5] = "ab".repeat(32);
     let other_ca = parts.join(".");
-    let err = peer_fails_with_token(&["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed], Some(&other_ca));
+    let err = peer_fails_with_token(
+        &["--data-dir", d, "--listen", "127.0.0.1:0", "--join", &seed],
+        Some(&other_ca),
+    );
     assert!(err.contains("no seed could be reached"), "a pinned CA that does not match: {err}");
     assert!(!dir.join("node.json").exists(), "nothing written for a refused join");
 }
@@ -146,7 +189,10 @@ fn data_dirs_that_are_corrupt_half_written_or_foreign_are_refused() {
     let b = Peer::start(&tmp.path().join("b"), local(free_port()), &[]);
     a.leave();
     let a_dir = a.dir.to_str().unwrap().to_string();
-    let err = peer_fails_with_token(&["--data-dir", &a_dir, "--listen", "127.0.0.1:0", "--join", &b.addr.to_string()], Some(&b.token()));
+    let err = peer_fails_with_token(
+        &["--data-dir", &a_dir, "--listen", "127.0.0.1:0", "--join", &b.addr.to_string()],
+        Some(&b.token()),
+    );
     assert!(err.contains("belongs to cluster"), "{err}");
     std::fs::write(a.dir.join("node.json"), "{ torn").unwrap();
     let err = peer_fails(&["--data-dir", &a_dir, "--listen", "127.0.0.1:0"]);
@@ -157,11 +203,31 @@ fn data_dirs_that_are_corrupt_half_written_or_foreign_are_refused() {
 fn busy_port_and_silent_seed_get_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let a = Peer::start(&tmp.path().join("a"), local(free_port()), &[]);
-    let err = peer_fails(&["--data-dir", tmp.path().join("b").to_str().unwrap(), "--listen", &a.addr.to_string()]);
+    let err = peer_fails(&[
+        "--data-dir",
+        tmp.path().join("b").to_str().unwrap(),
+        "--listen",
+        &a.addr.to_string(),
+    ]);
     assert!(err.contains("cannot listen on") && err.contains(&a.addr.to_string()), "{err}");
     let silent = local(free_port()).to_string();
-    let err = peer_fails_with_token(&["--data-dir", tmp.path().join("c").to_str().unwrap(), "--listen", "127.0.0.1:0", "--join", &silent], Some(&a.token()));
+    let err = peer_fails_with_token(
+        &[
+            "--data-dir",
+            tmp.path().join("c").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--join",
+            &silent,
+        ],
+        Some(&a.token()),
+    );
     assert!(err.contains("no seed could be reached") && err.contains(&silent), "{err}");
-    let err = peer_fails(&["--data-dir", tmp.path().join("d").to_str().unwrap(), "--probe-period-ms", "5"]);
+    let err = peer_fails(&[
+        "--data-dir",
+        tmp.path().join("d").to_str().unwrap(),
+        "--probe-period-ms",
+        "5",
+    ]);
     assert!(err.contains("probe_period_ms"), "{err}");
 }

@@ -29,7 +29,9 @@ fn stopped_manager_with_state(tmp: &Path, name: &str) -> Peer {
     let mut p = Peer::start(&tmp.join(name), local(free_port()), &[]);
     let file = p.client_file();
     let ep = p.addr.to_string();
-    for args in [vec!["deploy", "web", "--command", "sleep 1"], vec!["config", "web", "password=s3cret"]] {
+    for args in
+        [vec!["deploy", "web", "--command", "sleep 1"], vec!["config", "web", "password=s3cret"]]
+    {
         let mut all = vec!["--endpoint", ep.as_str()];
         all.extend(args);
         let out = juju(&file, &all);
@@ -114,7 +116,8 @@ fn an_emptied_or_deleted_log_is_refused_until_the_operator_asks_for_a_restore() 
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let p = stopped_manager_with_state(tmp.path(), "m0");
-    let node: serde_json::Value = serde_json::from_slice(&std::fs::read(p.dir.join("node.json")).unwrap()).unwrap();
+    let node: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.dir.join("node.json")).unwrap()).unwrap();
     assert_eq!(node["state_log"], true, "node.json records the log");
 
     let seg = segments(&p.dir).pop().unwrap();
@@ -125,7 +128,10 @@ fn an_emptied_or_deleted_log_is_refused_until_the_operator_asks_for_a_restore() 
 
     std::fs::rename(p.dir.join("state"), p.dir.join("state.old")).unwrap();
     let err = start_fails(&p);
-    assert!(err.contains("missing") && err.contains("node.json") && err.contains("restore-from-peers"), "{err}");
+    assert!(
+        err.contains("missing") && err.contains("node.json") && err.contains("restore-from-peers"),
+        "{err}"
+    );
     assert!(!p.dir.join("state").exists(), "nothing created");
 
     std::fs::write(p.dir.join("restore-from-peers"), b"").unwrap();
@@ -148,16 +154,24 @@ fn a_foreign_state_log_is_refused_naming_the_file_and_its_owner() {
     copy_dir(&theirs.dir.join("state"), &ours.dir.join("state"));
     let before = tree(&ours.dir.join("state"));
     let err = start_fails(&ours);
-    let their_node: serde_json::Value = serde_json::from_slice(&std::fs::read(theirs.dir.join("node.json")).unwrap()).unwrap();
+    let their_node: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(theirs.dir.join("node.json")).unwrap()).unwrap();
     assert!(err.contains("belongs to cluster"), "{err}");
-    assert!(err.contains(their_node["ca_fingerprint"].as_str().unwrap()), "must name the owner: {err}");
+    assert!(
+        err.contains(their_node["ca_fingerprint"].as_str().unwrap()),
+        "must name the owner: {err}"
+    );
     assert_eq!(tree(&ours.dir.join("state")), before);
     // Its own log back: it starts and serves its own state.
     std::fs::remove_dir_all(ours.dir.join("state")).unwrap();
     std::fs::rename(ours.dir.join("state.mine"), ours.dir.join("state")).unwrap();
     let back = Peer::start(&ours.dir, ours.addr, &[]);
     let out = juju(&back.client_file(), &["--endpoint", &back.addr.to_string(), "config", "web"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("s3cret"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("s3cret"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// Finding 9: another cluster's node.json, ca.pem or node certificate in
@@ -168,7 +182,12 @@ fn foreign_identity_files_are_refused_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let ours = stopped_manager_with_state(tmp.path(), "ours");
     let theirs = stopped_manager_with_state(tmp.path(), "theirs");
-    for (file, named) in [("node.json", "ca.pem"), ("ca.pem", "ca.pem"), ("node.pem", "node.pem"), ("node.key", "node.key")] {
+    for (file, named) in [
+        ("node.json", "ca.pem"),
+        ("ca.pem", "ca.pem"),
+        ("node.pem", "node.pem"),
+        ("node.key", "node.key"),
+    ] {
         let keep = std::fs::read(ours.dir.join(file)).unwrap();
         std::fs::copy(theirs.dir.join(file), ours.dir.join(file)).unwrap();
         let err = start_fails(&ours);
@@ -241,23 +260,42 @@ fn every_file_under_a_data_dir_and_a_provider_root_is_0600_and_every_dir_0700() 
     assert!(files.iter().any(|(f, _, _)| f.ends_with("lock")), "the lock is there");
 
     let root = tmp.path().join("env");
-    let juju_env = |args: &[&str]| Command::new(juju_bin()).env("JUJUD_ROOT", &root).args(args).output().expect("run juju");
+    let juju_env = |args: &[&str]| {
+        Command::new(juju_bin()).env("JUJUD_ROOT", &root).args(args).output().expect("run juju")
+    };
     let out = juju_env(&["bootstrap", "--ha", "1", "--root", root.to_str().unwrap()]);
     assert!(out.status.success(), "bootstrap: {}", String::from_utf8_lossy(&out.stderr));
     let client = root.join("client.yaml");
-    let out = juju_env(&["deploy", "web", "--command", "echo up > \"$JUJU_STATUS_FILE\"; echo hi; exec sleep 600", "--format", "json"]);
+    let out = juju_env(&[
+        "deploy",
+        "web",
+        "--command",
+        "echo up > \"$JUJU_STATUS_FILE\"; echo hi; exec sleep 600",
+        "--format",
+        "json",
+    ]);
     assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
     let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let unit = outcome["ids"][0].as_str().unwrap().to_string();
-    common::agent::wait_status(&client, "the unit active", |st| common::agent::unit_status(st, &unit) == "active: up");
+    common::agent::wait_status(&client, "the unit active", |st| {
+        common::agent::unit_status(st, &unit) == "active: up"
+    });
     let all = assert_private(&root);
     let _ = juju_env(&["destroy", "--root", root.to_str().unwrap()]);
     for want in ["workload.log", "status", "jujud.log", "instance.json", "agent.conf"] {
-        assert!(all.iter().any(|(f, _, _)| f.file_name().is_some_and(|n| n == want)), "no {want} under the root");
+        assert!(
+            all.iter().any(|(f, _, _)| f.file_name().is_some_and(|n| n == want)),
+            "no {want} under the root"
+        );
     }
 
     if unsafe { libc::geteuid() } == 0 {
-        let secrets = [p.dir.join("ca.key"), p.dir.join("node.key"), segments(&p.dir).pop().unwrap(), client.clone()];
+        let secrets = [
+            p.dir.join("ca.key"),
+            p.dir.join("node.key"),
+            segments(&p.dir).pop().unwrap(),
+            client.clone(),
+        ];
         for s in &secrets {
             assert!(!nobody_can_read(s), "nobody read {}", s.display());
         }

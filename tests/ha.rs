@@ -24,7 +24,8 @@ impl Env {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("env");
         let env = Env { _tmp: tmp, root };
-        let out = env.juju(&["bootstrap", "--ha", &ha.to_string(), "--root", env.root.to_str().unwrap()]);
+        let out =
+            env.juju(&["bootstrap", "--ha", &ha.to_string(), "--root", env.root.to_str().unwrap()]);
         assert!(out.status.success(), "bootstrap: {}", String::from_utf8_lossy(&out.stderr));
         env
     }
@@ -34,7 +35,11 @@ impl Env {
     }
 
     fn juju(&self, args: &[&str]) -> Output {
-        Command::new(common::juju_bin()).env("JUJUD_ROOT", &self.root).args(args).output().expect("run juju")
+        Command::new(common::juju_bin())
+            .env("JUJUD_ROOT", &self.root)
+            .args(args)
+            .output()
+            .expect("run juju")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -74,7 +79,12 @@ impl Drop for Env {
 }
 
 fn managers(st: &Value, state: &str) -> usize {
-    st["members"].as_array().unwrap().iter().filter(|m| m["role"] == "manager" && m["state"] == state).count()
+    st["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "manager" && m["state"] == state)
+        .count()
 }
 
 #[test]
@@ -85,19 +95,47 @@ fn an_environment_started_in_ha_mode_serves_clients_from_every_manager_and_start
     let st = common::agent::status(&env.client());
     assert_eq!(managers(&st, "alive"), 3, "{:#}", st["members"]);
     for m in st["members"].as_array().unwrap().iter().filter(|m| m["role"] == "manager") {
-        let out = common::juju(&env.client(), &["status", "--endpoint", m["addr"].as_str().unwrap(), "--format", "json"]);
+        let out = common::juju(
+            &env.client(),
+            &["status", "--endpoint", m["addr"].as_str().unwrap(), "--format", "json"],
+        );
         let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!((seen["controller"]["desired"].as_u64(), seen["status"]["machines"].as_array().map(|a| a.len())), (Some(3), Some(3)), "{m}");
+        assert_eq!(
+            (
+                seen["controller"]["desired"].as_u64(),
+                seen["status"]["machines"].as_array().map(|a| a.len())
+            ),
+            (Some(3), Some(3)),
+            "{m}"
+        );
     }
     assert_eq!(st["controller"]["desired"], 3);
-    let owners: Vec<&str> = st["controller"]["owners"].as_array().unwrap().iter().map(|o| o[0].as_str().unwrap()).collect();
+    let owners: Vec<&str> = st["controller"]["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o[0].as_str().unwrap())
+        .collect();
     assert_eq!(owners, vec!["provisioner", "ha-keeper", "cleaner"]);
     // The provisioner starts an agent instance for a new machine by itself.
-    let out = env.ok(&["deploy", "web", "--command", "echo up > \"$JUJU_STATUS_FILE\"; exec sleep 600", "--format", "json"]);
+    let out = env.ok(&[
+        "deploy",
+        "web",
+        "--command",
+        "echo up > \"$JUJU_STATUS_FILE\"; exec sleep 600",
+        "--format",
+        "json",
+    ]);
     let outcome: Value = serde_json::from_str(&out).unwrap();
-    let (unit, machine) = (outcome["ids"][0].as_str().unwrap().to_string(), outcome["machines"][0].as_str().unwrap().to_string());
-    wait_status(&env.client(), "the unit running on a provisioned machine", |st| presence(st, &machine) == "alive" && unit_status(st, &unit) == "active: up");
-    let agents: Vec<Value> = env.instances().into_iter().filter(|i| i["machine"] == machine).collect();
+    let (unit, machine) = (
+        outcome["ids"][0].as_str().unwrap().to_string(),
+        outcome["machines"][0].as_str().unwrap().to_string(),
+    );
+    wait_status(&env.client(), "the unit running on a provisioned machine", |st| {
+        presence(st, &machine) == "alive" && unit_status(st, &unit) == "active: up"
+    });
+    let agents: Vec<Value> =
+        env.instances().into_iter().filter(|i| i["machine"] == machine).collect();
     assert_eq!(agents.len(), 1, "exactly one instance for the machine");
 }
 
@@ -106,20 +144,38 @@ fn a_default_environment_moves_to_ha_and_back() {
     let env = Env::bootstrap(1);
     let out = env.ok(&["enable-ha", "-n", "3"]);
     assert!(out.contains("HA 3/3"), "{out}");
-    let st = wait_status(&env.client(), "3 alive", |st| managers(st, "alive") == 3 && st["controller"]["alive"] == 3);
+    let st = wait_status(&env.client(), "3 alive", |st| {
+        managers(st, "alive") == 3 && st["controller"]["alive"] == 3
+    });
     assert_eq!(st["controller"]["desired"], 3);
     env.ok(&["enable-ha", "-n", "1", "--no-wait"]);
     let st = wait_status(&env.client(), "back to one manager", |st| managers(st, "alive") == 1);
     assert_eq!(st["controller"]["desired"], 1);
-    let left = st["members"].as_array().unwrap().iter().filter(|m| m["role"] == "manager" && m["state"] == "left").count();
+    let left = st["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "manager" && m["state"] == "left")
+        .count();
     assert_eq!(left, 2, "retired managers leave gracefully: {:#}", st["members"]);
-    wait_status(&env.client(), "their instances stopped", |_| env.instances().iter().filter(|i| i["state"] == "stopped").count() == 2);
+    wait_status(&env.client(), "their instances stopped", |_| {
+        env.instances().iter().filter(|i| i["state"] == "stopped").count() == 2
+    });
     // A controller removed by hand: one fewer, no replacement.
     env.ok(&["enable-ha", "-n", "2"]);
     let st = wait_status(&env.client(), "2 alive", |st| managers(st, "alive") == 2);
-    let second = st["status"]["machines"].as_array().unwrap().iter().filter(|m| m["jobs"][0] == "manage-environ").map(|m| m["id"].as_str().unwrap().to_string()).max().unwrap();
+    let second = st["status"]["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["jobs"][0] == "manage-environ")
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .max()
+        .unwrap();
     env.ok(&["remove-machine", &second]);
-    let st = wait_status(&env.client(), "one manager after removing a controller", |st| managers(st, "alive") == 1);
+    let st = wait_status(&env.client(), "one manager after removing a controller", |st| {
+        managers(st, "alive") == 1
+    });
     assert_eq!(st["controller"]["desired"], 1);
 }
 
@@ -131,14 +187,20 @@ fn business_as_usual_when_the_bootstrap_manager_fails() {
     env.ok(&["members"]);
     let before = common::agent::status(&env.client());
     let victim_addr = env.instance("controller-0")["address"].as_str().unwrap().to_string();
-    let survivor = before["members"].as_array().unwrap().iter().find(|m| m["role"] == "manager" && m["addr"] != victim_addr.as_str()).unwrap();
+    let survivor = before["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "manager" && m["addr"] != victim_addr.as_str())
+        .unwrap();
     let survivor = survivor["addr"].as_str().unwrap().to_string();
     env.kill("controller-0");
     // Clients keep working through the others.
     let st = common::agent::status(&env.client());
     assert!(st["answered_by"].is_string());
     let out = env.ok(&["add-machine", "--format", "json"]);
-    let machine = serde_json::from_str::<Value>(&out).unwrap()["machines"][0].as_str().unwrap().to_string();
+    let machine =
+        serde_json::from_str::<Value>(&out).unwrap()["machines"][0].as_str().unwrap().to_string();
     // The HA keeper replaces the dead manager by itself; the new machine is
     // provisioned meanwhile.
     let st = wait_status(&env.client(), "a replacement manager and the new machine", |st| {
@@ -148,12 +210,17 @@ fn business_as_usual_when_the_bootstrap_manager_fails() {
     // A survivor, which knew it, shows the dead manager as replaced (as
     // soon as its own view has caught up: it may be slow on a busy machine).
     let victim_state = || {
-        let out = common::juju(&env.client(), &["members", "--endpoint", &survivor, "--format", "json"]);
+        let out =
+            common::juju(&env.client(), &["members", "--endpoint", &survivor, "--format", "json"]);
         let seen: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let m = seen["members"].as_array().and_then(|ms| ms.iter().find(|m| m["addr"] == victim_addr.as_str()).cloned());
+        let m = seen["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["addr"] == victim_addr.as_str()).cloned());
         m.map(|m| m["state"].as_str().unwrap_or("").to_string()).unwrap_or_default()
     };
-    wait_status(&env.client(), "the survivor showing the dead manager replaced", |_| victim_state() == "replaced");
+    wait_status(&env.client(), "the survivor showing the dead manager replaced", |_| {
+        victim_state() == "replaced"
+    });
     assert_eq!(env.instance("controller-0")["state"], "stopped");
     let per_machine = env.instances().iter().filter(|i| i["machine"] == machine).count();
     assert_eq!(per_machine, 1);
@@ -162,10 +229,14 @@ fn business_as_usual_when_the_bootstrap_manager_fails() {
 /// A join token for `role` bound to `machine`, minted from `peer`'s
 /// cluster secret as the provider mints it.
 fn machine_token(peer: &common::Peer, role: jujud::pki::CertRole, machine: &str) -> String {
-    let secret = hex::decode(std::fs::read_to_string(peer.dir.join("cluster.secret")).unwrap().trim()).unwrap();
+    let secret =
+        hex::decode(std::fs::read_to_string(peer.dir.join("cluster.secret")).unwrap().trim())
+            .unwrap();
     let fingerprint = peer.token().split('.').nth(5).unwrap().to_string();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    jujud::pki::issue_token(&secret, role, Some(machine), 600, now, &fingerprint).unwrap().to_string()
+    jujud::pki::issue_token(&secret, role, Some(machine), 600, now, &fingerprint)
+        .unwrap()
+        .to_string()
 }
 
 /// A manager started for a controller machine (its token names the
@@ -176,17 +247,35 @@ fn machine_token(peer: &common::Peer, role: jujud::pki::CertRole, machine: &str)
 #[test]
 fn a_manager_started_for_a_controller_machine_is_its_node_from_admission() {
     let tmp = tempfile::tempdir().unwrap();
-    let first = common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
-    let machine = common::agent::change(&first.client_file(), &["add-machine"])["machines"][0].as_str().unwrap().to_string();
-    let out = common::juju(&first.client_file(), &["tokens", "create", "--ttl-secs", "600", "--machine", &machine]);
+    let first =
+        common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
+    let machine = common::agent::change(&first.client_file(), &["add-machine"])["machines"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = common::juju(
+        &first.client_file(),
+        &["tokens", "create", "--ttl-secs", "600", "--machine", &machine],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let seed = first.addr.to_string();
-    let joiner = common::Peer::join(&tmp.path().join("m1"), common::local(common::free_port()), &seed, &token);
+    let joiner = common::Peer::join(
+        &tmp.path().join("m1"),
+        common::local(common::free_port()),
+        &seed,
+        &token,
+    );
     // Asked at once: the joiner's own claim would come only at its first
     // control tick, a second after it starts.
     let st = common::agent::status(&first.client_file());
-    let m = st["status"]["machines"].as_array().unwrap().iter().find(|m| m["id"] == machine.as_str()).cloned().unwrap();
+    let m = st["status"]["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == machine.as_str())
+        .cloned()
+        .unwrap();
     assert_eq!(m["agent"], serde_json::json!([joiner.id]), "{m:#}");
 }
 
@@ -194,7 +283,16 @@ fn a_manager_started_for_a_controller_machine_is_its_node_from_admission() {
 /// says it asks again, checks that it still runs, and stops it.
 fn assert_agent_keeps_asking(dir: &std::path::Path, seeds: &str, token: &str) {
     let mut cmd = Command::new(common::jujud_bin());
-    cmd.args(["agent", "--data-dir", dir.to_str().unwrap(), "--seeds", seeds, "--log-format", "json"]).env(common::TOKEN_ENV, token);
+    cmd.args([
+        "agent",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--seeds",
+        seeds,
+        "--log-format",
+        "json",
+    ])
+    .env(common::TOKEN_ENV, token);
     let (mut child, log) = common::spawn_logged(cmd);
     let again = "the cluster cannot admit this node yet; asking again";
     log.wait_for(again, |l| l.iter().any(|v| common::message(v) == again));
@@ -209,7 +307,8 @@ fn assert_agent_keeps_asking(dir: &std::path::Path, seeds: &str, token: &str) {
 #[test]
 fn an_agent_asks_again_while_its_machine_is_not_known_yet() {
     let tmp = tempfile::tempdir().unwrap();
-    let first = common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
+    let first =
+        common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
     let token = machine_token(&first, jujud::pki::CertRole::Agent, "9-abcd");
     assert_agent_keeps_asking(&tmp.path().join("a"), &first.addr.to_string(), &token);
 }
@@ -219,8 +318,12 @@ fn an_agent_asks_again_while_its_machine_is_not_known_yet() {
 #[test]
 fn an_agent_keeps_asking_seeds_that_do_not_answer() {
     let tmp = tempfile::tempdir().unwrap();
-    let first = common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
-    let token = common::agent::tokens(&common::agent::change(&first.client_file(), &["add-machine"]))[0].1.clone();
+    let first =
+        common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
+    let token =
+        common::agent::tokens(&common::agent::change(&first.client_file(), &["add-machine"]))[0]
+            .1
+            .clone();
     let silent = common::local(common::free_port()).to_string();
     assert_agent_keeps_asking(&tmp.path().join("a"), &silent, &token);
 }
@@ -238,13 +341,23 @@ fn with_a_provider_no_token_is_shown_or_put_on_a_command_line() {
     let machine = outcome["machines"][0].as_str().unwrap().to_string();
     let token_dir = env.root.parent().unwrap().join("tokens");
     std::fs::create_dir(&token_dir).unwrap();
-    let out = env.juju(&["deploy", "web", "--command", "exec sleep infinity", "--token-dir", token_dir.to_str().unwrap()]);
+    let out = env.juju(&[
+        "deploy",
+        "web",
+        "--command",
+        "exec sleep infinity",
+        "--token-dir",
+        token_dir.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!stdout.contains("jjd1.") && !stderr.contains("jjd1."), "{stdout}\n{stderr}");
     assert!(stderr.contains("the provider starts its instance"), "{stderr}");
     assert_eq!(std::fs::read_dir(&token_dir).unwrap().count(), 0, "no token file written");
-    wait_status(&env.client(), "the new machine's agent alive", |st| presence(st, &machine) == "alive");
+    wait_status(&env.client(), "the new machine's agent alive", |st| {
+        presence(st, &machine) == "alive"
+    });
     let root = env.root.to_str().unwrap();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };

@@ -37,7 +37,13 @@ fn cmdlines_holding(needle: &str) -> Vec<(String, String)> {
 }
 
 fn write_mode(path: &Path, text: &str, mode: u32) {
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(mode)
+        .open(path)
+        .unwrap();
     f.write_all(text.as_bytes()).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -56,14 +62,42 @@ fn no_command_line_holds_a_token_when_started_as_the_readme_says() {
     let open = tmp.path().join("open.token");
     write_mode(&open, &format!("{token}\n"), 0o644);
     let d = tmp.path().join("x");
-    let err = peer_fails(&["--data-dir", d.to_str().unwrap(), "--join", &seed, "--token-file", open.to_str().unwrap()]);
-    assert!(err.contains("readable by group or others") && err.contains("chmod 600") && !err.contains(&token), "{err}");
-    let err = peer_fails(&["--data-dir", d.to_str().unwrap(), "--join", &seed, "--token", "jjd1.manager.x.y"]);
-    assert!(err.contains("--token is not accepted") && err.contains("--token-file") && err.contains("JUJUD_TOKEN"), "{err}");
+    let err = peer_fails(&[
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--join",
+        &seed,
+        "--token-file",
+        open.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("readable by group or others")
+            && err.contains("chmod 600")
+            && !err.contains(&token),
+        "{err}"
+    );
+    let err = peer_fails(&[
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--join",
+        &seed,
+        "--token",
+        "jjd1.manager.x.y",
+    ]);
+    assert!(
+        err.contains("--token is not accepted")
+            && err.contains("--token-file")
+            && err.contains("JUJUD_TOKEN"),
+        "{err}"
+    );
 
     let file = tmp.path().join("m1.token");
     write_mode(&file, &format!("{token}\n"), 0o600);
-    let m1 = Peer::start(&tmp.path().join("m1"), local(free_port()), &["--join", &seed, "--token-file", file.to_str().unwrap()]);
+    let m1 = Peer::start(
+        &tmp.path().join("m1"),
+        local(free_port()),
+        &["--join", &seed, "--token-file", file.to_str().unwrap()],
+    );
     m0.log.wait_for("m1 up", |l| saw(l, "member up", &m1.id));
 
     // `juju add-machine` (no provider) writes the token to a 0600 file and
@@ -72,17 +106,29 @@ fn no_command_line_holds_a_token_when_started_as_the_readme_says() {
     std::fs::create_dir(&tokens).unwrap();
     let out = juju(&m0.client_file(), &["add-machine", "--token-dir", tokens.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let machine = stdout.lines().next().unwrap().trim().to_string();
     let agent_file = tokens.join(format!("{machine}.token"));
     assert_eq!(std::fs::metadata(&agent_file).unwrap().permissions().mode() & 0o777, 0o600);
     let agent_token = std::fs::read_to_string(&agent_file).unwrap().trim().to_string();
     assert!(agent_token.starts_with("jjd1.agent."), "{agent_token}");
-    assert!(!stdout.contains("jjd1.") && !stderr.contains("jjd1."), "no token printed: {stdout}\n{stderr}");
+    assert!(
+        !stdout.contains("jjd1.") && !stderr.contains("jjd1."),
+        "no token printed: {stdout}\n{stderr}"
+    );
     assert!(stderr.contains(&format!("--token-file {}", agent_file.display())), "{stderr}");
 
     let mut cmd = Command::new(jujud_bin());
-    cmd.args(["agent", "--data-dir", tmp.path().join("a").to_str().unwrap(), "--seeds", &seed, "--log-format", "json"]);
+    cmd.args([
+        "agent",
+        "--data-dir",
+        tmp.path().join("a").to_str().unwrap(),
+        "--seeds",
+        &seed,
+        "--log-format",
+        "json",
+    ]);
     cmd.args(["--token-file", agent_file.to_str().unwrap()]);
     let (mut agent, log) = spawn_logged(cmd);
     log.wait_for("agent session", |l| l.iter().any(|v| message(v) == "agent session opened"));
@@ -103,7 +149,15 @@ fn a_token_can_come_from_standard_input() {
     let mut cmd = Command::new(jujud_bin());
     let dir = c.tmp.path().join("m1");
     let addr = local(free_port());
-    cmd.args(["peer", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--log-format", "json"]);
+    cmd.args([
+        "peer",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        &addr.to_string(),
+        "--log-format",
+        "json",
+    ]);
     cmd.args(["--join", &c.peers[0].addr.to_string(), "--token-file", "-"]).stdin(Stdio::piped());
     let (mut child, log) = spawn_logged(cmd);
     // One line is enough: standard input stays open, as at a terminal.
@@ -140,15 +194,21 @@ fn an_agent_certificate_reads_nothing_outside_its_session() {
     change(&admin, &["deploy", "db", "--command", "exec sleep infinity"]);
     assert!(juju(&admin, &["config", "db", "password=hunter2"]).status.success());
     let agent = agent_client_file(&c.peers[0], c.tmp.path());
-    for args in [&["status", "--format", "json"][..], &["members"], &["config", "db"], &["add-machine"]] {
+    for args in
+        [&["status", "--format", "json"][..], &["members"], &["config", "db"], &["add-machine"]]
+    {
         let out = juju(&agent, args);
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(!out.status.success(), "{args:?} answered an agent: {stdout}");
         assert!(stderr.contains("may only open its agent session"), "{args:?}: {stderr}");
         assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
     }
     // The admin still reads it all.
-    assert!(String::from_utf8_lossy(&juju(&admin, &["config", "db"]).stdout).contains("password=hunter2"));
+    assert!(
+        String::from_utf8_lossy(&juju(&admin, &["config", "db"]).stdout)
+            .contains("password=hunter2")
+    );
 }
 
 /// A write sent while the only manager is frozen (SIGSTOP) is retried in
@@ -173,7 +233,9 @@ fn a_write_is_retried_through_a_frozen_manager() {
             let _ = tx.send(line);
         }
     });
-    let first = rx.recv_timeout(Duration::from_millis(EVENT_CAP_MS)).expect("the client says it tries again");
+    let first = rx
+        .recv_timeout(Duration::from_millis(EVENT_CAP_MS))
+        .expect("the client says it tries again");
     c.peers[0].signal(libc::SIGCONT);
     assert!(first.contains("trying again"), "{first}");
     let out = child.wait_with_output().unwrap();
@@ -195,7 +257,11 @@ fn a_bare_client_file_name_is_updated_without_a_warning() {
     let dir = c.tmp.path().join("client");
     std::fs::create_dir(&dir).unwrap();
     write_mode(&dir.join("c.yaml"), &file.to_yaml(), 0o600);
-    let out = Command::new(juju_bin()).current_dir(&dir).args(["--client-config", "c.yaml", "members"]).output().unwrap();
+    let out = Command::new(juju_bin())
+        .current_dir(&dir)
+        .args(["--client-config", "c.yaml", "members"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");

@@ -11,7 +11,10 @@ fn three_managers_join_and_every_endpoint_lists_them() {
     for p in &c.peers {
         let rows = members(&c.peers[0].client_file(), Some(p.addr));
         assert_eq!(rows.len(), 3, "{rows:?}");
-        assert!(rows.iter().all(|(_, state, generation)| state == "alive" && *generation == 1), "{rows:?}");
+        assert!(
+            rows.iter().all(|(_, state, generation)| state == "alive" && *generation == 1),
+            "{rows:?}"
+        );
         assert_eq!(rows[0].0, p.id, "the answering manager lists itself first");
     }
     let table = c.juju(&["members"]);
@@ -26,7 +29,11 @@ fn crash_is_detected_and_restart_rejoins_with_a_new_generation() {
     c.peers[2].crash();
     for p in &c.peers[..2] {
         p.log.wait_for("crash detected", |l| {
-            l.iter().any(|v| message(v) == "member down" && field(v, "member") == victim && field(v, "left") == "false")
+            l.iter().any(|v| {
+                message(v) == "member down"
+                    && field(v, "member") == victim
+                    && field(v, "left") == "false"
+            })
         });
     }
     c.restart(2);
@@ -45,7 +52,11 @@ fn graceful_leave_is_seen_as_left_not_down() {
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
     for i in [0, 2] {
         c.peers[i].log.wait_for("leave seen", |l| {
-            l.iter().any(|v| message(v) == "member down" && field(v, "member") == leaver && field(v, "left") == "true")
+            l.iter().any(|v| {
+                message(v) == "member down"
+                    && field(v, "member") == leaver
+                    && field(v, "left") == "true"
+            })
         });
     }
     let rows = members(&c.peers[0].client_file(), Some(c.peers[0].addr));
@@ -62,13 +73,19 @@ fn frozen_manager_is_declared_down_then_returns_when_thawed() {
     }
     c.peers[2].signal(libc::SIGCONT);
     // Declared down while frozen, it renews its identity and comes back.
-    c.peers[2].log.wait_for("rejoin", |l| l.iter().any(|v| message(v).starts_with("was declared down")));
+    c.peers[2]
+        .log
+        .wait_for("rejoin", |l| l.iter().any(|v| message(v).starts_with("was declared down")));
     for p in &c.peers[..2] {
         p.log.wait_for("thawed member back", |l| {
-            let Some(down) = l.iter().position(|v| message(v) == "member down" && field(v, "member") == frozen) else {
+            let Some(down) =
+                l.iter().position(|v| message(v) == "member down" && field(v, "member") == frozen)
+            else {
                 return false;
             };
-            l[down..].iter().any(|v| field(v, "member") == frozen && matches!(message(v), "member renamed" | "member up"))
+            l[down..].iter().any(|v| {
+                field(v, "member") == frozen && matches!(message(v), "member renamed" | "member up")
+            })
         });
     }
     let rows = members(&c.peers[0].client_file(), Some(c.peers[0].addr));
@@ -108,12 +125,21 @@ fn tokens_can_be_created_listed_and_revoked_cluster_wide() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // "done" came once the other manager held the revocation durably.
     let ep = c.peers[1].addr.to_string();
-    let out = juju(&c.peers[0].client_file(), &["tokens", "list", "--format", "json", "--endpoint", &ep]);
+    let out =
+        juju(&c.peers[0].client_file(), &["tokens", "list", "--format", "json", "--endpoint", &ep]);
     let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let row = page["rows"].as_array().unwrap().iter().find(|r| r["token_id"] == token_id.as_str()).expect("listed");
+    let row = page["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["token_id"] == token_id.as_str())
+        .expect("listed");
     assert_eq!(row["revoked"], true);
     // A join with the revoked token, through the manager that did not revoke it, is refused.
     let dir = c.tmp.path().join("late");
-    let err = peer_fails_with_token(&["--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--join", &ep], Some(&token));
+    let err = peer_fails_with_token(
+        &["--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--join", &ep],
+        Some(&token),
+    );
     assert!(err.contains("revoked"), "{err}");
 }

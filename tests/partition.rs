@@ -8,22 +8,29 @@
 
 mod common;
 
-
 use common::netns::Net;
 use common::*;
 
 fn down_then_back(lines: &[serde_json::Value], member: &str) -> bool {
-    let Some(down) = lines.iter().position(|v| message(v) == "member down" && field(v, "member") == member) else {
+    let Some(down) =
+        lines.iter().position(|v| message(v) == "member down" && field(v, "member") == member)
+    else {
         return false;
     };
-    lines[down..].iter().any(|v| field(v, "member") == member && matches!(message(v), "member up" | "member renamed"))
+    lines[down..].iter().any(|v| {
+        field(v, "member") == member && matches!(message(v), "member up" | "member renamed")
+    })
 }
 
 #[test]
 fn isolated_manager_rejoins_by_itself_after_the_link_returns() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        assert_eq!(std::env::var("JUJUD_SKIP_NETNS").as_deref(), Ok("1"), "this test needs root (or JUJUD_SKIP_NETNS=1)");
+        assert_eq!(
+            std::env::var("JUJUD_SKIP_NETNS").as_deref(),
+            Ok("1"),
+            "this test needs root (or JUJUD_SKIP_NETNS=1)"
+        );
         eprintln!("skipped on purpose: not root");
         return;
     }
@@ -33,8 +40,20 @@ fn isolated_manager_rejoins_by_itself_after_the_link_returns() {
     let seed = net.addr(0).to_string();
     let token = m0.token();
     let join = ["--join", seed.as_str()];
-    let m1 = Peer::start_with(Some(&net.ns(1)), &tmp.path().join("m1"), net.addr(1), &join, Some(&token));
-    let m2 = Peer::start_with(Some(&net.ns(2)), &tmp.path().join("m2"), net.addr(2), &join, Some(&token));
+    let m1 = Peer::start_with(
+        Some(&net.ns(1)),
+        &tmp.path().join("m1"),
+        net.addr(1),
+        &join,
+        Some(&token),
+    );
+    let m2 = Peer::start_with(
+        Some(&net.ns(2)),
+        &tmp.path().join("m2"),
+        net.addr(2),
+        &join,
+        Some(&token),
+    );
     let peers = [&m0, &m1, &m2];
     for p in peers {
         for q in peers.iter().filter(|q| q.id != p.id) {

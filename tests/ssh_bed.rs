@@ -15,12 +15,18 @@ fn each_host_is_its_own_namespace_reached_over_ssh_and_dies_whole() {
         let out = hosts.ssh(i, "ip -4 -o addr show");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let addrs = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(addrs.contains(&format!("{}/24", hosts.hosts[i].addr)), "runs inside host {i}: {addrs}");
+        assert!(
+            addrs.contains(&format!("{}/24", hosts.hosts[i].addr)),
+            "runs inside host {i}: {addrs}"
+        );
         assert!(!addrs.contains(&format!("{}/24", hosts.hosts[1 - i].addr)), "and only there");
         assert!(hosts.hosts[i].host_key.starts_with("SHA256:"));
     }
     let env = hosts.ssh(0, "echo \"t=$PYENV_REHASH_TIMEOUT\"");
-    assert!(String::from_utf8_lossy(&env.stdout).contains("t=1"), "a stale pyenv lock costs a session 1 s, not 60");
+    assert!(
+        String::from_utf8_lossy(&env.stdout).contains("t=1"),
+        "a stale pyenv lock costs a session 1 s, not 60"
+    );
     // A process started over ssh outlives the session, as an instance does.
     let out = hosts.ssh(1, "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo started");
     assert!(out.status.success());

@@ -68,7 +68,10 @@ impl Juju {
             }
             None => Command::new(juju_bin()),
         };
-        cmd.arg("--client-config").arg(&self.file).args(["--endpoint", &endpoint.to_string()]).args(args);
+        cmd.arg("--client-config")
+            .arg(&self.file)
+            .args(["--endpoint", &endpoint.to_string()])
+            .args(args);
         cmd
     }
 
@@ -79,7 +82,11 @@ impl Juju {
     /// Runs and asserts success; returns stdout.
     fn ok(&self, endpoint: SocketAddr, args: &[&str]) -> String {
         let out = self.run(endpoint, args);
-        assert!(out.status.success(), "juju {args:?} at {endpoint} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "juju {args:?} at {endpoint} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -91,14 +98,23 @@ impl Juju {
     }
 
     /// Polls until every endpoint shows the same status; returns it.
-    fn wait_same(&self, endpoints: &[SocketAddr], what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    fn wait_same(
+        &self,
+        endpoints: &[SocketAddr],
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_millis(EVENT_CAP_MS);
         loop {
             let all: Vec<Value> = endpoints.iter().map(|e| self.status(*e)).collect();
             if all.windows(2).all(|w| w[0] == w[1]) && pred(&all[0]) {
                 return all[0].clone();
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; statuses:\n{}", pretty(&all));
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; statuses:\n{}",
+                pretty(&all)
+            );
             std::thread::sleep(Duration::from_millis(STATUS_POLL_MS));
         }
     }
@@ -127,7 +143,8 @@ impl Api {
         let ca = ClusterCa { cert_pem: f.ca_cert, key_pem: String::new() };
         let cert = IssuedCert { cert_pem: f.client_cert, key_pem: f.client_key };
         let tls = pki::client_config(&ca, &cert).unwrap();
-        let cfg = pki::quinn_client_config(tls, jujud::runtime::transport::transport_config()).unwrap();
+        let cfg =
+            pki::quinn_client_config(tls, jujud::runtime::transport::transport_config()).unwrap();
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         let conn = endpoint.connect_with(cfg, addr, pki::SERVER_NAME).unwrap().await.unwrap();
         Api { _endpoint: endpoint, conn }
@@ -150,17 +167,23 @@ fn set_config(app: &str, key: &str, value: &str) -> Request {
 
 /// The sorted sibling values of an application's config key.
 fn config(st: &Value, app: &str, key: &str) -> Vec<String> {
-    let Some(a) = st["applications"].as_array().and_then(|v| v.iter().find(|a| a["name"] == app)) else {
+    let Some(a) = st["applications"].as_array().and_then(|v| v.iter().find(|a| a["name"] == app))
+    else {
         return Vec::new();
     };
-    let mut vals: Vec<String> =
-        a["config"][key].as_array().map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+    let mut vals: Vec<String> = a["config"][key]
+        .as_array()
+        .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
     vals.sort();
     vals
 }
 
 fn machine_ids(st: &Value) -> BTreeSet<String> {
-    st["machines"].as_array().map(|v| v.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    st["machines"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }
 
 /// `st` with an application's config key set to `vals`.
@@ -206,11 +229,14 @@ fn concurrent_writes_on_different_managers_reach_every_manager() {
     for child in children {
         let out = child.wait_with_output().expect("wait for juju");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        created.extend(ids(&String::from_utf8_lossy(&out.stdout)).into_iter().filter(|id| id != "web"));
+        created.extend(
+            ids(&String::from_utf8_lossy(&out.stdout)).into_iter().filter(|id| id != "web"),
+        );
     }
     assert_eq!(created.len(), 9, "ids must be unique across managers: {created:?}");
     let st = j.wait_same(&all, "all distinct writes everywhere", |st| {
-        created.is_subset(&machine_ids(st)) && (0..3).all(|i| config(st, "web", &format!("k{i}")) == vec![format!("v{i}")])
+        created.is_subset(&machine_ids(st))
+            && (0..3).all(|i| config(st, "web", &format!("k{i}")) == vec![format!("v{i}")])
     });
     assert_eq!(machine_ids(&st).len(), 1 + 9, "the deploy's machine and the nine added");
 
@@ -218,7 +244,11 @@ fn concurrent_writes_on_different_managers_reach_every_manager() {
     let conflict = concurrent_config_until_conflict(&c, &j, &all);
     for p in &c.peers {
         let table = j.ok(p.addr, &["config", "web"]);
-        assert!(table.contains(&format!("{conflict}=CONFLICT(")), "conflict not shown by {}: {table}", p.id);
+        assert!(
+            table.contains(&format!("{conflict}=CONFLICT(")),
+            "conflict not shown by {}: {table}",
+            p.id
+        );
     }
 }
 
@@ -228,13 +258,19 @@ fn concurrent_writes_on_different_managers_reach_every_manager() {
 fn concurrent_config_until_conflict(c: &Cluster, j: &Juju, all: &[SocketAddr]) -> String {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let file = c.peers[0].client_file();
-    let (a0, a1) = rt.block_on(async { (Api::connect(&file, c.peers[0].addr).await, Api::connect(&file, c.peers[1].addr).await) });
+    let (a0, a1) = rt.block_on(async {
+        (Api::connect(&file, c.peers[0].addr).await, Api::connect(&file, c.peers[1].addr).await)
+    });
     for round in 0..CONFLICT_ROUNDS {
         let key = format!("c{round}");
         let (left, right) = (set_config("web", &key, "left"), set_config("web", &key, "right"));
         let (r0, r1) = rt.block_on(async { tokio::join!(a0.call(&left), a1.call(&right)) });
-        assert!(matches!((&r0, &r1), (Response::Applied(_), Response::Applied(_))), "{r0:?} {r1:?}");
-        let st = j.wait_same(all, "one view of the raced key", |st| !config(st, "web", &key).is_empty());
+        assert!(
+            matches!((&r0, &r1), (Response::Applied(_), Response::Applied(_))),
+            "{r0:?} {r1:?}"
+        );
+        let st =
+            j.wait_same(all, "one view of the raced key", |st| !config(st, "web", &key).is_empty());
         let vals = config(&st, "web", &key);
         assert!(vals.iter().all(|v| v == "left" || v == "right"), "unexpected values {vals:?}");
         if vals.len() == 2 {
@@ -260,7 +296,11 @@ fn acknowledged_write_survives_sigkill_and_restart() {
     c.peers[1].crash();
     c.restart(1);
     let st = j.status(m1);
-    assert_eq!(config(&st, "web", "durable"), vec!["yes"], "acknowledged config lost by the restarted manager");
+    assert_eq!(
+        config(&st, "web", "durable"),
+        vec!["yes"],
+        "acknowledged config lost by the restarted manager"
+    );
     assert!(machine_ids(&st).contains(&machine[0]), "acknowledged machine {machine:?} lost: {st}");
     c.peers[0].signal(libc::SIGCONT);
     c.peers[2].signal(libc::SIGCONT);
@@ -279,7 +319,12 @@ fn wait_replicated_needs_the_managers_and_says_what_it_got() {
     j.ok(m0, &["config", "web", "r1=a", "--wait-replicated", "2"]);
     // Acknowledged as held by both others: no waiting needed to see it.
     for p in &c.peers[1..] {
-        assert_eq!(config(&j.status(p.addr), "web", "r1"), vec!["a"], "{} lacks a write acknowledged as replicated", p.id);
+        assert_eq!(
+            config(&j.status(p.addr), "web", "r1"),
+            vec!["a"],
+            "{} lacks a write acknowledged as replicated",
+            p.id
+        );
     }
 
     let before = j.status(m0);
@@ -287,20 +332,29 @@ fn wait_replicated_needs_the_managers_and_says_what_it_got() {
     c.peers[2].signal(libc::SIGSTOP);
     let timeout = REPLICATION_TIMEOUT_MS.to_string();
     let t0 = Instant::now();
-    let out = j.run(m0, &["config", "web", "r2=b", "--wait-replicated", "2", "--timeout-ms", &timeout]);
+    let out =
+        j.run(m0, &["config", "web", "r2=b", "--wait-replicated", "2", "--timeout-ms", &timeout]);
     let took = t0.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "wait-replicated 2 succeeded with both others frozen");
     assert!(err.contains("0 of 2"), "message must give the count: {err}");
     assert!(err.contains("durable here"), "message must say the write is durable locally: {err}");
-    assert!(took >= Duration::from_millis(REPLICATION_TIMEOUT_MS), "refused before its timeout: {took:?}");
-    assert!(took <= Duration::from_millis(REPLICATION_TIMEOUT_MS + REFUSAL_SLACK_MS), "refused late: {took:?}");
+    assert!(
+        took >= Duration::from_millis(REPLICATION_TIMEOUT_MS),
+        "refused before its timeout: {took:?}"
+    );
+    assert!(
+        took <= Duration::from_millis(REPLICATION_TIMEOUT_MS + REFUSAL_SLACK_MS),
+        "refused late: {took:?}"
+    );
     // Nothing but the (locally durable) write itself changed.
     assert_eq!(j.status(m0), with_config(&before, "web", "r2", &["b"]));
 
     c.peers[1].signal(libc::SIGCONT);
     c.peers[2].signal(libc::SIGCONT);
-    j.wait_same(&addrs(&c), "the refused-but-durable write everywhere", |st| config(st, "web", "r2") == vec!["b"]);
+    j.wait_same(&addrs(&c), "the refused-but-durable write everywhere", |st| {
+        config(st, "web", "r2") == vec!["b"]
+    });
 }
 
 // --------------------------------------------------------------- the log
@@ -309,7 +363,11 @@ fn last_segment(dir: &Path) -> PathBuf {
     let mut segs: Vec<PathBuf> = std::fs::read_dir(dir.join("state"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("log-") && n.ends_with(".wal")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("log-") && n.ends_with(".wal"))
+        })
         .collect();
     segs.sort();
     segs.pop().expect("a log segment")
@@ -343,7 +401,12 @@ fn digits(s: &str) -> Option<u64> {
 
 /// The "state recovered" line of a peer's current run.
 fn recovered(p: &Peer) -> Value {
-    p.log.snapshot().into_iter().rev().find(|v| message(v) == "state recovered").expect("a state recovered line")
+    p.log
+        .snapshot()
+        .into_iter()
+        .rev()
+        .find(|v| message(v) == "state recovered")
+        .expect("a state recovered line")
 }
 
 #[test]
@@ -356,7 +419,8 @@ fn torn_tails_are_cut_and_corruption_stops_the_manager() {
     for i in 1..=3 {
         j.ok(c.peers[2].addr, &["config", "web", &format!("t{i}={i}"), "--wait-replicated", "2"]);
     }
-    let has_all = |st: &Value| (1..=3).all(|i| config(st, "web", &format!("t{i}")) == vec![i.to_string()]);
+    let has_all =
+        |st: &Value| (1..=3).all(|i| config(st, "web", &format!("t{i}")) == vec![i.to_string()]);
 
     // A crash mid-append: a header claiming 100 bytes, then 20 of them.
     assert!(c.peers[2].leave().success());
@@ -398,7 +462,10 @@ fn torn_tails_are_cut_and_corruption_stops_the_manager() {
     let addr = c.peers[2].addr.to_string();
     let err = peer_fails(&["--data-dir", &dir, "--listen", &addr]);
     assert!(err.contains(seg.to_str().unwrap()), "must name the file: {err}");
-    assert!(err.contains("corrupt") && err.contains("aside") && err.contains("restart"), "must say what to do: {err}");
+    assert!(
+        err.contains("corrupt") && err.contains("aside") && err.contains("restart"),
+        "must say what to do: {err}"
+    );
 
     // Doing what it says: the state comes back from the others.
     std::fs::rename(c.peers[2].dir.join("state"), c.peers[2].dir.join("state.corrupt")).unwrap();
@@ -416,7 +483,10 @@ fn append(path: &Path, bytes: &[u8]) {
 // ------------------------------------------------------------- bad input
 
 fn wal_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir.join("state")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+    std::fs::read_dir(dir.join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
 }
 
 #[test]
@@ -459,7 +529,11 @@ fn refused_commands_say_why_fail_and_change_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "juju {args:?} succeeded");
         assert!(err.contains(want), "juju {args:?}: expected {want:?} in: {err}");
-        assert!(out.stdout.is_empty(), "juju {args:?} printed {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.stdout.is_empty(),
+            "juju {args:?} printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert_eq!(j.status(p.addr), before, "juju {args:?} changed the state");
         assert_eq!(wal_bytes(&p.dir), disk, "juju {args:?} wrote to the log");
     }
@@ -481,14 +555,22 @@ fn status_answers_beyond_the_old_one_mib_frame_limit() {
         j.ok(p.addr, &["deploy", &format!("big{i}"), "--command", "sleep 1", "-n", "1000"]);
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let answer = rt.block_on(async { Api::connect(&p.client_file(), p.addr).await.call(&Request::Status).await });
+    let answer = rt.block_on(async {
+        Api::connect(&p.client_file(), p.addr).await.call(&Request::Status).await
+    });
     let bytes = bincode::serde::encode_to_vec(&answer, bincode::config::standard()).unwrap().len();
-    assert!(bytes > MAX_API_FRAME_BYTES, "the answer is {bytes} bytes: not over the old limit, so this tests nothing");
+    assert!(
+        bytes > MAX_API_FRAME_BYTES,
+        "the answer is {bytes} bytes: not over the old limit, so this tests nothing"
+    );
     let st = j.status(p.addr);
     assert_eq!(st["units"].as_array().map(Vec::len), Some(BIG_STATUS_UNITS as usize));
     assert_eq!(st["machines"].as_array().map(Vec::len), Some(BIG_STATUS_UNITS as usize));
     let table = j.ok(p.addr, &["status"]);
-    assert!(table.lines().count() > 2 * BIG_STATUS_UNITS as usize, "the table lists every machine and unit");
+    assert!(
+        table.lines().count() > 2 * BIG_STATUS_UNITS as usize,
+        "the table lists every machine and unit"
+    );
 }
 
 // -------------------------------------------------------------- retries
@@ -500,19 +582,34 @@ fn a_write_retried_with_its_request_id_is_applied_once_on_any_manager() {
     let j = Juju::new(c.peers[0].client_file());
     let (m0, m1) = (c.peers[0].addr, c.peers[1].addr);
     j.ok(m0, &["deploy", "web", "--command", "sleep 1"]);
-    j.wait_same(&addrs(&c), "the deploy everywhere", |st| st["applications"].as_array().is_some_and(|a| a.len() == 1));
+    j.wait_same(&addrs(&c), "the deploy everywhere", |st| {
+        st["applications"].as_array().is_some_and(|a| a.len() == 1)
+    });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let add = Request::Write { request_id: 0x5eed, cmd: StateCommand::AddMachine { n: 2 }, wait_replicated: 1, timeout_ms: 10_000 };
+    let add = Request::Write {
+        request_id: 0x5eed,
+        cmd: StateCommand::AddMachine { n: 2 },
+        wait_replicated: 1,
+        timeout_ms: 10_000,
+    };
     let (first, again, elsewhere) = rt.block_on(async {
-        let (a0, a1) = (Api::connect(&c.peers[0].client_file(), m0).await, Api::connect(&c.peers[0].client_file(), m1).await);
+        let (a0, a1) = (
+            Api::connect(&c.peers[0].client_file(), m0).await,
+            Api::connect(&c.peers[0].client_file(), m1).await,
+        );
         // wait_replicated 1: m1 holds the first attempt durably before the answer.
         (a0.call(&add).await, a0.call(&add).await, a1.call(&add).await)
     });
     let Response::Applied(outcome) = first else { panic!("{first:?}") };
     for (what, answer) in [("the same manager", again), ("another manager", elsewhere)] {
         // Same entities; each answer mints its own (equally valid) agent tokens.
-        let same = |o: &jujud::core::state::Outcome| o.ids == outcome.ids && o.machines == outcome.machines;
-        assert!(matches!(&answer, Response::Applied(o) if same(o)), "a retry on {what} answered {answer:?}, not {outcome:?}");
+        let same = |o: &jujud::core::state::Outcome| {
+            o.ids == outcome.ids && o.machines == outcome.machines
+        };
+        assert!(
+            matches!(&answer, Response::Applied(o) if same(o)),
+            "a retry on {what} answered {answer:?}, not {outcome:?}"
+        );
     }
     let st = j.wait_same(&addrs(&c), "the machines everywhere", |st| machine_ids(st).len() == 3);
     let made: BTreeSet<String> = outcome.ids.iter().cloned().collect();
@@ -524,10 +621,14 @@ fn a_write_retried_with_its_request_id_is_applied_once_on_any_manager() {
 /// Three namespaces joined by veth pairs to a bridge in a fourth (as in
 /// tests/partition.rs); a node's bridge port down cuts it off.
 fn down_then_back(lines: &[Value], member: &str) -> bool {
-    let Some(down) = lines.iter().position(|v| message(v) == "member down" && field(v, "member") == member) else {
+    let Some(down) =
+        lines.iter().position(|v| message(v) == "member down" && field(v, "member") == member)
+    else {
         return false;
     };
-    lines[down..].iter().any(|v| field(v, "member") == member && matches!(message(v), "member up" | "member renamed"))
+    lines[down..].iter().any(|v| {
+        field(v, "member") == member && matches!(message(v), "member up" | "member renamed")
+    })
 }
 
 /// Starts one manager per namespace and waits until all see each other.
@@ -537,7 +638,13 @@ fn netns_cluster(net: &Net, tmp: &Path) -> Vec<Peer> {
     let mut peers = vec![m0];
     for i in 1..net.nodes {
         let join = ["--join", seed.as_str()];
-        peers.push(Peer::start_with(Some(&net.ns(i)), &tmp.join(format!("m{i}")), net.addr(i), &join, Some(&token)));
+        peers.push(Peer::start_with(
+            Some(&net.ns(i)),
+            &tmp.join(format!("m{i}")),
+            net.addr(i),
+            &join,
+            Some(&token),
+        ));
     }
     for p in &peers {
         for q in peers.iter().filter(|q| q.id != p.id) {
@@ -552,7 +659,11 @@ fn writes_on_both_sides_of_a_partition_reach_everyone_after_the_heal() {
     let _serial = serial();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        assert_eq!(std::env::var("JUJUD_SKIP_NETNS").as_deref(), Ok("1"), "this test needs root (or JUJUD_SKIP_NETNS=1)");
+        assert_eq!(
+            std::env::var("JUJUD_SKIP_NETNS").as_deref(),
+            Ok("1"),
+            "this test needs root (or JUJUD_SKIP_NETNS=1)"
+        );
         eprintln!("skipped on purpose: not root");
         return;
     }
@@ -565,10 +676,14 @@ fn writes_on_both_sides_of_a_partition_reach_everyone_after_the_heal() {
 
     net.link(2, false);
     for p in &peers[..2] {
-        p.log.wait_for("the isolated manager declared down", |l| saw(l, "member down", &peers[2].id));
+        p.log.wait_for("the isolated manager declared down", |l| {
+            saw(l, "member down", &peers[2].id)
+        });
     }
     for q in &peers[..2] {
-        peers[2].log.wait_for("the isolated manager loses the others", |l| saw(l, "member down", &q.id));
+        peers[2]
+            .log
+            .wait_for("the isolated manager loses the others", |l| saw(l, "member down", &q.id));
     }
     let mut machines = BTreeSet::new();
     machines.extend(ids(&on(0).ok(all[0], &["add-machine", "-n", "2"])));

@@ -23,15 +23,33 @@ enum Joined {
 fn try_join(dir: &std::path::Path, seed: std::net::SocketAddr, token: &str) -> Joined {
     let addr = local(free_port());
     let mut cmd = Command::new(jujud_bin());
-    cmd.args(["peer", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--log-format", "json"]);
+    cmd.args([
+        "peer",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        &addr.to_string(),
+        "--log-format",
+        "json",
+    ]);
     cmd.args(["--join", &seed.to_string()]).env("JUJUD_TOKEN", token);
     let (mut child, log): (_, Arc<LogBook>) = spawn_logged(cmd);
-    log.wait_for("the joiner to run or fail", |l| l.iter().any(|v| message(v) == "manager starting" || message(v) == "jujud failed"));
+    log.wait_for("the joiner to run or fail", |l| {
+        l.iter().any(|v| message(v) == "manager starting" || message(v) == "jujud failed")
+    });
     let lines = log.snapshot();
     match lines.iter().find(|v| message(v) == "manager starting") {
         Some(start) => {
-            let (id, generation) = (field(start, "id"), field(start, "generation").parse().unwrap());
-            Joined::Admitted(Peer { child: Some(child), dir: dir.to_path_buf(), addr, log, id, generation })
+            let (id, generation) =
+                (field(start, "id"), field(start, "generation").parse().unwrap());
+            Joined::Admitted(Peer {
+                child: Some(child),
+                dir: dir.to_path_buf(),
+                addr,
+                log,
+                id,
+                generation,
+            })
         }
         None => {
             let _ = child.wait();
@@ -61,7 +79,9 @@ fn a_revocation_acknowledged_before_a_crash_holds_after_the_restart() {
     c.restart(0);
     let seed = c.peers[0].addr;
     match try_join(&c.tmp.path().join("late"), seed, &token) {
-        Joined::Admitted(_) => panic!("a token revoked before the crash admitted a manager after the restart"),
+        Joined::Admitted(_) => {
+            panic!("a token revoked before the crash admitted a manager after the restart")
+        }
         Joined::Failed(log) => assert!(log.contains("token revoked"), "{log}"),
     }
 }
@@ -88,9 +108,15 @@ fn a_manager_token_admits_one_manager_and_joins_say_why_they_fail() {
     ok(&c.juju(&["tokens", "revoke", &token_id(&other)]));
     // "done" came once every live manager held it: the other one lists it.
     let ep = c.peers[1].addr.to_string();
-    let out = ok(&juju(&c.peers[0].client_file(), &["tokens", "list", "--state", "revoked", "--format", "json", "--endpoint", &ep]));
+    let out = ok(&juju(
+        &c.peers[0].client_file(),
+        &["tokens", "list", "--state", "revoked", "--format", "json", "--endpoint", &ep],
+    ));
     let page: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(page["rows"].as_array().unwrap().iter().any(|r| r["token_id"] == token_id(&other).as_str()), "{page}");
+    assert!(
+        page["rows"].as_array().unwrap().iter().any(|r| r["token_id"] == token_id(&other).as_str()),
+        "{page}"
+    );
     match try_join(&c.tmp.path().join("c"), c.peers[1].addr, &other) {
         Joined::Admitted(_) => panic!("a revoked token admitted a manager"),
         Joined::Failed(log) => assert!(log.contains("token revoked"), "{log}"),
@@ -109,7 +135,8 @@ fn revokes_and_joins_keep_working_past_nine_thousand_machines() {
     }
     let outcome = common::agent::change(&c.peers[0].client_file(), &["add-machine", "-n", "1000"]);
     let (machine, agent_token) = common::agent::tokens(&outcome).remove(0);
-    let out = ok(&c.juju(&["tokens", "list", "--role", "agent", "--limit", "1", "--format", "json"]));
+    let out =
+        ok(&c.juju(&["tokens", "list", "--role", "agent", "--limit", "1", "--format", "json"]));
     let page: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(page["matched"], 9_000, "{page}");
     let doomed = ok(&c.juju(&["tokens", "create", "--ttl-secs", "600"]));
@@ -121,11 +148,22 @@ fn revokes_and_joins_keep_working_past_nine_thousand_machines() {
     }
     // A machine's agent joins too, and holds its machine.
     let mut cmd = Command::new(jujud_bin());
-    cmd.args(["agent", "--data-dir", c.tmp.path().join("agent").to_str().unwrap(), "--log-format", "json"]);
+    cmd.args([
+        "agent",
+        "--data-dir",
+        c.tmp.path().join("agent").to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
     cmd.args(["--seeds", &c.peers[0].addr.to_string()]).env("JUJUD_TOKEN", &agent_token);
     let (mut child, log) = spawn_logged(cmd);
-    log.wait_for("the agent to join or fail", |l| l.iter().any(|v| message(v) == "agent starting" || message(v) == "jujud failed"));
-    let started = log.snapshot().iter().any(|v| message(v) == "agent starting" && field(v, "machine") == machine);
+    log.wait_for("the agent to join or fail", |l| {
+        l.iter().any(|v| message(v) == "agent starting" || message(v) == "jujud failed")
+    });
+    let started = log
+        .snapshot()
+        .iter()
+        .any(|v| message(v) == "agent starting" && field(v, "machine") == machine);
     let _ = child.kill();
     let _ = child.wait();
     assert!(started, "the agent of {machine} did not join: {}", log.raw());
@@ -138,15 +176,31 @@ fn an_agent_stops_at_sigterm_while_its_join_is_retried() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = jujud::pki::ClusterCa::generate("gone").unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let token = jujud::pki::issue_token(&[7; 32], jujud::pki::CertRole::Agent, Some("m-1"), 600, now, &ca.fingerprint()).unwrap();
+    let token = jujud::pki::issue_token(
+        &[7; 32],
+        jujud::pki::CertRole::Agent,
+        Some("m-1"),
+        600,
+        now,
+        &ca.fingerprint(),
+    )
+    .unwrap();
     let mut cmd = Command::new(jujud_bin());
-    cmd.args(["agent", "--data-dir", tmp.path().join("a").to_str().unwrap(), "--log-format", "json"]);
+    cmd.args([
+        "agent",
+        "--data-dir",
+        tmp.path().join("a").to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
     cmd.args(["--seeds", &local(free_port()).to_string()]).env("JUJUD_TOKEN", token.to_string());
     let (mut child, log) = spawn_logged(cmd);
     log.wait_for("a retried join", |l| l.iter().any(|v| message(v).contains("asking again")));
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    log.wait_for("the agent to stop", |l| l.iter().any(|v| message(v).contains("asked to stop while joining")));
+    log.wait_for("the agent to stop", |l| {
+        l.iter().any(|v| message(v).contains("asked to stop while joining"))
+    });
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}\n{}", log.raw());
 }

@@ -33,7 +33,9 @@ pub struct Cost {
 
 /// `(rss kB, mapping)` of a process's largest mappings, from smaps.
 fn top_mappings(pid: i32, n: usize) -> String {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else { return "smaps unreadable".into() };
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return "smaps unreadable".into();
+    };
     let mut maps: Vec<(u64, String)> = Vec::new();
     let mut name = String::new();
     for line in text.lines() {
@@ -52,8 +54,15 @@ fn top_mappings(pid: i32, n: usize) -> String {
 /// Whether agent `j`'s newest workload process is alive and is not the agent.
 fn workload_alive(f: &Fleet, j: usize) -> bool {
     let who = crate::fleet::MANAGERS + j;
-    let pid = f.log.iter().rev().find(|e| e.who == who && e.msg == MSG_WORKLOAD_STARTED).and_then(|e| e.num("pid"));
-    pid.is_some_and(|p| Some(p as i32) != f.agents[j].pid() && std::path::Path::new(&format!("/proc/{p}")).exists())
+    let pid = f
+        .log
+        .iter()
+        .rev()
+        .find(|e| e.who == who && e.msg == MSG_WORKLOAD_STARTED)
+        .and_then(|e| e.num("pid"));
+    pid.is_some_and(|p| {
+        Some(p as i32) != f.agents[j].pid() && std::path::Path::new(&format!("/proc/{p}")).exists()
+    })
 }
 
 /// Waits `settle_ms` (the fleet must already be settled), then measures over
@@ -63,12 +72,18 @@ pub fn measure(f: &mut Fleet, settle_ms: u64, window_secs: u64) -> Res<Cost> {
     if !f.settled() {
         return Err("the fleet was not settled before the idle window".into());
     }
-    let pids: Vec<i32> = f.agents.iter().map(|a| a.pid().ok_or_else(|| "an agent is not running".to_string())).collect::<Res<_>>()?;
+    let pids: Vec<i32> = f
+        .agents
+        .iter()
+        .map(|a| a.pid().ok_or_else(|| "an agent is not running".to_string()))
+        .collect::<Res<_>>()?;
     let t0 = Instant::now();
     let ticks0: Vec<Option<u64>> = pids.iter().map(|&p| cpu_ticks(p)).collect();
     f.pump_for(window_secs * 1_000);
     let wall = t0.elapsed().as_secs_f64();
-    let mib = |kib: Option<u64>, what: &str, pid: i32| kib.map(|k| k as f64 / 1024.0).ok_or(format!("no {what} for pid {pid}"));
+    let mib = |kib: Option<u64>, what: &str, pid: i32| {
+        kib.map(|k| k as f64 / 1024.0).ok_or(format!("no {what} for pid {pid}"))
+    };
     let mut c = Cost {
         rss_mib: Samples::default(),
         anon_mib: Samples::default(),
@@ -89,7 +104,9 @@ pub fn measure(f: &mut Fleet, settle_ms: u64, window_secs: u64) -> Res<Cost> {
         c.file_mib.push(mib(status_kib(p, "RssFile"), "RssFile", p)?);
         c.threads.push(thread_count(p) as f64);
         let t1 = cpu_ticks(p).ok_or(format!("no stat for pid {p}"))?;
-        c.cpu_pct.push(t1.saturating_sub(ticks0[i].unwrap_or(t1)) as f64 / ticks_per_sec() / wall * 100.0);
+        c.cpu_pct.push(
+            t1.saturating_sub(ticks0[i].unwrap_or(t1)) as f64 / ticks_per_sec() / wall * 100.0,
+        );
     }
     for m in f.managers.iter().filter_map(|m| m.pid()) {
         c.manager_rss_mib.push(mib(rss_kib(m), "VmRSS", m)?);
@@ -109,10 +126,25 @@ fn thread_count(pid: i32) -> u64 {
 pub fn describe(c: &Cost, when: &str) -> Vec<String> {
     let f2 = |s: &Samples| format!("median {:.2} / worst {:.2}", s.median(), s.worst());
     vec![
-        format!("{when}: agent VmRSS MiB {} (n={}); of which RssAnon {} and RssFile {}", f2(&c.rss_mib), c.rss_mib.len(), f2(&c.anon_mib), f2(&c.file_mib)),
-        format!("{when}: agent idle CPU % over {:.0} s {}; threads {}", c.window_secs, f2(&c.cpu_pct), f2(&c.threads)),
+        format!(
+            "{when}: agent VmRSS MiB {} (n={}); of which RssAnon {} and RssFile {}",
+            f2(&c.rss_mib),
+            c.rss_mib.len(),
+            f2(&c.anon_mib),
+            f2(&c.file_mib)
+        ),
+        format!(
+            "{when}: agent idle CPU % over {:.0} s {}; threads {}",
+            c.window_secs,
+            f2(&c.cpu_pct),
+            f2(&c.threads)
+        ),
         format!("{when}: median agent's largest mappings: {}", c.top_mappings),
-        format!("{when}: manager VmRSS MiB {}; agents without a live workload process: {}", f2(&c.manager_rss_mib), c.missing_workloads),
+        format!(
+            "{when}: manager VmRSS MiB {}; agents without a live workload process: {}",
+            f2(&c.manager_rss_mib),
+            c.missing_workloads
+        ),
         format!("{when}: loadavg {}", common::loadavg()),
     ]
 }

@@ -42,7 +42,8 @@ pub struct Round {
 impl Round {
     /// The worst re-session minus detection, when both finished.
     pub fn margin(&self) -> Option<f64> {
-        let worst = self.resession.iter().copied().collect::<Option<Vec<_>>>()?.into_iter().max()?;
+        let worst =
+            self.resession.iter().copied().collect::<Option<Vec<_>>>()?.into_iter().max()?;
         Some(ms(worst) - ms(self.detection?))
     }
 }
@@ -59,9 +60,11 @@ fn since(e: Option<&crate::common::Ev>, t0: Instant) -> Option<Duration> {
 pub fn round(f: &mut Fleet) -> Res<Round> {
     let load1 = crate::common::load1();
     let sessions = f.sessions_per_manager();
-    let victim = (0..MANAGERS).max_by_key(|&i| (sessions[i], std::cmp::Reverse(i))).ok_or("no managers")?;
+    let victim =
+        (0..MANAGERS).max_by_key(|&i| (sessions[i], std::cmp::Reverse(i))).ok_or("no managers")?;
     let vid = f.managers[victim].id.clone();
-    let moved: Vec<usize> = (0..f.agents.len()).filter(|&j| f.session[j].as_deref() == Some(vid.as_str())).collect();
+    let moved: Vec<usize> =
+        (0..f.agents.len()).filter(|&j| f.session[j].as_deref() == Some(vid.as_str())).collect();
     let survivors: Vec<usize> = (0..MANAGERS).filter(|&i| i != victim).collect();
     let is_down = |e: &crate::common::Ev| e.msg == MSG_DOWN && e.text("member") == vid;
     let elsewhere = |e: &crate::common::Ev| e.msg == MSG_SESSION && e.text("manager") != vid;
@@ -72,24 +75,55 @@ pub fn round(f: &mut Fleet) -> Res<Round> {
         survivors.iter().all(|&m| f.first_after(mark, m, is_down).is_some())
             && moved.iter().all(|&j| f.first_after(mark, MANAGERS + j, elsewhere).is_some())
     });
-    let detection = survivors.iter().map(|&m| since(f.first_after(mark, m, is_down), t0)).collect::<Option<Vec<_>>>().and_then(|v| v.into_iter().max());
-    let resession = moved.iter().map(|&j| since(f.first_after(mark, MANAGERS + j, elsewhere), t0)).collect();
-    let agent_down = moved.iter().map(|&j| since(f.first_after(mark, MANAGERS + j, is_down), t0)).collect();
+    let detection = survivors
+        .iter()
+        .map(|&m| since(f.first_after(mark, m, is_down), t0))
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().max());
+    let resession =
+        moved.iter().map(|&j| since(f.first_after(mark, MANAGERS + j, elsewhere), t0)).collect();
+    let agent_down =
+        moved.iter().map(|&j| since(f.first_after(mark, MANAGERS + j, is_down), t0)).collect();
     let mark2 = f.log.len();
     let t1 = Instant::now();
     f.spawn_manager(victim, false)?;
-    f.wait_or(FORM_TIMEOUT_MS, &format!("settled fleet after restarting m{victim}"), Fleet::settled)?;
+    f.wait_or(
+        FORM_TIMEOUT_MS,
+        &format!("settled fleet after restarting m{victim}"),
+        Fleet::settled,
+    )?;
     let back_on = |e: &crate::common::Ev| e.msg == MSG_SESSION && e.text("manager") == vid;
-    let back = moved.iter().map(|&j| since(f.first_after(mark2, MANAGERS + j, back_on), t1)).collect::<Option<Vec<_>>>().and_then(|v| v.into_iter().max());
-    let stray_sessions = f.log[mark..].iter().filter(|e| e.msg == MSG_SESSION && e.who >= MANAGERS && !moved.contains(&(e.who - MANAGERS))).count();
+    let back = moved
+        .iter()
+        .map(|&j| since(f.first_after(mark2, MANAGERS + j, back_on), t1))
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().max());
+    let stray_sessions = f.log[mark..]
+        .iter()
+        .filter(|e| {
+            e.msg == MSG_SESSION && e.who >= MANAGERS && !moved.contains(&(e.who - MANAGERS))
+        })
+        .count();
     let failed_opens = (0..f.agents.len()).map(|j| failed_opens(f, mark, MANAGERS + j)).sum();
-    Ok(Round { victim, sessions, detection, resession, agent_down, back, stray_sessions, failed_opens, load1 })
+    Ok(Round {
+        victim,
+        sessions,
+        detection,
+        resession,
+        agent_down,
+        back,
+        stray_sessions,
+        failed_opens,
+        load1,
+    })
 }
 
 /// Session ids an agent used after `mark` without logging them opened: each
 /// open attempt takes the next id, so a gap is an attempt that failed.
 fn failed_opens(f: &Fleet, mark: usize, who: usize) -> u64 {
-    let id = |e: &crate::common::Ev| (e.who == who && e.msg == MSG_SESSION).then(|| e.num("session")).flatten();
+    let id = |e: &crate::common::Ev| {
+        (e.who == who && e.msg == MSG_SESSION).then(|| e.num("session")).flatten()
+    };
     let before = f.log[..mark].iter().rev().find_map(id).unwrap_or(0);
     let after: Vec<u64> = f.log[mark..].iter().filter_map(id).collect();
     after.last().map_or(0, |last| last.saturating_sub(before).saturating_sub(after.len() as u64))

@@ -106,7 +106,10 @@ fn juju(client_file: &Path, args: &[&str]) -> Res<Value> {
         .output()
         .map_err(|e| format!("juju: {e}"))?;
     if !out.status.success() {
-        return Err(format!("juju {args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "juju {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("juju {args:?}: not JSON: {e}"))
 }
@@ -118,7 +121,11 @@ impl Fleet {
     pub fn start(dir: &Path, agents: usize) -> Res<Fleet> {
         let (tx, rx) = mpsc::channel();
         let addrs = common::loopback_addrs(MANAGERS)?;
-        let managers = addrs.iter().enumerate().map(|(i, a)| Proc::new(dir.join(format!("m{i}")), Some(*a), String::new())).collect();
+        let managers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Proc::new(dir.join(format!("m{i}")), Some(*a), String::new()))
+            .collect();
         let mut f = Fleet {
             dir: dir.to_owned(),
             managers,
@@ -135,7 +142,10 @@ impl Fleet {
         f.spawn_manager(0, false)?;
         f.wait_or(FORM_TIMEOUT_MS, "the first manager to start", |f| f.managers[0].started)?;
         let path = f.managers[0].dir.join("join-token");
-        f.join_token = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?.trim().to_owned();
+        f.join_token = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .trim()
+            .to_owned();
         for i in 1..MANAGERS {
             f.spawn_manager(i, true)?;
         }
@@ -157,9 +167,11 @@ impl Fleet {
         let file = self.managers[0].dir.join("client.yaml");
         // The client file learns every live manager from this answer.
         juju(&file, &["members"])?;
-        let outcome = juju(&file, &["deploy", APP, "--command", WORKLOAD_CMD, "-n", &n.to_string()])?;
+        let outcome =
+            juju(&file, &["deploy", APP, "--command", WORKLOAD_CMD, "-n", &n.to_string()])?;
         let pairs = outcome["tokens"].as_array().ok_or("deploy outcome has no tokens")?;
-        let tokens: Vec<String> = pairs.iter().filter_map(|p| p[1].as_str().map(str::to_owned)).collect();
+        let tokens: Vec<String> =
+            pairs.iter().filter_map(|p| p[1].as_str().map(str::to_owned)).collect();
         if tokens.len() != n {
             return Err(format!("deploy -n {n} gave {} tokens", tokens.len()));
         }
@@ -168,11 +180,18 @@ impl Fleet {
 
     fn spawn_logged(&mut self, mut cmd: Command, who: usize, name: &str) -> Res<Child> {
         let filter = std::env::var(RUST_LOG_OVERRIDE_VAR).unwrap_or_else(|_| "info".into());
-        cmd.env("RUST_LOG", filter).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.env("RUST_LOG", filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("spawn {name}: {e}"))?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let log_path = self.dir.join(format!("{name}.log"));
-        let tee = File::options().create(true).append(true).open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let tee = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
         let tx = self.tx.clone();
         std::thread::spawn(move || common::read_json_log(stderr, who, tx, tee));
         Ok(child)
@@ -184,7 +203,12 @@ impl Fleet {
         let m = &self.managers[i];
         let addr = m.addr.ok_or("a manager without an address")?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_jujud"));
-        cmd.arg("peer").arg("--data-dir").arg(&m.dir).args(["--listen", &addr.to_string(), "--log-format", "json"]);
+        cmd.arg("peer").arg("--data-dir").arg(&m.dir).args([
+            "--listen",
+            &addr.to_string(),
+            "--log-format",
+            "json",
+        ]);
         if join {
             let seed = self.managers[0].addr.ok_or("no seed")?;
             // The token in the environment, never on the command line.
@@ -199,10 +223,15 @@ impl Fleet {
     /// Starts agent `j` with every manager as a seed.
     pub fn spawn_agent(&mut self, j: usize) -> Res<()> {
         self.view.retain(|(o, _), _| *o != MANAGERS + j);
-        let seeds: Vec<String> = self.managers.iter().filter_map(|m| m.addr).map(|a| a.to_string()).collect();
+        let seeds: Vec<String> =
+            self.managers.iter().filter_map(|m| m.addr).map(|a| a.to_string()).collect();
         let a = &self.agents[j];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_jujud"));
-        cmd.arg("agent").arg("--data-dir").arg(&a.dir).args(["--seeds", &seeds.join(","), "--log-format", "json"]).env("JUJUD_TOKEN", &a.token);
+        cmd.arg("agent")
+            .arg("--data-dir")
+            .arg(&a.dir)
+            .args(["--seeds", &seeds.join(","), "--log-format", "json"])
+            .env("JUJUD_TOKEN", &a.token);
         let child = self.spawn_logged(cmd, MANAGERS + j, &format!("a{j}"))?;
         let a = &mut self.agents[j];
         (a.child, a.started) = (Some(child), false);
@@ -211,7 +240,8 @@ impl Fleet {
 
     /// SIGKILL manager `i` and reap it.
     pub fn kill_manager(&mut self, i: usize) -> Res<()> {
-        let mut c = self.managers[i].child.take().ok_or_else(|| format!("manager {i} is not running"))?;
+        let mut c =
+            self.managers[i].child.take().ok_or_else(|| format!("manager {i} is not running"))?;
         c.kill().map_err(|e| format!("kill manager {i}: {e}"))?;
         let _ = c.wait();
         Ok(())
@@ -226,13 +256,28 @@ impl Fleet {
         match ev.msg.as_str() {
             "manager starting" | "agent starting" => {
                 let p = self.proc_mut(who);
-                (p.id, p.generation, p.started) = (ev.text("id"), ev.num("generation").unwrap_or(0), true);
+                (p.id, p.generation, p.started) =
+                    (ev.text("id"), ev.num("generation").unwrap_or(0), true);
             }
-            "was declared down; rejoined as a new generation" => self.proc_mut(who).generation = ev.num("generation").unwrap_or(0),
-            "member up" => _ = self.view.insert((who, ev.text("member")), (true, ev.num("generation").unwrap_or(0))),
-            "member renamed" => _ = self.view.insert((who, ev.text("member")), (true, ev.num("to").unwrap_or(0))),
-            MSG_DOWN => _ = self.view.insert((who, ev.text("member")), (false, ev.num("generation").unwrap_or(0))),
-            MSG_SESSION if who >= MANAGERS => self.session[who - MANAGERS] = Some(ev.text("manager")),
+            "was declared down; rejoined as a new generation" => {
+                self.proc_mut(who).generation = ev.num("generation").unwrap_or(0)
+            }
+            "member up" => {
+                _ = self
+                    .view
+                    .insert((who, ev.text("member")), (true, ev.num("generation").unwrap_or(0)))
+            }
+            "member renamed" => {
+                _ = self.view.insert((who, ev.text("member")), (true, ev.num("to").unwrap_or(0)))
+            }
+            MSG_DOWN => {
+                _ = self
+                    .view
+                    .insert((who, ev.text("member")), (false, ev.num("generation").unwrap_or(0)))
+            }
+            MSG_SESSION if who >= MANAGERS => {
+                self.session[who - MANAGERS] = Some(ev.text("manager"))
+            }
             MSG_WORKLOAD_STARTED if who >= MANAGERS => self.starts[who - MANAGERS] += 1,
             MSG_WORKLOAD_EXITED if who >= MANAGERS => self.exits[who - MANAGERS] += 1,
             _ => {}
@@ -259,8 +304,17 @@ impl Fleet {
     }
 
     /// [`Fleet::wait_until`], failing with `what` at the cap.
-    pub fn wait_or(&mut self, cap_ms: u64, what: &str, done: impl FnMut(&Fleet) -> bool) -> Res<()> {
-        if self.wait_until(cap_ms, done) { Ok(()) } else { Err(format!("no {what} within {cap_ms} ms; logs in {}", self.dir.display())) }
+    pub fn wait_or(
+        &mut self,
+        cap_ms: u64,
+        what: &str,
+        done: impl FnMut(&Fleet) -> bool,
+    ) -> Res<()> {
+        if self.wait_until(cap_ms, done) {
+            Ok(())
+        } else {
+            Err(format!("no {what} within {cap_ms} ms; logs in {}", self.dir.display()))
+        }
     }
 
     /// Keeps consuming events for `ms` (quiet time and measuring windows).
@@ -280,7 +334,11 @@ impl Fleet {
     /// Every running manager has started and sees every other one alive.
     pub fn managers_alive(&self) -> bool {
         (0..MANAGERS).filter(|&o| self.managers[o].child.is_some()).all(|o| {
-            self.managers[o].started && self.running_managers().filter(|m| m.id != self.managers[o].id).all(|m| self.sees(o, m))
+            self.managers[o].started
+                && self
+                    .running_managers()
+                    .filter(|m| m.id != self.managers[o].id)
+                    .all(|m| self.sees(o, m))
         })
     }
 
@@ -288,7 +346,10 @@ impl Fleet {
     /// managers (what the agent's core computes from its live list).
     pub fn best_manager(&self, j: usize) -> Option<String> {
         let key: NodeId = self.agents[j].id.parse().ok()?;
-        let ids = self.running_managers().filter(|m| m.started).filter_map(|m| m.id.parse::<NodeId>().ok());
+        let ids = self
+            .running_managers()
+            .filter(|m| m.started)
+            .filter_map(|m| m.id.parse::<NodeId>().ok());
         choice::best(key.0, ids).map(|id| id.to_string())
     }
 
@@ -312,6 +373,9 @@ impl Fleet {
 
     /// Sessions held per manager, by the agents' newest session lines.
     pub fn sessions_per_manager(&self) -> Vec<usize> {
-        self.managers.iter().map(|m| self.session.iter().filter(|s| s.as_deref() == Some(m.id.as_str())).count()).collect()
+        self.managers
+            .iter()
+            .map(|m| self.session.iter().filter(|s| s.as_deref() == Some(m.id.as_str())).count())
+            .collect()
     }
 }

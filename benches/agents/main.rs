@@ -46,11 +46,18 @@ struct Args {
 }
 
 fn number<T: std::str::FromStr>(name: &str, v: Option<String>) -> Res<T> {
-    v.ok_or_else(|| format!("{name} needs a value"))?.parse().map_err(|_| format!("{name}: not a number"))
+    v.ok_or_else(|| format!("{name} needs a value"))?
+        .parse()
+        .map_err(|_| format!("{name}: not a number"))
 }
 
 fn parse_args() -> Res<Args> {
-    let mut a = Args { rounds: DEFAULT_ROUNDS, agents: DEFAULT_AGENTS, idle_secs: DEFAULT_IDLE_SECS, keep_logs: false };
+    let mut a = Args {
+        rounds: DEFAULT_ROUNDS,
+        agents: DEFAULT_AGENTS,
+        idle_secs: DEFAULT_IDLE_SECS,
+        keep_logs: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -60,8 +67,12 @@ fn parse_args() -> Res<Args> {
             "--idle-secs" => a.idle_secs = number(&arg, it.next())?,
             "--keep-logs" => a.keep_logs = true,
             "-h" | "--help" => {
-                println!("cargo bench --bench agents -- [--rounds N] [--agents N] [--idle-secs S] [--keep-logs]");
-                println!("  AGENTS_BENCH_RUST_LOG=FILTER sets the processes' RUST_LOG (default info), e.g. info,jujud=debug");
+                println!(
+                    "cargo bench --bench agents -- [--rounds N] [--agents N] [--idle-secs S] [--keep-logs]"
+                );
+                println!(
+                    "  AGENTS_BENCH_RUST_LOG=FILTER sets the processes' RUST_LOG (default info), e.g. info,jujud=debug"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
@@ -78,7 +89,11 @@ fn print_header(a: &Args) {
     println!("machine: {}", common::machine());
     println!("loadavg at start: {}", common::loadavg());
     println!("commit: {}", common::commit());
-    println!("jujud: {} (preset lan), {MANAGERS} managers and {} agents on 127.0.0.1", env!("CARGO_BIN_EXE_jujud"), a.agents);
+    println!(
+        "jujud: {} (preset lan), {MANAGERS} managers and {} agents on 127.0.0.1",
+        env!("CARGO_BIN_EXE_jujud"),
+        a.agents
+    );
     println!(
         "run: {} rounds; idle window {} s after {IDLE_SETTLE_MS} ms quiet; round cap {ROUND_CAP_MS} ms; REBALANCE_SETTLE_MS {REBALANCE_SETTLE_MS}",
         a.rounds, a.idle_secs
@@ -96,11 +111,21 @@ impl Table {
     fn row(&mut self, figure: &str, s: &Samples, unit: &str, target: &str, verdict: &str) {
         let f = |v: f64| format!("{v:.0} {unit}");
         let f = |v: f64| if unit == "MiB" || unit == "%" { format!("{v:.2} {unit}") } else { f(v) };
-        self.0.push([figure.into(), s.len().to_string(), f(s.median()), f(s.worst()), target.into(), verdict.into()]);
+        self.0.push([
+            figure.into(),
+            s.len().to_string(),
+            f(s.median()),
+            f(s.worst()),
+            target.into(),
+            verdict.into(),
+        ]);
     }
 
     fn print(&self) {
-        println!("{:<52} {:>4} {:>10} {:>10}  {:<18} verdict", "figure", "n", "median", "worst", "target");
+        println!(
+            "{:<52} {:>4} {:>10} {:>10}  {:<18} verdict",
+            "figure", "n", "median", "worst", "target"
+        );
         for r in &self.0 {
             println!("{:<52} {:>4} {:>10} {:>10}  {:<18} {}", r[0], r[1], r[2], r[3], r[4], r[5]);
         }
@@ -112,7 +137,8 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn failover_rows(t: &mut Table, rounds: &[Round], wanted: usize) {
-    let (mut det, mut res, mut margin, mut back) = (Samples::default(), Samples::default(), Samples::default(), Samples::default());
+    let (mut det, mut res, mut margin, mut back) =
+        (Samples::default(), Samples::default(), Samples::default(), Samples::default());
     let mut timeouts = 0;
     for r in rounds {
         if let Some(d) = r.detection {
@@ -133,7 +159,13 @@ fn failover_rows(t: &mut Table, rounds: &[Round], wanted: usize) {
     t.row("SIGKILL -> member down on both surviving managers", &det, "ms", "-", "info");
     let capped = if timeouts > 0 { format!("info ({timeouts} at the cap)") } else { "info".into() };
     t.row("SIGKILL -> moved agent's session on another manager", &res, "ms", "-", &capped);
-    t.row("per round: worst re-session - detection", &margin, "ms", &format!("<= +{RESESSION_MARGIN_TARGET_MS:.0} ms"), verdict(ok));
+    t.row(
+        "per round: worst re-session - detection",
+        &margin,
+        "ms",
+        &format!("<= +{RESESSION_MARGIN_TARGET_MS:.0} ms"),
+        verdict(ok),
+    );
     t.row("restart -> victim's agents back on it", &back, "ms", "-", "info");
     let mut failed = Samples::default();
     rounds.iter().for_each(|r| failed.push(r.failed_opens as f64));
@@ -142,7 +174,13 @@ fn failover_rows(t: &mut Table, rounds: &[Round], wanted: usize) {
 
 fn cost_rows(t: &mut Table, c: &cost::Cost, when: &str) {
     let rss_ok = c.rss_mib.worst() <= IDLE_RSS_TARGET_MIB;
-    t.row(&format!("agent idle VmRSS ({when})"), &c.rss_mib, "MiB", &format!("<= {IDLE_RSS_TARGET_MIB:.0} MiB"), verdict(rss_ok));
+    t.row(
+        &format!("agent idle VmRSS ({when})"),
+        &c.rss_mib,
+        "MiB",
+        &format!("<= {IDLE_RSS_TARGET_MIB:.0} MiB"),
+        verdict(rss_ok),
+    );
     t.row(&format!("agent idle CPU ({when})"), &c.cpu_pct, "%", "-", "info");
 }
 
@@ -151,16 +189,29 @@ fn run(a: &Args, dir: &std::path::Path, t: &mut Table, notes: &mut Vec<String>) 
     let started = Instant::now();
     eprintln!("-- forming {MANAGERS} managers and {} agents", a.agents);
     let mut f = Fleet::start(dir, a.agents)?;
-    notes.push(format!("fleet formed and settled in {:.1} s; sessions per manager {:?}", started.elapsed().as_secs_f64(), f.sessions_per_manager()));
+    notes.push(format!(
+        "fleet formed and settled in {:.1} s; sessions per manager {:?}",
+        started.elapsed().as_secs_f64(),
+        f.sessions_per_manager()
+    ));
     let before = cost::measure(&mut f, IDLE_SETTLE_MS, a.idle_secs)?;
     notes.extend(cost::describe(&before, "idle before the rounds"));
     cost_rows(t, &before, "before");
     let (rounds, failure) = failover::run(&mut f, a.rounds);
-    notes.extend(rounds.iter().enumerate().map(|(i, r)| format!("round {}: {}", i + 1, failover::describe(r))));
+    notes.extend(
+        rounds
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("round {}: {}", i + 1, failover::describe(r))),
+    );
     failover_rows(t, &rounds, a.rounds);
     let mut load = Samples::default();
     rounds.iter().for_each(|r| load.push(r.load1));
-    notes.push(format!("load1 at the rounds' starts: median {:.2}, worst {:.2}", load.median(), load.worst()));
+    notes.push(format!(
+        "load1 at the rounds' starts: median {:.2}, worst {:.2}",
+        load.median(),
+        load.worst()
+    ));
     if let Some(e) = failure {
         return Err(e);
     }
@@ -171,8 +222,17 @@ fn run(a: &Args, dir: &std::path::Path, t: &mut Table, notes: &mut Vec<String>) 
     let (starts, exits): (u64, u64) = (f.starts.iter().sum(), f.exits.iter().sum());
     let mut s = Samples::default();
     s.push(extra as f64);
-    t.row("workload starts beyond the first, all rounds", &s, "", "0", verdict(extra == 0 && starts == a.agents as u64));
-    notes.push(format!("workloads: {starts} starts and {exits} exits logged by {} agents over the whole run", a.agents));
+    t.row(
+        "workload starts beyond the first, all rounds",
+        &s,
+        "",
+        "0",
+        verdict(extra == 0 && starts == a.agents as u64),
+    );
+    notes.push(format!(
+        "workloads: {starts} starts and {exits} exits logged by {} agents over the whole run",
+        a.agents
+    ));
     Ok(extra)
 }
 

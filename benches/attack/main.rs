@@ -15,16 +15,16 @@
 //! fails), or send anything beyond loopback; every loop is bounded in count
 //! and time.
 
-use testkit::bench as common;
 use testkit::attack;
+use testkit::bench as common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 type Res<T> = Result<T, String>;
@@ -65,7 +65,9 @@ struct Args {
 fn parse_args() -> Res<Args> {
     let mut a = Args { rate: 1_000, attempts: 20, agents: 100, streams: 4 };
     let mut it = std::env::args().skip(1);
-    let num = |v: Option<String>, n: &str| -> Res<u64> { v.ok_or(format!("{n} needs a value"))?.parse().map_err(|_| format!("{n}: not a number")) };
+    let num = |v: Option<String>, n: &str| -> Res<u64> {
+        v.ok_or(format!("{n} needs a value"))?.parse().map_err(|_| format!("{n}: not a number"))
+    };
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--bench" => {}
@@ -74,7 +76,9 @@ fn parse_args() -> Res<Args> {
             "--agents" => a.agents = num(it.next(), &arg)? as usize,
             "--streams" => a.streams = num(it.next(), &arg)? as usize,
             "-h" | "--help" => {
-                println!("cargo bench --bench attack -- [--rate N/s] [--attempts N] [--agents N] [--streams N]");
+                println!(
+                    "cargo bench --bench attack -- [--rate N/s] [--attempts N] [--agents N] [--streams N]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
@@ -100,10 +104,25 @@ impl Drop for Manager {
     }
 }
 
-fn start(i: usize, root: &Path, addr: SocketAddr, metrics: SocketAddr, join: Option<(SocketAddr, String)>, tx: mpsc::Sender<common::Ev>) -> Res<Manager> {
+fn start(
+    i: usize,
+    root: &Path,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+    join: Option<(SocketAddr, String)>,
+    tx: mpsc::Sender<common::Ev>,
+) -> Res<Manager> {
     let dir = root.join(format!("m{i}"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_jujud"));
-    cmd.args(["peer", "--data-dir", dir.to_str().unwrap_or_default(), "--listen", &addr.to_string(), "--log-format", "json"]);
+    cmd.args([
+        "peer",
+        "--data-dir",
+        dir.to_str().unwrap_or_default(),
+        "--listen",
+        &addr.to_string(),
+        "--log-format",
+        "json",
+    ]);
     cmd.args(["--metrics-listen", &metrics.to_string()]).env("RUST_LOG", "info");
     if let Some((seed, token)) = join {
         cmd.args(["--join", &seed.to_string()]).env("JUJUD_TOKEN", token);
@@ -117,7 +136,12 @@ fn start(i: usize, root: &Path, addr: SocketAddr, metrics: SocketAddr, join: Opt
 }
 
 /// Waits until `pred` holds over the events so far.
-fn wait(rx: &mpsc::Receiver<common::Ev>, seen: &mut Vec<common::Ev>, what: &str, pred: impl Fn(&[common::Ev]) -> bool) -> Res<()> {
+fn wait(
+    rx: &mpsc::Receiver<common::Ev>,
+    seen: &mut Vec<common::Ev>,
+    what: &str,
+    pred: impl Fn(&[common::Ev]) -> bool,
+) -> Res<()> {
     let deadline = Instant::now() + Duration::from_millis(EVENT_CAP_MS);
     while !pred(seen) {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -134,19 +158,37 @@ fn cluster(root: &Path) -> Res<(Vec<Manager>, mpsc::Receiver<common::Ev>)> {
     let (tx, rx) = mpsc::channel();
     let mut seen = Vec::new();
     let m0 = start(0, root, addrs[0], addrs[3], None, tx.clone())?;
-    wait(&rx, &mut seen, "m0 starting", |s| s.iter().any(|e| e.who == 0 && e.msg == "manager starting"))?;
-    let token = std::fs::read_to_string(m0.dir.join("join-token")).map_err(|e| e.to_string())?.trim().to_string();
+    wait(&rx, &mut seen, "m0 starting", |s| {
+        s.iter().any(|e| e.who == 0 && e.msg == "manager starting")
+    })?;
+    let token = std::fs::read_to_string(m0.dir.join("join-token"))
+        .map_err(|e| e.to_string())?
+        .trim()
+        .to_string();
     let mut ms = vec![m0];
     for i in 1..3 {
-        ms.push(start(i, root, addrs[i], addrs[3 + i], Some((addrs[0], token.clone())), tx.clone())?);
+        ms.push(start(
+            i,
+            root,
+            addrs[i],
+            addrs[3 + i],
+            Some((addrs[0], token.clone())),
+            tx.clone(),
+        )?);
     }
-    let ups = |s: &[common::Ev], who: usize| s.iter().filter(|e| e.who == who && e.msg == "member up").count();
+    let ups = |s: &[common::Ev], who: usize| {
+        s.iter().filter(|e| e.who == who && e.msg == "member up").count()
+    };
     wait(&rx, &mut seen, "every manager to see the others", |s| (0..3).all(|w| ups(s, w) >= 2))?;
     Ok((ms, rx))
 }
 
 /// Samples a process's RSS until `stop`, keeping the peak (KiB).
-fn rss_sampler(pid: u32, stop: Arc<AtomicBool>, peak: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+fn rss_sampler(
+    pid: u32,
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             if let Some(k) = attack::rss_kib(pid) {
@@ -163,7 +205,11 @@ fn metric(addr: SocketAddr, prefix: &str) -> String {
     let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).unwrap_or("0").to_string()
+    out.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or("0")
+        .to_string()
 }
 
 fn mib(kib: u64) -> f64 {
@@ -186,21 +232,41 @@ fn flood_scenario(a: &Args, ms: &[Manager], rt: &tokio::runtime::Runtime) -> Res
     let want = (a.rate * 3) as usize;
     let t = Instant::now();
     let flights = rt.block_on(attack::first_flights(want, attack::join_config(&ca)));
-    println!("captured {} distinct first flights (Initial, {} bytes each) in {:.1} s", flights.len(), flights.first().map_or(0, |f| f.len()), t.elapsed().as_secs_f64());
+    println!(
+        "captured {} distinct first flights (Initial, {} bytes each) in {:.1} s",
+        flights.len(),
+        flights.first().map_or(0, |f| f.len()),
+        t.elapsed().as_secs_f64()
+    );
     if flights.is_empty() {
         return Err("no first flight captured".into());
     }
     // A client file naming only the flooded manager.
-    let mut file = jujud::runtime::clientfile::ClientFile::load(&ms[0].dir.join("client.yaml")).map_err(|e| e.to_string())?;
+    let mut file = jujud::runtime::clientfile::ClientFile::load(&ms[0].dir.join("client.yaml"))
+        .map_err(|e| e.to_string())?;
     file.endpoints = vec![target.addr];
     let client = target.dir.join("flooded-client.yaml");
     std::fs::write(&client, file.to_yaml()).map_err(|e| e.to_string())?;
 
-    let (stop, sent, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(idle)));
+    let (stop, sent, peak) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicU64::new(idle)),
+    );
     let sampler = rss_sampler(pid, stop.clone(), peak.clone());
     let flooder = {
         let (stop, sent, addr, rate) = (stop.clone(), sent.clone(), target.addr, a.rate);
-        std::thread::spawn(move || attack::flood(addr, &flights, rate, FLOOD_MAX_SECS, (rate * FLOOD_MAX_SECS) as usize, &stop, &sent))
+        std::thread::spawn(move || {
+            attack::flood(
+                addr,
+                &flights,
+                rate,
+                FLOOD_MAX_SECS,
+                (rate * FLOOD_MAX_SECS) as usize,
+                &stop,
+                &sent,
+            )
+        })
     };
     while sent.load(Ordering::Relaxed) < (a.rate * FLOOD_LEAD_SECS) as usize {
         std::thread::sleep(Duration::from_millis(10)); // until the lead of the flood went out
@@ -210,7 +276,8 @@ fn flood_scenario(a: &Args, ms: &[Manager], rt: &tokio::runtime::Runtime) -> Res
     for i in 0..a.attempts {
         let t = Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_juju"))
-            .arg("--client-config").arg(&client)
+            .arg("--client-config")
+            .arg(&client)
             .args(["status", "--endpoint", &target.addr.to_string()])
             .output()
             .map_err(|e| format!("juju: {e}"))?;
@@ -219,7 +286,10 @@ fn flood_scenario(a: &Args, ms: &[Manager], rt: &tokio::runtime::Runtime) -> Res
         ok += usize::from(good);
         lat.push(ms_taken);
         if !out.status.success() {
-            println!("  attempt {i}: failed after {ms_taken:.0} ms: {}", String::from_utf8_lossy(&out.stderr).trim());
+            println!(
+                "  attempt {i}: failed after {ms_taken:.0} ms: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         std::thread::sleep(Duration::from_millis(ATTEMPT_GAP_MS)); // spacing of attempts
     }
@@ -230,13 +300,37 @@ fn flood_scenario(a: &Args, ms: &[Manager], rt: &tokio::runtime::Runtime) -> Res
     let mut sorted = lat.clone();
     sorted.sort_by(f64::total_cmp);
     let peak = peak.load(Ordering::Relaxed);
-    println!("flood: {} first flights in {:.1} s ({:.0}/s) at {}", report.sent, report.secs, report.sent as f64 / report.secs, target.addr);
-    println!("juju status through the flooded manager: {ok} of {} within {STATUS_TARGET_MS} ms; latency median {:.0} ms, worst {:.0} ms (n={})",
-        a.attempts, percentile(&sorted, 0.5), sorted.last().copied().unwrap_or(f64::NAN), sorted.len());
-    println!("flooded manager RSS: idle {:.1} MiB, peak {:.1} MiB, growth {:.1} MiB (target <= {RSS_MARGIN_MIB}); alive after: {alive}",
-        mib(idle), mib(peak), mib(peak) - mib(idle));
-    for reason in ["handshake_retry", "handshake_limit", "handshake_per_source", "handshake_timeout", "handshake_failed"] {
-        println!("  drops {reason}: {}", metric(target.metrics, &format!("jujud_datagram_drops_total{{reason=\"{reason}\"}}")));
+    println!(
+        "flood: {} first flights in {:.1} s ({:.0}/s) at {}",
+        report.sent,
+        report.secs,
+        report.sent as f64 / report.secs,
+        target.addr
+    );
+    println!(
+        "juju status through the flooded manager: {ok} of {} within {STATUS_TARGET_MS} ms; latency median {:.0} ms, worst {:.0} ms (n={})",
+        a.attempts,
+        percentile(&sorted, 0.5),
+        sorted.last().copied().unwrap_or(f64::NAN),
+        sorted.len()
+    );
+    println!(
+        "flooded manager RSS: idle {:.1} MiB, peak {:.1} MiB, growth {:.1} MiB (target <= {RSS_MARGIN_MIB}); alive after: {alive}",
+        mib(idle),
+        mib(peak),
+        mib(peak) - mib(idle)
+    );
+    for reason in [
+        "handshake_retry",
+        "handshake_limit",
+        "handshake_per_source",
+        "handshake_timeout",
+        "handshake_failed",
+    ] {
+        println!(
+            "  drops {reason}: {}",
+            metric(target.metrics, &format!("jujud_datagram_drops_total{{reason=\"{reason}\"}}"))
+        );
     }
     Ok(())
 }
@@ -257,12 +351,21 @@ fn agents_scenario(a: &Args, ms: &[Manager], rt: &tokio::runtime::Runtime) -> Re
             tasks.spawn(async move {
                 let mut conn = None;
                 for _ in 0..AGENT_DIAL_TRIES {
-                    match attack::agent_conn(&ca, addr, 0x0a11_ce00_0000_1000 + n as u64, &format!("m-bench-{n}")).await {
+                    match attack::agent_conn(
+                        &ca,
+                        addr,
+                        0x0a11_ce00_0000_1000 + n as u64,
+                        &format!("m-bench-{n}"),
+                    )
+                    .await
+                    {
                         Ok(c) => {
                             conn = Some(c);
                             break;
                         }
-                        Err(_) => tokio::time::sleep(Duration::from_millis(AGENT_DIAL_GAP_MS)).await, // an attacker's retry pace
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(AGENT_DIAL_GAP_MS)).await
+                        } // an attacker's retry pace
                     }
                 }
                 let Some(conn) = conn else { return (false, false) };
@@ -273,8 +376,10 @@ fn agents_scenario(a: &Args, ms: &[Manager], rt: &tokio::runtime::Runtime) -> Re
                         Err(_) => break,
                     }
                 }
-                let closed = matches!(tokio::time::timeout(Duration::from_millis(CLOSE_CAP_MS), conn.closed()).await,
-                    Ok(quinn::ConnectionError::ApplicationClosed(_)));
+                let closed = matches!(
+                    tokio::time::timeout(Duration::from_millis(CLOSE_CAP_MS), conn.closed()).await,
+                    Ok(quinn::ConnectionError::ApplicationClosed(_))
+                );
                 drop(held);
                 (true, closed)
             });
@@ -289,12 +394,24 @@ fn agents_scenario(a: &Args, ms: &[Manager], rt: &tokio::runtime::Runtime) -> Re
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let peak = peak.load(Ordering::Relaxed);
-    println!("agents: {connected} of {} connected with agent certificates, {} state streams each announcing 256 MiB ({} KiB sent each)",
-        a.agents, a.streams, STATE_BYTES_SENT >> 10);
+    println!(
+        "agents: {connected} of {} connected with agent certificates, {} state streams each announcing 256 MiB ({} KiB sent each)",
+        a.agents,
+        a.streams,
+        STATE_BYTES_SENT >> 10
+    );
     println!("connections the manager closed within {CLOSE_CAP_MS} ms: {closed} of {connected}");
-    println!("manager RSS: idle {:.1} MiB, peak {:.1} MiB, growth {:.1} MiB (target <= {RSS_MARGIN_MIB}); alive after: {}",
-        mib(idle), mib(peak), mib(peak) - mib(idle), attack::rss_kib(pid).is_some());
-    println!("  drops unauthorised_stream: {}", metric(target.metrics, "jujud_datagram_drops_total{reason=\"unauthorised_stream\"}"));
+    println!(
+        "manager RSS: idle {:.1} MiB, peak {:.1} MiB, growth {:.1} MiB (target <= {RSS_MARGIN_MIB}); alive after: {}",
+        mib(idle),
+        mib(peak),
+        mib(peak) - mib(idle),
+        attack::rss_kib(pid).is_some()
+    );
+    println!(
+        "  drops unauthorised_stream: {}",
+        metric(target.metrics, "jujud_datagram_drops_total{reason=\"unauthorised_stream\"}")
+    );
     Ok(())
 }
 
@@ -305,7 +422,11 @@ fn run() -> Res<()> {
     println!("loadavg at start: {}", common::loadavg());
     let tmp = std::env::temp_dir().join(format!("jujud-attack-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let (ms, _events) = cluster(&tmp)?;
     println!("3 managers up; attacking {}", ms[2].addr);
     flood_scenario(&a, &ms, &rt)?;

@@ -68,11 +68,17 @@ pub fn parse_jujud(line: &str) -> Option<(Kind, String, u64)> {
     let num = |k: &str| f.get(k).and_then(|x| x.as_u64());
     match f.get("message")?.as_str()? {
         "manager starting" => Some((Kind::SelfGen, text("id")?, num("generation")?)),
-        "was declared down; rejoined as a new generation" => Some((Kind::SelfGen, String::new(), num("generation")?)),
+        "was declared down; rejoined as a new generation" => {
+            Some((Kind::SelfGen, String::new(), num("generation")?))
+        }
         "member up" => Some((Kind::Up, text("member")?, num("generation")?)),
         "member renamed" => Some((Kind::Up, text("member")?, num("to")?)),
         "member down" => {
-            let kind = if f.get("left").and_then(|x| x.as_bool()) == Some(true) { Kind::Left } else { Kind::Down };
+            let kind = if f.get("left").and_then(|x| x.as_bool()) == Some(true) {
+                Kind::Left
+            } else {
+                Kind::Down
+            };
             Some((kind, text("member")?, num("generation")?))
         }
         _ => None,
@@ -98,7 +104,13 @@ pub fn parse_serf(line: &str) -> Option<(Kind, String, u64)> {
 
 /// Reads one stream line by line (lossy UTF-8), tees it to `tee`, and sends
 /// every parsed line stamped with its arrival time. Ends at EOF.
-pub fn read_stream(stream: impl Read, observer: usize, parse: Parser, tx: Sender<Ev>, mut tee: File) {
+pub fn read_stream(
+    stream: impl Read,
+    observer: usize,
+    parse: Parser,
+    tx: Sender<Ev>,
+    mut tee: File,
+) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
@@ -165,22 +177,47 @@ impl Cluster {
             let name = if flavor == Flavor::Serf { format!("s{i}") } else { String::new() };
             let d = dir.join(format!("n{i}"));
             std::fs::create_dir_all(&d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
-            nodes.push(Node { dir: d, port, aux_port, name, generation: 0, started: false, stopped: false, child: None });
+            nodes.push(Node {
+                dir: d,
+                port,
+                aux_port,
+                name,
+                generation: 0,
+                started: false,
+                stopped: false,
+                child: None,
+            });
         }
-        let mut c = Cluster { flavor, bin: bin.to_owned(), dir, nodes, token: String::new(), tx, rx, log: Vec::new(), view: HashMap::new() };
+        let mut c = Cluster {
+            flavor,
+            bin: bin.to_owned(),
+            dir,
+            nodes,
+            token: String::new(),
+            tx,
+            rx,
+            log: Vec::new(),
+            view: HashMap::new(),
+        };
         c.spawn(0, None)?;
         if !c.wait_until(FORM_TIMEOUT_MS, |c| c.nodes[0].started) {
             return Err(format!("{flavor:?}: first member never started; see {}", c.dir.display()));
         }
         if flavor == Flavor::Jujud {
             let path = c.nodes[0].dir.join("join-token");
-            c.token = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?.trim().to_owned();
+            c.token = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .trim()
+                .to_owned();
         }
         for i in 1..MANAGERS {
             c.spawn(i, Some(0))?;
         }
         if !c.wait_until(FORM_TIMEOUT_MS, Cluster::all_alive) {
-            return Err(format!("{flavor:?}: cluster did not form in {FORM_TIMEOUT_MS} ms; logs in {}", c.dir.display()));
+            return Err(format!(
+                "{flavor:?}: cluster did not form in {FORM_TIMEOUT_MS} ms; logs in {}",
+                c.dir.display()
+            ));
         }
         c.pump_for(FORM_SETTLE_MS);
         Ok(c)
@@ -198,12 +235,17 @@ impl Cluster {
                 cmd.args(["--listen", &format!("127.0.0.1:{}", n.port), "--log-format", "json"]);
                 cmd.args(["--metrics-listen", &format!("127.0.0.1:{}", n.aux_port)]);
                 if let Some(j) = join {
-                    cmd.args(["--join", &format!("127.0.0.1:{}", self.nodes[j].port)]).env("JUJUD_TOKEN", &self.token);
+                    cmd.args(["--join", &format!("127.0.0.1:{}", self.nodes[j].port)])
+                        .env("JUJUD_TOKEN", &self.token);
                 }
                 cmd.env_remove("RUST_LOG");
             }
             Flavor::Serf => {
-                cmd.args(["agent", &format!("-node={}", n.name), &format!("-bind=127.0.0.1:{}", n.port)]);
+                cmd.args([
+                    "agent",
+                    &format!("-node={}", n.name),
+                    &format!("-bind=127.0.0.1:{}", n.port),
+                ]);
                 cmd.arg(format!("-rpc-addr=127.0.0.1:{}", n.aux_port));
                 if let Some(j) = join {
                     cmd.arg(format!("-join=127.0.0.1:{}", self.nodes[j].port));
@@ -218,10 +260,16 @@ impl Cluster {
             .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
         let parse: Parser = if self.flavor == Flavor::Jujud { parse_jujud } else { parse_serf };
         let log_path = self.dir.join(format!("n{i}.log"));
-        let streams: [Option<Box<dyn Read + Send>>; 2] =
-            [child.stdout.take().map(|s| Box::new(s) as _), child.stderr.take().map(|s| Box::new(s) as _)];
+        let streams: [Option<Box<dyn Read + Send>>; 2] = [
+            child.stdout.take().map(|s| Box::new(s) as _),
+            child.stderr.take().map(|s| Box::new(s) as _),
+        ];
         for stream in streams.into_iter().flatten() {
-            let tee = File::options().create(true).append(true).open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+            let tee = File::options()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(|e| format!("{}: {e}", log_path.display()))?;
             let tx = self.tx.clone();
             std::thread::spawn(move || read_stream(stream, i, parse, tx, tee));
         }
@@ -231,7 +279,11 @@ impl Cluster {
     }
 
     pub fn pid(&self, i: usize) -> Res<i32> {
-        self.nodes[i].child.as_ref().map(|c| c.id() as i32).ok_or_else(|| format!("member {i} is not running"))
+        self.nodes[i]
+            .child
+            .as_ref()
+            .map(|c| c.id() as i32)
+            .ok_or_else(|| format!("member {i} is not running"))
     }
 
     pub fn signal(&mut self, i: usize, sig: i32) -> Res<()> {
@@ -264,7 +316,9 @@ impl Cluster {
                 (n.generation, n.started) = (ev.generation, true);
             }
             Kind::Up => _ = self.view.insert((me, ev.member.clone()), (true, ev.generation)),
-            Kind::Down | Kind::Left => _ = self.view.insert((me, ev.member.clone()), (false, ev.generation)),
+            Kind::Down | Kind::Left => {
+                _ = self.view.insert((me, ev.member.clone()), (false, ev.generation))
+            }
         }
         self.log.push(ev);
     }
@@ -292,18 +346,24 @@ impl Cluster {
 
     /// Every running, unfrozen member sees every other at its own generation.
     pub fn all_alive(&self) -> bool {
-        self.nodes.iter().enumerate().filter(|(_, n)| n.child.is_some() && !n.stopped).all(|(o, _)| {
-            self.nodes
-                .iter()
-                .enumerate()
-                .filter(|(m, _)| *m != o)
-                .all(|(_, m)| m.started && self.view.get(&(o, m.name.clone())) == Some(&(true, m.generation)))
-        })
+        self.nodes.iter().enumerate().filter(|(_, n)| n.child.is_some() && !n.stopped).all(
+            |(o, _)| {
+                self.nodes.iter().enumerate().filter(|(m, _)| *m != o).all(|(_, m)| {
+                    m.started && self.view.get(&(o, m.name.clone())) == Some(&(true, m.generation))
+                })
+            },
+        )
     }
 
     /// Once each observer has logged an event matching `want` after log
     /// index `mark`, the latest of those first arrivals minus `t0`.
-    pub fn all_saw(&self, mark: usize, t0: Instant, observers: &[usize], want: &dyn Fn(&Ev) -> bool) -> Option<Duration> {
+    pub fn all_saw(
+        &self,
+        mark: usize,
+        t0: Instant,
+        observers: &[usize],
+        want: &dyn Fn(&Ev) -> bool,
+    ) -> Option<Duration> {
         let mut latest = Duration::ZERO;
         for &o in observers {
             let ev = self.log[mark..].iter().find(|e| e.observer == o && want(e))?;
@@ -312,7 +372,13 @@ impl Cluster {
         Some(latest)
     }
 
-    pub fn wait_all_saw(&mut self, mark: usize, t0: Instant, observers: &[usize], want: &dyn Fn(&Ev) -> bool) -> Option<Duration> {
+    pub fn wait_all_saw(
+        &mut self,
+        mark: usize,
+        t0: Instant,
+        observers: &[usize],
+        want: &dyn Fn(&Ev) -> bool,
+    ) -> Option<Duration> {
         let mut got = None;
         self.wait_until(ROUND_TIMEOUT_MS, |c| {
             got = c.all_saw(mark, t0, observers, want);
@@ -325,7 +391,11 @@ impl Cluster {
     pub fn stray_downs(&self, mark: usize, victim: usize) -> Vec<String> {
         let name = &self.nodes[victim].name;
         let stray = |e: &&Ev| e.kind == Kind::Down && (&e.member != name || e.observer == victim);
-        self.log[mark..].iter().filter(stray).map(|e| format!("n{} saw {} g{} down", e.observer, e.member, e.generation)).collect()
+        self.log[mark..]
+            .iter()
+            .filter(stray)
+            .map(|e| format!("n{} saw {} g{} down", e.observer, e.member, e.generation))
+            .collect()
     }
 
     pub fn scrape(&self, i: usize) -> Option<HashMap<String, f64>> {
@@ -345,7 +415,9 @@ pub fn scrape_metrics(port: u16) -> Option<HashMap<String, f64>> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let body = &text[text.find("\r\n\r\n")? + 4..];
-    let sample = |l: &str| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse::<f64>().ok()?)));
+    let sample = |l: &str| {
+        l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse::<f64>().ok()?)))
+    };
     Some(body.lines().filter(|l| !l.starts_with('#')).filter_map(sample).collect())
 }
 
@@ -385,7 +457,8 @@ pub fn pin(tid: i32, cpu: usize) -> Res<()> {
 /// Pins every thread of `pid` to `cpu` and lowers its priority; returns how
 /// many threads were changed. Threads started later inherit both.
 pub fn starve_threads(pid: i32, cpu: usize) -> Res<usize> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| format!("/proc/{pid}/task: {e}"))?;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("/proc/{pid}/task: {e}"))?;
     let mut count = 0;
     for tid in tasks.flatten().filter_map(|t| t.file_name().to_str()?.parse::<i32>().ok()) {
         pin(tid, cpu)?;
@@ -411,7 +484,11 @@ impl Drop for BusyLoops {
 pub fn busy_loops(cpu: usize) -> Res<BusyLoops> {
     let mut loops = BusyLoops(Vec::new());
     for _ in 0..STARVE_BUSY_LOOPS {
-        let c = Command::new("sh").args(["-c", "while :; do :; done"]).stdin(Stdio::null()).spawn().map_err(|e| format!("sh: {e}"))?;
+        let c = Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("sh: {e}"))?;
         let pid = c.id() as i32;
         loops.0.push(c);
         pin(pid, cpu)?;

@@ -22,11 +22,11 @@ mod cluster;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{cpu_ticks, rss_kib, sh};
 use cluster::{
-    Cluster, Ev, Flavor, Kind, MANAGERS, ROUND_TIMEOUT_MS, Res, STARVE_BUSY_LOOPS, STARVE_NICE, busy_loops, others, schedstat,
-    starve_threads,
+    Cluster, Ev, Flavor, Kind, MANAGERS, ROUND_TIMEOUT_MS, Res, STARVE_BUSY_LOOPS, STARVE_NICE,
+    busy_loops, others, schedstat, starve_threads,
 };
+use common::{cpu_ticks, rss_kib, sh};
 
 const DEFAULT_ROUNDS: usize = 20;
 const DEFAULT_STARVE_SECS: u64 = 60;
@@ -109,7 +109,10 @@ impl Times {
         if let Some(t) = worst_max {
             target.push(format!("worst<={}", fmt(t)));
         }
-        let ok = timeouts == 0 && done > 0 && median_max.is_none_or(|t| median <= t) && worst_max.is_none_or(|t| worst <= t);
+        let ok = timeouts == 0
+            && done > 0
+            && median_max.is_none_or(|t| median <= t)
+            && worst_max.is_none_or(|t| worst <= t);
         let verdict = if target.is_empty() {
             "info"
         } else if ok {
@@ -117,7 +120,8 @@ impl Times {
         } else {
             "misses"
         };
-        let worst = if timeouts > 0 { format!(">{}", fmt(ROUND_TIMEOUT_MS as f64)) } else { fmt(worst) };
+        let worst =
+            if timeouts > 0 { format!(">{}", fmt(ROUND_TIMEOUT_MS as f64)) } else { fmt(worst) };
         Row {
             scenario: scenario.into(),
             n,
@@ -143,13 +147,18 @@ impl Report {
     /// Adds `t` as a table row and its rounds, in order, as a note.
     fn add(&mut self, t: &Times, scenario: &str, median_max: Option<f64>, worst_max: Option<f64>) {
         self.rows.push(t.row(scenario, median_max, worst_max));
-        self.notes.push(format!("{scenario}: per round, victim n(round % {MANAGERS}), ms: {}", t.detail()));
+        self.notes.push(format!(
+            "{scenario}: per round, victim n(round % {MANAGERS}), ms: {}",
+            t.detail()
+        ));
     }
 }
 
 fn note_strays(report: &mut Report, scenario: &str, round: usize, strays: Vec<String>) {
     if !strays.is_empty() {
-        report.notes.push(format!("{scenario} round {round}: unexpected downs: {}", strays.join("; ")));
+        report
+            .notes
+            .push(format!("{scenario} round {round}: unexpected downs: {}", strays.join("; ")));
     }
 }
 
@@ -172,7 +181,9 @@ fn kill_round(c: &mut Cluster, victim: usize) -> Res<(Option<Duration>, Option<D
         return Err(format!("member {victim} did not come back within {ROUND_TIMEOUT_MS} ms"));
     }
     let g = c.nodes[victim].generation;
-    let back = c.all_saw(mark2, t1, &survivors, &|e| e.kind == Kind::Up && e.member == name && e.generation == g);
+    let back = c.all_saw(mark2, t1, &survivors, &|e| {
+        e.kind == Kind::Up && e.member == name && e.generation == g
+    });
     Ok((down, back))
 }
 
@@ -202,7 +213,12 @@ fn scenario_kill(c: &mut Cluster, rounds: usize, report: &mut Report) -> Res<()>
         report.add(&back, "serf restart after failed -> joined on all", None, None);
     } else {
         report.jujud_kill_median_ms = median;
-        report.add(&down, "SIGKILL -> down on all survivors", Some(DETECT_MEDIAN_TARGET_MS), Some(DETECT_WORST_TARGET_MS));
+        report.add(
+            &down,
+            "SIGKILL -> down on all survivors",
+            Some(DETECT_MEDIAN_TARGET_MS),
+            Some(DETECT_WORST_TARGET_MS),
+        );
         report.add(&back, "restart after down -> alive on all", None, None);
     }
     failure.map_or(Ok(()), Err)
@@ -221,22 +237,30 @@ fn scenario_restart(c: &mut Cluster, rounds: usize, report: &mut Report) -> Res<
         let t0 = Instant::now();
         c.spawn(victim, None)?;
         if !c.wait_until(ROUND_TIMEOUT_MS, Cluster::all_alive) {
-            failure = Some(format!("restart round {r}: member {victim} did not come back within {ROUND_TIMEOUT_MS} ms"));
+            failure = Some(format!(
+                "restart round {r}: member {victim} did not come back within {ROUND_TIMEOUT_MS} ms"
+            ));
             break;
         }
         let g = c.nodes[victim].generation;
-        back.push(c.all_saw(mark, t0, &survivors, &|e| e.kind == Kind::Up && e.member == name && e.generation == g));
+        back.push(c.all_saw(mark, t0, &survivors, &|e| {
+            e.kind == Kind::Up && e.member == name && e.generation == g
+        }));
         let mut strays = c.stray_downs(mark, victim);
         strays.extend(
-            c.log[mark..]
-                .iter()
-                .filter(|e| e.kind == Kind::Down && e.member == name)
-                .map(|e| format!("n{} saw restarted {} g{} down", e.observer, e.member, e.generation)),
+            c.log[mark..].iter().filter(|e| e.kind == Kind::Down && e.member == name).map(|e| {
+                format!("n{} saw restarted {} g{} down", e.observer, e.member, e.generation)
+            }),
         );
         note_strays(report, "restart", r, strays);
         c.pump_for(SETTLE_MS);
     }
-    report.add(&back, "restart (kill -9 + spawn) -> alive on all", None, Some(RESTART_WORST_TARGET_MS));
+    report.add(
+        &back,
+        "restart (kill -9 + spawn) -> alive on all",
+        None,
+        Some(RESTART_WORST_TARGET_MS),
+    );
     failure.map_or(Ok(()), Err)
 }
 
@@ -250,26 +274,42 @@ fn scenario_stop(c: &mut Cluster, rounds: usize, report: &mut Report) -> Res<()>
         let mark = c.log.len();
         let t0 = Instant::now();
         c.signal(victim, libc::SIGSTOP)?;
-        down.push(c.wait_all_saw(mark, t0, &survivors, &|e| e.kind == Kind::Down && e.member == name));
+        down.push(
+            c.wait_all_saw(mark, t0, &survivors, &|e| e.kind == Kind::Down && e.member == name),
+        );
         let mark2 = c.log.len();
         let t1 = Instant::now();
         c.signal(victim, libc::SIGCONT)?;
-        thaw.push(c.wait_all_saw(mark2, t1, &survivors, &|e| e.kind == Kind::Up && e.member == name && e.generation > old));
+        thaw.push(c.wait_all_saw(mark2, t1, &survivors, &|e| {
+            e.kind == Kind::Up && e.member == name && e.generation > old
+        }));
         if !c.wait_until(ROUND_TIMEOUT_MS, Cluster::all_alive) {
-            failure = Some(format!("stop round {r}: cluster not all-alive {ROUND_TIMEOUT_MS} ms after SIGCONT"));
+            failure = Some(format!(
+                "stop round {r}: cluster not all-alive {ROUND_TIMEOUT_MS} ms after SIGCONT"
+            ));
             break;
         }
         note_strays(report, "stop", r, c.stray_downs(mark, victim));
         c.pump_for(SETTLE_MS);
     }
-    report.add(&down, "SIGSTOP -> down on all survivors", Some(DETECT_MEDIAN_TARGET_MS), Some(DETECT_WORST_TARGET_MS));
+    report.add(
+        &down,
+        "SIGSTOP -> down on all survivors",
+        Some(DETECT_MEDIAN_TARGET_MS),
+        Some(DETECT_WORST_TARGET_MS),
+    );
     report.add(&thaw, "SIGCONT -> alive (new gen) on all", None, Some(THAW_WORST_TARGET_MS));
     failure.map_or(Ok(()), Err)
 }
 
 /// Counters read from the starved manager before and after the window.
-const STARVE_COUNTERS: [&str; 5] =
-    ["jujud_suspicions_total", "jujud_refutations_total", "jujud_self_refutations_total", "jujud_late_timers_total", "jujud_probes_failed_total"];
+const STARVE_COUNTERS: [&str; 5] = [
+    "jujud_suspicions_total",
+    "jujud_refutations_total",
+    "jujud_self_refutations_total",
+    "jujud_late_timers_total",
+    "jujud_probes_failed_total",
+];
 
 fn scenario_starve(c: &mut Cluster, secs: u64, report: &mut Report) -> Res<()> {
     let victim = MANAGERS - 1;
@@ -303,8 +343,13 @@ fn scenario_starve(c: &mut Cluster, secs: u64, report: &mut Report) -> Res<()> {
         target: "0".into(),
         verdict: if downs.is_empty() { "meets" } else { "misses" },
     });
-    let delta = |k: &str| after.get(k).zip(before.get(k)).map_or("n/a".into(), |(a, b)| format!("{}", a - b));
-    let counters: Vec<String> = STARVE_COUNTERS.iter().map(|k| format!("{}={}", k.trim_start_matches("jujud_"), delta(k))).collect();
+    let delta = |k: &str| {
+        after.get(k).zip(before.get(k)).map_or("n/a".into(), |(a, b)| format!("{}", a - b))
+    };
+    let counters: Vec<String> = STARVE_COUNTERS
+        .iter()
+        .map(|k| format!("{}={}", k.trim_start_matches("jujud_"), delta(k)))
+        .collect();
     let slices = (sched1.2 - sched0.2).max(1);
     report.notes.push(format!(
         "starve: n{victim} ran {:.0} ms of cpu in {} timeslices; waited on the runqueue {:.0} ms in all, {:.2} ms per slice",
@@ -321,7 +366,10 @@ fn scenario_starve(c: &mut Cluster, secs: u64, report: &mut Report) -> Res<()> {
     ));
     for e in downs.iter().take(10) {
         let at = e.at.saturating_duration_since(end - Duration::from_secs(secs)).as_secs_f64();
-        report.notes.push(format!("starve false down at +{at:.1} s: n{} saw {} g{} down", e.observer, e.member, e.generation));
+        report.notes.push(format!(
+            "starve false down at +{at:.1} s: n{} saw {} g{} down",
+            e.observer, e.member, e.generation
+        ));
     }
     Ok(())
 }
@@ -345,9 +393,10 @@ fn scenario_idle(c: &mut Cluster, report: &mut Report) -> Res<()> {
         cpu.push_value(pct);
     }
     report.notes.push(format!("idle over {wall:.0} s: {}", per.join(", ")));
-    for (t, name, unit, target) in
-        [(rss, "idle RSS per manager", "MiB", IDLE_RSS_TARGET_MIB), (cpu, "idle CPU per manager", "%", IDLE_CPU_TARGET_PCT)]
-    {
+    for (t, name, unit, target) in [
+        (rss, "idle RSS per manager", "MiB", IDLE_RSS_TARGET_MIB),
+        (cpu, "idle CPU per manager", "%", IDLE_CPU_TARGET_PCT),
+    ] {
         let (median, p90, worst) = t.stats().unwrap_or_default();
         let f = |v: f64| format!("{v:.2} {unit}");
         let verdict = if worst <= target { "meets" } else { "misses" };
@@ -374,20 +423,33 @@ struct Args {
 }
 
 fn parse_args() -> Res<Args> {
-    let mut a = Args { rounds: DEFAULT_ROUNDS, starve_secs: DEFAULT_STARVE_SECS, only: ALL_SCENARIOS.map(String::from).to_vec(), keep_logs: false };
+    let mut a = Args {
+        rounds: DEFAULT_ROUNDS,
+        starve_secs: DEFAULT_STARVE_SECS,
+        only: ALL_SCENARIOS.map(String::from).to_vec(),
+        keep_logs: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--bench" => {} // added by `cargo bench`
-            "--rounds" => a.rounds = val("--rounds")?.parse().map_err(|e| format!("--rounds: {e}"))?,
-            "--starve-secs" => a.starve_secs = val("--starve-secs")?.parse().map_err(|e| format!("--starve-secs: {e}"))?,
+            "--rounds" => {
+                a.rounds = val("--rounds")?.parse().map_err(|e| format!("--rounds: {e}"))?
+            }
+            "--starve-secs" => {
+                a.starve_secs =
+                    val("--starve-secs")?.parse().map_err(|e| format!("--starve-secs: {e}"))?
+            }
             "--skip-serf" => a.only.retain(|s| s != "serf"),
             "--keep-logs" => a.keep_logs = true,
             "--only" => {
                 a.only = val("--only")?.split(',').map(|s| s.trim().to_owned()).collect();
                 if let Some(bad) = a.only.iter().find(|s| !ALL_SCENARIOS.contains(&s.as_str())) {
-                    return Err(format!("--only: unknown scenario {bad:?} (known: {})", ALL_SCENARIOS.join(",")));
+                    return Err(format!(
+                        "--only: unknown scenario {bad:?} (known: {})",
+                        ALL_SCENARIOS.join(",")
+                    ));
                 }
             }
             "-h" | "--help" => {
@@ -411,22 +473,41 @@ fn print_header(a: &Args, serf: &Option<PathBuf>) {
     println!("machine: {}", common::machine());
     println!("loadavg at start: {}", common::loadavg());
     println!("commit: {}", common::commit());
-    println!("jujud: {} (preset lan), {MANAGERS} managers on 127.0.0.1", env!("CARGO_BIN_EXE_jujud"));
+    println!(
+        "jujud: {} (preset lan), {MANAGERS} managers on 127.0.0.1",
+        env!("CARGO_BIN_EXE_jujud")
+    );
     match serf {
-        Some(p) => println!("serf: {} ({})", p.display(), sh(&p.to_string_lossy(), &["version"]).lines().next().unwrap_or("?")),
+        Some(p) => println!(
+            "serf: {} ({})",
+            p.display(),
+            sh(&p.to_string_lossy(), &["version"]).lines().next().unwrap_or("?")
+        ),
         None if a.only.iter().any(|s| s == "serf") => {
             println!("serf: skipped: no `serf` executable on PATH")
         }
         None => println!("serf: skipped (--skip-serf or not in --only)"),
     }
-    println!("run: scenarios {}; rounds {}; starve {} s; round cap {ROUND_TIMEOUT_MS} ms", a.only.join(","), a.rounds, a.starve_secs);
+    println!(
+        "run: scenarios {}; rounds {}; starve {} s; round cap {ROUND_TIMEOUT_MS} ms",
+        a.only.join(","),
+        a.rounds,
+        a.starve_secs
+    );
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-fn run_scenario(name: &str, a: &Args, serf: &Option<PathBuf>, dir: &Path, ports: &mut Vec<u16>, report: &mut Report) -> Res<()> {
+fn run_scenario(
+    name: &str,
+    a: &Args,
+    serf: &Option<PathBuf>,
+    dir: &Path,
+    ports: &mut Vec<u16>,
+    report: &mut Report,
+) -> Res<()> {
     let jujud = PathBuf::from(env!("CARGO_BIN_EXE_jujud"));
     let (flavor, bin) = match (name, serf) {
         ("serf", Some(p)) => (Flavor::Serf, p.clone()),
@@ -450,12 +531,21 @@ fn run_scenario(name: &str, a: &Args, serf: &Option<PathBuf>, dir: &Path, ports:
 
 fn print_report(report: &Report) {
     println!();
-    println!("{:<44} {:>6} {:>10} {:>10} {:>10}  {:<32} verdict", "scenario", "n", "median", "p90", "worst", "target");
+    println!(
+        "{:<44} {:>6} {:>10} {:>10} {:>10}  {:<32} verdict",
+        "scenario", "n", "median", "p90", "worst", "target"
+    );
     for r in &report.rows {
-        println!("{:<44} {:>6} {:>10} {:>10} {:>10}  {:<32} {}", r.scenario, r.n, r.median, r.p90, r.worst, r.target, r.verdict);
+        println!(
+            "{:<44} {:>6} {:>10} {:>10} {:>10}  {:<32} {}",
+            r.scenario, r.n, r.median, r.p90, r.worst, r.target, r.verdict
+        );
     }
     if let (Some(s), Some(j)) = (report.serf_kill_median_ms, report.jujud_kill_median_ms) {
-        println!("\nSIGKILL detection medians: serf {s:.0} ms, jujud {j:.0} ms, ratio serf/jujud {:.2}", s / j);
+        println!(
+            "\nSIGKILL detection medians: serf {s:.0} ms, jujud {j:.0} ms, ratio serf/jujud {:.2}",
+            s / j
+        );
     }
     if !report.notes.is_empty() {
         println!("\nnotes:");

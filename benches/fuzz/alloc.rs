@@ -32,7 +32,8 @@ static CRASHES: AtomicU64 = AtomicU64::new(0);
 static INPUT_PTR: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 static INPUT_LEN: AtomicUsize = AtomicUsize::new(0);
 static START_NS: AtomicU64 = AtomicU64::new(0);
-static FAIL_PATH: [AtomicU64; MAX_FAIL_PATH_BYTES / 8] = [const { AtomicU64::new(0) }; MAX_FAIL_PATH_BYTES / 8];
+static FAIL_PATH: [AtomicU64; MAX_FAIL_PATH_BYTES / 8] =
+    [const { AtomicU64::new(0) }; MAX_FAIL_PATH_BYTES / 8];
 
 /// Sets where the allocator writes an input that asked for too much.
 pub fn set_fail_path(path: &str) {
@@ -89,11 +90,21 @@ pub fn count_crash() {
 
 /// (inputs, crashes, largest allocation, peak live bytes during one decode).
 pub fn stats() -> (u64, u64, usize, usize) {
-    (INPUTS_DONE.load(Relaxed), CRASHES.load(Relaxed), LARGEST_BYTES.load(Relaxed), PEAK_DECODE_BYTES.load(Relaxed))
+    (
+        INPUTS_DONE.load(Relaxed),
+        CRASHES.load(Relaxed),
+        LARGEST_BYTES.load(Relaxed),
+        PEAK_DECODE_BYTES.load(Relaxed),
+    )
 }
 
 /// The line the parent parses; `status` is `ok`, `crash` or `over-cap`.
-pub fn result_line(out: &mut impl std::fmt::Write, status: &str, secs: f64, over: usize) -> std::fmt::Result {
+pub fn result_line(
+    out: &mut impl std::fmt::Write,
+    status: &str,
+    secs: f64,
+    over: usize,
+) -> std::fmt::Result {
     let (inputs, crashes, largest, peak) = stats();
     writeln!(out, "RESULT {status} {inputs} {secs:.6} {crashes} {largest} {peak} {over}")
 }
@@ -138,7 +149,8 @@ fn over_cap(size: usize) -> ! {
     // SAFETY: the path is NUL-terminated (set_fail_path keeps a zero byte);
     // the input slice outlives the armed decode that is running now.
     unsafe {
-        let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644);
+        let fd =
+            libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644);
         if fd >= 0 {
             write_all(fd, std::slice::from_raw_parts(ptr, len));
             libc::close(fd);
@@ -146,7 +158,10 @@ fn over_cap(size: usize) -> ! {
     }
     let cap = CAP_BYTES.load(Relaxed);
     let mut msg = StackBuf { buf: [0; 1024], len: 0 };
-    let _ = writeln!(msg, "fuzz: refused an allocation of {size} bytes (cap {cap}) for a {len}-byte input");
+    let _ = writeln!(
+        msg,
+        "fuzz: refused an allocation of {size} bytes (cap {cap}) for a {len}-byte input"
+    );
     write_all(2, &msg.buf[..msg.len]);
     let mut line = StackBuf { buf: [0; 1024], len: 0 };
     let _ = result_line(&mut line, "over-cap", elapsed_secs(), size);

@@ -62,13 +62,29 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { inputs: DEFAULT_INPUTS, secs: None, seed: DEFAULT_SEED, jobs: 1, targets: vec![], child: None, repro: None, minimize: None, seed_corpus: false, seeds_only: false, list: false };
+    let mut a = Args {
+        inputs: DEFAULT_INPUTS,
+        secs: None,
+        seed: DEFAULT_SEED,
+        jobs: 1,
+        targets: vec![],
+        child: None,
+        repro: None,
+        minimize: None,
+        seed_corpus: false,
+        seeds_only: false,
+        list: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
-            "--inputs" => a.inputs = value("--inputs")?.parse().map_err(|e| format!("--inputs: {e}"))?,
-            "--secs" => a.secs = Some(value("--secs")?.parse().map_err(|e| format!("--secs: {e}"))?),
+            "--inputs" => {
+                a.inputs = value("--inputs")?.parse().map_err(|e| format!("--inputs: {e}"))?
+            }
+            "--secs" => {
+                a.secs = Some(value("--secs")?.parse().map_err(|e| format!("--secs: {e}"))?)
+            }
             "--seed" => a.seed = parse_seed(&value("--seed")?)?,
             "--jobs" => a.jobs = value("--jobs")?.parse().map_err(|e| format!("--jobs: {e}"))?,
             "--target" => a.targets.extend(value("--target")?.split(',').map(str::to_string)),
@@ -116,7 +132,9 @@ fn over_cap_file(target: &str, seed: u64) -> PathBuf {
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 fn main() {
@@ -194,7 +212,13 @@ fn seed_corpus(chosen: &[&Target]) -> i32 {
         for (i, c) in claims.iter().enumerate() {
             std::fs::write(dir.join(format!("claim-{i}.bin")), c).expect("corpus write");
         }
-        println!("{}: {} seeds and {} length claims in {}", t.name, seeds.len(), claims.len(), dir.display());
+        println!(
+            "{}: {} seeds and {} length claims in {}",
+            t.name,
+            seeds.len(),
+            claims.len(),
+            dir.display()
+        );
     }
     0
 }
@@ -268,7 +292,12 @@ fn on_crash(t: &Target, input: &[u8], seed: u64) {
     let _ = std::fs::create_dir_all(failures_dir());
     let _ = std::fs::write(&file, input);
     eprintln!("fuzz: {} (seed {seed:#x}) panicked: {msg}", t.name);
-    eprintln!("fuzz:   saved {}; reproduce: cargo bench --bench fuzz -- --target {} --repro {}", file.display(), t.name, file.display());
+    eprintln!(
+        "fuzz:   saved {}; reproduce: cargo bench --bench fuzz -- --target {} --repro {}",
+        file.display(),
+        t.name,
+        file.display()
+    );
 }
 
 fn run_child(t: &Target, args: &Args) -> i32 {
@@ -291,14 +320,17 @@ fn run_child(t: &Target, args: &Args) -> i32 {
     let shape = t.shape();
     let mut input = Vec::with_capacity(shape.max_input_bytes + 64);
     while done < args.inputs {
-        if done % CLOCK_EVERY_INPUTS == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+        if done.is_multiple_of(CLOCK_EVERY_INPUTS) && deadline.is_some_and(|d| Instant::now() >= d)
+        {
             break;
         }
         let base = rng.below(pool.len());
         let other = rng.below(pool.len());
         mutate::mutate(&mut rng, &pool[base], &pool[other], shape, &mut input);
         match exec(t, &input) {
-            Ok(true) if pool.len() < MAX_POOL_ENTRIES && rng.below(8) == 0 => pool.push(input.clone()),
+            Ok(true) if pool.len() < MAX_POOL_ENTRIES && rng.below(8) == 0 => {
+                pool.push(input.clone())
+            }
             Ok(_) => {}
             Err(()) => on_crash(t, &input, args.seed),
         }
@@ -306,7 +338,12 @@ fn run_child(t: &Target, args: &Args) -> i32 {
     }
     let (_, crashes, _, _) = alloc::stats();
     let mut line = String::new();
-    let _ = alloc::result_line(&mut line, if crashes > 0 { "crash" } else { "ok" }, alloc::elapsed_secs(), 0);
+    let _ = alloc::result_line(
+        &mut line,
+        if crashes > 0 { "crash" } else { "ok" },
+        alloc::elapsed_secs(),
+        0,
+    );
     print!("{line}");
     0
 }
@@ -320,12 +357,23 @@ fn repro(t: &Target, file: &Path) -> i32 {
             return 2;
         }
     };
-    alloc::set_fail_path(&failures_dir().join(format!("{}-repro.over-cap.bin", t.name)).to_string_lossy());
-    println!("fuzz: {} on {} ({} bytes), cap {} bytes", t.name, file.display(), input.len(), t.cap_bytes());
+    alloc::set_fail_path(
+        &failures_dir().join(format!("{}-repro.over-cap.bin", t.name)).to_string_lossy(),
+    );
+    println!(
+        "fuzz: {} on {} ({} bytes), cap {} bytes",
+        t.name,
+        file.display(),
+        input.len(),
+        t.cap_bytes()
+    );
     match exec(t, &input) {
         Ok(accepted) => {
             let (_, _, largest, peak) = alloc::stats();
-            println!("fuzz: no crash ({}); largest allocation {largest} bytes, peak live {peak} bytes", if accepted { "accepted" } else { "refused" });
+            println!(
+                "fuzz: no crash ({}); largest allocation {largest} bytes, peak live {peak} bytes",
+                if accepted { "accepted" } else { "refused" }
+            );
             0
         }
         Err(()) => 1,
@@ -361,7 +409,11 @@ fn minimize(t: &Target, file: &Path) -> i32 {
         eprintln!("fuzz: {} does not fail {}", file.display(), t.name);
         return 2;
     }
-    let true_frame = |b: &[u8]| t.framed && b.len() >= 4 && u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize == b.len() - 4;
+    let true_frame = |b: &[u8]| {
+        t.framed
+            && b.len() >= 4
+            && u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize == b.len() - 4
+    };
     let keep_frame = true_frame(&best);
     let mut chunk = best.len() / 2;
     while chunk >= 1 {
@@ -385,7 +437,12 @@ fn minimize(t: &Target, file: &Path) -> i32 {
     std::fs::create_dir_all(&dir).expect("corpus dir");
     let out = dir.join(format!("min-{:016x}.bin", fnv(&best)));
     std::fs::write(&out, &best).expect("corpus write");
-    println!("fuzz: {} bytes -> {} bytes, fails the same way (exit {want:?}); saved {}", std::fs::read(file).map_or(0, |b| b.len()), best.len(), out.display());
+    println!(
+        "fuzz: {} bytes -> {} bytes, fails the same way (exit {want:?}); saved {}",
+        std::fs::read(file).map_or(0, |b| b.len()),
+        best.len(),
+        out.display()
+    );
     0
 }
 
@@ -417,7 +474,16 @@ fn parse_result(stdout: &[u8]) -> Option<Outcome> {
 fn spawn_child(t: &Target, args: &Args) -> std::process::Child {
     let exe = std::env::current_exe().expect("own path");
     let mut cmd = Command::new(exe);
-    cmd.args(["--child", t.name, "--target", t.name, "--inputs", &args.inputs.to_string(), "--seed", &args.seed.to_string()]);
+    cmd.args([
+        "--child",
+        t.name,
+        "--target",
+        t.name,
+        "--inputs",
+        &args.inputs.to_string(),
+        "--seed",
+        &args.seed.to_string(),
+    ]);
     if let Some(s) = args.secs {
         cmd.args(["--secs", &s.to_string()]);
     }
@@ -429,8 +495,16 @@ fn spawn_child(t: &Target, args: &Args) -> std::process::Child {
 
 fn run_parent(chosen: &[&Target], args: &Args) -> i32 {
     let bound = args.secs.map_or(String::new(), |s| format!(", at most {s} s"));
-    println!("fuzz: seed {:#x}, {} inputs per target{bound}, {} job(s)", args.seed, args.inputs, args.jobs.max(1));
-    println!("fuzz: reproduce a run with: cargo bench --bench fuzz -- --seed {:#x} --inputs N --target NAME", args.seed);
+    println!(
+        "fuzz: seed {:#x}, {} inputs per target{bound}, {} job(s)",
+        args.seed,
+        args.inputs,
+        args.jobs.max(1)
+    );
+    println!(
+        "fuzz: reproduce a run with: cargo bench --bench fuzz -- --seed {:#x} --inputs N --target NAME",
+        args.seed
+    );
     let mut results: Vec<(usize, Option<Outcome>, Option<i32>)> = Vec::new();
     let mut running: Vec<(usize, std::process::Child)> = Vec::new();
     let mut next = 0;
@@ -458,7 +532,11 @@ fn report(chosen: &[&Target], results: &[(usize, Option<Outcome>, Option<i32>)],
         let known = KNOWN_FAILURES.iter().find(|k| k.0 == t.name).map(|k| k.1);
         let (line, bad) = match outcome {
             Some(o) => {
-                let rate = if o.secs > 0.0 { format!("{:.0}", o.inputs as f64 / o.secs) } else { "-".into() };
+                let rate = if o.secs > 0.0 {
+                    format!("{:.0}", o.inputs as f64 / o.secs)
+                } else {
+                    "-".into()
+                };
                 let bad = o.status != "ok";
                 let verdict = match o.status.as_str() {
                     "over-cap" => format!("FAIL: asked for {} bytes, over the cap", o.over),
@@ -466,19 +544,40 @@ fn report(chosen: &[&Target], results: &[(usize, Option<Outcome>, Option<i32>)],
                     _ => "ok".into(),
                 };
                 let cap = human(t.cap_bytes());
-                (format!("{:<14} {:>12} {:>12} {:>9} {:>8} {:>14} {:>14}  {verdict}", t.name, o.inputs, rate, o.crashes, cap, o.largest, o.peak), bad)
+                (
+                    format!(
+                        "{:<14} {:>12} {:>12} {:>9} {:>8} {:>14} {:>14}  {verdict}",
+                        t.name, o.inputs, rate, o.crashes, cap, o.largest, o.peak
+                    ),
+                    bad,
+                )
             }
-            None => (format!("{:<14} FAIL: the child died (exit {code:?}); rerun with the printed seed", t.name), true),
+            None => (
+                format!(
+                    "{:<14} FAIL: the child died (exit {code:?}); rerun with the printed seed",
+                    t.name
+                ),
+                true,
+            ),
         };
         println!("{line}");
         if outcome.as_ref().is_some_and(|o| o.status == "over-cap") {
             let file = over_cap_file(t.name, seed);
-            println!("{:<14} input: {}; reproduce: cargo bench --bench fuzz -- --target {} --repro {}", "", file.display(), t.name, file.display());
+            println!(
+                "{:<14} input: {}; reproduce: cargo bench --bench fuzz -- --target {} --repro {}",
+                "",
+                file.display(),
+                t.name,
+                file.display()
+            );
         }
         match (bad, known) {
             (true, Some(why)) => println!("{:<14} known failure: {why}", ""),
             (false, Some(_)) => {
-                println!("{:<14} UNEXPECTED PASS: remove it from KNOWN_FAILURES in benches/fuzz/targets.rs", "");
+                println!(
+                    "{:<14} UNEXPECTED PASS: remove it from KNOWN_FAILURES in benches/fuzz/targets.rs",
+                    ""
+                );
                 failed += 1;
             }
             (true, None) => failed += 1,

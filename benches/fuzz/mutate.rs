@@ -148,7 +148,8 @@ fn one(rng: &mut Rng, other: &[u8], shape: Shape, out: &mut Vec<u8>) {
         10 if len > 0 => {
             // Arithmetic on one byte: counts and lengths off by a little.
             let d = rng.below(35) as u8;
-            out[at] = if rng.below(2) == 0 { out[at].wrapping_add(d) } else { out[at].wrapping_sub(d) };
+            out[at] =
+                if rng.below(2) == 0 { out[at].wrapping_add(d) } else { out[at].wrapping_sub(d) };
         }
         12 | 13 if !shape.dict.is_empty() => {
             let token = shape.dict[rng.below(shape.dict.len())].as_bytes();

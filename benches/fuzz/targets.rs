@@ -24,7 +24,10 @@ use jujud::runtime::clientfile::{ClientFile, MAX_CLIENT_FILE_BYTES};
 use jujud::runtime::datadir::{self, DataDir, NodeFile};
 use jujud::runtime::wal::{self, MAX_SNAPSHOT_BYTES};
 use jujud::runtime::{store, wire};
-use wire::{Admission, JoinRequest, JoinResponse, MAX_API_FRAME_BYTES, MAX_JOIN_FRAME_BYTES, MAX_STATUS_FRAME_BYTES};
+use wire::{
+    Admission, JoinRequest, JoinResponse, MAX_API_FRAME_BYTES, MAX_JOIN_FRAME_BYTES,
+    MAX_STATUS_FRAME_BYTES,
+};
 
 use crate::mutate::Shape;
 
@@ -55,49 +58,207 @@ impl Target {
             n if TEXT_TARGETS.contains(&n) => JSON_TOKENS,
             _ => &[],
         };
-        Shape { max_input_bytes: MAX_INPUT_BYTES, limit_bytes: self.limit_bytes, framed: self.framed, dict }
+        Shape {
+            max_input_bytes: MAX_INPUT_BYTES,
+            limit_bytes: self.limit_bytes,
+            framed: self.framed,
+            dict,
+        }
     }
 }
 
 /// Targets that fail on this branch, with why. Each stays listed until its
 /// fix lands; the CI step then fails, asking for the entry to be removed.
-pub const KNOWN_FAILURES: &[(&str, &str)] = &[
-];
+pub const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 /// Targets whose input is text (JSON, YAML): no bincode length claims.
 pub const TEXT_TARGETS: &[&str] = &["node_json", "agent_conf", "client_yaml"];
 
 /// JSON tokens the mutator inserts into the JSON targets' inputs.
 const JSON_TOKENS: &[&str] = &[
-    "{", "}", "[", "]", "\"", ":", ",", "null", "true", "0", "-1", "1e999", "18446744073709551616", "\"\\u0000\"",
-    "\"\\ud800\"", "[[[[[[[[[[[[[[[[", "\"127.0.0.1:1\"", "\"[::1]:65535\"", "\"format\":", "\"managers\":", "\"seeds\":",
+    "{",
+    "}",
+    "[",
+    "]",
+    "\"",
+    ":",
+    ",",
+    "null",
+    "true",
+    "0",
+    "-1",
+    "1e999",
+    "18446744073709551616",
+    "\"\\u0000\"",
+    "\"\\ud800\"",
+    "[[[[[[[[[[[[[[[[",
+    "\"127.0.0.1:1\"",
+    "\"[::1]:65535\"",
+    "\"format\":",
+    "\"managers\":",
+    "\"seeds\":",
 ];
 /// YAML tokens, aliases and tags included (alias expansion is the classic
 /// way to make a small file decode into a large value).
 const YAML_TOKENS: &[&str] = &[
-    "&a ", "*a", "[*a,*a,*a,*a,*a,*a,*a,*a]", "<<: *a\n", "!!binary ", "!!str ", "? ", "- ", "{", "}", "[", "]", "\n  ",
-    "---\n", "...\n", "|\n  ", ">\n  ", "~", "'", "\"", "endpoints: ", "- 127.0.0.1:1\n", "cluster: ", "0x", "1e999",
+    "&a ",
+    "*a",
+    "[*a,*a,*a,*a,*a,*a,*a,*a]",
+    "<<: *a\n",
+    "!!binary ",
+    "!!str ",
+    "? ",
+    "- ",
+    "{",
+    "}",
+    "[",
+    "]",
+    "\n  ",
+    "---\n",
+    "...\n",
+    "|\n  ",
+    ">\n  ",
+    "~",
+    "'",
+    "\"",
+    "endpoints: ",
+    "- 127.0.0.1:1\n",
+    "cluster: ",
+    "0x",
+    "1e999",
 ];
 
 pub fn all() -> Vec<Target> {
     vec![
-        t("swim_header", "codec::MAX_ITEM_BYTES", MAX_ITEM_BYTES, false, swim_header, seeds_swim_header),
-        t("swim_member", "codec::MAX_ITEM_BYTES", MAX_ITEM_BYTES, false, swim_member, seeds_swim_member),
+        t(
+            "swim_header",
+            "codec::MAX_ITEM_BYTES",
+            MAX_ITEM_BYTES,
+            false,
+            swim_header,
+            seeds_swim_header,
+        ),
+        t(
+            "swim_member",
+            "codec::MAX_ITEM_BYTES",
+            MAX_ITEM_BYTES,
+            false,
+            swim_member,
+            seeds_swim_member,
+        ),
         t("notice", "codec::MAX_ITEM_BYTES", MAX_ITEM_BYTES, false, notice, seeds_notice),
-        t("join_request", "wire::MAX_JOIN_FRAME_BYTES", MAX_JOIN_FRAME_BYTES, true, join_request, seeds_join_request),
-        t("join_response", "wire::MAX_JOIN_FRAME_BYTES", MAX_JOIN_FRAME_BYTES, true, join_response, seeds_join_response),
-        t("api_request", "wire::MAX_API_FRAME_BYTES", MAX_API_FRAME_BYTES, true, api_request, seeds_api_request),
-        t("api_response", "wire::MAX_STATUS_FRAME_BYTES", MAX_STATUS_FRAME_BYTES, true, api_response, seeds_api_response),
-        t("session_msg", "agent::MAX_SESSION_MSG_BYTES", agent::MAX_SESSION_MSG_BYTES, false, session_msg, seeds_session),
-        t("state_msg", "sync::MAX_STATE_MSG_BYTES", MAX_STATE_MSG_BYTES, false, state_msg, seeds_state_msg),
-        t("state_record", "store::MAX_RECORD_DECODE_BYTES", store::MAX_RECORD_DECODE_BYTES, false, state_record, seeds_state_record),
-        t("snapshot", "wal::MAX_SNAPSHOT_BYTES", MAX_SNAPSHOT_BYTES, false, snapshot, seeds_snapshot),
-        t("wal_segment", "wal::MAX_RECORD_BYTES", wal::MAX_RECORD_BYTES, false, wal_segment, seeds_wal_segment),
-        t("snapshot_file", "wal::MAX_SNAPSHOT_BYTES", MAX_SNAPSHOT_BYTES, false, snapshot_file, seeds_snapshot_file),
-        t("notices_file", "datadir::MAX_FILE_BYTES", datadir::MAX_FILE_BYTES as usize, false, notices_file, seeds_notices_file),
-        t("node_json", "datadir::MAX_FILE_BYTES", datadir::MAX_FILE_BYTES as usize, false, node_json, seeds_node_json),
-        t("agent_conf", "agentconf::MAX_AGENT_CONF_BYTES", MAX_AGENT_CONF_BYTES as usize, false, agent_conf, seeds_agent_conf),
-        t("client_yaml", "clientfile::MAX_CLIENT_FILE_BYTES", MAX_CLIENT_FILE_BYTES as usize, false, client_yaml, seeds_client_yaml),
+        t(
+            "join_request",
+            "wire::MAX_JOIN_FRAME_BYTES",
+            MAX_JOIN_FRAME_BYTES,
+            true,
+            join_request,
+            seeds_join_request,
+        ),
+        t(
+            "join_response",
+            "wire::MAX_JOIN_FRAME_BYTES",
+            MAX_JOIN_FRAME_BYTES,
+            true,
+            join_response,
+            seeds_join_response,
+        ),
+        t(
+            "api_request",
+            "wire::MAX_API_FRAME_BYTES",
+            MAX_API_FRAME_BYTES,
+            true,
+            api_request,
+            seeds_api_request,
+        ),
+        t(
+            "api_response",
+            "wire::MAX_STATUS_FRAME_BYTES",
+            MAX_STATUS_FRAME_BYTES,
+            true,
+            api_response,
+            seeds_api_response,
+        ),
+        t(
+            "session_msg",
+            "agent::MAX_SESSION_MSG_BYTES",
+            agent::MAX_SESSION_MSG_BYTES,
+            false,
+            session_msg,
+            seeds_session,
+        ),
+        t(
+            "state_msg",
+            "sync::MAX_STATE_MSG_BYTES",
+            MAX_STATE_MSG_BYTES,
+            false,
+            state_msg,
+            seeds_state_msg,
+        ),
+        t(
+            "state_record",
+            "store::MAX_RECORD_DECODE_BYTES",
+            store::MAX_RECORD_DECODE_BYTES,
+            false,
+            state_record,
+            seeds_state_record,
+        ),
+        t(
+            "snapshot",
+            "wal::MAX_SNAPSHOT_BYTES",
+            MAX_SNAPSHOT_BYTES,
+            false,
+            snapshot,
+            seeds_snapshot,
+        ),
+        t(
+            "wal_segment",
+            "wal::MAX_RECORD_BYTES",
+            wal::MAX_RECORD_BYTES,
+            false,
+            wal_segment,
+            seeds_wal_segment,
+        ),
+        t(
+            "snapshot_file",
+            "wal::MAX_SNAPSHOT_BYTES",
+            MAX_SNAPSHOT_BYTES,
+            false,
+            snapshot_file,
+            seeds_snapshot_file,
+        ),
+        t(
+            "notices_file",
+            "datadir::MAX_FILE_BYTES",
+            datadir::MAX_FILE_BYTES as usize,
+            false,
+            notices_file,
+            seeds_notices_file,
+        ),
+        t(
+            "node_json",
+            "datadir::MAX_FILE_BYTES",
+            datadir::MAX_FILE_BYTES as usize,
+            false,
+            node_json,
+            seeds_node_json,
+        ),
+        t(
+            "agent_conf",
+            "agentconf::MAX_AGENT_CONF_BYTES",
+            MAX_AGENT_CONF_BYTES as usize,
+            false,
+            agent_conf,
+            seeds_agent_conf,
+        ),
+        t(
+            "client_yaml",
+            "clientfile::MAX_CLIENT_FILE_BYTES",
+            MAX_CLIENT_FILE_BYTES as usize,
+            false,
+            client_yaml,
+            seeds_client_yaml,
+        ),
     ]
 }
 
@@ -127,12 +288,18 @@ fn notice(bytes: &[u8]) -> bool {
 }
 
 fn ident(id: u64, port: u16, role: Role) -> Identity {
-    Identity { id: NodeId(id), addr: SocketAddr::from(([127, 0, 0, 1], port)), role, generation: id * 3 + 1 }
+    Identity {
+        id: NodeId(id),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        role,
+        generation: id * 3 + 1,
+    }
 }
 
 fn seeds_swim_header() -> Vec<Vec<u8>> {
     use foca::{Header, Message};
-    let (a, b, c) = (ident(1, 7001, Role::Manager), ident(2, 7002, Role::Manager), ident(3, 7003, Role::Agent));
+    let (a, b, c) =
+        (ident(1, 7001, Role::Manager), ident(2, 7002, Role::Manager), ident(3, 7003, Role::Agent));
     let v6 = Identity { addr: "[::1]:7004".parse().unwrap(), ..ident(4, 0, Role::Manager) };
     let msgs = vec![
         Message::Ping(7),
@@ -164,7 +331,10 @@ fn seeds_swim_member() -> Vec<Vec<u8>> {
     [State::Alive, State::Suspect, State::Down]
         .into_iter()
         .enumerate()
-        .map(|(i, s)| codec::encode(&Member::new(ident(i as u64 + 1, 7000, Role::Manager), i as u16, s)).unwrap())
+        .map(|(i, s)| {
+            codec::encode(&Member::new(ident(i as u64 + 1, 7000, Role::Manager), i as u16, s))
+                .unwrap()
+        })
         .collect()
 }
 
@@ -172,7 +342,11 @@ fn sample_notices() -> Vec<Notice> {
     vec![
         Notice::Departed { id: NodeId(0x1234_5678_9abc_def0), generation: 4 },
         Notice::TokenRevoked { token_id: "3f2a9c1e".into(), expires_unix_secs: 1_790_000_000 },
-        Notice::TokenIssued { token_id: "77aa01bc".into(), role: "manager".into(), expires_unix_secs: 1_790_000_000 },
+        Notice::TokenIssued {
+            token_id: "77aa01bc".into(),
+            role: "manager".into(),
+            expires_unix_secs: 1_790_000_000,
+        },
         Notice::MemberRevoked { id: NodeId(42) },
     ]
 }
@@ -221,7 +395,8 @@ fn seeds_join_request() -> Vec<Vec<u8>> {
     vec![frame(&req("manager", "127.0.0.1:7001")), frame(&req("agent", "[::1]:7002"))]
 }
 
-const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ3Rp\n-----END CERTIFICATE-----\n";
+const PEM: &str =
+    "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ3Rp\n-----END CERTIFICATE-----\n";
 
 fn seeds_join_response() -> Vec<Vec<u8>> {
     let admission = Admission {
@@ -235,26 +410,56 @@ fn seeds_join_response() -> Vec<Vec<u8>> {
     };
     vec![
         frame(&JoinResponse::Admitted(Box::new(admission))),
-        frame(&JoinResponse::Refused { refusal: wire::Refusal::Revoked, reason: "token revoked".into() }),
+        frame(&JoinResponse::Refused {
+            refusal: wire::Refusal::Revoked,
+            reason: "token revoked".into(),
+        }),
     ]
 }
 
 fn seeds_api_request() -> Vec<Vec<u8>> {
     use wire::Request;
-    let deploy = Command::Deploy { name: "web".into(), command: "exec sleep infinity".into(), n: 2 };
+    let deploy =
+        Command::Deploy { name: "web".into(), command: "exec sleep infinity".into(), n: 2 };
     vec![
         frame(&Request::Members),
-        frame(&Request::TokenCreate { role: "manager".into(), ttl_secs: 3600, reusable: false, machine: Some("0".into()) }),
-        frame(&Request::TokenList(jujud::core::state::tokens::TokenQuery { role: Some("agent".into()), state: Some("active".into()), after: Some("3f2a9c1e".into()), limit: 100 })),
-        frame(&Request::TokenRevoke { token_id: "3f2a9c1e".into(), wait_replicated: Some(2), timeout_ms: 10_000 }),
+        frame(&Request::TokenCreate {
+            role: "manager".into(),
+            ttl_secs: 3600,
+            reusable: false,
+            machine: Some("0".into()),
+        }),
+        frame(&Request::TokenList(jujud::core::state::tokens::TokenQuery {
+            role: Some("agent".into()),
+            state: Some("active".into()),
+            after: Some("3f2a9c1e".into()),
+            limit: 100,
+        })),
+        frame(&Request::TokenRevoke {
+            token_id: "3f2a9c1e".into(),
+            wait_replicated: Some(2),
+            timeout_ms: 10_000,
+        }),
         frame(&Request::SyncNotices(sample_notices())),
         frame(&Request::Status),
-        frame(&Request::Command { cmd: Command::AddMachine { n: 3 }, wait_replicated: 1, timeout_ms: 5000 }),
+        frame(&Request::Command {
+            cmd: Command::AddMachine { n: 3 },
+            wait_replicated: 1,
+            timeout_ms: 5000,
+        }),
         frame(&Request::AgentSession),
-        frame(&Request::Write { request_id: 99, cmd: deploy, wait_replicated: 0, timeout_ms: 5000 }),
+        frame(&Request::Write {
+            request_id: 99,
+            cmd: deploy,
+            wait_replicated: 0,
+            timeout_ms: 5000,
+        }),
         frame(&Request::Write {
             request_id: 100,
-            cmd: Command::SetConfig { app: "web".into(), pairs: vec![("port".into(), "8080".into())] },
+            cmd: Command::SetConfig {
+                app: "web".into(),
+                pairs: vec![("port".into(), "8080".into())],
+            },
             wait_replicated: 2,
             timeout_ms: 1000,
         }),
@@ -307,7 +512,11 @@ fn seeds_api_response() -> Vec<Vec<u8>> {
         frame(&Response::Token { token: "jt1.secret".into(), row: token.clone() }),
         frame(&Response::Tokens { rows: vec![token], matched: 1, bytes_kept: 410 }),
         frame(&status),
-        frame(&Response::Applied(model::Outcome { ids: vec!["0".into()], machines: vec!["0".into()], tokens: vec![] })),
+        frame(&Response::Applied(model::Outcome {
+            ids: vec!["0".into()],
+            machines: vec!["0".into()],
+            tokens: vec![],
+        })),
         frame(&Response::Done),
         frame(&Response::Error("no such app".into())),
         frame(&Response::Unavailable("leaving".into())),
@@ -328,7 +537,10 @@ fn seeds_session() -> Vec<Vec<u8>> {
         config: BTreeMap::from([("port".to_string(), "8080".to_string())]),
     };
     vec![
-        agent::encode_msg(&SessionMsg::Assign(Assignments { machine: "3".into(), units: vec![unit] })),
+        agent::encode_msg(&SessionMsg::Assign(Assignments {
+            machine: "3".into(),
+            units: vec![unit],
+        })),
         agent::encode_msg(&SessionMsg::Report(Report {
             machine_status: Some("started".into()),
             address: Some("10.0.0.3".into()),
@@ -354,7 +566,7 @@ fn seeds_state_msg() -> Vec<Vec<u8>> {
     use jujud::core::state::replica::Delta;
     let r = sample_replica();
     let vv = r.version();
-    let msgs = vec![
+    let msgs = [
         StateMsg::Push(sample_ops()),
         StateMsg::Digest(vv.clone()),
         StateMsg::Have(vv),
@@ -374,7 +586,10 @@ fn state_record(bytes: &[u8]) -> bool {
 
 fn seeds_state_record() -> Vec<Vec<u8>> {
     let cfg = bincode::config::standard();
-    vec![bincode::serde::encode_to_vec(sample_ops(), cfg).unwrap(), bincode::serde::encode_to_vec(Vec::<Stamped>::new(), cfg).unwrap()]
+    vec![
+        bincode::serde::encode_to_vec(sample_ops(), cfg).unwrap(),
+        bincode::serde::encode_to_vec(Vec::<Stamped>::new(), cfg).unwrap(),
+    ]
 }
 
 fn snapshot(bytes: &[u8]) -> bool {
@@ -384,12 +599,18 @@ fn snapshot(bytes: &[u8]) -> bool {
 fn seeds_snapshot() -> Vec<Vec<u8>> {
     let cfg = bincode::config::standard();
     let empty = Replica::new(Actor { node: 3 << 48, generation: 1 }).snapshot_all();
-    vec![bincode::serde::encode_to_vec(sample_replica().snapshot_all(), cfg).unwrap(), bincode::serde::encode_to_vec(empty, cfg).unwrap()]
+    vec![
+        bincode::serde::encode_to_vec(sample_replica().snapshot_all(), cfg).unwrap(),
+        bincode::serde::encode_to_vec(empty, cfg).unwrap(),
+    ]
 }
 
 /// The owner every log and snapshot target's inputs are checked against.
 fn log_owner() -> wal::LogIdentity {
-    wal::LogIdentity { cluster: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(), node: "0123456789abcdef".into() }
+    wal::LogIdentity {
+        cluster: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        node: "0123456789abcdef".into(),
+    }
 }
 
 /// A whole state-log segment as read from disk: header, records, torn-tail
@@ -405,7 +626,10 @@ fn seeds_wal_segment() -> Vec<Vec<u8>> {
     let header = wal::format::encode_header(wal::format::SEGMENT_MAGIC, &log_owner(), 1);
     let cfg = bincode::config::standard();
     let mut one = header.clone();
-    for payload in [bincode::serde::encode_to_vec(sample_ops(), cfg).unwrap(), bincode::serde::encode_to_vec(Vec::<Stamped>::new(), cfg).unwrap()] {
+    for payload in [
+        bincode::serde::encode_to_vec(sample_ops(), cfg).unwrap(),
+        bincode::serde::encode_to_vec(Vec::<Stamped>::new(), cfg).unwrap(),
+    ] {
         one.extend_from_slice(&wal::format::record_header(&payload));
         one.extend_from_slice(&payload);
     }
@@ -429,14 +653,21 @@ fn notices_file(bytes: &[u8]) -> bool {
 
 fn seeds_notices_file() -> Vec<Vec<u8>> {
     let cfg = bincode::config::standard();
-    vec![bincode::serde::encode_to_vec(sample_notices(), cfg).unwrap(), bincode::serde::encode_to_vec(Vec::<Notice>::new(), cfg).unwrap()]
+    vec![
+        bincode::serde::encode_to_vec(sample_notices(), cfg).unwrap(),
+        bincode::serde::encode_to_vec(Vec::<Notice>::new(), cfg).unwrap(),
+    ]
 }
 
 /// The scratch directory of file-based targets (on tmpfs when there is one).
 pub fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        let base = if std::path::Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
         let dir = base.join(format!("jujud-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("scratch dir");
         dir
@@ -478,7 +709,8 @@ fn node_creds() -> &'static (jujud::pki::ClusterCa, jujud::pki::IssuedCert) {
 
 /// What node_json seeds carry instead of a CA fingerprint: the target's CA
 /// is made afresh in every run, so its fingerprint goes in at decode time.
-const FINGERPRINT_PLACEHOLDER: &str = "cafe000000000000000000000000000000000000000000000000000000000000";
+const FINGERPRINT_PLACEHOLDER: &str =
+    "cafe000000000000000000000000000000000000000000000000000000000000";
 
 fn node_json(bytes: &[u8]) -> bool {
     let dir = node_dir();
@@ -505,9 +737,7 @@ fn seeds_node_json() -> Vec<Vec<u8>> {
         machine: machine.map(str::to_string),
         state_log: false,
     };
-    vec![
-        serde_json::to_vec_pretty(&node("manager", None)).unwrap(),
-    ]
+    vec![serde_json::to_vec_pretty(&node("manager", None)).unwrap()]
 }
 
 // ---- files a user or an agent edits ----
@@ -519,7 +749,8 @@ fn agent_conf(bytes: &[u8]) -> bool {
 }
 
 fn seeds_agent_conf() -> Vec<Vec<u8>> {
-    let conf = AgentConf::new(vec!["127.0.0.1:7001".parse().unwrap(), "[::1]:7002".parse().unwrap()]);
+    let conf =
+        AgentConf::new(vec!["127.0.0.1:7001".parse().unwrap(), "[::1]:7002".parse().unwrap()]);
     vec![serde_json::to_vec_pretty(&conf).unwrap(), serde_json::to_vec(&conf).unwrap()]
 }
 

@@ -20,8 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 use jujud::runtime::provider::local::{Instance, LocalProvider, start_ticks};
 use serde_json::Value;
 
-use crate::common::follow::Follower;
 use crate::common::Ev;
+
+/// What every manager agreed on: singleton owners by name, and the managers.
+type Agreement = (BTreeMap<String, String>, Vec<Manager>);
+use crate::common::follow::Follower;
 
 pub type Res<T> = Result<T, String>;
 
@@ -47,7 +50,11 @@ pub const MSG_MANAGER: &str = "manager starting";
 
 /// Runs `juju ARGS` against the environment under `root`.
 pub fn juju_at(root: &Path, args: &[&str]) -> Res<Output> {
-    Command::new(env!("CARGO_BIN_EXE_juju")).env("JUJUD_ROOT", root).args(args).output().map_err(|e| format!("juju: {e}"))
+    Command::new(env!("CARGO_BIN_EXE_juju"))
+        .env("JUJUD_ROOT", root)
+        .args(args)
+        .output()
+        .map_err(|e| format!("juju: {e}"))
 }
 
 /// A manager as the managers agree on it.
@@ -102,7 +109,8 @@ pub fn run_env<T>(root: PathBuf, ha: u32, f: impl FnOnce(&mut Env) -> Res<T>) ->
     let load1 = crate::common::load1();
     let mut guard = Guard(&root, true);
     let t = Instant::now();
-    let out = juju_at(&root, &["bootstrap", "--ha", &ha.to_string(), "--root", &root.to_string_lossy()]);
+    let out =
+        juju_at(&root, &["bootstrap", "--ha", &ha.to_string(), "--root", &root.to_string_lossy()]);
     let took = t.elapsed();
     let (mut bootstrap, mut refused) = (None, 0);
     let value = match out {
@@ -115,7 +123,10 @@ pub fn run_env<T>(root: PathBuf, ha: u32, f: impl FnOnce(&mut Env) -> Res<T>) ->
                 v
             })
         }
-        Ok(o) => Err(format!("juju bootstrap --ha {ha} failed: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Ok(o) => Err(format!(
+            "juju bootstrap --ha {ha} failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
         Err(e) => Err(e),
     };
     if value.is_err() {
@@ -132,7 +143,10 @@ pub fn keep_logs(root: &Path) {
     let Ok(dirs) = std::fs::read_dir(root.join("instances")) else { return };
     let _ = std::fs::create_dir_all(&to);
     for d in dirs.flatten() {
-        let _ = std::fs::copy(d.path().join(crate::common::follow::LOG_FILE), to.join(format!("{}.log", d.file_name().to_string_lossy())));
+        let _ = std::fs::copy(
+            d.path().join(crate::common::follow::LOG_FILE),
+            to.join(format!("{}.log", d.file_name().to_string_lossy())),
+        );
     }
     eprintln!("ha: logs of the failed round kept in {}", to.display());
 }
@@ -142,7 +156,10 @@ impl Env {
     pub fn ok(&self, args: &[&str]) -> Res<String> {
         let out = juju_at(&self.root, args)?;
         if !out.status.success() {
-            return Err(format!("juju {args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "juju {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -164,7 +181,10 @@ impl Env {
     }
 
     pub fn instance_at(&self, addr: SocketAddr) -> Res<Instance> {
-        self.instances().into_iter().find(|i| i.address == addr).ok_or_else(|| format!("no instance at {addr}"))
+        self.instances()
+            .into_iter()
+            .find(|i| i.address == addr)
+            .ok_or_else(|| format!("no instance at {addr}"))
     }
 
     /// Whether the process of `i` still runs.
@@ -198,13 +218,15 @@ impl Env {
                 Err(e) => last = e,
             }
             if Instant::now() > deadline {
-                return Err(format!("managers did not agree on {want} alive within {AGREE_TIMEOUT_MS} ms: {last}"));
+                return Err(format!(
+                    "managers did not agree on {want} alive within {AGREE_TIMEOUT_MS} ms: {last}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(PROBE_INTERVAL_MS));
         }
     }
 
-    fn agreement(&self, want: usize) -> Res<Option<(BTreeMap<String, String>, Vec<Manager>)>> {
+    fn agreement(&self, want: usize) -> Res<Option<Agreement>> {
         let first = self.json(&["show-controller"])?;
         let managers = alive_managers(&first);
         if managers.len() != want {
@@ -214,7 +236,9 @@ impl Env {
         for m in &managers {
             let v = self.json(&["show-controller", "--endpoint", &m.addr.to_string()])?;
             let theirs = owners_of(&v);
-            if alive_managers(&v).len() != want || v["controller"]["alive"].as_u64() != Some(want as u64) {
+            if alive_managers(&v).len() != want
+                || v["controller"]["alive"].as_u64() != Some(want as u64)
+            {
                 return Ok(None);
             }
             if owners.as_ref().is_some_and(|o| *o != theirs) {
@@ -228,13 +252,18 @@ impl Env {
     /// The node id each instance logged at its start, by instance name.
     pub fn node_ids(&mut self) -> BTreeMap<String, String> {
         self.log.pump();
-        self.log.matching(|e| e.msg == MSG_MANAGER).map(|e| (self.log.name(e.who), e.text("id"))).collect()
+        self.log
+            .matching(|e| e.msg == MSG_MANAGER)
+            .map(|e| (self.log.name(e.who), e.text("id")))
+            .collect()
     }
 
     /// Duplicate starts the provider refused so far (`existed: true`).
     pub fn refused_starts(&mut self) -> usize {
         self.log.pump();
-        self.log.matching(|e| e.msg == MSG_STARTED && e.fields["existed"] == Value::Bool(true)).count()
+        self.log
+            .matching(|e| e.msg == MSG_STARTED && e.fields["existed"] == Value::Bool(true))
+            .count()
     }
 }
 
@@ -244,7 +273,12 @@ pub fn after(f: &Follower, t0: SystemTime, want: impl Fn(&Ev) -> bool) -> Option
 }
 
 /// The first event of instance `name` logged at or after `t0` matching `want`.
-pub fn after_by<'a>(f: &'a Follower, t0: SystemTime, name: &str, want: impl Fn(&Ev) -> bool) -> Option<&'a Ev> {
+pub fn after_by<'a>(
+    f: &'a Follower,
+    t0: SystemTime,
+    name: &str,
+    want: impl Fn(&Ev) -> bool,
+) -> Option<&'a Ev> {
     after(f, t0, |e| want(e) && f.name(e.who) == name)
 }
 
@@ -265,7 +299,11 @@ pub fn first_answer(root: &Path, addr: SocketAddr, cap_ms: u64) -> Res<SystemTim
             let (tx, root, ep) = (tx.clone(), root.to_owned(), addr.to_string());
             std::thread::spawn(move || {
                 let out = juju_at(&root, &["status", "--endpoint", &ep, "--format", "json"]);
-                let answered = out.is_ok_and(|o| o.status.success() && serde_json::from_slice::<Value>(&o.stdout).is_ok_and(|v| v["answered_by"].is_string()));
+                let answered = out.is_ok_and(|o| {
+                    o.status.success()
+                        && serde_json::from_slice::<Value>(&o.stdout)
+                            .is_ok_and(|v| v["answered_by"].is_string())
+                });
                 let _ = tx.send(answered.then(SystemTime::now));
             });
             (in_flight, next) = (in_flight + 1, next + Duration::from_millis(PROBE_INTERVAL_MS));
@@ -287,14 +325,21 @@ pub fn alive_managers(v: &Value) -> Vec<Manager> {
     let rows = v["members"].as_array().cloned().unwrap_or_default();
     rows.iter()
         .filter(|m| m["role"] == "manager" && m["state"] == "alive")
-        .filter_map(|m| Some(Manager { id: m["id"].as_str()?.to_owned(), addr: m["addr"].as_str()?.parse().ok()? }))
+        .filter_map(|m| {
+            Some(Manager {
+                id: m["id"].as_str()?.to_owned(),
+                addr: m["addr"].as_str()?.parse().ok()?,
+            })
+        })
         .collect()
 }
 
 /// `controller.owners` of a show-controller answer: singleton -> node id.
 pub fn owners_of(v: &Value) -> BTreeMap<String, String> {
     let rows = v["controller"]["owners"].as_array().cloned().unwrap_or_default();
-    rows.iter().filter_map(|o| Some((o[0].as_str()?.to_owned(), o[1].as_str()?.to_owned()))).collect()
+    rows.iter()
+        .filter_map(|o| Some((o[0].as_str()?.to_owned(), o[1].as_str()?.to_owned())))
+        .collect()
 }
 
 /// Processes whose command line names `root`: `(pid, cmdline)`.
@@ -306,7 +351,10 @@ fn processes_under(root: &Path) -> Vec<(i32, String)> {
         .filter_map(|pid| {
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let argv0 = raw.split(|b| *b == 0).next()?;
-            Path::new(std::str::from_utf8(argv0).ok()?).file_name().is_some_and(|n| n == "jujud").then_some(())?;
+            Path::new(std::str::from_utf8(argv0).ok()?)
+                .file_name()
+                .is_some_and(|n| n == "jujud")
+                .then_some(())?;
             let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
             cmd.contains(&needle).then(|| (pid, cmd.trim().to_owned()))
         })
@@ -332,7 +380,10 @@ fn teardown(root: &Path) -> Res<Teardown> {
         unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
     if !out.status.success() {
-        return Err(format!("juju destroy failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "juju destroy failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(Teardown { took, said, leaked: left.into_iter().map(|(p, c)| format!("{p} {c}")).collect() })
 }

@@ -44,23 +44,38 @@ pub fn round(root: PathBuf) -> env::Ended<Handoff> {
 
 fn measure(env: &mut Env) -> Res<Handoff> {
     let (owners, managers) = env.agreed(MANAGERS as usize)?;
-    let owner = owners.get(PROVISIONER).ok_or("show-controller names no provisioner owner")?.clone();
-    let addr = managers.iter().find(|m| m.id == owner).ok_or("the provisioner's owner is not an alive manager")?.addr;
+    let owner =
+        owners.get(PROVISIONER).ok_or("show-controller names no provisioner owner")?.clone();
+    let addr = managers
+        .iter()
+        .find(|m| m.id == owner)
+        .ok_or("the provisioner's owner is not an alive manager")?
+        .addr;
     let victim = env.instance_at(addr)?;
     let ids = env.node_ids();
-    let survivors: Vec<String> =
-        ids.iter().filter(|(_, id)| **id != owner && managers.iter().any(|m| &m.id == *id)).map(|(n, _)| n.clone()).collect();
+    let survivors: Vec<String> = ids
+        .iter()
+        .filter(|(_, id)| **id != owner && managers.iter().any(|m| &m.id == *id))
+        .map(|(n, _)| n.clone())
+        .collect();
     let t0 = env.kill(&victim)?;
     let down = |e: &crate::common::Ev| e.msg == env::MSG_DOWN && e.text("member") == owner;
-    let acquired = |e: &crate::common::Ev| e.msg == env::MSG_ACQUIRED && e.text("singleton") == PROVISIONER;
+    let acquired =
+        |e: &crate::common::Ev| e.msg == env::MSG_ACQUIRED && e.text("singleton") == PROVISIONER;
     let done = env.log.wait_until(ROUND_CAP_MS, |f| {
-        survivors.iter().all(|s| after_by(f, t0, s, down).is_some()) && survivors.iter().any(|s| after_by(f, t0, s, acquired).is_some())
+        survivors.iter().all(|s| after_by(f, t0, s, down).is_some())
+            && survivors.iter().any(|s| after_by(f, t0, s, acquired).is_some())
     });
     if !done {
-        return Err(format!("no detection and handoff within {ROUND_CAP_MS} ms of killing {}", victim.name));
+        return Err(format!(
+            "no detection and handoff within {ROUND_CAP_MS} ms of killing {}",
+            victim.name
+        ));
     }
     let f = &env.log;
-    let at = |s: &String, want: &dyn Fn(&crate::common::Ev) -> bool| after_by(f, t0, s, want).and_then(|e| ms_since(e, t0));
+    let at = |s: &String, want: &dyn Fn(&crate::common::Ev) -> bool| {
+        after_by(f, t0, s, want).and_then(|e| ms_since(e, t0))
+    };
     let detection_ms = survivors.iter().filter_map(|s| at(s, &down)).fold(f64::NAN, f64::max);
     let (new_owner, handoff_ms) = survivors
         .iter()
@@ -69,7 +84,14 @@ fn measure(env: &mut Env) -> Res<Handoff> {
         .ok_or("no survivor acquired the provisioner")?;
     let owner_detection_ms = at(&new_owner, &down).unwrap_or(f64::NAN);
     let acquirers = survivors.iter().filter(|s| at(s, &acquired).is_some()).count();
-    Ok(Handoff { victim: victim.name, new_owner, detection_ms, owner_detection_ms, handoff_ms, acquirers })
+    Ok(Handoff {
+        victim: victim.name,
+        new_owner,
+        detection_ms,
+        owner_detection_ms,
+        handoff_ms,
+        acquirers,
+    })
 }
 
 /// One line per round, for the report.

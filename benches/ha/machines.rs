@@ -78,12 +78,22 @@ fn call(root: &Path, endpoints: &[SocketAddr], first: usize) -> Vec<Attempt> {
     let mut out = Vec::new();
     for k in 0..ATTEMPTS {
         let endpoint = endpoints[(first + k) % endpoints.len()];
-        let result = juju_at(root, &["add-machine", "--endpoint", &endpoint.to_string(), "--format", "json"]).and_then(|o| {
+        let result = juju_at(
+            root,
+            &["add-machine", "--endpoint", &endpoint.to_string(), "--format", "json"],
+        )
+        .and_then(|o| {
             if !o.status.success() {
                 return Err(String::from_utf8_lossy(&o.stderr).trim().to_owned());
             }
-            let v: Value = serde_json::from_slice(&o.stdout).map_err(|e| format!("not JSON: {e}"))?;
-            Ok(v["machines"].as_array().into_iter().flatten().filter_map(|m| m.as_str().map(str::to_owned)).collect())
+            let v: Value =
+                serde_json::from_slice(&o.stdout).map_err(|e| format!("not JSON: {e}"))?;
+            Ok(v["machines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect())
         });
         let ok = result.is_ok();
         out.push(Attempt { endpoint, result });
@@ -99,7 +109,8 @@ fn measure(env: &mut Env, calls: usize) -> Res<Tally> {
     managers.sort_by_key(|m| m.addr);
     let endpoints: Vec<SocketAddr> = managers.iter().map(|m| m.addr).collect();
     let owner = owners.get("provisioner").ok_or("no provisioner owner")?;
-    let victim = env.instance_at(managers.iter().find(|m| &m.id == owner).ok_or("owner not alive")?.addr)?;
+    let victim =
+        env.instance_at(managers.iter().find(|m| &m.id == owner).ok_or("owner not alive")?.addr)?;
     let kill_batch = calls.div_ceil(BATCH) / 2;
     let t_start = SystemTime::now();
     let mut attempts = Vec::new();
@@ -118,8 +129,16 @@ fn measure(env: &mut Env, calls: usize) -> Res<Tally> {
             attempts.push(h.join().map_err(|_| "a call thread panicked")?);
         }
     }
-    let kill_after_ms = t_kill.and_then(|t| t.duration_since(t_start).ok()).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
-    let told: BTreeSet<String> = attempts.iter().flatten().filter_map(|a| a.result.as_ref().ok()).flatten().cloned().collect();
+    let kill_after_ms = t_kill
+        .and_then(|t| t.duration_since(t_start).ok())
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+    let told: BTreeSet<String> = attempts
+        .iter()
+        .flatten()
+        .filter_map(|a| a.result.as_ref().ok())
+        .flatten()
+        .cloned()
+        .collect();
     let settle = Instant::now();
     let (st, why_not) = settled(env, told.len());
     if why_not.is_some() {
@@ -128,8 +147,16 @@ fn measure(env: &mut Env, calls: usize) -> Res<Tally> {
     let settle_ms = settle.elapsed().as_secs_f64() * 1e3;
     env.log.pump();
     let mut t = tally(env, &st);
-    (t.calls, t.victim, t.victim_addr, t.kill_after_ms, t.attempts, t.told, t.settle_ms, t.unsettled) =
-        (calls, victim.name, victim.address, kill_after_ms, attempts, told, settle_ms, why_not);
+    (
+        t.calls,
+        t.victim,
+        t.victim_addr,
+        t.kill_after_ms,
+        t.attempts,
+        t.told,
+        t.settle_ms,
+        t.unsettled,
+    ) = (calls, victim.name, victim.address, kill_after_ms, attempts, told, settle_ms, why_not);
     Ok(t)
 }
 
@@ -142,7 +169,11 @@ fn settled(env: &Env, want: usize) -> (Value, Option<String>) {
     while Instant::now() < deadline {
         if let Ok(st) = env.json(&["status"]) {
             let ms = workers(&st);
-            let ready = ms.len() >= want && ms.iter().all(|m| m["presence"] == "alive" && !m["instance"].as_array().is_none_or(|a| a.is_empty()));
+            let ready = ms.len() >= want
+                && ms.iter().all(|m| {
+                    m["presence"] == "alive"
+                        && !m["instance"].as_array().is_none_or(|a| a.is_empty())
+                });
             if ready && env::alive_managers(&st).len() == MANAGERS as usize {
                 return (st, None);
             }
@@ -153,28 +184,49 @@ fn settled(env: &Env, want: usize) -> (Value, Option<String>) {
     let ms = workers(&last);
     let stuck: Vec<String> = ms
         .iter()
-        .filter(|m| m["presence"] != "alive" || m["instance"].as_array().is_none_or(|a| a.is_empty()))
-        .map(|m| format!("{} ({}, instance {})", m["id"].as_str().unwrap_or("?"), m["presence"].as_str().unwrap_or("?"), m["instance"]))
+        .filter(|m| {
+            m["presence"] != "alive" || m["instance"].as_array().is_none_or(|a| a.is_empty())
+        })
+        .map(|m| {
+            format!(
+                "{} ({}, instance {})",
+                m["id"].as_str().unwrap_or("?"),
+                m["presence"].as_str().unwrap_or("?"),
+                m["instance"]
+            )
+        })
         .collect();
-    let why = format!("not settled within {SETTLE_CAP_MS} ms: {} managers alive; machines not ready: {stuck:?}", env::alive_managers(&last).len());
+    let why = format!(
+        "not settled within {SETTLE_CAP_MS} ms: {} managers alive; machines not ready: {stuck:?}",
+        env::alive_managers(&last).len()
+    );
     (last, Some(why))
 }
 
 /// The non-controller machines of a status answer.
 fn workers(st: &Value) -> Vec<&Value> {
-    let all = st["status"]["machines"].as_array().map(|a| a.iter().collect()).unwrap_or_else(Vec::new);
-    all.into_iter().filter(|m| !m["jobs"].as_array().is_some_and(|j| j.iter().any(|x| x == CONTROLLER_JOB))).collect()
+    let all: Vec<&Value> =
+        st["status"]["machines"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    all.into_iter()
+        .filter(|m| !m["jobs"].as_array().is_some_and(|j| j.iter().any(|x| x == CONTROLLER_JOB)))
+        .collect()
 }
 
 fn tally(env: &Env, st: &Value) -> Tally {
     let ms = workers(st);
-    let listed: BTreeSet<String> = ms.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect();
+    let listed: BTreeSet<String> =
+        ms.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect();
     let alive = ms.iter().filter(|m| m["presence"] == "alive").count();
     let all = st["status"]["machines"].as_array().cloned().unwrap_or_default();
-    let controllers: BTreeSet<&str> = all.iter().filter(|m| !workers_has(&ms, m)).filter_map(|m| m["id"].as_str()).collect();
+    let controllers: BTreeSet<&str> =
+        all.iter().filter(|m| !workers_has(&ms, m)).filter_map(|m| m["id"].as_str()).collect();
     let mut instances = BTreeMap::new();
     let mut running = 0;
-    for i in env.instances().iter().filter(|i| i.machine != "bootstrap" && !controllers.contains(i.machine.as_str())) {
+    for i in env
+        .instances()
+        .iter()
+        .filter(|i| i.machine != "bootstrap" && !controllers.contains(i.machine.as_str()))
+    {
         // A manager replaced by the HA keeper leaves a dead controller
         // machine, no longer listed: its instance is not an agent's.
         if i.name.starts_with("m-") && is_manager(env, &i.name) {
@@ -184,7 +236,21 @@ fn tally(env: &Env, st: &Value) -> Tally {
         running += usize::from(Env::running(i));
     }
     let managers_alive = env::alive_managers(st).len();
-    Tally { calls: 0, victim: String::new(), victim_addr: SocketAddr::from(([0, 0, 0, 0], 0)), kill_after_ms: f64::NAN, attempts: Vec::new(), told: BTreeSet::new(), listed, instances, alive, running, settle_ms: 0.0, managers_alive, unsettled: None }
+    Tally {
+        calls: 0,
+        victim: String::new(),
+        victim_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        kill_after_ms: f64::NAN,
+        attempts: Vec::new(),
+        told: BTreeSet::new(),
+        listed,
+        instances,
+        alive,
+        running,
+        settle_ms: 0.0,
+        managers_alive,
+        unsettled: None,
+    }
 }
 
 fn workers_has(ms: &[&Value], m: &Value) -> bool {

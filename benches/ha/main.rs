@@ -54,7 +54,9 @@ struct Args {
 }
 
 fn number<T: std::str::FromStr>(name: &str, v: Option<String>) -> Result<T, String> {
-    v.ok_or_else(|| format!("{name} needs a value"))?.parse().map_err(|_| format!("{name}: not a number"))
+    v.ok_or_else(|| format!("{name} needs a value"))?
+        .parse()
+        .map_err(|_| format!("{name}: not a number"))
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -77,10 +79,18 @@ fn parse_args() -> Result<Args, String> {
             "--heal-short-rounds" => a.heal_short_rounds = number(&arg, it.next())?,
             "--short-grace-ms" => a.short_grace_ms = number(&arg, it.next())?,
             "--machines" => a.machines = number(&arg, it.next())?,
-            "--only" => a.only = it.next().ok_or("--only needs a value")?.split(',').map(str::to_owned).collect(),
+            "--only" => {
+                a.only =
+                    it.next().ok_or("--only needs a value")?.split(',').map(str::to_owned).collect()
+            }
             "-h" | "--help" => {
-                println!("cargo bench --bench ha -- [--handoff-rounds N] [--grow-rounds N] [--heal-default-rounds N]");
-                println!("  [--heal-short-rounds N] [--short-grace-ms MS] [--machines N] [--only {}]", SECTIONS.join(","));
+                println!(
+                    "cargo bench --bench ha -- [--handoff-rounds N] [--grow-rounds N] [--heal-default-rounds N]"
+                );
+                println!(
+                    "  [--heal-short-rounds N] [--short-grace-ms MS] [--machines N] [--only {}]",
+                    SECTIONS.join(",")
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
@@ -114,18 +124,31 @@ impl Totals {
     }
 
     /// Books a finished round; its value if it succeeded.
-    fn book<T>(&mut self, label: &str, ha3: bool, e: env::Ended<T>, describe: impl Fn(&T) -> String) -> Option<T> {
+    fn book<T>(
+        &mut self,
+        label: &str,
+        ha3: bool,
+        e: env::Ended<T>,
+        describe: impl Fn(&T) -> String,
+    ) -> Option<T> {
         self.rounds += 1;
         self.ha3_rounds += usize::from(ha3);
         if let (true, Some(d)) = (ha3, e.bootstrap) {
             self.bootstrap_ha3.push(d.as_secs_f64() * 1e3);
         }
         self.refused_starts += e.refused;
-        let boot = e.bootstrap.map_or("bootstrap failed".into(), |d| format!("bootstrap {}", report::ms(d.as_secs_f64() * 1e3)));
+        let boot = e.bootstrap.map_or("bootstrap failed".into(), |d| {
+            format!("bootstrap {}", report::ms(d.as_secs_f64() * 1e3))
+        });
         let end = match &e.teardown {
             Ok(t) => {
                 self.leaked.extend(t.leaked.iter().map(|l| format!("{label}: {l}")));
-                format!("destroy {} ({}; left running {})", report::ms(t.took.as_secs_f64() * 1e3), t.said, t.leaked.len())
+                format!(
+                    "destroy {} ({}; left running {})",
+                    report::ms(t.took.as_secs_f64() * 1e3),
+                    t.said,
+                    t.leaked.len()
+                )
             }
             Err(err) => {
                 self.failures.push(format!("{label}: {err}"));
@@ -133,7 +156,12 @@ impl Totals {
             }
         };
         let line = match &e.value {
-            Ok(v) => format!("{label}: {}; {boot}; refused duplicate starts {}; {end}; load1 {:.2}", describe(v), e.refused, e.load1),
+            Ok(v) => format!(
+                "{label}: {}; {boot}; refused duplicate starts {}; {end}; load1 {:.2}",
+                describe(v),
+                e.refused,
+                e.load1
+            ),
             Err(err) => {
                 self.failures.push(format!("{label}: {err}"));
                 format!("{label}: FAILED: {err}; {boot}; {end}; load1 {:.2}", e.load1)
@@ -149,10 +177,15 @@ fn handoff_section(a: &Args, base: &Path, t: &mut Table, tot: &mut Totals) {
     if a.handoff_rounds == 0 {
         return;
     }
-    let (mut det, mut own, mut hand, mut margin) = (Samples::default(), Samples::default(), Samples::default(), Samples::default());
+    let (mut det, mut own, mut hand, mut margin) =
+        (Samples::default(), Samples::default(), Samples::default(), Samples::default());
     for r in 0..a.handoff_rounds {
         let root = tot.root(base, "handoff");
-        let Some(h) = tot.book(&format!("handoff {}", r + 1), true, handoff::round(root), handoff::describe) else { continue };
+        let Some(h) =
+            tot.book(&format!("handoff {}", r + 1), true, handoff::round(root), handoff::describe)
+        else {
+            continue;
+        };
         det.push(h.detection_ms);
         own.push(h.owner_detection_ms);
         hand.push(h.handoff_ms);
@@ -161,7 +194,13 @@ fn handoff_section(a: &Args, base: &Path, t: &mut Table, tot: &mut Totals) {
     t.info("1 SIGKILL provisioner owner -> every survivor's member down", &det);
     t.info("1 SIGKILL -> the new owner's own member down", &own);
     t.info("1 SIGKILL -> new owner logs singleton acquired (provisioner)", &hand);
-    t.upto("1 per round: handoff - detection", &margin, HANDOFF_MARGIN_TARGET_MS, On::Median, a.handoff_rounds);
+    t.upto(
+        "1 per round: handoff - detection",
+        &margin,
+        HANDOFF_MARGIN_TARGET_MS,
+        On::Median,
+        a.handoff_rounds,
+    );
 }
 
 fn grow_section(a: &Args, base: &Path, t: &mut Table, tot: &mut Totals) {
@@ -171,11 +210,21 @@ fn grow_section(a: &Args, base: &Path, t: &mut Table, tot: &mut Totals) {
     let (mut cmd, mut agreed) = (Samples::default(), Samples::default());
     for r in 0..a.grow_rounds {
         let root = tot.root(base, "grow");
-        let Some(g) = tot.book(&format!("grow {}", r + 1), false, grow::round(root), grow::describe) else { continue };
+        let Some(g) =
+            tot.book(&format!("grow {}", r + 1), false, grow::round(root), grow::describe)
+        else {
+            continue;
+        };
         cmd.push(g.enable_ha.as_secs_f64() * 1e3);
         agreed.push(g.agreed.as_secs_f64() * 1e3);
     }
-    t.upto("2 juju enable-ha -n 3 from one manager (command)", &cmd, ENABLE_HA_TARGET_MS, On::Worst, a.grow_rounds);
+    t.upto(
+        "2 juju enable-ha -n 3 from one manager (command)",
+        &cmd,
+        ENABLE_HA_TARGET_MS,
+        On::Worst,
+        a.grow_rounds,
+    );
     t.info("2 enable-ha start -> every manager agrees on 3 and owners", &agreed);
 }
 
@@ -185,16 +234,33 @@ fn heal_rows(t: &mut Table, grace_ms: u64, rounds: &[heal::Heal], want: usize) {
         rounds.iter().for_each(|h| s.push(f(h)));
         s
     };
-    t.info(&format!("3 grace {grace_ms}: SIGKILL -> every survivor's member down"), &col(&|h| h.detection_ms));
-    t.info(&format!("3 grace {grace_ms}: SIGKILL -> keeper logs replacing it"), &col(&|h| h.keeper_ms));
-    t.info(&format!("3 grace {grace_ms}: SIGKILL -> replacement instance started"), &col(&|h| h.started_ms));
+    t.info(
+        &format!("3 grace {grace_ms}: SIGKILL -> every survivor's member down"),
+        &col(&|h| h.detection_ms),
+    );
+    t.info(
+        &format!("3 grace {grace_ms}: SIGKILL -> keeper logs replacing it"),
+        &col(&|h| h.keeper_ms),
+    );
+    t.info(
+        &format!("3 grace {grace_ms}: SIGKILL -> replacement instance started"),
+        &col(&|h| h.started_ms),
+    );
     let limit = grace_ms as f64 + heal::HEAL_MARGIN_TARGET_MS;
-    t.upto(&format!("3 grace {grace_ms}: SIGKILL -> replacement answers status"), &col(&|h| h.answered_ms), limit, On::Worst, want);
+    t.upto(
+        &format!("3 grace {grace_ms}: SIGKILL -> replacement answers status"),
+        &col(&|h| h.answered_ms),
+        limit,
+        On::Worst,
+        want,
+    );
     t.info(&format!("3 grace {grace_ms}: SIGKILL -> survivors see it up"), &col(&|h| h.up_ms));
 }
 
 fn heal_section(a: &Args, base: &Path, t: &mut Table, tot: &mut Totals) {
-    for (grace, n) in [(heal::DEFAULT_GRACE_MS, a.heal_default_rounds), (a.short_grace_ms, a.heal_short_rounds)] {
+    for (grace, n) in
+        [(heal::DEFAULT_GRACE_MS, a.heal_default_rounds), (a.short_grace_ms, a.heal_short_rounds)]
+    {
         if n == 0 {
             continue;
         }
@@ -204,7 +270,10 @@ fn heal_section(a: &Args, base: &Path, t: &mut Table, tot: &mut Totals) {
             let label = format!("heal grace {grace} ms {}", r + 1);
             if let Some(h) = tot.book(&label, true, heal::round(root, grace, r), heal::describe) {
                 if h.new_instances != 1 || !h.victim_stopped {
-                    tot.failures.push(format!("{label}: {} new instances, victim stopped {}", h.new_instances, h.victim_stopped));
+                    tot.failures.push(format!(
+                        "{label}: {} new instances, victim stopped {}",
+                        h.new_instances, h.victim_stopped
+                    ));
                 }
                 done.push(h);
             }
@@ -215,13 +284,19 @@ fn heal_section(a: &Args, base: &Path, t: &mut Table, tot: &mut Totals) {
 
 fn describe_tally(m: &machines::Tally) -> String {
     let first_try = m.attempts.iter().filter(|a| a.len() == 1 && a[0].result.is_ok()).count();
-    let retried_ok = m.attempts.iter().filter(|a| a.len() > 1 && a.last().is_some_and(|x| x.result.is_ok())).count();
+    let retried_ok = m
+        .attempts
+        .iter()
+        .filter(|a| a.len() > 1 && a.last().is_some_and(|x| x.result.is_ok()))
+        .count();
     let failed = m.attempts.iter().filter(|a| a.last().is_none_or(|x| x.result.is_err())).count();
     let mut errors: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for x in m.attempts.iter().flatten() {
         if let Err(e) = &x.result {
             let whose = if x.endpoint == m.victim_addr { " (the killed manager)" } else { "" };
-            *errors.entry(format!("{}{whose}: {}", x.endpoint, e.lines().last().unwrap_or(""))).or_insert(0) += 1;
+            *errors
+                .entry(format!("{}{whose}: {}", x.endpoint, e.lines().last().unwrap_or("")))
+                .or_insert(0) += 1;
         }
     }
     let unknown: Vec<&String> = m.listed.difference(&m.told).collect();
@@ -230,14 +305,30 @@ fn describe_tally(m: &machines::Tally) -> String {
         "{} calls, killed {} {:.0} ms in; ok first try {first_try}, ok after retry {retried_ok}, failed {failed}; told {} machines; \
          listed {}; listed but never told {:?}; told but not listed {:?}; agent instances {} ({} running); duplicated {:?}; agents alive {}; \
          managers alive {}; {} {:.0} ms after the last call; failed attempts (count by endpoint and error): {:?}",
-        m.calls, m.victim, m.kill_after_ms, m.told.len(), m.listed.len(), unknown, lost, m.agent_instances(), m.running,
-        m.duplicated(), m.alive, m.managers_alive, m.unsettled.as_deref().unwrap_or("settled"), m.settle_ms, errors
+        m.calls,
+        m.victim,
+        m.kill_after_ms,
+        m.told.len(),
+        m.listed.len(),
+        unknown,
+        lost,
+        m.agent_instances(),
+        m.running,
+        m.duplicated(),
+        m.alive,
+        m.managers_alive,
+        m.unsettled.as_deref().unwrap_or("settled"),
+        m.settle_ms,
+        errors
     )
 }
 
 fn machines_section(a: &Args, base: &Path, t: &mut Table, tot: &mut Totals) {
     let root = tot.root(base, "machines");
-    let Some(m) = tot.book("machines", true, machines::run(root, a.machines), describe_tally) else { return };
+    let Some(m) = tot.book("machines", true, machines::run(root, a.machines), describe_tally)
+    else {
+        return;
+    };
     if let Some(why) = &m.unsettled {
         tot.failures.push(format!("machines: {why}"));
     }
@@ -251,17 +342,34 @@ fn machines_section(a: &Args, base: &Path, t: &mut Table, tot: &mut Totals) {
 
 fn print_header(a: &Args) {
     println!("== jujud HA benchmark");
-    println!("command: cargo bench --bench ha -- {}", std::env::args().skip(1).filter(|x| x != "--bench").collect::<Vec<_>>().join(" "));
+    println!(
+        "command: cargo bench --bench ha -- {}",
+        std::env::args().skip(1).filter(|x| x != "--bench").collect::<Vec<_>>().join(" ")
+    );
     println!("machine: {}", common::machine());
     println!("loadavg at start: {}", common::loadavg());
     println!("commit: {}", common::commit());
-    println!("juju: {} (local provider; each instance a detached jujud with its own loopback address)", env!("CARGO_BIN_EXE_juju"));
+    println!(
+        "juju: {} (local provider; each instance a detached jujud with its own loopback address)",
+        env!("CARGO_BIN_EXE_juju")
+    );
     println!(
         "run: handoff {} rounds; enable-ha {}; heal {} at grace {} ms and {} at {} ms; {} add-machine calls; sections {:?}",
-        a.handoff_rounds, a.grow_rounds, a.heal_default_rounds, heal::DEFAULT_GRACE_MS, a.heal_short_rounds, a.short_grace_ms, a.machines, a.only
+        a.handoff_rounds,
+        a.grow_rounds,
+        a.heal_default_rounds,
+        heal::DEFAULT_GRACE_MS,
+        a.heal_short_rounds,
+        a.short_grace_ms,
+        a.machines,
+        a.only
     );
-    println!("times from a SIGKILL are log timestamps minus the kill instant (one machine clock); printed rounded up to the ms");
-    println!("anchors (quoted from docs, not measured here): Juju's singular lease takes up to 60 s to move; a Kubernetes leader lease about 15 s (client-go defaults)");
+    println!(
+        "times from a SIGKILL are log timestamps minus the kill instant (one machine clock); printed rounded up to the ms"
+    );
+    println!(
+        "anchors (quoted from docs, not measured here): Juju's singular lease takes up to 60 s to move; a Kubernetes leader lease about 15 s (client-go defaults)"
+    );
 }
 
 fn main() -> std::process::ExitCode {
@@ -296,9 +404,18 @@ fn main() -> std::process::ExitCode {
         machines_section(&a, base.path(), &mut t, &mut tot);
     }
     if tot.ha3_rounds > 0 {
-        t.upto("2 juju bootstrap --ha 3 (command), every round above", &tot.bootstrap_ha3, BOOTSTRAP_TARGET_MS, On::Worst, tot.ha3_rounds);
+        t.upto(
+            "2 juju bootstrap --ha 3 (command), every round above",
+            &tot.bootstrap_ha3,
+            BOOTSTRAP_TARGET_MS,
+            On::Worst,
+            tot.ha3_rounds,
+        );
     }
-    t.tally("duplicate starts the provider refused (existed: true), all rounds", tot.refused_starts);
+    t.tally(
+        "duplicate starts the provider refused (existed: true), all rounds",
+        tot.refused_starts,
+    );
     t.count("jujud processes left running after juju destroy, all rounds", tot.leaked.len(), 0);
     println!();
     t.print();
@@ -306,7 +423,12 @@ fn main() -> std::process::ExitCode {
     tot.notes.iter().for_each(|n| println!("  {n}"));
     tot.leaked.iter().for_each(|l| println!("  LEAKED (killed by the benchmark): {l}"));
     tot.failures.iter().for_each(|f| println!("  FAILURE: {f}"));
-    println!("{} rounds in {:.0} s; loadavg at end: {}", tot.rounds, started.elapsed().as_secs_f64(), common::loadavg());
+    println!(
+        "{} rounds in {:.0} s; loadavg at end: {}",
+        tot.rounds,
+        started.elapsed().as_secs_f64(),
+        common::loadavg()
+    );
     if !tot.failures.is_empty() {
         println!("logs of failed rounds kept under {}", base.keep().display());
     }

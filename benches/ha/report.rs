@@ -33,7 +33,14 @@ impl Table {
 
     /// A row without a target.
     pub fn info(&mut self, figure: &str, s: &Samples) {
-        self.rows.push([figure.into(), s.len().to_string(), ms(s.median()), ms(s.worst()), "-".into(), "info".into()]);
+        self.rows.push([
+            figure.into(),
+            s.len().to_string(),
+            ms(s.median()),
+            ms(s.worst()),
+            "-".into(),
+            "info".into(),
+        ]);
     }
 
     /// A row whose `on` summary must be at most `limit_ms` (and that has
@@ -54,7 +61,14 @@ impl Table {
         if !ok {
             self.missed.push(figure.into());
         }
-        self.rows.push([figure.into(), s.len().to_string(), ms(s.median()), ms(s.worst()), format!("{name} <= {}", ms(limit_ms)), verdict]);
+        self.rows.push([
+            figure.into(),
+            s.len().to_string(),
+            ms(s.median()),
+            ms(s.worst()),
+            format!("{name} <= {}", ms(limit_ms)),
+            verdict,
+        ]);
     }
 
     /// A row of counts that must equal `want`.
@@ -64,16 +78,33 @@ impl Table {
             self.missed.push(figure.into());
         }
         let verdict = if ok { "meets" } else { "MISSES" };
-        self.rows.push([figure.into(), "1".into(), got.to_string(), got.to_string(), format!("= {want}"), verdict.into()]);
+        self.rows.push([
+            figure.into(),
+            "1".into(),
+            got.to_string(),
+            got.to_string(),
+            format!("= {want}"),
+            verdict.into(),
+        ]);
     }
 
     /// A row of counts with no target.
     pub fn tally(&mut self, figure: &str, got: usize) {
-        self.rows.push([figure.into(), "1".into(), got.to_string(), got.to_string(), "-".into(), "info".into()]);
+        self.rows.push([
+            figure.into(),
+            "1".into(),
+            got.to_string(),
+            got.to_string(),
+            "-".into(),
+            "info".into(),
+        ]);
     }
 
     pub fn print(&self) {
-        println!("{:<64} {:>3} {:>10} {:>10}  {:<18} verdict", "figure", "n", "median", "worst", "target");
+        println!(
+            "{:<64} {:>3} {:>10} {:>10}  {:<18} verdict",
+            "figure", "n", "median", "worst", "target"
+        );
         for r in &self.rows {
             println!("{:<64} {:>3} {:>10} {:>10}  {:<18} {}", r[0], r[1], r[2], r[3], r[4], r[5]);
         }

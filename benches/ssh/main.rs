@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use testkit::hosts::Hosts;
 use testkit::stats::Samples;
-use serde_json::Value;
 
 /// The longest any awaited state may take before the round fails.
 const STEP_CAP_MS: u64 = 120_000;
@@ -30,7 +30,11 @@ const STEP_CAP_MS: u64 = 120_000;
 const ZOMBIE_WATCH_MS: u64 = 15_000;
 
 fn juju(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_juju")).env("JUJUD_ROOT", root).args(args).output().expect("run juju")
+    Command::new(env!("CARGO_BIN_EXE_juju"))
+        .env("JUJUD_ROOT", root)
+        .args(args)
+        .output()
+        .expect("run juju")
 }
 
 fn ok(root: &Path, args: &[&str]) -> Result<String, String> {
@@ -58,7 +62,12 @@ fn managers(st: &Value) -> Vec<(String, String)> {
         .map(|a| {
             a.iter()
                 .filter(|m| m["role"] == "manager" && m["state"] == "alive")
-                .map(|m| (m["id"].as_str().unwrap_or("").to_string(), m["addr"].as_str().unwrap_or("").to_string()))
+                .map(|m| {
+                    (
+                        m["id"].as_str().unwrap_or("").to_string(),
+                        m["addr"].as_str().unwrap_or("").to_string(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -69,7 +78,11 @@ fn ip_of(addr: &str) -> String {
 }
 
 /// Waits until `pred` holds on a status; the time it took.
-fn wait(root: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Result<(Duration, Value), String> {
+fn wait(
+    root: &Path,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Result<(Duration, Value), String> {
     let start = Instant::now();
     loop {
         if let Some(st) = status(root, None).filter(|st| pred(st)) {
@@ -85,7 +98,10 @@ fn wait(root: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Result<(Durat
 /// `want` managers alive, each answering a status that sees `want` alive.
 fn serving(root: &Path, want: usize, st: &Value) -> bool {
     let ms = managers(st);
-    ms.len() == want && ms.iter().all(|(_, a)| status(root, Some(a)).is_some_and(|s| s["controller"]["alive"] == want as u64))
+    ms.len() == want
+        && ms.iter().all(|(_, a)| {
+            status(root, Some(a)).is_some_and(|s| s["controller"]["alive"] == want as u64)
+        })
 }
 
 #[derive(Default)]
@@ -118,23 +134,32 @@ fn round(n: usize, grace_ms: u64, f: &mut Figures) -> Result<(), String> {
     let ips: Vec<String> = hosts.hosts.iter().map(|h| h.addr.to_string()).collect();
     let host_of = |addr: &str| ips.iter().position(|h| *h == ip_of(addr));
     // The bootstrap manager runs on the first manager host of the cloud.
-    let boot = managers(&st).iter().find_map(|(_, a)| host_of(a).filter(|i| *i == 0)).ok_or("no manager on host 0")?;
+    let boot = managers(&st)
+        .iter()
+        .find_map(|(_, a)| host_of(a).filter(|i| *i == 0))
+        .ok_or("no manager on host 0")?;
     // 1. The bootstrap manager's host dies.
     hosts.kill_host(boot);
     let t = Instant::now();
     let dead_ip = ips[boot].clone();
-    let (_, st) = wait(&root, "a replacement serving", |st| serving(&root, 3, st) && managers(st).iter().all(|(_, a)| ip_of(a) != dead_ip))?;
+    let (_, st) = wait(&root, "a replacement serving", |st| {
+        serving(&root, 3, st) && managers(st).iter().all(|(_, a)| ip_of(a) != dead_ip)
+    })?;
     let heal = if grace_ms == 10_000 { &mut f.heal_10 } else { &mut f.heal_2 };
     heal.push(t.elapsed().as_secs_f64());
     // 2. A manager's host stops responding (its processes run on).
     let (zid, zaddr) = managers(&st).into_iter().next().ok_or("no manager")?;
     let z = host_of(&zaddr).ok_or("zombie host unknown")?;
     hosts.link(z, false);
-    wait(&root, "the zombie's replacement serving", |st| serving(&root, 3, st) && managers(st).iter().all(|(id, _)| *id != zid))?;
+    wait(&root, "the zombie's replacement serving", |st| {
+        serving(&root, 3, st) && managers(st).iter().all(|(id, _)| *id != zid)
+    })?;
     hosts.link(z, true);
     let t = Instant::now();
     let (mut rejoins, mut stopped) = (0, None);
-    while t.elapsed() < Duration::from_millis(ZOMBIE_WATCH_MS) || stopped.is_none() && t.elapsed() < Duration::from_millis(STEP_CAP_MS) {
+    while t.elapsed() < Duration::from_millis(ZOMBIE_WATCH_MS)
+        || stopped.is_none() && t.elapsed() < Duration::from_millis(STEP_CAP_MS)
+    {
         if let Some(st) = status(&root, None) {
             rejoins += managers(&st).iter().filter(|(id, _)| *id == zid).count();
         }
@@ -166,7 +191,9 @@ fn round(n: usize, grace_ms: u64, f: &mut Figures) -> Result<(), String> {
     f.shrink_ok.push(freed);
     drop(guard);
     let left: usize = (0..6).map(|i| hosts.jujud_pids(i).len()).sum();
-    println!("round {n}: grace {grace_ms} ms, bootstrap host {boot}, zombie host {z}, jujud left after destroy {left}");
+    println!(
+        "round {n}: grace {grace_ms} ms, bootstrap host {boot}, zombie host {z}, jujud left after destroy {left}"
+    );
     if left > 0 {
         return Err(format!("{left} jujud processes left after destroy"));
     }
@@ -203,22 +230,40 @@ fn main() {
         }
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("\nssh provider, 6 namespace hosts, {rounds} rounds ({failed} failed); load {}", load.trim());
+    println!(
+        "\nssh provider, 6 namespace hosts, {rounds} rounds ({failed} failed); load {}",
+        load.trim()
+    );
     let mut missed = failed > 0;
     let (m, w) = (f.bootstrap.median(), f.bootstrap.worst());
-    println!("bootstrap --ha 3 to 3 serving:       median {m:.2} s, worst {w:.2} s (target <= 30 s, n={}: {})", f.bootstrap.len(), all(&f.bootstrap));
+    println!(
+        "bootstrap --ha 3 to 3 serving:       median {m:.2} s, worst {w:.2} s (target <= 30 s, n={}: {})",
+        f.bootstrap.len(),
+        all(&f.bootstrap)
+    );
     missed |= w > 30.0;
     for (grace_s, v) in [(10u64, &f.heal_10), (2, &f.heal_2)] {
         let limit = grace_s as f64 + 10.0;
         let (m, w) = (v.median(), v.worst());
-        println!("host killed -> replacement serving:  median {m:.2} s, worst {w:.2} s at grace {grace_s} s (target <= {limit} s, n={}: {})", v.len(), all(v));
-        missed |= v.len() > 0 && w > limit;
+        println!(
+            "host killed -> replacement serving:  median {m:.2} s, worst {w:.2} s at grace {grace_s} s (target <= {limit} s, n={}: {})",
+            v.len(),
+            all(v)
+        );
+        missed |= !v.is_empty() && w > limit;
     }
     let (m, w) = (f.zombie_stopped.median(), f.zombie_stopped.worst());
-    println!("zombie restored -> its jujud stopped: median {m:.2} s, worst {w:.2} s (n={}: {})", f.zombie_stopped.len(), all(&f.zombie_stopped));
+    println!(
+        "zombie restored -> its jujud stopped: median {m:.2} s, worst {w:.2} s (n={}: {})",
+        f.zombie_stopped.len(),
+        all(&f.zombie_stopped)
+    );
     println!("zombie rejoins seen alive:           {:?} (target all 0)", f.zombie_rejoins);
     println!("managers alive after the zombie:     {:?} (target all 3)", f.zombie_managers);
-    println!("enable-ha 5 on the right hosts:      {:?}; -n 3 freed the right ones: {:?}", f.grow_ok, f.shrink_ok);
+    println!(
+        "enable-ha 5 on the right hosts:      {:?}; -n 3 freed the right ones: {:?}",
+        f.grow_ok, f.shrink_ok
+    );
     missed |= f.zombie_rejoins.iter().any(|r| *r > 0) || f.zombie_managers.iter().any(|m| *m != 3);
     missed |= f.grow_ok.iter().chain(&f.shrink_ok).any(|ok| !ok);
     if missed {

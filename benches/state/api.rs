@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use jujud::core::state::model::{Command as StateCommand, StatusView};
 use jujud::pki::{self, ClusterCa, IssuedCert};
-use jujud::runtime::clientfile::ClientFile;
 use jujud::runtime::client::new_request_id;
+use jujud::runtime::clientfile::ClientFile;
 use jujud::runtime::wire::{self, MAX_API_FRAME_BYTES, Request, Response};
 
 use crate::cluster::Res;
@@ -36,7 +36,8 @@ pub fn client_config(file: &Path) -> Res<(ClientFile, quinn::ClientConfig)> {
     let ca = ClusterCa { cert_pem: f.ca_cert.clone(), key_pem: String::new() };
     let cert = IssuedCert { cert_pem: f.client_cert.clone(), key_pem: f.client_key.clone() };
     let tls = pki::client_config(&ca, &cert).map_err(|e| e.to_string())?;
-    let cfg = pki::quinn_client_config(tls, jujud::runtime::transport::transport_config()).map_err(|e| e.to_string())?;
+    let cfg = pki::quinn_client_config(tls, jujud::runtime::transport::transport_config())
+        .map_err(|e| e.to_string())?;
     Ok((f, cfg))
 }
 
@@ -50,15 +51,23 @@ pub struct Conn {
 
 impl Conn {
     /// Dials `addr` from `socket` (a namespace's socket) or a fresh one.
-    pub async fn open(cfg: &quinn::ClientConfig, addr: SocketAddr, socket: Option<UdpSocket>) -> Res<Conn> {
+    pub async fn open(
+        cfg: &quinn::ClientConfig,
+        addr: SocketAddr,
+        socket: Option<UdpSocket>,
+    ) -> Res<Conn> {
         let socket = match socket {
             Some(s) => s,
             None => UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?,
         };
         socket.set_nonblocking(true).map_err(|e| e.to_string())?;
         let runtime = Arc::new(quinn::TokioRuntime);
-        let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime).map_err(|e| e.to_string())?;
-        let connecting = endpoint.connect_with(cfg.clone(), addr, pki::SERVER_NAME).map_err(|e| e.to_string())?;
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+                .map_err(|e| e.to_string())?;
+        let connecting = endpoint
+            .connect_with(cfg.clone(), addr, pki::SERVER_NAME)
+            .map_err(|e| e.to_string())?;
         let conn = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connecting)
             .await
             .map_err(|_| format!("{addr}: no handshake within {CONNECT_TIMEOUT_MS} ms"))?
@@ -70,9 +79,13 @@ impl Conn {
     pub async fn call(&self, req: &Request) -> Res<Response> {
         let ask = async {
             let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| e.to_string())?;
-            wire::write_frame(&mut send, req, MAX_API_FRAME_BYTES).await.map_err(|e| e.to_string())?;
+            wire::write_frame(&mut send, req, MAX_API_FRAME_BYTES)
+                .await
+                .map_err(|e| e.to_string())?;
             let _ = send.finish();
-            wire::read_frame::<Response>(&mut recv, wire::answer_limit(req)).await.map_err(|e| e.to_string())
+            wire::read_frame::<Response>(&mut recv, wire::answer_limit(req))
+                .await
+                .map_err(|e| e.to_string())
         };
         tokio::time::timeout(Duration::from_millis(CALL_TIMEOUT_MS), ask)
             .await
@@ -105,21 +118,39 @@ impl Conn {
 /// `juju` sends it).
 pub fn set_config(app: &str, key: &str, value: &str, wait_replicated: u32) -> Request {
     let cmd = StateCommand::SetConfig { app: app.into(), pairs: vec![(key.into(), value.into())] };
-    Request::Write { request_id: new_request_id(), cmd, wait_replicated, timeout_ms: WRITE_DEADLINE_MS }
+    Request::Write {
+        request_id: new_request_id(),
+        cmd,
+        wait_replicated,
+        timeout_ms: WRITE_DEADLINE_MS,
+    }
 }
 
 pub fn deploy(name: &str, units: u32, wait_replicated: u32) -> Request {
     let cmd = StateCommand::Deploy { name: name.into(), command: "sleep 3600".into(), n: units };
-    Request::Write { request_id: new_request_id(), cmd, wait_replicated, timeout_ms: WRITE_DEADLINE_MS }
+    Request::Write {
+        request_id: new_request_id(),
+        cmd,
+        wait_replicated,
+        timeout_ms: WRITE_DEADLINE_MS,
+    }
 }
 
 /// `add-machine` as a request, with a fresh request id.
 pub fn add_machine(wait_replicated: u32) -> Request {
-    Request::Write { request_id: new_request_id(), cmd: StateCommand::AddMachine { n: 1 }, wait_replicated, timeout_ms: WRITE_DEADLINE_MS }
+    Request::Write {
+        request_id: new_request_id(),
+        cmd: StateCommand::AddMachine { n: 1 },
+        wait_replicated,
+        timeout_ms: WRITE_DEADLINE_MS,
+    }
 }
 
 /// The config values of `app`, key to sibling values.
-pub fn config_of<'a>(st: &'a StatusView, app: &str) -> Option<&'a std::collections::BTreeMap<String, jujud::core::state::model::Shown>> {
+pub fn config_of<'a>(
+    st: &'a StatusView,
+    app: &str,
+) -> Option<&'a std::collections::BTreeMap<String, jujud::core::state::model::Shown>> {
     st.applications.iter().find(|a| a.name == app).map(|a| &a.config)
 }
 

@@ -95,16 +95,30 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut c = Cluster { dir: dir.to_owned(), managers, token: String::new(), tx, rx, log: Vec::new(), view: HashMap::new() };
+        let mut c = Cluster {
+            dir: dir.to_owned(),
+            managers,
+            token: String::new(),
+            tx,
+            rx,
+            log: Vec::new(),
+            view: HashMap::new(),
+        };
         c.spawn(0, false)?;
         c.wait_started(0)?;
         let path = c.managers[0].dir.join("join-token");
-        c.token = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?.trim().to_owned();
+        c.token = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .trim()
+            .to_owned();
         for i in 1..addrs.len() {
             c.spawn(i, true)?;
         }
         if !c.wait_until(FORM_TIMEOUT_MS, Cluster::all_alive) {
-            return Err(format!("cluster did not form in {FORM_TIMEOUT_MS} ms; logs in {}", dir.display()));
+            return Err(format!(
+                "cluster did not form in {FORM_TIMEOUT_MS} ms; logs in {}",
+                dir.display()
+            ));
         }
         Ok(c)
     }
@@ -121,16 +135,29 @@ impl Cluster {
             }
             None => Command::new(env!("CARGO_BIN_EXE_jujud")),
         };
-        cmd.arg("peer").arg("--data-dir").arg(&m.dir).args(["--listen", &m.addr.to_string(), "--log-format", "json"]);
+        cmd.arg("peer").arg("--data-dir").arg(&m.dir).args([
+            "--listen",
+            &m.addr.to_string(),
+            "--log-format",
+            "json",
+        ]);
         if join {
             // The token in the environment, never on the command line.
-            cmd.args(["--join", &self.managers[0].addr.to_string()]).env("JUJUD_TOKEN", &self.token);
+            cmd.args(["--join", &self.managers[0].addr.to_string()])
+                .env("JUJUD_TOKEN", &self.token);
         }
-        cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("spawn jujud: {e}"))?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let log_path = self.dir.join(format!("m{i}.log"));
-        let tee = File::options().create(true).append(true).open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let tee = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
         let tx = self.tx.clone();
         std::thread::spawn(move || read_log(stderr, i, tx, tee));
         let m = &mut self.managers[i];
@@ -142,7 +169,10 @@ impl Cluster {
         if self.wait_until(FORM_TIMEOUT_MS, |c| c.managers[i].started) {
             Ok(())
         } else {
-            Err(format!("manager {i} did not start; see {}", self.dir.join(format!("m{i}.log")).display()))
+            Err(format!(
+                "manager {i} did not start; see {}",
+                self.dir.join(format!("m{i}.log")).display()
+            ))
         }
     }
 
@@ -151,12 +181,25 @@ impl Cluster {
         match ev.msg.as_str() {
             "manager starting" => {
                 let m = &mut self.managers[me];
-                (m.id, m.generation, m.started) = (ev.text("id"), ev.num("generation").unwrap_or(0), true);
+                (m.id, m.generation, m.started) =
+                    (ev.text("id"), ev.num("generation").unwrap_or(0), true);
             }
-            "was declared down; rejoined as a new generation" => self.managers[me].generation = ev.num("generation").unwrap_or(0),
-            "member up" => _ = self.view.insert((me, ev.text("member")), (true, ev.num("generation").unwrap_or(0))),
-            "member renamed" => _ = self.view.insert((me, ev.text("member")), (true, ev.num("to").unwrap_or(0))),
-            "member down" => _ = self.view.insert((me, ev.text("member")), (false, ev.num("generation").unwrap_or(0))),
+            "was declared down; rejoined as a new generation" => {
+                self.managers[me].generation = ev.num("generation").unwrap_or(0)
+            }
+            "member up" => {
+                _ = self
+                    .view
+                    .insert((me, ev.text("member")), (true, ev.num("generation").unwrap_or(0)))
+            }
+            "member renamed" => {
+                _ = self.view.insert((me, ev.text("member")), (true, ev.num("to").unwrap_or(0)))
+            }
+            "member down" => {
+                _ = self
+                    .view
+                    .insert((me, ev.text("member")), (false, ev.num("generation").unwrap_or(0)))
+            }
             _ => {}
         }
         self.log.push(ev);
@@ -193,12 +236,17 @@ impl Cluster {
 
     /// Every running member sees every other alive at its generation.
     pub fn all_alive(&self) -> bool {
-        let running: Vec<usize> = (0..self.managers.len()).filter(|&i| self.managers[i].child.is_some()).collect();
+        let running: Vec<usize> =
+            (0..self.managers.len()).filter(|&i| self.managers[i].child.is_some()).collect();
         running.iter().all(|&o| running.iter().filter(|&&m| m != o).all(|&m| self.sees_alive(o, m)))
     }
 
     pub fn pid(&self, i: usize) -> Res<i32> {
-        self.managers[i].child.as_ref().map(|c| c.id() as i32).ok_or_else(|| format!("manager {i} is not running"))
+        self.managers[i]
+            .child
+            .as_ref()
+            .map(|c| c.id() as i32)
+            .ok_or_else(|| format!("manager {i} is not running"))
     }
 
     /// Sends `sig`; a SIGKILL also reaps the child.

@@ -63,7 +63,9 @@ pub struct Jitter(u64);
 
 impl Jitter {
     pub fn new() -> Jitter {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
         Jitter(seed | 1)
     }
     pub fn below(&mut self, n: u64) -> u64 {
@@ -106,7 +108,9 @@ impl Loop {
     fn wait(&self, cap_ms: u64, pred: impl Fn(&LoopState) -> bool) -> bool {
         let (m, cv) = &*self.state;
         let Ok(guard) = m.lock() else { return false };
-        cv.wait_timeout_while(guard, Duration::from_millis(cap_ms), |st| !pred(st)).map(|(st, _)| pred(&st)).unwrap_or(false)
+        cv.wait_timeout_while(guard, Duration::from_millis(cap_ms), |st| !pred(st))
+            .map(|(st, _)| pred(&st))
+            .unwrap_or(false)
     }
 
     fn read<T>(&self, f: impl FnOnce(&LoopState) -> T) -> Res<T> {
@@ -157,7 +161,10 @@ fn refreshed_client_file(c: &Cluster) -> Res<ClientFile> {
 /// The manager answering the loop's writes, by index.
 fn current_manager(c: &Cluster, l: &Loop) -> Res<usize> {
     let using = l.read(|st| st.acks.last().map(|(_, a)| *a))?.ok_or("no write acknowledged yet")?;
-    c.addrs().iter().position(|x| *x == using).ok_or_else(|| "answer from an unknown address".to_string())
+    c.addrs()
+        .iter()
+        .position(|x| *x == using)
+        .ok_or_else(|| "answer from an unknown address".to_string())
 }
 
 /// Kills the loop's manager at a pseudo-random instant; returns (victim,
@@ -177,15 +184,22 @@ fn kill_at_random(c: &mut Cluster, l: &Loop, jitter: &mut Jitter) -> Res<(usize,
 /// to the client a frozen and a dead process look the same. Otherwise
 /// thaw and try again. Returns the victim, the freeze, and the call's start
 /// (the round checks afterwards that the call really waited on the victim).
-fn kill_mid_write(c: &mut Cluster, l: &Loop, jitter: &mut Jitter) -> Res<Option<(usize, Instant, Instant)>> {
+fn kill_mid_write(
+    c: &mut Cluster,
+    l: &Loop,
+    jitter: &mut Jitter,
+) -> Res<Option<(usize, Instant, Instant)>> {
     for _ in 0..MID_WRITE_TRIES {
-        std::thread::sleep(Duration::from_millis(KILL_AFTER_MIN_MS / 2 + jitter.below(KILL_JITTER_MS)));
+        std::thread::sleep(Duration::from_millis(
+            KILL_AFTER_MIN_MS / 2 + jitter.below(KILL_JITTER_MS),
+        ));
         let victim = jitter.below(MANAGERS as u64) as usize;
         let others: Vec<usize> = (0..MANAGERS).filter(|&i| i != victim).collect();
         others.iter().for_each(|&o| c.signal(o, libc::SIGSTOP));
         let fenced = Instant::now();
         let began = |st: &LoopState| st.calling_since.is_some_and(|t| t > fenced);
-        let call = if l.wait(CALL_START_CAP_MS, began) { l.read(|st| st.calling_since)? } else { None };
+        let call =
+            if l.wait(CALL_START_CAP_MS, began) { l.read(|st| st.calling_since)? } else { None };
         std::thread::sleep(Duration::from_millis(jitter.below(ASK_OFFSET_MAX_MS)));
         c.signal(victim, libc::SIGSTOP);
         let frozen = Instant::now();
@@ -212,7 +226,14 @@ fn gaps(acks: &[(Instant, SocketAddr)], kill: Instant) -> (Option<Duration>, Opt
 
 /// One round; `mid_write` chooses how the kill is timed. Returns the gap
 /// spanning the kill in ms (None if no write in flight was caught).
-fn failover_round(c: &mut Cluster, rt: &Runtime, file: &ClientFile, mid_write: bool, jitter: &mut Jitter, lines: &mut Vec<String>) -> Res<Option<f64>> {
+fn failover_round(
+    c: &mut Cluster,
+    rt: &Runtime,
+    file: &ClientFile,
+    mid_write: bool,
+    jitter: &mut Jitter,
+    lines: &mut Vec<String>,
+) -> Res<Option<f64>> {
     let l = Loop::default();
     let writer = rt.spawn(client_loop(file.clone(), l.clone()));
     let (killed, call) = if mid_write {
@@ -224,7 +245,9 @@ fn failover_round(c: &mut Cluster, rt: &Runtime, file: &ClientFile, mid_write: b
         (Some(kill_at_random(c, &l, jitter)?), None)
     };
     if let Some((_, at)) = killed {
-        l.wait(ROUND_CAP_MS, |st| st.acks.iter().filter(|(t, _)| *t > at).count() >= ACKS_AFTER_KILL);
+        l.wait(ROUND_CAP_MS, |st| {
+            st.acks.iter().filter(|(t, _)| *t > at).count() >= ACKS_AFTER_KILL
+        });
     }
     l.stop.store(true, Ordering::Relaxed);
     rt.block_on(writer).map_err(|e| e.to_string())?;
@@ -232,8 +255,11 @@ fn failover_round(c: &mut Cluster, rt: &Runtime, file: &ClientFile, mid_write: b
         lines.push(format!("no write caught in flight in {MID_WRITE_TRIES} tries"));
         return Ok(None);
     };
-    let (acks, errors, calls) = l.read(|st| (st.acks.clone(), st.errors.clone(), st.calls.clone()))?;
-    let waited = call.and_then(|t0| calls.iter().find(|(s, _)| *s == t0)).map(|(_, end)| end.saturating_duration_since(at));
+    let (acks, errors, calls) =
+        l.read(|st| (st.acks.clone(), st.errors.clone(), st.calls.clone()))?;
+    let waited = call
+        .and_then(|t0| calls.iter().find(|(s, _)| *s == t0))
+        .map(|(_, end)| end.saturating_duration_since(at));
     if let Some(w) = waited.filter(|w| *w < Duration::from_millis(IN_FLIGHT_PROOF_MS)) {
         lines.push(format!("m{victim} killed, but its call ended {:.0} ms after the freeze: it was not waiting on m{victim}; not counted", ms(w)));
         eprintln!("   {}", lines.last().map_or("", String::as_str));
@@ -245,7 +271,8 @@ fn failover_round(c: &mut Cluster, rt: &Runtime, file: &ClientFile, mid_write: b
     }
     let (spanning, longest) = gaps(&acks, at);
     let spanning_ms = spanning.map_or(f64::INFINITY, ms);
-    let same = acks.windows(2).filter(|w| w[0].1 == w[1].1).count() as f64 / acks.len().saturating_sub(1).max(1) as f64;
+    let same = acks.windows(2).filter(|w| w[0].1 == w[1].1).count() as f64
+        / acks.len().saturating_sub(1).max(1) as f64;
     lines.push(format!(
         "{} m{victim}: gap {spanning_ms:.0} ms{} (round's longest {:.0} ms), {} acks ({:.0}% by the previous write's manager), {} failed{}",
         if mid_write { "mid-write" } else { "random" },
@@ -275,13 +302,19 @@ pub fn client_failover(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) 
             if gaps.len() >= a.failover_rounds {
                 break;
             }
-            if let Some(g) = failover_round(&mut c, rt, &file, mid_write, &mut jitter, &mut lines)? {
+            if let Some(g) = failover_round(&mut c, rt, &file, mid_write, &mut jitter, &mut lines)?
+            {
                 gaps.push(g);
             }
         }
         let how = if mid_write { "with a write in flight to it" } else { "at a random instant" };
         let ok = gaps.len() > 0 && gaps.worst() <= GAP_TARGET_MS;
-        report.row(&format!("client loop, its manager SIGKILLed {how}: gap"), &format!("<= {GAP_TARGET_MS:.0} ms"), gaps.summary("ms"), Some(ok));
+        report.row(
+            &format!("client loop, its manager SIGKILLed {how}: gap"),
+            &format!("<= {GAP_TARGET_MS:.0} ms"),
+            gaps.summary("ms"),
+            Some(ok),
+        );
         report.note(format!("failover ({how}): {}", lines.join("; ")));
     }
     report.note(format!("failover: the loop calls client::request with the client file ({MANAGERS} endpoints, no --endpoint); a gap runs from the last ack before the kill to the first after"));
@@ -290,11 +323,18 @@ pub fn client_failover(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) 
 
 /// Workers writing distinct keys `r<round>-<k>` to one manager; each
 /// acknowledged key is recorded; a worker stops at its first failure.
-fn start_load(rt: &Runtime, pool: &[Conn], a: &Args, round: usize, acked: Arc<Mutex<Vec<String>>>) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_load(
+    rt: &Runtime,
+    pool: &[Conn],
+    a: &Args,
+    round: usize,
+    acked: Arc<Mutex<Vec<String>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let counter = Arc::new(AtomicU64::new(0));
     (0..a.concurrency)
         .map(|w| {
-            let (conn, counter, acked) = (pool[w % pool.len()].clone(), counter.clone(), acked.clone());
+            let (conn, counter, acked) =
+                (pool[w % pool.len()].clone(), counter.clone(), acked.clone());
             rt.spawn(async move {
                 loop {
                     let k = counter.fetch_add(1, Ordering::Relaxed);
@@ -368,16 +408,25 @@ pub fn kill_under_load(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) 
             m
         })?;
         others.iter().for_each(|&o| c.signal(o, libc::SIGCONT));
-        let recovered = c.last_event(victim, "state recovered").map(|e| e.text("ops")).unwrap_or_default();
+        let recovered =
+            c.last_event(victim, "state recovered").map(|e| e.text("ops")).unwrap_or_default();
         let any = rt.block_on(converge(&cfg, &c.addrs(), &keys))?;
         if !c.wait_until(FORM_TIMEOUT_MS, Cluster::all_alive) {
             return Err(format!("cluster not all alive after round {round}"));
         }
-        (acked_total, lost_local, lost_any) = (acked_total + keys.len(), lost_local + local, lost_any + any);
+        (acked_total, lost_local, lost_any) =
+            (acked_total + keys.len(), lost_local + local, lost_any + any);
         lines.push(format!("r{round}: m{victim} killed after {} acked writes, recovered {recovered} ops from its log; missing there {local}, anywhere after sync {any}", keys.len()));
     }
-    let measured = format!("{lost_local} missing on the restarted manager (own log only), {lost_any} anywhere, of {acked_total} acked");
-    report.row("SIGKILL under write load, restart: acked lost", "0", measured, Some(lost_local == 0 && lost_any == 0 && acked_total > 0));
+    let measured = format!(
+        "{lost_local} missing on the restarted manager (own log only), {lost_any} anywhere, of {acked_total} acked"
+    );
+    report.row(
+        "SIGKILL under write load, restart: acked lost",
+        "0",
+        measured,
+        Some(lost_local == 0 && lost_any == 0 && acked_total > 0),
+    );
     report.note(format!("kill under load: {} writers on {LOAD_CONNS} connections, SIGKILL after {LOAD_BEFORE_KILL_MS} ms; {}", a.concurrency, lines.join("; ")));
     Ok(())
 }

@@ -37,7 +37,8 @@ pub const MANAGERS: usize = 5;
 pub const APP: &str = "bench";
 /// The client's tokio worker threads.
 const CLIENT_THREADS: usize = 2;
-const ALL_SCENARIOS: [&str; 6] = ["visibility", "throughput", "failover", "killload", "partition", "scale"];
+const ALL_SCENARIOS: [&str; 6] =
+    ["visibility", "throughput", "failover", "killload", "partition", "scale"];
 
 pub struct Args {
     pub only: Vec<String>,
@@ -75,7 +76,9 @@ impl Default for Args {
 }
 
 fn number<T: std::str::FromStr>(name: &str, v: Option<String>) -> Res<T> {
-    v.ok_or_else(|| format!("{name} needs a value"))?.parse().map_err(|_| format!("{name}: not a number"))
+    v.ok_or_else(|| format!("{name} needs a value"))?
+        .parse()
+        .map_err(|_| format!("{name}: not a number"))
 }
 
 fn parse_args() -> Res<Args> {
@@ -95,9 +98,17 @@ fn parse_args() -> Res<Args> {
             "--restart-rounds" => a.restart_rounds = number(&arg, it.next())?,
             "--keep-logs" => a.keep_logs = true,
             "--only" => {
-                a.only = it.next().ok_or("--only needs a value")?.split(',').map(|s| s.trim().to_owned()).collect();
+                a.only = it
+                    .next()
+                    .ok_or("--only needs a value")?
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .collect();
                 if let Some(bad) = a.only.iter().find(|s| !ALL_SCENARIOS.contains(&s.as_str())) {
-                    return Err(format!("--only: unknown scenario {bad:?} (known: {})", ALL_SCENARIOS.join(",")));
+                    return Err(format!(
+                        "--only: unknown scenario {bad:?} (known: {})",
+                        ALL_SCENARIOS.join(",")
+                    ));
                 }
             }
             "-h" | "--help" => {
@@ -112,7 +123,12 @@ fn parse_args() -> Res<Args> {
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
     }
-    if a.vis_secs == 0 || a.load_secs == 0 || a.concurrency == 0 || a.partition_secs == 0 || a.partition_writes == 0 {
+    if a.vis_secs == 0
+        || a.load_secs == 0
+        || a.concurrency == 0
+        || a.partition_secs == 0
+        || a.partition_writes == 0
+    {
         return Err("durations, counts and concurrency must be at least 1".into());
     }
     Ok(a)
@@ -131,17 +147,40 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 fn print_header(a: &Args) {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| s.lines().next().map(str::to_owned)).unwrap_or_default();
-    let dirty = if sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() { "" } else { " (tracked files modified)" };
-    let fs = sh("df", &["--output=fstype,source", &std::env::temp_dir().to_string_lossy()]).lines().last().unwrap_or("").to_owned();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_owned))
+        .unwrap_or_default();
+    let dirty = if sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        ""
+    } else {
+        " (tracked files modified)"
+    };
+    let fs = sh("df", &["--output=fstype,source", &std::env::temp_dir().to_string_lossy()])
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_owned();
     println!("== jujud replicated-state benchmark");
-    println!("machine: nproc {cpus}, kernel {}, {model}; {}", kernel.trim(), mem.split_whitespace().collect::<Vec<_>>().join(" "));
+    println!(
+        "machine: nproc {cpus}, kernel {}, {model}; {}",
+        kernel.trim(),
+        mem.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
     println!("temp dir filesystem (data dirs, fsync): {fs}");
-    println!("loadavg at start: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    println!(
+        "loadavg at start: {}",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
     println!("commit: {}{dirty}", sh("git", &["rev-parse", "--short", "HEAD"]));
     println!("jujud: {}, {MANAGERS} managers per scenario", env!("CARGO_BIN_EXE_jujud"));
     println!(
@@ -186,7 +225,11 @@ fn main() -> std::process::ExitCode {
         }
     };
     print_header(&a);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(CLIENT_THREADS).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(CLIENT_THREADS)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("state: tokio runtime: {e}");
@@ -209,7 +252,11 @@ fn main() -> std::process::ExitCode {
         }
     }
     report.print();
-    println!("loadavg at end: {}; total {:.0} s", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(), started.elapsed().as_secs_f64());
+    println!(
+        "loadavg at end: {}; total {:.0} s",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        started.elapsed().as_secs_f64()
+    );
     if a.keep_logs || failed {
         println!("logs kept in {}", tmp.keep().display());
     }

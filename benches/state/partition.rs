@@ -33,13 +33,19 @@ const RIGHT: [usize; 2] = [3, 4];
 
 /// Sends `n` writes (keys `<prefix><i>`) round-robin over `conns`, paced
 /// evenly over `span`; returns the acknowledged keys and the failures.
-async fn paced_writes(conns: Vec<Conn>, prefix: &'static str, n: u64, span: Duration) -> (Vec<String>, u64) {
+async fn paced_writes(
+    conns: Vec<Conn>,
+    prefix: &'static str,
+    n: u64,
+    span: Duration,
+) -> (Vec<String>, u64) {
     let (acked, failed) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicU64::new(0)));
     let start = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
         tokio::time::sleep_until(start + span.mul_f64(i as f64 / n as f64)).await;
-        let (conn, acked, failed) = (conns[i as usize % conns.len()].clone(), acked.clone(), failed.clone());
+        let (conn, acked, failed) =
+            (conns[i as usize % conns.len()].clone(), acked.clone(), failed.clone());
         tasks.spawn(async move {
             let key = format!("{prefix}{i}");
             match conn.write(&api::set_config(APP, &key, "1", 0)).await {
@@ -65,7 +71,10 @@ async fn holds_all(conn: Conn, keys: Arc<Vec<String>>, since: Instant) -> Res<Du
             return Ok(at.saturating_duration_since(since));
         }
         if at > cap {
-            return Err(format!("{} still lacks writes {HEAL_CAP_MS} ms after the heal", conn.addr));
+            return Err(format!(
+                "{} still lacks writes {HEAL_CAP_MS} ms after the heal",
+                conn.addr
+            ));
         }
         tokio::time::sleep(Duration::from_millis(HEAL_POLL_MS)).await;
     }
@@ -76,9 +85,17 @@ fn sides_apart(c: &Cluster) -> bool {
 }
 
 pub fn partition(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()> {
-    let figure = format!("{}s partition 3|2, {} writes/side: heal -> all everywhere", a.partition_secs, a.partition_writes);
+    let figure = format!(
+        "{}s partition 3|2, {} writes/side: heal -> all everywhere",
+        a.partition_secs, a.partition_writes
+    );
     if !is_root() {
-        report.row(&figure, &format!("<= {HEAL_TARGET_MS:.0} ms"), "skipped: needs root (network namespaces)".into(), None);
+        report.row(
+            &figure,
+            &format!("<= {HEAL_TARGET_MS:.0} ms"),
+            "skipped: needs root (network namespaces)".into(),
+            None,
+        );
         return Ok(());
     }
     let net = Net::build(MANAGERS)?;
@@ -101,26 +118,35 @@ pub fn partition(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res
         return Err("the two sides never declared each other down".into());
     }
     let apart = cut.elapsed();
-    let span = Duration::from_secs(a.partition_secs).mul_f64(WRITE_SHARE_OF_PARTITION).saturating_sub(apart);
+    let span = Duration::from_secs(a.partition_secs)
+        .mul_f64(WRITE_SHARE_OF_PARTITION)
+        .saturating_sub(apart);
     let side = |ids: &[usize]| ids.iter().map(|&i| conns[i].clone()).collect::<Vec<_>>();
     let left = rt.spawn(paced_writes(side(&LEFT), "l", a.partition_writes, span));
     let right = rt.spawn(paced_writes(side(&RIGHT), "r", a.partition_writes, span));
     let (lk, lf) = rt.block_on(left).map_err(|e| e.to_string())?;
     let (rk, rf) = rt.block_on(right).map_err(|e| e.to_string())?;
-    std::thread::sleep((cut + Duration::from_secs(a.partition_secs)).saturating_duration_since(Instant::now()));
+    std::thread::sleep(
+        (cut + Duration::from_secs(a.partition_secs)).saturating_duration_since(Instant::now()),
+    );
 
     net.attach(&RIGHT, "br0")?;
     let heal = Instant::now();
     let keys = Arc::new(lk.iter().chain(&rk).cloned().collect::<Vec<_>>());
-    let pollers: Vec<_> = conns.iter().map(|conn| rt.spawn(holds_all(conn.clone(), keys.clone(), heal))).collect();
+    let pollers: Vec<_> =
+        conns.iter().map(|conn| rt.spawn(holds_all(conn.clone(), keys.clone(), heal))).collect();
     let alive = c.wait_until(FORM_TIMEOUT_MS, Cluster::all_alive).then(|| heal.elapsed());
     let mut per = Vec::new();
     for p in pollers {
         per.push(rt.block_on(p).map_err(|e| e.to_string())?);
     }
-    let times: Vec<f64> = per.iter().map(|r| r.as_ref().map_or(f64::INFINITY, |d| ms(*d))).collect();
+    let times: Vec<f64> =
+        per.iter().map(|r| r.as_ref().map_or(f64::INFINITY, |d| ms(*d))).collect();
     let worst = times.iter().copied().fold(0.0, f64::max);
-    let measured = format!("worst {worst:.0} ms; per manager {}", times.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join("/"));
+    let measured = format!(
+        "worst {worst:.0} ms; per manager {}",
+        times.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join("/")
+    );
     let ok = worst <= HEAL_TARGET_MS && lf == 0 && rf == 0;
     report.row(&figure, &format!("<= {HEAL_TARGET_MS:.0} ms"), measured, Some(ok));
     report.note(format!(

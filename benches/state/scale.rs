@@ -46,7 +46,12 @@ async fn load(conn: &Conn, entities: u64) -> Res<(u64, Duration)> {
 }
 
 /// From `t0`, the first acknowledged write of manager `addr`.
-async fn first_served(cfg: quinn::ClientConfig, addr: std::net::SocketAddr, t0: Instant, round: usize) -> Res<Duration> {
+async fn first_served(
+    cfg: quinn::ClientConfig,
+    addr: std::net::SocketAddr,
+    t0: Instant,
+    round: usize,
+) -> Res<Duration> {
     let req = api::set_config(APP, "restarted", &round.to_string(), 0);
     let mut probes = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(PROBE_EVERY_MS));
@@ -95,7 +100,12 @@ fn memory_and_disk(c: &Cluster, report: &mut Report, entities: u64) -> Res<()> {
         log.push(mib(l as f64, 1048576.0));
         snap.push(mib(s as f64, 1048576.0));
     }
-    report.row(&format!("RSS per manager, {entities} entities"), "reported", rss.summary("MiB"), None);
+    report.row(
+        &format!("RSS per manager, {entities} entities"),
+        "reported",
+        rss.summary("MiB"),
+        None,
+    );
     let disk = if snap.worst() > 0.0 {
         format!("snapshot {} ; log {}", snap.summary("MiB"), log.summary("MiB"))
     } else {
@@ -110,7 +120,10 @@ pub fn scale(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()>
     let (entities, took) = rt.block_on(load(&conns[0], a.entities))?;
     report.note(format!("scale: {entities} entities created on m0 in {:.1} s, the last deploy held by all {MANAGERS}", took.as_secs_f64()));
     memory_and_disk(&c, report, entities)?;
-    report.note(format!("scale: `juju status` at {entities} entities {}", rt.block_on(status_probe(&conns[1]))));
+    report.note(format!(
+        "scale: `juju status` at {entities} entities {}",
+        rt.block_on(status_probe(&conns[1]))
+    ));
     let (mut served, mut lines) = (Samples::default(), Vec::new());
     for round in 0..a.restart_rounds {
         let victim = 1 + round % (MANAGERS - 1);
@@ -118,8 +131,11 @@ pub fn scale(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()>
         let d = rt.block_on(first_served(cfg.clone(), c.addrs()[victim], t0, round))?;
         served.push(ms(d));
         c.wait_started(victim)?;
-        let start = c.last_event(victim, "manager starting").map_or(f64::NAN, |e| ms(e.at.saturating_duration_since(t0)));
-        let ops = c.last_event(victim, "state recovered").map(|e| e.text("ops")).unwrap_or_default();
+        let start = c
+            .last_event(victim, "manager starting")
+            .map_or(f64::NAN, |e| ms(e.at.saturating_duration_since(t0)));
+        let ops =
+            c.last_event(victim, "state recovered").map(|e| e.text("ops")).unwrap_or_default();
         let rss = rss_kib(c.pid(victim)?).map_or(f64::NAN, |k| mib(k as f64, 1024.0));
         lines.push(format!("m{victim}: {ops} ops recovered, \"manager starting\" at {start:.0} ms, first write acked at {:.0} ms, RSS after {rss:.0} MiB", ms(d)));
         if !c.wait_until(FORM_TIMEOUT_MS, Cluster::all_alive) {
@@ -127,7 +143,12 @@ pub fn scale(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()>
         }
     }
     let ok = served.worst() <= RESTART_TARGET_MS;
-    report.row(&format!("restart (SIGKILL) -> serving, {entities} entities"), &format!("<= {RESTART_TARGET_MS:.0} ms"), served.summary("ms"), Some(ok));
+    report.row(
+        &format!("restart (SIGKILL) -> serving, {entities} entities"),
+        &format!("<= {RESTART_TARGET_MS:.0} ms"),
+        served.summary("ms"),
+        Some(ok),
+    );
     report.note(format!("restart: {}", lines.join("; ")));
     Ok(())
 }

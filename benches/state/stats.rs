@@ -53,7 +53,13 @@ impl Samples {
 
     /// "median X / p99 Y / worst Z unit (n=N)".
     pub fn summary(&self, unit: &str) -> String {
-        format!("median {:.1} / p99 {:.1} / worst {:.1} {unit} (n={})", self.median(), self.p99(), self.worst(), self.len())
+        format!(
+            "median {:.1} / p99 {:.1} / worst {:.1} {unit} (n={})",
+            self.median(),
+            self.p99(),
+            self.worst(),
+            self.len()
+        )
     }
 }
 

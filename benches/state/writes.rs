@@ -56,7 +56,10 @@ pub async fn open_all(cfg: &quinn::ClientConfig, c: &Cluster) -> Res<Vec<Conn>> 
 
 /// A 5-manager loopback cluster with `APP` deployed on all, and a
 /// connection to each manager.
-pub fn cluster_with_app(rt: &Runtime, dir: &Path) -> Res<(Cluster, quinn::ClientConfig, Vec<Conn>)> {
+pub fn cluster_with_app(
+    rt: &Runtime,
+    dir: &Path,
+) -> Res<(Cluster, quinn::ClientConfig, Vec<Conn>)> {
     let c = Cluster::start(dir, &loopback_addrs(MANAGERS)?, &[])?;
     let (_, cfg) = api::client_config(&c.client_file())?;
     let conns = rt.block_on(open_all(&cfg, &c))?;
@@ -69,7 +72,13 @@ type Seen = Arc<Mutex<Vec<Vec<Option<Instant>>>>>;
 
 /// Polls `conn` until `stop`, marking writes as seen by observer `o`: a
 /// key showing value v means every write to that key up to v is visible.
-async fn poll_visibility(conn: Conn, o: usize, n: u64, seen: Seen, stop: Arc<AtomicBool>) -> Res<()> {
+async fn poll_visibility(
+    conn: Conn,
+    o: usize,
+    n: u64,
+    seen: Seen,
+    stop: Arc<AtomicBool>,
+) -> Res<()> {
     // Per key: the next write to it not yet seen.
     let mut next: Vec<u64> = (0..VIS_SLOTS).collect();
     while !stop.load(Ordering::Relaxed) {
@@ -78,7 +87,10 @@ async fn poll_visibility(conn: Conn, o: usize, n: u64, seen: Seen, stop: Arc<Ato
         if let Some(cfg) = api::config_of(&st, APP) {
             let mut seen = seen.lock().map_err(|_| "poisoned")?;
             for (slot, next) in next.iter_mut().enumerate() {
-                let Some(v) = cfg.get(&format!("s{slot}")).and_then(|s| s.0.iter().filter_map(|x| x.parse::<u64>().ok()).max()) else {
+                let Some(v) = cfg
+                    .get(&format!("s{slot}"))
+                    .and_then(|s| s.0.iter().filter_map(|x| x.parse::<u64>().ok()).max())
+                else {
                     continue;
                 };
                 while *next <= v && *next < n {
@@ -93,7 +105,12 @@ async fn poll_visibility(conn: Conn, o: usize, n: u64, seen: Seen, stop: Arc<Ato
 }
 
 /// Sends write `i` (key `s{i % slots}` = i) at `start + i / rate`.
-async fn open_loop_writer(conn: Conn, n: u64, sent: Arc<Mutex<Vec<Option<Instant>>>>, acks: Arc<Mutex<Samples>>) -> Res<u64> {
+async fn open_loop_writer(
+    conn: Conn,
+    n: u64,
+    sent: Arc<Mutex<Vec<Option<Instant>>>>,
+    acks: Arc<Mutex<Samples>>,
+) -> Res<u64> {
     let period = Duration::from_micros(1_000_000 / VIS_WRITES_PER_SEC);
     let start = tokio::time::Instant::now();
     let failed = Arc::new(AtomicU64::new(0));
@@ -106,7 +123,10 @@ async fn open_loop_writer(conn: Conn, n: u64, sent: Arc<Mutex<Vec<Option<Instant
             if let Ok(mut s) = sent.lock() {
                 s[i as usize] = Some(t0);
             }
-            match conn.write(&api::set_config(APP, &format!("s{}", i % VIS_SLOTS), &i.to_string(), 0)).await {
+            match conn
+                .write(&api::set_config(APP, &format!("s{}", i % VIS_SLOTS), &i.to_string(), 0))
+                .await
+            {
                 Ok(()) => acks.lock().map(|mut a| a.push(ms(t0.elapsed()))).unwrap_or(()),
                 Err(_) => _ = failed.fetch_add(1, Ordering::Relaxed),
             }
@@ -123,9 +143,12 @@ pub fn visibility(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Re
     let sent = Arc::new(Mutex::new(vec![None; n as usize]));
     let acks = Arc::new(Mutex::new(Samples::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let pollers: Vec<_> = (1..MANAGERS).map(|o| rt.spawn(poll_visibility(conns[o].clone(), o, n, seen.clone(), stop.clone()))).collect();
+    let pollers: Vec<_> = (1..MANAGERS)
+        .map(|o| rt.spawn(poll_visibility(conns[o].clone(), o, n, seen.clone(), stop.clone())))
+        .collect();
     let failed = rt.block_on(open_loop_writer(conns[0].clone(), n, sent.clone(), acks.clone()))?;
-    let all_seen = |s: &Vec<Vec<Option<Instant>>>| (1..MANAGERS).all(|o| s[o].iter().all(Option::is_some));
+    let all_seen =
+        |s: &Vec<Vec<Option<Instant>>>| (1..MANAGERS).all(|o| s[o].iter().all(Option::is_some));
     let drain_end = Instant::now() + Duration::from_millis(VIS_DRAIN_MS);
     while Instant::now() < drain_end && !seen.lock().map(|s| all_seen(&s)).unwrap_or(true) {
         std::thread::sleep(Duration::from_millis(10));
@@ -137,7 +160,10 @@ pub fn visibility(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Re
     let (seen, sent) = (seen.lock().map_err(|_| "poisoned")?, sent.lock().map_err(|_| "poisoned")?);
     let (mut vis, mut missing) = (Samples::default(), 0);
     for i in 0..n as usize {
-        let last = (1..MANAGERS).map(|o| seen[o][i]).collect::<Option<Vec<_>>>().and_then(|v| v.into_iter().max());
+        let last = (1..MANAGERS)
+            .map(|o| seen[o][i])
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().max());
         match (sent[i], last) {
             (Some(t0), Some(t1)) => vis.push(ms(t1.saturating_duration_since(t0))),
             _ => missing += 1,
@@ -145,7 +171,12 @@ pub fn visibility(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Re
     }
     let ok = missing == 0 && failed == 0 && vis.p99() <= VIS_P99_TARGET_MS;
     let measured = format!("{}; {missing} never seen", vis.summary("ms"));
-    report.row("write -> visible on all 4 others @100/s", &format!("p99 <= {VIS_P99_TARGET_MS} ms"), measured, Some(ok));
+    report.row(
+        "write -> visible on all 4 others @100/s",
+        &format!("p99 <= {VIS_P99_TARGET_MS} ms"),
+        measured,
+        Some(ok),
+    );
     let acks = acks.lock().map_err(|_| "poisoned")?;
     report.note(format!("visibility: {n} writes over {} s to m0, {failed} failed; ack latency {}; pollers every {POLL_EVERY_MS} ms + one status round trip", a.vis_secs, acks.summary("ms")));
     Ok(())
@@ -170,7 +201,14 @@ enum Load {
 
 /// One closed-loop worker: writes back to back; records the latency of
 /// writes sent inside [from, to).
-async fn throughput_worker(conn: Conn, w: usize, load: Load, window: Window, lat: Arc<Mutex<Samples>>, errors: Arc<AtomicU64>) -> (usize, u64) {
+async fn throughput_worker(
+    conn: Conn,
+    w: usize,
+    load: Load,
+    window: Window,
+    lat: Arc<Mutex<Samples>>,
+    errors: Arc<AtomicU64>,
+) -> (usize, u64) {
     let (from, to) = (window.from, window.to);
     let (mut value, mut last_acked) = (0u64, 0u64);
     let mut local = Samples::default();
@@ -209,13 +247,29 @@ type LoadResult = (Samples, Vec<u64>, u64, Vec<(usize, u64)>);
 /// Runs `concurrency` closed-loop workers of `load` on `pool` for `secs`;
 /// returns the latency samples, the acks per second, the errors, and each
 /// worker's last acknowledged value.
-fn run_load(rt: &Runtime, pool: &[Conn], concurrency: usize, load: Load, secs: u64) -> Res<LoadResult> {
+fn run_load(
+    rt: &Runtime,
+    pool: &[Conn],
+    concurrency: usize,
+    load: Load,
+    secs: u64,
+) -> Res<LoadResult> {
     let from = Instant::now() + Duration::from_millis(THROUGHPUT_WARMUP_MS);
     let to = from + Duration::from_secs(secs);
-    let window = Window { from, to, per_sec: Arc::new((0..secs).map(|_| AtomicU64::new(0)).collect()) };
+    let window =
+        Window { from, to, per_sec: Arc::new((0..secs).map(|_| AtomicU64::new(0)).collect()) };
     let (lat, errors) = (Arc::new(Mutex::new(Samples::default())), Arc::new(AtomicU64::new(0)));
     let tasks: Vec<_> = (0..concurrency)
-        .map(|w| rt.spawn(throughput_worker(pool[w % pool.len()].clone(), w, load, window.clone(), lat.clone(), errors.clone())))
+        .map(|w| {
+            rt.spawn(throughput_worker(
+                pool[w % pool.len()].clone(),
+                w,
+                load,
+                window.clone(),
+                lat.clone(),
+                errors.clone(),
+            ))
+        })
         .collect();
     let mut finals = Vec::new();
     for t in tasks {
@@ -240,12 +294,18 @@ pub fn throughput(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Re
         }
         Ok::<_, String>(v)
     })?;
-    let (lat, per_sec, errors, finals) = run_load(rt, &pool, a.concurrency, Load::Config, a.load_secs)?;
+    let (lat, per_sec, errors, finals) =
+        run_load(rt, &pool, a.concurrency, Load::Config, a.load_secs)?;
     let stopped = Instant::now();
     let rate = lat.len() as f64 / a.load_secs as f64;
     let ok = rate >= THROUGHPUT_TARGET_PER_SEC;
     let measured = format!("{rate:.0} writes/s; ack {}", lat.summary("ms"));
-    report.row("sustained acked writes, one manager", &format!(">= {THROUGHPUT_TARGET_PER_SEC:.0}/s, p99 reported"), measured, Some(ok));
+    report.row(
+        "sustained acked writes, one manager",
+        &format!(">= {THROUGHPUT_TARGET_PER_SEC:.0}/s, p99 reported"),
+        measured,
+        Some(ok),
+    );
     let caught_up = rt.block_on(wait_caught_up(&conns, &finals, stopped))?;
     report.note(format!(
         "throughput: {} concurrent writers (config set) on {} client connections to m0 for {} s (after {THROUGHPUT_WARMUP_MS} ms warm-up); acked per second {}; {errors} errors; every manager held every worker's last acked value {}",
@@ -278,7 +338,10 @@ fn creates(rt: &Runtime, first: &Conn, pool: &[Conn], a: &Args, report: &mut Rep
     let (lat, per_sec, errors, _) = run_load(rt, pool, a.concurrency, Load::Create, secs)?;
     let rate = lat.len() as f64 / secs as f64;
     report.row(
-        &format!("acked creates (add-machine), one manager, {}k machines", CREATE_PRELOAD_MACHINES / 1_000),
+        &format!(
+            "acked creates (add-machine), one manager, {}k machines",
+            CREATE_PRELOAD_MACHINES / 1_000
+        ),
         "reported",
         format!("{rate:.0} creates/s; ack {}", lat.summary("ms")),
         None,
@@ -289,13 +352,21 @@ fn creates(rt: &Runtime, first: &Conn, pool: &[Conn], a: &Args, report: &mut Rep
 
 /// How long after `since` every manager showed every worker's last acked
 /// value (or a later one).
-async fn wait_caught_up(conns: &[Conn], finals: &[(usize, u64)], since: Instant) -> Res<Option<Duration>> {
+async fn wait_caught_up(
+    conns: &[Conn],
+    finals: &[(usize, u64)],
+    since: Instant,
+) -> Res<Option<Duration>> {
     let cap = since + Duration::from_millis(CATCH_UP_CAP_MS);
     for conn in conns {
         loop {
             let st = conn.status().await?;
             let cfg = api::config_of(&st, APP).ok_or("app gone")?;
-            let held = |w: usize| cfg.get(&format!("w{w}")).and_then(|s| s.0.iter().filter_map(|x| x.parse::<u64>().ok()).max()).unwrap_or(0);
+            let held = |w: usize| {
+                cfg.get(&format!("w{w}"))
+                    .and_then(|s| s.0.iter().filter_map(|x| x.parse::<u64>().ok()).max())
+                    .unwrap_or(0)
+            };
             if finals.iter().all(|&(w, v)| held(w) >= v) {
                 break;
             }

@@ -51,8 +51,20 @@ fn start(dir: &Path, addr: SocketAddr, env: &[(&str, &str)]) -> Manager {
 
 fn start_with(dir: &Path, addr: SocketAddr, env: &[(&str, &str)], extra: &[&str]) -> Manager {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_jujud"));
-    cmd.args(["peer", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--log-format", "json"]).args(extra);
-    cmd.envs(env.iter().copied()).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args([
+        "peer",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        &addr.to_string(),
+        "--log-format",
+        "json",
+    ])
+    .args(extra);
+    cmd.envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn jujud");
     let (tx, lines) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
@@ -77,7 +89,11 @@ impl Manager {
                 Ok(v) if v["fields"]["message"] == message => return Ok(()),
                 Ok(v) if v["level"] == "ERROR" => return Err(format!("{}", v["fields"])),
                 Ok(_) => {}
-                Err(_) => return Err(format!("no {message:?} within {WAIT_CAP_MS} ms (or the process exited)")),
+                Err(_) => {
+                    return Err(format!(
+                        "no {message:?} within {WAIT_CAP_MS} ms (or the process exited)"
+                    ));
+                }
             }
         }
     }
@@ -89,7 +105,12 @@ impl Manager {
 }
 
 fn juju(client: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_juju")).arg("--client-config").arg(client).args(args).output().map_err(|e| e.to_string())?;
+    let out = Command::new(env!("CARGO_BIN_EXE_juju"))
+        .arg("--client-config")
+        .arg(client)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("juju {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
     }
@@ -154,11 +175,20 @@ fn part_a(tmp: &Path, rounds: usize, rt: &tokio::runtime::Runtime) -> Result<(),
             let mut set = tokio::task::JoinSet::new();
             let attempts = ATTEMPT_WINDOW_MS / ATTEMPT_EVERY_MS;
             for i in 0..attempts {
-                let (token, fake): (String, SocketAddr) = (token.clone(), "127.0.0.1:1".parse().unwrap());
+                let (token, fake): (String, SocketAddr) =
+                    (token.clone(), "127.0.0.1:1".parse().unwrap());
                 let node_id = 0x1000_0000_0000_0000 | (round as u64) << 16 | i;
                 set.spawn(async move {
                     let mut reached = false;
-                    let r = join::join_once(&[addr], &token, node_id, fake, CertRole::Manager, &mut reached).await;
+                    let r = join::join_once(
+                        &[addr],
+                        &token,
+                        node_id,
+                        fake,
+                        CertRole::Manager,
+                        &mut reached,
+                    )
+                    .await;
                     (r, spawned.elapsed())
                 });
                 tokio::time::sleep(Duration::from_millis(ATTEMPT_EVERY_MS)).await;
@@ -193,7 +223,9 @@ fn part_a(tmp: &Path, rounds: usize, rt: &tokio::runtime::Runtime) -> Result<(),
     }
     m.kill();
     println!("(a) rounds: {rounds}; joins admitted with the revoked token: {admitted}");
-    println!("(a) joins refused as revoked: {refused_revoked}; other refusals: {other}; unanswered (timed out): {unreachable}");
+    println!(
+        "(a) joins refused as revoked: {refused_revoked}; other refusals: {other}; unanswered (timed out): {unreachable}"
+    );
     println!("(a) answer-to-SIGKILL gap ms: {}", median_worst(gaps));
     println!("(a) process spawn to first 'revoked' refusal ms: {}", median_worst(first_refusal));
     println!("(a) load: {}", common::loadavg());
@@ -216,17 +248,32 @@ fn part_b(tmp: &Path, calls: usize) -> Result<(), String> {
     }
     let after_all = bytes_kept(&client)?;
     println!("(b) add-machine -n 1000 calls: {calls}; ms per call: {}", median_worst(times));
-    println!("(b) bytes kept for tokens: after 1 call (1,000 machines) {after_one}; after {calls} calls ({} machines) {after_all}", calls * 1000);
+    println!(
+        "(b) bytes kept for tokens: after 1 call (1,000 machines) {after_one}; after {calls} calls ({} machines) {after_all}",
+        calls * 1000
+    );
     let token = juju(&client, &["tokens", "create", "--ttl-secs", "600"])?;
     let t = Instant::now();
     let doomed = juju(&client, &["tokens", "create", "--ttl-secs", "600"])?;
     juju(&client, &["tokens", "revoke", doomed.split('.').nth(2).unwrap_or_default()])?;
-    println!("(b) create + revoke of a token with {} machines: {:.3} ms", calls * 1000, t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "(b) create + revoke of a token with {} machines: {:.3} ms",
+        calls * 1000,
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let t = Instant::now();
     let seed = addr.to_string();
-    let mut joiner = start_with(&tmp.join("b-join"), SocketAddr::from(([127, 0, 0, 1], loopback_port())), &[("JUJUD_TOKEN", &token)], &["--join", &seed]);
+    let mut joiner = start_with(
+        &tmp.join("b-join"),
+        SocketAddr::from(([127, 0, 0, 1], loopback_port())),
+        &[("JUJUD_TOKEN", &token)],
+        &["--join", &seed],
+    );
     let joined = joiner.wait_for("manager starting");
-    println!("(b) a new manager's join (spawn to running as a member): {:.3} ms ({joined:?})", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "(b) a new manager's join (spawn to running as a member): {:.3} ms ({joined:?})",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     joiner.kill();
     m.kill();
     // Restart 2 h ahead: every agent token (1 h) is past expiry + margin.
@@ -238,7 +285,10 @@ fn part_b(tmp: &Path, calls: usize) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(500));
         kept = bytes_kept(&client)?;
     }
-    println!("(b) bytes kept once those tokens expired: {kept} (after 1 call: {after_one}); swept in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "(b) bytes kept once those tokens expired: {kept} (after 1 call: {after_one}); swept in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     println!("(b) load: {}", common::loadavg());
     m.kill();
     Ok(())
@@ -255,7 +305,8 @@ fn main() {
     let calls = arg("--calls").and_then(|v| v.parse().ok()).unwrap_or(100);
     let only = arg("--only");
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("jujud: {}; load at start: {}", env!("CARGO_BIN_EXE_jujud"), common::loadavg());
     let keep: PathBuf = tmp.path().to_path_buf();
     if only.as_deref() != Some("b")

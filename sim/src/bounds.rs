@@ -95,7 +95,8 @@ pub fn session_reconnect() -> Duration {
     use jujud::core::agent::role::{OPEN_BACKOFF_MIN_MS, OPEN_TIMEOUT_MS, PARALLEL_AFTER_FAILURES};
     let failures = u64::from(PARALLEL_AFTER_FAILURES);
     let backoffs = OPEN_BACKOFF_MIN_MS * ((1 << failures) - 1);
-    crate::cluster::SESSION_IDLE_TIMEOUT + Duration::from_millis(failures * OPEN_TIMEOUT_MS + backoffs + IN_FLIGHT_SLACK_MS)
+    crate::cluster::SESSION_IDLE_TIMEOUT
+        + Duration::from_millis(failures * OPEN_TIMEOUT_MS + backoffs + IN_FLIGHT_SLACK_MS)
 }
 
 impl Bounds {

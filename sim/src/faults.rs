@@ -331,7 +331,11 @@ pub fn choose(params: &FaultParams, c: &Candidates<'_>, rng: &mut ChaCha8Rng) ->
     pick -= w.pause;
     if pick < w.partition {
         let minority = params.minority_partition_share > 0.0 && rng.random_bool(params.minority_partition_share);
-        let kind = if minority { PartitionKind::ManagerMinority } else { PARTITION_KINDS[rng.random_range(0..PARTITION_KINDS.len())] };
+        let kind = if minority {
+            PartitionKind::ManagerMinority
+        } else {
+            PARTITION_KINDS[rng.random_range(0..PARTITION_KINDS.len())]
+        };
         return (!c.partitioned).then(|| Plan::Partition { kind, duration_ms: params.partition.draw(rng) });
     }
     pick -= w.partition;

@@ -76,7 +76,8 @@ fn machine(id: &str, jobs: &str, status: &str) -> Vec<Change> {
 /// slots.
 pub fn build(managers: &[NodeId], agents: usize, provider: bool) -> Genesis {
     let provider = provider && !managers.is_empty() && managers.len() <= MAX_MANAGERS as usize;
-    let controllers = if managers.is_empty() { Vec::new() } else { entity_ids(CONTROLLERS_REQUEST, managers.len() as u32) };
+    let controllers =
+        if managers.is_empty() { Vec::new() } else { entity_ids(CONTROLLERS_REQUEST, managers.len() as u32) };
     let agent_machines = if agents == 0 { Vec::new() } else { entity_ids(AGENTS_REQUEST, agents as u32) };
     let mut changes = Vec::new();
     if provider {

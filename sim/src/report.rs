@@ -257,10 +257,15 @@ pub fn describe_sim_note(note: &crate::notes::SimNote) -> String {
         }
         N::ProviderCall { slot, cmd } => format!("slot {slot:>3} provider call {cmd:?}"),
         N::InstanceStarted { instance, machine, slot, manager } => {
-            format!("provider started {instance} (machine {machine}, {}) in slot {slot}", if *manager { "manager" } else { "agent" })
+            format!(
+                "provider started {instance} (machine {machine}, {}) in slot {slot}",
+                if *manager { "manager" } else { "agent" }
+            )
         }
         N::InstanceStopped { instance, slot, .. } => format!("provider stopped {instance} (slot {slot})"),
-        N::Exited { slot, identity, kind, why } => format!("slot {slot:>3} {}@{} ended: {kind:?} ({why:?})", identity.id, identity.generation),
+        N::Exited { slot, identity, kind, why } => {
+            format!("slot {slot:>3} {}@{} ended: {kind:?} ({why:?})", identity.id, identity.generation)
+        }
         N::Booted { slot } => format!("slot {slot:>3} booted (a new instance)"),
         N::StoppedWhileDown { slot } => format!("slot {slot:>3} stopped for good while down"),
     }

@@ -148,16 +148,26 @@ impl Workload {
         }
         let roll = self.rng.random_range(0..100);
         let n = self.unique();
-        let known = (!self.token_ids.is_empty()).then(|| self.token_ids[self.rng.random_range(0..self.token_ids.len())].clone());
-        if roll < TOKEN_ISSUE_PERCENT || (known.is_none() && roll < TOKEN_ISSUE_PERCENT + TOKEN_REVOKE_PERCENT + TOKEN_USE_PERCENT) {
-            let spec = TokenSpec { token_id: format!("tok{n}"), role: "manager".into(), subject: None, expires_unix_secs: u64::MAX / 2, reusable: true };
+        let known = (!self.token_ids.is_empty())
+            .then(|| self.token_ids[self.rng.random_range(0..self.token_ids.len())].clone());
+        if roll < TOKEN_ISSUE_PERCENT
+            || (known.is_none() && roll < TOKEN_ISSUE_PERCENT + TOKEN_REVOKE_PERCENT + TOKEN_USE_PERCENT)
+        {
+            let spec = TokenSpec {
+                token_id: format!("tok{n}"),
+                role: "manager".into(),
+                subject: None,
+                expires_unix_secs: u64::MAX / 2,
+                reusable: true,
+            };
             return Some(Command::IssueTokens(vec![spec]));
         }
         let token_id = known?;
         if roll < TOKEN_ISSUE_PERCENT + TOKEN_REVOKE_PERCENT {
             return Some(Command::RevokeToken { token_id });
         }
-        (roll < TOKEN_ISSUE_PERCENT + TOKEN_REVOKE_PERCENT + TOKEN_USE_PERCENT).then(|| Command::UseToken { token_id, node: format!("n{n}") })
+        (roll < TOKEN_ISSUE_PERCENT + TOKEN_REVOKE_PERCENT + TOKEN_USE_PERCENT)
+            .then(|| Command::UseToken { token_id, node: format!("n{n}") })
     }
 
     /// The wait before the next write (uniform, 0 to twice the mean), or
@@ -312,7 +322,10 @@ pub fn effects(w: &AckedWrite) -> Vec<(String, Expect)> {
         // The workload never bootstraps (the first manager does, once).
         Command::Bootstrap(_) => Vec::new(),
         // Nor handles join tokens (the runtime's admission does).
-        Command::IssueTokens(_) | Command::RevokeToken { .. } | Command::UseToken { .. } | Command::SweepTokens { .. } => Vec::new(),
+        Command::IssueTokens(_)
+        | Command::RevokeToken { .. }
+        | Command::UseToken { .. }
+        | Command::SweepTokens { .. } => Vec::new(),
     }
 }
 

@@ -35,7 +35,11 @@ fn a_manager_killed_past_the_grace_is_replaced_and_its_agents_move() {
     let crash = Plan::Crash { slot: 1, keep_disk: true, downtime_ms: 600_000 };
     let report = run(&RunConfig { probe_target: ProbeTarget::Agent, ..ha(21, 3, 6, 40, vec![(10 * S, crash)]) });
     assert!(report.passed(), "{}", report.summary());
-    assert_eq!(report.injected.get("provider stop of a down instance"), Some(&1), "the dead manager's instance is stopped once");
+    assert_eq!(
+        report.injected.get("provider stop of a down instance"),
+        Some(&1),
+        "the dead manager's instance is stopped once"
+    );
     assert!(report.injected.get("instance booted").copied().unwrap_or(0) >= 1, "a replacement booted");
     let sessions = figure(&report, "sessions");
     assert!(sessions.contains("session spread"), "{sessions}");
@@ -49,17 +53,28 @@ fn sessions_checker_catches_managers_that_never_answer() {
     // are deaf: its agents must find another, and none answers (moves for
     // balance are make before break, so without a loss no agent is ever
     // without a session).
-    let config = RunConfig { bug: Some(PlantedBug::DeafManagers), probe_target: ProbeTarget::Manager, ..ha(22, 3, 4, 20, Vec::new()) };
+    let config = RunConfig {
+        bug: Some(PlantedBug::DeafManagers),
+        probe_target: ProbeTarget::Manager,
+        ..ha(22, 3, 4, 20, Vec::new())
+    };
     let report = run(&config);
     fires(&report, "sessions");
-    assert!(report.violations.iter().all(|v| v.invariant != "sessions" || v.at > 20 * S), "nothing is deaf before the heal");
+    assert!(
+        report.violations.iter().all(|v| v.invariant != "sessions" || v.at > 20 * S),
+        "nothing is deaf before the heal"
+    );
     let clean = run(&RunConfig { bug: None, ..config });
     assert!(clean.passed(), "without the bug the same manager loss is survived:\n{}", clean.summary());
 }
 
 #[test]
 fn workload_restarts_checker_catches_a_manager_sending_empty_assignments_first() {
-    let config = RunConfig { bug: Some(PlantedBug::EmptyFirstAssign), probe_target: ProbeTarget::Manager, ..ha(23, 3, 6, 20, Vec::new()) };
+    let config = RunConfig {
+        bug: Some(PlantedBug::EmptyFirstAssign),
+        probe_target: ProbeTarget::Manager,
+        ..ha(23, 3, 6, 20, Vec::new())
+    };
     let report = run(&config);
     fires(&report, "workload-restarts");
     // Without the bug, the same manager loss restarts nothing.
@@ -91,7 +106,8 @@ fn singletons_checker_catches_two_owners_in_one_connected_part() {
 
 #[test]
 fn instances_checker_catches_a_provider_that_does_not_fence_names() {
-    let config = RunConfig { bug: Some(PlantedBug::ProviderForgetsNames), writes_per_sec: 5, ..ha(26, 3, 2, 100, Vec::new()) };
+    let config =
+        RunConfig { bug: Some(PlantedBug::ProviderForgetsNames), writes_per_sec: 5, ..ha(26, 3, 2, 100, Vec::new()) };
     fires(&run(&config), "instances");
     assert!(!broken(&run(&RunConfig { bug: None, ..config })).contains("instances"));
 }
@@ -99,7 +115,8 @@ fn instances_checker_catches_a_provider_that_does_not_fence_names() {
 #[test]
 fn managers_checker_catches_replacements_that_never_boot() {
     let crash = Plan::Crash { slot: 1, keep_disk: true, downtime_ms: 600_000 };
-    let config = RunConfig { bug: Some(PlantedBug::ProviderDropsManagerStarts), ..ha(27, 5, 0, 30, vec![(5 * S, crash)]) };
+    let config =
+        RunConfig { bug: Some(PlantedBug::ProviderDropsManagerStarts), ..ha(27, 5, 0, 30, vec![(5 * S, crash)]) };
     fires(&run(&config), "managers");
 }
 
@@ -117,7 +134,11 @@ fn minority_checker_catches_a_side_that_heals_from_a_minority() {
         ]
     };
     let caught = (31..=38).any(|seed| {
-        let config = RunConfig { bug: Some(PlantedBug::LeakyPartition), probe_crash: false, ..ha(seed, 5, 0, 120, script(seed)) };
+        let config = RunConfig {
+            bug: Some(PlantedBug::LeakyPartition),
+            probe_crash: false,
+            ..ha(seed, 5, 0, 120, script(seed))
+        };
         broken(&run(&config)).contains("minority-heal")
     });
     assert!(caught, "no seed showed a heal from a minority side");
@@ -126,4 +147,3 @@ fn minority_checker_catches_a_side_that_heals_from_a_minority() {
         assert!(!broken(&report).contains("minority-heal"), "a real partition: {}", report.summary());
     }
 }
-

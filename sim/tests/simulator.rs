@@ -272,7 +272,11 @@ fn no_revoked_admission_checker_catches_a_revocation_acknowledged_before_it_was_
     let tokens = |c: RunConfig| RunConfig { tokens: true, ..c };
     let config = RunConfig { bug: Some(PlantedBug::EarlyDurable), ..tokens(writing(1, 12, 100, crashes.clone())) };
     let report = run(&config);
-    let v = report.violations.iter().find(|v| v.invariant == "no-revoked-admission").expect("no-revoked-admission must fire");
+    let v = report
+        .violations
+        .iter()
+        .find(|v| v.invariant == "no-revoked-admission")
+        .expect("no-revoked-admission must fire");
     assert!(v.detail.contains("whose revocation it acknowledged"), "{v}");
     // The same run without the bug: every such join is refused.
     let report = run(&tokens(writing(1, 12, 100, crashes)));

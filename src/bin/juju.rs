@@ -7,12 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use jujud::core::state::model::Command as StateCommand;
+use jujud::core::state::tokens::TokenQuery;
 use jujud::runtime::bootstrap;
 use jujud::runtime::client::{self, ClientError};
 use jujud::runtime::clientfile::ClientFile;
 use jujud::runtime::datadir::write_atomic;
-use jujud::core::state::model::Command as StateCommand;
-use jujud::core::state::tokens::TokenQuery;
 use jujud::runtime::render;
 use jujud::runtime::sshenv;
 use jujud::runtime::wire::{MemberRow, Request, Response};
@@ -186,9 +186,12 @@ enum TokensCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match &cli.command {
-        Command::Bootstrap { ha, root, cloud } => return rt.block_on(bootstrap_cmd(*ha, root.clone(), cloud.clone())),
+        Command::Bootstrap { ha, root, cloud } => {
+            return rt.block_on(bootstrap_cmd(*ha, root.clone(), cloud.clone()));
+        }
         Command::Destroy { root } => return destroy_cmd(root.clone()),
         _ => {}
     }
@@ -197,7 +200,9 @@ fn main() -> ExitCode {
         None => {
             let default = bootstrap::client_file_in(&bootstrap::default_root());
             if !default.exists() {
-                eprintln!("juju: no client config: pass --client-config FILE, set JUJU_CLIENT_CONFIG, or `juju bootstrap`");
+                eprintln!(
+                    "juju: no client config: pass --client-config FILE, set JUJU_CLIENT_CONFIG, or `juju bootstrap`"
+                );
                 return ExitCode::from(2);
             }
             default
@@ -223,7 +228,8 @@ fn main() -> ExitCode {
         }
     };
     let on_retry = |why: &str| eprintln!("juju: {why}");
-    let answer: Result<_, ClientError> = rt.block_on(client::request_with_retries(&file, cli.endpoint, req, &on_retry));
+    let answer: Result<_, ClientError> =
+        rt.block_on(client::request_with_retries(&file, cli.endpoint, req, &on_retry));
     let seeds = file.endpoints.clone();
     let code = match answer {
         Ok((_, Response::Error(msg))) => {
@@ -249,55 +255,99 @@ fn main() -> ExitCode {
 
 /// The request a command sends, or why its arguments are wrong.
 fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
-    let write = |cmd: StateCommand| Request::Write { request_id, cmd, wait_replicated: cli.wait_replicated, timeout_ms: cli.timeout_ms };
+    let write = |cmd: StateCommand| Request::Write {
+        request_id,
+        cmd,
+        wait_replicated: cli.wait_replicated,
+        timeout_ms: cli.timeout_ms,
+    };
     Ok(match &cli.command {
         Command::Members => Request::Members,
         Command::Status | Command::ShowController => Request::Status,
         Command::AddMachine { n, placement: None } => write(StateCommand::AddMachine { n: *n }),
         Command::AddMachine { n, placement: Some(p) } => {
-            let Some(target) = p.strip_prefix("ssh:") else { return Err(format!("placement {p:?}: expected ssh:[user@]HOST")) };
+            let Some(target) = p.strip_prefix("ssh:") else {
+                return Err(format!("placement {p:?}: expected ssh:[user@]HOST"));
+            };
             if *n != 1 {
                 return Err("ssh:HOST enlists one machine: drop -n".into());
             }
             let host = target.rsplit_once('@').map_or(target, |(_, h)| h);
             write(StateCommand::EnlistMachine { host: host.to_string() })
         }
-        Command::RemoveHost { address } => write(StateCommand::RemoveHost { address: address.clone() }),
+        Command::RemoveHost { address } => {
+            write(StateCommand::RemoveHost { address: address.clone() })
+        }
         Command::AddHost { .. } => unreachable!("handled before any request"),
         Command::RemoveMachine { id } => write(StateCommand::RemoveMachine { id: id.clone() }),
         Command::Deploy { name, command, to, .. } if !to.is_empty() => {
-            write(StateCommand::DeployTo { name: name.clone(), command: command.clone(), to: to.clone() })
+            write(StateCommand::DeployTo {
+                name: name.clone(),
+                command: command.clone(),
+                to: to.clone(),
+            })
         }
-        Command::Deploy { name, command, n, .. } => write(StateCommand::Deploy { name: name.clone(), command: command.clone(), n: *n }),
-        Command::AddUnit { name, to, .. } if !to.is_empty() => write(StateCommand::AddUnitTo { app: name.clone(), to: to.clone() }),
-        Command::AddUnit { name, n, .. } => write(StateCommand::AddUnit { app: name.clone(), n: *n }),
+        Command::Deploy { name, command, n, .. } => {
+            write(StateCommand::Deploy { name: name.clone(), command: command.clone(), n: *n })
+        }
+        Command::AddUnit { name, to, .. } if !to.is_empty() => {
+            write(StateCommand::AddUnitTo { app: name.clone(), to: to.clone() })
+        }
+        Command::AddUnit { name, n, .. } => {
+            write(StateCommand::AddUnit { app: name.clone(), n: *n })
+        }
         Command::RemoveUnit { unit } => write(StateCommand::RemoveUnit { unit: unit.clone() }),
-        Command::Config { settings, .. } | Command::ControllerConfig { settings } if settings.is_empty() => Request::Status,
-        Command::Config { name, settings } => write(StateCommand::SetConfig { app: name.clone(), pairs: render::parse_pairs(settings)? }),
+        Command::Config { settings, .. } | Command::ControllerConfig { settings }
+            if settings.is_empty() =>
+        {
+            Request::Status
+        }
+        Command::Config { name, settings } => write(StateCommand::SetConfig {
+            app: name.clone(),
+            pairs: render::parse_pairs(settings)?,
+        }),
         Command::ControllerConfig { settings } => match render::parse_pairs(settings)?.as_slice() {
-            [(key, value)] => write(StateCommand::SetController { key: key.clone(), value: value.clone() }),
+            [(key, value)] => {
+                write(StateCommand::SetController { key: key.clone(), value: value.clone() })
+            }
             _ => return Err("set one controller setting at a time".into()),
         },
         Command::EnableHa { n, .. } => write(StateCommand::EnableHa { n: *n }),
-        Command::Tokens(TokensCmd::List { role, state, limit, after }) => Request::TokenList(TokenQuery {
-            role: role.clone(),
-            state: state.clone(),
-            after: after.clone(),
-            limit: *limit,
-        }),
+        Command::Tokens(TokensCmd::List { role, state, limit, after }) => {
+            Request::TokenList(TokenQuery {
+                role: role.clone(),
+                state: state.clone(),
+                after: after.clone(),
+                limit: *limit,
+            })
+        }
         Command::Tokens(TokensCmd::Create { ttl_secs, reusable, machine }) => {
-            Request::TokenCreate { role: "manager".into(), ttl_secs: *ttl_secs, reusable: *reusable, machine: machine.clone() }
+            Request::TokenCreate {
+                role: "manager".into(),
+                ttl_secs: *ttl_secs,
+                reusable: *reusable,
+                machine: machine.clone(),
+            }
         }
         Command::Tokens(TokensCmd::Revoke { token_id, wait_replicated, timeout_ms }) => {
-            Request::TokenRevoke { token_id: token_id.clone(), wait_replicated: *wait_replicated, timeout_ms: *timeout_ms }
+            Request::TokenRevoke {
+                token_id: token_id.clone(),
+                wait_replicated: *wait_replicated,
+                timeout_ms: *timeout_ms,
+            }
         }
-        Command::Bootstrap { .. } | Command::Destroy { .. } => unreachable!("handled before any request"),
+        Command::Bootstrap { .. } | Command::Destroy { .. } => {
+            unreachable!("handled before any request")
+        }
     })
 }
 
 fn progress_bar(want: usize) -> ProgressBar {
     let bar = ProgressBar::new(want as u64);
-    bar.set_style(ProgressStyle::with_template("{spinner} managers alive {pos}/{len} {elapsed}").expect("template"));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} managers alive {pos}/{len} {elapsed}")
+            .expect("template"),
+    );
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
     bar
 }
@@ -314,7 +364,11 @@ async fn bootstrap_cmd(ha: u32, root: Option<PathBuf>, cloud: Option<PathBuf>) -
     match result {
         Ok(file) => {
             bar.finish_and_clear();
-            println!("bootstrapped {ha} manager(s) in {:.1} s; client file {}", started.elapsed().as_secs_f64(), file.display());
+            println!(
+                "bootstrapped {ha} manager(s) in {:.1} s; client file {}",
+                started.elapsed().as_secs_f64(),
+                file.display()
+            );
             println!("(juju uses it by default; or export JUJU_CLIENT_CONFIG={})", file.display());
             ExitCode::SUCCESS
         }
@@ -330,7 +384,12 @@ async fn bootstrap_cmd(ha: u32, root: Option<PathBuf>, cloud: Option<PathBuf>) -
 /// host's private key: it goes to the managers over the mTLS channel,
 /// never on a command line), and records the hosts in the local pool copy
 /// so that `destroy` cleans them too.
-async fn add_host_cmd(cli: &Cli, file: &ClientFile, cloud_file: &Path, root: Option<PathBuf>) -> ExitCode {
+async fn add_host_cmd(
+    cli: &Cli,
+    file: &ClientFile,
+    cloud_file: &Path,
+    root: Option<PathBuf>,
+) -> ExitCode {
     let hosts = match jujud::runtime::provider::ssh::cloud::load(cloud_file) {
         Ok(h) => h,
         Err(e) => {
@@ -341,7 +400,12 @@ async fn add_host_cmd(cli: &Cli, file: &ClientFile, cloud_file: &Path, root: Opt
     let on_retry = |why: &str| eprintln!("juju: {why}");
     for h in &hosts {
         let cmd = StateCommand::AddHost { address: h.address.clone(), entry: h.to_json() };
-        let req = Request::Write { request_id: client::new_request_id(), cmd, wait_replicated: cli.wait_replicated, timeout_ms: cli.timeout_ms };
+        let req = Request::Write {
+            request_id: client::new_request_id(),
+            cmd,
+            wait_replicated: cli.wait_replicated,
+            timeout_ms: cli.timeout_ms,
+        };
         match client::request_with_retries(file, cli.endpoint, req, &on_retry).await {
             Ok((_, Response::Applied(_) | Response::Done)) => println!("added host {}", h.address),
             Ok((_, Response::Error(msg) | Response::Unavailable(msg))) => {
@@ -365,7 +429,9 @@ async fn add_host_cmd(cli: &Cli, file: &ClientFile, cloud_file: &Path, root: Opt
 async fn wait_managers(path: &Path, n: u32) -> ExitCode {
     let bar = progress_bar(n as usize);
     let started = std::time::Instant::now();
-    match bootstrap::wait_for_managers(path, n as usize, &|alive, _| bar.set_position(alive as u64)).await {
+    match bootstrap::wait_for_managers(path, n as usize, &|alive, _| bar.set_position(alive as u64))
+        .await
+    {
         Ok(_) => {
             bar.finish_and_clear();
             println!("HA {n}/{n} in {:.1} s", started.elapsed().as_secs_f64());
@@ -381,7 +447,8 @@ async fn wait_managers(path: &Path, n: u32) -> ExitCode {
 
 fn destroy_cmd(root: Option<PathBuf>) -> ExitCode {
     let root = root.unwrap_or_else(bootstrap::default_root);
-    let result = if sshenv::is_ssh(&root) { sshenv::destroy(&root) } else { bootstrap::destroy(&root) };
+    let result =
+        if sshenv::is_ssh(&root) { sshenv::destroy(&root) } else { bootstrap::destroy(&root) };
     match result {
         Ok(n) => {
             println!("destroyed {}: {n} running instance(s) stopped", root.display());
@@ -397,8 +464,11 @@ fn destroy_cmd(root: Option<PathBuf>) -> ExitCode {
 /// Keeps the client file's endpoints in step with the live managers, so the
 /// client still finds the cluster after the managers it first knew are gone.
 fn refresh_endpoints(path: &std::path::Path, file: &ClientFile, members: &[MemberRow]) {
-    let mut live: Vec<SocketAddr> =
-        members.iter().filter(|m| m.role == "manager" && m.state == "alive").map(|m| m.addr).collect();
+    let mut live: Vec<SocketAddr> = members
+        .iter()
+        .filter(|m| m.role == "manager" && m.state == "alive")
+        .map(|m| m.addr)
+        .collect();
     live.sort();
     let mut known = file.endpoints.clone();
     known.sort();
@@ -434,11 +504,21 @@ fn write_token_files(dir: Option<&Path>, tokens: &[(String, String)]) -> Vec<ren
             return Err(format!("{machine:?} is not a machine id"));
         }
         let path = with_dir(dir.join(format!("{machine}.token")));
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        f.write_all(format!("{token}\n").as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(format!("{token}\n").as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)
     };
-    tokens.iter().map(|(m, t)| (m.clone(), write(m, t).map_or_else(TokenOut::Failed, TokenOut::File))).collect()
+    tokens
+        .iter()
+        .map(|(m, t)| (m.clone(), write(m, t).map_or_else(TokenOut::Failed, TokenOut::File)))
+        .collect()
 }
 
 fn print(cli: &Cli, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
@@ -459,31 +539,49 @@ fn print(cli: &Cli, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
         (Format::Json, Response::Members { answered_by, members }) => {
             json(&serde_json::json!({ "answered_by": answered_by, "members": members }))
         }
-        (Format::Json, Response::Status { answered_by, controller, members, .. }) if matches!(command, Command::ShowController) => {
-            json(&serde_json::json!({ "answered_by": answered_by, "controller": controller, "members": members }))
+        (Format::Json, Response::Status { answered_by, controller, members, .. })
+            if matches!(command, Command::ShowController) =>
+        {
+            json(
+                &serde_json::json!({ "answered_by": answered_by, "controller": controller, "members": members }),
+            )
         }
-        (Format::Table, Response::Status { answered_by, controller, members, .. }) if matches!(command, Command::ShowController) => {
+        (Format::Table, Response::Status { answered_by, controller, members, .. })
+            if matches!(command, Command::ShowController) =>
+        {
             print!("{}", render::controller(answered_by, controller, members))
         }
-        (Format::Json, Response::Status { status, .. }) if matches!(command, Command::ControllerConfig { .. }) => json(&status.controller),
-        (Format::Table, Response::Status { status, .. }) if matches!(command, Command::ControllerConfig { .. }) => {
+        (Format::Json, Response::Status { status, .. })
+            if matches!(command, Command::ControllerConfig { .. }) =>
+        {
+            json(&status.controller)
+        }
+        (Format::Table, Response::Status { status, .. })
+            if matches!(command, Command::ControllerConfig { .. }) =>
+        {
             for (k, v) in &status.controller {
                 println!("{k}={}", v.text());
             }
         }
-        (Format::Json, Response::Status { answered_by, status, members, controller }) => {
-            json(&serde_json::json!({ "answered_by": answered_by, "status": status, "members": members, "controller": controller }))
-        }
+        (Format::Json, Response::Status { answered_by, status, members, controller }) => json(
+            &serde_json::json!({ "answered_by": answered_by, "status": status, "members": members, "controller": controller }),
+        ),
         (Format::Json, Response::Tokens { rows, matched, bytes_kept }) => {
             json(&serde_json::json!({ "rows": rows, "matched": matched, "bytes_kept": bytes_kept }))
         }
-        (Format::Json, Response::Token { token, row }) => json(&serde_json::json!({ "token": token, "row": row })),
+        (Format::Json, Response::Token { token, row }) => {
+            json(&serde_json::json!({ "token": token, "row": row }))
+        }
         (Format::Json, Response::Applied(outcome)) => json(outcome),
-        (Format::Table, Response::Members { answered_by, members }) => print!("{}", render::members(answered_by, members)),
+        (Format::Table, Response::Members { answered_by, members }) => {
+            print!("{}", render::members(answered_by, members))
+        }
         (Format::Table, Response::Status { answered_by, status, members, controller }) => {
             print!("{}", render::status(answered_by, status, members, controller))
         }
-        (Format::Table, Response::Tokens { rows, matched, bytes_kept }) => print!("{}", render::tokens(rows, *matched, *bytes_kept)),
+        (Format::Table, Response::Tokens { rows, matched, bytes_kept }) => {
+            print!("{}", render::tokens(rows, *matched, *bytes_kept))
+        }
         (Format::Table, Response::Token { token, .. }) => println!("{token}"),
         (Format::Table, Response::Applied(outcome)) => {
             for id in &outcome.ids {

@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use jujud::config::{self, AgentArgs, PeerArgs};
 
 #[derive(Parser)]
-#[command(name = "jujud", version, about = "A peer-to-peer, highly available control plane for Juju")]
+#[command(
+    name = "jujud",
+    version,
+    about = "A peer-to-peer, highly available control plane for Juju"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -13,7 +13,8 @@ use super::{ConfigError, EnvSource, PeerArgs, PeerConfig, Preset, TimingArgs, re
 use crate::logging::LogFormat;
 
 /// Where an agent listens when no address is configured: any free port.
-pub const DEFAULT_AGENT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+pub const DEFAULT_AGENT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
 
 /// The flags of `jujud agent`.
 #[derive(clap::Args, Clone, Default, PartialEq, Eq)]
@@ -62,7 +63,9 @@ impl AgentArgs {
     pub fn resolve(&self, env: EnvSource<'_>) -> Result<PeerConfig, ConfigError> {
         let peer = PeerArgs {
             data_dir: self.data_dir.clone(),
-            listen: self.listen.or_else(|| env(&super::env_var_name("listen")).is_none().then_some(DEFAULT_AGENT_LISTEN)),
+            listen: self.listen.or_else(|| {
+                env(&super::env_var_name("listen")).is_none().then_some(DEFAULT_AGENT_LISTEN)
+            }),
             advertise: self.advertise,
             join: self.seeds.clone(),
             token: self.token.clone(),
@@ -92,7 +95,8 @@ mod tests {
         let cfg = args.resolve(&|_| None).unwrap();
         assert_eq!(cfg.join, vec!["127.0.0.1:7070".parse::<SocketAddr>().unwrap()]);
         assert_eq!(cfg.listen, DEFAULT_AGENT_LISTEN);
-        let from_env = args.resolve(&|k| (k == "JUJUD_LISTEN").then(|| "127.0.0.2:9".to_string())).unwrap();
+        let from_env =
+            args.resolve(&|k| (k == "JUJUD_LISTEN").then(|| "127.0.0.2:9".to_string())).unwrap();
         assert_eq!(from_env.listen.port(), 9, "an environment listen beats the agent default");
     }
 }

@@ -62,7 +62,12 @@ impl BootstrapArgs {
         }
         let kind = self.provider_kind.clone().unwrap_or_else(|| "local".into());
         if kind != "local" && kind != "ssh" {
-            return Err(ConfigError::InvalidValue { field: "provider_kind", value: kind, origin: "flag --provider-kind".into(), expected: "local or ssh" });
+            return Err(ConfigError::InvalidValue {
+                field: "provider_kind",
+                value: kind,
+                origin: "flag --provider-kind".into(),
+                expected: "local or ssh",
+            });
         }
         if kind == "ssh" && self.provider_hosts_file.is_none() {
             return Err(ConfigError::InvalidValue {

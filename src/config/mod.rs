@@ -26,9 +26,9 @@ use crate::core::timing::TimingError;
 pub mod agent;
 pub mod bootstrap;
 pub mod token;
+use crate::logging::LogFormat;
 pub use agent::AgentArgs;
 pub use bootstrap::{BootstrapArgs, BootstrapConfig};
-use crate::logging::LogFormat;
 
 /// Where a peer listens when no address is configured.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7070));
@@ -274,10 +274,7 @@ fn redacted(token: &Option<String>) -> Option<&'static str> {
 pub enum ConfigError {
     /// The config file could not be read (missing, unreadable, not UTF-8).
     #[error("cannot read config file {}: {error}", path.display())]
-    ReadFile {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    ReadFile { path: PathBuf, error: std::io::Error },
     /// The config file is larger than [`MAX_CONFIG_FILE_BYTES`].
     #[error("config file {} is larger than {MAX_CONFIG_FILE_BYTES} bytes", path.display())]
     FileTooLarge { path: PathBuf },
@@ -349,19 +346,18 @@ pub fn resolve(args: &PeerArgs, env: EnvSource<'_>) -> Result<PeerConfig, Config
         token: resolve_token(args, file.token, env)?,
         timing,
         log_format: pick(args.log_format, file.log_format, env, "log_format")?.unwrap_or_default(),
-        metrics_listen: pick(
-            args.metrics_listen,
-            file.metrics_listen,
-            env,
-            "metrics_listen",
-        )?,
+        metrics_listen: pick(args.metrics_listen, file.metrics_listen, env, "metrics_listen")?,
         bootstrap: args.bootstrap.resolve()?,
     })
 }
 
 /// The token: `--token-file` (a file or standard input), else the config
 /// file's, else `JUJUD_TOKEN`. `--token` itself is refused (see [`token`]).
-fn resolve_token(args: &PeerArgs, file: Option<String>, env: EnvSource<'_>) -> Result<Option<String>, ConfigError> {
+fn resolve_token(
+    args: &PeerArgs,
+    file: Option<String>,
+    env: EnvSource<'_>,
+) -> Result<Option<String>, ConfigError> {
     if args.token.is_some() {
         return Err(token::TokenError::OnCommandLine.into());
     }
@@ -499,7 +495,10 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     }
     if file.token.is_some() {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(|error| ConfigError::ReadFile { path: path.to_owned(), error })?.permissions().mode();
+        let mode = std::fs::metadata(path)
+            .map_err(|error| ConfigError::ReadFile { path: path.to_owned(), error })?
+            .permissions()
+            .mode();
         token::check_private(path, mode)?;
     }
     if let Some(dir) = &file.data_dir {
@@ -515,19 +514,12 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 fn read_bounded(path: &Path) -> Result<String, ConfigError> {
-    let read_error = |error| ConfigError::ReadFile {
-        path: path.to_owned(),
-        error,
-    };
+    let read_error = |error| ConfigError::ReadFile { path: path.to_owned(), error };
     let file = std::fs::File::open(path).map_err(read_error)?;
     let mut text = String::new();
-    file.take(MAX_CONFIG_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(read_error)?;
+    file.take(MAX_CONFIG_FILE_BYTES + 1).read_to_string(&mut text).map_err(read_error)?;
     if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
-        return Err(ConfigError::FileTooLarge {
-            path: path.to_owned(),
-        });
+        return Err(ConfigError::FileTooLarge { path: path.to_owned() });
     }
     Ok(text)
 }
@@ -551,10 +543,8 @@ mod tests {
     }
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: BTreeMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
     }
 
@@ -574,9 +564,13 @@ mod tests {
         Cli::command().debug_assert();
         let args = flags(&["--join", "10.0.0.1:1,10.0.0.2:2", "--join", "10.0.0.3:3"]);
         assert_eq!(args.join.len(), 3);
-        let err = resolve(&flags(&["--data-dir", "/d", "--token", "jjd1.secret"]), &no_env).unwrap_err();
+        let err =
+            resolve(&flags(&["--data-dir", "/d", "--token", "jjd1.secret"]), &no_env).unwrap_err();
         assert!(matches!(err, ConfigError::Token(token::TokenError::OnCommandLine)), "{err:?}");
-        assert!(err.to_string().contains("--token-file") && !err.to_string().contains("secret"), "{err}");
+        assert!(
+            err.to_string().contains("--token-file") && !err.to_string().contains("secret"),
+            "{err}"
+        );
         assert!(Cli::try_parse_from(["jujud", "--preset", "moon"]).is_err());
     }
 
@@ -611,45 +605,22 @@ mod tests {
             ("JUJUD_LOG_FORMAT", "json"),
             ("JUJUD_TOKEN", "env-token"),
         ]);
-        let args = flags(&[
-            "--config",
-            &path,
-            "--probe-period-ms",
-            "700",
-            "--listen",
-            "127.0.0.1:1",
-        ]);
+        let args =
+            flags(&["--config", &path, "--probe-period-ms", "700", "--listen", "127.0.0.1:1"]);
         let config = resolve(&args, &env).unwrap();
-        assert_eq!(
-            config.timing.probe_period_ms, 700,
-            "flag beats file and env"
-        );
+        assert_eq!(config.timing.probe_period_ms, 700, "flag beats file and env");
         assert_eq!(config.timing.gossip_period_ms, 150, "file beats env");
         assert_eq!(config.timing.announce_period_ms, 7000, "env beats preset");
-        assert_eq!(
-            config.timing.suspect_to_down_ms,
-            Timing::lan().suspect_to_down_ms
-        );
+        assert_eq!(config.timing.suspect_to_down_ms, Timing::lan().suspect_to_down_ms);
         assert_eq!(config.listen, "127.0.0.1:1".parse().unwrap());
-        assert_eq!(
-            config.join,
-            vec!["10.0.0.9:9".parse().unwrap()],
-            "file beats env"
-        );
+        assert_eq!(config.join, vec!["10.0.0.9:9".parse().unwrap()], "file beats env");
         assert_eq!(config.data_dir, PathBuf::from("/env/dir"));
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.token.as_deref(), Some("env-token"));
-        assert!(
-            !format!("{config:?}").contains("env-token"),
-            "Debug must redact the token"
-        );
+        assert!(!format!("{config:?}").contains("env-token"), "Debug must redact the token");
 
         let config = resolve(&flags(&["--data-dir", "/d"]), &env).unwrap();
-        assert_eq!(
-            config.listen,
-            "127.0.0.3:3".parse().unwrap(),
-            "env beats default"
-        );
+        assert_eq!(config.listen, "127.0.0.3:3".parse().unwrap(), "env beats default");
         let seeds: Vec<SocketAddr> =
             vec!["10.0.0.8:8".parse().unwrap(), "10.0.0.7:7".parse().unwrap()];
         assert_eq!(config.join, seeds);
@@ -659,55 +630,29 @@ mod tests {
     #[test]
     fn preset_comes_from_file_and_yields_to_flag() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_config(
-            &dir,
-            "data_dir = \"/d\"\npreset = \"wan\"\n[timing]\nhealth_max = 0\n",
-        );
+        let path =
+            write_config(&dir, "data_dir = \"/d\"\npreset = \"wan\"\n[timing]\nhealth_max = 0\n");
         let env = env_of(&[("JUJUD_PRESET", "lan")]);
         let config = resolve(&flags(&["--config", &path]), &env).unwrap();
-        assert_eq!(
-            config.timing,
-            Timing {
-                health_max: 0,
-                ..Timing::wan()
-            }
-        );
+        assert_eq!(config.timing, Timing { health_max: 0, ..Timing::wan() });
         let config = resolve(&flags(&["--config", &path, "--preset", "lan"]), &env).unwrap();
-        assert_eq!(
-            config.timing,
-            Timing {
-                health_max: 0,
-                ..Timing::lan()
-            }
-        );
+        assert_eq!(config.timing, Timing { health_max: 0, ..Timing::lan() });
         let env = env_of(&[("JUJUD_PRESET", "wan"), ("JUJUD_DATA_DIR", "/d")]);
-        assert_eq!(
-            resolve(&PeerArgs::default(), &env).unwrap().timing,
-            Timing::wan()
-        );
+        assert_eq!(resolve(&PeerArgs::default(), &env).unwrap().timing, Timing::wan());
     }
 
     #[test]
     fn unknown_keys_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         for (text, key) in [
-            (
-                "data_dir = \"/d\"\nlisten_addr = \"127.0.0.1:1\"\n",
-                "listen_addr",
-            ),
-            (
-                "data_dir = \"/d\"\n[timing]\nprobe_period = 500\n",
-                "probe_period",
-            ),
+            ("data_dir = \"/d\"\nlisten_addr = \"127.0.0.1:1\"\n", "listen_addr"),
+            ("data_dir = \"/d\"\n[timing]\nprobe_period = 500\n", "probe_period"),
         ] {
             let path = write_config(&dir, text);
             let err = resolve(&flags(&["--config", &path]), &no_env).unwrap_err();
             assert!(matches!(err, ConfigError::ParseFile { .. }), "{err:?}");
             let message = err.to_string();
-            assert!(
-                message.contains(key) && message.contains("jujud.toml"),
-                "{message}"
-            );
+            assert!(message.contains(key) && message.contains("jujud.toml"), "{message}");
         }
     }
 
@@ -724,10 +669,7 @@ mod tests {
         assert!(resolve(&flags(&["--probe-period-ms", "600"]), &env).is_ok());
         let env = env_of(&[("JUJUD_DATA_DIR", "/d"), ("JUJUD_JOIN", "10.0.0.1:1,nope")]);
         let message = resolve(&PeerArgs::default(), &env).unwrap_err().to_string();
-        assert!(
-            message.contains("\"nope\"") && message.contains("JUJUD_JOIN"),
-            "{message}"
-        );
+        assert!(message.contains("\"nope\"") && message.contains("JUJUD_JOIN"), "{message}");
         let env = env_of(&[("JUJUD_DATA_DIR", "/d"), ("JUJUD_MAX_TRANSMISSIONS", "300")]);
         let message = resolve(&PeerArgs::default(), &env).unwrap_err().to_string();
         assert!(message.contains("JUJUD_MAX_TRANSMISSIONS") && message.contains("0 to 255"));
@@ -777,39 +719,22 @@ mod tests {
         let config = resolve(&args, &no_env).unwrap();
         assert_eq!(config.advertise, "10.1.2.3:7070".parse().unwrap());
         let args = flags(&["--data-dir", "/d", "--listen", "127.0.0.1:0"]);
-        assert_eq!(
-            resolve(&args, &no_env).unwrap().advertise.port(),
-            0,
-            "port 0 is allowed"
-        );
+        assert_eq!(resolve(&args, &no_env).unwrap().advertise.port(), 0, "port 0 is allowed");
     }
 
     #[test]
     fn file_values_are_checked_and_resolved() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_config(&dir, "data_dir = \"state\"\ntoken = \"\"\n");
-        let message = resolve(&flags(&["--config", &path]), &no_env)
-            .unwrap_err()
-            .to_string();
+        let message = resolve(&flags(&["--config", &path]), &no_env).unwrap_err().to_string();
         assert!(message.contains("key token"), "{message}");
-        let path = write_config(
-            &dir,
-            "data_dir = \"state\"\njoin = [\"10.0.0.1:1\", \"10.0.0.1:1\"]\n",
-        );
+        let path =
+            write_config(&dir, "data_dir = \"state\"\njoin = [\"10.0.0.1:1\", \"10.0.0.1:1\"]\n");
         let config = resolve(&flags(&["--config", &path]), &no_env).unwrap();
-        assert_eq!(
-            config.data_dir,
-            dir.path().join("state"),
-            "relative to the file"
-        );
+        assert_eq!(config.data_dir, dir.path().join("state"), "relative to the file");
         assert_eq!(config.join.len(), 1, "duplicates dropped");
-        let path = write_config(
-            &dir,
-            "data_dir = \"/d\"\n[timing]\nprobe_period_ms = \"fast\"\n",
-        );
-        let message = resolve(&flags(&["--config", &path]), &no_env)
-            .unwrap_err()
-            .to_string();
+        let path = write_config(&dir, "data_dir = \"/d\"\n[timing]\nprobe_period_ms = \"fast\"\n");
+        let message = resolve(&flags(&["--config", &path]), &no_env).unwrap_err().to_string();
         assert!(message.contains("probe_period_ms"), "{message}");
         let path = write_config(&dir, &"#".repeat(MAX_CONFIG_FILE_BYTES as usize + 1));
         let err = resolve(&flags(&["--config", &path]), &no_env).unwrap_err();
@@ -823,9 +748,15 @@ mod tests {
         let path = write_config(&dir, "data_dir = \"/d\"\ntoken = \"file-token\"\n");
         let env = env_of(&[("JUJUD_TOKEN", "env-token")]);
         let err = resolve(&flags(&["--config", &path]), &env).unwrap_err();
-        assert!(matches!(err, ConfigError::Token(token::TokenError::TooOpen { .. })), "a 0644 config with a token: {err:?}");
+        assert!(
+            matches!(err, ConfigError::Token(token::TokenError::TooOpen { .. })),
+            "a 0644 config with a token: {err:?}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(resolve(&flags(&["--config", &path]), &env).unwrap().token.as_deref(), Some("file-token"));
+        assert_eq!(
+            resolve(&flags(&["--config", &path]), &env).unwrap().token.as_deref(),
+            Some("file-token")
+        );
         let tfile = dir.path().join("t");
         std::fs::write(&tfile, "flag-token\n").unwrap();
         std::fs::set_permissions(&tfile, std::fs::Permissions::from_mode(0o600)).unwrap();

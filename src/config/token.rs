@@ -56,7 +56,11 @@ pub fn read_token_file(path: &Path) -> Result<String, TokenError> {
     let text = if path.as_os_str() == STDIN {
         // One line, so a token pasted at a terminal needs no end-of-file.
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::stdin().lock().take(MAX_TOKEN_FILE_BYTES + 1), &mut line).map_err(read_error)?;
+        std::io::BufRead::read_line(
+            &mut std::io::stdin().lock().take(MAX_TOKEN_FILE_BYTES + 1),
+            &mut line,
+        )
+        .map_err(read_error)?;
         if line.len() as u64 > MAX_TOKEN_FILE_BYTES {
             return Err(TokenError::TooLarge { path: path.to_owned() });
         }
@@ -107,7 +111,13 @@ mod tests {
 
     fn write(dir: &Path, name: &str, mode: u32, text: &str) -> PathBuf {
         let path = dir.join(name);
-        let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&path).unwrap();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(mode)
+            .open(&path)
+            .unwrap();
         f.write_all(text.as_bytes()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         path

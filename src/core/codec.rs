@@ -30,7 +30,8 @@ fn cfg() -> Cfg {
 /// on every primitive read (about a quarter of decoding an `Identity`).
 /// Only for types with no length-prefixed field (no string, vector or
 /// map): their decode allocates nothing and reads at most the bytes given.
-type SwimCfg = bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint>;
+type SwimCfg =
+    bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint>;
 
 fn swim_cfg() -> SwimCfg {
     bincode::config::standard()
@@ -97,8 +98,16 @@ pub const CLAIM_PER_INPUT_BYTE: usize = 8;
 /// and never more than `limit_bytes` rounded up to a power of two (so less
 /// than twice it) nor [`MAX_DECODE_BOUND_BYTES`]. A length claim past that
 /// is a decode error, never an allocation.
-pub fn decode_exact_bounded<T: DeserializeOwned>(bytes: &[u8], limit_bytes: usize) -> Result<T, CodecError> {
-    let pow2 = |n: usize| n.max(MIN_DECODE_BOUND_BYTES).checked_next_power_of_two().unwrap_or(usize::MAX).min(MAX_DECODE_BOUND_BYTES);
+pub fn decode_exact_bounded<T: DeserializeOwned>(
+    bytes: &[u8],
+    limit_bytes: usize,
+) -> Result<T, CodecError> {
+    let pow2 = |n: usize| {
+        n.max(MIN_DECODE_BOUND_BYTES)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX)
+            .min(MAX_DECODE_BOUND_BYTES)
+    };
     let cap = pow2(limit_bytes);
     let wanted = pow2(bytes.len().saturating_mul(CLAIM_PER_INPUT_BYTE));
     let bound = wanted.min(cap);
@@ -147,7 +156,8 @@ where
             f.write_str("a sequence")
         }
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(VEC_PREALLOC_ELEMENTS));
+            let mut out =
+                Vec::with_capacity(seq.size_hint().unwrap_or(0).min(VEC_PREALLOC_ELEMENTS));
             while let Some(x) = seq.next_element()? {
                 out.push(x);
             }
@@ -194,7 +204,11 @@ fn take<T: DeserializeOwned>(mut buf: impl Buf) -> Result<T, CodecError> {
 impl foca::Codec<Identity> for BincodeCodec {
     type Error = CodecError;
 
-    fn encode_header(&mut self, header: &Header<Identity>, buf: impl BufMut) -> Result<(), Self::Error> {
+    fn encode_header(
+        &mut self,
+        header: &Header<Identity>,
+        buf: impl BufMut,
+    ) -> Result<(), Self::Error> {
         put(header, buf)
     }
 
@@ -202,7 +216,11 @@ impl foca::Codec<Identity> for BincodeCodec {
         take(buf)
     }
 
-    fn encode_member(&mut self, member: &Member<Identity>, buf: impl BufMut) -> Result<(), Self::Error> {
+    fn encode_member(
+        &mut self,
+        member: &Member<Identity>,
+        buf: impl BufMut,
+    ) -> Result<(), Self::Error> {
         put(member, buf)
     }
 
@@ -218,7 +236,12 @@ mod tests {
     use foca::Codec;
 
     fn ident() -> Identity {
-        Identity { id: NodeId(9), addr: "127.0.0.1:7000".parse().unwrap(), role: Role::Manager, generation: 2 }
+        Identity {
+            id: NodeId(9),
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            role: Role::Manager,
+            generation: 2,
+        }
     }
 
     /// A 13-byte input claiming a 1 MiB string is refused before any
@@ -237,7 +260,10 @@ mod tests {
         let text = "x".repeat(5_000);
         let bytes = bincode::serde::encode_to_vec(&text, bincode::config::standard()).unwrap();
         assert_eq!(decode_exact_bounded::<String>(&bytes, 1 << 20).unwrap(), text);
-        assert!(decode_exact_bounded::<String>(&bytes, 4096).is_err(), "over the limit's power of two");
+        assert!(
+            decode_exact_bounded::<String>(&bytes, 4096).is_err(),
+            "over the limit's power of two"
+        );
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert!(decode_exact_bounded::<String>(&trailing, 1 << 20).is_err());
@@ -245,7 +271,12 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        let header = Header { src: ident(), src_incarnation: 4, dst: ident(), message: foca::Message::Ping(3) };
+        let header = Header {
+            src: ident(),
+            src_incarnation: 4,
+            dst: ident(),
+            message: foca::Message::Ping(3),
+        };
         let mut buf = Vec::new();
         BincodeCodec.encode_header(&header, &mut buf).unwrap();
         let back = BincodeCodec.decode_header(&buf[..]).unwrap();
@@ -254,7 +285,12 @@ mod tests {
 
     #[test]
     fn garbage_and_truncation_are_errors_not_panics() {
-        let header = Header { src: ident(), src_incarnation: 4, dst: ident(), message: foca::Message::Ping(3) };
+        let header = Header {
+            src: ident(),
+            src_incarnation: 4,
+            dst: ident(),
+            message: foca::Message::Ping(3),
+        };
         let mut buf = Vec::new();
         BincodeCodec.encode_header(&header, &mut buf).unwrap();
         for cut in 0..buf.len() {
@@ -265,7 +301,12 @@ mod tests {
 
     #[test]
     fn an_item_that_does_not_fit_is_an_error() {
-        let header = Header { src: ident(), src_incarnation: 4, dst: ident(), message: foca::Message::Ping(3) };
+        let header = Header {
+            src: ident(),
+            src_incarnation: 4,
+            dst: ident(),
+            message: foca::Message::Ping(3),
+        };
         let mut whole = Vec::new();
         BincodeCodec.encode_header(&header, &mut whole).unwrap();
         for room in 0..whole.len() {
@@ -306,7 +347,9 @@ mod tests {
         };
         let mut buf = Vec::new();
         BincodeCodec.encode_header(&header, &mut buf).unwrap();
-        BincodeCodec.encode_member(&Member::new(ident(), 7, foca::State::Suspect), &mut buf).unwrap();
+        BincodeCodec
+            .encode_member(&Member::new(ident(), 7, foca::State::Suspect), &mut buf)
+            .unwrap();
         for cut in 0..=buf.len() {
             for flip in 0..=buf.len().min(cut) {
                 let mut bytes = buf[..cut].to_vec();

@@ -102,7 +102,12 @@ mod tests {
     use foca::Identity as _;
 
     fn ident(generation: u64) -> Identity {
-        Identity { id: NodeId(7), addr: "127.0.0.1:1".parse().unwrap(), role: Role::Manager, generation }
+        Identity {
+            id: NodeId(7),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            role: Role::Manager,
+            generation,
+        }
     }
 
     #[test]

@@ -112,15 +112,21 @@ impl Timer {
         use foca::Timer as F;
         match &self.kind {
             TimerKind::Swim(
-                F::ProbeRandomMember(t) | F::PeriodicAnnounce(t) | F::PeriodicAnnounceDown(t) | F::PeriodicGossip(t),
+                F::ProbeRandomMember(t)
+                | F::PeriodicAnnounce(t)
+                | F::PeriodicAnnounceDown(t)
+                | F::PeriodicGossip(t),
             ) => Some((TimerLine::Swim, u64::from(*t))),
-            TimerKind::Swim(F::SendIndirectProbe { token, .. } | F::ChangeSuspectToDown { token, .. }) => {
-                Some((TimerLine::Swim, u64::from(*token)))
-            }
+            TimerKind::Swim(
+                F::SendIndirectProbe { token, .. } | F::ChangeSuspectToDown { token, .. },
+            ) => Some((TimerLine::Swim, u64::from(*token))),
             TimerKind::Swim(F::RemoveDown(_)) => None,
             TimerKind::Rejoin(t) => Some((TimerLine::Rejoin, *t)),
             TimerKind::Agent(t) => Some((TimerLine::Agent, *t)),
-            TimerKind::Housekeeping | TimerKind::AntiEntropy | TimerKind::Assign | TimerKind::Control => None,
+            TimerKind::Housekeeping
+            | TimerKind::AntiEntropy
+            | TimerKind::Assign
+            | TimerKind::Control => None,
         }
     }
 

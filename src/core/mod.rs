@@ -14,7 +14,9 @@ pub mod time;
 pub mod timing;
 
 pub use identity::{Identity, NodeId, Role};
-pub use io::{Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer, TimerLine};
+pub use io::{
+    Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer, TimerLine,
+};
 pub use node::{Node, NodeConfig};
 pub use notices::Notice;
 pub use timing::Timing;

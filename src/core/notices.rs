@@ -78,7 +78,9 @@ impl NoticeBook {
     /// Records a notice; returns whether it was news.
     pub fn learn(&mut self, notice: &Notice) -> bool {
         let news = match notice {
-            Notice::Departed { id, generation } => self.departed.get(id).is_none_or(|g| g < generation),
+            Notice::Departed { id, generation } => {
+                self.departed.get(id).is_none_or(|g| g < generation)
+            }
             Notice::TokenRevoked { .. } | Notice::TokenIssued { .. } => false,
             Notice::MemberRevoked { id } => !self.revoked_members.contains(id),
         };
@@ -87,7 +89,9 @@ impl NoticeBook {
         }
         let is_new_key = match notice {
             Notice::Departed { id, .. } => !self.departed.contains_key(id),
-            Notice::TokenRevoked { .. } | Notice::TokenIssued { .. } | Notice::MemberRevoked { .. } => true,
+            Notice::TokenRevoked { .. }
+            | Notice::TokenIssued { .. }
+            | Notice::MemberRevoked { .. } => true,
         };
         if is_new_key && self.len() >= MAX_NOTICES {
             self.refused_full += 1;
@@ -124,7 +128,11 @@ impl foca::BroadcastHandler<Identity> for NoticeHandler {
     type Key = NoticeKey;
     type Error = CodecError;
 
-    fn receive_item(&mut self, data: &[u8], _sender: Option<&Identity>) -> Result<Option<NoticeKey>, CodecError> {
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&Identity>,
+    ) -> Result<Option<NoticeKey>, CodecError> {
         let notice: Notice = codec::decode_exact(data)?;
         let mut book = self.book.lock().expect("notice book poisoned");
         if !book.learn(&notice) {
@@ -165,7 +173,11 @@ mod tests {
         assert_eq!(book.refused_full, 1);
         let mut fresh = NoticeBook::default();
         assert!(!fresh.learn(&Notice::TokenRevoked { token_id: "t".into(), expires_unix_secs: 9 }));
-        assert!(!fresh.learn(&Notice::TokenIssued { token_id: "t".into(), role: "agent".into(), expires_unix_secs: 9 }));
+        assert!(!fresh.learn(&Notice::TokenIssued {
+            token_id: "t".into(),
+            role: "agent".into(),
+            expires_unix_secs: 9
+        }));
         assert_eq!(fresh.len(), 0);
     }
 }

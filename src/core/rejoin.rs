@@ -44,9 +44,11 @@ type AddrKey = (u128, u32, u64);
 fn addr_key(addr: SocketAddr) -> AddrKey {
     match addr {
         SocketAddr::V4(a) => (u128::from(a.ip().to_bits()), u32::from(a.port()), 0),
-        SocketAddr::V6(a) => {
-            (a.ip().to_bits(), 1 << 16 | u32::from(a.port()), u64::from(a.flowinfo()) << 32 | u64::from(a.scope_id()))
-        }
+        SocketAddr::V6(a) => (
+            a.ip().to_bits(),
+            1 << 16 | u32::from(a.port()),
+            u64::from(a.flowinfo()) << 32 | u64::from(a.scope_id()),
+        ),
     }
 }
 
@@ -78,7 +80,8 @@ pub struct Rejoin {
 
 impl Rejoin {
     pub fn new(seeds: Vec<SocketAddr>, min_backoff: Duration, max_backoff: Duration) -> Self {
-        let mut seeds_sorted: Vec<(AddrKey, usize)> = seeds.iter().map(|a| addr_key(*a)).zip(0..).collect();
+        let mut seeds_sorted: Vec<(AddrKey, usize)> =
+            seeds.iter().map(|a| addr_key(*a)).zip(0..).collect();
         seeds_sorted.sort_unstable();
         Rejoin {
             seed_held: vec![false; seeds.len()],
@@ -140,8 +143,12 @@ impl Rejoin {
         rng: &mut impl RngExt,
     ) -> Round {
         debug_assert!(active.is_sorted(), "active ids must be sorted");
-        let mut lost: Vec<Identity> =
-            self.known.values().filter(|p| active.binary_search(&p.id).is_err() && !departed(p)).cloned().collect();
+        let mut lost: Vec<Identity> = self
+            .known
+            .values()
+            .filter(|p| active.binary_search(&p.id).is_err() && !departed(p))
+            .cloned()
+            .collect();
         self.seed_held.fill(false);
         for key in held.into_iter().map(addr_key) {
             let from = self.seeds_sorted.partition_point(|(s, _)| *s < key);
@@ -149,7 +156,13 @@ impl Rejoin {
                 self.seed_held[*i] = true;
             }
         }
-        let identify = self.seeds.iter().zip(&self.seed_held).filter(|(_, held)| !**held).map(|(a, _)| *a).collect();
+        let identify = self
+            .seeds
+            .iter()
+            .zip(&self.seed_held)
+            .filter(|(_, held)| !**held)
+            .map(|(a, _)| *a)
+            .collect();
         let mut round = Round { identify, ..Round::default() };
         for _ in 0..ANNOUNCE_FANOUT.min(lost.len()) {
             let pick = rng.random_range(0..lost.len());
@@ -187,7 +200,12 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn peer(n: u64) -> Identity {
-        Identity { id: NodeId(n), addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(), role: Role::Manager, generation: 1 }
+        Identity {
+            id: NodeId(n),
+            addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
+            role: Role::Manager,
+            generation: 1,
+        }
     }
 
     #[test]
@@ -195,7 +213,8 @@ mod tests {
         let seed: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let mut r = Rejoin::new(vec![seed], 250 * MS, 1000 * MS);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let waits: Vec<_> = (0..5).map(|_| r.round(Duration::ZERO, &[], [], |_| false, &mut rng)).collect();
+        let waits: Vec<_> =
+            (0..5).map(|_| r.round(Duration::ZERO, &[], [], |_| false, &mut rng)).collect();
         assert!(waits.iter().all(|w| w.identify == vec![seed]));
         let gaps: Vec<_> = waits.iter().map(|w| w.next_after.as_millis()).collect();
         assert_eq!(gaps, vec![250, 500, 1000, 1000, 1000]);
@@ -219,7 +238,8 @@ mod tests {
 
     #[test]
     fn a_seed_no_active_member_holds_is_identified_even_when_not_alone() {
-        let (s1, s2): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        let (s1, s2): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
         let mut r = Rejoin::new(vec![s1, s2], 250 * MS, 1000 * MS);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         r.remember(&peer(1));
@@ -233,7 +253,8 @@ mod tests {
 
     #[test]
     fn duplicate_seeds_are_identified_in_their_order_until_held() {
-        let (s1, s2): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        let (s1, s2): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
         let mut r = Rejoin::new(vec![s2, s1, s2], 250 * MS, 1000 * MS);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let round = r.round(Duration::ZERO, &[NodeId(1)], [s1], |_| false, &mut rng);

@@ -182,7 +182,11 @@ fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), Timi
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(TimingError { field, value: value.to_string(), rule: format!("must be in {min}..={max}") })
+        Err(TimingError {
+            field,
+            value: value.to_string(),
+            rule: format!("must be in {min}..={max}"),
+        })
     }
 }
 

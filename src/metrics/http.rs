@@ -87,7 +87,8 @@ pub async fn serve(
             }
         };
         if slots.len() >= MAX_HTTP_CONNECTIONS {
-            let Some(oldest_silent) = slots.iter().position(|s| s.waiting.load(Ordering::Relaxed)) else {
+            let Some(oldest_silent) = slots.iter().position(|s| s.waiting.load(Ordering::Relaxed))
+            else {
                 tracing::debug!(%peer, "metrics endpoint: every connection is being answered, closing");
                 continue;
             };
@@ -122,9 +123,8 @@ async fn answer(
     waiting: &AtomicBool,
 ) -> Result<(), HttpError> {
     let head_timeout = Duration::from_millis(REQUEST_HEAD_TIMEOUT_MS);
-    let head = timeout(head_timeout, read_head(&mut stream))
-        .await
-        .map_err(|_| HttpError::HeadTimeout)?;
+    let head =
+        timeout(head_timeout, read_head(&mut stream)).await.map_err(|_| HttpError::HeadTimeout)?;
     // From here on it is being answered: no longer the one to make room.
     waiting.store(false, Ordering::Relaxed);
     let (response, outcome) = match head {
@@ -190,9 +190,7 @@ fn parse_request(head: &[u8]) -> Request {
     let mut lines = text.lines();
     let mut request_line = lines.next().unwrap_or("").split_ascii_whitespace();
     let method = request_line.next();
-    let path = request_line
-        .next()
-        .map(|t| t.split('?').next().unwrap_or(t));
+    let path = request_line.next().map(|t| t.split('?').next().unwrap_or(t));
     let accepts_openmetrics = lines.any(|line| {
         line.split_once(':').is_some_and(|(name, value)| {
             name.trim().eq_ignore_ascii_case("accept")
@@ -210,11 +208,8 @@ fn respond(request: &Request, metrics: &Metrics, refresh: &(dyn Fn() + Send + Sy
         return response("404 Not Found", CONTENT_TYPE_TEXT, "not found\n");
     }
     refresh();
-    let content_type = if request.accepts_openmetrics {
-        CONTENT_TYPE_OPENMETRICS
-    } else {
-        CONTENT_TYPE_TEXT
-    };
+    let content_type =
+        if request.accepts_openmetrics { CONTENT_TYPE_OPENMETRICS } else { CONTENT_TYPE_TEXT };
     response("200 OK", content_type, &metrics.encode())
 }
 
@@ -237,13 +232,7 @@ mod tests {
     #[test]
     fn request_heads_are_parsed_leniently() {
         let r = parse_request(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\naccept: application/openmetrics-text;version=1.0.0");
-        assert_eq!(
-            r,
-            Request {
-                wants_metrics: true,
-                accepts_openmetrics: true
-            }
-        );
+        assert_eq!(r, Request { wants_metrics: true, accepts_openmetrics: true });
         assert!(!parse_request(b"POST /metrics HTTP/1.1").wants_metrics);
         assert!(!parse_request(b"GET /metricsx HTTP/1.1").wants_metrics);
         assert!(!parse_request(b"\xff\xfe garbage").wants_metrics);
@@ -272,14 +261,7 @@ mod tests {
         let m = metrics.clone();
         let task = tokio::spawn(serve(listener, metrics, move || {
             let n = refreshes.fetch_add(1, Ordering::SeqCst) as u64 + 1;
-            m.update_from(
-                &Stats {
-                    probes: n * 7,
-                    ..Stats::default()
-                },
-                &[],
-                0,
-            );
+            m.update_from(&Stats { probes: n * 7, ..Stats::default() }, &[], 0);
         }));
         (addr, task)
     }
@@ -290,17 +272,11 @@ mod tests {
     async fn serves_metrics_over_tcp() {
         let refreshes = Arc::new(AtomicUsize::new(0));
         let (addr, task) = start(refreshes.clone()).await;
-        let reply = timeout(
-            GUARD,
-            exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-        )
-        .await
-        .unwrap();
+        let reply = timeout(GUARD, exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
+            .await
+            .unwrap();
         assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
-        assert!(
-            reply.contains("Content-Type: text/plain; version=0.0.4"),
-            "{reply}"
-        );
+        assert!(reply.contains("Content-Type: text/plain; version=0.0.4"), "{reply}");
         assert!(reply.contains("\r\n\r\n# HELP"), "{reply}");
         assert_eq!(sample(&reply, "jujud_probes_total"), Some(7.0));
         let (head, body) = reply.split_once("\r\n\r\n").unwrap();
@@ -315,21 +291,12 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(
-            reply.contains("Content-Type: application/openmetrics-text"),
-            "{reply}"
-        );
+        assert!(reply.contains("Content-Type: application/openmetrics-text"), "{reply}");
         assert_eq!(sample(&reply, "jujud_probes_total"), Some(14.0));
 
-        let reply = timeout(GUARD, exchange(addr, b"GET /other HTTP/1.1\r\n\r\n"))
-            .await
-            .unwrap();
+        let reply = timeout(GUARD, exchange(addr, b"GET /other HTTP/1.1\r\n\r\n")).await.unwrap();
         assert!(reply.starts_with("HTTP/1.1 404 Not Found\r\n"), "{reply}");
-        assert_eq!(
-            refreshes.load(Ordering::SeqCst),
-            2,
-            "refresh runs only for /metrics"
-        );
+        assert_eq!(refreshes.load(Ordering::SeqCst), 2, "refresh runs only for /metrics");
         task.abort();
     }
 
@@ -338,14 +305,10 @@ mod tests {
         let (addr, task) = start(Arc::new(AtomicUsize::new(0))).await;
         let mut request = b"GET /metrics HTTP/1.1\r\nX-Pad: ".to_vec();
         request.resize(4 * MAX_REQUEST_HEAD_BYTES, b'a');
-        let reply = timeout(GUARD, exchange(addr, &request))
-            .await
-            .expect("server must close");
+        let reply = timeout(GUARD, exchange(addr, &request)).await.expect("server must close");
         assert!(!reply.contains("200 OK"), "{reply}");
         // The server is still serving afterwards.
-        let reply = timeout(GUARD, exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n"))
-            .await
-            .unwrap();
+        let reply = timeout(GUARD, exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n")).await.unwrap();
         assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
         task.abort();
     }

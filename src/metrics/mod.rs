@@ -13,7 +13,10 @@
 
 pub mod http;
 
-pub use http::{ACCEPT_RETRY_MS, MAX_HTTP_CONNECTIONS, MAX_REQUEST_HEAD_BYTES, METRICS_PATH, REQUEST_HEAD_TIMEOUT_MS, RESPONSE_WRITE_TIMEOUT_MS, serve};
+pub use http::{
+    ACCEPT_RETRY_MS, MAX_HTTP_CONNECTIONS, MAX_REQUEST_HEAD_BYTES, METRICS_PATH,
+    REQUEST_HEAD_TIMEOUT_MS, RESPONSE_WRITE_TIMEOUT_MS, serve,
+};
 
 use std::sync::Mutex;
 
@@ -28,9 +31,8 @@ use crate::core::{MemberInfo, MemberState, Role, Stats};
 
 /// Upper bounds of the datagram-size histogram, in bytes: small control
 /// packets, then fine steps around the QUIC datagram limit (~1162-1414).
-pub const DATAGRAM_SIZE_BUCKETS_BYTES: [f64; 11] = [
-    64.0, 128.0, 256.0, 512.0, 768.0, 1024.0, 1100.0, 1150.0, 1200.0, 1300.0, 1400.0,
-];
+pub const DATAGRAM_SIZE_BUCKETS_BYTES: [f64; 11] =
+    [64.0, 128.0, 256.0, 512.0, 768.0, 1024.0, 1100.0, 1150.0, 1200.0, 1300.0, 1400.0];
 
 /// Why a datagram, stream or connection was dropped: the `reason` label
 /// of `jujud_datagram_drops_total`. The core's reasons come from
@@ -87,7 +89,30 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order exported.
-    pub const ALL: [DropReason; 22] = [DropReason::Malformed, DropReason::Oversized, DropReason::Spoofed, DropReason::Rejected, DropReason::OutputFull, DropReason::TooLargeForPath, DropReason::NoConnection, DropReason::QueueFull, DropReason::AnswerTimeout, DropReason::HandshakeFailed, DropReason::HandshakeTimeout, DropReason::HandshakeLimit, DropReason::HandshakePerSource, DropReason::HandshakeRetry, DropReason::JoinAnswerFailed, DropReason::JoinRefused, DropReason::SessionBadFrame, DropReason::SessionQueueFull, DropReason::SessionWriteTimeout, DropReason::StreamTimeout, DropReason::Unauthenticated, DropReason::UnauthorisedStream];
+    pub const ALL: [DropReason; 22] = [
+        DropReason::Malformed,
+        DropReason::Oversized,
+        DropReason::Spoofed,
+        DropReason::Rejected,
+        DropReason::OutputFull,
+        DropReason::TooLargeForPath,
+        DropReason::NoConnection,
+        DropReason::QueueFull,
+        DropReason::AnswerTimeout,
+        DropReason::HandshakeFailed,
+        DropReason::HandshakeTimeout,
+        DropReason::HandshakeLimit,
+        DropReason::HandshakePerSource,
+        DropReason::HandshakeRetry,
+        DropReason::JoinAnswerFailed,
+        DropReason::JoinRefused,
+        DropReason::SessionBadFrame,
+        DropReason::SessionQueueFull,
+        DropReason::SessionWriteTimeout,
+        DropReason::StreamTimeout,
+        DropReason::Unauthenticated,
+        DropReason::UnauthorisedStream,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -134,44 +159,20 @@ type DropLabels = [(&'static str, &'static str); 1];
 /// Counters copied from the core's cumulative [`Stats`]: (name without the
 /// `_total` the encoder appends, help, field).
 const CORE_COUNTERS: [(&str, &str, StatField); 10] = [
-    ("probes", "Probes started by the failure detector", |s| {
-        s.probes
+    ("probes", "Probes started by the failure detector", |s| s.probes),
+    ("probes_failed", "Probes that got no ack, direct or indirect", |s| s.probes_failed),
+    ("suspicions", "Members newly seen as suspect", |s| s.suspicions),
+    ("refutations", "Suspicions that turned out false (suspect came back alive)", |s| {
+        s.refutations
     }),
-    (
-        "probes_failed",
-        "Probes that got no ack, direct or indirect",
-        |s| s.probes_failed,
-    ),
-    ("suspicions", "Members newly seen as suspect", |s| {
-        s.suspicions
+    ("self_refutations", "Times this node refuted a suspicion about itself", |s| {
+        s.self_refutations
     }),
-    (
-        "refutations",
-        "Suspicions that turned out false (suspect came back alive)",
-        |s| s.refutations,
-    ),
-    (
-        "self_refutations",
-        "Times this node refuted a suspicion about itself",
-        |s| s.self_refutations,
-    ),
-    (
-        "late_timers",
-        "Timers delivered later than late_timer_ms (local stalls)",
-        |s| s.late_timers,
-    ),
-    ("datagrams_in", "SWIM datagrams received", |s| {
-        s.datagrams_in
-    }),
+    ("late_timers", "Timers delivered later than late_timer_ms (local stalls)", |s| s.late_timers),
+    ("datagrams_in", "SWIM datagrams received", |s| s.datagrams_in),
     ("datagrams_out", "SWIM datagrams sent", |s| s.datagrams_out),
-    (
-        "datagram_bytes_in",
-        "Bytes of SWIM datagrams received",
-        |s| s.bytes_in,
-    ),
-    ("datagram_bytes_out", "Bytes of SWIM datagrams sent", |s| {
-        s.bytes_out
-    }),
+    ("datagram_bytes_in", "Bytes of SWIM datagrams received", |s| s.bytes_in),
+    ("datagram_bytes_out", "Bytes of SWIM datagrams sent", |s| s.bytes_out),
 ];
 
 /// Drops counted by the core, by reason label.
@@ -245,11 +246,7 @@ impl Metrics {
             // Creating the series is the point; the guard is not needed.
             let _ = drops.get_or_create(&[("reason", reason.as_str())]);
         }
-        registry.register(
-            "datagram_drops",
-            "Datagrams dropped, by reason",
-            drops.clone(),
-        );
+        registry.register("datagram_drops", "Datagrams dropped, by reason", drops.clone());
         let local_health_score = Gauge::default();
         registry.register(
             "local_health_score",
@@ -269,9 +266,17 @@ impl Metrics {
             datagram_out_size.clone(),
         );
         let code_trims = Counter::default();
-        registry.register("code_trims", "Trims of this agent's resident code pages", code_trims.clone());
+        registry.register(
+            "code_trims",
+            "Trims of this agent's resident code pages",
+            code_trims.clone(),
+        );
         let code_trim_failures = Counter::default();
-        registry.register("code_trim_failures", "Trims of resident code pages that failed", code_trim_failures.clone());
+        registry.register(
+            "code_trim_failures",
+            "Trims of resident code pages that failed",
+            code_trim_failures.clone(),
+        );
         Metrics {
             registry,
             members,
@@ -319,10 +324,8 @@ impl Metrics {
         }
         for state in MEMBER_STATES {
             for role in ROLES {
-                let count = members
-                    .iter()
-                    .filter(|m| m.state == state && m.identity.role == role)
-                    .count();
+                let count =
+                    members.iter().filter(|m| m.state == state && m.identity.role == role).count();
                 let gauge = self.members.get_or_create(&member_labels(state, role));
                 gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
             }
@@ -355,9 +358,7 @@ fn increment(last: u64, now: u64) -> u64 {
 /// Raises a max-gauge to `value` if it is larger; never lowers it.
 fn raise_to(gauge: &Gauge, value: u64) {
     let value = i64::try_from(value).unwrap_or(i64::MAX);
-    gauge
-        .inner()
-        .fetch_max(value, std::sync::atomic::Ordering::Relaxed);
+    gauge.inner().fetch_max(value, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -368,12 +369,7 @@ mod tests {
     fn member(id: u64, role: Role, state: MemberState) -> MemberInfo {
         let addr = "127.0.0.1:7070".parse().unwrap();
         MemberInfo {
-            identity: Identity {
-                id: NodeId(id),
-                addr,
-                role,
-                generation: 1,
-            },
+            identity: Identity { id: NodeId(id), addr, role, generation: 1 },
             state,
             incarnation: 0,
         }
@@ -439,39 +435,21 @@ mod tests {
                 "{name} missing:\n{text}"
             );
         }
-        assert_eq!(
-            sample(&text, r#"jujud_members{state="alive",role="manager"}"#),
-            Some(2.0)
-        );
-        assert_eq!(
-            sample(&text, r#"jujud_members{state="suspect",role="agent"}"#),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(&text, r#"jujud_members{state="left",role="agent"}"#),
-            Some(0.0)
-        );
+        assert_eq!(sample(&text, r#"jujud_members{state="alive",role="manager"}"#), Some(2.0));
+        assert_eq!(sample(&text, r#"jujud_members{state="suspect",role="agent"}"#), Some(1.0));
+        assert_eq!(sample(&text, r#"jujud_members{state="left",role="agent"}"#), Some(0.0));
         for reason in DropReason::ALL {
             let series = format!("jujud_datagram_drops_total{{reason=\"{}\"}}", reason.as_str());
             assert!(sample(&text, &series).is_some(), "{series} missing");
         }
-        assert_eq!(
-            sample(&text, r#"jujud_datagram_drops_total{reason="spoofed"}"#),
-            Some(3.0)
-        );
+        assert_eq!(sample(&text, r#"jujud_datagram_drops_total{reason="spoofed"}"#), Some(3.0));
         assert_eq!(sample(&text, "jujud_local_health_score"), Some(2.0));
         assert_eq!(sample(&text, "jujud_max_datagram_bytes_out"), Some(1000.0));
         assert_eq!(
-            sample(
-                &text,
-                r#"jujud_datagram_out_size_bytes_bucket{le="1024.0"}"#
-            ),
+            sample(&text, r#"jujud_datagram_out_size_bytes_bucket{le="1024.0"}"#),
             Some(1.0)
         );
-        assert_eq!(
-            sample(&text, r#"jujud_datagram_out_size_bytes_bucket{le="768.0"}"#),
-            Some(0.0)
-        );
+        assert_eq!(sample(&text, r#"jujud_datagram_out_size_bytes_bucket{le="768.0"}"#), Some(0.0));
     }
 
     #[test]
@@ -488,46 +466,23 @@ mod tests {
         m.update_from(&stats(2), &[], 0);
         let text = m.encode();
         assert_eq!(sample(&text, "jujud_probes_total"), Some(10.0));
-        assert_eq!(
-            sample(&text, r#"jujud_datagram_drops_total{reason="malformed"}"#),
-            Some(10.0)
-        );
+        assert_eq!(sample(&text, r#"jujud_datagram_drops_total{reason="malformed"}"#), Some(10.0));
         // Runtime drops add to the same family without disturbing the core's.
         m.count_drop(DropReason::QueueFull);
         m.count_drop(DropReason::Malformed);
         m.update_from(&stats(2), &[], 0);
         let text = m.encode();
-        assert_eq!(
-            sample(&text, r#"jujud_datagram_drops_total{reason="queue_full"}"#),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(&text, r#"jujud_datagram_drops_total{reason="malformed"}"#),
-            Some(11.0)
-        );
+        assert_eq!(sample(&text, r#"jujud_datagram_drops_total{reason="queue_full"}"#), Some(1.0));
+        assert_eq!(sample(&text, r#"jujud_datagram_drops_total{reason="malformed"}"#), Some(11.0));
     }
 
     #[test]
     fn member_gauges_fall_back_to_zero() {
         let m = Metrics::new();
-        m.update_from(
-            &Stats::default(),
-            &[member(1, Role::Manager, MemberState::Suspect)],
-            0,
-        );
-        m.update_from(
-            &Stats::default(),
-            &[member(1, Role::Manager, MemberState::Down)],
-            0,
-        );
+        m.update_from(&Stats::default(), &[member(1, Role::Manager, MemberState::Suspect)], 0);
+        m.update_from(&Stats::default(), &[member(1, Role::Manager, MemberState::Down)], 0);
         let text = m.encode();
-        assert_eq!(
-            sample(&text, r#"jujud_members{state="suspect",role="manager"}"#),
-            Some(0.0)
-        );
-        assert_eq!(
-            sample(&text, r#"jujud_members{state="down",role="manager"}"#),
-            Some(1.0)
-        );
+        assert_eq!(sample(&text, r#"jujud_members{state="suspect",role="manager"}"#), Some(0.0));
+        assert_eq!(sample(&text, r#"jujud_members{state="down",role="manager"}"#), Some(1.0));
     }
 }

@@ -194,9 +194,16 @@ impl ClusterCa {
     /// Issues a machine agent's certificate: role agent, bound to `machine`
     /// by a second SAN `<machine>.machine.jujud`, so a manager learns which
     /// machine an agent may speak for from the certificate alone.
-    pub fn issue_agent(&self, node_id: u64, machine: &str, validity_days: u32) -> Result<IssuedCert, PkiError> {
+    pub fn issue_agent(
+        &self,
+        node_id: u64,
+        machine: &str,
+        validity_days: u32,
+    ) -> Result<IssuedCert, PkiError> {
         if !valid_machine_label(machine) {
-            return Err(PkiError::BadPeerCert(format!("machine id {machine:?} is not a DNS label")));
+            return Err(PkiError::BadPeerCert(format!(
+                "machine id {machine:?} is not a DNS label"
+            )));
         }
         self.issue_with(CertRole::Agent, node_id, Some(machine), validity_days)
     }
@@ -209,10 +216,7 @@ impl ClusterCa {
         validity_days: u32,
     ) -> Result<IssuedCert, PkiError> {
         if validity_days == 0 || validity_days > MAX_CERT_VALIDITY_DAYS {
-            return Err(PkiError::BadValidity {
-                days: validity_days,
-                max: MAX_CERT_VALIDITY_DAYS,
-            });
+            return Err(PkiError::BadValidity { days: validity_days, max: MAX_CERT_VALIDITY_DAYS });
         }
         let (issuer, ca_not_after) = self.issuer()?;
         let now = OffsetDateTime::now_utc();
@@ -231,10 +235,8 @@ impl ClusterCa {
         params.distinguished_name.push(DnType::CommonName, cn);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         params.not_before = now - Duration::seconds(CERT_BACKDATE_SECS);
         params.not_after = wanted_not_after.min(ca_not_after);
@@ -242,10 +244,7 @@ impl ClusterCa {
 
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
     /// Parses and cross-checks the CA, returning an rcgen issuer and the
@@ -298,7 +297,9 @@ pub const MAX_MACHINE_LABEL_CHARS: usize = 63;
 
 /// Whether `m` can be a machine id in a SAN: 1 to 63 of `[a-z0-9-]`.
 pub fn valid_machine_label(m: &str) -> bool {
-    !m.is_empty() && m.len() <= MAX_MACHINE_LABEL_CHARS && m.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    !m.is_empty()
+        && m.len() <= MAX_MACHINE_LABEL_CHARS
+        && m.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The machine SAN of an agent: `<machine>.machine.jujud`.
@@ -310,13 +311,18 @@ pub fn machine_dns_name(machine: &str) -> String {
 /// Parsing only, like [`peer_from_der`]: call it on a verified certificate.
 pub fn machine_from_der(der: &[u8]) -> Result<Option<String>, PkiError> {
     let x509 = parse_one_cert(der).map_err(PkiError::BadPeerCert)?;
-    let Some(san) = x509.subject_alternative_name().map_err(|e| PkiError::BadPeerCert(format!("subject alternative names: {e}")))? else {
+    let Some(san) = x509
+        .subject_alternative_name()
+        .map_err(|e| PkiError::BadPeerCert(format!("subject alternative names: {e}")))?
+    else {
         return Ok(None);
     };
     let mut found: Option<String> = None;
     for name in &san.value.general_names {
         let GeneralName::DNSName(dns) = name else { continue };
-        let Some(m) = dns.strip_suffix(MACHINE_SAN_SUFFIX).and_then(|p| p.strip_suffix('.')) else { continue };
+        let Some(m) = dns.strip_suffix(MACHINE_SAN_SUFFIX).and_then(|p| p.strip_suffix('.')) else {
+            continue;
+        };
         if !valid_machine_label(m) {
             continue;
         }
@@ -379,20 +385,13 @@ fn generate_with_validity_days(
 ) -> Result<ClusterCa, PkiError> {
     let len = cluster_name.chars().count();
     if len == 0 || len > MAX_CLUSTER_NAME_CHARS || cluster_name.chars().any(char::is_control) {
-        return Err(PkiError::BadClusterName {
-            len,
-            max: MAX_CLUSTER_NAME_CHARS,
-        });
+        return Err(PkiError::BadClusterName { len, max: MAX_CLUSTER_NAME_CHARS });
     }
     let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("jujud CA {cluster_name}"));
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "jujud");
+    params.distinguished_name.push(DnType::CommonName, format!("jujud CA {cluster_name}"));
+    params.distinguished_name.push(DnType::OrganizationName, "jujud");
     // Path length 0: this CA signs node certificates, never other CAs.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -406,10 +405,7 @@ fn generate_with_validity_days(
 
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
-    Ok(ClusterCa {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    Ok(ClusterCa { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
 /// Exactly one CERTIFICATE block from `pem`, as DER. Other block types
@@ -431,10 +427,7 @@ fn single_cert_der(pem: &str) -> Result<CertificateDer<'static>, String> {
 fn parse_one_cert(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     let (rest, x509) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
     if !rest.is_empty() {
-        return Err(format!(
-            "{} trailing bytes after the certificate",
-            rest.len()
-        ));
+        return Err(format!("{} trailing bytes after the certificate", rest.len()));
     }
     Ok(x509)
 }
@@ -490,15 +483,9 @@ mod tests {
 
         let fp = ca.fingerprint();
         assert_eq!(fp.len(), 64);
-        assert!(
-            fp.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        );
+        assert!(fp.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_eq!(fp, fingerprint_of_der(&der));
-        assert_eq!(
-            ClusterCa::cert_fingerprint_from_pem(&ca.cert_pem).unwrap(),
-            fp
-        );
+        assert_eq!(ClusterCa::cert_fingerprint_from_pem(&ca.cert_pem).unwrap(), fp);
         // Two CAs never share a fingerprint.
         assert_ne!(ClusterCa::generate("prod-east").unwrap().fingerprint(), fp);
         // The key never shows up in Debug output.
@@ -535,11 +522,7 @@ mod tests {
     #[test]
     fn issued_cert_is_a_leaf_for_server_and_client_auth() {
         let ca = ClusterCa::generate("t").unwrap();
-        let der = ca
-            .issue(CertRole::Manager, 9, 30)
-            .unwrap()
-            .cert_der()
-            .unwrap();
+        let der = ca.issue(CertRole::Manager, 9, 30).unwrap().cert_der().unwrap();
         let x509 = parse_one_cert(&der).unwrap();
         assert!(!x509.is_ca());
         let eku = x509.extended_key_usage().unwrap().unwrap().value;
@@ -556,22 +539,10 @@ mod tests {
     #[test]
     fn leaf_never_outlives_its_ca() {
         let ca = generate_with_validity_days("short", 2).unwrap();
-        let der = ca
-            .issue(CertRole::Agent, 1, 365)
-            .unwrap()
-            .cert_der()
-            .unwrap();
-        let leaf_end = parse_one_cert(&der)
-            .unwrap()
-            .validity()
-            .not_after
-            .timestamp();
+        let der = ca.issue(CertRole::Agent, 1, 365).unwrap().cert_der().unwrap();
+        let leaf_end = parse_one_cert(&der).unwrap().validity().not_after.timestamp();
         let ca_der = ca.cert_der().unwrap();
-        let ca_end = parse_one_cert(&ca_der)
-            .unwrap()
-            .validity()
-            .not_after
-            .timestamp();
+        let ca_end = parse_one_cert(&ca_der).unwrap().validity().not_after.timestamp();
         assert_eq!(leaf_end, ca_end);
     }
 
@@ -593,41 +564,20 @@ mod tests {
         let ca = ClusterCa::generate("t").unwrap();
         let other = ClusterCa::generate("u").unwrap();
         assert!(ClusterCa::from_pem(ca.cert_pem.clone(), ca.key_pem.clone()).is_ok());
-        let mixed = ClusterCa {
-            cert_pem: ca.cert_pem.clone(),
-            key_pem: other.key_pem.clone(),
-        };
-        assert!(matches!(
-            mixed.issue(CertRole::Agent, 1, 1),
-            Err(PkiError::CaKeyMismatch)
-        ));
+        let mixed = ClusterCa { cert_pem: ca.cert_pem.clone(), key_pem: other.key_pem.clone() };
+        assert!(matches!(mixed.issue(CertRole::Agent, 1, 1), Err(PkiError::CaKeyMismatch)));
         let garbage = ClusterCa {
             cert_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
             key_pem: "nope".into(),
         };
-        assert!(matches!(
-            garbage.issue(CertRole::Agent, 1, 1),
-            Err(PkiError::BadCaCert(_))
-        ));
+        assert!(matches!(garbage.issue(CertRole::Agent, 1, 1), Err(PkiError::BadCaCert(_))));
         assert_eq!(garbage.fingerprint(), "");
-        let no_key = ClusterCa {
-            cert_pem: ca.cert_pem.clone(),
-            key_pem: "nope".into(),
-        };
-        assert!(matches!(
-            no_key.issue(CertRole::Agent, 1, 1),
-            Err(PkiError::BadCaKey(_))
-        ));
+        let no_key = ClusterCa { cert_pem: ca.cert_pem.clone(), key_pem: "nope".into() };
+        assert!(matches!(no_key.issue(CertRole::Agent, 1, 1), Err(PkiError::BadCaKey(_))));
         // A leaf is not a CA, even with its own key.
         let leaf = ca.issue(CertRole::Manager, 1, 1).unwrap();
-        let fake = ClusterCa {
-            cert_pem: leaf.cert_pem,
-            key_pem: leaf.key_pem,
-        };
-        assert!(matches!(
-            fake.issue(CertRole::Agent, 1, 1),
-            Err(PkiError::BadCaCert(_))
-        ));
+        let fake = ClusterCa { cert_pem: leaf.cert_pem, key_pem: leaf.key_pem };
+        assert!(matches!(fake.issue(CertRole::Agent, 1, 1), Err(PkiError::BadCaCert(_))));
         // Two certificates in one PEM are ambiguous.
         let doubled = format!("{}{}", ca.cert_pem, other.cert_pem);
         assert!(ClusterCa::cert_fingerprint_from_pem(&doubled).is_err());
@@ -638,69 +588,40 @@ mod tests {
     fn peer_from_der_parses_certs_of_any_ca() {
         // Parsing is not trusting: a cert from another CA still parses.
         let other = ClusterCa::generate("other").unwrap();
-        let der = other
-            .issue(CertRole::Agent, 42, 1)
-            .unwrap()
-            .cert_der()
-            .unwrap();
+        let der = other.issue(CertRole::Agent, 42, 1).unwrap().cert_der().unwrap();
         assert_eq!(peer_from_der(&der).unwrap(), (CertRole::Agent, 42));
     }
 
     #[test]
     fn peer_from_der_refuses_certs_without_our_san() {
         let plain = rcgen::generate_simple_self_signed(vec!["example.com".to_owned()]).unwrap();
-        assert!(matches!(
-            peer_from_der(plain.cert.der()),
-            Err(PkiError::NoPeerIdentity)
-        ));
+        assert!(matches!(peer_from_der(plain.cert.der()), Err(PkiError::NoPeerIdentity)));
         let shared_only = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()]).unwrap();
-        assert!(matches!(
-            peer_from_der(shared_only.cert.der()),
-            Err(PkiError::NoPeerIdentity)
-        ));
+        assert!(matches!(peer_from_der(shared_only.cert.der()), Err(PkiError::NoPeerIdentity)));
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![];
         let key = KeyPair::generate().unwrap();
         let no_san = params.self_signed(&key).unwrap();
-        assert!(matches!(
-            peer_from_der(no_san.der()),
-            Err(PkiError::NoPeerIdentity)
-        ));
+        assert!(matches!(peer_from_der(no_san.der()), Err(PkiError::NoPeerIdentity)));
     }
 
     #[test]
     fn peer_from_der_refuses_two_identities() {
-        let names = vec![
-            identity_dns_name(CertRole::Agent, 1),
-            identity_dns_name(CertRole::Manager, 1),
-        ];
+        let names =
+            vec![identity_dns_name(CertRole::Agent, 1), identity_dns_name(CertRole::Manager, 1)];
         let two = rcgen::generate_simple_self_signed(names).unwrap();
-        assert!(matches!(
-            peer_from_der(two.cert.der()),
-            Err(PkiError::AmbiguousPeerIdentity)
-        ));
+        assert!(matches!(peer_from_der(two.cert.der()), Err(PkiError::AmbiguousPeerIdentity)));
         let same = vec![identity_dns_name(CertRole::Agent, 1); 2];
         let repeated = rcgen::generate_simple_self_signed(same).unwrap();
-        assert_eq!(
-            peer_from_der(repeated.cert.der()).unwrap(),
-            (CertRole::Agent, 1)
-        );
+        assert_eq!(peer_from_der(repeated.cert.der()).unwrap(), (CertRole::Agent, 1));
     }
 
     #[test]
     fn peer_from_der_refuses_non_certificates() {
         assert!(matches!(peer_from_der(&[]), Err(PkiError::BadPeerCert(_))));
-        assert!(matches!(
-            peer_from_der(b"\x30\x82\xff\xff"),
-            Err(PkiError::BadPeerCert(_))
-        ));
+        assert!(matches!(peer_from_der(b"\x30\x82\xff\xff"), Err(PkiError::BadPeerCert(_))));
         let ca = ClusterCa::generate("t").unwrap();
-        let mut der = ca
-            .issue(CertRole::Agent, 1, 1)
-            .unwrap()
-            .cert_der()
-            .unwrap()
-            .to_vec();
+        let mut der = ca.issue(CertRole::Agent, 1, 1).unwrap().cert_der().unwrap().to_vec();
         der.push(0);
         assert!(matches!(peer_from_der(&der), Err(PkiError::BadPeerCert(_))));
         // Every truncation fails cleanly, never panics.

@@ -26,7 +26,9 @@ mod tls_tests;
 
 use sha2::{Digest, Sha256};
 
-pub use ca::{CertRole, ClusterCa, IssuedCert, machine_from_der, peer_from_der, valid_machine_label};
+pub use ca::{
+    CertRole, ClusterCa, IssuedCert, machine_from_der, peer_from_der, valid_machine_label,
+};
 pub use tls::{
     Admission, admit, admit_quinn, client_config, join_client_config, quinn_client_config,
     quinn_server_config, server_config,

@@ -130,9 +130,8 @@ pub fn admit(
 ) -> Result<Admission, PkiError> {
     match alpn {
         Some(p) if p == ALPN_PEER => {
-            let leaf = client_chain
-                .and_then(|chain| chain.first())
-                .ok_or(PkiError::ClientCertRequired)?;
+            let leaf =
+                client_chain.and_then(|chain| chain.first()).ok_or(PkiError::ClientCertRequired)?;
             let (role, node_id) = peer_from_der(leaf)?;
             Ok(Admission::Peer { role, node_id })
         }
@@ -147,9 +146,8 @@ pub fn admit_quinn(conn: &quinn::Connection) -> Result<Admission, PkiError> {
         .handshake_data()
         .and_then(|data| data.downcast::<HandshakeData>().ok())
         .and_then(|data| data.protocol);
-    let chain = conn
-        .peer_identity()
-        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok());
+    let chain =
+        conn.peer_identity().and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok());
     admit(alpn.as_deref(), chain.as_deref().map(Vec::as_slice))
 }
 
@@ -183,9 +181,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
         let ca = intermediates
             .iter()
             .find(|c| fingerprint_of_der(c) == self.fingerprint)
-            .ok_or(rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer,
-            ))?;
+            .ok_or(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
         let others: Vec<CertificateDer<'_>> =
@@ -218,9 +214,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -238,10 +232,7 @@ mod tests {
         let ca = ClusterCa::generate("t").unwrap();
         let cert = node(&ca, CertRole::Manager, 1);
         let server = server_config(&ca, &cert).unwrap();
-        assert_eq!(
-            server.alpn_protocols,
-            vec![ALPN_PEER.to_vec(), ALPN_JOIN.to_vec()]
-        );
+        assert_eq!(server.alpn_protocols, vec![ALPN_PEER.to_vec(), ALPN_JOIN.to_vec()]);
         let client = client_config(&ca, &cert).unwrap();
         assert_eq!(client.alpn_protocols, vec![ALPN_PEER.to_vec()]);
         let join = join_client_config(&ca.fingerprint()).unwrap();
@@ -255,10 +246,7 @@ mod tests {
 
     #[test]
     fn join_config_rejects_malformed_fingerprint() {
-        assert!(matches!(
-            join_client_config("abc"),
-            Err(PkiError::BadFingerprint)
-        ));
+        assert!(matches!(join_client_config("abc"), Err(PkiError::BadFingerprint)));
     }
 
     #[test]
@@ -266,10 +254,7 @@ mod tests {
         let ca = ClusterCa::generate("t").unwrap();
         let a = node(&ca, CertRole::Manager, 1);
         let b = node(&ca, CertRole::Manager, 2);
-        let mixed = IssuedCert {
-            cert_pem: a.cert_pem,
-            key_pem: b.key_pem,
-        };
+        let mixed = IssuedCert { cert_pem: a.cert_pem, key_pem: b.key_pem };
         assert!(server_config(&ca, &mixed).is_err());
         assert!(client_config(&ca, &mixed).is_err());
     }
@@ -281,32 +266,14 @@ mod tests {
         let chain = [der];
         assert_eq!(
             admit(Some(ALPN_PEER), Some(&chain)).unwrap(),
-            Admission::Peer {
-                role: CertRole::Agent,
-                node_id: 0xabc
-            }
+            Admission::Peer { role: CertRole::Agent, node_id: 0xabc }
         );
-        assert!(matches!(
-            admit(Some(ALPN_PEER), None),
-            Err(PkiError::ClientCertRequired)
-        ));
-        assert!(matches!(
-            admit(Some(ALPN_PEER), Some(&[])),
-            Err(PkiError::ClientCertRequired)
-        ));
+        assert!(matches!(admit(Some(ALPN_PEER), None), Err(PkiError::ClientCertRequired)));
+        assert!(matches!(admit(Some(ALPN_PEER), Some(&[])), Err(PkiError::ClientCertRequired)));
         assert_eq!(admit(Some(ALPN_JOIN), None).unwrap(), Admission::Joiner);
-        assert_eq!(
-            admit(Some(ALPN_JOIN), Some(&chain)).unwrap(),
-            Admission::Joiner
-        );
-        assert!(matches!(
-            admit(Some(b"h3"), Some(&chain)),
-            Err(PkiError::UnknownAlpn)
-        ));
-        assert!(matches!(
-            admit(None, Some(&chain)),
-            Err(PkiError::UnknownAlpn)
-        ));
+        assert_eq!(admit(Some(ALPN_JOIN), Some(&chain)).unwrap(), Admission::Joiner);
+        assert!(matches!(admit(Some(b"h3"), Some(&chain)), Err(PkiError::UnknownAlpn)));
+        assert!(matches!(admit(None, Some(&chain)), Err(PkiError::UnknownAlpn)));
     }
 
     #[test]
@@ -316,36 +283,18 @@ mod tests {
         let leaf = node(&ca, CertRole::Manager, 7).cert_der().unwrap();
         let name = ServerName::try_from(SERVER_NAME).unwrap();
         let now = UnixTime::now();
-        let verifier = PinnedCaVerifier {
-            fingerprint: ca.fingerprint(),
-            provider: crypto_provider(),
-        };
+        let verifier =
+            PinnedCaVerifier { fingerprint: ca.fingerprint(), provider: crypto_provider() };
         let good = [ca.cert_der().unwrap()];
-        assert!(
-            verifier
-                .verify_server_cert(&leaf, &good, &name, &[], now)
-                .is_ok()
-        );
+        assert!(verifier.verify_server_cert(&leaf, &good, &name, &[], now).is_ok());
         // No CA in the chain: nothing to pin.
-        assert!(
-            verifier
-                .verify_server_cert(&leaf, &[], &name, &[], now)
-                .is_err()
-        );
+        assert!(verifier.verify_server_cert(&leaf, &[], &name, &[], now).is_err());
         // The pinned CA is present but did not sign the leaf.
         let foreign_leaf = node(&other, CertRole::Manager, 7).cert_der().unwrap();
         let mixed = [other.cert_der().unwrap(), ca.cert_der().unwrap()];
-        assert!(
-            verifier
-                .verify_server_cert(&foreign_leaf, &mixed, &name, &[], now)
-                .is_err()
-        );
+        assert!(verifier.verify_server_cert(&foreign_leaf, &mixed, &name, &[], now).is_err());
         // Right chain, wrong name.
         let wrong_name = ServerName::try_from("example.com").unwrap();
-        assert!(
-            verifier
-                .verify_server_cert(&leaf, &good, &wrong_name, &[], now)
-                .is_err()
-        );
+        assert!(verifier.verify_server_cert(&leaf, &good, &wrong_name, &[], now).is_err());
     }
 }

@@ -38,16 +38,12 @@ async fn accept_one(ep: &quinn::Endpoint) -> Result<quinn::Connection, String> {
         let incoming = ep.accept().await.ok_or("endpoint closed")?;
         incoming.await.map_err(|e| e.to_string())
     };
-    tokio::time::timeout(EVENT_TIMEOUT, fut)
-        .await
-        .map_err(|_| "accept timed out".to_string())?
+    tokio::time::timeout(EVENT_TIMEOUT, fut).await.map_err(|_| "accept timed out".to_string())?
 }
 
 async fn dial(cfg: quinn::ClientConfig, addr: SocketAddr) -> Result<quinn::Connection, String> {
     let ep = quinn::Endpoint::client(loopback()).map_err(|e| e.to_string())?;
-    let connecting = ep
-        .connect_with(cfg, addr, SERVER_NAME)
-        .map_err(|e| e.to_string())?;
+    let connecting = ep.connect_with(cfg, addr, SERVER_NAME).map_err(|e| e.to_string())?;
     tokio::time::timeout(EVENT_TIMEOUT, connecting)
         .await
         .map_err(|_| "connect timed out".to_string())?
@@ -60,25 +56,16 @@ async fn ping(conn: &quinn::Connection) -> Result<Vec<u8>, String> {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         send.write_all(b"ping").await.map_err(|e| e.to_string())?;
         send.finish().map_err(|e| e.to_string())?;
-        recv.read_to_end(MAX_ECHO_BYTES)
-            .await
-            .map_err(|e| e.to_string())
+        recv.read_to_end(MAX_ECHO_BYTES).await.map_err(|e| e.to_string())
     };
-    tokio::time::timeout(EVENT_TIMEOUT, fut)
-        .await
-        .map_err(|_| "ping timed out".to_string())?
+    tokio::time::timeout(EVENT_TIMEOUT, fut).await.map_err(|_| "ping timed out".to_string())?
 }
 
 /// Answers one stream with `pong:` + what it read.
 async fn pong(conn: &quinn::Connection) -> Result<(), String> {
     let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-    let got = recv
-        .read_to_end(MAX_ECHO_BYTES)
-        .await
-        .map_err(|e| e.to_string())?;
-    send.write_all(&[b"pong:".as_slice(), &got].concat())
-        .await
-        .map_err(|e| e.to_string())?;
+    let got = recv.read_to_end(MAX_ECHO_BYTES).await.map_err(|e| e.to_string())?;
+    send.write_all(&[b"pong:".as_slice(), &got].concat()).await.map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())
 }
 
@@ -102,17 +89,11 @@ async fn members_of_one_ca_connect_and_see_each_other() {
     // The server sees the client's certificate, and it names node 2.
     let chain = peer_chain(&accepted).expect("client presented a certificate");
     assert_eq!(peer_from_der(&chain[0]).unwrap(), (CertRole::Manager, 2));
-    let expected = Admission::Peer {
-        role: CertRole::Manager,
-        node_id: 2,
-    };
+    let expected = Admission::Peer { role: CertRole::Manager, node_id: 2 };
     assert_eq!(admit_quinn(&accepted).unwrap(), expected);
     // The client sees the server's leaf first, then the CA it can pin.
     let server_chain = peer_chain(&dialed).expect("server presented a certificate");
-    assert_eq!(
-        peer_from_der(&server_chain[0]).unwrap(),
-        (CertRole::Manager, 1)
-    );
+    assert_eq!(peer_from_der(&server_chain[0]).unwrap(), (CertRole::Manager, 1));
     assert_eq!(fingerprint_of_der(&server_chain[1]), ca.fingerprint());
 
     let (served, reply) = tokio::join!(pong(&accepted), ping(&dialed));
@@ -174,10 +155,7 @@ async fn certless_client_on_peer_alpn_is_refused_by_admission() {
     dialed.unwrap();
     assert!(peer_chain(&accepted).is_none());
     // ...and the admission rule is what refuses it.
-    assert!(matches!(
-        admit_quinn(&accepted),
-        Err(PkiError::ClientCertRequired)
-    ));
+    assert!(matches!(admit_quinn(&accepted), Err(PkiError::ClientCertRequired)));
 }
 
 #[tokio::test]
@@ -201,10 +179,8 @@ async fn joiner_with_wrong_fingerprint_refuses_the_server() {
     let other_ca = ClusterCa::generate("other").unwrap();
     let server_cert = ca.issue(CertRole::Manager, 1, 30).unwrap();
     let (server, addr) = server_endpoint(&ca, &server_cert);
-    let cfg = quinn_client_config(
-        join_client_config(&other_ca.fingerprint()).unwrap(),
-        transport(),
-    );
+    let cfg =
+        quinn_client_config(join_client_config(&other_ca.fingerprint()).unwrap(), transport());
 
     let (accepted, dialed) = tokio::join!(accept_one(&server), dial(cfg.unwrap(), addr));
     assert!(dialed.is_err(), "joiner accepted an unpinned CA");

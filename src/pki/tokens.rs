@@ -167,10 +167,7 @@ impl FromStr for JoinToken {
     /// writes, so a token has one text form only.
     fn from_str(s: &str) -> Result<JoinToken, TokenError> {
         if s.len() > MAX_TOKEN_TEXT_BYTES {
-            return Err(TokenError::TooLong {
-                len: s.len(),
-                max: MAX_TOKEN_TEXT_BYTES,
-            });
+            return Err(TokenError::TooLong { len: s.len(), max: MAX_TOKEN_TEXT_BYTES });
         }
         let parts: Vec<&str> = s.split('.').collect();
         if parts.len() != PARTS_WITHOUT_SUBJECT && parts.len() != PARTS_WITH_SUBJECT {
@@ -230,9 +227,8 @@ pub fn issue_token(
     if ttl_secs == 0 || ttl_secs > MAX_TOKEN_TTL_SECS {
         return Err(TokenError::BadTtl { ttl_secs });
     }
-    let expires_unix_secs = now_unix_secs
-        .checked_add(ttl_secs)
-        .ok_or(TokenError::BadTtl { ttl_secs })?;
+    let expires_unix_secs =
+        now_unix_secs.checked_add(ttl_secs).ok_or(TokenError::BadTtl { ttl_secs })?;
     if subject.is_some_and(|s| !is_valid_subject(s)) {
         return Err(TokenError::BadSubject);
     }
@@ -242,13 +238,7 @@ pub fn issue_token(
     getrandom::fill(&mut id_bytes).map_err(|e| TokenError::Random(e.to_string()))?;
     let token_id = hex::encode(id_bytes);
     let subject = subject.map(str::to_owned);
-    let mac = token_mac(
-        cluster_secret,
-        role,
-        &token_id,
-        expires_unix_secs,
-        subject.as_deref(),
-    )?;
+    let mac = token_mac(cluster_secret, role, &token_id, expires_unix_secs, subject.as_deref())?;
     let tag = mac.finalize().into_bytes();
     Ok(JoinToken {
         role,
@@ -280,10 +270,7 @@ pub fn verify_token(
         _ => return Err(TokenError::WrongCluster),
     }
     if token.role != expected_role {
-        return Err(TokenError::WrongRole {
-            expected: expected_role,
-            got: token.role,
-        });
+        return Err(TokenError::WrongRole { expected: expected_role, got: token.role });
     }
     let presented = hex::decode(&token.secret).map_err(|_| TokenError::BadSecretFormat)?;
     // Length is fixed by check_format; re-checked because a truncated-tag
@@ -298,12 +285,9 @@ pub fn verify_token(
         token.expires_unix_secs,
         token.subject.as_deref(),
     )?;
-    mac.verify_truncated_left(&presented)
-        .map_err(|_| TokenError::BadSecret)?;
+    mac.verify_truncated_left(&presented).map_err(|_| TokenError::BadSecret)?;
     if now_unix_secs >= token.expires_unix_secs {
-        return Err(TokenError::Expired {
-            expires_unix_secs: token.expires_unix_secs,
-        });
+        return Err(TokenError::Expired { expires_unix_secs: token.expires_unix_secs });
     }
     Ok(())
 }
@@ -339,10 +323,7 @@ fn token_mac(
     }
     let mut mac =
         HmacSha256::new_from_slice(cluster_secret).map_err(|_| TokenError::WeakClusterSecret)?;
-    let mut message = format!(
-        "{TOKEN_PREFIX}|{}|{token_id}|{expires_unix_secs}",
-        role.as_str()
-    );
+    let mut message = format!("{TOKEN_PREFIX}|{}|{token_id}|{expires_unix_secs}", role.as_str());
     if let Some(subject) = subject {
         message.push('|');
         message.push_str(subject);
@@ -356,16 +337,13 @@ fn parse_joinable_role(s: &str) -> Option<CertRole> {
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn is_valid_subject(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_SUBJECT_CHARS
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Decimal `u64` with no sign, no leading zeros (except "0") and no overflow.
@@ -382,9 +360,8 @@ fn parse_canonical_u64(s: &str) -> Option<u64> {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for people; unix seconds past year 9999 print raw.
 fn fmt_unix_utc(secs: u64) -> String {
-    let Some(t) = i64::try_from(secs)
-        .ok()
-        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+    let Some(t) =
+        i64::try_from(secs).ok().and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
     else {
         return format!("unix {secs}");
     };
@@ -456,18 +433,10 @@ mod tests {
         assert_eq!(check(&t, CertRole::Manager), Err(TokenError::BadSecret));
         assert_eq!(
             check(&good, CertRole::Manager),
-            Err(TokenError::WrongRole {
-                expected: CertRole::Manager,
-                got: CertRole::Agent
-            })
+            Err(TokenError::WrongRole { expected: CertRole::Manager, got: CertRole::Agent })
         );
         let mut t = good.clone();
-        t.token_id = if t.token_id == "00000000" {
-            "00000001"
-        } else {
-            "00000000"
-        }
-        .into();
+        t.token_id = if t.token_id == "00000000" { "00000001" } else { "00000000" }.into();
         assert_eq!(check(&t, CertRole::Agent), Err(TokenError::BadSecret));
         let mut t = good.clone();
         t.expires_unix_secs += 1;
@@ -493,13 +462,7 @@ mod tests {
         t.secret.truncate(2);
         assert_eq!(check(&t, CertRole::Agent), Err(TokenError::BadSecretFormat));
         // The local fingerprint is compared case-insensitively.
-        let r = verify_token(
-            &good,
-            SECRET,
-            CertRole::Agent,
-            NOW,
-            &FP.to_uppercase(),
-        );
+        let r = verify_token(&good, SECRET, CertRole::Agent, NOW, &FP.to_uppercase());
         assert_eq!(r, Ok(()));
     }
 
@@ -513,9 +476,8 @@ mod tests {
                 }
                 let mut edited = text.clone();
                 edited.replace_range(i..i + 1, c.encode_utf8(&mut [0; 4]));
-                let accepted = edited
-                    .parse::<JoinToken>()
-                    .is_ok_and(|t| check(&t, CertRole::Agent).is_ok());
+                let accepted =
+                    edited.parse::<JoinToken>().is_ok_and(|t| check(&t, CertRole::Agent).is_ok());
                 assert!(!accepted, "edit {edited} was accepted");
             }
         }
@@ -525,22 +487,11 @@ mod tests {
     fn expiry_is_exclusive_and_reported_with_a_date() {
         let token = agent_token(None);
         let at = token.expires_unix_secs;
-        assert_eq!(
-            verify_token(&token, SECRET, CertRole::Agent, at - 1, FP),
-            Ok(())
-        );
+        assert_eq!(verify_token(&token, SECRET, CertRole::Agent, at - 1, FP), Ok(()));
         let err = verify_token(&token, SECRET, CertRole::Agent, at, FP).unwrap_err();
-        assert_eq!(
-            err,
-            TokenError::Expired {
-                expires_unix_secs: at
-            }
-        );
+        assert_eq!(err, TokenError::Expired { expires_unix_secs: at });
         // 1_700_003_600 is 2023-11-14T23:13:20Z.
-        assert!(
-            err.to_string().contains("expired at 2023-11-14T23:13:20Z"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("expired at 2023-11-14T23:13:20Z"), "{err}");
         // A forged token gets BadSecret even when also expired.
         let mut forged = token.clone();
         forged.secret = "0".repeat(32);
@@ -554,10 +505,7 @@ mod tests {
         let e = check(&token, CertRole::Manager).unwrap_err().to_string();
         assert_eq!(e, "token is for role agent but a manager is joining");
         let e = verify_token(&token, SECRET, CertRole::Agent, NOW, OTHER_FP).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "token is not for this cluster (CA fingerprint mismatch)"
-        );
+        assert_eq!(e.to_string(), "token is not for this cluster (CA fingerprint mismatch)");
         assert!(!format!("{token:?}").contains(&token.secret));
     }
 
@@ -572,9 +520,7 @@ mod tests {
         );
         assert_eq!(
             issue(SECRET, CertRole::Admin, None, 60, NOW, FP),
-            Err(TokenError::RoleNotJoinable {
-                role: CertRole::Admin
-            })
+            Err(TokenError::RoleNotJoinable { role: CertRole::Admin })
         );
         assert_eq!(
             issue(SECRET, CertRole::Agent, None, 0, NOW, FP),
@@ -622,25 +568,12 @@ mod tests {
         assert_eq!(with(2, "0123456").unwrap_err(), TokenError::BadTokenId);
         assert_eq!(with(2, "0123456G").unwrap_err(), TokenError::BadTokenId);
         for expiry in ["", "+1", "-1", "01", "1e9", "18446744073709551616", " 1"] {
-            assert_eq!(
-                with(3, expiry).unwrap_err(),
-                TokenError::BadExpiry,
-                "{expiry:?}"
-            );
+            assert_eq!(with(3, expiry).unwrap_err(), TokenError::BadExpiry, "{expiry:?}");
         }
         assert!(with(3, "18446744073709551615").is_ok());
-        assert_eq!(
-            with(4, &"A".repeat(32)).unwrap_err(),
-            TokenError::BadSecretFormat
-        );
-        assert_eq!(
-            with(4, &"a".repeat(31)).unwrap_err(),
-            TokenError::BadSecretFormat
-        );
-        assert_eq!(
-            with(5, &FP.to_uppercase()).unwrap_err(),
-            TokenError::BadFingerprint
-        );
+        assert_eq!(with(4, &"A".repeat(32)).unwrap_err(), TokenError::BadSecretFormat);
+        assert_eq!(with(4, &"a".repeat(31)).unwrap_err(), TokenError::BadSecretFormat);
+        assert_eq!(with(5, &FP.to_uppercase()).unwrap_err(), TokenError::BadFingerprint);
         assert_eq!(with(5, &FP[1..]).unwrap_err(), TokenError::BadFingerprint);
         assert_eq!(with(6, "").unwrap_err(), TokenError::BadSubject);
         assert_eq!(with(6, "M").unwrap_err(), TokenError::BadSubject);
@@ -648,16 +581,7 @@ mod tests {
 
     #[test]
     fn garbage_parses_to_errors_without_panicking() {
-        for s in [
-            "",
-            ".",
-            "......",
-            ".......",
-            "jjd1",
-            "jjd1.agent",
-            "é.é.é.é.é.é",
-            "\0",
-        ] {
+        for s in ["", ".", "......", ".......", "jjd1", "jjd1.agent", "é.é.é.é.é.é", "\0"] {
             assert!(s.parse::<JoinToken>().is_err(), "{s:?}");
         }
         let too_long = "a".repeat(MAX_TOKEN_TEXT_BYTES + 1);
@@ -666,10 +590,7 @@ mod tests {
             TokenError::TooLong { len: 257, max: 256 }
         );
         let eight = format!("{}.extra.more", agent_token(None));
-        assert_eq!(
-            eight.parse::<JoinToken>().unwrap_err(),
-            TokenError::WrongPartCount { got: 8 }
-        );
+        assert_eq!(eight.parse::<JoinToken>().unwrap_err(), TokenError::WrongPartCount { got: 8 });
         // Deterministic random strings over an alphabet that hits every
         // branch: any string that parses must print back unchanged.
         let alphabet: Vec<char> = "jd1.agentmr0123456789abcdefABC-|+ é\u{0}".chars().collect();

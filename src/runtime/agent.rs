@@ -42,7 +42,9 @@ pub enum AgentError {
     Join(#[from] JoinError),
     #[error("data dir {0} holds a manager, not an agent; use `jujud peer` with it")]
     NotAnAgent(String),
-    #[error("data dir {0} is empty and no token was given (--token-file FILE, --token-file -, or JUJUD_TOKEN): an agent joins once with its machine's token")]
+    #[error(
+        "data dir {0} is empty and no token was given (--token-file FILE, --token-file -, or JUJUD_TOKEN): an agent joins once with its machine's token"
+    )]
     TokenNeeded(String),
     #[error("no manager to find the cluster through: {0}; pass --seeds ADDR[,ADDR...]")]
     NoSeeds(String),
@@ -64,7 +66,11 @@ fn random_u64() -> u64 {
 /// one, written down before it is used.
 fn join_id(dir: &DataDir) -> Result<u64, AgentError> {
     let path = dir.path().join(JOIN_ID_FILE);
-    if let Some(id) = std::fs::read_to_string(&path).ok().and_then(|t| u64::from_str_radix(t.trim(), 16).ok()).filter(|id| *id != 0) {
+    if let Some(id) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| u64::from_str_radix(t.trim(), 16).ok())
+        .filter(|id| *id != 0)
+    {
         return Ok(id);
     }
     let id = random_u64();
@@ -84,7 +90,8 @@ async fn join_as_agent(
     let machine = parsed.subject.clone().unwrap_or_default();
     let node_id = join_id(dir)?;
     let adm = join::join(&cfg.join, token, node_id, advertise, CertRole::Agent, shutdown).await?;
-    let fp = ClusterCa::cert_fingerprint_from_pem(&adm.ca_cert_pem).map_err(|e| AgentError::Pki(e.to_string()))?;
+    let fp = ClusterCa::cert_fingerprint_from_pem(&adm.ca_cert_pem)
+        .map_err(|e| AgentError::Pki(e.to_string()))?;
     let mut reset = [0u8; 32];
     getrandom::fill(&mut reset).expect("OS randomness");
     let node = NodeFile {
@@ -122,7 +129,9 @@ fn seeds_for(dir: &Path, cfg: &PeerConfig, node: &NodeFile) -> Result<Vec<Socket
     let conf = AgentConf::load(&dir.join(AGENT_CONF_FILE));
     match &conf {
         Ok(c) => seeds.extend(c.managers.iter().copied()),
-        Err(e) => tracing::warn!(error = %e, "agent.conf is not usable; using the given and stored seeds"),
+        Err(e) => {
+            tracing::warn!(error = %e, "agent.conf is not usable; using the given and stored seeds")
+        }
     }
     for s in cfg.join.iter().chain(&node.seeds) {
         if !seeds.contains(s) {
@@ -139,31 +148,41 @@ fn seeds_for(dir: &Path, cfg: &PeerConfig, node: &NodeFile) -> Result<Vec<Socket
 /// Runs `jujud agent` until `shutdown` turns true or its machine is removed.
 pub async fn run_agent(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
     let (dir, stored) = DataDir::open(&cfg.data_dir)?;
-    let socket = UdpSocket::bind(cfg.listen).map_err(|source| AgentError::Bind { addr: cfg.listen, source })?;
+    let socket = UdpSocket::bind(cfg.listen)
+        .map_err(|source| AgentError::Bind { addr: cfg.listen, source })?;
     let local = socket.local_addr().map_err(|e| AgentError::Io(e.to_string()))?;
-    let advertise = if cfg.advertise.port() == 0 { SocketAddr::new(cfg.advertise.ip(), local.port()) } else { cfg.advertise };
+    let advertise = if cfg.advertise.port() == 0 {
+        SocketAddr::new(cfg.advertise.ip(), local.port())
+    } else {
+        cfg.advertise
+    };
     let shown = dir.path().display().to_string();
     let (mut node_file, creds, peers, notices) = match stored {
         Some(s) if !s.node.is_agent() => return Err(AgentError::NotAnAgent(shown)),
         Some(s) => {
             if let Some(t) = cfg.token.as_deref() {
                 join::check_token_role(t, CertRole::Agent)?;
-                tracing::info!("data dir already holds this machine's agent; the token is not needed");
+                tracing::info!(
+                    "data dir already holds this machine's agent; the token is not needed"
+                );
             }
             (s.node, s.creds, s.peers, s.notices)
         }
         None => {
             let token = cfg.token.clone().ok_or_else(|| AgentError::TokenNeeded(shown.clone()))?;
             if cfg.join.is_empty() {
-                return Err(AgentError::NoSeeds("an agent joins through --seeds the first time".into()));
+                return Err(AgentError::NoSeeds(
+                    "an agent joins through --seeds the first time".into(),
+                ));
             }
-            let (node, creds) = match join_as_agent(&cfg, &dir, &token, advertise, shutdown.clone()).await {
-                Err(AgentError::Join(JoinError::ShuttingDown)) => {
-                    tracing::info!("asked to stop while joining; stopping");
-                    return Ok(());
-                }
-                joined => joined?,
-            };
+            let (node, creds) =
+                match join_as_agent(&cfg, &dir, &token, advertise, shutdown.clone()).await {
+                    Err(AgentError::Join(JoinError::ShuttingDown)) => {
+                        tracing::info!("asked to stop while joining; stopping");
+                        return Ok(());
+                    }
+                    joined => joined?,
+                };
             (node, creds, Vec::new(), Vec::new())
         }
     };
@@ -188,24 +207,45 @@ async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let pki_err = |e: pki::PkiError| AgentError::Pki(e.to_string());
-    let node_id: NodeId = node_file.node_id.parse().map_err(|_| AgentError::Pki("node id in node.json".into()))?;
-    let machine = node_file.machine.clone().ok_or_else(|| AgentError::Pki("node.json names no machine".into()))?;
+    let node_id: NodeId =
+        node_file.node_id.parse().map_err(|_| AgentError::Pki("node id in node.json".into()))?;
+    let machine = node_file
+        .machine
+        .clone()
+        .ok_or_else(|| AgentError::Pki("node.json names no machine".into()))?;
     let ca = ClusterCa { cert_pem: creds.ca_cert_pem.clone(), key_pem: String::new() };
     let cert = IssuedCert { cert_pem: creds.cert_pem.clone(), key_pem: creds.key_pem.clone() };
     let tcfg = transport::agent_transport_config();
-    let server_cfg = pki::quinn_server_config(pki::server_config(&ca, &cert).map_err(pki_err)?, tcfg.clone()).map_err(pki_err)?;
-    let client_cfg = pki::quinn_client_config(pki::client_config(&ca, &cert).map_err(pki_err)?, tcfg).map_err(pki_err)?;
+    let server_cfg =
+        pki::quinn_server_config(pki::server_config(&ca, &cert).map_err(pki_err)?, tcfg.clone())
+            .map_err(pki_err)?;
+    let client_cfg =
+        pki::quinn_client_config(pki::client_config(&ca, &cert).map_err(pki_err)?, tcfg)
+            .map_err(pki_err)?;
     let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &creds.reset_key);
-    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::new(Arc::new(hmac)), Some(server_cfg), socket, Arc::new(quinn::TokioRuntime))
-        .map_err(|e| AgentError::Io(e.to_string()))?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::new(Arc::new(hmac)),
+        Some(server_cfg),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| AgentError::Io(e.to_string()))?;
     let metrics = Arc::new(Metrics::new());
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
-    let transport = Transport::new(endpoint.clone(), client_cfg, inbox_tx.clone(), metrics.clone(), node_id);
+    let transport =
+        Transport::new(endpoint.clone(), client_cfg, inbox_tx.clone(), metrics.clone(), node_id);
     if let Some(addr) = cfg.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AgentError::Bind { addr, source })?;
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), || {}));
     }
-    let identity = Identity { id: node_id, addr: advertise, role: Role::Agent, generation: node_file.generation };
+    let identity = Identity {
+        id: node_id,
+        addr: advertise,
+        role: Role::Agent,
+        generation: node_file.generation,
+    };
     tracing::info!(id = %node_id, %advertise, %machine, generation = identity.generation, seeds = ?seeds, "agent starting");
     let mut node = Node::new(NodeConfig {
         identity,
@@ -261,7 +301,9 @@ async fn accept_loop(endpoint: quinn::Endpoint, transport: Arc<Transport>, metri
             };
             drop(slot);
             match peer_of(&conn) {
-                Some((role, id)) if member_role(role).is_some() => transport.register(PeerConn { conn, role, id }),
+                Some((role, id)) if member_role(role).is_some() => {
+                    transport.register(PeerConn { conn, role, id })
+                }
                 _ => {
                     metrics.count_drop(crate::metrics::DropReason::Unauthenticated);
                     conn.close(2u32.into(), b"an agent serves members only");

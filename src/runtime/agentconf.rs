@@ -62,12 +62,17 @@ impl AgentConf {
         let name = path.display().to_string();
         let corrupt = |reason: String| AgentConfError::Corrupt { path: name.clone(), reason };
         let meta = match std::fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(AgentConfError::Missing(name)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AgentConfError::Missing(name));
+            }
             Err(e) => return Err(corrupt(e.to_string())),
             Ok(m) => m,
         };
         if meta.len() > MAX_AGENT_CONF_BYTES {
-            return Err(corrupt(format!("{} bytes is over the {MAX_AGENT_CONF_BYTES}-byte limit", meta.len())));
+            return Err(corrupt(format!(
+                "{} bytes is over the {MAX_AGENT_CONF_BYTES}-byte limit",
+                meta.len()
+            )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| corrupt(e.to_string()))?;
         if text.trim().is_empty() {
@@ -75,7 +80,10 @@ impl AgentConf {
         }
         let conf: AgentConf = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
         if conf.format != AGENT_CONF_FORMAT {
-            return Err(corrupt(format!("layout version {} (this jujud reads {AGENT_CONF_FORMAT})", conf.format)));
+            return Err(corrupt(format!(
+                "layout version {} (this jujud reads {AGENT_CONF_FORMAT})",
+                conf.format
+            )));
         }
         if conf.managers.is_empty() {
             return Err(AgentConfError::NoManagers(name));
@@ -89,8 +97,10 @@ impl AgentConf {
             return Err(AgentConfError::WouldBeEmpty);
         }
         let text = serde_json::to_string_pretty(self).expect("agent.conf encodes");
-        super::datadir::write_atomic(path, text.as_bytes())
-            .map_err(|e| AgentConfError::Write { path: path.display().to_string(), reason: e.to_string() })
+        super::datadir::write_atomic(path, text.as_bytes()).map_err(|e| AgentConfError::Write {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -138,10 +148,14 @@ mod tests {
     fn an_older_list_written_last_never_replaces_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
         let w = std::sync::Arc::new(ConfWriter::new(dir.path().join(AGENT_CONF_FILE)));
-        let list = |n: u16| (1..=n).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect::<Vec<_>>();
+        let list =
+            |n: u16| (1..=n).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect::<Vec<_>>();
         let (older, newer) = (w.ticket(), w.ticket());
         assert!(w.write(newer, list(3)).unwrap());
-        assert!(!w.write(older, list(1)).unwrap(), "the older list arrived last and must be skipped");
+        assert!(
+            !w.write(older, list(1)).unwrap(),
+            "the older list arrived last and must be skipped"
+        );
         assert_eq!(AgentConf::load(&w.path).unwrap().managers, list(3));
         // Many writers at once, in any order: the file is whole and holds
         // the newest ticket's list.
@@ -164,7 +178,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(AGENT_CONF_FILE);
         assert!(matches!(AgentConf::load(&path), Err(AgentConfError::Missing(_))));
-        let conf = AgentConf::new(vec!["127.0.0.1:2".parse().unwrap(), "127.0.0.1:1".parse().unwrap()]);
+        let conf =
+            AgentConf::new(vec!["127.0.0.1:2".parse().unwrap(), "127.0.0.1:1".parse().unwrap()]);
         conf.save(&path).unwrap();
         assert_eq!(AgentConf::load(&path).unwrap(), conf);
         assert_eq!(conf.managers[0].port(), 1, "sorted");

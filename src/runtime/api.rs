@@ -11,12 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::server::Shared;
 use super::driver::Command;
+use super::server::Shared;
 use super::wire::{self, MAX_API_FRAME_BYTES, MemberRow, Request, Response, TokenRow};
 use crate::core::notices::MAX_NOTICES;
 use crate::core::state::model::Command as StateCommand;
-use crate::core::state::tokens::{self, MAX_TOKENS_PER_COMMAND, TokenQuery, TokenRecord, TokenSpec};
+use crate::core::state::tokens::{
+    self, MAX_TOKENS_PER_COMMAND, TokenQuery, TokenRecord, TokenSpec,
+};
 use crate::core::state::{RequestId, WriteResult};
 use crate::core::{MemberState, Role};
 use crate::pki::{self, CertRole};
@@ -47,20 +49,34 @@ fn unix_now() -> u64 {
 
 /// Serves requests on `conn` until it closes. `machine` is the machine an
 /// agent's certificate names (agents only).
-pub async fn serve(conn: quinn::Connection, caller: CertRole, machine: Option<String>, shared: Arc<Shared>) {
+pub async fn serve(
+    conn: quinn::Connection,
+    caller: CertRole,
+    machine: Option<String>,
+    shared: Arc<Shared>,
+) {
     let caller_id = super::transport::peer_of(&conn).map(|(_, id)| id);
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let shared = shared.clone();
         let machine = machine.clone();
         tokio::spawn(async move {
             let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
-            let (response, limit) = match tokio::time::timeout(timeout, wire::read_frame::<Request>(&mut recv, MAX_API_FRAME_BYTES)).await {
+            let (response, limit) = match tokio::time::timeout(
+                timeout,
+                wire::read_frame::<Request>(&mut recv, MAX_API_FRAME_BYTES),
+            )
+            .await
+            {
                 Ok(Ok(Request::AgentSession)) => match (caller, caller_id) {
                     (CertRole::Agent, Some(agent)) => {
                         let (table, inbox) = (shared.sessions.clone(), shared.inbox.clone());
-                        return super::session::serve(send, recv, agent, machine, table, inbox).await;
+                        return super::session::serve(send, recv, agent, machine, table, inbox)
+                            .await;
                     }
-                    _ => (Response::Error("only agents open agent sessions".into()), MAX_API_FRAME_BYTES),
+                    _ => (
+                        Response::Error("only agents open agent sessions".into()),
+                        MAX_API_FRAME_BYTES,
+                    ),
                 },
                 Ok(Ok(req)) => {
                     let limit = wire::answer_limit(&req);
@@ -72,13 +88,26 @@ pub async fn serve(conn: quinn::Connection, caller: CertRole, machine: Option<St
                 }
                 Err(_) => (Response::Error("request timed out".into()), MAX_API_FRAME_BYTES),
             };
-            if let Err(e) = wire::write_frame_within(&mut send, &response, limit, wire::ANSWER_WRITE_DEADLINE_MS).await {
+            if let Err(e) = wire::write_frame_within(
+                &mut send,
+                &response,
+                limit,
+                wire::ANSWER_WRITE_DEADLINE_MS,
+            )
+            .await
+            {
                 if matches!(e, wire::FrameError::TimedOut { .. }) {
                     shared.metrics.count_drop(crate::metrics::DropReason::AnswerTimeout);
                 }
                 // Say why instead of leaving the client an early end of stream.
                 let why = Response::Error(format!("the answer could not be sent: {e}"));
-                let _ = wire::write_frame_within(&mut send, &why, MAX_API_FRAME_BYTES, wire::ANSWER_WRITE_DEADLINE_MS).await;
+                let _ = wire::write_frame_within(
+                    &mut send,
+                    &why,
+                    MAX_API_FRAME_BYTES,
+                    wire::ANSWER_WRITE_DEADLINE_MS,
+                )
+                .await;
             }
             let _ = send.finish();
         });
@@ -104,7 +133,10 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
         shared.metrics.count_drop(crate::metrics::DropReason::Rejected);
         return Response::Error(why);
     }
-    let admin_only = matches!(req, Request::TokenCreate { .. } | Request::TokenList(_) | Request::TokenRevoke { .. });
+    let admin_only = matches!(
+        req,
+        Request::TokenCreate { .. } | Request::TokenList(_) | Request::TokenRevoke { .. }
+    );
     if admin_only && caller != CertRole::Admin {
         return Response::Error(format!("a {} may not manage tokens", caller.as_str()));
     }
@@ -116,9 +148,13 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
             },
             None => Response::Unavailable("the node is shutting down".into()),
         },
-        Request::TokenCreate { role, ttl_secs, reusable, machine } => create_token(shared, &role, ttl_secs, reusable, machine).await,
+        Request::TokenCreate { role, ttl_secs, reusable, machine } => {
+            create_token(shared, &role, ttl_secs, reusable, machine).await
+        }
         Request::TokenList(query) => token_list(shared, query).await,
-        Request::TokenRevoke { token_id, wait_replicated, timeout_ms } => revoke_token(shared, token_id, wait_replicated, timeout_ms).await,
+        Request::TokenRevoke { token_id, wait_replicated, timeout_ms } => {
+            revoke_token(shared, token_id, wait_replicated, timeout_ms).await
+        }
         Request::Status => match shared.status().await {
             Some((me, status, members, controller)) => Response::Status {
                 answered_by: me,
@@ -128,11 +164,15 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
             },
             None => Response::Unavailable("this member holds no state, or is shutting down".into()),
         },
-        Request::Command { cmd, wait_replicated, timeout_ms } => write(shared, caller, None, cmd, wait_replicated, timeout_ms).await,
+        Request::Command { cmd, wait_replicated, timeout_ms } => {
+            write(shared, caller, None, cmd, wait_replicated, timeout_ms).await
+        }
         Request::Write { request_id, cmd, wait_replicated, timeout_ms } => {
             write(shared, caller, Some(request_id), cmd, wait_replicated, timeout_ms).await
         }
-        Request::AgentSession => Response::Error("an agent session must be the first frame of its stream".into()),
+        Request::AgentSession => {
+            Response::Error("an agent session must be the first frame of its stream".into())
+        }
         Request::SyncNotices(notices) => {
             if caller != CertRole::Manager {
                 return Response::Error("only managers sync notices".into());
@@ -150,14 +190,32 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
 /// records each one durably in the state before handing it out, so it can
 /// be listed, revoked and admitted by any manager.
 pub async fn machine_tokens(shared: &Shared, machines: &[String]) -> Vec<(String, String)> {
-    let ttl = shared.state_get(&format!("c/{AGENT_TOKEN_TTL_KEY}")).await.iter().filter_map(|v| v.parse().ok()).min();
+    let ttl = shared
+        .state_get(&format!("c/{AGENT_TOKEN_TTL_KEY}"))
+        .await
+        .iter()
+        .filter_map(|v| v.parse().ok())
+        .min();
     let ttl = ttl.unwrap_or(DEFAULT_AGENT_TOKEN_TTL_SECS).clamp(1, MAX_TOKEN_TTL_SECS);
     let mut out = Vec::with_capacity(machines.len());
     for chunk in machines.chunks(MAX_TOKENS_PER_COMMAND) {
-        let mint = |m: &String| pki::issue_token(&shared.creds.cluster_secret, CertRole::Agent, Some(m), ttl, unix_now(), &shared.ca_fingerprint);
+        let mint = |m: &String| {
+            pki::issue_token(
+                &shared.creds.cluster_secret,
+                CertRole::Agent,
+                Some(m),
+                ttl,
+                unix_now(),
+                &shared.ca_fingerprint,
+            )
+        };
         match record_minted(shared, chunk, mint, false).await {
-            Ok(tokens) => out.extend(chunk.iter().cloned().zip(tokens.iter().map(|t| t.to_string()))),
-            Err(e) => tracing::error!(machines = chunk.len(), error = %e, "could not record the machines' agent tokens; none is handed out"),
+            Ok(tokens) => {
+                out.extend(chunk.iter().cloned().zip(tokens.iter().map(|t| t.to_string())))
+            }
+            Err(e) => {
+                tracing::error!(machines = chunk.len(), error = %e, "could not record the machines' agent tokens; none is handed out")
+            }
         }
     }
     out
@@ -171,14 +229,18 @@ async fn record_minted(
     mint: impl Fn(&String) -> Result<pki::JoinToken, pki::TokenError>,
     reusable: bool,
 ) -> Result<Vec<pki::JoinToken>, String> {
-    let mut minted: Vec<pki::JoinToken> = subjects.iter().map(&mint).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let mut minted: Vec<pki::JoinToken> =
+        subjects.iter().map(&mint).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
     for _ in 0..MAX_MINT_ATTEMPTS {
         let specs = minted.iter().map(|t| spec_of(t, reusable)).collect();
         let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
         match shared.write(StateCommand::IssueTokens(specs), 0, timeout).await {
             WriteResult::Done(_) => return Ok(minted),
             WriteResult::Refused(reason) => {
-                let Some(id) = reason.strip_prefix("token id ").and_then(|r| r.split(' ').next()) else { return Err(reason) };
+                let Some(id) = reason.strip_prefix("token id ").and_then(|r| r.split(' ').next())
+                else {
+                    return Err(reason);
+                };
                 for (i, t) in minted.iter_mut().enumerate().filter(|(_, t)| t.token_id == id) {
                     *t = mint(&subjects[i]).map_err(|e| e.to_string())?;
                 }
@@ -200,7 +262,14 @@ pub fn spec_of(t: &pki::JoinToken, reusable: bool) -> TokenSpec {
 }
 
 /// A state command, with the client's request id if it gave one.
-async fn write(shared: &Shared, caller: CertRole, id: Option<RequestId>, cmd: StateCommand, replicas: u32, timeout_ms: u64) -> Response {
+async fn write(
+    shared: &Shared,
+    caller: CertRole,
+    id: Option<RequestId>,
+    cmd: StateCommand,
+    replicas: u32,
+    timeout_ms: u64,
+) -> Response {
     if caller != CertRole::Admin {
         return Response::Error(format!("a {} may not change the environment", caller.as_str()));
     }
@@ -212,10 +281,17 @@ async fn write(shared: &Shared, caller: CertRole, id: Option<RequestId>, cmd: St
         None => shared.write(cmd, replicas, timeout).await,
         Some(id) => {
             let (reply, rx) = tokio::sync::oneshot::channel();
-            if shared.commands.send(Command::WriteWithId { id, cmd, replicas, timeout, reply }).await.is_err() {
+            if shared
+                .commands
+                .send(Command::WriteWithId { id, cmd, replicas, timeout, reply })
+                .await
+                .is_err()
+            {
                 return Response::Unavailable("the node is shutting down".into());
             }
-            rx.await.unwrap_or_else(|_| WriteResult::Refused("the node stopped before answering".into()))
+            rx.await.unwrap_or_else(|_| {
+                WriteResult::Refused("the node stopped before answering".into())
+            })
         }
     };
     match result {
@@ -241,9 +317,17 @@ async fn provider_configured(shared: &Shared) -> bool {
     !shared.state_get(&key).await.is_empty()
 }
 
-async fn create_token(shared: &Shared, role: &str, ttl_secs: u64, reusable: bool, machine: Option<String>) -> Response {
+async fn create_token(
+    shared: &Shared,
+    role: &str,
+    ttl_secs: u64,
+    reusable: bool,
+    machine: Option<String>,
+) -> Response {
     let Some(role) = CertRole::parse(role).filter(|r| *r == CertRole::Manager) else {
-        return Response::Error(format!("cannot issue a token for role {role:?}; only \"manager\" for now"));
+        return Response::Error(format!(
+            "cannot issue a token for role {role:?}; only \"manager\" for now"
+        ));
     };
     if ttl_secs == 0 || ttl_secs > MAX_TOKEN_TTL_SECS {
         return Response::Error(format!("ttl must be 1..={MAX_TOKEN_TTL_SECS} seconds"));
@@ -253,20 +337,39 @@ async fn create_token(shared: &Shared, role: &str, ttl_secs: u64, reusable: bool
     {
         return Response::Error(format!("machine {m} does not exist"));
     }
-    let mint = |_: &String| pki::issue_token(&shared.creds.cluster_secret, role, machine.as_deref(), ttl_secs, unix_now(), &shared.ca_fingerprint);
+    let mint = |_: &String| {
+        pki::issue_token(
+            &shared.creds.cluster_secret,
+            role,
+            machine.as_deref(),
+            ttl_secs,
+            unix_now(),
+            &shared.ca_fingerprint,
+        )
+    };
     let token = match record_minted(shared, &[String::new()], mint, reusable).await {
         Ok(mut t) if !t.is_empty() => t.remove(0),
         Ok(_) => return Response::Error("no token was minted".into()),
         Err(e) => return Response::Error(format!("the token could not be recorded: {e}")),
     };
-    let rec = TokenRecord { token_id: token.token_id.clone(), issue: Some(spec_of(&token, reusable)), revoked: false, used_by: Vec::new() };
+    let rec = TokenRecord {
+        token_id: token.token_id.clone(),
+        issue: Some(spec_of(&token, reusable)),
+        revoked: false,
+        used_by: Vec::new(),
+    };
     Response::Token { token: token.to_string(), row: row_of(&rec, unix_now()) }
 }
 
 /// Revokes a token: acknowledged once durable here and held durably by
 /// `wait_replicated` other managers (by default every live one), or
 /// refused saying how far it got.
-async fn revoke_token(shared: &Shared, token_id: String, wait_replicated: Option<u32>, timeout_ms: u64) -> Response {
+async fn revoke_token(
+    shared: &Shared,
+    token_id: String,
+    wait_replicated: Option<u32>,
+    timeout_ms: u64,
+) -> Response {
     match shared.token_record(&token_id).await {
         Ok(Some(rec)) if rec.issue.is_some() => {}
         Ok(_) => return Response::Error(format!("no token with id {token_id:?} is known")),
@@ -276,13 +379,24 @@ async fn revoke_token(shared: &Shared, token_id: String, wait_replicated: Option
         .members()
         .await
         .map(|(me, ms)| {
-            let live = |m: &&crate::core::MemberInfo| m.identity.role == Role::Manager && m.state == MemberState::Alive && m.identity.id != me.id;
+            let live = |m: &&crate::core::MemberInfo| {
+                m.identity.role == Role::Manager
+                    && m.state == MemberState::Alive
+                    && m.identity.id != me.id
+            };
             ms.iter().filter(live).map(|m| m.identity.id.to_string()).collect()
         })
         .unwrap_or_default();
     let replicas = wait_replicated.unwrap_or(others.len() as u32);
-    let timeout = Duration::from_millis(if timeout_ms == 0 { DEFAULT_REVOKE_TIMEOUT_MS } else { timeout_ms.min(MAX_WRITE_TIMEOUT_MS) });
-    match shared.write(StateCommand::RevokeToken { token_id: token_id.clone() }, replicas, timeout).await {
+    let timeout = Duration::from_millis(if timeout_ms == 0 {
+        DEFAULT_REVOKE_TIMEOUT_MS
+    } else {
+        timeout_ms.min(MAX_WRITE_TIMEOUT_MS)
+    });
+    match shared
+        .write(StateCommand::RevokeToken { token_id: token_id.clone() }, replicas, timeout)
+        .await
+    {
         WriteResult::Done(_) => Response::Done,
         WriteResult::Refused(reason) => Response::Error(format!(
             "token {token_id} not confirmed revoked as asked: {reason} (waited for {replicas} of the live managers {}; the revocation, once durable here, still spreads to them)",

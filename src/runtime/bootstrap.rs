@@ -29,7 +29,9 @@ pub const POLL_MS: u64 = 100;
 /// Why an environment could not be bootstrapped, grown or destroyed.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
-    #[error("{0} already holds a running environment; `juju destroy` it first, or pass another --root")]
+    #[error(
+        "{0} already holds a running environment; `juju destroy` it first, or pass another --root"
+    )]
     Exists(String),
     #[error(transparent)]
     Provider(#[from] super::provider::ProviderError),
@@ -61,9 +63,17 @@ pub type Progress<'a> = &'a dyn Fn(usize, usize);
 
 /// Starts the first manager of a new environment under `root` and waits
 /// until `desired` managers are alive; returns the client file's path.
-pub async fn bootstrap(root: &Path, desired: u32, progress: Progress<'_>) -> Result<PathBuf, BootstrapError> {
+pub async fn bootstrap(
+    root: &Path,
+    desired: u32,
+    progress: Progress<'_>,
+) -> Result<PathBuf, BootstrapError> {
     let provider = LocalProvider::new(root.to_path_buf());
-    if provider.list().iter().any(|i| super::provider::local::start_ticks(i.pid) == Some(i.start_ticks)) {
+    if provider
+        .list()
+        .iter()
+        .any(|i| super::provider::local::start_ticks(i.pid) == Some(i.start_ticks))
+    {
         return Err(BootstrapError::Exists(root.display().to_string()));
     }
     super::datadir::create_private_dir(root).map_err(|e| BootstrapError::Client(e.to_string()))?;
@@ -96,7 +106,8 @@ pub async fn bootstrap(root: &Path, desired: u32, progress: Progress<'_>) -> Res
     let file = wait_for_file(&theirs, &dir.join("jujud.log")).await?;
     let ours = client_file_in(root);
     let file = ClientFile { endpoints: vec![started.address], ..file };
-    write_atomic(&ours, file.to_yaml().as_bytes()).map_err(|e| BootstrapError::Client(e.to_string()))?;
+    write_atomic(&ours, file.to_yaml().as_bytes())
+        .map_err(|e| BootstrapError::Client(e.to_string()))?;
     wait_for_managers(&ours, desired as usize, progress).await?;
     Ok(ours)
 }
@@ -110,7 +121,10 @@ async fn wait_for_file(path: &Path, log: &Path) -> Result<ClientFile, BootstrapE
         if Instant::now() > deadline {
             let tail = std::fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-            return Err(BootstrapError::FirstManager(format!("no client file after {FIRST_MANAGER_TIMEOUT_MS} ms; its log ends:\n{}", tail.join("\n"))));
+            return Err(BootstrapError::FirstManager(format!(
+                "no client file after {FIRST_MANAGER_TIMEOUT_MS} ms; its log ends:\n{}",
+                tail.join("\n")
+            )));
         }
         tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
     }
@@ -121,12 +135,23 @@ async fn wait_for_file(path: &Path, log: &Path) -> Result<ClientFile, BootstrapE
 /// environment (its replica holds the desired count: a manager that has
 /// just joined answers from an empty replica until its first sync);
 /// returns the last list.
-pub async fn wait_for_managers(client_file: &Path, want: usize, progress: Progress<'_>) -> Result<Vec<MemberRow>, BootstrapError> {
+pub async fn wait_for_managers(
+    client_file: &Path,
+    want: usize,
+    progress: Progress<'_>,
+) -> Result<Vec<MemberRow>, BootstrapError> {
     let deadline = Instant::now() + Duration::from_millis(MANAGERS_TIMEOUT_MS);
     loop {
-        let file = ClientFile::load(client_file).map_err(|e| BootstrapError::Client(e.to_string()))?;
-        if let Ok((_, Response::Members { members, .. })) = super::client::request(&file, None, Request::Members).await {
-            let alive: Vec<SocketAddr> = members.iter().filter(|m| m.role == "manager" && m.state == "alive").map(|m| m.addr).collect();
+        let file =
+            ClientFile::load(client_file).map_err(|e| BootstrapError::Client(e.to_string()))?;
+        if let Ok((_, Response::Members { members, .. })) =
+            super::client::request(&file, None, Request::Members).await
+        {
+            let alive: Vec<SocketAddr> = members
+                .iter()
+                .filter(|m| m.role == "manager" && m.state == "alive")
+                .map(|m| m.addr)
+                .collect();
             progress(alive.len(), want);
             if !alive.is_empty() && alive.len() != file.endpoints.len() {
                 let updated = ClientFile { endpoints: alive.clone(), ..file.clone() };
@@ -137,7 +162,10 @@ pub async fn wait_for_managers(client_file: &Path, want: usize, progress: Progre
             }
         }
         if Instant::now() > deadline {
-            return Err(BootstrapError::Timeout { what: format!("{want} managers alive and serving"), secs: MANAGERS_TIMEOUT_MS / 1000 });
+            return Err(BootstrapError::Timeout {
+                what: format!("{want} managers alive and serving"),
+                secs: MANAGERS_TIMEOUT_MS / 1000,
+            });
         }
         tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
     }
@@ -148,7 +176,8 @@ pub async fn wait_for_managers(client_file: &Path, want: usize, progress: Progre
 async fn all_serve(file: &ClientFile, addrs: &[SocketAddr], want: usize) -> bool {
     for addr in addrs {
         match super::client::request(file, Some(*addr), Request::Status).await {
-            Ok((_, Response::Status { controller, .. })) if controller.desired as usize == want && controller.alive as usize == want => {}
+            Ok((_, Response::Status { controller, .. }))
+                if controller.desired as usize == want && controller.alive as usize == want => {}
             _ => return false,
         }
     }

@@ -65,7 +65,8 @@ const CLOSE_WAIT_MS: u64 = 10;
 
 fn client_transport() -> std::sync::Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(CLIENT_IDLE_TIMEOUT_MS)).expect("fits a VarInt");
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(CLIENT_IDLE_TIMEOUT_MS))
+        .expect("fits a VarInt");
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(Some(Duration::from_millis(CLIENT_KEEPALIVE_MS)));
     std::sync::Arc::new(t)
@@ -81,14 +82,19 @@ pub enum ClientError {
     #[error("no endpoint answered:\n{}", .0.iter().map(|(a, r)| format!("  {a}: {r}")).collect::<Vec<_>>().join("\n"))]
     NoneAnswered(Vec<(SocketAddr, String)>),
     /// Rounds of retries spent the request's retry window.
-    #[error("gave up after {rounds} round(s) in {spent_ms} ms (retry window {window_ms} ms); last round: {last}")]
+    #[error(
+        "gave up after {rounds} round(s) in {spent_ms} ms (retry window {window_ms} ms); last round: {last}"
+    )]
     GaveUp { rounds: u32, spent_ms: u128, window_ms: u128, last: Box<ClientError> },
 }
 
 /// Whether `req` may go to another manager after it was sent to one: reads,
 /// and writes with a request id.
 pub fn retryable(req: &Request) -> bool {
-    matches!(req, Request::Members | Request::Status | Request::TokenList(_) | Request::Write { .. })
+    matches!(
+        req,
+        Request::Members | Request::Status | Request::TokenList(_) | Request::Write { .. }
+    )
 }
 
 /// How long [`request_with_retries`] keeps starting rounds for `req`: a
@@ -107,7 +113,9 @@ pub fn new_request_id() -> u64 {
     let mut b = [0u8; 8];
     if getrandom::fill(&mut b).is_err() {
         // No OS randomness: the clock's nanoseconds, mixed, still differ per call.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         b = (t ^ u64::from(std::process::id()).rotate_left(40)).to_le_bytes();
     }
     u64::from_le_bytes(b).max(1)
@@ -135,7 +143,11 @@ enum RoundFailure {
 /// answering, a retryable request goes to the next connection that is up;
 /// any other is reported as possibly applied. One round: no endpoint is
 /// asked twice (see [`request_with_retries`] for rounds).
-pub async fn request(file: &ClientFile, only: Option<SocketAddr>, req: Request) -> Result<(SocketAddr, Response), ClientError> {
+pub async fn request(
+    file: &ClientFile,
+    only: Option<SocketAddr>,
+    req: Request,
+) -> Result<(SocketAddr, Response), ClientError> {
     let cfg = client_config(file)?;
     let targets = targets(file, only);
     match round(&cfg, &targets, &req, &mut None).await {
@@ -170,16 +182,26 @@ pub async fn request_with_retries(
         let failures = match round(&cfg, &targets, &req, &mut first_sent).await {
             Ok(answer) => return Ok(answer),
             Err(RoundFailure::Final(e)) => return Err(e),
-            Err(RoundFailure::All { failures, transient: false }) => return Err(none_answered(only, failures)),
+            Err(RoundFailure::All { failures, transient: false }) => {
+                return Err(none_answered(only, failures));
+            }
             Err(RoundFailure::All { failures, transient: true }) => failures,
         };
         if started.elapsed() + backoff > window {
             let why = none_answered(only, failures);
             let spent = started.elapsed().as_millis();
-            return Err(ClientError::GaveUp { rounds, spent_ms: spent, window_ms: window.as_millis(), last: Box::new(why) });
+            return Err(ClientError::GaveUp {
+                rounds,
+                spent_ms: spent,
+                window_ms: window.as_millis(),
+                last: Box::new(why),
+            });
         }
         let last = failures.iter().map(|(a, r)| format!("{a}: {r}")).collect::<Vec<_>>().join("; ");
-        on_retry(&format!("round {rounds} got no answer ({last}); trying again in {} ms", backoff.as_millis()));
+        on_retry(&format!(
+            "round {rounds} got no answer ({last}); trying again in {} ms",
+            backoff.as_millis()
+        ));
         tokio::time::sleep(backoff).await; // the backoff itself: nothing to await but time
         backoff = (backoff * 2).min(Duration::from_millis(RETRY_BACKOFF_MAX_MS));
     }
@@ -189,8 +211,10 @@ pub async fn request_with_retries(
 fn client_config(file: &ClientFile) -> Result<quinn::ClientConfig, ClientError> {
     let ca = ClusterCa { cert_pem: file.ca_cert.clone(), key_pem: String::new() };
     let cert = IssuedCert { cert_pem: file.client_cert.clone(), key_pem: file.client_key.clone() };
-    let rustls_cfg = pki::client_config(&ca, &cert).map_err(|e| ClientError::Config(e.to_string()))?;
-    pki::quinn_client_config(rustls_cfg, client_transport()).map_err(|e| ClientError::Config(e.to_string()))
+    let rustls_cfg =
+        pki::client_config(&ca, &cert).map_err(|e| ClientError::Config(e.to_string()))?;
+    pki::quinn_client_config(rustls_cfg, client_transport())
+        .map_err(|e| ClientError::Config(e.to_string()))
 }
 
 fn targets(file: &ClientFile, only: Option<SocketAddr>) -> Vec<SocketAddr> {
@@ -213,7 +237,12 @@ fn none_answered(only: Option<SocketAddr>, mut failures: Vec<(SocketAddr, String
 
 /// One round: every target dialled in parallel, asked in the order they
 /// come up, each at most once.
-async fn round(cfg: &quinn::ClientConfig, targets: &[SocketAddr], req: &Request, first_sent: &mut Option<Instant>) -> Result<(SocketAddr, Response), RoundFailure> {
+async fn round(
+    cfg: &quinn::ClientConfig,
+    targets: &[SocketAddr],
+    req: &Request,
+    first_sent: &mut Option<Instant>,
+) -> Result<(SocketAddr, Response), RoundFailure> {
     let mut dials = tokio::task::JoinSet::new();
     for addr in targets.iter().copied() {
         let cfg = cfg.clone();
@@ -232,7 +261,10 @@ async fn round(cfg: &quinn::ClientConfig, targets: &[SocketAddr], req: &Request,
             }
         };
         if first_sent.is_some_and(|t| t.elapsed() > Duration::from_millis(WRITE_RETRY_WINDOW_MS)) {
-            failures.push((addr, format!("not tried: past the {WRITE_RETRY_WINDOW_MS} ms retry window")));
+            failures.push((
+                addr,
+                format!("not tried: past the {WRITE_RETRY_WINDOW_MS} ms retry window"),
+            ));
             continue;
         }
         // The watchdog only where there is another manager to go to: the
@@ -240,7 +272,8 @@ async fn round(cfg: &quinn::ClientConfig, targets: &[SocketAddr], req: &Request,
         let watchdog = retryable(req) && !dials.is_empty();
         let result = ask(&conn, req, first_sent, watchdog).await;
         conn.close(0u32.into(), b"done");
-        let _ = tokio::time::timeout(Duration::from_millis(CLOSE_WAIT_MS), endpoint.wait_idle()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_millis(CLOSE_WAIT_MS), endpoint.wait_idle()).await;
         match result {
             // Nothing was applied there: another manager (or round) is asked.
             Ok(Response::Unavailable(reason)) => {
@@ -257,7 +290,8 @@ async fn round(cfg: &quinn::ClientConfig, targets: &[SocketAddr], req: &Request,
                 failures.push((addr, format!("after sending: {reason}")));
             }
             Err(Attempt::Sent(reason)) => {
-                let reason = format!("after sending: {reason}; the change may or may not have been applied");
+                let reason =
+                    format!("after sending: {reason}; the change may or may not have been applied");
                 return Err(RoundFailure::Final(ClientError::Endpoint { addr, reason }));
             }
         }
@@ -270,14 +304,22 @@ async fn round(cfg: &quinn::ClientConfig, targets: &[SocketAddr], req: &Request,
 /// other side rejects, a protocol mismatch).
 fn transient(e: &quinn::ConnectionError) -> bool {
     use quinn::ConnectionError as E;
-    matches!(e, E::TimedOut | E::Reset | E::ApplicationClosed(_) | E::LocallyClosed | E::CidsExhausted)
+    matches!(
+        e,
+        E::TimedOut | E::Reset | E::ApplicationClosed(_) | E::LocallyClosed | E::CidsExhausted
+    )
 }
 
-async fn connect(addr: SocketAddr, cfg: quinn::ClientConfig) -> Result<(quinn::Endpoint, quinn::Connection), (String, bool)> {
-    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+async fn connect(
+    addr: SocketAddr,
+    cfg: quinn::ClientConfig,
+) -> Result<(quinn::Endpoint, quinn::Connection), (String, bool)> {
+    let bind: SocketAddr =
+        if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
     // No local socket (out of descriptors) or a bad address: waiting may help the first.
     let endpoint = quinn::Endpoint::client(bind).map_err(|e| (e.to_string(), true))?;
-    let connecting = endpoint.connect_with(cfg, addr, pki::SERVER_NAME).map_err(|e| (e.to_string(), false))?;
+    let connecting =
+        endpoint.connect_with(cfg, addr, pki::SERVER_NAME).map_err(|e| (e.to_string(), false))?;
     let conn = tokio::time::timeout(Duration::from_millis(CLIENT_TIMEOUT_MS), connecting)
         .await
         .map_err(|_| (format!("no answer within {CLIENT_TIMEOUT_MS} ms"), true))?
@@ -285,13 +327,23 @@ async fn connect(addr: SocketAddr, cfg: quinn::ClientConfig) -> Result<(quinn::E
     Ok((endpoint, conn))
 }
 
-async fn ask(conn: &quinn::Connection, req: &Request, first_sent: &mut Option<Instant>, watchdog: bool) -> Result<Response, Attempt> {
+async fn ask(
+    conn: &quinn::Connection,
+    req: &Request,
+    first_sent: &mut Option<Instant>,
+    watchdog: bool,
+) -> Result<Response, Attempt> {
     // With mTLS the dialer's connect can succeed before the server has
     // checked our certificate; only an answer proves we were accepted.
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| Attempt::NotSent { reason: e.to_string(), transient: transient(&e) })?;
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| Attempt::NotSent { reason: e.to_string(), transient: transient(&e) })?;
     first_sent.get_or_insert_with(Instant::now);
     let exchange = async {
-        wire::write_frame(&mut send, req, wire::MAX_API_FRAME_BYTES).await.map_err(|e| e.to_string())?;
+        wire::write_frame(&mut send, req, wire::MAX_API_FRAME_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = send.finish();
         wire::read_frame(&mut recv, wire::answer_limit(req)).await.map_err(|e| e.to_string())
     };

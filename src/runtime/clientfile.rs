@@ -33,15 +33,23 @@ pub enum ClientFileError {
 impl ClientFile {
     pub fn load(path: &Path) -> Result<ClientFile, ClientFileError> {
         let p = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|source| ClientFileError::Io { path: p.clone(), source })?;
+        let meta = std::fs::metadata(path)
+            .map_err(|source| ClientFileError::Io { path: p.clone(), source })?;
         if meta.len() > MAX_CLIENT_FILE_BYTES {
-            return Err(ClientFileError::Invalid { path: p, reason: format!("{} bytes is too large", meta.len()) });
+            return Err(ClientFileError::Invalid {
+                path: p,
+                reason: format!("{} bytes is too large", meta.len()),
+            });
         }
-        let text = std::fs::read_to_string(path).map_err(|source| ClientFileError::Io { path: p.clone(), source })?;
-        let file: ClientFile =
-            serde_yaml_ng::from_str(&text).map_err(|e| ClientFileError::Invalid { path: p.clone(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ClientFileError::Io { path: p.clone(), source })?;
+        let file: ClientFile = serde_yaml_ng::from_str(&text)
+            .map_err(|e| ClientFileError::Invalid { path: p.clone(), reason: e.to_string() })?;
         if file.endpoints.is_empty() {
-            return Err(ClientFileError::Invalid { path: p, reason: "it lists no endpoints".into() });
+            return Err(ClientFileError::Invalid {
+                path: p,
+                reason: "it lists no endpoints".into(),
+            });
         }
         Ok(file)
     }

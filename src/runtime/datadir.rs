@@ -51,7 +51,9 @@ pub enum DataDirError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("data dir {0} is in use by another jujud process")]
     Locked(PathBuf),
-    #[error("data dir {0} is half-initialised ({NODE_FILE} is missing but other files exist); remove it or use another")]
+    #[error(
+        "data dir {0} is half-initialised ({NODE_FILE} is missing but other files exist); remove it or use another"
+    )]
     HalfInitialised(PathBuf),
     #[error("data dir file {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
@@ -137,7 +139,13 @@ impl DataDir {
     pub fn open(path: &Path) -> Result<(DataDir, Option<Stored>), DataDirError> {
         create_private_dir(path)?;
         let lock_path = path.join(LOCK_FILE);
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(FILE_MODE).open(&lock_path).map_err(io_err(&lock_path))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
         // SAFETY: flock on a valid, owned file descriptor.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(DataDirError::Locked(path.to_path_buf()));
@@ -181,10 +189,19 @@ impl DataDir {
             machine: node.machine.as_deref(),
         };
         super::credcheck::check(claimed, &creds.ca_cert_pem, &creds.cert_pem, &creds.key_pem)
-            .map_err(|m| DataDirError::Foreign { path: self.path.join(m.file), reason: m.reason })?;
-        let peers = if self.path.join(PEERS_FILE).exists() { self.read_json(PEERS_FILE)? } else { Vec::new() };
+            .map_err(|m| DataDirError::Foreign {
+                path: self.path.join(m.file),
+                reason: m.reason,
+            })?;
+        let peers = if self.path.join(PEERS_FILE).exists() {
+            self.read_json(PEERS_FILE)?
+        } else {
+            Vec::new()
+        };
         let notices = match self.read_optional(NOTICES_FILE)? {
-            Some(bytes) => super::wire::decode_notices(&bytes).map_err(|e| self.corrupt(NOTICES_FILE, e))?,
+            Some(bytes) => {
+                super::wire::decode_notices(&bytes).map_err(|e| self.corrupt(NOTICES_FILE, e))?
+            }
             None => Vec::new(),
         };
         Ok(Stored { node, creds, peers, notices })
@@ -199,7 +216,9 @@ impl DataDir {
         match fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(&path)(e)),
-            Ok(m) if m.len() > MAX_FILE_BYTES => return Err(self.corrupt(file, format!("{} bytes is too large", m.len()))),
+            Ok(m) if m.len() > MAX_FILE_BYTES => {
+                return Err(self.corrupt(file, format!("{} bytes is too large", m.len())));
+            }
             Ok(_) => {}
         }
         fs::read(&path).map(Some).map_err(io_err(&path))
@@ -294,7 +313,13 @@ impl DataDir {
 /// Writes `bytes` to `path` atomically and durably, mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
     let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(FILE_MODE).open(&tmp).map_err(io_err(&tmp))?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(FILE_MODE)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
     f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))?;

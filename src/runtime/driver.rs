@@ -23,8 +23,8 @@ use super::datadir::{DataDir, NodeFile};
 use super::session::{self, SessionTable};
 use super::store::{Store, StoreReport};
 use super::timers::TimerQueue;
-use super::workload::Workloads;
 use super::transport::{Inbound, Transport};
+use super::workload::Workloads;
 use crate::core::state::model::{Command as StateCommand, StatusView};
 use crate::core::state::tokens::{self, TokenPage, TokenQuery, TokenRecord};
 use crate::core::state::{RequestId, WriteResult};
@@ -52,21 +52,46 @@ pub const LEAVE_FLUSH_MS: u64 = 300;
 pub enum Command {
     Members(oneshot::Sender<(Identity, Vec<MemberInfo>)>),
     /// The state view, members and controller summary, for `juju status`.
-    Status(oneshot::Sender<Option<(StatusView, Vec<MemberInfo>, crate::core::control::ControllerInfo)>>),
+    Status(
+        oneshot::Sender<
+            Option<(StatusView, Vec<MemberInfo>, crate::core::control::ControllerInfo)>,
+        >,
+    ),
     /// A state command; the reply comes when durable (and replicated).
-    Write { cmd: StateCommand, replicas: u32, timeout: Duration, reply: oneshot::Sender<WriteResult> },
+    Write {
+        cmd: StateCommand,
+        replicas: u32,
+        timeout: Duration,
+        reply: oneshot::Sender<WriteResult>,
+    },
     /// A state command with the client's request id (answered from its
     /// record if the request was already applied).
-    WriteWithId { id: RequestId, cmd: StateCommand, replicas: u32, timeout: Duration, reply: oneshot::Sender<WriteResult> },
+    WriteWithId {
+        id: RequestId,
+        cmd: StateCommand,
+        replicas: u32,
+        timeout: Duration,
+        reply: oneshot::Sender<WriteResult>,
+    },
     Publish(Notice),
     Notices(oneshot::Sender<Vec<Notice>>),
     /// What the replica holds about a token: `Err` when this member cannot
     /// judge yet (no state, or none synced), `Ok(None)` when unknown.
-    TokenRecord { token_id: String, reply: oneshot::Sender<Result<Option<TokenRecord>, String>> },
+    TokenRecord {
+        token_id: String,
+        reply: oneshot::Sender<Result<Option<TokenRecord>, String>>,
+    },
     /// One page of tokens (`None` on a member without state).
-    TokenList { query: TokenQuery, now_unix_secs: u64, reply: oneshot::Sender<Option<TokenPage>> },
+    TokenList {
+        query: TokenQuery,
+        now_unix_secs: u64,
+        reply: oneshot::Sender<Option<TokenPage>>,
+    },
     /// The values of one state key (empty without state).
-    StateGet { key: String, reply: oneshot::Sender<Vec<String>> },
+    StateGet {
+        key: String,
+        reply: oneshot::Sender<Vec<String>>,
+    },
 }
 
 /// Everything the driver needs besides the node.
@@ -181,7 +206,9 @@ impl Driver {
                 return;
             }
             if self.node.agent().is_some_and(|a| a.is_gone() && a.supervisor.running() == 0) {
-                tracing::warn!("this agent's machine was removed; its workloads are stopped; leaving");
+                tracing::warn!(
+                    "this agent's machine was removed; its workloads are stopped; leaving"
+                );
                 return;
             }
         }
@@ -189,9 +216,15 @@ impl Driver {
 
     /// One turn: the first wake-up by priority, then the due timers
     /// (bounded). Returns `false` on shutdown.
-    async fn turn(&mut self, reports: &mut mpsc::Receiver<StoreReport>, persist_tick: &mut tokio::time::Interval) -> bool {
+    async fn turn(
+        &mut self,
+        reports: &mut mpsc::Receiver<StoreReport>,
+        persist_tick: &mut tokio::time::Interval,
+    ) -> bool {
         let next_at = self.timers.next_at().map(|at| self.origin + at);
-        let sleep = tokio::time::sleep_until(next_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+        let sleep = tokio::time::sleep_until(
+            next_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+        );
         tokio::select! {
             biased;
             _ = self.p.shutdown.changed() => return false,
@@ -230,7 +263,9 @@ impl Driver {
     fn on_inbound(&mut self, item: Inbound) {
         if let Inbound::SessionOpened { session, peer, machine } = &item {
             match machine {
-                Some(m) => tracing::info!(session, agent = %peer.id, machine = %m, "serving an agent session"),
+                Some(m) => {
+                    tracing::info!(session, agent = %peer.id, machine = %m, "serving an agent session")
+                }
                 None => tracing::info!(session, manager = %peer.id, "agent session opened"),
             }
         }
@@ -239,7 +274,9 @@ impl Driver {
             Inbound::Datagram { from, bytes } => Input::Datagram { from, bytes },
             Inbound::Identified { addr, peer } => Input::Identified { addr, peer },
             Inbound::State { from, bytes } => Input::State { from, bytes },
-            Inbound::SessionOpened { session, peer, machine } => Input::SessionOpened { session, peer, machine },
+            Inbound::SessionOpened { session, peer, machine } => {
+                Input::SessionOpened { session, peer, machine }
+            }
             Inbound::SessionData { session, bytes } => Input::SessionData { session, bytes },
             Inbound::SessionClosed { session } => Input::SessionClosed { session },
             Inbound::Workload(ev) => Input::Workload(ev),
@@ -272,16 +309,21 @@ impl Driver {
             }
             Command::TokenRecord { token_id, reply } => {
                 let answer = match self.node.state() {
-                    Some(st) if tokens::ready(&st.replica) => Ok(tokens::record(&st.replica, &token_id)),
+                    Some(st) if tokens::ready(&st.replica) => {
+                        Ok(tokens::record(&st.replica, &token_id))
+                    }
                     _ => Err("this manager holds no state yet".to_string()),
                 };
                 let _ = reply.send(answer);
             }
             Command::TokenList { query, now_unix_secs, reply } => {
-                let _ = reply.send(self.node.state().map(|st| tokens::list(&st.replica, &query, now_unix_secs)));
+                let _ = reply.send(
+                    self.node.state().map(|st| tokens::list(&st.replica, &query, now_unix_secs)),
+                );
             }
             Command::StateGet { key, reply } => {
-                let _ = reply.send(self.node.state().map(|st| st.replica.get(&key)).unwrap_or_default());
+                let _ = reply
+                    .send(self.node.state().map(|st| st.replica.get(&key)).unwrap_or_default());
             }
             Command::Status(reply) => {
                 let info = self.node.controller_info().unwrap_or_default();
@@ -290,13 +332,19 @@ impl Driver {
             Command::Write { cmd, replicas, timeout, reply } => {
                 self.next_req += 1;
                 self.replies.insert(self.next_req, reply);
-                self.node.handle(self.now(), Input::Command { req: self.next_req, id: None, cmd, replicas, timeout });
+                self.node.handle(
+                    self.now(),
+                    Input::Command { req: self.next_req, id: None, cmd, replicas, timeout },
+                );
                 self.drain();
             }
             Command::WriteWithId { id, cmd, replicas, timeout, reply } => {
                 self.next_req += 1;
                 self.replies.insert(self.next_req, reply);
-                self.node.handle(self.now(), Input::Command { req: self.next_req, id: Some(id), cmd, replicas, timeout });
+                self.node.handle(
+                    self.now(),
+                    Input::Command { req: self.next_req, id: Some(id), cmd, replicas, timeout },
+                );
                 self.drain();
             }
         }
@@ -347,19 +395,27 @@ impl Driver {
                     }
                 }
                 Output::SnapshotNeeded => self.snapshot(),
-                Output::OpenSession { session, candidates } => {
-                    session::open(self.p.transport.clone(), self.p.sessions.clone(), self.p.inbox_tx.clone(), session, candidates)
-                }
+                Output::OpenSession { session, candidates } => session::open(
+                    self.p.transport.clone(),
+                    self.p.sessions.clone(),
+                    self.p.inbox_tx.clone(),
+                    session,
+                    candidates,
+                ),
                 Output::SessionSend { session, bytes } => self.p.sessions.send(session, bytes),
                 Output::CloseSession { session } => self.p.sessions.close(session),
                 Output::Workload(cmd) => match &self.p.agent {
                     Some(a) => a.workloads.apply(cmd),
-                    None => tracing::error!("a member that is not an agent was asked to run a workload"),
+                    None => {
+                        tracing::error!("a member that is not an agent was asked to run a workload")
+                    }
                 },
                 Output::SaveManagers(addrs) => self.save_managers(addrs),
                 Output::Provider(cmd) => match &self.p.provider {
                     Some(runner) => runner.execute(*cmd),
-                    None => tracing::error!("a member without a provider runner was asked to use one"),
+                    None => {
+                        tracing::error!("a member without a provider runner was asked to use one")
+                    }
                 },
             }
         }
@@ -367,17 +423,24 @@ impl Driver {
 
     fn on_event(&mut self, event: Event) {
         match &event {
-            Event::MemberUp(m) => tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, role = m.role.as_str(), "member up"),
+            Event::MemberUp(m) => {
+                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, role = m.role.as_str(), "member up")
+            }
             Event::MemberDown { identity: m, left } => {
                 // Its connection is dead too: a restart at that address must be dialed afresh.
                 let closed_connection = self.p.transport.disconnect(m.id);
                 tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, left, closed_connection, "member down")
             }
-            Event::Renamed { from, to } => tracing::info!(member = %to.id, from = from.generation, to = to.generation, "member renamed"),
+            Event::Renamed { from, to } => {
+                tracing::info!(member = %to.id, from = from.generation, to = to.generation, "member renamed")
+            }
             Event::Active => tracing::info!("active in the cluster"),
             Event::Idle => tracing::warn!("idle: no active member known; re-announcing"),
             Event::Rejoined(me) => {
-                tracing::warn!(generation = me.generation, "was declared down; rejoined as a new generation");
+                tracing::warn!(
+                    generation = me.generation,
+                    "was declared down; rejoined as a new generation"
+                );
                 self.p.node_file.generation = me.generation;
                 self.write_node_file();
             }
@@ -385,10 +448,16 @@ impl Driver {
                 tracing::info!(notice = ?n, "notice");
                 self.notices_dirty = true;
             }
-            Event::Singleton { name, owned: true } => tracing::info!(singleton = name, "singleton acquired"),
-            Event::Singleton { name, owned: false } => tracing::info!(singleton = name, "singleton released"),
+            Event::Singleton { name, owned: true } => {
+                tracing::info!(singleton = name, "singleton acquired")
+            }
+            Event::Singleton { name, owned: false } => {
+                tracing::info!(singleton = name, "singleton released")
+            }
             Event::Retired => {
-                tracing::warn!("this manager's controller machine was removed; leaving the cluster");
+                tracing::warn!(
+                    "this manager's controller machine was removed; leaving the cluster"
+                );
                 self.stop = true;
             }
             Event::Revoked => {
@@ -404,9 +473,10 @@ impl Driver {
             self.peers_dirty = true;
         }
         if let Event::MemberUp(m) = &event
-            && m.role == crate::core::Role::Manager {
-                self.p.transport.share_notices(m.clone(), self.node.notices());
-            }
+            && m.role == crate::core::Role::Manager
+        {
+            self.p.transport.share_notices(m.clone(), self.node.notices());
+        }
     }
 
     fn write_peers_now(&mut self) {
@@ -438,7 +508,9 @@ impl Driver {
         tokio::task::spawn_blocking(move || match conf.write(ticket, addrs.clone()) {
             // Logged once on disk: a process killed after this line still
             // finds these managers when it restarts.
-            Ok(true) => tracing::info!(managers = ?addrs, "live managers changed; agent.conf updated"),
+            Ok(true) => {
+                tracing::info!(managers = ?addrs, "live managers changed; agent.conf updated")
+            }
             Ok(false) => {} // a newer list was written first
             Err(e) => tracing::error!(error = %e, "could not update agent.conf"),
         });
@@ -446,7 +518,11 @@ impl Driver {
 
     fn persist(&mut self) {
         self.last_persist = Instant::now();
-        self.p.metrics.update_from(self.node.stats(), &self.node.members(), self.node.health_score());
+        self.p.metrics.update_from(
+            self.node.stats(),
+            &self.node.members(),
+            self.node.health_score(),
+        );
         if self.p.store.as_ref().is_some_and(Store::snapshot_due) {
             self.snapshot();
         }
@@ -457,7 +533,11 @@ impl Driver {
         }
         if self.notices_dirty {
             let (dir, notices) = (self.p.dir.clone(), self.node.notices());
-            self.notices_dirty = !single_flight(&self.notices_writing, move || dir.write_notices(&notices), "notices");
+            self.notices_dirty = !single_flight(
+                &self.notices_writing,
+                move || dir.write_notices(&notices),
+                "notices",
+            );
         }
     }
 }
@@ -467,11 +547,20 @@ impl Driver {
     /// (only when some did: an idle sweep writes nothing). Every manager
     /// sweeps; removals of the same keys by two managers are harmless.
     fn sweep_tokens(&mut self) {
-        if self.last_sweep.is_some_and(|t| t.elapsed() < Duration::from_millis(TOKEN_SWEEP_PERIOD_MS)) {
+        if self
+            .last_sweep
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(TOKEN_SWEEP_PERIOD_MS))
+        {
             return;
         }
-        let now_unix_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let expired = self.node.state().map_or(0, |st| tokens::expired_keys(&st.replica, now_unix_secs).take(tokens::MAX_SWEEP_KEYS + 1).count());
+        let now_unix_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let expired = self.node.state().map_or(0, |st| {
+            tokens::expired_keys(&st.replica, now_unix_secs)
+                .take(tokens::MAX_SWEEP_KEYS + 1)
+                .count()
+        });
         // More than one sweep's worth: sweep again at the next persist tick.
         self.last_sweep = (expired <= tokens::MAX_SWEEP_KEYS).then(Instant::now);
         if expired == 0 {
@@ -479,8 +568,14 @@ impl Driver {
         }
         // A request number nobody waits on: its answer is dropped.
         self.next_req += 1;
-        let (cmd, timeout) = (StateCommand::SweepTokens { now_unix_secs }, Duration::from_millis(TOKEN_SWEEP_TIMEOUT_MS));
-        self.node.handle(self.now(), Input::Command { req: self.next_req, id: None, cmd, replicas: 0, timeout });
+        let (cmd, timeout) = (
+            StateCommand::SweepTokens { now_unix_secs },
+            Duration::from_millis(TOKEN_SWEEP_TIMEOUT_MS),
+        );
+        self.node.handle(
+            self.now(),
+            Input::Command { req: self.next_req, id: None, cmd, replicas: 0, timeout },
+        );
         self.drain();
     }
 }
@@ -519,16 +614,36 @@ mod tests {
     /// A lone manager's driver with real parts (a real quinn endpoint on
     /// loopback, a real data dir), its clock `ago` in the past, so that
     /// every timer the node armed at start is due.
-    fn driver(dir: &std::path::Path, inbox_capacity: usize, ago: Duration) -> (Driver, mpsc::Sender<Inbound>, mpsc::Sender<Command>, watch::Sender<bool>) {
+    fn driver(
+        dir: &std::path::Path,
+        inbox_capacity: usize,
+        ago: Duration,
+    ) -> (Driver, mpsc::Sender<Inbound>, mpsc::Sender<Command>, watch::Sender<bool>) {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let me = Identity { id: NodeId(1), addr: "127.0.0.1:7001".parse().unwrap(), role: Role::Manager, generation: 1 };
-        let config = NodeConfig { identity: me.clone(), timing: Timing::lan(), rng_seed: 1, seeds: vec![], known_peers: vec![], state: None, agent: None, controller_machine: None };
+        let me = Identity {
+            id: NodeId(1),
+            addr: "127.0.0.1:7001".parse().unwrap(),
+            role: Role::Manager,
+            generation: 1,
+        };
+        let config = NodeConfig {
+            identity: me.clone(),
+            timing: Timing::lan(),
+            rng_seed: 1,
+            seeds: vec![],
+            known_peers: vec![],
+            state: None,
+            agent: None,
+            controller_machine: None,
+        };
         let mut node = Node::new(config);
         node.start(Duration::ZERO);
         let ca = ClusterCa::generate("driver-test").unwrap();
         let cert = ca.issue(CertRole::Manager, 1, 1).unwrap();
         let tls = pki::tls::client_config(&ca, &cert).unwrap();
-        let client = pki::tls::quinn_client_config(tls, Arc::new(quinn::TransportConfig::default())).unwrap();
+        let client =
+            pki::tls::quinn_client_config(tls, Arc::new(quinn::TransportConfig::default()))
+                .unwrap();
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         let metrics = Arc::new(Metrics::new());
         let (inbox_tx, inbox) = mpsc::channel(inbox_capacity);
@@ -548,7 +663,13 @@ mod tests {
             state_log: false,
         };
         let parts = DriverParts {
-            transport: Transport::new(endpoint, client, inbox_tx.clone(), metrics.clone(), NodeId(1)),
+            transport: Transport::new(
+                endpoint,
+                client,
+                inbox_tx.clone(),
+                metrics.clone(),
+                NodeId(1),
+            ),
             inbox,
             commands,
             dir: Arc::new(data_dir),
@@ -568,7 +689,10 @@ mod tests {
     }
 
     fn junk() -> Inbound {
-        Inbound::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![0xff; 8] }
+        Inbound::Datagram {
+            from: PeerCert { id: NodeId(2), role: Role::Manager },
+            bytes: vec![0xff; 8],
+        }
     }
 
     /// Timers fire in a turn woken by a flooded inbox: the old loop served
@@ -576,10 +700,14 @@ mod tests {
     #[tokio::test]
     async fn timers_fire_under_a_flooded_inbox() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut d, inbox_tx, commands_tx, _shutdown) = driver(&dir.path().join("node"), FLOOD_ITEMS, Duration::from_secs(60));
+        let (mut d, inbox_tx, commands_tx, _shutdown) =
+            driver(&dir.path().join("node"), FLOOD_ITEMS, Duration::from_secs(60));
         let (reply, mut answer) = oneshot::channel();
         commands_tx.try_send(Command::Members(reply)).unwrap();
-        assert!(d.timers.next_at().is_some_and(|at| at <= d.now()), "the node armed timers at start, all due");
+        assert!(
+            d.timers.next_at().is_some_and(|at| at <= d.now()),
+            "the node armed timers at start, all due"
+        );
         for _ in 0..FLOOD_ITEMS {
             inbox_tx.try_send(junk()).unwrap();
         }
@@ -589,10 +717,20 @@ mod tests {
         assert!(d.turn(&mut reports, &mut tick).await);
         assert!(d.timers_fired > 0, "a turn under a flooded inbox fired no timer");
         assert!(answer.try_recv().is_ok(), "a turn under a flooded inbox left a command waiting");
-        assert!(d.last_persist.elapsed() < Duration::from_secs(60), "a turn under a flooded inbox did not persist when due");
+        assert!(
+            d.last_persist.elapsed() < Duration::from_secs(60),
+            "a turn under a flooded inbox did not persist when due"
+        );
         assert!(d.timers_fired <= MAX_TIMERS_PER_TURN as u64);
-        assert!(d.inbound_handled <= 2 * MAX_INBOUND_PER_TURN as u64, "one turn handled {} inbound items", d.inbound_handled);
-        assert!(!inbox_tx.is_closed() && inbox_tx.capacity() < FLOOD_ITEMS, "the flood still waits");
+        assert!(
+            d.inbound_handled <= 2 * MAX_INBOUND_PER_TURN as u64,
+            "one turn handled {} inbound items",
+            d.inbound_handled
+        );
+        assert!(
+            !inbox_tx.is_closed() && inbox_tx.capacity() < FLOOD_ITEMS,
+            "the flood still waits"
+        );
     }
 
     /// Due timers beyond the per-turn bound wait for the next turn, which
@@ -600,10 +738,15 @@ mod tests {
     #[tokio::test]
     async fn due_timers_fire_a_bounded_number_per_turn() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut d, _inbox_tx, _commands_tx, _shutdown) = driver(&dir.path().join("node"), 16, Duration::from_secs(60));
+        let (mut d, _inbox_tx, _commands_tx, _shutdown) =
+            driver(&dir.path().join("node"), 16, Duration::from_secs(60));
         let now = d.now();
         for i in 0..(3 * MAX_TIMERS_PER_TURN as u32) {
-            d.timers.push(crate::core::Timer::test_housekeeping(now.saturating_sub(Duration::from_millis(u64::from(i) + 1)))).unwrap();
+            d.timers
+                .push(crate::core::Timer::test_housekeeping(
+                    now.saturating_sub(Duration::from_millis(u64::from(i) + 1)),
+                ))
+                .unwrap();
         }
         d.fire_due_timers();
         assert_eq!(d.timers_fired, MAX_TIMERS_PER_TURN as u64);

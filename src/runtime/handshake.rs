@@ -172,7 +172,8 @@ impl Handshakes {
             Verdict::Retry(_) => log.retried += 1,
             _ => log.refused += 1,
         }
-        let due = log.last.is_none_or(|t| t.elapsed() >= Duration::from_millis(REFUSAL_LOG_INTERVAL_MS));
+        let due =
+            log.last.is_none_or(|t| t.elapsed() >= Duration::from_millis(REFUSAL_LOG_INTERVAL_MS));
         if due {
             let (total, unvalidated) = self.in_progress();
             tracing::warn!(retried = log.retried, refused = log.refused, last_source = %ip, in_progress = total,

@@ -13,7 +13,10 @@ use std::time::Duration;
 use super::server::Shared;
 use tokio::sync::watch;
 
-use super::wire::{self, Admission, JoinRequest, JoinResponse, MAX_ADMISSION_NOTICES_BYTES, MAX_JOIN_FRAME_BYTES, Refusal};
+use super::wire::{
+    self, Admission, JoinRequest, JoinResponse, MAX_ADMISSION_NOTICES_BYTES, MAX_JOIN_FRAME_BYTES,
+    Refusal,
+};
 use crate::core::Notice;
 use crate::core::state::{Command as StateCommand, WriteResult};
 use crate::pki::{self, CertRole, ClusterCa, JoinToken};
@@ -70,7 +73,8 @@ fn unix_now() -> u64 {
 /// Checks, before dialing anyone, that `token` is for what is joining, and
 /// says plainly which command the token is for when it is not.
 pub fn check_token_role(token: &str, joining: CertRole) -> Result<JoinToken, JoinError> {
-    let parsed: JoinToken = token.parse().map_err(|e: pki::TokenError| JoinError::BadToken(e.to_string()))?;
+    let parsed: JoinToken =
+        token.parse().map_err(|e: pki::TokenError| JoinError::BadToken(e.to_string()))?;
     match (joining, parsed.role, parsed.subject.as_deref()) {
         (CertRole::Agent, CertRole::Agent, Some(_)) | (CertRole::Manager, CertRole::Manager, _) => Ok(parsed),
         (CertRole::Agent, CertRole::Agent, None) => Err(JoinError::BadToken("this agent token names no machine".into())),
@@ -138,12 +142,21 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// One round of asking every seed; `reached` when one of them was there
 /// (it shed the connection, or lost it after the handshake). Public for
 /// the tokens bench, which asks once every 10 ms itself.
-pub async fn join_once(seeds: &[SocketAddr], token: &str, node_id: u64, advertise: SocketAddr, role: CertRole, reached: &mut bool) -> Result<Admission, JoinError> {
+pub async fn join_once(
+    seeds: &[SocketAddr],
+    token: &str,
+    node_id: u64,
+    advertise: SocketAddr,
+    role: CertRole,
+    reached: &mut bool,
+) -> Result<Admission, JoinError> {
     let parsed = check_token_role(token, role)?;
-    let rustls_cfg = pki::join_client_config(&parsed.ca_fingerprint).map_err(|e| JoinError::BadToken(e.to_string()))?;
+    let rustls_cfg = pki::join_client_config(&parsed.ca_fingerprint)
+        .map_err(|e| JoinError::BadToken(e.to_string()))?;
     let client_cfg = pki::quinn_client_config(rustls_cfg, super::transport::transport_config())
         .map_err(|e| JoinError::BadToken(e.to_string()))?;
-    let request = JoinRequest { token: token.to_string(), node_id, advertise, role: role.as_str().into() };
+    let request =
+        JoinRequest { token: token.to_string(), node_id, advertise, role: role.as_str().into() };
     let mut tasks = tokio::task::JoinSet::new();
     for &seed in seeds {
         let (cfg, req) = (client_cfg.clone(), request.clone());
@@ -155,13 +168,16 @@ pub async fn join_once(seeds: &[SocketAddr], token: &str, node_id: u64, advertis
         let Ok((seed, result)) = done else { continue };
         match result {
             Ok(JoinResponse::Admitted(adm)) => {
-                let fp = ClusterCa::cert_fingerprint_from_pem(&adm.ca_cert_pem).map_err(|_| JoinError::WrongCluster(seed))?;
+                let fp = ClusterCa::cert_fingerprint_from_pem(&adm.ca_cert_pem)
+                    .map_err(|_| JoinError::WrongCluster(seed))?;
                 if fp != parsed.ca_fingerprint {
                     return Err(JoinError::WrongCluster(seed));
                 }
                 return Ok(*adm);
             }
-            Ok(JoinResponse::Refused { refusal, reason }) => refusals.push((refusal, format!("{seed}: {reason}"))),
+            Ok(JoinResponse::Refused { refusal, reason }) => {
+                refusals.push((refusal, format!("{seed}: {reason}")))
+            }
             Err((there, e)) => {
                 *reached |= there;
                 failures.push(format!("{seed}: {e}"));
@@ -177,16 +193,24 @@ pub async fn join_once(seeds: &[SocketAddr], token: &str, node_id: u64, advertis
 
 /// One seed's answer, or why not (true when the seed was there: it shed
 /// the connection, or lost it after the handshake).
-async fn ask_seed(seed: SocketAddr, cfg: quinn::ClientConfig, req: JoinRequest) -> Result<JoinResponse, (bool, String)> {
-    let bind: SocketAddr = if seed.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.expect("literal");
+async fn ask_seed(
+    seed: SocketAddr,
+    cfg: quinn::ClientConfig,
+    req: JoinRequest,
+) -> Result<JoinResponse, (bool, String)> {
+    let bind: SocketAddr =
+        if seed.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.expect("literal");
     let endpoint = quinn::Endpoint::client(bind).map_err(|e| (false, e.to_string()))?;
     let step = Duration::from_millis(JOIN_STEP_TIMEOUT_MS);
-    let shed = |e: &quinn::ConnectionError| {
-        matches!(e, quinn::ConnectionError::ConnectionClosed(c) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
-    };
+    let shed = |e: &quinn::ConnectionError| matches!(e, quinn::ConnectionError::ConnectionClosed(c) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED);
     let connected = async {
-        let connecting = endpoint.connect_with(cfg, seed, pki::SERVER_NAME).map_err(|e| (false, e.to_string()))?;
-        tokio::time::timeout(step, connecting).await.map_err(|_| (false, "timed out".to_string()))?.map_err(|e| (shed(&e), e.to_string()))
+        let connecting = endpoint
+            .connect_with(cfg, seed, pki::SERVER_NAME)
+            .map_err(|e| (false, e.to_string()))?;
+        tokio::time::timeout(step, connecting)
+            .await
+            .map_err(|_| (false, "timed out".to_string()))?
+            .map_err(|e| (shed(&e), e.to_string()))
     };
     let conn = match connected.await {
         Ok(c) => c,
@@ -197,7 +221,9 @@ async fn ask_seed(seed: SocketAddr, cfg: quinn::ClientConfig, req: JoinRequest) 
     };
     let exchange = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        wire::write_frame(&mut send, &req, MAX_JOIN_FRAME_BYTES).await.map_err(|e| e.to_string())?;
+        wire::write_frame(&mut send, &req, MAX_JOIN_FRAME_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = send.finish();
         let resp = tokio::time::timeout(step, wire::read_frame(&mut recv, MAX_JOIN_FRAME_BYTES))
             .await
@@ -219,7 +245,12 @@ pub async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
         conn.close(1u32.into(), b"join request expected");
         return;
     };
-    let response = match tokio::time::timeout(step, wire::read_frame::<JoinRequest>(&mut recv, MAX_JOIN_FRAME_BYTES)).await {
+    let response = match tokio::time::timeout(
+        step,
+        wire::read_frame::<JoinRequest>(&mut recv, MAX_JOIN_FRAME_BYTES),
+    )
+    .await
+    {
         Ok(Ok(req)) => admit(&shared, req).await,
         Ok(Err(e)) => refuse(Refusal::Invalid, format!("bad join request: {e}")),
         Err(_) => refuse(Refusal::Invalid, "join request timed out".into()),
@@ -251,7 +282,8 @@ fn bounded_notices(notices: Vec<Notice>) -> Vec<Notice> {
     notices
         .into_iter()
         .take_while(|n| {
-            used = used.saturating_add(crate::core::codec::encode(n).map_or(usize::MAX, |b| b.len()));
+            used =
+                used.saturating_add(crate::core::codec::encode(n).map_or(usize::MAX, |b| b.len()));
             used <= MAX_ADMISSION_NOTICES_BYTES
         })
         .collect()
@@ -261,21 +293,36 @@ fn bounded_notices(notices: Vec<Notice>) -> Vec<Notice> {
 /// `tokens::check_single_use`, the checks the use's write makes again):
 /// the issue record must be here and match the token, with no revocation
 /// and, for a single-use token, no use by another node.
-async fn check_record(shared: &Shared, token: &JoinToken, joining: CertRole, node: &str) -> Result<(), JoinResponse> {
+async fn check_record(
+    shared: &Shared,
+    token: &JoinToken,
+    joining: CertRole,
+    node: &str,
+) -> Result<(), JoinResponse> {
     use crate::core::state::model::CommandError;
     use crate::core::state::tokens;
     let id = &token.token_id;
     let rec = match shared.token_record(id).await {
-        Err(e) => return Err(refuse(Refusal::NotReady, format!("this manager cannot judge tokens yet ({e}); ask again"))),
+        Err(e) => {
+            return Err(refuse(
+                Refusal::NotReady,
+                format!("this manager cannot judge tokens yet ({e}); ask again"),
+            ));
+        }
         Ok(rec) => rec,
     };
     let refused = |e: CommandError| match e {
-        CommandError::TokenRevoked(_) => refuse(Refusal::Revoked, format!("token {id} has been revoked; ask for a new token")),
+        CommandError::TokenRevoked(_) => {
+            refuse(Refusal::Revoked, format!("token {id} has been revoked; ask for a new token"))
+        }
         CommandError::TokenUsed { .. } => refuse(Refusal::AlreadyUsed, e.to_string()),
         _ => refuse(Refusal::NotReady, format!("token {id} is not known here yet; ask again")),
     };
     let issue = tokens::issued(rec.as_ref(), id).map_err(refused)?;
-    if issue.role != joining.as_str() || issue.subject != token.subject || issue.expires_unix_secs != token.expires_unix_secs {
+    if issue.role != joining.as_str()
+        || issue.subject != token.subject
+        || issue.expires_unix_secs != token.expires_unix_secs
+    {
         return Err(refuse(Refusal::Invalid, format!("token {id} does not match its record")));
     }
     let used_by = rec.as_ref().map_or(&[][..], |rec| &rec.used_by[..]);
@@ -312,7 +359,13 @@ async fn admit(shared: &Shared, req: JoinRequest) -> JoinResponse {
         Ok(t) => t,
         Err(e) => return refuse(Refusal::Invalid, e.to_string()),
     };
-    match pki::verify_token(&token, &shared.creds.cluster_secret, joining, unix_now(), &shared.ca_fingerprint) {
+    match pki::verify_token(
+        &token,
+        &shared.creds.cluster_secret,
+        joining,
+        unix_now(),
+        &shared.ca_fingerprint,
+    ) {
         Ok(()) => {}
         Err(e @ pki::TokenError::Expired { .. }) => return refuse(Refusal::Expired, e.to_string()),
         Err(e) => return refuse(Refusal::Invalid, e.to_string()),
@@ -348,7 +401,9 @@ async fn admit(shared: &Shared, req: JoinRequest) -> JoinResponse {
     // never joined to the HA keeper and wait out the 30 s start grace.
     if let Some(machine) = token.subject.clone() {
         let claim = StateCommand::ClaimMachine { machine: machine.clone(), agent: node.clone() };
-        if let WriteResult::Refused(reason) = shared.write(claim, 0, Duration::from_millis(JOIN_STEP_TIMEOUT_MS)).await {
+        if let WriteResult::Refused(reason) =
+            shared.write(claim, 0, Duration::from_millis(JOIN_STEP_TIMEOUT_MS)).await
+        {
             tracing::warn!(%machine, %reason, "could not record a joining manager as its machine's node; it will claim the machine itself");
         }
     }
@@ -368,8 +423,15 @@ async fn admit(shared: &Shared, req: JoinRequest) -> JoinResponse {
 /// and have no other agent; the token's use and the claim are made durable
 /// in one write before the answer, and the agent gets its certificate and
 /// the CA certificate, no keys.
-async fn admit_agent(shared: &Shared, req: &JoinRequest, token: &JoinToken, notices: Vec<Notice>) -> JoinResponse {
-    let Some(machine) = token.subject.clone() else { return refuse(Refusal::Invalid, "this agent token names no machine".into()) };
+async fn admit_agent(
+    shared: &Shared,
+    req: &JoinRequest,
+    token: &JoinToken,
+    notices: Vec<Notice>,
+) -> JoinResponse {
+    let Some(machine) = token.subject.clone() else {
+        return refuse(Refusal::Invalid, "this agent token names no machine".into());
+    };
     let node = crate::core::NodeId(req.node_id).to_string();
     let cert = match shared.ca.issue_agent(req.node_id, &machine, NODE_CERT_VALIDITY_DAYS) {
         Ok(c) => c,
@@ -402,15 +464,28 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = ClusterCa::generate("busy").unwrap();
         let cert = ca.issue(CertRole::Manager, 1, 30).unwrap();
-        let cfg = pki::quinn_server_config(pki::server_config(&ca, &cert).unwrap(), super::super::transport::transport_config()).unwrap();
+        let cfg = pki::quinn_server_config(
+            pki::server_config(&ca, &cert).unwrap(),
+            super::super::transport::transport_config(),
+        )
+        .unwrap();
         let seed = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = seed.local_addr().unwrap();
-        let token = pki::issue_token(&[7; 32], CertRole::Manager, None, 600, unix_now(), &ca.fingerprint()).unwrap().to_string();
+        let token =
+            pki::issue_token(&[7; 32], CertRole::Manager, None, 600, unix_now(), &ca.fingerprint())
+                .unwrap()
+                .to_string();
         let (_stop, stop_rx) = watch::channel(false);
-        let joiner = tokio::spawn(async move { join(&[addr], &token, 42, "127.0.0.1:1".parse().unwrap(), CertRole::Manager, stop_rx).await });
+        let joiner = tokio::spawn(async move {
+            join(&[addr], &token, 42, "127.0.0.1:1".parse().unwrap(), CertRole::Manager, stop_rx)
+                .await
+        });
         let cap = Duration::from_millis(JOIN_STEP_TIMEOUT_MS);
         for attempt in 1..=2 {
-            let incoming = tokio::time::timeout(cap, seed.accept()).await.unwrap_or_else(|_| panic!("no attempt {attempt}")).unwrap();
+            let incoming = tokio::time::timeout(cap, seed.accept())
+                .await
+                .unwrap_or_else(|_| panic!("no attempt {attempt}"))
+                .unwrap();
             incoming.refuse();
         }
         assert!(!joiner.is_finished(), "still asking after two shed connections");

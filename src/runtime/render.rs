@@ -13,9 +13,17 @@ use crate::core::state::model::StatusView;
 /// The member table.
 pub fn members(answered_by: &str, members: &[MemberRow]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:<18} {:<22} {:<8} {:>10} {:<8}", "ID", "ADDRESS", "ROLE", "GENERATION", "STATE");
+    let _ = writeln!(
+        s,
+        "{:<18} {:<22} {:<8} {:>10} {:<8}",
+        "ID", "ADDRESS", "ROLE", "GENERATION", "STATE"
+    );
     for m in members {
-        let _ = writeln!(s, "{:<18} {:<22} {:<8} {:>10} {:<8}", m.id, m.addr, m.role, m.generation, m.state);
+        let _ = writeln!(
+            s,
+            "{:<18} {:<22} {:<8} {:>10} {:<8}",
+            m.id, m.addr, m.role, m.generation, m.state
+        );
     }
     let _ = writeln!(s, "(as seen by {answered_by})");
     s
@@ -24,17 +32,31 @@ pub fn members(answered_by: &str, members: &[MemberRow]) -> String {
 /// The token table, with how many matched and the bytes kept for tokens.
 pub fn tokens(rows: &[TokenRow], matched: u64, bytes_kept: u64) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:<10} {:<8} {:<8} {:>12} {:<8} {:<16} {}", "ID", "ROLE", "STATE", "EXPIRES", "REUSABLE", "USED-BY", "MACHINE");
+    let _ = writeln!(
+        s,
+        "{:<10} {:<8} {:<8} {:>12} {:<8} {:<16} MACHINE",
+        "ID", "ROLE", "STATE", "EXPIRES", "REUSABLE", "USED-BY"
+    );
     for r in rows {
         let used = if r.used_by.is_empty() { "-".to_string() } else { r.used_by.join(",") };
         let machine = r.subject.as_deref().unwrap_or("-");
-        let _ = writeln!(s, "{:<10} {:<8} {:<8} {:>12} {:<8} {:<16} {machine}", r.token_id, r.role, r.state, r.expires_unix_secs, r.reusable, used);
+        let _ = writeln!(
+            s,
+            "{:<10} {:<8} {:<8} {:>12} {:<8} {:<16} {machine}",
+            r.token_id, r.role, r.state, r.expires_unix_secs, r.reusable, used
+        );
     }
     let more = match rows.last() {
-        Some(last) if (rows.len() as u64) < matched => format!("; next page: --after {}", last.token_id),
+        Some(last) if (rows.len() as u64) < matched => {
+            format!("; next page: --after {}", last.token_id)
+        }
         _ => String::new(),
     };
-    let _ = writeln!(s, "({} of {matched} shown; {bytes_kept} bytes kept for tokens{more})", rows.len());
+    let _ = writeln!(
+        s,
+        "({} of {matched} shown; {bytes_kept} bytes kept for tokens{more})",
+        rows.len()
+    );
     s
 }
 
@@ -52,28 +74,69 @@ pub fn controller(answered_by: &str, c: &ControllerInfo, members: &[MemberRow]) 
     let mut s = String::new();
     let managers: Vec<&MemberRow> = members.iter().filter(|m| m.role == "manager").collect();
     let _ = writeln!(s, "{} (answered by {answered_by})", ha_line(c));
-    let _ = writeln!(s, "provider: {}   replace a manager down for {} ms", c.provider.as_deref().unwrap_or("none"), c.grace_ms);
-    let _ = writeln!(s, "\n{:<18} {:<22} {:>10} {:<8} RUNS", "MANAGER", "ADDRESS", "GENERATION", "STATE");
+    let _ = writeln!(
+        s,
+        "provider: {}   replace a manager down for {} ms",
+        c.provider.as_deref().unwrap_or("none"),
+        c.grace_ms
+    );
+    let _ = writeln!(
+        s,
+        "\n{:<18} {:<22} {:>10} {:<8} RUNS",
+        "MANAGER", "ADDRESS", "GENERATION", "STATE"
+    );
     for m in &managers {
-        let runs: Vec<&str> = c.owners.iter().filter(|(_, o)| *o == m.id).map(|(n, _)| n.as_str()).collect();
-        let _ = writeln!(s, "{:<18} {:<22} {:>10} {:<8} {}", m.id, m.addr, m.generation, m.state, runs.join(", "));
+        let runs: Vec<&str> =
+            c.owners.iter().filter(|(_, o)| *o == m.id).map(|(n, _)| n.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "{:<18} {:<22} {:>10} {:<8} {}",
+            m.id,
+            m.addr,
+            m.generation,
+            m.state,
+            runs.join(", ")
+        );
     }
     s
 }
 
 /// `juju status`: managers, then machines, applications and units.
-pub fn status(answered_by: &str, st: &StatusView, members: &[MemberRow], c: &ControllerInfo) -> String {
+pub fn status(
+    answered_by: &str,
+    st: &StatusView,
+    members: &[MemberRow],
+    c: &ControllerInfo,
+) -> String {
     let mut s = String::new();
     let managers: Vec<&MemberRow> = members.iter().filter(|m| m.role == "manager").collect();
     let alive = managers.iter().filter(|m| m.state == "alive").count();
     let gone = managers.iter().filter(|m| m.state == "left" || m.state == "replaced").count();
-    let _ = writeln!(s, "Managers: {alive}/{} alive, {} (answered by {answered_by})", managers.len() - gone, ha_line(c));
+    let _ = writeln!(
+        s,
+        "Managers: {alive}/{} alive, {} (answered by {answered_by})",
+        managers.len() - gone,
+        ha_line(c)
+    );
     for m in &managers {
-        let runs: Vec<&str> = c.owners.iter().filter(|(_, o)| *o == m.id).map(|(n, _)| n.as_str()).collect();
-        let _ = writeln!(s, "  {:<18} {:<22} gen {:<4} {:<8} {}", m.id, m.addr, m.generation, m.state, runs.join(", "));
+        let runs: Vec<&str> =
+            c.owners.iter().filter(|(_, o)| *o == m.id).map(|(n, _)| n.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "  {:<18} {:<22} gen {:<4} {:<8} {}",
+            m.id,
+            m.addr,
+            m.generation,
+            m.state,
+            runs.join(", ")
+        );
     }
     // Ids are `<13 base32 digits>-<n>`: 18 columns fit n up to 1,000.
-    let _ = writeln!(s, "\n{:<18} {:<8} {:<14} {:<22} {:<20} STATUS", "MACHINE", "AGENT", "JOBS", "INSTANCE", "ADDRESSES");
+    let _ = writeln!(
+        s,
+        "\n{:<18} {:<8} {:<14} {:<22} {:<20} STATUS",
+        "MACHINE", "AGENT", "JOBS", "INSTANCE", "ADDRESSES"
+    );
     for m in &st.machines {
         let _ = writeln!(
             s,
@@ -92,7 +155,14 @@ pub fn status(answered_by: &str, st: &StatusView, members: &[MemberRow], c: &Con
     }
     let _ = writeln!(s, "\n{:<32} {:<18} {:<8} STATUS", "UNIT", "MACHINE", "AGENT");
     for u in &st.units {
-        let _ = writeln!(s, "{:<32} {:<18} {:<8} {}", u.id, u.machine.text(), u.agent, unit_status(&u.agent, &u.status.text()));
+        let _ = writeln!(
+            s,
+            "{:<32} {:<18} {:<8} {}",
+            u.id,
+            u.machine.text(),
+            u.agent,
+            unit_status(&u.agent, &u.status.text())
+        );
     }
     if !st.controller.is_empty() {
         let _ = writeln!(s, "\nCONTROLLER SETTINGS");
@@ -131,25 +201,51 @@ pub type TokenFile = (String, TokenOut);
 /// machine: where its token is and the command that starts its agent,
 /// reading the token from that file (never the token itself, and never on
 /// a command line). Machines without a token are started by the provider.
-pub fn agent_commands(machines: &[String], files: &[TokenFile], seeds: &[std::net::SocketAddr]) -> String {
+pub fn agent_commands(
+    machines: &[String],
+    files: &[TokenFile],
+    seeds: &[std::net::SocketAddr],
+) -> String {
     let seeds: Vec<String> = seeds.iter().map(|a| a.to_string()).collect();
     let mut s = String::new();
     for machine in machines {
         match files.iter().find(|(m, _)| m == machine).map(|(_, f)| f) {
             None => {
-                let _ = writeln!(s, "machine {machine}: no agent token was issued (the provider starts its instance)");
+                let _ = writeln!(
+                    s,
+                    "machine {machine}: no agent token was issued (the provider starts its instance)"
+                );
             }
             Some(TokenOut::File(path)) => {
-                let _ = writeln!(s, "machine {machine}: agent token in {} (mode 0600); start its agent with", path.display());
-                let _ = writeln!(s, "  jujud agent --data-dir DIR --seeds {} --token-file {}", seeds.join(","), path.display());
+                let _ = writeln!(
+                    s,
+                    "machine {machine}: agent token in {} (mode 0600); start its agent with",
+                    path.display()
+                );
+                let _ = writeln!(
+                    s,
+                    "  jujud agent --data-dir DIR --seeds {} --token-file {}",
+                    seeds.join(","),
+                    path.display()
+                );
             }
             Some(TokenOut::Shown(token)) => {
-                let _ = writeln!(s, "machine {machine}: agent token (keep it secret; save it to a file of mode 0600):");
+                let _ = writeln!(
+                    s,
+                    "machine {machine}: agent token (keep it secret; save it to a file of mode 0600):"
+                );
                 let _ = writeln!(s, "{token}");
-                let _ = writeln!(s, "  start its agent with: jujud agent --data-dir DIR --seeds {} --token-file FILE (or --token-file - and paste it)", seeds.join(","));
+                let _ = writeln!(
+                    s,
+                    "  start its agent with: jujud agent --data-dir DIR --seeds {} --token-file FILE (or --token-file - and paste it)",
+                    seeds.join(",")
+                );
             }
             Some(TokenOut::Failed(e)) => {
-                let _ = writeln!(s, "machine {machine}: its agent token could not be saved ({e}); `juju tokens revoke` it and add the machine again");
+                let _ = writeln!(
+                    s,
+                    "machine {machine}: its agent token could not be saved ({e}); `juju tokens revoke` it and add the machine again"
+                );
             }
         }
     }
@@ -184,13 +280,28 @@ mod tests {
     fn agent_commands_name_the_token_file_never_the_token() {
         let seeds = ["127.0.0.1:7070".parse().unwrap()];
         let machines = vec!["1-a".to_string(), "2-b".to_string(), "3-c".to_string()];
-        let files = vec![("1-a".to_string(), TokenOut::File("/t/1-a.token".into())), ("2-b".to_string(), TokenOut::Failed("exists".to_string()))];
+        let files = vec![
+            ("1-a".to_string(), TokenOut::File("/t/1-a.token".into())),
+            ("2-b".to_string(), TokenOut::Failed("exists".to_string())),
+        ];
         let text = agent_commands(&machines, &files, &seeds);
         assert!(text.contains("--seeds 127.0.0.1:7070 --token-file /t/1-a.token"), "{text}");
         assert!(!text.contains("--token "), "{text}");
-        assert!(text.contains("machine 2-b: its agent token could not be saved (exists)"), "{text}");
-        assert!(text.contains("machine 3-c: no agent token was issued (the provider starts its instance)"), "{text}");
-        let shown = agent_commands(&machines[..1], &[("1-a".to_string(), TokenOut::Shown("jjd1.t".into()))], &seeds);
+        assert!(
+            text.contains("machine 2-b: its agent token could not be saved (exists)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "machine 3-c: no agent token was issued (the provider starts its instance)"
+            ),
+            "{text}"
+        );
+        let shown = agent_commands(
+            &machines[..1],
+            &[("1-a".to_string(), TokenOut::Shown("jjd1.t".into()))],
+            &seeds,
+        );
         assert!(shown.lines().any(|l| l == "jjd1.t"), "the token on a line of its own: {shown}");
         assert!(shown.contains("--token-file FILE") && !shown.contains("--token jjd1"), "{shown}");
     }
@@ -198,7 +309,10 @@ mod tests {
     #[test]
     fn pairs_parse_and_malformed_ones_are_named() {
         let ok = parse_pairs(&["a=1".into(), "b=x=y".into(), "c=".into()]).unwrap();
-        assert_eq!(ok, vec![("a".into(), "1".into()), ("b".into(), "x=y".into()), ("c".into(), "".into())]);
+        assert_eq!(
+            ok,
+            vec![("a".into(), "1".into()), ("b".into(), "x=y".into()), ("c".into(), "".into())]
+        );
         assert!(parse_pairs(&["novalue".into()]).unwrap_err().contains("novalue"));
         assert!(parse_pairs(&["=v".into()]).unwrap_err().contains("=v"));
     }

@@ -49,7 +49,9 @@ pub enum PeerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("data dir {dir} belongs to cluster {have} but the token is for cluster {want}")]
     OtherCluster { dir: String, have: String, want: String },
-    #[error("data dir {0} is empty and no token was given (--token-file FILE, --token-file -, or JUJUD_TOKEN), but --join was: a token is needed to join")]
+    #[error(
+        "data dir {0} is empty and no token was given (--token-file FILE, --token-file -, or JUJUD_TOKEN), but --join was: a token is needed to join"
+    )]
     TokenNeeded(String),
     #[error("{0}")]
     Io(String),
@@ -91,7 +93,9 @@ impl Shared {
 
     /// The state view, members and controller summary (None on a member
     /// without state).
-    pub async fn status(&self) -> Option<(String, StatusView, Vec<MemberInfo>, crate::core::control::ControllerInfo)> {
+    pub async fn status(
+        &self,
+    ) -> Option<(String, StatusView, Vec<MemberInfo>, crate::core::control::ControllerInfo)> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::Status(tx)).await.ok()?;
         let (view, members, info) = rx.await.ok()??;
@@ -100,17 +104,26 @@ impl Shared {
     }
 
     /// Applies a state command; answers once durable (and replicated).
-    pub async fn write(&self, cmd: StateCommand, replicas: u32, timeout: std::time::Duration) -> WriteResult {
+    pub async fn write(
+        &self,
+        cmd: StateCommand,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> WriteResult {
         let (reply, rx) = oneshot::channel();
         if self.commands.send(Command::Write { cmd, replicas, timeout, reply }).await.is_err() {
             return WriteResult::Refused("the node is shutting down".into());
         }
-        rx.await.unwrap_or_else(|_| WriteResult::Refused("the node stopped before answering".into()))
+        rx.await
+            .unwrap_or_else(|_| WriteResult::Refused("the node stopped before answering".into()))
     }
 
     /// What this manager's replica holds about a token (`Err` when it
     /// cannot judge yet).
-    pub async fn token_record(&self, token_id: &str) -> Result<Option<crate::core::state::tokens::TokenRecord>, String> {
+    pub async fn token_record(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<crate::core::state::tokens::TokenRecord>, String> {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::TokenRecord { token_id: token_id.to_string(), reply };
         if self.commands.send(cmd).await.is_err() {
@@ -120,9 +133,15 @@ impl Shared {
     }
 
     /// One page of tokens (`None` without state or when shutting down).
-    pub async fn token_list(&self, query: crate::core::state::tokens::TokenQuery) -> Option<crate::core::state::tokens::TokenPage> {
+    pub async fn token_list(
+        &self,
+        query: crate::core::state::tokens::TokenQuery,
+    ) -> Option<crate::core::state::tokens::TokenPage> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::TokenList { query, now_unix_secs: unix_now(), reply }).await.ok()?;
+        self.commands
+            .send(Command::TokenList { query, now_unix_secs: unix_now(), reply })
+            .await
+            .ok()?;
         rx.await.ok()?
     }
 
@@ -170,10 +189,18 @@ fn new_cluster(advertise: SocketAddr) -> Result<Fresh, PeerError> {
     let cluster_name = format!("jujud-{:08x}", random_u64() as u32);
     let ca = ClusterCa::generate(&cluster_name).map_err(pki_err)?;
     let cert = ca.issue(CertRole::Manager, node_id, NODE_CERT_VALIDITY_DAYS).map_err(pki_err)?;
-    let admin = ca.issue(CertRole::Admin, random_u64(), NODE_CERT_VALIDITY_DAYS).map_err(pki_err)?;
+    let admin =
+        ca.issue(CertRole::Admin, random_u64(), NODE_CERT_VALIDITY_DAYS).map_err(pki_err)?;
     let secret = pki::new_cluster_secret().to_vec();
     let fp = ca.fingerprint();
-    let token = pki::issue_token(&secret, CertRole::Manager, None, pki::DEFAULT_TOKEN_TTL_SECS, unix_now(), &fp)?;
+    let token = pki::issue_token(
+        &secret,
+        CertRole::Manager,
+        None,
+        pki::DEFAULT_TOKEN_TTL_SECS,
+        unix_now(),
+        &fp,
+    )?;
     let notices = Vec::new();
     Ok(Fresh {
         node: node_file(cluster_name, fp, node_id, advertise),
@@ -191,7 +218,12 @@ fn new_cluster(advertise: SocketAddr) -> Result<Fresh, PeerError> {
     })
 }
 
-fn node_file(cluster_name: String, ca_fingerprint: String, node_id: u64, advertise: SocketAddr) -> NodeFile {
+fn node_file(
+    cluster_name: String,
+    ca_fingerprint: String,
+    node_id: u64,
+    advertise: SocketAddr,
+) -> NodeFile {
     NodeFile {
         format: datadir::FORMAT_VERSION,
         cluster_name,
@@ -206,12 +238,23 @@ fn node_file(cluster_name: String, ca_fingerprint: String, node_id: u64, adverti
     }
 }
 
-async fn joined(cfg: &PeerConfig, token: &str, advertise: SocketAddr, shutdown: &watch::Receiver<bool>) -> Result<Fresh, PeerError> {
+async fn joined(
+    cfg: &PeerConfig,
+    token: &str,
+    advertise: SocketAddr,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Fresh, PeerError> {
     let mut attempt = 0;
     let (node_id, adm) = loop {
         let node_id = random_u64();
-        match join::join(&cfg.join, token, node_id, advertise, CertRole::Manager, shutdown.clone()).await {
-            Err(JoinError::Refused { refusal: super::wire::Refusal::TagInUse, .. }) if attempt < join::MAX_TAG_RETRIES => attempt += 1,
+        match join::join(&cfg.join, token, node_id, advertise, CertRole::Manager, shutdown.clone())
+            .await
+        {
+            Err(JoinError::Refused { refusal: super::wire::Refusal::TagInUse, .. })
+                if attempt < join::MAX_TAG_RETRIES =>
+            {
+                attempt += 1
+            }
             other => break (node_id, other?),
         }
     };
@@ -236,7 +279,11 @@ async fn joined(cfg: &PeerConfig, token: &str, advertise: SocketAddr, shutdown: 
     })
 }
 
-fn check_token_cluster(dir: &DataDir, stored: &Stored, token: Option<&str>) -> Result<(), PeerError> {
+fn check_token_cluster(
+    dir: &DataDir,
+    stored: &Stored,
+    token: Option<&str>,
+) -> Result<(), PeerError> {
     let Some(token) = token else { return Ok(()) };
     let Ok(parsed) = token.parse::<pki::JoinToken>() else { return Ok(()) };
     if parsed.ca_fingerprint != stored.node.ca_fingerprint {
@@ -253,14 +300,28 @@ fn check_token_cluster(dir: &DataDir, stored: &Stored, token: Option<&str>) -> R
 /// Runs `jujud peer` until `shutdown` turns true.
 pub async fn run_peer(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Result<(), PeerError> {
     let (dir, stored) = DataDir::open(&cfg.data_dir)?;
-    let socket = UdpSocket::bind(cfg.listen).map_err(|source| PeerError::Bind { addr: cfg.listen, source })?;
+    let socket = UdpSocket::bind(cfg.listen)
+        .map_err(|source| PeerError::Bind { addr: cfg.listen, source })?;
     let local = socket.local_addr().map_err(|e| PeerError::Io(e.to_string()))?;
-    let advertise = if cfg.advertise.port() == 0 { SocketAddr::new(cfg.advertise.ip(), local.port()) } else { cfg.advertise };
+    let advertise = if cfg.advertise.port() == 0 {
+        SocketAddr::new(cfg.advertise.ip(), local.port())
+    } else {
+        cfg.advertise
+    };
     let (mut fresh, stored_peers) = match stored {
         Some(s) => {
             check_token_cluster(&dir, &s, cfg.token.as_deref())?;
             let peers = s.peers.clone();
-            (Fresh { node: s.node, creds: s.creds, first_token: None, admin: None, notices: s.notices }, peers)
+            (
+                Fresh {
+                    node: s.node,
+                    creds: s.creds,
+                    first_token: None,
+                    admin: None,
+                    notices: s.notices,
+                },
+                peers,
+            )
         }
         None => match (&cfg.token, cfg.join.is_empty()) {
             (Some(token), _) => match joined(&cfg, token, advertise, &shutdown).await {
@@ -271,7 +332,9 @@ pub async fn run_peer(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Resul
                 fresh => (fresh?, Vec::new()),
             },
             (None, true) => (new_cluster(advertise)?, Vec::new()),
-            (None, false) => return Err(PeerError::TokenNeeded(cfg.data_dir.display().to_string())),
+            (None, false) => {
+                return Err(PeerError::TokenNeeded(cfg.data_dir.display().to_string()));
+            }
         },
     };
     fresh.node.generation += 1;
@@ -316,8 +379,12 @@ async fn bootstrap(shared: Arc<Shared>, b: crate::config::BootstrapConfig) {
     };
     let timeout = std::time::Duration::from_millis(super::join::JOIN_STEP_TIMEOUT_MS);
     match shared.write(StateCommand::Bootstrap(Box::new(spec)), 0, timeout).await {
-        WriteResult::Done(o) => tracing::info!(machine = ?o.ids, desired = b.desired, "bootstrapped: controller machine recorded"),
-        WriteResult::Refused(reason) => tracing::error!(%reason, "could not record the bootstrap settings"),
+        WriteResult::Done(o) => {
+            tracing::info!(machine = ?o.ids, desired = b.desired, "bootstrapped: controller machine recorded")
+        }
+        WriteResult::Refused(reason) => {
+            tracing::error!(%reason, "could not record the bootstrap settings")
+        }
     }
 }
 
@@ -329,8 +396,12 @@ async fn record_first_token(shared: Arc<Shared>, token: pki::JoinToken) {
     let spec = super::api::spec_of(&token, true);
     let timeout = std::time::Duration::from_millis(super::join::JOIN_STEP_TIMEOUT_MS);
     match shared.write(StateCommand::IssueTokens(vec![spec]), 0, timeout).await {
-        WriteResult::Done(_) => tracing::info!(token = %token.token_id, "first join token recorded"),
-        WriteResult::Refused(reason) => tracing::error!(%reason, "could not record the first join token; joins with it are refused"),
+        WriteResult::Done(_) => {
+            tracing::info!(token = %token.token_id, "first join token recorded")
+        }
+        WriteResult::Refused(reason) => {
+            tracing::error!(%reason, "could not record the first join token; joins with it are refused")
+        }
     }
 }
 
@@ -369,7 +440,8 @@ async fn serve(
     advertise: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PeerError> {
-    let node_id: NodeId = fresh.node.node_id.parse().map_err(|_| PeerError::NodeId(fresh.node.node_id.clone()))?;
+    let node_id: NodeId =
+        fresh.node.node_id.parse().map_err(|_| PeerError::NodeId(fresh.node.node_id.clone()))?;
     let created = fresh.first_token.is_some();
     // The first manager records its token at every start while it is
     // valid (the same record again changes nothing): a crash between
@@ -377,17 +449,27 @@ async fn serve(
     // that every manager calls unknown.
     let first_token = fresh.first_token.clone().or_else(|| {
         let text = std::fs::read_to_string(dir.path().join(datadir::JOIN_TOKEN_FILE)).ok()?;
-        text.trim().parse::<pki::JoinToken>().ok().filter(|t| t.expires_unix_secs > unix_now() && t.ca_fingerprint == fresh.node.ca_fingerprint)
+        text.trim().parse::<pki::JoinToken>().ok().filter(|t| {
+            t.expires_unix_secs > unix_now() && t.ca_fingerprint == fresh.node.ca_fingerprint
+        })
     });
-    let ca = ClusterCa { cert_pem: fresh.creds.ca_cert_pem.clone(), key_pem: fresh.creds.ca_key_pem.clone() };
-    let cert = IssuedCert { cert_pem: fresh.creds.cert_pem.clone(), key_pem: fresh.creds.key_pem.clone() };
+    let ca = ClusterCa {
+        cert_pem: fresh.creds.ca_cert_pem.clone(),
+        key_pem: fresh.creds.ca_key_pem.clone(),
+    };
+    let cert =
+        IssuedCert { cert_pem: fresh.creds.cert_pem.clone(), key_pem: fresh.creds.key_pem.clone() };
     let tcfg = transport::transport_config();
-    let mut server_cfg = pki::quinn_server_config(pki::server_config(&ca, &cert).map_err(pki_err)?, tcfg.clone()).map_err(pki_err)?;
+    let mut server_cfg =
+        pki::quinn_server_config(pki::server_config(&ca, &cert).map_err(pki_err)?, tcfg.clone())
+            .map_err(pki_err)?;
     server_cfg
         .max_incoming(super::handshake::MAX_INCOMING)
         .incoming_buffer_size(super::handshake::INCOMING_BUFFER_BYTES)
         .incoming_buffer_size_total(super::handshake::INCOMING_BUFFER_TOTAL_BYTES);
-    let client_cfg = pki::quinn_client_config(pki::client_config(&ca, &cert).map_err(pki_err)?, tcfg).map_err(pki_err)?;
+    let client_cfg =
+        pki::quinn_client_config(pki::client_config(&ca, &cert).map_err(pki_err)?, tcfg)
+            .map_err(pki_err)?;
     let endpoint = quinn::Endpoint::new(
         reset_key_config(&fresh.creds.reset_key),
         Some(server_cfg),
@@ -400,7 +482,8 @@ async fn serve(
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let inbox_for_store = inbox_tx.clone();
-    let transport = Transport::new(endpoint.clone(), client_cfg, inbox_tx, metrics.clone(), node_id);
+    let transport =
+        Transport::new(endpoint.clone(), client_cfg, inbox_tx, metrics.clone(), node_id);
     let sessions = super::session::SessionTable::new(metrics.clone());
     let shared = Arc::new(Shared {
         commands: cmd_tx.clone(),
@@ -418,12 +501,22 @@ async fn serve(
         tokio::spawn(super::api::serve(conn, role, machine, api.clone()));
     }));
     if let Some(addr) = cfg.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| PeerError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| PeerError::Bind { addr, source })?;
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), || {}));
     }
-    let identity = Identity { id: node_id, addr: advertise, role: Role::Manager, generation: fresh.node.generation };
+    let identity = Identity {
+        id: node_id,
+        addr: advertise,
+        role: Role::Manager,
+        generation: fresh.node.generation,
+    };
     let actor = Actor { node: node_id.0, generation: identity.generation };
-    let log_id = super::wal::LogIdentity { cluster: fresh.node.ca_fingerprint.clone(), node: fresh.node.node_id.clone() };
+    let log_id = super::wal::LogIdentity {
+        cluster: fresh.node.ca_fingerprint.clone(),
+        node: fresh.node.node_id.clone(),
+    };
     let expect = dir.state_expectation(&fresh.node);
     let (store, replica, rec) = super::store::Store::open(dir.path(), actor, &log_id, expect)?;
     dir.note_state_log(&mut fresh.node)?;

@@ -47,7 +47,11 @@ pub struct SessionTable {
 
 impl SessionTable {
     pub fn new(metrics: Arc<Metrics>) -> Arc<SessionTable> {
-        Arc::new(SessionTable { writers: Mutex::new(BTreeMap::new()), next_id: AtomicU64::new(1), metrics })
+        Arc::new(SessionTable {
+            writers: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            metrics,
+        })
     }
 
     fn register(&self, id: u64) -> mpsc::Receiver<Vec<u8>> {
@@ -87,14 +91,26 @@ impl SessionTable {
 /// (flow control holds the writer) has the stream reset: the queue closes
 /// with it, and so does the session, instead of holding what was queued
 /// for as long as the connection lives.
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Vec<u8>>, table: Arc<SessionTable>) {
+async fn write_loop(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    table: Arc<SessionTable>,
+) {
     let deadline = Duration::from_millis(SESSION_FRAME_DEADLINE_MS);
     while let Some(bytes) = rx.recv().await {
-        match tokio::time::timeout(deadline, wire::write_raw_frame(&mut send, &bytes, MAX_SESSION_MSG_BYTES)).await {
+        match tokio::time::timeout(
+            deadline,
+            wire::write_raw_frame(&mut send, &bytes, MAX_SESSION_MSG_BYTES),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return,
             Err(_) => {
-                tracing::warn!(deadline_ms = SESSION_FRAME_DEADLINE_MS, "session peer did not take a frame in time; resetting the session");
+                tracing::warn!(
+                    deadline_ms = SESSION_FRAME_DEADLINE_MS,
+                    "session peer did not take a frame in time; resetting the session"
+                );
                 table.metrics.count_drop(crate::metrics::DropReason::SessionWriteTimeout);
                 let _ = send.reset(super::transport::STREAM_REFUSED.into());
                 return;
@@ -106,9 +122,20 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Vec<u8>>
 
 /// Reads frames into the driver until the stream ends (or a frame is bad,
 /// too large or stalls), then reports the session closed.
-async fn read_loop(mut recv: quinn::RecvStream, session: u64, table: Arc<SessionTable>, inbox: mpsc::Sender<Inbound>) {
+async fn read_loop(
+    mut recv: quinn::RecvStream,
+    session: u64,
+    table: Arc<SessionTable>,
+    inbox: mpsc::Sender<Inbound>,
+) {
     loop {
-        match wire::read_raw_frame_started(&mut recv, MAX_SESSION_MSG_BYTES, SESSION_FRAME_DEADLINE_MS).await {
+        match wire::read_raw_frame_started(
+            &mut recv,
+            MAX_SESSION_MSG_BYTES,
+            SESSION_FRAME_DEADLINE_MS,
+        )
+        .await
+        {
             Ok(bytes) => {
                 if inbox.send(Inbound::SessionData { session, bytes }).await.is_err() {
                     break;
@@ -154,25 +181,31 @@ async fn try_open(
     addr: SocketAddr,
     want: Option<NodeId>,
 ) -> Result<(NodeId, quinn::SendStream, quinn::RecvStream, Vec<u8>), String> {
-    let conn = match want.and_then(|id| transport.connection(id)).filter(|c| c.close_reason().is_none()) {
-        Some(c) => c,
-        None => {
-            let pc = transport.dial(addr).await?;
-            if pc.role != CertRole::Manager || want.is_some_and(|w| w != pc.id) {
-                return Err(format!("{addr} is not the manager expected there"));
+    let conn =
+        match want.and_then(|id| transport.connection(id)).filter(|c| c.close_reason().is_none()) {
+            Some(c) => c,
+            None => {
+                let pc = transport.dial(addr).await?;
+                if pc.role != CertRole::Manager || want.is_some_and(|w| w != pc.id) {
+                    return Err(format!("{addr} is not the manager expected there"));
+                }
+                let c = pc.conn.clone();
+                transport.register(pc);
+                c
             }
-            let c = pc.conn.clone();
-            transport.register(pc);
-            c
-        }
-    };
+        };
     let id = super::transport::peer_of(&conn).map(|(_, id)| id).ok_or("no peer identity")?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    wire::write_frame(&mut send, &Request::AgentSession, MAX_API_FRAME_BYTES).await.map_err(|e| e.to_string())?;
-    let first = tokio::time::timeout(Duration::from_millis(SESSION_OPEN_TIMEOUT_MS), wire::read_raw_frame(&mut recv, MAX_SESSION_MSG_BYTES))
+    wire::write_frame(&mut send, &Request::AgentSession, MAX_API_FRAME_BYTES)
         .await
-        .map_err(|_| format!("{addr} sent nothing within {SESSION_OPEN_TIMEOUT_MS} ms"))?
         .map_err(|e| e.to_string())?;
+    let first = tokio::time::timeout(
+        Duration::from_millis(SESSION_OPEN_TIMEOUT_MS),
+        wire::read_raw_frame(&mut recv, MAX_SESSION_MSG_BYTES),
+    )
+    .await
+    .map_err(|_| format!("{addr} sent nothing within {SESSION_OPEN_TIMEOUT_MS} ms"))?
+    .map_err(|e| e.to_string())?;
     Ok((id, send, recv, first))
 }
 
@@ -195,8 +228,12 @@ pub fn open(
                 Ok(Ok((id, send, recv, first))) => {
                     tries.abort_all();
                     let rx = table.register(session);
-                    let peer = PeerCert { id, role: member_role(CertRole::Manager).expect("managers are members") };
-                    let _ = inbox.send(Inbound::SessionOpened { session, peer, machine: None }).await;
+                    let peer = PeerCert {
+                        id,
+                        role: member_role(CertRole::Manager).expect("managers are members"),
+                    };
+                    let _ =
+                        inbox.send(Inbound::SessionOpened { session, peer, machine: None }).await;
                     let _ = inbox.send(Inbound::SessionData { session, bytes: first }).await;
                     tokio::spawn(write_loop(send, rx, table.clone()));
                     return read_loop(recv, session, table, inbox).await;

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::bootstrap::{BOOTSTRAP_INSTANCE, BootstrapError, FIRST_MANAGER_TIMEOUT_MS, POLL_MS, Progress, client_file_in, wait_for_managers};
+use super::bootstrap::{
+    BOOTSTRAP_INSTANCE, BootstrapError, FIRST_MANAGER_TIMEOUT_MS, POLL_MS, Progress,
+    client_file_in, wait_for_managers,
+};
 use super::clientfile::ClientFile;
 use super::datadir::write_atomic;
 use super::provider::Launch;
@@ -48,13 +51,16 @@ pub fn is_ssh(root: &Path) -> bool {
 
 pub fn load_copy(root: &Path) -> Result<CloudCopy, BootstrapError> {
     let path = cloud_copy_in(root);
-    let text = std::fs::read_to_string(&path).map_err(|e| BootstrapError::Client(format!("{}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| BootstrapError::Client(format!("{}: {e}", path.display())))
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| BootstrapError::Client(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| BootstrapError::Client(format!("{}: {e}", path.display())))
 }
 
 pub fn save_copy(root: &Path, copy: &CloudCopy) -> Result<(), BootstrapError> {
     let path = cloud_copy_in(root);
-    write_atomic(&path, serde_json::to_string_pretty(copy).expect("encodes").as_bytes()).map_err(|e| BootstrapError::Client(format!("{}: {e}", path.display())))
+    write_atomic(&path, serde_json::to_string_pretty(copy).expect("encodes").as_bytes())
+        .map_err(|e| BootstrapError::Client(format!("{}: {e}", path.display())))
 }
 
 fn random_hex() -> String {
@@ -65,16 +71,27 @@ fn random_hex() -> String {
 
 /// Bootstraps an environment on the hosts of `cloud_file`, keeping its
 /// client file and pool copy under `root`; returns the client file.
-pub async fn bootstrap(root: &Path, cloud_file: &Path, desired: u32, progress: Progress<'_>) -> Result<PathBuf, BootstrapError> {
+pub async fn bootstrap(
+    root: &Path,
+    cloud_file: &Path,
+    desired: u32,
+    progress: Progress<'_>,
+) -> Result<PathBuf, BootstrapError> {
     let hosts = cloud::load(cloud_file).map_err(|e| BootstrapError::Client(e.to_string()))?;
     if is_ssh(root) || client_file_in(root).exists() {
         return Err(BootstrapError::Exists(root.display().to_string()));
     }
-    let first = hosts.iter().find(|h| h.allows(cloud::ROLE_MANAGER)).cloned().ok_or_else(|| BootstrapError::Client(format!("no host of {} may run a manager (roles)", cloud_file.display())))?;
+    let first = hosts.iter().find(|h| h.allows(cloud::ROLE_MANAGER)).cloned().ok_or_else(|| {
+        BootstrapError::Client(format!(
+            "no host of {} may run a manager (roles)",
+            cloud_file.display()
+        ))
+    })?;
     super::datadir::create_private_dir(root).map_err(|e| BootstrapError::Client(e.to_string()))?;
     let name = cloud_file.display().to_string();
     let mark = format!("bootstrap:{}", random_hex());
-    let copy = CloudCopy { cloud: name.clone(), environments: vec![mark.clone()], hosts: hosts.clone() };
+    let copy =
+        CloudCopy { cloud: name.clone(), environments: vec![mark.clone()], hosts: hosts.clone() };
     save_copy(root, &copy)?;
     let result = bootstrap_on(root, &first, copy, desired, progress).await;
     if result.is_err() {
@@ -90,12 +107,19 @@ pub async fn bootstrap(root: &Path, cloud_file: &Path, desired: u32, progress: P
     result
 }
 
-async fn bootstrap_on(root: &Path, first: &HostEntry, mut copy: CloudCopy, desired: u32, progress: Progress<'_>) -> Result<PathBuf, BootstrapError> {
+async fn bootstrap_on(
+    root: &Path,
+    first: &HostEntry,
+    mut copy: CloudCopy,
+    desired: u32,
+    progress: Progress<'_>,
+) -> Result<PathBuf, BootstrapError> {
     let mark = copy.environments[0].clone();
     let provider = SshProvider::new(copy.cloud.clone(), copy.hosts.clone()).with_environment(&mark);
     let at = SshProvider::address_of(first)?;
     let dir = host::instance_dir(&first.dir, BOOTSTRAP_INSTANCE);
-    let pool: Vec<(String, String)> = copy.hosts.iter().map(|h| (h.address.clone(), h.to_json())).collect();
+    let pool: Vec<(String, String)> =
+        copy.hosts.iter().map(|h| (h.address.clone(), h.to_json())).collect();
     let launch = Launch {
         name: BOOTSTRAP_INSTANCE.into(),
         machine: "bootstrap".into(),
@@ -114,22 +138,32 @@ async fn bootstrap_on(root: &Path, first: &HostEntry, mut copy: CloudCopy, desir
     let files = vec![("hosts.json", serde_json::to_vec(&pool).expect("encodes"))];
     let started = {
         let (first, launch) = (first.clone(), launch.clone());
-        tokio::task::spawn_blocking(move || provider.start_on(&first, &launch, &files)).await.map_err(|e| BootstrapError::Client(e.to_string()))??
+        tokio::task::spawn_blocking(move || provider.start_on(&first, &launch, &files))
+            .await
+            .map_err(|e| BootstrapError::Client(e.to_string()))??
     };
     if started.existed {
-        return Err(BootstrapError::Exists(format!("{} (instance {BOOTSTRAP_INSTANCE} on {})", root.display(), first.address)));
+        return Err(BootstrapError::Exists(format!(
+            "{} (instance {BOOTSTRAP_INSTANCE} on {})",
+            root.display(),
+            first.address
+        )));
     }
     let c = client::Client::new(first);
     let text = wait_for_client_file(&c).await?;
     let ours = client_file_in(root);
     write_atomic(&ours, text.as_bytes()).map_err(|e| BootstrapError::Client(e.to_string()))?;
     let file = ClientFile::load(&ours).map_err(|e| BootstrapError::Client(e.to_string()))?;
-    let ca = crate::pki::ClusterCa::cert_fingerprint_from_pem(&file.ca_cert).map_err(|e| BootstrapError::Client(e.to_string()))?;
+    let ca = crate::pki::ClusterCa::cert_fingerprint_from_pem(&file.ca_cert)
+        .map_err(|e| BootstrapError::Client(e.to_string()))?;
     let file = ClientFile { endpoints: vec![started.address], ..file };
-    write_atomic(&ours, file.to_yaml().as_bytes()).map_err(|e| BootstrapError::Client(e.to_string()))?;
+    write_atomic(&ours, file.to_yaml().as_bytes())
+        .map_err(|e| BootstrapError::Client(e.to_string()))?;
     copy.environments.push(ca.clone());
     save_copy(root, &copy)?;
-    tokio::task::spawn_blocking(move || host::remark(&c, &mark, &ca)).await.map_err(|e| BootstrapError::Client(e.to_string()))??;
+    tokio::task::spawn_blocking(move || host::remark(&c, &mark, &ca))
+        .await
+        .map_err(|e| BootstrapError::Client(e.to_string()))??;
     wait_for_managers(&ours, desired as usize, progress).await?;
     Ok(ours)
 }
@@ -142,13 +176,23 @@ async fn wait_for_client_file(c: &client::Client) -> Result<String, BootstrapErr
     loop {
         let c2 = client::Client::new(c.entry());
         let f = file.clone();
-        if let Ok(Ok(Some(text))) = tokio::task::spawn_blocking(move || host::read_instance_file(&c2, BOOTSTRAP_INSTANCE, &f)).await {
+        if let Ok(Ok(Some(text))) = tokio::task::spawn_blocking(move || {
+            host::read_instance_file(&c2, BOOTSTRAP_INSTANCE, &f)
+        })
+        .await
+        {
             return Ok(text);
         }
         if Instant::now() > deadline {
-            let log = host::read_instance_file(c, BOOTSTRAP_INSTANCE, "jujud.log").ok().flatten().unwrap_or_default();
+            let log = host::read_instance_file(c, BOOTSTRAP_INSTANCE, "jujud.log")
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            return Err(BootstrapError::FirstManager(format!("no client file after {FIRST_MANAGER_TIMEOUT_MS} ms; its log ends:\n{}", tail.join("\n"))));
+            return Err(BootstrapError::FirstManager(format!(
+                "no client file after {FIRST_MANAGER_TIMEOUT_MS} ms; its log ends:\n{}",
+                tail.join("\n")
+            )));
         }
         tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
     }
@@ -170,9 +214,13 @@ pub fn destroy(root: &Path) -> Result<usize, BootstrapError> {
     }
     client::close_all();
     if !failed.is_empty() {
-        return Err(BootstrapError::Client(format!("could not clean every host (run destroy again once they answer): {}", failed.join("; "))));
+        return Err(BootstrapError::Client(format!(
+            "could not clean every host (run destroy again once they answer): {}",
+            failed.join("; ")
+        )));
     }
-    std::fs::remove_dir_all(root).map_err(|e| BootstrapError::Client(format!("{}: {e}", root.display())))?;
+    std::fs::remove_dir_all(root)
+        .map_err(|e| BootstrapError::Client(format!("{}: {e}", root.display())))?;
     Ok(killed)
 }
 

@@ -53,14 +53,20 @@ struct SnapshotV1 {
 /// Decodes a whole snapshot file (`DIR/state/snapshot-<lsn>.bin`) owned
 /// by `expected` and named for `lsn`: the WAL's header and checksum, then
 /// the payload. Pure, for the fuzz harness.
-pub fn decode_snapshot(file: &[u8], expected: &LogIdentity, lsn: u64) -> Result<Snapshot, StoreError> {
-    let payload = wal::decode_snapshot(file, expected, lsn).map_err(|e| StoreError::Record { lsn, reason: format!("snapshot file: {e:?}") })?;
+pub fn decode_snapshot(
+    file: &[u8],
+    expected: &LogIdentity,
+    lsn: u64,
+) -> Result<Snapshot, StoreError> {
+    let payload = wal::decode_snapshot(file, expected, lsn)
+        .map_err(|e| StoreError::Record { lsn, reason: format!("snapshot file: {e:?}") })?;
     decode_snapshot_payload(payload, lsn)
 }
 
 /// Decodes one log record's payload (a batch of operations). Pure.
 pub fn decode_record(bytes: &[u8], lsn: u64) -> Result<Vec<Stamped>, StoreError> {
-    crate::core::codec::decode_exact_bounded(bytes, MAX_RECORD_DECODE_BYTES).map_err(|e| StoreError::Record { lsn, reason: e.to_string() })
+    crate::core::codec::decode_exact_bounded(bytes, MAX_RECORD_DECODE_BYTES)
+        .map_err(|e| StoreError::Record { lsn, reason: e.to_string() })
 }
 
 /// Decodes a snapshot's payload, in the current format or the one before it.
@@ -79,7 +85,9 @@ pub fn decode_snapshot_payload(bytes: &[u8], lsn: u64) -> Result<Snapshot, Store
 pub enum StoreError {
     #[error(transparent)]
     Wal(#[from] WalError),
-    #[error("state record {lsn} does not decode: {reason}; the log is corrupt (remove DIR/state to recover it from the other managers)")]
+    #[error(
+        "state record {lsn} does not decode: {reason}; the log is corrupt (remove DIR/state to recover it from the other managers)"
+    )]
     Record { lsn: u64, reason: String },
 }
 
@@ -129,9 +137,17 @@ pub struct Store {
 impl Store {
     /// Opens `dir/state`, owned by `id`, rebuilding the replica for a new
     /// actor `me`; `expect` says whether `node.json` records a log.
-    pub fn open(dir: &Path, me: Actor, id: &LogIdentity, expect: Expect) -> Result<(Store, Replica, Recovery), StoreError> {
+    pub fn open(
+        dir: &Path,
+        me: Actor,
+        id: &LogIdentity,
+        expect: Expect,
+    ) -> Result<(Store, Replica, Recovery), StoreError> {
         let (wal, recovered) = Wal::open(dir, id, expect)?;
-        let mut rec = Recovery { torn_tail_bytes: recovered.truncated_torn_tail.as_ref().map(|t| t.bytes_dropped), ..Default::default() };
+        let mut rec = Recovery {
+            torn_tail_bytes: recovered.truncated_torn_tail.as_ref().map(|t| t.bytes_dropped),
+            ..Default::default()
+        };
         let mut replica = match recovered.snapshot {
             Some((lsn, bytes)) => {
                 rec.snapshot_lsn = Some(lsn);
@@ -252,7 +268,10 @@ impl Store {
         let vv = snap.vv.clone();
         let gaps = self.gaps.load(Ordering::Acquire);
         // Unbounded here (it cannot fail); the WAL refuses one over MAX_SNAPSHOT_BYTES.
-        let encode = move || bincode::serde::encode_to_vec(&snap, bincode::config::standard()).map_err(|e| e.to_string());
+        let encode = move || {
+            bincode::serde::encode_to_vec(&snap, bincode::config::standard())
+                .map_err(|e| e.to_string())
+        };
         let done = self.writer.snapshot_after_queued_with(SnapshotBytes::Later(Box::new(encode)));
         let this = self.clone();
         tokio::spawn(async move {

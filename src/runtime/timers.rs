@@ -54,10 +54,16 @@ impl TimerQueue {
         self.seq += 1;
         let key = (timer.at, self.seq);
         if let Some((line, token)) = token {
-            self.lines.entry(line).or_insert_with(|| Line { token, pending: BTreeSet::new() }).pending.insert(key);
+            self.lines
+                .entry(line)
+                .or_insert_with(|| Line { token, pending: BTreeSet::new() })
+                .pending
+                .insert(key);
         }
         self.due.insert(key, timer);
-        debug_assert!(self.lines.values().map(|l| l.pending.len()).sum::<usize>() <= self.due.len());
+        debug_assert!(
+            self.lines.values().map(|l| l.pending.len()).sum::<usize>() <= self.due.len()
+        );
         Ok(())
     }
 
@@ -121,7 +127,8 @@ mod tests {
         }
         assert_eq!(q.next_at(), Some(Duration::from_millis(10)));
         assert!(q.pop_due(Duration::from_millis(9)).is_none());
-        let got: Vec<_> = std::iter::from_fn(|| q.pop_due(Duration::from_millis(25))).map(|t| t.at).collect();
+        let got: Vec<_> =
+            std::iter::from_fn(|| q.pop_due(Duration::from_millis(25))).map(|t| t.at).collect();
         assert_eq!(got, [Duration::from_millis(10), Duration::from_millis(20)]);
         assert_eq!(q.len(), 1);
     }

@@ -66,13 +66,31 @@ pub const MANAGER_RECEIVE_WINDOW_BYTES: u32 = 64 << 20;
 /// What the transport hands the node driver.
 #[derive(Debug)]
 pub enum Inbound {
-    Datagram { from: PeerCert, bytes: Vec<u8> },
-    State { from: PeerCert, bytes: Vec<u8> },
-    Identified { addr: SocketAddr, peer: PeerCert },
+    Datagram {
+        from: PeerCert,
+        bytes: Vec<u8>,
+    },
+    State {
+        from: PeerCert,
+        bytes: Vec<u8>,
+    },
+    Identified {
+        addr: SocketAddr,
+        peer: PeerCert,
+    },
     /// An agent session opened (see `session.rs`).
-    SessionOpened { session: u64, peer: PeerCert, machine: Option<String> },
-    SessionData { session: u64, bytes: Vec<u8> },
-    SessionClosed { session: u64 },
+    SessionOpened {
+        session: u64,
+        peer: PeerCert,
+        machine: Option<String>,
+    },
+    SessionData {
+        session: u64,
+        bytes: Vec<u8>,
+    },
+    SessionClosed {
+        session: u64,
+    },
     /// What became of a workload (agents).
     Workload(crate::core::agent::WorkloadEvent),
     /// What the provider did (managers).
@@ -126,7 +144,8 @@ pub const AGENT_DATAGRAM_BUFFER_BYTES: usize = 64 << 10;
 
 fn base_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(IDLE_TIMEOUT_MS)).expect("idle timeout fits a VarInt");
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(IDLE_TIMEOUT_MS))
+        .expect("idle timeout fits a VarInt");
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(Some(Duration::from_millis(KEEPALIVE_MS)));
     t
@@ -176,14 +195,16 @@ pub fn agent_transport_config() -> Arc<quinn::TransportConfig> {
 
 /// Reads the proven role and id from a connection's peer certificate.
 pub fn peer_of(conn: &quinn::Connection) -> Option<(CertRole, NodeId)> {
-    let certs = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    let certs =
+        conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
     let (role, id) = pki::peer_from_der(certs.first()?.as_ref()).ok()?;
     Some((role, NodeId(id)))
 }
 
 /// The machine an agent's certificate is bound to, if any.
 pub fn machine_of(conn: &quinn::Connection) -> Option<String> {
-    let certs = conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    let certs =
+        conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
     pki::machine_from_der(certs.first()?.as_ref()).ok()?
 }
 
@@ -242,8 +263,10 @@ impl Transport {
             }
             return;
         }
-        let recently_failed =
-            table.failed_at.get(&to.id).is_some_and(|t| t.elapsed() < Duration::from_millis(DIAL_RETRY_MS));
+        let recently_failed = table
+            .failed_at
+            .get(&to.id)
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(DIAL_RETRY_MS));
         if recently_failed {
             self.metrics.count_drop(crate::metrics::DropReason::NoConnection);
             return;
@@ -398,14 +421,20 @@ impl Transport {
     /// kind's deadline, into a buffer that grows as bytes arrive.
     async fn read_uni(&self, conn: quinn::Connection, mut recv: quinn::RecvStream, from: PeerCert) {
         let mut kind = [0u8; 1];
-        let first = tokio::time::timeout(Duration::from_millis(UNI_STREAM_DEADLINE_MS), recv.read_exact(&mut kind)).await;
+        let first = tokio::time::timeout(
+            Duration::from_millis(UNI_STREAM_DEADLINE_MS),
+            recv.read_exact(&mut kind),
+        )
+        .await;
         if !matches!(first, Ok(Ok(()))) {
             self.metrics.count_drop(crate::metrics::DropReason::StreamTimeout);
             return;
         }
         let (limit, deadline_ms) = match (kind[0], from.role) {
             (STREAM_SWIM, _) => (MAX_FALLBACK_FRAME_BYTES, UNI_STREAM_DEADLINE_MS),
-            (STREAM_STATE, Role::Manager) => (crate::core::state::sync::MAX_STATE_MSG_BYTES, STATE_STREAM_DEADLINE_MS),
+            (STREAM_STATE, Role::Manager) => {
+                (crate::core::state::sync::MAX_STATE_MSG_BYTES, STATE_STREAM_DEADLINE_MS)
+            }
             (STREAM_STATE, _) => {
                 // Authorise before reading: only managers replicate state.
                 tracing::warn!(peer = %from.id, role = from.role.as_str(), "refused a state stream from a member that is not a manager; closing its connection");
@@ -420,7 +449,11 @@ impl Transport {
                 return;
             }
         };
-        let frame = tokio::time::timeout(Duration::from_millis(deadline_ms), super::wire::read_raw_frame(&mut recv, limit)).await;
+        let frame = tokio::time::timeout(
+            Duration::from_millis(deadline_ms),
+            super::wire::read_raw_frame(&mut recv, limit),
+        )
+        .await;
         match frame {
             Ok(Ok(bytes)) if kind[0] == STREAM_SWIM => self.deliver(from, bytes),
             Ok(Ok(bytes)) => {
@@ -492,7 +525,12 @@ impl Transport {
 }
 
 /// Opens a uni stream, writes its kind byte and one raw frame, finishes it.
-async fn send_uni(conn: &quinn::Connection, kind: u8, bytes: &[u8], limit: usize) -> Result<(), String> {
+async fn send_uni(
+    conn: &quinn::Connection,
+    kind: u8,
+    bytes: &[u8],
+    limit: usize,
+) -> Result<(), String> {
     let mut send = conn.open_uni().await.map_err(|e| e.to_string())?;
     send.write_all(&[kind]).await.map_err(|e| e.to_string())?;
     super::wire::write_raw_frame(&mut send, bytes, limit).await.map_err(|e| e.to_string())?;
@@ -519,10 +557,16 @@ impl Transport {
             };
             let Ok((mut send, mut recv)) = conn.open_bi().await else { return };
             let req = super::wire::Request::SyncNotices(notices);
-            if super::wire::write_frame(&mut send, &req, super::wire::MAX_API_FRAME_BYTES).await.is_ok() {
+            if super::wire::write_frame(&mut send, &req, super::wire::MAX_API_FRAME_BYTES)
+                .await
+                .is_ok()
+            {
                 let _ = send.finish();
                 let wait = Duration::from_millis(SHARE_NOTICES_ANSWER_MS);
-                let answer = super::wire::read_frame::<super::wire::Response>(&mut recv, super::wire::MAX_API_FRAME_BYTES);
+                let answer = super::wire::read_frame::<super::wire::Response>(
+                    &mut recv,
+                    super::wire::MAX_API_FRAME_BYTES,
+                );
                 let _ = tokio::time::timeout(wait, answer).await;
             }
         });

@@ -100,7 +100,10 @@ mod tests {
 7f0000300000-7f0000301000 r-xp 00000000 00:00 0
 7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
 ";
-        assert_eq!(code_mappings(maps), vec![(0x55d0c0100000, 0x800000), (0x7f0000000000, 0x200000)]);
+        assert_eq!(
+            code_mappings(maps),
+            vec![(0x55d0c0100000, 0x800000), (0x7f0000000000, 0x200000)]
+        );
     }
 
     #[test]

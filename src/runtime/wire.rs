@@ -67,7 +67,12 @@ pub async fn write_frame_within<T: Serialize>(
     limit: usize,
     deadline_ms: u64,
 ) -> Result<(), FrameError> {
-    match tokio::time::timeout(std::time::Duration::from_millis(deadline_ms), write_frame(send, value, limit)).await {
+    match tokio::time::timeout(
+        std::time::Duration::from_millis(deadline_ms),
+        write_frame(send, value, limit),
+    )
+    .await
+    {
         Ok(done) => done,
         Err(_) => {
             let _ = send.reset(super::transport::STREAM_REFUSED.into());
@@ -92,7 +97,10 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(
 /// (less than twice it), whatever lengths the bytes claim. A claim past
 /// that is a [`FrameError::Decode`], never an allocation. Pure: the fuzz
 /// harness calls it directly.
-pub fn decode_frame_body<T: serde::de::DeserializeOwned>(bytes: &[u8], frame_limit: usize) -> Result<T, FrameError> {
+pub fn decode_frame_body<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    frame_limit: usize,
+) -> Result<T, FrameError> {
     if bytes.len() > frame_limit {
         return Err(FrameError::TooLarge { len: bytes.len(), limit: frame_limit });
     }
@@ -100,7 +108,11 @@ pub fn decode_frame_body<T: serde::de::DeserializeOwned>(bytes: &[u8], frame_lim
 }
 
 /// Writes one frame of raw bytes (no encoding).
-pub async fn write_raw_frame(send: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8], limit: usize) -> Result<(), FrameError> {
+pub async fn write_raw_frame(
+    send: &mut (impl AsyncWriteExt + Unpin),
+    bytes: &[u8],
+    limit: usize,
+) -> Result<(), FrameError> {
     if bytes.len() > limit {
         return Err(FrameError::TooLarge { len: bytes.len(), limit });
     }
@@ -112,7 +124,10 @@ pub async fn write_raw_frame(send: &mut (impl AsyncWriteExt + Unpin), bytes: &[u
 /// Reads one frame of raw bytes of at most `limit` bytes. The buffer grows
 /// as bytes arrive (never more than twice what was received), so a length
 /// claim costs nothing until its bytes are sent.
-pub async fn read_raw_frame(recv: &mut (impl AsyncReadExt + Unpin), limit: usize) -> Result<Vec<u8>, FrameError> {
+pub async fn read_raw_frame(
+    recv: &mut (impl AsyncReadExt + Unpin),
+    limit: usize,
+) -> Result<Vec<u8>, FrameError> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len).await?;
     read_raw_body(recv, u32::from_be_bytes(len) as usize, limit).await
@@ -139,7 +154,11 @@ pub async fn read_raw_frame_started(
         .map_err(|_| FrameError::TimedOut { ms: frame_deadline_ms })?
 }
 
-async fn read_raw_body(recv: &mut (impl AsyncReadExt + Unpin), len: usize, limit: usize) -> Result<Vec<u8>, FrameError> {
+async fn read_raw_body(
+    recv: &mut (impl AsyncReadExt + Unpin),
+    len: usize,
+    limit: usize,
+) -> Result<Vec<u8>, FrameError> {
     if len > limit {
         return Err(FrameError::TooLarge { len, limit });
     }
@@ -303,12 +322,27 @@ pub struct TokenRow {
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
-    Members { answered_by: String, members: Vec<MemberRow> },
-    Token { token: String, row: TokenRow },
+    Members {
+        answered_by: String,
+        members: Vec<MemberRow>,
+    },
+    Token {
+        token: String,
+        row: TokenRow,
+    },
     /// One page of tokens; `matched` counts every page, `bytes_kept` is what
     /// the answering manager keeps for tokens and revocations.
-    Tokens { rows: Vec<TokenRow>, matched: u64, bytes_kept: u64 },
-    Status { answered_by: String, status: StatusView, members: Vec<MemberRow>, controller: crate::core::control::ControllerInfo },
+    Tokens {
+        rows: Vec<TokenRow>,
+        matched: u64,
+        bytes_kept: u64,
+    },
+    Status {
+        answered_by: String,
+        status: StatusView,
+        members: Vec<MemberRow>,
+        controller: crate::core::control::ControllerInfo,
+    },
     Applied(Outcome),
     Done,
     Error(String),
@@ -334,16 +368,34 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_limits_hold() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, &Request::TokenRevoke { token_id: "abc".into(), wait_replicated: None, timeout_ms: 1 }, 1024).await.unwrap();
+        write_frame(
+            &mut buf,
+            &Request::TokenRevoke { token_id: "abc".into(), wait_replicated: None, timeout_ms: 1 },
+            1024,
+        )
+        .await
+        .unwrap();
         let back: Request = read_frame(&mut &buf[..], 1024).await.unwrap();
         assert!(matches!(back, Request::TokenRevoke { token_id, .. } if token_id == "abc"));
-        assert!(matches!(read_frame::<Request>(&mut &buf[..], 2).await, Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            read_frame::<Request>(&mut &buf[..], 2).await,
+            Err(FrameError::TooLarge { .. })
+        ));
         let huge = (u32::MAX).to_be_bytes();
-        assert!(matches!(read_frame::<Request>(&mut &huge[..], 1024).await, Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            read_frame::<Request>(&mut &huge[..], 1024).await,
+            Err(FrameError::TooLarge { .. })
+        ));
         let garbage = [0, 0, 0, 3, 0xff, 0xff, 0xff];
-        assert!(matches!(read_frame::<Request>(&mut &garbage[..], 1024).await, Err(FrameError::Decode(_))));
+        assert!(matches!(
+            read_frame::<Request>(&mut &garbage[..], 1024).await,
+            Err(FrameError::Decode(_))
+        ));
         let truncated = &buf[..buf.len() - 1];
-        assert!(matches!(read_frame::<Request>(&mut &truncated[..], 1024).await, Err(FrameError::Io(_))));
+        assert!(matches!(
+            read_frame::<Request>(&mut &truncated[..], 1024).await,
+            Err(FrameError::Io(_))
+        ));
     }
 
     /// A varint length claim of 2^60 bytes: bincode's 0xfd marker, then
@@ -365,10 +417,17 @@ mod tests {
         let got = read_frame::<JoinRequest>(&mut &frame[..], MAX_JOIN_FRAME_BYTES).await;
         assert!(matches!(got, Err(FrameError::Decode(_))), "{got:?}");
         // The same claim inside every frame type, at every frame limit.
-        for limit in [MAX_FALLBACK_BYTES_FOR_TEST, MAX_JOIN_FRAME_BYTES, MAX_API_FRAME_BYTES, MAX_STATUS_FRAME_BYTES] {
+        for limit in [
+            MAX_FALLBACK_BYTES_FOR_TEST,
+            MAX_JOIN_FRAME_BYTES,
+            MAX_API_FRAME_BYTES,
+            MAX_STATUS_FRAME_BYTES,
+        ] {
             assert!(decode_frame_body::<Request>(&[&[4u8][..], &body].concat(), limit).is_err());
             assert!(decode_frame_body::<Response>(&[&[6u8][..], &body].concat(), limit).is_err());
-            assert!(decode_frame_body::<JoinResponse>(&[&[1u8][..], &body].concat(), limit).is_err());
+            assert!(
+                decode_frame_body::<JoinResponse>(&[&[1u8][..], &body].concat(), limit).is_err()
+            );
         }
         let notices = [&[1u8, 0][..], &body].concat();
         assert!(decode_notices(&notices).is_err());
@@ -383,15 +442,36 @@ mod tests {
     #[test]
     fn a_claim_past_the_bound_is_refused_before_allocating() {
         let claim = |n: u32| [&[0xfcu8][..], &n.to_le_bytes()].concat();
-        let over = decode_frame_body::<String>(&claim(MAX_JOIN_FRAME_BYTES as u32 + 1), MAX_JOIN_FRAME_BYTES);
-        assert!(matches!(over, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")), "{over:?}");
-        let past_received = decode_frame_body::<String>(&claim(MAX_JOIN_FRAME_BYTES as u32 - 8), MAX_JOIN_FRAME_BYTES);
-        assert!(matches!(past_received, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")), "5 bytes received: {past_received:?}");
+        let over = decode_frame_body::<String>(
+            &claim(MAX_JOIN_FRAME_BYTES as u32 + 1),
+            MAX_JOIN_FRAME_BYTES,
+        );
+        assert!(
+            matches!(over, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")),
+            "{over:?}"
+        );
+        let past_received = decode_frame_body::<String>(
+            &claim(MAX_JOIN_FRAME_BYTES as u32 - 8),
+            MAX_JOIN_FRAME_BYTES,
+        );
+        assert!(
+            matches!(past_received, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")),
+            "5 bytes received: {past_received:?}"
+        );
         let within = decode_frame_body::<String>(&claim(1_000), MAX_JOIN_FRAME_BYTES);
-        assert!(matches!(within, Err(FrameError::Decode(ref e)) if e.contains("UnexpectedEnd")), "{within:?}");
+        assert!(
+            matches!(within, Err(FrameError::Decode(ref e)) if e.contains("UnexpectedEnd")),
+            "{within:?}"
+        );
         let odd = decode_frame_body::<String>(&claim(3_000 * 2), 3_000);
-        assert!(matches!(odd, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")), "a 3,000-byte limit is bound at 4 KiB: {odd:?}");
-        assert!(matches!(decode_frame_body::<String>(&claim(1), codec::MAX_DECODE_BOUND_BYTES * 2), Err(FrameError::Decode(_))));
+        assert!(
+            matches!(odd, Err(FrameError::Decode(ref e)) if e.contains("LimitExceeded")),
+            "a 3,000-byte limit is bound at 4 KiB: {odd:?}"
+        );
+        assert!(matches!(
+            decode_frame_body::<String>(&claim(1), codec::MAX_DECODE_BOUND_BYTES * 2),
+            Err(FrameError::Decode(_))
+        ));
     }
 
     /// A frame that claims more than was sent costs only what was sent, and
@@ -400,7 +480,10 @@ mod tests {
     async fn a_short_frame_is_an_early_end() {
         let mut frame = (MAX_API_FRAME_BYTES as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(b"abc");
-        assert!(matches!(read_raw_frame(&mut &frame[..], MAX_API_FRAME_BYTES).await, Err(FrameError::Io(_))));
+        assert!(matches!(
+            read_raw_frame(&mut &frame[..], MAX_API_FRAME_BYTES).await,
+            Err(FrameError::Io(_))
+        ));
     }
 
     /// A peer that starts a frame and stalls is cut off at the deadline.

@@ -80,7 +80,9 @@ impl Workloads {
     pub fn open(data_dir: &Path, inbox: mpsc::Sender<Inbound>) -> Workloads {
         // Absolute: workloads run in their unit's dir, and their status file
         // path must not depend on it.
-        let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()).join(UNITS_DIR);
+        let dir = std::fs::canonicalize(data_dir)
+            .unwrap_or_else(|_| data_dir.to_path_buf())
+            .join(UNITS_DIR);
         if let Err(e) = super::datadir::create_private_dir(&dir) {
             tracing::error!(dir = %dir.display(), error = %e, "cannot create the units dir");
         }
@@ -109,7 +111,12 @@ impl Workloads {
     fn save(&self) {
         let groups: Vec<Group> = {
             let running = self.running.lock().expect("workload table poisoned");
-            running.iter().filter_map(|(u, r)| Some(Group { unit: u.clone(), pgid: r.pgid, start_ticks: start_ticks(r.pgid)? })).collect()
+            running
+                .iter()
+                .filter_map(|(u, r)| {
+                    Some(Group { unit: u.clone(), pgid: r.pgid, start_ticks: start_ticks(r.pgid)? })
+                })
+                .collect()
         };
         let bytes = serde_json::to_vec(&groups).expect("groups encode");
         if let Err(e) = super::datadir::write_atomic(&self.dir.join(GROUPS_FILE), &bytes) {
@@ -128,27 +135,38 @@ impl Workloads {
     fn start(&self, unit: String, run: u64, command: &str, env: Vec<(String, String)>) {
         let unit_dir = self.dir.join(unit_dir_name(&unit));
         let status_file = unit_dir.join("status");
-        let spawned = super::datadir::create_private_dir(&unit_dir).map_err(|e| e.to_string()).and_then(|_| {
-            // Emptied and 0600 before the workload writes it (`>` keeps the
-            // mode): an empty file is no status.
-            let _ = std::fs::remove_file(&status_file);
-            open_log(&status_file).map_err(|e| format!("status file: {e}"))?;
-            let log = open_log(&unit_dir.join("workload.log")).map_err(|e| format!("log file: {e}"))?;
-            let err = log.try_clone().map_err(|e| e.to_string())?;
-            let mut cmd = tokio::process::Command::new("/bin/sh");
-            cmd.arg("-c").arg(command).envs(env).env("JUJU_STATUS_FILE", &status_file).current_dir(&unit_dir);
-            cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(err)).process_group(0).kill_on_drop(false);
-            // SAFETY: prctl is async-signal-safe; it only asks the kernel to
-            // kill the child when this agent dies, so no workload outlives a
-            // SIGKILLed agent by much (the record above covers the rest).
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            cmd.spawn().map_err(|e| e.to_string())
-        });
+        let spawned = super::datadir::create_private_dir(&unit_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                // Emptied and 0600 before the workload writes it (`>` keeps the
+                // mode): an empty file is no status.
+                let _ = std::fs::remove_file(&status_file);
+                open_log(&status_file).map_err(|e| format!("status file: {e}"))?;
+                let log = open_log(&unit_dir.join("workload.log"))
+                    .map_err(|e| format!("log file: {e}"))?;
+                let err = log.try_clone().map_err(|e| e.to_string())?;
+                let mut cmd = tokio::process::Command::new("/bin/sh");
+                cmd.arg("-c")
+                    .arg(command)
+                    .envs(env)
+                    .env("JUJU_STATUS_FILE", &status_file)
+                    .current_dir(&unit_dir);
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::from(log))
+                    .stderr(Stdio::from(err))
+                    .process_group(0)
+                    .kill_on_drop(false);
+                // SAFETY: prctl is async-signal-safe; it only asks the kernel to
+                // kill the child when this agent dies, so no workload outlives a
+                // SIGKILLed agent by much (the record above covers the rest).
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                cmd.spawn().map_err(|e| e.to_string())
+            });
         let mut child = match spawned {
             Ok(c) => c,
             Err(error) => {
@@ -182,7 +200,9 @@ impl Workloads {
                 }
             }
             tracing::info!(%unit, run, code = ?code, signal = ?signal, "workload exited");
-            let _ = inbox.send(Inbound::Workload(WorkloadEvent::Exited { unit, run, code, signal })).await;
+            let _ = inbox
+                .send(Inbound::Workload(WorkloadEvent::Exited { unit, run, code, signal }))
+                .await;
         });
     }
 
@@ -199,7 +219,11 @@ impl Workloads {
         let unit = unit.to_string();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(STOP_GRACE_MS)).await;
-            let still = running.lock().expect("workload table poisoned").get(&unit).is_some_and(|r| r.run == run);
+            let still = running
+                .lock()
+                .expect("workload table poisoned")
+                .get(&unit)
+                .is_some_and(|r| r.run == run);
             if still {
                 signal_group(pgid, libc::SIGKILL);
             }

@@ -28,7 +28,8 @@ pub const FLOOD_SOCKETS: usize = 16;
 
 /// The cluster's CA, read from a manager's data dir (tests can: they made it).
 pub fn cluster_ca(data_dir: &Path) -> ClusterCa {
-    let read = |f: &str| std::fs::read_to_string(data_dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    let read =
+        |f: &str| std::fs::read_to_string(data_dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     ClusterCa::from_pem(read("ca.pem"), read("ca.key")).expect("the cluster CA")
 }
 
@@ -42,7 +43,12 @@ fn client_endpoint() -> quinn::Endpoint {
 
 /// A connection on the peer ALPN with a fresh agent certificate for
 /// `machine`, as a compromised agent would have.
-pub async fn agent_conn(ca: &ClusterCa, target: SocketAddr, node_id: u64, machine: &str) -> Result<quinn::Connection, String> {
+pub async fn agent_conn(
+    ca: &ClusterCa,
+    target: SocketAddr,
+    node_id: u64,
+    machine: &str,
+) -> Result<quinn::Connection, String> {
     agent_conn_with(ca, target, node_id, machine, quinn::TransportConfig::default()).await
 }
 
@@ -66,21 +72,31 @@ pub async fn agent_conn_with(
     let cert = ca.issue_agent(node_id, machine, 1).map_err(|e| e.to_string())?;
     let tls = pki::client_config(ca, &cert).map_err(|e| e.to_string())?;
     let cfg = pki::quinn_client_config(tls, Arc::new(transport)).map_err(|e| e.to_string())?;
-    let conn = client_endpoint().connect_with(cfg, target, pki::SERVER_NAME).map_err(|e| e.to_string())?;
-    tokio::time::timeout(Duration::from_secs(10), conn).await.map_err(|_| "handshake timed out".to_string())?.map_err(|e| e.to_string())
+    let conn =
+        client_endpoint().connect_with(cfg, target, pki::SERVER_NAME).map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// The join ALPN's client config (no certificate), pinned to `ca`.
 pub fn join_config(ca: &ClusterCa) -> quinn::ClientConfig {
     install_crypto();
     let tls = pki::join_client_config(&ca.fingerprint()).expect("join config");
-    pki::quinn_client_config(tls, Arc::new(quinn::TransportConfig::default())).expect("quinn join config")
+    pki::quinn_client_config(tls, Arc::new(quinn::TransportConfig::default()))
+        .expect("quinn join config")
 }
 
 /// A connection on the join ALPN, as anyone on the network can make.
 pub async fn join_conn(ca: &ClusterCa, target: SocketAddr) -> Result<quinn::Connection, String> {
-    let conn = client_endpoint().connect_with(join_config(ca), target, pki::SERVER_NAME).map_err(|e| e.to_string())?;
-    tokio::time::timeout(Duration::from_secs(10), conn).await.map_err(|_| "handshake timed out".to_string())?.map_err(|e| e.to_string())
+    let conn = client_endpoint()
+        .connect_with(join_config(ca), target, pki::SERVER_NAME)
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// A varint length claim of 2^60 bytes (bincode: 0xfd, then a u64).
@@ -99,7 +115,11 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
 
 /// Opens a bidirectional stream, sends `bytes` (and finishes unless
 /// `stall`), and returns the stream's ends.
-pub async fn send_bi(conn: &quinn::Connection, bytes: &[u8], stall: bool) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
+pub async fn send_bi(
+    conn: &quinn::Connection,
+    bytes: &[u8],
+    stall: bool,
+) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
     let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     send.write_all(bytes).await.map_err(|e| e.to_string())?;
     if !stall {
@@ -120,7 +140,11 @@ pub async fn read_all_within(recv: &mut quinn::RecvStream, cap: Duration) -> Opt
 
 /// Opens a uni stream announcing a state message of `claim` bytes, sends
 /// `sent` bytes of it and leaves it open.
-pub async fn announce_state(conn: &quinn::Connection, claim: u32, sent: usize) -> Result<quinn::SendStream, String> {
+pub async fn announce_state(
+    conn: &quinn::Connection,
+    claim: u32,
+    sent: usize,
+) -> Result<quinn::SendStream, String> {
     let mut send = conn.open_uni().await.map_err(|e| e.to_string())?;
     let mut head = vec![STREAM_STATE];
     head.extend_from_slice(&claim.to_be_bytes());
@@ -147,15 +171,22 @@ pub async fn first_flights(n: usize, cfg: quinn::ClientConfig) -> Vec<Vec<u8>> {
     let endpoint = client_endpoint();
     // Every dialed connection is held until the end: one dropped early
     // would send a close instead of its ClientHello.
-    let (mut seen, mut out, mut held) = (BTreeSet::new(), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut seen, mut out, mut held) =
+        (BTreeSet::new(), Vec::with_capacity(n), Vec::with_capacity(n));
     let deadline = Instant::now() + Duration::from_millis(CAPTURE_CAP_MS);
     let mut buf = vec![0u8; 65_536];
     while out.len() < n && Instant::now() < deadline {
         // Dial in batches so the capture keeps up with what is emitted.
         while held.len() < out.len() + 64 && held.len() < n {
-            held.push(endpoint.connect_with(cfg.clone(), sink_addr, pki::SERVER_NAME).expect("connect"));
+            held.push(
+                endpoint.connect_with(cfg.clone(), sink_addr, pki::SERVER_NAME).expect("connect"),
+            );
         }
-        let Ok(Ok(len)) = tokio::time::timeout(Duration::from_millis(500), sink.recv(&mut buf)).await else { continue };
+        let Ok(Ok(len)) =
+            tokio::time::timeout(Duration::from_millis(500), sink.recv(&mut buf)).await
+        else {
+            continue;
+        };
         let pkt = &buf[..len];
         if let Some(dcid) = initial_dcid(pkt)
             && seen.insert(dcid.to_vec())
@@ -191,11 +222,15 @@ pub fn flood(
     stop: &std::sync::atomic::AtomicBool,
     progress: &std::sync::atomic::AtomicUsize,
 ) -> FloodReport {
-    let socks: Vec<UdpSocket> = (0..FLOOD_SOCKETS).map(|_| UdpSocket::bind("127.0.0.1:0").expect("flood socket")).collect();
+    let socks: Vec<UdpSocket> =
+        (0..FLOOD_SOCKETS).map(|_| UdpSocket::bind("127.0.0.1:0").expect("flood socket")).collect();
     let start = Instant::now();
     let tick = Duration::from_millis(10);
     let mut sent = 0;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed() < Duration::from_secs(max_secs) && sent < max_sent {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+        && start.elapsed() < Duration::from_secs(max_secs)
+        && sent < max_sent
+    {
         let due = (start.elapsed().as_millis() as u64 * per_sec / 1000) as usize;
         while sent < due.min(max_sent) {
             let pkt = &flights[sent % flights.len()];

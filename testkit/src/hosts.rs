@@ -63,17 +63,29 @@ pub struct Hosts {
 }
 
 fn run(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {cmd}: {e}"))
+    Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd}: {e}"))
 }
 
 fn must(cmd: &str, args: &[&str]) -> String {
     let out = run(cmd, args);
-    assert!(out.status.success(), "{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn keygen(path: &Path) {
-    must("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "jujud-test", "-f", path.to_str().unwrap()]);
+    must(
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-C", "jujud-test", "-f", path.to_str().unwrap()],
+    );
 }
 
 /// `SHA256:...` of a public key file.
@@ -90,9 +102,13 @@ impl Hosts {
         if unsafe { libc::geteuid() } != 0 {
             return Err("not root: network namespaces need root".into());
         }
-        for tool in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/bin/ssh-keyscan"] {
+        for tool in
+            ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/bin/ssh-keyscan"]
+        {
             if !Path::new(tool).exists() {
-                return Err(format!("{tool} is missing (apt-get install openssh-server openssh-client)"));
+                return Err(format!(
+                    "{tool} is missing (apt-get install openssh-server openssh-client)"
+                ));
             }
         }
         Ok(())
@@ -164,7 +180,16 @@ impl Hosts {
         );
         std::fs::write(&sshd_config, config).unwrap();
         let fp = fingerprint(&host_key.with_extension("pub"));
-        Host { name: format!("host{i}"), ns, addr, dir: home.join("jujud"), host_key: fp, link, sshd_config, sshd: None }
+        Host {
+            name: format!("host{i}"),
+            ns,
+            addr,
+            dir: home.join("jujud"),
+            host_key: fp,
+            link,
+            sshd_config,
+            sshd: None,
+        }
     }
 
     /// (Re)starts host `i`'s sshd and waits until it accepts connections.
@@ -172,7 +197,16 @@ impl Hosts {
         std::fs::create_dir_all("/run/sshd").unwrap();
         let h = &mut self.hosts[i];
         let child = Command::new("ip")
-            .args(["netns", "exec", &h.ns, "/usr/sbin/sshd", "-D", "-e", "-f", h.sshd_config.to_str().unwrap()])
+            .args([
+                "netns",
+                "exec",
+                &h.ns,
+                "/usr/sbin/sshd",
+                "-D",
+                "-e",
+                "-f",
+                h.sshd_config.to_str().unwrap(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -184,7 +218,11 @@ impl Hosts {
             if self.ssh(i, "true").status.success() {
                 return;
             }
-            assert!(Instant::now() < deadline, "sshd of {} did not answer within {SSHD_READY_MS} ms", self.hosts[i].name);
+            assert!(
+                Instant::now() < deadline,
+                "sshd of {} did not answer within {SSHD_READY_MS} ms",
+                self.hosts[i].name
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -193,11 +231,23 @@ impl Hosts {
     pub fn ssh(&self, i: usize, cmd: &str) -> Output {
         let h = &self.hosts[i];
         let known = self.root.join(format!("known_hosts_{i}"));
-        let line = format!("{} {}", h.addr, std::fs::read_to_string(h.sshd_config.with_file_name("ssh_host_ed25519_key.pub")).unwrap());
+        let line = format!(
+            "{} {}",
+            h.addr,
+            std::fs::read_to_string(h.sshd_config.with_file_name("ssh_host_ed25519_key.pub"))
+                .unwrap()
+        );
         std::fs::write(&known, line).unwrap();
         Command::new("ssh")
             .args(["-n", "-i", self.key.to_str().unwrap(), "-p", &SSH_PORT.to_string()])
-            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "StrictHostKeyChecking=yes"])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=3",
+                "-o",
+                "StrictHostKeyChecking=yes",
+            ])
             .args(["-o", &format!("UserKnownHostsFile={}", known.display())])
             .arg(format!("root@{}", h.addr))
             .arg(cmd)
@@ -208,7 +258,11 @@ impl Hosts {
 
     /// The cloud file (YAML) for hosts `which`, every host allowed every
     /// role unless `roles` says otherwise for it.
-    pub fn cloud_yaml(&self, which: &[usize], roles: impl Fn(usize) -> Option<&'static str>) -> String {
+    pub fn cloud_yaml(
+        &self,
+        which: &[usize],
+        roles: impl Fn(usize) -> Option<&'static str>,
+    ) -> String {
         let mut s = String::from("hosts:\n");
         for &i in which {
             let h = &self.hosts[i];
@@ -236,14 +290,21 @@ impl Hosts {
     /// Every process in host `i`'s namespace.
     pub fn pids(&self, i: usize) -> Vec<i32> {
         let out = run("ip", &["netns", "pids", &self.hosts[i].ns]);
-        String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
     }
 
     /// The jujud processes on host `i` (by their executable's name).
     pub fn jujud_pids(&self, i: usize) -> Vec<i32> {
         self.pids(i)
             .into_iter()
-            .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"jujud"))))
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                    c.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"jujud"))
+                })
+            })
             .collect()
     }
 

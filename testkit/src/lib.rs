@@ -10,5 +10,5 @@
 
 pub mod attack;
 pub mod bench;
-pub mod stats;
 pub mod hosts;
+pub mod stats;

@@ -19,6 +19,10 @@ impl Samples {
         self.v.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.v.is_empty()
+    }
+
     /// Every sample, in the order pushed.
     pub fn values(&self) -> &[f64] {
         &self.v

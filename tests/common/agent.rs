@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{LogBook, field, jujud_bin, juju, message, spawn_logged};
+use super::{LogBook, field, juju, jujud_bin, message, spawn_logged};
 
 /// One running `jujud agent`.
 pub struct Agent {
@@ -41,8 +41,15 @@ impl Agent {
         }
         let (child, log) = spawn_logged(cmd);
         log.wait_for("agent starting", |l| l.iter().any(|v| message(v) == "agent starting"));
-        let start = log.snapshot().into_iter().rev().find(|v| message(v) == "agent starting").unwrap();
-        Agent { child: Some(child), dir: dir.to_path_buf(), log, id: field(&start, "id"), machine: field(&start, "machine") }
+        let start =
+            log.snapshot().into_iter().rev().find(|v| message(v) == "agent starting").unwrap();
+        Agent {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            log,
+            id: field(&start, "id"),
+            machine: field(&start, "machine"),
+        }
     }
 
     /// The manager of the newest session, once one is open.
@@ -52,12 +59,21 @@ impl Agent {
     }
 
     pub fn session_manager(&self) -> Option<String> {
-        self.log.snapshot().iter().rev().find(|v| message(v) == "agent session opened").map(|v| field(v, "manager"))
+        self.log
+            .snapshot()
+            .iter()
+            .rev()
+            .find(|v| message(v) == "agent session opened")
+            .map(|v| field(v, "manager"))
     }
 
     /// How many times each unit's workload was started, so far.
     pub fn starts(&self, unit: &str) -> usize {
-        self.log.snapshot().iter().filter(|v| message(v) == "workload started" && field(v, "unit") == unit).count()
+        self.log
+            .snapshot()
+            .iter()
+            .filter(|v| message(v) == "workload started" && field(v, "unit") == unit)
+            .count()
     }
 
     pub fn sessions_opened(&self) -> usize {
@@ -107,16 +123,22 @@ pub fn status(client_file: &Path) -> Value {
 
 /// A unit's status text as the answering manager shows it.
 pub fn unit_status(st: &Value, unit: &str) -> String {
-    st["status"]["units"].as_array().unwrap().iter().find(|u| u["id"] == unit).map_or(String::new(), |u| {
-        u["status"][0].as_str().unwrap_or("").to_string()
-    })
+    st["status"]["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == unit)
+        .map_or(String::new(), |u| u["status"][0].as_str().unwrap_or("").to_string())
 }
 
 /// A machine's agent presence as the answering manager shows it.
 pub fn presence(st: &Value, machine: &str) -> String {
-    st["status"]["machines"].as_array().unwrap().iter().find(|m| m["id"] == machine).map_or(String::new(), |m| {
-        m["presence"].as_str().unwrap_or("").to_string()
-    })
+    st["status"]["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == machine)
+        .map_or(String::new(), |m| m["presence"].as_str().unwrap_or("").to_string())
 }
 
 /// Runs a change through `juju ... --format json` and returns its outcome.
@@ -130,19 +152,28 @@ pub fn change(client_file: &Path, args: &[&str]) -> Value {
 
 /// The `(machine, token)` pairs of a change's outcome.
 pub fn tokens(outcome: &Value) -> Vec<(String, String)> {
-    outcome["tokens"].as_array().unwrap().iter().map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string())).collect()
+    outcome["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
+        .collect()
 }
 
 /// Polls `juju status` until `pred` holds (each poll is a real request;
 /// the cap is only a failure bound).
 pub fn wait_status(client_file: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(super::EVENT_CAP_MS);
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(super::EVENT_CAP_MS);
     loop {
         let st = status(client_file);
         if pred(&st) {
             return st;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; last status: {st:#}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last status: {st:#}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

@@ -54,7 +54,11 @@ impl LogBook {
         let mut lines = self.lines.lock().unwrap();
         while !pred(&lines) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {what}; log:\n{}", self.raw.lock().unwrap().join("\n"));
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; log:\n{}",
+                self.raw.lock().unwrap().join("\n")
+            );
             lines = self.changed.wait_timeout(lines, left).unwrap().0;
         }
     }
@@ -148,7 +152,13 @@ impl Peer {
 
     /// Starts `jujud peer` in `netns` if given, with `token` (if any) in
     /// `JUJUD_TOKEN`; waits for "manager starting".
-    pub fn start_with(netns: Option<&str>, dir: &Path, addr: SocketAddr, extra: &[&str], token: Option<&str>) -> Peer {
+    pub fn start_with(
+        netns: Option<&str>,
+        dir: &Path,
+        addr: SocketAddr,
+        extra: &[&str],
+        token: Option<&str>,
+    ) -> Peer {
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -157,14 +167,23 @@ impl Peer {
             }
             None => Command::new(jujud_bin()),
         };
-        cmd.args(["peer", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--log-format", "json"]);
+        cmd.args([
+            "peer",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+            "--log-format",
+            "json",
+        ]);
         cmd.args(extra);
         if let Some(t) = token {
             cmd.env(TOKEN_ENV, t);
         }
         let (child, log) = spawn_logged(cmd);
         log.wait_for("manager starting", |l| l.iter().any(|v| message(v) == "manager starting"));
-        let start = log.snapshot().into_iter().rev().find(|v| message(v) == "manager starting").unwrap();
+        let start =
+            log.snapshot().into_iter().rev().find(|v| message(v) == "manager starting").unwrap();
         let id = field(&start, "id");
         let generation = field(&start, "generation").parse().unwrap();
         Peer { child: Some(child), dir: dir.to_path_buf(), addr, log, id, generation }
@@ -241,7 +260,9 @@ impl Cluster {
         for p in &self.peers {
             for q in self.peers.iter().filter(|q| q.id != p.id && q.child.is_some()) {
                 let (id, generation) = (q.id.clone(), q.generation);
-                p.log.wait_for(&format!("{} to see {} up", p.id, id), |l| saw_up_at(l, &id, generation));
+                p.log.wait_for(&format!("{} to see {} up", p.id, id), |l| {
+                    saw_up_at(l, &id, generation)
+                });
             }
         }
     }
@@ -263,7 +284,12 @@ pub fn local(port: u16) -> SocketAddr {
 
 /// Runs `juju --client-config FILE args...`.
 pub fn juju(client_file: &Path, args: &[&str]) -> Output {
-    Command::new(juju_bin()).arg("--client-config").arg(client_file).args(args).output().expect("run juju")
+    Command::new(juju_bin())
+        .arg("--client-config")
+        .arg(client_file)
+        .args(args)
+        .output()
+        .expect("run juju")
 }
 
 /// `juju members --format json` rows as (id, state, generation).
@@ -280,7 +306,13 @@ pub fn members(client_file: &Path, endpoint: Option<SocketAddr>) -> Vec<(String,
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["id"].as_str().unwrap().to_string(), m["state"].as_str().unwrap().to_string(), m["generation"].as_u64().unwrap()))
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_string(),
+                m["state"].as_str().unwrap().to_string(),
+                m["generation"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -296,10 +328,18 @@ pub fn peer_fails_with_token(args: &[&str], token: Option<&str>) -> String {
     if let Some(t) = token {
         cmd.env(TOKEN_ENV, t);
     }
-    let mut child = cmd.arg("peer").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run jujud");
+    let mut child = cmd
+        .arg("peer")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run jujud");
     // A jujud that starts when it should have refused must fail the test,
     // not hang it: wait at most PEER_FAILS_DEADLINE_MS for it to exit.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(PEER_FAILS_DEADLINE_MS);
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(PEER_FAILS_DEADLINE_MS);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for jujud") {
             break status;
@@ -307,12 +347,15 @@ pub fn peer_fails_with_token(args: &[&str], token: Option<&str>) -> String {
         if std::time::Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("jujud did not exit within {PEER_FAILS_DEADLINE_MS} ms: it started instead of refusing");
+            panic!(
+                "jujud did not exit within {PEER_FAILS_DEADLINE_MS} ms: it started instead of refusing"
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().expect("piped"), &mut stderr).expect("read stderr");
+    std::io::Read::read_to_string(child.stderr.as_mut().expect("piped"), &mut stderr)
+        .expect("read stderr");
     assert!(!status.success(), "jujud unexpectedly succeeded");
     stderr
 }

@@ -12,7 +12,12 @@ pub struct Net {
 
 pub fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Net {
@@ -65,4 +70,3 @@ impl Drop for Net {
         let _ = Command::new("ip").args(["netns", "del", &self.switch()]).status();
     }
 }
-

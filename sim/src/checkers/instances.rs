@@ -27,10 +27,16 @@ impl Checker for Instances {
     fn on_sim(&mut self, world: &World<'_>, note: &SimNote) {
         let SimNote::InstanceStarted { machine, .. } = note else { return };
         self.started += 1;
-        let running: Vec<(String, usize)> = world.cluster.provider.running_for(machine).map(|i| (i.name.clone(), i.slot)).collect();
+        let running: Vec<(String, usize)> =
+            world.cluster.provider.running_for(machine).map(|i| (i.name.clone(), i.slot)).collect();
         if running.len() > 1 {
             let detail = format!("machine {machine} has {} running instances: {running:?}", running.len());
-            self.violations.push(Violation { invariant: NAME, at: world.now, slots: running.iter().map(|r| r.1).collect(), detail });
+            self.violations.push(Violation {
+                invariant: NAME,
+                at: world.now,
+                slots: running.iter().map(|r| r.1).collect(),
+                detail,
+            });
         }
     }
 

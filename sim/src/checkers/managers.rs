@@ -33,7 +33,11 @@ impl Managers {
         }
         self.reported = true;
         let desired = desired_managers(world.cluster).unwrap_or(0);
-        let detail = format!("{why}: {} live managers, {desired} desired (bound {:.1}s after the heal)", live_managers(world.cluster), world.bounds.ha_restore.as_secs_f64());
+        let detail = format!(
+            "{why}: {} live managers, {desired} desired (bound {:.1}s after the heal)",
+            live_managers(world.cluster),
+            world.bounds.ha_restore.as_secs_f64()
+        );
         self.violations.push(Violation { invariant: NAME, at: world.now, slots: Vec::new(), detail });
     }
 }
@@ -69,7 +73,9 @@ impl Checker for Managers {
                     self.fail(world, "the count of live managers changed after it was restored");
                 }
             }
-            (false, None) if world.now >= deadline => self.fail(world, "the live managers did not return to the desired count"),
+            (false, None) if world.now >= deadline => {
+                self.fail(world, "the live managers did not return to the desired count")
+            }
             _ => {}
         }
     }

@@ -113,7 +113,8 @@ impl Checker for MinorityHeal {
     fn on_tick(&mut self, world: &World<'_>) {
         for slot in 0..world.cluster.slots.len() {
             let s = &world.cluster.slots[slot];
-            let minority = s.role == Role::Manager && s.is_live() && reach(world, slot).is_some_and(|(r, d)| r * 2 <= d);
+            let minority =
+                s.role == Role::Manager && s.is_live() && reach(world, slot).is_some_and(|(r, d)| r * 2 <= d);
             if minority {
                 self.minority_since.entry(slot).or_insert(world.now);
             } else {

@@ -34,9 +34,9 @@ use jujud::core::{Event, Identity, NodeId};
 
 use crate::bounds::Bounds;
 use crate::cluster::Cluster;
+use crate::notes::SimNote;
 use crate::queue::VTime;
 use crate::truth::Truth;
-use crate::notes::SimNote;
 use crate::workload::StateNote;
 use state_convergence::StateProbe;
 

@@ -66,7 +66,11 @@ impl Presence {
         }
         self.checked.push((what, managers));
         if !bad.is_empty() {
-            let detail = format!("{} wrong presences {what}: {}", bad.len(), bad.iter().take(MAX_NAMED).cloned().collect::<Vec<_>>().join("; "));
+            let detail = format!(
+                "{} wrong presences {what}: {}",
+                bad.len(),
+                bad.iter().take(MAX_NAMED).cloned().collect::<Vec<_>>().join("; ")
+            );
             self.violations.push(Violation { invariant: NAME, at: world.now, slots: Vec::new(), detail });
         }
     }

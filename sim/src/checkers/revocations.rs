@@ -78,10 +78,8 @@ impl Checker for NoRevokedAdmission {
                 }
                 _ => {}
             },
-            StateNote::Refused { req, .. } => {
-                if self.must_refuse.remove(req).is_some() {
-                    self.refused += 1;
-                }
+            StateNote::Refused { req, .. } if self.must_refuse.remove(req).is_some() => {
+                self.refused += 1;
             }
             _ => {}
         }
@@ -90,7 +88,10 @@ impl Checker for NoRevokedAdmission {
     fn figures(&self) -> Vec<Figure> {
         vec![Figure {
             name: NAME.into(),
-            value: format!("{} revocations acknowledged, {} joins with a revoked token refused", self.revocations, self.refused),
+            value: format!(
+                "{} revocations acknowledged, {} joins with a revoked token refused",
+                self.revocations, self.refused
+            ),
         }]
     }
 

@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 
-use jujud::core::{NodeId, Role};
 use jujud::core::state::agents;
+use jujud::core::{NodeId, Role};
 
 use super::{Checker, FaultNote, Figure, Findings, Phase, Violation, World, median_worst};
 use crate::queue::VTime;
@@ -71,29 +71,39 @@ pub struct Sessions {
 fn verdicts(world: &World<'_>) -> Vec<(usize, Option<usize>)> {
     let c = world.cluster;
     let open: BTreeMap<usize, usize> = c.sessions.open_links().collect();
-    let managers: Vec<usize> = (0..c.slots.len()).filter(|&m| c.slots[m].role == Role::Manager && c.slots[m].is_live()).collect();
+    let managers: Vec<usize> =
+        (0..c.slots.len()).filter(|&m| c.slots[m].role == Role::Manager && c.slots[m].is_live()).collect();
     let mut out = Vec::new();
     for (a, s) in c.slots.iter().enumerate() {
-        let Some(agent) = s.node().and_then(|n| n.agent()).filter(|_| s.is_live() && s.agent.is_some()) else { continue };
+        let Some(agent) = s.node().and_then(|n| n.agent()).filter(|_| s.is_live() && s.agent.is_some()) else {
+            continue;
+        };
         if agent.is_gone() || !managers.iter().any(|&m| c.reachable(a, m)) {
             continue;
         }
-        let good = agent.session_manager().and_then(|id| c.slot_of(id)).filter(|&m| {
-            managers.contains(&m) && c.reachable(a, m) && open.get(&a) == Some(&m)
-        });
+        let good = agent
+            .session_manager()
+            .and_then(|id| c.slot_of(id))
+            .filter(|&m| managers.contains(&m) && c.reachable(a, m) && open.get(&a) == Some(&m));
         // Without a session, it is owed one only if a manager it reaches
         // holds its machine alive (a machine whose only record was lost
         // with a replaced manager has no agent to serve: finding H).
         let machine = s.agent.as_ref().map(|x| x.machine.as_str()).unwrap_or_default();
         let known = |m: usize| {
-            c.slots[m].node().and_then(|n| n.state()).is_some_and(|st| agents::machine_life(&st.replica, machine) == agents::MachineLife::Alive)
+            c.slots[m]
+                .node()
+                .and_then(|n| n.state())
+                .is_some_and(|st| agents::machine_life(&st.replica, machine) == agents::MachineLife::Alive)
         };
         // Nor from a manager neither end has ever heard of: one that joined
         // and was cut off with this agent before their SWIM views met has
         // no way to be found (seen: seed 848440230, a manager booted 0.2 s
         // before a partition left it alone with two agents).
-        let agent_knows: std::collections::BTreeSet<NodeId> =
-            if good.is_none() { s.node().map(|n| n.members().into_iter().map(|r| r.identity.id).collect()).unwrap_or_default() } else { Default::default() };
+        let agent_knows: std::collections::BTreeSet<NodeId> = if good.is_none() {
+            s.node().map(|n| n.members().into_iter().map(|r| r.identity.id).collect()).unwrap_or_default()
+        } else {
+            Default::default()
+        };
         let me = s.disk.id;
         let findable = |m: usize| {
             agent_knows.contains(&c.slots[m].disk.id) || c.slots[m].node().is_some_and(|n| n.active_ids().contains(&me))
@@ -108,8 +118,10 @@ fn verdicts(world: &World<'_>) -> Vec<(usize, Option<usize>)> {
 
 fn spread(world: &World<'_>) -> Spread {
     let c = world.cluster;
-    let mut per: BTreeMap<usize, usize> =
-        (0..c.slots.len()).filter(|&m| c.slots[m].role == Role::Manager && c.slots[m].is_live()).map(|m| (m, 0)).collect();
+    let mut per: BTreeMap<usize, usize> = (0..c.slots.len())
+        .filter(|&m| c.slots[m].role == Role::Manager && c.slots[m].is_live())
+        .map(|m| (m, 0))
+        .collect();
     for (_, m) in c.sessions.open_links() {
         if let Some(n) = per.get_mut(&m) {
             *n += 1;
@@ -184,8 +196,14 @@ impl Checker for Sessions {
 
     fn figures(&self) -> Vec<Figure> {
         let mut f = vec![
-            Figure { name: "time without a session, every episode".into(), value: median_worst(&mut self.reconnects.clone()) },
-            Figure { name: "reconnection after the loss of the agent's manager".into(), value: median_worst(&mut self.after_loss.clone()) },
+            Figure {
+                name: "time without a session, every episode".into(),
+                value: median_worst(&mut self.reconnects.clone()),
+            },
+            Figure {
+                name: "reconnection after the loss of the agent's manager".into(),
+                value: median_worst(&mut self.after_loss.clone()),
+            },
         ];
         if let Some(s) = &self.spread {
             f.push(Figure {

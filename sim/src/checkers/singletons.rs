@@ -38,7 +38,8 @@ pub struct Singletons {
 /// Live managers grouped into connected parts (both ways, by the truth).
 fn parts(world: &World<'_>) -> Vec<Vec<usize>> {
     let c = world.cluster;
-    let live: Vec<usize> = (0..c.slots.len()).filter(|&s| c.slots[s].role == Role::Manager && c.slots[s].is_live()).collect();
+    let live: Vec<usize> =
+        (0..c.slots.len()).filter(|&s| c.slots[s].role == Role::Manager && c.slots[s].is_live()).collect();
     let mut parts: Vec<Vec<usize>> = Vec::new();
     for m in live {
         match parts.iter_mut().find(|p| c.reachable(p[0], m)) {
@@ -78,7 +79,11 @@ impl Checker for Singletons {
                     self.longest = self.longest.max(lasted);
                     if world.phase == Phase::Liveness && lasted > world.bounds.convergence && !e.1 {
                         e.1 = true;
-                        let detail = format!("{} owned by slots {o:?} at once for {:.1}s in the healed cluster", s.name(), lasted.as_secs_f64());
+                        let detail = format!(
+                            "{} owned by slots {o:?} at once for {:.1}s in the healed cluster",
+                            s.name(),
+                            lasted.as_secs_f64()
+                        );
                         self.violations.push(Violation { invariant: NAME, at: world.now, slots: o, detail });
                     }
                 }
@@ -97,7 +102,11 @@ impl Checker for Singletons {
         for s in Singleton::ALL {
             let o = owners(world, &main, s);
             if !main.is_empty() && o.len() != 1 {
-                let detail = format!("{} has {} owners {o:?} among the managers that all see each other, with converged views", s.name(), o.len());
+                let detail = format!(
+                    "{} has {} owners {o:?} among the managers that all see each other, with converged views",
+                    s.name(),
+                    o.len()
+                );
                 self.violations.push(Violation { invariant: NAME, at: world.now, slots: o, detail });
             }
         }

@@ -208,7 +208,10 @@ impl Checker for StateConvergence {
             None if self.took.is_some() && !self.diverged => {
                 let since = *self.apart_since.get_or_insert(world.now);
                 if world.now - since > world.bounds.state_sync {
-                    self.report(world, "state diverged after converging, and stayed apart longer than the state-sync bound");
+                    self.report(
+                        world,
+                        "state diverged after converging, and stayed apart longer than the state-sync bound",
+                    );
                     self.diverged = true;
                 }
             }

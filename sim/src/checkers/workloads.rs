@@ -97,7 +97,12 @@ impl Checker for WorkloadRestarts {
                                 "unit {unit} on slot {slot}: run {run} started with the same spec as run {} {why}, with no exit and no change",
                                 last.run
                             );
-                            self.violations.push(Violation { invariant: NAME, at: world.now, slots: vec![*slot], detail });
+                            self.violations.push(Violation {
+                                invariant: NAME,
+                                at: world.now,
+                                slots: vec![*slot],
+                                detail,
+                            });
                         }
                     }
                 }

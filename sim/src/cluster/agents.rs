@@ -87,7 +87,8 @@ impl Cluster {
                 self.workloads.starts += 1;
                 self.workloads.next_pid += 1;
                 let pid = self.workloads.next_pid;
-                let spawn = Duration::from_micros(self.agent_rng.random_range(WORKLOAD_SPAWN_MIN_US..=WORKLOAD_SPAWN_MAX_US));
+                let spawn =
+                    Duration::from_micros(self.agent_rng.random_range(WORKLOAD_SPAWN_MIN_US..=WORKLOAD_SPAWN_MAX_US));
                 let started_at = now + spawn;
                 let life = Duration::from_millis(self.agent_rng.random_range(1..=2 * WORKLOAD_MEAN_LIFETIME_MS));
                 let spec = spec_digest(&command, &env);
@@ -95,15 +96,22 @@ impl Cluster {
                 self.sim_notes.push(SimNote::WorkloadStarted { slot, unit: unit.clone(), run, spec });
                 self.workloads.runs.insert((slot, unit.clone()), Run { run, started_at, running: true });
                 let report = WorkloadEvent::Started { unit: unit.clone(), run, pid };
-                self.push_control_free(started_at, Ev::Workload { slot, epoch, what: Box::new(WorkloadEv::Report(report)) });
-                self.push_control_free(started_at + life, Ev::Workload { slot, epoch, what: Box::new(WorkloadEv::Dies { unit, run }) });
+                self.push_control_free(
+                    started_at,
+                    Ev::Workload { slot, epoch, what: Box::new(WorkloadEv::Report(report)) },
+                );
+                self.push_control_free(
+                    started_at + life,
+                    Ev::Workload { slot, epoch, what: Box::new(WorkloadEv::Dies { unit, run }) },
+                );
             }
             WorkloadCmd::Stop { unit, run } => {
                 let key = (slot, unit.clone());
                 let Some(r) = self.workloads.runs.get_mut(&key).filter(|r| r.run == run && r.running) else { return };
                 r.running = false;
                 self.workloads.stops += 1;
-                let stop = Duration::from_micros(self.agent_rng.random_range(WORKLOAD_STOP_MIN_US..=WORKLOAD_STOP_MAX_US));
+                let stop =
+                    Duration::from_micros(self.agent_rng.random_range(WORKLOAD_STOP_MIN_US..=WORKLOAD_STOP_MAX_US));
                 let at = (now + stop).max(r.started_at + Duration::from_micros(1));
                 self.sim_notes.push(SimNote::WorkloadEnded { slot, unit: unit.clone(), run, spontaneous: false });
                 let report = WorkloadEvent::Exited { unit, run, code: None, signal: Some(SIGTERM) };

@@ -31,8 +31,8 @@ use crate::clock::NodeClock;
 use crate::disk::StateDisk;
 use crate::faults::Control;
 use crate::genesis::{GENESIS_TAG, Genesis};
-use crate::notes::{ExitKind, ExitWhy, SimNote};
 use crate::network::{NetParams, Network};
+use crate::notes::{ExitKind, ExitWhy, SimNote};
 use crate::planted::PlantedBug;
 use crate::queue::{EventQueue, VTime};
 use crate::trace::{Fnv1a, Trace, TraceKind};
@@ -319,7 +319,8 @@ impl Cluster {
     /// disk holds the genesis state, and each slot is bound to the machine
     /// genesis made for it.
     pub fn new(config: &ClusterConfig, rngs: ClusterRngs) -> Cluster {
-        let ClusterRngs { net: net_rng, node: mut node_rng, disk: disk_rng, agent: agent_rng, provider: provider_rng } = rngs;
+        let ClusterRngs { net: net_rng, node: mut node_rng, disk: disk_rng, agent: agent_rng, provider: provider_rng } =
+            rngs;
         let count = config.managers + config.agents;
         let mut slots = Vec::with_capacity(count);
         let mut by_id = BTreeMap::new();
@@ -551,7 +552,11 @@ impl Cluster {
         let Some(machine) = self.slots[slot].agent.as_ref().map(|a| a.machine.clone()) else { return };
         let opening = self.sessions_first_frame(slot, what);
         let Some((session, peer)) = opening else { return };
-        let empty = jujud::core::agent::encode_msg(&jujud::core::agent::SessionMsg::Assign(jujud::core::agent::Assignments { machine, units: Vec::new() }));
+        let empty =
+            jujud::core::agent::encode_msg(&jujud::core::agent::SessionMsg::Assign(jujud::core::agent::Assignments {
+                machine,
+                units: Vec::new(),
+            }));
         let now = self.now();
         let Some(p) = self.slots[slot].process.as_ref() else { return };
         let local = p.clock.local(now);
@@ -563,7 +568,8 @@ impl Cluster {
     /// or an agent whose machine was removed and whose workloads are down
     /// leaves and exits, for good (the runtime's driver does the same).
     fn exit_if_due(&mut self, slot: usize) {
-        let gone = self.slots[slot].node().and_then(Node::agent).is_some_and(|a| a.is_gone() && a.supervisor.running() == 0);
+        let gone =
+            self.slots[slot].node().and_then(Node::agent).is_some_and(|a| a.is_gone() && a.supervisor.running() == 0);
         let why = self.slots[slot].exit_due.take().or(gone.then_some(ExitWhy::MachineGone));
         let Some(why) = why else { return };
         let Some(identity) = self.slots[slot].identity().cloned() else { return };

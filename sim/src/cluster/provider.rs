@@ -108,8 +108,12 @@ impl Cluster {
     /// The call reached the API: carry it out, answer after the way back.
     pub(super) fn provider_arrived(&mut self, from: usize, epoch: u32, cmd: ProviderCmd) {
         let result = match cmd {
-            ProviderCmd::Start { req, instance, machine, manager, seeds, .. } => self.provider_start(from, req, instance, machine, manager, seeds),
-            ProviderCmd::Stop { req, instance, machine, graceful, .. } => self.provider_stop(req, instance, machine, graceful),
+            ProviderCmd::Start { req, instance, machine, manager, seeds, .. } => {
+                self.provider_start(from, req, instance, machine, manager, seeds)
+            }
+            ProviderCmd::Stop { req, instance, machine, graceful, .. } => {
+                self.provider_stop(req, instance, machine, graceful)
+            }
         };
         let Some(result) = result else { return };
         let at = self.now() + latency(&mut self.provider_rng);
@@ -131,7 +135,12 @@ impl Cluster {
             let address = self.slots[i.slot].addr.to_string();
             return Some(ProviderResult::Started { req, instance, machine, address, existed: true });
         }
-        let failed = |error: &str| ProviderResult::Failed { req, instance: instance.clone(), machine: machine.clone(), error: error.into() };
+        let failed = |error: &str| ProviderResult::Failed {
+            req,
+            instance: instance.clone(),
+            machine: machine.clone(),
+            error: error.into(),
+        };
         if !manager && !forgets && self.provider.running_agents() >= self.provider.agent_quota {
             self.provider.quota_refused += 1;
             return Some(failed("the account's instance quota is used up"));
@@ -153,12 +162,28 @@ impl Cluster {
         }
         s.instance = Some(instance.clone());
         let now = self.now();
-        let record = Instance { name: instance.clone(), machine: machine.clone(), slot, manager, running: true, started_at: now };
+        let record = Instance {
+            name: instance.clone(),
+            machine: machine.clone(),
+            slot,
+            manager,
+            running: true,
+            started_at: now,
+        };
         // The planted forgetful provider keeps only the newest record of a
         // name, under a unique key, so both instances stay on record.
-        let key = if forgets && self.provider.instances.contains_key(&instance) { format!("{instance}#{slot}") } else { instance.clone() };
+        let key = if forgets && self.provider.instances.contains_key(&instance) {
+            format!("{instance}#{slot}")
+        } else {
+            instance.clone()
+        };
         self.provider.instances.insert(key, record);
-        self.sim_notes.push(SimNote::InstanceStarted { instance: instance.clone(), machine: machine.clone(), slot, manager });
+        self.sim_notes.push(SimNote::InstanceStarted {
+            instance: instance.clone(),
+            machine: machine.clone(),
+            slot,
+            manager,
+        });
         let boot = Duration::from_millis(self.provider_rng.random_range(INSTANCE_BOOT_MIN_MS..=INSTANCE_BOOT_MAX_MS));
         self.push_control_free(now + boot, Ev::Boot { slot });
         if manager && self.bug == Some(PlantedBug::ProviderDropsManagerStarts) {
@@ -180,7 +205,11 @@ impl Cluster {
         i.running = false;
         if was_running {
             self.provider.stops += 1;
-            self.sim_notes.push(SimNote::InstanceStopped { instance: instance.clone(), machine: machine.clone(), slot });
+            self.sim_notes.push(SimNote::InstanceStopped {
+                instance: instance.clone(),
+                machine: machine.clone(),
+                slot,
+            });
             self.stop_slot(slot, graceful);
         }
         Some(ProviderResult::Stopped { req, instance, machine, fenced: false })

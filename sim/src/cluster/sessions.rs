@@ -118,7 +118,10 @@ impl Sessions {
 impl Cluster {
     /// Whether messages from `a` reach `b` and back right now.
     fn both_ways(&self, a: usize, b: usize) -> bool {
-        !self.network.cuts_traffic(a, b) && !self.network.cuts_traffic(b, a) && !self.cut_by_bug(a, b) && !self.cut_by_bug(b, a)
+        !self.network.cuts_traffic(a, b)
+            && !self.network.cuts_traffic(b, a)
+            && !self.cut_by_bug(a, b)
+            && !self.cut_by_bug(b, a)
     }
 
     fn answering_manager(&self, agent: usize, candidates: &[(std::net::SocketAddr, Option<NodeId>)]) -> Option<usize> {
@@ -132,14 +135,27 @@ impl Cluster {
     }
 
     /// `Output::OpenSession` from the agent in `slot`.
-    pub(super) fn open_session(&mut self, slot: usize, session: u64, candidates: Vec<(std::net::SocketAddr, Option<NodeId>)>) {
+    pub(super) fn open_session(
+        &mut self,
+        slot: usize,
+        session: u64,
+        candidates: Vec<(std::net::SocketAddr, Option<NodeId>)>,
+    ) {
         let now = self.now();
         self.sessions.stats.opens += 1;
         let epoch = self.slots[slot].epoch;
-        let target = self.answering_manager(slot, &candidates).filter(|_| self.sessions.links.len() < MAX_SESSION_LINKS);
+        let target =
+            self.answering_manager(slot, &candidates).filter(|_| self.sessions.links.len() < MAX_SESSION_LINKS);
         if self.log {
-            let c: Vec<String> = candidates.iter().map(|(a, id)| format!("{a}{}", id.map_or(String::new(), |i| format!("={i}")))).collect();
-            println!("{:>10.3}s slot {slot:>3} session {session} open -> {target:?} (candidates {})", now.as_secs_f64(), c.join(" "));
+            let c: Vec<String> = candidates
+                .iter()
+                .map(|(a, id)| format!("{a}{}", id.map_or(String::new(), |i| format!("={i}"))))
+                .collect();
+            println!(
+                "{:>10.3}s slot {slot:>3} session {session} open -> {target:?} (candidates {})",
+                now.as_secs_f64(),
+                c.join(" ")
+            );
         }
         let Some(m) = target else {
             self.sessions.stats.opens_unanswered += 1;
@@ -190,8 +206,13 @@ impl Cluster {
         let Some(id) = self.link_of(slot, session) else { return };
         let Some(l) = self.sessions.links.get(&id).filter(|l| !l.broken) else { return };
         let to_agent = l.manager == slot;
-        if self.log && let Ok(jujud::core::agent::SessionMsg::Refused { reason, gone }) = jujud::core::agent::decode_msg(&bytes) {
-            println!("{:>10.3}s slot {slot:>3} refuses session link {id}: {reason} (gone {gone})", self.now().as_secs_f64());
+        if self.log
+            && let Ok(jujud::core::agent::SessionMsg::Refused { reason, gone }) = jujud::core::agent::decode_msg(&bytes)
+        {
+            println!(
+                "{:>10.3}s slot {slot:>3} refuses session link {id}: {reason} (gone {gone})",
+                self.now().as_secs_f64()
+            );
         }
         self.sessions.stats.frames += 1;
         self.trace.record(self.now(), slot, TraceKind::Session, Fnv1a::of_words(&bytes));
@@ -254,7 +275,13 @@ impl Cluster {
         let now = self.now();
         let Some(l) = self.sessions.links.get_mut(&id) else { return };
         if self.log {
-            println!("{:>10.3}s session link {id} (agent {} manager {}) breaks, ends told after {:.3}s", now.as_secs_f64(), l.agent, l.manager, after.as_secs_f64());
+            println!(
+                "{:>10.3}s session link {id} (agent {} manager {}) breaks, ends told after {:.3}s",
+                now.as_secs_f64(),
+                l.agent,
+                l.manager,
+                after.as_secs_f64()
+            );
         }
         l.broken = true;
         l.stalled.clear();
@@ -291,7 +318,11 @@ impl Cluster {
         let now = self.now();
         let l = self.sessions.links.get_mut(&id).expect("indexed links exist");
         let agent_side = l.agent == slot;
-        if agent_side { l.agent_done = true } else { l.manager_done = true }
+        if agent_side {
+            l.agent_done = true
+        } else {
+            l.manager_done = true
+        }
         self.sessions.stats.closed += 1;
         if l.broken {
             return self.forget_if_done(id);
@@ -309,7 +340,8 @@ impl Cluster {
     /// The process in `slot` is gone: a crash (`graceful` false: the far
     /// ends learn after the idle timeout) or an exit (at once).
     pub(super) fn sessions_end_process(&mut self, slot: usize, graceful: bool) {
-        let ids: Vec<u64> = self.sessions.links.iter().filter(|(_, l)| l.agent == slot || l.manager == slot).map(|(k, _)| *k).collect();
+        let ids: Vec<u64> =
+            self.sessions.links.iter().filter(|(_, l)| l.agent == slot || l.manager == slot).map(|(k, _)| *k).collect();
         for id in ids {
             let l = self.sessions.links.get_mut(&id).expect("listed");
             if l.agent == slot {
@@ -365,7 +397,15 @@ impl Cluster {
         let Some(l) = self.sessions.links.get_mut(&link) else { return Vec::new() };
         let at_agent = l.agent == slot;
         if self.log && !matches!(what, SessionEv::Frame { .. }) {
-            println!("{:>10.3}s slot {slot:>3} session link {link}: {}", self.queue.now().as_secs_f64(), match &what { SessionEv::Accept { .. } => "accept", SessionEv::Closed { .. } => "closed", _ => "?" });
+            println!(
+                "{:>10.3}s slot {slot:>3} session link {link}: {}",
+                self.queue.now().as_secs_f64(),
+                match &what {
+                    SessionEv::Accept { .. } => "accept",
+                    SessionEv::Closed { .. } => "closed",
+                    _ => "?",
+                }
+            );
         }
         if (at_agent && l.agent_done) || (!at_agent && l.manager_done) {
             return Vec::new();
@@ -383,7 +423,11 @@ impl Cluster {
                 let mut inputs = Vec::new();
                 if !l.agent_open {
                     l.agent_open = true;
-                    inputs.push(Input::SessionOpened { session: l.agent_session, peer: cert(&self.slots[l.manager]), machine: None });
+                    inputs.push(Input::SessionOpened {
+                        session: l.agent_session,
+                        peer: cert(&self.slots[l.manager]),
+                        machine: None,
+                    });
                 }
                 inputs.push(Input::SessionData { session: l.agent_session, bytes });
                 inputs
@@ -391,7 +435,11 @@ impl Cluster {
             SessionEv::Frame { bytes, .. } => vec![Input::SessionData { session: l.manager_session, bytes }],
             SessionEv::Closed { .. } => {
                 let session = if at_agent { l.agent_session } else { l.manager_session };
-                if at_agent { l.agent_done = true } else { l.manager_done = true }
+                if at_agent {
+                    l.agent_done = true
+                } else {
+                    l.manager_done = true
+                }
                 self.forget_if_done(link);
                 vec![Input::SessionClosed { session }]
             }

@@ -107,7 +107,9 @@ impl Runner {
                     };
                     self.trace_fault(*slot, what);
                     Some(match kind {
-                        ExitKind::Killed => FaultNote::Crash { slot: *slot, identity: identity.clone(), lost_disk: None },
+                        ExitKind::Killed => {
+                            FaultNote::Crash { slot: *slot, identity: identity.clone(), lost_disk: None }
+                        }
                         ExitKind::Left => FaultNote::Leave { slot: *slot, identity: identity.clone() },
                     })
                 }
@@ -125,7 +127,9 @@ impl Runner {
                 println!("{:>10.3}s {}", self.cluster.now().as_secs_f64(), crate::report::describe_sim_note(note));
             }
             let gone = match note {
-                SimNote::Exited { slot, .. } | SimNote::StoppedWhileDown { slot } if self.cluster.slots[*slot].role == Role::Manager => {
+                SimNote::Exited { slot, .. } | SimNote::StoppedWhileDown { slot }
+                    if self.cluster.slots[*slot].role == Role::Manager =>
+                {
                     let lost = self.cluster.slots[*slot].disk.state.durable_at(self.cluster.now());
                     Some(FaultNote::DiskGone { slot: *slot, lost })
                 }

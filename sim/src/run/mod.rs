@@ -318,10 +318,15 @@ impl Runner {
                 // members its join is the slow part), within the bounds of
                 // detection, restoring the managers, and a join.
                 let restored = self.managers_restored();
-                let converged = now > at && restored && checkers::convergence::settled(&self.world(), at, Duration::ZERO);
+                let converged =
+                    now > at && restored && checkers::convergence::settled(&self.world(), at, Duration::ZERO);
                 let replaced = self.probed.is_some_and(|s| self.cluster.slots[s].role == jujud::core::Role::Manager)
                     && desired_managers(&self.cluster).is_some();
-                let bound = if replaced { self.bounds.detection + self.bounds.ha_restore + self.bounds.convergence } else { self.bounds.detection };
+                let bound = if replaced {
+                    self.bounds.detection + self.bounds.ha_restore + self.bounds.convergence
+                } else {
+                    self.bounds.detection
+                };
                 if converged || now >= at + bound {
                     return Stage::Observing { until: now + window };
                 }
@@ -603,7 +608,9 @@ impl Runner {
         let now = self.cluster.now();
         let n = self.cluster.slots.len();
         let partition = if kind == PartitionKind::ManagerMinority {
-            let managers: Vec<usize> = (0..n).filter(|&s| self.cluster.slots[s].role == jujud::core::Role::Manager && !self.cluster.slots[s].retired).collect();
+            let managers: Vec<usize> = (0..n)
+                .filter(|&s| self.cluster.slots[s].role == jujud::core::Role::Manager && !self.cluster.slots[s].retired)
+                .collect();
             Partition::manager_minority(n, &managers, &mut self.rng)
         } else {
             Partition::draw(kind, n, &mut self.rng)
@@ -667,7 +674,10 @@ impl Runner {
             if self.cluster.slots[slot].is_paused() && self.cluster.resume(slot) {
                 self.truth.settle(slot, now);
                 self.note(FaultNote::Resume { slot });
-            } else if !self.cluster.slots[slot].is_running() && !self.cluster.slots[slot].retired && self.cluster.slots[slot].epoch > 0 {
+            } else if !self.cluster.slots[slot].is_running()
+                && !self.cluster.slots[slot].retired
+                && self.cluster.slots[slot].epoch > 0
+            {
                 self.restart(slot);
             }
             self.deliver_events();
@@ -683,8 +693,9 @@ impl Runner {
     /// One more crash in the healed cluster, whose detection is timed;
     /// false if there are not two live nodes.
     fn probe_crash(&mut self) -> bool {
-        let live: Vec<usize> =
-            (0..self.cluster.slots.len()).filter(|&s| self.cluster.slots[s].is_live() && self.probe_target.fits(&self.cluster.slots[s])).collect();
+        let live: Vec<usize> = (0..self.cluster.slots.len())
+            .filter(|&s| self.cluster.slots[s].is_live() && self.probe_target.fits(&self.cluster.slots[s]))
+            .collect();
         let running = self.cluster.slots.iter().filter(|s| s.is_live()).count();
         if live.is_empty() || running < 2 {
             return false;

@@ -25,13 +25,15 @@ pub fn weight(key: u64, candidate: NodeId) -> u64 {
 
 /// The key of a named thing (a singleton worker), for [`weight`].
 pub fn key_of_name(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    name.bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// `candidates` ordered by weight for `key`, best first (ties by id, which
 /// only equal ids can produce).
 pub fn rank<T: Clone>(key: u64, candidates: &[T], id: impl Fn(&T) -> NodeId) -> Vec<T> {
-    let mut scored: Vec<(u64, NodeId, &T)> = candidates.iter().map(|c| (weight(key, id(c)), id(c), c)).collect();
+    let mut scored: Vec<(u64, NodeId, &T)> =
+        candidates.iter().map(|c| (weight(key, id(c)), id(c), c)).collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.into_iter().map(|(_, _, c)| c.clone()).collect()
 }
@@ -61,7 +63,8 @@ mod tests {
     fn losing_a_manager_moves_only_its_own_keys_and_spread_is_even() {
         let ms: Vec<NodeId> = (1..=5).map(|i| NodeId(0xabc0_0000_0000_0000 + i)).collect();
         let keys: Vec<u64> = (0..1_000u64).map(|k| mix(k + 7)).collect();
-        let before: Vec<NodeId> = keys.iter().map(|k| best(*k, ms.iter().copied()).unwrap()).collect();
+        let before: Vec<NodeId> =
+            keys.iter().map(|k| best(*k, ms.iter().copied()).unwrap()).collect();
         let mut counts = std::collections::BTreeMap::new();
         for b in &before {
             *counts.entry(*b).or_insert(0usize) += 1;

@@ -57,9 +57,15 @@ impl UnitSpec {
     /// The environment the workload sees: `JUJU_UNIT`, `JUJU_APP`, and
     /// `JUJU_CONFIG_<KEY>` per config key (upper case, `.` and `-` as `_`).
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![("JUJU_UNIT".to_string(), self.unit.clone()), ("JUJU_APP".to_string(), self.app.clone())];
+        let mut env = vec![
+            ("JUJU_UNIT".to_string(), self.unit.clone()),
+            ("JUJU_APP".to_string(), self.app.clone()),
+        ];
         for (k, v) in &self.config {
-            let name: String = k.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+            let name: String = k
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+                .collect();
             env.push((format!("JUJU_CONFIG_{name}"), v.clone()));
         }
         env
@@ -129,9 +135,13 @@ pub fn encode_msg(msg: &SessionMsg) -> Vec<u8> {
 /// Decodes a session message; trailing bytes are refused.
 pub fn decode_msg(bytes: &[u8]) -> Result<SessionMsg, String> {
     if bytes.len() > MAX_SESSION_MSG_BYTES {
-        return Err(format!("{} bytes is over the {MAX_SESSION_MSG_BYTES}-byte limit", bytes.len()));
+        return Err(format!(
+            "{} bytes is over the {MAX_SESSION_MSG_BYTES}-byte limit",
+            bytes.len()
+        ));
     }
-    crate::core::codec::decode_exact_bounded(bytes, MAX_SESSION_MSG_BYTES).map_err(|e| e.to_string())
+    crate::core::codec::decode_exact_bounded(bytes, MAX_SESSION_MSG_BYTES)
+        .map_err(|e| e.to_string())
 }
 
 /// Cuts `text` to [`MAX_STATUS_BYTES`] on a character boundary.

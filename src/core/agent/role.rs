@@ -188,10 +188,16 @@ impl AgentRole {
 
     /// The earliest time this agent wants [`AgentRole::tick`] called.
     pub fn next_wake(&self) -> Option<Time> {
-        [self.retry_at, self.rebalance_at, self.report_due, self.supervisor.next_due(), self.open_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.retry_at,
+            self.rebalance_at,
+            self.report_due,
+            self.supervisor.next_due(),
+            self.open_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn open_deadline(&self) -> Option<Time> {
@@ -292,9 +298,10 @@ impl AgentRole {
         let fresh = |id: &NodeId| self.avoided_until(*id).is_none_or(|t| now >= t);
         let ranked = self.ranked();
         if self.failures < PARALLEL_AFTER_FAILURES
-            && let Some(m) = ranked.iter().find(|m| fresh(&m.id)) {
-                return vec![(m.addr, Some(m.id))];
-            }
+            && let Some(m) = ranked.iter().find(|m| fresh(&m.id))
+        {
+            return vec![(m.addr, Some(m.id))];
+        }
         // Several failures, or nobody usable: everyone we know, at once.
         let mut all: Candidates = ranked.iter().map(|m| (m.addr, Some(m.id))).collect();
         for m in self.known.values() {
@@ -358,7 +365,13 @@ impl AgentRole {
     }
 
     /// Session `id` closed, or could not be opened.
-    pub fn on_session_closed(&mut self, now: Time, id: u64, rng: &mut impl RngExt, out: &mut AgentOut) {
+    pub fn on_session_closed(
+        &mut self,
+        now: Time,
+        id: u64,
+        rng: &mut impl RngExt,
+        out: &mut AgentOut,
+    ) {
         match self.session.clone() {
             Session::Open { id: cur, manager, .. } if cur == id => {
                 self.stats.sessions_broken += 1;
@@ -434,7 +447,9 @@ impl AgentRole {
     fn schedule_report(&mut self, now: Time) {
         // Without a session there is nobody to tell; opening one sends all.
         if self.report_due.is_none() && matches!(self.session, Session::Open { .. }) {
-            let earliest = self.last_report_at.map_or(now, |t| t + Duration::from_millis(REPORT_MIN_INTERVAL_MS));
+            let earliest = self
+                .last_report_at
+                .map_or(now, |t| t + Duration::from_millis(REPORT_MIN_INTERVAL_MS));
             self.report_due = Some(earliest.max(now));
         }
     }
@@ -474,7 +489,9 @@ impl AgentRole {
     /// move for balance: the open one closes only once the new one opens).
     fn start_move(&mut self, now: Time, out: &mut AgentOut) {
         let Session::Open { manager, .. } = self.session else { return };
-        let Some(best) = self.ranked().into_iter().next().filter(|b| b.id != manager) else { return };
+        let Some(best) = self.ranked().into_iter().next().filter(|b| b.id != manager) else {
+            return;
+        };
         if self.moving.is_some() || self.gone {
             return;
         }
@@ -484,7 +501,8 @@ impl AgentRole {
     }
 
     fn schedule_report_if_changed(&mut self, now: Time) {
-        let changed = self.supervisor.statuses().iter().any(|(k, v)| self.reported.get(k) != Some(v));
+        let changed =
+            self.supervisor.statuses().iter().any(|(k, v)| self.reported.get(k) != Some(v));
         if changed && self.report_due.is_none() {
             self.schedule_report(now);
         }
@@ -499,7 +517,11 @@ impl AgentRole {
             report.machine_status = Some("started".into());
             report.address = Some(self.address.clone());
         }
-        report.units = statuses.iter().filter(|(k, v)| self.reported.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        report.units = statuses
+            .iter()
+            .filter(|(k, v)| self.reported.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if report.is_empty() {
             return;
         }

@@ -86,14 +86,26 @@ impl AgentSessions {
     }
 
     /// An agent opened `session`; `machine` is what its certificate names.
-    pub fn opened(&mut self, r: &Replica, session: u64, agent: NodeId, machine: Option<String>, out: &mut ServeOut) {
+    pub fn opened(
+        &mut self,
+        r: &Replica,
+        session: u64,
+        agent: NodeId,
+        machine: Option<String>,
+        out: &mut ServeOut,
+    ) {
         let Some(machine) = machine else {
             self.stats.sessions_refused += 1;
             return refuse(out, session, "the agent's certificate names no machine".into(), false);
         };
         if self.sessions.len() >= MAX_SERVED_SESSIONS {
             self.stats.sessions_refused += 1;
-            return refuse(out, session, format!("this manager serves its limit of {MAX_SERVED_SESSIONS} agents"), false);
+            return refuse(
+                out,
+                session,
+                format!("this manager serves its limit of {MAX_SERVED_SESSIONS} agents"),
+                false,
+            );
         }
         match agents::machine_life(r, &machine) {
             MachineLife::Dead => {
@@ -102,7 +114,12 @@ impl AgentSessions {
             }
             MachineLife::Unknown => {
                 self.stats.sessions_refused += 1;
-                return refuse(out, session, format!("machine {machine} is not known to this manager yet"), false);
+                return refuse(
+                    out,
+                    session,
+                    format!("machine {machine} is not known to this manager yet"),
+                    false,
+                );
             }
             MachineLife::Alive => {}
         }
@@ -136,7 +153,8 @@ impl AgentSessions {
         let Some(served) = self.sessions.get(&session) else { return };
         match decode_msg(bytes) {
             Ok(SessionMsg::Report(report)) => {
-                let (changes, skipped) = agents::plan_report(r, &served.machine, &served.agent.to_string(), &report);
+                let (changes, skipped) =
+                    agents::plan_report(r, &served.machine, &served.agent.to_string(), &report);
                 self.stats.reports_applied += 1;
                 self.stats.report_units_skipped += skipped as u64;
                 out.changes.extend(changes);
@@ -155,7 +173,8 @@ impl AgentSessions {
         if !std::mem::take(&mut self.dirty) {
             return;
         }
-        let machines: BTreeSet<String> = self.sessions.values().map(|s| s.machine.clone()).collect();
+        let machines: BTreeSet<String> =
+            self.sessions.values().map(|s| s.machine.clone()).collect();
         let all = agents::assignments(r, &machines);
         let mut gone = Vec::new();
         for (id, s) in self.sessions.iter_mut() {

@@ -23,12 +23,22 @@ pub const HEALTHY_RUN_MS: u64 = 10_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Phase {
     /// Asked to start; not yet confirmed.
-    Starting { since: Time },
-    Running { pid: u32, since: Time },
+    Starting {
+        since: Time,
+    },
+    Running {
+        pid: u32,
+        since: Time,
+    },
     /// Asked to stop; `next` is started once it has exited (a new spec).
-    Stopping { next: Option<UnitSpec> },
+    Stopping {
+        next: Option<UnitSpec>,
+    },
     /// Exited or failed to start; restarts at `until`.
-    Waiting { until: Time, why: String },
+    Waiting {
+        until: Time,
+        why: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -96,7 +106,10 @@ impl Supervisor {
 
     /// Number of workloads asked to run and not known to have stopped.
     pub fn running(&self) -> usize {
-        self.units.values().filter(|u| matches!(u.phase, Phase::Starting { .. } | Phase::Running { .. })).count()
+        self.units
+            .values()
+            .filter(|u| matches!(u.phase, Phase::Starting { .. } | Phase::Running { .. }))
+            .count()
     }
 
     fn start(&mut self, now: Time, name: &str) {
@@ -128,7 +141,8 @@ impl Supervisor {
                 self.stats.refused_over_limit += 1;
             }
         }
-        let gone: Vec<String> = self.units.keys().filter(|k| !wanted.contains_key(k.as_str())).cloned().collect();
+        let gone: Vec<String> =
+            self.units.keys().filter(|k| !wanted.contains_key(k.as_str())).cloned().collect();
         for name in gone {
             self.unassign(&name);
         }
@@ -154,7 +168,14 @@ impl Supervisor {
     fn assign_one(&mut self, now: Time, name: &str, spec: &UnitSpec) {
         let digest = spec.digest();
         let Some(u) = self.units.get_mut(name) else {
-            let unit = Unit { spec: spec.clone(), digest, run: 0, phase: Phase::Waiting { until: now, why: String::new() }, failures: 0, message: None };
+            let unit = Unit {
+                spec: spec.clone(),
+                digest,
+                run: 0,
+                phase: Phase::Waiting { until: now, why: String::new() },
+                failures: 0,
+                message: None,
+            };
             self.units.insert(name.to_string(), unit);
             return self.start(now, name);
         };
@@ -197,8 +218,12 @@ impl Supervisor {
                 }
             }
             WorkloadEvent::Message { text, .. } => u.message = Some(clip_status(text.trim())),
-            WorkloadEvent::Exited { code, signal, .. } => self.ended(now, &name, describe_exit(*code, *signal)),
-            WorkloadEvent::SpawnFailed { error, .. } => self.ended(now, &name, format!("could not start: {error}")),
+            WorkloadEvent::Exited { code, signal, .. } => {
+                self.ended(now, &name, describe_exit(*code, *signal))
+            }
+            WorkloadEvent::SpawnFailed { error, .. } => {
+                self.ended(now, &name, format!("could not start: {error}"))
+            }
         }
     }
 
@@ -211,9 +236,15 @@ impl Supervisor {
             }
             Phase::Starting { since } | Phase::Running { since, .. } => {
                 let ran = now.saturating_sub(since);
-                u.failures = if ran >= Duration::from_millis(HEALTHY_RUN_MS) { 1 } else { u.failures + 1 };
+                u.failures =
+                    if ran >= Duration::from_millis(HEALTHY_RUN_MS) { 1 } else { u.failures + 1 };
                 let wait = backoff(u.failures);
-                let why = format!("{why} after {:.1}s; restart {} in {:.1}s", ran.as_secs_f64(), u.failures, wait.as_secs_f64());
+                let why = format!(
+                    "{why} after {:.1}s; restart {} in {:.1}s",
+                    ran.as_secs_f64(),
+                    u.failures,
+                    wait.as_secs_f64()
+                );
                 u.phase = Phase::Waiting { until: now + wait, why };
             }
             waiting @ Phase::Waiting { .. } => u.phase = waiting,
@@ -222,8 +253,12 @@ impl Supervisor {
 
     /// Restarts every workload whose backoff is over.
     pub fn tick(&mut self, now: Time) {
-        let due: Vec<String> =
-            self.units.iter().filter(|(_, u)| matches!(u.phase, Phase::Waiting { until, .. } if until <= now)).map(|(k, _)| k.clone()).collect();
+        let due: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, u)| matches!(u.phase, Phase::Waiting { until, .. } if until <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
         for name in due {
             self.stats.restarts_after_exit += 1;
             self.start(now, &name);
@@ -243,9 +278,13 @@ impl Supervisor {
 
     /// Every unit's status text, as `juju status` should show it.
     pub fn statuses(&self) -> BTreeMap<String, String> {
-        let mut out: BTreeMap<String, String> = self.units.iter().map(|(k, u)| (k.clone(), status_of(u))).collect();
+        let mut out: BTreeMap<String, String> =
+            self.units.iter().map(|(k, u)| (k.clone(), status_of(u))).collect();
         for name in &self.over_limit {
-            out.insert(name.clone(), format!("blocked: this machine already runs {MAX_UNITS_PER_MACHINE} units"));
+            out.insert(
+                name.clone(),
+                format!("blocked: this machine already runs {MAX_UNITS_PER_MACHINE} units"),
+            );
         }
         out
     }
@@ -258,7 +297,9 @@ fn status_of(u: &Unit) -> String {
             Some(m) if !m.is_empty() => format!("active: {m}"),
             _ => "active: running".to_string(),
         },
-        Phase::Stopping { next: Some(_) } => "maintenance: restarting for a new command or config".to_string(),
+        Phase::Stopping { next: Some(_) } => {
+            "maintenance: restarting for a new command or config".to_string()
+        }
         Phase::Stopping { next: None } => "terminated: stopping".to_string(),
         Phase::Waiting { why, .. } => format!("error: {why}"),
     };

@@ -27,7 +27,15 @@ fn spec(unit: &str, cmd: &str, cfg: &[(&str, &str)]) -> UnitSpec {
 }
 
 fn starts(cmds: &[WorkloadCmd]) -> Vec<(String, u64)> {
-    cmds.iter().filter_map(|c| if let WorkloadCmd::Start { unit, run, .. } = c { Some((unit.clone(), *run)) } else { None }).collect()
+    cmds.iter()
+        .filter_map(|c| {
+            if let WorkloadCmd::Start { unit, run, .. } = c {
+                Some((unit.clone(), *run))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -48,7 +56,10 @@ fn same_assignments_change_nothing_and_a_config_change_restarts_once() {
     s.assign(3 * MS, &b);
     assert_eq!(s.take_cmds(), vec![WorkloadCmd::Stop { unit: "web/1".into(), run: 1 }]);
     assert!(s.statuses()["web/1"].starts_with("maintenance"));
-    s.on_event(4 * MS, &WorkloadEvent::Exited { unit: "web/1".into(), run: 1, code: None, signal: Some(15) });
+    s.on_event(
+        4 * MS,
+        &WorkloadEvent::Exited { unit: "web/1".into(), run: 1, code: None, signal: Some(15) },
+    );
     assert_eq!(starts(&s.take_cmds()), vec![("web/1".into(), 2)]);
     assert_eq!(s.stats.restarts_for_change, 1);
     assert_eq!(s.stats.restarts_after_exit, 0);
@@ -59,7 +70,10 @@ fn exits_back_off_and_stale_runs_are_ignored() {
     let mut s = Supervisor::default();
     s.assign(Duration::ZERO, &[spec("db/1", "nosuchcmd", &[])]);
     s.take_cmds();
-    s.on_event(MS, &WorkloadEvent::Exited { unit: "db/1".into(), run: 1, code: Some(127), signal: None });
+    s.on_event(
+        MS,
+        &WorkloadEvent::Exited { unit: "db/1".into(), run: 1, code: Some(127), signal: None },
+    );
     let st = s.statuses()["db/1"].clone();
     assert!(st.starts_with("error: command not found"), "{st}");
     assert_eq!(s.next_due(), Some(MS + Duration::from_millis(RESTART_BACKOFF_MIN_MS)));
@@ -68,11 +82,21 @@ fn exits_back_off_and_stale_runs_are_ignored() {
     s.tick(MS + Duration::from_millis(RESTART_BACKOFF_MIN_MS));
     assert_eq!(starts(&s.take_cmds()), vec![("db/1".into(), 2)]);
     // A late event of run 1 changes nothing.
-    s.on_event(MS * 600, &WorkloadEvent::Exited { unit: "db/1".into(), run: 1, code: Some(1), signal: None });
+    s.on_event(
+        MS * 600,
+        &WorkloadEvent::Exited { unit: "db/1".into(), run: 1, code: Some(1), signal: None },
+    );
     assert!(s.statuses()["db/1"].starts_with("waiting"));
-    s.on_event(MS * 601, &WorkloadEvent::SpawnFailed { unit: "db/1".into(), run: 2, error: "no sh".into() });
+    s.on_event(
+        MS * 601,
+        &WorkloadEvent::SpawnFailed { unit: "db/1".into(), run: 2, error: "no sh".into() },
+    );
     let due = s.next_due().unwrap();
-    assert_eq!(due, MS * 601 + 2 * Duration::from_millis(RESTART_BACKOFF_MIN_MS), "the second quick failure waits twice as long");
+    assert_eq!(
+        due,
+        MS * 601 + 2 * Duration::from_millis(RESTART_BACKOFF_MIN_MS),
+        "the second quick failure waits twice as long"
+    );
 }
 
 #[test]
@@ -81,21 +105,37 @@ fn removed_units_stop_and_are_forgotten_and_messages_show() {
     s.assign(Duration::ZERO, &[spec("a/1", "x", &[]), spec("a/2", "y", &[])]);
     s.take_cmds();
     s.on_event(MS, &WorkloadEvent::Started { unit: "a/1".into(), run: 1, pid: 1 });
-    s.on_event(MS, &WorkloadEvent::Message { unit: "a/1".into(), run: 1, text: "serving 3 users\n".into() });
+    s.on_event(
+        MS,
+        &WorkloadEvent::Message { unit: "a/1".into(), run: 1, text: "serving 3 users\n".into() },
+    );
     assert_eq!(s.statuses()["a/1"], "active: serving 3 users");
     s.assign(2 * MS, &[spec("a/2", "y", &[])]);
     assert_eq!(s.take_cmds(), vec![WorkloadCmd::Stop { unit: "a/1".into(), run: 1 }]);
-    s.on_event(3 * MS, &WorkloadEvent::Exited { unit: "a/1".into(), run: 1, code: Some(0), signal: None });
+    s.on_event(
+        3 * MS,
+        &WorkloadEvent::Exited { unit: "a/1".into(), run: 1, code: Some(0), signal: None },
+    );
     assert!(s.take_cmds().is_empty(), "a removed unit is not restarted");
     assert_eq!(s.units().collect::<Vec<_>>(), vec!["a/2"]);
 }
 
 fn manager(n: u64) -> Identity {
-    Identity { id: NodeId(n), addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(), role: Role::Manager, generation: 1 }
+    Identity {
+        id: NodeId(n),
+        addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
+        role: Role::Manager,
+        generation: 1,
+    }
 }
 
 fn agent_role() -> AgentRole {
-    AgentRole::new(NodeId(0xa9e7), "1-aaaa".into(), "127.0.0.9".into(), vec!["127.0.0.1:7001".parse().unwrap()])
+    AgentRole::new(
+        NodeId(0xa9e7),
+        "1-aaaa".into(),
+        "127.0.0.9".into(),
+        vec!["127.0.0.1:7001".parse().unwrap()],
+    )
 }
 
 fn opened(out: &AgentOut) -> (u64, Vec<(std::net::SocketAddr, Option<NodeId>)>) {
@@ -108,7 +148,11 @@ fn the_session_follows_the_rendezvous_choice_and_moves_at_once_when_it_dies() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut out = AgentOut::default();
     a.start(Duration::ZERO, &mut out);
-    assert_eq!(opened(&out).1, vec![("127.0.0.1:7001".parse().unwrap(), None)], "first through the seeds");
+    assert_eq!(
+        opened(&out).1,
+        vec![("127.0.0.1:7001".parse().unwrap(), None)],
+        "first through the seeds"
+    );
     let ms: Vec<Identity> = (1..=3).map(manager).collect();
     let mut out = AgentOut::default();
     a.set_live_managers(MS, ms.clone(), &mut out);
@@ -117,7 +161,15 @@ fn the_session_follows_the_rendezvous_choice_and_moves_at_once_when_it_dies() {
     let best = a.ranked()[0].clone();
     a.on_session_opened(2 * MS, first, best.id, &mut out);
     assert_eq!(a.session_manager(), Some(best.id));
-    a.on_session_data(3 * MS, first, &encode_msg(&SessionMsg::Assign(Assignments { machine: "1-aaaa".into(), units: vec![spec("w/1", "run", &[])] })), &mut out);
+    a.on_session_data(
+        3 * MS,
+        first,
+        &encode_msg(&SessionMsg::Assign(Assignments {
+            machine: "1-aaaa".into(),
+            units: vec![spec("w/1", "run", &[])],
+        })),
+        &mut out,
+    );
     assert_eq!(a.supervisor.take_cmds().len(), 1);
     // The session's manager is declared down: the next choice at once.
     let rest: Vec<Identity> = ms.iter().filter(|m| m.id != best.id).cloned().collect();
@@ -128,7 +180,15 @@ fn the_session_follows_the_rendezvous_choice_and_moves_at_once_when_it_dies() {
     let next = choice::rank(0xa9e7, &rest, |m| m.id)[0].clone();
     assert_eq!(candidates, vec![(next.addr, Some(next.id))]);
     a.on_session_opened(5 * MS, second, next.id, &mut out);
-    a.on_session_data(6 * MS, second, &encode_msg(&SessionMsg::Assign(Assignments { machine: "1-aaaa".into(), units: vec![spec("w/1", "run", &[])] })), &mut out);
+    a.on_session_data(
+        6 * MS,
+        second,
+        &encode_msg(&SessionMsg::Assign(Assignments {
+            machine: "1-aaaa".into(),
+            units: vec![spec("w/1", "run", &[])],
+        })),
+        &mut out,
+    );
     assert!(a.supervisor.take_cmds().is_empty(), "moving the session restarts no workload");
     let _ = &mut rng;
 }
@@ -168,14 +228,25 @@ fn a_session_broken_under_a_live_best_manager_moves_once_and_returns_after_the_a
             a.on_session_opened(now, *id, next.id, &mut AgentOut::default());
         }
         opens += out.open.len();
-        assert!(opens < 5, "sessions churn while the best manager is avoided: {opens} opens by {now:?}");
+        assert!(
+            opens < 5,
+            "sessions churn while the best manager is avoided: {opens} opens by {now:?}"
+        );
     }
-    assert_eq!((opens, a.session_manager()), (0, Some(next.id)), "it stays put while the best is avoided");
+    assert_eq!(
+        (opens, a.session_manager()),
+        (0, Some(next.id)),
+        "it stays put while the best is avoided"
+    );
     let wake = a.next_wake().expect("the move back is planned");
     assert!(wake >= avoid_end, "{wake:?}");
     let mut out = AgentOut::default();
     a.tick(wake, &mut rng, &mut out);
-    assert_eq!(opened(&out).1, vec![(best.addr, Some(best.id))], "then it moves back to the best, once");
+    assert_eq!(
+        opened(&out).1,
+        vec![(best.addr, Some(best.id))],
+        "then it moves back to the best, once"
+    );
 }
 
 #[test]
@@ -278,7 +349,11 @@ fn failed_opens_back_off_with_jitter_then_dial_everyone_and_never_save_an_empty_
         waits.push(wake - now);
         a.tick(wake, &mut rng, &mut out);
         if i + 1 >= PARALLEL_AFTER_FAILURES {
-            assert!(opened(&out).1.len() >= 3, "after repeated failures every known manager is dialed: {:?}", out.open);
+            assert!(
+                opened(&out).1.len() >= 3,
+                "after repeated failures every known manager is dialed: {:?}",
+                out.open
+            );
         }
     }
     assert!(waits[1] > waits[0] / 2 && waits[1] <= waits[0] * 4, "backoff grows: {waits:?}");
@@ -297,8 +372,19 @@ fn reports_carry_only_changes_and_a_new_session_gets_everything() {
     let mut out = AgentOut::default();
     a.on_session_opened(MS, id, NodeId(1), &mut out);
     let first = decode_msg(&out.send[0].1).unwrap();
-    assert!(matches!(&first, SessionMsg::Report(r) if r.machine_status.as_deref() == Some("started")), "{first:?}");
-    a.on_session_data(2 * MS, id, &encode_msg(&SessionMsg::Assign(Assignments { machine: "1-aaaa".into(), units: vec![spec("w/1", "run", &[])] })), &mut out);
+    assert!(
+        matches!(&first, SessionMsg::Report(r) if r.machine_status.as_deref() == Some("started")),
+        "{first:?}"
+    );
+    a.on_session_data(
+        2 * MS,
+        id,
+        &encode_msg(&SessionMsg::Assign(Assignments {
+            machine: "1-aaaa".into(),
+            units: vec![spec("w/1", "run", &[])],
+        })),
+        &mut out,
+    );
     a.supervisor.take_cmds();
     a.on_workload(3 * MS, &WorkloadEvent::Started { unit: "w/1".into(), run: 1, pid: 9 });
     let mut out = AgentOut::default();
@@ -319,11 +405,24 @@ fn a_removed_machine_stops_its_workloads_and_stays_gone() {
     a.set_live_managers(Duration::ZERO, vec![manager(1)], &mut out);
     let id = opened_id(&a);
     a.on_session_opened(MS, id, NodeId(1), &mut out);
-    a.on_session_data(2 * MS, id, &encode_msg(&SessionMsg::Assign(Assignments { machine: "1-aaaa".into(), units: vec![spec("w/1", "run", &[])] })), &mut out);
+    a.on_session_data(
+        2 * MS,
+        id,
+        &encode_msg(&SessionMsg::Assign(Assignments {
+            machine: "1-aaaa".into(),
+            units: vec![spec("w/1", "run", &[])],
+        })),
+        &mut out,
+    );
     a.supervisor.take_cmds();
     a.on_workload(3 * MS, &WorkloadEvent::Started { unit: "w/1".into(), run: 1, pid: 9 });
     let mut out = AgentOut::default();
-    a.on_session_data(4 * MS, id, &encode_msg(&SessionMsg::Refused { reason: "removed".into(), gone: true }), &mut out);
+    a.on_session_data(
+        4 * MS,
+        id,
+        &encode_msg(&SessionMsg::Refused { reason: "removed".into(), gone: true }),
+        &mut out,
+    );
     assert!(a.is_gone());
     assert_eq!(a.supervisor.take_cmds(), vec![WorkloadCmd::Stop { unit: "w/1".into(), run: 1 }]);
     let mut out = AgentOut::default();
@@ -357,14 +456,19 @@ fn managers_refuse_unknown_and_removed_machines_and_serve_assignments() {
     let Ok(SessionMsg::Assign(a)) = decode_msg(&out.send[0].1) else { panic!("{:?}", out.send) };
     assert_eq!(a.units.len(), 1);
     assert_eq!(a.units[0].command, "serve");
-    assert!(out.changes.iter().any(|c| matches!(c, crate::core::state::Change::Set { key, .. } if key.ends_with("/agent"))));
+    assert!(out.changes.iter().any(
+        |c| matches!(c, crate::core::state::Change::Set { key, .. } if key.ends_with("/agent"))
+    ));
     r.write(&out.changes);
     // Another agent for the same machine is refused.
     let mut out = ServeOut::default();
     s.opened(&r, 3, NodeId(8), Some(machine.clone()), &mut out);
     assert!(matches!(decode_msg(&out.send[0].1), Ok(SessionMsg::Refused { gone: false, .. })));
     // A config change reaches the session once; a second refresh sends nothing.
-    run_cmd(&mut r, Command::SetConfig { app: "web".into(), pairs: vec![("port".into(), "8080".into())] });
+    run_cmd(
+        &mut r,
+        Command::SetConfig { app: "web".into(), pairs: vec![("port".into(), "8080".into())] },
+    );
     s.mark_dirty();
     let mut out = ServeOut::default();
     s.refresh(&r, &mut out);
@@ -385,7 +489,14 @@ fn reports_about_other_machines_units_are_skipped() {
     let mut out = ServeOut::default();
     s.opened(&r, 1, NodeId(7), Some(m1.clone()), &mut out);
     r.write(&out.changes);
-    let report = Report { machine_status: None, address: None, units: vec![(units[0].clone(), "active: ok".into()), (units[1].clone(), "active: forged".into())] };
+    let report = Report {
+        machine_status: None,
+        address: None,
+        units: vec![
+            (units[0].clone(), "active: ok".into()),
+            (units[1].clone(), "active: forged".into()),
+        ],
+    };
     let mut out = ServeOut::default();
     s.data(&r, 1, &encode_msg(&SessionMsg::Report(report)), &mut out);
     r.write(&out.changes);
@@ -405,12 +516,24 @@ fn only_changes_that_can_move_assignments_make_them_recomputed() {
     let mut r = manager_replica();
     let o = run_cmd(&mut r, Command::Deploy { name: "web".into(), command: "serve".into(), n: 1 });
     let unit = o.ids[0].clone();
-    let report = Report { machine_status: Some("started".into()), address: Some("10.0.0.9".into()), units: vec![(unit, "active: ok".into())] };
-    let (changes, _) = crate::core::state::agents::plan_report(&r, &o.machines[0], "00000000000000aa", &report);
+    let report = Report {
+        machine_status: Some("started".into()),
+        address: Some("10.0.0.9".into()),
+        units: vec![(unit, "active: ok".into())],
+    };
+    let (changes, _) =
+        crate::core::state::agents::plan_report(&r, &o.machines[0], "00000000000000aa", &report);
     assert!(!ops_affect_assignments(&r.write(&changes)), "a report changes no assignment");
-    let (changes, _) = model::plan(&r, 991, &Command::SetController { key: "k".into(), value: "v".into() }).unwrap();
+    let (changes, _) =
+        model::plan(&r, 991, &Command::SetController { key: "k".into(), value: "v".into() })
+            .unwrap();
     assert!(!ops_affect_assignments(&r.write(&changes)));
-    let (changes, _) = model::plan(&r, 992, &Command::SetConfig { app: "web".into(), pairs: vec![("p".into(), "1".into())] }).unwrap();
+    let (changes, _) = model::plan(
+        &r,
+        992,
+        &Command::SetConfig { app: "web".into(), pairs: vec![("p".into(), "1".into())] },
+    )
+    .unwrap();
     assert!(ops_affect_assignments(&r.write(&changes)), "a config change restarts workloads");
     let (changes, _) = model::plan(&r, 993, &Command::AddUnit { app: "web".into(), n: 1 }).unwrap();
     assert!(ops_affect_assignments(&r.write(&changes)));

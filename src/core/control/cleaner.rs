@@ -31,7 +31,15 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
         let req = c.new_req();
         // A fenced instance's node is revoked: nothing to leave gracefully.
         let graceful = !f.instance_fenced;
-        let cmd = ProviderCmd::Stop { req, provider: spec.clone(), instance: instance.clone(), machine: f.id.clone(), graceful, at: f.instance_at.clone(), fence: false };
+        let cmd = ProviderCmd::Stop {
+            req,
+            provider: spec.clone(),
+            instance: instance.clone(),
+            machine: f.id.clone(),
+            graceful,
+            at: f.instance_at.clone(),
+            fence: false,
+        };
         c.fly(cmd, Singleton::Cleaner, view.now, out);
     }
 }

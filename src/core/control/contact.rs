@@ -53,7 +53,9 @@ impl Contact {
     /// `from` answered the round sent at `sent_ms`. An answer to a round
     /// not remembered (too old, or never sent) counts for nothing.
     pub fn answered(&mut self, from: NodeId, sent_ms: u64) -> bool {
-        let Some(round) = self.rounds.iter_mut().find(|r| r.sent_ms == sent_ms) else { return false };
+        let Some(round) = self.rounds.iter_mut().find(|r| r.sent_ms == sent_ms) else {
+            return false;
+        };
         if round.answered.contains(&from) || round.answered.len() >= MAX_ANSWERS_PER_ROUND {
             return false;
         }
@@ -66,8 +68,19 @@ impl Contact {
     /// one most of them answered; the newest among equals). Sorted.
     pub fn in_contact(&self, now: Time, me: NodeId, live: &[NodeId]) -> Vec<NodeId> {
         let oldest_ms = (now.as_millis() as u64).saturating_sub(CONTACT_WINDOW_MS);
-        let counted = |r: &Round| r.answered.iter().copied().filter(|id| *id != me && live.binary_search(id).is_ok()).collect::<Vec<NodeId>>();
-        let best = self.rounds.iter().filter(|r| r.sent_ms >= oldest_ms).map(|r| (counted(r), r.sent_ms)).max_by(|a, b| a.0.len().cmp(&b.0.len()).then(a.1.cmp(&b.1)));
+        let counted = |r: &Round| {
+            r.answered
+                .iter()
+                .copied()
+                .filter(|id| *id != me && live.binary_search(id).is_ok())
+                .collect::<Vec<NodeId>>()
+        };
+        let best = self
+            .rounds
+            .iter()
+            .filter(|r| r.sent_ms >= oldest_ms)
+            .map(|r| (counted(r), r.sent_ms))
+            .max_by(|a, b| a.0.len().cmp(&b.0.len()).then(a.1.cmp(&b.1)));
         let mut ids = best.map(|(ids, _)| ids).unwrap_or_default();
         ids.push(me);
         ids.sort();
@@ -96,7 +109,11 @@ mod tests {
         assert!(!c.answered(A, sent), "an answer counts once");
         assert_eq!(c.in_contact(ms(10_050), ME, &[ME, A, B]), vec![ME, A, B]);
         assert_eq!(c.in_contact(ms(10_050), ME, &[ME, A]), vec![ME, A], "only live managers count");
-        assert_eq!(c.in_contact(ms(10_000 + CONTACT_WINDOW_MS + 1), ME, &[ME, A, B]), vec![ME], "too old");
+        assert_eq!(
+            c.in_contact(ms(10_000 + CONTACT_WINDOW_MS + 1), ME, &[ME, A, B]),
+            vec![ME],
+            "too old"
+        );
     }
 
     #[test]

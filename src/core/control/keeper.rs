@@ -17,9 +17,9 @@ use std::time::Duration;
 use super::provider::ProviderCmd;
 use super::{ControlOut, Controller, Singleton, View};
 use crate::core::identity::NodeId;
-use crate::core::time::Time;
 use crate::core::notices::Notice;
 use crate::core::state::controllers::{self, MachineFacts};
+use crate::core::time::Time;
 
 /// A controller that was started but whose manager never joined is
 /// healed after this long (it may be slow to start).
@@ -76,11 +76,15 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
     } else {
         c.keeper.majority_since = None;
     }
-    let steady = c.keeper.majority_since.is_some_and(|since| view.now.saturating_sub(since) >= grace);
+    let steady =
+        c.keeper.majority_since.is_some_and(|since| view.now.saturating_sub(since) >= grace);
     // One heal at a time: the next is judged on the view that follows it.
     let mut healing = c.healing();
     for f in &ctrls {
-        if is_up(view, f) || (f.nodes.is_empty() && f.instance.is_none()) || c.machine() == Some(f.id.as_str()) {
+        if is_up(view, f)
+            || (f.nodes.is_empty() && f.instance.is_none())
+            || c.machine() == Some(f.id.as_str())
+        {
             // Up, or not yet provisioned (the provisioner's business), or
             // this node's own machine (it runs: it came back under a new
             // identity and has yet to claim the machine).
@@ -88,7 +92,11 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
             continue;
         }
         let since = *c.keeper.down_since.entry(f.id.clone()).or_insert(view.now);
-        let limit = if f.nodes.is_empty() { grace.max(Duration::from_millis(START_GRACE_MS)) } else { grace };
+        let limit = if f.nodes.is_empty() {
+            grace.max(Duration::from_millis(START_GRACE_MS))
+        } else {
+            grace
+        };
         if view.now.saturating_sub(since) < limit || c.in_flight(&f.id, false) {
             continue;
         }
@@ -106,13 +114,21 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
 }
 
 /// Adds controllers up to the desired count, or retires the surplus.
-fn grow_or_retire(c: &mut Controller, view: &View<'_>, ctrls: &[&MachineFacts], majority: bool, out: &mut ControlOut) {
+fn grow_or_retire(
+    c: &mut Controller,
+    view: &View<'_>,
+    ctrls: &[&MachineFacts],
+    majority: bool,
+    out: &mut ControlOut,
+) {
     let desired = controllers::ha_desired(view.replica);
     let count = ctrls.len() as u32;
     // Growing to the desired count needs no majority while every controller
     // is in contact (nothing is partitioned away); with one out of contact,
     // it does, so that a minority side never adds managers of its own.
-    let all_up = ctrls.iter().all(|f| view.in_contact_with(f) || (f.nodes.is_empty() && f.instance.is_none()));
+    let all_up = ctrls
+        .iter()
+        .all(|f| view.in_contact_with(f) || (f.nodes.is_empty() && f.instance.is_none()));
     if count < desired {
         if !majority && !all_up {
             c.stats.minority_holds += 1;
@@ -120,8 +136,12 @@ fn grow_or_retire(c: &mut Controller, view: &View<'_>, ctrls: &[&MachineFacts], 
         }
         // Derived from what was decided on: an owner with the same view
         // (two, for a moment after a failure) creates the very same machines.
-        let seen: Vec<&str> = view.facts.iter().filter(|f| f.controller).map(|f| f.id.as_str()).collect();
-        let id = crate::core::agent::choice::key_of_name(&format!("ha-keeper|{desired}|{}", seen.join(",")));
+        let seen: Vec<&str> =
+            view.facts.iter().filter(|f| f.controller).map(|f| f.id.as_str()).collect();
+        let id = crate::core::agent::choice::key_of_name(&format!(
+            "ha-keeper|{desired}|{}",
+            seen.join(",")
+        ));
         let (changes, ids) = controllers::new_controllers(view.replica, id, desired - count);
         tracing::info!(machines = ?ids, desired, "adding controller machines");
         c.stats.managers_added += ids.len() as u64;
@@ -144,7 +164,15 @@ fn heal(c: &mut Controller, view: &View<'_>, f: &MachineFacts, out: &mut Control
         (Some(instance), Some(spec)) if !f.instance_stopped => {
             let req = c.new_req();
             let (at, fence) = (f.instance_at.clone(), true);
-            let cmd = ProviderCmd::Stop { req, provider: spec.clone(), instance: instance.clone(), machine: f.id.clone(), graceful: false, at, fence };
+            let cmd = ProviderCmd::Stop {
+                req,
+                provider: spec.clone(),
+                instance: instance.clone(),
+                machine: f.id.clone(),
+                graceful: false,
+                at,
+                fence,
+            };
             c.fly(cmd, Singleton::HaKeeper, view.now, out);
         }
         _ => out.changes.push(controllers::set_machine(&f.id, "life", "dead")),
@@ -157,14 +185,21 @@ pub fn stopped(c: &mut Controller, view: &View<'_>, machine: &str, out: &mut Con
     c.keeper.down_since.remove(machine);
     out.changes.push(controllers::set_machine(machine, "life", "dead"));
     if c.owned().contains(&Singleton::HaKeeper) && view.provider.is_some() {
-        let ctrls: Vec<&MachineFacts> = view.facts.iter().filter(|f| f.alive && f.controller && f.id != machine).collect();
+        let ctrls: Vec<&MachineFacts> =
+            view.facts.iter().filter(|f| f.alive && f.controller && f.id != machine).collect();
         grow_or_retire(c, view, &ctrls, view.contact_majority(), out);
     }
 }
 
 /// Retires `n` controllers: down ones first, then ones never joined, then
 /// the newest ids. Every owner with the same view picks the same ones.
-fn retire(c: &mut Controller, view: &View<'_>, ctrls: &[&MachineFacts], n: usize, out: &mut ControlOut) {
+fn retire(
+    c: &mut Controller,
+    view: &View<'_>,
+    ctrls: &[&MachineFacts],
+    n: usize,
+    out: &mut ControlOut,
+) {
     let mut order: Vec<&MachineFacts> = ctrls.to_vec();
     order.sort_by(|a, b| {
         let rank = |f: &MachineFacts| (is_up(view, f), !f.nodes.is_empty());

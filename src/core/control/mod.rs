@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use crate::core::agent::choice;
 use crate::core::identity::{Identity, NodeId};
-use crate::core::time::Time;
 use crate::core::notices::Notice;
 use crate::core::state::controllers::{self, MachineFacts};
 use crate::core::state::{Change, Replica};
+use crate::core::time::Time;
 
 pub mod cleaner;
 pub mod contact;
@@ -62,7 +62,8 @@ pub enum Singleton {
 }
 
 impl Singleton {
-    pub const ALL: [Singleton; 3] = [Singleton::Provisioner, Singleton::HaKeeper, Singleton::Cleaner];
+    pub const ALL: [Singleton; 3] =
+        [Singleton::Provisioner, Singleton::HaKeeper, Singleton::Cleaner];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -75,7 +76,12 @@ impl Singleton {
 
 /// The owner of each singleton among `live` (manager ids), by rendezvous.
 pub fn owners(live: &[NodeId]) -> BTreeMap<Singleton, NodeId> {
-    Singleton::ALL.iter().filter_map(|s| Some((*s, choice::best(choice::key_of_name(s.name()), live.iter().copied())?))).collect()
+    Singleton::ALL
+        .iter()
+        .filter_map(|s| {
+            Some((*s, choice::best(choice::key_of_name(s.name()), live.iter().copied())?))
+        })
+        .collect()
 }
 
 /// What `juju show-controller` and the head of `juju status` show, as
@@ -230,7 +236,8 @@ impl Controller {
     /// Whether a tick with these owners and this provider reads the
     /// machine facts (they cost a pass over every key).
     pub fn needs_facts(&self, will_own: &BTreeSet<Singleton>, provider: bool) -> bool {
-        let cleaning = will_own.contains(&Singleton::Cleaner) && (self.ticks + 1).is_multiple_of(CLEAN_EVERY_TICKS);
+        let cleaning = will_own.contains(&Singleton::Cleaner)
+            && (self.ticks + 1).is_multiple_of(CLEAN_EVERY_TICKS);
         provider && (cleaning || will_own.iter().any(|s| *s != Singleton::Cleaner))
     }
 
@@ -261,8 +268,12 @@ impl Controller {
     /// Sends `cmd` to the provider and remembers it in flight.
     pub(crate) fn fly(&mut self, cmd: ProviderCmd, by: Singleton, now: Time, out: &mut ControlOut) {
         let (machine, instance, start) = match &cmd {
-            ProviderCmd::Start { machine, instance, .. } => (machine.clone(), instance.clone(), true),
-            ProviderCmd::Stop { machine, instance, .. } => (machine.clone(), instance.clone(), false),
+            ProviderCmd::Start { machine, instance, .. } => {
+                (machine.clone(), instance.clone(), true)
+            }
+            ProviderCmd::Stop { machine, instance, .. } => {
+                (machine.clone(), instance.clone(), false)
+            }
         };
         if start {
             self.stats.starts_asked += 1;
@@ -285,7 +296,8 @@ impl Controller {
         if self.owned.contains(&Singleton::Provisioner) {
             provisioner::run(self, view, out);
         }
-        if self.owned.contains(&Singleton::Cleaner) && self.ticks.is_multiple_of(CLEAN_EVERY_TICKS) {
+        if self.owned.contains(&Singleton::Cleaner) && self.ticks.is_multiple_of(CLEAN_EVERY_TICKS)
+        {
             cleaner::run(self, view, out);
         }
         self.keeper.added.clear();
@@ -299,7 +311,8 @@ impl Controller {
         if self.owned.contains(&Singleton::HaKeeper) && !before.contains(&Singleton::HaKeeper) {
             keeper::run(self, view, out);
         }
-        if self.owned.contains(&Singleton::Provisioner) && !before.contains(&Singleton::Provisioner) {
+        if self.owned.contains(&Singleton::Provisioner) && !before.contains(&Singleton::Provisioner)
+        {
             provisioner::run(self, view, out);
         }
     }
@@ -307,7 +320,8 @@ impl Controller {
     fn reown(&mut self, view: &View<'_>, out: &mut ControlOut) {
         let ids: Vec<NodeId> = view.live.iter().map(|m| m.id).collect();
         let now_owned = self.owned_among(&ids);
-        let changed: Vec<Singleton> = now_owned.symmetric_difference(&self.owned).copied().collect();
+        let changed: Vec<Singleton> =
+            now_owned.symmetric_difference(&self.owned).copied().collect();
         for s in changed {
             let owned = now_owned.contains(&s);
             out.events.push(ControlEvent::Ownership { singleton: s, owned });
@@ -338,7 +352,9 @@ impl Controller {
             }
             // Unclaimed, or claimed by an earlier identity of this process
             // (a manager whose disk was lost comes back under a new id).
-            crate::core::state::agents::MachineLife::Alive if !nodes.contains(&self.me.to_string()) => {
+            crate::core::state::agents::MachineLife::Alive
+                if !nodes.contains(&self.me.to_string()) =>
+            {
                 out.changes.push(controllers::set_machine(&machine, "agent", self.me.to_string()));
                 out.changes.push(controllers::set_machine(&machine, "status", "started"));
             }
@@ -356,9 +372,17 @@ impl Controller {
                     self.stats.duplicates_refused += 1;
                 }
                 out.changes.push(controllers::set_machine(machine, "instance", instance.clone()));
-                out.changes.push(controllers::set_machine(machine, "instance-by", view.who.clone()));
+                out.changes.push(controllers::set_machine(
+                    machine,
+                    "instance-by",
+                    view.who.clone(),
+                ));
                 if view.provider.as_ref().is_some_and(|p| p.places_on_hosts()) {
-                    out.changes.push(controllers::set_machine(machine, "instance-at", address.clone()));
+                    out.changes.push(controllers::set_machine(
+                        machine,
+                        "instance-at",
+                        address.clone(),
+                    ));
                 }
             }
             ProviderResult::Stopped { machine, fenced, .. } => {
@@ -368,9 +392,17 @@ impl Controller {
                     self.stats.instances_fenced += 1;
                     tracing::warn!(%machine, "its host could not be reached: the instance is fenced (revoked) and will be stopped when the host answers");
                     out.changes.push(controllers::set_machine(machine, "instance-state", "fenced"));
-                    out.changes.push(controllers::set_machine(machine, "status", "fenced: its host could not be reached"));
+                    out.changes.push(controllers::set_machine(
+                        machine,
+                        "status",
+                        "fenced: its host could not be reached",
+                    ));
                 } else {
-                    out.changes.push(controllers::set_machine(machine, "instance-state", "stopped"));
+                    out.changes.push(controllers::set_machine(
+                        machine,
+                        "instance-state",
+                        "stopped",
+                    ));
                 }
                 // A keeper's stop is a heal: the machine dies only now, and
                 // its replacement is added (and started, by this node's
@@ -388,7 +420,15 @@ impl Controller {
                 tracing::warn!(%machine, %error, "provider request failed");
                 if flight.start {
                     self.provisioner.failed(machine, view.now);
-                    out.changes.push(controllers::set_machine(machine, "status", format!("{}{}", controllers::PROVISIONING_ERROR, crate::core::agent::clip_status(error))));
+                    out.changes.push(controllers::set_machine(
+                        machine,
+                        "status",
+                        format!(
+                            "{}{}",
+                            controllers::PROVISIONING_ERROR,
+                            crate::core::agent::clip_status(error)
+                        ),
+                    ));
                 }
             }
         }

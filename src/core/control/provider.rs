@@ -26,7 +26,11 @@ pub struct ProviderSpec {
 impl std::fmt::Debug for ProviderSpec {
     /// Host entries hold private keys: only their number is shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderSpec").field("kind", &self.kind).field("root", &self.root).field("hosts", &self.hosts.len()).finish()
+        f.debug_struct("ProviderSpec")
+            .field("kind", &self.kind)
+            .field("root", &self.root)
+            .field("hosts", &self.hosts.len())
+            .finish()
     }
 }
 
@@ -55,7 +59,15 @@ pub enum ProviderCmd {
     /// or an agent. The driver mints the join token, bound to `machine`.
     /// `host`: the pool host an enlisted machine lives on (start exactly
     /// there), else the provider picks a free host.
-    Start { req: u64, provider: ProviderSpec, instance: String, machine: String, manager: bool, seeds: Vec<SocketAddr>, host: Option<String> },
+    Start {
+        req: u64,
+        provider: ProviderSpec,
+        instance: String,
+        machine: String,
+        manager: bool,
+        seeds: Vec<SocketAddr>,
+        host: Option<String>,
+    },
     /// Stop `instance`: gracefully (the process leaves the cluster) or at
     /// once (a frozen or dead manager that must never come back). `at`:
     /// where it was started (`Started::address`, recorded as
@@ -63,7 +75,15 @@ pub enum ProviderCmd {
     /// host that cannot be reached counts as stopped (`Stopped { fenced }`):
     /// the HA keeper's heal, which revokes the node at the same time; the
     /// cleaner's stops never fence, they retry until the host answers.
-    Stop { req: u64, provider: ProviderSpec, instance: String, machine: String, graceful: bool, at: Option<String>, fence: bool },
+    Stop {
+        req: u64,
+        provider: ProviderSpec,
+        instance: String,
+        machine: String,
+        graceful: bool,
+        at: Option<String>,
+        fence: bool,
+    },
 }
 
 impl ProviderCmd {
@@ -79,18 +99,36 @@ impl ProviderCmd {
 pub enum ProviderResult {
     /// The instance runs; `existed` when it was already there (a second
     /// owner's start, refused as a duplicate and reported as done).
-    Started { req: u64, instance: String, machine: String, address: String, existed: bool },
+    Started {
+        req: u64,
+        instance: String,
+        machine: String,
+        address: String,
+        existed: bool,
+    },
     /// The instance is stopped; or, `fenced`, its host could not be
     /// reached on a fencing stop: its node is revoked and the instance
     /// must still be stopped (by the cleaner) before its host is reused.
-    Stopped { req: u64, instance: String, machine: String, fenced: bool },
-    Failed { req: u64, instance: String, machine: String, error: String },
+    Stopped {
+        req: u64,
+        instance: String,
+        machine: String,
+        fenced: bool,
+    },
+    Failed {
+        req: u64,
+        instance: String,
+        machine: String,
+        error: String,
+    },
 }
 
 impl ProviderResult {
     pub fn req(&self) -> u64 {
         match self {
-            ProviderResult::Started { req, .. } | ProviderResult::Stopped { req, .. } | ProviderResult::Failed { req, .. } => *req,
+            ProviderResult::Started { req, .. }
+            | ProviderResult::Stopped { req, .. }
+            | ProviderResult::Failed { req, .. } => *req,
         }
     }
 }

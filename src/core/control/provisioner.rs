@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::provider::{ProviderCmd, instance_name};
-use crate::core::state::controllers::MachineFacts;
 use super::{ControlOut, Controller, Singleton, View};
+use crate::core::state::controllers::MachineFacts;
 use crate::core::time::Time;
 
 /// First and longest wait before retrying a failed start.
@@ -50,7 +50,9 @@ fn may_provision(view: &View<'_>) -> bool {
     if view.contact_majority() {
         return true;
     }
-    let provisioned = |f: &&MachineFacts| f.alive && f.controller && !(f.nodes.is_empty() && f.instance.is_none());
+    let provisioned = |f: &&MachineFacts| {
+        f.alive && f.controller && !(f.nodes.is_empty() && f.instance.is_none())
+    };
     view.facts.iter().filter(provisioned).all(|f| view.in_contact_with(f))
 }
 
@@ -62,20 +64,33 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
         return;
     }
     let seeds: Vec<std::net::SocketAddr> = view.live.iter().map(|m| m.addr).collect();
-    c.provisioner.failures.retain(|m, _| view.facts.iter().any(|f| &f.id == m && f.alive && f.instance.is_none()));
+    c.provisioner
+        .failures
+        .retain(|m, _| view.facts.iter().any(|f| &f.id == m && f.alive && f.instance.is_none()));
     if c.provisioner.pool != spec.hosts {
         c.provisioner.failures.clear();
         c.provisioner.pool = spec.hosts.clone();
     }
     // Controllers the keeper added in this very step (not in the facts yet).
     let added = std::mem::take(&mut c.keeper.added);
-    let fresh: Vec<MachineFacts> =
-        added.into_iter().filter(|id| !view.facts.iter().any(|f| &f.id == id)).map(|id| MachineFacts { id, alive: true, controller: true, generation: 1, ..Default::default() }).collect();
+    let fresh: Vec<MachineFacts> = added
+        .into_iter()
+        .filter(|id| !view.facts.iter().any(|f| &f.id == id))
+        .map(|id| MachineFacts {
+            id,
+            alive: true,
+            controller: true,
+            generation: 1,
+            ..Default::default()
+        })
+        .collect();
     for f in view.facts.iter().chain(&fresh).filter(|f| f.alive && f.instance.is_none()) {
         if !c.has_room() {
             break;
         }
-        if c.in_flight(&f.id, true) || c.provisioner.failures.get(&f.id).is_some_and(|(_, at)| *at > view.now) {
+        if c.in_flight(&f.id, true)
+            || c.provisioner.failures.get(&f.id).is_some_and(|(_, at)| *at > view.now)
+        {
             continue;
         }
         let req = c.new_req();

@@ -37,7 +37,12 @@ impl Node {
     }
 
     fn refresh_live_managers(&mut self) {
-        let mut live: Vec<Identity> = self.swim.iter_members().map(|m| m.id().clone()).filter(|i| i.role == Role::Manager).collect();
+        let mut live: Vec<Identity> = self
+            .swim
+            .iter_members()
+            .map(|m| m.id().clone())
+            .filter(|i| i.role == Role::Manager)
+            .collect();
         if self.identity().role == Role::Manager && !self.left {
             live.push(self.identity().clone());
         }
@@ -56,7 +61,13 @@ impl Node {
         self.apply_agent_out(out);
     }
 
-    pub(super) fn on_session_opened(&mut self, now: Time, session: u64, peer: PeerCert, machine: Option<String>) {
+    pub(super) fn on_session_opened(
+        &mut self,
+        now: Time,
+        session: u64,
+        peer: PeerCert,
+        machine: Option<String>,
+    ) {
         if let Some(agent) = self.agent.as_mut() {
             let mut out = AgentOut::default();
             if peer.role == Role::Manager {
@@ -69,7 +80,9 @@ impl Node {
         }
         let mut out = ServeOut::default();
         match self.state.as_ref() {
-            Some(st) if peer.role == Role::Agent => self.served.opened(&st.replica, session, peer.id, machine, &mut out),
+            Some(st) if peer.role == Role::Agent => {
+                self.served.opened(&st.replica, session, peer.id, machine, &mut out)
+            }
             _ => {
                 let reason = "only a manager serves agent sessions, and only to agents".to_string();
                 out.send.push((session, encode_msg(&SessionMsg::Refused { reason, gone: false })));
@@ -151,17 +164,24 @@ impl Node {
             }
         }
         if let Some(want) = self.agent.as_ref().and_then(|a| a.next_wake())
-            && self.agent_timer.is_none_or(|(at, _)| want < at) {
-                self.agent_token += 1;
-                self.agent_timer = Some((want, self.agent_token));
-                self.push(Output::SetTimer(Timer { at: want.max(now), kind: TimerKind::Agent(self.agent_token) }));
-            }
+            && self.agent_timer.is_none_or(|(at, _)| want < at)
+        {
+            self.agent_token += 1;
+            self.agent_timer = Some((want, self.agent_token));
+            self.push(Output::SetTimer(Timer {
+                at: want.max(now),
+                kind: TimerKind::Agent(self.agent_token),
+            }));
+        }
         if std::mem::take(&mut self.state_changed) {
             self.served.mark_dirty();
         }
         if self.served.is_dirty() && !self.assign_armed {
             self.assign_armed = true;
-            self.push(Output::SetTimer(Timer { at: now + Duration::from_millis(ASSIGN_REFRESH_MS), kind: TimerKind::Assign }));
+            self.push(Output::SetTimer(Timer {
+                at: now + Duration::from_millis(ASSIGN_REFRESH_MS),
+                kind: TimerKind::Assign,
+            }));
         }
     }
 
@@ -210,10 +230,17 @@ impl Node {
                 *e = (m.identity.generation, m.state);
             }
         }
-        let states: BTreeMap<NodeId, MemberState> = states.into_iter().map(|(id, (_, s))| (id, s)).collect();
+        let states: BTreeMap<NodeId, MemberState> =
+            states.into_iter().map(|(id, (_, s))| (id, s)).collect();
         let mut by_machine: BTreeMap<String, String> = BTreeMap::new();
         for m in &mut view.machines {
-            let seen = m.agent.0.iter().filter_map(|h| h.parse::<NodeId>().ok()).filter_map(|id| states.get(&id)).min();
+            let seen = m
+                .agent
+                .0
+                .iter()
+                .filter_map(|h| h.parse::<NodeId>().ok())
+                .filter_map(|id| states.get(&id))
+                .min();
             m.presence = match (m.agent.0.is_empty(), seen) {
                 (true, _) => "pending".into(),
                 (false, Some(s)) => s.as_str().into(),
@@ -222,7 +249,14 @@ impl Node {
             by_machine.insert(m.id.clone(), m.presence.clone());
         }
         for u in &mut view.units {
-            u.agent = u.machine.0.iter().filter_map(|m| by_machine.get(m)).next().cloned().unwrap_or_else(|| "none".into());
+            u.agent = u
+                .machine
+                .0
+                .iter()
+                .filter_map(|m| by_machine.get(m))
+                .next()
+                .cloned()
+                .unwrap_or_else(|| "none".into());
         }
         Some(view)
     }

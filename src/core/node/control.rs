@@ -27,8 +27,12 @@ impl Node {
         Some(crate::core::control::ControllerInfo {
             desired: controllers::ha_desired(&st.replica),
             alive: live.len() as u32,
-            owners: owners(&live).into_iter().map(|(s, id)| (s.name().to_string(), id.to_string())).collect(),
-            provider: controllers::provider_name(&st.replica).map(|(kind, root)| format!("{kind}:{root}")),
+            owners: owners(&live)
+                .into_iter()
+                .map(|(s, id)| (s.name().to_string(), id.to_string()))
+                .collect(),
+            provider: controllers::provider_name(&st.replica)
+                .map(|(kind, root)| format!("{kind}:{root}")),
             grace_ms: controllers::ha_grace(&st.replica).as_millis() as u64,
             short_because: controllers::why_short(&st.replica),
         })
@@ -46,7 +50,12 @@ impl Node {
         self.apply_control_out(out);
         // The answers keep the next ticks' contact fresh (every manager
         // probes, so that whoever owns a worker next has contact at once).
-        if self.control.is_some() && self.state.as_ref().is_some_and(|st| controllers::provider_name(&st.replica).is_some()) {
+        if self.control.is_some()
+            && self
+                .state
+                .as_ref()
+                .is_some_and(|st| controllers::provider_name(&st.replica).is_some())
+        {
             self.probe_managers(now);
         }
         self.arm_control(now);
@@ -67,25 +76,49 @@ impl Node {
 
     /// Runs `f` with the workers' view. `membership`: ownership may change
     /// in this call (so facts are read for the owners it will have).
-    fn with_view(&mut self, now: Time, membership: bool, out: &mut ControlOut, f: impl FnOnce(&mut Controller, &View<'_>, &mut ControlOut)) {
+    fn with_view(
+        &mut self,
+        now: Time,
+        membership: bool,
+        out: &mut ControlOut,
+        f: impl FnOnce(&mut Controller, &View<'_>, &mut ControlOut),
+    ) {
         let who = format!("{}@{}", self.identity().id, self.identity().generation);
         let me = self.swim.identity().id;
-        let (Some(control), Some(st)) = (self.control.as_mut(), self.state.as_ref()) else { return };
+        let (Some(control), Some(st)) = (self.control.as_mut(), self.state.as_ref()) else {
+            return;
+        };
         let live_ids: Vec<NodeId> = self.live_managers.iter().map(|m| m.id).collect();
         let contact = self.contact.in_contact(now, me, &live_ids);
         let provider = controllers::provider(&st.replica);
         if control.machine().is_none() && provider.is_some() {
             // The bootstrap manager adopts the controller machine it created.
-            if let Some(m) = cached_facts(&mut self.facts_cache, &st.replica).iter().find(|m| m.controller && m.nodes.contains(&me)) {
+            if let Some(m) = cached_facts(&mut self.facts_cache, &st.replica)
+                .iter()
+                .find(|m| m.controller && m.nodes.contains(&me))
+            {
                 control.set_machine(m.id.clone());
             }
         }
         // Facts cost a pass over the keys: only for a node that owns, or is
         // about to own, a worker that reads them now.
-        let owned = if membership { control.owned_among(&live_ids) } else { control.owned().clone() };
-        let facts: &[controllers::MachineFacts] =
-            if control.needs_facts(&owned, provider.is_some()) { cached_facts(&mut self.facts_cache, &st.replica) } else { &[] };
-        let view = View { now, replica: &st.replica, facts, live: &self.live_managers, contact: &contact, who, provider };
+        let owned =
+            if membership { control.owned_among(&live_ids) } else { control.owned().clone() };
+        let facts: &[controllers::MachineFacts] = if control.needs_facts(&owned, provider.is_some())
+        {
+            cached_facts(&mut self.facts_cache, &st.replica)
+        } else {
+            &[]
+        };
+        let view = View {
+            now,
+            replica: &st.replica,
+            facts,
+            live: &self.live_managers,
+            contact: &contact,
+            who,
+            provider,
+        };
         f(control, &view, out);
     }
 
@@ -98,7 +131,9 @@ impl Node {
         }
         for ev in out.events {
             match ev {
-                ControlEvent::Ownership { singleton, owned } => self.push(Output::Event(Event::Singleton { name: singleton.name(), owned })),
+                ControlEvent::Ownership { singleton, owned } => {
+                    self.push(Output::Event(Event::Singleton { name: singleton.name(), owned }))
+                }
                 ControlEvent::Retired => self.push(Output::Event(Event::Retired)),
             }
         }
@@ -108,7 +143,10 @@ impl Node {
 
 /// The machine facts of `r` (a pass over every key), computed again only
 /// when the replica has applied something since the last time.
-fn cached_facts<'a>(cache: &'a mut Option<FactsCache>, r: &crate::core::state::Replica) -> &'a [controllers::MachineFacts] {
+fn cached_facts<'a>(
+    cache: &'a mut Option<FactsCache>,
+    r: &crate::core::state::Replica,
+) -> &'a [controllers::MachineFacts] {
     if cache.as_ref().is_none_or(|(v, _)| v != r.applied()) {
         *cache = Some((r.applied().clone(), controllers::machines(r)));
     }

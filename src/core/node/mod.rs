@@ -19,11 +19,13 @@ use rand_chacha::ChaCha8Rng;
 
 use super::agent::role::AgentRole;
 use super::agent::serve::AgentSessions;
-use super::control::Controller;
 use super::codec::{BincodeCodec, CodecError};
+use super::control::Controller;
 use super::health::LocalHealth;
 use super::identity::{Identity, NodeId, Role};
-use super::io::{Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer, TimerKind};
+use super::io::{
+    Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer, TimerKind,
+};
 use super::notices::{Notice, NoticeBook, NoticeHandler, NoticeKey};
 use super::rejoin::Rejoin;
 use super::state::sync::ANTI_ENTROPY_PERIOD_MS;
@@ -89,7 +91,11 @@ impl foca::BroadcastHandler<Identity> for WatchedHandler {
     type Key = NoticeKey;
     type Error = CodecError;
 
-    fn receive_item(&mut self, data: &[u8], sender: Option<&Identity>) -> Result<Option<NoticeKey>, CodecError> {
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        sender: Option<&Identity>,
+    ) -> Result<Option<NoticeKey>, CodecError> {
         self.touched.store(true, Ordering::Relaxed);
         self.inner.receive_item(data, sender)
     }
@@ -108,7 +114,8 @@ impl Runtime<Identity> for Collector {
     fn notify(&mut self, notification: Notification<'_, Identity>) {
         match notification {
             Notification::DataSent(header) => {
-                self.highest_sent_incarnation = self.highest_sent_incarnation.max(header.src_incarnation);
+                self.highest_sent_incarnation =
+                    self.highest_sent_incarnation.max(header.src_incarnation);
             }
             Notification::DataReceived(_) => {}
             other => self.notes.push(other.to_owned()),
@@ -239,7 +246,9 @@ impl Node {
             left: false,
             state: config.state.map(StateSync::new),
             max_transmissions: config.timing.max_transmissions,
-            agent: config.agent.map(|a| AgentRole::new(config.identity.id, a.machine, a.address, config.seeds.clone())),
+            agent: config.agent.map(|a| {
+                AgentRole::new(config.identity.id, a.machine, a.address, config.seeds.clone())
+            }),
             agent_timer: None,
             agent_token: 0,
             managers_changed: true,
@@ -251,7 +260,8 @@ impl Node {
             served: AgentSessions::default(),
             state_changed: false,
             assign_armed: false,
-            control: holds_state.then(|| Controller::new(config.identity.id, config.controller_machine.clone())),
+            control: holds_state
+                .then(|| Controller::new(config.identity.id, config.controller_machine.clone())),
             revoked: BTreeSet::new(),
             transmissions_sized_for: 0,
             notices_touched,
@@ -301,7 +311,8 @@ impl Node {
     /// Every notice this node knows, to persist or to share with a peer.
     pub fn notices(&self) -> Vec<Notice> {
         let book = self.notices.lock().expect("notice book poisoned");
-        let departed = book.departed.iter().map(|(id, g)| Notice::Departed { id: *id, generation: *g });
+        let departed =
+            book.departed.iter().map(|(id, g)| Notice::Departed { id: *id, generation: *g });
         let members = book.revoked_members.iter().map(|id| Notice::MemberRevoked { id: *id });
         departed.chain(members).collect()
     }
@@ -348,11 +359,15 @@ impl Node {
             Input::Identified { addr, peer } => self.on_identified(addr, peer),
             Input::Leave => self.leave(),
             Input::Publish(notice) => self.publish(&notice),
-            Input::Command { req, id, cmd, replicas, timeout } => self.on_command(now, req, id, &cmd, replicas, timeout),
+            Input::Command { req, id, cmd, replicas, timeout } => {
+                self.on_command(now, req, id, &cmd, replicas, timeout)
+            }
             Input::DurableRemote { vv } => self.on_durable_remote(now, &vv),
             Input::Durable { seq } => self.on_durable(now, seq),
             Input::State { from, bytes } => self.on_state(now, from, &bytes),
-            Input::SessionOpened { session, peer, machine } => self.on_session_opened(now, session, peer, machine),
+            Input::SessionOpened { session, peer, machine } => {
+                self.on_session_opened(now, session, peer, machine)
+            }
             Input::SessionClosed { session } => self.on_session_closed(now, session),
             Input::SessionData { session, bytes } => self.on_session_data(now, session, &bytes),
             Input::Workload(ev) => self.on_workload(now, &ev),
@@ -398,9 +413,9 @@ impl Node {
             Err(e) => {
                 tracing::debug!(from = %from.id, error = %e, "swim refused datagram");
                 match e {
-                    foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::DataTooBig => {
-                        self.stats.dropped_malformed += 1
-                    }
+                    foca::Error::Decode(_)
+                    | foca::Error::MalformedPacket
+                    | foca::Error::DataTooBig => self.stats.dropped_malformed += 1,
                     _ => self.stats.dropped_rejected += 1,
                 }
             }
@@ -418,7 +433,10 @@ impl Node {
                 if matches!(event, foca::Timer::ProbeRandomMember(_)) {
                     self.stats.probes += 1;
                 }
-                if matches!(event, foca::Timer::PeriodicGossip(_)) && self.swim.updates_backlog() == 0 && self.swim.custom_broadcast_backlog() == 0 {
+                if matches!(event, foca::Timer::PeriodicGossip(_))
+                    && self.swim.updates_backlog() == 0
+                    && self.swim.custom_broadcast_backlog() == 0
+                {
                     // Nothing to gossip (foca would only re-arm it): park it
                     // until there is (`flush`), instead of ten idle timers a
                     // second.
@@ -512,8 +530,17 @@ impl Node {
         active.sort_unstable();
         let held = self.swim.iter_members().map(|m| m.id().addr).chain([self.swim.identity().addr]);
         let book = self.notices.lock().expect("notice book poisoned");
-        let round = self.rejoin.clone().round(now, &active, held, |p| departed(&book, p), &mut self.rng.clone());
-        assert!(round.quiet(!active.is_empty()), "a rejoin round skipped as quiet would have found {round:?}");
+        let round = self.rejoin.clone().round(
+            now,
+            &active,
+            held,
+            |p| departed(&book, p),
+            &mut self.rng.clone(),
+        );
+        assert!(
+            round.quiet(!active.is_empty()),
+            "a rejoin round skipped as quiet would have found {round:?}"
+        );
     }
 
     fn housekeeping(&mut self, now: Time) {
@@ -531,7 +558,9 @@ impl Node {
                     }
                     suspects.insert(id.id, id.generation);
                 }
-                _ if !self.suspects.is_empty() && self.suspects.get(&id.id) == Some(&id.generation) => {
+                _ if !self.suspects.is_empty()
+                    && self.suspects.get(&id.id) == Some(&id.generation) =>
+                {
                     self.stats.refutations += 1
                 }
                 _ => {}
@@ -584,12 +613,19 @@ impl Node {
         for (to, bytes) in self.collector.sends.drain(..) {
             self.stats.datagrams_out += 1;
             self.stats.bytes_out += bytes.len() as u64;
-            self.stats.max_datagram_bytes_out = self.stats.max_datagram_bytes_out.max(bytes.len() as u64);
+            self.stats.max_datagram_bytes_out =
+                self.stats.max_datagram_bytes_out.max(bytes.len() as u64);
             push_output(&mut self.outputs, &mut self.stats, Output::Send { to, bytes });
         }
-        if self.parked_gossip.is_some() && (self.swim.updates_backlog() > 0 || self.swim.custom_broadcast_backlog() > 0) {
+        if self.parked_gossip.is_some()
+            && (self.swim.updates_backlog() > 0 || self.swim.custom_broadcast_backlog() > 0)
+        {
             let event = self.parked_gossip.take().expect("checked");
-            push_output(&mut self.outputs, &mut self.stats, Output::SetTimer(Timer { at: now, kind: TimerKind::Swim(event) }));
+            push_output(
+                &mut self.outputs,
+                &mut self.stats,
+                Output::SetTimer(Timer { at: now, kind: TimerKind::Swim(event) }),
+            );
         }
         for (event, after) in self.collector.timers.drain(..) {
             let after = match event {
@@ -706,7 +742,8 @@ fn push_output(outputs: &mut VecDeque<Output>, stats: &mut Stats, output: Output
     }
     outputs.push_back(output);
     debug_assert!(
-        outputs.len() <= MAX_PENDING_OUTPUTS || !matches!(outputs.back(), Some(Output::Send { .. })),
+        outputs.len() <= MAX_PENDING_OUTPUTS
+            || !matches!(outputs.back(), Some(Output::Send { .. })),
         "a send queued past the output bound"
     );
 }

@@ -29,11 +29,21 @@ impl Node {
         Some(&self.live_managers[i]).filter(|m| m.id != self.swim.identity().id)
     }
 
-    pub(super) fn on_command(&mut self, now: Time, req: u64, id: Option<RequestId>, cmd: &Command, replicas: u32, timeout: Duration) {
+    pub(super) fn on_command(
+        &mut self,
+        now: Time,
+        req: u64,
+        id: Option<RequestId>,
+        cmd: &Command,
+        replicas: u32,
+        timeout: Duration,
+    ) {
         let mut out = SyncOut::default();
         match self.state.as_mut() {
             Some(st) => st.command(now, req, id, cmd, replicas, timeout, &mut out),
-            None => out.replies.push((req, WriteResult::Refused("this member holds no state".into()))),
+            None => {
+                out.replies.push((req, WriteResult::Refused("this member holds no state".into())))
+            }
         }
         self.apply_sync_out(out);
     }
@@ -118,7 +128,9 @@ impl Node {
         // assignments be recomputed (a pass over every key): most writes are
         // agents' own reports and controller settings.
         use crate::core::state::agents::ops_affect_assignments;
-        self.state_changed |= ops_affect_assignments(&out.persist_own) || ops_affect_assignments(&out.persist_remote) || out.snapshot_needed;
+        self.state_changed |= ops_affect_assignments(&out.persist_own)
+            || ops_affect_assignments(&out.persist_remote)
+            || out.snapshot_needed;
         if !out.persist_own.is_empty() {
             self.push(Output::Persist { ops: out.persist_own, own: true });
         }

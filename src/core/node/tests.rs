@@ -12,7 +12,12 @@ use crate::core::timing::Timing;
 const MS: Duration = Duration::from_millis(1);
 
 fn ident(n: u64) -> Identity {
-    Identity { id: NodeId(n), addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(), role: Role::Manager, generation: 1 }
+    Identity {
+        id: NodeId(n),
+        addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
+        role: Role::Manager,
+        generation: 1,
+    }
 }
 
 /// Nodes 1..=n, node 1 the seed; runs in virtual time.
@@ -27,11 +32,25 @@ struct Net {
 
 impl Net {
     fn new(n: u64) -> Net {
-        let mut net = Net { nodes: BTreeMap::new(), timers: vec![], events: vec![], now: Duration::ZERO, stall: BTreeMap::new() };
+        let mut net = Net {
+            nodes: BTreeMap::new(),
+            timers: vec![],
+            events: vec![],
+            now: Duration::ZERO,
+            stall: BTreeMap::new(),
+        };
         for i in 1..=n {
             let seeds = if i == 1 { vec![] } else { vec![ident(1).addr] };
-            let mut node =
-                Node::new(NodeConfig { identity: ident(i), timing: Timing::lan(), rng_seed: i, seeds, known_peers: vec![], state: None, agent: None, controller_machine: None });
+            let mut node = Node::new(NodeConfig {
+                identity: ident(i),
+                timing: Timing::lan(),
+                rng_seed: i,
+                seeds,
+                known_peers: vec![],
+                state: None,
+                agent: None,
+                controller_machine: None,
+            });
             node.start(Duration::ZERO);
             net.nodes.insert(i, node);
             net.pump(i);
@@ -43,18 +62,35 @@ impl Net {
         let mut deliveries = vec![];
         while let Some(out) = self.nodes.get_mut(&i).and_then(|n| n.poll()) {
             match out {
-                Output::Send { to, bytes } => deliveries.push((to.id.0, Input::Datagram { from: PeerCert { id: NodeId(i), role: Role::Manager }, bytes })),
+                Output::Send { to, bytes } => deliveries.push((
+                    to.id.0,
+                    Input::Datagram {
+                        from: PeerCert { id: NodeId(i), role: Role::Manager },
+                        bytes,
+                    },
+                )),
                 Output::Identify { addr } => {
                     let peer = self.nodes.keys().copied().find(|k| ident(*k).addr == addr);
                     if let Some(p) = peer {
-                        deliveries.push((i, Input::Identified { addr, peer: PeerCert { id: NodeId(p), role: Role::Manager } }));
+                        deliveries.push((
+                            i,
+                            Input::Identified {
+                                addr,
+                                peer: PeerCert { id: NodeId(p), role: Role::Manager },
+                            },
+                        ));
                     }
                 }
                 Output::SetTimer(t) => self.timers.push((i, t)),
                 Output::Event(e) => self.events.push((i, e)),
                 // These nodes hold no state and are not agents.
-                Output::Persist { .. } | Output::SendState { .. } | Output::Reply { .. } | Output::SnapshotNeeded => {}
-                Output::OpenSession { .. } | Output::SessionSend { .. } | Output::CloseSession { .. } => {}
+                Output::Persist { .. }
+                | Output::SendState { .. }
+                | Output::Reply { .. }
+                | Output::SnapshotNeeded => {}
+                Output::OpenSession { .. }
+                | Output::SessionSend { .. }
+                | Output::CloseSession { .. } => {}
                 Output::Workload(_) | Output::SaveManagers(_) | Output::Provider(_) => {}
             }
         }
@@ -68,8 +104,14 @@ impl Net {
 
     fn run_until(&mut self, end: Duration) {
         loop {
-            let due = |(i, t): &(u64, Timer), stall: &BTreeMap<u64, Duration>| t.at + stall.get(i).copied().unwrap_or_default();
-            let Some(pos) = (0..self.timers.len()).min_by_key(|&k| due(&self.timers[k], &self.stall)) else { return };
+            let due = |(i, t): &(u64, Timer), stall: &BTreeMap<u64, Duration>| {
+                t.at + stall.get(i).copied().unwrap_or_default()
+            };
+            let Some(pos) =
+                (0..self.timers.len()).min_by_key(|&k| due(&self.timers[k], &self.stall))
+            else {
+                return;
+            };
             let at = due(&self.timers[pos], &self.stall);
             if at > end {
                 self.now = end;
@@ -85,7 +127,11 @@ impl Net {
     }
 
     fn state_of(&self, observer: u64, member: u64) -> Option<MemberState> {
-        self.nodes[&observer].members().into_iter().find(|m| m.identity.id == NodeId(member)).map(|m| m.state)
+        self.nodes[&observer]
+            .members()
+            .into_iter()
+            .find(|m| m.identity.id == NodeId(member))
+            .map(|m| m.state)
     }
 }
 
@@ -117,7 +163,10 @@ fn a_datagram_speaking_for_another_member_is_dropped_and_counted() {
     net.run_until(1_000 * MS);
     // Capture a real datagram from node 2 to node 1 ...
     let node2 = net.nodes.get_mut(&2).unwrap();
-    node2.handle(net.now, Input::Publish(crate::core::notices::Notice::MemberRevoked { id: NodeId(77) }));
+    node2.handle(
+        net.now,
+        Input::Publish(crate::core::notices::Notice::MemberRevoked { id: NodeId(77) }),
+    );
     let bytes = std::iter::from_fn(|| node2.poll())
         .find_map(|o| match o {
             Output::Send { bytes, .. } => Some(bytes),
@@ -127,14 +176,38 @@ fn a_datagram_speaking_for_another_member_is_dropped_and_counted() {
     // ... and deliver it as if it came on node 9's connection.
     let before = net.nodes[&1].members();
     let node1 = net.nodes.get_mut(&1).unwrap();
-    node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(9), role: Role::Manager }, bytes: bytes.clone() });
-    node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Agent }, bytes });
+    node1.handle(
+        net.now,
+        Input::Datagram {
+            from: PeerCert { id: NodeId(9), role: Role::Manager },
+            bytes: bytes.clone(),
+        },
+    );
+    node1.handle(
+        net.now,
+        Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Agent }, bytes },
+    );
     assert_eq!(node1.stats().dropped_spoofed, 2);
     assert_eq!(node1.members(), before);
     assert!(node1.notices().is_empty(), "nothing from a spoofed datagram was applied");
-    node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![0x01, 0xff, 0xff] });
-    node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![] });
-    node1.handle(net.now, Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![0x01; 2_000] });
+    node1.handle(
+        net.now,
+        Input::Datagram {
+            from: PeerCert { id: NodeId(2), role: Role::Manager },
+            bytes: vec![0x01, 0xff, 0xff],
+        },
+    );
+    node1.handle(
+        net.now,
+        Input::Datagram { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes: vec![] },
+    );
+    node1.handle(
+        net.now,
+        Input::Datagram {
+            from: PeerCert { id: NodeId(2), role: Role::Manager },
+            bytes: vec![0x01; 2_000],
+        },
+    );
     assert_eq!(node1.stats().dropped_malformed, 2);
     assert_eq!(node1.stats().dropped_oversized, 1);
     assert_eq!(node1.members(), before);
@@ -151,7 +224,8 @@ fn a_stalled_node_raises_its_health_score_and_stretches_its_timeouts() {
     assert!(score > 0, "late timers raise the score");
     assert!(net.nodes[&2].stats().late_timers > 0);
     // While stalled, node 2 accused no one.
-    let accused = net.events.iter().any(|(who, e)| *who == 2 && matches!(e, Event::MemberDown { .. }));
+    let accused =
+        net.events.iter().any(|(who, e)| *who == 2 && matches!(e, Event::MemberDown { .. }));
     assert!(!accused, "{:?}", net.events);
     net.stall.clear();
     net.run_until(20_000 * MS);

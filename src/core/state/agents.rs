@@ -94,13 +94,20 @@ pub fn assignments(r: &Replica, machines: &BTreeSet<String>) -> BTreeMap<String,
             _ => {}
         }
     }
-    let mut out: BTreeMap<String, Assignments> =
-        machines.iter().map(|m| (m.clone(), Assignments { machine: m.clone(), units: Vec::new() })).collect();
+    let mut out: BTreeMap<String, Assignments> = machines
+        .iter()
+        .map(|m| (m.clone(), Assignments { machine: m.clone(), units: Vec::new() }))
+        .collect();
     for ((app, n), u) in units {
         let Some(machine) = u.machine.filter(|m| u.alive && machines.contains(m)) else { continue };
         let Some(a) = apps.get(&app).filter(|a| a.alive) else { continue };
         let Some(command) = a.command.clone() else { continue };
-        let spec = UnitSpec { unit: format!("{app}/{n}"), app: app.clone(), command, config: a.config.clone() };
+        let spec = UnitSpec {
+            unit: format!("{app}/{n}"),
+            app: app.clone(),
+            command,
+            config: a.config.clone(),
+        };
         out.get_mut(&machine).expect("every machine has an entry").units.push(spec);
     }
     for a in out.values_mut() {
@@ -115,7 +122,9 @@ pub fn assignments(r: &Replica, machines: &BTreeSet<String>) -> BTreeMap<String,
 /// (statuses, addresses, claims), controller settings and the workers'
 /// records cannot, and need no pass over every key.
 pub fn affects_assignments(key: &str) -> bool {
-    key.starts_with("a/") || (key.starts_with("u/") && (key.ends_with("/life") || key.ends_with("/machine"))) || (key.starts_with("m/") && key.ends_with("/life"))
+    key.starts_with("a/")
+        || (key.starts_with("u/") && (key.ends_with("/life") || key.ends_with("/machine")))
+        || (key.starts_with("m/") && key.ends_with("/life"))
 }
 
 /// Whether any of `ops` changes a key that [`affects_assignments`].
@@ -129,7 +138,9 @@ pub fn ops_affect_assignments(ops: &[super::replica::Stamped]) -> bool {
 /// Whether unit `unit` (`app/n`) is alive and placed on `machine`.
 fn unit_on(r: &Replica, unit: &str, machine: &str) -> bool {
     let life = r.get(&format!("u/{unit}/life"));
-    !life.is_empty() && !life.iter().any(|v| v == "dead") && r.get(&format!("u/{unit}/machine")).iter().any(|m| m == machine)
+    !life.is_empty()
+        && !life.iter().any(|v| v == "dead")
+        && r.get(&format!("u/{unit}/machine")).iter().any(|m| m == machine)
 }
 
 /// Whether `key` already holds exactly `value` (no siblings).
@@ -141,7 +152,12 @@ fn holds(r: &Replica, key: &str, value: &str) -> bool {
 /// The changes that record agent `agent` (16 hex) as `machine`'s agent
 /// and apply its report; only values that differ are written, and units
 /// that are not (or no longer) on `machine` are skipped and counted.
-pub fn plan_report(r: &Replica, machine: &str, agent: &str, report: &Report) -> (Vec<Change>, usize) {
+pub fn plan_report(
+    r: &Replica,
+    machine: &str,
+    agent: &str,
+    report: &Report,
+) -> (Vec<Change>, usize) {
     let mut changes = Vec::new();
     let mut put = |key: String, value: String| {
         if !holds(r, &key, &value) {

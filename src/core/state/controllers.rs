@@ -78,7 +78,9 @@ fn live_entry(vals: Vec<String>) -> Option<String> {
 /// The pool of hosts (`h/<address>`): `(address, entry)`, in address
 /// order, removed hosts left out.
 pub fn hosts(r: &Replica) -> Vec<(String, String)> {
-    r.entries_with_prefix(HOST_PREFIX).filter_map(|(k, vals)| Some((k[HOST_PREFIX.len()..].to_string(), live_entry(vals)?))).collect()
+    r.entries_with_prefix(HOST_PREFIX)
+        .filter_map(|(k, vals)| Some((k[HOST_PREFIX.len()..].to_string(), live_entry(vals)?)))
+        .collect()
 }
 
 /// Whether `address` is a host of the pool.
@@ -90,21 +92,40 @@ pub fn has_host(r: &Replica, address: &str) -> bool {
 /// `[::1]:17070` -> `::1`, a bare host as it is).
 pub fn host_of(at: &str) -> &str {
     match at.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() => h.trim_start_matches('[').trim_end_matches(']'),
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() => {
+            h.trim_start_matches('[').trim_end_matches(']')
+        }
         _ => at,
     }
 }
 
 /// Checks a pool host for `juju add-host` (the entry's content is the
 /// runtime's; only its size is bounded here).
-pub fn check_host(r: &Replica, address: &str, entry: &str) -> Result<(), super::model::CommandError> {
-    let invalid = |what: &str, value: &str, rule: String| super::model::CommandError::Invalid { what: what.into(), value: value.into(), rule };
+pub fn check_host(
+    r: &Replica,
+    address: &str,
+    entry: &str,
+) -> Result<(), super::model::CommandError> {
+    let invalid = |what: &str, value: &str, rule: String| super::model::CommandError::Invalid {
+        what: what.into(),
+        value: value.into(),
+        rule,
+    };
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_');
-    if address.is_empty() || address.len() > MAX_HOST_ADDRESS_BYTES || !address.chars().all(ok_char) {
-        return Err(invalid("host address", address, format!("1 to {MAX_HOST_ADDRESS_BYTES} letters, digits, '.', '-', ':' or '_'")));
+    if address.is_empty() || address.len() > MAX_HOST_ADDRESS_BYTES || !address.chars().all(ok_char)
+    {
+        return Err(invalid(
+            "host address",
+            address,
+            format!("1 to {MAX_HOST_ADDRESS_BYTES} letters, digits, '.', '-', ':' or '_'"),
+        ));
     }
     if entry.is_empty() || entry.len() > MAX_HOST_ENTRY_BYTES || entry == HOST_REMOVED {
-        return Err(invalid("host entry", &format!("{} bytes", entry.len()), format!("1 to {MAX_HOST_ENTRY_BYTES} bytes")));
+        return Err(invalid(
+            "host entry",
+            &format!("{} bytes", entry.len()),
+            format!("1 to {MAX_HOST_ENTRY_BYTES} bytes"),
+        ));
     }
     let pool = r.entries_with_prefix(HOST_PREFIX).filter_map(|(_, vals)| live_entry(vals)).count();
     if !has_host(r, address) && pool >= MAX_HOSTS {
@@ -117,16 +138,26 @@ pub fn check_host(r: &Replica, address: &str, entry: &str) -> Result<(), super::
 /// runs on it or is placed there.
 pub fn check_remove_host(r: &Replica, address: &str) -> Result<(), super::model::CommandError> {
     if !has_host(r, address) {
-        return Err(super::model::CommandError::Invalid { what: "host".into(), value: address.into(), rule: "not in the pool".into() });
+        return Err(super::model::CommandError::Invalid {
+            what: "host".into(),
+            value: address.into(),
+            rule: "not in the pool".into(),
+        });
     }
-    let on_host = |f: &MachineFacts| f.host.as_deref() == Some(address) || f.instance_at.as_deref().is_some_and(|at| host_of(at) == address);
+    let on_host = |f: &MachineFacts| {
+        f.host.as_deref() == Some(address)
+            || f.instance_at.as_deref().is_some_and(|at| host_of(at) == address)
+    };
     // A dead machine still counts until its instance is stopped (a fenced
     // one may still run there).
     if let Some(f) = machines(r).iter().find(|f| on_host(f) && (!f.dead || !f.instance_stopped)) {
         return Err(super::model::CommandError::Invalid {
             what: "host".into(),
             value: address.into(),
-            rule: format!("machine {} runs there; remove it first (juju remove-machine, or enable-ha for a controller)", f.id),
+            rule: format!(
+                "machine {} runs there; remove it first (juju remove-machine, or enable-ha for a controller)",
+                f.id
+            ),
         });
     }
     Ok(())
@@ -135,12 +166,18 @@ pub fn check_remove_host(r: &Replica, address: &str) -> Result<(), super::model:
 /// The desired number of managers (at least 1). Concurrent settings
 /// resolve to the largest.
 pub fn ha_desired(r: &Replica) -> u32 {
-    r.get(&format!("c/{HA_DESIRED_KEY}")).iter().filter_map(|v| v.parse::<u32>().ok()).max().unwrap_or(1).clamp(1, MAX_MANAGERS)
+    r.get(&format!("c/{HA_DESIRED_KEY}"))
+        .iter()
+        .filter_map(|v| v.parse::<u32>().ok())
+        .max()
+        .unwrap_or(1)
+        .clamp(1, MAX_MANAGERS)
 }
 
 /// How long a manager may be down before it is replaced.
 pub fn ha_grace(r: &Replica) -> Duration {
-    let ms = setting(r, HA_GRACE_KEY).and_then(|v| v.parse::<u64>().ok()).unwrap_or(DEFAULT_HA_GRACE_MS);
+    let ms =
+        setting(r, HA_GRACE_KEY).and_then(|v| v.parse::<u64>().ok()).unwrap_or(DEFAULT_HA_GRACE_MS);
     Duration::from_millis(ms.clamp(MIN_HA_GRACE_MS, MAX_HA_GRACE_MS))
 }
 
@@ -173,8 +210,14 @@ pub fn machines(r: &Replica) -> Vec<MachineFacts> {
     let mut out: BTreeMap<String, MachineFacts> = BTreeMap::new();
     for (key, vals) in r.entries() {
         let mut parts = key.splitn(3, '/');
-        let (Some("m"), Some(id), Some(field)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let f = out.entry(id.to_string()).or_insert_with(|| MachineFacts { id: id.to_string(), generation: 1, ..Default::default() });
+        let (Some("m"), Some(id), Some(field)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let f = out.entry(id.to_string()).or_insert_with(|| MachineFacts {
+            id: id.to_string(),
+            generation: 1,
+            ..Default::default()
+        });
         match field {
             "life" => {
                 f.dead = vals.iter().any(|v| v == "dead");
@@ -189,7 +232,9 @@ pub fn machines(r: &Replica) -> Vec<MachineFacts> {
             "instance-at" => f.instance_at = vals.into_iter().max(),
             "host" => f.host = vals.into_iter().max(),
             "agent" => f.nodes = vals.iter().filter_map(|v| v.parse().ok()).collect(),
-            "generation" => f.generation = vals.iter().filter_map(|v| v.parse().ok()).max().unwrap_or(1),
+            "generation" => {
+                f.generation = vals.iter().filter_map(|v| v.parse().ok()).max().unwrap_or(1)
+            }
             _ => {}
         }
     }
@@ -201,11 +246,15 @@ pub fn machines(r: &Replica) -> Vec<MachineFacts> {
 /// addition from the same view pass the same id, and so create the same
 /// machines: the copies merge into one.
 pub fn new_controllers(r: &Replica, id: RequestId, n: u32) -> (Vec<Change>, Vec<String>) {
-    let Ok((changes, outcome)) = model::plan(r, id, &Command::AddMachine { n }) else { return (Vec::new(), Vec::new()) };
+    let Ok((changes, outcome)) = model::plan(r, id, &Command::AddMachine { n }) else {
+        return (Vec::new(), Vec::new());
+    };
     let changes = changes
         .into_iter()
         .map(|c| match c {
-            Change::Set { key, .. } if key.ends_with("/jobs") => Change::Set { key, value: MANAGE_JOB.into() },
+            Change::Set { key, .. } if key.ends_with("/jobs") => {
+                Change::Set { key, value: MANAGE_JOB.into() }
+            }
             other => other,
         })
         .collect();
@@ -235,7 +284,10 @@ pub struct Bootstrap {
 }
 
 /// The changes of a bootstrap, and the new controller machine's id.
-pub fn plan_bootstrap(r: &Replica, b: &Bootstrap) -> Result<(Vec<Change>, String), super::model::CommandError> {
+pub fn plan_bootstrap(
+    r: &Replica,
+    b: &Bootstrap,
+) -> Result<(Vec<Change>, String), super::model::CommandError> {
     check_desired(b.desired)?;
     let id = crate::core::agent::choice::key_of_name(&format!("bootstrap|{}", b.node));
     let (mut changes, ids) = new_controllers(r, id, 1);
@@ -249,7 +301,11 @@ pub fn plan_bootstrap(r: &Replica, b: &Bootstrap) -> Result<(Vec<Change>, String
     changes.push(set(PROVIDER_ROOT_KEY, &b.root));
     changes.push(set(HA_DESIRED_KEY, &b.desired.to_string()));
     if b.hosts.len() > MAX_HOSTS {
-        return Err(super::model::CommandError::Invalid { what: "hosts".into(), value: b.hosts.len().to_string(), rule: format!("at most {MAX_HOSTS}") });
+        return Err(super::model::CommandError::Invalid {
+            what: "hosts".into(),
+            value: b.hosts.len().to_string(),
+            rule: format!("at most {MAX_HOSTS}"),
+        });
     }
     for (address, entry) in &b.hosts {
         check_host(r, address, entry)?;
@@ -267,10 +323,14 @@ pub fn plan_bootstrap(r: &Replica, b: &Bootstrap) -> Result<(Vec<Change>, String
 
 /// The desired number of managers must be 1 to [`MAX_MANAGERS`].
 pub fn check_desired(n: u32) -> Result<(), super::model::CommandError> {
-    (1..=MAX_MANAGERS).contains(&n).then_some(()).ok_or_else(|| super::model::CommandError::Invalid {
-        what: "number of managers".into(),
-        value: n.to_string(),
-        rule: format!("must be 1 to {MAX_MANAGERS} (odd numbers survive the loss of a minority)"),
+    (1..=MAX_MANAGERS).contains(&n).then_some(()).ok_or_else(|| {
+        super::model::CommandError::Invalid {
+            what: "number of managers".into(),
+            value: n.to_string(),
+            rule: format!(
+                "must be 1 to {MAX_MANAGERS} (odd numbers survive the loss of a minority)"
+            ),
+        }
     })
 }
 

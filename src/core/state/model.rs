@@ -38,44 +38,89 @@ pub const MAX_VALUE_BYTES: usize = 4_096;
 /// A user's request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    AddMachine { n: u32 },
-    RemoveMachine { id: String },
-    Deploy { name: String, command: String, n: u32 },
-    AddUnit { app: String, n: u32 },
-    RemoveUnit { unit: String },
-    SetConfig { app: String, pairs: Vec<(String, String)> },
-    SetController { key: String, value: String },
+    AddMachine {
+        n: u32,
+    },
+    RemoveMachine {
+        id: String,
+    },
+    Deploy {
+        name: String,
+        command: String,
+        n: u32,
+    },
+    AddUnit {
+        app: String,
+        n: u32,
+    },
+    RemoveUnit {
+        unit: String,
+    },
+    SetConfig {
+        app: String,
+        pairs: Vec<(String, String)>,
+    },
+    SetController {
+        key: String,
+        value: String,
+    },
     /// Records `agent` (a node id, 16 hex) as machine `machine`'s agent
     /// when it is admitted. Managers issue it; clients may not.
-    ClaimMachine { machine: String, agent: String },
+    ClaimMachine {
+        machine: String,
+        agent: String,
+    },
     /// Sets the desired number of managers (`juju enable-ha -n N`).
-    EnableHa { n: u32 },
+    EnableHa {
+        n: u32,
+    },
     /// Adds (or replaces) host `address` in the provider's pool; `entry` is
     /// the runtime's description of it, private key included (`juju add-host`).
-    AddHost { address: String, entry: String },
+    AddHost {
+        address: String,
+        entry: String,
+    },
     /// Takes host `address` out of the pool (`juju remove-host`); refused
     /// while a machine runs or is placed there.
-    RemoveHost { address: String },
+    RemoveHost {
+        address: String,
+    },
     /// Deploys an application whose units go on existing machines `to`
     /// (`juju deploy --to M1,M2`): unit `<name>/<m>` on machine `m`.
-    DeployTo { name: String, command: String, to: Vec<String> },
+    DeployTo {
+        name: String,
+        command: String,
+        to: Vec<String>,
+    },
     /// Adds units of `app` on existing machines `to` (`juju add-unit --to`).
-    AddUnitTo { app: String, to: Vec<String> },
+    AddUnitTo {
+        app: String,
+        to: Vec<String>,
+    },
     /// Adds one machine placed on pool host `host`, whose agent the
     /// provider installs there (`juju add-machine ssh:[user@]host`).
-    EnlistMachine { host: String },
+    EnlistMachine {
+        host: String,
+    },
     /// The first manager's settings and machine (internal).
     Bootstrap(Box<super::controllers::Bootstrap>),
     /// Records newly minted join tokens (internal; see `tokens.rs`).
     IssueTokens(Vec<super::tokens::TokenSpec>),
     /// Revokes a join token (internal: the API issues it for an admin).
-    RevokeToken { token_id: String },
+    RevokeToken {
+        token_id: String,
+    },
     /// Records that node `node` (16 hex) joined with `token_id`, and for an
     /// agent token claims its machine for it (internal, at admission).
-    UseToken { token_id: String, node: String },
+    UseToken {
+        token_id: String,
+        node: String,
+    },
     /// Removes the keys of tokens expired before `now_unix_secs` less the
     /// clock-skew margin (internal; the runtime feeds the time).
-    SweepTokens { now_unix_secs: u64 },
+    SweepTokens {
+        now_unix_secs: u64,
+    },
 }
 
 impl Command {
@@ -163,20 +208,34 @@ fn check_name(name: &str) -> Result<(), CommandError> {
         && name.len() <= MAX_NAME_CHARS
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    ok.then_some(()).ok_or_else(|| invalid("application name", name, "lower-case letters, digits and '-', starting with a letter, at most 50"))
+    ok.then_some(()).ok_or_else(|| {
+        invalid(
+            "application name",
+            name,
+            "lower-case letters, digits and '-', starting with a letter, at most 50",
+        )
+    })
 }
 
 fn check_count(n: u32) -> Result<(), CommandError> {
-    (1..=MAX_PER_COMMAND).contains(&n).then_some(()).ok_or_else(|| invalid("count", &n.to_string(), "must be 1..=1000"))
+    (1..=MAX_PER_COMMAND)
+        .contains(&n)
+        .then_some(())
+        .ok_or_else(|| invalid("count", &n.to_string(), "must be 1..=1000"))
 }
 
 fn check_value(what: &str, v: &str) -> Result<(), CommandError> {
-    (v.len() <= MAX_VALUE_BYTES).then_some(()).ok_or_else(|| invalid(what, &v[..64.min(v.len())], "at most 4096 bytes"))
+    (v.len() <= MAX_VALUE_BYTES)
+        .then_some(())
+        .ok_or_else(|| invalid(what, &v[..64.min(v.len())], "at most 4096 bytes"))
 }
 
 fn check_config_key(k: &str) -> Result<(), CommandError> {
-    let ok = !k.is_empty() && k.len() <= 128 && k.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    ok.then_some(()).ok_or_else(|| invalid("config key", k, "letters, digits, '_', '.', '-', at most 128"))
+    let ok = !k.is_empty()
+        && k.len() <= 128
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    ok.then_some(())
+        .ok_or_else(|| invalid("config key", k, "letters, digits, '_', '.', '-', at most 128"))
 }
 
 fn set(key: String, value: impl Into<String>) -> Change {
@@ -191,7 +250,11 @@ fn alive(r: &Replica, life_key: &str) -> bool {
 }
 
 /// Turns request `id`'s command into changes, validated against `r`'s view.
-pub fn plan(r: &Replica, id: RequestId, cmd: &Command) -> Result<(Vec<Change>, Outcome), CommandError> {
+pub fn plan(
+    r: &Replica,
+    id: RequestId,
+    cmd: &Command,
+) -> Result<(Vec<Change>, Outcome), CommandError> {
     match cmd {
         Command::AddMachine { n } => {
             check_count(*n)?;
@@ -219,19 +282,27 @@ pub fn plan(r: &Replica, id: RequestId, cmd: &Command) -> Result<(Vec<Change>, O
         Command::ClaimMachine { machine, agent } => claim_machine(r, machine, agent),
         Command::AddHost { address, entry } => {
             super::controllers::check_host(r, address, entry)?;
-            Ok((vec![set(format!("{}{address}", super::controllers::HOST_PREFIX), entry.clone())], Outcome { ids: vec![address.clone()], ..Default::default() }))
+            Ok((
+                vec![set(format!("{}{address}", super::controllers::HOST_PREFIX), entry.clone())],
+                Outcome { ids: vec![address.clone()], ..Default::default() },
+            ))
         }
         Command::RemoveHost { address } => {
             super::controllers::check_remove_host(r, address)?;
             let key = format!("{}{address}", super::controllers::HOST_PREFIX);
-            Ok((vec![set(key, super::controllers::HOST_REMOVED)], Outcome { ids: vec![address.clone()], ..Default::default() }))
+            Ok((
+                vec![set(key, super::controllers::HOST_REMOVED)],
+                Outcome { ids: vec![address.clone()], ..Default::default() },
+            ))
         }
         Command::EnlistMachine { host } => enlist_machine(r, id, host),
         Command::DeployTo { name, command, to } => {
             check_placement(r, name, to)?;
             let (mut changes, _) = deploy(r, id, name, command, 1)?;
             // The app's own keys only: its units go on the named machines.
-            changes.retain(|c| matches!(c, Change::Set { key, .. } if key.starts_with(&format!("a/{name}/"))));
+            changes.retain(
+                |c| matches!(c, Change::Set { key, .. } if key.starts_with(&format!("a/{name}/"))),
+            );
             let (more, outcome) = place_units(name, to);
             changes.extend(more);
             Ok((changes, outcome))
@@ -245,14 +316,24 @@ pub fn plan(r: &Replica, id: RequestId, cmd: &Command) -> Result<(Vec<Change>, O
         }
         Command::EnableHa { n } => {
             super::controllers::check_desired(*n)?;
-            Ok((vec![set(format!("c/{}", super::controllers::HA_DESIRED_KEY), n.to_string())], Outcome::default()))
+            Ok((
+                vec![set(format!("c/{}", super::controllers::HA_DESIRED_KEY), n.to_string())],
+                Outcome::default(),
+            ))
         }
         Command::Bootstrap(b) => {
             let (changes, id) = super::controllers::plan_bootstrap(r, b)?;
-            Ok((changes, Outcome { ids: vec![id.clone()], machines: vec![id], ..Default::default() }))
+            Ok((
+                changes,
+                Outcome { ids: vec![id.clone()], machines: vec![id], ..Default::default() },
+            ))
         }
-        Command::IssueTokens(specs) => Ok((super::tokens::plan_issue(r, specs)?, Outcome::default())),
-        Command::RevokeToken { token_id } => Ok((super::tokens::plan_revoke(r, token_id)?, Outcome::default())),
+        Command::IssueTokens(specs) => {
+            Ok((super::tokens::plan_issue(r, specs)?, Outcome::default()))
+        }
+        Command::RevokeToken { token_id } => {
+            Ok((super::tokens::plan_revoke(r, token_id)?, Outcome::default()))
+        }
         Command::UseToken { token_id, node } => {
             let (mut changes, machine) = super::tokens::plan_use(r, token_id, node)?;
             let Some(machine) = machine else { return Ok((changes, Outcome::default())) };
@@ -260,7 +341,9 @@ pub fn plan(r: &Replica, id: RequestId, cmd: &Command) -> Result<(Vec<Change>, O
             changes.extend(claim);
             Ok((changes, outcome))
         }
-        Command::SweepTokens { now_unix_secs } => Ok((super::tokens::plan_sweep(r, *now_unix_secs)?, Outcome::default())),
+        Command::SweepTokens { now_unix_secs } => {
+            Ok((super::tokens::plan_sweep(r, *now_unix_secs)?, Outcome::default()))
+        }
         Command::SetController { key, value } => {
             check_config_key(key)?;
             check_value("value", value)?;
@@ -269,14 +352,21 @@ pub fn plan(r: &Replica, id: RequestId, cmd: &Command) -> Result<(Vec<Change>, O
     }
 }
 
-fn claim_machine(r: &Replica, machine: &str, agent: &str) -> Result<(Vec<Change>, Outcome), CommandError> {
+fn claim_machine(
+    r: &Replica,
+    machine: &str,
+    agent: &str,
+) -> Result<(Vec<Change>, Outcome), CommandError> {
     if !alive(r, &format!("m/{machine}/life")) {
         return Err(CommandError::UnknownMachine(machine.into()));
     }
     let key = format!("m/{machine}/agent");
     let claimed = r.get(&key);
     if claimed.iter().any(|a| a != agent) {
-        return Err(CommandError::AlreadyClaimed { machine: machine.into(), agent: claimed.join(", ") });
+        return Err(CommandError::AlreadyClaimed {
+            machine: machine.into(),
+            agent: claimed.join(", "),
+        });
     }
     let changes = if claimed.is_empty() { vec![set(key, agent)] } else { Vec::new() };
     Ok((changes, Outcome { ids: vec![machine.into()], ..Default::default() }))
@@ -293,13 +383,25 @@ fn new_machine(id: &str) -> Vec<Change> {
 /// One machine placed on pool host `host`: refused unless the host is in
 /// the pool and no live machine is placed there already (a host runs one
 /// instance).
-fn enlist_machine(r: &Replica, id: RequestId, host: &str) -> Result<(Vec<Change>, Outcome), CommandError> {
+fn enlist_machine(
+    r: &Replica,
+    id: RequestId,
+    host: &str,
+) -> Result<(Vec<Change>, Outcome), CommandError> {
     if !super::controllers::has_host(r, host) {
-        return Err(CommandError::Invalid { what: "host".into(), value: host.into(), rule: "not in the pool (juju add-host it first)".into() });
+        return Err(CommandError::Invalid {
+            what: "host".into(),
+            value: host.into(),
+            rule: "not in the pool (juju add-host it first)".into(),
+        });
     }
     let facts = super::controllers::machines(r);
     if let Some(f) = facts.iter().find(|f| f.alive && f.host.as_deref() == Some(host)) {
-        return Err(CommandError::Invalid { what: "host".into(), value: host.into(), rule: format!("machine {} is enlisted there already", f.id) });
+        return Err(CommandError::Invalid {
+            what: "host".into(),
+            value: host.into(),
+            rule: format!("machine {} is enlisted there already", f.id),
+        });
     }
     let ids = entity_ids(id, 1);
     let mut changes: Vec<Change> = ids.iter().flat_map(|m| new_machine(m)).collect();
@@ -311,7 +413,12 @@ fn remove_machine(r: &Replica, id: &str) -> Result<(Vec<Change>, Outcome), Comma
     if !alive(r, &format!("m/{id}/life")) {
         return Err(CommandError::UnknownMachine(id.into()));
     }
-    let units: Vec<String> = view(r).units.into_iter().filter(|u| u.machine.contains(&id.to_string())).map(|u| u.id).collect();
+    let units: Vec<String> = view(r)
+        .units
+        .into_iter()
+        .filter(|u| u.machine.contains(&id.to_string()))
+        .map(|u| u.id)
+        .collect();
     if !units.is_empty() {
         return Err(CommandError::MachineInUse { id: id.into(), units: units.join(", ") });
     }
@@ -320,7 +427,11 @@ fn remove_machine(r: &Replica, id: &str) -> Result<(Vec<Change>, Outcome), Comma
         // Removing a controller means one manager fewer, not a replacement.
         let live = super::controllers::live_controllers(r) as u32;
         if live <= 1 {
-            return Err(invalid("machine", id, "is the last controller; use `juju destroy` to end the environment"));
+            return Err(invalid(
+                "machine",
+                id,
+                "is the last controller; use `juju destroy` to end the environment",
+            ));
         }
         let desired = super::controllers::ha_desired(r).min(live).saturating_sub(1).max(1);
         changes.push(set(format!("c/{}", super::controllers::HA_DESIRED_KEY), desired.to_string()));
@@ -328,7 +439,13 @@ fn remove_machine(r: &Replica, id: &str) -> Result<(Vec<Change>, Outcome), Comma
     Ok((changes, Outcome { ids: vec![id.into()], ..Default::default() }))
 }
 
-fn deploy(r: &Replica, id: RequestId, name: &str, command: &str, n: u32) -> Result<(Vec<Change>, Outcome), CommandError> {
+fn deploy(
+    r: &Replica,
+    id: RequestId,
+    name: &str,
+    command: &str,
+    n: u32,
+) -> Result<(Vec<Change>, Outcome), CommandError> {
     check_name(name)?;
     check_count(n)?;
     check_value("command", command)?;
@@ -358,7 +475,9 @@ fn deploy(r: &Replica, id: RequestId, name: &str, command: &str, n: u32) -> Resu
 pub fn created_machines(cmd: &Command, ids: &[String]) -> Vec<String> {
     match cmd {
         Command::AddMachine { .. } | Command::EnlistMachine { .. } => ids.to_vec(),
-        Command::Deploy { .. } | Command::AddUnit { .. } => ids.iter().filter_map(|u| u.split_once('/').map(|(_, m)| m.to_string())).collect(),
+        Command::Deploy { .. } | Command::AddUnit { .. } => {
+            ids.iter().filter_map(|u| u.split_once('/').map(|(_, m)| m.to_string())).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -414,7 +533,11 @@ fn place_units(app: &str, to: &[String]) -> (Vec<Change>, Outcome) {
     (changes, Outcome { ids, ..Default::default() })
 }
 
-fn set_config(r: &Replica, app: &str, pairs: &[(String, String)]) -> Result<(Vec<Change>, Outcome), CommandError> {
+fn set_config(
+    r: &Replica,
+    app: &str,
+    pairs: &[(String, String)],
+) -> Result<(Vec<Change>, Outcome), CommandError> {
     if !alive(r, &format!("a/{app}/life")) {
         return Err(CommandError::UnknownApplication(app.into()));
     }
@@ -502,7 +625,9 @@ pub fn view(r: &Replica) -> StatusView {
         let shown = Shown(vals);
         match parts.as_slice() {
             ["m", id, field] => {
-                let e = machines.entry(id.to_string()).or_insert_with(|| (false, MachineView { id: id.to_string(), ..Default::default() }));
+                let e = machines.entry(id.to_string()).or_insert_with(|| {
+                    (false, MachineView { id: id.to_string(), ..Default::default() })
+                });
                 match *field {
                     "life" => e.0 = !shown.0.is_empty() && !shown.contains(&"dead".to_string()),
                     "jobs" => e.1.jobs = shown,
@@ -514,7 +639,9 @@ pub fn view(r: &Replica) -> StatusView {
                 }
             }
             ["a", name, rest @ ..] => {
-                let e = apps.entry(name.to_string()).or_insert_with(|| (false, AppView { name: name.to_string(), ..Default::default() }));
+                let e = apps.entry(name.to_string()).or_insert_with(|| {
+                    (false, AppView { name: name.to_string(), ..Default::default() })
+                });
                 match rest {
                     ["life"] => e.0 = !shown.0.is_empty() && !shown.contains(&"dead".to_string()),
                     ["command"] => e.1.command = shown,
@@ -526,7 +653,9 @@ pub fn view(r: &Replica) -> StatusView {
             }
             ["u", app, n, field] => {
                 let id = format!("{app}/{n}");
-                let e = units.entry(id.clone()).or_insert_with(|| (false, UnitView { id, ..Default::default() }));
+                let e = units
+                    .entry(id.clone())
+                    .or_insert_with(|| (false, UnitView { id, ..Default::default() }));
                 match *field {
                     "life" => e.0 = !shown.0.is_empty() && !shown.contains(&"dead".to_string()),
                     "machine" => e.1.machine = shown,
@@ -542,7 +671,8 @@ pub fn view(r: &Replica) -> StatusView {
     }
     out.units = units.into_values().filter(|(a, _)| *a).map(|(_, u)| u).collect();
     for (_, app) in apps.values_mut() {
-        app.scale = out.units.iter().filter(|u| u.id.split('/').next() == Some(app.name.as_str())).count();
+        app.scale =
+            out.units.iter().filter(|u| u.id.split('/').next() == Some(app.name.as_str())).count();
     }
     out.machines = machines.into_values().filter(|(a, _)| *a).map(|(_, m)| m).collect();
     out.applications = apps.into_values().filter(|(a, _)| *a).map(|(_, a)| a).collect();

@@ -52,11 +52,19 @@ pub struct Stamped {
 /// A change a writer asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
-    Set { key: String, value: String },
-    Remove { key: String },
+    Set {
+        key: String,
+        value: String,
+    },
+    Remove {
+        key: String,
+    },
     /// The record of client request `id` and its outcome; always the last
     /// change of its write (see `requests.rs`).
-    Record { id: RequestId, ids: Vec<String> },
+    Record {
+        id: RequestId,
+        ids: Vec<String>,
+    },
 }
 
 /// What one replica sends another so it catches up.
@@ -163,7 +171,11 @@ impl Replica {
     pub fn durable_version(&self) -> VersionVector {
         let mut vv = VersionVector::new();
         for (a, &s) in &self.vv {
-            let d = if *a == self.me { self.durable } else { self.durable_remote.get(a).copied().unwrap_or(0) };
+            let d = if *a == self.me {
+                self.durable
+            } else {
+                self.durable_remote.get(a).copied().unwrap_or(0)
+            };
             if s.min(d) > 0 {
                 vv.insert(*a, s.min(d));
             }
@@ -216,7 +228,10 @@ impl Replica {
     pub fn mark_durable(&mut self, seq: u64) -> Vec<Stamped> {
         let from = self.durable;
         self.durable = self.durable.max(seq.min(self.own_seq()));
-        debug_assert!(from <= self.durable && self.durable <= self.own_seq(), "durable only grows, never past what was written");
+        debug_assert!(
+            from <= self.durable && self.durable <= self.own_seq(),
+            "durable only grows, never past what was written"
+        );
         match self.log.get(&self.me) {
             Some(ops) => ops_between(ops, from, self.durable).cloned().collect(),
             None => Vec::new(),
@@ -225,7 +240,8 @@ impl Replica {
 
     /// The values at `key`, siblings sorted; empty when absent.
     pub fn get(&self, key: &str) -> Vec<String> {
-        let mut vals: Vec<String> = self.doc.get_ref(key).map(|r| r.values().cloned().collect()).unwrap_or_default();
+        let mut vals: Vec<String> =
+            self.doc.get_ref(key).map(|r| r.values().cloned().collect()).unwrap_or_default();
         vals.sort();
         vals.dedup();
         vals
@@ -245,13 +261,18 @@ impl Replica {
 
     /// The keys starting with `prefix`, with their values (siblings
     /// sorted), in key order; walks only those keys.
-    pub fn entries_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, Vec<String>)> + 'a {
-        self.doc.entries_from(prefix).take_while(move |(k, _)| k.starts_with(prefix)).map(|(k, reg)| {
-            let mut vals: Vec<String> = reg.values().cloned().collect();
-            vals.sort();
-            vals.dedup();
-            (k, vals)
-        })
+    pub fn entries_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, Vec<String>)> + 'a {
+        self.doc.entries_from(prefix).take_while(move |(k, _)| k.starts_with(prefix)).map(
+            |(k, reg)| {
+                let mut vals: Vec<String> = reg.values().cloned().collect();
+                vals.sort();
+                vals.dedup();
+                (k, vals)
+            },
+        )
     }
 
     /// Applies local changes as new own operations (not yet durable).
@@ -261,12 +282,16 @@ impl Replica {
             let op = match change {
                 Change::Set { key, value } => {
                     let dot = self.doc.read_ctx().derive_add_ctx(self.me).dot;
-                    self.doc.update(key.as_str(), AddCtx { clock: Default::default(), dot }, |reg, _| {
-                        // The register's own clock plus the new dot (see the module doc).
-                        let mut clock = reg.read_ctx().add_clock;
-                        clock.apply(dot);
-                        reg.write(value.clone(), AddCtx { clock, dot })
-                    })
+                    self.doc.update(
+                        key.as_str(),
+                        AddCtx { clock: Default::default(), dot },
+                        |reg, _| {
+                            // The register's own clock plus the new dot (see the module doc).
+                            let mut clock = reg.read_ctx().add_clock;
+                            clock.apply(dot);
+                            reg.write(value.clone(), AddCtx { clock, dot })
+                        },
+                    )
                 }
                 Change::Remove { key } => {
                     let ctx = self.doc.get(key).derive_rm_ctx();
@@ -284,7 +309,9 @@ impl Replica {
     fn apply_in_order(&mut self, s: Stamped) {
         debug_assert_eq!(s.seq, self.vv.get(&s.actor).copied().unwrap_or(0) + 1, "causal order");
         match requests::as_record(&s.op) {
-            Some((id, ids)) => self.requests.insert(id, Recorded { author: s.actor, seq: s.seq, ids }),
+            Some((id, ids)) => {
+                self.requests.insert(id, Recorded { author: s.actor, seq: s.seq, ids })
+            }
             None => self.doc.apply(s.op.clone()),
         }
         self.vv.insert(s.actor, s.seq);
@@ -297,7 +324,9 @@ impl Replica {
     /// in the document; a peer that needs them gets the full state).
     fn compact(&mut self) {
         while self.retained > MAX_RETAINED_OPS {
-            let Some((_, ops)) = self.log.iter_mut().max_by_key(|(_, ops)| ops.len()) else { break };
+            let Some((_, ops)) = self.log.iter_mut().max_by_key(|(_, ops)| ops.len()) else {
+                break;
+            };
             ops.pop_front();
             self.retained -= 1;
         }

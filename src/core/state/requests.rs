@@ -66,7 +66,8 @@ pub fn as_record(op: &DocOp) -> Option<(RequestId, Vec<String>)> {
 /// operation number (actors are never reused), mixed so that ids derived
 /// from it look random (splitmix64 finaliser).
 pub fn derived_id(me: Actor, next_seq: u64) -> RequestId {
-    let mut z = me.node ^ me.generation.rotate_left(32) ^ next_seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut z =
+        me.node ^ me.generation.rotate_left(32) ^ next_seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

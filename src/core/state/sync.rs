@@ -172,9 +172,19 @@ impl StateSync {
     /// (and replicated, when asked). `id` is `None` for a writer that gave
     /// none: one is derived, unique to this write.
     #[allow(clippy::too_many_arguments)]
-    pub fn command(&mut self, now: Time, req: u64, id: Option<RequestId>, cmd: &Command, replicas: u32, timeout: Duration, out: &mut SyncOut) {
+    pub fn command(
+        &mut self,
+        now: Time,
+        req: u64,
+        id: Option<RequestId>,
+        cmd: &Command,
+        replicas: u32,
+        timeout: Duration,
+        out: &mut SyncOut,
+    ) {
         if self.pending_count >= MAX_PENDING_WRITES {
-            out.replies.push((req, WriteResult::Refused("too many writes in flight; retry".into())));
+            out.replies
+                .push((req, WriteResult::Refused("too many writes in flight; retry".into())));
             return;
         }
         let me = self.replica.actor();
@@ -182,8 +192,13 @@ impl StateSync {
         let deadline = now + timeout;
         if let Some(rec) = self.replica.request(id) {
             self.deduplicated += 1;
-            let outcome = Outcome { ids: rec.ids.clone(), machines: model::created_machines(cmd, &rec.ids), ..Default::default() };
-            let w = PendingWrite { req, author: rec.author, seq: rec.seq, outcome, replicas, deadline };
+            let outcome = Outcome {
+                ids: rec.ids.clone(),
+                machines: model::created_machines(cmd, &rec.ids),
+                ..Default::default()
+            };
+            let w =
+                PendingWrite { req, author: rec.author, seq: rec.seq, outcome, replicas, deadline };
             self.pending_foreign.push(w);
             self.pending_count += 1;
             return self.settle(now, out);
@@ -195,7 +210,14 @@ impl StateSync {
         changes.push(Change::Record { id, ids: outcome.ids.clone() });
         let ops = self.replica.write(&changes);
         let seq = self.replica.own_seq();
-        self.pending.entry(seq).or_default().push(PendingWrite { req, author: me, seq, outcome, replicas, deadline });
+        self.pending.entry(seq).or_default().push(PendingWrite {
+            req,
+            author: me,
+            seq,
+            outcome,
+            replicas,
+            deadline,
+        });
         self.pending_count += 1;
         out.persist_own.extend(ops);
     }
@@ -217,11 +239,22 @@ impl StateSync {
 
     /// Operations up to `vv` (any author) are durable here: answer the
     /// `Have`s owed, share own operations a snapshot made durable, settle.
-    pub fn durable_remote(&mut self, now: Time, vv: &VersionVector, managers: &[NodeId], out: &mut SyncOut) {
+    pub fn durable_remote(
+        &mut self,
+        now: Time,
+        vv: &VersionVector,
+        managers: &[NodeId],
+        out: &mut SyncOut,
+    ) {
         let fresh = self.replica.mark_durable_remote(vv);
         self.push_fresh(fresh, managers, out);
         let held = self.replica.durable_version();
-        let ready: Vec<NodeId> = self.owed_have.iter().filter(|(_, want)| covers(&held, want)).map(|(n, _)| *n).collect();
+        let ready: Vec<NodeId> = self
+            .owed_have
+            .iter()
+            .filter(|(_, want)| covers(&held, want))
+            .map(|(n, _)| *n)
+            .collect();
         for n in ready {
             self.owed_have.remove(&n);
             out.send.push((n, StateMsg::Have(held.clone())));
@@ -242,7 +275,10 @@ impl StateSync {
     /// durable), whether or not it is still reporting.
     fn holders(&self, author: &Actor, seq: u64) -> u32 {
         let me = self.replica.actor();
-        let reported = self.peer_vv.iter().filter(|(n, vv)| n.0 != me.node && vv.get(author).copied().unwrap_or(0) >= seq);
+        let reported = self
+            .peer_vv
+            .iter()
+            .filter(|(n, vv)| n.0 != me.node && vv.get(author).copied().unwrap_or(0) >= seq);
         let by_author = author.node != me.node && !self.peer_vv.contains_key(&NodeId(author.node));
         reported.count() as u32 + u32::from(by_author)
     }
@@ -251,9 +287,17 @@ impl StateSync {
     /// as text for a refusal (empty when none did).
     fn unconfirmed(&self, author: &Actor, seq: u64) -> String {
         let me = self.replica.actor().node;
-        let lacking: Vec<String> =
-            self.peer_vv.iter().filter(|(n, vv)| n.0 != me && vv.get(author).copied().unwrap_or(0) < seq).map(|(n, _)| n.to_string()).collect();
-        if lacking.is_empty() { String::new() } else { format!(" (not confirmed by {})", lacking.join(", ")) }
+        let lacking: Vec<String> = self
+            .peer_vv
+            .iter()
+            .filter(|(n, vv)| n.0 != me && vv.get(author).copied().unwrap_or(0) < seq)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if lacking.is_empty() {
+            String::new()
+        } else {
+            format!(" (not confirmed by {})", lacking.join(", "))
+        }
     }
 
     fn state_of(&self, now: Time, w: &PendingWrite) -> Option<WriteResult> {
@@ -280,7 +324,8 @@ impl StateSync {
     /// Looks only at own writes up to the durable operation (the rest
     /// cannot be done), so it costs O(answered + waiting for replicas).
     fn settle(&mut self, now: Time, out: &mut SyncOut) {
-        let durable = self.replica.durable_version().get(&self.replica.actor()).copied().unwrap_or(0);
+        let durable =
+            self.replica.durable_version().get(&self.replica.actor()).copied().unwrap_or(0);
         let seqs: Vec<u64> = self.pending.range(..=durable).map(|(s, _)| *s).collect();
         for seq in seqs {
             self.settle_seq(now, seq, out);
@@ -320,7 +365,12 @@ impl StateSync {
 
     /// Refuses every write past its deadline (a full scan, once a tick).
     fn expire(&mut self, now: Time, out: &mut SyncOut) {
-        let seqs: Vec<u64> = self.pending.iter().filter(|(_, ws)| ws.iter().any(|w| now >= w.deadline)).map(|(s, _)| *s).collect();
+        let seqs: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, ws)| ws.iter().any(|w| now >= w.deadline))
+            .map(|(s, _)| *s)
+            .collect();
         for seq in seqs {
             self.settle_seq(now, seq, out);
         }
@@ -394,7 +444,10 @@ impl StateSync {
     fn answer_digest(&mut self, from: NodeId, theirs: &VersionVector, out: &mut SyncOut) {
         match self.replica.delta_for(theirs) {
             // A full state may hold own ops not yet durable: wait a round.
-            Some(Delta::Full(_)) if self.replica.version().get(&self.replica.actor()).copied().unwrap_or(0) < self.replica.own_seq() => {
+            Some(Delta::Full(_))
+                if self.replica.version().get(&self.replica.actor()).copied().unwrap_or(0)
+                    < self.replica.own_seq() =>
+            {
                 self.refused_full += 1;
             }
             Some(delta) => {

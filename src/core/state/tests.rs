@@ -42,7 +42,11 @@ fn concurrent_writes_converge_in_any_delivery_order_and_keep_siblings() {
     b.apply_remote(oa);
     assert_eq!(a.state_hash(), b.state_hash());
     assert_eq!(a.state_hash(), c.state_hash());
-    assert_eq!(a.get("k"), vec!["from-a".to_string(), "from-b".to_string()], "concurrent writes are siblings");
+    assert_eq!(
+        a.get("k"),
+        vec!["from-a".to_string(), "from-b".to_string()],
+        "concurrent writes are siblings"
+    );
     assert!(a.get("x").is_empty(), "removed");
     // A later write that saw both siblings replaces them.
     let fix = c.write(&[set("k", "settled")]);
@@ -89,7 +93,8 @@ fn snapshots_round_trip_through_bincode() {
     run(&mut a, Command::AddMachine { n: 3 });
     let snap = a.snapshot();
     let bytes = bincode::serde::encode_to_vec(&snap, bincode::config::standard()).unwrap();
-    let (back, _): (super::Snapshot, usize) = bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+    let (back, _): (super::Snapshot, usize) =
+        bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
     let restored = Replica::from_snapshot(Actor { node: 1 << 48, generation: 2 }, back);
     assert_eq!(restored.state_hash(), a.state_hash());
 }
@@ -113,7 +118,10 @@ fn ids_from_two_partitioned_managers_never_collide() {
 fn deploy_config_and_removal_show_in_the_view() {
     let mut a = replica(1);
     run(&mut a, Command::Deploy { name: "web".into(), command: "sleep 1000".into(), n: 2 });
-    run(&mut a, Command::SetConfig { app: "web".into(), pairs: vec![("port".into(), "80".into())] });
+    run(
+        &mut a,
+        Command::SetConfig { app: "web".into(), pairs: vec![("port".into(), "80".into())] },
+    );
     let v = model::view(&a);
     assert_eq!(v.applications.len(), 1);
     assert_eq!(v.applications[0].scale, 2);
@@ -182,10 +190,15 @@ fn ids_are_never_reused_after_a_restart_or_a_full_merge() {
     a.mark_durable(a.own_seq());
     let before = machine_set(&a);
     // A restart: the same node at the next generation, rebuilt from a snapshot.
-    let mut restarted = Replica::from_snapshot(Actor { node: 1 << 48, generation: 2 }, a.snapshot_all());
+    let mut restarted =
+        Replica::from_snapshot(Actor { node: 1 << 48, generation: 2 }, a.snapshot_all());
     run(&mut restarted, Command::AddMachine { n: 3 });
     let after_restart = machine_set(&restarted);
-    assert_eq!(after_restart.len(), 6, "three new machines beside the old three: {after_restart:?}");
+    assert_eq!(
+        after_restart.len(),
+        6,
+        "three new machines beside the old three: {after_restart:?}"
+    );
     assert!(before.is_subset(&after_restart));
     // A full merge into a fresh replica, which then creates more.
     let mut c = replica(3);
@@ -227,7 +240,9 @@ fn a_value_carries_clock_entries_only_for_the_actors_that_wrote_its_key() {
     // Many generations of one node, each writing its own key: the op for a
     // new key must not grow with the number of actors seen.
     let mut r = replica(1);
-    let size = |ops: &[Stamped]| bincode::serde::encode_to_vec(ops, bincode::config::standard()).unwrap().len();
+    let size = |ops: &[Stamped]| {
+        bincode::serde::encode_to_vec(ops, bincode::config::standard()).unwrap().len()
+    };
     let mut mine = r.write(&[set("k0", "v")]);
     let first = size(&mine);
     for g in 2..200u64 {
@@ -237,7 +252,11 @@ fn a_value_carries_clock_entries_only_for_the_actors_that_wrote_its_key() {
         r.apply_remote(ops);
     }
     let later = r.write(&[set("k1", "v")]);
-    assert!(size(&later) <= first + 4, "an op for a fresh key grew from {first} to {} bytes with 200 actors", size(&later));
+    assert!(
+        size(&later) <= first + 4,
+        "an op for a fresh key grew from {first} to {} bytes with 200 actors",
+        size(&later)
+    );
     // A rewrite that saw the other actor's value replaces it everywhere.
     mine.extend(later);
     mine.extend(r.write(&[set("k0", "w")]));
@@ -250,7 +269,6 @@ fn a_value_carries_clock_entries_only_for_the_actors_that_wrote_its_key() {
     assert_eq!(r.get("k0"), vec!["from-b".to_string()]);
 }
 
-
 /// Tests of replication between `StateSync`s, messages carried by hand:
 /// `Have` only once a push is durable on the receiver's disk (finding F),
 /// `--wait-replicated` counting only such copies, and request ids answered
@@ -259,10 +277,10 @@ fn a_value_carries_clock_entries_only_for_the_actors_that_wrote_its_key() {
 mod replication {
     use std::time::Duration;
 
+    use crate::core::identity::NodeId;
     use crate::core::state::model::Command;
     use crate::core::state::replica::{Actor, Replica, VersionVector};
     use crate::core::state::sync::{StateMsg, StateSync, SyncOut, WriteResult};
-    use crate::core::identity::NodeId;
 
     const T: Duration = Duration::from_secs(10);
 
@@ -277,7 +295,14 @@ mod replication {
 
     /// Sends `req` to `st` and makes its operations durable at once (the
     /// driver's fsync); returns the outputs, with the pushes to `peers`.
-    fn write(st: &mut StateSync, req: u64, id: u64, cmd: &Command, replicas: u32, peers: &[NodeId]) -> SyncOut {
+    fn write(
+        st: &mut StateSync,
+        req: u64,
+        id: u64,
+        cmd: &Command,
+        replicas: u32,
+        peers: &[NodeId],
+    ) -> SyncOut {
         let mut out = SyncOut::default();
         st.command(Duration::ZERO, req, Some(id), cmd, replicas, T, &mut out);
         if let Some(last) = out.persist_own.last().map(|s| s.seq) {
@@ -313,11 +338,19 @@ mod replication {
         let mut at_b = SyncOut::default();
         b.on_msg(Duration::ZERO, a_id, push, &mut at_b);
         assert!(!at_b.persist_remote.is_empty(), "b persists a's operations");
-        assert!(at_b.send.iter().all(|(_, m)| !matches!(m, StateMsg::Have(_))), "no Have while only in b's memory");
+        assert!(
+            at_b.send.iter().all(|(_, m)| !matches!(m, StateMsg::Have(_))),
+            "no Have while only in b's memory"
+        );
         // b crashes here: a never hears a Have, so the write is never counted.
         let mut later = SyncOut::default();
         b.durable_remote(Duration::ZERO, &synced(&at_b), &[a_id], &mut later);
-        let have = later.send.iter().find(|(to, m)| *to == a_id && matches!(m, StateMsg::Have(_))).cloned().expect("Have once synced");
+        let have = later
+            .send
+            .iter()
+            .find(|(to, m)| *to == a_id && matches!(m, StateMsg::Have(_)))
+            .cloned()
+            .expect("Have once synced");
         let mut at_a = SyncOut::default();
         a.on_msg(Duration::ZERO, b_id, have.1, &mut at_a);
         assert!(matches!(done(&at_a, 1), Some(WriteResult::Done(_))), "{:?}", at_a.replies);
@@ -334,8 +367,17 @@ mod replication {
         let mut at_b = SyncOut::default();
         b.on_msg(Duration::from_secs(99), a_id, msg, &mut at_b);
         assert_eq!(at_b.send.len(), 1, "{:?}", at_b.send);
-        let ack = at_b.send.iter().find(|(to, m)| *to == a_id && matches!(m, StateMsg::ProbeAck { .. })).cloned().expect("a probe ack");
-        assert!(matches!(ack.1, StateMsg::ProbeAck { sent_ms: 4_321, .. }), "the prober's clock, not the answerer's: {:?}", ack.1);
+        let ack = at_b
+            .send
+            .iter()
+            .find(|(to, m)| *to == a_id && matches!(m, StateMsg::ProbeAck { .. }))
+            .cloned()
+            .expect("a probe ack");
+        assert!(
+            matches!(ack.1, StateMsg::ProbeAck { sent_ms: 4_321, .. }),
+            "the prober's clock, not the answerer's: {:?}",
+            ack.1
+        );
         let mut at_a = SyncOut::default();
         a.on_msg(Duration::from_secs(5), b_id, ack.1, &mut at_a);
         assert_eq!(at_a.probe_acks, vec![(b_id, 4_321)]);
@@ -354,7 +396,10 @@ mod replication {
         let mut tick = SyncOut::default();
         a.tick(T, None, &[b_id], &mut tick);
         match done(&tick, 1) {
-            Some(WriteResult::Refused(r)) => assert!(r.contains("0 of 1") && r.contains(&format!("not confirmed by {b_id}")), "{r}"),
+            Some(WriteResult::Refused(r)) => assert!(
+                r.contains("0 of 1") && r.contains(&format!("not confirmed by {b_id}")),
+                "{r}"
+            ),
             other => panic!("{other:?}"),
         }
         let _ = a_id;
@@ -378,18 +423,26 @@ mod replication {
     fn the_same_request_twice_on_one_manager_is_applied_once() {
         let (_, mut a) = manager(1);
         let first = write(&mut a, 1, 7, &Command::AddMachine { n: 2 }, 0, &[]);
-        let Some(WriteResult::Done(o1)) = done(&first, 1).cloned() else { panic!("{:?}", first.replies) };
+        let Some(WriteResult::Done(o1)) = done(&first, 1).cloned() else {
+            panic!("{:?}", first.replies)
+        };
         let seq = a.replica.own_seq();
         let again = write(&mut a, 2, 7, &Command::AddMachine { n: 2 }, 0, &[]);
         assert_eq!(done(&again, 2), Some(&WriteResult::Done(o1.clone())), "the recorded outcome");
-        assert!(again.persist_own.is_empty() && a.replica.own_seq() == seq, "nothing applied again");
+        assert!(
+            again.persist_own.is_empty() && a.replica.own_seq() == seq,
+            "nothing applied again"
+        );
         assert_eq!(a.view().machines.len(), 2);
         assert_eq!(a.deduplicated, 1);
         // A removal retried after it succeeded answers success, not "does not exist".
         let rm = Command::RemoveMachine { id: o1.ids[0].clone() };
         assert!(matches!(done(&write(&mut a, 3, 8, &rm, 0, &[]), 3), Some(WriteResult::Done(_))));
         assert!(matches!(done(&write(&mut a, 4, 8, &rm, 0, &[]), 4), Some(WriteResult::Done(_))));
-        assert!(matches!(done(&write(&mut a, 5, 9, &rm, 0, &[]), 5), Some(WriteResult::Refused(_))), "a new request is refused");
+        assert!(
+            matches!(done(&write(&mut a, 5, 9, &rm, 0, &[]), 5), Some(WriteResult::Refused(_))),
+            "a new request is refused"
+        );
     }
 
     #[test]
@@ -421,7 +474,12 @@ mod replication {
         let snap = a.replica.snapshot();
         let vv = snap.vv.clone();
         let mut at_b = SyncOut::default();
-        b.on_msg(Duration::ZERO, a_id, StateMsg::Delta(crate::core::state::Delta::Full(Box::new(snap))), &mut at_b);
+        b.on_msg(
+            Duration::ZERO,
+            a_id,
+            StateMsg::Delta(crate::core::state::Delta::Full(Box::new(snap))),
+            &mut at_b,
+        );
         assert!(at_b.snapshot_needed);
         assert!(b.replica.durable_version().is_empty(), "merged, not yet durable");
         b.durable_remote(Duration::ZERO, &vv, &[a_id], &mut SyncOut::default());
@@ -433,12 +491,17 @@ mod replication {
 #[test]
 fn units_placed_with_to_go_on_existing_machines_and_bad_placements_are_refused() {
     let mut r = replica(1);
-    let plan = |r: &Replica, cmd: Command| model::plan(r, derived_id(r.actor(), r.own_seq() + 1), &cmd);
+    let plan =
+        |r: &Replica, cmd: Command| model::plan(r, derived_id(r.actor(), r.own_seq() + 1), &cmd);
     let (changes, o) = plan(&r, Command::AddMachine { n: 2 }).unwrap();
     r.write(&changes);
     let (m1, m2) = (o.ids[0].clone(), o.ids[1].clone());
-    let deploy = |to: Vec<String>| Command::DeployTo { name: "web".into(), command: "run".into(), to };
-    assert!(matches!(plan(&r, deploy(vec!["9-nope".into()])), Err(CommandError::UnknownMachine(_))));
+    let deploy =
+        |to: Vec<String>| Command::DeployTo { name: "web".into(), command: "run".into(), to };
+    assert!(matches!(
+        plan(&r, deploy(vec!["9-nope".into()])),
+        Err(CommandError::UnknownMachine(_))
+    ));
     assert!(plan(&r, deploy(vec![m1.clone(), m1.clone()])).is_err(), "a machine named twice");
     assert!(plan(&r, deploy(Vec::new())).is_err(), "at least one machine");
     let (changes, o) = plan(&r, deploy(vec![m1.clone()])).unwrap();
@@ -449,9 +512,16 @@ fn units_placed_with_to_go_on_existing_machines_and_bad_placements_are_refused()
     assert_eq!(r.get("a/web/command"), vec!["run".to_string()]);
     let view = model::view(&r);
     assert_eq!(view.machines.len(), 2, "still two machines");
-    assert!(plan(&r, Command::AddUnitTo { app: "web".into(), to: vec![m1.clone()] }).is_err(), "one unit of an app per machine");
-    let (changes, o) = plan(&r, Command::AddUnitTo { app: "web".into(), to: vec![m2.clone()] }).unwrap();
+    assert!(
+        plan(&r, Command::AddUnitTo { app: "web".into(), to: vec![m1.clone()] }).is_err(),
+        "one unit of an app per machine"
+    );
+    let (changes, o) =
+        plan(&r, Command::AddUnitTo { app: "web".into(), to: vec![m2.clone()] }).unwrap();
     r.write(&changes);
     assert_eq!(o.ids, vec![format!("web/{m2}")]);
-    assert!(plan(&r, Command::AddUnitTo { app: "db".into(), to: vec![m2] }).is_err(), "unknown application");
+    assert!(
+        plan(&r, Command::AddUnitTo { app: "db".into(), to: vec![m2] }).is_err(),
+        "unknown application"
+    );
 }

@@ -88,16 +88,28 @@ fn key(id: &str, field: &str) -> String {
 }
 
 fn invalid(what: &str, value: &str, rule: &str) -> CommandError {
-    CommandError::Invalid { what: what.into(), value: value.chars().take(64).collect(), rule: rule.into() }
+    CommandError::Invalid {
+        what: what.into(),
+        value: value.chars().take(64).collect(),
+        rule: rule.into(),
+    }
 }
 
 fn check_field(what: &str, v: &str) -> Result<(), CommandError> {
-    let ok = !v.is_empty() && v.len() <= MAX_TOKEN_FIELD_BYTES && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok = !v.is_empty()
+        && v.len() <= MAX_TOKEN_FIELD_BYTES
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     ok.then_some(()).ok_or_else(|| invalid(what, v, "letters, digits, '-', '_', '.', at most 128"))
 }
 
 fn issue_value(s: &TokenSpec) -> String {
-    format!("{} {} {} {}", s.role, s.expires_unix_secs, u8::from(s.reusable), s.subject.as_deref().unwrap_or("-"))
+    format!(
+        "{} {} {} {}",
+        s.role,
+        s.expires_unix_secs,
+        u8::from(s.reusable),
+        s.subject.as_deref().unwrap_or("-")
+    )
 }
 
 fn parse_issue(id: &str, v: &str) -> Option<TokenSpec> {
@@ -123,7 +135,11 @@ fn expiry_of(field: &str, v: &str) -> Option<u64> {
 pub fn record(r: &Replica, id: &str) -> Option<TokenRecord> {
     let issue = r.get(&key(id, "issue"));
     let revoked = !r.get(&key(id, "revoked")).is_empty();
-    let used_by: Vec<String> = r.get(&key(id, "used")).iter().filter_map(|v| v.split(' ').next().map(str::to_string)).collect();
+    let used_by: Vec<String> = r
+        .get(&key(id, "used"))
+        .iter()
+        .filter_map(|v| v.split(' ').next().map(str::to_string))
+        .collect();
     if issue.is_empty() && !revoked && used_by.is_empty() {
         return None;
     }
@@ -151,7 +167,9 @@ pub fn plan_issue(r: &Replica, specs: &[TokenSpec]) -> Result<Vec<Change>, Comma
         let k = key(&s.token_id, "issue");
         let value = issue_value(s);
         let held = r.get(&k);
-        if !held.is_empty() && held != [value.clone()] || changes.iter().any(|c| matches!(c, Change::Set { key, .. } if *key == k)) {
+        if !held.is_empty() && held != [value.clone()]
+            || changes.iter().any(|c| matches!(c, Change::Set { key, .. } if *key == k))
+        {
             return Err(CommandError::TokenIdInUse(s.token_id.clone()));
         }
         changes.push(Change::Set { key: k, value });
@@ -183,7 +201,12 @@ pub fn issued<'a>(rec: Option<&'a TokenRecord>, id: &str) -> Result<&'a TokenSpe
 
 /// Refuses a single-use token used by a node other than `node` (the same
 /// node again is a retry of a join whose answer was lost).
-pub fn check_single_use(id: &str, used_by: &[String], issue: &TokenSpec, node: &str) -> Result<(), CommandError> {
+pub fn check_single_use(
+    id: &str,
+    used_by: &[String],
+    issue: &TokenSpec,
+    node: &str,
+) -> Result<(), CommandError> {
     if !issue.reusable && used_by.iter().any(|n| n != node) {
         return Err(CommandError::TokenUsed { token_id: id.into(), by: used_by.join(", ") });
     }
@@ -195,7 +218,11 @@ pub fn check_single_use(id: &str, used_by: &[String], issue: &TokenSpec, node: &
 /// and used by another node; the same node again changes nothing (a retry
 /// of a join whose answer was lost). An agent token also claims its
 /// machine for `node`, in the same write.
-pub fn plan_use(r: &Replica, id: &str, node: &str) -> Result<(Vec<Change>, Option<String>), CommandError> {
+pub fn plan_use(
+    r: &Replica,
+    id: &str,
+    node: &str,
+) -> Result<(Vec<Change>, Option<String>), CommandError> {
     check_field("node id", node)?;
     let rec = record(r, id);
     let issue = issued(rec.as_ref(), id)?;
@@ -203,7 +230,10 @@ pub fn plan_use(r: &Replica, id: &str, node: &str) -> Result<(Vec<Change>, Optio
     check_single_use(id, used_by, issue, node)?;
     let mut changes = Vec::new();
     if !issue.reusable && used_by.is_empty() {
-        changes.push(Change::Set { key: key(id, "used"), value: format!("{node} {}", issue.expires_unix_secs) });
+        changes.push(Change::Set {
+            key: key(id, "used"),
+            value: format!("{node} {}", issue.expires_unix_secs),
+        });
     }
     let machine = (issue.role == "agent").then(|| issue.subject.clone()).flatten();
     Ok((changes, machine))
@@ -214,7 +244,10 @@ pub fn plan_use(r: &Replica, id: &str, node: &str) -> Result<(Vec<Change>, Optio
 /// `NothingExpired` when there is nothing to remove (so an idle sweep
 /// writes nothing, not even a request record).
 pub fn plan_sweep(r: &Replica, now_unix_secs: u64) -> Result<Vec<Change>, CommandError> {
-    let changes: Vec<Change> = expired_keys(r, now_unix_secs).take(MAX_SWEEP_KEYS).map(|key| Change::Remove { key }).collect();
+    let changes: Vec<Change> = expired_keys(r, now_unix_secs)
+        .take(MAX_SWEEP_KEYS)
+        .map(|key| Change::Remove { key })
+        .collect();
     if changes.is_empty() {
         return Err(CommandError::NothingExpired);
     }
@@ -225,7 +258,12 @@ pub fn plan_sweep(r: &Replica, now_unix_secs: u64) -> Result<Vec<Change>, Comman
 pub fn expired_keys(r: &Replica, now_unix_secs: u64) -> impl Iterator<Item = String> + '_ {
     r.entries_with_prefix(KEY_PREFIX).filter_map(move |(k, vals)| {
         let field = k.rsplit('/').next()?;
-        let latest = vals.iter().map(|v| expiry_of(field, v)).collect::<Option<Vec<u64>>>()?.into_iter().max()?;
+        let latest = vals
+            .iter()
+            .map(|v| expiry_of(field, v))
+            .collect::<Option<Vec<u64>>>()?
+            .into_iter()
+            .max()?;
         (latest.saturating_add(CLOCK_SKEW_MARGIN_SECS) < now_unix_secs).then(|| k.clone())
     })
 }
@@ -238,7 +276,9 @@ pub fn ready(r: &Replica) -> bool {
 
 /// Bytes of keys and values kept under `t/`.
 pub fn bytes_kept(r: &Replica) -> u64 {
-    r.entries_with_prefix(KEY_PREFIX).map(|(k, vals)| (k.len() + vals.iter().map(String::len).sum::<usize>()) as u64).sum()
+    r.entries_with_prefix(KEY_PREFIX)
+        .map(|(k, vals)| (k.len() + vals.iter().map(String::len).sum::<usize>()) as u64)
+        .sum()
 }
 
 /// A record's state at `now_unix_secs`: revoked, expired, used (single-use,
@@ -264,7 +304,8 @@ pub fn list(r: &Replica, q: &TokenQuery, now_unix_secs: u64) -> TokenPage {
         }
         last = Some(id);
         let Some(rec) = record(r, id) else { continue };
-        let role_ok = q.role.as_ref().is_none_or(|want| rec.issue.as_ref().is_some_and(|i| i.role == *want));
+        let role_ok =
+            q.role.as_ref().is_none_or(|want| rec.issue.as_ref().is_some_and(|i| i.role == *want));
         if !role_ok || q.state.as_deref().is_some_and(|s| s != state_of(&rec, now_unix_secs)) {
             continue;
         }
@@ -282,7 +323,13 @@ mod tests {
     use crate::core::state::replica::Actor;
 
     fn spec(id: &str, role: &str, subject: Option<&str>, exp: u64, reusable: bool) -> TokenSpec {
-        TokenSpec { token_id: id.into(), role: role.into(), subject: subject.map(Into::into), expires_unix_secs: exp, reusable }
+        TokenSpec {
+            token_id: id.into(),
+            role: role.into(),
+            subject: subject.map(Into::into),
+            expires_unix_secs: exp,
+            reusable,
+        }
     }
 
     fn replica() -> Replica {
@@ -298,7 +345,10 @@ mod tests {
         let (c, m) = plan_use(&r, "aa", "n1").unwrap();
         assert_eq!(m, None);
         r.write(&c);
-        assert!(plan_use(&r, "aa", "n1").unwrap().0.is_empty(), "a retry by the same node is idempotent");
+        assert!(
+            plan_use(&r, "aa", "n1").unwrap().0.is_empty(),
+            "a retry by the same node is idempotent"
+        );
         assert!(matches!(plan_use(&r, "aa", "n2"), Err(CommandError::TokenUsed { .. })));
         r.write(&plan_revoke(&r, "aa").unwrap());
         assert!(matches!(plan_use(&r, "aa", "n1"), Err(CommandError::TokenRevoked(_))));
@@ -308,7 +358,16 @@ mod tests {
     #[test]
     fn reusable_tokens_admit_many_and_agent_tokens_name_their_machine() {
         let mut r = replica();
-        r.write(&plan_issue(&r, &[spec("aa", "manager", None, 100, true), spec("bb", "agent", Some("m-1"), 100, false)]).unwrap());
+        r.write(
+            &plan_issue(
+                &r,
+                &[
+                    spec("aa", "manager", None, 100, true),
+                    spec("bb", "agent", Some("m-1"), 100, false),
+                ],
+            )
+            .unwrap(),
+        );
         assert!(plan_use(&r, "aa", "n1").unwrap().0.is_empty());
         assert!(plan_use(&r, "aa", "n2").is_ok());
         assert_eq!(plan_use(&r, "bb", "n3").unwrap().1.as_deref(), Some("m-1"));
@@ -320,13 +379,19 @@ mod tests {
     fn no_count_limit_stops_a_create_or_a_revoke() {
         let mut r = replica();
         for batch in 0..12 {
-            let specs: Vec<TokenSpec> = (0..1_000).map(|i| spec(&format!("{batch:02}{i:06}"), "agent", Some("m"), 100, false)).collect();
+            let specs: Vec<TokenSpec> = (0..1_000)
+                .map(|i| spec(&format!("{batch:02}{i:06}"), "agent", Some("m"), 100, false))
+                .collect();
             r.write(&plan_issue(&r, &specs).unwrap());
         }
         r.write(&plan_issue(&r, &[spec("late", "manager", None, 100, false)]).unwrap());
         r.write(&plan_revoke(&r, "late").unwrap());
         assert!(record(&r, "late").unwrap().revoked);
-        let page = list(&r, &TokenQuery { state: Some("revoked".into()), limit: 10, ..Default::default() }, 50);
+        let page = list(
+            &r,
+            &TokenQuery { state: Some("revoked".into()), limit: 10, ..Default::default() },
+            50,
+        );
         assert_eq!((page.matched, page.rows.len()), (1, 1));
     }
 
@@ -334,19 +399,46 @@ mod tests {
     fn a_colliding_token_id_is_refused_so_the_caller_mints_again() {
         let mut r = replica();
         r.write(&plan_issue(&r, &[spec("aa", "manager", None, 100, false)]).unwrap());
-        assert!(plan_issue(&r, &[spec("aa", "manager", None, 100, false)]).is_ok(), "the same record again is a retry");
-        assert!(matches!(plan_issue(&r, &[spec("aa", "agent", Some("m"), 100, false)]), Err(CommandError::TokenIdInUse(_))));
-        assert!(matches!(plan_issue(&r, &[spec("bb", "agent", None, 1, false), spec("bb", "agent", None, 2, false)]), Err(CommandError::TokenIdInUse(_))));
+        assert!(
+            plan_issue(&r, &[spec("aa", "manager", None, 100, false)]).is_ok(),
+            "the same record again is a retry"
+        );
+        assert!(matches!(
+            plan_issue(&r, &[spec("aa", "agent", Some("m"), 100, false)]),
+            Err(CommandError::TokenIdInUse(_))
+        ));
+        assert!(matches!(
+            plan_issue(
+                &r,
+                &[spec("bb", "agent", None, 1, false), spec("bb", "agent", None, 2, false)]
+            ),
+            Err(CommandError::TokenIdInUse(_))
+        ));
     }
 
     #[test]
     fn the_sweep_removes_what_expired_everywhere_and_nothing_else() {
         let mut r = replica();
         let before = bytes_kept(&r);
-        r.write(&plan_issue(&r, &[spec("aa", "manager", None, 100, false), spec("bb", "manager", None, 10_000, false)]).unwrap());
+        r.write(
+            &plan_issue(
+                &r,
+                &[
+                    spec("aa", "manager", None, 100, false),
+                    spec("bb", "manager", None, 10_000, false),
+                ],
+            )
+            .unwrap(),
+        );
         r.write(&plan_revoke(&r, "aa").unwrap());
         r.write(&plan_use(&r, "bb", "n1").unwrap().0);
-        assert!(matches!(plan_sweep(&r, 100 + CLOCK_SKEW_MARGIN_SECS), Err(CommandError::NothingExpired)), "kept through the skew margin");
+        assert!(
+            matches!(
+                plan_sweep(&r, 100 + CLOCK_SKEW_MARGIN_SECS),
+                Err(CommandError::NothingExpired)
+            ),
+            "kept through the skew margin"
+        );
         r.write(&plan_sweep(&r, 101 + CLOCK_SKEW_MARGIN_SECS).unwrap());
         assert_eq!(record(&r, "aa"), None);
         assert!(record(&r, "bb").is_some());
@@ -358,7 +450,17 @@ mod tests {
     #[test]
     fn list_filters_by_role_and_state_and_pages() {
         let mut r = replica();
-        r.write(&plan_issue(&r, &[spec("a1", "manager", None, 100, false), spec("a2", "agent", Some("m"), 100, false), spec("a3", "agent", Some("m"), 10, false)]).unwrap());
+        r.write(
+            &plan_issue(
+                &r,
+                &[
+                    spec("a1", "manager", None, 100, false),
+                    spec("a2", "agent", Some("m"), 100, false),
+                    spec("a3", "agent", Some("m"), 10, false),
+                ],
+            )
+            .unwrap(),
+        );
         let q = |role: Option<&str>, state: Option<&str>, after: Option<&str>| TokenQuery {
             role: role.map(Into::into),
             state: state.map(Into::into),

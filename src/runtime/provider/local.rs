@@ -24,8 +24,8 @@
 //! under the root.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -98,7 +98,10 @@ fn alive(i: &Instance) -> bool {
 }
 
 fn is_zombie(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z'))).unwrap_or(true)
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')))
+        .unwrap_or(true)
 }
 
 /// Running processes (not zombies) whose command line holds
@@ -125,9 +128,15 @@ fn signal(pid: i32, sig: i32) {
 
 impl LocalProvider {
     pub fn new(root: PathBuf) -> LocalProvider {
-        let jujud = std::env::current_exe().ok().filter(|p| p.file_name().is_some_and(|n| n == "jujud")).unwrap_or_else(|| {
-            std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("jujud"))).unwrap_or_else(|| "jujud".into())
-        });
+        let jujud = std::env::current_exe()
+            .ok()
+            .filter(|p| p.file_name().is_some_and(|n| n == "jujud"))
+            .unwrap_or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.parent().map(|d| d.join("jujud")))
+                    .unwrap_or_else(|| "jujud".into())
+            });
         LocalProvider { root, jujud }
     }
 
@@ -153,7 +162,13 @@ impl LocalProvider {
     fn lock(&self) -> Result<File, ProviderError> {
         private_dir(&self.root.join("instances"))?;
         let path = self.root.join("lock");
-        let f = OpenOptions::new().create(true).truncate(false).write(true).mode(FILE_MODE).open(&path).map_err(|e| io(&path, e))?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
         // SAFETY: flock on a file we own; blocks until other starters finish.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io(&path, std::io::Error::last_os_error()));
@@ -168,20 +183,31 @@ impl LocalProvider {
         let dir = std::env::temp_dir().join(MACHINE_DIR);
         private_dir(&dir)?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(FILE_MODE).open(&lock_path).map_err(|e| io(&lock_path, e))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(&lock_path)
+            .map_err(|e| io(&lock_path, e))?;
         // SAFETY: flock on a file we own; released when `lock` drops.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io(&lock_path, std::io::Error::last_os_error()));
         }
         let path = dir.join("addresses.json");
-        let mut a: Addresses = fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let mut a: Addresses =
+            fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         for _ in 0..MAX_INSTANCES {
             let n = a.next % MAX_INSTANCES;
             a.next = (n + 1) % MAX_INSTANCES;
             let ip = Ipv4Addr::new(127, 0, (1 + n / 250) as u8, (1 + n % 250) as u8);
             let addr = SocketAddr::new(ip.into(), INSTANCE_PORT);
             if std::net::UdpSocket::bind(addr).is_ok() {
-                super::super::datadir::write_atomic(&path, &serde_json::to_vec(&a).expect("encodes")).map_err(|e| io(&path, e))?;
+                super::super::datadir::write_atomic(
+                    &path,
+                    &serde_json::to_vec(&a).expect("encodes"),
+                )
+                .map_err(|e| io(&path, e))?;
                 return Ok(addr);
             }
         }
@@ -197,24 +223,47 @@ impl LocalProvider {
 
     fn record(&self, i: &Instance) -> Result<(), ProviderError> {
         let path = self.instance_dir(&i.name).join("instance.json");
-        super::super::datadir::write_atomic(&path, &serde_json::to_vec_pretty(i).expect("encodes")).map_err(|e| io(&path, e))
+        super::super::datadir::write_atomic(&path, &serde_json::to_vec_pretty(i).expect("encodes"))
+            .map_err(|e| io(&path, e))
     }
 
     /// Every instance recorded under the root.
     pub fn list(&self) -> Vec<Instance> {
         let Ok(dir) = fs::read_dir(self.root.join("instances")) else { return Vec::new() };
-        let mut out: Vec<Instance> = dir.flatten().filter_map(|e| self.instance(&e.file_name().to_string_lossy()).ok()).collect();
+        let mut out: Vec<Instance> = dir
+            .flatten()
+            .filter_map(|e| self.instance(&e.file_name().to_string_lossy()).ok())
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
-    fn spawn(&self, launch: &Launch, dir: &Path, address: SocketAddr) -> Result<i32, ProviderError> {
+    fn spawn(
+        &self,
+        launch: &Launch,
+        dir: &Path,
+        address: SocketAddr,
+    ) -> Result<i32, ProviderError> {
         let log_path = dir.join("jujud.log");
-        let log = OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(&log_path).map_err(|e| io(&log_path, e))?;
+        let log = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&log_path)
+            .map_err(|e| io(&log_path, e))?;
         let err = log.try_clone().map_err(|e| io(&log_path, e))?;
         let mut cmd = Command::new(&self.jujud);
-        cmd.arg(&launch.args[0]).arg("--data-dir").arg(dir.join("data")).arg("--listen").arg(address.to_string());
-        cmd.args(&launch.args[1..]).envs(launch.env.iter().cloned()).stdin(Stdio::null()).stdout(log).stderr(err);
+        cmd.arg(&launch.args[0])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--listen")
+            .arg(address.to_string());
+        cmd.args(&launch.args[1..])
+            .envs(launch.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
         // SAFETY: setsid is async-signal-safe; it detaches the instance
         // from whoever started it, as a machine is from its provisioner.
         unsafe {
@@ -223,7 +272,10 @@ impl LocalProvider {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| ProviderError::Spawn { name: launch.name.clone(), reason: e.to_string() })?;
+        let mut child = cmd.spawn().map_err(|e| ProviderError::Spawn {
+            name: launch.name.clone(),
+            reason: e.to_string(),
+        })?;
         let pid = child.id() as i32;
         // Reap it when it ends, so a stopped instance leaves no zombie.
         std::thread::spawn(move || child.wait());
@@ -244,7 +296,9 @@ impl Provider for LocalProvider {
         let mut address = None;
         if fs::DirBuilder::new().mode(DIR_MODE).create(&dir).is_err() {
             match self.instance(&launch.name) {
-                Ok(i) if i.state != STARTING => return Ok(Started { address: i.address, existed: true }),
+                Ok(i) if i.state != STARTING => {
+                    return Ok(Started { address: i.address, existed: true });
+                }
                 record => {
                     let record = record.ok();
                     if let Some(i) = self.adopt(&launch.name, &launch.machine, record.as_ref()) {
@@ -259,7 +313,14 @@ impl Provider for LocalProvider {
             Some(a) => a,
             None => self.next_address()?,
         };
-        let mut inst = Instance { name: launch.name.clone(), machine: launch.machine.clone(), address, pid: 0, start_ticks: 0, state: STARTING.into() };
+        let mut inst = Instance {
+            name: launch.name.clone(),
+            machine: launch.machine.clone(),
+            address,
+            pid: 0,
+            start_ticks: 0,
+            state: STARTING.into(),
+        };
         self.record(&inst)?;
         inst.pid = self.spawn(launch, &dir, address)?;
         inst.start_ticks = start_ticks(inst.pid).unwrap_or(0);
@@ -304,7 +365,10 @@ impl Provider for LocalProvider {
                     std::thread::sleep(Duration::from_millis(STOP_POLL_MS));
                 }
                 if alive(&inst) {
-                    return Err(ProviderError::Spawn { name: name.into(), reason: format!("still running {KILL_WAIT_MS} ms after SIGKILL") });
+                    return Err(ProviderError::Spawn {
+                        name: name.into(),
+                        reason: format!("still running {KILL_WAIT_MS} ms after SIGKILL"),
+                    });
                 }
             }
         }
@@ -324,7 +388,8 @@ impl LocalProvider {
             killed.insert(i.pid);
         }
         // Managers record their instances under the absolute root.
-        let under = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone()).join("instances");
+        let under =
+            fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone()).join("instances");
         let ours = || {
             let mut v = processes_with_data_dir(&under);
             v.extend(processes_with_data_dir(&self.root.join("instances")));
@@ -359,10 +424,20 @@ impl LocalProvider {
         let listen = || -> Option<SocketAddr> {
             let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-            std::str::from_utf8(args.get(args.iter().position(|a| *a == b"--listen")? + 1)?).ok()?.parse().ok()
+            std::str::from_utf8(args.get(args.iter().position(|a| *a == b"--listen")? + 1)?)
+                .ok()?
+                .parse()
+                .ok()
         };
         let address = record.map(|i| i.address).or_else(listen)?;
-        let inst = Instance { name: name.into(), machine: machine.into(), address, pid, start_ticks: start_ticks(pid)?, state: "running".into() };
+        let inst = Instance {
+            name: name.into(),
+            machine: machine.into(),
+            address,
+            pid,
+            start_ticks: start_ticks(pid)?,
+            state: "running".into(),
+        };
         self.record(&inst).ok()?;
         tracing::warn!(instance = %name, pid, "adopted an instance whose starter died before recording it");
         Some(inst)
@@ -374,7 +449,14 @@ mod tests {
     use super::*;
 
     fn sleeper(name: &str) -> Launch {
-        Launch { name: name.into(), machine: "1-aaaa".into(), args: vec!["peer".into()], env: vec![], manager: true, host: None }
+        Launch {
+            name: name.into(),
+            machine: "1-aaaa".into(),
+            args: vec!["peer".into()],
+            env: vec![],
+            manager: true,
+            host: None,
+        }
     }
 
     /// An executable shell script `name` in `dir` with `body`.
@@ -453,7 +535,14 @@ mod tests {
         let p = LocalProvider::new(tmp.path().join("root")).with_jujud(looping_jujud(bin.path()));
         let address: SocketAddr = "127.0.0.1:1".parse().unwrap();
         fs::create_dir_all(p.instance_dir("a")).unwrap();
-        let starting = Instance { name: "a".into(), machine: "1-aaaa".into(), address, pid: 0, start_ticks: 0, state: STARTING.into() };
+        let starting = Instance {
+            name: "a".into(),
+            machine: "1-aaaa".into(),
+            address,
+            pid: 0,
+            start_ticks: 0,
+            state: STARTING.into(),
+        };
         p.record(&starting).unwrap();
         let s = p.start(&sleeper("a")).unwrap();
         assert_eq!((s.existed, s.address), (false, address));

@@ -117,7 +117,10 @@ pub fn open(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, ProviderError> {
 
 /// The provider a spec names, marking hosts it claims with environment
 /// `environment` (the CA fingerprint).
-pub fn open_for(spec: &ProviderSpec, environment: &str) -> Result<Arc<dyn Provider>, ProviderError> {
+pub fn open_for(
+    spec: &ProviderSpec,
+    environment: &str,
+) -> Result<Arc<dyn Provider>, ProviderError> {
     match spec.kind.as_str() {
         "ssh" => Ok(Arc::new(ssh::SshProvider::from_spec(spec)?.with_environment(environment))),
         _ => open(spec),
@@ -138,7 +141,13 @@ pub struct Runner {
 /// host cannot be reached counts as stopped, `fenced` (the keeper revokes
 /// the node and the cleaner stops the instance once the host answers);
 /// any other failure stays a failure.
-pub fn stop_result(req: u64, instance: &str, machine: &str, fence: bool, outcome: Result<(), ProviderError>) -> ProviderResult {
+pub fn stop_result(
+    req: u64,
+    instance: &str,
+    machine: &str,
+    fence: bool,
+    outcome: Result<(), ProviderError>,
+) -> ProviderResult {
     let (instance, machine) = (instance.to_string(), machine.to_string());
     match outcome {
         Ok(()) => ProviderResult::Stopped { req, instance, machine, fenced: false },
@@ -165,16 +174,42 @@ fn seeds_arg(seeds: &[SocketAddr]) -> String {
 
 impl Runner {
     /// The launch for a new manager or agent instance of `machine`.
-    fn launch(&self, instance: &str, machine: &str, manager: bool, seeds: &[SocketAddr], host: Option<&str>) -> Result<Launch, String> {
+    fn launch(
+        &self,
+        instance: &str,
+        machine: &str,
+        manager: bool,
+        seeds: &[SocketAddr],
+        host: Option<&str>,
+    ) -> Result<Launch, String> {
         let role = if manager { CertRole::Manager } else { CertRole::Agent };
         let token = self.record_token(role, machine)?;
         let args = if manager {
-            vec!["peer".into(), "--join".into(), seeds_arg(seeds), "--log-format".into(), "json".into()]
+            vec![
+                "peer".into(),
+                "--join".into(),
+                seeds_arg(seeds),
+                "--log-format".into(),
+                "json".into(),
+            ]
         } else {
-            vec!["agent".into(), "--seeds".into(), seeds_arg(seeds), "--log-format".into(), "json".into()]
+            vec![
+                "agent".into(),
+                "--seeds".into(),
+                seeds_arg(seeds),
+                "--log-format".into(),
+                "json".into(),
+            ]
         };
         let env = vec![("JUJUD_TOKEN".to_string(), token.to_string())];
-        Ok(Launch { name: instance.into(), machine: machine.into(), args, env, manager, host: host.map(str::to_string) })
+        Ok(Launch {
+            name: instance.into(),
+            machine: machine.into(),
+            args,
+            env,
+            manager,
+            host: host.map(str::to_string),
+        })
     }
 
     /// Mints the instance's single-use token and records it durably (on
@@ -182,8 +217,15 @@ impl Runner {
     fn record_token(&self, role: CertRole, machine: &str) -> Result<pki::JoinToken, String> {
         use crate::core::state::{Command as StateCommand, WriteResult, tokens::TokenSpec};
         for _ in 0..MAX_MINT_ATTEMPTS {
-            let token = pki::issue_token(&self.cluster_secret, role, Some(machine), INSTANCE_TOKEN_TTL_SECS, unix_now(), &self.ca_fingerprint)
-                .map_err(|e| e.to_string())?;
+            let token = pki::issue_token(
+                &self.cluster_secret,
+                role,
+                Some(machine),
+                INSTANCE_TOKEN_TTL_SECS,
+                unix_now(),
+                &self.ca_fingerprint,
+            )
+            .map_err(|e| e.to_string())?;
             let spec = TokenSpec {
                 token_id: token.token_id.clone(),
                 role: role.as_str().into(),
@@ -193,13 +235,24 @@ impl Runner {
             };
             let (reply, rx) = tokio::sync::oneshot::channel();
             let timeout = std::time::Duration::from_millis(TOKEN_RECORD_TIMEOUT_MS);
-            let cmd = super::driver::Command::Write { cmd: StateCommand::IssueTokens(vec![spec]), replicas: 0, timeout, reply };
-            self.commands.blocking_send(cmd).map_err(|_| "the node is shutting down".to_string())?;
+            let cmd = super::driver::Command::Write {
+                cmd: StateCommand::IssueTokens(vec![spec]),
+                replicas: 0,
+                timeout,
+                reply,
+            };
+            self.commands
+                .blocking_send(cmd)
+                .map_err(|_| "the node is shutting down".to_string())?;
             match rx.blocking_recv() {
                 Ok(WriteResult::Done(_)) => return Ok(token),
                 Ok(WriteResult::Refused(r)) if r.starts_with("token id ") => continue,
-                Ok(WriteResult::Refused(r)) => return Err(format!("could not record the instance's token: {r}")),
-                Err(_) => return Err("the node stopped before recording the instance's token".into()),
+                Ok(WriteResult::Refused(r)) => {
+                    return Err(format!("could not record the instance's token: {r}"));
+                }
+                Err(_) => {
+                    return Err("the node stopped before recording the instance's token".into());
+                }
             }
         }
         Err("token ids kept colliding".into())
@@ -219,21 +272,34 @@ impl Runner {
     fn run(&self, cmd: &ProviderCmd) -> ProviderResult {
         match cmd {
             ProviderCmd::Start { req, provider, instance, machine, manager, seeds, host } => {
-                let failed = |error: String| ProviderResult::Failed { req: *req, instance: instance.clone(), machine: machine.clone(), error };
-                let launch = match self.launch(instance, machine, *manager, seeds, host.as_deref()) {
+                let failed = |error: String| ProviderResult::Failed {
+                    req: *req,
+                    instance: instance.clone(),
+                    machine: machine.clone(),
+                    error,
+                };
+                let launch = match self.launch(instance, machine, *manager, seeds, host.as_deref())
+                {
                     Ok(l) => l,
                     Err(e) => return failed(e),
                 };
                 match open_for(provider, &self.ca_fingerprint).and_then(|p| p.start(&launch)) {
                     Ok(s) => {
                         tracing::info!(%instance, %machine, address = %s.address, existed = s.existed, "instance started");
-                        ProviderResult::Started { req: *req, instance: instance.clone(), machine: machine.clone(), address: s.address.to_string(), existed: s.existed }
+                        ProviderResult::Started {
+                            req: *req,
+                            instance: instance.clone(),
+                            machine: machine.clone(),
+                            address: s.address.to_string(),
+                            existed: s.existed,
+                        }
                     }
                     Err(e) => failed(e.to_string()),
                 }
             }
             ProviderCmd::Stop { req, provider, instance, machine, graceful, at, fence } => {
-                let outcome = open_for(provider, &self.ca_fingerprint).and_then(|p| p.stop(instance, at.as_deref(), *graceful));
+                let outcome = open_for(provider, &self.ca_fingerprint)
+                    .and_then(|p| p.stop(instance, at.as_deref(), *graceful));
                 if outcome.is_ok() {
                     tracing::info!(%instance, %machine, graceful, "instance stopped");
                 }
@@ -253,17 +319,33 @@ mod tests {
 
     #[test]
     fn a_launch_never_shows_its_token() {
-        let l = Launch { name: "n".into(), machine: "m".into(), args: vec![], env: vec![("JUJUD_TOKEN".into(), "jjd1secret".into())], manager: false, host: None };
+        let l = Launch {
+            name: "n".into(),
+            machine: "m".into(),
+            args: vec![],
+            env: vec![("JUJUD_TOKEN".into(), "jjd1secret".into())],
+            manager: false,
+            host: None,
+        };
         let d = format!("{l:?}");
         assert!(d.contains("JUJUD_TOKEN") && !d.contains("jjd1secret"), "{d}");
     }
 
     #[test]
     fn only_a_fencing_stop_of_an_unreachable_host_counts_as_stopped() {
-        assert!(matches!(stop_result(1, "i", "m", true, unreachable()), ProviderResult::Stopped { fenced: true, .. }));
-        assert!(matches!(stop_result(1, "i", "m", false, unreachable()), ProviderResult::Failed { .. }));
+        assert!(matches!(
+            stop_result(1, "i", "m", true, unreachable()),
+            ProviderResult::Stopped { fenced: true, .. }
+        ));
+        assert!(matches!(
+            stop_result(1, "i", "m", false, unreachable()),
+            ProviderResult::Failed { .. }
+        ));
         let other = Err(ProviderError::Host { host: "h".into(), reason: "wrong key".into() });
         assert!(matches!(stop_result(1, "i", "m", true, other), ProviderResult::Failed { .. }));
-        assert!(matches!(stop_result(1, "i", "m", true, Ok(())), ProviderResult::Stopped { fenced: false, .. }));
+        assert!(matches!(
+            stop_result(1, "i", "m", true, Ok(())),
+            ProviderResult::Stopped { fenced: false, .. }
+        ));
     }
 }

@@ -95,7 +95,11 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
         let end = self.at.checked_add(n).filter(|e| *e <= self.buf.len());
         let Some(end) = end else {
-            let reason = format!("the file header is cut short ({what} at byte {} missing); file is {} bytes", self.at, self.buf.len());
+            let reason = format!(
+                "the file header is cut short ({what} at byte {} missing); file is {} bytes",
+                self.at,
+                self.buf.len()
+            );
             return Err(corrupt(self.at, reason));
         };
         let s = &self.buf[self.at..end];
@@ -119,13 +123,19 @@ impl<'a> Cursor<'a> {
         let len = self.take(1, what)?[0] as usize;
         let at = self.at;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| corrupt(at, format!("{what} in the header is not UTF-8")))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| corrupt(at, format!("{what} in the header is not UTF-8")))
     }
 }
 
 /// Checks the header at the start of `buf`: magic, version, checksum, then
 /// owner and LSN against what the caller expects.
-pub fn decode_header(buf: &[u8], magic: &[u8; 8], expected: &LogIdentity, name_lsn: u64) -> Result<FileHeader, DecodeError> {
+pub fn decode_header(
+    buf: &[u8],
+    magic: &[u8; 8],
+    expected: &LogIdentity,
+    name_lsn: u64,
+) -> Result<FileHeader, DecodeError> {
     if buf.is_empty() {
         return Err(corrupt(0, "the file is empty (0 bytes): it was emptied or never written"));
     }
@@ -150,7 +160,10 @@ pub fn decode_header(buf: &[u8], magic: &[u8; 8], expected: &LogIdentity, name_l
         return Err(DecodeError::Foreign { found: identity });
     }
     if lsn != name_lsn {
-        return Err(corrupt(body_end - 8, format!("header says lsn {lsn} but the file name says {name_lsn}")));
+        return Err(corrupt(
+            body_end - 8,
+            format!("header says lsn {lsn} but the file name says {name_lsn}"),
+        ));
     }
     Ok(FileHeader { identity, lsn, len: c.at })
 }
@@ -240,8 +253,12 @@ fn describe_bad(bad: &BadRecord, is_last: bool) -> String {
     match bad {
         BadRecord::ShortHeader => format!("record header is cut short {place}"),
         BadRecord::HeaderChecksum => format!("record header (length) checksum mismatch {place}"),
-        BadRecord::TooLong { len } => format!("record length {len} exceeds {MAX_RECORD_BYTES}, which is never written"),
-        BadRecord::PastEnd { len } => format!("record length {len} runs past the end of the file {place}"),
+        BadRecord::TooLong { len } => {
+            format!("record length {len} exceeds {MAX_RECORD_BYTES}, which is never written")
+        }
+        BadRecord::PastEnd { len } => {
+            format!("record length {len} runs past the end of the file {place}")
+        }
         BadRecord::Checksum { len } => format!("checksum mismatch on a {len}-byte record {place}"),
     }
 }
@@ -250,7 +267,12 @@ fn describe_bad(bad: &BadRecord, is_last: bool) -> String {
 /// `first_lsn`) and its records. In the last segment (`is_last`) a torn
 /// tail ends the scan at [`LogScan::valid_len`]; any other bad byte is
 /// [`DecodeError::Corrupt`] at its offset.
-pub fn decode_log(buf: &[u8], expected: &LogIdentity, first_lsn: u64, is_last: bool) -> Result<LogScan, DecodeError> {
+pub fn decode_log(
+    buf: &[u8],
+    expected: &LogIdentity,
+    first_lsn: u64,
+    is_last: bool,
+) -> Result<LogScan, DecodeError> {
     let header = decode_header(buf, SEGMENT_MAGIC, expected, first_lsn)?;
     let mut scan = LogScan { header_len: header.len, ..LogScan::default() };
     let mut at = header.len;
@@ -271,14 +293,20 @@ pub fn decode_log(buf: &[u8], expected: &LogIdentity, first_lsn: u64, is_last: b
 
 /// Decodes a whole snapshot file: header (owner `expected`, covering
 /// `name_lsn`), payload length and checksum. Returns the payload.
-pub fn decode_snapshot<'a>(buf: &'a [u8], expected: &LogIdentity, name_lsn: u64) -> Result<&'a [u8], DecodeError> {
+pub fn decode_snapshot<'a>(
+    buf: &'a [u8],
+    expected: &LogIdentity,
+    name_lsn: u64,
+) -> Result<&'a [u8], DecodeError> {
     let header = decode_header(buf, SNAPSHOT_MAGIC, expected, name_lsn)?;
     let mut c = Cursor { buf, at: header.len };
     let len = c.u64("payload length")?;
     let crc = c.u32("payload checksum")?;
     let in_file = (buf.len() - c.at) as u64;
     if len > MAX_SNAPSHOT_BYTES as u64 || len != in_file {
-        let reason = format!("header says {len} payload bytes, the file holds {in_file} (limit {MAX_SNAPSHOT_BYTES})");
+        let reason = format!(
+            "header says {len} payload bytes, the file holds {in_file} (limit {MAX_SNAPSHOT_BYTES})"
+        );
         return Err(corrupt(header.len, reason));
     }
     let payload = &buf[c.at..];
@@ -346,11 +374,17 @@ pub fn decode_legacy_snapshot(buf: &[u8], name_lsn: u64) -> Result<&[u8], Decode
     let crc = c.u32("checksum")?;
     let len = c.u64("length")?;
     if lsn != name_lsn {
-        return Err(corrupt(8, format!("snapshot header covers lsn {lsn} but its name says {name_lsn}")));
+        return Err(corrupt(
+            8,
+            format!("snapshot header covers lsn {lsn} but its name says {name_lsn}"),
+        ));
     }
     let payload = &buf[LEGACY_SNAPSHOT_HEADER_BYTES..];
     if len != payload.len() as u64 || crc32fast::hash(payload) != crc {
-        return Err(corrupt(LEGACY_SNAPSHOT_HEADER_BYTES, "format-1 snapshot length or checksum mismatch"));
+        return Err(corrupt(
+            LEGACY_SNAPSHOT_HEADER_BYTES,
+            "format-1 snapshot length or checksum mismatch",
+        ));
     }
     Ok(payload)
 }

@@ -107,15 +107,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 pub mod format;
 mod recovery;
-mod writer;
 #[cfg(test)]
 mod tests;
+mod writer;
 
-use recovery::*;
-pub use format::{DecodeError, LOG_FORMAT_VERSION, LogIdentity, LogScan, RECORD_HEADER_BYTES, decode_log, decode_snapshot};
-pub use writer::{SnapshotBytes, WalStats, WalWriter};
 use format::record_header;
-
+pub use format::{
+    DecodeError, LOG_FORMAT_VERSION, LogIdentity, LogScan, RECORD_HEADER_BYTES, decode_log,
+    decode_snapshot,
+};
+use recovery::*;
+pub use writer::{SnapshotBytes, WalStats, WalWriter};
 
 /// Largest record payload. Larger appends are refused, and a header that
 /// claims more is never allocated for.
@@ -189,11 +191,7 @@ pub enum WalError {
          untouched: {RECOVERY}",
         RECOVERY = recovery_steps(state_dir_of(.file))
     )]
-    Corrupt {
-        file: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { file: PathBuf, offset: u64, reason: String },
     /// A file of another cluster or node was found in this node's log.
     #[error(
         "WAL file {file} belongs to cluster {found_cluster} node {found_node}, but this node is \
@@ -286,19 +284,11 @@ fn recovery_steps(state_dir: &Path) -> String {
 }
 
 fn io_err(op: &'static str, path: &Path, source: io::Error) -> WalError {
-    WalError::Io {
-        op,
-        path: path.to_path_buf(),
-        source: Arc::new(source),
-    }
+    WalError::Io { op, path: path.to_path_buf(), source: Arc::new(source) }
 }
 
 fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> WalError {
-    WalError::Corrupt {
-        file: file.to_path_buf(),
-        offset,
-        reason: reason.into(),
-    }
+    WalError::Corrupt { file: file.to_path_buf(), offset, reason: reason.into() }
 }
 
 /// What [`Wal::open`] found on disk.
@@ -361,11 +351,20 @@ pub struct Wal {
 impl Wal {
     /// Opens (creating `dir/state` if missing and allowed) and recovers
     /// the log owned by `id`; see the recovery rules.
-    pub fn open(dir: &Path, id: &LogIdentity, expect: Expect) -> Result<(Wal, Recovered), WalError> {
+    pub fn open(
+        dir: &Path,
+        id: &LogIdentity,
+        expect: Expect,
+    ) -> Result<(Wal, Recovered), WalError> {
         Self::open_with_roll(dir, id, expect, SEGMENT_ROLL_BYTES)
     }
 
-    fn open_with_roll(dir: &Path, id: &LogIdentity, expect: Expect, segment_roll_bytes: u64) -> Result<(Wal, Recovered), WalError> {
+    fn open_with_roll(
+        dir: &Path,
+        id: &LogIdentity,
+        expect: Expect,
+        segment_roll_bytes: u64,
+    ) -> Result<(Wal, Recovered), WalError> {
         let state_dir = dir.join(STATE_DIR);
         let listing = open_state_dir(dir, &state_dir, id, expect)?;
         let (snap_meta, snap_bytes) = match listing.snapshots.last() {
@@ -381,7 +380,13 @@ impl Wal {
             truncate_file(&torn.file, torn.offset)?;
         }
         let stale: Vec<&PathBuf> = listing.snapshots.iter().rev().skip(1).map(|s| &s.1).collect();
-        let mut wal = Wal::assemble(state_dir, id.clone(), chain.segments, chain.next_lsn, segment_roll_bytes)?;
+        let mut wal = Wal::assemble(
+            state_dir,
+            id.clone(),
+            chain.segments,
+            chain.next_lsn,
+            segment_roll_bytes,
+        )?;
         wal.snapshot = snap_meta;
         wal.remove_stale(&stale, snap_lsn);
         let recovered = Recovered {
@@ -438,10 +443,7 @@ impl Wal {
             self.roll_segment()?;
         }
         let header = record_header(payload);
-        let written = self
-            .active
-            .write_all(&header)
-            .and_then(|()| self.active.write_all(payload));
+        let written = self.active.write_all(&header).and_then(|()| self.active.write_all(payload));
         if let Err(e) = written {
             let path = self.active_path().to_path_buf();
             return Err(self.fail(io_err("append to", &path, e)));
@@ -544,12 +546,8 @@ impl Wal {
     pub(super) fn end_snapshot(&mut self, written: SnapshotFile) {
         let covered_lsn = written.lsn;
         let old = self.snapshot.replace(written);
-        let stale: Vec<&PathBuf> = old
-            .as_ref()
-            .filter(|o| o.lsn != covered_lsn)
-            .map(|o| &o.path)
-            .into_iter()
-            .collect();
+        let stale: Vec<&PathBuf> =
+            old.as_ref().filter(|o| o.lsn != covered_lsn).map(|o| &o.path).into_iter().collect();
         self.remove_stale(&stale, covered_lsn);
     }
 
@@ -597,9 +595,7 @@ impl Wal {
 
     fn check_failed(&self) -> Result<(), WalError> {
         match &self.failed {
-            Some(first) => Err(WalError::Failed {
-                first: Box::new(first.clone()),
-            }),
+            Some(first) => Err(WalError::Failed { first: Box::new(first.clone()) }),
             None => Ok(()),
         }
     }
@@ -621,9 +617,7 @@ impl Wal {
     }
 
     fn active_has_records(&self) -> bool {
-        self.segments
-            .last()
-            .is_some_and(|s| self.next_lsn > s.first_lsn)
+        self.segments.last().is_some_and(|s| self.next_lsn > s.first_lsn)
     }
 }
 
@@ -638,9 +632,7 @@ fn remove_logged(path: &Path) -> bool {
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err("fsync directory", dir, e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("fsync directory", dir, e))
 }
 
 fn numbered_name(prefix: &str, lsn: u64, suffix: &str) -> String {
@@ -673,14 +665,23 @@ fn create_segment(state_dir: &Path, id: &LogIdentity, first_lsn: u64) -> Result<
 /// Creates `dir/state` (mode 0700) when allowed, tightens an older one,
 /// checks that a log expected is there, removes temp files and upgrades
 /// format-1 files when allowed; returns the listing.
-fn open_state_dir(dir: &Path, state_dir: &Path, id: &LogIdentity, expect: Expect) -> Result<Listing, WalError> {
+fn open_state_dir(
+    dir: &Path,
+    state_dir: &Path,
+    id: &LogIdentity,
+    expect: Expect,
+) -> Result<Listing, WalError> {
     if !state_dir.is_dir() {
         if expect == Expect::Present {
             let what = format!("the state dir {} is missing", state_dir.display());
             return Err(WalError::Missing { dir: state_dir.to_path_buf(), what });
         }
         use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(state_dir).map_err(|e| io_err("create", state_dir, e))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(state_dir)
+            .map_err(|e| io_err("create", state_dir, e))?;
         sync_dir(dir)?;
     }
     tighten_dir(state_dir)?;
@@ -702,9 +703,11 @@ fn open_state_dir(dir: &Path, state_dir: &Path, id: &LogIdentity, expect: Expect
 /// log line.
 fn tighten_dir(path: &Path) -> Result<(), WalError> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(path).map_err(|e| io_err("stat", path, e))?.permissions().mode() & 0o777;
+    let mode =
+        fs::metadata(path).map_err(|e| io_err("stat", path, e))?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)).map_err(|e| io_err("set the mode of", path, e))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))
+            .map_err(|e| io_err("set the mode of", path, e))?;
         tracing::warn!(path = %path.display(), old_mode = format!("{mode:o}"), "tightened the state dir to mode 0700");
     }
     Ok(())
@@ -715,8 +718,6 @@ fn truncate_file(path: &Path, len: u64) -> Result<(), WalError> {
         .write(true)
         .open(path)
         .map_err(|e| io_err("open to truncate the torn tail of", path, e))?;
-    file.set_len(len)
-        .map_err(|e| io_err("truncate the torn tail of", path, e))?;
+    file.set_len(len).map_err(|e| io_err("truncate the torn tail of", path, e))?;
     file.sync_all().map_err(|e| io_err("fsync", path, e))
 }
-

@@ -45,9 +45,10 @@ pub(super) fn list_state_dir(state_dir: &Path) -> Result<Listing, WalError> {
 pub(super) fn refused(path: &Path, id: &LogIdentity, e: DecodeError) -> WalError {
     match e {
         DecodeError::Corrupt { offset, reason } => corrupt(path, offset, reason),
-        DecodeError::Foreign { found } => {
-            WalError::Foreign { file: path.to_path_buf(), owners: Box::new(Owners { found, ours: id.clone() }) }
-        }
+        DecodeError::Foreign { found } => WalError::Foreign {
+            file: path.to_path_buf(),
+            owners: Box::new(Owners { found, ours: id.clone() }),
+        },
         DecodeError::Version { found } => WalError::Version { file: path.to_path_buf(), found },
     }
 }
@@ -57,7 +58,11 @@ pub(super) fn refused(path: &Path, id: &LogIdentity, e: DecodeError) -> WalError
 fn read_bounded(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>, WalError> {
     let len = fs::metadata(path).map_err(|e| io_err(what, path, e))?.len();
     if len > limit {
-        return Err(corrupt(path, limit, format!("file is {len} bytes, over the {limit}-byte limit")));
+        return Err(corrupt(
+            path,
+            limit,
+            format!("file is {len} bytes, over the {limit}-byte limit"),
+        ));
     }
     fs::read(path).map_err(|e| io_err(what, path, e))
 }
@@ -65,10 +70,15 @@ fn read_bounded(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>, 
 const MAX_SNAPSHOT_FILE_BYTES: u64 = MAX_SNAPSHOT_BYTES as u64 + 4096;
 
 /// Reads and checks a snapshot file named for `name_lsn`.
-pub(super) fn read_snapshot(path: &Path, id: &LogIdentity, name_lsn: u64) -> Result<(SnapshotFile, Vec<u8>), WalError> {
+pub(super) fn read_snapshot(
+    path: &Path,
+    id: &LogIdentity,
+    name_lsn: u64,
+) -> Result<(SnapshotFile, Vec<u8>), WalError> {
     let mut buf: Vec<u8> = read_bounded(path, MAX_SNAPSHOT_FILE_BYTES, "read snapshot")?;
     let file_len = buf.len() as u64;
-    let payload_len = format::decode_snapshot(&buf, id, name_lsn).map_err(|e| refused(path, id, e))?.len();
+    let payload_len =
+        format::decode_snapshot(&buf, id, name_lsn).map_err(|e| refused(path, id, e))?.len();
     buf.drain(..buf.len() - payload_len); // in place: no second copy of the payload
     Ok((SnapshotFile { lsn: name_lsn, path: path.to_path_buf(), bytes: file_len }, buf))
 }
@@ -76,7 +86,12 @@ pub(super) fn read_snapshot(path: &Path, id: &LogIdentity, name_lsn: u64) -> Res
 /// Writes `snapshot-<lsn>.bin` (mode 0600) via a fsync'd temp file and a
 /// rename. The caller fsyncs the directory. On failure the temp file is
 /// removed.
-pub(super) fn write_snapshot_file(state_dir: &Path, id: &LogIdentity, lsn: u64, bytes: &[u8]) -> Result<SnapshotFile, WalError> {
+pub(super) fn write_snapshot_file(
+    state_dir: &Path,
+    id: &LogIdentity,
+    lsn: u64,
+    bytes: &[u8],
+) -> Result<SnapshotFile, WalError> {
     let name = numbered_name(SNAPSHOT_PREFIX, lsn, SNAPSHOT_SUFFIX);
     let path = state_dir.join(&name);
     let prefix = format::snapshot_prefix(id, lsn, bytes);
@@ -86,7 +101,11 @@ pub(super) fn write_snapshot_file(state_dir: &Path, id: &LogIdentity, lsn: u64, 
 
 /// Writes `parts` to `<path>.tmp` (mode 0600), fsyncs, renames onto
 /// `path`. The caller fsyncs the directory.
-pub(super) fn write_new_file(path: &Path, parts: &[&[u8]], op: &'static str) -> Result<(), WalError> {
+pub(super) fn write_new_file(
+    path: &Path,
+    parts: &[&[u8]],
+    op: &'static str,
+) -> Result<(), WalError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(TMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
@@ -119,7 +138,13 @@ pub(super) struct Chain {
     pub(super) next_lsn: u64,
 }
 
-fn check_link(i: usize, first_lsn: u64, path: &Path, chain: &Chain, snap_lsn: u64) -> Result<(), WalError> {
+fn check_link(
+    i: usize,
+    first_lsn: u64,
+    path: &Path,
+    chain: &Chain,
+    snap_lsn: u64,
+) -> Result<(), WalError> {
     if i == 0 && first_lsn > snap_lsn + 1 {
         let reason = format!(
             "segment starts at lsn {first_lsn} but the snapshot covers only up to lsn \
@@ -141,14 +166,24 @@ fn check_link(i: usize, first_lsn: u64, path: &Path, chain: &Chain, snap_lsn: u6
 
 /// Reads every segment in order, checking that they chain without gaps
 /// from the snapshot on.
-pub(super) fn recover_segments(found: &[(u64, PathBuf)], id: &LogIdentity, snap_lsn: u64) -> Result<Chain, WalError> {
-    let mut chain = Chain { segments: Vec::with_capacity(found.len()), records: Vec::new(), torn: None, next_lsn: snap_lsn + 1 };
+pub(super) fn recover_segments(
+    found: &[(u64, PathBuf)],
+    id: &LogIdentity,
+    snap_lsn: u64,
+) -> Result<Chain, WalError> {
+    let mut chain = Chain {
+        segments: Vec::with_capacity(found.len()),
+        records: Vec::new(),
+        torn: None,
+        next_lsn: snap_lsn + 1,
+    };
     for (i, (first_lsn, path)) in found.iter().enumerate() {
         let first_lsn = *first_lsn;
         check_link(i, first_lsn, path, &chain, snap_lsn)?;
         let buf = read_bounded(path, MAX_SEGMENT_FILE_BYTES, "read segment")?;
         let is_last = i + 1 == found.len();
-        let scan = format::decode_log(&buf, id, first_lsn, is_last).map_err(|e| refused(path, id, e))?;
+        let scan =
+            format::decode_log(&buf, id, first_lsn, is_last).map_err(|e| refused(path, id, e))?;
         let count = scan.records.len() as u64;
         for (lsn, record) in (first_lsn..).zip(scan.records) {
             if lsn > snap_lsn {
@@ -158,7 +193,8 @@ pub(super) fn recover_segments(found: &[(u64, PathBuf)], id: &LogIdentity, snap_
         chain.next_lsn = first_lsn + count;
         if scan.valid_len < buf.len() as u64 {
             let bytes_dropped = buf.len() as u64 - scan.valid_len;
-            chain.torn = Some(TornTail { file: path.clone(), offset: scan.valid_len, bytes_dropped });
+            chain.torn =
+                Some(TornTail { file: path.clone(), offset: scan.valid_len, bytes_dropped });
         }
         chain.segments.push(Segment { first_lsn, path: path.clone(), bytes: scan.valid_len });
     }
@@ -199,14 +235,19 @@ fn has_magic(path: &Path, magic: &[u8; 8]) -> Result<bool, WalError> {
 /// each atomically (temp file, fsync, rename), then fsyncs the dir. A
 /// format-1 file that does not decode whole is `Corrupt` and nothing is
 /// rewritten from it. Returns how many files were upgraded.
-pub(super) fn upgrade_legacy(state_dir: &Path, listing: &Listing, id: &LogIdentity) -> Result<usize, WalError> {
+pub(super) fn upgrade_legacy(
+    state_dir: &Path,
+    listing: &Listing,
+    id: &LogIdentity,
+) -> Result<usize, WalError> {
     let mut upgraded = 0;
     for (lsn, path) in &listing.snapshots {
         if has_magic(path, format::SNAPSHOT_MAGIC)? {
             continue;
         }
         let buf = read_bounded(path, MAX_SNAPSHOT_FILE_BYTES, "read snapshot")?;
-        let payload = format::decode_legacy_snapshot(&buf, *lsn).map_err(|e| legacy_refused(path, e))?;
+        let payload =
+            format::decode_legacy_snapshot(&buf, *lsn).map_err(|e| legacy_refused(path, e))?;
         write_snapshot_file(state_dir, id, *lsn, payload)?;
         upgraded += 1;
     }
@@ -237,7 +278,9 @@ fn legacy_refused(path: &Path, e: DecodeError) -> WalError {
         DecodeError::Corrupt { offset, reason } => corrupt(
             path,
             offset,
-            format!("{reason}; this format-1 file (written by an older jujud) must be whole to be upgraded"),
+            format!(
+                "{reason}; this format-1 file (written by an older jujud) must be whole to be upgraded"
+            ),
         ),
         other => refused(path, &LogIdentity { cluster: String::new(), node: String::new() }, other),
     }

@@ -66,9 +66,7 @@ fn expect_corrupt(dir: &Path) -> (PathBuf, u64, String) {
     match Wal::open(dir, &id(), Expect::CreateOrUpgrade) {
         Err(e @ WalError::Corrupt { .. }) => {
             let msg = e.to_string();
-            let WalError::Corrupt { file, offset, .. } = e else {
-                unreachable!()
-            };
+            let WalError::Corrupt { file, offset, .. } = e else { unreachable!() };
             assert!(msg.contains(&file.display().to_string()), "{msg}");
             assert!(msg.contains(&format!("offset {offset}")), "{msg}");
             assert!(msg.contains("restores its state from a peer"), "{msg}");
@@ -115,11 +113,7 @@ fn snapshot_then_appends_recovers_snapshot_and_later_records_only() {
     let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     append_range(&mut wal, 1, 30);
     wal.write_snapshot(30, b"state@30").unwrap();
-    assert_eq!(
-        files(dir.path(), SEGMENT_PREFIX).len(),
-        1,
-        "covered segment deleted"
-    );
+    assert_eq!(files(dir.path(), SEGMENT_PREFIX).len(), 1, "covered segment deleted");
     append_range(&mut wal, 31, 40);
     wal.write_snapshot(35, b"state@35").unwrap();
     append_range(&mut wal, 41, 45);
@@ -132,17 +126,9 @@ fn snapshot_then_appends_recovers_snapshot_and_later_records_only() {
     assert_eq!(snaps.len(), 1, "old snapshot deleted: {snaps:?}");
     // log-31 holds 31..=40 and is only partly covered by 35, so it stays.
     let segs = files(dir.path(), SEGMENT_PREFIX);
-    let names: Vec<String> = segs
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "log-00000000000000000031.wal",
-            "log-00000000000000000041.wal"
-        ]
-    );
+    let names: Vec<String> =
+        segs.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["log-00000000000000000031.wal", "log-00000000000000000041.wal"]);
 }
 
 #[test]
@@ -164,20 +150,11 @@ fn snapshot_range_and_size_limits_are_refused_without_failing_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     append_range(&mut wal, 1, 5);
-    assert!(matches!(
-        wal.write_snapshot(6, b"x"),
-        Err(WalError::SnapshotOutOfRange { .. })
-    ));
+    assert!(matches!(wal.write_snapshot(6, b"x"), Err(WalError::SnapshotOutOfRange { .. })));
     wal.write_snapshot(4, b"x").unwrap();
-    assert!(matches!(
-        wal.write_snapshot(3, b"x"),
-        Err(WalError::SnapshotOutOfRange { .. })
-    ));
+    assert!(matches!(wal.write_snapshot(3, b"x"), Err(WalError::SnapshotOutOfRange { .. })));
     let big = vec![0u8; MAX_RECORD_BYTES + 1];
-    assert!(matches!(
-        wal.append(&big),
-        Err(WalError::RecordTooLarge { .. })
-    ));
+    assert!(matches!(wal.append(&big), Err(WalError::RecordTooLarge { .. })));
     assert_eq!(wal.append(&vec![7u8; MAX_RECORD_BYTES]).unwrap(), 6);
     wal.sync().unwrap();
     drop(wal);
@@ -203,7 +180,8 @@ fn snapshot_is_not_written_when_the_records_it_covers_cannot_be_synced() {
 #[test]
 fn segments_roll_by_size_and_recover_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open_with_roll(dir.path(), &id(), Expect::CreateOrUpgrade, 500).unwrap();
+    let (mut wal, _) =
+        Wal::open_with_roll(dir.path(), &id(), Expect::CreateOrUpgrade, 500).unwrap();
     append_range(&mut wal, 1, 40);
     drop(wal);
     assert!(files(dir.path(), SEGMENT_PREFIX).len() > 3);
@@ -215,10 +193,7 @@ fn segments_roll_by_size_and_recover_in_order() {
 fn leftover_snapshot_temp_file_is_removed() {
     let dir = tempfile::tempdir().unwrap();
     drop(Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap());
-    let tmp = dir
-        .path()
-        .join(STATE_DIR)
-        .join("snapshot-00000000000000000009.bin.tmp");
+    let tmp = dir.path().join(STATE_DIR).join("snapshot-00000000000000000009.bin.tmp");
     fs::write(&tmp, b"half").unwrap();
     let rec = reopen(dir.path());
     assert!(rec.snapshot.is_none());
@@ -254,11 +229,7 @@ fn torn_tail_at_every_byte_of_the_last_record_is_truncated() {
         });
         assert_eq!(rec.truncated_torn_tail, expected, "cut at {cut}");
         assert_eq!(fs::metadata(&copy).unwrap().len(), last_start as u64);
-        assert_eq!(
-            wal.append(b"after").unwrap(),
-            6,
-            "the dropped LSN is reused"
-        );
+        assert_eq!(wal.append(b"after").unwrap(), 6, "the dropped LSN is reused");
         wal.sync().unwrap();
     }
 }
@@ -421,10 +392,7 @@ fn missing_first_segment_after_snapshot_is_corrupt() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap()
 }
 
 #[test]
@@ -478,10 +446,7 @@ fn writer_nowait_and_snapshot_are_ordered_and_durable() {
         writer.snapshot(4, b"s4".to_vec()).await.unwrap();
         assert_eq!(writer.append(payload(7)).await.unwrap(), 7);
         let big = vec![0u8; MAX_RECORD_BYTES + 1];
-        assert!(matches!(
-            writer.append(big).await,
-            Err(WalError::RecordTooLarge { .. })
-        ));
+        assert!(matches!(writer.append(big).await, Err(WalError::RecordTooLarge { .. })));
         assert!(writer.snapshot(99, vec![]).await.is_err());
         assert_eq!(writer.append(payload(8)).await.unwrap(), 8, "still usable");
     });
@@ -550,22 +515,15 @@ fn submit_at_the_request_bound_is_refused_and_the_rest_complete() {
     let (wal, _) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     let (open_gate, gate) = std::sync::mpsc::channel();
     let writer = WalWriter::spawn_gated(wal, Some(gate));
-    let queued: Vec<_> = (0..WRITER_QUEUE_CAPACITY_REQUESTS)
-        .map(|_| writer.submit(Vec::new()))
-        .collect();
+    let queued: Vec<_> =
+        (0..WRITER_QUEUE_CAPACITY_REQUESTS).map(|_| writer.submit(Vec::new())).collect();
     let mut refused = writer.submit(Vec::new());
     let overloaded = refused.try_recv().unwrap().unwrap_err();
-    assert!(
-        matches!(overloaded, WalError::Overloaded { .. }),
-        "{overloaded}"
-    );
+    assert!(matches!(overloaded, WalError::Overloaded { .. }), "{overloaded}");
     let snap_refused = writer.snapshot_after_queued(Vec::new());
     open_gate.send(()).unwrap();
     runtime().block_on(async {
-        assert!(matches!(
-            snap_refused.await,
-            Err(WalError::Overloaded { .. })
-        ));
+        assert!(matches!(snap_refused.await, Err(WalError::Overloaded { .. })));
         for (i, r) in (1..).zip(queued) {
             assert_eq!(r.await.unwrap().unwrap(), i);
         }
@@ -579,14 +537,10 @@ fn submit_at_the_byte_bound_is_refused() {
     let (_open_gate, gate) = std::sync::mpsc::channel::<()>();
     let writer = WalWriter::spawn_gated(wal, Some(gate));
     let fit = WRITER_QUEUE_MAX_BYTES / (MAX_RECORD_BYTES + RECORD_HEADER_BYTES);
-    let mut receivers: Vec<_> = (0..=fit)
-        .map(|_| writer.submit(vec![0u8; MAX_RECORD_BYTES]))
-        .collect();
+    let mut receivers: Vec<_> =
+        (0..=fit).map(|_| writer.submit(vec![0u8; MAX_RECORD_BYTES])).collect();
     let mut last = receivers.pop().unwrap();
-    assert!(matches!(
-        last.try_recv(),
-        Ok(Err(WalError::Overloaded { .. }))
-    ));
+    assert!(matches!(last.try_recv(), Ok(Err(WalError::Overloaded { .. }))));
     assert_eq!(writer.stats().queued_requests, fit);
 }
 
@@ -670,4 +624,3 @@ fn snapshots_queued_back_to_back_are_written_in_turn_while_appends_commit() {
     assert_eq!(rec.snapshot, Some((60, b"state@60".to_vec())));
     assert_eq!(lsns(&rec), (61..=70).collect::<Vec<_>>());
 }
-

@@ -50,10 +50,7 @@ pub(super) enum Request {
     },
     /// From the helper thread: the snapshot file covering `covered_lsn` is
     /// durable (or could not be written).
-    SnapshotWritten {
-        result: Result<SnapshotFile, WalError>,
-        done: Reply<()>,
-    },
+    SnapshotWritten { result: Result<SnapshotFile, WalError>, done: Reply<()> },
 }
 
 /// A snapshot's payload: given, or made by the helper thread (so that a
@@ -129,18 +126,14 @@ impl Shared {
     /// The error for a request the writer thread can no longer serve.
     fn gone(&self) -> WalError {
         match self.failure() {
-            Some(first) => WalError::Failed {
-                first: Box::new(first),
-            },
+            Some(first) => WalError::Failed { first: Box::new(first) },
             None => WalError::WriterGone,
         }
     }
 
     fn check(&self) -> Result<(), WalError> {
         match self.failure() {
-            Some(first) => Err(WalError::Failed {
-                first: Box::new(first),
-            }),
+            Some(first) => Err(WalError::Failed { first: Box::new(first) }),
             None => Ok(()),
         }
     }
@@ -171,25 +164,19 @@ impl WalWriter {
         let shared = Arc::new(Shared::default());
         let state_dir = wal.state_dir.clone();
         let thread_shared = Arc::clone(&shared);
-        let spawned = std::thread::Builder::new()
-            .name("jujud-wal".into())
-            .spawn(move || {
-                if let Some(gate) = gate
-                    && gate.recv().is_err()
-                {
-                    return;
-                }
-                let snaps = Snapshots { back, busy: false, waiting: Default::default() };
-                writer_loop(wal, rx, &thread_shared, snaps);
-            });
+        let spawned = std::thread::Builder::new().name("jujud-wal".into()).spawn(move || {
+            if let Some(gate) = gate
+                && gate.recv().is_err()
+            {
+                return;
+            }
+            let snaps = Snapshots { back, busy: false, waiting: Default::default() };
+            writer_loop(wal, rx, &thread_shared, snaps);
+        });
         if let Err(e) = spawned {
             shared.set_failure(&io_err("start the writer thread for", &state_dir, e));
         }
-        WalWriter {
-            tx,
-            queued_bytes: Arc::new(Semaphore::new(WRITER_QUEUE_MAX_BYTES)),
-            shared,
-        }
+        WalWriter { tx, queued_bytes: Arc::new(Semaphore::new(WRITER_QUEUE_MAX_BYTES)), shared }
     }
 
     /// Appends a record and resolves with its LSN once it is fsync'd.
@@ -248,11 +235,7 @@ impl WalWriter {
             .acquire_many_owned(charge)
             .await
             .map_err(|_| self.gone())?;
-        let request = Request::Append {
-            payload,
-            done,
-            _permit: permit,
-        };
+        let request = Request::Append { payload, done, _permit: permit };
         self.tx.send(request).await.map_err(|_| self.gone())
     }
 
@@ -262,9 +245,7 @@ impl WalWriter {
     }
 
     fn overloaded(&self) -> WalError {
-        WalError::Overloaded {
-            queued_requests: self.tx.max_capacity() - self.tx.capacity(),
-        }
+        WalError::Overloaded { queued_requests: self.tx.max_capacity() - self.tx.capacity() }
     }
 
     /// Queues a record now, without waiting for room, and returns the
@@ -294,11 +275,7 @@ impl WalWriter {
         let Ok(permit) = Arc::clone(&self.queued_bytes).try_acquire_many_owned(charge) else {
             return Err((self.overloaded(), done));
         };
-        let request = Request::Append {
-            payload,
-            done: Some(done),
-            _permit: permit,
-        };
+        let request = Request::Append { payload, done: Some(done), _permit: permit };
         match self.tx.try_send(request) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -307,9 +284,7 @@ impl WalWriter {
                     mpsc::error::TrySendError::Closed(_) => self.gone(),
                 };
                 match e.into_inner() {
-                    Request::Append {
-                        done: Some(done), ..
-                    } => Err((err, done)),
+                    Request::Append { done: Some(done), .. } => Err((err, done)),
                     _ => unreachable!("try_send returns the request it was given"),
                 }
             }
@@ -339,11 +314,7 @@ impl WalWriter {
             if bytes.known_len() > MAX_SNAPSHOT_BYTES {
                 return Err(WalError::SnapshotTooLarge { len: bytes.known_len() });
             }
-            let request = Request::Snapshot {
-                covered_lsn: None,
-                bytes,
-                done,
-            };
+            let request = Request::Snapshot { covered_lsn: None, bytes, done };
             self.tx.try_send(request).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => self.overloaded(),
                 mpsc::error::TrySendError::Closed(_) => self.gone(),
@@ -373,7 +344,12 @@ impl Batch {
 }
 
 /// The writer thread: take what is queued, write it, fsync once, answer.
-pub(super) fn writer_loop(mut wal: Wal, mut rx: mpsc::Receiver<Request>, shared: &Shared, mut snaps: Snapshots) {
+pub(super) fn writer_loop(
+    mut wal: Wal,
+    mut rx: mpsc::Receiver<Request>,
+    shared: &Shared,
+    mut snaps: Snapshots,
+) {
     let mut batch = Batch::default();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
@@ -387,7 +363,13 @@ pub(super) fn writer_loop(mut wal: Wal, mut rx: mpsc::Receiver<Request>, shared:
     }
 }
 
-pub(super) fn handle_request(wal: &mut Wal, request: Request, batch: &mut Batch, shared: &Shared, snaps: &mut Snapshots) {
+pub(super) fn handle_request(
+    wal: &mut Wal,
+    request: Request,
+    batch: &mut Batch,
+    shared: &Shared,
+    snaps: &mut Snapshots,
+) {
     match request {
         Request::Append { payload, done, .. } => match wal.append(&payload) {
             Ok(lsn) => {
@@ -441,7 +423,11 @@ fn start_snapshot(wal: &mut Wal, shared: &Shared, snaps: &mut Snapshots) {
     let (dir, back) = (wal.state_dir().to_path_buf(), snaps.back.clone());
     let id = wal.identity().clone();
     let write = move || {
-        let result = q.bytes.make().and_then(|bytes| write_snapshot_file(&dir, &id, q.covered_lsn, &bytes)).and_then(|w| sync_dir(&dir).map(|()| w));
+        let result = q
+            .bytes
+            .make()
+            .and_then(|bytes| write_snapshot_file(&dir, &id, q.covered_lsn, &bytes))
+            .and_then(|w| sync_dir(&dir).map(|()| w));
         match back.upgrade() {
             Some(tx) => {
                 if let Err(mpsc::error::SendError(Request::SnapshotWritten { result, done })) =
@@ -471,9 +457,7 @@ pub(super) fn commit(wal: &mut Wal, batch: &mut Batch, shared: &Shared) {
     match &result {
         Ok(_) => {
             shared.syncs.fetch_add(1, Ordering::Relaxed);
-            shared
-                .max_records_per_sync
-                .fetch_max(batch.records, Ordering::Relaxed);
+            shared.max_records_per_sync.fetch_max(batch.records, Ordering::Relaxed);
         }
         Err(_) => note_failure(wal, shared),
     }
@@ -488,4 +472,3 @@ pub(super) fn note_failure(wal: &Wal, shared: &Shared) {
         shared.set_failure(err);
     }
 }
-

@@ -37,15 +37,25 @@ impl Inotify {
     fn new() -> Result<Inotify, String> {
         // SAFETY: inotify_init1 has no memory effects.
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if fd < 0 { Err(format!("inotify_init1: {}", std::io::Error::last_os_error())) } else { Ok(Inotify(fd)) }
+        if fd < 0 {
+            Err(format!("inotify_init1: {}", std::io::Error::last_os_error()))
+        } else {
+            Ok(Inotify(fd))
+        }
     }
 
     /// Watches `dir` for new entries and writes to them.
     fn watch(&self, dir: &Path) -> Result<(), String> {
         let c = CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
         // SAFETY: a valid descriptor and a NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(self.0, c.as_ptr(), libc::IN_CREATE | libc::IN_MODIFY) };
-        if wd < 0 { Err(format!("inotify_add_watch {}: {}", dir.display(), std::io::Error::last_os_error())) } else { Ok(()) }
+        let wd = unsafe {
+            libc::inotify_add_watch(self.0, c.as_ptr(), libc::IN_CREATE | libc::IN_MODIFY)
+        };
+        if wd < 0 {
+            Err(format!("inotify_add_watch {}: {}", dir.display(), std::io::Error::last_os_error()))
+        } else {
+            Ok(())
+        }
     }
 
     /// Blocks until an event or `cap_ms`, then drains the queue (the
@@ -114,7 +124,10 @@ impl Reader {
             let at = Instant::now();
             while let Some(end) = tail.partial.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = tail.partial.drain(..=end).collect();
-                let Some(ev) = parse_json_line(String::from_utf8_lossy(&line).trim_end(), who, at) else { continue };
+                let Some(ev) = parse_json_line(String::from_utf8_lossy(&line).trim_end(), who, at)
+                else {
+                    continue;
+                };
                 if self.tx.send(ev).is_err() {
                     return false;
                 }
@@ -142,7 +155,14 @@ impl Follower {
         let (tx, rx) = mpsc::channel();
         let names = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let mut r = Reader { dir: dir.to_owned(), inotify, names: names.clone(), index: HashMap::new(), tails: Vec::new(), tx };
+        let mut r = Reader {
+            dir: dir.to_owned(),
+            inotify,
+            names: names.clone(),
+            index: HashMap::new(),
+            tails: Vec::new(),
+            tx,
+        };
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             loop {
@@ -187,7 +207,10 @@ impl Follower {
     }
 
     /// Events matching `want`, in arrival order.
-    pub fn matching<'a>(&'a self, want: impl Fn(&Ev) -> bool + 'a) -> impl Iterator<Item = &'a Ev> + 'a {
+    pub fn matching<'a>(
+        &'a self,
+        want: impl Fn(&Ev) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a Ev> + 'a {
         self.log.iter().filter(move |e| want(e))
     }
 }

@@ -84,7 +84,8 @@ pub fn log_stamp(s: &str) -> Option<SystemTime> {
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
     let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
     let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
-    let nanos: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").get(..9)?.parse().ok()? };
+    let nanos: u32 =
+        if frac.is_empty() { 0 } else { format!("{frac:0<9}").get(..9)?.parse().ok()? };
     let secs = days_from_civil(y, mo, day) * 86_400 + h * 3_600 + mi * 60 + sec;
     let secs = u64::try_from(secs).ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
@@ -171,7 +172,12 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
 pub fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
@@ -180,6 +186,10 @@ pub fn machine() -> String {
 
 /// The short commit, marked when tracked files differ from it.
 pub fn commit() -> String {
-    let dirty = if sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() { "" } else { " (tracked files modified)" };
+    let dirty = if sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        ""
+    } else {
+        " (tracked files modified)"
+    };
     format!("{}{dirty}", sh("git", &["rev-parse", "--short", "HEAD"]))
 }

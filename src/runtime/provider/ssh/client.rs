@@ -55,7 +55,9 @@ pub fn set_state_dir(dir: PathBuf) {
 }
 
 pub fn state_dir() -> PathBuf {
-    STATE_DIR.get_or_init(|| std::env::temp_dir().join(format!("jujud-ssh-{}", std::process::id()))).clone()
+    STATE_DIR
+        .get_or_init(|| std::env::temp_dir().join(format!("jujud-ssh-{}", std::process::id())))
+        .clone()
 }
 
 /// Closes every shared connection this process opened and removes its
@@ -83,7 +85,14 @@ pub fn close_hosts(hosts: &[HostEntry]) {
 fn close_dir(dir: &Path) {
     let cm = dir.join("cm");
     if cm.exists() {
-        let _ = Command::new("ssh").args(["-F", "/dev/null", "-o"]).arg(format!("ControlPath={}", cm.display())).args(["-O", "exit", "x"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = Command::new("ssh")
+            .args(["-F", "/dev/null", "-o"])
+            .arg(format!("ControlPath={}", cm.display()))
+            .args(["-O", "exit", "x"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -137,7 +146,10 @@ impl Client {
     pub fn new(entry: &HostEntry) -> Client {
         // The pin is part of the name: a host re-pinned (add-host with a
         // new host-key) never reuses a known_hosts trusting the old key.
-        let dir = state_dir().join(short_hash(&format!("{}@{}:{} {}", entry.user, entry.address, entry.port, entry.host_key)));
+        let dir = state_dir().join(short_hash(&format!(
+            "{}@{}:{} {}",
+            entry.user, entry.address, entry.port, entry.host_key
+        )));
         Client { entry: entry.clone(), dir }
     }
 
@@ -155,13 +167,20 @@ impl Client {
 
     /// The key file (0600) and the pinned known_hosts, made once.
     fn prepare(&self) -> Result<(), ProviderError> {
-        crate::runtime::datadir::create_private_dir(&self.dir).map_err(|e| self.host_err(format!("client dir {}: {e}", self.dir.display())))?;
+        crate::runtime::datadir::create_private_dir(&self.dir)
+            .map_err(|e| self.host_err(format!("client dir {}: {e}", self.dir.display())))?;
         let key = self.dir.join("key");
         if std::fs::read_to_string(&key).ok().as_deref() != Some(self.entry.key.as_str()) {
             let tmp = self.dir.join(format!("key.{}", std::process::id()));
             let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(|e| self.host_err(format!("key file: {e}")))?;
-            f.write_all(self.entry.key.as_bytes()).map_err(|e| self.host_err(format!("key file: {e}")))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| self.host_err(format!("key file: {e}")))?;
+            f.write_all(self.entry.key.as_bytes())
+                .map_err(|e| self.host_err(format!("key file: {e}")))?;
             std::fs::rename(&tmp, &key).map_err(|e| self.host_err(format!("key file: {e}")))?;
         }
         if !self.dir.join("known_hosts").exists() {
@@ -174,32 +193,51 @@ impl Client {
     /// has the pinned fingerprint.
     fn pin(&self) -> Result<(), ProviderError> {
         let out = tool("ssh-keyscan")
-            .args(["-T", &KEYSCAN_TIMEOUT_SECS.to_string(), "-p", &self.entry.port.to_string(), &self.entry.address])
+            .args([
+                "-T",
+                &KEYSCAN_TIMEOUT_SECS.to_string(),
+                "-p",
+                &self.entry.port.to_string(),
+                &self.entry.address,
+            ])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| self.host_err(format!("ssh-keyscan: {e}")))?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+        let lines: Vec<&str> =
+            text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
         if lines.is_empty() {
-            return Err(self.unreachable(format!("no SSH answer on port {} within {KEYSCAN_TIMEOUT_SECS} s", self.entry.port)));
+            return Err(self.unreachable(format!(
+                "no SSH answer on port {} within {KEYSCAN_TIMEOUT_SECS} s",
+                self.entry.port
+            )));
         }
         let mut got = Vec::new();
         for line in lines {
             let fp = fingerprint(&self.dir, line).map_err(|e| self.host_err(e))?;
             if fp == self.entry.host_key {
-                crate::runtime::datadir::write_atomic(&self.dir.join("known_hosts"), format!("{line}\n").as_bytes())
-                    .map_err(|e| self.host_err(format!("known_hosts: {e}")))?;
+                crate::runtime::datadir::write_atomic(
+                    &self.dir.join("known_hosts"),
+                    format!("{line}\n").as_bytes(),
+                )
+                .map_err(|e| self.host_err(format!("known_hosts: {e}")))?;
                 return Ok(());
             }
             got.push(fp);
         }
-        Err(self.host_err(format!("host key of {} changed: pinned {}, got {}", self.entry.address, self.entry.host_key, got.join(" or "))))
+        Err(self.host_err(format!(
+            "host key of {} changed: pinned {}, got {}",
+            self.entry.address,
+            self.entry.host_key,
+            got.join(" or ")
+        )))
     }
 
     fn ssh_command(&self) -> Command {
         let mut c = tool("ssh");
         let o = |k: &str, v: String| format!("{k}={v}");
-        c.args(["-F", "/dev/null", "-p", &self.entry.port.to_string(), "-i"]).arg(self.dir.join("key"));
+        c.args(["-F", "/dev/null", "-p", &self.entry.port.to_string(), "-i"])
+            .arg(self.dir.join("key"));
         for opt in [
             o("BatchMode", "yes".into()),
             o("IdentitiesOnly", "yes".into()),
@@ -225,7 +263,10 @@ impl Client {
     /// [`PROBE_TIMEOUT_MS`]; `Unreachable` if not.
     pub fn probe(&self) -> Result<(), ProviderError> {
         use std::net::ToSocketAddrs;
-        let addrs: Vec<std::net::SocketAddr> = (self.entry.address.as_str(), self.entry.port).to_socket_addrs().map_err(|e| self.unreachable(format!("its address does not resolve: {e}")))?.collect();
+        let addrs: Vec<std::net::SocketAddr> = (self.entry.address.as_str(), self.entry.port)
+            .to_socket_addrs()
+            .map_err(|e| self.unreachable(format!("its address does not resolve: {e}")))?
+            .collect();
         let timeout = Duration::from_millis(PROBE_TIMEOUT_MS);
         let mut last = String::from("no address");
         for a in addrs {
@@ -234,12 +275,20 @@ impl Client {
                 Err(e) => last = e.to_string(),
             }
         }
-        Err(self.unreachable(format!("port {} does not accept a connection within {PROBE_TIMEOUT_MS} ms: {last}", self.entry.port)))
+        Err(self.unreachable(format!(
+            "port {} does not accept a connection within {PROBE_TIMEOUT_MS} ms: {last}",
+            self.entry.port
+        )))
     }
 
     /// Runs `script` on the host (by its login shell), feeding `stdin`,
     /// within `deadline_ms`.
-    pub fn run(&self, script: &str, stdin: Option<Box<dyn Read + Send>>, deadline_ms: u64) -> Result<Output, ProviderError> {
+    pub fn run(
+        &self,
+        script: &str,
+        stdin: Option<Box<dyn Read + Send>>,
+        deadline_ms: u64,
+    ) -> Result<Output, ProviderError> {
         self.probe()?;
         self.prepare()?;
         let out = self.run_once(script, stdin, deadline_ms)?;
@@ -259,20 +308,49 @@ impl Client {
     /// ssh's own failures (exit 255), by what it printed.
     fn classify(&self, stderr: &str) -> ProviderError {
         let s = stderr.trim();
-        let short: String = s.lines().last().unwrap_or("ssh ended (exit 255) without a message").chars().take(300).collect();
+        let short: String = s
+            .lines()
+            .last()
+            .unwrap_or("ssh ended (exit 255) without a message")
+            .chars()
+            .take(300)
+            .collect();
         if s.contains("Permission denied") {
-            self.host_err(format!("wrong key: {} refused the key for {}", self.entry.address, self.entry.user))
-        } else if s.contains("timed out") || s.contains("No route") || s.contains("refused") || s.contains("unreachable") || s.contains("closed by") || s.contains("Broken pipe") || s.contains("reset") {
+            self.host_err(format!(
+                "wrong key: {} refused the key for {}",
+                self.entry.address, self.entry.user
+            ))
+        } else if s.contains("timed out")
+            || s.contains("No route")
+            || s.contains("refused")
+            || s.contains("unreachable")
+            || s.contains("closed by")
+            || s.contains("Broken pipe")
+            || s.contains("reset")
+        {
             self.unreachable(short)
         } else {
             self.host_err(format!("ssh: {short}"))
         }
     }
 
-    fn run_once(&self, script: &str, stdin: Option<Box<dyn Read + Send>>, deadline_ms: u64) -> Result<Output, ProviderError> {
+    fn run_once(
+        &self,
+        script: &str,
+        stdin: Option<Box<dyn Read + Send>>,
+        deadline_ms: u64,
+    ) -> Result<Output, ProviderError> {
         let tag = format!("{}-{:x}", std::process::id(), rand_tag());
-        let (out_path, err_path) = (self.dir.join(format!("out.{tag}")), self.dir.join(format!("err.{tag}")));
-        let open = |p: &Path| std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(p).map_err(|e| self.host_err(format!("{}: {e}", p.display())));
+        let (out_path, err_path) =
+            (self.dir.join(format!("out.{tag}")), self.dir.join(format!("err.{tag}")));
+        let open = |p: &Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+                .map_err(|e| self.host_err(format!("{}: {e}", p.display())))
+        };
         let (out_f, err_f) = (open(&out_path)?, open(&err_path)?);
         let mut cmd = self.ssh_command();
         // Files, not pipes: a shared connection's master, forked by the
@@ -280,9 +358,12 @@ impl Client {
         cmd.arg("--").arg(script).stdout(out_f).stderr(err_f);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         let result = (|| {
-            let mut child = cmd.spawn().map_err(|e| self.host_err(format!("cannot run ssh: {e}")))?;
+            let mut child =
+                cmd.spawn().map_err(|e| self.host_err(format!("cannot run ssh: {e}")))?;
             let feeder = match (stdin, child.stdin.take()) {
-                (Some(mut src), Some(mut dst)) => Some(std::thread::spawn(move || std::io::copy(&mut src, &mut dst).map(|_| ()))),
+                (Some(mut src), Some(mut dst)) => {
+                    Some(std::thread::spawn(move || std::io::copy(&mut src, &mut dst).map(|_| ())))
+                }
                 _ => None,
             };
             let deadline = Instant::now() + Duration::from_millis(deadline_ms);
@@ -301,7 +382,11 @@ impl Client {
             if let Some(f) = feeder {
                 let _ = f.join();
             }
-            Ok(Output { code: status.code().unwrap_or(-1), stdout: read_capped(&out_path), stderr: read_capped(&err_path) })
+            Ok(Output {
+                code: status.code().unwrap_or(-1),
+                stdout: read_capped(&out_path),
+                stderr: read_capped(&err_path),
+            })
         })();
         let _ = std::fs::remove_file(&out_path);
         let _ = std::fs::remove_file(&err_path);
@@ -327,11 +412,20 @@ fn read_capped(p: &Path) -> String {
 fn fingerprint(dir: &Path, line: &str) -> Result<String, String> {
     let tmp = dir.join(format!("scan.{}-{:x}", std::process::id(), rand_tag()));
     std::fs::write(&tmp, format!("{line}\n")).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let out = tool("ssh-keygen").args(["-l", "-E", "sha256", "-f"]).arg(&tmp).stdin(Stdio::null()).output();
+    let out = tool("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(&tmp)
+        .stdin(Stdio::null())
+        .output();
     let _ = std::fs::remove_file(&tmp);
     let out = out.map_err(|e| format!("ssh-keygen: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace().nth(1).map(str::to_string).ok_or_else(|| format!("ssh-keygen could not read a scanned key: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    text.split_whitespace().nth(1).map(str::to_string).ok_or_else(|| {
+        format!(
+            "ssh-keygen could not read a scanned key: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -340,16 +434,32 @@ mod tests {
 
     #[test]
     fn a_new_pin_gets_its_own_known_hosts() {
-        let e = HostEntry { address: "h".into(), user: "u".into(), port: 22, key: String::new(), host_key: "SHA256:a".into(), dir: "/d".into(), roles: vec![] };
+        let e = HostEntry {
+            address: "h".into(),
+            user: "u".into(),
+            port: 22,
+            key: String::new(),
+            host_key: "SHA256:a".into(),
+            dir: "/d".into(),
+            roles: vec![],
+        };
         let repinned = HostEntry { host_key: "SHA256:b".into(), ..e.clone() };
         assert_ne!(Client::new(&e).dir, Client::new(&repinned).dir);
-        assert_eq!(Client::new(&e).dir, Client::new(&e.clone()).dir, "one host, one set of client files");
+        assert_eq!(
+            Client::new(&e).dir,
+            Client::new(&e.clone()).dir,
+            "one host, one set of client files"
+        );
     }
 
     #[test]
     fn quoting_survives_single_quotes() {
         assert_eq!(quote("a'b"), r"'a'\''b'");
-        let out = Command::new("sh").arg("-c").arg(format!("printf %s {}", quote("x'; echo pwned '"))).output().unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", quote("x'; echo pwned '")))
+            .output()
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "x'; echo pwned '");
     }
 }

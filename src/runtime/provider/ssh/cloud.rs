@@ -106,10 +106,16 @@ impl HostEntry {
     /// Decodes and checks an entry from the state.
     pub fn from_json(text: &str) -> Result<HostEntry, CloudError> {
         if text.len() > MAX_ENTRY_BYTES {
-            return Err(CloudError::Entry(format!("{} bytes, more than {MAX_ENTRY_BYTES}", text.len())));
+            return Err(CloudError::Entry(format!(
+                "{} bytes, more than {MAX_ENTRY_BYTES}",
+                text.len()
+            )));
         }
-        let e: HostEntry = serde_json::from_str(text).map_err(|e| CloudError::Entry(e.to_string()))?;
-        let bad = |field: &str, reason: String| CloudError::Entry(format!("host {}: field {field}: {reason}", e.address));
+        let e: HostEntry =
+            serde_json::from_str(text).map_err(|e| CloudError::Entry(e.to_string()))?;
+        let bad = |field: &str, reason: String| {
+            CloudError::Entry(format!("host {}: field {field}: {reason}", e.address))
+        };
         check_address(&e.address).map_err(|r| bad("address", r))?;
         check_user(&e.user).map_err(|r| bad("user", r))?;
         check_fingerprint(&e.host_key).map_err(|r| bad("host-key", r))?;
@@ -131,7 +137,11 @@ impl HostEntry {
 
 fn check_address(a: &str) -> Result<(), String> {
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_');
-    if a.is_empty() || a.len() > crate::core::state::controllers::MAX_HOST_ADDRESS_BYTES || !a.chars().all(ok) || a.starts_with('-') {
+    if a.is_empty()
+        || a.len() > crate::core::state::controllers::MAX_HOST_ADDRESS_BYTES
+        || !a.chars().all(ok)
+        || a.starts_with('-')
+    {
         return Err(format!("{a:?} is not a host name or IP address"));
     }
     Ok(())
@@ -147,8 +157,11 @@ fn check_user(u: &str) -> Result<(), String> {
 
 /// `SHA256:` and 43 unpadded base64 characters, as `ssh-keygen -l` prints.
 pub fn check_fingerprint(f: &str) -> Result<(), String> {
-    let body = f.strip_prefix("SHA256:").ok_or_else(|| format!("{f:?} does not start with SHA256: (use `ssh-keygen -lf` on the host's key)"))?;
-    if body.len() != 43 || !body.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/') {
+    let body = f.strip_prefix("SHA256:").ok_or_else(|| {
+        format!("{f:?} does not start with SHA256: (use `ssh-keygen -lf` on the host's key)")
+    })?;
+    if body.len() != 43 || !body.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    {
         return Err(format!("{f:?} is not a SHA256 fingerprint (43 base64 characters)"));
     }
     Ok(())
@@ -157,8 +170,15 @@ pub fn check_fingerprint(f: &str) -> Result<(), String> {
 /// An absolute path of plain characters (it goes into remote shell lines).
 fn check_dir(d: &str) -> Result<(), String> {
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_');
-    if !d.starts_with('/') || d.len() < 2 || d.len() > 200 || !d.chars().all(ok) || d.split('/').any(|p| p == "..") {
-        return Err(format!("{d:?} is not an absolute path of letters, digits, '/', '.', '-', '_' (at most 200)"));
+    if !d.starts_with('/')
+        || d.len() < 2
+        || d.len() > 200
+        || !d.chars().all(ok)
+        || d.split('/').any(|p| p == "..")
+    {
+        return Err(format!(
+            "{d:?} is not an absolute path of letters, digits, '/', '.', '-', '_' (at most 200)"
+        ));
     }
     Ok(())
 }
@@ -201,14 +221,23 @@ pub fn load(path: &Path) -> Result<Vec<HostEntry>, CloudError> {
         return Err(fail("hosts is empty".into()));
     }
     if hosts.len() > crate::core::state::controllers::MAX_HOSTS {
-        return Err(fail(format!("{} hosts, more than {}", hosts.len(), crate::core::state::controllers::MAX_HOSTS)));
+        return Err(fail(format!(
+            "{} hosts, more than {}",
+            hosts.len(),
+            crate::core::state::controllers::MAX_HOSTS
+        )));
     }
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut out: Vec<HostEntry> = Vec::new();
     for (i, h) in hosts.into_iter().enumerate() {
         let e = host(&file, &base, i, h)?;
         if out.iter().any(|o| o.address == e.address) {
-            return Err(CloudError::Field { file, host: e.address, field: "address", reason: "listed twice".into() });
+            return Err(CloudError::Field {
+                file,
+                host: e.address,
+                field: "address",
+                reason: "listed twice".into(),
+            });
         }
         out.push(e);
     }
@@ -219,8 +248,15 @@ pub fn load(path: &Path) -> Result<Vec<HostEntry>, CloudError> {
 /// address).
 fn host(file: &str, base: &Path, i: usize, h: RawHost) -> Result<HostEntry, CloudError> {
     let name = h.address.clone().unwrap_or_else(|| format!("#{}", i + 1));
-    let bad = |field: &'static str, reason: String| CloudError::Field { file: file.into(), host: name.clone(), field, reason };
-    let need = |field: &'static str, v: Option<String>| v.filter(|s| !s.trim().is_empty()).ok_or_else(|| bad(field, "missing".into()));
+    let bad = |field: &'static str, reason: String| CloudError::Field {
+        file: file.into(),
+        host: name.clone(),
+        field,
+        reason,
+    };
+    let need = |field: &'static str, v: Option<String>| {
+        v.filter(|s| !s.trim().is_empty()).ok_or_else(|| bad(field, "missing".into()))
+    };
     let address = need("address", h.address.clone())?;
     check_address(&address).map_err(|r| bad("address", r))?;
     let user = need("user", h.user)?;
@@ -255,7 +291,11 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 fn read_key(path: &Path) -> Result<String, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.len() > MAX_KEY_FILE_BYTES {
-        return Err(format!("{}: {} bytes, more than {MAX_KEY_FILE_BYTES}", path.display(), meta.len()));
+        return Err(format!(
+            "{}: {} bytes, more than {MAX_KEY_FILE_BYTES}",
+            path.display(),
+            meta.len()
+        ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     check_key_text(&text).map_err(|r| format!("{}: {r}", path.display()))?;
@@ -275,15 +315,31 @@ mod tests {
     }
 
     fn key(dir: &Path) {
-        write(dir, "id", "-----BEGIN OPENSSH PRIVATE KEY-----\nsecretsecret\n-----END OPENSSH PRIVATE KEY-----\n");
+        write(
+            dir,
+            "id",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nsecretsecret\n-----END OPENSSH PRIVATE KEY-----\n",
+        );
     }
 
     #[test]
     fn yaml_and_toml_give_the_same_hosts_with_defaults() {
         let d = tempfile::tempdir().unwrap();
         key(d.path());
-        let y = write(d.path(), "c.yaml", &format!("hosts:\n  - address: 10.0.0.1\n    user: root\n    key: id\n    host-key: {FP}\n    dir: /srv/j\n"));
-        let t = write(d.path(), "c.toml", &format!("[[hosts]]\naddress = \"10.0.0.1\"\nuser = \"root\"\nkey = \"id\"\nhost-key = \"{FP}\"\ndir = \"/srv/j\"\n"));
+        let y = write(
+            d.path(),
+            "c.yaml",
+            &format!(
+                "hosts:\n  - address: 10.0.0.1\n    user: root\n    key: id\n    host-key: {FP}\n    dir: /srv/j\n"
+            ),
+        );
+        let t = write(
+            d.path(),
+            "c.toml",
+            &format!(
+                "[[hosts]]\naddress = \"10.0.0.1\"\nuser = \"root\"\nkey = \"id\"\nhost-key = \"{FP}\"\ndir = \"/srv/j\"\n"
+            ),
+        );
         let a = load(&y).unwrap();
         assert_eq!(a, load(&t).unwrap());
         assert_eq!((a[0].port, a[0].roles.len()), (22, 2));
@@ -297,9 +353,19 @@ mod tests {
     fn each_missing_or_invalid_field_is_refused_by_host_and_name() {
         let d = tempfile::tempdir().unwrap();
         key(d.path());
-        let full = [("address", "10.0.0.1"), ("user", "root"), ("key", "id"), ("host-key", FP), ("dir", "/srv/j")];
+        let full = [
+            ("address", "10.0.0.1"),
+            ("user", "root"),
+            ("key", "id"),
+            ("host-key", FP),
+            ("dir", "/srv/j"),
+        ];
         for (skip, _) in full {
-            let body: String = full.iter().filter(|(k, _)| *k != skip).map(|(k, v)| format!("    {k}: {v}\n")).collect();
+            let body: String = full
+                .iter()
+                .filter(|(k, _)| *k != skip)
+                .map(|(k, v)| format!("    {k}: {v}\n"))
+                .collect();
             let p = write(d.path(), "c.yaml", &format!("hosts:\n  -\n{body}"));
             let e = load(&p).unwrap_err().to_string();
             assert!(e.contains(&format!("field {skip}: missing")), "{e}");
@@ -313,13 +379,27 @@ mod tests {
             ("user", "'a b'", "not a user"),
         ];
         for (field, value, says) in cases {
-            let body: String = full.iter().filter(|(k, _)| *k != field).map(|(k, v)| format!("    {k}: {v}\n")).collect();
-            let p = write(d.path(), "c.yaml", &format!("hosts:\n  -\n{body}    {field}: {value}\n"));
+            let body: String = full
+                .iter()
+                .filter(|(k, _)| *k != field)
+                .map(|(k, v)| format!("    {k}: {v}\n"))
+                .collect();
+            let p =
+                write(d.path(), "c.yaml", &format!("hosts:\n  -\n{body}    {field}: {value}\n"));
             let e = load(&p).unwrap_err().to_string();
-            assert!(e.contains("host 10.0.0.1") && e.contains(&format!("field {field}")) && e.contains(says), "{field}: {e}");
+            assert!(
+                e.contains("host 10.0.0.1")
+                    && e.contains(&format!("field {field}"))
+                    && e.contains(says),
+                "{field}: {e}"
+            );
         }
         write(d.path(), "notkey", "hello");
-        let body: String = full.iter().filter(|(k, _)| *k != "key").map(|(k, v)| format!("    {k}: {v}\n")).collect();
+        let body: String = full
+            .iter()
+            .filter(|(k, _)| *k != "key")
+            .map(|(k, v)| format!("    {k}: {v}\n"))
+            .collect();
         let p = write(d.path(), "c.yaml", &format!("hosts:\n  -\n{body}    key: notkey\n"));
         assert!(load(&p).unwrap_err().to_string().contains("not a private key"));
         let p = write(d.path(), "c.yaml", "hosts:\n  - address: a\n    colour: red\n");

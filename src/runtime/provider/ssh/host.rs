@@ -50,7 +50,10 @@ pub fn instance_dir(dir: &str, name: &str) -> String {
 
 /// Names the provider accepts (they go into paths and unit names).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && !name.starts_with(['-', '.']) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['-', '.'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn vars(c: &Client, name: &str) -> String {
@@ -87,21 +90,36 @@ pub fn claim(c: &Client, name: &str, env: &str) -> Result<Claim, ProviderError> 
         ("EXISTED", _) => Ok(Claim::Existed),
         ("BUSY", who) => Ok(Claim::Busy(who.to_string())),
         ("ERR", "notwritable") => Err(fail(c, format!("directory {dir} is not writable"))),
-        ("ERR", rest) if rest.starts_with("otherenv") => {
-            Err(fail(c, format!("host {} is used by environment {}", c.entry().address, rest.trim_start_matches("otherenv").trim())))
-        }
+        ("ERR", rest) if rest.starts_with("otherenv") => Err(fail(
+            c,
+            format!(
+                "host {} is used by environment {}",
+                c.entry().address,
+                rest.trim_start_matches("otherenv").trim()
+            ),
+        )),
         ("ERR", rest) if rest.starts_with("nospace") => Err(fail(
             c,
-            format!("no room on disk in {dir}: {} KiB free, {} KiB needed", rest.trim_start_matches("nospace").trim(), MIN_FREE_DISK_BYTES / 1024),
+            format!(
+                "no room on disk in {dir}: {} KiB free, {} KiB needed",
+                rest.trim_start_matches("nospace").trim(),
+                MIN_FREE_DISK_BYTES / 1024
+            ),
         )),
-        _ => Err(fail(c, format!("claiming the host failed (exit {}): {}", out.code, out.stderr.trim()))),
+        _ => Err(fail(
+            c,
+            format!("claiming the host failed (exit {}): {}", out.code, out.stderr.trim()),
+        )),
     }
 }
 
 /// Frees the slot of a start that failed, and removes what it made (no
 /// tombstone: nothing ran).
 pub fn release(c: &Client, name: &str) {
-    let script = format!("{}rm -rf \"$I\"; [ \"$(cat \"$D/slot/name\" 2>/dev/null)\" = \"$N\" ] && rm -rf \"$D/slot\"; true", vars(c, name));
+    let script = format!(
+        "{}rm -rf \"$I\"; [ \"$(cat \"$D/slot/name\" 2>/dev/null)\" = \"$N\" ] && rm -rf \"$D/slot\"; true",
+        vars(c, name)
+    );
     if let Err(e) = c.run(&script, None, super::client::CALL_TIMEOUT_MS) {
         tracing::warn!(host = %c.entry().address, instance = %name, error = %e, "could not free the slot of a failed start");
     }
@@ -110,22 +128,41 @@ pub fn release(c: &Client, name: &str) {
 /// Creates the instance dir (0700, with `data/`) and writes `file` into
 /// it, mode 0600, from `content` over stdin (never on a command line).
 pub fn make_instance_dir(c: &Client, name: &str) -> Result<(), ProviderError> {
-    let script = format!("{}mkdir -p \"$D/instances\" && mkdir -m 700 \"$I\" && mkdir -m 700 \"$I/data\"", vars(c, name));
+    let script = format!(
+        "{}mkdir -p \"$D/instances\" && mkdir -m 700 \"$I\" && mkdir -m 700 \"$I/data\"",
+        vars(c, name)
+    );
     let out = c.run(&script, None, super::client::CALL_TIMEOUT_MS)?;
     if out.code != 0 {
-        return Err(fail(c, format!("cannot create the instance dir {}: {}", instance_dir(&c.entry().dir, name), out.stderr.trim())));
+        return Err(fail(
+            c,
+            format!(
+                "cannot create the instance dir {}: {}",
+                instance_dir(&c.entry().dir, name),
+                out.stderr.trim()
+            ),
+        ));
     }
     Ok(())
 }
 
 /// Writes `file` (a plain name) into the instance dir, mode 0600, from
 /// `content` over stdin.
-pub fn write_secret(c: &Client, name: &str, file: &str, content: Vec<u8>) -> Result<(), ProviderError> {
-    let script = format!("{}F={}; cat > \"$I/$F\" && chmod 600 \"$I/$F\"", vars(c, name), quote(file));
+pub fn write_secret(
+    c: &Client,
+    name: &str,
+    file: &str,
+    content: Vec<u8>,
+) -> Result<(), ProviderError> {
+    let script =
+        format!("{}F={}; cat > \"$I/$F\" && chmod 600 \"$I/$F\"", vars(c, name), quote(file));
     let src: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(content));
     let out = c.run(&script, Some(src), super::client::CALL_TIMEOUT_MS)?;
     if out.code != 0 {
-        return Err(fail(c, format!("cannot write {file} into the instance dir: {}", out.stderr.trim())));
+        return Err(fail(
+            c,
+            format!("cannot write {file} into the instance dir: {}", out.stderr.trim()),
+        ));
     }
     Ok(())
 }
@@ -146,7 +183,10 @@ pub fn launch(c: &Client, name: &str, args: &[String]) -> Result<(), ProviderErr
     );
     let out = c.run(&script, None, super::client::CALL_TIMEOUT_MS)?;
     if out.code != 0 || !out.stdout.contains("STARTED") {
-        return Err(fail(c, format!("cannot start jujud (exit {}): {}", out.code, out.stderr.trim())));
+        return Err(fail(
+            c,
+            format!("cannot start jujud (exit {}): {}", out.code, out.stderr.trim()),
+        ));
     }
     Ok(())
 }
@@ -182,7 +222,10 @@ pub fn stop(c: &Client, name: &str, graceful: bool) -> Result<bool, ProviderErro
         return Ok(false);
     }
     if out.code != 0 || !out.stdout.contains("STOPPED") {
-        return Err(fail(c, format!("stopping {name} failed (exit {}): {}", out.code, out.stderr.trim())));
+        return Err(fail(
+            c,
+            format!("stopping {name} failed (exit {}): {}", out.code, out.stderr.trim()),
+        ));
     }
     Ok(true)
 }
@@ -217,8 +260,16 @@ pub fn destroy(c: &Client, envs: &[String]) -> Result<Option<usize>, ProviderErr
 
 /// Reads a file of the instance (e.g. `data/client.yaml`); `None` while
 /// it is absent.
-pub fn read_instance_file(c: &Client, name: &str, file: &str) -> Result<Option<String>, ProviderError> {
-    let script = format!("{}F={}; [ -f \"$I/$F\" ] && cat \"$I/$F\" || echo '#ABSENT'", vars(c, name), quote(file));
+pub fn read_instance_file(
+    c: &Client,
+    name: &str,
+    file: &str,
+) -> Result<Option<String>, ProviderError> {
+    let script = format!(
+        "{}F={}; [ -f \"$I/$F\" ] && cat \"$I/$F\" || echo '#ABSENT'",
+        vars(c, name),
+        quote(file)
+    );
     let out = c.run(&script, None, super::client::CALL_TIMEOUT_MS)?;
     Ok((out.stdout.trim() != "#ABSENT").then_some(out.stdout))
 }

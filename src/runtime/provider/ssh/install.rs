@@ -55,21 +55,33 @@ pub fn sha256_file(path: &Path) -> Result<String, String> {
 /// Installs `binary` on the host unless the same one is there; returns
 /// whether it copied.
 pub fn install(client: &Client, binary: &Path) -> Result<bool, ProviderError> {
-    let sum = sha256_file(binary).map_err(|e| ProviderError::Spawn { name: "install".into(), reason: e })?;
+    let sum = sha256_file(binary)
+        .map_err(|e| ProviderError::Spawn { name: "install".into(), reason: e })?;
     let dir = client.entry().dir.clone();
     let bin = remote_binary(&dir);
-    let have = client.run(&format!("sha256sum {} 2>/dev/null || true", quote(&bin)), None, super::client::CALL_TIMEOUT_MS)?;
+    let have = client.run(
+        &format!("sha256sum {} 2>/dev/null || true", quote(&bin)),
+        None,
+        super::client::CALL_TIMEOUT_MS,
+    )?;
     if have.stdout.split_whitespace().next() == Some(sum.as_str()) {
         return Ok(false);
     }
-    let f = std::fs::File::open(binary).map_err(|e| ProviderError::Spawn { name: "install".into(), reason: format!("{}: {e}", binary.display()) })?;
+    let f = std::fs::File::open(binary).map_err(|e| ProviderError::Spawn {
+        name: "install".into(),
+        reason: format!("{}: {e}", binary.display()),
+    })?;
     install_from(client, Box::new(f), &sum)?;
     Ok(true)
 }
 
 /// Streams `src` to the host as the binary, kept only when its SHA-256 is
 /// `sum` (a source cut short leaves the installed binary as it was).
-pub fn install_from(client: &Client, src: Box<dyn Read + Send>, sum: &str) -> Result<(), ProviderError> {
+pub fn install_from(
+    client: &Client,
+    src: Box<dyn Read + Send>,
+    sum: &str,
+) -> Result<(), ProviderError> {
     let entry = client.entry();
     let dir = &entry.dir;
     let script = format!(

@@ -40,7 +40,8 @@ const MAX_UNREACHABLE_RECORDS: usize = crate::core::state::controllers::MAX_HOST
 
 /// Hosts this process found unreachable, and when (kept per process: a
 /// provider is opened per request).
-static UNREACHABLE: std::sync::Mutex<Vec<(String, std::time::Instant)>> = std::sync::Mutex::new(Vec::new());
+static UNREACHABLE: std::sync::Mutex<Vec<(String, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// Records whether `host` answered its last call.
 fn note_reachable(host: &str, reachable: bool) {
@@ -54,19 +55,28 @@ fn note_reachable(host: &str, reachable: bool) {
 /// The hosts found unreachable within [`UNREACHABLE_MEMORY_MS`].
 pub fn unreachable_hosts() -> Vec<String> {
     let u = UNREACHABLE.lock().expect("unreachable record");
-    u.iter().filter(|(_, at)| at.elapsed().as_millis() < u128::from(UNREACHABLE_MEMORY_MS)).map(|(h, _)| h.clone()).collect()
+    u.iter()
+        .filter(|(_, at)| at.elapsed().as_millis() < u128::from(UNREACHABLE_MEMORY_MS))
+        .map(|(h, _)| h.clone())
+        .collect()
 }
 
 /// Placement order: the pool's order, hosts recently found unreachable
 /// last (a dead host is not waited on before a free live one).
-pub fn placement_order<'a>(hosts: Vec<&'a HostEntry>, unreachable: &[String]) -> Vec<&'a HostEntry> {
-    let (mut live, down): (Vec<&HostEntry>, Vec<&HostEntry>) = hosts.into_iter().partition(|h| !unreachable.contains(&h.address));
+pub fn placement_order<'a>(
+    hosts: Vec<&'a HostEntry>,
+    unreachable: &[String],
+) -> Vec<&'a HostEntry> {
+    let (mut live, down): (Vec<&HostEntry>, Vec<&HostEntry>) =
+        hosts.into_iter().partition(|h| !unreachable.contains(&h.address));
     live.extend(down);
     live
 }
 
 /// Largest pool hosts file the bootstrap manager reads.
-pub const MAX_HOSTS_FILE_BYTES: u64 = (crate::core::state::controllers::MAX_HOSTS * (crate::core::state::controllers::MAX_HOST_ENTRY_BYTES + 512)) as u64;
+pub const MAX_HOSTS_FILE_BYTES: u64 = (crate::core::state::controllers::MAX_HOSTS
+    * (crate::core::state::controllers::MAX_HOST_ENTRY_BYTES + 512))
+    as u64;
 
 /// Reads the bootstrap manager's pool file (`[[address, entry], ...]`,
 /// JSON) and deletes it: it holds private keys, and the state keeps them
@@ -75,7 +85,9 @@ pub fn read_hosts_file(path: &std::path::Path) -> Result<Vec<(String, String)>, 
     use std::io::Read;
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut text = String::new();
-    f.take(MAX_HOSTS_FILE_BYTES + 1).read_to_string(&mut text).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.take(MAX_HOSTS_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let _ = std::fs::remove_file(path);
     if text.len() as u64 > MAX_HOSTS_FILE_BYTES {
         return Err(format!("{}: more than {MAX_HOSTS_FILE_BYTES} bytes", path.display()));
@@ -107,7 +119,9 @@ impl SshProvider {
         for text in &spec.hosts {
             match HostEntry::from_json(text) {
                 Ok(h) => hosts.push(h),
-                Err(e) => tracing::warn!(error = %e, "a host entry of the pool does not decode; left out"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a host entry of the pool does not decode; left out")
+                }
             }
         }
         Ok(SshProvider::new(spec.root.clone(), hosts))
@@ -132,8 +146,15 @@ impl SshProvider {
         (entry.address.as_str(), INSTANCE_PORT)
             .to_socket_addrs()
             .ok()
-            .and_then(|mut a| a.find(|a| a.is_ipv4()).or_else(|| (entry.address.as_str(), INSTANCE_PORT).to_socket_addrs().ok()?.next()))
-            .ok_or_else(|| ProviderError::Host { host: entry.address.clone(), reason: "its address does not resolve".into() })
+            .and_then(|mut a| {
+                a.find(|a| a.is_ipv4()).or_else(|| {
+                    (entry.address.as_str(), INSTANCE_PORT).to_socket_addrs().ok()?.next()
+                })
+            })
+            .ok_or_else(|| ProviderError::Host {
+                host: entry.address.clone(),
+                reason: "its address does not resolve".into(),
+            })
     }
 
     /// The hosts a launch may go on, in pool order.
@@ -142,7 +163,10 @@ impl SshProvider {
             let bare = want.rsplit_once('@').map_or(want.as_str(), |(_, h)| h);
             return match self.hosts.iter().find(|h| h.address == bare) {
                 Some(h) => Ok(vec![h]),
-                None => Err(ProviderError::Host { host: bare.into(), reason: format!("not a host of cloud {}", self.cloud) }),
+                None => Err(ProviderError::Host {
+                    host: bare.into(),
+                    reason: format!("not a host of cloud {}", self.cloud),
+                }),
             };
         }
         let role = if launch.manager { cloud::ROLE_MANAGER } else { cloud::ROLE_MACHINE };
@@ -151,13 +175,23 @@ impl SshProvider {
 
     /// Starts `launch` on exactly `entry`, writing `files` (name, content)
     /// into its instance dir first (mode 0600, over stdin).
-    pub fn start_on(&self, entry: &HostEntry, launch: &Launch, files: &[(&str, Vec<u8>)]) -> Result<Started, ProviderError> {
+    pub fn start_on(
+        &self,
+        entry: &HostEntry,
+        launch: &Launch,
+        files: &[(&str, Vec<u8>)],
+    ) -> Result<Started, ProviderError> {
         let c = Client::new(entry);
         let address = Self::address_of(entry)?;
         match host::claim(&c, &launch.name, &self.environment)? {
             Claim::Claimed => {}
             Claim::Existed => return Ok(Started { address, existed: true }),
-            Claim::Busy(who) => return Err(ProviderError::Host { host: entry.address.clone(), reason: format!("busy: instance {who} runs there") }),
+            Claim::Busy(who) => {
+                return Err(ProviderError::Host {
+                    host: entry.address.clone(),
+                    reason: format!("busy: instance {who} runs there"),
+                });
+            }
         }
         match self.provision(&c, launch, address, files) {
             Ok(()) => Ok(Started { address, existed: false }),
@@ -169,13 +203,28 @@ impl SshProvider {
     }
 
     /// Install, instance dir, secrets, start: the steps after a claim.
-    fn provision(&self, c: &Client, launch: &Launch, address: SocketAddr, files: &[(&str, Vec<u8>)]) -> Result<(), ProviderError> {
+    fn provision(
+        &self,
+        c: &Client,
+        launch: &Launch,
+        address: SocketAddr,
+        files: &[(&str, Vec<u8>)],
+    ) -> Result<(), ProviderError> {
         let copied = install::install(c, &self.jujud)?;
         tracing::info!(host = %c.entry().address, copied, "jujud installed");
         host::make_instance_dir(c, &launch.name)?;
         let dir = host::instance_dir(&c.entry().dir, &launch.name);
-        let (sub, rest) = launch.args.split_first().ok_or_else(|| ProviderError::Spawn { name: launch.name.clone(), reason: "no jujud command".into() })?;
-        let mut args = vec![sub.clone(), "--data-dir".into(), format!("{dir}/data"), "--listen".into(), address.to_string()];
+        let (sub, rest) = launch.args.split_first().ok_or_else(|| ProviderError::Spawn {
+            name: launch.name.clone(),
+            reason: "no jujud command".into(),
+        })?;
+        let mut args = vec![
+            sub.clone(),
+            "--data-dir".into(),
+            format!("{dir}/data"),
+            "--listen".into(),
+            address.to_string(),
+        ];
         args.extend(rest.iter().cloned());
         for (name, content) in files {
             host::write_secret(c, &launch.name, name, content.clone())?;
@@ -195,7 +244,10 @@ impl SshProvider {
 impl Provider for SshProvider {
     fn start(&self, launch: &Launch) -> Result<Started, ProviderError> {
         if !host::valid_name(&launch.name) {
-            return Err(ProviderError::Spawn { name: launch.name.clone(), reason: "not a valid instance name".into() });
+            return Err(ProviderError::Spawn {
+                name: launch.name.clone(),
+                reason: "not a valid instance name".into(),
+            });
         }
         let candidates = self.candidates(launch)?;
         if let [only] = candidates.as_slice() {
@@ -204,7 +256,10 @@ impl Provider for SshProvider {
         let mut skipped = Vec::new();
         for entry in placement_order(candidates, &unreachable_hosts()) {
             let result = self.start_on(entry, launch, &[]);
-            note_reachable(&entry.address, !matches!(result, Err(ProviderError::Unreachable { .. })));
+            note_reachable(
+                &entry.address,
+                !matches!(result, Err(ProviderError::Unreachable { .. })),
+            );
             match result {
                 Ok(s) => return Ok(s),
                 Err(ProviderError::Host { reason, .. }) if reason.starts_with("busy") => {}
@@ -220,17 +275,28 @@ impl Provider for SshProvider {
     fn stop(&self, name: &str, at: Option<&str>, graceful: bool) -> Result<(), ProviderError> {
         let at_host = at.map(crate::core::state::controllers::host_of);
         let targets: Vec<&HostEntry> = match at_host {
-            Some(h) => self.hosts.iter().filter(|e| e.address == h || Self::address_of(e).is_ok_and(|a| a.ip().to_string() == h)).collect(),
+            Some(h) => self
+                .hosts
+                .iter()
+                .filter(|e| {
+                    e.address == h || Self::address_of(e).is_ok_and(|a| a.ip().to_string() == h)
+                })
+                .collect(),
             None => self.hosts.iter().collect(),
         };
         let mut unreachable = None;
         for entry in targets {
             let result = host::stop(&Client::new(entry), name, graceful);
-            note_reachable(&entry.address, !matches!(result, Err(ProviderError::Unreachable { .. })));
+            note_reachable(
+                &entry.address,
+                !matches!(result, Err(ProviderError::Unreachable { .. })),
+            );
             match result {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
-                Err(e @ ProviderError::Unreachable { .. }) if at_host.is_none() => unreachable = Some(e),
+                Err(e @ ProviderError::Unreachable { .. }) if at_host.is_none() => {
+                    unreachable = Some(e)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -246,7 +312,15 @@ mod tests {
     use super::*;
 
     fn host(a: &str) -> HostEntry {
-        HostEntry { address: a.into(), user: "u".into(), port: 22, key: String::new(), host_key: String::new(), dir: "/d".into(), roles: vec![] }
+        HostEntry {
+            address: a.into(),
+            user: "u".into(),
+            port: 22,
+            key: String::new(),
+            host_key: String::new(),
+            dir: "/d".into(),
+            roles: vec![],
+        }
     }
 
     #[test]
@@ -258,6 +332,9 @@ mod tests {
         note_reachable("zz-test-host", false);
         assert!(unreachable_hosts().contains(&"zz-test-host".to_string()));
         note_reachable("zz-test-host", true);
-        assert!(!unreachable_hosts().contains(&"zz-test-host".to_string()), "a host that answers again is forgotten");
+        assert!(
+            !unreachable_hosts().contains(&"zz-test-host".to_string()),
+            "a host that answers again is forgotten"
+        );
     }
 }

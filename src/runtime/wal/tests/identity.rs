@@ -66,8 +66,12 @@ fn format_1_files_are_upgraded_and_damaged_ones_refused_untouched() {
     snap.extend_from_slice(&(snap_payload.len() as u64).to_le_bytes());
     snap.extend_from_slice(&snap_payload);
     fs::write(state.join(numbered_name(SNAPSHOT_PREFIX, 2, SNAPSHOT_SUFFIX)), &snap).unwrap();
-    fs::write(state.join(numbered_name(SEGMENT_PREFIX, 1, SEGMENT_SUFFIX)), legacy_segment(1, 4)).unwrap();
-    assert!(Wal::open(dir.path(), &id(), Expect::Present).is_err(), "no upgrade once node.json records a log");
+    fs::write(state.join(numbered_name(SEGMENT_PREFIX, 1, SEGMENT_SUFFIX)), legacy_segment(1, 4))
+        .unwrap();
+    assert!(
+        Wal::open(dir.path(), &id(), Expect::Present).is_err(),
+        "no upgrade once node.json records a log"
+    );
     let (mut wal, rec) = Wal::open(dir.path(), &id(), Expect::CreateOrUpgrade).unwrap();
     assert_eq!(rec.snapshot, Some((2, snap_payload.clone())));
     assert_eq!(lsns(&rec), vec![3, 4]);
@@ -99,7 +103,10 @@ fn log_files_are_0600_and_the_state_dir_0700() {
     drop(wal);
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir.path().join(STATE_DIR)), 0o700);
-    let all = fs::read_dir(dir.path().join(STATE_DIR)).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>();
+    let all = fs::read_dir(dir.path().join(STATE_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
     assert!(all.len() >= 2);
     for p in all {
         assert_eq!(mode(&p), 0o600, "{}", p.display());
@@ -116,7 +123,10 @@ fn decode_log_reads_a_written_segment() {
     assert_eq!(scan.records, (1..=6).map(payload).collect::<Vec<_>>());
     assert_eq!(scan.offsets, record_offsets(1, 6));
     assert_eq!(scan.valid_len, bytes.len() as u64);
-    assert!(matches!(decode_log(&bytes, &id(), 2, true), Err(DecodeError::Corrupt { .. })), "name lsn checked");
+    assert!(
+        matches!(decode_log(&bytes, &id(), 2, true), Err(DecodeError::Corrupt { .. })),
+        "name lsn checked"
+    );
 }
 
 /// Every single-byte change anywhere in a segment, before its last record,
@@ -137,7 +147,10 @@ fn any_flipped_byte_is_refused_unless_it_is_in_the_last_record() {
                 match decode_log(&bytes, &id(), 1, is_last) {
                     Err(_) => {}
                     Ok(scan) => {
-                        assert!(is_last && at >= last_start, "byte {at} ^ {flip:#x} accepted (is_last {is_last})");
+                        assert!(
+                            is_last && at >= last_start,
+                            "byte {at} ^ {flip:#x} accepted (is_last {is_last})"
+                        );
                         assert_eq!(scan.records[..], written[..5], "byte {at} ^ {flip:#x}");
                     }
                 }
@@ -148,7 +161,10 @@ fn any_flipped_byte_is_refused_unless_it_is_in_the_last_record() {
     for at in 0..snap.len() {
         let mut bytes = snap.clone();
         bytes[at] ^= 0x10;
-        assert!(decode_snapshot(&bytes, &id(), 3).is_err(), "snapshot byte {at} flipped was accepted");
+        assert!(
+            decode_snapshot(&bytes, &id(), 3).is_err(),
+            "snapshot byte {at} flipped was accepted"
+        );
     }
     assert_eq!(decode_snapshot(&snap, &id(), 3).unwrap(), b"the whole state");
 }
@@ -178,5 +194,9 @@ fn bench_recovery_open() {
         })
         .collect();
     times.sort_unstable();
-    println!("wal open: {RECORDS} records, {bytes} bytes, n={RUNS}: median {:?}, worst {:?}", times[RUNS / 2], times[RUNS - 1]);
+    println!(
+        "wal open: {RECORDS} records, {bytes} bytes, n={RUNS}: median {:?}, worst {:?}",
+        times[RUNS / 2],
+        times[RUNS - 1]
+    );
 }
