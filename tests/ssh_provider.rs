@@ -46,6 +46,7 @@ fn peer(name: &str) -> Launch {
         env: vec![],
         manager: true,
         host: None,
+        busy: Vec::new(),
     }
 }
 

@@ -61,16 +61,25 @@ pub fn unreachable_hosts() -> Vec<String> {
         .collect()
 }
 
-/// Placement order: the pool's order, hosts recently found unreachable
-/// last (a dead host is not waited on before a free live one).
+/// Placement order: the pool's order, but hosts the state shows busy
+/// (`busy`: addresses or IPs) after the others, and hosts recently found
+/// unreachable last: a free live host is tried before any host that would
+/// cost a call to refuse, and a dead one is not waited on before it.
 pub fn placement_order<'a>(
     hosts: Vec<&'a HostEntry>,
     unreachable: &[String],
+    busy: &[String],
 ) -> Vec<&'a HostEntry> {
-    let (mut live, down): (Vec<&HostEntry>, Vec<&HostEntry>) =
-        hosts.into_iter().partition(|h| !unreachable.contains(&h.address));
-    live.extend(down);
-    live
+    let is_busy = |h: &HostEntry| {
+        busy.iter().any(|b| {
+            *b == h.address || SshProvider::address_of(h).is_ok_and(|a| a.ip().to_string() == *b)
+        })
+    };
+    let rank = |h: &HostEntry| (unreachable.contains(&h.address), is_busy(h));
+    let mut order = hosts;
+    // Stable: the pool's order within each rank.
+    order.sort_by_key(|h| rank(h));
+    order
 }
 
 /// Largest pool hosts file the bootstrap manager reads.
@@ -254,7 +263,7 @@ impl Provider for SshProvider {
             return self.start_on(only, launch, &[]);
         }
         let mut skipped = Vec::new();
-        for entry in placement_order(candidates, &unreachable_hosts()) {
+        for entry in placement_order(candidates, &unreachable_hosts(), &launch.busy) {
             let result = self.start_on(entry, launch, &[]);
             note_reachable(
                 &entry.address,
@@ -311,6 +320,16 @@ impl Provider for SshProvider {
 mod tests {
     use super::*;
 
+    #[test]
+    fn hosts_the_state_shows_busy_are_tried_after_free_ones_before_dead_ones() {
+        let hs = [host("10.0.0.1"), host("10.0.0.2"), host("10.0.0.3"), host("10.0.0.4")];
+        // The state names hosts by the IP of the instance's address.
+        let busy = ["10.0.0.1".to_string(), "10.0.0.2".to_string()];
+        let order = placement_order(hs.iter().collect(), &["10.0.0.2".into()], &busy);
+        let names: Vec<&str> = order.iter().map(|h| h.address.as_str()).collect();
+        assert_eq!(names, ["10.0.0.3", "10.0.0.4", "10.0.0.1", "10.0.0.2"]);
+    }
+
     fn host(a: &str) -> HostEntry {
         HostEntry {
             address: a.into(),
@@ -326,7 +345,7 @@ mod tests {
     #[test]
     fn hosts_found_unreachable_are_tried_last_in_pool_order() {
         let hs = [host("a"), host("b"), host("c"), host("d")];
-        let order = placement_order(hs.iter().collect(), &["a".into(), "c".into()]);
+        let order = placement_order(hs.iter().collect(), &["a".into(), "c".into()], &[]);
         let names: Vec<&str> = order.iter().map(|h| h.address.as_str()).collect();
         assert_eq!(names, ["b", "d", "a", "c"]);
         note_reachable("zz-test-host", false);
