@@ -16,6 +16,7 @@ pub mod client;
 pub mod cloud;
 pub mod host;
 pub mod install;
+pub mod warm;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -70,16 +71,19 @@ pub fn placement_order<'a>(
     unreachable: &[String],
     busy: &[String],
 ) -> Vec<&'a HostEntry> {
-    let is_busy = |h: &HostEntry| {
-        busy.iter().any(|b| {
-            *b == h.address || SshProvider::address_of(h).is_ok_and(|a| a.ip().to_string() == *b)
-        })
-    };
-    let rank = |h: &HostEntry| (unreachable.contains(&h.address), is_busy(h));
+    let rank = |h: &HostEntry| (unreachable.contains(&h.address), is_busy(h, busy));
     let mut order = hosts;
     // Stable: the pool's order within each rank.
     order.sort_by_key(|h| rank(h));
     order
+}
+
+/// Whether `h` is one of `busy` (pool addresses, or the IPs the state
+/// records instances at).
+fn is_busy(h: &HostEntry, busy: &[String]) -> bool {
+    busy.iter().any(|b| {
+        *b == h.address || SshProvider::address_of(h).is_ok_and(|a| a.ip().to_string() == *b)
+    })
 }
 
 /// Largest pool hosts file the bootstrap manager reads.
@@ -178,8 +182,13 @@ impl SshProvider {
                 }),
             };
         }
-        let role = if launch.manager { cloud::ROLE_MANAGER } else { cloud::ROLE_MACHINE };
-        Ok(self.hosts.iter().filter(|h| h.allows(role)).collect())
+        Ok(self.of_role(launch.manager))
+    }
+
+    /// The pool hosts allowed to run a manager (or a machine agent).
+    fn of_role(&self, manager: bool) -> Vec<&HostEntry> {
+        let role = if manager { cloud::ROLE_MANAGER } else { cloud::ROLE_MACHINE };
+        self.hosts.iter().filter(|h| h.allows(role)).collect()
     }
 
     /// Starts `launch` on exactly `entry`, writing `files` (name, content)
@@ -209,6 +218,24 @@ impl SshProvider {
                 Err(e)
             }
         }
+    }
+
+    /// Installs the binary, in the background, on the hosts a later start
+    /// of the same role would try: every candidate but `used`, the hosts
+    /// the state shows busy and those found unreachable.
+    fn warm_others(&self, used: &HostEntry, launch: &Launch) {
+        if self.environment.is_empty() {
+            return;
+        }
+        let down = unreachable_hosts();
+        let hosts: Vec<HostEntry> = self
+            .of_role(launch.manager)
+            .into_iter()
+            .filter(|h| h.address != used.address && !down.contains(&h.address))
+            .filter(|h| !is_busy(h, &launch.busy))
+            .cloned()
+            .collect();
+        warm::spawn(hosts, self.environment.clone(), self.jujud.clone());
     }
 
     /// Install, instance dir, secrets, start: the steps after a claim.
@@ -270,7 +297,10 @@ impl Provider for SshProvider {
                 !matches!(result, Err(ProviderError::Unreachable { .. })),
             );
             match result {
-                Ok(s) => return Ok(s),
+                Ok(s) => {
+                    self.warm_others(entry, launch);
+                    return Ok(s);
+                }
                 Err(ProviderError::Host { reason, .. }) if reason.starts_with("busy") => {}
                 Err(e) => {
                     tracing::warn!(host = %entry.address, instance = %launch.name, error = %e, "host skipped");
