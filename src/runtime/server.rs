@@ -560,6 +560,7 @@ async fn serve(
             ca_fingerprint: shared.ca_fingerprint.clone(),
             inbox: shared.inbox.clone(),
             commands: shared.commands.clone(),
+            preset: cfg.preset.name(),
         })),
     };
     if let (Some(b), true) = (cfg.bootstrap.clone(), created) {

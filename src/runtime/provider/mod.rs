@@ -137,6 +137,10 @@ pub struct Runner {
     /// The driver's command channel: each instance's token is recorded in
     /// the state (durably) before the instance starts.
     pub commands: mpsc::Sender<super::driver::Command>,
+    /// This manager's timing preset, given to every instance it starts
+    /// (one environment, one failure detector; single timing overrides
+    /// are not passed on).
+    pub preset: &'static str,
 }
 
 /// Maps a stop's outcome to its result: a fencing stop (`fence`) whose
@@ -174,6 +178,17 @@ fn seeds_arg(seeds: &[SocketAddr]) -> String {
     seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
 }
 
+/// The `jujud` arguments of an instance a manager starts: a manager
+/// joining through `seeds`, or an agent finding managers there, with the
+/// starting manager's timing preset.
+pub fn instance_args(manager: bool, seeds: &[SocketAddr], preset: &str) -> Vec<String> {
+    let (sub, seeds_flag) = if manager { ("peer", "--join") } else { ("agent", "--seeds") };
+    [sub, seeds_flag, &seeds_arg(seeds), "--log-format", "json", "--preset", preset]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
 impl Runner {
     /// The launch for a new manager or agent instance of `machine`.
     fn launch(
@@ -187,23 +202,7 @@ impl Runner {
     ) -> Result<Launch, String> {
         let role = if manager { CertRole::Manager } else { CertRole::Agent };
         let token = self.record_token(role, machine)?;
-        let args = if manager {
-            vec![
-                "peer".into(),
-                "--join".into(),
-                seeds_arg(seeds),
-                "--log-format".into(),
-                "json".into(),
-            ]
-        } else {
-            vec![
-                "agent".into(),
-                "--seeds".into(),
-                seeds_arg(seeds),
-                "--log-format".into(),
-                "json".into(),
-            ]
-        };
+        let args = instance_args(manager, seeds, self.preset);
         let env = vec![("JUJUD_TOKEN".to_string(), token.to_string())];
         Ok(Launch {
             name: instance.into(),
@@ -319,6 +318,26 @@ mod tests {
 
     fn unreachable() -> Result<(), ProviderError> {
         Err(ProviderError::Unreachable { host: "10.0.0.1".into(), reason: "no answer".into() })
+    }
+
+    #[test]
+    fn instances_run_with_the_starting_managers_preset() {
+        let seeds = ["10.0.0.1:17070".parse().unwrap(), "10.0.0.2:17070".parse().unwrap()];
+        assert_eq!(
+            instance_args(true, &seeds, "wan"),
+            [
+                "peer",
+                "--join",
+                "10.0.0.1:17070,10.0.0.2:17070",
+                "--log-format",
+                "json",
+                "--preset",
+                "wan"
+            ]
+        );
+        let agent = instance_args(false, &seeds[..1], "lan");
+        assert_eq!(agent[..3], ["agent", "--seeds", "10.0.0.1:17070"]);
+        assert_eq!(agent[5..], ["--preset", "lan"]);
     }
 
     #[test]
