@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::server::Shared;
+use super::shared::Shared;
 use tokio::sync::watch;
 
 use super::wire::{

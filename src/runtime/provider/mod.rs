@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::transport::Inbound;
+use crate::core::Input;
 use crate::core::control::provider::{ProviderCmd, ProviderResult, ProviderSpec};
 use crate::pki::{self, CertRole};
 
@@ -133,7 +133,7 @@ pub fn open_for(
 pub struct Runner {
     pub cluster_secret: Vec<u8>,
     pub ca_fingerprint: String,
-    pub inbox: mpsc::Sender<Inbound>,
+    pub inbox: mpsc::Sender<Input>,
     /// The driver's command channel: each instance's token is recorded in
     /// the state (durably) before the instance starts.
     pub commands: mpsc::Sender<super::driver::Command>,
@@ -267,7 +267,7 @@ impl Runner {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let result = this.run(&cmd);
-            if this.inbox.blocking_send(Inbound::Provider(result)).is_err() {
+            if this.inbox.blocking_send(Input::Provider(Box::new(result))).is_err() {
                 tracing::warn!("driver gone; a provider result was dropped");
             }
         });
