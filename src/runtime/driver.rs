@@ -268,7 +268,9 @@ impl Driver {
                 Some(m) => {
                     tracing::info!(session, agent = %peer.id, machine = %m, "serving an agent session")
                 }
-                None => tracing::info!(session, manager = %peer.id, "agent session opened"),
+                None => {
+                    tracing::info!(session, manager = %peer.id, "{}", crate::events::AGENT_SESSION_OPENED)
+                }
             }
         }
         self.inbound_handled += 1;
@@ -414,23 +416,20 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         match &event {
             Event::MemberUp(m) => {
-                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, role = m.role.as_str(), "member up")
+                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, role = m.role.as_str(), "{}", crate::events::MEMBER_UP)
             }
             Event::MemberDown { identity: m, left } => {
                 // Its connection is dead too: a restart at that address must be dialed afresh.
                 let closed_connection = self.p.transport.disconnect(m.id);
-                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, left, closed_connection, "member down")
+                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, left, closed_connection, "{}", crate::events::MEMBER_DOWN)
             }
             Event::Renamed { from, to } => {
-                tracing::info!(member = %to.id, from = from.generation, to = to.generation, "member renamed")
+                tracing::info!(member = %to.id, from = from.generation, to = to.generation, "{}", crate::events::MEMBER_RENAMED)
             }
             Event::Active => tracing::info!("active in the cluster"),
             Event::Idle => tracing::warn!("idle: no active member known; re-announcing"),
             Event::Rejoined(me) => {
-                tracing::warn!(
-                    generation = me.generation,
-                    "was declared down; rejoined as a new generation"
-                );
+                tracing::warn!(generation = me.generation, "{}", crate::events::REJOINED);
                 self.p.node_file.generation = me.generation;
                 self.write_node_file();
             }
@@ -439,7 +438,7 @@ impl Driver {
                 self.notices_dirty = true;
             }
             Event::Singleton { name, owned: true } => {
-                tracing::info!(singleton = name, "singleton acquired")
+                tracing::info!(singleton = name, "{}", crate::events::SINGLETON_ACQUIRED)
             }
             Event::Singleton { name, owned: false } => {
                 tracing::info!(singleton = name, "singleton released")
@@ -499,7 +498,7 @@ impl Driver {
             // Logged once on disk: a process killed after this line still
             // finds these managers when it restarts.
             Ok(true) => {
-                tracing::info!(managers = ?addrs, "live managers changed; agent.conf updated")
+                tracing::info!(managers = ?addrs, "{}", crate::events::AGENT_CONF_UPDATED)
             }
             Ok(false) => {} // a newer list was written first
             Err(e) => tracing::error!(error = %e, "could not update agent.conf"),

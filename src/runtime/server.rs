@@ -229,7 +229,7 @@ pub async fn run_peer(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Resul
         None => match (&cfg.token, cfg.join.is_empty()) {
             (Some(token), _) => match joined(&cfg, token, advertise, &shutdown).await {
                 Err(PeerError::Join(JoinError::ShuttingDown)) => {
-                    tracing::info!("asked to stop while joining; stopping");
+                    tracing::info!("{}", crate::events::STOPPED_WHILE_JOINING);
                     return Ok(());
                 }
                 fresh => (fresh?, Vec::new()),
@@ -424,8 +424,8 @@ async fn serve(
     let (store, replica, rec) = super::store::Store::open(dir.path(), actor, &log_id, expect)?;
     dir.note_state_log(&mut fresh.node)?;
     tracing::info!(snapshot_lsn = ?rec.snapshot_lsn, records = rec.records, ops = rec.ops, keys = replica.len(),
-        torn_tail_bytes = ?rec.torn_tail_bytes, "state recovered");
-    tracing::info!(id = %node_id, %advertise, generation = identity.generation, cluster = %fresh.node.cluster_name, "manager starting");
+        torn_tail_bytes = ?rec.torn_tail_bytes, "{}", crate::events::STATE_RECOVERED);
+    tracing::info!(id = %node_id, %advertise, generation = identity.generation, cluster = %fresh.node.cluster_name, "{}", crate::events::MANAGER_STARTING);
     let node = Node::new(NodeConfig {
         identity,
         timing: cfg.timing.clone(),

@@ -142,7 +142,7 @@ async fn read_loop(
                 }
             }
             Err(e @ (wire::FrameError::TooLarge { .. } | wire::FrameError::TimedOut { .. })) => {
-                tracing::warn!(session, error = %e, "closing a session whose peer sent a bad frame");
+                tracing::warn!(session, error = %e, "{}", crate::events::SESSION_BAD_FRAME);
                 table.metrics.count_drop(crate::metrics::DropReason::SessionBadFrame);
                 let _ = recv.stop(super::transport::STREAM_REFUSED.into());
                 break;

@@ -180,7 +180,7 @@ impl Workloads {
             Running { run, pgid: pid as i32, status_file, last_status: None },
         );
         self.save();
-        tracing::info!(%unit, run, pid, "workload started");
+        tracing::info!(%unit, run, pid, "{}", crate::events::WORKLOAD_STARTED);
         self.report(WorkloadEvent::Started { unit: unit.clone(), run, pid });
         let (inbox, running) = (self.inbox.clone(), self.running.clone());
         tokio::spawn(async move {
@@ -199,7 +199,7 @@ impl Workloads {
                     table.remove(&unit);
                 }
             }
-            tracing::info!(%unit, run, code = ?code, signal = ?signal, "workload exited");
+            tracing::info!(%unit, run, code = ?code, signal = ?signal, "{}", crate::events::WORKLOAD_EXITED);
             let _ = inbox
                 .send(Input::Workload(WorkloadEvent::Exited { unit, run, code, signal }))
                 .await;

@@ -312,7 +312,7 @@ impl Membership {
             Ok(true) => {}
             Ok(false) => {
                 let claimed = claimed.map(|id| id.to_string()).unwrap_or_default();
-                tracing::warn!(%claimed, proven = %from.id, "dropped datagram speaking for another member");
+                tracing::warn!(%claimed, proven = %from.id, "{}", crate::events::SPOOFED_DATAGRAM);
                 cx.stats.dropped_spoofed += 1;
             }
             Err(e) => {

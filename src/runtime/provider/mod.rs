@@ -154,7 +154,7 @@ pub fn stop_result(
     match outcome {
         Ok(()) => ProviderResult::Stopped { req, instance, machine, fenced: false },
         Err(ProviderError::Unreachable { host, reason }) if fence => {
-            tracing::warn!(%instance, %host, %reason, "host unreachable on a fencing stop: the instance is fenced");
+            tracing::warn!(%instance, %host, %reason, "{}", crate::events::FENCED_UNREACHABLE);
             ProviderResult::Stopped { req, instance, machine, fenced: true }
         }
         Err(e) => ProviderResult::Failed { req, instance, machine, error: e.to_string() },
@@ -289,7 +289,7 @@ impl Runner {
                     };
                 match open_for(provider, &self.ca_fingerprint).and_then(|p| p.start(&launch)) {
                     Ok(s) => {
-                        tracing::info!(%instance, %machine, address = %s.address, existed = s.existed, "instance started");
+                        tracing::info!(%instance, %machine, address = %s.address, existed = s.existed, "{}", crate::events::INSTANCE_STARTED);
                         ProviderResult::Started {
                             req: *req,
                             instance: instance.clone(),
