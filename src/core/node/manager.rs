@@ -53,6 +53,10 @@ pub(super) struct Manager {
     state_changed: bool,
     /// The assignment refresh timer is armed.
     assign_armed: bool,
+    /// The replica's applied version at the last check: no actor's count
+    /// ever goes down (debug builds check it after every settle).
+    #[cfg(debug_assertions)]
+    applied_seen: VersionVector,
 }
 
 /// Replies to a command on a member that holds no state.
@@ -91,6 +95,8 @@ impl Manager {
             facts_cache: None,
             state_changed: false,
             assign_armed: false,
+            #[cfg(debug_assertions)]
+            applied_seen: VersionVector::new(),
         }
     }
 
@@ -117,6 +123,21 @@ impl Manager {
     /// A member went down: its sync progress is forgotten.
     pub fn forget_peer(&mut self, id: NodeId) {
         self.sync.forget_peer(id);
+    }
+
+    /// Debug builds: the replica's version vector only grows — no actor
+    /// it still names has a lower count than at the last check.
+    #[cfg(debug_assertions)]
+    pub fn check_invariants(&mut self) {
+        let applied = self.sync.replica.applied();
+        if *applied == self.applied_seen {
+            return;
+        }
+        for (actor, seen) in &self.applied_seen {
+            let now = applied.get(actor).copied().unwrap_or(u64::MAX);
+            assert!(now >= *seen, "actor {actor:?} went back from {seen} to {now}");
+        }
+        self.applied_seen.clone_from(applied);
     }
 
     // ---- replicated state ----

@@ -158,6 +158,10 @@ pub(super) struct Membership {
     /// missing: until it moves, every round finds the same, so it is not
     /// computed again (a round is O(N log N)).
     quiet_since: Option<u64>,
+    /// This node's generation and incarnation at the last check: both only
+    /// grow (debug builds check it after every settle).
+    #[cfg(debug_assertions)]
+    seen: (u64, u16),
 }
 
 impl Membership {
@@ -214,6 +218,8 @@ impl Membership {
             active_scratch: Vec::new(),
             membership_changes: 0,
             quiet_since: None,
+            #[cfg(debug_assertions)]
+            seen: (0, 0),
         }
     }
 
@@ -655,9 +661,31 @@ impl Membership {
             all.push(me.clone());
         }
         all.sort_by_key(|m| m.id);
-        let peers = all.iter().map(|m| m.id).filter(|id| *id != me.id).collect();
+        let peers: Vec<NodeId> = all.iter().map(|m| m.id).filter(|id| *id != me.id).collect();
+        debug_assert!(all.windows(2).all(|w| w[0].id < w[1].id), "one live entry per manager id");
+        debug_assert_eq!(
+            peers.len() + usize::from(me.role == Role::Manager && !self.left),
+            all.len(),
+            "peers are the live managers without this node"
+        );
         self.live = LiveManagers { all, peers, me: me.id };
         true
+    }
+
+    /// Debug builds: this node's generation (a forced rejoin renames it to
+    /// a higher one) and the incarnation it announced only grow; the live
+    /// list names this node's id.
+    #[cfg(debug_assertions)]
+    pub fn check_invariants(&mut self) {
+        let now = (self.identity().generation, self.incarnation);
+        assert!(now.0 >= self.seen.0, "generation went down: {:?} -> {now:?}", self.seen);
+        assert!(
+            now.0 > self.seen.0 || now.1 >= self.seen.1,
+            "incarnation went down within a generation: {:?} -> {now:?}",
+            self.seen
+        );
+        assert_eq!(self.live.me, self.identity().id, "the live list is this node's");
+        self.seen = now;
     }
 }
 

@@ -103,6 +103,15 @@ impl Outbox {
         );
     }
 
+    /// Postcondition of every push: no send waits past the bound (timers
+    /// and events may: they are never dropped). O(queue), debug builds only.
+    #[cfg(debug_assertions)]
+    fn check_bound(&self) {
+        let late_sends = self.queue.iter().skip(MAX_PENDING_OUTPUTS);
+        let late_sends = late_sends.filter(|o| matches!(o, Output::Send { .. })).count();
+        assert_eq!(late_sends, 0, "sends queued past MAX_PENDING_OUTPUTS");
+    }
+
     fn pop(&mut self) -> Option<Output> {
         self.queue.pop_front()
     }
@@ -121,6 +130,10 @@ pub(super) struct Ctx<'a> {
 impl Ctx<'_> {
     /// Queues one output (see [`Outbox`] for the bound).
     pub fn push(&mut self, output: Output) {
+        debug_assert!(
+            !matches!(&output, Output::SetTimer(t) if t.at < self.now),
+            "a timer armed in the past: {output:?}"
+        );
         self.out.push(self.stats, output);
     }
 
@@ -420,6 +433,21 @@ impl Node {
         }
         if let Some(m) = self.manager.as_mut() {
             m.arm_assignments(cx);
+        }
+        #[cfg(debug_assertions)]
+        self.check_invariants();
+    }
+
+    /// Debug builds check, after every settle, what must hold between
+    /// inputs: each part's own invariants and the output queue's bound.
+    #[cfg(debug_assertions)]
+    fn check_invariants(&mut self) {
+        self.membership.check_invariants();
+        if let Some(m) = self.manager.as_mut() {
+            m.check_invariants();
+        }
+        if self.out.queue.len() > MAX_PENDING_OUTPUTS {
+            self.out.check_bound();
         }
     }
 }
