@@ -321,12 +321,31 @@ impl Node {
                 Some(m) => m.on_state(cx, self.membership.live(), from, &bytes),
                 None => manager::refuse_state(cx),
             },
+            Input::SessionOpened { .. }
+            | Input::SessionClosed { .. }
+            | Input::SessionData { .. }
+            | Input::Workload(_) => self.on_session_input(now, input),
+            Input::Provider(result) => {
+                if let Some(m) = self.manager.as_mut() {
+                    let me = self.membership.identity();
+                    let notices = m.on_provider(cx, self.membership.live(), me, &result);
+                    self.membership.publish_all(&notices);
+                }
+            }
+        }
+        self.settle(now, Drain::Foca);
+    }
+
+    /// Session and workload inputs: the agent's on an agent, the served
+    /// sessions' on a manager, refused on a member that is neither.
+    fn on_session_input(&mut self, now: Time, input: Input) {
+        let cx = cx!(self, now);
+        let live = self.membership.live();
+        match input {
             Input::SessionOpened { session, peer, machine } => {
                 match (self.agent.as_mut(), self.manager.as_mut()) {
                     (Some(a), _) => a.on_session_opened(cx, session, peer),
-                    (None, Some(m)) => {
-                        m.on_session_opened(cx, self.membership.live(), session, peer, machine)
-                    }
+                    (None, Some(m)) => m.on_session_opened(cx, live, session, peer, machine),
                     (None, None) => manager::refuse_session(cx, session),
                 }
             }
@@ -340,9 +359,7 @@ impl Node {
             Input::SessionData { session, bytes } => {
                 match (self.agent.as_mut(), self.manager.as_mut()) {
                     (Some(a), _) => a.on_session_data(cx, session, &bytes),
-                    (None, Some(m)) => {
-                        m.on_session_data(cx, self.membership.live(), session, &bytes)
-                    }
+                    (None, Some(m)) => m.on_session_data(cx, live, session, &bytes),
                     (None, None) => {}
                 }
             }
@@ -351,15 +368,8 @@ impl Node {
                     a.on_workload(cx, &ev);
                 }
             }
-            Input::Provider(result) => {
-                if let Some(m) = self.manager.as_mut() {
-                    let me = self.membership.identity();
-                    let notices = m.on_provider(cx, self.membership.live(), me, &result);
-                    self.membership.publish_all(&notices);
-                }
-            }
+            _ => debug_assert!(false, "not a session input: {input:?}"),
         }
-        self.settle(now, Drain::Foca);
     }
 
     /// A timer fired: local health hears how late, then its owner handles it.
