@@ -434,7 +434,7 @@ fn a_dead_managers_host_is_fenced_and_replaced_on_a_free_host() {
         std::fs::read_dir(bed.hosts[i].dir.join("instances")).into_iter().flatten().flatten().any(
             |d| {
                 std::fs::read_to_string(d.path().join("jujud.log"))
-                    .is_ok_and(|l| l.contains("host unreachable on a fencing stop"))
+                    .is_ok_and(|l| l.contains(jujud::events::FENCED_UNREACHABLE))
             },
         )
     });

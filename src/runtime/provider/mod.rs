@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::transport::Inbound;
+use crate::core::Input;
 use crate::core::control::provider::{ProviderCmd, ProviderResult, ProviderSpec};
 use crate::pki::{self, CertRole};
 
@@ -133,7 +133,7 @@ pub fn open_for(
 pub struct Runner {
     pub cluster_secret: Vec<u8>,
     pub ca_fingerprint: String,
-    pub inbox: mpsc::Sender<Inbound>,
+    pub inbox: mpsc::Sender<Input>,
     /// The driver's command channel: each instance's token is recorded in
     /// the state (durably) before the instance starts.
     pub commands: mpsc::Sender<super::driver::Command>,
@@ -158,7 +158,7 @@ pub fn stop_result(
     match outcome {
         Ok(()) => ProviderResult::Stopped { req, instance, machine, fenced: false },
         Err(ProviderError::Unreachable { host, reason }) if fence => {
-            tracing::warn!(%instance, %host, %reason, "host unreachable on a fencing stop: the instance is fenced");
+            tracing::warn!(%instance, %host, %reason, "{}", crate::events::FENCED_UNREACHABLE);
             ProviderResult::Stopped { req, instance, machine, fenced: true }
         }
         Err(e) => ProviderResult::Failed { req, instance, machine, error: e.to_string() },
@@ -266,7 +266,7 @@ impl Runner {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let result = this.run(&cmd);
-            if this.inbox.blocking_send(Inbound::Provider(result)).is_err() {
+            if this.inbox.blocking_send(Input::Provider(Box::new(result))).is_err() {
                 tracing::warn!("driver gone; a provider result was dropped");
             }
         });
@@ -288,7 +288,7 @@ impl Runner {
                     };
                 match open_for(provider, &self.ca_fingerprint).and_then(|p| p.start(&launch)) {
                     Ok(s) => {
-                        tracing::info!(%instance, %machine, address = %s.address, existed = s.existed, "instance started");
+                        tracing::info!(%instance, %machine, address = %s.address, existed = s.existed, "{}", crate::events::INSTANCE_STARTED);
                         ProviderResult::Started {
                             req: *req,
                             instance: instance.clone(),
