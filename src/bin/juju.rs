@@ -131,6 +131,9 @@ enum Command {
     },
     /// Managers, their state and generation, who runs each singleton, HA n/N.
     ShowController,
+    /// The web dashboard's address on a live manager and a single-use
+    /// login link (valid 60 s), and how to trust its certificate.
+    Dashboard,
     /// Show controller settings, or set key=value pairs (e.g. ha-grace-ms=5000).
     ControllerConfig { settings: Vec<String> },
     /// Stop every instance of the local environment and remove its root.
@@ -264,6 +267,7 @@ fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
     Ok(match &cli.command {
         Command::Members => Request::Members,
         Command::Status | Command::ShowController => Request::Status,
+        Command::Dashboard => Request::DashboardLogin,
         Command::AddMachine { n, placement: None } => write(StateCommand::AddMachine { n: *n }),
         Command::AddMachine { n, placement: Some(p) } => {
             let Some(target) = p.strip_prefix("ssh:") else {
@@ -590,6 +594,8 @@ fn print(cli: &Cli, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
             let files = write_token_files(cli.token_dir.as_deref(), &outcome.tokens);
             eprint!("{}", render::agent_commands(&outcome.machines, &files, seeds));
         }
+        (Format::Json, link @ Response::DashboardLink { .. }) => json(link),
+        (Format::Table, Response::DashboardLink { .. }) => print!("{}", dashboard_text(cli, resp)),
         (_, Response::Done) => println!("done"),
         (_, Response::Error(msg) | Response::Unavailable(msg)) => eprintln!("{msg}"),
     }
@@ -606,4 +612,34 @@ mod erased {
             serde_json::to_string_pretty(self).expect("answers always serialise")
         }
     }
+}
+
+/// What `juju dashboard` prints: where, the single-use link, and how a
+/// browser trusts a manager certificate that names `jujud`, not the address.
+fn dashboard_text(cli: &Cli, resp: &Response) -> String {
+    let Response::DashboardLink {
+        url,
+        login_url,
+        expires_in_ms,
+        ca_fingerprint,
+        ca_spki_sha256_base64,
+    } = resp
+    else {
+        return String::new();
+    };
+    let file = cli
+        .client_config
+        .clone()
+        .map(with_dir)
+        .unwrap_or_else(|| bootstrap::client_file_in(&bootstrap::default_root()));
+    format!(
+        "Dashboard: {url}\n\
+         Log in by opening this link once, within {} s (paste it; it is a secret):\n  {login_url}\n\
+         Its certificate is signed by this environment's CA (the ca_cert_pem of {}),\n\
+         SHA-256 fingerprint {ca_fingerprint}. Manager certificates name \"jujud\", not an\n\
+         address, so pin the CA's key instead of trusting it by name, e.g.:\n  \
+         chromium --user-data-dir=DIR --ignore-certificate-errors-spki-list={ca_spki_sha256_base64}\n",
+        expires_in_ms / 1000,
+        file.display(),
+    )
 }

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod clientfile;
 pub mod credcheck;
+pub mod dashboard;
 pub mod datadir;
 pub mod driver;
 pub mod handshake;

@@ -74,6 +74,8 @@ pub struct Shared {
     pub sessions: Arc<super::session::SessionTable>,
     /// The driver's inbox, for agent sessions' traffic.
     pub inbox: mpsc::Sender<super::transport::Inbound>,
+    /// This manager's web dashboard, once started (`--dashboard-listen`).
+    pub dashboard: std::sync::OnceLock<Arc<super::dashboard::Dashboard>>,
 }
 
 impl Shared {
@@ -495,6 +497,7 @@ async fn serve(
         self_id: node_id,
         sessions: sessions.clone(),
         inbox: inbox_for_store.clone(),
+        dashboard: std::sync::OnceLock::new(),
     });
     let api = shared.clone();
     transport.on_member_connection(Box::new(move |conn, role, machine| {
@@ -505,6 +508,12 @@ async fn serve(
             .await
             .map_err(|source| PeerError::Bind { addr, source })?;
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), || {}));
+    }
+    if let Some(addr) = cfg.dashboard_listen {
+        let dash = super::dashboard::start(addr, advertise, shared.clone(), &cert)
+            .await
+            .map_err(|e| PeerError::Io(e.to_string()))?;
+        let _ = shared.dashboard.set(dash);
     }
     let identity = Identity {
         id: node_id,
