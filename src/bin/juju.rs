@@ -594,7 +594,19 @@ fn print(cli: &Cli, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
             let files = write_token_files(cli.token_dir.as_deref(), &outcome.tokens);
             eprint!("{}", render::agent_commands(&outcome.machines, &files, seeds));
         }
-        (Format::Json, link @ Response::DashboardLink { .. }) => json(link),
+        (
+            Format::Json,
+            Response::DashboardLink {
+                url,
+                login_url,
+                expires_in_ms,
+                ca_fingerprint,
+                ca_spki_sha256_base64,
+            },
+        ) => json(&serde_json::json!({
+            "url": url, "login_url": login_url, "expires_in_ms": expires_in_ms,
+            "ca_fingerprint": ca_fingerprint, "ca_spki_sha256_base64": ca_spki_sha256_base64,
+        })),
         (Format::Table, Response::DashboardLink { .. }) => print!("{}", dashboard_text(cli, resp)),
         (_, Response::Done) => println!("done"),
         (_, Response::Error(msg) | Response::Unavailable(msg)) => eprintln!("{msg}"),
