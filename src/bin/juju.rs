@@ -13,6 +13,7 @@ use jujud::runtime::bootstrap;
 use jujud::runtime::client::{self, ClientError};
 use jujud::runtime::clientfile::ClientFile;
 use jujud::runtime::datadir::write_atomic;
+use jujud::runtime::idprefix;
 use jujud::runtime::render;
 use jujud::runtime::sshenv;
 use jujud::runtime::wire::{MemberRow, Request, Response};
@@ -223,7 +224,12 @@ fn main() -> ExitCode {
     }
     // One request id per invocation: every retry on another manager carries it.
     let request_id = client::new_request_id();
-    let req = match request_for(&cli, request_id) {
+    let ids = if names_ids(&cli.command) {
+        rt.block_on(known_ids(&file, cli.endpoint))
+    } else {
+        Ids::default()
+    };
+    let req = match request_for(&cli, request_id, &ids) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("juju: {e}");
@@ -256,8 +262,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether a command names machines or units by id (each may be typed as
+/// a unique prefix, see `runtime::idprefix`).
+fn names_ids(command: &Command) -> bool {
+    matches!(command, Command::RemoveMachine { .. } | Command::RemoveUnit { .. })
+        || matches!(command, Command::Deploy { to, .. } | Command::AddUnit { to, .. } if !to.is_empty())
+}
+
+/// The machine and unit ids a manager knows, to resolve typed prefixes
+/// against; `None` when no status could be read (each id is then sent as
+/// typed, and the manager says whether it exists).
+#[derive(Default)]
+struct Ids(Option<(Vec<String>, Vec<String>)>);
+
+impl Ids {
+    fn machine(&self, given: &str) -> Result<String, String> {
+        match &self.0 {
+            Some((machines, _)) => {
+                idprefix::resolve("machine", machines, given, 0).map_err(|e| e.to_string())
+            }
+            None => Ok(given.to_string()),
+        }
+    }
+
+    fn unit(&self, given: &str) -> Result<String, String> {
+        let skip = given.find('/').map_or(0, |i| i + 1);
+        match &self.0 {
+            Some((_, units)) => {
+                idprefix::resolve("unit", units, given, skip).map_err(|e| e.to_string())
+            }
+            None => Ok(given.to_string()),
+        }
+    }
+
+    fn machines(&self, given: &[String]) -> Result<Vec<String>, String> {
+        given.iter().map(|m| self.machine(m)).collect()
+    }
+}
+
+async fn known_ids(file: &ClientFile, endpoint: Option<SocketAddr>) -> Ids {
+    match client::request_with_retries(file, endpoint, Request::Status, &|_| {}).await {
+        Ok((_, Response::Status { status, .. })) => Ids(Some((
+            status.machines.into_iter().map(|m| m.id).collect(),
+            status.units.into_iter().map(|u| u.id).collect(),
+        ))),
+        _ => Ids(None),
+    }
+}
+
 /// The request a command sends, or why its arguments are wrong.
-fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
+fn request_for(cli: &Cli, request_id: u64, ids: &Ids) -> Result<Request, String> {
     let write = |cmd: StateCommand| Request::Write {
         request_id,
         cmd,
@@ -283,24 +337,26 @@ fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
             write(StateCommand::RemoveHost { address: address.clone() })
         }
         Command::AddHost { .. } => unreachable!("handled before any request"),
-        Command::RemoveMachine { id } => write(StateCommand::RemoveMachine { id: id.clone() }),
+        Command::RemoveMachine { id } => {
+            write(StateCommand::RemoveMachine { id: ids.machine(id)? })
+        }
         Command::Deploy { name, command, to, .. } if !to.is_empty() => {
             write(StateCommand::DeployTo {
                 name: name.clone(),
                 command: command.clone(),
-                to: to.clone(),
+                to: ids.machines(to)?,
             })
         }
         Command::Deploy { name, command, n, .. } => {
             write(StateCommand::Deploy { name: name.clone(), command: command.clone(), n: *n })
         }
         Command::AddUnit { name, to, .. } if !to.is_empty() => {
-            write(StateCommand::AddUnitTo { app: name.clone(), to: to.clone() })
+            write(StateCommand::AddUnitTo { app: name.clone(), to: ids.machines(to)? })
         }
         Command::AddUnit { name, n, .. } => {
             write(StateCommand::AddUnit { app: name.clone(), n: *n })
         }
-        Command::RemoveUnit { unit } => write(StateCommand::RemoveUnit { unit: unit.clone() }),
+        Command::RemoveUnit { unit } => write(StateCommand::RemoveUnit { unit: ids.unit(unit)? }),
         Command::Config { settings, .. } | Command::ControllerConfig { settings }
             if settings.is_empty() =>
         {

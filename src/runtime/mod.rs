@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod datadir;
 pub mod driver;
 pub mod handshake;
+pub mod idprefix;
 pub mod join;
 pub mod provider;
 pub mod render;
