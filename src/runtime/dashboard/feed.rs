@@ -1,5 +1,6 @@
 //! What the dashboard shows, and its timeline: a poller asks the driver
-//! for this manager's status every [`POLL_MS`], turns it into a snapshot
+//! for this manager's status every [`POLL_MS`] while a page is open (else
+//! every [`IDLE_POLL_MS`]), turns it into a snapshot
 //! (JSON), compares it with the previous one to add timeline events
 //! (member down/up/replaced, HA n/N, singleton moves, machines, units,
 //! config changes), and publishes the snapshot on a watch channel that
@@ -22,6 +23,9 @@ use crate::runtime::wire::MemberRow;
 /// How often the poller reads the status. A manager going down reaches
 /// an open dashboard within this of this manager's own SWIM event.
 pub const POLL_MS: u64 = 250;
+/// How often it reads the status while no page is open: the timeline's
+/// times are then up to this late.
+pub const IDLE_POLL_MS: u64 = 1_000;
 /// Events kept in the timeline; past it the oldest is dropped.
 pub const MAX_TIMELINE_EVENTS: usize = 256;
 

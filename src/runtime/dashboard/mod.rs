@@ -187,14 +187,16 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Reads the status every [`feed::POLL_MS`] into the feed, until the node
-/// stops.
+/// Reads the status into the feed, until the node stops: every
+/// [`feed::POLL_MS`] while a page is open (an event stream), else every
+/// [`feed::IDLE_POLL_MS`] (the timeline still records what happens, with
+/// coarser times, and an idle manager spends less).
 async fn poll(shared: Arc<Shared>, dash: Arc<Dashboard>) {
     let mut prev: Option<feed::Reading> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(feed::POLL_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let open = dash.streams.available_permits() < MAX_EVENT_STREAMS;
+        let every = if open { feed::POLL_MS } else { feed::IDLE_POLL_MS };
+        tokio::time::sleep(Duration::from_millis(every)).await;
         let Some((me, status, members, controller)) = shared.status().await else {
             if shared.commands.is_closed() {
                 return;
@@ -384,6 +386,88 @@ async fn events(State(dash): State<Arc<Dashboard>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dash() -> Arc<Dashboard> {
+        Arc::new(Dashboard {
+            auth: auth::Auth::default(),
+            feed: feed::Feed::default(),
+            base_url: "https://127.0.0.1:1".into(),
+            ca_fingerprint: String::new(),
+            ca_spki_sha256_base64: String::new(),
+            streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
+            metrics: Arc::new(Metrics::new()),
+        })
+    }
+
+    async fn call(
+        app: &Router,
+        req: axum::http::Request<axum::body::Body>,
+    ) -> (StatusCode, HeaderMap, usize) {
+        let resp = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (parts.status, parts.headers, bytes.len())
+    }
+
+    fn get(path: &str, cookie: Option<&str>) -> axum::http::Request<axum::body::Body> {
+        let mut b = axum::http::Request::get(path);
+        if let Some(c) = cookie {
+            b = b.header(header::COOKIE, format!("{COOKIE}={c}"));
+        }
+        b.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn nothing_without_a_session_and_a_link_logs_in_once() {
+        let d = dash();
+        let app = router(d.clone());
+        for path in ["/", "/app.js", "/style.css", "/api/snapshot", "/events", "/nope"] {
+            let (status, _, len) = call(&app, get(path, None)).await;
+            assert_eq!((status, len), (StatusCode::UNAUTHORIZED, 0), "{path}");
+            let (status, _, len) = call(&app, get(path, Some(&"00".repeat(32)))).await;
+            assert_eq!((status, len), (StatusCode::UNAUTHORIZED, 0), "{path} with a forged cookie");
+        }
+        let link = d.auth.mint_link(Instant::now()).unwrap();
+        let (status, headers, _) = call(&app, get(&format!("/login/{link}"), None)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let set = headers[header::SET_COOKIE].to_str().unwrap().to_string();
+        for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Max-Age="] {
+            assert!(set.contains(attr), "{set}");
+        }
+        let cookie = set.split(';').next().unwrap().split_once('=').unwrap().1.to_string();
+        let (status, headers, len) = call(&app, get("/", Some(&cookie))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(len > 0);
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        let (status, _, len) = call(&app, get(&format!("/login/{link}"), None)).await;
+        assert_eq!((status, len), (StatusCode::UNAUTHORIZED, 0), "a reused link");
+        let post =
+            axum::http::Request::post("/").header(header::COOKIE, format!("{COOKIE}={cookie}"));
+        let (status, _, _) = call(&app, post.body(axum::body::Body::from("x")).unwrap()).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "read-only");
+    }
+
+    #[tokio::test]
+    async fn event_streams_are_bounded() {
+        let d = dash();
+        let app = router(d.clone());
+        let link = d.auth.mint_link(Instant::now()).unwrap();
+        let cookie = d.auth.redeem(&link, Instant::now()).unwrap();
+        let mut open = Vec::new();
+        for _ in 0..MAX_EVENT_STREAMS {
+            let resp = tower::ServiceExt::oneshot(app.clone(), get("/events", Some(&cookie)))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            open.push(resp);
+        }
+        let (status, _, _) = call(&app, get("/events", Some(&cookie))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "past the bound");
+        drop(open);
+        let resp =
+            tower::ServiceExt::oneshot(app.clone(), get("/events", Some(&cookie))).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "a closed stream frees its place");
+    }
 
     #[test]
     fn base64_matches_rfc4648() {
