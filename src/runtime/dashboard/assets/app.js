@@ -42,10 +42,10 @@ function render(s) {
   document.getElementById("answered").textContent = "as seen by " + s.answered_by;
   const runs = (id) => c.owners.filter((o) => o[1] === id).map((o) => o[0]).join(", ");
   fill("managers", s.members.filter((m) => m.role === "manager").map((m) =>
-    row([m.id, m.addr, m.generation, el("span", m.state, "state " + m.state), runs(m.id)],
+    row([m.id, el("span", m.state, "state " + m.state), m.addr, m.generation, runs(m.id)],
         { "data-manager": m.id, "data-state": m.state })));
   fill("machines", s.status.machines.map((m) =>
-    row([m.id, el("span", m.presence || "-", "state " + m.presence), shown(m.jobs), shown(m.instance), shown(m.addresses), shown(m.status)],
+    row([m.id, el("span", m.presence || "-", "state " + m.presence), shown(m.status), shown(m.addresses), shown(m.instance), shown(m.jobs)],
         { "data-machine": m.id, "data-state": m.presence })));
   fill("applications", s.status.applications.map((a) =>
     row([a.name, a.scale, shown(a.command),
