@@ -13,7 +13,9 @@
 //! - `juju enable-ha -n 5` then `-n 3`: the hosts used and freed.
 //!
 //! Prints median and worst of each figure, the machine load, and exits
-//! non-zero on a missed target. Needs root. Touches nothing outside its
+//! non-zero on a missed target. With `SSH_BENCH_LOGS=DIR`, each round's
+//! instance logs (every host's `instances/*/jujud.log`) are copied to
+//! `DIR/round-N/` before the environment is destroyed. Needs root. Touches nothing outside its
 //! temporary directories, namespaces and the instances it started.
 
 use std::path::{Path, PathBuf};
@@ -189,6 +191,7 @@ fn round(n: usize, grace_ms: u64, f: &mut Figures) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(200));
     };
     f.shrink_ok.push(freed);
+    keep_logs(&hosts, n);
     drop(guard);
     let left: usize = (0..6).map(|i| hosts.jujud_pids(i).len()).sum();
     println!(
@@ -198,6 +201,21 @@ fn round(n: usize, grace_ms: u64, f: &mut Figures) -> Result<(), String> {
         return Err(format!("{left} jujud processes left after destroy"));
     }
     Ok(())
+}
+
+/// Copies every instance log of the round to `$SSH_BENCH_LOGS/round-N/`
+/// (named `<host>-<instance>.log`), when that is set.
+fn keep_logs(hosts: &Hosts, n: usize) {
+    let Some(dir) = std::env::var_os("SSH_BENCH_LOGS") else { return };
+    let to = PathBuf::from(dir).join(format!("round-{n}"));
+    let _ = std::fs::create_dir_all(&to);
+    for (i, h) in hosts.hosts.iter().enumerate() {
+        let Ok(rd) = std::fs::read_dir(h.dir.join("instances")) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let _ = std::fs::copy(e.path().join("jujud.log"), to.join(format!("h{i}-{name}.log")));
+        }
+    }
 }
 
 /// Destroys the round's environment even when it failed.

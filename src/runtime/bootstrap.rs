@@ -96,6 +96,7 @@ pub async fn bootstrap(
         env: Vec::new(),
         manager: true,
         host: None,
+        busy: Vec::new(),
     };
     let started = provider.start(&launch)?;
     if started.existed {

@@ -134,6 +134,7 @@ async fn bootstrap_on(
         env: Vec::new(),
         manager: true,
         host: Some(first.address.clone()),
+        busy: Vec::new(),
     };
     let files = vec![("hosts.json", serde_json::to_vec(&pool).expect("encodes"))];
     let started = {

@@ -461,6 +461,7 @@ mod tests {
             env: vec![],
             manager: true,
             host: None,
+            busy: Vec::new(),
         }
     }
 

@@ -72,6 +72,8 @@ pub struct Launch {
     /// Start exactly on this pool host (an enlisted machine), else the
     /// provider picks a free one.
     pub host: Option<String>,
+    /// Hosts the state shows holding an instance: tried last.
+    pub busy: Vec<String>,
 }
 
 impl std::fmt::Debug for Launch {
@@ -181,6 +183,7 @@ impl Runner {
         manager: bool,
         seeds: &[SocketAddr],
         host: Option<&str>,
+        busy: &[String],
     ) -> Result<Launch, String> {
         let role = if manager { CertRole::Manager } else { CertRole::Agent };
         let token = self.record_token(role, machine)?;
@@ -209,6 +212,7 @@ impl Runner {
             env,
             manager,
             host: host.map(str::to_string),
+            busy: busy.to_vec(),
         })
     }
 
@@ -271,18 +275,18 @@ impl Runner {
 
     fn run(&self, cmd: &ProviderCmd) -> ProviderResult {
         match cmd {
-            ProviderCmd::Start { req, provider, instance, machine, manager, seeds, host } => {
+            ProviderCmd::Start { req, provider, instance, machine, manager, seeds, host, busy } => {
                 let failed = |error: String| ProviderResult::Failed {
                     req: *req,
                     instance: instance.clone(),
                     machine: machine.clone(),
                     error,
                 };
-                let launch = match self.launch(instance, machine, *manager, seeds, host.as_deref())
-                {
-                    Ok(l) => l,
-                    Err(e) => return failed(e),
-                };
+                let launch =
+                    match self.launch(instance, machine, *manager, seeds, host.as_deref(), busy) {
+                        Ok(l) => l,
+                        Err(e) => return failed(e),
+                    };
                 match open_for(provider, &self.ca_fingerprint).and_then(|p| p.start(&launch)) {
                     Ok(s) => {
                         tracing::info!(%instance, %machine, address = %s.address, existed = s.existed, "instance started");
@@ -326,6 +330,7 @@ mod tests {
             env: vec![("JUJUD_TOKEN".into(), "jjd1secret".into())],
             manager: false,
             host: None,
+            busy: Vec::new(),
         };
         let d = format!("{l:?}");
         assert!(d.contains("JUJUD_TOKEN") && !d.contains("jjd1secret"), "{d}");
