@@ -288,6 +288,11 @@ async fn a_browser_sees_a_manager_die_and_its_replacement_without_a_reload() {
     let timeline =
         c.execute("return document.getElementById('timeline').textContent;", vec![]).await.unwrap();
     assert!(timeline.as_str().unwrap().contains("-> down"), "timeline: {timeline}");
+    // The replacement's manager says its machine is started within a
+    // control tick of joining; the page follows without a reload.
+    let pending = "[...document.querySelectorAll('#machines tbody tr')]\
+        .filter((r) => r.cells[2].textContent === 'pending').length";
+    until(&c, "no controller machine pending", pending, json!(0)).await;
     save("desktop-replaced.png", &c.screenshot().await.unwrap());
     c.set_window_size(390, 844).await.unwrap();
     save("phone.png", &c.screenshot().await.unwrap());
