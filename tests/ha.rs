@@ -94,6 +94,14 @@ fn an_environment_started_in_ha_mode_serves_clients_from_every_manager_and_start
     // answers from a replica it has not synced yet.
     let st = common::agent::status(&env.client());
     assert_eq!(managers(&st, "alive"), 3, "{:#}", st["members"]);
+    // Nor does it show a controller machine whose manager is alive and
+    // serving as pending with no address (issue 16).
+    let machines = st["status"]["machines"].as_array().unwrap();
+    assert_eq!(machines.len(), 3, "{machines:#?}");
+    for m in machines {
+        assert_eq!(m["status"], serde_json::json!(["started"]), "{m:#}");
+        assert_eq!(m["addresses"].as_array().map(Vec::len), Some(1), "{m:#}");
+    }
     for m in st["members"].as_array().unwrap().iter().filter(|m| m["role"] == "manager") {
         let out = common::juju(
             &env.client(),

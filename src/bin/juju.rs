@@ -13,6 +13,7 @@ use jujud::runtime::bootstrap;
 use jujud::runtime::client::{self, ClientError};
 use jujud::runtime::clientfile::ClientFile;
 use jujud::runtime::datadir::write_atomic;
+use jujud::runtime::idprefix;
 use jujud::runtime::render;
 use jujud::runtime::sshenv;
 use jujud::runtime::wire::{MemberRow, Request, Response};
@@ -136,6 +137,9 @@ enum Command {
     },
     /// Managers, their state and generation, who runs each singleton, HA n/N.
     ShowController,
+    /// The web dashboard's address on a live manager and a single-use
+    /// login link (valid 60 s), and how to trust its certificate.
+    Dashboard,
     /// Show controller settings, or set key=value pairs (e.g. ha-grace-ms=5000).
     ControllerConfig { settings: Vec<String> },
     /// Stop every instance of the local environment and remove its root.
@@ -225,7 +229,12 @@ fn main() -> ExitCode {
     }
     // One request id per invocation: every retry on another manager carries it.
     let request_id = client::new_request_id();
-    let req = match request_for(&cli, request_id) {
+    let ids = if names_ids(&cli.command) {
+        rt.block_on(known_ids(&file, cli.endpoint))
+    } else {
+        Ids::default()
+    };
+    let req = match request_for(&cli, request_id, &ids) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("juju: {e}");
@@ -258,8 +267,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether a command names machines or units by id (each may be typed as
+/// a unique prefix, see `runtime::idprefix`).
+fn names_ids(command: &Command) -> bool {
+    matches!(command, Command::RemoveMachine { .. } | Command::RemoveUnit { .. })
+        || matches!(command, Command::Deploy { to, .. } | Command::AddUnit { to, .. } if !to.is_empty())
+}
+
+/// The machine and unit ids a manager knows, to resolve typed prefixes
+/// against; `None` when no status could be read (each id is then sent as
+/// typed, and the manager says whether it exists).
+#[derive(Default)]
+struct Ids(Option<(Vec<String>, Vec<String>)>);
+
+impl Ids {
+    fn machine(&self, given: &str) -> Result<String, String> {
+        match &self.0 {
+            Some((machines, _)) => {
+                idprefix::resolve("machine", machines, given, 0).map_err(|e| e.to_string())
+            }
+            None => Ok(given.to_string()),
+        }
+    }
+
+    fn unit(&self, given: &str) -> Result<String, String> {
+        let skip = given.find('/').map_or(0, |i| i + 1);
+        match &self.0 {
+            Some((_, units)) => {
+                idprefix::resolve("unit", units, given, skip).map_err(|e| e.to_string())
+            }
+            None => Ok(given.to_string()),
+        }
+    }
+
+    fn machines(&self, given: &[String]) -> Result<Vec<String>, String> {
+        given.iter().map(|m| self.machine(m)).collect()
+    }
+}
+
+async fn known_ids(file: &ClientFile, endpoint: Option<SocketAddr>) -> Ids {
+    match client::request_with_retries(file, endpoint, Request::Status, &|_| {}).await {
+        Ok((_, Response::Status { status, .. })) => Ids(Some((
+            status.machines.into_iter().map(|m| m.id).collect(),
+            status.units.into_iter().map(|u| u.id).collect(),
+        ))),
+        _ => Ids(None),
+    }
+}
+
 /// The request a command sends, or why its arguments are wrong.
-fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
+fn request_for(cli: &Cli, request_id: u64, ids: &Ids) -> Result<Request, String> {
     let write = |cmd: StateCommand| Request::Write {
         request_id,
         cmd,
@@ -269,6 +326,7 @@ fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
     Ok(match &cli.command {
         Command::Members => Request::Members,
         Command::Status | Command::ShowController => Request::Status,
+        Command::Dashboard => Request::DashboardLogin,
         Command::AddMachine { n, placement: None } => write(StateCommand::AddMachine { n: *n }),
         Command::AddMachine { n, placement: Some(p) } => {
             let Some(target) = p.strip_prefix("ssh:") else {
@@ -284,24 +342,26 @@ fn request_for(cli: &Cli, request_id: u64) -> Result<Request, String> {
             write(StateCommand::RemoveHost { address: address.clone() })
         }
         Command::AddHost { .. } => unreachable!("handled before any request"),
-        Command::RemoveMachine { id } => write(StateCommand::RemoveMachine { id: id.clone() }),
+        Command::RemoveMachine { id } => {
+            write(StateCommand::RemoveMachine { id: ids.machine(id)? })
+        }
         Command::Deploy { name, command, to, .. } if !to.is_empty() => {
             write(StateCommand::DeployTo {
                 name: name.clone(),
                 command: command.clone(),
-                to: to.clone(),
+                to: ids.machines(to)?,
             })
         }
         Command::Deploy { name, command, n, .. } => {
             write(StateCommand::Deploy { name: name.clone(), command: command.clone(), n: *n })
         }
         Command::AddUnit { name, to, .. } if !to.is_empty() => {
-            write(StateCommand::AddUnitTo { app: name.clone(), to: to.clone() })
+            write(StateCommand::AddUnitTo { app: name.clone(), to: ids.machines(to)? })
         }
         Command::AddUnit { name, n, .. } => {
             write(StateCommand::AddUnit { app: name.clone(), n: *n })
         }
-        Command::RemoveUnit { unit } => write(StateCommand::RemoveUnit { unit: unit.clone() }),
+        Command::RemoveUnit { unit } => write(StateCommand::RemoveUnit { unit: ids.unit(unit)? }),
         Command::Config { settings, .. } | Command::ControllerConfig { settings }
             if settings.is_empty() =>
         {
@@ -600,6 +660,20 @@ fn print(cli: &Cli, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
             let files = write_token_files(cli.token_dir.as_deref(), &outcome.tokens);
             eprint!("{}", render::agent_commands(&outcome.machines, &files, seeds));
         }
+        (
+            Format::Json,
+            Response::DashboardLink {
+                url,
+                login_url,
+                expires_in_ms,
+                ca_fingerprint,
+                ca_spki_sha256_base64,
+            },
+        ) => json(&serde_json::json!({
+            "url": url, "login_url": login_url, "expires_in_ms": expires_in_ms,
+            "ca_fingerprint": ca_fingerprint, "ca_spki_sha256_base64": ca_spki_sha256_base64,
+        })),
+        (Format::Table, Response::DashboardLink { .. }) => print!("{}", dashboard_text(cli, resp)),
         (_, Response::Done) => println!("done"),
         (_, Response::Error(msg) | Response::Unavailable(msg)) => eprintln!("{msg}"),
     }
@@ -616,4 +690,34 @@ mod erased {
             serde_json::to_string_pretty(self).expect("answers always serialise")
         }
     }
+}
+
+/// What `juju dashboard` prints: where, the single-use link, and how a
+/// browser trusts a manager certificate that names `jujud`, not the address.
+fn dashboard_text(cli: &Cli, resp: &Response) -> String {
+    let Response::DashboardLink {
+        url,
+        login_url,
+        expires_in_ms,
+        ca_fingerprint,
+        ca_spki_sha256_base64,
+    } = resp
+    else {
+        return String::new();
+    };
+    let file = cli
+        .client_config
+        .clone()
+        .map(with_dir)
+        .unwrap_or_else(|| bootstrap::client_file_in(&bootstrap::default_root()));
+    format!(
+        "Dashboard: {url}\n\
+         Log in by opening this link once, within {} s (paste it; it is a secret):\n  {login_url}\n\
+         Its certificate is signed by this environment's CA (the ca_cert_pem of {}),\n\
+         SHA-256 fingerprint {ca_fingerprint}. Manager certificates name \"jujud\", not an\n\
+         address, so pin the CA's key instead of trusting it by name, e.g.:\n  \
+         chromium --user-data-dir=DIR --ignore-certificate-errors-spki-list={ca_spki_sha256_base64}\n",
+        expires_in_ms / 1000,
+        file.display(),
+    )
 }

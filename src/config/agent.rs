@@ -74,6 +74,7 @@ impl AgentArgs {
             preset: self.preset,
             log_format: self.log_format,
             metrics_listen: self.metrics_listen,
+            dashboard_listen: None,
             timing: self.timing.clone(),
             bootstrap: Default::default(),
         };

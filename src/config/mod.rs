@@ -188,6 +188,10 @@ pub struct PeerArgs {
     /// Serve Prometheus metrics over HTTP on this address [default: off].
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the web dashboard over HTTPS on this address [default: off;
+    /// the local provider turns it on for its managers].
+    #[arg(long, value_name = "IP:PORT")]
+    pub dashboard_listen: Option<SocketAddr>,
     /// Single timing fields, overriding the preset.
     #[command(flatten)]
     pub timing: TimingArgs,
@@ -208,6 +212,7 @@ impl fmt::Debug for PeerArgs {
             .field("preset", &self.preset)
             .field("log_format", &self.log_format)
             .field("metrics_listen", &self.metrics_listen)
+            .field("dashboard_listen", &self.dashboard_listen)
             .field("timing", &self.timing)
             .finish()
     }
@@ -227,6 +232,7 @@ struct FileConfig {
     preset: Option<Preset>,
     log_format: Option<LogFormat>,
     metrics_listen: Option<SocketAddr>,
+    dashboard_listen: Option<SocketAddr>,
     #[serde(default)]
     timing: TimingArgs,
 }
@@ -256,6 +262,8 @@ pub struct PeerConfig {
     pub log_format: LogFormat,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve the web dashboard (HTTPS), if anywhere.
+    pub dashboard_listen: Option<SocketAddr>,
     /// Set by `juju bootstrap` for the first manager.
     pub bootstrap: Option<BootstrapConfig>,
 }
@@ -271,6 +279,7 @@ impl fmt::Debug for PeerConfig {
             .field("timing", &self.timing)
             .field("log_format", &self.log_format)
             .field("metrics_listen", &self.metrics_listen)
+            .field("dashboard_listen", &self.dashboard_listen)
             .finish()
     }
 }
@@ -359,6 +368,12 @@ pub fn resolve(args: &PeerArgs, env: EnvSource<'_>) -> Result<PeerConfig, Config
         timing,
         log_format: pick(args.log_format, file.log_format, env, "log_format")?.unwrap_or_default(),
         metrics_listen: pick(args.metrics_listen, file.metrics_listen, env, "metrics_listen")?,
+        dashboard_listen: pick(
+            args.dashboard_listen,
+            file.dashboard_listen,
+            env,
+            "dashboard_listen",
+        )?,
         bootstrap: args.bootstrap.resolve()?,
     })
 }

@@ -1,9 +1,11 @@
-//! The tiny `GET /metrics` endpoint that serves a peer's [`Metrics`].
+//! The `GET /metrics` endpoint that serves a peer's [`Metrics`], on the
+//! same HTTP stack as the dashboard (axum on hyper), plain HTTP.
 //!
-//! Why a hand-written HTTP/1.1 responder: one fixed endpoint does not justify
-//! an HTTP stack (hyper, axum and their dependencies). It reads one bounded
-//! request head under a timeout, answers, and closes; no keep-alive, no
-//! bodies, no chunking.
+//! One request per connection (no keep-alive): hyper reads one request
+//! head of at most [`MAX_REQUEST_HEAD_BYTES`] within
+//! [`REQUEST_HEAD_TIMEOUT_MS`], the answer must be taken within
+//! [`RESPONSE_WRITE_TIMEOUT_MS`], then the connection closes. Request bodies
+//! are never read.
 //!
 //! Connections are served concurrently, each with its own deadlines. At
 //! [`MAX_HTTP_CONNECTIONS`], a new connection takes the place of the oldest
@@ -12,14 +14,17 @@
 //! is busy being answered is the new one closed.
 //!
 //! Must never panic on network input, never hold more than
-//! [`MAX_HTTP_CONNECTIONS`] connections or [`MAX_REQUEST_HEAD_BYTES`] per
-//! connection, and never change node state.
+//! [`MAX_HTTP_CONNECTIONS`] connections, and never change node state.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::timeout;
@@ -32,7 +37,9 @@ pub const METRICS_PATH: &str = "/metrics";
 /// still waiting for its request head, or, if all are being answered, is
 /// itself closed without a word.
 pub const MAX_HTTP_CONNECTIONS: usize = 16;
-/// Longest request head (request line plus headers) read before giving up.
+/// Longest request head (request line plus headers) hyper buffers; a
+/// longer one is answered 431 and the connection closed. 8 KiB is hyper's
+/// smallest buffer.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
 /// How long a client may take to send its request head.
 pub const REQUEST_HEAD_TIMEOUT_MS: u64 = 2_000;
@@ -47,20 +54,8 @@ const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// (Prometheus does), so counter metadata is read correctly.
 const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Why one HTTP exchange ended early; logged at debug, never fatal.
-#[derive(Debug, thiserror::Error)]
-enum HttpError {
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("client closed before sending a full request head")]
-    Closed,
-    #[error("request head not complete after {REQUEST_HEAD_TIMEOUT_MS} ms")]
-    HeadTimeout,
-    #[error("request head longer than {MAX_REQUEST_HEAD_BYTES} bytes")]
-    HeadTooLarge,
-    #[error("response not written within {RESPONSE_WRITE_TIMEOUT_MS} ms")]
-    WriteTimeout,
-}
+/// What a request handler needs.
+type Refresh = Arc<dyn Fn() + Send + Sync>;
 
 /// Serves `GET /metrics` on `listener` until the future is dropped (which
 /// also aborts the connections in flight). `refresh` runs before each
@@ -71,7 +66,11 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     refresh: impl Fn() + Send + Sync + 'static,
 ) {
-    let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(refresh);
+    let refresh: Refresh = Arc::new(refresh);
+    let app = Router::new()
+        .route(METRICS_PATH, get(scrape))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state((metrics, refresh));
     let mut connections = JoinSet::new();
     // Open connections, oldest first.
     let mut slots: std::collections::VecDeque<Slot> = std::collections::VecDeque::new();
@@ -97,14 +96,8 @@ pub async fn serve(
                 tracing::debug!(%peer, "metrics endpoint: at the connection cap, closed the oldest one without a request");
             }
         }
-        let (metrics, refresh) = (metrics.clone(), refresh.clone());
         let waiting = Arc::new(AtomicBool::new(true));
-        let flag = waiting.clone();
-        let task = connections.spawn(async move {
-            if let Err(e) = answer(stream, &metrics, refresh.as_ref(), &flag).await {
-                tracing::debug!(%peer, error = %e, "metrics endpoint: request failed");
-            }
-        });
+        let task = connections.spawn(answer(stream, app.clone(), waiting.clone(), peer));
         slots.push_back(Slot { task, waiting });
     }
 }
@@ -115,111 +108,45 @@ struct Slot {
     waiting: Arc<AtomicBool>,
 }
 
-/// One exchange: read the head, write one response, close.
+/// One connection: one request, one answer, closed; within the head and
+/// write deadlines together.
 async fn answer(
-    mut stream: TcpStream,
-    metrics: &Metrics,
-    refresh: &(dyn Fn() + Send + Sync),
-    waiting: &AtomicBool,
-) -> Result<(), HttpError> {
-    let head_timeout = Duration::from_millis(REQUEST_HEAD_TIMEOUT_MS);
-    let head =
-        timeout(head_timeout, read_head(&mut stream)).await.map_err(|_| HttpError::HeadTimeout)?;
-    // From here on it is being answered: no longer the one to make room.
-    waiting.store(false, Ordering::Relaxed);
-    let (response, outcome) = match head {
-        Ok(head) => (respond(&parse_request(&head), metrics, refresh), Ok(())),
-        Err(HttpError::HeadTooLarge) => (
-            response("431 Request Header Fields Too Large", CONTENT_TYPE_TEXT, ""),
-            Err(HttpError::HeadTooLarge),
-        ),
-        Err(e) => return Err(e),
-    };
-    let write = async {
-        stream.write_all(&response).await?;
-        stream.shutdown().await
-    };
-    timeout(Duration::from_millis(RESPONSE_WRITE_TIMEOUT_MS), write)
-        .await
-        .map_err(|_| HttpError::WriteTimeout)??;
-    outcome
-}
-
-/// Reads until the blank line that ends a request head, at most
-/// [`MAX_REQUEST_HEAD_BYTES`]. Returns the head without the blank line.
-async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, HttpError> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(HttpError::Closed);
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head_end(&head) {
-            head.truncate(end);
-            return Ok(head);
-        }
-        if head.len() >= MAX_REQUEST_HEAD_BYTES {
-            return Err(HttpError::HeadTooLarge);
-        }
+    stream: TcpStream,
+    app: Router,
+    waiting: Arc<AtomicBool>,
+    peer: std::net::SocketAddr,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(REQUEST_HEAD_TIMEOUT_MS))
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+        .keep_alive(false);
+    let service =
+        hyper::service::service_fn(move |req: axum::extract::Request<hyper::body::Incoming>| {
+            // From here on it is being answered: no longer the one to make room.
+            waiting.store(false, Ordering::Relaxed);
+            tower::ServiceExt::oneshot(app.clone(), req)
+        });
+    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let deadline = Duration::from_millis(REQUEST_HEAD_TIMEOUT_MS + RESPONSE_WRITE_TIMEOUT_MS);
+    match timeout(deadline, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics endpoint: request failed"),
+        Err(_) => tracing::debug!(%peer, "metrics endpoint: connection past its deadline, closed"),
     }
 }
 
-/// Where the head ends: the first empty line (CRLF or bare LF).
-fn head_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n");
-    let lf = bytes.windows(2).position(|w| w == b"\n\n");
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// What we need from a request head.
-#[derive(Debug, PartialEq, Eq)]
-struct Request {
-    /// `GET /metrics` (a query string is ignored).
-    wants_metrics: bool,
-    /// The `Accept` header names the OpenMetrics format.
-    accepts_openmetrics: bool,
-}
-
-fn parse_request(head: &[u8]) -> Request {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.lines();
-    let mut request_line = lines.next().unwrap_or("").split_ascii_whitespace();
-    let method = request_line.next();
-    let path = request_line.next().map(|t| t.split('?').next().unwrap_or(t));
-    let accepts_openmetrics = lines.any(|line| {
-        line.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("accept")
-                && value.contains("application/openmetrics-text")
-        })
-    });
-    Request {
-        wants_metrics: method == Some("GET") && path == Some(METRICS_PATH),
-        accepts_openmetrics,
-    }
-}
-
-fn respond(request: &Request, metrics: &Metrics, refresh: &(dyn Fn() + Send + Sync)) -> Vec<u8> {
-    if !request.wants_metrics {
-        return response("404 Not Found", CONTENT_TYPE_TEXT, "not found\n");
-    }
+async fn scrape(
+    State((metrics, refresh)): State<(Arc<Metrics>, Refresh)>,
+    headers: HeaderMap,
+) -> Response {
     refresh();
-    let content_type =
-        if request.accepts_openmetrics { CONTENT_TYPE_OPENMETRICS } else { CONTENT_TYPE_TEXT };
-    response("200 OK", content_type, &metrics.encode())
-}
-
-fn response(status: &str, content_type: &str, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("application/openmetrics-text")));
+    let content_type = if openmetrics { CONTENT_TYPE_OPENMETRICS } else { CONTENT_TYPE_TEXT };
+    ([(header::CONTENT_TYPE, content_type)], metrics.encode()).into_response()
 }
 
 #[cfg(test)]
@@ -228,19 +155,7 @@ mod tests {
     use crate::core::Stats;
     use crate::metrics::tests::sample;
     use std::sync::atomic::AtomicUsize;
-
-    #[test]
-    fn request_heads_are_parsed_leniently() {
-        let r = parse_request(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\naccept: application/openmetrics-text;version=1.0.0");
-        assert_eq!(r, Request { wants_metrics: true, accepts_openmetrics: true });
-        assert!(!parse_request(b"POST /metrics HTTP/1.1").wants_metrics);
-        assert!(!parse_request(b"GET /metricsx HTTP/1.1").wants_metrics);
-        assert!(!parse_request(b"\xff\xfe garbage").wants_metrics);
-        assert!(!parse_request(b"").wants_metrics);
-        assert_eq!(head_end(b"GET / HTTP/1.0\n\nrest"), Some(14));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\n"), Some(20));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
-    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Sends `request` and reads until the server closes. Errors (a reset
     /// after an early close) yield what was read so far.
@@ -274,13 +189,14 @@ mod tests {
         let (addr, task) = start(refreshes.clone()).await;
         let reply = timeout(GUARD, exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
             .await
-            .unwrap();
-        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
-        assert!(reply.contains("Content-Type: text/plain; version=0.0.4"), "{reply}");
-        assert!(reply.contains("\r\n\r\n# HELP"), "{reply}");
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(reply.starts_with("http/1.1 200 ok\r\n"), "{reply}");
+        assert!(reply.contains("content-type: text/plain; version=0.0.4"), "{reply}");
+        assert!(reply.contains("\r\n\r\n# help"), "{reply}");
         assert_eq!(sample(&reply, "jujud_probes_total"), Some(7.0));
         let (head, body) = reply.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
 
         let reply = timeout(
             GUARD,
@@ -291,12 +207,36 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(reply.contains("Content-Type: application/openmetrics-text"), "{reply}");
+        assert!(
+            reply.to_ascii_lowercase().contains("content-type: application/openmetrics-text"),
+            "{reply}"
+        );
         assert_eq!(sample(&reply, "jujud_probes_total"), Some(14.0));
 
         let reply = timeout(GUARD, exchange(addr, b"GET /other HTTP/1.1\r\n\r\n")).await.unwrap();
         assert!(reply.starts_with("HTTP/1.1 404 Not Found\r\n"), "{reply}");
         assert_eq!(refreshes.load(Ordering::SeqCst), 2, "refresh runs only for /metrics");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_slow_head_is_cut_off_and_other_methods_get_no_metrics() {
+        let (addr, task) = start(Arc::new(AtomicUsize::new(0))).await;
+        // A slowloris: half a head, then nothing. The server closes it at
+        // its head deadline (GUARD only bounds a failure).
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").await.unwrap();
+        let mut rest = Vec::new();
+        timeout(GUARD, slow.read_to_end(&mut rest))
+            .await
+            .expect("closed at the head deadline")
+            .ok();
+        assert!(!String::from_utf8_lossy(&rest).contains("jujud_"), "no metrics for half a head");
+        let reply =
+            timeout(GUARD, exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n"))
+                .await
+                .unwrap();
+        assert!(!reply.contains("jujud_") && !reply.contains(" 200 "), "{reply}");
         task.abort();
     }
 

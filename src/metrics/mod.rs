@@ -85,11 +85,18 @@ pub enum DropReason {
     Unauthenticated,
     /// a stream its role may not open.
     UnauthorisedStream,
+    /// the dashboard: over its connection or event-stream bound.
+    DashboardFull,
+    /// the dashboard: a TLS handshake failed or took too long.
+    DashboardTls,
+    /// the dashboard: an unknown, used or expired login link, or an
+    /// unknown or expired session cookie.
+    DashboardUnauthorised,
 }
 
 impl DropReason {
     /// Every reason, in the order exported.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::Malformed,
         DropReason::Oversized,
         DropReason::Spoofed,
@@ -112,6 +119,9 @@ impl DropReason {
         DropReason::StreamTimeout,
         DropReason::Unauthenticated,
         DropReason::UnauthorisedStream,
+        DropReason::DashboardFull,
+        DropReason::DashboardTls,
+        DropReason::DashboardUnauthorised,
     ];
 
     /// The label value.
@@ -139,6 +149,9 @@ impl DropReason {
             DropReason::StreamTimeout => "stream_timeout",
             DropReason::Unauthenticated => "unauthenticated",
             DropReason::UnauthorisedStream => "unauthorised_stream",
+            DropReason::DashboardFull => "dashboard_full",
+            DropReason::DashboardTls => "dashboard_tls",
+            DropReason::DashboardUnauthorised => "dashboard_unauthorised",
         }
     }
 }

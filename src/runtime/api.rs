@@ -135,10 +135,16 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
     }
     let admin_only = matches!(
         req,
-        Request::TokenCreate { .. } | Request::TokenList(_) | Request::TokenRevoke { .. }
+        Request::TokenCreate { .. }
+            | Request::TokenList(_)
+            | Request::TokenRevoke { .. }
+            | Request::DashboardLogin
     );
     if admin_only && caller != CertRole::Admin {
-        return Response::Error(format!("a {} may not manage tokens", caller.as_str()));
+        return Response::Error(format!(
+            "a {} may not manage tokens or dashboard logins",
+            caller.as_str()
+        ));
     }
     match req {
         Request::Members => match shared.members().await {
@@ -182,6 +188,12 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
             }
             Response::Done
         }
+        Request::DashboardLogin => match shared.dashboard.get() {
+            Some(dash) => dash.login_link(),
+            None => Response::Error(
+                "this manager serves no dashboard (start it with --dashboard-listen)".into(),
+            ),
+        },
     }
 }
 

@@ -176,12 +176,24 @@ pub async fn wait_for_managers(
 }
 
 /// Whether every manager in `addrs` answers a status that holds the
-/// desired count `want` and sees `want` managers alive.
+/// desired count `want`, sees `want` managers alive, and shows no
+/// controller machine whose manager is alive as still `pending` (each
+/// manager says its machine is started within a control tick of joining;
+/// a status read right after the wait would otherwise show it pending).
 async fn all_serve(file: &ClientFile, addrs: &[SocketAddr], want: usize) -> bool {
     for addr in addrs {
         match super::client::request(file, Some(*addr), Request::Status).await {
-            Ok((_, Response::Status { controller, .. }))
-                if controller.desired as usize == want && controller.alive as usize == want => {}
+            Ok((_, Response::Status { controller, status, .. }))
+                if controller.desired as usize == want
+                    && controller.alive as usize == want
+                    && !status.machines.iter().any(|m| {
+                        m.presence == "alive"
+                            && m.jobs
+                                .0
+                                .iter()
+                                .any(|j| j == crate::core::state::controllers::MANAGE_JOB)
+                            && m.status.0.iter().any(|s| s == "pending")
+                    }) => {}
             _ => return false,
         }
     }

@@ -89,11 +89,15 @@ pub enum ClientError {
 }
 
 /// Whether `req` may go to another manager after it was sent to one: reads,
-/// and writes with a request id.
+/// writes with a request id, and dashboard logins (an unused link expires).
 pub fn retryable(req: &Request) -> bool {
     matches!(
         req,
-        Request::Members | Request::Status | Request::TokenList(_) | Request::Write { .. }
+        Request::Members
+            | Request::Status
+            | Request::TokenList(_)
+            | Request::Write { .. }
+            | Request::DashboardLogin
     )
 }
 

@@ -137,11 +137,14 @@ pub fn status(
         "\n{:<18} {:<8} {:<14} {:<22} {:<20} STATUS",
         "MACHINE", "AGENT", "JOBS", "INSTANCE", "ADDRESSES"
     );
+    let ids: Vec<&str> = st.machines.iter().map(|m| m.id.as_str()).collect();
+    let machine = super::idprefix::shortest(&ids, 0);
+    let short = |id: &str| machine.get(id).cloned().unwrap_or_else(|| id.to_string());
     for m in &st.machines {
         let _ = writeln!(
             s,
             "{:<18} {:<8} {:<14} {:<22} {:<20} {}",
-            m.id,
+            short(&m.id),
             m.presence,
             m.jobs.text(),
             m.instance.text(),
@@ -154,12 +157,14 @@ pub fn status(
         let _ = writeln!(s, "{:<20} {:>5} {}", a.name, a.scale, a.command.text());
     }
     let _ = writeln!(s, "\n{:<32} {:<18} {:<8} STATUS", "UNIT", "MACHINE", "AGENT");
+    let unit = short_units(st);
     for u in &st.units {
+        let on = crate::core::state::model::Shown(u.machine.0.iter().map(|m| short(m)).collect());
         let _ = writeln!(
             s,
             "{:<32} {:<18} {:<8} {}",
-            u.id,
-            u.machine.text(),
+            unit.get(&u.id).unwrap_or(&u.id),
+            on.text(),
             u.agent,
             unit_status(&u.agent, &u.status.text())
         );
@@ -171,6 +176,20 @@ pub fn status(
         }
     }
     s
+}
+
+/// Each unit's shortest unique prefix among its application's units
+/// (`NAME/` and at least four characters of the id).
+fn short_units(st: &StatusView) -> std::collections::BTreeMap<String, String> {
+    let mut by_app: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for u in &st.units {
+        let app = u.id.split_once('/').map_or("", |(a, _)| a);
+        by_app.entry(app).or_default().push(u.id.as_str());
+    }
+    by_app
+        .into_iter()
+        .flat_map(|(app, ids)| super::idprefix::shortest(&ids, app.len() + 1))
+        .collect()
 }
 
 /// A unit's status as shown: what its agent last reported, marked lost

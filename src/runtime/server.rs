@@ -398,6 +398,7 @@ async fn serve(
         self_id: node_id,
         sessions: sessions.clone(),
         inbox: inbox_for_store.clone(),
+        dashboard: std::sync::OnceLock::new(),
     });
     let api = shared.clone();
     transport.on_member_connection(Box::new(move |conn, role, machine| {
@@ -408,6 +409,12 @@ async fn serve(
             .await
             .map_err(|source| PeerError::Bind { addr, source })?;
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), || {}));
+    }
+    if let Some(addr) = cfg.dashboard_listen {
+        let dash = super::dashboard::start(addr, advertise, shared.clone(), &cert)
+            .await
+            .map_err(|e| PeerError::Io(e.to_string()))?;
+        let _ = shared.dashboard.set(dash);
     }
     let identity = Identity {
         id: node_id,

@@ -32,6 +32,8 @@ pub struct Shared {
     pub sessions: Arc<super::session::SessionTable>,
     /// The driver's inbox, for agent sessions' traffic.
     pub inbox: mpsc::Sender<Input>,
+    /// This manager's web dashboard, once started (`--dashboard-listen`).
+    pub dashboard: std::sync::OnceLock<Arc<super::dashboard::Dashboard>>,
 }
 
 impl Shared {

@@ -269,6 +269,9 @@ pub enum Request {
     /// answers with its outcome instead of applying it again, so the
     /// client may retry it on another manager.
     Write { request_id: u64, cmd: StateCommand, wait_replicated: u32, timeout_ms: u64 },
+    /// A single-use login link to the answering manager's dashboard
+    /// (admins only; see `runtime::dashboard`).
+    DashboardLogin,
 }
 
 /// The frame limit for the answer to `req`.
@@ -349,6 +352,18 @@ pub enum Response {
     /// This manager cannot serve now (it holds no state yet, or it is
     /// leaving): nothing was applied, and the client asks the next one.
     Unavailable(String),
+    /// The answer to [`Request::DashboardLogin`]: the dashboard's address,
+    /// a login link valid once and for `expires_in_ms`, and how to trust
+    /// the manager's certificate (the cluster CA's SHA-256 fingerprint, and
+    /// the base64 SHA-256 of its public key for Chromium's
+    /// `--ignore-certificate-errors-spki-list`).
+    DashboardLink {
+        url: String,
+        login_url: String,
+        expires_in_ms: u64,
+        ca_fingerprint: String,
+        ca_spki_sha256_base64: String,
+    },
 }
 
 /// Decode bound of the persisted notice file: twice the most a data-dir

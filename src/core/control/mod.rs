@@ -350,15 +350,35 @@ impl Controller {
                 self.retired = true;
                 out.events.push(ControlEvent::Retired);
             }
-            // Unclaimed, or claimed by an earlier identity of this process
-            // (a manager whose disk was lost comes back under a new id).
-            crate::core::state::agents::MachineLife::Alive
-                if !nodes.contains(&self.me.to_string()) =>
-            {
-                out.changes.push(controllers::set_machine(&machine, "agent", self.me.to_string()));
-                out.changes.push(controllers::set_machine(&machine, "status", "started"));
+            crate::core::state::agents::MachineLife::Alive => {
+                self.say_started(view, &machine, &nodes, out)
             }
             _ => {}
+        }
+    }
+
+    /// Claims this manager's live controller machine, and says it is
+    /// started and where: unclaimed, or claimed by an earlier identity of
+    /// this process (a manager whose disk was lost comes back under a new
+    /// id), or claimed for it at its join (`runtime::join` records a
+    /// provider-started manager as its machine's node before it runs, which
+    /// sets neither status nor address) while the machine still shows the
+    /// `pending` it was added with. Writes only what differs.
+    fn say_started(&self, view: &View<'_>, machine: &str, nodes: &[String], out: &mut ControlOut) {
+        let me = self.me.to_string();
+        let claimed = nodes.contains(&me);
+        if !claimed {
+            out.changes.push(controllers::set_machine(machine, "agent", me));
+        }
+        let status = view.replica.get(&format!("m/{machine}/status"));
+        if !claimed || status.is_empty() || status.iter().any(|s| s == "pending") {
+            out.changes.push(controllers::set_machine(machine, "status", "started"));
+        }
+        let ip = view.live.iter().find(|m| m.id == self.me).map(|m| m.addr.ip().to_string());
+        if let Some(ip) = ip
+            && view.replica.get(&format!("m/{machine}/addresses")) != [ip.as_str()]
+        {
+            out.changes.push(controllers::set_machine(machine, "addresses", ip));
         }
     }
 

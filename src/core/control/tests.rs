@@ -450,6 +450,34 @@ fn a_manager_claims_its_machine_and_leaves_when_it_is_removed() {
 }
 
 #[test]
+fn a_manager_claimed_for_at_its_join_says_its_machine_is_started_and_where() {
+    // trio(): the join recorded each added manager as its machine's node
+    // (agent set) while the machine still shows the `pending` it was added
+    // with; `juju status` showed it pending with no address.
+    let (ms, _, mut r, ids) = trio();
+    assert_eq!(r.get(&format!("m/{}/status", ids[0])), vec!["pending"]);
+    let mut c = Controller::new(ms[1].id, Some(ids[0].clone()));
+    tick(&mut c, &mut r, &ms, SEC);
+    assert_eq!(r.get(&format!("m/{}/status", ids[0])), vec!["started"]);
+    assert_eq!(r.get(&format!("m/{}/addresses", ids[0])), vec!["127.0.0.2"]);
+    assert_eq!(r.get(&format!("m/{}/agent", ids[0])), vec![ms[1].id.to_string()]);
+    let again = tick(&mut c, &mut r, &ms, 2 * SEC);
+    let mine = format!("m/{}/", ids[0]);
+    let rewritten = again.changes.iter().filter(
+        |ch| matches!(ch, crate::core::state::Change::Set { key, .. } if key.starts_with(&mine)),
+    );
+    assert_eq!(rewritten.count(), 0, "nothing is written again once it holds");
+    // A status someone else set (e.g. fenced) is not overwritten.
+    r.write(&[controllers::set_machine(
+        &ids[0],
+        "status",
+        "fenced: its host could not be reached",
+    )]);
+    tick(&mut c, &mut r, &ms, 3 * SEC);
+    assert_eq!(r.get(&format!("m/{}/status", ids[0]))[0], "fenced: its host could not be reached");
+}
+
+#[test]
 fn the_last_controller_cannot_be_removed_and_enable_ha_is_bounded() {
     let (_, _, mut r) = solo();
     let first = controllers::machines(&r)[0].id.clone();

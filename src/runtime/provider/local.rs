@@ -259,6 +259,11 @@ impl LocalProvider {
             .arg(dir.join("data"))
             .arg("--listen")
             .arg(address.to_string());
+        if launch.manager {
+            // Managers serve the dashboard over TCP on the port number
+            // their QUIC (UDP) listener has.
+            cmd.arg("--dashboard-listen").arg(address.to_string());
+        }
         cmd.args(&launch.args[1..])
             .envs(launch.env.iter().cloned())
             .stdin(Stdio::null())
