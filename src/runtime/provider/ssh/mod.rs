@@ -261,6 +261,11 @@ impl SshProvider {
             "--listen".into(),
             address.to_string(),
         ];
+        if launch.manager {
+            // Managers serve the dashboard over TCP on the port number of
+            // their QUIC (UDP) listener, as on the local provider.
+            args.extend(["--dashboard-listen".into(), address.to_string()]);
+        }
         args.extend(rest.iter().cloned());
         for (name, content) in files {
             host::write_secret(c, &launch.name, name, content.clone())?;
