@@ -459,6 +459,23 @@ impl Replica {
         h
     }
 
+    /// The names of the replica's parts that [`Replica::clone_part`] copies.
+    pub const PARTS: [&'static str; 5] = ["doc", "retained ops", "requests", "pending ops", "vv"];
+
+    /// A copy of one part of the replica (see [`Replica::PARTS`]), for a
+    /// benchmark that measures the heap each part holds by cloning it under
+    /// a counting allocator; `None` for an unknown name.
+    pub fn clone_part(&self, name: &str) -> Option<Box<dyn std::any::Any>> {
+        Some(match name {
+            "doc" => Box::new(self.doc.clone()),
+            "retained ops" => Box::new(self.log.clone()),
+            "requests" => Box::new(self.requests.clone()),
+            "pending ops" => Box::new(self.pending.clone()),
+            "vv" => Box::new((self.vv.clone(), self.durable_remote.clone())),
+            _ => return None,
+        })
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.doc.len().val
