@@ -525,3 +525,23 @@ fn units_placed_with_to_go_on_existing_machines_and_bad_placements_are_refused()
         "unknown application"
     );
 }
+
+#[test]
+fn a_clock_encodes_exactly_as_the_btreemap_it_replaced() {
+    // vendor/crdts/PATCHED.md item 5: clocks hold a sorted vector now;
+    // records, snapshots and state messages must keep their bytes.
+    let actors = [(3u64, 1u64, 7u64), (1, 2, 9), (2, 1, 1)];
+    let mut clock = crdts::VClock::<Actor>::new();
+    let mut map = std::collections::BTreeMap::new();
+    for (node, generation, n) in actors {
+        let a = Actor { node: node << 48, generation };
+        crdts::CmRDT::apply(&mut clock, crdts::Dot::new(a, n));
+        map.insert(a, n);
+    }
+    let cfg = bincode::config::standard();
+    let new = bincode::serde::encode_to_vec(&clock, cfg).unwrap();
+    assert_eq!(new, bincode::serde::encode_to_vec((&map,), cfg).unwrap());
+    let (back, used): (crdts::VClock<Actor>, usize) =
+        bincode::serde::decode_from_slice(&new, cfg).unwrap();
+    assert_eq!((back, used), (clock, new.len()));
+}
