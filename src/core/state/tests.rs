@@ -88,6 +88,36 @@ fn a_peer_behind_the_compacted_log_gets_the_full_state() {
 }
 
 #[test]
+fn retained_ops_are_bounded_in_bytes_not_only_in_count() {
+    use super::replica::{MAX_RETAINED_OPS, MAX_RETAINED_OPS_BYTES};
+    let mut a = replica(1);
+    let big = "v".repeat(4_000);
+    // Far fewer ops than the count bound, far more bytes than the byte bound.
+    let n = MAX_RETAINED_OPS_BYTES / 4_000 + 2_000;
+    assert!(n < MAX_RETAINED_OPS);
+    for i in 0..n {
+        a.write(&[set(&format!("k{}", i % 100), &format!("{i}{big}"))]);
+    }
+    a.mark_durable(n as u64);
+    let (count, bytes) = a.retained();
+    assert!(bytes <= MAX_RETAINED_OPS_BYTES, "{bytes} bytes retained");
+    assert!(count < n, "the oldest were compacted away: {count} of {n} kept");
+    // A peer lacking the compacted ones gets the full state, and converges.
+    let mut b = replica(2);
+    match a.delta_for(&b.version()).expect("b lacks everything") {
+        Delta::Full(snap) => b.merge_full(*snap),
+        Delta::Ops(_) => panic!("the oldest ops were compacted away by bytes"),
+    }
+    assert_eq!(a.state_hash(), b.state_hash());
+    // A peer that lacks only the retained tail gets ops.
+    let mut c = replica(3);
+    c.merge_full(a.snapshot());
+    let more = a.write(&[set("new", "1")]);
+    a.mark_durable(a.own_seq());
+    assert!(matches!(a.delta_for(&c.version()), Some(Delta::Ops(ops)) if ops == more));
+}
+
+#[test]
 fn snapshots_round_trip_through_bincode() {
     let mut a = replica(1);
     run(&mut a, Command::AddMachine { n: 3 });
