@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use jujud::core::state::replica::{Change, Replica};
+use jujud::core::state::sync::{StateMsg, encode_msg};
 use jujud::core::state::{Actor, Command, model};
 
 use crate::cluster::Res;
@@ -107,6 +108,42 @@ fn create_cost(r: &mut Replica, rounds: usize, next_id: &mut u64) -> Res<Samples
     Ok(s)
 }
 
+/// Writes per generation in the restart measurement, spread over
+/// [`RESTART_KEYS`] config keys of one application.
+const WRITES_PER_RESTART: u64 = 20;
+const RESTART_KEYS: u64 = 100;
+
+/// A manager restarted `restarts` times (each start a new actor, the
+/// replica rebuilt from its snapshot), writing [`WRITES_PER_RESTART`]
+/// config values each time: (snapshot bytes per key, digest bytes, bytes
+/// per operation of a push of one write).
+fn after_restarts(restarts: u64) -> Res<(f64, usize, f64)> {
+    let mut next_id = 1_000_000;
+    let mut r = Replica::new(Actor { node: 7 << 48, generation: 1 });
+    let deploy = Command::Deploy { name: "app".into(), command: "true".into(), n: 1 };
+    apply(&mut r, request_id(next_id), &deploy)?;
+    let mut push = Vec::new();
+    for generation in 1..=restarts {
+        r = Replica::from_snapshot(Actor { node: 7 << 48, generation }, r.snapshot_all());
+        for w in 0..WRITES_PER_RESTART {
+            next_id += 1;
+            let key = format!("k{}", (generation * WRITES_PER_RESTART + w) % RESTART_KEYS);
+            let cmd = Command::SetConfig { app: "app".into(), pairs: vec![(key, w.to_string())] };
+            let (mut changes, outcome) =
+                model::plan(&r, request_id(next_id), &cmd).map_err(|e| e.to_string())?;
+            changes.push(Change::Record { id: request_id(next_id), ids: outcome.ids });
+            push = r.write(&changes);
+            let seq = r.own_seq();
+            r.mark_durable(seq);
+        }
+    }
+    let snap = bincode::serde::encode_to_vec(r.snapshot(), bincode::config::standard())
+        .map_err(|e| e.to_string())?;
+    let digest = encode_msg(&StateMsg::Digest(r.version())).len();
+    let push_bytes = encode_msg(&StateMsg::Push(push.clone())).len() as f64 / push.len() as f64;
+    Ok((snap.len() as f64 / r.len() as f64, digest, push_bytes))
+}
+
 /// Rounds of the create-cost measurement at each size.
 const CREATE_ROUNDS: usize = 2_000;
 
@@ -156,6 +193,18 @@ pub fn memory(a: &Args, report: &mut Report) -> Res<()> {
     drop(snap);
 
     let big_cost = create_cost(&mut r, CREATE_ROUNDS, &mut next_id)?;
+    drop(r);
+    for restarts in [10, 1_000] {
+        let (per_key, digest, per_op) = after_restarts(restarts)?;
+        report.row(
+            &format!("after {restarts} restarts of one manager"),
+            "reported (target: 1,000 within 10% of 10)",
+            format!(
+                "snapshot {per_key:.0} bytes per key; digest message {digest} bytes; push of one write {per_op:.0} bytes per op"
+            ),
+            None,
+        );
+    }
     let ratio = big_cost.median() / small_cost.median();
     report.row(
         &format!("create 1 entity (AddMachine), {n_small} entities present"),
