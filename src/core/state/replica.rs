@@ -209,9 +209,22 @@ impl Replica {
         vv
     }
 
+    /// The highest operation of `author` durable here: `durable_version()`
+    /// at one actor, without building the whole vector (this is asked per
+    /// write settled and per push received).
+    pub fn durable_of(&self, author: &Actor) -> u64 {
+        let applied = self.vv.get(author).copied().unwrap_or(0);
+        let durable = if *author == self.me {
+            self.durable
+        } else {
+            self.durable_remote.get(author).copied().unwrap_or(0)
+        };
+        applied.min(durable)
+    }
+
     /// Whether operation `seq` of `author` is durable here.
     pub fn holds_durably(&self, author: &Actor, seq: u64) -> bool {
-        self.durable_version().get(author).copied().unwrap_or(0) >= seq
+        self.durable_of(author) >= seq
     }
 
     /// The record of request `id`, if this replica holds it.
