@@ -575,3 +575,58 @@ fn a_clock_encodes_exactly_as_the_btreemap_it_replaced() {
         bincode::serde::decode_from_slice(&new, cfg).unwrap();
     assert_eq!((back, used), (clock, new.len()));
 }
+
+/// Exchanges every durable operation between `rs` until they converge.
+fn sync_all(rs: &mut [Replica]) {
+    for i in 0..rs.len() {
+        for j in 0..rs.len() {
+            if i != j
+                && let Some(Delta::Ops(ops)) = rs[i].delta_for(&rs[j].version())
+            {
+                rs[j].apply_remote(ops);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_conflict_semantics_table_holds_with_clocks_of_many_writers() {
+    // docs/GUARANTEES.md "Conflict semantics", rows 2, 5 and 6, on keys
+    // whose clocks carry several writers (restarts are new actors).
+    let mut rs = vec![replica(1), replica(2), replica(3)];
+    run(&mut rs[0], Command::Deploy { name: "web".into(), command: "serve".into(), n: 1 });
+    sync_all(&mut rs);
+    for generation in 2..5 {
+        let snap = rs[1].snapshot_all();
+        rs[1] = Replica::from_snapshot(Actor { node: 2 << 48, generation }, snap);
+        let pairs = vec![("port".into(), generation.to_string())];
+        run(&mut rs[1], Command::SetConfig { app: "web".into(), pairs });
+        sync_all(&mut rs);
+    }
+    // Row 2: different config keys written concurrently merge.
+    run(
+        &mut rs[0],
+        Command::SetConfig { app: "web".into(), pairs: vec![("a".into(), "1".into())] },
+    );
+    run(
+        &mut rs[2],
+        Command::SetConfig { app: "web".into(), pairs: vec![("b".into(), "2".into())] },
+    );
+    // Row 5: concurrent add-units add up.
+    run(&mut rs[0], Command::AddUnit { app: "web".into(), n: 2 });
+    run(&mut rs[2], Command::AddUnit { app: "web".into(), n: 3 });
+    // Row 6: a second deploy of one name elsewhere at once, other command.
+    run(&mut rs[1], Command::Deploy { name: "db".into(), command: "db-a".into(), n: 1 });
+    run(&mut rs[2], Command::Deploy { name: "db".into(), command: "db-b".into(), n: 1 });
+    sync_all(&mut rs);
+    let v = model::view(&rs[0]);
+    assert_eq!(v, model::view(&rs[1]));
+    assert_eq!(v, model::view(&rs[2]));
+    let web = v.applications.iter().find(|a| a.name == "web").unwrap();
+    assert_eq!(web.scale, 6, "1 + 2 + 3 units");
+    assert_eq!(web.config["port"].text(), "4", "a later write replaced the earlier ones");
+    assert_eq!((web.config["a"].text(), web.config["b"].text()), ("1".into(), "2".into()));
+    let db = v.applications.iter().find(|a| a.name == "db").unwrap();
+    assert_eq!(db.command.text(), "CONFLICT(db-a | db-b)");
+    assert_eq!(db.scale, 2, "both deploys' units");
+}
