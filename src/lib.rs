@@ -7,6 +7,7 @@
 #[cfg(feature = "runtime")]
 pub mod config;
 pub mod core;
+pub mod events;
 #[cfg(feature = "runtime")]
 pub mod logging;
 #[cfg(feature = "runtime")]

@@ -41,9 +41,15 @@ fn env_cluster(n: usize) -> (tempfile::TempDir, Vec<Peer>) {
         ]);
         cmd.args(["--join", &seed]).env("JUJUD_TOKEN", &token);
         let (child, log) = spawn_logged(cmd);
-        log.wait_for("manager starting", |l| l.iter().any(|v| message(v) == "manager starting"));
-        let start =
-            log.snapshot().into_iter().rev().find(|v| message(v) == "manager starting").unwrap();
+        log.wait_for(jujud::events::MANAGER_STARTING, |l| {
+            l.iter().any(|v| message(v) == jujud::events::MANAGER_STARTING)
+        });
+        let start = log
+            .snapshot()
+            .into_iter()
+            .rev()
+            .find(|v| message(v) == jujud::events::MANAGER_STARTING)
+            .unwrap();
         let (id, generation) = (field(&start, "id"), field(&start, "generation").parse().unwrap());
         peers.push(Peer { child: Some(child), dir, addr, log, id, generation });
     }
@@ -142,7 +148,7 @@ async fn agent_attacks(peers: &mut [Peer]) {
     open.extend_from_slice(&[0, 0]);
     let (_stalled_send, mut stalled_recv) = attack::send_bi(&conn, &open, true).await.unwrap();
     peers[1].log.wait_for("the stalled session closed", |l| {
-        l.iter().any(|v| message(v) == "closing a session whose peer sent a bad frame")
+        l.iter().any(|v| message(v) == jujud::events::SESSION_BAD_FRAME)
     });
     assert!(
         attack::read_all_within(&mut stalled_recv, cap()).await.is_some(),
@@ -246,7 +252,7 @@ async fn handshake_flood(peers: &mut [Peer]) {
     stop.store(true, Ordering::Relaxed);
     let report = flooder.join().unwrap();
     assert!(report.sent >= 200);
-    assert!(peers[2].log.raw().contains("handshakes pile up"), "the flood was logged");
+    assert!(peers[2].log.raw().contains(jujud::events::HANDSHAKES_PILE_UP), "the flood was logged");
     all_alive(peers, target, "a handshake flood").await;
 }
 

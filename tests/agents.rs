@@ -64,7 +64,7 @@ fn the_blueprint_story_bootstrap_manager_dies_and_agents_carry_on() {
         a.log.wait_for(&format!("agent {id} on a live manager"), |l| {
             l.iter()
                 .rev()
-                .find(|v| common::message(v) == "agent session opened")
+                .find(|v| common::message(v) == jujud::events::AGENT_SESSION_OPENED)
                 .is_some_and(|v| common::field(v, "manager") != bootstrap)
         });
     }
@@ -137,7 +137,7 @@ fn agent_conf_finds_the_cluster_after_every_given_address_is_gone() {
     a.wait_session("first session");
     a.log.wait_for("agent.conf naming all three managers", |l| {
         l.iter().any(|v| {
-            common::message(v) == "live managers changed; agent.conf updated"
+            common::message(v) == jujud::events::AGENT_CONF_UPDATED
                 && common::field(v, "managers").matches("127.0.0.1").count() == 3
         })
     });
@@ -178,7 +178,8 @@ fn a_missing_command_and_a_dead_agent_show_as_clear_statuses() {
 
 /// The newest "agent session opened" line in `lines` as (session id, manager).
 fn newest_session(lines: &[serde_json::Value]) -> Option<(u64, String)> {
-    let v = lines.iter().rev().find(|v| common::message(v) == "agent session opened")?;
+    let v =
+        lines.iter().rev().find(|v| common::message(v) == jujud::events::AGENT_SESSION_OPENED)?;
     Some((common::field(v, "session").parse().ok()?, common::field(v, "manager")))
 }
 
@@ -200,7 +201,10 @@ fn an_agent_drops_its_connection_to_a_dead_manager_and_returns_on_the_first_atte
     c.peers[i].crash();
     let down = |l: &[serde_json::Value]| {
         l.iter()
-            .find(|v| common::message(v) == "member down" && common::field(v, "member") == best)
+            .find(|v| {
+                common::message(v) == jujud::events::MEMBER_DOWN
+                    && common::field(v, "member") == best
+            })
             .cloned()
     };
     a.log.wait_for("the agent to see its manager down", |l| down(l).is_some());

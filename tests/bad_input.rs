@@ -73,7 +73,7 @@ async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
         Peer::start(&tmp.path().join("m0"), local(free_port()), &["--metrics-listen", &mlisten]);
     let m1 =
         Peer::join(&tmp.path().join("m1"), local(free_port()), &m0.addr.to_string(), &m0.token());
-    m0.log.wait_for("m1 up", |l| saw(l, "member up", &m1.id));
+    m0.log.wait_for("m1 up", |l| saw(l, jujud::events::MEMBER_UP, &m1.id));
     let before = members(&m0.client_file(), Some(m0.addr));
 
     let fake = 0x0bad_0bad_0bad_0badu64;
@@ -94,7 +94,7 @@ async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
     conn.send_datagram(vec![0x01; 1_150].into()).unwrap();
     // The spoofed datagrams are logged as they are dropped; await that.
     m0.log.wait_for("spoof logged", |l| {
-        l.iter().any(|v| message(v) == "dropped datagram speaking for another member")
+        l.iter().any(|v| message(v) == jujud::events::SPOOFED_DATAGRAM)
     });
     // The counters reach /metrics on the driver's 1 s refresh, so poll it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(EVENT_CAP_MS);
@@ -120,12 +120,16 @@ async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
     // A replayed, well-formed ping from the forged member is idempotent.
     conn.send_datagram(honest.clone().into()).unwrap();
     conn.send_datagram(honest.into()).unwrap();
-    m0.log.wait_for("forged member up once", |l| saw(l, "member up", &NodeId(fake).to_string()));
+    m0.log.wait_for("forged member up once", |l| {
+        saw(l, jujud::events::MEMBER_UP, &NodeId(fake).to_string())
+    });
     let ups = m0
         .log
         .snapshot()
         .iter()
-        .filter(|v| message(v) == "member up" && field(v, "member") == NodeId(fake).to_string())
+        .filter(|v| {
+            message(v) == jujud::events::MEMBER_UP && field(v, "member") == NodeId(fake).to_string()
+        })
         .count();
     assert_eq!(ups, 1);
 }

@@ -294,7 +294,7 @@ fn assert_agent_keeps_asking(dir: &std::path::Path, seeds: &str, token: &str) {
     ])
     .env(common::TOKEN_ENV, token);
     let (mut child, log) = common::spawn_logged(cmd);
-    let again = "the cluster cannot admit this node yet; asking again";
+    let again = jujud::events::JOIN_RETRY;
     log.wait_for(again, |l| l.iter().any(|v| common::message(v) == again));
     assert!(child.try_wait().unwrap().is_none(), "the agent still runs, asking");
     let _ = child.kill();

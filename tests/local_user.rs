@@ -98,7 +98,7 @@ fn no_command_line_holds_a_token_when_started_as_the_readme_says() {
         local(free_port()),
         &["--join", &seed, "--token-file", file.to_str().unwrap()],
     );
-    m0.log.wait_for("m1 up", |l| saw(l, "member up", &m1.id));
+    m0.log.wait_for("m1 up", |l| saw(l, jujud::events::MEMBER_UP, &m1.id));
 
     // `juju add-machine` (no provider) writes the token to a 0600 file and
     // prints the command that reads it; it never prints the token.
@@ -131,7 +131,9 @@ fn no_command_line_holds_a_token_when_started_as_the_readme_says() {
     ]);
     cmd.args(["--token-file", agent_file.to_str().unwrap()]);
     let (mut agent, log) = spawn_logged(cmd);
-    log.wait_for("agent session", |l| l.iter().any(|v| message(v) == "agent session opened"));
+    log.wait_for("agent session", |l| {
+        l.iter().any(|v| message(v) == jujud::events::AGENT_SESSION_OPENED)
+    });
     wait_status(&m0.client_file(), "the agent alive", |st| presence(st, &machine) == "alive");
 
     for secret in [&token, &agent_token] {
@@ -163,7 +165,9 @@ fn a_token_can_come_from_standard_input() {
     // One line is enough: standard input stays open, as at a terminal.
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "{token}").unwrap();
-    log.wait_for("the joiner admitted", |l| l.iter().any(|v| message(v) == "manager starting"));
+    log.wait_for("the joiner admitted", |l| {
+        l.iter().any(|v| message(v) == jujud::events::MANAGER_STARTING)
+    });
     assert!(!cmdlines_holding(&token).iter().any(|(pid, _)| *pid == child.id().to_string()));
     let _ = child.kill();
     let _ = child.wait();

@@ -30,7 +30,7 @@ fn crash_is_detected_and_restart_rejoins_with_a_new_generation() {
     for p in &c.peers[..2] {
         p.log.wait_for("crash detected", |l| {
             l.iter().any(|v| {
-                message(v) == "member down"
+                message(v) == jujud::events::MEMBER_DOWN
                     && field(v, "member") == victim
                     && field(v, "left") == "false"
             })
@@ -53,7 +53,7 @@ fn graceful_leave_is_seen_as_left_not_down() {
     for i in [0, 2] {
         c.peers[i].log.wait_for("leave seen", |l| {
             l.iter().any(|v| {
-                message(v) == "member down"
+                message(v) == jujud::events::MEMBER_DOWN
                     && field(v, "member") == leaver
                     && field(v, "left") == "true"
             })
@@ -69,7 +69,7 @@ fn frozen_manager_is_declared_down_then_returns_when_thawed() {
     let frozen = c.peers[2].id.clone();
     c.peers[2].signal(libc::SIGSTOP);
     for p in &c.peers[..2] {
-        p.log.wait_for("freeze detected", |l| saw(l, "member down", &frozen));
+        p.log.wait_for("freeze detected", |l| saw(l, jujud::events::MEMBER_DOWN, &frozen));
     }
     c.peers[2].signal(libc::SIGCONT);
     // Declared down while frozen, it renews its identity and comes back.
@@ -78,13 +78,17 @@ fn frozen_manager_is_declared_down_then_returns_when_thawed() {
         .wait_for("rejoin", |l| l.iter().any(|v| message(v).starts_with("was declared down")));
     for p in &c.peers[..2] {
         p.log.wait_for("thawed member back", |l| {
-            let Some(down) =
-                l.iter().position(|v| message(v) == "member down" && field(v, "member") == frozen)
-            else {
+            let Some(down) = l.iter().position(|v| {
+                message(v) == jujud::events::MEMBER_DOWN && field(v, "member") == frozen
+            }) else {
                 return false;
             };
             l[down..].iter().any(|v| {
-                field(v, "member") == frozen && matches!(message(v), "member renamed" | "member up")
+                field(v, "member") == frozen
+                    && matches!(
+                        message(v),
+                        jujud::events::MEMBER_RENAMED | jujud::events::MEMBER_UP
+                    )
             })
         });
     }

@@ -12,13 +12,15 @@ use common::netns::Net;
 use common::*;
 
 fn down_then_back(lines: &[serde_json::Value], member: &str) -> bool {
-    let Some(down) =
-        lines.iter().position(|v| message(v) == "member down" && field(v, "member") == member)
+    let Some(down) = lines
+        .iter()
+        .position(|v| message(v) == jujud::events::MEMBER_DOWN && field(v, "member") == member)
     else {
         return false;
     };
     lines[down..].iter().any(|v| {
-        field(v, "member") == member && matches!(message(v), "member up" | "member renamed")
+        field(v, "member") == member
+            && matches!(message(v), jujud::events::MEMBER_UP | jujud::events::MEMBER_RENAMED)
     })
 }
 
@@ -57,15 +59,19 @@ fn isolated_manager_rejoins_by_itself_after_the_link_returns() {
     let peers = [&m0, &m1, &m2];
     for p in peers {
         for q in peers.iter().filter(|q| q.id != p.id) {
-            p.log.wait_for("all up", |l| saw(l, "member up", &q.id));
+            p.log.wait_for("all up", |l| saw(l, jujud::events::MEMBER_UP, &q.id));
         }
     }
     net.link(2, false);
     for p in [&m0, &m1] {
-        p.log.wait_for("isolated node declared down", |l| saw(l, "member down", &m2.id));
+        p.log.wait_for("isolated node declared down", |l| {
+            saw(l, jujud::events::MEMBER_DOWN, &m2.id)
+        });
     }
     for q in [&m0, &m1] {
-        m2.log.wait_for("isolated node loses the others", |l| saw(l, "member down", &q.id));
+        m2.log.wait_for("isolated node loses the others", |l| {
+            saw(l, jujud::events::MEMBER_DOWN, &q.id)
+        });
     }
     net.link(2, true);
     for p in [&m0, &m1] {

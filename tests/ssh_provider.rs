@@ -14,8 +14,13 @@ fn addr(bed: &Hosts, i: usize) -> String {
 }
 
 /// The command lines of host `i`'s processes other than its sshd (jujud,
-/// and anything jujud started: its shared ssh connections included).
+/// and anything jujud started: its shared ssh connections included), once
+/// no warming pass visits the host (its checksum and copy run there).
 fn processes(bed: &Hosts, i: usize) -> Vec<String> {
+    let start = std::time::Instant::now();
+    while ssh::warm::warming(&addr(bed, i)) && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     bed.pids(i)
         .iter()
         .map(|p| {
@@ -46,6 +51,7 @@ fn peer(name: &str) -> Launch {
         env: vec![],
         manager: true,
         host: None,
+        busy: Vec::new(),
     }
 }
 
@@ -93,6 +99,36 @@ fn a_start_goes_on_a_free_host_once_and_a_stop_frees_it_and_leaves_nothing() {
     for i in 0..2 {
         assert!(processes(&bed, i).is_empty(), "host {i}: {:?}", processes(&bed, i));
     }
+    ssh::client::close_hosts(p.hosts());
+}
+
+#[test]
+fn a_start_warms_the_next_free_host_but_never_one_of_another_environment() {
+    let Some(bed) = Hosts::for_test(4) else { return };
+    std::fs::create_dir_all(&bed.hosts[1].dir).unwrap();
+    std::fs::write(bed.hosts[1].dir.join("environment"), "env-other\n").unwrap();
+    let p = provider(&bed, &[0, 1, 2, 3], "env-a");
+    let a = p.start(&peer("m-w-g1")).unwrap();
+    assert_eq!(a.address.to_string(), format!("{}:17070", addr(&bed, 0)));
+    // The pass runs on its own thread: await its end (bounded).
+    let start = std::time::Instant::now();
+    let busy = || (1..4).any(|i| ssh::warm::warming(&addr(&bed, i)));
+    while busy() && start.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!busy(), "the warming pass never ended");
+    let want = ssh::install::sha256_file(std::path::Path::new(common::jujud_bin())).unwrap();
+    let have = |i: usize| {
+        std::fs::read(bed.hosts[i].dir.join("bin/jujud")).ok().map(|b| {
+            let d = ring::digest::digest(&ring::digest::SHA256, &b);
+            hex::encode(d.as_ref())
+        })
+    };
+    assert_eq!(have(1), None, "a host of another environment is never touched");
+    assert_eq!(have(2), Some(want), "the next free host got this very binary before any start");
+    assert_eq!(have(3), None, "one host warmed per start (WARM_HOSTS_PER_START)");
+    assert!(jujud_running(&bed, 2).is_empty(), "warming starts nothing");
+    p.stop("m-w-g1", None, false).unwrap();
     ssh::client::close_hosts(p.hosts());
 }
 
@@ -398,7 +434,7 @@ fn a_dead_managers_host_is_fenced_and_replaced_on_a_free_host() {
         std::fs::read_dir(bed.hosts[i].dir.join("instances")).into_iter().flatten().flatten().any(
             |d| {
                 std::fs::read_to_string(d.path().join("jujud.log"))
-                    .is_ok_and(|l| l.contains("host unreachable on a fencing stop"))
+                    .is_ok_and(|l| l.contains(jujud::events::FENCED_UNREACHABLE))
             },
         )
     });

@@ -405,7 +405,7 @@ fn recovered(p: &Peer) -> Value {
         .snapshot()
         .into_iter()
         .rev()
-        .find(|v| message(v) == "state recovered")
+        .find(|v| message(v) == jujud::events::STATE_RECOVERED)
         .expect("a state recovered line")
 }
 
@@ -621,13 +621,15 @@ fn a_write_retried_with_its_request_id_is_applied_once_on_any_manager() {
 /// Three namespaces joined by veth pairs to a bridge in a fourth (as in
 /// tests/partition.rs); a node's bridge port down cuts it off.
 fn down_then_back(lines: &[Value], member: &str) -> bool {
-    let Some(down) =
-        lines.iter().position(|v| message(v) == "member down" && field(v, "member") == member)
+    let Some(down) = lines
+        .iter()
+        .position(|v| message(v) == jujud::events::MEMBER_DOWN && field(v, "member") == member)
     else {
         return false;
     };
     lines[down..].iter().any(|v| {
-        field(v, "member") == member && matches!(message(v), "member up" | "member renamed")
+        field(v, "member") == member
+            && matches!(message(v), jujud::events::MEMBER_UP | jujud::events::MEMBER_RENAMED)
     })
 }
 
@@ -648,7 +650,7 @@ fn netns_cluster(net: &Net, tmp: &Path) -> Vec<Peer> {
     }
     for p in &peers {
         for q in peers.iter().filter(|q| q.id != p.id) {
-            p.log.wait_for("all up", |l| saw(l, "member up", &q.id));
+            p.log.wait_for("all up", |l| saw(l, jujud::events::MEMBER_UP, &q.id));
         }
     }
     peers
@@ -677,13 +679,13 @@ fn writes_on_both_sides_of_a_partition_reach_everyone_after_the_heal() {
     net.link(2, false);
     for p in &peers[..2] {
         p.log.wait_for("the isolated manager declared down", |l| {
-            saw(l, "member down", &peers[2].id)
+            saw(l, jujud::events::MEMBER_DOWN, &peers[2].id)
         });
     }
     for q in &peers[..2] {
-        peers[2]
-            .log
-            .wait_for("the isolated manager loses the others", |l| saw(l, "member down", &q.id));
+        peers[2].log.wait_for("the isolated manager loses the others", |l| {
+            saw(l, jujud::events::MEMBER_DOWN, &q.id)
+        });
     }
     let mut machines = BTreeSet::new();
     machines.extend(ids(&on(0).ok(all[0], &["add-machine", "-n", "2"])));

@@ -35,10 +35,13 @@ fn try_join(dir: &std::path::Path, seed: std::net::SocketAddr, token: &str) -> J
     cmd.args(["--join", &seed.to_string()]).env("JUJUD_TOKEN", token);
     let (mut child, log): (_, Arc<LogBook>) = spawn_logged(cmd);
     log.wait_for("the joiner to run or fail", |l| {
-        l.iter().any(|v| message(v) == "manager starting" || message(v) == "jujud failed")
+        l.iter().any(|v| {
+            message(v) == jujud::events::MANAGER_STARTING
+                || message(v) == jujud::events::JUJUD_FAILED
+        })
     });
     let lines = log.snapshot();
-    match lines.iter().find(|v| message(v) == "manager starting") {
+    match lines.iter().find(|v| message(v) == jujud::events::MANAGER_STARTING) {
         Some(start) => {
             let (id, generation) =
                 (field(start, "id"), field(start, "generation").parse().unwrap());
@@ -158,12 +161,14 @@ fn revokes_and_joins_keep_working_past_nine_thousand_machines() {
     cmd.args(["--seeds", &c.peers[0].addr.to_string()]).env("JUJUD_TOKEN", &agent_token);
     let (mut child, log) = spawn_logged(cmd);
     log.wait_for("the agent to join or fail", |l| {
-        l.iter().any(|v| message(v) == "agent starting" || message(v) == "jujud failed")
+        l.iter().any(|v| {
+            message(v) == jujud::events::AGENT_STARTING || message(v) == jujud::events::JUJUD_FAILED
+        })
     });
     let started = log
         .snapshot()
         .iter()
-        .any(|v| message(v) == "agent starting" && field(v, "machine") == machine);
+        .any(|v| message(v) == jujud::events::AGENT_STARTING && field(v, "machine") == machine);
     let _ = child.kill();
     let _ = child.wait();
     assert!(started, "the agent of {machine} did not join: {}", log.raw());
@@ -195,11 +200,11 @@ fn an_agent_stops_at_sigterm_while_its_join_is_retried() {
     ]);
     cmd.args(["--seeds", &local(free_port()).to_string()]).env("JUJUD_TOKEN", token.to_string());
     let (mut child, log) = spawn_logged(cmd);
-    log.wait_for("a retried join", |l| l.iter().any(|v| message(v).contains("asking again")));
+    log.wait_for("a retried join", |l| l.iter().any(|v| message(v) == jujud::events::JOIN_RETRY));
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     log.wait_for("the agent to stop", |l| {
-        l.iter().any(|v| message(v).contains("asked to stop while joining"))
+        l.iter().any(|v| message(v) == jujud::events::STOPPED_WHILE_JOINING)
     });
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}\n{}", log.raw());

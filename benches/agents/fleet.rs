@@ -38,10 +38,10 @@ pub const WORKLOAD_CMD: &str = "exec sleep 2147483647";
 pub const RUST_LOG_OVERRIDE_VAR: &str = "AGENTS_BENCH_RUST_LOG";
 
 /// Log messages the fleet follows.
-pub const MSG_DOWN: &str = "member down";
-pub const MSG_SESSION: &str = "agent session opened";
-pub const MSG_WORKLOAD_STARTED: &str = "workload started";
-pub const MSG_WORKLOAD_EXITED: &str = "workload exited";
+pub const MSG_DOWN: &str = jujud::events::MEMBER_DOWN;
+pub const MSG_SESSION: &str = jujud::events::AGENT_SESSION_OPENED;
+pub const MSG_WORKLOAD_STARTED: &str = jujud::events::WORKLOAD_STARTED;
+pub const MSG_WORKLOAD_EXITED: &str = jujud::events::WORKLOAD_EXITED;
 
 /// One `jujud` process slot (restarted in place on its data dir).
 pub struct Proc {
@@ -254,20 +254,20 @@ impl Fleet {
     fn apply(&mut self, ev: Ev) {
         let who = ev.who;
         match ev.msg.as_str() {
-            "manager starting" | "agent starting" => {
+            jujud::events::MANAGER_STARTING | jujud::events::AGENT_STARTING => {
                 let p = self.proc_mut(who);
                 (p.id, p.generation, p.started) =
                     (ev.text("id"), ev.num("generation").unwrap_or(0), true);
             }
-            "was declared down; rejoined as a new generation" => {
+            jujud::events::REJOINED => {
                 self.proc_mut(who).generation = ev.num("generation").unwrap_or(0)
             }
-            "member up" => {
+            jujud::events::MEMBER_UP => {
                 _ = self
                     .view
                     .insert((who, ev.text("member")), (true, ev.num("generation").unwrap_or(0)))
             }
-            "member renamed" => {
+            jujud::events::MEMBER_RENAMED => {
                 _ = self.view.insert((who, ev.text("member")), (true, ev.num("to").unwrap_or(0)))
             }
             MSG_DOWN => {

@@ -159,7 +159,7 @@ fn cluster(root: &Path) -> Res<(Vec<Manager>, mpsc::Receiver<common::Ev>)> {
     let mut seen = Vec::new();
     let m0 = start(0, root, addrs[0], addrs[3], None, tx.clone())?;
     wait(&rx, &mut seen, "m0 starting", |s| {
-        s.iter().any(|e| e.who == 0 && e.msg == "manager starting")
+        s.iter().any(|e| e.who == 0 && e.msg == jujud::events::MANAGER_STARTING)
     })?;
     let token = std::fs::read_to_string(m0.dir.join("join-token"))
         .map_err(|e| e.to_string())?
@@ -177,7 +177,7 @@ fn cluster(root: &Path) -> Res<(Vec<Manager>, mpsc::Receiver<common::Ev>)> {
         )?);
     }
     let ups = |s: &[common::Ev], who: usize| {
-        s.iter().filter(|e| e.who == who && e.msg == "member up").count()
+        s.iter().filter(|e| e.who == who && e.msg == jujud::events::MEMBER_UP).count()
     };
     wait(&rx, &mut seen, "every manager to see the others", |s| (0..3).all(|w| ups(s, w) >= 2))?;
     Ok((ms, rx))

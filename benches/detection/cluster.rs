@@ -67,13 +67,11 @@ pub fn parse_jujud(line: &str) -> Option<(Kind, String, u64)> {
     let text = |k: &str| f.get(k).and_then(|x| x.as_str()).map(str::to_owned);
     let num = |k: &str| f.get(k).and_then(|x| x.as_u64());
     match f.get("message")?.as_str()? {
-        "manager starting" => Some((Kind::SelfGen, text("id")?, num("generation")?)),
-        "was declared down; rejoined as a new generation" => {
-            Some((Kind::SelfGen, String::new(), num("generation")?))
-        }
-        "member up" => Some((Kind::Up, text("member")?, num("generation")?)),
-        "member renamed" => Some((Kind::Up, text("member")?, num("to")?)),
-        "member down" => {
+        jujud::events::MANAGER_STARTING => Some((Kind::SelfGen, text("id")?, num("generation")?)),
+        jujud::events::REJOINED => Some((Kind::SelfGen, String::new(), num("generation")?)),
+        jujud::events::MEMBER_UP => Some((Kind::Up, text("member")?, num("generation")?)),
+        jujud::events::MEMBER_RENAMED => Some((Kind::Up, text("member")?, num("to")?)),
+        jujud::events::MEMBER_DOWN => {
             let kind = if f.get("left").and_then(|x| x.as_bool()) == Some(true) {
                 Kind::Left
             } else {

@@ -41,12 +41,12 @@ pub const PROBE_INTERVAL_MS: u64 = 100;
 pub const PROBES_IN_FLIGHT: usize = 8;
 
 /// Log messages the benchmark follows.
-pub const MSG_DOWN: &str = "member down";
-pub const MSG_UP: &str = "member up";
-pub const MSG_ACQUIRED: &str = "singleton acquired";
-pub const MSG_STARTED: &str = "instance started";
-pub const MSG_HEAL: &str = "a manager was down past the grace period; replacing it";
-pub const MSG_MANAGER: &str = "manager starting";
+pub const MSG_DOWN: &str = jujud::events::MEMBER_DOWN;
+pub const MSG_UP: &str = jujud::events::MEMBER_UP;
+pub const MSG_ACQUIRED: &str = jujud::events::SINGLETON_ACQUIRED;
+pub const MSG_STARTED: &str = jujud::events::INSTANCE_STARTED;
+pub const MSG_HEAL: &str = jujud::events::MANAGER_REPLACED;
+pub const MSG_MANAGER: &str = jujud::events::MANAGER_STARTING;
 
 /// Runs `juju ARGS` against the environment under `root`.
 pub fn juju_at(root: &Path, args: &[&str]) -> Res<Output> {

@@ -179,23 +179,23 @@ impl Cluster {
     fn apply(&mut self, ev: Ev) {
         let me = ev.who;
         match ev.msg.as_str() {
-            "manager starting" => {
+            jujud::events::MANAGER_STARTING => {
                 let m = &mut self.managers[me];
                 (m.id, m.generation, m.started) =
                     (ev.text("id"), ev.num("generation").unwrap_or(0), true);
             }
-            "was declared down; rejoined as a new generation" => {
+            jujud::events::REJOINED => {
                 self.managers[me].generation = ev.num("generation").unwrap_or(0)
             }
-            "member up" => {
+            jujud::events::MEMBER_UP => {
                 _ = self
                     .view
                     .insert((me, ev.text("member")), (true, ev.num("generation").unwrap_or(0)))
             }
-            "member renamed" => {
+            jujud::events::MEMBER_RENAMED => {
                 _ = self.view.insert((me, ev.text("member")), (true, ev.num("to").unwrap_or(0)))
             }
-            "member down" => {
+            jujud::events::MEMBER_DOWN => {
                 _ = self
                     .view
                     .insert((me, ev.text("member")), (false, ev.num("generation").unwrap_or(0)))

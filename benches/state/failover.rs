@@ -408,8 +408,10 @@ pub fn kill_under_load(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) 
             m
         })?;
         others.iter().for_each(|&o| c.signal(o, libc::SIGCONT));
-        let recovered =
-            c.last_event(victim, "state recovered").map(|e| e.text("ops")).unwrap_or_default();
+        let recovered = c
+            .last_event(victim, jujud::events::STATE_RECOVERED)
+            .map(|e| e.text("ops"))
+            .unwrap_or_default();
         let any = rt.block_on(converge(&cfg, &c.addrs(), &keys))?;
         if !c.wait_until(FORM_TIMEOUT_MS, Cluster::all_alive) {
             return Err(format!("cluster not all alive after round {round}"));

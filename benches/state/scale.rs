@@ -130,10 +130,12 @@ pub fn scale(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()>
         served.push(ms(d));
         c.wait_started(victim)?;
         let start = c
-            .last_event(victim, "manager starting")
+            .last_event(victim, jujud::events::MANAGER_STARTING)
             .map_or(f64::NAN, |e| ms(e.at.saturating_duration_since(t0)));
-        let ops =
-            c.last_event(victim, "state recovered").map(|e| e.text("ops")).unwrap_or_default();
+        let ops = c
+            .last_event(victim, jujud::events::STATE_RECOVERED)
+            .map(|e| e.text("ops"))
+            .unwrap_or_default();
         let rss = rss_kib(c.pid(victim)?).map_or(f64::NAN, |k| mib(k as f64, 1024.0));
         lines.push(format!("m{victim}: {ops} ops recovered, \"manager starting\" at {start:.0} ms, first write acked at {:.0} ms, RSS after {rss:.0} MiB", ms(d)));
         if !c.wait_until(FORM_TIMEOUT_MS, Cluster::all_alive) {

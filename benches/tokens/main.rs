@@ -219,7 +219,7 @@ fn part_a(tmp: &Path, rounds: usize, rt: &tokio::runtime::Runtime) -> Result<(),
         if let Some(t) = seen_refusal {
             first_refusal.push(t.as_secs_f64() * 1e3);
         }
-        m.wait_for("manager starting").ok();
+        m.wait_for(jujud::events::MANAGER_STARTING).ok();
     }
     m.kill();
     println!("(a) rounds: {rounds}; joins admitted with the revoked token: {admitted}");
@@ -269,7 +269,7 @@ fn part_b(tmp: &Path, calls: usize) -> Result<(), String> {
         &[("JUJUD_TOKEN", &token)],
         &["--join", &seed],
     );
-    let joined = joiner.wait_for("manager starting");
+    let joined = joiner.wait_for(jujud::events::MANAGER_STARTING);
     println!(
         "(b) a new manager's join (spawn to running as a member): {:.3} ms ({joined:?})",
         t.elapsed().as_secs_f64() * 1e3
@@ -278,7 +278,7 @@ fn part_b(tmp: &Path, calls: usize) -> Result<(), String> {
     m.kill();
     // Restart 2 h ahead: every agent token (1 h) is past expiry + margin.
     let mut m = start(&dir, addr, &[("LD_PRELOAD", FAKETIME_LIB), ("FAKETIME", "+2h")]);
-    m.wait_for("manager starting")?;
+    m.wait_for(jujud::events::MANAGER_STARTING)?;
     let t = Instant::now();
     let mut kept = bytes_kept(&client)?;
     while kept > after_one && t.elapsed() < Duration::from_millis(WAIT_CAP_MS) {

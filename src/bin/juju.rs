@@ -120,6 +120,11 @@ enum Command {
         /// The provider root [default: $JUJUD_ROOT, else ~/.local/share/jujud/local].
         #[arg(long)]
         root: Option<PathBuf>,
+        /// The failure detector's timing preset of every manager and agent
+        /// of the environment: `lan`, or `wan` for links with long or
+        /// variable delays (see docs/OPERATIONS.md, "Timing").
+        #[arg(long, default_value = "lan", value_parser = ["lan", "wan"])]
+        preset: String,
     },
     /// Set the desired number of managers, and wait until they are alive.
     EnableHa {
@@ -189,8 +194,8 @@ fn main() -> ExitCode {
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match &cli.command {
-        Command::Bootstrap { ha, root, cloud } => {
-            return rt.block_on(bootstrap_cmd(*ha, root.clone(), cloud.clone()));
+        Command::Bootstrap { ha, root, cloud, preset } => {
+            return rt.block_on(bootstrap_cmd(*ha, root.clone(), cloud.clone(), preset));
         }
         Command::Destroy { root } => return destroy_cmd(root.clone()),
         _ => {}
@@ -352,14 +357,19 @@ fn progress_bar(want: usize) -> ProgressBar {
     bar
 }
 
-async fn bootstrap_cmd(ha: u32, root: Option<PathBuf>, cloud: Option<PathBuf>) -> ExitCode {
+async fn bootstrap_cmd(
+    ha: u32,
+    root: Option<PathBuf>,
+    cloud: Option<PathBuf>,
+    preset: &str,
+) -> ExitCode {
     let root = root.unwrap_or_else(bootstrap::default_root);
     let bar = progress_bar(ha as usize);
     let started = std::time::Instant::now();
     let progress = |alive: usize, _| bar.set_position(alive as u64);
     let result = match &cloud {
-        Some(file) => sshenv::bootstrap(&root, file, ha, &progress).await,
-        None => bootstrap::bootstrap(&root, ha, &progress).await,
+        Some(file) => sshenv::bootstrap(&root, file, ha, preset, &progress).await,
+        None => bootstrap::bootstrap(&root, ha, preset, &progress).await,
     };
     match result {
         Ok(file) => {

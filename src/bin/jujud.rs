@@ -69,7 +69,7 @@ fn main() -> std::process::ExitCode {
         match result {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!(error = %e, "jujud failed");
+                tracing::error!(error = %e, "{}", jujud::events::JUJUD_FAILED);
                 eprintln!("jujud: {e}");
                 std::process::ExitCode::FAILURE
             }

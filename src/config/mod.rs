@@ -61,6 +61,14 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// The name `--preset` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Lan => "lan",
+            Preset::Wan => "wan",
+        }
+    }
+
     /// The preset's timing, before any override.
     pub fn timing(self) -> Timing {
         match self {
@@ -239,6 +247,9 @@ pub struct PeerConfig {
     pub join: Vec<SocketAddr>,
     /// Join token, if any. Never printed by `Debug`.
     pub token: Option<String>,
+    /// The preset the timing started from (instances this manager starts
+    /// through a provider run with it too).
+    pub preset: Preset,
     /// The preset with every override applied; already validated.
     pub timing: Timing,
     /// How log lines are written.
@@ -340,6 +351,7 @@ pub fn resolve(args: &PeerArgs, env: EnvSource<'_>) -> Result<PeerConfig, Config
     };
     Ok(PeerConfig {
         data_dir,
+        preset,
         listen,
         advertise,
         join: dedup_join(join)?,

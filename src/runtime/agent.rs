@@ -178,7 +178,7 @@ pub async fn run_agent(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Resu
             let (node, creds) =
                 match join_as_agent(&cfg, &dir, &token, advertise, shutdown.clone()).await {
                     Err(AgentError::Join(JoinError::ShuttingDown)) => {
-                        tracing::info!("asked to stop while joining; stopping");
+                        tracing::info!("{}", crate::events::STOPPED_WHILE_JOINING);
                         return Ok(());
                     }
                     joined => joined?,
@@ -246,7 +246,7 @@ async fn serve(
         role: Role::Agent,
         generation: node_file.generation,
     };
-    tracing::info!(id = %node_id, %advertise, %machine, generation = identity.generation, seeds = ?seeds, "agent starting");
+    tracing::info!(id = %node_id, %advertise, %machine, generation = identity.generation, seeds = ?seeds, "{}", crate::events::AGENT_STARTING);
     let mut node = Node::new(NodeConfig {
         identity,
         timing: cfg.timing.clone(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::driver::Command;
-use super::server::Shared;
+use super::shared::Shared;
 use super::wire::{self, MAX_API_FRAME_BYTES, MemberRow, Request, Response, TokenRow};
 use crate::core::notices::MAX_NOTICES;
 use crate::core::state::model::Command as StateCommand;

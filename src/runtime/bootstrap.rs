@@ -66,6 +66,7 @@ pub type Progress<'a> = &'a dyn Fn(usize, usize);
 pub async fn bootstrap(
     root: &Path,
     desired: u32,
+    preset: &str,
     progress: Progress<'_>,
 ) -> Result<PathBuf, BootstrapError> {
     let provider = LocalProvider::new(root.to_path_buf());
@@ -92,10 +93,13 @@ pub async fn bootstrap(
             desired.to_string(),
             "--log-format".into(),
             "json".into(),
+            "--preset".into(),
+            preset.into(),
         ],
         env: Vec::new(),
         manager: true,
         host: None,
+        busy: Vec::new(),
     };
     let started = provider.start(&launch)?;
     if started.existed {

@@ -23,7 +23,7 @@ use super::datadir::{DataDir, NodeFile};
 use super::session::{self, SessionTable};
 use super::store::{Store, StoreReport};
 use super::timers::TimerQueue;
-use super::transport::{Inbound, Transport};
+use super::transport::Transport;
 use super::workload::Workloads;
 use crate::core::state::model::{Command as StateCommand, StatusView};
 use crate::core::state::tokens::{self, TokenPage, TokenQuery, TokenRecord};
@@ -97,7 +97,7 @@ pub enum Command {
 /// Everything the driver needs besides the node.
 pub struct DriverParts {
     pub transport: Arc<Transport>,
-    pub inbox: mpsc::Receiver<Inbound>,
+    pub inbox: mpsc::Receiver<Input>,
     pub commands: mpsc::Receiver<Command>,
     pub dir: Arc<DataDir>,
     pub node_file: NodeFile,
@@ -112,7 +112,7 @@ pub struct DriverParts {
     /// Carries out provider requests (managers only).
     pub provider: Option<Arc<super::provider::Runner>>,
     /// Where the store reports durability (the transport's inbox).
-    pub inbox_tx: mpsc::Sender<Inbound>,
+    pub inbox_tx: mpsc::Sender<Input>,
 }
 
 /// What only an agent's driver has.
@@ -250,7 +250,7 @@ impl Driver {
         true
     }
 
-    fn on_inbound_batch(&mut self, first: Inbound) {
+    fn on_inbound_batch(&mut self, first: Input) {
         self.on_inbound(first);
         for _ in 1..MAX_INBOUND_PER_TURN {
             match self.p.inbox.try_recv() {
@@ -260,28 +260,20 @@ impl Driver {
         }
     }
 
-    fn on_inbound(&mut self, item: Inbound) {
-        if let Inbound::SessionOpened { session, peer, machine } = &item {
+    /// One input from the inbox (network, sessions, workloads, provider),
+    /// handed to the node as it came.
+    fn on_inbound(&mut self, input: Input) {
+        if let Input::SessionOpened { session, peer, machine } = &input {
             match machine {
                 Some(m) => {
                     tracing::info!(session, agent = %peer.id, machine = %m, "serving an agent session")
                 }
-                None => tracing::info!(session, manager = %peer.id, "agent session opened"),
+                None => {
+                    tracing::info!(session, manager = %peer.id, "{}", crate::events::AGENT_SESSION_OPENED)
+                }
             }
         }
         self.inbound_handled += 1;
-        let input = match item {
-            Inbound::Datagram { from, bytes } => Input::Datagram { from, bytes },
-            Inbound::Identified { addr, peer } => Input::Identified { addr, peer },
-            Inbound::State { from, bytes } => Input::State { from, bytes },
-            Inbound::SessionOpened { session, peer, machine } => {
-                Input::SessionOpened { session, peer, machine }
-            }
-            Inbound::SessionData { session, bytes } => Input::SessionData { session, bytes },
-            Inbound::SessionClosed { session } => Input::SessionClosed { session },
-            Inbound::Workload(ev) => Input::Workload(ev),
-            Inbound::Provider(r) => Input::Provider(Box::new(r)),
-        };
         self.node.handle(self.now(), input);
         self.drain();
     }
@@ -424,23 +416,20 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         match &event {
             Event::MemberUp(m) => {
-                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, role = m.role.as_str(), "member up")
+                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, role = m.role.as_str(), "{}", crate::events::MEMBER_UP)
             }
             Event::MemberDown { identity: m, left } => {
                 // Its connection is dead too: a restart at that address must be dialed afresh.
                 let closed_connection = self.p.transport.disconnect(m.id);
-                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, left, closed_connection, "member down")
+                tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, left, closed_connection, "{}", crate::events::MEMBER_DOWN)
             }
             Event::Renamed { from, to } => {
-                tracing::info!(member = %to.id, from = from.generation, to = to.generation, "member renamed")
+                tracing::info!(member = %to.id, from = from.generation, to = to.generation, "{}", crate::events::MEMBER_RENAMED)
             }
             Event::Active => tracing::info!("active in the cluster"),
             Event::Idle => tracing::warn!("idle: no active member known; re-announcing"),
             Event::Rejoined(me) => {
-                tracing::warn!(
-                    generation = me.generation,
-                    "was declared down; rejoined as a new generation"
-                );
+                tracing::warn!(generation = me.generation, "{}", crate::events::REJOINED);
                 self.p.node_file.generation = me.generation;
                 self.write_node_file();
             }
@@ -449,7 +438,7 @@ impl Driver {
                 self.notices_dirty = true;
             }
             Event::Singleton { name, owned: true } => {
-                tracing::info!(singleton = name, "singleton acquired")
+                tracing::info!(singleton = name, "{}", crate::events::SINGLETON_ACQUIRED)
             }
             Event::Singleton { name, owned: false } => {
                 tracing::info!(singleton = name, "singleton released")
@@ -509,7 +498,7 @@ impl Driver {
             // Logged once on disk: a process killed after this line still
             // finds these managers when it restarts.
             Ok(true) => {
-                tracing::info!(managers = ?addrs, "live managers changed; agent.conf updated")
+                tracing::info!(managers = ?addrs, "{}", crate::events::AGENT_CONF_UPDATED)
             }
             Ok(false) => {} // a newer list was written first
             Err(e) => tracing::error!(error = %e, "could not update agent.conf"),
@@ -618,7 +607,7 @@ mod tests {
         dir: &std::path::Path,
         inbox_capacity: usize,
         ago: Duration,
-    ) -> (Driver, mpsc::Sender<Inbound>, mpsc::Sender<Command>, watch::Sender<bool>) {
+    ) -> (Driver, mpsc::Sender<Input>, mpsc::Sender<Command>, watch::Sender<bool>) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let me = Identity {
             id: NodeId(1),
@@ -688,8 +677,8 @@ mod tests {
         (d, inbox_tx, commands_tx, shutdown_tx)
     }
 
-    fn junk() -> Inbound {
-        Inbound::Datagram {
+    fn junk() -> Input {
+        Input::Datagram {
             from: PeerCert { id: NodeId(2), role: Role::Manager },
             bytes: vec![0xff; 8],
         }

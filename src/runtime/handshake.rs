@@ -177,7 +177,7 @@ impl Handshakes {
         if due {
             let (total, unvalidated) = self.in_progress();
             tracing::warn!(retried = log.retried, refused = log.refused, last_source = %ip, in_progress = total,
-                unvalidated, "connection attempts sent a Retry or refused: handshakes pile up");
+                unvalidated, "{}", crate::events::HANDSHAKES_PILE_UP);
             *log = RefusalLog { last: Some(Instant::now()), retried: 0, refused: 0 };
         }
     }

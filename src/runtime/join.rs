@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::server::Shared;
+use super::shared::Shared;
 use tokio::sync::watch;
 
 use super::wire::{
@@ -123,7 +123,7 @@ pub async fn join(
         if !again || std::time::Instant::now() >= deadline {
             return result;
         }
-        tracing::warn!(error = %result.err().map(|e| e.to_string()).unwrap_or_default(), backoff_ms = backoff, "the cluster cannot admit this node yet; asking again");
+        tracing::warn!(error = %result.err().map(|e| e.to_string()).unwrap_or_default(), backoff_ms = backoff, "{}", crate::events::JOIN_RETRY);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(backoff)) => {}
             _ = stopped(&mut shutdown) => return Err(JoinError::ShuttingDown),

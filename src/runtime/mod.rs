@@ -16,6 +16,7 @@ pub mod provider;
 pub mod render;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod sshenv;
 pub mod store;
 pub mod timers;

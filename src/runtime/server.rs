@@ -9,17 +9,18 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::clientfile::ClientFile;
 use super::datadir::{self, Credentials, DataDir, DataDirError, NodeFile, Stored};
-use super::driver::{self, Command, DriverParts};
+use super::driver::{self, DriverParts};
 use super::join::{self, JoinError, NODE_CERT_VALIDITY_DAYS};
+use super::shared::Shared;
 use super::transport::{self, PeerConn, Transport, member_role, peer_of};
 use crate::config::PeerConfig;
-use crate::core::state::model::{Command as StateCommand, StatusView};
+use crate::core::state::model::Command as StateCommand;
 use crate::core::state::{Actor, WriteResult};
-use crate::core::{Identity, MemberInfo, Node, NodeConfig, NodeId, Notice, Role};
+use crate::core::{Identity, Node, NodeConfig, NodeId, Notice, Role};
 use crate::metrics::Metrics;
 use crate::pki::{self, CertRole, ClusterCa, IssuedCert};
 
@@ -59,104 +60,6 @@ pub enum PeerError {
 
 fn pki_err(e: crate::pki::PkiError) -> PeerError {
     PeerError::Pki(e)
-}
-
-/// What the API and join handlers share.
-pub struct Shared {
-    pub commands: mpsc::Sender<Command>,
-    pub creds: Credentials,
-    pub ca: ClusterCa,
-    pub ca_fingerprint: String,
-    pub cluster_name: String,
-    pub metrics: Arc<Metrics>,
-    pub self_id: NodeId,
-    /// Open agent sessions' writers.
-    pub sessions: Arc<super::session::SessionTable>,
-    /// The driver's inbox, for agent sessions' traffic.
-    pub inbox: mpsc::Sender<super::transport::Inbound>,
-}
-
-impl Shared {
-    pub async fn members(&self) -> Option<(Identity, Vec<MemberInfo>)> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Members(tx)).await.ok()?;
-        rx.await.ok()
-    }
-
-    pub async fn notices(&self) -> Vec<Notice> {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Notices(tx)).await.is_err() {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
-    }
-
-    /// The state view, members and controller summary (None on a member
-    /// without state).
-    pub async fn status(
-        &self,
-    ) -> Option<(String, StatusView, Vec<MemberInfo>, crate::core::control::ControllerInfo)> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Status(tx)).await.ok()?;
-        let (view, members, info) = rx.await.ok()??;
-        let me = members.first().map(|m| m.identity.id.to_string()).unwrap_or_default();
-        Some((me, view, members, info))
-    }
-
-    /// Applies a state command; answers once durable (and replicated).
-    pub async fn write(
-        &self,
-        cmd: StateCommand,
-        replicas: u32,
-        timeout: std::time::Duration,
-    ) -> WriteResult {
-        let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::Write { cmd, replicas, timeout, reply }).await.is_err() {
-            return WriteResult::Refused("the node is shutting down".into());
-        }
-        rx.await
-            .unwrap_or_else(|_| WriteResult::Refused("the node stopped before answering".into()))
-    }
-
-    /// What this manager's replica holds about a token (`Err` when it
-    /// cannot judge yet).
-    pub async fn token_record(
-        &self,
-        token_id: &str,
-    ) -> Result<Option<crate::core::state::tokens::TokenRecord>, String> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::TokenRecord { token_id: token_id.to_string(), reply };
-        if self.commands.send(cmd).await.is_err() {
-            return Err("the node is shutting down".into());
-        }
-        rx.await.unwrap_or_else(|_| Err("the node stopped before answering".into()))
-    }
-
-    /// One page of tokens (`None` without state or when shutting down).
-    pub async fn token_list(
-        &self,
-        query: crate::core::state::tokens::TokenQuery,
-    ) -> Option<crate::core::state::tokens::TokenPage> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::TokenList { query, now_unix_secs: unix_now(), reply })
-            .await
-            .ok()?;
-        rx.await.ok()?
-    }
-
-    /// The values of one state key.
-    pub async fn state_get(&self, key: &str) -> Vec<String> {
-        let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::StateGet { key: key.to_string(), reply }).await.is_err() {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
-    }
-
-    pub async fn publish(&self, notice: Notice) {
-        let _ = self.commands.send(Command::Publish(notice)).await;
-    }
 }
 
 fn unix_now() -> u64 {
@@ -326,7 +229,7 @@ pub async fn run_peer(cfg: PeerConfig, shutdown: watch::Receiver<bool>) -> Resul
         None => match (&cfg.token, cfg.join.is_empty()) {
             (Some(token), _) => match joined(&cfg, token, advertise, &shutdown).await {
                 Err(PeerError::Join(JoinError::ShuttingDown)) => {
-                    tracing::info!("asked to stop while joining; stopping");
+                    tracing::info!("{}", crate::events::STOPPED_WHILE_JOINING);
                     return Ok(());
                 }
                 fresh => (fresh?, Vec::new()),
@@ -521,8 +424,8 @@ async fn serve(
     let (store, replica, rec) = super::store::Store::open(dir.path(), actor, &log_id, expect)?;
     dir.note_state_log(&mut fresh.node)?;
     tracing::info!(snapshot_lsn = ?rec.snapshot_lsn, records = rec.records, ops = rec.ops, keys = replica.len(),
-        torn_tail_bytes = ?rec.torn_tail_bytes, "state recovered");
-    tracing::info!(id = %node_id, %advertise, generation = identity.generation, cluster = %fresh.node.cluster_name, "manager starting");
+        torn_tail_bytes = ?rec.torn_tail_bytes, "{}", crate::events::STATE_RECOVERED);
+    tracing::info!(id = %node_id, %advertise, generation = identity.generation, cluster = %fresh.node.cluster_name, "{}", crate::events::MANAGER_STARTING);
     let node = Node::new(NodeConfig {
         identity,
         timing: cfg.timing.clone(),
@@ -560,6 +463,7 @@ async fn serve(
             ca_fingerprint: shared.ca_fingerprint.clone(),
             inbox: shared.inbox.clone(),
             commands: shared.commands.clone(),
+            preset: cfg.preset.name(),
         })),
     };
     if let (Some(b), true) = (cfg.bootstrap.clone(), created) {

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::transport::{Inbound, Transport, member_role};
+use super::transport::{Transport, member_role};
 use super::wire::{self, MAX_API_FRAME_BYTES, Request};
 use crate::core::agent::MAX_SESSION_MSG_BYTES;
-use crate::core::{NodeId, PeerCert, Role};
+use crate::core::{Input, NodeId, PeerCert, Role};
 use crate::metrics::Metrics;
 use crate::pki::CertRole;
 
@@ -126,7 +126,7 @@ async fn read_loop(
     mut recv: quinn::RecvStream,
     session: u64,
     table: Arc<SessionTable>,
-    inbox: mpsc::Sender<Inbound>,
+    inbox: mpsc::Sender<Input>,
 ) {
     loop {
         match wire::read_raw_frame_started(
@@ -137,12 +137,12 @@ async fn read_loop(
         .await
         {
             Ok(bytes) => {
-                if inbox.send(Inbound::SessionData { session, bytes }).await.is_err() {
+                if inbox.send(Input::SessionData { session, bytes }).await.is_err() {
                     break;
                 }
             }
             Err(e @ (wire::FrameError::TooLarge { .. } | wire::FrameError::TimedOut { .. })) => {
-                tracing::warn!(session, error = %e, "closing a session whose peer sent a bad frame");
+                tracing::warn!(session, error = %e, "{}", crate::events::SESSION_BAD_FRAME);
                 table.metrics.count_drop(crate::metrics::DropReason::SessionBadFrame);
                 let _ = recv.stop(super::transport::STREAM_REFUSED.into());
                 break;
@@ -151,7 +151,7 @@ async fn read_loop(
         }
     }
     table.close(session);
-    let _ = inbox.send(Inbound::SessionClosed { session }).await;
+    let _ = inbox.send(Input::SessionClosed { session }).await;
 }
 
 /// Manager side: an agent opened a session stream (its first frame has
@@ -162,12 +162,12 @@ pub async fn serve(
     agent: NodeId,
     machine: Option<String>,
     table: Arc<SessionTable>,
-    inbox: mpsc::Sender<Inbound>,
+    inbox: mpsc::Sender<Input>,
 ) {
     let session = table.next_id.fetch_add(1, Ordering::Relaxed);
     let rx = table.register(session);
     let peer = PeerCert { id: agent, role: Role::Agent };
-    if inbox.send(Inbound::SessionOpened { session, peer, machine }).await.is_err() {
+    if inbox.send(Input::SessionOpened { session, peer, machine }).await.is_err() {
         return;
     }
     tokio::spawn(write_loop(send, rx, table.clone()));
@@ -214,7 +214,7 @@ async fn try_open(
 pub fn open(
     transport: Arc<Transport>,
     table: Arc<SessionTable>,
-    inbox: mpsc::Sender<Inbound>,
+    inbox: mpsc::Sender<Input>,
     session: u64,
     candidates: Vec<(SocketAddr, Option<NodeId>)>,
 ) {
@@ -232,9 +232,8 @@ pub fn open(
                         id,
                         role: member_role(CertRole::Manager).expect("managers are members"),
                     };
-                    let _ =
-                        inbox.send(Inbound::SessionOpened { session, peer, machine: None }).await;
-                    let _ = inbox.send(Inbound::SessionData { session, bytes: first }).await;
+                    let _ = inbox.send(Input::SessionOpened { session, peer, machine: None }).await;
+                    let _ = inbox.send(Input::SessionData { session, bytes: first }).await;
                     tokio::spawn(write_loop(send, rx, table.clone()));
                     return read_loop(recv, session, table, inbox).await;
                 }
@@ -242,6 +241,6 @@ pub fn open(
                 Err(_) => {}
             }
         }
-        let _ = inbox.send(Inbound::SessionClosed { session }).await;
+        let _ = inbox.send(Input::SessionClosed { session }).await;
     });
 }

@@ -75,6 +75,7 @@ pub async fn bootstrap(
     root: &Path,
     cloud_file: &Path,
     desired: u32,
+    preset: &str,
     progress: Progress<'_>,
 ) -> Result<PathBuf, BootstrapError> {
     let hosts = cloud::load(cloud_file).map_err(|e| BootstrapError::Client(e.to_string()))?;
@@ -93,7 +94,7 @@ pub async fn bootstrap(
     let copy =
         CloudCopy { cloud: name.clone(), environments: vec![mark.clone()], hosts: hosts.clone() };
     save_copy(root, &copy)?;
-    let result = bootstrap_on(root, &first, copy, desired, progress).await;
+    let result = bootstrap_on(root, &first, copy, desired, preset, progress).await;
     if result.is_err() {
         // Nothing half-started stays: whatever this bootstrap put on a
         // host goes, and the root with it.
@@ -112,6 +113,7 @@ async fn bootstrap_on(
     first: &HostEntry,
     mut copy: CloudCopy,
     desired: u32,
+    preset: &str,
     progress: Progress<'_>,
 ) -> Result<PathBuf, BootstrapError> {
     let mark = copy.environments[0].clone();
@@ -126,7 +128,7 @@ async fn bootstrap_on(
         #[rustfmt::skip]
         args: [
             "peer", "--provider-kind", "ssh", "--provider-root", &copy.cloud, "--provider-hosts-file", &format!("{dir}/hosts.json"),
-            "--instance-at", &at.to_string(), "--bootstrap-instance", BOOTSTRAP_INSTANCE, "--ha-desired", &desired.to_string(), "--log-format", "json",
+            "--instance-at", &at.to_string(), "--bootstrap-instance", BOOTSTRAP_INSTANCE, "--ha-desired", &desired.to_string(), "--log-format", "json", "--preset", preset,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -134,6 +136,7 @@ async fn bootstrap_on(
         env: Vec::new(),
         manager: true,
         host: Some(first.address.clone()),
+        busy: Vec::new(),
     };
     let files = vec![("hosts.json", serde_json::to_vec(&pool).expect("encodes"))];
     let started = {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::core::{Identity, NodeId, PeerCert, Role};
+use crate::core::{Identity, Input, NodeId, PeerCert, Role};
 use crate::metrics::Metrics;
 use crate::pki::{self, CertRole};
 
@@ -63,40 +63,6 @@ pub const MANAGER_MAX_REMOTE_BIDI_STREAMS: u32 = 64;
 pub const MANAGER_MAX_REMOTE_UNI_STREAMS: u32 = 256;
 pub const MANAGER_RECEIVE_WINDOW_BYTES: u32 = 64 << 20;
 
-/// What the transport hands the node driver.
-#[derive(Debug)]
-pub enum Inbound {
-    Datagram {
-        from: PeerCert,
-        bytes: Vec<u8>,
-    },
-    State {
-        from: PeerCert,
-        bytes: Vec<u8>,
-    },
-    Identified {
-        addr: SocketAddr,
-        peer: PeerCert,
-    },
-    /// An agent session opened (see `session.rs`).
-    SessionOpened {
-        session: u64,
-        peer: PeerCert,
-        machine: Option<String>,
-    },
-    SessionData {
-        session: u64,
-        bytes: Vec<u8>,
-    },
-    SessionClosed {
-        session: u64,
-    },
-    /// What became of a workload (agents).
-    Workload(crate::core::agent::WorkloadEvent),
-    /// What the provider did (managers).
-    Provider(crate::core::control::provider::ProviderResult),
-}
-
 /// A connection whose peer proved who it is.
 #[derive(Clone, Debug)]
 pub struct PeerConn {
@@ -117,7 +83,7 @@ pub struct Transport {
     pub endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
     table: Mutex<Table>,
-    inbox: mpsc::Sender<Inbound>,
+    inbox: mpsc::Sender<Input>,
     metrics: Arc<Metrics>,
     self_id: NodeId,
     /// Set once at start: what to do with every member connection besides
@@ -221,7 +187,7 @@ impl Transport {
     pub fn new(
         endpoint: quinn::Endpoint,
         client_config: quinn::ClientConfig,
-        inbox: mpsc::Sender<Inbound>,
+        inbox: mpsc::Sender<Input>,
         metrics: Arc<Metrics>,
         self_id: NodeId,
     ) -> Arc<Transport> {
@@ -362,7 +328,7 @@ impl Transport {
                     let Some(role) = member_role(pc.role) else { return };
                     let peer = PeerCert { id: pc.id, role };
                     this.register(pc);
-                    let _ = this.inbox.send(Inbound::Identified { addr, peer }).await;
+                    let _ = this.inbox.send(Input::Identified { addr, peer }).await;
                 }
                 Err(e) => tracing::debug!(%addr, error = %e, "seed did not answer"),
             }
@@ -393,7 +359,7 @@ impl Transport {
     }
 
     fn deliver(&self, from: PeerCert, bytes: Vec<u8>) {
-        if self.inbox.try_send(Inbound::Datagram { from, bytes }).is_err() {
+        if self.inbox.try_send(Input::Datagram { from, bytes }).is_err() {
             self.metrics.count_drop(crate::metrics::DropReason::QueueFull);
         }
     }
@@ -457,7 +423,7 @@ impl Transport {
         match frame {
             Ok(Ok(bytes)) if kind[0] == STREAM_SWIM => self.deliver(from, bytes),
             Ok(Ok(bytes)) => {
-                if self.inbox.send(Inbound::State { from, bytes }).await.is_err() {
+                if self.inbox.send(Input::State { from, bytes }).await.is_err() {
                     self.metrics.count_drop(crate::metrics::DropReason::QueueFull);
                 }
             }

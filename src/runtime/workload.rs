@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::transport::Inbound;
+use crate::core::Input;
 use crate::core::agent::{MAX_STATUS_BYTES, WorkloadCmd, WorkloadEvent};
 
 /// How long a stopped workload has after SIGTERM before SIGKILL.
@@ -51,7 +51,7 @@ struct Running {
 /// The agent's workloads.
 pub struct Workloads {
     dir: PathBuf,
-    inbox: mpsc::Sender<Inbound>,
+    inbox: mpsc::Sender<Input>,
     running: Arc<Mutex<BTreeMap<String, Running>>>,
 }
 
@@ -77,7 +77,7 @@ fn signal_group(pgid: i32, sig: i32) {
 impl Workloads {
     /// Opens the units dir under `data_dir`, kills workloads a previous
     /// agent process left running, and starts the status poller.
-    pub fn open(data_dir: &Path, inbox: mpsc::Sender<Inbound>) -> Workloads {
+    pub fn open(data_dir: &Path, inbox: mpsc::Sender<Input>) -> Workloads {
         // Absolute: workloads run in their unit's dir, and their status file
         // path must not depend on it.
         let dir = std::fs::canonicalize(data_dir)
@@ -180,7 +180,7 @@ impl Workloads {
             Running { run, pgid: pid as i32, status_file, last_status: None },
         );
         self.save();
-        tracing::info!(%unit, run, pid, "workload started");
+        tracing::info!(%unit, run, pid, "{}", crate::events::WORKLOAD_STARTED);
         self.report(WorkloadEvent::Started { unit: unit.clone(), run, pid });
         let (inbox, running) = (self.inbox.clone(), self.running.clone());
         tokio::spawn(async move {
@@ -199,9 +199,9 @@ impl Workloads {
                     table.remove(&unit);
                 }
             }
-            tracing::info!(%unit, run, code = ?code, signal = ?signal, "workload exited");
+            tracing::info!(%unit, run, code = ?code, signal = ?signal, "{}", crate::events::WORKLOAD_EXITED);
             let _ = inbox
-                .send(Inbound::Workload(WorkloadEvent::Exited { unit, run, code, signal }))
+                .send(Input::Workload(WorkloadEvent::Exited { unit, run, code, signal }))
                 .await;
         });
     }
@@ -239,7 +239,7 @@ impl Workloads {
     }
 
     fn report(&self, ev: WorkloadEvent) {
-        if self.inbox.try_send(Inbound::Workload(ev)).is_err() {
+        if self.inbox.try_send(Input::Workload(ev)).is_err() {
             tracing::warn!("driver inbox full; a workload event was dropped");
         }
     }
@@ -255,7 +255,7 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// Reads each running workload's status file now and then; a changed,
 /// non-empty first line becomes its status message.
-async fn poll_status(running: Arc<Mutex<BTreeMap<String, Running>>>, inbox: mpsc::Sender<Inbound>) {
+async fn poll_status(running: Arc<Mutex<BTreeMap<String, Running>>>, inbox: mpsc::Sender<Input>) {
     let mut tick = tokio::time::interval(Duration::from_millis(STATUS_POLL_MS));
     loop {
         tick.tick().await;
@@ -271,7 +271,7 @@ async fn poll_status(running: Arc<Mutex<BTreeMap<String, Running>>>, inbox: mpsc
             }
         }
         for ev in events {
-            if inbox.send(Inbound::Workload(ev)).await.is_err() {
+            if inbox.send(Input::Workload(ev)).await.is_err() {
                 return;
             }
         }

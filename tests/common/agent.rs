@@ -40,9 +40,15 @@ impl Agent {
             cmd.env(super::TOKEN_ENV, t);
         }
         let (child, log) = spawn_logged(cmd);
-        log.wait_for("agent starting", |l| l.iter().any(|v| message(v) == "agent starting"));
-        let start =
-            log.snapshot().into_iter().rev().find(|v| message(v) == "agent starting").unwrap();
+        log.wait_for(jujud::events::AGENT_STARTING, |l| {
+            l.iter().any(|v| message(v) == jujud::events::AGENT_STARTING)
+        });
+        let start = log
+            .snapshot()
+            .into_iter()
+            .rev()
+            .find(|v| message(v) == jujud::events::AGENT_STARTING)
+            .unwrap();
         Agent {
             child: Some(child),
             dir: dir.to_path_buf(),
@@ -54,7 +60,9 @@ impl Agent {
 
     /// The manager of the newest session, once one is open.
     pub fn wait_session(&self, what: &str) -> String {
-        self.log.wait_for(what, |l| l.iter().any(|v| message(v) == "agent session opened"));
+        self.log.wait_for(what, |l| {
+            l.iter().any(|v| message(v) == jujud::events::AGENT_SESSION_OPENED)
+        });
         self.session_manager().unwrap()
     }
 
@@ -63,7 +71,7 @@ impl Agent {
             .snapshot()
             .iter()
             .rev()
-            .find(|v| message(v) == "agent session opened")
+            .find(|v| message(v) == jujud::events::AGENT_SESSION_OPENED)
             .map(|v| field(v, "manager"))
     }
 
@@ -72,12 +80,16 @@ impl Agent {
         self.log
             .snapshot()
             .iter()
-            .filter(|v| message(v) == "workload started" && field(v, "unit") == unit)
+            .filter(|v| message(v) == jujud::events::WORKLOAD_STARTED && field(v, "unit") == unit)
             .count()
     }
 
     pub fn sessions_opened(&self) -> usize {
-        self.log.snapshot().iter().filter(|v| message(v) == "agent session opened").count()
+        self.log
+            .snapshot()
+            .iter()
+            .filter(|v| message(v) == jujud::events::AGENT_SESSION_OPENED)
+            .count()
     }
 
     /// SIGKILL and reap.

@@ -95,8 +95,10 @@ pub fn saw(lines: &[Value], msg: &str, member: &str) -> bool {
 pub fn saw_up_at(lines: &[Value], member: &str, generation: u64) -> bool {
     lines.iter().any(|l| {
         field(l, "member") == member
-            && ((message(l) == "member up" && field(l, "generation") == generation.to_string())
-                || (message(l) == "member renamed" && field(l, "to") == generation.to_string()))
+            && ((message(l) == jujud::events::MEMBER_UP
+                && field(l, "generation") == generation.to_string())
+                || (message(l) == jujud::events::MEMBER_RENAMED
+                    && field(l, "to") == generation.to_string()))
     })
 }
 
@@ -181,9 +183,15 @@ impl Peer {
             cmd.env(TOKEN_ENV, t);
         }
         let (child, log) = spawn_logged(cmd);
-        log.wait_for("manager starting", |l| l.iter().any(|v| message(v) == "manager starting"));
-        let start =
-            log.snapshot().into_iter().rev().find(|v| message(v) == "manager starting").unwrap();
+        log.wait_for(jujud::events::MANAGER_STARTING, |l| {
+            l.iter().any(|v| message(v) == jujud::events::MANAGER_STARTING)
+        });
+        let start = log
+            .snapshot()
+            .into_iter()
+            .rev()
+            .find(|v| message(v) == jujud::events::MANAGER_STARTING)
+            .unwrap();
         let id = field(&start, "id");
         let generation = field(&start, "generation").parse().unwrap();
         Peer { child: Some(child), dir: dir.to_path_buf(), addr, log, id, generation }

@@ -155,7 +155,7 @@ fn grow_or_retire(
 /// Stops a down manager's instance at once and revokes its node; its
 /// machine is marked dead when the stop is confirmed ([`stopped`]).
 fn heal(c: &mut Controller, view: &View<'_>, f: &MachineFacts, out: &mut ControlOut) {
-    tracing::warn!(machine = %f.id, nodes = ?f.nodes, "a manager was down past the grace period; replacing it");
+    tracing::warn!(machine = %f.id, nodes = ?f.nodes, "{}", crate::events::MANAGER_REPLACED);
     c.stats.managers_healed += 1;
     for n in &f.nodes {
         out.notices.push(Notice::MemberRevoked { id: *n });

@@ -58,7 +58,10 @@ pub enum ProviderCmd {
     /// Start `instance` for `machine`: a manager (joining through `seeds`)
     /// or an agent. The driver mints the join token, bound to `machine`.
     /// `host`: the pool host an enlisted machine lives on (start exactly
-    /// there), else the provider picks a free host.
+    /// there), else the provider picks a free host. `busy`: the hosts the
+    /// state shows holding an instance (running, or fenced and not yet
+    /// cleaned), which a provider placing on a pool tries last rather than
+    /// asking each one first (the state may lag, so they are not skipped).
     Start {
         req: u64,
         provider: ProviderSpec,
@@ -67,6 +70,7 @@ pub enum ProviderCmd {
         manager: bool,
         seeds: Vec<SocketAddr>,
         host: Option<String>,
+        busy: Vec<String>,
     },
     /// Stop `instance`: gracefully (the process leaves the cluster) or at
     /// once (a frozen or dead manager that must never come back). `at`:

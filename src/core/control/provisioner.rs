@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::provider::{ProviderCmd, instance_name};
 use super::{ControlOut, Controller, Singleton, View};
-use crate::core::state::controllers::MachineFacts;
+use crate::core::state::controllers::{self, MachineFacts};
 use crate::core::time::Time;
 
 /// First and longest wait before retrying a failed start.
@@ -56,6 +56,25 @@ fn may_provision(view: &View<'_>) -> bool {
     view.facts.iter().filter(provisioned).all(|f| view.in_contact_with(f))
 }
 
+/// The hosts the state shows holding an instance: a machine's recorded
+/// instance address (unless the machine is dead and its instance stopped)
+/// and the host a live machine is placed on. Sorted, without repeats.
+pub fn busy_hosts(facts: &[MachineFacts]) -> Vec<String> {
+    let mut busy: Vec<String> = facts
+        .iter()
+        .flat_map(|f| {
+            let at = f.instance_at.as_deref().filter(|_| !(f.dead && f.instance_stopped));
+            let placed = f.host.as_deref().filter(|_| f.alive);
+            [at.map(controllers::host_of), placed]
+        })
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    busy.sort();
+    busy.dedup();
+    busy
+}
+
 /// One round: a start for each live machine without an instance.
 pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
     let Some(spec) = view.provider.clone() else { return };
@@ -64,6 +83,7 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
         return;
     }
     let seeds: Vec<std::net::SocketAddr> = view.live.iter().map(|m| m.addr).collect();
+    let busy = busy_hosts(view.facts);
     c.provisioner
         .failures
         .retain(|m, _| view.facts.iter().any(|f| &f.id == m && f.alive && f.instance.is_none()));
@@ -103,7 +123,45 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
             manager: f.controller,
             seeds: seeds.clone(),
             host: f.host.clone(),
+            busy: busy.clone(),
         };
         c.fly(cmd, Singleton::Provisioner, view.now, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(id: &str, addr: &str) -> MachineFacts {
+        MachineFacts {
+            id: id.into(),
+            alive: true,
+            instance_at: Some(addr.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn busy_hosts_are_those_holding_an_instance_or_a_placement() {
+        let running = at("0", "10.0.0.1:17070");
+        // Healed: dead and fenced, its instance not stopped yet: still busy.
+        let fenced = MachineFacts { alive: false, dead: true, ..at("1", "10.0.0.2:17070") };
+        // Dead and stopped: its host is free again.
+        let gone = MachineFacts {
+            alive: false,
+            dead: true,
+            instance_stopped: true,
+            ..at("2", "10.0.0.3:17070")
+        };
+        let placed = MachineFacts {
+            id: "3".into(),
+            alive: true,
+            host: Some("10.0.0.4".into()),
+            ..Default::default()
+        };
+        let twice = at("4", "10.0.0.1:17070");
+        let busy = busy_hosts(&[running, fenced, gone, placed, twice]);
+        assert_eq!(busy, ["10.0.0.1", "10.0.0.2", "10.0.0.4"]);
     }
 }

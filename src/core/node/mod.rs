@@ -1,36 +1,35 @@
-//! The membership node: a sans-IO state machine fed `(now, input)` and
-//! drained of outputs. It wraps foca (SWIM) and adds what foca lacks:
-//! certificate-bound senders, local health awareness, graceful-leave notices
-//! and a partition-healing rejoin loop.
+//! The node: a sans-IO state machine fed `(now, input)` and drained of
+//! outputs. It is three parts that own their fields — membership (foca and
+//! what the node adds to it, [`membership`]), the manager's side (replicated
+//! state, singleton workers, served agent sessions, [`manager`]) and the
+//! agent's side ([`agent`]) — and `Node` itself only routes each input to the
+//! part that owns it, then runs one step, [`Node::settle`], in which the
+//! parts exchange what they need as arguments and return values.
 //!
-//! Owns one member's view of the cluster. Must never touch a socket, a clock,
-//! a thread or OS randomness: time comes in with every input, randomness from
-//! the seed in [`NodeConfig`], and every effect leaves as an [`Output`].
+//! Owns the parts, the one bounded output queue ([`Outbox`]), the counters
+//! and the one random source. Must never touch a socket, a clock, a thread or
+//! OS randomness: time comes in with every input, randomness from the seed in
+//! [`NodeConfig`], and every effect leaves as an [`Output`]. No part reads
+//! another part's fields.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use foca::{Foca, Notification, Runtime};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::agent::role::AgentRole;
 use super::agent::serve::AgentSessions;
-use super::codec::{BincodeCodec, CodecError};
 use super::control::Controller;
-use super::health::LocalHealth;
-use super::identity::{Identity, NodeId, Role};
-use super::io::{
-    Event, Input, MemberInfo, MemberState, Output, PeerCert, Stats, Time, Timer, TimerKind,
-};
-use super::notices::{Notice, NoticeBook, NoticeHandler, NoticeKey};
-use super::rejoin::Rejoin;
-use super::state::sync::ANTI_ENTROPY_PERIOD_MS;
-use super::state::{Replica, StateSync};
+use super::identity::{Identity, NodeId};
+use super::io::{Input, MemberInfo, Output, Stats, Time, Timer, TimerKind};
+use super::notices::Notice;
+use super::state::{Replica, StateSync, StatusView};
 use super::timing::Timing;
+
+use agent::AgentSide;
+use manager::Manager;
+use membership::Membership;
 
 /// Most times an update is piggybacked, however large the cluster.
 pub const MAX_TRANSMISSIONS_CAP: u8 = 32;
@@ -75,217 +74,140 @@ pub struct AgentSpec {
     pub address: String,
 }
 
-type Swim = Foca<Identity, BincodeCodec, ChaCha8Rng, WatchedHandler>;
-
-/// The notice handler, raising a flag whenever foca hands it an item (in
-/// `handle_data` when a packet carries broadcasts, and in `add_broadcast`):
-/// only then can the book hold fresh notices, so only then does the flush
-/// lock it. The flag is only ever touched from the node's own thread, so
-/// plain loads and stores do (no read-modify-write).
-struct WatchedHandler {
-    inner: NoticeHandler,
-    touched: Arc<AtomicBool>,
-}
-
-impl foca::BroadcastHandler<Identity> for WatchedHandler {
-    type Key = NoticeKey;
-    type Error = CodecError;
-
-    fn receive_item(
-        &mut self,
-        data: &[u8],
-        sender: Option<&Identity>,
-    ) -> Result<Option<NoticeKey>, CodecError> {
-        self.touched.store(true, Ordering::Relaxed);
-        self.inner.receive_item(data, sender)
-    }
-}
-
-/// Collects what foca asks for during one call.
+/// The node's one output queue, bounded by [`MAX_PENDING_OUTPUTS`]: past
+/// it, sends are dropped and counted (`dropped_output_full`); timers and
+/// events are never dropped, since a lost timer stops a loop for good.
 #[derive(Default)]
-struct Collector {
-    sends: Vec<(Identity, Vec<u8>)>,
-    timers: Vec<(foca::Timer<Identity>, Duration)>,
-    notes: Vec<foca::OwnedNotification<Identity>>,
-    highest_sent_incarnation: u16,
+pub(super) struct Outbox {
+    queue: VecDeque<Output>,
 }
 
-impl Runtime<Identity> for Collector {
-    fn notify(&mut self, notification: Notification<'_, Identity>) {
-        match notification {
-            Notification::DataSent(header) => {
-                self.highest_sent_incarnation =
-                    self.highest_sent_incarnation.max(header.src_incarnation);
-            }
-            Notification::DataReceived(_) => {}
-            other => self.notes.push(other.to_owned()),
+impl Outbox {
+    /// Queues one output, or drops it at the bound if it is a send.
+    fn push(&mut self, stats: &mut Stats, output: Output) {
+        if self.queue.is_empty() {
+            // Back to the start of the ring: a queue that is drained after
+            // every input otherwise walks its whole buffer, and each output
+            // lands on a cache line not touched for a while.
+            self.queue.clear();
         }
+        if self.queue.len() >= MAX_PENDING_OUTPUTS && matches!(output, Output::Send { .. }) {
+            stats.dropped_output_full += 1;
+            return;
+        }
+        self.queue.push_back(output);
+        debug_assert!(
+            self.queue.len() <= MAX_PENDING_OUTPUTS
+                || !matches!(self.queue.back(), Some(Output::Send { .. })),
+            "a send queued past the output bound"
+        );
     }
 
-    fn send_to(&mut self, to: Identity, data: &[u8]) {
-        let mut bytes = Vec::with_capacity(data.len() + 1);
-        bytes.push(SWIM_TAG);
-        bytes.extend_from_slice(data);
-        self.sends.push((to, bytes));
+    /// Postcondition of every push: no send waits past the bound (timers
+    /// and events may: they are never dropped). O(queue), debug builds only.
+    #[cfg(debug_assertions)]
+    fn check_bound(&self) {
+        let late_sends = self.queue.iter().skip(MAX_PENDING_OUTPUTS);
+        let late_sends = late_sends.filter(|o| matches!(o, Output::Send { .. })).count();
+        assert_eq!(late_sends, 0, "sends queued past MAX_PENDING_OUTPUTS");
     }
 
-    fn submit_after(&mut self, event: foca::Timer<Identity>, after: Duration) {
-        self.timers.push((event, after));
+    fn pop(&mut self) -> Option<Output> {
+        self.queue.pop_front()
     }
 }
 
-/// One member's membership state machine.
+/// What a part may use while it handles one input or settles: the time,
+/// the node's one output queue, its counters and its one random source
+/// (one source, drawn in the order the parts run, so a seed replays).
+pub(super) struct Ctx<'a> {
+    pub now: Time,
+    pub out: &'a mut Outbox,
+    pub stats: &'a mut Stats,
+    pub rng: &'a mut ChaCha8Rng,
+}
+
+impl Ctx<'_> {
+    /// Queues one output (see [`Outbox`] for the bound).
+    pub fn push(&mut self, output: Output) {
+        debug_assert!(
+            !matches!(&output, Output::SetTimer(t) if t.at < self.now),
+            "a timer armed in the past: {output:?}"
+        );
+        self.out.push(self.stats, output);
+    }
+
+    /// Arms a timer `after` from now.
+    pub fn arm(&mut self, kind: TimerKind, after: std::time::Duration) {
+        self.push(Output::SetTimer(Timer { at: self.now + after, kind }));
+    }
+}
+
+/// One member's state machine: the parts and the queue their outputs go to.
 pub struct Node {
-    swim: Swim,
-    collector: Collector,
-    outputs: VecDeque<Output>,
-    notices: Arc<Mutex<NoticeBook>>,
-    health: LocalHealth,
-    rejoin: Rejoin,
-    timing: Timing,
+    membership: Membership,
+    /// Replicated state, workers and served sessions (managers only).
+    manager: Option<Manager>,
+    /// The agent's sessions and workloads (agents only).
+    agent: Option<AgentSide>,
+    out: Outbox,
     stats: Stats,
     rng: ChaCha8Rng,
-    /// Incarnation we last announced; a rise means we refuted a suspicion.
-    incarnation: u16,
-    /// Whether a stall or self-refutation happened this probe period.
-    troubled: bool,
-    /// Members seen as suspect at the last housekeeping, with generation.
-    suspects: BTreeMap<NodeId, u64>,
-    left: bool,
-    /// Replicated state and its replication (managers only).
-    state: Option<StateSync>,
-    /// foca's current piggyback count (scaled with the cluster's size).
-    max_transmissions: u8,
-    /// The agent's sessions and workloads (agents only).
-    agent: Option<AgentRole>,
-    /// The agent timer armed: when, and its token (older ones are stale).
-    agent_timer: Option<(Time, u64)>,
-    agent_token: u64,
-    /// A manager or its membership changed: live managers are re-read.
-    managers_changed: bool,
-    /// Live managers (alive or suspect; this node too when it is one),
-    /// sorted by id; refreshed only when `managers_changed`.
-    live_managers: Vec<Identity>,
-    /// The same without this node: where state goes.
-    peer_manager_ids: Vec<NodeId>,
-    /// This manager's probe rounds and who answered them (contact for the
-    /// workers' majority checks).
-    contact: crate::core::control::contact::Contact,
-    /// foca's gossip timer, held while it has nothing to gossip; armed
-    /// again (to fire at once) by `flush` when updates appear.
-    parked_gossip: Option<foca::Timer<Identity>>,
-    /// The workers' machine facts, by the replica version they were read at.
-    facts_cache: Option<control::FactsCache>,
-    /// Agent sessions this manager serves (empty elsewhere).
-    served: AgentSessions,
-    /// The replica changed during this input (assignments may have).
-    state_changed: bool,
-    /// The assignment refresh timer is armed.
-    assign_armed: bool,
-    /// The singleton workers (managers only).
-    control: Option<Controller>,
-    /// Members revoked by the HA keeper: their traffic is dropped.
-    revoked: BTreeSet<NodeId>,
-    /// The member count `max_transmissions` was last sized for (0 before
-    /// the first housekeeping): the same count needs no new sizing.
-    transmissions_sized_for: usize,
-    /// Raised by the notice handler when foca hands it an item (see
-    /// [`WatchedHandler`]); lowered by the flush that drains fresh notices.
-    notices_touched: Arc<AtomicBool>,
-    /// Scratch of a rejoin round: the active ids, sorted.
-    active_scratch: Vec<NodeId>,
-    /// Bumped on every foca notification about membership and on every
-    /// fresh notice: all that can change what a rejoin round reads (the
-    /// active members and their addresses, the known peers, departures).
-    membership_changes: u64,
-    /// `membership_changes` at the last rejoin round, if it found nothing
-    /// missing: until it moves, every round finds the same, so it is not
-    /// computed again (a round is O(N log N)).
-    quiet_since: Option<u64>,
+}
+
+/// Builds the `Ctx` for `now` from a node's own fields, leaving the parts
+/// free to be borrowed beside it.
+macro_rules! cx {
+    ($node:ident, $now:expr) => {
+        &mut Ctx { now: $now, out: &mut $node.out, stats: &mut $node.stats, rng: &mut $node.rng }
+    };
 }
 
 impl Node {
     /// A node that has not yet said anything; call [`Node::start`].
     pub fn new(config: NodeConfig) -> Node {
-        let inner = NoticeHandler::default();
-        let notices = inner.book.clone();
-        let notices_touched = Arc::new(AtomicBool::new(false));
-        let handler = WatchedHandler { inner, touched: notices_touched.clone() };
         let mut rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
         let foca_rng = ChaCha8Rng::seed_from_u64(rand::RngExt::random(&mut rng));
-        let swim = Foca::with_custom_broadcast(
-            config.identity.clone(),
-            config.timing.foca_config(),
+        let me = config.identity.id;
+        let membership = Membership::new(
+            config.identity,
+            &config.timing,
+            &config.seeds,
+            &config.known_peers,
             foca_rng,
-            BincodeCodec,
-            handler,
         );
-        let t = &config.timing;
-        let mut rejoin = Rejoin::new(
-            config.seeds.clone(),
-            Duration::from_millis(t.rejoin_backoff_min_ms),
-            Duration::from_millis(t.rejoin_backoff_max_ms),
-        );
-        for peer in config.known_peers.iter().filter(|p| p.id != config.identity.id) {
-            rejoin.remember(peer);
-        }
-        let holds_state = config.state.is_some();
+        let controller_machine = config.controller_machine;
         Node {
-            swim,
-            collector: Collector::default(),
-            outputs: VecDeque::new(),
-            notices,
-            health: LocalHealth::new(t.health_max, Duration::from_millis(t.late_timer_ms)),
-            rejoin,
-            timing: config.timing.clone(),
+            membership,
+            manager: config.state.map(|r| Manager::new(me, r, controller_machine)),
+            agent: config.agent.map(|a| AgentSide::new(me, a, config.seeds)),
+            out: Outbox::default(),
             stats: Stats::default(),
             rng,
-            incarnation: 0,
-            troubled: false,
-            suspects: BTreeMap::new(),
-            left: false,
-            state: config.state.map(StateSync::new),
-            max_transmissions: config.timing.max_transmissions,
-            agent: config.agent.map(|a| {
-                AgentRole::new(config.identity.id, a.machine, a.address, config.seeds.clone())
-            }),
-            agent_timer: None,
-            agent_token: 0,
-            managers_changed: true,
-            live_managers: Vec::new(),
-            peer_manager_ids: Vec::new(),
-            contact: Default::default(),
-            parked_gossip: None,
-            facts_cache: None,
-            served: AgentSessions::default(),
-            state_changed: false,
-            assign_armed: false,
-            control: holds_state
-                .then(|| Controller::new(config.identity.id, config.controller_machine.clone())),
-            revoked: BTreeSet::new(),
-            transmissions_sized_for: 0,
-            notices_touched,
-            active_scratch: Vec::new(),
-            membership_changes: 0,
-            quiet_since: None,
         }
     }
 
     /// Starts the node: arms its loops and reaches out to seeds and peers.
+    /// What foca queues here leaves with the first input's flush.
     pub fn start(&mut self, now: Time) {
-        self.arm(now, TimerKind::Housekeeping, Duration::from_millis(self.timing.probe_period_ms));
-        if self.state.is_some() {
-            self.arm(now, TimerKind::AntiEntropy, Duration::from_millis(ANTI_ENTROPY_PERIOD_MS));
+        let cx = cx!(self, now);
+        self.membership.arm_housekeeping(cx);
+        if let Some(m) = self.manager.as_mut() {
+            m.arm_anti_entropy(cx);
         }
-        self.rejoin_round(now);
-        self.start_agent(now);
-        self.arm_control(now);
-        self.after_input(now);
+        self.membership.rejoin_round(cx);
+        if let Some(a) = self.agent.as_mut() {
+            a.start(cx);
+        }
+        if let Some(m) = self.manager.as_mut() {
+            m.arm_control(cx);
+        }
+        self.settle(now, Drain::Later);
     }
 
     /// This node's identity (its generation changes on forced rejoin).
     pub fn identity(&self) -> &Identity {
-        self.swim.identity()
+        self.membership.identity()
     }
 
     /// Counters since start.
@@ -295,466 +217,263 @@ impl Node {
 
     /// The local-health score (0 is healthy).
     pub fn health_score(&self) -> u32 {
-        self.health.score()
+        self.membership.health_score()
     }
 
     /// Whether this node has left the cluster.
     pub fn has_left(&self) -> bool {
-        self.left
+        self.membership.has_left()
     }
 
     /// Peers worth remembering as seeds for the next start.
     pub fn known_peers(&self) -> Vec<Identity> {
-        self.rejoin.known().cloned().collect()
+        self.membership.known_peers()
     }
 
     /// Every notice this node knows, to persist or to share with a peer.
     pub fn notices(&self) -> Vec<Notice> {
-        let book = self.notices.lock().expect("notice book poisoned");
-        let departed =
-            book.departed.iter().map(|(id, g)| Notice::Departed { id: *id, generation: *g });
-        let members = book.revoked_members.iter().map(|id| Notice::MemberRevoked { id: *id });
-        departed.chain(members).collect()
+        self.membership.notices()
     }
 
     /// Ids of the members foca sees as active (alive or suspect).
     pub fn active_ids(&self) -> BTreeSet<NodeId> {
-        self.swim.iter_members().map(|m| m.id().id).collect()
+        self.membership.active_ids()
     }
 
     /// Every member as this node sees it, itself first, then by id.
     pub fn members(&self) -> Vec<MemberInfo> {
-        let book = self.notices.lock().expect("notice book poisoned");
-        let me = self.identity().clone();
-        let own = if self.left { MemberState::Left } else { MemberState::Alive };
-        let mut rows = vec![MemberInfo { identity: me, state: own, incarnation: self.incarnation }];
-        for m in self.swim.iter_membership_state() {
-            let id = m.id();
-            let state = match m.state() {
-                foca::State::Alive => MemberState::Alive,
-                foca::State::Suspect => MemberState::Suspect,
-                foca::State::Down if self.revoked.contains(&id.id) => MemberState::Replaced,
-                foca::State::Down if departed(&book, id) => MemberState::Left,
-                foca::State::Down => MemberState::Down,
-            };
-            rows.push(MemberInfo { identity: id.clone(), state, incarnation: m.incarnation() });
-        }
-        rows[1..].sort_by_key(|r| r.identity.id);
-        rows
+        self.membership.members()
+    }
+
+    /// Live managers' ids as foca sees them (alive or suspect), including
+    /// this node when it is one; sorted; as of the last settle.
+    pub fn live_manager_ids(&self) -> Vec<NodeId> {
+        self.membership.live().ids()
+    }
+
+    /// The replicated state, for managers.
+    pub fn state(&self) -> Option<&StateSync> {
+        self.manager.as_ref().map(Manager::sync)
+    }
+
+    /// The singleton workers (managers).
+    pub fn control(&self) -> Option<&Controller> {
+        self.manager.as_ref().map(Manager::control)
+    }
+
+    /// The agent sessions this manager serves (`None` elsewhere).
+    pub fn served(&self) -> Option<&AgentSessions> {
+        self.manager.as_ref().map(Manager::served)
+    }
+
+    /// The agent's session and workloads, on an agent.
+    pub fn agent(&self) -> Option<&AgentRole> {
+        self.agent.as_ref().map(AgentSide::role)
+    }
+
+    /// The controller summary (managers only).
+    pub fn controller_info(&self) -> Option<crate::core::control::ControllerInfo> {
+        Some(self.manager.as_ref()?.controller_info(self.membership.live()))
+    }
+
+    /// The status view with each machine's agent presence (from SWIM, as
+    /// this node sees it) and each unit's machine presence; managers only.
+    pub fn status_view(&self) -> Option<StatusView> {
+        let manager = self.manager.as_ref()?;
+        Some(manager.status_view(&self.membership.members()))
     }
 
     /// Takes the next output, if any.
     pub fn poll(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.out.pop()
     }
 
-    /// Feeds one input at time `now`.
+    /// Feeds one input at time `now`: routes it to the part that owns it,
+    /// then settles.
     pub fn handle(&mut self, now: Time, input: Input) {
-        if self.left {
+        if self.membership.has_left() {
             return;
         }
+        let cx = cx!(self, now);
         match input {
-            Input::Datagram { from, bytes } => self.on_datagram(from, &bytes),
+            Input::Datagram { from, bytes } => self.membership.on_datagram(cx, from, &bytes),
             Input::Timer(timer) => self.on_timer(now, timer),
-            Input::Identified { addr, peer } => self.on_identified(addr, peer),
-            Input::Leave => self.leave(),
-            Input::Publish(notice) => self.publish(&notice),
-            Input::Command { req, id, cmd, replicas, timeout } => {
-                self.on_command(now, req, id, &cmd, replicas, timeout)
+            Input::Identified { addr, peer } => self.membership.on_identified(cx, addr, peer),
+            Input::Leave => self.membership.leave(),
+            Input::Publish(notice) => self.membership.publish(&notice),
+            Input::Command { req, id, cmd, replicas, timeout } => match self.manager.as_mut() {
+                Some(m) => {
+                    m.on_command(cx, self.membership.live(), req, id, &cmd, replicas, timeout)
+                }
+                None => manager::refuse_command(cx, req),
+            },
+            Input::DurableRemote { vv } => {
+                if let Some(m) = self.manager.as_mut() {
+                    m.on_durable_remote(cx, self.membership.live(), &vv);
+                }
             }
-            Input::DurableRemote { vv } => self.on_durable_remote(now, &vv),
-            Input::Durable { seq } => self.on_durable(now, seq),
-            Input::State { from, bytes } => self.on_state(now, from, &bytes),
+            Input::Durable { seq } => {
+                if let Some(m) = self.manager.as_mut() {
+                    m.on_durable(cx, self.membership.live(), seq);
+                }
+            }
+            Input::State { from, bytes } => match self.manager.as_mut() {
+                Some(m) => m.on_state(cx, self.membership.live(), from, &bytes),
+                None => manager::refuse_state(cx),
+            },
+            Input::SessionOpened { .. }
+            | Input::SessionClosed { .. }
+            | Input::SessionData { .. }
+            | Input::Workload(_) => self.on_session_input(now, input),
+            Input::Provider(result) => {
+                if let Some(m) = self.manager.as_mut() {
+                    let me = self.membership.identity();
+                    let notices = m.on_provider(cx, self.membership.live(), me, &result);
+                    self.membership.publish_all(&notices);
+                }
+            }
+        }
+        self.settle(now, Drain::Foca);
+    }
+
+    /// Session and workload inputs: the agent's on an agent, the served
+    /// sessions' on a manager, refused on a member that is neither.
+    fn on_session_input(&mut self, now: Time, input: Input) {
+        let cx = cx!(self, now);
+        let live = self.membership.live();
+        match input {
             Input::SessionOpened { session, peer, machine } => {
-                self.on_session_opened(now, session, peer, machine)
-            }
-            Input::SessionClosed { session } => self.on_session_closed(now, session),
-            Input::SessionData { session, bytes } => self.on_session_data(now, session, &bytes),
-            Input::Workload(ev) => self.on_workload(now, &ev),
-            Input::Provider(result) => self.on_provider(now, &result),
-        }
-        self.flush(now);
-        self.after_input(now);
-    }
-
-    fn on_datagram(&mut self, from: PeerCert, bytes: &[u8]) {
-        self.stats.datagrams_in += 1;
-        self.stats.bytes_in += bytes.len() as u64;
-        if bytes.len() > self.timing.max_packet_bytes + 1 {
-            self.stats.dropped_oversized += 1;
-            return;
-        }
-        let Some((&SWIM_TAG, body)) = bytes.split_first() else {
-            self.stats.dropped_malformed += 1;
-            return;
-        };
-        // foca hands over the header's sender as soon as it has decoded the
-        // header, and drops the datagram unchanged unless it is the id and
-        // role the certificate proved (one decode for the check and foca).
-        let mut claimed = None;
-        let accept = |src: &Identity| {
-            let proven = src.id == from.id && src.role == from.role;
-            if !proven {
-                claimed = Some(src.id);
-            }
-            proven
-        };
-        if self.revoked.contains(&from.id) {
-            self.stats.dropped_revoked += 1;
-            return;
-        }
-        match self.swim.handle_data_from(body, accept, &mut self.collector) {
-            Ok(true) => {}
-            Ok(false) => {
-                let claimed = claimed.map(|id| id.to_string()).unwrap_or_default();
-                tracing::warn!(%claimed, proven = %from.id, "dropped datagram speaking for another member");
-                self.stats.dropped_spoofed += 1;
-            }
-            Err(e) => {
-                tracing::debug!(from = %from.id, error = %e, "swim refused datagram");
-                match e {
-                    foca::Error::Decode(_)
-                    | foca::Error::MalformedPacket
-                    | foca::Error::DataTooBig => self.stats.dropped_malformed += 1,
-                    _ => self.stats.dropped_rejected += 1,
+                match (self.agent.as_mut(), self.manager.as_mut()) {
+                    (Some(a), _) => a.on_session_opened(cx, session, peer),
+                    (None, Some(m)) => m.on_session_opened(cx, live, session, peer, machine),
+                    (None, None) => manager::refuse_session(cx, session),
                 }
             }
+            Input::SessionClosed { session } => {
+                match (self.agent.as_mut(), self.manager.as_mut()) {
+                    (Some(a), _) => a.on_session_closed(cx, session),
+                    (None, Some(m)) => m.on_session_closed(session),
+                    (None, None) => {}
+                }
+            }
+            Input::SessionData { session, bytes } => {
+                match (self.agent.as_mut(), self.manager.as_mut()) {
+                    (Some(a), _) => a.on_session_data(cx, session, &bytes),
+                    (None, Some(m)) => m.on_session_data(cx, live, session, &bytes),
+                    (None, None) => {}
+                }
+            }
+            Input::Workload(ev) => {
+                if let Some(a) = self.agent.as_mut() {
+                    a.on_workload(cx, &ev);
+                }
+            }
+            _ => debug_assert!(false, "not a session input: {input:?}"),
         }
     }
 
+    /// A timer fired: local health hears how late, then its owner handles it.
     fn on_timer(&mut self, now: Time, timer: Timer) {
-        let lateness = now.saturating_sub(timer.at);
-        if self.health.on_timer_lateness(lateness) {
-            self.stats.late_timers += 1;
-            self.troubled = true;
-        }
+        let cx = cx!(self, now);
+        self.membership.note_lateness(cx, timer.at);
         match timer.kind {
-            TimerKind::Swim(event) => {
-                if matches!(event, foca::Timer::ProbeRandomMember(_)) {
-                    self.stats.probes += 1;
-                }
-                if matches!(event, foca::Timer::PeriodicGossip(_))
-                    && self.swim.updates_backlog() == 0
-                    && self.swim.custom_broadcast_backlog() == 0
-                {
-                    // Nothing to gossip (foca would only re-arm it): park it
-                    // until there is (`flush`), instead of ten idle timers a
-                    // second.
-                    self.parked_gossip = Some(event);
-                    return;
-                }
-                if let Err(e) = self.swim.handle_timer(event, &mut self.collector) {
-                    tracing::debug!(error = %e, "swim timer refused");
+            TimerKind::Swim(event) => self.membership.on_swim_timer(cx, event),
+            TimerKind::Rejoin(token) => self.membership.on_rejoin_timer(cx, token),
+            TimerKind::Housekeeping => self.membership.housekeeping(cx),
+            TimerKind::AntiEntropy => {
+                if let Some(m) = self.manager.as_mut() {
+                    m.anti_entropy(cx, self.membership.live());
                 }
             }
-            TimerKind::Rejoin(token) if token == self.rejoin.token => self.rejoin_round(now),
-            TimerKind::Rejoin(_) => {}
-            TimerKind::Housekeeping => self.housekeeping(now),
-            TimerKind::AntiEntropy => self.anti_entropy(now),
-            TimerKind::Agent(token) => self.on_agent_timer(now, token),
-            TimerKind::Assign => self.on_assign_timer(),
-            TimerKind::Control => self.on_control_tick(now),
-        }
-    }
-
-    fn on_identified(&mut self, addr: SocketAddr, peer: PeerCert) {
-        if peer.id == self.identity().id {
-            return;
-        }
-        let seed = Identity { id: peer.id, addr, role: peer.role, generation: 0 };
-        self.stats.rejoin_announces += 1;
-        if let Err(e) = self.swim.announce(seed, &mut self.collector) {
-            tracing::debug!(error = %e, "announce to seed failed");
-        }
-    }
-
-    fn leave(&mut self) {
-        let me = self.identity().clone();
-        self.publish(&Notice::Departed { id: me.id, generation: me.generation });
-        if let Err(e) = self.swim.leave_cluster(&mut self.collector) {
-            tracing::warn!(error = %e, "leave failed");
-        }
-        self.left = true;
-    }
-
-    fn publish(&mut self, notice: &Notice) {
-        let Ok(data) = super::codec::encode(notice) else { return };
-        match self.swim.add_broadcast(&data) {
-            Ok(true) => {
-                if let Err(e) = self.swim.broadcast(&mut self.collector) {
-                    tracing::debug!(error = %e, "broadcast failed");
+            TimerKind::Agent(token) => {
+                if let Some(a) = self.agent.as_mut() {
+                    a.on_timer(cx, token);
                 }
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "notice refused"),
-        }
-    }
-
-    fn rejoin_round(&mut self, now: Time) {
-        if self.quiet_since == Some(self.membership_changes) {
-            #[cfg(debug_assertions)]
-            self.assert_still_quiet(now);
-            let next_after = self.rejoin.quiet_round(now);
-            let token = self.rejoin.token;
-            self.arm(now, TimerKind::Rejoin(token), next_after);
-            return;
-        }
-        let mut active = std::mem::take(&mut self.active_scratch);
-        active.clear();
-        active.extend(self.swim.iter_members().map(|m| m.id().id));
-        active.sort_unstable();
-        let held = self.swim.iter_members().map(|m| m.id().addr).chain([self.swim.identity().addr]);
-        let book = self.notices.lock().expect("notice book poisoned");
-        let round = self.rejoin.round(now, &active, held, |p| departed(&book, p), &mut self.rng);
-        drop(book);
-        self.quiet_since = round.quiet(!active.is_empty()).then_some(self.membership_changes);
-        self.active_scratch = active;
-        for addr in round.identify {
-            self.push(Output::Identify { addr });
-        }
-        for peer in round.announce_to {
-            self.stats.rejoin_announces += 1;
-            if let Err(e) = self.swim.announce(peer, &mut self.collector) {
-                tracing::debug!(error = %e, "re-announce failed");
+            TimerKind::Assign => {
+                if let Some(m) = self.manager.as_mut() {
+                    m.on_assign_timer(cx, self.membership.live());
+                }
+            }
+            TimerKind::Control => {
+                if let Some(m) = self.manager.as_mut() {
+                    let me = self.membership.identity();
+                    let notices = m.on_control_tick(cx, self.membership.live(), me);
+                    self.membership.publish_all(&notices);
+                }
             }
         }
-        let token = self.rejoin.token;
-        self.arm(now, TimerKind::Rejoin(token), round.next_after);
     }
 
-    /// Debug builds check the shortcut: a full round on copies finds
-    /// nothing missing either.
+    /// The one step after every input (and after start), in this order:
+    /// 1. membership turns what foca asked for into outputs (not at start:
+    ///    what start queued leaves with the first input's, `Drain::Later`)
+    ///    and names the members that went down; the manager forgets their
+    ///    sync progress;
+    /// 2. if a manager came, went or was renamed, membership hands the new
+    ///    live-manager list to the manager (greeting new peers, moving
+    ///    worker ownership; the notices the workers decide on are
+    ///    published) and then to the agent;
+    /// 3. the agent arms its timer for its next wake-up, and the manager
+    ///    schedules an assignment refresh if the state changed.
+    ///
+    /// Parts exchange only values here: no part reads another's fields.
+    fn settle(&mut self, now: Time, drain: Drain) {
+        let cx = cx!(self, now);
+        if drain == Drain::Foca {
+            let downed = self.membership.flush(cx);
+            if let Some(m) = self.manager.as_mut() {
+                for id in downed {
+                    m.forget_peer(id);
+                }
+            }
+        }
+        if self.membership.refresh_live() {
+            if let Some(m) = self.manager.as_mut() {
+                let (live, me) = (self.membership.live(), self.membership.identity());
+                let notices = m.on_live_managers(cx, live, me);
+                self.membership.publish_all(&notices);
+            }
+            if let Some(a) = self.agent.as_mut() {
+                a.set_live_managers(cx, self.membership.live());
+            }
+        }
+        if let Some(a) = self.agent.as_mut() {
+            a.arm_timer(cx);
+        }
+        if let Some(m) = self.manager.as_mut() {
+            m.arm_assignments(cx);
+        }
+        #[cfg(debug_assertions)]
+        self.check_invariants();
+    }
+
+    /// Debug builds check, after every settle, what must hold between
+    /// inputs: each part's own invariants and the output queue's bound.
     #[cfg(debug_assertions)]
-    fn assert_still_quiet(&self, now: Time) {
-        let mut active: Vec<NodeId> = self.swim.iter_members().map(|m| m.id().id).collect();
-        active.sort_unstable();
-        let held = self.swim.iter_members().map(|m| m.id().addr).chain([self.swim.identity().addr]);
-        let book = self.notices.lock().expect("notice book poisoned");
-        let round = self.rejoin.clone().round(
-            now,
-            &active,
-            held,
-            |p| departed(&book, p),
-            &mut self.rng.clone(),
-        );
-        assert!(
-            round.quiet(!active.is_empty()),
-            "a rejoin round skipped as quiet would have found {round:?}"
-        );
-    }
-
-    fn housekeeping(&mut self, now: Time) {
-        if !self.troubled {
-            self.health.on_quiet_period();
+    fn check_invariants(&mut self) {
+        self.membership.check_invariants();
+        if let Some(m) = self.manager.as_mut() {
+            m.check_invariants();
         }
-        self.troubled = false;
-        let mut suspects = BTreeMap::new();
-        for m in self.swim.iter_members() {
-            let id = m.id();
-            match m.state() {
-                foca::State::Suspect => {
-                    if !self.suspects.contains_key(&id.id) {
-                        self.stats.suspicions += 1;
-                    }
-                    suspects.insert(id.id, id.generation);
-                }
-                _ if !self.suspects.is_empty()
-                    && self.suspects.get(&id.id) == Some(&id.generation) =>
-                {
-                    self.stats.refutations += 1
-                }
-                _ => {}
-            }
-        }
-        self.suspects = suspects;
-        self.scale_transmissions();
-        self.arm(now, TimerKind::Housekeeping, Duration::from_millis(self.timing.probe_period_ms));
-    }
-
-    /// Piggybacks each update more often as the cluster grows (foca's own
-    /// rule, 4·log10(N+1)), never below the configured count: with a fixed
-    /// count a 300-member join took 90 s in the simulator instead of 3 s.
-    fn scale_transmissions(&mut self) {
-        let members = self.swim.num_members() + 1;
-        if members == self.transmissions_sized_for {
-            return;
-        }
-        let by_size = (4.0 * ((members + 1) as f64).log10()).ceil() as u8;
-        let want = by_size.clamp(self.timing.max_transmissions, MAX_TRANSMISSIONS_CAP);
-        if want != self.max_transmissions {
-            let mut cfg = self.timing.foca_config();
-            cfg.max_transmissions = std::num::NonZeroU8::new(want).expect("clamped above zero");
-            if self.swim.set_config(cfg).is_err() {
-                return;
-            }
-            self.max_transmissions = want;
-        }
-        self.transmissions_sized_for = members;
-    }
-
-    fn arm(&mut self, now: Time, kind: TimerKind, after: Duration) {
-        self.push(Output::SetTimer(Timer { at: now + after, kind }));
-    }
-
-    fn push(&mut self, output: Output) {
-        push_output(&mut self.outputs, &mut self.stats, output);
-    }
-
-    /// Turns what foca asked for into outputs, stretching this node's own
-    /// probe and suspicion timeouts by its local-health score. The
-    /// collector's buffers are drained in place (their capacity is kept).
-    fn flush(&mut self, now: Time) {
-        if self.collector.highest_sent_incarnation > self.incarnation {
-            self.incarnation = self.collector.highest_sent_incarnation;
-            self.stats.self_refutations += 1;
-            self.health.on_self_refuted();
-            self.troubled = true;
-        }
-        for (to, bytes) in self.collector.sends.drain(..) {
-            self.stats.datagrams_out += 1;
-            self.stats.bytes_out += bytes.len() as u64;
-            self.stats.max_datagram_bytes_out =
-                self.stats.max_datagram_bytes_out.max(bytes.len() as u64);
-            push_output(&mut self.outputs, &mut self.stats, Output::Send { to, bytes });
-        }
-        if self.parked_gossip.is_some()
-            && (self.swim.updates_backlog() > 0 || self.swim.custom_broadcast_backlog() > 0)
-        {
-            let event = self.parked_gossip.take().expect("checked");
-            push_output(
-                &mut self.outputs,
-                &mut self.stats,
-                Output::SetTimer(Timer { at: now, kind: TimerKind::Swim(event) }),
-            );
-        }
-        for (event, after) in self.collector.timers.drain(..) {
-            let after = match event {
-                foca::Timer::ProbeRandomMember(_)
-                | foca::Timer::SendIndirectProbe { .. }
-                | foca::Timer::ChangeSuspectToDown { .. } => self.health.stretch(after),
-                _ => after,
-            };
-            let timer = Timer { at: now + after, kind: TimerKind::Swim(event) };
-            push_output(&mut self.outputs, &mut self.stats, Output::SetTimer(timer));
-        }
-        if !self.collector.notes.is_empty() {
-            let mut notes = std::mem::take(&mut self.collector.notes);
-            for note in notes.drain(..) {
-                self.on_notification(now, note);
-            }
-            // Hand the (empty) buffer back so the next call reuses it.
-            self.collector.notes = notes;
-        }
-        if !self.notices_touched.load(Ordering::Relaxed) {
-            return;
-        }
-        self.notices_touched.store(false, Ordering::Relaxed);
-        let fresh = std::mem::take(&mut self.notices.lock().expect("notice book poisoned").fresh);
-        if !fresh.is_empty() {
-            self.membership_changes += 1;
-        }
-        for notice in fresh {
-            if let Notice::Departed { id, .. } = &notice {
-                self.rejoin.forget(*id);
-            }
-            if let Notice::MemberRevoked { id } = &notice {
-                self.revoked.insert(*id);
-                self.rejoin.forget(*id);
-                if *id == self.swim.identity().id {
-                    self.push(Output::Event(Event::Revoked));
-                }
-            }
-            self.push(Output::Event(Event::Notice(notice)));
-        }
-    }
-
-    fn on_notification(&mut self, now: Time, note: foca::OwnedNotification<Identity>) {
-        use foca::OwnedNotification as N;
-        if !matches!(note, N::ProbeFailed(..) | N::DataReceived(_) | N::DataSent(_)) {
-            self.membership_changes += 1;
-        }
-        let event = match note {
-            N::MemberUp(id) => {
-                self.stats.members_up += 1;
-                self.managers_changed |= id.role == Role::Manager;
-                self.rejoin.remember(&id);
-                Event::MemberUp(id)
-            }
-            N::MemberDown(id) => {
-                self.stats.members_down += 1;
-                self.managers_changed |= id.role == Role::Manager;
-                if let Some(st) = self.state.as_mut() {
-                    st.forget_peer(id.id);
-                }
-                let left = departed(&self.notices.lock().expect("notice book poisoned"), &id);
-                self.rearm_rejoin(now);
-                Event::MemberDown { identity: id, left }
-            }
-            N::Rename(from, to) => {
-                self.managers_changed |= to.role == Role::Manager;
-                self.rejoin.remember(&to);
-                Event::Renamed { from, to }
-            }
-            N::Active => Event::Active,
-            N::Idle => {
-                self.rearm_rejoin(now);
-                Event::Idle
-            }
-            N::Defunct => {
-                // Unreachable with a renewing identity; recover anyway.
-                tracing::warn!("declared down without renewal; reusing identity");
-                let _ = self.swim.reuse_down_identity();
-                return;
-            }
-            N::Rejoin(id) => {
-                self.managers_changed = true;
-                Event::Rejoined(id)
-            }
-            N::ProbeFailed(_, _) => {
-                self.stats.probes_failed += 1;
-                return;
-            }
-            N::DataReceived(_) | N::DataSent(_) => return,
-        };
-        self.push(Output::Event(event));
-    }
-
-    fn rearm_rejoin(&mut self, now: Time) {
-        if let Some(at) = self.rejoin.on_loss(now) {
-            let token = self.rejoin.token;
-            self.push(Output::SetTimer(Timer { at, kind: TimerKind::Rejoin(token) }));
+        if self.out.queue.len() > MAX_PENDING_OUTPUTS {
+            self.out.check_bound();
         }
     }
 }
 
-/// Queues one output; past `MAX_PENDING_OUTPUTS`, sends are dropped and
-/// counted (timers and events never are).
-fn push_output(outputs: &mut VecDeque<Output>, stats: &mut Stats, output: Output) {
-    if outputs.is_empty() {
-        // Back to the start of the ring: a queue that is drained after every
-        // input otherwise walks its whole buffer, and each output lands on a
-        // cache line not touched for a while.
-        outputs.clear();
-    }
-    if outputs.len() >= MAX_PENDING_OUTPUTS && matches!(output, Output::Send { .. }) {
-        stats.dropped_output_full += 1;
-        return;
-    }
-    outputs.push_back(output);
-    debug_assert!(
-        outputs.len() <= MAX_PENDING_OUTPUTS
-            || !matches!(outputs.back(), Some(Output::Send { .. })),
-        "a send queued past the output bound"
-    );
-}
-
-fn departed(book: &NoticeBook, id: &Identity) -> bool {
-    book.departed.get(&id.id).is_some_and(|g| *g >= id.generation)
+/// Whether a settle drains foca's collector now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// After an input: what foca asked for becomes outputs.
+    Foca,
+    /// After start: it waits for the first input.
+    Later,
 }
 
 mod agent;
-mod control;
-mod sync;
+mod manager;
+mod membership;
 
 #[cfg(test)]
 mod tests;

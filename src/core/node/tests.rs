@@ -246,3 +246,29 @@ fn leaving_is_seen_as_left_and_the_leaver_is_not_re_announced_to() {
         assert!(net.nodes[&o].known_peers().iter().all(|p| p.id != NodeId(3)));
     }
 }
+
+#[test]
+fn the_output_queue_drops_sends_at_its_bound_and_keeps_timers_and_events() {
+    use super::{MAX_PENDING_OUTPUTS, Outbox};
+    use crate::core::io::{Stats, TimerKind};
+    let mut out = Outbox::default();
+    let mut stats = Stats::default();
+    let send = || Output::Send { to: ident(2), bytes: vec![1] };
+    for _ in 0..MAX_PENDING_OUTPUTS {
+        out.push(&mut stats, send());
+    }
+    out.push(&mut stats, send());
+    let timer = Timer { at: Duration::ZERO, kind: TimerKind::Housekeeping };
+    out.push(&mut stats, Output::SetTimer(timer));
+    out.push(&mut stats, Output::Event(Event::Idle));
+    assert_eq!(stats.dropped_output_full, 1, "the send past the bound is dropped and counted");
+    #[cfg(debug_assertions)]
+    out.check_bound();
+    let mut drained = Vec::new();
+    while let Some(o) = out.pop() {
+        drained.push(o);
+    }
+    assert_eq!(drained.len(), MAX_PENDING_OUTPUTS + 2, "the timer and the event are kept");
+    assert!(matches!(drained[MAX_PENDING_OUTPUTS], Output::SetTimer(_)));
+    assert!(matches!(drained[MAX_PENDING_OUTPUTS + 1], Output::Event(Event::Idle)));
+}

@@ -456,6 +456,7 @@ mod tests {
             env: vec![],
             manager: true,
             host: None,
+            busy: Vec::new(),
         }
     }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::transport::Inbound;
+use crate::core::Input;
 use crate::core::control::provider::{ProviderCmd, ProviderResult, ProviderSpec};
 use crate::pki::{self, CertRole};
 
@@ -72,6 +72,8 @@ pub struct Launch {
     /// Start exactly on this pool host (an enlisted machine), else the
     /// provider picks a free one.
     pub host: Option<String>,
+    /// Hosts the state shows holding an instance: tried last.
+    pub busy: Vec<String>,
 }
 
 impl std::fmt::Debug for Launch {
@@ -131,10 +133,14 @@ pub fn open_for(
 pub struct Runner {
     pub cluster_secret: Vec<u8>,
     pub ca_fingerprint: String,
-    pub inbox: mpsc::Sender<Inbound>,
+    pub inbox: mpsc::Sender<Input>,
     /// The driver's command channel: each instance's token is recorded in
     /// the state (durably) before the instance starts.
     pub commands: mpsc::Sender<super::driver::Command>,
+    /// This manager's timing preset, given to every instance it starts
+    /// (one environment, one failure detector; single timing overrides
+    /// are not passed on).
+    pub preset: &'static str,
 }
 
 /// Maps a stop's outcome to its result: a fencing stop (`fence`) whose
@@ -152,7 +158,7 @@ pub fn stop_result(
     match outcome {
         Ok(()) => ProviderResult::Stopped { req, instance, machine, fenced: false },
         Err(ProviderError::Unreachable { host, reason }) if fence => {
-            tracing::warn!(%instance, %host, %reason, "host unreachable on a fencing stop: the instance is fenced");
+            tracing::warn!(%instance, %host, %reason, "{}", crate::events::FENCED_UNREACHABLE);
             ProviderResult::Stopped { req, instance, machine, fenced: true }
         }
         Err(e) => ProviderResult::Failed { req, instance, machine, error: e.to_string() },
@@ -172,6 +178,17 @@ fn seeds_arg(seeds: &[SocketAddr]) -> String {
     seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
 }
 
+/// The `jujud` arguments of an instance a manager starts: a manager
+/// joining through `seeds`, or an agent finding managers there, with the
+/// starting manager's timing preset.
+pub fn instance_args(manager: bool, seeds: &[SocketAddr], preset: &str) -> Vec<String> {
+    let (sub, seeds_flag) = if manager { ("peer", "--join") } else { ("agent", "--seeds") };
+    [sub, seeds_flag, &seeds_arg(seeds), "--log-format", "json", "--preset", preset]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
 impl Runner {
     /// The launch for a new manager or agent instance of `machine`.
     fn launch(
@@ -181,26 +198,11 @@ impl Runner {
         manager: bool,
         seeds: &[SocketAddr],
         host: Option<&str>,
+        busy: &[String],
     ) -> Result<Launch, String> {
         let role = if manager { CertRole::Manager } else { CertRole::Agent };
         let token = self.record_token(role, machine)?;
-        let args = if manager {
-            vec![
-                "peer".into(),
-                "--join".into(),
-                seeds_arg(seeds),
-                "--log-format".into(),
-                "json".into(),
-            ]
-        } else {
-            vec![
-                "agent".into(),
-                "--seeds".into(),
-                seeds_arg(seeds),
-                "--log-format".into(),
-                "json".into(),
-            ]
-        };
+        let args = instance_args(manager, seeds, self.preset);
         let env = vec![("JUJUD_TOKEN".to_string(), token.to_string())];
         Ok(Launch {
             name: instance.into(),
@@ -209,6 +211,7 @@ impl Runner {
             env,
             manager,
             host: host.map(str::to_string),
+            busy: busy.to_vec(),
         })
     }
 
@@ -263,7 +266,7 @@ impl Runner {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let result = this.run(&cmd);
-            if this.inbox.blocking_send(Inbound::Provider(result)).is_err() {
+            if this.inbox.blocking_send(Input::Provider(Box::new(result))).is_err() {
                 tracing::warn!("driver gone; a provider result was dropped");
             }
         });
@@ -271,21 +274,21 @@ impl Runner {
 
     fn run(&self, cmd: &ProviderCmd) -> ProviderResult {
         match cmd {
-            ProviderCmd::Start { req, provider, instance, machine, manager, seeds, host } => {
+            ProviderCmd::Start { req, provider, instance, machine, manager, seeds, host, busy } => {
                 let failed = |error: String| ProviderResult::Failed {
                     req: *req,
                     instance: instance.clone(),
                     machine: machine.clone(),
                     error,
                 };
-                let launch = match self.launch(instance, machine, *manager, seeds, host.as_deref())
-                {
-                    Ok(l) => l,
-                    Err(e) => return failed(e),
-                };
+                let launch =
+                    match self.launch(instance, machine, *manager, seeds, host.as_deref(), busy) {
+                        Ok(l) => l,
+                        Err(e) => return failed(e),
+                    };
                 match open_for(provider, &self.ca_fingerprint).and_then(|p| p.start(&launch)) {
                     Ok(s) => {
-                        tracing::info!(%instance, %machine, address = %s.address, existed = s.existed, "instance started");
+                        tracing::info!(%instance, %machine, address = %s.address, existed = s.existed, "{}", crate::events::INSTANCE_STARTED);
                         ProviderResult::Started {
                             req: *req,
                             instance: instance.clone(),
@@ -318,6 +321,26 @@ mod tests {
     }
 
     #[test]
+    fn instances_run_with_the_starting_managers_preset() {
+        let seeds = ["10.0.0.1:17070".parse().unwrap(), "10.0.0.2:17070".parse().unwrap()];
+        assert_eq!(
+            instance_args(true, &seeds, "wan"),
+            [
+                "peer",
+                "--join",
+                "10.0.0.1:17070,10.0.0.2:17070",
+                "--log-format",
+                "json",
+                "--preset",
+                "wan"
+            ]
+        );
+        let agent = instance_args(false, &seeds[..1], "lan");
+        assert_eq!(agent[..3], ["agent", "--seeds", "10.0.0.1:17070"]);
+        assert_eq!(agent[5..], ["--preset", "lan"]);
+    }
+
+    #[test]
     fn a_launch_never_shows_its_token() {
         let l = Launch {
             name: "n".into(),
@@ -326,6 +349,7 @@ mod tests {
             env: vec![("JUJUD_TOKEN".into(), "jjd1secret".into())],
             manager: false,
             host: None,
+            busy: Vec::new(),
         };
         let d = format!("{l:?}");
         assert!(d.contains("JUJUD_TOKEN") && !d.contains("jjd1secret"), "{d}");

@@ -712,6 +712,9 @@ where
                             member.incarnation() == incarnation
                         })
                     {
+                        // jujud patch (PATCHED.md, 1): only a down that was applied
+                        // sends TurnUndead; a refuted suspicion must not renew a
+                        // healthy member's identity.
                         let declared_down = summary.apply_successful;
                         self.handle_apply_summary(summary, as_down, true, &mut runtime)?;
                         // Member went down we might need to adjust our internal state
@@ -860,7 +863,7 @@ where
     /// Like [`Foca::handle_data`], but first hands the decoded header's
     /// sender to `accept_sender`, and drops the packet, before it changes
     /// anything, when that returns false. Returns whether the sender was
-    /// accepted. (jujud patch: the caller checks the sender against the
+    /// accepted. (jujud patch, PATCHED.md 4: the caller checks the sender against the
     /// connection's certificate, and this spares it decoding the header a
     /// second time for that.)
     pub fn handle_data_from(
@@ -1192,8 +1195,9 @@ where
                 let is_active_now = summary.is_active_now;
                 let apply_successful = summary.apply_successful;
                 self.handle_apply_summary(summary, as_suspect.clone(), true, &mut runtime)?;
-                // Already suspect (its own timer may be gone): tell it again,
-                // so that it can refute before the new timer fires.
+                // jujud patch (PATCHED.md, 2): already suspect (its own timer
+                // may be gone): tell it again, so that it can refute before
+                // the new timer fires.
                 if !apply_successful && is_active_now {
                     let addr = Addr(as_suspect.id().addr());
                     let data = self.serialize_member(as_suspect.clone())?;
@@ -1231,7 +1235,7 @@ where
         if let Some(member) = self.members.next(&mut self.rng).cloned() {
             let member = &member;
             let member_id = member.id().clone();
-            // jujud patch (Lifeguard's buddy system): probing a suspect,
+            // jujud patch (PATCHED.md, 3; Lifeguard's buddy system): probing a suspect,
             // tell it of the suspicion with the ping, so that a live member
             // refutes even when its suspicion timer is gone and the
             // suspicion's broadcasts ran out (it stayed suspect for ever).

@@ -171,17 +171,8 @@ impl Client {
             .map_err(|e| self.host_err(format!("client dir {}: {e}", self.dir.display())))?;
         let key = self.dir.join("key");
         if std::fs::read_to_string(&key).ok().as_deref() != Some(self.entry.key.as_str()) {
-            let tmp = self.dir.join(format!("key.{}", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
+            replace_private(&key, self.entry.key.as_bytes())
                 .map_err(|e| self.host_err(format!("key file: {e}")))?;
-            f.write_all(self.entry.key.as_bytes())
-                .map_err(|e| self.host_err(format!("key file: {e}")))?;
-            std::fs::rename(&tmp, &key).map_err(|e| self.host_err(format!("key file: {e}")))?;
         }
         if !self.dir.join("known_hosts").exists() {
             self.pin()?;
@@ -216,11 +207,8 @@ impl Client {
         for line in lines {
             let fp = fingerprint(&self.dir, line).map_err(|e| self.host_err(e))?;
             if fp == self.entry.host_key {
-                crate::runtime::datadir::write_atomic(
-                    &self.dir.join("known_hosts"),
-                    format!("{line}\n").as_bytes(),
-                )
-                .map_err(|e| self.host_err(format!("known_hosts: {e}")))?;
+                replace_private(&self.dir.join("known_hosts"), format!("{line}\n").as_bytes())
+                    .map_err(|e| self.host_err(format!("known_hosts: {e}")))?;
                 return Ok(());
             }
             got.push(fp);
@@ -394,6 +382,26 @@ impl Client {
     }
 }
 
+/// Replaces `path` with `bytes` (mode 0600) through a temporary name of
+/// its own: calls to one host from several threads (a start, a stop, a
+/// warming pass) may write the same file at once, and each must rename a
+/// whole file of its own, never one another thread removed or truncated.
+fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.{}-{:x}", std::process::id(), rand_tag()));
+    let written = (|| {
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 fn rand_tag() -> u64 {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
@@ -450,6 +458,25 @@ mod tests {
             Client::new(&e.clone()).dir,
             "one host, one set of client files"
         );
+    }
+
+    #[test]
+    fn threads_writing_one_client_file_at_once_all_succeed_with_whole_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let body = "k".repeat(64 * 1024);
+        std::thread::scope(|s| {
+            let handles: Vec<_> =
+                (0..8).map(|_| s.spawn(|| replace_private(&path, body.as_bytes()))).collect();
+            for h in handles {
+                h.join().unwrap().expect("every writer succeeds");
+            }
+        });
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod client;
 pub mod cloud;
 pub mod host;
 pub mod install;
+pub mod warm;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -61,16 +62,28 @@ pub fn unreachable_hosts() -> Vec<String> {
         .collect()
 }
 
-/// Placement order: the pool's order, hosts recently found unreachable
-/// last (a dead host is not waited on before a free live one).
+/// Placement order: the pool's order, but hosts the state shows busy
+/// (`busy`: addresses or IPs) after the others, and hosts recently found
+/// unreachable last: a free live host is tried before any host that would
+/// cost a call to refuse, and a dead one is not waited on before it.
 pub fn placement_order<'a>(
     hosts: Vec<&'a HostEntry>,
     unreachable: &[String],
+    busy: &[String],
 ) -> Vec<&'a HostEntry> {
-    let (mut live, down): (Vec<&HostEntry>, Vec<&HostEntry>) =
-        hosts.into_iter().partition(|h| !unreachable.contains(&h.address));
-    live.extend(down);
-    live
+    let rank = |h: &HostEntry| (unreachable.contains(&h.address), is_busy(h, busy));
+    let mut order = hosts;
+    // Stable: the pool's order within each rank.
+    order.sort_by_key(|h| rank(h));
+    order
+}
+
+/// Whether `h` is one of `busy` (pool addresses, or the IPs the state
+/// records instances at).
+fn is_busy(h: &HostEntry, busy: &[String]) -> bool {
+    busy.iter().any(|b| {
+        *b == h.address || SshProvider::address_of(h).is_ok_and(|a| a.ip().to_string() == *b)
+    })
 }
 
 /// Largest pool hosts file the bootstrap manager reads.
@@ -169,8 +182,13 @@ impl SshProvider {
                 }),
             };
         }
-        let role = if launch.manager { cloud::ROLE_MANAGER } else { cloud::ROLE_MACHINE };
-        Ok(self.hosts.iter().filter(|h| h.allows(role)).collect())
+        Ok(self.of_role(launch.manager))
+    }
+
+    /// The pool hosts allowed to run a manager (or a machine agent).
+    fn of_role(&self, manager: bool) -> Vec<&HostEntry> {
+        let role = if manager { cloud::ROLE_MANAGER } else { cloud::ROLE_MACHINE };
+        self.hosts.iter().filter(|h| h.allows(role)).collect()
     }
 
     /// Starts `launch` on exactly `entry`, writing `files` (name, content)
@@ -200,6 +218,24 @@ impl SshProvider {
                 Err(e)
             }
         }
+    }
+
+    /// Installs the binary, in the background, on the hosts a later start
+    /// of the same role would try: every candidate but `used`, the hosts
+    /// the state shows busy and those found unreachable.
+    fn warm_others(&self, used: &HostEntry, launch: &Launch) {
+        if self.environment.is_empty() {
+            return;
+        }
+        let down = unreachable_hosts();
+        let hosts: Vec<HostEntry> = self
+            .of_role(launch.manager)
+            .into_iter()
+            .filter(|h| h.address != used.address && !down.contains(&h.address))
+            .filter(|h| !is_busy(h, &launch.busy))
+            .cloned()
+            .collect();
+        warm::spawn(hosts, self.environment.clone(), self.jujud.clone());
     }
 
     /// Install, instance dir, secrets, start: the steps after a claim.
@@ -254,14 +290,17 @@ impl Provider for SshProvider {
             return self.start_on(only, launch, &[]);
         }
         let mut skipped = Vec::new();
-        for entry in placement_order(candidates, &unreachable_hosts()) {
+        for entry in placement_order(candidates, &unreachable_hosts(), &launch.busy) {
             let result = self.start_on(entry, launch, &[]);
             note_reachable(
                 &entry.address,
                 !matches!(result, Err(ProviderError::Unreachable { .. })),
             );
             match result {
-                Ok(s) => return Ok(s),
+                Ok(s) => {
+                    self.warm_others(entry, launch);
+                    return Ok(s);
+                }
                 Err(ProviderError::Host { reason, .. }) if reason.starts_with("busy") => {}
                 Err(e) => {
                     tracing::warn!(host = %entry.address, instance = %launch.name, error = %e, "host skipped");
@@ -311,6 +350,16 @@ impl Provider for SshProvider {
 mod tests {
     use super::*;
 
+    #[test]
+    fn hosts_the_state_shows_busy_are_tried_after_free_ones_before_dead_ones() {
+        let hs = [host("10.0.0.1"), host("10.0.0.2"), host("10.0.0.3"), host("10.0.0.4")];
+        // The state names hosts by the IP of the instance's address.
+        let busy = ["10.0.0.1".to_string(), "10.0.0.2".to_string()];
+        let order = placement_order(hs.iter().collect(), &["10.0.0.2".into()], &busy);
+        let names: Vec<&str> = order.iter().map(|h| h.address.as_str()).collect();
+        assert_eq!(names, ["10.0.0.3", "10.0.0.4", "10.0.0.1", "10.0.0.2"]);
+    }
+
     fn host(a: &str) -> HostEntry {
         HostEntry {
             address: a.into(),
@@ -326,7 +375,7 @@ mod tests {
     #[test]
     fn hosts_found_unreachable_are_tried_last_in_pool_order() {
         let hs = [host("a"), host("b"), host("c"), host("d")];
-        let order = placement_order(hs.iter().collect(), &["a".into(), "c".into()]);
+        let order = placement_order(hs.iter().collect(), &["a".into(), "c".into()], &[]);
         let names: Vec<&str> = order.iter().map(|h| h.address.as_str()).collect();
         assert_eq!(names, ["b", "d", "a", "c"]);
         note_reachable("zz-test-host", false);
