@@ -17,6 +17,7 @@
 mod api;
 mod cluster;
 mod failover;
+mod memory;
 mod net;
 mod partition;
 mod scale;
@@ -37,8 +38,14 @@ pub const MANAGERS: usize = 5;
 pub const APP: &str = "bench";
 /// The client's tokio worker threads.
 const CLIENT_THREADS: usize = 2;
-const ALL_SCENARIOS: [&str; 6] =
-    ["visibility", "throughput", "failover", "killload", "partition", "scale"];
+const ALL_SCENARIOS: [&str; 7] =
+    ["visibility", "throughput", "failover", "killload", "partition", "scale", "memory"];
+/// Units per deploy in the scale and memory scenarios (the most one
+/// command may create); each brings a machine.
+pub const UNITS_PER_DEPLOY: u32 = 1_000;
+
+#[global_allocator]
+static ALLOC: memory::Counting = memory::Counting;
 
 pub struct Args {
     pub only: Vec<String>,
@@ -210,6 +217,7 @@ fn run_scenario(name: &str, rt: &Runtime, dir: &Path, a: &Args, report: &mut Rep
         "killload" => failover::kill_under_load(rt, &dir, a, report)?,
         "partition" => partition::partition(rt, &dir, a, report)?,
         "scale" => scale::scale(rt, &dir, a, report)?,
+        "memory" => memory::memory(a, report)?,
         _ => return Err(format!("unknown scenario {name}")),
     }
     eprintln!("-- {name}: done in {:.0} s", t.elapsed().as_secs_f64());

@@ -19,11 +19,9 @@ use crate::api::{self, Conn};
 use crate::cluster::{Cluster, FORM_TIMEOUT_MS, Res, rss_kib, state_bytes};
 use crate::stats::{Report, Samples, ms};
 use crate::writes::cluster_with_app;
-use crate::{APP, Args, MANAGERS};
+use crate::{APP, Args, MANAGERS, UNITS_PER_DEPLOY};
 
 pub const RESTART_TARGET_MS: f64 = 2_000.0;
-/// Units per deploy (the most one command may create); each brings a machine.
-const UNITS_PER_DEPLOY: u32 = 1_000;
 /// A new serving probe starts this often.
 const PROBE_EVERY_MS: u64 = 20;
 /// Cap on a restarted manager serving.

@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::model::{self, Command};
+use super::error::CommandError;
+use super::ids;
 use super::replica::{Change, Replica};
 use super::requests::RequestId;
 use crate::core::control::provider::ProviderSpec;
@@ -101,12 +102,8 @@ pub fn host_of(at: &str) -> &str {
 
 /// Checks a pool host for `juju add-host` (the entry's content is the
 /// runtime's; only its size is bounded here).
-pub fn check_host(
-    r: &Replica,
-    address: &str,
-    entry: &str,
-) -> Result<(), super::model::CommandError> {
-    let invalid = |what: &str, value: &str, rule: String| super::model::CommandError::Invalid {
+pub fn check_host(r: &Replica, address: &str, entry: &str) -> Result<(), CommandError> {
+    let invalid = |what: &str, value: &str, rule: String| CommandError::Invalid {
         what: what.into(),
         value: value.into(),
         rule,
@@ -136,9 +133,9 @@ pub fn check_host(
 
 /// Checks `juju remove-host`: the host is in the pool and nothing alive
 /// runs on it or is placed there.
-pub fn check_remove_host(r: &Replica, address: &str) -> Result<(), super::model::CommandError> {
+pub fn check_remove_host(r: &Replica, address: &str) -> Result<(), CommandError> {
     if !has_host(r, address) {
-        return Err(super::model::CommandError::Invalid {
+        return Err(CommandError::Invalid {
             what: "host".into(),
             value: address.into(),
             rule: "not in the pool".into(),
@@ -151,7 +148,7 @@ pub fn check_remove_host(r: &Replica, address: &str) -> Result<(), super::model:
     // A dead machine still counts until its instance is stopped (a fenced
     // one may still run there).
     if let Some(f) = machines(r).iter().find(|f| on_host(f) && (!f.dead || !f.instance_stopped)) {
-        return Err(super::model::CommandError::Invalid {
+        return Err(CommandError::Invalid {
             what: "host".into(),
             value: address.into(),
             rule: format!(
@@ -244,13 +241,16 @@ pub fn machines(r: &Replica) -> Vec<MachineFacts> {
 /// Changes creating `n` controller machines with ids derived from `id`
 /// (as for any machine), and their ids. Two HA keepers that decide the same
 /// addition from the same view pass the same id, and so create the same
-/// machines: the copies merge into one.
-pub fn new_controllers(r: &Replica, id: RequestId, n: u32) -> (Vec<Change>, Vec<String>) {
-    let Ok((changes, outcome)) = model::plan(r, id, &Command::AddMachine { n }) else {
+/// machines: the copies merge into one. The replica is not read (ids
+/// depend only on the request); the parameter keeps callers unchanged.
+pub fn new_controllers(_r: &Replica, id: RequestId, n: u32) -> (Vec<Change>, Vec<String>) {
+    if !(1..=ids::MAX_PER_COMMAND).contains(&n) {
         return (Vec::new(), Vec::new());
-    };
-    let changes = changes
-        .into_iter()
+    }
+    let ids = ids::entity_ids(id, n);
+    let changes = ids
+        .iter()
+        .flat_map(|m| ids::new_machine(m))
         .map(|c| match c {
             Change::Set { key, .. } if key.ends_with("/jobs") => {
                 Change::Set { key, value: MANAGE_JOB.into() }
@@ -258,7 +258,7 @@ pub fn new_controllers(r: &Replica, id: RequestId, n: u32) -> (Vec<Change>, Vec<
             other => other,
         })
         .collect();
-    (changes, outcome.ids)
+    (changes, ids)
 }
 
 /// A change of one machine key.
@@ -284,14 +284,11 @@ pub struct Bootstrap {
 }
 
 /// The changes of a bootstrap, and the new controller machine's id.
-pub fn plan_bootstrap(
-    r: &Replica,
-    b: &Bootstrap,
-) -> Result<(Vec<Change>, String), super::model::CommandError> {
+pub fn plan_bootstrap(r: &Replica, b: &Bootstrap) -> Result<(Vec<Change>, String), CommandError> {
     check_desired(b.desired)?;
     let id = crate::core::agent::choice::key_of_name(&format!("bootstrap|{}", b.node));
     let (mut changes, ids) = new_controllers(r, id, 1);
-    let id = ids.into_iter().next().ok_or_else(|| super::model::CommandError::Invalid {
+    let id = ids.into_iter().next().ok_or_else(|| CommandError::Invalid {
         what: "bootstrap".into(),
         value: String::new(),
         rule: "could not allocate a machine id".into(),
@@ -301,7 +298,7 @@ pub fn plan_bootstrap(
     changes.push(set(PROVIDER_ROOT_KEY, &b.root));
     changes.push(set(HA_DESIRED_KEY, &b.desired.to_string()));
     if b.hosts.len() > MAX_HOSTS {
-        return Err(super::model::CommandError::Invalid {
+        return Err(CommandError::Invalid {
             what: "hosts".into(),
             value: b.hosts.len().to_string(),
             rule: format!("at most {MAX_HOSTS}"),
@@ -322,15 +319,11 @@ pub fn plan_bootstrap(
 }
 
 /// The desired number of managers must be 1 to [`MAX_MANAGERS`].
-pub fn check_desired(n: u32) -> Result<(), super::model::CommandError> {
-    (1..=MAX_MANAGERS).contains(&n).then_some(()).ok_or_else(|| {
-        super::model::CommandError::Invalid {
-            what: "number of managers".into(),
-            value: n.to_string(),
-            rule: format!(
-                "must be 1 to {MAX_MANAGERS} (odd numbers survive the loss of a minority)"
-            ),
-        }
+pub fn check_desired(n: u32) -> Result<(), CommandError> {
+    (1..=MAX_MANAGERS).contains(&n).then_some(()).ok_or_else(|| CommandError::Invalid {
+        what: "number of managers".into(),
+        value: n.to_string(),
+        rule: format!("must be 1 to {MAX_MANAGERS} (odd numbers survive the loss of a minority)"),
     })
 }
 

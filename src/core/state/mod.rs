@@ -4,6 +4,8 @@
 pub mod agents;
 pub mod controllers;
 pub mod doc;
+pub mod error;
+pub mod ids;
 pub mod model;
 pub mod replica;
 pub mod requests;

@@ -2,8 +2,10 @@
 //! applications, units and controller settings; the commands users give,
 //! validated against this replica's view; and the status view.
 //!
-//! Owns the key layout and id allocation. Must never write a change for a
-//! command that failed validation: a refused command changes nothing.
+//! Owns the key layout and the commands (ids come from `ids.rs`, shared
+//! with `controllers.rs`, which this module uses and which never uses it).
+//! Must never write a change for a command that failed validation: a
+//! refused command changes nothing.
 //!
 //! Keys (every value is text; a key with concurrent writes has siblings):
 //! `m/<id>/{life,jobs,instance,addresses,status,agent}`,
@@ -25,11 +27,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::error::CommandError;
+pub use super::ids::{MAX_PER_COMMAND, entity_ids, new_machine, request_text, tag_of};
 use super::replica::{Change, Replica};
 use super::requests::RequestId;
 
-/// Most entities one command may create.
-pub const MAX_PER_COMMAND: u32 = 1_000;
 /// Longest application name.
 pub const MAX_NAME_CHARS: usize = 50;
 /// Longest config key, value or workload command.
@@ -138,35 +140,6 @@ impl Command {
     }
 }
 
-/// Why a command was refused. Nothing was changed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum CommandError {
-    #[error("machine {0} does not exist")]
-    UnknownMachine(String),
-    #[error("application {0} does not exist")]
-    UnknownApplication(String),
-    #[error("unit {0} does not exist")]
-    UnknownUnit(String),
-    #[error("machine {id} still hosts units {units}; remove them first")]
-    MachineInUse { id: String, units: String },
-    #[error("application {0} already exists")]
-    AlreadyExists(String),
-    #[error("machine {machine} already has an agent ({agent}): its token was used")]
-    AlreadyClaimed { machine: String, agent: String },
-    #[error("invalid {what} {value:?}: {rule}")]
-    Invalid { what: String, value: String, rule: String },
-    #[error("no token with id {0:?} is known here")]
-    UnknownToken(String),
-    #[error("token {0} has been revoked")]
-    TokenRevoked(String),
-    #[error("token {token_id} is single-use and was used by {by}")]
-    TokenUsed { token_id: String, by: String },
-    #[error("token id {0} is in use; mint another")]
-    TokenIdInUse(String),
-    #[error("no token has expired")]
-    NothingExpired,
-}
-
 /// What a successful command created or touched.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -180,27 +153,6 @@ pub struct Outcome {
 
 fn invalid(what: &str, value: &str, rule: &str) -> CommandError {
     CommandError::Invalid { what: what.into(), value: value.into(), rule: rule.into() }
-}
-
-/// The four-hex-digit tag of a node id (joins refuse a node id whose tag
-/// a member has; ids no longer depend on it).
-pub fn tag_of(node: u64) -> String {
-    format!("{:04x}", node >> 48)
-}
-
-/// Lower-case Crockford base32: no i, l, o, u.
-const BASE32: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-
-/// A request id as 13 base32 digits (all 64 bits: ids from distinct
-/// requests never share a prefix).
-pub fn request_text(id: RequestId) -> String {
-    (0..13).rev().map(|i| BASE32[((id >> (i * 5)) & 31) as usize] as char).collect()
-}
-
-/// The ids of the `n` entities of one kind that request `id` creates.
-pub fn entity_ids(id: RequestId, n: u32) -> Vec<String> {
-    let base = request_text(id);
-    (1..=n).map(|i| format!("{base}-{i}")).collect()
 }
 
 fn check_name(name: &str) -> Result<(), CommandError> {
@@ -370,14 +322,6 @@ fn claim_machine(
     }
     let changes = if claimed.is_empty() { vec![set(key, agent)] } else { Vec::new() };
     Ok((changes, Outcome { ids: vec![machine.into()], ..Default::default() }))
-}
-
-fn new_machine(id: &str) -> Vec<Change> {
-    vec![
-        set(format!("m/{id}/life"), "alive"),
-        set(format!("m/{id}/jobs"), "host-units"),
-        set(format!("m/{id}/status"), "pending"),
-    ]
 }
 
 /// One machine placed on pool host `host`: refused unless the host is in

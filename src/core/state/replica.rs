@@ -33,6 +33,12 @@ pub use super::doc::{Actor, Doc, DocOp, VersionVector};
 /// Operations kept for anti-entropy before older ones are compacted away;
 /// a peer that needs compacted ones gets the full state instead.
 pub const MAX_RETAINED_OPS: usize = 200_000;
+/// The same bound in bytes (as [`op_bytes`] counts them): past it the
+/// oldest operations are compacted away too, so a few large ones (a
+/// 1,000-unit deploy's record holds every id) cannot hold the memory that
+/// the count allows. At about 200 bytes per set-style operation this is
+/// about 160,000 operations.
+pub const MAX_RETAINED_OPS_BYTES: usize = 32 << 20;
 /// Out-of-order operations held waiting for a gap to fill; beyond it they
 /// are dropped (anti-entropy fetches them again).
 pub const MAX_PENDING_OPS: usize = 100_000;
@@ -85,6 +91,23 @@ pub struct Snapshot {
     pub requests: Vec<(RequestId, Recorded)>,
 }
 
+/// What a retained operation holds in memory, in bytes: its inline size
+/// plus its key, value and clock entries (an estimate that counts every
+/// variable part, so a bound on it bounds the heap).
+pub fn op_bytes(s: &Stamped) -> usize {
+    const CLOCK_ENTRY_BYTES: usize = std::mem::size_of::<(Actor, u64)>();
+    let heap = match &s.op {
+        crdts::map::Op::Rm { clock, keyset } => {
+            clock.dots.len() * CLOCK_ENTRY_BYTES
+                + keyset.iter().map(|k| k.len() + std::mem::size_of::<String>() * 2).sum::<usize>()
+        }
+        crdts::map::Op::Up { key, op: crdts::mvreg::Op::Put { clock, val }, .. } => {
+            key.len() + val.len() + clock.dots.len() * CLOCK_ENTRY_BYTES
+        }
+    };
+    std::mem::size_of::<Stamped>() + heap
+}
+
 /// The operations of one actor's log with `after < seq <= upto`; the log is
 /// ordered by seq, so this is a binary search, not a scan.
 fn ops_between(log: &VecDeque<Stamped>, after: u64, upto: u64) -> impl Iterator<Item = &Stamped> {
@@ -108,6 +131,8 @@ pub struct Replica {
     /// Operations kept for deltas, per actor, oldest first.
     log: BTreeMap<Actor, VecDeque<Stamped>>,
     retained: usize,
+    /// [`op_bytes`] of every retained operation.
+    retained_bytes: usize,
     pending: BTreeMap<Actor, BTreeMap<u64, Stamped>>,
     pending_count: usize,
     /// Operations dropped because `pending` was full.
@@ -126,6 +151,7 @@ impl Replica {
             requests: Requests::default(),
             log: BTreeMap::new(),
             retained: 0,
+            retained_bytes: 0,
             pending: BTreeMap::new(),
             pending_count: 0,
             dropped_pending: 0,
@@ -183,9 +209,22 @@ impl Replica {
         vv
     }
 
+    /// The highest operation of `author` durable here: `durable_version()`
+    /// at one actor, without building the whole vector (this is asked per
+    /// write settled and per push received).
+    pub fn durable_of(&self, author: &Actor) -> u64 {
+        let applied = self.vv.get(author).copied().unwrap_or(0);
+        let durable = if *author == self.me {
+            self.durable
+        } else {
+            self.durable_remote.get(author).copied().unwrap_or(0)
+        };
+        applied.min(durable)
+    }
+
     /// Whether operation `seq` of `author` is durable here.
     pub fn holds_durably(&self, author: &Actor, seq: u64) -> bool {
-        self.durable_version().get(author).copied().unwrap_or(0) >= seq
+        self.durable_of(author) >= seq
     }
 
     /// The record of request `id`, if this replica holds it.
@@ -315,21 +354,29 @@ impl Replica {
             None => self.doc.apply(s.op.clone()),
         }
         self.vv.insert(s.actor, s.seq);
+        self.retained_bytes += op_bytes(&s);
         self.log.entry(s.actor).or_default().push_back(s);
         self.retained += 1;
         self.compact();
     }
 
-    /// Drops the oldest retained operations past the bound (their effect is
-    /// in the document; a peer that needs them gets the full state).
+    /// Drops the oldest retained operations past either bound, count or
+    /// bytes (their effect is in the document; a peer that needs them gets
+    /// the full state), from the actor that retains the most.
     fn compact(&mut self) {
-        while self.retained > MAX_RETAINED_OPS {
+        while self.retained > MAX_RETAINED_OPS || self.retained_bytes > MAX_RETAINED_OPS_BYTES {
             let Some((_, ops)) = self.log.iter_mut().max_by_key(|(_, ops)| ops.len()) else {
                 break;
             };
-            ops.pop_front();
+            let Some(old) = ops.pop_front() else { break };
             self.retained -= 1;
+            self.retained_bytes -= op_bytes(&old);
         }
+    }
+
+    /// Operations retained for anti-entropy, and their [`op_bytes`].
+    pub fn retained(&self) -> (usize, usize) {
+        (self.retained, self.retained_bytes)
     }
 
     /// Applies operations from elsewhere; returns those newly applied (to
@@ -417,6 +464,7 @@ impl Replica {
                 // Ops we never saw are in the merged doc; the log restarts after them.
                 if let Some(l) = self.log.get_mut(&a) {
                     self.retained -= l.len();
+                    self.retained_bytes -= l.iter().map(op_bytes).sum::<usize>();
                     l.clear();
                 }
                 if let Some(p) = self.pending.remove(&a) {
@@ -457,6 +505,23 @@ impl Replica {
             }
         }
         h
+    }
+
+    /// The names of the replica's parts that [`Replica::clone_part`] copies.
+    pub const PARTS: [&'static str; 5] = ["doc", "retained ops", "requests", "pending ops", "vv"];
+
+    /// A copy of one part of the replica (see [`Replica::PARTS`]), for a
+    /// benchmark that measures the heap each part holds by cloning it under
+    /// a counting allocator; `None` for an unknown name.
+    pub fn clone_part(&self, name: &str) -> Option<Box<dyn std::any::Any>> {
+        Some(match name {
+            "doc" => Box::new(self.doc.clone()),
+            "retained ops" => Box::new(self.log.clone()),
+            "requests" => Box::new(self.requests.clone()),
+            "pending ops" => Box::new(self.pending.clone()),
+            "vv" => Box::new((self.vv.clone(), self.durable_remote.clone())),
+            _ => return None,
+        })
     }
 
     /// Number of keys.

@@ -11,8 +11,9 @@
 //! document (no key to clean up, nothing in the status view or the hash).
 //! Holding a write's record therefore means holding the whole write.
 //!
-//! Owns the record format and the table's bound. Must never grow past
-//! [`MAX_REQUEST_RECORDS`]: the oldest record is forgotten first, and a
+//! Owns the record format and the table's bounds. Must never grow past
+//! [`MAX_REQUEST_RECORDS`] records nor [`MAX_REQUEST_RECORDS_BYTES`]: the
+//! oldest record is forgotten first, and a
 //! request retried after its record was forgotten is applied again (see
 //! docs/GUARANTEES.md).
 
@@ -28,6 +29,12 @@ use super::doc::{Actor, DocOp};
 /// about 40 s of writes, far longer than a client keeps retrying
 /// (`client::WRITE_RETRY_WINDOW_MS`).
 pub const MAX_REQUEST_RECORDS: usize = 500_000;
+/// The same bound in bytes (as [`record_bytes`] counts them): past it the
+/// oldest records are forgotten too. A record lists every id its write
+/// created (up to 1,000 for one command), so the count alone allowed tens
+/// of GiB; at 100 bytes for a one-id record this still keeps about
+/// 160,000 records.
+pub const MAX_REQUEST_RECORDS_BYTES: usize = 16 << 20;
 /// Key prefix of record operations (never a key of the document).
 const RECORD_PREFIX: &str = "r/";
 
@@ -73,11 +80,20 @@ pub fn derived_id(me: Actor, next_seq: u64) -> RequestId {
     z ^ (z >> 31)
 }
 
+/// What a record holds in memory, in bytes: its inline size in the table
+/// and its order, plus every id.
+pub fn record_bytes(rec: &Recorded) -> usize {
+    std::mem::size_of::<(RequestId, Recorded, RequestId)>()
+        + rec.ids.iter().map(|id| std::mem::size_of::<String>() + id.len()).sum::<usize>()
+}
+
 /// The bounded table of recorded requests, oldest first.
 #[derive(Clone, Debug, Default)]
 pub struct Requests {
     by_id: BTreeMap<RequestId, Recorded>,
     order: VecDeque<RequestId>,
+    /// [`record_bytes`] of every record held.
+    bytes: usize,
     /// Records forgotten at the bound.
     pub forgotten: u64,
 }
@@ -89,14 +105,24 @@ impl Requests {
         if self.by_id.contains_key(&id) {
             return;
         }
-        if self.order.len() >= MAX_REQUEST_RECORDS
-            && let Some(old) = self.order.pop_front()
+        let add = record_bytes(&rec);
+        while self.order.len() >= MAX_REQUEST_RECORDS
+            || (self.bytes + add > MAX_REQUEST_RECORDS_BYTES && !self.order.is_empty())
         {
-            self.by_id.remove(&old);
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some(r) = self.by_id.remove(&old) {
+                self.bytes -= record_bytes(&r);
+            }
             self.forgotten += 1;
         }
+        self.bytes += add;
         self.by_id.insert(id, rec);
         self.order.push_back(id);
+    }
+
+    /// [`record_bytes`] of every record held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn get(&self, id: RequestId) -> Option<&Recorded> {
@@ -114,5 +140,26 @@ impl Requests {
     /// Every record, oldest first (for snapshots).
     pub fn to_vec(&self) -> Vec<(RequestId, Recorded)> {
         self.order.iter().filter_map(|id| self.by_id.get(id).map(|r| (*id, r.clone()))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_bounded_in_bytes_not_only_in_count() {
+        let author = Actor { node: 1, generation: 1 };
+        let ids: Vec<String> = (0..1_000).map(|i| format!("0123456789abc-{i}")).collect();
+        let mut t = Requests::default();
+        let one = record_bytes(&Recorded { author, seq: 1, ids: ids.clone() });
+        let n = (MAX_REQUEST_RECORDS_BYTES / one + 10) as u64;
+        for id in 0..n {
+            t.insert(id, Recorded { author, seq: id + 1, ids: ids.clone() });
+        }
+        assert!(t.bytes() <= MAX_REQUEST_RECORDS_BYTES, "{} bytes held", t.bytes());
+        assert!(t.len() < MAX_REQUEST_RECORDS && t.forgotten > 0, "forgotten by bytes");
+        assert!(t.get(n - 1).is_some() && t.get(0).is_none(), "the oldest go first");
+        assert_eq!(t.len() as u64 + t.forgotten, n);
     }
 }

@@ -324,8 +324,7 @@ impl StateSync {
     /// Looks only at own writes up to the durable operation (the rest
     /// cannot be done), so it costs O(answered + waiting for replicas).
     fn settle(&mut self, now: Time, out: &mut SyncOut) {
-        let durable =
-            self.replica.durable_version().get(&self.replica.actor()).copied().unwrap_or(0);
+        let durable = self.replica.durable_of(&self.replica.actor());
         let seqs: Vec<u64> = self.pending.range(..=durable).map(|(s, _)| *s).collect();
         for seq in seqs {
             self.settle_seq(now, seq, out);
@@ -418,9 +417,8 @@ impl StateSync {
                 }
                 self.apply(ops, out);
                 // `Have` means durable on this disk, never only in memory.
-                let held = self.replica.durable_version();
-                if covers(&held, &wanted) {
-                    out.send.push((from, StateMsg::Have(held)));
+                if wanted.iter().all(|(a, &s)| self.replica.durable_of(a) >= s) {
+                    out.send.push((from, StateMsg::Have(self.replica.durable_version())));
                 } else {
                     let owed = self.owed_have.entry(from).or_default();
                     for (a, s) in wanted {
@@ -445,8 +443,7 @@ impl StateSync {
         match self.replica.delta_for(theirs) {
             // A full state may hold own ops not yet durable: wait a round.
             Some(Delta::Full(_))
-                if self.replica.version().get(&self.replica.actor()).copied().unwrap_or(0)
-                    < self.replica.own_seq() =>
+                if self.replica.durable_of(&self.replica.actor()) < self.replica.own_seq() =>
             {
                 self.refused_full += 1;
             }

@@ -88,6 +88,36 @@ fn a_peer_behind_the_compacted_log_gets_the_full_state() {
 }
 
 #[test]
+fn retained_ops_are_bounded_in_bytes_not_only_in_count() {
+    use super::replica::{MAX_RETAINED_OPS, MAX_RETAINED_OPS_BYTES};
+    let mut a = replica(1);
+    let big = "v".repeat(4_000);
+    // Far fewer ops than the count bound, far more bytes than the byte bound.
+    let n = MAX_RETAINED_OPS_BYTES / 4_000 + 2_000;
+    assert!(n < MAX_RETAINED_OPS);
+    for i in 0..n {
+        a.write(&[set(&format!("k{}", i % 100), &format!("{i}{big}"))]);
+    }
+    a.mark_durable(n as u64);
+    let (count, bytes) = a.retained();
+    assert!(bytes <= MAX_RETAINED_OPS_BYTES, "{bytes} bytes retained");
+    assert!(count < n, "the oldest were compacted away: {count} of {n} kept");
+    // A peer lacking the compacted ones gets the full state, and converges.
+    let mut b = replica(2);
+    match a.delta_for(&b.version()).expect("b lacks everything") {
+        Delta::Full(snap) => b.merge_full(*snap),
+        Delta::Ops(_) => panic!("the oldest ops were compacted away by bytes"),
+    }
+    assert_eq!(a.state_hash(), b.state_hash());
+    // A peer that lacks only the retained tail gets ops.
+    let mut c = replica(3);
+    c.merge_full(a.snapshot());
+    let more = a.write(&[set("new", "1")]);
+    a.mark_durable(a.own_seq());
+    assert!(matches!(a.delta_for(&c.version()), Some(Delta::Ops(ops)) if ops == more));
+}
+
+#[test]
 fn snapshots_round_trip_through_bincode() {
     let mut a = replica(1);
     run(&mut a, Command::AddMachine { n: 3 });
@@ -524,4 +554,79 @@ fn units_placed_with_to_go_on_existing_machines_and_bad_placements_are_refused()
         plan(&r, Command::AddUnitTo { app: "db".into(), to: vec![m2] }).is_err(),
         "unknown application"
     );
+}
+
+#[test]
+fn a_clock_encodes_exactly_as_the_btreemap_it_replaced() {
+    // vendor/crdts/PATCHED.md item 5: clocks hold a sorted vector now;
+    // records, snapshots and state messages must keep their bytes.
+    let actors = [(3u64, 1u64, 7u64), (1, 2, 9), (2, 1, 1)];
+    let mut clock = crdts::VClock::<Actor>::new();
+    let mut map = std::collections::BTreeMap::new();
+    for (node, generation, n) in actors {
+        let a = Actor { node: node << 48, generation };
+        crdts::CmRDT::apply(&mut clock, crdts::Dot::new(a, n));
+        map.insert(a, n);
+    }
+    let cfg = bincode::config::standard();
+    let new = bincode::serde::encode_to_vec(&clock, cfg).unwrap();
+    assert_eq!(new, bincode::serde::encode_to_vec((&map,), cfg).unwrap());
+    let (back, used): (crdts::VClock<Actor>, usize) =
+        bincode::serde::decode_from_slice(&new, cfg).unwrap();
+    assert_eq!((back, used), (clock, new.len()));
+}
+
+/// Exchanges every durable operation between `rs` until they converge.
+fn sync_all(rs: &mut [Replica]) {
+    for i in 0..rs.len() {
+        for j in 0..rs.len() {
+            if i != j
+                && let Some(Delta::Ops(ops)) = rs[i].delta_for(&rs[j].version())
+            {
+                rs[j].apply_remote(ops);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_conflict_semantics_table_holds_with_clocks_of_many_writers() {
+    // docs/GUARANTEES.md "Conflict semantics", rows 2, 5 and 6, on keys
+    // whose clocks carry several writers (restarts are new actors).
+    let mut rs = vec![replica(1), replica(2), replica(3)];
+    run(&mut rs[0], Command::Deploy { name: "web".into(), command: "serve".into(), n: 1 });
+    sync_all(&mut rs);
+    for generation in 2..5 {
+        let snap = rs[1].snapshot_all();
+        rs[1] = Replica::from_snapshot(Actor { node: 2 << 48, generation }, snap);
+        let pairs = vec![("port".into(), generation.to_string())];
+        run(&mut rs[1], Command::SetConfig { app: "web".into(), pairs });
+        sync_all(&mut rs);
+    }
+    // Row 2: different config keys written concurrently merge.
+    run(
+        &mut rs[0],
+        Command::SetConfig { app: "web".into(), pairs: vec![("a".into(), "1".into())] },
+    );
+    run(
+        &mut rs[2],
+        Command::SetConfig { app: "web".into(), pairs: vec![("b".into(), "2".into())] },
+    );
+    // Row 5: concurrent add-units add up.
+    run(&mut rs[0], Command::AddUnit { app: "web".into(), n: 2 });
+    run(&mut rs[2], Command::AddUnit { app: "web".into(), n: 3 });
+    // Row 6: a second deploy of one name elsewhere at once, other command.
+    run(&mut rs[1], Command::Deploy { name: "db".into(), command: "db-a".into(), n: 1 });
+    run(&mut rs[2], Command::Deploy { name: "db".into(), command: "db-b".into(), n: 1 });
+    sync_all(&mut rs);
+    let v = model::view(&rs[0]);
+    assert_eq!(v, model::view(&rs[1]));
+    assert_eq!(v, model::view(&rs[2]));
+    let web = v.applications.iter().find(|a| a.name == "web").unwrap();
+    assert_eq!(web.scale, 6, "1 + 2 + 3 units");
+    assert_eq!(web.config["port"].text(), "4", "a later write replaced the earlier ones");
+    assert_eq!((web.config["a"].text(), web.config["b"].text()), ("1".into(), "2".into()));
+    let db = v.applications.iter().find(|a| a.name == "db").unwrap();
+    assert_eq!(db.command.text(), "CONFLICT(db-a | db-b)");
+    assert_eq!(db.scale, 2, "both deploys' units");
 }

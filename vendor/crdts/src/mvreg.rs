@@ -168,6 +168,11 @@ impl<V, A: Ord> CmRDT for MVReg<V, A> {
                 }
 
                 if should_add {
+                    // jujud patch: grow by one slot, not to four (nearly
+                    // every register holds one value).
+                    if self.vals.len() == self.vals.capacity() {
+                        self.vals.reserve_exact(1);
+                    }
                     self.vals.push((clock, val));
                 }
             }
