@@ -51,6 +51,48 @@ fn ok(root: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// How long one manager's own status may take in a serving check: a dead
+/// manager's endpoint must not hold the poll for the client's whole retry
+/// window (10 s), which it did, and which the heal figures then carried.
+const ENDPOINT_STATUS_MS: u64 = 2_000;
+
+/// `juju status --endpoint ADDR`, given up (the child killed) after
+/// [`ENDPOINT_STATUS_MS`].
+fn endpoint_status(root: &Path, endpoint: &str) -> Option<Value> {
+    let client = root.join("client.yaml");
+    let args = [
+        "--client-config",
+        client.to_str().unwrap(),
+        "status",
+        "--format",
+        "json",
+        "--endpoint",
+        endpoint,
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_juju"))
+        .env("JUJUD_ROOT", root)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_millis(ENDPOINT_STATUS_MS);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut child.stdout.take()?, &mut out).ok()?;
+    serde_json::from_slice(&out).ok()
+}
+
 fn status(root: &Path, endpoint: Option<&str>) -> Option<Value> {
     let client = root.join("client.yaml");
     let mut args = vec!["--client-config", client.to_str().unwrap(), "status", "--format", "json"];
@@ -90,7 +132,27 @@ fn wait(
 ) -> Result<(Duration, Value), String> {
     let start = Instant::now();
     loop {
-        if let Some(st) = status(root, None).filter(|st| pred(st)) {
+        let st = status(root, None);
+        if std::env::var_os("SSH_BENCH_TRACE").is_some() {
+            let seen: Vec<String> =
+                st.as_ref().and_then(|s| s["members"].as_array()).map_or(vec![], |a| {
+                    a.iter()
+                        .map(|m| {
+                            format!(
+                                "{}={}",
+                                m["addr"].as_str().unwrap_or(""),
+                                m["state"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect()
+                });
+            mark(&format!(
+                "{what}: answered by {:?}: {}",
+                st.as_ref().map(|s| s["controller"]["id"].clone()),
+                seen.join(" ")
+            ));
+        }
+        if let Some(st) = st.filter(|st| pred(st)) {
             return Ok((start.elapsed(), st));
         }
         if start.elapsed() > Duration::from_millis(STEP_CAP_MS) {
@@ -103,10 +165,23 @@ fn wait(
 /// `want` managers alive, each answering a status that sees `want` alive.
 fn serving(root: &Path, want: usize, st: &Value) -> bool {
     let ms = managers(st);
-    ms.len() == want
-        && ms.iter().all(|(_, a)| {
-            status(root, Some(a)).is_some_and(|s| s["controller"]["alive"] == want as u64)
+    if ms.len() != want {
+        return false;
+    }
+    // Each manager asked at once, each within its own deadline.
+    std::thread::scope(|s| {
+        let asks: Vec<_> =
+            ms.iter().map(|(_, a)| (a, s.spawn(move || endpoint_status(root, a)))).collect();
+        asks.into_iter().fold(true, |all, (a, h)| {
+            let st = h.join().ok().flatten();
+            let ok = st.as_ref().is_some_and(|s| s["controller"]["alive"] == want as u64);
+            if !ok {
+                let alive = st.map(|s| s["controller"]["alive"].clone());
+                mark(&format!("not serving yet: {a} says alive {alive:?}"));
+            }
+            all && ok
         })
+    })
 }
 
 #[derive(Default)]
