@@ -132,6 +132,32 @@ fn a_start_warms_the_next_free_host_but_never_one_of_another_environment() {
     ssh::client::close_hosts(p.hosts());
 }
 
+#[test]
+fn a_sweep_kills_a_binary_copy_left_under_way_and_removes_the_dir() {
+    let Some(bed) = Hosts::for_test(1) else { return };
+    let dir = bed.hosts[0].dir.clone();
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    // What a killed manager's copy leaves on the host: a process writing
+    // the binary's temporary file, its connection gone.
+    let tmp = dir.join("bin/.jujud.4242");
+    let mut copy = std::process::Command::new("ip")
+        .args(["netns", "exec", &bed.hosts[0].ns, "sh", "-c"])
+        .arg(format!("exec sleep 120 > '{}'", tmp.display()))
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !tmp.exists() && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let p = provider(&bed, &[0], "env-a");
+    let c = ssh::client::Client::new(&p.hosts()[0]);
+    assert_eq!(ssh::host::sweep(&c).unwrap(), 1, "the copy is killed");
+    let _ = copy.wait();
+    assert!(!dir.exists(), "the dir is removed");
+    assert!(processes(&bed, 0).is_empty(), "{:?}", processes(&bed, 0));
+    ssh::client::close_hosts(p.hosts());
+}
+
 /// Runs `juju ARGS` to its end; (success, stdout, stderr).
 fn juju(args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(common::juju_bin())

@@ -209,9 +209,23 @@ pub fn destroy(root: &Path) -> Result<usize, BootstrapError> {
     let copy = load_copy(root)?;
     let mut killed = 0;
     let mut failed = Vec::new();
+    let mut cleaned = Vec::new();
     for h in &copy.hosts {
         match host::destroy(&client::Client::new(h), &copy.environments) {
-            Ok(n) => killed += n.unwrap_or(0),
+            Ok(Some(n)) => {
+                killed += n;
+                cleaned.push(h);
+            }
+            Ok(None) => {}
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    // Every manager is gone now: a binary copy one of them had under way
+    // to another host (warming, a start) is swept from the hosts this
+    // environment used.
+    for h in cleaned {
+        match host::sweep(&client::Client::new(h)) {
+            Ok(n) => killed += n,
             Err(e) => failed.push(e.to_string()),
         }
     }

@@ -234,6 +234,30 @@ pub fn stop(c: &Client, name: &str, graceful: bool) -> Result<bool, ProviderErro
 /// removes everything jujud put under `dir`, if the host is unmarked or
 /// marked by one of `envs`; returns how many processes it killed, or
 /// `None` when another environment marked the host (left alone).
+/// Longest a sweep waits for the processes it killed to be gone.
+pub const SWEEP_WAIT_MS: u64 = 3_000;
+
+/// The second pass of a destroy, once every host's instances are gone:
+/// kills what still holds a file under `dir/bin/` (a binary copy that a
+/// manager killed in the first pass had under way here: warming, or a
+/// start) and removes `bin/` and the dir again. Returns how many it killed.
+pub fn sweep(c: &Client) -> Result<usize, ProviderError> {
+    let script = format!(
+        "D={d}; holders() {{ for p in /proc/[0-9]*; do q=${{p#/proc/}}; [ \"$q\" = \"$$\" ] && continue; \
+           for f in \"$p\"/fd/*; do case \"$(readlink \"$f\" 2>/dev/null)\" in \"$D/bin/\"*) echo \"$q\"; break;; esac; done; done; }}; \
+         k=0; n=0; while [ -n \"$(holders)\" ] && [ $n -lt {w} ]; do for p in $(holders); do kill -KILL $p 2>/dev/null && k=$((k+1)); done; sleep 0.1; n=$((n+1)); done; \
+         rm -rf \"$D/bin\"; rmdir \"$D\" 2>/dev/null; echo \"SWEPT $k\"",
+        d = quote(&c.entry().dir),
+        w = SWEEP_WAIT_MS / 100
+    );
+    let out = c.run(&script, None, STOP_TIMEOUT_MS)?;
+    let line = out.stdout.lines().last().unwrap_or("").trim().to_string();
+    match line.strip_prefix("SWEPT ") {
+        Some(n) => Ok(n.parse().unwrap_or(0)),
+        None => Err(fail(c, format!("sweep failed (exit {}): {}", out.code, out.stderr.trim()))),
+    }
+}
+
 pub fn destroy(c: &Client, envs: &[String]) -> Result<Option<usize>, ProviderError> {
     let ok: Vec<String> = envs.iter().map(|e| quote(e)).collect();
     let script = format!(
