@@ -10,7 +10,6 @@ mod common;
 use testkit::attack;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -28,30 +27,13 @@ fn env_cluster(n: usize) -> (tempfile::TempDir, Vec<Peer>) {
     let mut peers = vec![first];
     for i in 1..n {
         let dir = tmp.path().join(format!("m{i}"));
-        let addr = local(free_port());
-        let mut cmd = Command::new(jujud_bin());
-        cmd.args([
-            "peer",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            &addr.to_string(),
-            "--log-format",
-            "json",
-        ]);
-        cmd.args(["--join", &seed]).env("JUJUD_TOKEN", &token);
-        let (child, log) = spawn_logged(cmd);
-        log.wait_for(jujud::events::MANAGER_STARTING, |l| {
-            l.iter().any(|v| message(v) == jujud::events::MANAGER_STARTING)
-        });
-        let start = log
-            .snapshot()
-            .into_iter()
-            .rev()
-            .find(|v| message(v) == jujud::events::MANAGER_STARTING)
-            .unwrap();
-        let (id, generation) = (field(&start, "id"), field(&start, "generation").parse().unwrap());
-        peers.push(Peer { child: Some(child), dir, addr, log, id, generation });
+        peers.push(Peer::start_with(
+            None,
+            &dir,
+            local(free_port()),
+            &["--join", &seed],
+            Some(&token),
+        ));
     }
     for p in &peers {
         for q in peers.iter().filter(|q| q.id != p.id) {

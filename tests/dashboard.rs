@@ -15,10 +15,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::env::Env;
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,61 +33,19 @@ const GRACE_MS: &str = "3000";
 /// The most a raw HTTPS answer read by this test may be.
 const MAX_ANSWER_BYTES: u64 = 1 << 20;
 
-/// An environment under a temporary root, destroyed when dropped.
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
 impl Env {
-    fn bootstrap(ha: u32) -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("env");
-        let env = Env { _tmp: tmp, root };
-        let out =
-            env.juju(&["bootstrap", "--ha", &ha.to_string(), "--root", env.root.to_str().unwrap()]);
-        assert!(out.status.success(), "bootstrap: {}", String::from_utf8_lossy(&out.stderr));
-        env
-    }
-
-    fn client(&self) -> PathBuf {
-        self.root.join("client.yaml")
-    }
-
-    fn juju(&self, args: &[&str]) -> Output {
-        Command::new(common::juju_bin())
-            .env("JUJUD_ROOT", &self.root)
-            .args(args)
-            .output()
-            .expect("run juju")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.juju(args);
-        assert!(out.status.success(), "juju {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     fn dashboard(&self) -> Value {
         serde_json::from_str(&self.ok(&["dashboard", "--format", "json"])).unwrap()
     }
 
     /// The pid of the instance serving at `addr`.
     fn pid_at(&self, addr: &str) -> i32 {
-        let dir = std::fs::read_dir(self.root.join("instances")).unwrap();
-        let records =
-            dir.flatten().filter_map(|e| std::fs::read(e.path().join("instance.json")).ok());
-        let found = records
-            .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+        let found = self
+            .instances()
+            .into_iter()
             .find(|i| i["address"] == addr && i["state"] == "running")
             .unwrap_or_else(|| panic!("no running instance at {addr}"));
         found["pid"].as_i64().unwrap() as i32
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.juju(&["destroy", "--root", self.root.to_str().unwrap()]);
     }
 }
 

@@ -148,18 +148,7 @@ fn no_command_line_holds_a_token_when_started_as_the_readme_says() {
 fn a_token_can_come_from_standard_input() {
     let c = Cluster::start(1);
     let token = c.peers[0].token();
-    let mut cmd = Command::new(jujud_bin());
-    let dir = c.tmp.path().join("m1");
-    let addr = local(free_port());
-    cmd.args([
-        "peer",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--listen",
-        &addr.to_string(),
-        "--log-format",
-        "json",
-    ]);
+    let mut cmd = peer_command(&c.tmp.path().join("m1"), local(free_port()));
     cmd.args(["--join", &c.peers[0].addr.to_string(), "--token-file", "-"]).stdin(Stdio::piped());
     let (mut child, log) = spawn_logged(cmd);
     // One line is enough: standard input stays open, as at a terminal.

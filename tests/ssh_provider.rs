@@ -158,6 +158,35 @@ fn a_sweep_kills_a_binary_copy_left_under_way_and_removes_the_dir() {
     ssh::client::close_hosts(p.hosts());
 }
 
+/// An environment bootstrapped on the bed: its cloud file, root (and as a
+/// string, for arguments), client file and bootstrap's output.
+struct Env {
+    cloud: String,
+    root: std::path::PathBuf,
+    r: String,
+    cf: String,
+    out: String,
+}
+
+/// Writes cloud file `name` of `hosts` and runs `juju bootstrap --ha 3` on
+/// it under the bed's `env` root, which must succeed.
+fn bootstrap_ha3(bed: &Hosts, name: &str, hosts: &[usize]) -> Env {
+    let cloud_file = bed.write_cloud(name, hosts);
+    let root = bed.root.join("env");
+    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
+    let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
+    assert!(ok, "bootstrap failed: {out}\n{err}");
+    let cf = root.join("client.yaml").display().to_string();
+    Env { cloud: c, root, r, cf, out }
+}
+
+/// No process but sshd runs on any of `hosts`.
+fn assert_nothing_runs(bed: &Hosts, hosts: impl IntoIterator<Item = usize>) {
+    for i in hosts {
+        assert!(processes(bed, i).is_empty(), "host {i} still runs {:?}", processes(bed, i));
+    }
+}
+
 /// Runs `juju ARGS` to its end; (success, stdout, stderr).
 fn juju(args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(common::juju_bin())
@@ -191,11 +220,7 @@ fn alive_managers(root: &std::path::Path) -> Vec<String> {
 #[test]
 fn bootstrap_ha_3_runs_three_managers_on_three_hosts_and_destroy_leaves_nothing() {
     let Some(bed) = Hosts::for_test(4) else { return };
-    let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3]);
-    let root = bed.root.join("env");
-    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
-    let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
-    assert!(ok, "bootstrap failed: {out}\n{err}");
+    let Env { root, r, out, .. } = bootstrap_ha3(&bed, "cloud.yaml", &[0, 1, 2, 3]);
     eprintln!("{}", out.lines().next().unwrap_or(""));
     let mut alive = alive_managers(&root);
     alive.sort();
@@ -428,12 +453,7 @@ fn wait_managers(
 #[test]
 fn a_dead_managers_host_is_fenced_and_replaced_on_a_free_host() {
     let Some(mut bed) = Hosts::for_test(4) else { return };
-    let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3]);
-    let root = bed.root.join("env");
-    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
-    let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
-    assert!(ok, "bootstrap failed: {out}\n{err}");
-    let cf = root.join("client.yaml").display().to_string();
+    let Env { root, r, cf, .. } = bootstrap_ha3(&bed, "cloud.yaml", &[0, 1, 2, 3]);
     let (ok, _, err) = juju(&["--client-config", &cf, "controller-config", "ha-grace-ms=2000"]);
     assert!(ok, "{err}");
     let before = alive_managers(&root);
@@ -470,9 +490,7 @@ fn a_dead_managers_host_is_fenced_and_replaced_on_a_free_host() {
         !ok && err.contains("does not answer"),
         "destroy names the dead host it could not clean: {err}"
     );
-    for i in 1..4 {
-        assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
-    }
+    assert_nothing_runs(&bed, 1..4);
 }
 
 /// The pool grows at run time (`juju add-host`), a host of it is enlisted
@@ -539,9 +557,7 @@ fn an_added_host_is_enlisted_as_a_machine_and_freed_by_remove_machine() {
     }
     let (ok, _, err) = juju(&["destroy", "--root", &r]);
     assert!(ok, "{err}");
-    for i in 0..2 {
-        assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
-    }
+    assert_nothing_runs(&bed, 0..2);
 }
 
 /// A manager's host stops answering (its link cut, its processes alive):
@@ -551,12 +567,7 @@ fn an_added_host_is_enlisted_as_a_machine_and_freed_by_remove_machine() {
 #[test]
 fn a_silent_managers_host_is_replaced_and_its_old_manager_stopped_when_it_answers() {
     let Some(bed) = Hosts::for_test(4) else { return };
-    let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3]);
-    let root = bed.root.join("env");
-    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
-    let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
-    assert!(ok, "bootstrap failed: {out}\n{err}");
-    let cf = root.join("client.yaml").display().to_string();
+    let Env { root, r, cf, .. } = bootstrap_ha3(&bed, "cloud.yaml", &[0, 1, 2, 3]);
     let (ok, _, err) = juju(&["--client-config", &cf, "controller-config", "ha-grace-ms=2000"]);
     assert!(ok, "{err}");
     let z = 1;
@@ -587,9 +598,7 @@ fn a_silent_managers_host_is_replaced_and_its_old_manager_stopped_when_it_answer
     );
     let (ok, _, err) = juju(&["destroy", "--root", &r]);
     assert!(ok, "{err}");
-    for i in 0..4 {
-        assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
-    }
+    assert_nothing_runs(&bed, 0..4);
 }
 
 /// With no free host, the heal waits and `juju status` says why ("no free
@@ -597,12 +606,7 @@ fn a_silent_managers_host_is_replaced_and_its_old_manager_stopped_when_it_answer
 #[test]
 fn with_no_free_host_status_says_so_and_an_added_host_heals() {
     let Some(mut bed) = Hosts::for_test(4) else { return };
-    let cloud_file = bed.write_cloud("three.yaml", &[0, 1, 2]);
-    let root = bed.root.join("env");
-    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
-    let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
-    assert!(ok, "bootstrap failed: {out}\n{err}");
-    let cf = root.join("client.yaml").display().to_string();
+    let Env { cloud: c, root, r, cf, .. } = bootstrap_ha3(&bed, "three.yaml", &[0, 1, 2]);
     let (ok, _, err) = juju(&["--client-config", &cf, "controller-config", "ha-grace-ms=2000"]);
     assert!(ok, "{err}");
     bed.kill_host(2);
@@ -628,9 +632,7 @@ fn with_no_free_host_status_says_so_and_an_added_host_heals() {
     });
     let (_, _, err) = juju(&["destroy", "--root", &r]);
     assert!(err.contains("does not answer"), "only the dead host is left uncleaned: {err}");
-    for i in [0, 1, 3] {
-        assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
-    }
+    assert_nothing_runs(&bed, [0, 1, 3]);
 }
 
 /// `juju enable-ha -n 5` puts two more managers on the two free hosts;
@@ -639,12 +641,7 @@ fn with_no_free_host_status_says_so_and_an_added_host_heals() {
 #[test]
 fn enable_ha_5_then_3_uses_and_frees_hosts() {
     let Some(bed) = Hosts::for_test(5) else { return };
-    let cloud_file = bed.write_cloud("cloud.yaml", &[0, 1, 2, 3, 4]);
-    let root = bed.root.join("env");
-    let (c, r) = (cloud_file.display().to_string(), root.display().to_string());
-    let (ok, out, err) = juju(&["bootstrap", "--ha", "3", "--cloud", &c, "--root", &r]);
-    assert!(ok, "bootstrap failed: {out}\n{err}");
-    let cf = root.join("client.yaml").display().to_string();
+    let Env { root, r, cf, .. } = bootstrap_ha3(&bed, "cloud.yaml", &[0, 1, 2, 3, 4]);
     let (ok, out, err) = juju(&["--client-config", &cf, "enable-ha", "-n", "5"]);
     assert!(ok, "{out}{err}");
     let running = |i: usize| processes(&bed, i).iter().filter(|p| p.contains("/bin/jujud")).count();
@@ -678,7 +675,5 @@ fn enable_ha_5_then_3_uses_and_frees_hosts() {
     }
     let (ok, _, err) = juju(&["destroy", "--root", &r]);
     assert!(ok, "{err}");
-    for i in 0..5 {
-        assert!(processes(&bed, i).is_empty(), "host {i} still runs {:?}", processes(&bed, i));
-    }
+    assert_nothing_runs(&bed, 0..5);
 }

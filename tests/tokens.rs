@@ -22,16 +22,7 @@ enum Joined {
 /// environment; waits until it runs as a member or gives up.
 fn try_join(dir: &std::path::Path, seed: std::net::SocketAddr, token: &str) -> Joined {
     let addr = local(free_port());
-    let mut cmd = Command::new(jujud_bin());
-    cmd.args([
-        "peer",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--listen",
-        &addr.to_string(),
-        "--log-format",
-        "json",
-    ]);
+    let mut cmd = peer_command(dir, addr);
     cmd.args(["--join", &seed.to_string()]).env("JUJUD_TOKEN", token);
     let (mut child, log): (_, Arc<LogBook>) = spawn_logged(cmd);
     log.wait_for("the joiner to run or fail", |l| {

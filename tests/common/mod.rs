@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod agent;
+pub mod env;
 #[allow(unused_imports)]
 pub use testkit::hosts;
 pub mod netns;
@@ -169,15 +170,7 @@ impl Peer {
             }
             None => Command::new(jujud_bin()),
         };
-        cmd.args([
-            "peer",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            &addr.to_string(),
-            "--log-format",
-            "json",
-        ]);
+        cmd.args(peer_args(dir, addr));
         cmd.args(extra);
         if let Some(t) = token {
             cmd.env(TOKEN_ENV, t);
@@ -284,6 +277,28 @@ impl Cluster {
     pub fn juju(&self, args: &[&str]) -> Output {
         juju(&self.peers[0].client_file(), args)
     }
+}
+
+/// `jujud peer` with its data dir, listen address and JSON logs: what
+/// every test manager starts with (the caller adds `--join`, tokens, ...).
+pub fn peer_args(dir: &Path, addr: SocketAddr) -> [String; 7] {
+    [
+        "peer",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        &addr.to_string(),
+        "--log-format",
+        "json",
+    ]
+    .map(str::to_string)
+}
+
+/// `jujud` [`peer_args`], ready for more arguments.
+pub fn peer_command(dir: &Path, addr: SocketAddr) -> Command {
+    let mut cmd = Command::new(jujud_bin());
+    cmd.args(peer_args(dir, addr));
+    cmd
 }
 
 pub fn local(port: u16) -> SocketAddr {
