@@ -93,12 +93,10 @@ fn endpoint_status(root: &Path, endpoint: &str) -> Option<Value> {
     serde_json::from_slice(&out).ok()
 }
 
-fn status(root: &Path, endpoint: Option<&str>) -> Option<Value> {
+/// `juju status` through the client file (any manager that answers).
+fn status(root: &Path) -> Option<Value> {
     let client = root.join("client.yaml");
-    let mut args = vec!["--client-config", client.to_str().unwrap(), "status", "--format", "json"];
-    if let Some(e) = endpoint {
-        args.extend(["--endpoint", e]);
-    }
+    let args = ["--client-config", client.to_str().unwrap(), "status", "--format", "json"];
     serde_json::from_slice(&juju(root, &args).stdout).ok()
 }
 
@@ -132,7 +130,7 @@ fn wait(
 ) -> Result<(Duration, Value), String> {
     let start = Instant::now();
     loop {
-        let st = status(root, None);
+        let st = status(root);
         if std::env::var_os("SSH_BENCH_TRACE").is_some() {
             let seen: Vec<String> =
                 st.as_ref().and_then(|s| s["members"].as_array()).map_or(vec![], |a| {
@@ -243,7 +241,7 @@ fn round(n: usize, grace_ms: u64, preset: &str, f: &mut Figures) -> Result<(), S
     while t.elapsed() < Duration::from_millis(ZOMBIE_WATCH_MS)
         || stopped.is_none() && t.elapsed() < Duration::from_millis(STEP_CAP_MS)
     {
-        if let Some(st) = status(&root, None) {
+        if let Some(st) = status(&root) {
             rejoins += managers(&st).iter().filter(|(id, _)| *id == zid).count();
         }
         if stopped.is_none() && hosts.jujud_pids(z).is_empty() {
@@ -253,7 +251,7 @@ fn round(n: usize, grace_ms: u64, preset: &str, f: &mut Figures) -> Result<(), S
     }
     f.zombie_rejoins.push(rejoins);
     f.zombie_stopped.push(stopped.unwrap_or(f64::INFINITY));
-    f.zombie_managers.push(status(&root, None).map_or(0, |st| managers(&st).len()));
+    f.zombie_managers.push(status(&root).map_or(0, |st| managers(&st).len()));
     // 3. Grow to 5 (the free host and the cleaned zombie host), back to 3.
     ok(&root, &[&cc[..], &["enable-ha", "-n", "5"]].concat())?;
     let (_, st) = wait(&root, "5 managers serving", |st| serving(&root, 5, st))?;

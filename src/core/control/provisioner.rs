@@ -83,7 +83,8 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
         return;
     }
     let seeds: Vec<std::net::SocketAddr> = view.live.iter().map(|m| m.addr).collect();
-    let busy = busy_hosts(view.facts);
+    // Walked only when a start is asked for (not on every control tick).
+    let mut busy: Option<Vec<String>> = None;
     c.provisioner
         .failures
         .retain(|m, _| view.facts.iter().any(|f| &f.id == m && f.alive && f.instance.is_none()));
@@ -123,7 +124,7 @@ pub fn run(c: &mut Controller, view: &View<'_>, out: &mut ControlOut) {
             manager: f.controller,
             seeds: seeds.clone(),
             host: f.host.clone(),
-            busy: busy.clone(),
+            busy: busy.get_or_insert_with(|| busy_hosts(view.facts)).clone(),
         };
         c.fly(cmd, Singleton::Provisioner, view.now, out);
     }

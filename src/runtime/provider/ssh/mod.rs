@@ -73,8 +73,9 @@ pub fn placement_order<'a>(
 ) -> Vec<&'a HostEntry> {
     let rank = |h: &HostEntry| (unreachable.contains(&h.address), is_busy(h, busy));
     let mut order = hosts;
-    // Stable: the pool's order within each rank.
-    order.sort_by_key(|h| rank(h));
+    // Stable: the pool's order within each rank. Cached: a rank may
+    // resolve the host's name.
+    order.sort_by_cached_key(|h| rank(h));
     order
 }
 
