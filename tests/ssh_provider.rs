@@ -158,6 +158,72 @@ fn a_sweep_kills_a_binary_copy_left_under_way_and_removes_the_dir() {
     ssh::client::close_hosts(p.hosts());
 }
 
+/// `systemctl show` of unit `jujud-NAME` on host `i`: `KEY=value` lines.
+fn unit(bed: &Hosts, i: usize, name: &str) -> String {
+    let props = "-p LoadState -p ActiveState -p Restart -p NRestarts -p MainPID";
+    // A few tries: one ssh connection may time out on a loaded machine.
+    let mut out = bed.ssh(i, &format!("systemctl show {props} jujud-{name}"));
+    for _ in 0..3 {
+        if out.status.success() {
+            break;
+        }
+        out = bed.ssh(i, &format!("systemctl show {props} jujud-{name}"));
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (bounded) until host `i`'s unit for `name` shows `state`.
+fn wait_unit(bed: &Hosts, i: usize, name: &str, state: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let u = unit(bed, i, name);
+        if u.contains(state) || start.elapsed().as_secs() > 30 {
+            return u;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn on_a_host_running_systemd_an_instance_is_a_unit_that_is_never_restarted() {
+    let Some(bed) = Hosts::for_test_systemd(1) else { return };
+    let p = provider(&bed, &[0], "env-s");
+    assert!(bed.ssh(0, "test -d /run/systemd/system").status.success(), "systemd runs there");
+    let a = p.start(&peer("m-s-g1")).unwrap();
+    assert_eq!(a.address.to_string(), format!("{}:17070", addr(&bed, 0)));
+    let u = unit(&bed, 0, "m-s-g1");
+    assert!(u.contains("ActiveState=active") && u.contains("Restart=no"), "{u}");
+    let running = jujud_running(&bed, 0);
+    assert_eq!(running.len(), 1, "one jujud, the unit's: {running:?}");
+    // The unit's main process is the jujud, and its pid file says so.
+    let main = u.lines().find_map(|l| l.strip_prefix("MainPID=")).unwrap().to_string();
+    let pid_file = format!("{}/instances/m-s-g1/pid", bed.hosts[0].dir.display());
+    let pid_file = bed.ssh(0, &format!("cat {pid_file}"));
+    assert_eq!(String::from_utf8_lossy(&pid_file.stdout).trim(), main, "the pid file");
+    let cmdline = bed.ssh(0, &format!("tr '\\0' ' ' < /proc/{main}/cmdline"));
+    assert!(String::from_utf8_lossy(&cmdline.stdout).contains("/bin/jujud"), "MainPID {main}");
+
+    // A fenced instance killed on its host stays dead: no restart policy.
+    assert!(bed.ssh(0, &format!("kill -KILL {main}")).status.success());
+    let u = wait_unit(&bed, 0, "m-s-g1", "ActiveState=failed");
+    let dead = !u.contains("ActiveState=active") && !u.contains("ActiveState=activating");
+    assert!(dead && u.contains("NRestarts=0"), "{u}");
+    assert!(jujud_running(&bed, 0).is_empty(), "nothing brought it back");
+
+    // A start after that, then a graceful stop: the unit is gone too.
+    p.stop("m-s-g1", None, false).unwrap();
+    let b = p.start(&peer("m-t-g1")).unwrap();
+    assert!(!b.existed);
+    assert!(unit(&bed, 0, "m-t-g1").contains("ActiveState=active"));
+    p.stop("m-t-g1", Some(&b.address.to_string()), true).unwrap();
+    for name in ["m-s-g1", "m-t-g1"] {
+        let u = unit(&bed, 0, name);
+        assert!(u.contains("LoadState=not-found"), "unit of {name} left behind: {u}");
+    }
+    assert!(jujud_running(&bed, 0).is_empty());
+    ssh::client::close_hosts(p.hosts());
+}
+
 /// An environment bootstrapped on the bed: its cloud file, root (and as a
 /// string, for arguments), client file and bootstrap's output.
 struct Env {
@@ -622,9 +688,12 @@ fn with_no_free_host_status_says_so_and_an_added_host_heals() {
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
+    // Added from another client, whose root holds no copy of this pool:
+    // destroy (below, from the first client) learns of it from the managers.
     let more = bed.write_cloud("more.yaml", &[3]);
+    let other = bed.root.join("another-client").display().to_string();
     let (ok, out, err) =
-        juju(&["--client-config", &cf, "add-host", &more.display().to_string(), "--root", &r]);
+        juju(&["--client-config", &cf, "add-host", &more.display().to_string(), "--root", &other]);
     assert!(ok, "{out}{err}");
     let fourth = addr(&bed, 3);
     wait_managers(&root, "3 alive managers, one on the added host", 90_000, |a| {

@@ -201,7 +201,7 @@ fn main() -> ExitCode {
         Command::Bootstrap { ha, root, cloud, preset } => {
             return rt.block_on(bootstrap_cmd(*ha, root.clone(), cloud.clone(), preset));
         }
-        Command::Destroy { root } => return destroy_cmd(root.clone()),
+        Command::Destroy { root } => return destroy_cmd(&rt, root.clone()),
         _ => {}
     }
     let path = match cli.client_config.clone() {
@@ -515,10 +515,19 @@ async fn wait_managers(path: &Path, n: u32) -> ExitCode {
     }
 }
 
-fn destroy_cmd(root: Option<PathBuf>) -> ExitCode {
+fn destroy_cmd(rt: &tokio::runtime::Runtime, root: Option<PathBuf>) -> ExitCode {
     let root = root.unwrap_or_else(bootstrap::default_root);
-    let result =
-        if sshenv::is_ssh(&root) { sshenv::destroy(&root) } else { bootstrap::destroy(&root) };
+    let result = if sshenv::is_ssh(&root) {
+        // Hosts other clients added are in the managers' pool, not in
+        // this client's copy: ask one first.
+        let pool = rt.block_on(sshenv::pool_from_managers(&root)).unwrap_or_else(|why| {
+            eprintln!("juju: the pool could not be read from a manager ({why}); cleaning the hosts this client knows");
+            Vec::new()
+        });
+        sshenv::destroy(&root, &pool)
+    } else {
+        bootstrap::destroy(&root)
+    };
     match result {
         Ok(n) => {
             println!("destroyed {}: {n} running instance(s) stopped", root.display());
@@ -643,6 +652,12 @@ fn print(cli: &Cli, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
             json(&serde_json::json!({ "token": token, "row": row }))
         }
         (Format::Json, Response::Applied(outcome)) => json(outcome),
+        // The entries hold private keys: only the addresses are printed.
+        (_, Response::Hosts(rows)) => {
+            for (address, _) in rows {
+                println!("{address}");
+            }
+        }
         (Format::Table, Response::Members { answered_by, members }) => {
             print!("{}", render::members(answered_by, members))
         }

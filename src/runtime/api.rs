@@ -139,10 +139,11 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
             | Request::TokenList(_)
             | Request::TokenRevoke { .. }
             | Request::DashboardLogin
+            | Request::Hosts
     );
     if admin_only && caller != CertRole::Admin {
         return Response::Error(format!(
-            "a {} may not manage tokens or dashboard logins",
+            "a {} may not manage tokens, dashboard logins or the host pool",
             caller.as_str()
         ));
     }
@@ -188,6 +189,10 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
             }
             Response::Done
         }
+        Request::Hosts => match shared.hosts().await {
+            Some(rows) => Response::Hosts(rows),
+            None => Response::Unavailable("this manager holds no state yet".into()),
+        },
         Request::DashboardLogin => match shared.dashboard.get() {
             Some(dash) => dash.login_link(),
             None => Response::Error(

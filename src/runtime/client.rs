@@ -98,6 +98,7 @@ pub fn retryable(req: &Request) -> bool {
             | Request::TokenList(_)
             | Request::Write { .. }
             | Request::DashboardLogin
+            | Request::Hosts
     )
 }
 

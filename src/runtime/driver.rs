@@ -92,6 +92,8 @@ pub enum Command {
         key: String,
         reply: oneshot::Sender<Vec<String>>,
     },
+    /// The ssh provider's pool (`None` without state).
+    Hosts(oneshot::Sender<Option<Vec<(String, String)>>>),
 }
 
 /// Everything the driver needs besides the node.
@@ -316,6 +318,11 @@ impl Driver {
             Command::StateGet { key, reply } => {
                 let _ = reply
                     .send(self.node.state().map(|st| st.replica.get(&key)).unwrap_or_default());
+            }
+            Command::Hosts(reply) => {
+                let _ = reply.send(
+                    self.node.state().map(|st| crate::core::state::controllers::hosts(&st.replica)),
+                );
             }
             Command::Status(reply) => {
                 let info = self.node.controller_info().unwrap_or_default();

@@ -114,6 +114,13 @@ impl Shared {
         rx.await.unwrap_or_default()
     }
 
+    /// The ssh provider's pool (`None` without state, or when stopping).
+    pub async fn hosts(&self) -> Option<Vec<(String, String)>> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Hosts(reply)).await.ok()?;
+        rx.await.ok().flatten()
+    }
+
     pub async fn publish(&self, notice: Notice) {
         let _ = self.commands.send(Command::Publish(notice)).await;
     }

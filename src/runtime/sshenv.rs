@@ -25,6 +25,7 @@ use super::datadir::write_atomic;
 use super::provider::Launch;
 use super::provider::ssh::cloud::{self, HostEntry};
 use super::provider::ssh::{SshProvider, client, host};
+use super::wire::{Request, Response};
 
 /// The pool's copy in a root.
 pub const CLOUD_COPY: &str = "cloud.json";
@@ -100,7 +101,7 @@ pub async fn bootstrap(
         // host goes, and the root with it.
         let _ = tokio::task::spawn_blocking({
             let root = root.to_path_buf();
-            move || destroy(&root)
+            move || destroy(&root, &[])
         })
         .await;
     }
@@ -201,11 +202,38 @@ async fn wait_for_client_file(c: &client::Client) -> Result<String, BootstrapErr
     }
 }
 
-/// Stops every instance on every host of the environment under `root`,
+/// Longest `destroy` waits for a manager to say the pool.
+pub const POOL_QUERY_TIMEOUT_MS: u64 = 10_000;
+
+/// The pool as a live manager's replica holds it: the hosts every client
+/// added, this one's and others'. `Err` says why no manager told it.
+pub async fn pool_from_managers(root: &Path) -> Result<Vec<HostEntry>, String> {
+    let file = ClientFile::load(&client_file_in(root)).map_err(|e| e.to_string())?;
+    let ask = super::client::request(&file, None, Request::Hosts);
+    let answer = tokio::time::timeout(Duration::from_millis(POOL_QUERY_TIMEOUT_MS), ask)
+        .await
+        .map_err(|_| format!("no answer within {POOL_QUERY_TIMEOUT_MS} ms"))?
+        .map_err(|e| e.to_string())?;
+    match answer {
+        (_, Response::Hosts(rows)) => rows
+            .iter()
+            .map(|(address, entry)| {
+                HostEntry::from_json(entry).map_err(|e| format!("host {address}: {e}"))
+            })
+            .collect(),
+        (_, Response::Error(why) | Response::Unavailable(why)) => Err(why),
+        (at, _) => Err(format!("{at} answered something else")),
+    }
+}
+
+/// Stops every instance on every host of the environment under `root`
+/// (the hosts of this client's copy and `pool`, the managers' pool, which
+/// are first added to the copy so a second destroy still knows them),
 /// removes what jujud installed there, then the root; returns how many
 /// processes were killed. Hosts that could not be cleaned are named, and
 /// the root is kept so that `destroy` can be run again.
-pub fn destroy(root: &Path) -> Result<usize, BootstrapError> {
+pub fn destroy(root: &Path, pool: &[HostEntry]) -> Result<usize, BootstrapError> {
+    remember_hosts(root, pool)?;
     let copy = load_copy(root)?;
     let mut killed = 0;
     let mut failed = Vec::new();

@@ -272,12 +272,24 @@ pub enum Request {
     /// A single-use login link to the answering manager's dashboard
     /// (admins only; see `runtime::dashboard`).
     DashboardLogin,
+    /// The ssh provider's pool as the answering manager's replica holds it
+    /// (admins only: entries hold the hosts' private keys, which admins
+    /// gave). `juju destroy` asks it, to clean hosts other clients added.
+    Hosts,
 }
+
+/// The frame limit of a [`Response::Hosts`]: a full pool of the largest
+/// entries.
+pub const MAX_HOSTS_FRAME_BYTES: usize = crate::core::state::controllers::MAX_HOSTS
+    * (crate::core::state::controllers::MAX_HOST_ENTRY_BYTES
+        + crate::core::state::controllers::MAX_HOST_ADDRESS_BYTES
+        + 16);
 
 /// The frame limit for the answer to `req`.
 pub fn answer_limit(req: &Request) -> usize {
     match req {
         Request::Status => MAX_STATUS_FRAME_BYTES,
+        Request::Hosts => MAX_HOSTS_FRAME_BYTES,
         _ => MAX_API_FRAME_BYTES,
     }
 }
@@ -364,6 +376,9 @@ pub enum Response {
         ca_fingerprint: String,
         ca_spki_sha256_base64: String,
     },
+    /// The answer to [`Request::Hosts`]: `(address, entry JSON)` in address
+    /// order, removed hosts left out.
+    Hosts(Vec<(String, String)>),
 }
 
 /// Decode bound of the persisted notice file: twice the most a data-dir

@@ -9,6 +9,14 @@
 //! cut. "A host stops responding": its link cut while its processes keep
 //! running (the zombie case), then restored.
 //!
+//! A host built with [`Hosts::for_test_systemd`] runs systemd as PID 1 of
+//! its own PID and mount namespaces, on an overlay of the machine's root
+//! whose writes land in a tmpfs of its own (so nothing systemd does at boot
+//! reaches the real filesystem: a first trial without the overlay let
+//! systemd-tmpfiles empty the machine's /tmp). Its units are only the four
+//! empty targets the bed writes (no distribution unit runs), which is all
+//! `systemd-run` needs. sshd runs inside, started before systemd.
+//!
 //! Owns the namespaces, the bridge, the sshd processes and the keys it
 //! makes. Must never leave any of them behind: Drop kills every process in
 //! every namespace and deletes them, even after a failed assertion. Needs
@@ -50,6 +58,8 @@ pub struct Host {
     link: String,
     sshd_config: PathBuf,
     sshd: Option<Child>,
+    /// Runs systemd as PID 1 of its own namespaces (see the module doc).
+    pub systemd: bool,
 }
 
 /// The bed: hosts on a bridge, and the client key that logs into them.
@@ -88,6 +98,37 @@ fn keygen(path: &Path) {
     );
 }
 
+/// Writes, under a systemd host's `home`, the units it runs (four empty
+/// targets: the one it boots to, and the three a service's default
+/// dependencies name) and the script that boots it: in new PID and mount
+/// namespaces, an overlay of `/` with its writes in a tmpfs, `/dev`,
+/// `/sys`, a new `/proc` (`/proc/sys` read-only, so no sysctl reaches the
+/// machine), an empty `/run`; sshd; then systemd as PID 1.
+fn write_systemd_boot(home: &Path, sshd_config: &str) -> PathBuf {
+    let units = home.join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    for t in ["bed", "sysinit", "basic", "shutdown"] {
+        std::fs::write(units.join(format!("{t}.target")), "[Unit]\nDescription=test host\n")
+            .unwrap();
+    }
+    let rt = home.join("rt");
+    std::fs::create_dir_all(&rt).unwrap();
+    let script = home.join("boot.sh");
+    let text = format!(
+        "set -e\nB={rt}\nmount -t tmpfs -o mode=755 tmpfs $B\nmkdir -p $B/upper $B/work $B/root\n\
+         mount -t overlay overlay -o lowerdir=/,upperdir=$B/upper,workdir=$B/work $B/root\nR=$B/root\n\
+         mount --rbind /dev $R/dev\nmount -t proc proc $R/proc\nmount --rbind /sys $R/sys\n\
+         mount -o bind,ro /proc/sys $R/proc/sys\nmount -t tmpfs -o mode=755 tmpfs $R/run\n\
+         mkdir -p $R/run/sshd $R/old\ncd $R\npivot_root . old\numount -l /old\n\
+         /usr/sbin/sshd -e -f {sshd_config}\n\
+         exec env container=jujud-test SYSTEMD_UNIT_PATH={units} /lib/systemd/systemd --system --unit=bed.target --log-target=console\n",
+        rt = rt.display(),
+        units = units.display()
+    );
+    std::fs::write(&script, text).unwrap();
+    script
+}
+
 /// `SHA256:...` of a public key file.
 pub fn fingerprint(pubkey: &Path) -> String {
     let out = must("ssh-keygen", &["-l", "-E", "sha256", "-f", pubkey.to_str().unwrap()]);
@@ -114,6 +155,32 @@ impl Hosts {
         Ok(())
     }
 
+    /// Whether this machine can run hosts with systemd: [`Hosts::available`]
+    /// and systemd, `unshare` and overlayfs.
+    pub fn available_systemd() -> Result<(), String> {
+        Hosts::available()?;
+        for tool in ["/lib/systemd/systemd", "/usr/bin/systemd-run", "/usr/bin/unshare"] {
+            if !Path::new(tool).exists() {
+                return Err(format!("{tool} is missing (apt-get install systemd util-linux)"));
+            }
+        }
+        let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !fs.contains("overlay") {
+            return Err("the kernel has no overlayfs".into());
+        }
+        Ok(())
+    }
+
+    /// [`Hosts::for_test`] with every host running systemd.
+    pub fn for_test_systemd(n: usize) -> Option<Hosts> {
+        if let Err(why) = Hosts::available_systemd() {
+            assert!(std::env::var_os("CI").is_none(), "CI must run the systemd hosts: {why}");
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        Some(Hosts::build_with(n, true))
+    }
+
     /// The bed for a test: `n` hosts, or `None` (printing why) on a machine
     /// that cannot run it. Under CI (`CI` set) a missing part fails the test
     /// instead of skipping it.
@@ -128,6 +195,11 @@ impl Hosts {
 
     /// Builds `n` hosts, each with a running sshd that accepts the bed's key.
     pub fn build(n: usize) -> Hosts {
+        Hosts::build_with(n, false)
+    }
+
+    /// [`Hosts::build`], every host running systemd when `systemd`.
+    pub fn build_with(n: usize, systemd: bool) -> Hosts {
         assert!((1..=200).contains(&n), "1 to 200 hosts");
         let bed = BEDS.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -144,7 +216,8 @@ impl Hosts {
         must("ip", &["addr", "add", &format!("10.{b}.{c}.254/24"), "dev", &bridge]);
         must("ip", &["link", "set", &bridge, "up"]);
         for i in 0..n {
-            let host = bed.make_host(&tag, i, Ipv4Addr::new(10, b, c, i as u8 + 1));
+            let mut host = bed.make_host(&tag, i, Ipv4Addr::new(10, b, c, i as u8 + 1));
+            host.systemd = systemd;
             bed.hosts.push(host);
         }
         for i in 0..n {
@@ -189,33 +262,43 @@ impl Hosts {
             link,
             sshd_config,
             sshd: None,
+            systemd: false,
         }
     }
 
-    /// (Re)starts host `i`'s sshd and waits until it accepts connections.
+    /// (Re)starts host `i`'s sshd (and systemd, on a systemd host) and waits
+    /// until it accepts connections (and systemd has booted).
     pub fn start_sshd(&mut self, i: usize) {
         std::fs::create_dir_all("/run/sshd").unwrap();
         let h = &mut self.hosts[i];
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &h.ns,
-                "/usr/sbin/sshd",
-                "-D",
-                "-e",
-                "-f",
-                h.sshd_config.to_str().unwrap(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sshd");
+        let config = h.sshd_config.to_str().unwrap().to_string();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &h.ns]);
+        if h.systemd {
+            let home = h.sshd_config.parent().unwrap().to_path_buf();
+            let script = write_systemd_boot(&home, &config);
+            let log = std::fs::File::create(home.join("systemd.log")).unwrap();
+            cmd.args(["unshare", "--pid", "--fork", "--mount", "--propagation", "private", "sh"])
+                .arg(script)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+        } else {
+            cmd.args(["/usr/sbin/sshd", "-D", "-e", "-f", &config])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+        let child = cmd.stdin(Stdio::null()).spawn().expect("start sshd");
         h.sshd = Some(child);
         let deadline = Instant::now() + Duration::from_millis(SSHD_READY_MS);
+        // A systemd host is ready once systemd has booted too (sshd starts
+        // first: a start before that found /run/systemd/system but no bus).
+        let ready = if self.hosts[i].systemd {
+            "case $(systemctl is-system-running 2>/dev/null) in running|degraded) ;; *) exit 1;; esac"
+        } else {
+            "true"
+        };
         loop {
-            if self.ssh(i, "true").status.success() {
+            if self.ssh(i, ready).status.success() {
                 return;
             }
             assert!(
