@@ -7,8 +7,14 @@
 //! never hand out an own operation before it is durable, and never apply a
 //! foreign operation twice.
 //!
-//! An actor is a node at one generation, so a restarted node never reuses
-//! operation numbers it may have used before a crash.
+//! An actor is a node at one generation. A manager restarted on its own
+//! intact disk keeps writing as the actor that disk records
+//! ([`Replica::write_as`], chosen by [`writer_after_start`]), continuing
+//! its operation numbers after the highest one on that disk: an own
+//! operation is shared only once durable there, so no other replica can
+//! hold a number the restart reuses. Any other start (a new node, a
+//! restore from peers, a disk from before the writer was recorded) is a
+//! new actor, so restarts do not add actors to clocks and version vectors.
 //!
 //! A write's register clock is the register's own clock plus the new dot,
 //! not the whole map's clock: it supersedes exactly the values this replica
@@ -46,6 +52,29 @@ pub const MAX_PENDING_OPS: usize = 100_000;
 /// (250 ms later). A set-style write is two operations (the change and its
 /// request record), so this is about 10,000 writes.
 pub const MAX_DELTA_OPS: usize = 20_000;
+
+/// The actor a manager writes as after a start at membership generation
+/// `generation`: the writer its disk records (`recorded`) when that disk
+/// is its own and intact (`own_disk`: the state log was found, not
+/// restored from peers), else a new actor at `generation` (which the
+/// caller records durably before the replica writes anything).
+///
+/// Why adoption is safe: the recorded writer's operations are shared only
+/// once durable on that disk, so the disk holds every one any replica may
+/// hold, and numbering on after the highest reuses none. After a restore
+/// from peers the old writer's last operations may exist only elsewhere
+/// (or on the lost disk), so that start must not adopt.
+pub fn writer_after_start(
+    node: u64,
+    generation: u64,
+    recorded: Option<u64>,
+    own_disk: bool,
+) -> Actor {
+    match recorded {
+        Some(g) if own_disk && g <= generation => Actor { node, generation: g },
+        _ => Actor { node, generation },
+    }
+}
 
 /// An operation with its author and its number in the author's sequence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +187,9 @@ impl Replica {
         }
     }
 
-    /// A replica restored from a snapshot (its own actor is new).
+    /// A replica restored from a snapshot, writing as `me` (a new actor;
+    /// [`Replica::write_as`] adopts the disk's writer once the log is
+    /// replayed).
     pub fn from_snapshot(me: Actor, snap: Snapshot) -> Replica {
         let mut r = Replica::new(me);
         r.doc = snap.doc;
@@ -170,10 +201,31 @@ impl Replica {
     }
 
     /// Declares everything applied so far durable (a replica rebuilt from
-    /// its own disk at start).
+    /// its own disk at start), own operations of an adopted writer too.
     pub fn assume_durable(&mut self) {
         self.durable_remote = self.vv.clone();
         self.durable_remote.remove(&self.me);
+        self.durable = self.own_seq();
+    }
+
+    /// Writes from now on as `writer`, continuing its operation numbers
+    /// after the highest applied here. Only for a replica just rebuilt
+    /// from this manager's own disk, where `writer` is the actor that disk
+    /// records (every operation of it ever shared is on that disk, hence
+    /// replayed here); see [`writer_after_start`]. Its operations replayed
+    /// so far count as durable.
+    ///
+    /// Refused (false, the actor unchanged) if the replay left operations
+    /// of `writer` waiting behind a gap: its own log never has one, so the
+    /// disk is not what it claims, and numbering on could reuse a number.
+    pub fn write_as(&mut self, writer: Actor) -> bool {
+        if self.pending.get(&writer).is_some_and(|p| !p.is_empty()) {
+            return false;
+        }
+        self.me = writer;
+        self.durable = self.own_seq();
+        self.durable_remote.remove(&writer);
+        true
     }
 
     /// Foreign operations up to `vv` are durable here (own ones in `vv`
