@@ -108,16 +108,18 @@ fn create_cost(r: &mut Replica, rounds: usize, next_id: &mut u64) -> Res<Samples
     Ok(s)
 }
 
-/// Writes per generation in the restart measurement, spread over
-/// [`RESTART_KEYS`] config keys of one application.
-const WRITES_PER_RESTART: u64 = 20;
+/// Writes in the restart measurement, whatever the number of restarts
+/// (so that 10 and 1,000 restarts have the same write history, and the
+/// request records it leaves, bounded by `MAX_REQUEST_RECORDS_BYTES`, are
+/// the same), spread over [`RESTART_KEYS`] config keys of one application.
+const RESTART_WRITES: u64 = 20_000;
 const RESTART_KEYS: u64 = 100;
 
 /// A manager restarted `restarts` times (the replica rebuilt from its
 /// snapshot under a new actor, then, with `adopt`, writing on as the
 /// disk's recorded writer as `jujud peer` does since issue 14; without it,
-/// as the new actor, as before), writing [`WRITES_PER_RESTART`] config
-/// values each time: (snapshot bytes per key, digest bytes, bytes per
+/// as the new actor, as before), [`RESTART_WRITES`] config writes in all,
+/// spread evenly: (snapshot bytes per key, digest bytes, bytes per
 /// operation of a push of one write).
 fn after_restarts(restarts: u64, adopt: bool) -> Res<(f64, usize, f64)> {
     let mut next_id = 1_000_000;
@@ -132,9 +134,10 @@ fn after_restarts(restarts: u64, adopt: bool) -> Res<(f64, usize, f64)> {
         if !r.write_as(writer_after_start(node, generation, recorded, true)) {
             return Err("the writer's own operations have a gap".into());
         }
-        for w in 0..WRITES_PER_RESTART {
+        let per_restart = RESTART_WRITES / restarts;
+        for w in 0..per_restart {
             next_id += 1;
-            let key = format!("k{}", (generation * WRITES_PER_RESTART + w) % RESTART_KEYS);
+            let key = format!("k{}", (generation * per_restart + w) % RESTART_KEYS);
             let cmd = Command::SetConfig { app: "app".into(), pairs: vec![(key, w.to_string())] };
             let (mut changes, outcome) =
                 model::plan(&r, request_id(next_id), &cmd).map_err(|e| e.to_string())?;
