@@ -122,10 +122,24 @@ pub struct Snapshot {
 
 /// What a retained operation holds in memory, in bytes: its inline size
 /// plus its key, value and clock entries (an estimate that counts every
-/// variable part, so a bound on it bounds the heap).
+/// variable part, so a bound on it bounds the heap). The retained log
+/// counts the inline part per slot it has allocated, used or not (see
+/// [`Replica::retained`]).
 pub fn op_bytes(s: &Stamped) -> usize {
+    SLOT_BYTES + op_heap_bytes(s)
+}
+
+/// The inline size of one retained operation's slot in the log.
+const SLOT_BYTES: usize = std::mem::size_of::<Stamped>();
+/// The retained log of an actor grows by a quarter (plus this many slots)
+/// when full, not by doubling, so at most about a fifth of its slots are
+/// spare; an emptied log is freed.
+const LOG_GROWTH_MIN_SLOTS: usize = 64;
+
+/// [`op_bytes`] without the inline part: the key, value and clock.
+fn op_heap_bytes(s: &Stamped) -> usize {
     const CLOCK_ENTRY_BYTES: usize = std::mem::size_of::<(Actor, u64)>();
-    let heap = match &s.op {
+    match &s.op {
         crdts::map::Op::Rm { clock, keyset } => {
             clock.dots.len() * CLOCK_ENTRY_BYTES
                 + keyset.iter().map(|k| k.len() + std::mem::size_of::<String>() * 2).sum::<usize>()
@@ -133,8 +147,7 @@ pub fn op_bytes(s: &Stamped) -> usize {
         crdts::map::Op::Up { key, op: crdts::mvreg::Op::Put { clock, val }, .. } => {
             key.len() + val.len() + clock.dots.len() * CLOCK_ENTRY_BYTES
         }
-    };
-    std::mem::size_of::<Stamped>() + heap
+    }
 }
 
 /// The operations of one actor's log with `after < seq <= upto`; the log is
@@ -160,8 +173,10 @@ pub struct Replica {
     /// Operations kept for deltas, per actor, oldest first.
     log: BTreeMap<Actor, VecDeque<Stamped>>,
     retained: usize,
-    /// [`op_bytes`] of every retained operation.
+    /// The heap parts of every retained operation ([`op_heap_bytes`]).
     retained_bytes: usize,
+    /// Slots allocated by the retained logs, used or not.
+    retained_slots: usize,
     pending: BTreeMap<Actor, BTreeMap<u64, Stamped>>,
     pending_count: usize,
     /// Operations dropped because `pending` was full.
@@ -181,6 +196,7 @@ impl Replica {
             log: BTreeMap::new(),
             retained: 0,
             retained_bytes: 0,
+            retained_slots: 0,
             pending: BTreeMap::new(),
             pending_count: 0,
             dropped_pending: 0,
@@ -406,8 +422,14 @@ impl Replica {
             None => self.doc.apply(s.op.clone()),
         }
         self.vv.insert(s.actor, s.seq);
-        self.retained_bytes += op_bytes(&s);
-        self.log.entry(s.actor).or_default().push_back(s);
+        self.retained_bytes += op_heap_bytes(&s);
+        let log = self.log.entry(s.actor).or_default();
+        if log.len() == log.capacity() {
+            let before = log.capacity();
+            log.reserve_exact(log.len() / 4 + LOG_GROWTH_MIN_SLOTS);
+            self.retained_slots += log.capacity() - before;
+        }
+        log.push_back(s);
         self.retained += 1;
         self.compact();
     }
@@ -416,19 +438,32 @@ impl Replica {
     /// bytes (their effect is in the document; a peer that needs them gets
     /// the full state), from the actor that retains the most.
     fn compact(&mut self) {
-        while self.retained > MAX_RETAINED_OPS || self.retained_bytes > MAX_RETAINED_OPS_BYTES {
-            let Some((_, ops)) = self.log.iter_mut().max_by_key(|(_, ops)| ops.len()) else {
+        while self.retained > MAX_RETAINED_OPS || self.retained().1 > MAX_RETAINED_OPS_BYTES {
+            let Some((&actor, ops)) = self.log.iter_mut().max_by_key(|(_, ops)| ops.len()) else {
                 break;
             };
             let Some(old) = ops.pop_front() else { break };
             self.retained -= 1;
-            self.retained_bytes -= op_bytes(&old);
+            self.retained_bytes -= op_heap_bytes(&old);
+            if ops.is_empty() {
+                self.retained_slots -= ops.capacity();
+                self.log.remove(&actor);
+            }
         }
     }
 
-    /// Operations retained for anti-entropy, and their [`op_bytes`].
+    /// Slots the retained logs have allocated, counted from the logs
+    /// themselves (tests check the running count against it).
+    #[cfg(test)]
+    pub(crate) fn retained_slots_allocated(&self) -> usize {
+        self.log.values().map(VecDeque::capacity).sum()
+    }
+
+    /// Operations retained for anti-entropy, and the bytes they hold:
+    /// their key, value and clock parts plus every slot the logs have
+    /// allocated, used or not (what [`MAX_RETAINED_OPS_BYTES`] bounds).
     pub fn retained(&self) -> (usize, usize) {
-        (self.retained, self.retained_bytes)
+        (self.retained, self.retained_bytes + self.retained_slots * SLOT_BYTES)
     }
 
     /// Applies operations from elsewhere; returns those newly applied (to
@@ -514,10 +549,10 @@ impl Replica {
             if s > *have {
                 *have = s;
                 // Ops we never saw are in the merged doc; the log restarts after them.
-                if let Some(l) = self.log.get_mut(&a) {
+                if let Some(l) = self.log.remove(&a) {
                     self.retained -= l.len();
-                    self.retained_bytes -= l.iter().map(op_bytes).sum::<usize>();
-                    l.clear();
+                    self.retained_bytes -= l.iter().map(op_heap_bytes).sum::<usize>();
+                    self.retained_slots -= l.capacity();
                 }
                 if let Some(p) = self.pending.remove(&a) {
                     self.pending_count -= p.len();

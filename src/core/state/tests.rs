@@ -102,6 +102,10 @@ fn retained_ops_are_bounded_in_bytes_not_only_in_count() {
     let (count, bytes) = a.retained();
     assert!(bytes <= MAX_RETAINED_OPS_BYTES, "{bytes} bytes retained");
     assert!(count < n, "the oldest were compacted away: {count} of {n} kept");
+    // The log's slots count, spare ones too (a doubling log once held up
+    // to twice its operations' inline size beyond the bound).
+    let slot = std::mem::size_of::<Stamped>();
+    assert!(bytes >= count * (slot + 4_000), "{bytes} bytes for {count} ops");
     // A peer lacking the compacted ones gets the full state, and converges.
     let mut b = replica(2);
     match a.delta_for(&b.version()).expect("b lacks everything") {
@@ -688,4 +692,26 @@ fn a_restart_without_its_own_disk_or_with_a_gap_is_a_new_actor() {
     back.apply_remote(vec![ops[1].clone()]);
     assert!(!back.write_as(a.actor()), "a gap in the writer's own log is refused");
     assert_eq!(back.actor().generation, 2);
+}
+
+/// Small operations: the retained log's allocated slots are inside the
+/// byte bound (they were not counted, and a doubling log kept up to twice
+/// the slots it used), and spare slots stay under a quarter of the used.
+#[test]
+fn retained_slots_count_against_the_byte_bound() {
+    use super::replica::MAX_RETAINED_OPS_BYTES;
+    let mut a = replica(1);
+    let slot = std::mem::size_of::<Stamped>();
+    let n = MAX_RETAINED_OPS_BYTES / slot + 10_000;
+    for i in 0..n {
+        a.write(&[set(&format!("k{}", i % 100), "v")]);
+    }
+    let (count, bytes) = a.retained();
+    assert!(bytes <= MAX_RETAINED_OPS_BYTES, "{bytes} bytes retained");
+    assert!(count < n && count * slot <= bytes, "{count} ops in {bytes} bytes");
+    // Every slot allocated, plus at least each op's key, value and one
+    // clock entry (2 + 1 + 24 bytes), is within the bound.
+    let held = a.retained_slots_allocated() * slot + count * 27;
+    assert!(held <= MAX_RETAINED_OPS_BYTES, "{held} bytes held for {count} ops");
+    assert!(bytes - count * slot < count * slot / 2, "spare slots: {bytes} bytes for {count} ops");
 }
