@@ -55,12 +55,12 @@ fn a_data_dir_written_by_layout_1_opens_with_its_state() {
     let me = Actor { node: node_u64, generation: node.generation + 1 };
     let (_store, replica, rec) = Store::open(dir.path(), me, &id, dir.state_expectation(&node))
         .expect("its state log opens");
-    let writer = DataDir::state_writer(&node, me.generation, dir.state_expectation(&node));
+    let writer = DataDir::state_writer(&node, me.generation, dir.state_expectation(&node), true);
     assert_eq!(writer, me.generation, "layout 1 records no writer: the first start is a new actor");
     dir.note_state_log(&mut node, writer).unwrap();
     assert_eq!((node.format, node.state_writer), (FORMAT_VERSION, Some(writer)), "migrated");
     // The next start on this disk writes on as that actor.
-    let again = DataDir::state_writer(&node, me.generation + 1, dir.state_expectation(&node));
+    let again = DataDir::state_writer(&node, me.generation + 1, dir.state_expectation(&node), true);
     assert_eq!(again, writer, "a restart on the node's own disk adopts the recorded writer");
     assert!(rec.records > 0 && rec.torn_tail_bytes.is_none(), "{rec:?}");
 

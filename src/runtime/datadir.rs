@@ -305,12 +305,20 @@ impl DataDir {
     }
 
     /// The generation the state's writer has at a start at `generation`,
-    /// the state log expected as `expect` ([`DataDir::state_expectation`]):
-    /// the recorded one if the log is this node's own (expected present,
-    /// no restore asked for), else `generation` (a new actor, recorded by
-    /// [`DataDir::note_state_log`] before it writes).
-    pub fn state_writer(node: &NodeFile, generation: u64, expect: super::wal::Expect) -> u64 {
-        let own = expect == super::wal::Expect::Present;
+    /// the state log expected as `expect` ([`DataDir::state_expectation`])
+    /// and read to its end without cutting a torn tail (`whole`): the
+    /// recorded one if the log is this node's own (expected present, no
+    /// restore asked for) and whole, else `generation` (a new actor,
+    /// recorded by [`DataDir::note_state_log`] before it writes). A cut
+    /// tail may have held a synced, hence shared, operation of the writer:
+    /// numbering on after what is left could reuse its number.
+    pub fn state_writer(
+        node: &NodeFile,
+        generation: u64,
+        expect: super::wal::Expect,
+        whole: bool,
+    ) -> u64 {
+        let own = expect == super::wal::Expect::Present && whole;
         crate::core::state::writer_after_start(0, generation, node.state_writer, own).generation
     }
 
@@ -508,17 +516,18 @@ mod tests {
         let (mut node, creds) = pair();
         let (dir, _) = DataDir::open(tmp.path()).unwrap();
         dir.initialise(&node, &creds).unwrap();
-        let first = DataDir::state_writer(&node, 1, dir.state_expectation(&node));
+        let first = DataDir::state_writer(&node, 1, dir.state_expectation(&node), true);
         assert_eq!(first, 1, "a first start is a new actor");
         dir.note_state_log(&mut node, first).unwrap();
         drop(dir);
         let (dir, stored) = DataDir::open(tmp.path()).unwrap();
         let node = stored.unwrap().node;
         assert_eq!((node.format, node.state_log, node.state_writer), (2, true, Some(1)));
-        assert_eq!(DataDir::state_writer(&node, 7, Expect::Present), 1, "adopted");
+        assert_eq!(DataDir::state_writer(&node, 7, Expect::Present, true), 1, "adopted");
+        assert_eq!(DataDir::state_writer(&node, 7, Expect::Present, false), 7, "a cut tail");
         fs::write(tmp.path().join(RESTORE_MARKER), "").unwrap();
         let expect = dir.state_expectation(&node);
-        assert_eq!(DataDir::state_writer(&node, 7, expect), 7, "a restore is a new actor");
+        assert_eq!(DataDir::state_writer(&node, 7, expect, true), 7, "a restore is a new actor");
         drop(dir);
 
         let text = serde_json::to_string_pretty(&node).unwrap();
@@ -529,6 +538,6 @@ mod tests {
         let (_dir, stored) = DataDir::open(tmp.path()).unwrap();
         let node = stored.unwrap().node;
         assert_eq!((node.format, node.state_writer), (FORMAT_VERSION, None), "migrated");
-        assert_eq!(DataDir::state_writer(&node, 8, Expect::Present), 8, "nothing to adopt");
+        assert_eq!(DataDir::state_writer(&node, 8, Expect::Present, true), 8, "nothing to adopt");
     }
 }

@@ -430,7 +430,8 @@ async fn serve(
     };
     let expect = dir.state_expectation(&fresh.node);
     let (store, mut replica, rec) = super::store::Store::open(dir.path(), actor, &log_id, expect)?;
-    let mut writer = DataDir::state_writer(&fresh.node, identity.generation, expect);
+    let whole = rec.torn_tail_bytes.is_none();
+    let mut writer = DataDir::state_writer(&fresh.node, identity.generation, expect, whole);
     if !replica.write_as(Actor { node: node_id.0, generation: writer }) {
         tracing::warn!(
             writer,

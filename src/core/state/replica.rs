@@ -56,8 +56,10 @@ pub const MAX_DELTA_OPS: usize = 20_000;
 /// The actor a manager writes as after a start at membership generation
 /// `generation`: the writer its disk records (`recorded`) when that disk
 /// is its own and intact (`own_disk`: the state log was found, not
-/// restored from peers), else a new actor at `generation` (which the
-/// caller records durably before the replica writes anything).
+/// restored from peers, and read to its end with no torn tail cut, since
+/// a cut record may have been synced and shared), else a new actor at
+/// `generation` (which the caller records durably before the replica
+/// writes anything).
 ///
 /// Why adoption is safe: the recorded writer's operations are shared only
 /// once durable on that disk, so the disk holds every one any replica may
