@@ -166,6 +166,7 @@ fn deploy_config_and_removal_show_in_the_view() {
     let machine = v.units[0].machine.text();
     let err = model::plan(&a, 7, &Command::RemoveMachine { id: machine.clone() }).unwrap_err();
     assert!(matches!(err, CommandError::MachineInUse { .. }), "{err}");
+    assert!(err.to_string().contains(&unit), "names the unit on it: {err}");
     run(&mut a, Command::RemoveUnit { unit: unit.clone() });
     run(&mut a, Command::RemoveMachine { id: machine.clone() });
     let v = model::view(&a);
