@@ -309,6 +309,35 @@ fn acknowledged_write_survives_sigkill_and_restart() {
     });
 }
 
+/// Restarts on a manager's own disk keep its writer (issue 14): the
+/// recovered line names the same writer each time, with its operation
+/// numbers continuing, and what it writes after each SIGKILL reaches the
+/// other manager (a reused number would be dropped there as a duplicate).
+#[test]
+fn a_manager_restarted_on_its_own_disk_writes_on_as_the_same_actor() {
+    let _serial = serial();
+    let mut c = Cluster::start(2);
+    let j = Juju::new(c.peers[0].client_file());
+    deploy_everywhere(&j, &c, "web");
+    let writer = field(&recovered(&c.peers[1]), "writer");
+    let mut own_seq = 0;
+    for round in 0..3 {
+        j.ok(c.peers[1].addr, &["config", "web", &format!("r{round}=x")]);
+        c.peers[1].crash();
+        c.restart(1);
+        let line = recovered(&c.peers[1]);
+        assert_eq!(field(&line, "writer"), writer, "a restart changed the writer: {line}");
+        let seq = digits(&field(&line, "own_seq")).expect("own_seq");
+        assert!(seq > own_seq, "its own operations recovered and numbered on: {line}");
+        own_seq = seq;
+    }
+    j.ok(c.peers[1].addr, &["config", "web", "after=yes"]);
+    j.wait_same(&addrs(&c), "every write after each restart on both managers", |st| {
+        (0..3).all(|r| config(st, "web", &format!("r{r}")) == vec!["x"])
+            && config(st, "web", "after") == vec!["yes"]
+    });
+}
+
 #[test]
 fn wait_replicated_needs_the_managers_and_says_what_it_got() {
     let _serial = serial();

@@ -46,15 +46,22 @@ fn fixture_copy(tmp: &Path) -> std::path::PathBuf {
 fn a_data_dir_written_by_layout_1_opens_with_its_state() {
     let tmp = tempfile::tempdir().unwrap();
     let path = fixture_copy(tmp.path());
+    let text = std::fs::read_to_string(path.join("node.json")).unwrap();
+    assert!(text.contains("\"format\": 1"), "the fixture is layout 1");
     let (dir, stored) = DataDir::open(&path).expect("a layout-1 data dir opens");
     let mut node = stored.expect("initialised").node;
-    assert_eq!(node.format, 1, "the fixture is layout 1");
     let id = LogIdentity { cluster: node.ca_fingerprint.clone(), node: node.node_id.clone() };
     let node_u64 = u64::from_str_radix(&node.node_id, 16).unwrap();
     let me = Actor { node: node_u64, generation: node.generation + 1 };
     let (_store, replica, rec) = Store::open(dir.path(), me, &id, dir.state_expectation(&node))
         .expect("its state log opens");
-    dir.note_state_log(&mut node).unwrap();
+    let writer = DataDir::state_writer(&node, me.generation, dir.state_expectation(&node), true);
+    assert_eq!(writer, me.generation, "layout 1 records no writer: the first start is a new actor");
+    dir.note_state_log(&mut node, writer).unwrap();
+    assert_eq!((node.format, node.state_writer), (FORMAT_VERSION, Some(writer)), "migrated");
+    // The next start on this disk writes on as that actor.
+    let again = DataDir::state_writer(&node, me.generation + 1, dir.state_expectation(&node), true);
+    assert_eq!(again, writer, "a restart on the node's own disk adopts the recorded writer");
     assert!(rec.records > 0 && rec.torn_tail_bytes.is_none(), "{rec:?}");
 
     let view = model::view(&replica);

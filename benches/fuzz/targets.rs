@@ -735,7 +735,8 @@ fn seeds_node_json() -> Vec<Vec<u8>> {
         advertise: "127.0.0.1:7001".parse().unwrap(),
         seeds: vec!["127.0.0.2:7001".parse().unwrap(), "[::1]:7003".parse().unwrap()],
         machine: machine.map(str::to_string),
-        state_log: false,
+        state_log: true,
+        state_writer: Some(3),
     };
     vec![serde_json::to_vec_pretty(&node("manager", None)).unwrap()]
 }

@@ -18,6 +18,7 @@ mod api;
 mod cluster;
 mod failover;
 mod memory;
+mod million;
 mod net;
 mod partition;
 mod scale;
@@ -38,8 +39,10 @@ pub const MANAGERS: usize = 5;
 pub const APP: &str = "bench";
 /// The client's tokio worker threads.
 const CLIENT_THREADS: usize = 2;
-const ALL_SCENARIOS: [&str; 7] =
-    ["visibility", "throughput", "failover", "killload", "partition", "scale", "memory"];
+const ALL_SCENARIOS: [&str; 8] =
+    ["visibility", "throughput", "failover", "killload", "partition", "scale", "memory", "million"];
+/// Scenarios run only when named with `--only` (long, and large).
+const OPT_IN_SCENARIOS: [&str; 1] = ["million"];
 /// Units per deploy in the scale and memory scenarios (the most one
 /// command may create); each brings a machine.
 pub const UNITS_PER_DEPLOY: u32 = 1_000;
@@ -67,7 +70,11 @@ pub struct Args {
 impl Default for Args {
     fn default() -> Args {
         Args {
-            only: ALL_SCENARIOS.map(String::from).to_vec(),
+            only: ALL_SCENARIOS
+                .iter()
+                .filter(|s| !OPT_IN_SCENARIOS.contains(s))
+                .map(|s| s.to_string())
+                .collect(),
             vis_secs: 20,
             load_secs: 10,
             concurrency: 256,
@@ -218,6 +225,7 @@ fn run_scenario(name: &str, rt: &Runtime, dir: &Path, a: &Args, report: &mut Rep
         "partition" => partition::partition(rt, &dir, a, report)?,
         "scale" => scale::scale(rt, &dir, a, report)?,
         "memory" => memory::memory(a, report)?,
+        "million" => million::million(rt, &dir, a, report)?,
         _ => return Err(format!("unknown scenario {name}")),
     }
     eprintln!("-- {name}: done in {:.0} s", t.elapsed().as_secs_f64());

@@ -31,20 +31,21 @@ fn mib(kib_or_bytes: f64, per_mib: f64) -> f64 {
     kib_or_bytes / per_mib
 }
 
-/// Deploys until `entities` exist; the last deploy waits for all others.
-async fn load(conn: &Conn, entities: u64) -> Res<(u64, Duration)> {
+/// Deploys until `entities` exist; the last deploy waits for `others`
+/// other managers.
+pub async fn load(conn: &Conn, entities: u64, others: u32) -> Res<(u64, Duration)> {
     let per = 1 + 2 * u64::from(UNITS_PER_DEPLOY);
     let deploys = entities.div_ceil(per);
     let t0 = Instant::now();
     for i in 0..deploys {
-        let wait = if i + 1 == deploys { MANAGERS as u32 - 1 } else { 0 };
+        let wait = if i + 1 == deploys { others } else { 0 };
         conn.write(&api::deploy(&format!("scale{i}"), UNITS_PER_DEPLOY, wait)).await?;
     }
     Ok((deploys * per, t0.elapsed()))
 }
 
 /// From `t0`, the first acknowledged write of manager `addr`.
-async fn first_served(
+pub async fn first_served(
     cfg: quinn::ClientConfig,
     addr: std::net::SocketAddr,
     t0: Instant,
@@ -115,7 +116,7 @@ fn memory_and_disk(c: &Cluster, report: &mut Report, entities: u64) -> Res<()> {
 
 pub fn scale(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()> {
     let (mut c, cfg, conns) = cluster_with_app(rt, dir)?;
-    let (entities, took) = rt.block_on(load(&conns[0], a.entities))?;
+    let (entities, took) = rt.block_on(load(&conns[0], a.entities, MANAGERS as u32 - 1))?;
     report.note(format!("scale: {entities} entities created on m0 in {:.1} s, the last deploy held by all {MANAGERS}", took.as_secs_f64()));
     memory_and_disk(&c, report, entities)?;
     report.note(format!(

@@ -306,7 +306,7 @@ impl Ids {
 }
 
 async fn known_ids(file: &ClientFile, endpoint: Option<SocketAddr>) -> Ids {
-    match client::request_with_retries(file, endpoint, Request::Status, &|_| {}).await {
+    match client::request_with_retries(file, endpoint, Request::StatusStream, &|_| {}).await {
         Ok((_, Response::Status { status, .. })) => Ids(Some((
             status.machines.into_iter().map(|m| m.id).collect(),
             status.units.into_iter().map(|u| u.id).collect(),
@@ -325,7 +325,7 @@ fn request_for(cli: &Cli, request_id: u64, ids: &Ids) -> Result<Request, String>
     };
     Ok(match &cli.command {
         Command::Members => Request::Members,
-        Command::Status | Command::ShowController => Request::Status,
+        Command::Status | Command::ShowController => Request::StatusStream,
         Command::Dashboard => Request::DashboardLogin,
         Command::AddMachine { n, placement: None } => write(StateCommand::AddMachine { n: *n }),
         Command::AddMachine { n, placement: Some(p) } => {
@@ -365,7 +365,7 @@ fn request_for(cli: &Cli, request_id: u64, ids: &Ids) -> Result<Request, String>
         Command::Config { settings, .. } | Command::ControllerConfig { settings }
             if settings.is_empty() =>
         {
-            Request::Status
+            Request::StatusStream
         }
         Command::Config { name, settings } => write(StateCommand::SetConfig {
             app: name.clone(),

@@ -105,6 +105,7 @@ async fn join_as_agent(
         seeds: cfg.join.clone(),
         machine: Some(machine.clone()),
         state_log: false,
+        state_writer: None,
     };
     let creds = Credentials {
         ca_cert_pem: adm.ca_cert_pem,

@@ -61,6 +61,7 @@ pub async fn serve(
         let machine = machine.clone();
         tokio::spawn(async move {
             let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
+            let mut streamed = false;
             let (response, limit) = match tokio::time::timeout(
                 timeout,
                 wire::read_frame::<Request>(&mut recv, MAX_API_FRAME_BYTES),
@@ -80,6 +81,7 @@ pub async fn serve(
                 },
                 Ok(Ok(req)) => {
                     let limit = wire::answer_limit(&req);
+                    streamed = matches!(req, Request::StatusStream);
                     (answer(&shared, caller, req).await, limit)
                 }
                 Ok(Err(e)) => {
@@ -88,14 +90,19 @@ pub async fn serve(
                 }
                 Err(_) => (Response::Error("request timed out".into()), MAX_API_FRAME_BYTES),
             };
-            if let Err(e) = wire::write_frame_within(
-                &mut send,
-                &response,
-                limit,
-                wire::ANSWER_WRITE_DEADLINE_MS,
-            )
-            .await
-            {
+            let deadline = wire::ANSWER_WRITE_DEADLINE_MS;
+            let written = if streamed && matches!(response, Response::Status { .. }) {
+                wire::write_chunked_within(&mut send, &response, limit, deadline).await
+            } else {
+                wire::write_frame_within(
+                    &mut send,
+                    &response,
+                    limit.min(wire::MAX_STATUS_FRAME_BYTES),
+                    deadline,
+                )
+                .await
+            };
+            if let Err(e) = written {
                 if matches!(e, wire::FrameError::TimedOut { .. }) {
                     shared.metrics.count_drop(crate::metrics::DropReason::AnswerTimeout);
                 }
@@ -162,7 +169,7 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
         Request::TokenRevoke { token_id, wait_replicated, timeout_ms } => {
             revoke_token(shared, token_id, wait_replicated, timeout_ms).await
         }
-        Request::Status => match shared.status().await {
+        Request::Status | Request::StatusStream => match shared.status().await {
             Some((me, status, members, controller)) => Response::Status {
                 answered_by: me,
                 status,

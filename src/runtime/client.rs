@@ -95,6 +95,7 @@ pub fn retryable(req: &Request) -> bool {
         req,
         Request::Members
             | Request::Status
+            | Request::StatusStream
             | Request::TokenList(_)
             | Request::Write { .. }
             | Request::DashboardLogin
@@ -350,7 +351,28 @@ async fn ask(
             .await
             .map_err(|e| e.to_string())?;
         let _ = send.finish();
-        wire::read_frame(&mut recv, wire::answer_limit(req)).await.map_err(|e| e.to_string())
+        let limit = wire::answer_limit(req);
+        let answer = match req {
+            Request::StatusStream => wire::read_chunked(&mut recv, limit).await,
+            _ => wire::read_frame(&mut recv, limit).await,
+        }
+        .map_err(|e| e.to_string())?;
+        match answer {
+            // A manager from before streamed status: ask it the old way.
+            Response::Error(e)
+                if matches!(req, Request::StatusStream) && e.starts_with("bad request") =>
+            {
+                let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+                wire::write_frame(&mut send, &Request::Status, wire::MAX_API_FRAME_BYTES)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = send.finish();
+                wire::read_frame(&mut recv, wire::MAX_STATUS_FRAME_BYTES)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            answer => Ok(answer),
+        }
     };
     let wait = Duration::from_millis(CLIENT_TIMEOUT_MS + request_timeout_ms(req));
     tokio::select! {
@@ -380,8 +402,15 @@ async fn watch(conn: &quinn::Connection) -> Duration {
     }
 }
 
+/// How long a streamed status may take beyond [`CLIENT_TIMEOUT_MS`]: at a
+/// million entities the manager builds and encodes about 150 MB. A dead or
+/// frozen manager is still caught by the watchdog within
+/// [`CLIENT_DEAD_AFTER_MS`].
+pub const STATUS_STREAM_TIMEOUT_MS: u64 = 60_000;
+
 fn request_timeout_ms(req: &Request) -> u64 {
     match req {
+        Request::StatusStream => STATUS_STREAM_TIMEOUT_MS,
         Request::Command { timeout_ms, .. } | Request::Write { timeout_ms, .. } => *timeout_ms,
         _ => 0,
     }

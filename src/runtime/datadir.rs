@@ -20,8 +20,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{Identity, Notice};
 
-/// Version of the layout; a newer one is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the layout; a newer one is refused. 2 added
+/// `NodeFile::state_writer`; a layout-1 dir is migrated on open (read as
+/// having no recorded writer, written back as 2 at the next save).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest layout still read (and migrated).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Largest file we read from the data dir.
 pub const MAX_FILE_BYTES: u64 = 8 << 20;
 
@@ -90,6 +94,13 @@ pub struct NodeFile {
     /// files written before it existed (read as false).
     #[serde(default)]
     pub state_log: bool,
+    /// The generation whose actor writes this node's state (layout 2): every
+    /// operation of it ever shared is in `state/`, so a restart on this
+    /// intact disk keeps writing as it (`core::state::writer_after_start`).
+    /// Recorded before that actor writes anything; absent in layout 1 (the
+    /// next start is a new actor, then recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_writer: Option<u64>,
 }
 
 impl NodeFile {
@@ -169,9 +180,13 @@ impl DataDir {
     }
 
     fn load(&self) -> Result<Stored, DataDirError> {
-        let node: NodeFile = self.read_json(NODE_FILE)?;
-        if node.format != FORMAT_VERSION {
+        let mut node: NodeFile = self.read_json(NODE_FILE)?;
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&node.format) {
             return Err(DataDirError::Version { path: self.path.clone(), found: node.format });
+        }
+        if node.format < FORMAT_VERSION {
+            tracing::info!(path = %self.path.display(), from = node.format, to = FORMAT_VERSION, "migrating the data dir layout (written back at the next save of node.json)");
+            node.format = FORMAT_VERSION;
         }
         let agent = node.is_agent();
         let creds = Credentials {
@@ -289,11 +304,32 @@ impl DataDir {
         super::wal::Expect::CreateOrUpgrade
     }
 
-    /// After the state log opened: records it in `node.json` (once), then
-    /// removes the restore marker if there was one.
-    pub fn note_state_log(&self, node: &mut NodeFile) -> Result<(), DataDirError> {
-        if !node.state_log {
+    /// The generation the state's writer has at a start at `generation`,
+    /// the state log expected as `expect` ([`DataDir::state_expectation`])
+    /// and read to its end without cutting a torn tail (`whole`): the
+    /// recorded one if the log is this node's own (expected present, no
+    /// restore asked for) and whole, else `generation` (a new actor,
+    /// recorded by [`DataDir::note_state_log`] before it writes). A cut
+    /// tail may have held a synced, hence shared, operation of the writer:
+    /// numbering on after what is left could reuse its number.
+    pub fn state_writer(
+        node: &NodeFile,
+        generation: u64,
+        expect: super::wal::Expect,
+        whole: bool,
+    ) -> u64 {
+        let own = expect == super::wal::Expect::Present && whole;
+        crate::core::state::writer_after_start(0, generation, node.state_writer, own).generation
+    }
+
+    /// After the state log opened: records it and the state's writer
+    /// generation `writer` in `node.json` (written only when either
+    /// changed, and before the writer writes anything), then removes the
+    /// restore marker if there was one.
+    pub fn note_state_log(&self, node: &mut NodeFile, writer: u64) -> Result<(), DataDirError> {
+        if !node.state_log || node.state_writer != Some(writer) {
             node.state_log = true;
+            node.state_writer = Some(writer);
             self.write_node(node)?;
         }
         let restore = self.path.join(super::wal::RESTORE_MARKER);
@@ -373,6 +409,7 @@ mod tests {
             seeds: vec![],
             machine: None,
             state_log: false,
+            state_writer: None,
         };
         let creds = Credentials {
             ca_cert_pem: ca.cert_pem.clone(),
@@ -467,5 +504,40 @@ mod tests {
         drop(DataDir::open(&root).unwrap());
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&root.join(LOCK_FILE)), 0o600);
+    }
+
+    /// The state's writer is recorded in node.json (layout 2) and adopted
+    /// only while the state log is the node's own; a layout-1 node.json
+    /// opens, migrated, with no writer recorded.
+    #[test]
+    fn the_state_writer_is_recorded_and_adopted_only_on_the_own_log() {
+        use super::super::wal::{Expect, RESTORE_MARKER};
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut node, creds) = pair();
+        let (dir, _) = DataDir::open(tmp.path()).unwrap();
+        dir.initialise(&node, &creds).unwrap();
+        let first = DataDir::state_writer(&node, 1, dir.state_expectation(&node), true);
+        assert_eq!(first, 1, "a first start is a new actor");
+        dir.note_state_log(&mut node, first).unwrap();
+        drop(dir);
+        let (dir, stored) = DataDir::open(tmp.path()).unwrap();
+        let node = stored.unwrap().node;
+        assert_eq!((node.format, node.state_log, node.state_writer), (2, true, Some(1)));
+        assert_eq!(DataDir::state_writer(&node, 7, Expect::Present, true), 1, "adopted");
+        assert_eq!(DataDir::state_writer(&node, 7, Expect::Present, false), 7, "a cut tail");
+        fs::write(tmp.path().join(RESTORE_MARKER), "").unwrap();
+        let expect = dir.state_expectation(&node);
+        assert_eq!(DataDir::state_writer(&node, 7, expect, true), 7, "a restore is a new actor");
+        drop(dir);
+
+        let text = serde_json::to_string_pretty(&node).unwrap();
+        let v1 = text.replace("\"format\": 2", "\"format\": 1");
+        let v1 = v1.replace(",\n  \"state_writer\": 1", "");
+        assert!(!v1.contains("state_writer") && v1.contains("\"format\": 1"), "{v1}");
+        fs::write(tmp.path().join(NODE_FILE), v1).unwrap();
+        let (_dir, stored) = DataDir::open(tmp.path()).unwrap();
+        let node = stored.unwrap().node;
+        assert_eq!((node.format, node.state_writer), (FORMAT_VERSION, None), "migrated");
+        assert_eq!(DataDir::state_writer(&node, 8, Expect::Present, true), 8, "nothing to adopt");
     }
 }

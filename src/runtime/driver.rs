@@ -657,6 +657,7 @@ mod tests {
             seeds: vec![],
             machine: None,
             state_log: false,
+            state_writer: None,
         };
         let parts = DriverParts {
             transport: Transport::new(

@@ -138,6 +138,7 @@ fn node_file(
         seeds: Vec::new(),
         machine: None,
         state_log: false,
+        state_writer: None,
     }
 }
 
@@ -428,10 +429,20 @@ async fn serve(
         node: fresh.node.node_id.clone(),
     };
     let expect = dir.state_expectation(&fresh.node);
-    let (store, replica, rec) = super::store::Store::open(dir.path(), actor, &log_id, expect)?;
-    dir.note_state_log(&mut fresh.node)?;
+    let (store, mut replica, rec) = super::store::Store::open(dir.path(), actor, &log_id, expect)?;
+    let whole = rec.torn_tail_bytes.is_none();
+    let mut writer = DataDir::state_writer(&fresh.node, identity.generation, expect, whole);
+    if !replica.write_as(Actor { node: node_id.0, generation: writer }) {
+        tracing::warn!(
+            writer,
+            "the state log holds the recorded writer's operations with a gap; writing as a new actor"
+        );
+        writer = identity.generation;
+    }
+    // Recorded before the writer writes anything (the node is not built yet).
+    dir.note_state_log(&mut fresh.node, writer)?;
     tracing::info!(snapshot_lsn = ?rec.snapshot_lsn, records = rec.records, ops = rec.ops, keys = replica.len(),
-        torn_tail_bytes = ?rec.torn_tail_bytes, "{}", crate::events::STATE_RECOVERED);
+        torn_tail_bytes = ?rec.torn_tail_bytes, writer, own_seq = replica.own_seq(), "{}", crate::events::STATE_RECOVERED);
     tracing::info!(id = %node_id, %advertise, generation = identity.generation, cluster = %fresh.node.cluster_name, "{}", crate::events::MANAGER_STARTING);
     let node = Node::new(NodeConfig {
         identity,

@@ -175,6 +175,8 @@ impl Store {
             rec.ops += ops.len();
             replica.apply_remote(ops);
         }
+        // The snapshot's and the records' bytes, read whole, are freed now.
+        release_freed_memory();
         let (reports, reports_rx) = mpsc::channel(MAX_QUEUED_REPORTS);
         let store = Store {
             writer: WalWriter::spawn(wal),

@@ -19,6 +19,14 @@ pub const MAX_API_FRAME_BYTES: usize = 1 << 20;
 /// entities fit. Both sides refuse a larger frame with a clear error; the
 /// buffer is allocated only for a frame that announced its size below it.
 pub const MAX_STATUS_FRAME_BYTES: usize = 64 << 20;
+/// Largest streamed status answer ([`Request::StatusStream`]), all chunks
+/// together: about 150 bytes per entity encoded, so about 7 million
+/// entities. The reader grows its buffer only as chunks arrive, and past
+/// this bound stops with [`FrameError::TooLarge`].
+pub const MAX_STATUS_STREAM_BYTES: usize = 1 << 30;
+/// Largest chunk of a streamed answer; each must be taken off the stream
+/// within [`ANSWER_WRITE_DEADLINE_MS`].
+pub const MAX_STATUS_CHUNK_BYTES: usize = 4 << 20;
 /// Largest frame on a join stream (a request is small; a reply holds PEMs).
 pub const MAX_JOIN_FRAME_BYTES: usize = 64 << 10;
 /// Most bytes of notices an admission carries (departures and replaced
@@ -170,6 +178,66 @@ async fn read_raw_body(
     Ok(buf)
 }
 
+/// Writes `value` bincode-encoded as chunks of at most
+/// [`MAX_STATUS_CHUNK_BYTES`], then an empty chunk that ends it; the whole
+/// encoding may be at most `limit` bytes. Each chunk must be taken within
+/// `deadline_ms` ([`FrameError::TimedOut`] otherwise).
+pub async fn write_chunked<T: Serialize>(
+    send: &mut (impl AsyncWriteExt + Unpin),
+    value: &T,
+    limit: usize,
+    deadline_ms: u64,
+) -> Result<(), FrameError> {
+    let bytes = bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    if bytes.len() > limit {
+        return Err(FrameError::TooLarge { len: bytes.len(), limit });
+    }
+    let deadline = std::time::Duration::from_millis(deadline_ms);
+    for chunk in bytes.chunks(MAX_STATUS_CHUNK_BYTES).chain(std::iter::once(&[][..])) {
+        let write = write_raw_frame(send, chunk, MAX_STATUS_CHUNK_BYTES);
+        tokio::time::timeout(deadline, write)
+            .await
+            .map_err(|_| FrameError::TimedOut { ms: deadline_ms })??;
+    }
+    Ok(())
+}
+
+/// [`write_chunked`] on a QUIC stream; a chunk not taken within
+/// `deadline_ms` resets the stream, as [`write_frame_within`] does.
+pub async fn write_chunked_within<T: Serialize>(
+    send: &mut quinn::SendStream,
+    value: &T,
+    limit: usize,
+    deadline_ms: u64,
+) -> Result<(), FrameError> {
+    let written = write_chunked(send, value, limit, deadline_ms).await;
+    if let Err(FrameError::TimedOut { .. }) = written {
+        let _ = send.reset(super::transport::STREAM_REFUSED.into());
+    }
+    written
+}
+
+/// Reads what [`write_chunked_within`] wrote, at most `limit` bytes in all
+/// (the buffer grows only by chunks received), and decodes it exactly.
+pub async fn read_chunked<T: serde::de::DeserializeOwned>(
+    recv: &mut (impl AsyncReadExt + Unpin),
+    limit: usize,
+) -> Result<T, FrameError> {
+    let mut all = Vec::new();
+    loop {
+        let chunk = read_raw_frame(recv, MAX_STATUS_CHUNK_BYTES).await?;
+        if chunk.is_empty() {
+            break;
+        }
+        if all.len() + chunk.len() > limit {
+            return Err(FrameError::TooLarge { len: all.len() + chunk.len(), limit });
+        }
+        all.extend_from_slice(&chunk);
+    }
+    decode_frame_body(&all, limit)
+}
+
 /// A new member asks to be admitted (on the join ALPN, before it has a cert).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinRequest {
@@ -276,6 +344,12 @@ pub enum Request {
     /// (admins only: entries hold the hosts' private keys, which admins
     /// gave). `juju destroy` asks it, to clean hosts other clients added.
     Hosts,
+    /// [`Request::Status`] answered as a stream of chunks
+    /// ([`write_chunked_within`]), so an answer is bounded by
+    /// [`MAX_STATUS_STREAM_BYTES`], not by one frame: `juju status` at a
+    /// million entities. A manager that predates it answers "bad request"
+    /// and the client asks again with [`Request::Status`].
+    StatusStream,
 }
 
 /// The frame limit of a [`Response::Hosts`]: a full pool of the largest
@@ -285,11 +359,13 @@ pub const MAX_HOSTS_FRAME_BYTES: usize = crate::core::state::controllers::MAX_HO
         + crate::core::state::controllers::MAX_HOST_ADDRESS_BYTES
         + 16);
 
-/// The frame limit for the answer to `req`.
+/// The frame limit for the answer to `req` (for a streamed answer, the
+/// limit of the whole stream).
 pub fn answer_limit(req: &Request) -> usize {
     match req {
         Request::Status => MAX_STATUS_FRAME_BYTES,
         Request::Hosts => MAX_HOSTS_FRAME_BYTES,
+        Request::StatusStream => MAX_STATUS_STREAM_BYTES,
         _ => MAX_API_FRAME_BYTES,
     }
 }
@@ -394,6 +470,29 @@ pub fn decode_notices(bytes: &[u8]) -> Result<Vec<Notice>, codec::CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A streamed answer larger than one status frame arrives whole; one
+    /// past the stream's limit is refused by the writer and the reader.
+    #[tokio::test]
+    async fn chunked_answers_pass_the_frame_limit_and_keep_their_own() {
+        let big: Vec<String> = (0..40_000).map(|i| format!("{i:0>2000}")).collect();
+        let mut buf = Vec::new();
+        write_chunked(&mut buf, &big, MAX_STATUS_STREAM_BYTES, 1_000).await.unwrap();
+        assert!(buf.len() > 64 << 20, "more than one status frame: {} bytes", buf.len());
+        let back: Vec<String> = read_chunked(&mut &buf[..], MAX_STATUS_STREAM_BYTES).await.unwrap();
+        assert_eq!(back, big);
+        let limit = 10 << 20;
+        assert!(matches!(
+            read_chunked::<Vec<String>>(&mut &buf[..], limit).await,
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut out = Vec::new();
+        assert!(matches!(
+            write_chunked(&mut out, &big, limit, 1_000).await,
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(out.is_empty(), "nothing written past the limit");
+    }
 
     #[tokio::test]
     async fn frames_round_trip_and_limits_hold() {

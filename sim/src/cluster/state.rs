@@ -75,8 +75,11 @@ impl Cluster {
     }
 
     /// The replica a manager starts with, rebuilt from its disk as the
-    /// runtime does, writing as a new actor (the node id at its new
-    /// generation); `None` for a member that holds no state.
+    /// runtime does: writing on as the disk's writer (the highest
+    /// generation of this node that wrote to it; a disk here is never
+    /// restored from peers, so that actor's every shared operation is on
+    /// it), or as a new actor (the node id at its new generation) when the
+    /// disk holds none; `None` for a member that holds no state.
     pub(super) fn recover_state(&mut self, slot: usize) -> Option<Replica> {
         let now = self.now();
         let s = &self.slots[slot];
@@ -85,7 +88,12 @@ impl Cluster {
         }
         let actor = Actor { node: s.disk.id.0, generation: s.disk.generation };
         let drop_tail = self.bug == Some(PlantedBug::RestoreDropsTail);
-        let replica = s.disk.state.restore(actor, drop_tail);
+        let mut replica = s.disk.state.restore(actor, drop_tail);
+        let recorded = replica.applied().keys().filter(|a| a.node == actor.node).map(|a| a.generation).max();
+        let writer = jujud::core::state::writer_after_start(actor.node, actor.generation, recorded, true);
+        // Refused only if the replay left a gap in the writer's own
+        // operations; the replica then keeps the new actor.
+        let _ = replica.write_as(writer);
         debug_assert!(
             drop_tail || replica.version() == s.disk.state.durable_at(now),
             "the disk model's durable version differs from what a restart recovers"

@@ -16,6 +16,8 @@ pub mod tokens;
 mod tests;
 
 pub use model::{Command, CommandError, Outcome, StatusView};
-pub use replica::{Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector};
+pub use replica::{
+    Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector, writer_after_start,
+};
 pub use requests::{Recorded, RequestId};
 pub use sync::{StateMsg, StateSync, SyncOut, WriteResult};

@@ -357,12 +357,7 @@ fn remove_machine(r: &Replica, id: &str) -> Result<(Vec<Change>, Outcome), Comma
     if !alive(r, &format!("m/{id}/life")) {
         return Err(CommandError::UnknownMachine(id.into()));
     }
-    let units: Vec<String> = view(r)
-        .units
-        .into_iter()
-        .filter(|u| u.machine.contains(&id.to_string()))
-        .map(|u| u.id)
-        .collect();
+    let units = units_on(r, id);
     if !units.is_empty() {
         return Err(CommandError::MachineInUse { id: id.into(), units: units.join(", ") });
     }
@@ -381,6 +376,23 @@ fn remove_machine(r: &Replica, id: &str) -> Result<(Vec<Change>, Outcome), Comma
         changes.push(set(format!("c/{}", super::controllers::HA_DESIRED_KEY), desired.to_string()));
     }
     Ok((changes, Outcome { ids: vec![id.into()], ..Default::default() }))
+}
+
+/// The live units placed on machine `id`, by unit id, as [`view`] shows
+/// them; walks the unit keys only, not every key.
+fn units_on(r: &Replica, id: &str) -> Vec<String> {
+    let mut units: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    for (key, vals) in r.entries_with_prefix("u/") {
+        let parts: Vec<&str> = key.split('/').collect();
+        let ["u", app, n, field] = parts.as_slice() else { continue };
+        let e = units.entry(format!("{app}/{n}")).or_default();
+        match *field {
+            "life" => e.0 = !vals.is_empty() && !vals.iter().any(|v| v == "dead"),
+            "machine" => e.1 = vals.iter().any(|v| v == id),
+            _ => {}
+        }
+    }
+    units.into_iter().filter(|(_, (alive, on))| *alive && *on).map(|(u, _)| u).collect()
 }
 
 fn deploy(

@@ -7,8 +7,14 @@
 //! never hand out an own operation before it is durable, and never apply a
 //! foreign operation twice.
 //!
-//! An actor is a node at one generation, so a restarted node never reuses
-//! operation numbers it may have used before a crash.
+//! An actor is a node at one generation. A manager restarted on its own
+//! intact disk keeps writing as the actor that disk records
+//! ([`Replica::write_as`], chosen by [`writer_after_start`]), continuing
+//! its operation numbers after the highest one on that disk: an own
+//! operation is shared only once durable there, so no other replica can
+//! hold a number the restart reuses. Any other start (a new node, a
+//! restore from peers, a disk from before the writer was recorded) is a
+//! new actor, so restarts do not add actors to clocks and version vectors.
 //!
 //! A write's register clock is the register's own clock plus the new dot,
 //! not the whole map's clock: it supersedes exactly the values this replica
@@ -46,6 +52,31 @@ pub const MAX_PENDING_OPS: usize = 100_000;
 /// (250 ms later). A set-style write is two operations (the change and its
 /// request record), so this is about 10,000 writes.
 pub const MAX_DELTA_OPS: usize = 20_000;
+
+/// The actor a manager writes as after a start at membership generation
+/// `generation`: the writer its disk records (`recorded`) when that disk
+/// is its own and intact (`own_disk`: the state log was found, not
+/// restored from peers, and read to its end with no torn tail cut, since
+/// a cut record may have been synced and shared), else a new actor at
+/// `generation` (which the caller records durably before the replica
+/// writes anything).
+///
+/// Why adoption is safe: the recorded writer's operations are shared only
+/// once durable on that disk, so the disk holds every one any replica may
+/// hold, and numbering on after the highest reuses none. After a restore
+/// from peers the old writer's last operations may exist only elsewhere
+/// (or on the lost disk), so that start must not adopt.
+pub fn writer_after_start(
+    node: u64,
+    generation: u64,
+    recorded: Option<u64>,
+    own_disk: bool,
+) -> Actor {
+    match recorded {
+        Some(g) if own_disk && g <= generation => Actor { node, generation: g },
+        _ => Actor { node, generation },
+    }
+}
 
 /// An operation with its author and its number in the author's sequence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,10 +124,24 @@ pub struct Snapshot {
 
 /// What a retained operation holds in memory, in bytes: its inline size
 /// plus its key, value and clock entries (an estimate that counts every
-/// variable part, so a bound on it bounds the heap).
+/// variable part, so a bound on it bounds the heap). The retained log
+/// counts the inline part per slot it has allocated, used or not (see
+/// [`Replica::retained`]).
 pub fn op_bytes(s: &Stamped) -> usize {
+    SLOT_BYTES + op_heap_bytes(s)
+}
+
+/// The inline size of one retained operation's slot in the log.
+const SLOT_BYTES: usize = std::mem::size_of::<Stamped>();
+/// The retained log of an actor grows by a quarter (plus this many slots)
+/// when full, not by doubling, so at most about a fifth of its slots are
+/// spare; an emptied log is freed.
+const LOG_GROWTH_MIN_SLOTS: usize = 64;
+
+/// [`op_bytes`] without the inline part: the key, value and clock.
+fn op_heap_bytes(s: &Stamped) -> usize {
     const CLOCK_ENTRY_BYTES: usize = std::mem::size_of::<(Actor, u64)>();
-    let heap = match &s.op {
+    match &s.op {
         crdts::map::Op::Rm { clock, keyset } => {
             clock.dots.len() * CLOCK_ENTRY_BYTES
                 + keyset.iter().map(|k| k.len() + std::mem::size_of::<String>() * 2).sum::<usize>()
@@ -104,8 +149,7 @@ pub fn op_bytes(s: &Stamped) -> usize {
         crdts::map::Op::Up { key, op: crdts::mvreg::Op::Put { clock, val }, .. } => {
             key.len() + val.len() + clock.dots.len() * CLOCK_ENTRY_BYTES
         }
-    };
-    std::mem::size_of::<Stamped>() + heap
+    }
 }
 
 /// The operations of one actor's log with `after < seq <= upto`; the log is
@@ -131,8 +175,10 @@ pub struct Replica {
     /// Operations kept for deltas, per actor, oldest first.
     log: BTreeMap<Actor, VecDeque<Stamped>>,
     retained: usize,
-    /// [`op_bytes`] of every retained operation.
+    /// The heap parts of every retained operation ([`op_heap_bytes`]).
     retained_bytes: usize,
+    /// Slots allocated by the retained logs, used or not.
+    retained_slots: usize,
     pending: BTreeMap<Actor, BTreeMap<u64, Stamped>>,
     pending_count: usize,
     /// Operations dropped because `pending` was full.
@@ -152,13 +198,16 @@ impl Replica {
             log: BTreeMap::new(),
             retained: 0,
             retained_bytes: 0,
+            retained_slots: 0,
             pending: BTreeMap::new(),
             pending_count: 0,
             dropped_pending: 0,
         }
     }
 
-    /// A replica restored from a snapshot (its own actor is new).
+    /// A replica restored from a snapshot, writing as `me` (a new actor;
+    /// [`Replica::write_as`] adopts the disk's writer once the log is
+    /// replayed).
     pub fn from_snapshot(me: Actor, snap: Snapshot) -> Replica {
         let mut r = Replica::new(me);
         r.doc = snap.doc;
@@ -170,10 +219,31 @@ impl Replica {
     }
 
     /// Declares everything applied so far durable (a replica rebuilt from
-    /// its own disk at start).
+    /// its own disk at start), own operations of an adopted writer too.
     pub fn assume_durable(&mut self) {
         self.durable_remote = self.vv.clone();
         self.durable_remote.remove(&self.me);
+        self.durable = self.own_seq();
+    }
+
+    /// Writes from now on as `writer`, continuing its operation numbers
+    /// after the highest applied here. Only for a replica just rebuilt
+    /// from this manager's own disk, where `writer` is the actor that disk
+    /// records (every operation of it ever shared is on that disk, hence
+    /// replayed here); see [`writer_after_start`]. Its operations replayed
+    /// so far count as durable.
+    ///
+    /// Refused (false, the actor unchanged) if the replay left operations
+    /// of `writer` waiting behind a gap: its own log never has one, so the
+    /// disk is not what it claims, and numbering on could reuse a number.
+    pub fn write_as(&mut self, writer: Actor) -> bool {
+        if self.pending.get(&writer).is_some_and(|p| !p.is_empty()) {
+            return false;
+        }
+        self.me = writer;
+        self.durable = self.own_seq();
+        self.durable_remote.remove(&writer);
+        true
     }
 
     /// Foreign operations up to `vv` are durable here (own ones in `vv`
@@ -354,8 +424,14 @@ impl Replica {
             None => self.doc.apply(s.op.clone()),
         }
         self.vv.insert(s.actor, s.seq);
-        self.retained_bytes += op_bytes(&s);
-        self.log.entry(s.actor).or_default().push_back(s);
+        self.retained_bytes += op_heap_bytes(&s);
+        let log = self.log.entry(s.actor).or_default();
+        if log.len() == log.capacity() {
+            let before = log.capacity();
+            log.reserve_exact(log.len() / 4 + LOG_GROWTH_MIN_SLOTS);
+            self.retained_slots += log.capacity() - before;
+        }
+        log.push_back(s);
         self.retained += 1;
         self.compact();
     }
@@ -364,19 +440,32 @@ impl Replica {
     /// bytes (their effect is in the document; a peer that needs them gets
     /// the full state), from the actor that retains the most.
     fn compact(&mut self) {
-        while self.retained > MAX_RETAINED_OPS || self.retained_bytes > MAX_RETAINED_OPS_BYTES {
-            let Some((_, ops)) = self.log.iter_mut().max_by_key(|(_, ops)| ops.len()) else {
+        while self.retained > MAX_RETAINED_OPS || self.retained().1 > MAX_RETAINED_OPS_BYTES {
+            let Some((&actor, ops)) = self.log.iter_mut().max_by_key(|(_, ops)| ops.len()) else {
                 break;
             };
             let Some(old) = ops.pop_front() else { break };
             self.retained -= 1;
-            self.retained_bytes -= op_bytes(&old);
+            self.retained_bytes -= op_heap_bytes(&old);
+            if ops.is_empty() {
+                self.retained_slots -= ops.capacity();
+                self.log.remove(&actor);
+            }
         }
     }
 
-    /// Operations retained for anti-entropy, and their [`op_bytes`].
+    /// Slots the retained logs have allocated, counted from the logs
+    /// themselves (tests check the running count against it).
+    #[cfg(test)]
+    pub(crate) fn retained_slots_allocated(&self) -> usize {
+        self.log.values().map(VecDeque::capacity).sum()
+    }
+
+    /// Operations retained for anti-entropy, and the bytes they hold:
+    /// their key, value and clock parts plus every slot the logs have
+    /// allocated, used or not (what [`MAX_RETAINED_OPS_BYTES`] bounds).
     pub fn retained(&self) -> (usize, usize) {
-        (self.retained, self.retained_bytes)
+        (self.retained, self.retained_bytes + self.retained_slots * SLOT_BYTES)
     }
 
     /// Applies operations from elsewhere; returns those newly applied (to
@@ -462,10 +551,10 @@ impl Replica {
             if s > *have {
                 *have = s;
                 // Ops we never saw are in the merged doc; the log restarts after them.
-                if let Some(l) = self.log.get_mut(&a) {
+                if let Some(l) = self.log.remove(&a) {
                     self.retained -= l.len();
-                    self.retained_bytes -= l.iter().map(op_bytes).sum::<usize>();
-                    l.clear();
+                    self.retained_bytes -= l.iter().map(op_heap_bytes).sum::<usize>();
+                    self.retained_slots -= l.capacity();
                 }
                 if let Some(p) = self.pending.remove(&a) {
                     self.pending_count -= p.len();

@@ -102,6 +102,10 @@ fn retained_ops_are_bounded_in_bytes_not_only_in_count() {
     let (count, bytes) = a.retained();
     assert!(bytes <= MAX_RETAINED_OPS_BYTES, "{bytes} bytes retained");
     assert!(count < n, "the oldest were compacted away: {count} of {n} kept");
+    // The log's slots count, spare ones too (a doubling log once held up
+    // to twice its operations' inline size beyond the bound).
+    let slot = std::mem::size_of::<Stamped>();
+    assert!(bytes >= count * (slot + 4_000), "{bytes} bytes for {count} ops");
     // A peer lacking the compacted ones gets the full state, and converges.
     let mut b = replica(2);
     match a.delta_for(&b.version()).expect("b lacks everything") {
@@ -162,6 +166,7 @@ fn deploy_config_and_removal_show_in_the_view() {
     let machine = v.units[0].machine.text();
     let err = model::plan(&a, 7, &Command::RemoveMachine { id: machine.clone() }).unwrap_err();
     assert!(matches!(err, CommandError::MachineInUse { .. }), "{err}");
+    assert!(err.to_string().contains(&unit), "names the unit on it: {err}");
     run(&mut a, Command::RemoveUnit { unit: unit.clone() });
     run(&mut a, Command::RemoveMachine { id: machine.clone() });
     let v = model::view(&a);
@@ -629,4 +634,85 @@ fn the_conflict_semantics_table_holds_with_clocks_of_many_writers() {
     let db = v.applications.iter().find(|a| a.name == "db").unwrap();
     assert_eq!(db.command.text(), "CONFLICT(db-a | db-b)");
     assert_eq!(db.scale, 2, "both deploys' units");
+}
+
+/// A manager restarted on its own disk, as the runtime rebuilds it: a
+/// replica from its snapshot and log under a new actor, then writing on as
+/// the disk's recorded writer.
+fn restart_on_own_disk(r: &Replica, generation: u64, recorded: u64) -> Replica {
+    let node = r.actor().node;
+    let mut back = Replica::from_snapshot(Actor { node, generation }, r.snapshot_all());
+    let writer = super::replica::writer_after_start(node, generation, Some(recorded), true);
+    assert!(back.write_as(writer), "no gap in the writer's own operations");
+    back
+}
+
+#[test]
+fn restarts_on_an_own_disk_write_on_as_one_actor_and_metadata_stays_flat() {
+    let mut rs = vec![replica(1), replica(2), replica(3)];
+    run(&mut rs[0], Command::Deploy { name: "web".into(), command: "serve".into(), n: 1 });
+    sync_all(&mut rs);
+    let mut digest_at = Vec::new();
+    for generation in 2..=200 {
+        rs[1] = restart_on_own_disk(&rs[1], generation, 1);
+        let seq_before = rs[1].own_seq();
+        let pairs = vec![("port".into(), generation.to_string())];
+        let ops = run(&mut rs[1], Command::SetConfig { app: "web".into(), pairs });
+        assert_eq!(ops[0].seq, seq_before + 1, "numbers continue after the highest on disk");
+        sync_all(&mut rs);
+        if generation == 10 || generation == 200 {
+            let vv = rs[0].version();
+            digest_at.push(super::sync::encode_msg(&super::sync::StateMsg::Digest(vv)).len());
+        }
+    }
+    run(&mut rs[1], Command::AddMachine { n: 2 });
+    sync_all(&mut rs);
+    for r in &rs {
+        assert_eq!(r.applied().len(), 2, "one actor per writing manager: {:?}", r.applied());
+        assert_eq!(r.state_hash(), rs[0].state_hash());
+    }
+    assert_eq!(digest_at[0], digest_at[1], "a digest does not grow with restarts");
+    let v = model::view(&rs[0]);
+    assert_eq!(v.applications[0].config["port"].text(), "200", "no sibling from an old actor");
+    assert_eq!(v.machines.len(), 3, "the deploy's machine and two new ones, none reused");
+}
+
+#[test]
+fn a_restart_without_its_own_disk_or_with_a_gap_is_a_new_actor() {
+    use super::replica::writer_after_start;
+    let node = 1 << 48;
+    assert_eq!(writer_after_start(node, 9, Some(4), true), Actor { node, generation: 4 });
+    // A restore from peers: the old writer's last operations may be elsewhere.
+    assert_eq!(writer_after_start(node, 9, Some(4), false), Actor { node, generation: 9 });
+    // A disk from before the writer was recorded.
+    assert_eq!(writer_after_start(node, 9, None, true), Actor { node, generation: 9 });
+    // The writer's operations replayed with a hole: adoption is refused.
+    let mut a = replica(1);
+    let ops = a.write(&[set("a", "1"), set("b", "2")]);
+    let mut back = Replica::new(Actor { node, generation: 2 });
+    back.apply_remote(vec![ops[1].clone()]);
+    assert!(!back.write_as(a.actor()), "a gap in the writer's own log is refused");
+    assert_eq!(back.actor().generation, 2);
+}
+
+/// Small operations: the retained log's allocated slots are inside the
+/// byte bound (they were not counted, and a doubling log kept up to twice
+/// the slots it used), and spare slots stay under a quarter of the used.
+#[test]
+fn retained_slots_count_against_the_byte_bound() {
+    use super::replica::MAX_RETAINED_OPS_BYTES;
+    let mut a = replica(1);
+    let slot = std::mem::size_of::<Stamped>();
+    let n = MAX_RETAINED_OPS_BYTES / slot + 10_000;
+    for i in 0..n {
+        a.write(&[set(&format!("k{}", i % 100), "v")]);
+    }
+    let (count, bytes) = a.retained();
+    assert!(bytes <= MAX_RETAINED_OPS_BYTES, "{bytes} bytes retained");
+    assert!(count < n && count * slot <= bytes, "{count} ops in {bytes} bytes");
+    // Every slot allocated, plus at least each op's key, value and one
+    // clock entry (2 + 1 + 24 bytes), is within the bound.
+    let held = a.retained_slots_allocated() * slot + count * 27;
+    assert!(held <= MAX_RETAINED_OPS_BYTES, "{held} bytes held for {count} ops");
+    assert!(bytes - count * slot < count * slot / 2, "spare slots: {bytes} bytes for {count} ops");
 }
