@@ -499,9 +499,9 @@ impl Membership {
         self.arm_housekeeping(cx);
     }
 
-    /// A member's exchange message: merged into foca (without broadcasting:
-    /// what it holds is the sender's knowledge, which gossip spreads on its
-    /// own), and answered with this node's membership if it asked, now or,
+    /// A member's exchange message: merged into foca, what is news here
+    /// broadcast on (as memberlist's merge does: a member the joiner knew
+    /// and its seed did not reaches the rest by gossip), and answered with this node's membership if it asked, now or,
     /// over the answer budget, in a later period. Refused whole, changing
     /// nothing, when oversized, undecodable, from a revoked member or
     /// speaking for another member than its certificate's.
@@ -523,7 +523,7 @@ impl Membership {
         let sender = msg.members[0].id().clone();
         let revoked = &self.revoked;
         let updates = msg.members.into_iter().filter(|m| !revoked.contains(&m.id().id));
-        if let Err(e) = self.swim.apply_many(updates, false, &mut self.collector) {
+        if let Err(e) = self.swim.apply_many(updates, true, &mut self.collector) {
             tracing::debug!(peer = %from.id, error = %e, "exchange not fully applied");
         }
         if msg.want_answer {
