@@ -684,6 +684,7 @@ impl Membership {
                 if std::mem::take(&mut self.alone) {
                     // The member this node joined (or rejoined) through.
                     self.send_exchange(cx, id.clone(), true);
+                    self.pushpull.joined(cx.now);
                 }
                 Event::MemberUp(id)
             }

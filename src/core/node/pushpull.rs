@@ -35,6 +35,11 @@ pub const PUSH_PULL_BASE_MS: u64 = 30_000;
 /// Past this many members the periodic interval grows (memberlist's 32).
 pub const PUSH_PULL_SCALE_THRESHOLD: usize = 32;
 
+/// After a join's exchange, the next (with a random member) comes this
+/// soon instead of a whole interval later: in a cluster that starts at
+/// once, the member a joiner asked knew only who had started before it.
+pub const JOIN_FOLLOW_UP_MS: u64 = 5_000;
+
 /// Most answers this node sends in one probe period (memberlist's bound
 /// on concurrent push-pulls, `maxPushPullRequests`, is the same 128). Each
 /// is up to [`MAX_EXCHANGE_BYTES`] held by the transport until sent, so at
@@ -165,6 +170,12 @@ impl PushPull {
         true
     }
 
+    /// This node just joined (and asked the member it joined through):
+    /// the next periodic exchange comes [`JOIN_FOLLOW_UP_MS`] from `now`.
+    pub fn joined(&mut self, now: Time) {
+        self.next_at = now + Duration::from_millis(JOIN_FOLLOW_UP_MS);
+    }
+
     /// A request from `peer` came in: answer now, queue it, or refuse it.
     pub fn admit(&mut self, peer: &Identity) -> Admit {
         if self.answered_this_period < MAX_EXCHANGE_ANSWERS_PER_PERIOD
@@ -224,6 +235,19 @@ mod tests {
         assert_eq!(push_pull_interval(33), Duration::from_secs(60));
         assert_eq!(push_pull_interval(1_000), Duration::from_secs(180));
         assert_eq!(push_pull_interval(10_000), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_join_brings_the_next_exchange_forward() {
+        let mut pp = PushPull::new(Duration::ZERO);
+        let at = Duration::from_secs(2);
+        pp.joined(at);
+        let follow_up = at + Duration::from_millis(JOIN_FOLLOW_UP_MS);
+        assert!(!pp.periodic_due(follow_up - Duration::from_millis(1), 1_000));
+        assert!(pp.periodic_due(follow_up, 1_000));
+        // Then the interval for the cluster's size.
+        assert!(!pp.periodic_due(follow_up + push_pull_interval(1_000) / 2, 1_000));
+        assert!(pp.periodic_due(follow_up + push_pull_interval(1_000), 1_000));
     }
 
     #[test]
