@@ -40,6 +40,10 @@ pub const WORKLOAD_EXITED: &str = "workload exited";
 /// The core dropped a datagram whose header names another member than its
 /// certificate (`claimed`, `proven`).
 pub const SPOOFED_DATAGRAM: &str = "dropped datagram speaking for another member";
+/// A membership exchange (push-pull) was refused, changing nothing
+/// (`peer`, `error`): oversized, undecodable, from a revoked member or
+/// speaking for another member than its certificate.
+pub const EXCHANGE_REFUSED: &str = "refused a membership exchange";
 /// This manager now runs a singleton worker (`singleton`).
 pub const SINGLETON_ACQUIRED: &str = "singleton acquired";
 /// The provider started an instance (`instance`, `machine`, `address`, `existed`).

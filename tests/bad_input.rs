@@ -235,3 +235,86 @@ fn busy_port_and_silent_seed_get_clear_errors() {
     ]);
     assert!(err.contains("probe_period_ms"), "{err}");
 }
+
+/// A membership exchange (push-pull, stream `0x03`) from a member-grade
+/// certificate that announces more than `MAX_EXCHANGE_BYTES`, or speaks for
+/// another member, or is garbage, is refused with a log line and a metric,
+/// and changes nothing: `juju members` reads the same after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_spoofed_or_garbage_membership_exchange_is_refused_and_changes_nothing() {
+    use jujud::core::node::pushpull::{self, MAX_EXCHANGE_BYTES};
+    use jujud::runtime::transport::STREAM_MEMBERS;
+    let tmp = tempfile::tempdir().unwrap();
+    let mport = free_port();
+    let mlisten = format!("127.0.0.1:{mport}");
+    let m0 =
+        Peer::start(&tmp.path().join("m0"), local(free_port()), &["--metrics-listen", &mlisten]);
+    let m1 =
+        Peer::join(&tmp.path().join("m1"), local(free_port()), &m0.addr.to_string(), &m0.token());
+    m0.log.wait_for("m1 up", |l| saw(l, jujud::events::MEMBER_UP, &m1.id));
+    let before = members(&m0.client_file(), Some(m0.addr));
+
+    let fake = 0x0bad_0e8c_0bad_0e8cu64;
+    let conn = forged_member(&m0.dir, m0.addr, fake).await;
+    let uni = |body: Vec<u8>| {
+        let conn = conn.clone();
+        async move {
+            let mut send = conn.open_uni().await.unwrap();
+            send.write_all(&body).await.unwrap();
+            let _ = send.finish();
+            send
+        }
+    };
+    // 1. Announces one byte over the bound, and sends a little of it.
+    let mut over = vec![STREAM_MEMBERS];
+    over.extend_from_slice(&((MAX_EXCHANGE_BYTES + 1) as u32).to_be_bytes());
+    over.extend_from_slice(&[0xab; 1_000]);
+    let _over = uni(over).await;
+    // 2. A well-formed exchange whose sender is m1 (and which names a
+    //    member that does not exist), over the forged member's connection.
+    let m1_ident =
+        Identity { id: m1.id.parse().unwrap(), addr: m1.addr, role: Role::Manager, generation: 1 };
+    let ghost = Identity { id: NodeId(0x6405_7000), addr: local(free_port()), ..m1_ident.clone() };
+    let (msg, _) = pushpull::encode(
+        true,
+        vec![foca::Member::alive(m1_ident), foca::Member::alive(ghost.clone())],
+    );
+    let mut spoofed = vec![STREAM_MEMBERS];
+    spoofed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    spoofed.extend_from_slice(&msg);
+    let _spoofed = uni(spoofed).await;
+    // 3. Garbage in a well-formed frame.
+    let mut garbage = vec![STREAM_MEMBERS];
+    garbage.extend_from_slice(&64u32.to_be_bytes());
+    garbage.extend_from_slice(&[0xff; 64]);
+    let _garbage = uni(garbage).await;
+
+    let refused = |l: &[serde_json::Value]| {
+        l.iter().filter(|v| message(v) == jujud::events::EXCHANGE_REFUSED).count()
+    };
+    m0.log.wait_for("three exchanges refused", |l| refused(l) >= 3);
+    // The counters reach /metrics on the driver's 1 s refresh, so poll it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(EVENT_CAP_MS);
+    let text = loop {
+        let text = metrics_text(format!("127.0.0.1:{mport}").parse().unwrap());
+        let done = metric(&text, "jujud_membership_exchanges_refused_total") >= 2.0
+            && metric(&text, "jujud_datagram_drops_total{reason=\"oversized\"}") >= 1.0;
+        if done || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await; // a poll of a periodic export
+    };
+    assert!(metric(&text, "jujud_membership_exchanges_refused_total") >= 2.0, "{text}");
+    assert!(metric(&text, "jujud_datagram_drops_total{reason=\"oversized\"}") >= 1.0, "{text}");
+    let after = members(&m0.client_file(), Some(m0.addr));
+    assert!(
+        !after.iter().any(|(id, _, _)| *id == ghost.id.to_string()),
+        "the spoofed exchange's member was not merged: {after:?}"
+    );
+    assert_eq!(
+        after.iter().filter(|(id, _, _)| *id != NodeId(fake).to_string()).collect::<Vec<_>>(),
+        before.iter().collect::<Vec<_>>(),
+        "membership unchanged by refused exchanges"
+    );
+    assert!(!m0.log.raw().contains("panicked"));
+}

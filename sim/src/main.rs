@@ -62,9 +62,13 @@ struct Cli {
     /// Worker threads for swarm and regression runs (runs are independent).
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Print the scale table (10 to 1,000 members) and exit.
+    /// Print the scale table (10 to `--scale-max-members`) and exit.
     #[arg(long)]
     scale_table: bool,
+    /// The largest row of `--scale-table` (rows: 10, 32, 100, 316, 1,000,
+    /// 3,162, 10,000 members).
+    #[arg(long, default_value_t = scale::SCALE_DEFAULT_MAX_MEMBERS)]
+    scale_max_members: usize,
     /// Print every run's full summary in batches, not only failures.
     #[arg(long)]
     verbose: bool,
@@ -95,7 +99,8 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.scale_table {
-        let reports = scale::run_table(cli.seed, &|c| with_overrides(&cli, c), &|line| println!("{line}"));
+        let reports =
+            scale::run_table(cli.seed, cli.scale_max_members, &|c| with_overrides(&cli, c), &|line| println!("{line}"));
         return exit(reports.iter().all(|r| r.passed()));
     }
     if cli.seeds.is_none() && !cli.regression {

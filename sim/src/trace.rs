@@ -97,6 +97,8 @@ pub enum TraceKind {
     Workload = 12,
     /// A provider request, answer or action.
     Provider = 13,
+    /// A membership exchange message delivered.
+    Members = 14,
 }
 
 /// The running trace of one simulation.

@@ -44,6 +44,9 @@ pub enum Input {
     Durable { seq: u64 },
     /// A state message from a manager, as bytes off a stream.
     State { from: PeerCert, bytes: Vec<u8> },
+    /// A membership exchange message (push-pull) from a member, as bytes
+    /// off a stream (at most `MAX_EXCHANGE_BYTES`).
+    Members { from: PeerCert, bytes: Vec<u8> },
     /// An agent session came up: on an agent, the one it asked for with
     /// [`Output::OpenSession`] (`peer` is the manager that answered); on a
     /// manager, one an agent opened (`machine` is what the agent's
@@ -183,6 +186,10 @@ pub enum Output {
     Persist { ops: Vec<Stamped>, own: bool },
     /// Send this state message (bytes) to `to` on a stream.
     SendState { to: Identity, bytes: Vec<u8> },
+    /// Send this membership exchange message (bytes) to `to` on a stream;
+    /// report what comes back as [`Input::Members`]. Failing is fine: the
+    /// next periodic exchange repairs it.
+    SendMembers { to: Identity, bytes: Vec<u8> },
     /// The answer to [`Input::Command`] `req`.
     Reply { req: u64, result: WriteResult },
     /// A full state was merged; the driver should write a snapshot soon,
@@ -267,6 +274,17 @@ pub struct Stats {
     pub state_msgs_out: u64,
     /// State messages refused: undecodable, or from a non-manager.
     pub state_msgs_dropped: u64,
+    /// Membership exchange messages sent (requests and answers).
+    pub exchanges_out: u64,
+    /// Membership exchange messages merged into foca.
+    pub exchanges_in: u64,
+    /// Exchange messages refused: oversized, undecodable, from a revoked
+    /// member or naming another sender than the certificate's.
+    pub exchanges_refused: u64,
+    /// Exchange requests not answered for now: the answer queue was full.
+    pub exchanges_queue_full: u64,
+    /// Members left out of exchange messages at the byte bound.
+    pub exchange_members_cut: u64,
 }
 
 /// How a member looks from here.

@@ -171,7 +171,7 @@ type DropLabels = [(&'static str, &'static str); 1];
 
 /// Counters copied from the core's cumulative [`Stats`]: (name without the
 /// `_total` the encoder appends, help, field).
-const CORE_COUNTERS: [(&str, &str, StatField); 10] = [
+const CORE_COUNTERS: [(&str, &str, StatField); 13] = [
     ("probes", "Probes started by the failure detector", |s| s.probes),
     ("probes_failed", "Probes that got no ack, direct or indirect", |s| s.probes_failed),
     ("suspicions", "Members newly seen as suspect", |s| s.suspicions),
@@ -186,6 +186,13 @@ const CORE_COUNTERS: [(&str, &str, StatField); 10] = [
     ("datagrams_out", "SWIM datagrams sent", |s| s.datagrams_out),
     ("datagram_bytes_in", "Bytes of SWIM datagrams received", |s| s.bytes_in),
     ("datagram_bytes_out", "Bytes of SWIM datagrams sent", |s| s.bytes_out),
+    ("membership_exchanges_in", "Membership exchanges (push-pull) merged", |s| s.exchanges_in),
+    ("membership_exchanges_out", "Membership exchanges (push-pull) sent", |s| s.exchanges_out),
+    (
+        "membership_exchanges_refused",
+        "Membership exchanges refused: oversized, undecodable, revoked or spoofed",
+        |s| s.exchanges_refused,
+    ),
 ];
 
 /// Drops counted by the core, by reason label.

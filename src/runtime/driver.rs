@@ -388,6 +388,7 @@ impl Driver {
                     None => tracing::error!("a member without a store was asked to persist state"),
                 },
                 Output::SendState { to, bytes } => self.p.transport.send_state(&to, bytes),
+                Output::SendMembers { to, bytes } => self.p.transport.send_members(&to, bytes),
                 Output::Reply { req, result } => {
                     if let Some(reply) = self.replies.remove(&req) {
                         let _ = reply.send(result);

@@ -32,6 +32,13 @@ pub const MAX_FALLBACK_FRAME_BYTES: usize = 4_096;
 pub const STREAM_SWIM: u8 = 0x01;
 /// First byte of a uni stream carrying one replicated-state message.
 pub const STREAM_STATE: u8 = 0x02;
+/// First byte of a uni stream carrying one membership exchange message
+/// (push-pull; at most `MAX_EXCHANGE_BYTES`).
+pub const STREAM_MEMBERS: u8 = 0x03;
+/// A membership exchange message (up to 1 MiB) must arrive whole within
+/// this (100 KiB/s); past it the stream is dropped and the next periodic
+/// exchange repairs what it would have brought.
+pub const EXCHANGE_STREAM_DEADLINE_MS: u64 = 10_000;
 /// Application error code: a stream (or the connection, for a state stream
 /// from a member that is not a manager) refused for what it carried.
 pub const STREAM_REFUSED: u32 = 4;
@@ -401,6 +408,12 @@ impl Transport {
             (STREAM_STATE, Role::Manager) => {
                 (crate::core::state::sync::MAX_STATE_MSG_BYTES, STATE_STREAM_DEADLINE_MS)
             }
+            (STREAM_MEMBERS, _) => {
+                // Any proven member may exchange (only members' connections
+                // are registered and read here); the core refuses revoked
+                // ones and senders speaking for another member.
+                (crate::core::node::pushpull::MAX_EXCHANGE_BYTES, EXCHANGE_STREAM_DEADLINE_MS)
+            }
             (STREAM_STATE, _) => {
                 // Authorise before reading: only managers replicate state.
                 tracing::warn!(peer = %from.id, role = from.role.as_str(), "refused a state stream from a member that is not a manager; closing its connection");
@@ -422,6 +435,24 @@ impl Transport {
         .await;
         match frame {
             Ok(Ok(bytes)) if kind[0] == STREAM_SWIM => self.deliver(from, bytes),
+            Ok(Ok(bytes)) if kind[0] == STREAM_MEMBERS => {
+                if self.inbox.send(Input::Members { from, bytes }).await.is_err() {
+                    self.metrics.count_drop(crate::metrics::DropReason::QueueFull);
+                }
+            }
+            Ok(Err(e)) if kind[0] == STREAM_MEMBERS => {
+                // Refused before the body is read when it announces more
+                // than the bound: nothing was allocated, nothing changes.
+                tracing::warn!(peer = %from.id, error = %e, "{}", crate::events::EXCHANGE_REFUSED);
+                let reason = match e {
+                    super::wire::FrameError::TooLarge { .. } => {
+                        crate::metrics::DropReason::Oversized
+                    }
+                    _ => crate::metrics::DropReason::Malformed,
+                };
+                self.metrics.count_drop(reason);
+                let _ = recv.stop(STREAM_REFUSED.into());
+            }
             Ok(Ok(bytes)) => {
                 if self.inbox.send(Input::State { from, bytes }).await.is_err() {
                     self.metrics.count_drop(crate::metrics::DropReason::QueueFull);
@@ -440,9 +471,22 @@ impl Transport {
         }
     }
 
+    /// Sends one membership exchange message to a member on its own uni
+    /// stream, dialing if needed. Failures are dropped: the next periodic
+    /// exchange repairs them.
+    pub fn send_members(self: &Arc<Self>, to: &Identity, bytes: Vec<u8>) {
+        let limit = crate::core::node::pushpull::MAX_EXCHANGE_BYTES;
+        self.send_stream(to, STREAM_MEMBERS, bytes, limit);
+    }
+
     /// Sends one state message to a member on its own uni stream, dialing
     /// if needed. Failures are dropped: anti-entropy repairs them.
     pub fn send_state(self: &Arc<Self>, to: &Identity, bytes: Vec<u8>) {
+        let limit = crate::core::state::sync::MAX_STATE_MSG_BYTES;
+        self.send_stream(to, STREAM_STATE, bytes, limit);
+    }
+
+    fn send_stream(self: &Arc<Self>, to: &Identity, kind: u8, bytes: Vec<u8>, limit: usize) {
         let this = self.clone();
         let to = to.clone();
         tokio::spawn(async move {
@@ -460,9 +504,8 @@ impl Transport {
                     }
                 },
             };
-            let limit = crate::core::state::sync::MAX_STATE_MSG_BYTES;
-            if let Err(e) = send_uni(&conn, STREAM_STATE, &bytes, limit).await {
-                tracing::debug!(peer = %to.id, error = %e, "state message not sent");
+            if let Err(e) = send_uni(&conn, kind, &bytes, limit).await {
+                tracing::debug!(peer = %to.id, kind, error = %e, "stream message not sent");
                 this.metrics.count_drop(crate::metrics::DropReason::NoConnection);
             }
         });

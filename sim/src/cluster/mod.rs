@@ -85,6 +85,9 @@ pub enum Ev {
     DurableRemote { slot: usize, epoch: u32, vv: VersionVector },
     /// A state message (a QUIC stream in reality) arriving at `slot`.
     State { slot: usize, epoch: u32, from: PeerCert, bytes: Vec<u8> },
+    /// A membership exchange message (a QUIC stream in reality) arriving
+    /// at `slot`.
+    Members { slot: usize, epoch: u32, from: PeerCert, bytes: Vec<u8> },
     /// A fault injection or recovery (handled by the run loop).
     Control(Control),
     /// Something for one end of an agent session (`sessions.rs`).
@@ -214,6 +217,9 @@ pub struct ClusterStats {
     pub state_bytes: u64,
     /// State messages to a node that is not running, or cut off.
     pub state_undelivered: u64,
+    /// Membership exchange messages sent (push-pull), and their bytes.
+    pub exchange_sends: u64,
+    pub exchange_bytes: u64,
     /// Client writes: handed to a manager, acknowledged, refused, and lost
     /// with their manager's process before any reply.
     pub writes_issued: u64,
@@ -462,6 +468,7 @@ impl Cluster {
             | Ev::Durable { slot, .. }
             | Ev::DurableRemote { slot, .. }
             | Ev::State { slot, .. }
+            | Ev::Members { slot, .. }
             | Ev::Session { slot, .. }
             | Ev::Workload { slot, .. }
             | Ev::ProviderReply { slot, .. } => slot,
@@ -508,6 +515,10 @@ impl Cluster {
             Ev::State { from, bytes, .. } => {
                 self.trace.record(at, slot, TraceKind::State, Fnv1a::of_words(&bytes));
                 Input::State { from, bytes }
+            }
+            Ev::Members { from, bytes, .. } => {
+                self.trace.record(at, slot, TraceKind::Members, Fnv1a::of_words(&bytes));
+                Input::Members { from, bytes }
             }
             Ev::Session { what, .. } => return self.deliver_session(at, slot, what),
             Ev::Workload { what, .. } => {
@@ -599,6 +610,7 @@ impl Cluster {
                 Output::Event(event) => self.on_event(slot, event),
                 Output::Persist { ops, own } => self.persist_state(slot, ops, own),
                 Output::SendState { to, bytes } => self.send_state(slot, to, bytes),
+                Output::SendMembers { to, bytes } => self.send_members(slot, to, bytes),
                 Output::Reply { req, result } => self.reply(slot, req, result),
                 Output::SnapshotNeeded => self.snapshot_state(slot),
                 Output::OpenSession { session, candidates } => self.open_session(slot, session, candidates),
@@ -701,6 +713,7 @@ fn event_epoch(ev: &Ev) -> u32 {
         | Ev::Durable { epoch, .. }
         | Ev::DurableRemote { epoch, .. }
         | Ev::State { epoch, .. }
+        | Ev::Members { epoch, .. }
         | Ev::Session { epoch, .. }
         | Ev::Workload { epoch, .. }
         | Ev::ProviderReply { epoch, .. } => *epoch,

@@ -176,6 +176,23 @@ impl Cluster {
         }
     }
 
+    /// `Output::SendMembers`: one stream to the node whose id is `to.id`
+    /// (the network's stream model: delayed, lost under partitions).
+    pub(super) fn send_members(&mut self, from: usize, to: Identity, bytes: Vec<u8>) {
+        let now = self.now();
+        self.stats.exchange_sends += 1;
+        self.stats.exchange_bytes += bytes.len() as u64;
+        let dest = self.by_id.get(&to.id).copied().filter(|&d| self.slots[d].is_running());
+        let dest = dest.filter(|&d| !self.cut_by_bug(from, d));
+        let arrival = dest.and_then(|d| self.network.stream(from, d, now, &mut self.net_rng).map(|at| (d, at)));
+        let Some((dest, at)) = arrival else { return };
+        let cert = PeerCert { id: self.slots[from].disk.id, role: self.slots[from].role };
+        let epoch = self.slots[dest].epoch;
+        if self.queue.push(at, Ev::Members { slot: dest, epoch, from: cert, bytes }).is_err() {
+            self.stats.queue_full += 1;
+        }
+    }
+
     /// The planted lying peer: a push never arrives, and a `Have` claiming
     /// it comes back in its place. Returns whether the message was a push.
     fn forge_have(&mut self, from: usize, dest: usize, at: std::time::Duration, bytes: &[u8]) -> bool {

@@ -19,8 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foca::{Foca, Notification, Runtime};
+use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
+use super::pushpull::{self, Admit, PushPull};
 use super::{Ctx, MAX_TRANSMISSIONS_CAP, SWIM_TAG};
 use crate::core::codec::{BincodeCodec, CodecError};
 use crate::core::health::LocalHealth;
@@ -158,6 +160,11 @@ pub(super) struct Membership {
     /// missing: until it moves, every round finds the same, so it is not
     /// computed again (a round is O(N log N)).
     quiet_since: Option<u64>,
+    /// The full-state exchange's schedule and answer queue.
+    pushpull: PushPull,
+    /// No member is active here (at start, and after going idle): the
+    /// next member that comes up is asked for the full membership.
+    alone: bool,
     /// This node's generation and incarnation at the last check: both only
     /// grow (debug builds check it after every settle).
     #[cfg(debug_assertions)]
@@ -218,6 +225,8 @@ impl Membership {
             active_scratch: Vec::new(),
             membership_changes: 0,
             quiet_since: None,
+            pushpull: PushPull::new(Duration::ZERO),
+            alone: true,
             #[cfg(debug_assertions)]
             seen: (0, 0),
         }
@@ -486,7 +495,81 @@ impl Membership {
         }
         self.suspects = suspects;
         self.scale_transmissions();
+        self.exchange_period(cx);
         self.arm_housekeeping(cx);
+    }
+
+    /// A member's exchange message: merged into foca, what is news here
+    /// broadcast on (as memberlist's merge does: a member the joiner knew
+    /// and its seed did not reaches the rest by gossip), and answered with this node's membership if it asked, now or,
+    /// over the answer budget, in a later period. Refused whole, changing
+    /// nothing, when oversized, undecodable, from a revoked member or
+    /// speaking for another member than its certificate's.
+    pub fn on_exchange(&mut self, cx: &mut Ctx<'_>, from: PeerCert, bytes: &[u8]) {
+        if self.revoked.contains(&from.id) {
+            cx.stats.exchanges_refused += 1;
+            tracing::warn!(peer = %from.id, error = "sender revoked", "{}", crate::events::EXCHANGE_REFUSED);
+            return;
+        }
+        let msg = match pushpull::decode(from.id, bytes) {
+            Ok(msg) => msg,
+            Err(e) => {
+                cx.stats.exchanges_refused += 1;
+                tracing::warn!(peer = %from.id, error = %e, "{}", crate::events::EXCHANGE_REFUSED);
+                return;
+            }
+        };
+        cx.stats.exchanges_in += 1;
+        let sender = msg.members[0].id().clone();
+        let revoked = &self.revoked;
+        let updates = msg.members.into_iter().filter(|m| !revoked.contains(&m.id().id));
+        if let Err(e) = self.swim.apply_many(updates, true, &mut self.collector) {
+            tracing::debug!(peer = %from.id, error = %e, "exchange not fully applied");
+        }
+        if msg.want_answer {
+            match self.pushpull.admit(&sender) {
+                Admit::Now => self.send_exchange(cx, sender, false),
+                Admit::Queued => {}
+                Admit::Refused => cx.stats.exchanges_queue_full += 1,
+            }
+        }
+    }
+
+    /// Sends this node's whole membership to `to` (itself first, then alive,
+    /// suspect and down members), cut at the byte bound.
+    fn send_exchange(&mut self, cx: &mut Ctx<'_>, to: Identity, want_answer: bool) {
+        let me = foca::Member::new(self.identity().clone(), self.incarnation, foca::State::Alive);
+        let mut members = Vec::with_capacity(self.swim.iter_membership_state().len() + 1);
+        members.push(me);
+        for state in [foca::State::Alive, foca::State::Suspect, foca::State::Down] {
+            let same = self.swim.iter_membership_state().filter(|m| m.state() == state);
+            members.extend(same.cloned());
+        }
+        let (bytes, cut) = pushpull::encode(want_answer, members);
+        cx.stats.exchange_members_cut += cut as u64;
+        if bytes.is_empty() {
+            return;
+        }
+        cx.stats.exchanges_out += 1;
+        cx.push(Output::SendMembers { to, bytes });
+    }
+
+    /// Once a probe period: answer the queued requests the new budget
+    /// allows, and start the periodic exchange with a random active member
+    /// when it is due.
+    fn exchange_period(&mut self, cx: &mut Ctx<'_>) {
+        for peer in self.pushpull.new_period() {
+            self.send_exchange(cx, peer, false);
+        }
+        let members = self.swim.num_members();
+        if members == 0 || self.left || !self.pushpull.periodic_due(cx.now, members + 1) {
+            return;
+        }
+        let pick = cx.rng.random_range(0..members);
+        let peer = self.swim.iter_members().nth(pick).map(|m| m.id().clone());
+        if let Some(peer) = peer {
+            self.send_exchange(cx, peer, true);
+        }
     }
 
     /// Piggybacks each update more often as the cluster grows (foca's own
@@ -598,6 +681,11 @@ impl Membership {
                 cx.stats.members_up += 1;
                 self.managers_changed |= id.role == Role::Manager;
                 self.rejoin.remember(&id);
+                if std::mem::take(&mut self.alone) {
+                    // The member this node joined (or rejoined) through.
+                    self.send_exchange(cx, id.clone(), true);
+                    self.pushpull.joined(cx.now);
+                }
                 Event::MemberUp(id)
             }
             N::MemberDown(id) => {
@@ -615,6 +703,7 @@ impl Membership {
             }
             N::Active => Event::Active,
             N::Idle => {
+                self.alone = true;
                 self.rearm_rejoin(cx);
                 Event::Idle
             }

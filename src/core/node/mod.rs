@@ -317,6 +317,7 @@ impl Node {
                     m.on_durable(cx, self.membership.live(), seq);
                 }
             }
+            Input::Members { from, bytes } => self.membership.on_exchange(cx, from, &bytes),
             Input::State { from, bytes } => match self.manager.as_mut() {
                 Some(m) => m.on_state(cx, self.membership.live(), from, &bytes),
                 None => manager::refuse_state(cx),
@@ -474,6 +475,7 @@ enum Drain {
 mod agent;
 mod manager;
 mod membership;
+pub mod pushpull;
 
 #[cfg(test)]
 mod tests;

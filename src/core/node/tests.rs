@@ -40,22 +40,27 @@ impl Net {
             stall: BTreeMap::new(),
         };
         for i in 1..=n {
-            let seeds = if i == 1 { vec![] } else { vec![ident(1).addr] };
-            let mut node = Node::new(NodeConfig {
-                identity: ident(i),
-                timing: Timing::lan(),
-                rng_seed: i,
-                seeds,
-                known_peers: vec![],
-                state: None,
-                agent: None,
-                controller_machine: None,
-            });
-            node.start(Duration::ZERO);
-            net.nodes.insert(i, node);
-            net.pump(i);
+            net.add(i);
         }
         net
+    }
+
+    /// Starts node `i` now, joining through node 1 (unless it is node 1).
+    fn add(&mut self, i: u64) {
+        let seeds = if i == 1 { vec![] } else { vec![ident(1).addr] };
+        let mut node = Node::new(NodeConfig {
+            identity: ident(i),
+            timing: Timing::lan(),
+            rng_seed: i,
+            seeds,
+            known_peers: vec![],
+            state: None,
+            agent: None,
+            controller_machine: None,
+        });
+        node.start(self.now);
+        self.nodes.insert(i, node);
+        self.pump(i);
     }
 
     fn pump(&mut self, i: u64) {
@@ -81,6 +86,10 @@ impl Net {
                         ));
                     }
                 }
+                Output::SendMembers { to, bytes } => deliveries.push((
+                    to.id.0,
+                    Input::Members { from: PeerCert { id: NodeId(i), role: Role::Manager }, bytes },
+                )),
                 Output::SetTimer(t) => self.timers.push((i, t)),
                 Output::Event(e) => self.events.push((i, e)),
                 // These nodes hold no state and are not agents.
@@ -271,4 +280,46 @@ fn the_output_queue_drops_sends_at_its_bound_and_keeps_timers_and_events() {
     assert_eq!(drained.len(), MAX_PENDING_OUTPUTS + 2, "the timer and the event are kept");
     assert!(matches!(drained[MAX_PENDING_OUTPUTS], Output::SetTimer(_)));
     assert!(matches!(drained[MAX_PENDING_OUTPUTS + 1], Output::Event(Event::Idle)));
+}
+
+#[test]
+fn a_joiner_gets_the_whole_membership_from_the_member_it_joins_through() {
+    // 150 members: more than one SWIM packet's feed holds, so without the
+    // exchange the joiner starts with a part and learns the rest by gossip.
+    let mut net = Net::new(150);
+    net.run_until(Duration::from_secs(60));
+    let at = net.now;
+    net.add(151);
+    // Delivery here is instant: everything the join brings has arrived
+    // before the joiner's first timer.
+    assert_eq!(net.now, at);
+    let seen = net.nodes[&151].members();
+    let alive = seen.iter().filter(|m| m.state == MemberState::Alive).count();
+    assert_eq!(alive, 151, "the joiner sees every member at once (itself included)");
+    assert!(net.nodes[&1].stats().exchanges_out >= 1, "the seed answered");
+}
+
+#[test]
+fn an_exchange_speaking_for_another_member_or_undecodable_is_refused_and_changes_nothing() {
+    let mut net = Net::new(3);
+    net.run_until(Duration::from_secs(10));
+    let before = net.nodes[&1].members();
+    // A real exchange message from node 2, delivered as if node 3 sent it.
+    let me = foca::Member::alive(ident(2));
+    let other = foca::Member::alive(ident(9));
+    let (bytes, _) = super::pushpull::encode(true, vec![me, other]);
+    let now = net.now;
+    let node = net.nodes.get_mut(&1).unwrap();
+    let merged = node.stats().exchanges_in;
+    let spoofed = PeerCert { id: NodeId(3), role: Role::Manager };
+    node.handle(now, Input::Members { from: spoofed, bytes: bytes.clone() });
+    node.handle(now, Input::Members { from: spoofed, bytes: vec![0xff; 64] });
+    assert_eq!(node.stats().exchanges_refused, 2);
+    assert_eq!(node.stats().exchanges_in, merged);
+    assert_eq!(node.members(), before, "nothing changed");
+    // The same bytes from their real sender are merged.
+    let real = PeerCert { id: NodeId(2), role: Role::Manager };
+    node.handle(now, Input::Members { from: real, bytes });
+    assert_eq!(node.stats().exchanges_in, merged + 1);
+    assert!(node.members().iter().any(|m| m.identity.id == NodeId(9)));
 }

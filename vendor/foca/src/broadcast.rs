@@ -104,6 +104,10 @@ impl Invalidates for &[u8] {
     }
 }
 
+/// jujud patch (PATCHED.md, 5): how many backlog items in a row that do
+/// not fit the buffer `fill` pops before it stops looking further.
+const MAX_SKIPPED_IN_A_ROW: usize = 8;
+
 pub(crate) struct Broadcasts<V> {
     flip: alloc::collections::BinaryHeap<Entry<V>>,
     flop: alloc::collections::BinaryHeap<Entry<V>>,
@@ -146,8 +150,12 @@ where
 
         let mut num_taken = 0;
         let mut remaining = max_items;
+        // jujud patch (PATCHED.md, 5): stop after MAX_SKIPPED_IN_A_ROW
+        // items in a row that do not fit, instead of popping the whole
+        // backlog every time the buffer is nearly full.
+        let mut skipped = 0;
 
-        while buffer.has_remaining_mut() && remaining > 0 {
+        while buffer.has_remaining_mut() && remaining > 0 && skipped < MAX_SKIPPED_IN_A_ROW {
             let Some(mut node) = self.flip.pop() else {
                 break;
             };
@@ -156,9 +164,12 @@ where
             if buffer.remaining_mut() >= node.data.len() {
                 num_taken += 1;
                 remaining -= 1;
+                skipped = 0;
 
                 buffer.put_slice(&node.data);
                 node.remaining_tx -= 1;
+            } else {
+                skipped += 1;
             }
 
             if node.remaining_tx > 0 {
@@ -184,13 +195,19 @@ where
         let mut num_taken = 0;
         let mut remaining = max_items;
 
-        while buffer.has_remaining_mut() && remaining > 0 {
+        // jujud patch (PATCHED.md, 5), as in `fill`.
+        let mut skipped = 0;
+
+        while buffer.has_remaining_mut() && remaining > 0 && skipped < MAX_SKIPPED_IN_A_ROW {
             let Some(mut node) = self.flip.pop() else {
                 break;
             };
             debug_assert!(node.remaining_tx > 0);
 
-            if buffer.remaining_mut() >= node.data.len() + 2 {
+            if buffer.remaining_mut() < node.data.len() + 2 {
+                skipped += 1;
+            } else {
+                skipped = 0;
                 num_taken += 1;
                 remaining -= 1;
 
