@@ -91,7 +91,9 @@ pub async fn serve(
                 Err(_) => (Response::Error("request timed out".into()), MAX_API_FRAME_BYTES),
             };
             let deadline = wire::ANSWER_WRITE_DEADLINE_MS;
-            let written = if streamed && matches!(response, Response::Status { .. }) {
+            // Every answer to a streamed request is streamed, a refusal
+            // included: the client reads chunks until the empty one.
+            let written = if streamed {
                 wire::write_chunked_within(&mut send, &response, limit, deadline).await
             } else {
                 wire::write_frame_within(

@@ -225,8 +225,18 @@ pub async fn read_chunked<T: serde::de::DeserializeOwned>(
     limit: usize,
 ) -> Result<T, FrameError> {
     let mut all = Vec::new();
+    let mut chunks = 0usize;
     loop {
-        let chunk = read_raw_frame(recv, MAX_STATUS_CHUNK_BYTES).await?;
+        let chunk = match read_raw_frame(recv, MAX_STATUS_CHUNK_BYTES).await {
+            Ok(c) => c,
+            // A manager that predates streaming wrote one plain frame and
+            // ended the stream: that frame alone is the answer (its "bad
+            // request" sends the client to `Status`). Anything else that
+            // ends early stays an error.
+            Err(e) if chunks == 1 => return decode_frame_body(&all, limit).map_err(|_| e),
+            Err(e) => return Err(e),
+        };
+        chunks += 1;
         if chunk.is_empty() {
             break;
         }
@@ -492,6 +502,22 @@ mod tests {
             Err(FrameError::TooLarge { .. })
         ));
         assert!(out.is_empty(), "nothing written past the limit");
+    }
+
+    #[tokio::test]
+    async fn a_plain_frame_is_read_as_a_streamed_answer_but_a_cut_stream_is_not() {
+        // What a manager that predates streaming answers: one plain frame.
+        let mut buf = Vec::new();
+        let old = Response::Error("bad request: unknown variant".into());
+        write_frame(&mut buf, &old, 1024).await.unwrap();
+        let back: Response = read_chunked(&mut &buf[..], MAX_STATUS_STREAM_BYTES).await.unwrap();
+        assert!(matches!(back, Response::Error(e) if e.starts_with("bad request")));
+        // A streamed answer cut after its first chunk stays an error.
+        let big: Vec<String> = (0..3_000).map(|i| format!("{i:0>2000}")).collect();
+        let mut buf = Vec::new();
+        write_chunked(&mut buf, &big, MAX_STATUS_STREAM_BYTES, 1_000).await.unwrap();
+        let cut = &buf[..MAX_STATUS_CHUNK_BYTES + 100];
+        assert!(read_chunked::<Vec<String>>(&mut &cut[..], MAX_STATUS_STREAM_BYTES).await.is_err());
     }
 
     #[tokio::test]
