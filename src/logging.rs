@@ -1,9 +1,10 @@
 //! Process-wide logging: the [`LogFormat`] choice and installing the
-//! `tracing` subscriber that writes to stderr.
+//! `tracing` subscriber that writes to stderr (or, for `jujud`, to its
+//! size-rotated log file and its ring of recent lines).
 //!
 //! Owns the default filter (`info`, with the chatty transport crates held at
-//! `warn`). Must never write anywhere but stderr (stdout belongs to the
-//! commands' own output), and must never panic, even when called twice or
+//! `warn`). Must never write to stdout (it belongs to the commands' own
+//! output), and must never panic, even when called twice or
 //! given a malformed `RUST_LOG`.
 
 use std::io::IsTerminal;
@@ -76,18 +77,64 @@ fn filter_from(rust_log: Option<&str>) -> (EnvFilter, Option<String>) {
 /// the first subscriber stays and nothing panics.
 pub fn init(format: LogFormat) {
     let rust_log = std::env::var(FILTER_ENV_VAR).ok();
-    install(format, rust_log.as_deref());
+    install(format, rust_log.as_deref(), None);
 }
 
-/// [`init`] with the filter text passed in. Returns whether this call
-/// installed the subscriber (false: one was already installed).
-fn install(format: LogFormat, rust_log: Option<&str>) -> bool {
-    let (filter, warning) = filter_from(rust_log);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let installed = match format {
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().try_init(),
+/// Where a daemon's log goes besides the process's ring (see
+/// `runtime::logs`): `file`, rotated by bytes, or stderr.
+pub struct Output {
+    /// Bytes of recent lines this process keeps for `juju debug-log`.
+    pub ring_bytes: usize,
+    /// The log file (`--log-file`), rotated past
+    /// `runtime::logs::rotate::MAX_JUJUD_LOG_BYTES`; stderr when `None`.
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// [`init`] for `jujud`: lines also go to this process's ring, and to
+/// `out.file` instead of stderr when given. If the file cannot be opened,
+/// stderr is used and the reason logged.
+pub fn init_daemon(format: LogFormat, out: Output) {
+    crate::runtime::logs::capture::install(out.ring_bytes);
+    let rust_log = std::env::var(FILTER_ENV_VAR).ok();
+    install(format, rust_log.as_deref(), Some(out.file));
+}
+
+/// Installs the subscriber. `daemon`: `Some(file)` adds the ring capture
+/// and writes to `file` when given. Returns whether this call installed
+/// the subscriber (false: one was already installed).
+fn install(
+    format: LogFormat,
+    rust_log: Option<&str>,
+    daemon: Option<Option<std::path::PathBuf>>,
+) -> bool {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, mut warning) = filter_from(rust_log);
+    let file = daemon.clone().flatten();
+    let (writer, ansi) = match file.as_deref().map(|p| {
+        crate::runtime::logs::rotate::RotatingFile::open(
+            p,
+            crate::runtime::logs::rotate::MAX_JUJUD_LOG_BYTES,
+            crate::runtime::logs::rotate::LOG_FILES_KEPT,
+        )
+    }) {
+        Some(Ok(f)) => (BoxMakeWriter::new(std::sync::Mutex::new(f)), false),
+        Some(Err(e)) => {
+            warning = Some(format!("cannot open the log file, writing to stderr: {e}"));
+            (BoxMakeWriter::new(std::io::stderr), false)
+        }
+        None => (BoxMakeWriter::new(std::io::stderr), std::io::stderr().is_terminal()),
     };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
+    type Base = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
+    let fmt: Box<dyn tracing_subscriber::Layer<Base> + Send + Sync> = match format {
+        LogFormat::Human => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let capture = daemon.map(|_| crate::runtime::logs::capture::Capture);
+    let installed = tracing_subscriber::registry().with(filter).with(fmt).with(capture).try_init();
     if installed.is_ok()
         && let Some(warning) = warning
     {
@@ -132,8 +179,8 @@ mod tests {
     fn installing_twice_does_not_panic() {
         // Filter "off": the subscriber is global to the test binary, and
         // other modules' tests should not have their events printed.
-        let first = install(LogFormat::Json, Some("off"));
-        assert!(!install(LogFormat::Human, Some("off")), "second install is a no-op");
+        let first = install(LogFormat::Json, Some("off"), None);
+        assert!(!install(LogFormat::Human, Some("off"), None), "second install is a no-op");
         init(LogFormat::Human);
         let _ = first; // false if another test installed a subscriber first
         tracing::info!("still fine after several installs");

@@ -140,6 +140,11 @@ enum Command {
     /// The web dashboard's address on a live manager and a single-use
     /// login link (valid 60 s), and how to trust its certificate.
     Dashboard,
+    /// A merged, live stream of the environment's logs: every manager's,
+    /// every agent's and every unit's workload output, each line naming
+    /// its source. Starts with the last 10 lines (-n, or --replay for all
+    /// the managers hold), then follows until Ctrl-C (--no-tail: stop).
+    DebugLog(jujud::runtime::logs::cli::DebugLogArgs),
     /// Show controller settings, or set key=value pairs (e.g. ha-grace-ms=5000).
     ControllerConfig { settings: Vec<String> },
     /// Stop every instance of the local environment and remove its root.
@@ -226,6 +231,16 @@ fn main() -> ExitCode {
     };
     if let Command::AddHost { file: cloud_file, root } = &cli.command {
         return rt.block_on(add_host_cmd(&cli, &file, cloud_file, root.clone()));
+    }
+    if let Command::DebugLog(args) = &cli.command {
+        let json = matches!(cli.format, Format::Json);
+        return match rt.block_on(jujud::runtime::logs::cli::run(&file, args, json)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("juju: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     // One request id per invocation: every retry on another manager carries it.
     let request_id = client::new_request_id();
@@ -401,7 +416,7 @@ fn request_for(cli: &Cli, request_id: u64, ids: &Ids) -> Result<Request, String>
                 timeout_ms: *timeout_ms,
             }
         }
-        Command::Bootstrap { .. } | Command::Destroy { .. } => {
+        Command::Bootstrap { .. } | Command::Destroy { .. } | Command::DebugLog(_) => {
             unreachable!("handled before any request")
         }
     })

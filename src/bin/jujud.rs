@@ -44,7 +44,13 @@ fn main() -> std::process::ExitCode {
     // inherit it. SAFETY: no other thread exists yet (the runtime starts
     // below), so nothing reads the environment concurrently.
     unsafe { std::env::remove_var(config::env_var_name("token")) };
-    jujud::logging::init(cfg.log_format);
+    let ring_bytes = if agent {
+        jujud::runtime::logs::hub::AGENT_LOG_RING_BYTES
+    } else {
+        jujud::runtime::logs::hub::MANAGER_LOG_RING_BYTES
+    };
+    let file = cfg.log_file.clone();
+    jujud::logging::init_daemon(cfg.log_format, jujud::logging::Output { ring_bytes, file });
     let _ = rustls::crypto::ring::default_provider().install_default();
     // An agent is small and mostly idle: one thread keeps its footprint low
     // (and its workloads' parent-death signal tied to that one thread).

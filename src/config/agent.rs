@@ -51,6 +51,10 @@ pub struct AgentArgs {
     /// Log line format [default: human].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Write the log to this file instead of stderr, rotated past 16 MiB
+    /// (two older files kept) [default: stderr].
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics over HTTP on this address [default: off].
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_listen: Option<SocketAddr>,
@@ -73,6 +77,7 @@ impl AgentArgs {
             config: self.config.clone(),
             preset: self.preset,
             log_format: self.log_format,
+            log_file: self.log_file.clone(),
             metrics_listen: self.metrics_listen,
             dashboard_listen: None,
             timing: self.timing.clone(),

@@ -185,6 +185,10 @@ pub struct PeerArgs {
     /// Log line format [default: human].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Write the log to this file instead of stderr, rotated past 16 MiB
+    /// (two older files kept: FILE.1, FILE.2) [default: stderr].
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
     /// Serve Prometheus metrics over HTTP on this address [default: off].
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_listen: Option<SocketAddr>,
@@ -211,6 +215,7 @@ impl fmt::Debug for PeerArgs {
             .field("config", &self.config)
             .field("preset", &self.preset)
             .field("log_format", &self.log_format)
+            .field("log_file", &self.log_file)
             .field("metrics_listen", &self.metrics_listen)
             .field("dashboard_listen", &self.dashboard_listen)
             .field("timing", &self.timing)
@@ -231,6 +236,7 @@ struct FileConfig {
     token: Option<String>,
     preset: Option<Preset>,
     log_format: Option<LogFormat>,
+    log_file: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
     dashboard_listen: Option<SocketAddr>,
     #[serde(default)]
@@ -260,6 +266,8 @@ pub struct PeerConfig {
     pub timing: Timing,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// Where they are written (rotated by size); stderr when `None`.
+    pub log_file: Option<PathBuf>,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     /// Where to serve the web dashboard (HTTPS), if anywhere.
@@ -278,6 +286,7 @@ impl fmt::Debug for PeerConfig {
             .field("token", &redacted(&self.token))
             .field("timing", &self.timing)
             .field("log_format", &self.log_format)
+            .field("log_file", &self.log_file)
             .field("metrics_listen", &self.metrics_listen)
             .field("dashboard_listen", &self.dashboard_listen)
             .finish()
@@ -367,6 +376,7 @@ pub fn resolve(args: &PeerArgs, env: EnvSource<'_>) -> Result<PeerConfig, Config
         token: resolve_token(args, file.token, env)?,
         timing,
         log_format: pick(args.log_format, file.log_format, env, "log_format")?.unwrap_or_default(),
+        log_file: pick(args.log_file.clone(), file.log_file, env, "log_file")?,
         metrics_listen: pick(args.metrics_listen, file.metrics_listen, env, "metrics_listen")?,
         dashboard_listen: pick(
             args.dashboard_listen,

@@ -92,11 +92,13 @@ pub enum DropReason {
     /// the dashboard: an unknown, used or expired login link, or an
     /// unknown or expired session cookie.
     DashboardUnauthorised,
+    /// an agent's log line over its rate, naming no unit, or in a bad frame.
+    LogLines,
 }
 
 impl DropReason {
     /// Every reason, in the order exported.
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Malformed,
         DropReason::Oversized,
         DropReason::Spoofed,
@@ -122,6 +124,7 @@ impl DropReason {
         DropReason::DashboardFull,
         DropReason::DashboardTls,
         DropReason::DashboardUnauthorised,
+        DropReason::LogLines,
     ];
 
     /// The label value.
@@ -152,6 +155,7 @@ impl DropReason {
             DropReason::DashboardFull => "dashboard_full",
             DropReason::DashboardTls => "dashboard_tls",
             DropReason::DashboardUnauthorised => "dashboard_unauthorised",
+            DropReason::LogLines => "log_lines",
         }
     }
 }

@@ -247,6 +247,7 @@ async fn serve(
         role: Role::Agent,
         generation: node_file.generation,
     };
+    super::logs::capture::set_name(format!("machine-{machine}"), Some(machine.clone()));
     tracing::info!(id = %node_id, %advertise, %machine, generation = identity.generation, seeds = ?seeds, "{}", crate::events::AGENT_STARTING);
     let mut node = Node::new(NodeConfig {
         identity,
@@ -263,6 +264,9 @@ async fn serve(
     }
     tokio::spawn(accept_loop(endpoint.clone(), transport.clone(), metrics.clone()));
     let trimmer = tokio::spawn(super::trim::run(metrics.clone()));
+    if let Some(hub) = super::logs::capture::hub() {
+        super::logs::sink::spawn(transport.clone(), hub, shutdown.clone());
+    }
     let workloads = Workloads::open(dir.path(), inbox_tx.clone());
     let conf = Arc::new(ConfWriter::new(dir.path().join(AGENT_CONF_FILE)));
     let (_commands_tx, commands_rx) = mpsc::channel(1);

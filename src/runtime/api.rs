@@ -79,6 +79,36 @@ pub async fn serve(
                         MAX_API_FRAME_BYTES,
                     ),
                 },
+                Ok(Ok(Request::LogSink)) => match (caller, machine) {
+                    (CertRole::Agent, Some(machine)) => {
+                        match crate::runtime::logs::capture::hub() {
+                            Some(hub) => {
+                                let metrics = shared.metrics.clone();
+                                return crate::runtime::logs::serve::serve_sink(
+                                    recv, machine, hub, metrics,
+                                )
+                                .await;
+                            }
+                            None => (
+                                Response::Error("this manager keeps no log ring".into()),
+                                MAX_API_FRAME_BYTES,
+                            ),
+                        }
+                    }
+                    _ => (
+                        Response::Error("only agents forward log lines".into()),
+                        MAX_API_FRAME_BYTES,
+                    ),
+                },
+                Ok(Ok(Request::DebugLog(query))) if caller != CertRole::Agent => {
+                    let hub = crate::runtime::logs::capture::hub();
+                    let (followers, metrics) =
+                        (shared.log_followers.clone(), shared.metrics.clone());
+                    return crate::runtime::logs::serve::serve_query(
+                        send, query, hub, followers, metrics,
+                    )
+                    .await;
+                }
                 Ok(Ok(req)) => {
                     let limit = wire::answer_limit(&req);
                     streamed = matches!(req, Request::StatusStream);
@@ -157,6 +187,10 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
         ));
     }
     match req {
+        // Answered on their own streams before this (`serve`).
+        Request::LogSink | Request::DebugLog(_) => {
+            Response::Error("this request has a stream of its own".into())
+        }
         Request::Members => match shared.members().await {
             Some((me, members)) => Response::Members {
                 answered_by: me.id.to_string(),

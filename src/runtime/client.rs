@@ -316,6 +316,16 @@ fn transient(e: &quinn::ConnectionError) -> bool {
     )
 }
 
+/// A connection to manager `addr` with the client file's certificate, for
+/// a long-lived stream (`juju debug-log`); the endpoint must be kept with it.
+pub async fn open_connection(
+    file: &ClientFile,
+    addr: SocketAddr,
+) -> Result<(quinn::Endpoint, quinn::Connection), ClientError> {
+    let cfg = client_config(file)?;
+    connect(addr, cfg).await.map_err(|(reason, _)| ClientError::Endpoint { addr, reason })
+}
+
 async fn connect(
     addr: SocketAddr,
     cfg: quinn::ClientConfig,

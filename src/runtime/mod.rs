@@ -14,6 +14,7 @@ pub mod driver;
 pub mod handshake;
 pub mod idprefix;
 pub mod join;
+pub mod logs;
 pub mod provider;
 pub mod render;
 pub mod server;

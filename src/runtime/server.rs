@@ -400,6 +400,7 @@ async fn serve(
         sessions: sessions.clone(),
         inbox: inbox_for_store.clone(),
         dashboard: std::sync::OnceLock::new(),
+        log_followers: Arc::new(tokio::sync::Semaphore::new(super::logs::serve::MAX_LOG_FOLLOWERS)),
     });
     let api = shared.clone();
     transport.on_member_connection(Box::new(move |conn, role, machine| {
@@ -443,6 +444,7 @@ async fn serve(
     dir.note_state_log(&mut fresh.node, writer)?;
     tracing::info!(snapshot_lsn = ?rec.snapshot_lsn, records = rec.records, ops = rec.ops, keys = replica.len(),
         torn_tail_bytes = ?rec.torn_tail_bytes, writer, own_seq = replica.own_seq(), "{}", crate::events::STATE_RECOVERED);
+    super::logs::capture::set_name(format!("manager-{node_id}"), fresh.node.machine.clone());
     tracing::info!(id = %node_id, %advertise, generation = identity.generation, cluster = %fresh.node.cluster_name, "{}", crate::events::MANAGER_STARTING);
     let node = Node::new(NodeConfig {
         identity,

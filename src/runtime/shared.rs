@@ -34,6 +34,9 @@ pub struct Shared {
     pub inbox: mpsc::Sender<Input>,
     /// This manager's web dashboard, once started (`--dashboard-listen`).
     pub dashboard: std::sync::OnceLock<Arc<super::dashboard::Dashboard>>,
+    /// Permits for live `juju debug-log` readers
+    /// (`logs::serve::MAX_LOG_FOLLOWERS`).
+    pub log_followers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {

@@ -527,6 +527,21 @@ impl Transport {
         conn.is_some()
     }
 
+    /// The open connections to managers, in id order (an agent forwards
+    /// its log lines on one of them).
+    pub fn manager_connections(&self) -> Vec<quinn::Connection> {
+        let table = self.table.lock().expect("transport table poisoned");
+        let mut conns: Vec<(NodeId, quinn::Connection)> = table
+            .conns
+            .iter()
+            .filter(|(_, c)| c.close_reason().is_none())
+            .filter(|(_, c)| peer_of(c).is_some_and(|(role, _)| role == CertRole::Manager))
+            .map(|(id, c)| (*id, c.clone()))
+            .collect();
+        conns.sort_by_key(|(id, _)| *id);
+        conns.into_iter().map(|(_, c)| c).collect()
+    }
+
     /// The open connection to a member, if any.
     pub fn connection(&self, id: NodeId) -> Option<quinn::Connection> {
         self.table.lock().expect("transport table poisoned").conns.get(&id).cloned()

@@ -360,6 +360,12 @@ pub enum Request {
     /// million entities. A manager that predates it answers "bad request"
     /// and the client asks again with [`Request::Status`].
     StatusStream,
+    /// An agent forwards its log lines on this stream (agents only): after
+    /// this frame, each frame is a batch of lines (`runtime::logs::sink`).
+    LogSink,
+    /// `juju debug-log`: the retained lines that match, then live ones if
+    /// asked; answered as a stream of `runtime::logs::LogFrame`s.
+    DebugLog(crate::runtime::logs::LogQuery),
 }
 
 /// The frame limit of a [`Response::Hosts`]: a full pool of the largest

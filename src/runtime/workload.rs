@@ -1,6 +1,7 @@
 //! Workload processes for a machine agent: each unit's command runs as
 //! `sh -c COMMAND` in its own process group, with its environment, its
-//! output appended to a log file, and a status file it may write to. The
+//! output read by the agent into a size-rotated log file and the agent's
+//! log ring (`juju debug-log`), and a status file it may write to. The
 //! core decides when to start and stop; this module only does it and
 //! reports back (started, exited, could not start, status message).
 //!
@@ -20,13 +21,12 @@ use tokio::sync::mpsc;
 
 use crate::core::Input;
 use crate::core::agent::{MAX_STATUS_BYTES, WorkloadCmd, WorkloadEvent};
+use crate::runtime::logs::rotate::{LOG_FILES_KEPT, MAX_WORKLOAD_LOG_BYTES, RotatingFile};
 
 /// How long a stopped workload has after SIGTERM before SIGKILL.
 pub const STOP_GRACE_MS: u64 = 3_000;
 /// How often running workloads' status files are read.
 pub const STATUS_POLL_MS: u64 = 1_000;
-/// A unit's log is moved aside (to `.1`) when it grows past this.
-pub const MAX_LOG_BYTES: u64 = 8 << 20;
 /// Where units live in the data dir, and the record of process groups.
 pub const UNITS_DIR: &str = "units";
 pub const GROUPS_FILE: &str = "workloads.json";
@@ -142,9 +142,12 @@ impl Workloads {
                 // mode): an empty file is no status.
                 let _ = std::fs::remove_file(&status_file);
                 open_log(&status_file).map_err(|e| format!("status file: {e}"))?;
-                let log = open_log(&unit_dir.join("workload.log"))
-                    .map_err(|e| format!("log file: {e}"))?;
-                let err = log.try_clone().map_err(|e| e.to_string())?;
+                let log = RotatingFile::open(
+                    &unit_dir.join("workload.log"),
+                    MAX_WORKLOAD_LOG_BYTES,
+                    LOG_FILES_KEPT,
+                )
+                .map_err(|e| format!("log file: {e}"))?;
                 let mut cmd = tokio::process::Command::new("/bin/sh");
                 cmd.arg("-c")
                     .arg(command)
@@ -152,8 +155,8 @@ impl Workloads {
                     .env("JUJU_STATUS_FILE", &status_file)
                     .current_dir(&unit_dir);
                 cmd.stdin(Stdio::null())
-                    .stdout(Stdio::from(log))
-                    .stderr(Stdio::from(err))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
                     .process_group(0)
                     .kill_on_drop(false);
                 // SAFETY: prctl is async-signal-safe; it only asks the kernel to
@@ -165,10 +168,15 @@ impl Workloads {
                         Ok(())
                     });
                 }
-                cmd.spawn().map_err(|e| e.to_string())
+                let child = cmd.spawn().map_err(|e| e.to_string())?;
+                Ok((child, log))
             });
         let mut child = match spawned {
-            Ok(c) => c,
+            Ok((mut c, log)) => {
+                let (out, err) = (c.stdout.take(), c.stderr.take());
+                tokio::spawn(capture_output(unit.clone(), out, err, log));
+                c
+            }
             Err(error) => {
                 tracing::warn!(%unit, run, %error, "workload could not start");
                 return self.report(WorkloadEvent::SpawnFailed { unit, run, error });
@@ -246,11 +254,59 @@ impl Workloads {
 }
 
 fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
-    if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
-        let _ = std::fs::rename(path, path.with_extension("log.1"));
-    }
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new().create(true).append(true).mode(super::datadir::FILE_MODE).open(path)
+}
+
+/// Most bytes of one line of workload output kept as one log line; a
+/// longer line is cut into pieces of this size.
+pub const MAX_OUTPUT_LINE_BYTES: usize = crate::runtime::logs::MAX_LOG_LINE_BYTES;
+
+/// Copies a workload's output, line by line, to its rotated
+/// `workload.log` and to this agent's log ring (for `juju debug-log`),
+/// until both pipes close (the workload and its children ended).
+async fn capture_output(
+    unit: String,
+    out: Option<tokio::process::ChildStdout>,
+    err: Option<tokio::process::ChildStderr>,
+    mut log: RotatingFile,
+) {
+    use std::io::Write;
+    use tokio::io::AsyncBufReadExt;
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let read = |pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>, tx: mpsc::Sender<Vec<u8>>| async move {
+        let mut reader = tokio::io::BufReader::new(pipe);
+        loop {
+            let mut line = Vec::new();
+            // At most one piece per read: a line without an end is bounded.
+            let mut limited = (&mut reader).take(MAX_OUTPUT_LINE_BYTES as u64);
+            match limited.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    use tokio::io::AsyncReadExt;
+    if let Some(out) = out {
+        tokio::spawn(read(Box::new(out), tx.clone()));
+    }
+    if let Some(err) = err {
+        tokio::spawn(read(Box::new(err), tx.clone()));
+    }
+    drop(tx);
+    while let Some(line) = rx.recv().await {
+        let _ = log.write_all(&line);
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if !text.is_empty() {
+            crate::runtime::logs::capture::workload_line(&unit, text.to_owned());
+        }
+    }
+    let _ = log.flush();
 }
 
 /// Reads each running workload's status file now and then; a changed,

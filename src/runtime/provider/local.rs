@@ -245,10 +245,17 @@ impl LocalProvider {
         address: SocketAddr,
     ) -> Result<i32, ProviderError> {
         let log_path = dir.join("jujud.log");
-        let log = OpenOptions::new()
+        // Emptied, then appended to by both the process's own rotating
+        // writer (`--log-file`) and its stderr (early failures).
+        OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(FILE_MODE)
+            .open(&log_path)
+            .map_err(|e| io(&log_path, e))?;
+        let log = OpenOptions::new()
+            .append(true)
             .mode(FILE_MODE)
             .open(&log_path)
             .map_err(|e| io(&log_path, e))?;
@@ -258,7 +265,9 @@ impl LocalProvider {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--listen")
-            .arg(address.to_string());
+            .arg(address.to_string())
+            .arg("--log-file")
+            .arg(&log_path);
         if launch.manager {
             // Managers serve the dashboard over TCP on the port number
             // their QUIC (UDP) listener has.

@@ -168,16 +168,18 @@ pub fn write_secret(
 }
 
 /// Starts the installed jujud with `args` (already holding the data dir,
-/// listen address and token file): a systemd unit without a restart
+/// listen address and token file), writing its log to the instance's
+/// `jujud.log` (rotated by jujud; early failures land there too, through
+/// stderr): a systemd unit without a restart
 /// policy where systemd runs, else a detached process with a pid file.
 pub fn launch(c: &Client, name: &str, args: &[String]) -> Result<(), ProviderError> {
     let argv: Vec<String> = args.iter().map(|a| quote(a)).collect();
     let script = format!(
-        "{v}B=\"$D/bin/jujud\"; cd \"$I\" || exit 3; \
+        "{v}B=\"$D/bin/jujud\"; cd \"$I\" || exit 3; : > \"$I/jujud.log\"; chmod 600 \"$I/jujud.log\"; \
          if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then \
-           systemd-run --quiet --collect --unit=\"jujud-$N\" -p Restart=no -p StandardOutput=\"file:$I/jujud.log\" -p StandardError=\"file:$I/jujud.log\" \"$B\" {a} || exit 5; \
+           systemd-run --quiet --collect --unit=\"jujud-$N\" -p Restart=no -p StandardOutput=\"append:$I/jujud.log\" -p StandardError=\"append:$I/jujud.log\" \"$B\" {a} --log-file \"$I/jujud.log\" || exit 5; \
            systemctl show -p MainPID --value \"jujud-$N\" > \"$I/pid\"; \
-         else nohup setsid \"$B\" {a} </dev/null >\"$I/jujud.log\" 2>&1 & echo $! > \"$I/pid\"; fi; echo STARTED",
+         else nohup setsid \"$B\" {a} --log-file \"$I/jujud.log\" </dev/null >>\"$I/jujud.log\" 2>&1 & echo $! > \"$I/pid\"; fi; echo STARTED",
         v = vars(c, name),
         a = argv.join(" ")
     );
