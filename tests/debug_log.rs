@@ -22,6 +22,17 @@ const CAP: Duration = Duration::from_secs(60);
 const TICKER: &str =
     r#"echo "ticker starting" >&2; i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.2; done"#;
 
+/// A following `juju debug-log`, killed when dropped (a failed assertion
+/// included).
+struct Reader(std::process::Child);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn lines(out: &str) -> Vec<Value> {
     out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect()
 }
@@ -115,15 +126,17 @@ fn debug_log_merges_every_source_once_filters_and_outlives_dead_managers() {
 
     // Follow, then kill two of the three managers: the stream goes on from
     // the third, every tick once and none missing.
-    let mut child = Command::new(common::juju_bin())
-        .env("JUJUD_ROOT", &env.root)
-        .args(["debug-log", "--format", "json", "--application", "ticker", "-n", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reader(
+        Command::new(common::juju_bin())
+            .env("JUJUD_ROOT", &env.root)
+            .args(["debug-log", "--format", "json", "--application", "ticker", "-n", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(serde_json::from_str::<Value>(&line).unwrap()).is_err() {
@@ -148,8 +161,7 @@ fn debug_log_merges_every_source_once_filters_and_outlives_dead_managers() {
     while *seen.last().unwrap() < killed_at + 100 {
         seen.push(next_tick(&rx));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let expected: Vec<u64> = (seen[0]..=*seen.last().unwrap()).collect();
     assert_eq!(seen, expected, "every tick once, in order, across the managers' deaths");
 }

@@ -2,7 +2,8 @@
 //! retained lines merged in time order, then their live lines as they
 //! come, each line shown once. A manager that dies only ends its stream:
 //! the others go on, its agents forward to them, and managers that come up
-//! later are found by asking for the members again.
+//! later are found by asking for the members again; with none to follow
+//! for [`NO_MANAGER_GIVE_UP_MS`], it gives up.
 //!
 //! Owns the merge and deduplication. Must never wait on a manager without
 //! a deadline before the live part, never follow more than
@@ -31,6 +32,10 @@ pub const MAX_FOLLOWED_MANAGERS: usize = 16;
 pub const LATE_MANAGER_LINES: u32 = 512;
 /// Sources remembered for deduplication; past it the memory is cleared.
 pub const MAX_SEEN_SOURCES: usize = 100_000;
+/// A following reader gives up when it has followed no manager for this
+/// long (every manager dead or unreachable): it exits with an error
+/// rather than wait forever.
+pub const NO_MANAGER_GIVE_UP_MS: u64 = 60_000;
 /// Events from the managers' streams waiting to be shown.
 const EVENT_QUEUE: usize = 256;
 
@@ -39,6 +44,8 @@ const EVENT_QUEUE: usize = 256;
 pub enum FollowError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error("no manager could be followed for {NO_MANAGER_GIVE_UP_MS} ms; giving up")]
+    Abandoned,
     #[error("no manager answered:\n{}", .0.iter().map(|(a, r)| format!("  {a}: {r}")).collect::<Vec<_>>().join("\n"))]
     NoManager(Vec<(SocketAddr, String)>),
 }
@@ -50,6 +57,8 @@ pub struct Options {
     /// Stop after this many lines.
     pub limit: Option<u64>,
 }
+
+type Failures = Vec<(SocketAddr, String)>;
 
 enum Event {
     Lines(SocketAddr, Vec<LogLine>),
@@ -141,91 +150,136 @@ impl Shown<'_> {
     }
 }
 
+/// The managers' streams: those followed, and those that answered (a
+/// live manager is being followed).
+struct Streams<'a> {
+    file: &'a ClientFile,
+    tx: mpsc::Sender<Event>,
+    rx: mpsc::Receiver<Event>,
+    followed: BTreeSet<SocketAddr>,
+    ready: BTreeSet<SocketAddr>,
+}
+
+impl Streams<'_> {
+    /// Follows `addr` with `q` unless it is followed already or the bound
+    /// is reached. Returns whether it started.
+    fn start(&mut self, addr: SocketAddr, q: &LogQuery) -> bool {
+        let fresh = self.followed.len() < MAX_FOLLOWED_MANAGERS && self.followed.insert(addr);
+        if fresh {
+            tokio::spawn(stream_from(self.file.clone(), addr, q.clone(), self.tx.clone()));
+        }
+        fresh
+    }
+
+    /// Every followed manager's retained lines, merged in time order
+    /// (waiting at most [`BACKLOG_WAIT_MS`]); live lines that came
+    /// meanwhile; the managers that failed and why.
+    async fn backlog(&mut self, note: &dyn Fn(&str)) -> (Vec<LogLine>, Vec<LogLine>, Failures) {
+        let mut pending = self.followed.clone();
+        let (mut backlog, mut early, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(BACKLOG_WAIT_MS);
+        while !pending.is_empty() {
+            let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.rx.recv()).await else {
+                break;
+            };
+            match event {
+                Event::Lines(a, lines) if pending.contains(&a) => backlog.extend(lines),
+                Event::Lines(_, lines) => early.extend(lines),
+                Event::BacklogDone(a) => {
+                    pending.remove(&a);
+                    self.ready.insert(a);
+                }
+                Event::Skipped(..) => {}
+                Event::Ended(a, why) => {
+                    pending.remove(&a);
+                    self.followed.remove(&a);
+                    failures.push((a, why));
+                }
+            }
+        }
+        for a in pending {
+            note(&format!("manager {a} sent no history within {BACKLOG_WAIT_MS} ms; going on"));
+        }
+        backlog.sort_by(|a, b| (a.at_unix_ms, a.key()).cmp(&(b.at_unix_ms, b.key())));
+        (backlog, early, failures)
+    }
+
+    /// Shows live lines until the limit; follows managers found later;
+    /// gives up after [`NO_MANAGER_GIVE_UP_MS`] without a live one.
+    async fn live(
+        &mut self,
+        late: &LogQuery,
+        shown: &mut Shown<'_>,
+        note: &dyn Fn(&str),
+    ) -> Result<(), FollowError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(REDISCOVER_MS));
+        let mut alone_since = None;
+        loop {
+            tokio::select! {
+                event = self.rx.recv() => match event {
+                    Some(Event::Lines(_, lines)) if !lines.iter().all(|l| shown.show(l)) => {
+                        return Ok(());
+                    }
+                    Some(Event::Lines(..)) => {}
+                    Some(Event::Skipped(a, n)) => note(&format!("manager {a} skipped {n} lines: this reader was too slow")),
+                    Some(Event::Ended(a, why)) => {
+                        self.ready.remove(&a);
+                        if self.followed.remove(&a) {
+                            note(&format!("lost manager {a} ({why}); following the others"));
+                        }
+                    }
+                    Some(Event::BacklogDone(a)) => _ = self.ready.insert(a),
+                    None => {}
+                },
+                _ = tick.tick() => {
+                    for addr in managers(self.file).await {
+                        if self.start(addr, late) {
+                            note(&format!("following manager {addr}"));
+                        }
+                    }
+                    if !self.ready.is_empty() {
+                        alone_since = None;
+                    } else if alone_since.get_or_insert_with(tokio::time::Instant::now).elapsed()
+                        >= Duration::from_millis(NO_MANAGER_GIVE_UP_MS)
+                    {
+                        return Err(FollowError::Abandoned);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Follows every live manager's log stream as `opts` asks, calling
 /// `print` for each line shown; `note` hears about managers lost and
 /// found. Returns when the backlog is shown and no tail was asked, when
-/// the limit is reached, or (following) never while any manager lives.
+/// the limit is reached, or (following) after [`NO_MANAGER_GIVE_UP_MS`]
+/// without a live manager.
 pub async fn run(
     file: &ClientFile,
     opts: Options,
     print: &mut dyn FnMut(&LogLine),
     note: &dyn Fn(&str),
 ) -> Result<(), FollowError> {
-    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
-    let mut followed = BTreeSet::new();
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let mut streams = Streams { file, tx, rx, followed: BTreeSet::new(), ready: BTreeSet::new() };
     for addr in managers(file).await {
-        followed.insert(addr);
-        tokio::spawn(stream_from(file.clone(), addr, opts.query.clone(), tx.clone()));
+        streams.start(addr, &opts.query);
     }
-    let mut shown = Shown { seen: BTreeMap::new(), count: 0, limit: opts.limit, print };
-    let mut pending = followed.clone();
-    let (mut backlog, mut early, mut failures) = (Vec::new(), Vec::new(), Vec::new());
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(BACKLOG_WAIT_MS);
-    while !pending.is_empty() {
-        let Ok(Some(event)) = tokio::time::timeout_at(deadline, rx.recv()).await else { break };
-        match event {
-            Event::Lines(a, lines) if pending.contains(&a) => backlog.extend(lines),
-            Event::Lines(_, lines) => early.extend(lines),
-            Event::BacklogDone(a) => _ = pending.remove(&a),
-            Event::Skipped(..) => {}
-            Event::Ended(a, why) => {
-                pending.remove(&a);
-                followed.remove(&a);
-                failures.push((a, why));
-            }
-        }
-    }
-    for a in pending {
-        note(&format!("manager {a} sent no history within {BACKLOG_WAIT_MS} ms; going on"));
-    }
-    if followed.is_empty() {
+    let (mut backlog, early, failures) = streams.backlog(note).await;
+    if streams.followed.is_empty() {
         return Err(FollowError::NoManager(failures));
     }
-    backlog
-        .sort_by(|a: &LogLine, b: &LogLine| (a.at_unix_ms, a.key()).cmp(&(b.at_unix_ms, b.key())));
     if !opts.query.replay {
         // The last lines of the merge: each manager sent its own last ones.
-        let keep = opts.query.lines as usize;
-        backlog.drain(..backlog.len().saturating_sub(keep));
+        backlog.drain(..backlog.len().saturating_sub(opts.query.lines as usize));
     }
-    for line in backlog.iter().chain(early.iter()) {
-        if !shown.show(line) {
-            return Ok(());
-        }
-    }
-    if !opts.query.follow {
+    let mut shown = Shown { seen: BTreeMap::new(), count: 0, limit: opts.limit, print };
+    if !backlog.iter().chain(&early).all(|l| shown.show(l)) || !opts.query.follow {
         return Ok(());
     }
     let late = LogQuery { replay: false, lines: LATE_MANAGER_LINES, ..opts.query.clone() };
-    let mut tick = tokio::time::interval(Duration::from_millis(REDISCOVER_MS));
-    loop {
-        tokio::select! {
-            event = rx.recv() => match event {
-                Some(Event::Lines(_, lines)) => {
-                    for line in &lines {
-                        if !shown.show(line) {
-                            return Ok(());
-                        }
-                    }
-                }
-                Some(Event::Skipped(a, n)) => note(&format!("manager {a} skipped {n} lines: this reader was too slow")),
-                Some(Event::Ended(a, why)) => {
-                    if followed.remove(&a) {
-                        note(&format!("lost manager {a} ({why}); following the others"));
-                    }
-                }
-                Some(Event::BacklogDone(_)) | None => {}
-            },
-            _ = tick.tick() => {
-                for addr in managers(file).await {
-                    if followed.len() < MAX_FOLLOWED_MANAGERS && followed.insert(addr) {
-                        note(&format!("following manager {addr}"));
-                        tokio::spawn(stream_from(file.clone(), addr, late.clone(), tx.clone()));
-                    }
-                }
-            }
-        }
-    }
+    streams.live(&late, &mut shown, note).await
 }
 
 #[cfg(test)]
