@@ -179,7 +179,8 @@ fn agent_client_file(peer: &Peer, dir: &Path) -> PathBuf {
 }
 
 /// An agent's certificate gets neither status (every application's config)
-/// nor the member list, nor a change: it may only open its session.
+/// nor the member list, nor a change, nor the environment's logs: it may
+/// only open its session (and forward its own log lines).
 #[test]
 fn an_agent_certificate_reads_nothing_outside_its_session() {
     let c = Cluster::start(1);
@@ -187,9 +188,14 @@ fn an_agent_certificate_reads_nothing_outside_its_session() {
     change(&admin, &["deploy", "db", "--command", "exec sleep infinity"]);
     assert!(juju(&admin, &["config", "db", "password=hunter2"]).status.success());
     let agent = agent_client_file(&c.peers[0], c.tmp.path());
-    for args in
-        [&["status", "--format", "json"][..], &["members"], &["config", "db"], &["add-machine"]]
-    {
+    let debug_log = ["debug-log", "--replay", "--no-tail"];
+    for args in [
+        &["status", "--format", "json"][..],
+        &["members"],
+        &["config", "db"],
+        &["add-machine"],
+        &debug_log,
+    ] {
         let out = juju(&agent, args);
         let (stdout, stderr) =
             (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

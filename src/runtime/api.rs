@@ -100,7 +100,12 @@ pub async fn serve(
                         MAX_API_FRAME_BYTES,
                     ),
                 },
-                Ok(Ok(Request::DebugLog(query))) if caller != CertRole::Agent => {
+                Ok(Ok(Request::DebugLog(query))) => {
+                    if let Some(why) = refusal(caller, &Request::DebugLog(Default::default())) {
+                        tracing::warn!(role = caller.as_str(), "api request refused: {why}");
+                        return crate::runtime::logs::serve::refuse(send, why, &shared.metrics)
+                            .await;
+                    }
                     let hub = crate::runtime::logs::capture::hub();
                     let (followers, metrics) =
                         (shared.log_followers.clone(), shared.metrics.clone());

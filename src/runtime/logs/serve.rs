@@ -190,7 +190,8 @@ pub async fn serve_query(
     let _ = send.finish();
 }
 
-async fn refuse(mut send: quinn::SendStream, why: String, metrics: &Metrics) {
+/// Answers a debug-log request with a refusal (counted as `rejected`).
+pub async fn refuse(mut send: quinn::SendStream, why: String, metrics: &Metrics) {
     metrics.count_drop(DropReason::Rejected);
     tracing::warn!("debug-log request refused: {why}");
     let _ = send_frame(&mut send, &LogFrame::Refused(why)).await;
