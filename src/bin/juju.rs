@@ -140,6 +140,15 @@ enum Command {
     /// The web dashboard's address on a live manager and a single-use
     /// login link (valid 60 s), and how to trust its certificate.
     Dashboard,
+    /// The history of a machine's or unit's status and its agent's
+    /// presence, newest last, as the answering manager recorded it.
+    ShowStatusLog {
+        /// A machine id or a unit (APP/ID); ids may be unique prefixes.
+        entity: String,
+        /// How many of the latest entries to show (1 to 100).
+        #[arg(short = 'n', default_value_t = 20)]
+        n: u32,
+    },
     /// A merged, live stream of the environment's logs: every manager's,
     /// every agent's and every unit's workload output, each line naming
     /// its source. Starts with the last 10 lines (-n, or --replay for all
@@ -285,8 +294,10 @@ fn main() -> ExitCode {
 /// Whether a command names machines or units by id (each may be typed as
 /// a unique prefix, see `runtime::idprefix`).
 fn names_ids(command: &Command) -> bool {
-    matches!(command, Command::RemoveMachine { .. } | Command::RemoveUnit { .. })
-        || matches!(command, Command::Deploy { to, .. } | Command::AddUnit { to, .. } if !to.is_empty())
+    matches!(
+        command,
+        Command::RemoveMachine { .. } | Command::RemoveUnit { .. } | Command::ShowStatusLog { .. }
+    ) || matches!(command, Command::Deploy { to, .. } | Command::AddUnit { to, .. } if !to.is_empty())
 }
 
 /// The machine and unit ids a manager knows, to resolve typed prefixes
@@ -359,6 +370,11 @@ fn request_for(cli: &Cli, request_id: u64, ids: &Ids) -> Result<Request, String>
         Command::AddHost { .. } => unreachable!("handled before any request"),
         Command::RemoveMachine { id } => {
             write(StateCommand::RemoveMachine { id: ids.machine(id)? })
+        }
+        Command::ShowStatusLog { entity, n } => {
+            let entity =
+                if entity.contains('/') { ids.unit(entity)? } else { ids.machine(entity)? };
+            Request::StatusLog { entity, n: *n }
         }
         Command::Deploy { name, command, to, .. } if !to.is_empty() => {
             write(StateCommand::DeployTo {
@@ -668,6 +684,12 @@ fn print(cli: &Cli, resp: &Response, seeds: &[SocketAddr]) -> ExitCode {
         }
         (Format::Json, Response::Applied(outcome)) => json(outcome),
         // The entries hold private keys: only the addresses are printed.
+        (Format::Json, Response::StatusLog { answered_by, entity, entries }) => json(
+            &serde_json::json!({ "answered_by": answered_by, "entity": entity, "entries": entries }),
+        ),
+        (Format::Table, Response::StatusLog { answered_by, entity, entries }) => {
+            print!("{}", render::status_log(answered_by, entity, entries))
+        }
         (_, Response::Hosts(rows)) => {
             for (address, _) in rows {
                 println!("{address}");

@@ -196,6 +196,7 @@ async fn answer(shared: &Shared, caller: CertRole, req: Request) -> Response {
         Request::LogSink | Request::DebugLog(_) => {
             Response::Error("this request has a stream of its own".into())
         }
+        Request::StatusLog { entity, n } => status_log(shared, entity, n),
         Request::Members => match shared.members().await {
             Some((me, members)) => Response::Members {
                 answered_by: me.id.to_string(),
@@ -496,5 +497,24 @@ pub fn row_of(rec: &TokenRecord, now_unix_secs: u64) -> TokenRow {
         reusable: issue.is_some_and(|i| i.reusable),
         used_by: rec.used_by.clone(),
         state: tokens::state_of(rec, now_unix_secs).into(),
+    }
+}
+
+/// The last `n` entries of `entity`'s status history on this manager.
+fn status_log(shared: &Shared, entity: String, n: u32) -> Response {
+    use super::history::{MAX_STATUS_LOG_ASKED, MAX_STATUS_LOG_PER_ENTITY};
+    if n == 0 || n > MAX_STATUS_LOG_ASKED {
+        return Response::Error(format!("-n must be 1 to {MAX_STATUS_LOG_ASKED}"));
+    }
+    if entity.len() > crate::runtime::logs::MAX_LOG_NAME_BYTES {
+        return Response::Error("that is no machine or unit id".into());
+    }
+    match shared.history.of(&entity, (n as usize).min(MAX_STATUS_LOG_PER_ENTITY)) {
+        Some(entries) => {
+            Response::StatusLog { answered_by: shared.self_id.to_string(), entity, entries }
+        }
+        None => Response::Error(format!(
+            "no status history for {entity:?} on this manager: no such machine or unit, or it was removed before this manager started"
+        )),
     }
 }

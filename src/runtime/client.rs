@@ -100,6 +100,7 @@ pub fn retryable(req: &Request) -> bool {
             | Request::Write { .. }
             | Request::DashboardLogin
             | Request::Hosts
+            | Request::StatusLog { .. }
     )
 }
 

@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod datadir;
 pub mod driver;
 pub mod handshake;
+pub mod history;
 pub mod idprefix;
 pub mod join;
 pub mod logs;

@@ -401,7 +401,9 @@ async fn serve(
         inbox: inbox_for_store.clone(),
         dashboard: std::sync::OnceLock::new(),
         log_followers: Arc::new(tokio::sync::Semaphore::new(super::logs::serve::MAX_LOG_FOLLOWERS)),
+        history: Arc::new(super::history::StatusHistory::default()),
     });
+    tokio::spawn(super::history::poll(shared.clone(), shared.history.clone()));
     let api = shared.clone();
     transport.on_member_connection(Box::new(move |conn, role, machine| {
         tokio::spawn(super::api::serve(conn, role, machine, api.clone()));

@@ -37,6 +37,8 @@ pub struct Shared {
     /// Permits for live `juju debug-log` readers
     /// (`logs::serve::MAX_LOG_FOLLOWERS`).
     pub log_followers: Arc<tokio::sync::Semaphore>,
+    /// This manager's status history (`juju show-status-log`).
+    pub history: Arc<super::history::StatusHistory>,
 }
 
 impl Shared {

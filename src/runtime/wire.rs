@@ -366,6 +366,10 @@ pub enum Request {
     /// `juju debug-log`: the retained lines that match, then live ones if
     /// asked; answered as a stream of `runtime::logs::LogFrame`s.
     DebugLog(crate::runtime::logs::LogQuery),
+    /// `juju show-status-log`: the last `n` entries of a machine's or
+    /// unit's status history as the answering manager recorded it
+    /// (`runtime::history`).
+    StatusLog { entity: String, n: u32 },
 }
 
 /// The frame limit of a [`Response::Hosts`]: a full pool of the largest
@@ -471,6 +475,12 @@ pub enum Response {
     /// The answer to [`Request::Hosts`]: `(address, entry JSON)` in address
     /// order, removed hosts left out.
     Hosts(Vec<(String, String)>),
+    /// The answer to [`Request::StatusLog`]: oldest first.
+    StatusLog {
+        answered_by: String,
+        entity: String,
+        entries: Vec<crate::runtime::history::StatusEntry>,
+    },
 }
 
 /// Decode bound of the persisted notice file: twice the most a data-dir
