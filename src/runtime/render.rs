@@ -291,6 +291,25 @@ pub fn parse_pairs(args: &[String]) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// `juju show-status-log`: one row per entry, oldest first, times in UTC.
+pub fn status_log(
+    answered_by: &str,
+    entity: &str,
+    entries: &[crate::runtime::history::StatusEntry],
+) -> String {
+    let mut out = format!("{:<24} {:<9} STATUS\n", "TIME (UTC)", "TYPE");
+    for e in entries {
+        let at =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.at_unix_ms) * 1_000_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let (h, m, s) = at.time().as_hms();
+        let when = format!("{} {h:02}:{m:02}:{s:02}.{:03}", at.date(), at.millisecond());
+        let _ = writeln!(out, "{when:<24} {:<9} {}", e.kind, e.status);
+    }
+    let _ = writeln!(out, "({} entries for {entity}, as recorded by {answered_by})", entries.len());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,23 +354,4 @@ mod tests {
         assert!(parse_pairs(&["novalue".into()]).unwrap_err().contains("novalue"));
         assert!(parse_pairs(&["=v".into()]).unwrap_err().contains("=v"));
     }
-}
-
-/// `juju show-status-log`: one row per entry, oldest first, times in UTC.
-pub fn status_log(
-    answered_by: &str,
-    entity: &str,
-    entries: &[crate::runtime::history::StatusEntry],
-) -> String {
-    let mut out = format!("{:<24} {:<9} STATUS\n", "TIME (UTC)", "TYPE");
-    for e in entries {
-        let at =
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.at_unix_ms) * 1_000_000)
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let (h, m, s) = at.time().as_hms();
-        let when = format!("{} {h:02}:{m:02}:{s:02}.{:03}", at.date(), at.millisecond());
-        let _ = writeln!(out, "{when:<24} {:<9} {}", e.kind, e.status);
-    }
-    let _ = writeln!(out, "({} entries for {entity}, as recorded by {answered_by})", entries.len());
-    out
 }
