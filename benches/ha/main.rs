@@ -10,7 +10,10 @@
 //! replacement (at most grace + 5 s, at the default and a short grace); 100
 //! `add-machine` calls over all managers with one killed (exactly 100
 //! machines and agent instances, none duplicated, all alive); the starts
-//! the provider refused; processes left after `juju destroy` (none).
+//! the provider refused; processes left after `juju destroy` (none); the
+//! dashboard (a SIGKILLed manager shown down on an open page within
+//! detection + 1 s, worst of 5; idle CPU with a page open at most 1%) and
+//! `juju debug-log` latency.
 //!
 //! Does not: fake an anchor (Juju's and Kubernetes' leases are quoted, not
 //! run), judge by exit code alone (it exits non-zero on a missed target, a
@@ -18,6 +21,8 @@
 //! touch anything outside its temporary directory and its own instances.
 
 use testkit::bench as common;
+mod dashboard;
+mod debug_log;
 mod env;
 mod grow;
 mod handoff;
@@ -41,7 +46,10 @@ const DEFAULT_MACHINES: usize = 100;
 const HANDOFF_MARGIN_TARGET_MS: f64 = 500.0;
 const BOOTSTRAP_TARGET_MS: f64 = 10_000.0;
 const ENABLE_HA_TARGET_MS: f64 = 10_000.0;
-const SECTIONS: [&str; 4] = ["handoff", "grow", "heal", "machines"];
+const DEFAULT_DASHBOARD_ROUNDS: usize = 5;
+const DEFAULT_IDLE_SECS: u64 = 30;
+const DEFAULT_DEBUG_LOG_SAMPLES: usize = 50;
+const SECTIONS: [&str; 5] = ["handoff", "grow", "heal", "machines", "dashboard"];
 
 struct Args {
     handoff_rounds: usize,
@@ -50,6 +58,9 @@ struct Args {
     heal_short_rounds: usize,
     short_grace_ms: u64,
     machines: usize,
+    dashboard_rounds: usize,
+    idle_secs: u64,
+    debug_log_samples: usize,
     only: Vec<String>,
 }
 
@@ -67,6 +78,9 @@ fn parse_args() -> Result<Args, String> {
         heal_short_rounds: DEFAULT_HEAL_ROUNDS_AT_SHORT_GRACE,
         short_grace_ms: DEFAULT_SHORT_GRACE_MS,
         machines: DEFAULT_MACHINES,
+        dashboard_rounds: DEFAULT_DASHBOARD_ROUNDS,
+        idle_secs: DEFAULT_IDLE_SECS,
+        debug_log_samples: DEFAULT_DEBUG_LOG_SAMPLES,
         only: SECTIONS.iter().map(|s| s.to_string()).collect(),
     };
     let mut it = std::env::args().skip(1);
@@ -79,6 +93,9 @@ fn parse_args() -> Result<Args, String> {
             "--heal-short-rounds" => a.heal_short_rounds = number(&arg, it.next())?,
             "--short-grace-ms" => a.short_grace_ms = number(&arg, it.next())?,
             "--machines" => a.machines = number(&arg, it.next())?,
+            "--dashboard-rounds" => a.dashboard_rounds = number(&arg, it.next())?,
+            "--idle-secs" => a.idle_secs = number(&arg, it.next())?,
+            "--debug-log-samples" => a.debug_log_samples = number(&arg, it.next())?,
             "--only" => {
                 a.only =
                     it.next().ok_or("--only needs a value")?.split(',').map(str::to_owned).collect()
@@ -88,7 +105,7 @@ fn parse_args() -> Result<Args, String> {
                     "cargo bench --bench ha -- [--handoff-rounds N] [--grow-rounds N] [--heal-default-rounds N]"
                 );
                 println!(
-                    "  [--heal-short-rounds N] [--short-grace-ms MS] [--machines N] [--only {}]",
+                    "  [--heal-short-rounds N] [--short-grace-ms MS] [--machines N] [--dashboard-rounds N]\n  [--idle-secs S] [--debug-log-samples N] [--only {}]",
                     SECTIONS.join(",")
                 );
                 std::process::exit(0);
@@ -340,6 +357,43 @@ fn machines_section(a: &Args, base: &Path, t: &mut Table, tot: &mut Totals) {
     t.count("4 machines whose agent is alive", m.alive, n);
 }
 
+fn dashboard_section(a: &Args, base: &Path, t: &mut Table, tot: &mut Totals) {
+    let (mut det, mut page, mut margin) =
+        (Samples::default(), Samples::default(), Samples::default());
+    for r in 0..a.dashboard_rounds {
+        let root = tot.root(base, "dashboard");
+        let label = format!("dashboard {}", r + 1);
+        if let Some(k) =
+            tot.book(&label, true, dashboard::kill_round(root), dashboard::describe_kill)
+        {
+            det.push(k.detection_ms);
+            page.push(k.page_ms);
+            margin.push(k.page_ms - k.detection_ms);
+        }
+    }
+    t.info("5 SIGKILL a manager -> the page's manager logs member down", &det);
+    t.info("5 SIGKILL a manager -> the open page shows it down", &page);
+    let n = a.dashboard_rounds;
+    t.upto(
+        "5 page shows it down - detection",
+        &margin,
+        dashboard::PAGE_MARGIN_TARGET_MS,
+        On::Worst,
+        n,
+    );
+    let root = tot.root(base, "idle");
+    let idle = dashboard::idle_round(root, a.idle_secs, a.debug_log_samples);
+    if let Some(i) = tot.book("dashboard idle", true, idle, dashboard::describe_idle) {
+        t.value("5 idle manager CPU, no page open", i.cpu_closed, "%", None);
+        let target = Some(dashboard::IDLE_CPU_TARGET_PERCENT);
+        t.value("5 idle manager CPU, one page open", i.cpu_open, "%", target);
+        t.value("5 idle manager RSS, no page open", i.rss_closed_kib as f64 / 1024.0, "MiB", None);
+        t.value("5 idle manager RSS, one page open", i.rss_open_kib as f64 / 1024.0, "MiB", None);
+        t.tally("5 snapshots sent to the idle page", i.snapshots_while_idle);
+        t.info("5 juju debug-log: a workload's write -> the line read", &i.debug_log_ms);
+    }
+}
+
 fn print_header(a: &Args) {
     println!("== jujud HA benchmark");
     println!(
@@ -402,6 +456,9 @@ fn main() -> std::process::ExitCode {
     }
     if on("machines") {
         machines_section(&a, base.path(), &mut t, &mut tot);
+    }
+    if on("dashboard") {
+        dashboard_section(&a, base.path(), &mut t, &mut tot);
     }
     if tot.ha3_rounds > 0 {
         t.upto(

@@ -88,6 +88,21 @@ impl Table {
         ]);
     }
 
+    /// A single value in `unit` that must be at most `limit` (or, with no
+    /// limit, shown for information).
+    pub fn value(&mut self, figure: &str, v: f64, unit: &str, limit: Option<f64>) {
+        let shown = format!("{v:.2} {unit}");
+        let (target, verdict) = match limit {
+            Some(l) if v <= l => (format!("<= {l} {unit}"), "meets"),
+            Some(l) => {
+                self.missed.push(figure.into());
+                (format!("<= {l} {unit}"), "MISSES")
+            }
+            None => ("-".into(), "info"),
+        };
+        self.rows.push([figure.into(), "1".into(), shown.clone(), shown, target, verdict.into()]);
+    }
+
     /// A row of counts with no target.
     pub fn tally(&mut self, figure: &str, got: usize) {
         self.rows.push([
