@@ -4,7 +4,7 @@
 //! cluster's CA) as a browser does; SIGKILL a manager other than the one
 //! serving the page and time (a) the serving manager's `member down` for
 //! it (detection) and (b) the first snapshot on the stream that shows it
-//! no longer alive. Also the serving manager's CPU and memory, idle,
+//! down (not merely suspect). Also the serving manager's CPU and memory, idle,
 //! without and then with one page open, and `juju debug-log`'s latency.
 //!
 //! Owns these measurements. Must never wait without a cap, and never leave
@@ -217,7 +217,8 @@ pub fn kill_round(root: PathBuf) -> env::Ended<Kill> {
             let left = Duration::from_millis(CAP_MS).saturating_sub(t0.elapsed());
             let (at, snap) =
                 page.rx.recv_timeout(left).map_err(|_| "the page never showed the manager down")?;
-            if member_state(&snap, &victim_m.id).is_some_and(|s| s != "alive") {
+            // Down, not merely suspected (the page shows suspect first).
+            if member_state(&snap, &victim_m.id).is_some_and(|s| s != "alive" && s != "suspect") {
                 break at.duration_since(t0).as_secs_f64() * 1e3;
             }
         };
