@@ -44,10 +44,10 @@ pub const SESSION_FRAME_DEADLINE_MS: u64 = 10_000;
 /// Agent session opens a manager lets in per second, sustained (the token
 /// bucket's refill rate). Past it (and past the burst) an open is refused
 /// with a retry-after; the agent waits that long plus jitter.
-pub const AGENT_LOGIN_RATE_PER_SEC: u32 = 20;
+pub const AGENT_LOGIN_RATE_PER_SEC: u32 = 50;
 /// Agent session opens a manager lets in at once after a quiet spell (the
 /// bucket's size).
-pub const AGENT_LOGIN_BURST: u32 = 40;
+pub const AGENT_LOGIN_BURST: u32 = 64;
 /// The longest retry-after a refusal carries: refused agents are spread
 /// over at most this much time ahead.
 pub const MAX_LOGIN_RETRY_AFTER_MS: u64 = 10_000;
