@@ -29,6 +29,10 @@ pub const STOPPED_WHILE_JOINING: &str = "asked to stop while joining; stopping";
 pub const STATE_RECOVERED: &str = "state recovered";
 /// An agent's session to a manager opened (`session`, `manager`).
 pub const AGENT_SESSION_OPENED: &str = "agent session opened";
+/// A manager refused agent session opens past its login rate limit
+/// (`agent`, `retry_after_ms`, `refused` since the last such line).
+pub const AGENT_LOGIN_RATE_LIMITED: &str =
+    "agent login rate limit: session open refused with a retry-after";
 /// An agent wrote the live managers to agent.conf (`managers`).
 pub const AGENT_CONF_UPDATED: &str = "live managers changed; agent.conf updated";
 /// A session's peer sent a frame that does not decode (`session`, `error`).

@@ -24,6 +24,8 @@ pub struct Cost {
     pub cpu_pct: Samples,
     /// Managers' VmRSS, for context.
     pub manager_rss_mib: Samples,
+    /// Each manager's CPU over the idle window, % of one core.
+    pub manager_cpu_pct: Samples,
     pub window_secs: f64,
     /// The largest mappings of the agent with the median RSS.
     pub top_mappings: String,
@@ -79,6 +81,8 @@ pub fn measure(f: &mut Fleet, settle_ms: u64, window_secs: u64) -> Res<Cost> {
         .collect::<Res<_>>()?;
     let t0 = Instant::now();
     let ticks0: Vec<Option<u64>> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+    let mpids: Vec<i32> = f.managers.iter().filter_map(|m| m.pid()).collect();
+    let mticks0: Vec<Option<u64>> = mpids.iter().map(|&p| cpu_ticks(p)).collect();
     f.pump_for(window_secs * 1_000);
     let wall = t0.elapsed().as_secs_f64();
     let mib = |kib: Option<u64>, what: &str, pid: i32| {
@@ -91,6 +95,7 @@ pub fn measure(f: &mut Fleet, settle_ms: u64, window_secs: u64) -> Res<Cost> {
         threads: Samples::default(),
         cpu_pct: Samples::default(),
         manager_rss_mib: Samples::default(),
+        manager_cpu_pct: Samples::default(),
         window_secs: wall,
         top_mappings: String::new(),
         missing_workloads: (0..f.agents.len()).filter(|&j| !workload_alive(f, j)).count(),
@@ -108,8 +113,12 @@ pub fn measure(f: &mut Fleet, settle_ms: u64, window_secs: u64) -> Res<Cost> {
             t1.saturating_sub(ticks0[i].unwrap_or(t1)) as f64 / ticks_per_sec() / wall * 100.0,
         );
     }
-    for m in f.managers.iter().filter_map(|m| m.pid()) {
+    for (i, &m) in mpids.iter().enumerate() {
         c.manager_rss_mib.push(mib(rss_kib(m), "VmRSS", m)?);
+        let t1 = cpu_ticks(m).ok_or(format!("no stat for pid {m}"))?;
+        c.manager_cpu_pct.push(
+            t1.saturating_sub(mticks0[i].unwrap_or(t1)) as f64 / ticks_per_sec() / wall * 100.0,
+        );
     }
     by_rss.sort_by(|a, b| a.0.total_cmp(&b.0));
     if let Some((_, p)) = by_rss.get(by_rss.len() / 2) {
@@ -141,8 +150,9 @@ pub fn describe(c: &Cost, when: &str) -> Vec<String> {
         ),
         format!("{when}: median agent's largest mappings: {}", c.top_mappings),
         format!(
-            "{when}: manager VmRSS MiB {}; agents without a live workload process: {}",
+            "{when}: manager VmRSS MiB {}; manager CPU % {}; agents without a live workload process: {}",
             f2(&c.manager_rss_mib),
+            f2(&c.manager_cpu_pct),
             c.missing_workloads
         ),
         format!("{when}: loadavg {}", common::loadavg()),

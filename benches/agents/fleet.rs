@@ -29,6 +29,13 @@ pub type Res<T> = Result<T, String>;
 pub const MANAGERS: usize = 3;
 /// Cap on forming the cluster, starting the agents, or settling again.
 pub const FORM_TIMEOUT_MS: u64 = 90_000;
+/// Agents started at once: the next batch starts once every agent of this
+/// one has opened a session (or `BATCH_TIMEOUT_MS` passed), so the machine
+/// is never asked for hundreds of handshakes and joins at the same moment.
+pub const AGENT_BATCH: usize = 25;
+/// Cap on one batch opening its sessions; past it the next batch starts
+/// anyway (the final settle wait still applies).
+pub const BATCH_TIMEOUT_MS: u64 = 30_000;
 /// The application every agent runs one unit of.
 pub const APP: &str = "idle";
 /// Its workload: one process per unit that does nothing, for ever.
@@ -153,13 +160,36 @@ impl Fleet {
         for (j, token) in f.deploy(agents)?.into_iter().enumerate() {
             f.agents.push(Proc::new(dir.join(format!("a{j}")), None, token));
         }
-        for j in 0..agents {
-            f.spawn_agent(j)?;
-        }
+        f.start_agents_in_batches(agents)?;
         f.wait_or(FORM_TIMEOUT_MS, "every agent running its workload on its best manager", |f| {
             f.settled() && f.starts.iter().all(|&s| s >= 1)
         })?;
         Ok(f)
+    }
+
+    /// Starts agents `AGENT_BATCH` at a time, each batch once the previous
+    /// one's agents all hold a session (or `BATCH_TIMEOUT_MS` passed).
+    /// Prints the time the whole fleet took to come up.
+    fn start_agents_in_batches(&mut self, agents: usize) -> Res<()> {
+        let t0 = Instant::now();
+        let mut late = 0;
+        for first in (0..agents).step_by(AGENT_BATCH) {
+            let end = (first + AGENT_BATCH).min(agents);
+            for j in first..end {
+                self.spawn_agent(j)?;
+            }
+            if !self
+                .wait_until(BATCH_TIMEOUT_MS, |f| f.session[first..end].iter().all(Option::is_some))
+            {
+                late += 1;
+            }
+        }
+        let sessions = self.session.iter().filter(|s| s.is_some()).count();
+        println!(
+            "fleet up: {agents} agents in batches of {AGENT_BATCH}: {sessions} sessions open after {:.1} s ({late} batches past {BATCH_TIMEOUT_MS} ms)",
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 
     /// `juju deploy APP -n N`; the agents' tokens, in machine order.

@@ -184,6 +184,25 @@ fn cost_rows(t: &mut Table, c: &cost::Cost, when: &str) {
     t.row(&format!("agent idle CPU ({when})"), &c.cpu_pct, "%", "-", "info");
 }
 
+/// How hard the fleet pushed the managers so far: login rate limit lines
+/// (and the refusals they count), handshake guard lines, and rejoins of
+/// members declared down.
+fn pressure(f: &Fleet) -> String {
+    let count = |msg: &str| f.log.iter().filter(|e| e.msg == msg).count();
+    let refused: u64 = f
+        .log
+        .iter()
+        .filter(|e| e.msg == jujud::events::AGENT_LOGIN_RATE_LIMITED)
+        .filter_map(|e| e.num("refused"))
+        .sum();
+    format!(
+        "pressure: {} login rate limit lines ({refused} refusals counted in them); {} handshake guard lines; {} rejoins after being declared down",
+        count(jujud::events::AGENT_LOGIN_RATE_LIMITED),
+        count(jujud::events::HANDSHAKES_PILE_UP),
+        count(jujud::events::REJOINED)
+    )
+}
+
 /// Runs everything; the notes and table are filled as far as it got.
 fn run(a: &Args, dir: &std::path::Path, t: &mut Table, notes: &mut Vec<String>) -> Res<u64> {
     let started = Instant::now();
@@ -212,6 +231,7 @@ fn run(a: &Args, dir: &std::path::Path, t: &mut Table, notes: &mut Vec<String>) 
         load.median(),
         load.worst()
     ));
+    notes.push(pressure(&f));
     if let Some(e) = failure {
         return Err(e);
     }

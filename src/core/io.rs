@@ -64,6 +64,10 @@ pub enum Input {
     /// are durable on this node's disk: a `Persist { own: false }` batch, or
     /// a snapshot, was synced. Peers learn it through `Have`.
     DurableRemote { vv: VersionVector },
+    /// (Agents) no candidate opened the session and a manager refused it
+    /// for load (its login rate limit), asking to be tried again after
+    /// `retry_after_ms`.
+    SessionBusy { session: u64, retry_after_ms: u64 },
 }
 
 /// A timer: deliver it back as [`Input::Timer`] at `at` (or later).

@@ -75,6 +75,8 @@ pub enum DropReason {
     JoinRefused,
     /// an agent session sent a bad frame.
     SessionBadFrame,
+    /// an agent session open was refused by the login rate limit.
+    SessionLoginRateLimited,
     /// an agent session's queue was full.
     SessionQueueFull,
     /// an agent session write took too long.
@@ -116,6 +118,7 @@ impl DropReason {
         DropReason::JoinAnswerFailed,
         DropReason::JoinRefused,
         DropReason::SessionBadFrame,
+        DropReason::SessionLoginRateLimited,
         DropReason::SessionQueueFull,
         DropReason::SessionWriteTimeout,
         DropReason::StreamTimeout,
@@ -147,6 +150,7 @@ impl DropReason {
             DropReason::JoinAnswerFailed => "join_answer_failed",
             DropReason::JoinRefused => "join_refused",
             DropReason::SessionBadFrame => "session_bad_frame",
+            DropReason::SessionLoginRateLimited => "session_login_rate_limited",
             DropReason::SessionQueueFull => "session_queue_full",
             DropReason::SessionWriteTimeout => "session_write_timeout",
             DropReason::StreamTimeout => "stream_timeout",

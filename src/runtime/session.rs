@@ -8,18 +8,23 @@
 //! queue is bounded, and a session whose queue is full is closed (the agent
 //! reconnects and is sent its whole assignment again). Never decides which
 //! manager to use: the core does, and this module only dials what it names.
+//!
+//! Also owns the manager's agent login rate limit (a token bucket on
+//! session opens): past it an open is answered with one
+//! `SessionMsg::Busy { retry_after_ms }` and closed, so a fleet that comes
+//! back at once is let in at a bounded rate instead of all together.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::transport::{Transport, member_role};
 use super::wire::{self, MAX_API_FRAME_BYTES, Request};
-use crate::core::agent::MAX_SESSION_MSG_BYTES;
+use crate::core::agent::{MAX_SESSION_MSG_BYTES, SessionMsg, decode_msg, encode_msg};
 use crate::core::{Input, NodeId, PeerCert, Role};
 use crate::metrics::Metrics;
 use crate::pki::CertRole;
@@ -36,6 +41,76 @@ pub const SESSION_OPEN_TIMEOUT_MS: u64 = 2_000;
 /// keep-alives decide whether the peer is there.
 pub const SESSION_FRAME_DEADLINE_MS: u64 = 10_000;
 
+/// Agent session opens a manager lets in per second, sustained (the token
+/// bucket's refill rate). Past it (and past the burst) an open is refused
+/// with a retry-after; the agent waits that long plus jitter.
+pub const AGENT_LOGIN_RATE_PER_SEC: u32 = 50;
+/// Agent session opens a manager lets in at once after a quiet spell (the
+/// bucket's size).
+pub const AGENT_LOGIN_BURST: u32 = 64;
+/// The longest retry-after a refusal carries: refused agents are spread
+/// over at most this much time ahead.
+pub const MAX_LOGIN_RETRY_AFTER_MS: u64 = 10_000;
+/// At most one "rate limited" log line per this long (with the count of
+/// refusals since the last line).
+pub const LOGIN_LIMIT_LOG_EVERY_MS: u64 = 1_000;
+
+/// A token bucket on agent logins, with the retry-after to give a refused
+/// agent: each refusal is promised the next free slot (1/rate apart, up to
+/// `MAX_LOGIN_RETRY_AFTER_MS` ahead), so refused agents come back spread
+/// out rather than together.
+#[derive(Debug)]
+pub struct LoginBucket {
+    rate_per_sec: u32,
+    burst: u32,
+    /// Tokens, in thousandths (refill is per millisecond).
+    milli_tokens: u64,
+    last: Instant,
+    /// The latest slot promised to a refused agent.
+    promised: Instant,
+}
+
+impl LoginBucket {
+    pub fn new(rate_per_sec: u32, burst: u32, now: Instant) -> LoginBucket {
+        let rate_per_sec = rate_per_sec.max(1);
+        LoginBucket {
+            rate_per_sec,
+            burst,
+            milli_tokens: u64::from(burst) * 1_000,
+            last: now,
+            promised: now,
+        }
+    }
+
+    /// Takes a token (`Ok`), or refuses with the retry-after in ms.
+    pub fn admit(&mut self, now: Instant) -> Result<(), u64> {
+        let elapsed_ms = now.saturating_duration_since(self.last).as_millis();
+        let elapsed_ms = u64::try_from(elapsed_ms).unwrap_or(u64::MAX);
+        self.last = self.last.max(now);
+        let refill = elapsed_ms.saturating_mul(u64::from(self.rate_per_sec));
+        let cap = u64::from(self.burst) * 1_000;
+        self.milli_tokens = self.milli_tokens.saturating_add(refill).min(cap);
+        if self.milli_tokens >= 1_000 {
+            self.milli_tokens -= 1_000;
+            return Ok(());
+        }
+        let slot = Duration::from_millis(1_000 / u64::from(self.rate_per_sec))
+            .max(Duration::from_millis(1));
+        let horizon = now + Duration::from_millis(MAX_LOGIN_RETRY_AFTER_MS);
+        let next = (self.promised.max(now) + slot).min(horizon);
+        self.promised = next;
+        let wait = next.saturating_duration_since(now).as_millis();
+        Err(u64::try_from(wait).unwrap_or(MAX_LOGIN_RETRY_AFTER_MS).max(1))
+    }
+}
+
+/// The manager's login limit with its rate-limited log line.
+struct LoginLimit {
+    bucket: LoginBucket,
+    refused_since_log: u64,
+    last_log: Option<Instant>,
+}
+
 /// The writers of every open session, by session id.
 pub struct SessionTable {
     writers: Mutex<BTreeMap<u64, mpsc::Sender<Vec<u8>>>>,
@@ -43,6 +118,7 @@ pub struct SessionTable {
     /// core's ids.
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
+    login: Mutex<LoginLimit>,
 }
 
 impl SessionTable {
@@ -51,7 +127,44 @@ impl SessionTable {
             writers: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
             metrics,
+            login: Mutex::new(LoginLimit {
+                bucket: LoginBucket::new(
+                    AGENT_LOGIN_RATE_PER_SEC,
+                    AGENT_LOGIN_BURST,
+                    Instant::now(),
+                ),
+                refused_since_log: 0,
+                last_log: None,
+            }),
         })
+    }
+
+    /// Manager side: lets an agent's session open in, or refuses it with a
+    /// retry-after (ms), counted and logged (at most one line per
+    /// `LOGIN_LIMIT_LOG_EVERY_MS`).
+    fn admit_login(&self, agent: NodeId) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut login = self.login.lock().expect("login limit poisoned");
+        let Err(retry_after_ms) = login.bucket.admit(now) else {
+            return Ok(());
+        };
+        self.metrics.count_drop(crate::metrics::DropReason::SessionLoginRateLimited);
+        login.refused_since_log += 1;
+        let every = Duration::from_millis(LOGIN_LIMIT_LOG_EVERY_MS);
+        if login.last_log.is_none_or(|t| now.saturating_duration_since(t) >= every) {
+            tracing::warn!(
+                %agent,
+                retry_after_ms,
+                refused = login.refused_since_log,
+                rate_per_sec = AGENT_LOGIN_RATE_PER_SEC,
+                burst = AGENT_LOGIN_BURST,
+                "{}",
+                crate::events::AGENT_LOGIN_RATE_LIMITED
+            );
+            login.refused_since_log = 0;
+            login.last_log = Some(now);
+        }
+        Err(retry_after_ms)
     }
 
     fn register(&self, id: u64) -> mpsc::Receiver<Vec<u8>> {
@@ -157,13 +270,23 @@ async fn read_loop(
 /// Manager side: an agent opened a session stream (its first frame has
 /// been read). Runs it until either side ends it.
 pub async fn serve(
-    send: quinn::SendStream,
+    mut send: quinn::SendStream,
     recv: quinn::RecvStream,
     agent: NodeId,
     machine: Option<String>,
     table: Arc<SessionTable>,
     inbox: mpsc::Sender<Input>,
 ) {
+    if let Err(retry_after_ms) = table.admit_login(agent) {
+        let busy = encode_msg(&SessionMsg::Busy { retry_after_ms });
+        let write = wire::write_raw_frame(&mut send, &busy, MAX_SESSION_MSG_BYTES);
+        let deadline = Duration::from_millis(SESSION_FRAME_DEADLINE_MS);
+        if let Ok(Ok(())) = tokio::time::timeout(deadline, write).await {
+            let _ = send.finish();
+        }
+        drop(recv);
+        return;
+    }
     let session = table.next_id.fetch_add(1, Ordering::Relaxed);
     let rx = table.register(session);
     let peer = PeerCert { id: agent, role: Role::Agent };
@@ -174,20 +297,39 @@ pub async fn serve(
     read_loop(recv, session, table, inbox).await;
 }
 
+/// Why one candidate did not open the session.
+enum OpenFailure {
+    /// The manager's login rate limit: try again after this many ms.
+    Busy(u64),
+    Failed(String),
+}
+
+impl From<&str> for OpenFailure {
+    fn from(e: &str) -> OpenFailure {
+        OpenFailure::Failed(e.to_owned())
+    }
+}
+
+impl From<String> for OpenFailure {
+    fn from(e: String) -> OpenFailure {
+        OpenFailure::Failed(e)
+    }
+}
+
 /// One candidate's attempt: a connection to a manager (with the expected
 /// id, if given), the session frame, and the manager's first message.
 async fn try_open(
     transport: Arc<Transport>,
     addr: SocketAddr,
     want: Option<NodeId>,
-) -> Result<(NodeId, quinn::SendStream, quinn::RecvStream, Vec<u8>), String> {
+) -> Result<(NodeId, quinn::SendStream, quinn::RecvStream, Vec<u8>), OpenFailure> {
     let conn =
         match want.and_then(|id| transport.connection(id)).filter(|c| c.close_reason().is_none()) {
             Some(c) => c,
             None => {
                 let pc = transport.dial(addr).await?;
                 if pc.role != CertRole::Manager || want.is_some_and(|w| w != pc.id) {
-                    return Err(format!("{addr} is not the manager expected there"));
+                    return Err(format!("{addr} is not the manager expected there").into());
                 }
                 let c = pc.conn.clone();
                 transport.register(pc);
@@ -206,11 +348,15 @@ async fn try_open(
     .await
     .map_err(|_| format!("{addr} sent nothing within {SESSION_OPEN_TIMEOUT_MS} ms"))?
     .map_err(|e| e.to_string())?;
+    if let Ok(SessionMsg::Busy { retry_after_ms }) = decode_msg(&first) {
+        return Err(OpenFailure::Busy(retry_after_ms));
+    }
     Ok((id, send, recv, first))
 }
 
 /// Agent side: opens `session` with the first candidate that answers, and
-/// runs it; reports `SessionClosed` if none does.
+/// runs it; if none does, reports `SessionBusy` (the shortest retry-after)
+/// when a manager refused it for load, else `SessionClosed`.
 pub fn open(
     transport: Arc<Transport>,
     table: Arc<SessionTable>,
@@ -220,6 +366,7 @@ pub fn open(
 ) {
     tokio::spawn(async move {
         let mut tries = tokio::task::JoinSet::new();
+        let mut busy: Option<u64> = None;
         for (addr, want) in candidates {
             tries.spawn(try_open(transport.clone(), addr, want));
         }
@@ -237,10 +384,51 @@ pub fn open(
                     tokio::spawn(write_loop(send, rx, table.clone()));
                     return read_loop(recv, session, table, inbox).await;
                 }
-                Ok(Err(e)) => tracing::debug!(session, error = %e, "session candidate failed"),
+                Ok(Err(OpenFailure::Busy(ms))) => {
+                    tracing::debug!(
+                        session,
+                        retry_after_ms = ms,
+                        "a manager is busy (login rate limit)"
+                    );
+                    busy = Some(busy.map_or(ms, |b| b.min(ms)));
+                }
+                Ok(Err(OpenFailure::Failed(e))) => {
+                    tracing::debug!(session, error = %e, "session candidate failed")
+                }
                 Err(_) => {}
             }
         }
-        let _ = inbox.send(Input::SessionClosed { session }).await;
+        let input = match busy {
+            Some(retry_after_ms) => Input::SessionBusy { session, retry_after_ms },
+            None => Input::SessionClosed { session },
+        };
+        let _ = inbox.send(input).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_lets_a_burst_in_then_refuses_with_spread_retry_afters_and_refills() {
+        let t0 = Instant::now();
+        let mut b = LoginBucket::new(10, 3, t0);
+        for _ in 0..3 {
+            assert_eq!(b.admit(t0), Ok(()), "the burst is let in at once");
+        }
+        let waits: Vec<u64> = (0..4).map(|_| b.admit(t0).expect_err("past the burst")).collect();
+        assert_eq!(waits, vec![100, 200, 300, 400], "each refused login gets the next slot");
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(b.admit(later), Ok(()), "a token came back after 1/rate");
+        assert!(b.admit(later).is_err());
+    }
+
+    #[test]
+    fn retry_afters_never_pass_the_bound() {
+        let t0 = Instant::now();
+        let mut b = LoginBucket::new(1, 0, t0);
+        let worst = (0..100).map(|_| b.admit(t0).expect_err("no tokens")).max();
+        assert_eq!(worst, Some(MAX_LOGIN_RETRY_AFTER_MS));
+    }
 }

@@ -121,6 +121,9 @@ pub enum SessionMsg {
     /// Manager to agent: the session is refused, with the reason; `gone`
     /// when the machine was removed (the agent stops its workloads).
     Refused { reason: String, gone: bool },
+    /// Manager to agent, as the only message of a session it will not
+    /// open now (its login rate limit): try again after `retry_after_ms`.
+    Busy { retry_after_ms: u64 },
 }
 
 fn msg_cfg() -> impl bincode::config::Config {

@@ -31,7 +31,12 @@ pub const SESSION_AVOID_MAX_MS: u64 = 30_000;
 pub const PARALLEL_AFTER_FAILURES: u32 = 2;
 /// First and longest wait between failed opens (before jitter).
 pub const OPEN_BACKOFF_MIN_MS: u64 = 100;
-pub const OPEN_BACKOFF_MAX_MS: u64 = 5_000;
+/// The longest an agent waits between failed opens (before jitter): its
+/// exponential backoff stops doubling here.
+pub const MAX_RECONNECT_BACKOFF_MS: u64 = 5_000;
+/// The longest retry-after a manager's login refusal is honoured for; a
+/// larger one is cut to this (a wrong manager cannot park an agent).
+pub const MAX_HONOURED_RETRY_AFTER_MS: u64 = 10_000;
 /// How long an opening session may take before it counts as failed.
 pub const OPEN_TIMEOUT_MS: u64 = 3_000;
 /// A better-placed manager must have been live this long before the agent
@@ -64,6 +69,8 @@ pub struct AgentStats {
     pub reports_sent: u64,
     pub assignments_received: u64,
     pub bad_messages: u64,
+    /// Opens refused by a manager's login rate limit (retry-after honoured).
+    pub sessions_busy: u64,
 }
 
 /// A session opening to a better-placed manager while the current one
@@ -403,9 +410,37 @@ impl AgentRole {
         self.failures += 1;
         self.session = Session::Idle;
         let shift = self.failures.saturating_sub(1).min(16);
-        let base = (OPEN_BACKOFF_MIN_MS << shift).min(OPEN_BACKOFF_MAX_MS);
+        let base = (OPEN_BACKOFF_MIN_MS << shift).min(MAX_RECONNECT_BACKOFF_MS);
         // Full jitter over the upper half: a thousand agents spread out.
         let wait = base / 2 + rng.random_range(0..=base / 2);
+        self.retry_at = Some(now + Duration::from_millis(wait));
+    }
+
+    /// No candidate opened session `id` and a manager refused it for load:
+    /// the agent waits the retry-after (at most
+    /// `MAX_HONOURED_RETRY_AFTER_MS`) plus up to a quarter more of jitter,
+    /// so the refused agents do not all come back at the same moment. The
+    /// manager is not struck: it is alive, only busy.
+    pub fn on_session_busy(
+        &mut self,
+        now: Time,
+        id: u64,
+        retry_after_ms: u64,
+        rng: &mut impl RngExt,
+    ) {
+        if self.moving.as_ref().is_some_and(|m| m.id == id) {
+            self.stats.sessions_busy += 1;
+            return self.move_failed(now);
+        }
+        if !matches!(self.session, Session::Opening { id: cur, .. } if cur == id) {
+            return;
+        }
+        self.stats.sessions_busy += 1;
+        self.opening_to.clear();
+        self.failures += 1;
+        self.session = Session::Idle;
+        let wait = retry_after_ms.clamp(1, MAX_HONOURED_RETRY_AFTER_MS);
+        let wait = wait + rng.random_range(0..=wait / 4);
         self.retry_at = Some(now + Duration::from_millis(wait));
     }
 

@@ -541,3 +541,36 @@ fn only_changes_that_can_move_assignments_make_them_recomputed() {
     let (changes, _) = model::plan(&r, 994, &Command::RemoveMachine { id }).unwrap();
     assert!(ops_affect_assignments(&r.write(&changes)), "a removed machine's agent is told");
 }
+
+#[test]
+fn a_busy_refusal_waits_the_retry_after_plus_bounded_jitter_and_does_not_avoid_the_manager() {
+    use super::role::MAX_HONOURED_RETRY_AFTER_MS;
+    let mut a = agent_role();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut out = AgentOut::default();
+    a.set_live_managers(Duration::ZERO, (1..=3).map(manager).collect(), &mut out);
+    let id = opened_id(&a);
+    let now = Duration::from_secs(5);
+    a.on_session_busy(now, id, 800, &mut rng);
+    assert_eq!(a.session(), &Session::Idle);
+    let wake = a.next_wake().expect("a retry is scheduled");
+    assert!(
+        wake - now >= 800 * MS && wake - now <= 1_000 * MS,
+        "waits the retry-after plus at most a quarter: {:?}",
+        wake - now
+    );
+    let mut out = AgentOut::default();
+    a.tick(wake - MS, &mut rng, &mut out);
+    assert!(out.open.is_empty(), "nothing is dialled before the retry-after: {:?}", out.open);
+    a.tick(wake, &mut rng, &mut out);
+    assert!(!out.open.is_empty(), "the open is retried once the retry-after passed");
+    assert_eq!(a.stats.sessions_busy, 1);
+
+    // A retry-after past the honoured bound is cut to it.
+    let id = opened_id(&a);
+    let now = Duration::from_secs(60);
+    a.on_session_busy(now, id, u64::MAX, &mut rng);
+    let wait = a.next_wake().expect("a retry is scheduled") - now;
+    let bound = Duration::from_millis(MAX_HONOURED_RETRY_AFTER_MS);
+    assert!(wait >= bound && wait <= bound + bound / 4, "bounded: {wait:?}");
+}

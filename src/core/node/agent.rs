@@ -58,6 +58,10 @@ impl AgentSide {
         self.apply(cx, out);
     }
 
+    pub fn on_session_busy(&mut self, cx: &mut Ctx<'_>, session: u64, retry_after_ms: u64) {
+        self.role.on_session_busy(cx.now, session, retry_after_ms, cx.rng);
+    }
+
     pub fn on_session_data(&mut self, cx: &mut Ctx<'_>, session: u64, bytes: &[u8]) {
         let mut out = AgentOut::default();
         self.role.on_session_data(cx.now, session, bytes, &mut out);

@@ -324,6 +324,7 @@ impl Node {
             },
             Input::SessionOpened { .. }
             | Input::SessionClosed { .. }
+            | Input::SessionBusy { .. }
             | Input::SessionData { .. }
             | Input::Workload(_) => self.on_session_input(now, input),
             Input::Provider(result) => {
@@ -355,6 +356,11 @@ impl Node {
                     (Some(a), _) => a.on_session_closed(cx, session),
                     (None, Some(m)) => m.on_session_closed(session),
                     (None, None) => {}
+                }
+            }
+            Input::SessionBusy { session, retry_after_ms } => {
+                if let Some(a) = self.agent.as_mut() {
+                    a.on_session_busy(cx, session, retry_after_ms);
                 }
             }
             Input::SessionData { session, bytes } => {
