@@ -167,9 +167,14 @@ async fn follow(
     Ok(())
 }
 
-/// Logs in and opens the page's event stream.
-fn open_page(env: &Env) -> Res<Page> {
-    let link = env.json(&["dashboard"])?;
+/// Logs in and opens the page's event stream: on the manager at `on`, or
+/// the one `juju dashboard` picks.
+fn open_page(env: &Env, on: Option<SocketAddr>) -> Res<Page> {
+    let endpoint = on.map(|a| a.to_string());
+    let link = match &endpoint {
+        Some(e) => env.json(&["dashboard", "--endpoint", e])?,
+        None => env.json(&["dashboard"])?,
+    };
     let (url, login_url) = (
         link["url"].as_str().ok_or("no url")?.to_string(),
         link["login_url"].as_str().ok_or("no login_url")?.to_string(),
@@ -199,7 +204,7 @@ fn member_state(snap: &Value, id: &str) -> Option<String> {
 pub fn kill_round(root: PathBuf) -> env::Ended<Kill> {
     env::run_env(root, 3, |env| {
         let (_, managers) = env.agreed(3)?;
-        let page = open_page(env)?;
+        let page = open_page(env, None)?;
         let (_, first) = page
             .rx
             .recv_timeout(Duration::from_millis(CAP_MS))
@@ -253,7 +258,7 @@ pub fn idle_round(root: PathBuf, secs: u64, debug_log_samples: usize) -> env::En
         let pid = env.instance_at(serving)?.pid;
         std::thread::sleep(Duration::from_secs(2)); // let the start-up settle before sampling
         let (cpu_closed, rss_closed_kib) = sample(pid, secs)?;
-        let page = open_page(env)?;
+        let page = open_page(env, Some(serving))?;
         page.rx
             .recv_timeout(Duration::from_millis(CAP_MS))
             .map_err(|_| "no snapshot on the page")?;
