@@ -57,6 +57,11 @@ pub enum Command {
             Option<(StatusView, Vec<MemberInfo>, crate::core::control::ControllerInfo)>,
         >,
     ),
+    /// What changed in the state since a version, for the status history.
+    StatusChanges {
+        since: Option<crate::core::state::VersionVector>,
+        reply: oneshot::Sender<Option<(crate::core::state::sync::StatusChanges, Vec<MemberInfo>)>>,
+    },
     /// A state command; the reply comes when durable (and replicated).
     Write {
         cmd: StateCommand,
@@ -327,6 +332,9 @@ impl Driver {
             Command::Status(reply) => {
                 let info = self.node.controller_info().unwrap_or_default();
                 let _ = reply.send(self.node.status_view().map(|v| (v, self.node.members(), info)));
+            }
+            Command::StatusChanges { since, reply } => {
+                let _ = reply.send(self.node.status_changes(since.as_ref()));
             }
             Command::Write { cmd, replicas, timeout, reply } => {
                 self.next_req += 1;

@@ -5,13 +5,17 @@
 //! removal, with this manager's wall-clock time.
 //!
 //! Owns the history's bounds: [`MAX_STATUS_LOG_PER_ENTITY`] entries per
-//! entity (its oldest go first) and [`MAX_STATUS_LOG_BYTES`] in all (the
-//! oldest entry of any entity goes first). Must never change node state
+//! entity (its oldest go first) and [`MAX_STATUS_LOG_BYTES`] in all,
+//! counted as the heap the entries and their entities hold (the oldest
+//! entry of any entity goes first). What it remembers of the last reading
+//! is a fingerprint per watched field, not the text ([`LAST_BYTES_PER_ENTITY`]
+//! plus the id, per entity the state holds). Must never change node state
 //! (it only reads the view), and never hold more than those bounds. A
 //! restarted manager starts a new history (from the state it finds); the
 //! other managers keep theirs.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,8 +25,9 @@ use crate::core::state::model::StatusView;
 
 /// Entries kept per machine or unit.
 pub const MAX_STATUS_LOG_PER_ENTITY: usize = 100;
-/// Bytes kept over all entities (about 100,000 entries).
-pub const MAX_STATUS_LOG_BYTES: usize = 16 << 20;
+/// Heap bytes kept over all entities and entries (about 70,000 entries
+/// of short statuses), as [`Kept::bytes`] and [`ENTITY_BYTES`] count them.
+pub const MAX_STATUS_LOG_BYTES: usize = 8 << 20;
 /// Most entries one answer carries (`-n`).
 pub const MAX_STATUS_LOG_ASKED: u32 = MAX_STATUS_LOG_PER_ENTITY as u32;
 /// How often the view is read; a change faster than this may be missed.
@@ -31,6 +36,15 @@ pub const HISTORY_POLL_MS: u64 = 1_000;
 /// that a large environment (a view taking seconds to build) is not read
 /// back to back.
 pub const HISTORY_POLL_COST_FACTOR: u32 = 10;
+/// Heap per entity with history, besides its id's bytes: its map slot
+/// with B-tree slack, the list's header and the id's `Arc` header.
+const ENTITY_BYTES: usize = 96;
+/// Heap per entry besides its status text: its list slot and its slot in
+/// the age order, with B-tree slack.
+const ENTRY_BYTES: usize = 96;
+/// What the last reading keeps per entity besides its id: a fingerprint
+/// of each watched field, in a map slot with B-tree slack.
+pub const LAST_BYTES_PER_ENTITY: usize = 64;
 
 /// One change of one entity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,25 +57,124 @@ pub struct StatusEntry {
     pub status: String,
 }
 
-impl StatusEntry {
-    fn weight(&self, entity: &str) -> usize {
-        48 + entity.len() + self.kind.len() + self.status.len()
+/// The watched fields, in the order a reading records them.
+const MACHINE_KINDS: [&str; 3] = ["agent", "instance", "machine"];
+const UNIT_KINDS: [&str; 2] = ["agent", "workload"];
+
+/// One kept change, compact: the kind is an index, the text a `Box<str>`.
+#[derive(Debug)]
+struct Kept {
+    seq: u64,
+    at_unix_ms: u64,
+    kind: &'static str,
+    status: Box<str>,
+}
+
+impl Kept {
+    fn bytes(&self) -> usize {
+        ENTRY_BYTES + self.status.len()
+    }
+
+    fn entry(&self) -> StatusEntry {
+        StatusEntry {
+            at_unix_ms: self.at_unix_ms,
+            kind: self.kind.into(),
+            status: self.status.to_string(),
+        }
     }
 }
 
-/// What an entity looked like at the last reading.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Seen(BTreeMap<&'static str, String>);
+/// A fingerprint of one field's text (a change is missed only if two texts
+/// collide in 64 bits).
+fn fingerprint(text: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// The last reading of one entity: its fields' fingerprints in kind order.
+type Seen = [u64; 3];
 
 #[derive(Default)]
 struct Inner {
-    entries: BTreeMap<String, VecDeque<(u64, StatusEntry)>>,
+    entries: BTreeMap<Arc<str>, VecDeque<Kept>>,
     /// Every kept entry by its number: the oldest first, for the byte bound.
-    order: BTreeMap<u64, String>,
+    order: BTreeMap<u64, Arc<str>>,
     next: u64,
     bytes: usize,
-    last: BTreeMap<String, Seen>,
+    last: BTreeMap<Arc<str>, Seen>,
     read_once: bool,
+}
+
+impl Inner {
+    fn push(&mut self, entity: &Arc<str>, at_unix_ms: u64, kind: &'static str, status: &str) {
+        let seq = self.next;
+        self.next += 1;
+        let kept = Kept { seq, at_unix_ms, kind, status: status.into() };
+        self.bytes += kept.bytes();
+        let list = match self.entries.get_mut(entity) {
+            Some(list) => list,
+            None => {
+                self.bytes += ENTITY_BYTES + entity.len();
+                self.entries.entry(entity.clone()).or_default()
+            }
+        };
+        if list.len() == list.capacity() {
+            list.reserve_exact(list.len().max(1));
+        }
+        list.push_back(kept);
+        self.order.insert(seq, entity.clone());
+        if list.len() > MAX_STATUS_LOG_PER_ENTITY
+            && let Some(old) = list.pop_front()
+        {
+            self.bytes -= old.bytes();
+            self.order.remove(&old.seq);
+        }
+        while self.bytes > MAX_STATUS_LOG_BYTES {
+            let Some((old, who)) = self.order.pop_first() else { break };
+            let list = self.entries.get_mut(&who).expect("every ordered entry is kept");
+            let first = list.pop_front().expect("the oldest of an entity is first");
+            assert_eq!(first.seq, old, "an entity's entries are in order");
+            self.bytes -= first.bytes();
+            if list.is_empty() {
+                self.entries.remove(&who);
+                self.bytes -= ENTITY_BYTES + who.len();
+            }
+        }
+    }
+
+    /// Records one entity's reading against the last; returns what to keep.
+    fn see(
+        &mut self,
+        last: Option<(Arc<str>, Seen)>,
+        id: &str,
+        fields: &[(&'static str, &str)],
+        at: u64,
+        first: bool,
+    ) -> (Arc<str>, Seen) {
+        let (id, before) = match last {
+            Some((k, v)) => (k, Some(v)),
+            None => (Arc::<str>::from(id), None),
+        };
+        if before.is_none() && !first {
+            self.push(&id, at, "life", "added");
+        }
+        let mut seen = [0; 3];
+        for (i, (kind, value)) in fields.iter().enumerate() {
+            seen[i] = fingerprint(value);
+            if before.map(|b| b[i]) != Some(seen[i]) {
+                self.push(&id, at, kind, value);
+            }
+        }
+        (id, seen)
+    }
+}
+
+/// The entity id a `model::entity_prefix` names: `m/ID/` is machine `ID`,
+/// `u/APP/N/` is unit `APP/N`.
+fn entity_of_prefix(prefix: &str) -> Option<&str> {
+    let inner = prefix.strip_suffix('/')?;
+    inner.strip_prefix("m/").or_else(|| inner.strip_prefix("u/"))
 }
 
 /// One manager's status history.
@@ -70,78 +183,76 @@ pub struct StatusHistory {
     inner: Mutex<Inner>,
 }
 
-/// The fields watched per entity.
-fn seen_of(view: &StatusView) -> BTreeMap<String, Seen> {
-    let mut out = BTreeMap::new();
-    for m in &view.machines {
-        let mut s = BTreeMap::new();
-        s.insert("machine", m.status.text());
-        s.insert("agent", if m.presence.is_empty() { "-".into() } else { m.presence.clone() });
-        s.insert("instance", m.instance.text());
-        out.insert(m.id.clone(), Seen(s));
-    }
-    for u in &view.units {
-        let mut s = BTreeMap::new();
-        s.insert("workload", u.status.text());
-        s.insert("agent", if u.agent.is_empty() { "-".into() } else { u.agent.clone() });
-        out.insert(u.id.clone(), Seen(s));
-    }
-    out
-}
-
-impl Inner {
-    fn push(&mut self, entity: &str, entry: StatusEntry) {
-        let seq = self.next;
-        self.next += 1;
-        self.bytes += entry.weight(entity);
-        self.order.insert(seq, entity.to_owned());
-        let list = self.entries.entry(entity.to_owned()).or_default();
-        list.push_back((seq, entry));
-        if list.len() > MAX_STATUS_LOG_PER_ENTITY
-            && let Some((old, e)) = list.pop_front()
-        {
-            self.bytes -= e.weight(entity);
-            self.order.remove(&old);
-        }
-        while self.bytes > MAX_STATUS_LOG_BYTES {
-            let Some((old, who)) = self.order.pop_first() else { break };
-            let list = self.entries.get_mut(&who).expect("every ordered entry is kept");
-            let (first, e) = list.pop_front().expect("the oldest of an entity is first");
-            assert_eq!(first, old, "an entity's entries are in order");
-            self.bytes -= e.weight(&who);
-            if list.is_empty() {
-                self.entries.remove(&who);
-            }
-        }
-    }
-}
-
 impl StatusHistory {
     /// Records what changed since the last reading (everything, the first
-    /// time).
+    /// time), from a whole view.
     pub fn observe(&self, view: &StatusView, at_unix_ms: u64) {
-        let now = seen_of(view);
+        self.observe_changes(view, None, at_unix_ms);
+    }
+
+    /// Records what changed since the last reading. `touched: None`: `view`
+    /// is whole, and an entity missing from it was removed. `Some`: `view`
+    /// holds the live ones among the entities touched (named by
+    /// `model::entity_prefix`) and maybe others; a touched entity missing
+    /// from it was removed, and nothing is known of the rest.
+    pub fn observe_changes(
+        &self,
+        view: &StatusView,
+        touched: Option<&BTreeSet<String>>,
+        at_unix_ms: u64,
+    ) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let first = !inner.read_once;
         inner.read_once = true;
-        let entry =
-            |kind: &str, status: String| StatusEntry { at_unix_ms, kind: kind.into(), status };
-        let last = std::mem::take(&mut inner.last);
-        for (id, seen) in &now {
-            let before = last.get(id);
-            if before.is_none() && !first {
-                inner.push(id, entry("life", "added".into()));
+        let last = match touched {
+            None => std::mem::take(&mut inner.last),
+            Some(_) => BTreeMap::new(),
+        };
+        let mut now = BTreeMap::new();
+        let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+        {
+            // A partial reading compares against the kept last reading in
+            // place; a whole one against the one taken out.
+            let mut see = |inner: &mut Inner, id: &str, fields: &[(&'static str, &str)]| {
+                let base = if touched.is_some() { &inner.last } else { &last };
+                let before = base.get_key_value(id).map(|(k, v)| (k.clone(), *v));
+                let (id, seen) = inner.see(before, id, fields, at_unix_ms, first);
+                now.insert(id, seen);
+            };
+            for m in &view.machines {
+                let (agent, instance, status) =
+                    (dash(&m.presence), m.instance.text(), m.status.text());
+                let fields = [
+                    (MACHINE_KINDS[0], agent.as_str()),
+                    (MACHINE_KINDS[1], instance.as_str()),
+                    (MACHINE_KINDS[2], status.as_str()),
+                ];
+                see(&mut inner, &m.id, &fields);
             }
-            for (kind, value) in &seen.0 {
-                if before.and_then(|b| b.0.get(kind)) != Some(value) {
-                    inner.push(id, entry(kind, value.clone()));
+            for u in &view.units {
+                let (agent, status) = (dash(&u.agent), u.status.text());
+                let fields = [(UNIT_KINDS[0], agent.as_str()), (UNIT_KINDS[1], status.as_str())];
+                see(&mut inner, &u.id, &fields);
+            }
+        }
+        match touched {
+            None => {
+                for id in last.keys().filter(|id| !now.contains_key(*id)) {
+                    inner.push(id, at_unix_ms, "life", "removed");
                 }
+                inner.last = now;
+            }
+            Some(touched) => {
+                for id in touched.iter().filter_map(|p| entity_of_prefix(p)) {
+                    if !now.contains_key(id)
+                        && let Some((id, _)) = inner.last.remove_entry(id)
+                    {
+                        inner.push(&id, at_unix_ms, "life", "removed");
+                    }
+                }
+                inner.last.extend(now);
             }
         }
-        for id in last.keys().filter(|id| !now.contains_key(*id)) {
-            inner.push(id, entry("life", "removed".into()));
-        }
-        inner.last = now;
     }
 
     /// The last `n` entries of `entity`, oldest first, or `None` if this
@@ -149,7 +260,7 @@ impl StatusHistory {
     pub fn of(&self, entity: &str, n: usize) -> Option<Vec<StatusEntry>> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let list = inner.entries.get(entity)?;
-        Some(list.iter().skip(list.len().saturating_sub(n)).map(|(_, e)| e.clone()).collect())
+        Some(list.iter().skip(list.len().saturating_sub(n)).map(Kept::entry).collect())
     }
 
     /// (entities, entries, bytes) held.
@@ -165,21 +276,44 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Reads this manager's status every [`HISTORY_POLL_MS`] (or
-/// [`HISTORY_POLL_COST_FACTOR`] times the last read's duration, if longer)
-/// into `history`, until the node stops.
+/// A fingerprint of the members' presence (id, generation, state): when
+/// it moves, machines' and units' agent presence may have, so the next
+/// reading is whole.
+fn presence_fingerprint(members: &[crate::core::io::MemberInfo]) -> u64 {
+    let mut h = DefaultHasher::new();
+    for m in members {
+        (m.identity.id.to_string(), m.identity.generation, m.state.as_str()).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Reads what changed in this manager's status every [`HISTORY_POLL_MS`]
+/// (or [`HISTORY_POLL_COST_FACTOR`] times the last read's duration, if
+/// longer) into `history`, until the node stops. A reading covers only the
+/// machines and units whose keys changed since the last one (from the
+/// retained operations); it is whole the first time, when the members'
+/// presence moved, and when the changes cannot be told (see
+/// `StateSync::view_changed_since`).
 pub async fn poll(shared: Arc<super::shared::Shared>, history: Arc<StatusHistory>) {
     let mut wait = Duration::from_millis(HISTORY_POLL_MS);
+    let (mut since, mut presence) = (None, None);
     loop {
         tokio::time::sleep(wait).await;
         let started = std::time::Instant::now();
-        let Some((_, view, _, _)) = shared.status().await else {
+        let Some((mut changes, mut members)) = shared.status_changes(since.clone()).await else {
             if shared.commands.is_closed() {
                 return;
             }
             continue;
         };
-        history.observe(&view, unix_ms());
+        let fp = presence_fingerprint(&members);
+        if changes.touched.is_some() && presence != Some(fp) {
+            let Some(whole) = shared.status_changes(None).await else { continue };
+            (changes, members) = whole;
+        }
+        presence = Some(presence_fingerprint(&members));
+        history.observe_changes(&changes.view, changes.touched.as_ref(), unix_ms());
+        since = Some(changes.version);
         let cost = started.elapsed() * HISTORY_POLL_COST_FACTOR;
         wait = cost.max(Duration::from_millis(HISTORY_POLL_MS));
     }
@@ -249,12 +383,45 @@ mod tests {
         let mut inner = Inner::default();
         let big = "x".repeat(1 << 16);
         for i in 0..((MAX_STATUS_LOG_BYTES >> 16) + 50) {
-            let e =
-                StatusEntry { at_unix_ms: i as u64, kind: "workload".into(), status: big.clone() };
-            inner.push(&format!("app/{i}"), e);
+            inner.push(&Arc::from(format!("app/{i}")), i as u64, "workload", &big);
         }
         assert!(inner.bytes <= MAX_STATUS_LOG_BYTES);
+        let counted: usize = inner
+            .entries
+            .iter()
+            .map(|(id, l)| ENTITY_BYTES + id.len() + l.iter().map(Kept::bytes).sum::<usize>())
+            .sum();
+        assert_eq!(inner.bytes, counted, "the running count is what is held");
         assert!(!inner.entries.contains_key("app/0"), "the oldest entity's entry went first");
         assert_eq!(inner.order.len(), inner.entries.values().map(VecDeque::len).sum::<usize>());
+    }
+
+    #[test]
+    fn a_partial_reading_records_the_touched_and_leaves_the_rest() {
+        let h = StatusHistory::default();
+        h.observe(&view("waiting", "alive", true), 1);
+        let touched: BTreeSet<String> = ["u/web/u1/".to_string()].into();
+        let mut part = view("active: up", "alive", true);
+        part.machines.clear();
+        h.observe_changes(&part, Some(&touched), 2);
+        let empty = StatusView::default();
+        h.observe_changes(&empty, Some(&touched), 3);
+        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            kinds(&h, "web/u1"),
+            [
+                s("agent", "alive"),
+                s("workload", "waiting"),
+                s("workload", "active: up"),
+                s("life", "removed")
+            ]
+        );
+        assert_eq!(kinds(&h, "m1").len(), 3, "untouched and absent is not removed");
+        h.observe_changes(&part, Some(&touched), 4);
+        assert_eq!(kinds(&h, "web/u1").last().unwrap(), &s("workload", "active: up"));
+        assert!(kinds(&h, "web/u1").contains(&s("life", "added")), "it came back");
+        // A whole reading still finds what went missing.
+        h.observe(&empty, 5);
+        assert_eq!(kinds(&h, "m1").last().unwrap(), &s("life", "removed"));
     }
 }

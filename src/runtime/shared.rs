@@ -68,6 +68,17 @@ impl Shared {
         Some((me, view, members, info))
     }
 
+    /// What changed in the state since `since`, and the members presence
+    /// was filled from (`None`: not a manager, or stopping).
+    pub async fn status_changes(
+        &self,
+        since: Option<crate::core::state::VersionVector>,
+    ) -> Option<(crate::core::state::sync::StatusChanges, Vec<MemberInfo>)> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::StatusChanges { since, reply }).await.ok()?;
+        rx.await.ok()?
+    }
+
     /// Applies a state command; answers once durable (and replicated).
     pub async fn write(
         &self,

@@ -464,44 +464,62 @@ impl Manager {
     /// as this node sees them) and each unit's machine presence.
     pub fn status_view(&self, members: &[MemberInfo]) -> StatusView {
         let mut view = self.sync.view();
-        // The newest generation of each id speaks for it: an older one may
-        // linger (suspect or down) beside the one that replaced it.
-        let mut states: BTreeMap<NodeId, (u64, MemberState)> = BTreeMap::new();
-        for m in members {
-            let e = states.entry(m.identity.id).or_insert((m.identity.generation, m.state));
-            if m.identity.generation > e.0 {
-                *e = (m.identity.generation, m.state);
-            }
-        }
-        let states: BTreeMap<NodeId, MemberState> =
-            states.into_iter().map(|(id, (_, s))| (id, s)).collect();
-        let mut by_machine: BTreeMap<String, String> = BTreeMap::new();
-        for m in &mut view.machines {
-            let seen = m
-                .agent
-                .0
-                .iter()
-                .filter_map(|h| h.parse::<NodeId>().ok())
-                .filter_map(|id| states.get(&id))
-                .min();
-            m.presence = match (m.agent.0.is_empty(), seen) {
-                (true, _) => "pending".into(),
-                (false, Some(s)) => s.as_str().into(),
-                (false, None) => "unknown".into(),
-            };
-            by_machine.insert(m.id.clone(), m.presence.clone());
-        }
-        for u in &mut view.units {
-            u.agent = u
-                .machine
-                .0
-                .iter()
-                .filter_map(|m| by_machine.get(m))
-                .next()
-                .cloned()
-                .unwrap_or_else(|| "none".into());
-        }
+        fill_presence(&mut view, members);
         view
+    }
+
+    /// What changed in the state since `since`, presence filled in as in
+    /// [`Self::status_view`].
+    pub fn status_changes(
+        &self,
+        members: &[MemberInfo],
+        since: Option<&VersionVector>,
+    ) -> sync::StatusChanges {
+        let mut changes = self.sync.view_changed_since(since);
+        fill_presence(&mut changes.view, members);
+        changes
+    }
+}
+
+/// Fills in each machine's agent presence (from `members`, as this node
+/// sees them) and each unit's machine presence.
+fn fill_presence(view: &mut StatusView, members: &[MemberInfo]) {
+    // The newest generation of each id speaks for it: an older one may
+    // linger (suspect or down) beside the one that replaced it.
+    let mut states: BTreeMap<NodeId, (u64, MemberState)> = BTreeMap::new();
+    for m in members {
+        let e = states.entry(m.identity.id).or_insert((m.identity.generation, m.state));
+        if m.identity.generation > e.0 {
+            *e = (m.identity.generation, m.state);
+        }
+    }
+    let states: BTreeMap<NodeId, MemberState> =
+        states.into_iter().map(|(id, (_, s))| (id, s)).collect();
+    let mut by_machine: BTreeMap<String, String> = BTreeMap::new();
+    for m in &mut view.machines {
+        let seen = m
+            .agent
+            .0
+            .iter()
+            .filter_map(|h| h.parse::<NodeId>().ok())
+            .filter_map(|id| states.get(&id))
+            .min();
+        m.presence = match (m.agent.0.is_empty(), seen) {
+            (true, _) => "pending".into(),
+            (false, Some(s)) => s.as_str().into(),
+            (false, None) => "unknown".into(),
+        };
+        by_machine.insert(m.id.clone(), m.presence.clone());
+    }
+    for u in &mut view.units {
+        u.agent = u
+            .machine
+            .0
+            .iter()
+            .filter_map(|m| by_machine.get(m))
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "none".into());
     }
 }
 

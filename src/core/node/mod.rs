@@ -283,6 +283,18 @@ impl Node {
         Some(manager.status_view(&self.membership.members()))
     }
 
+    /// What changed in the state since `since` (`None`: everything), with presence as in
+    /// [`Self::status_view`], and the members it was filled from;
+    /// managers only.
+    pub fn status_changes(
+        &self,
+        since: Option<&crate::core::state::replica::VersionVector>,
+    ) -> Option<(crate::core::state::sync::StatusChanges, Vec<MemberInfo>)> {
+        let manager = self.manager.as_ref()?;
+        let members = self.membership.members();
+        Some((manager.status_changes(&members, since), members))
+    }
+
     /// Takes the next output, if any.
     pub fn poll(&mut self) -> Option<Output> {
         self.out.pop()

@@ -23,7 +23,7 @@
 //! attempt) writes the very same keys and values: the copies merge into one
 //! entity. Creating costs O(entities created), whatever the state's size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -572,20 +572,75 @@ pub struct StatusView {
 
 /// Builds the status view from every key (one pass, key order).
 pub fn view(r: &Replica) -> StatusView {
-    let mut machines: BTreeMap<String, (bool, MachineView)> = BTreeMap::new();
-    let mut apps: BTreeMap<String, (bool, AppView)> = BTreeMap::new();
-    let mut units: BTreeMap<String, (bool, UnitView)> = BTreeMap::new();
-    let mut out = StatusView::default();
+    let mut b = ViewBuilder::default();
     for (key, vals) in r.entries() {
+        b.add(key, vals);
+    }
+    b.finish()
+}
+
+/// The entity a document key belongs to: `m/ID/` for a machine's keys,
+/// `u/APP/N/` for a unit's (the prefix [`view_of`] takes), `None` for any
+/// other key.
+pub fn entity_prefix(key: &str) -> Option<&str> {
+    let mut ends = key.match_indices('/').map(|(i, _)| i);
+    let depth = match key.as_bytes().first() {
+        Some(b'm') if key.starts_with("m/") => 2,
+        Some(b'u') if key.starts_with("u/") => 3,
+        _ => return None,
+    };
+    let end = ends.nth(depth - 1)?;
+    Some(&key[..=end])
+}
+
+/// The status view of some entities only (machines and units, named by
+/// their [`entity_prefix`]), with the machines of those units too, so a
+/// unit's agent presence can be filled in; applications and controller
+/// settings are left empty. Walks only those entities' keys.
+pub fn view_of(r: &Replica, entities: &BTreeSet<String>) -> StatusView {
+    let mut b = ViewBuilder::default();
+    let mut machines: BTreeSet<String> = BTreeSet::new();
+    for prefix in entities {
+        for (key, vals) in r.entries_with_prefix(prefix) {
+            if prefix.starts_with("u/") && key.ends_with("/machine") {
+                machines.extend(vals.iter().map(|m| format!("m/{m}/")));
+            }
+            b.add(key, vals);
+        }
+    }
+    for prefix in machines.difference(entities) {
+        for (key, vals) in r.entries_with_prefix(prefix) {
+            b.add(key, vals);
+        }
+    }
+    b.finish()
+}
+
+/// Entities gathered key by key (keys of one entity in any order), then
+/// the live ones kept.
+#[derive(Default)]
+struct ViewBuilder {
+    machines: BTreeMap<String, (bool, MachineView)>,
+    apps: BTreeMap<String, (bool, AppView)>,
+    units: BTreeMap<String, (bool, UnitView)>,
+    out: StatusView,
+}
+
+fn is_live(shown: &Shown) -> bool {
+    !shown.0.is_empty() && !shown.0.iter().any(|v| v == "dead")
+}
+
+impl ViewBuilder {
+    fn add(&mut self, key: &str, vals: Vec<String>) {
         let parts: Vec<&str> = key.split('/').collect();
         let shown = Shown(vals);
         match parts.as_slice() {
             ["m", id, field] => {
-                let e = machines.entry(id.to_string()).or_insert_with(|| {
+                let e = self.machines.entry(id.to_string()).or_insert_with(|| {
                     (false, MachineView { id: id.to_string(), ..Default::default() })
                 });
                 match *field {
-                    "life" => e.0 = !shown.0.is_empty() && !shown.contains(&"dead".to_string()),
+                    "life" => e.0 = is_live(&shown),
                     "jobs" => e.1.jobs = shown,
                     "agent" => e.1.agent = shown,
                     "instance" => e.1.instance = shown,
@@ -595,11 +650,11 @@ pub fn view(r: &Replica) -> StatusView {
                 }
             }
             ["a", name, rest @ ..] => {
-                let e = apps.entry(name.to_string()).or_insert_with(|| {
+                let e = self.apps.entry(name.to_string()).or_insert_with(|| {
                     (false, AppView { name: name.to_string(), ..Default::default() })
                 });
                 match rest {
-                    ["life"] => e.0 = !shown.0.is_empty() && !shown.contains(&"dead".to_string()),
+                    ["life"] => e.0 = is_live(&shown),
                     ["command"] => e.1.command = shown,
                     ["config", k] => {
                         e.1.config.insert(k.to_string(), shown);
@@ -609,28 +664,38 @@ pub fn view(r: &Replica) -> StatusView {
             }
             ["u", app, n, field] => {
                 let id = format!("{app}/{n}");
-                let e = units
+                let e = self
+                    .units
                     .entry(id.clone())
                     .or_insert_with(|| (false, UnitView { id, ..Default::default() }));
                 match *field {
-                    "life" => e.0 = !shown.0.is_empty() && !shown.contains(&"dead".to_string()),
+                    "life" => e.0 = is_live(&shown),
                     "machine" => e.1.machine = shown,
                     "status" => e.1.status = shown,
                     _ => {}
                 }
             }
             ["c", setting] => {
-                out.controller.insert(setting.to_string(), shown);
+                self.out.controller.insert(setting.to_string(), shown);
             }
             _ => {}
         }
     }
-    out.units = units.into_values().filter(|(a, _)| *a).map(|(_, u)| u).collect();
-    for (_, app) in apps.values_mut() {
-        app.scale =
-            out.units.iter().filter(|u| u.id.split('/').next() == Some(app.name.as_str())).count();
+
+    fn finish(self) -> StatusView {
+        let mut out = self.out;
+        out.units = self.units.into_values().filter(|(a, _)| *a).map(|(_, u)| u).collect();
+        // Live units per application, in one pass (not one per application).
+        let mut scale: BTreeMap<&str, usize> = BTreeMap::new();
+        for u in &out.units {
+            *scale.entry(u.id.split('/').next().unwrap_or_default()).or_default() += 1;
+        }
+        let mut apps = self.apps;
+        for (_, app) in apps.values_mut() {
+            app.scale = scale.get(app.name.as_str()).copied().unwrap_or(0);
+        }
+        out.machines = self.machines.into_values().filter(|(a, _)| *a).map(|(_, m)| m).collect();
+        out.applications = apps.into_values().filter(|(a, _)| *a).map(|(_, a)| a).collect();
+        out
     }
-    out.machines = machines.into_values().filter(|(a, _)| *a).map(|(_, m)| m).collect();
-    out.applications = apps.into_values().filter(|(a, _)| *a).map(|(_, a)| a).collect();
-    out
 }

@@ -26,7 +26,7 @@
 //! `durable`, foreign ones up to `durable_remote` (reported by the driver
 //! once their batch or a snapshot holding them is synced).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crdts::ctx::AddCtx;
 use crdts::{CmRDT, CvRDT};
@@ -43,8 +43,10 @@ pub const MAX_RETAINED_OPS: usize = 200_000;
 /// oldest operations are compacted away too, so a few large ones (a
 /// 1,000-unit deploy's record holds every id) cannot hold the memory that
 /// the count allows. At about 200 bytes per set-style operation this is
-/// about 160,000 operations.
-pub const MAX_RETAINED_OPS_BYTES: usize = 32 << 20;
+/// about 80,000 operations: at 100 writes a second, a peer more than about
+/// six minutes behind gets the full state instead. 16 MiB, not 32: a
+/// tenth of a manager's memory budget at 100,000 entities (issue 14).
+pub const MAX_RETAINED_OPS_BYTES: usize = 16 << 20;
 /// Out-of-order operations held waiting for a gap to fill; beyond it they
 /// are dropped (anti-entropy fetches them again).
 pub const MAX_PENDING_OPS: usize = 100_000;
@@ -382,6 +384,43 @@ impl Replica {
                 (k, vals)
             },
         )
+    }
+
+    /// The document keys that operations applied after `since` touched,
+    /// from the retained operations, or `None` when they cannot say: an
+    /// operation after `since` was compacted away or came in a full-state
+    /// merge, or more than `max_keys` keys were touched. Walks only the
+    /// operations after `since` (`O(changes)`, not `O(keys)`).
+    pub fn keys_changed_since(
+        &self,
+        since: &VersionVector,
+        max_keys: usize,
+    ) -> Option<BTreeSet<String>> {
+        let mut keys = BTreeSet::new();
+        for (actor, &top) in &self.vv {
+            let from = since.get(actor).copied().unwrap_or(0);
+            if top <= from {
+                continue;
+            }
+            // Seqs in a log only grow; those after `since` must be exactly
+            // from + 1 ..= top (a full-state merge leaves a gap).
+            let log = self.log.get(actor)?;
+            let at = log.partition_point(|s| s.seq <= from);
+            let after = log.len() - at;
+            if log.get(at)?.seq != from + 1 || after as u64 != top - from {
+                return None;
+            }
+            for s in log.range(at..) {
+                match &s.op {
+                    crdts::map::Op::Up { key, .. } => _ = keys.insert(key.clone()),
+                    crdts::map::Op::Rm { keyset, .. } => keys.extend(keyset.iter().cloned()),
+                }
+                if keys.len() > max_keys {
+                    return None;
+                }
+            }
+        }
+        Some(keys)
     }
 
     /// Applies local changes as new own operations (not yet durable).

@@ -31,6 +31,24 @@ use crate::core::time::Time;
 
 /// Largest state message accepted (a full state of ~100k entities fits).
 pub const MAX_STATE_MSG_BYTES: usize = 256 << 20;
+/// Most keys a status-changes answer walks one by one; past it the whole
+/// view is built instead (about what a full pass costs at 1,000 entities).
+pub const MAX_CHANGED_KEYS: usize = 4_096;
+
+/// A status view of what changed since a version, for the status history.
+#[derive(Clone, Debug, Default)]
+pub struct StatusChanges {
+    /// The live entities among those touched (with the machines of those
+    /// units), or every live entity when `touched` is `None`.
+    pub view: StatusView,
+    /// The machines and units touched (by [`model::entity_prefix`]); an
+    /// entity touched but absent from `view` is no longer live. `None`:
+    /// `view` is whole.
+    pub touched: Option<std::collections::BTreeSet<String>>,
+    /// The version this answer reflects: ask from it next time.
+    pub version: VersionVector,
+}
+
 /// Most writes waiting for durability or replication; more are refused.
 pub const MAX_PENDING_WRITES: usize = 100_000;
 /// How often a manager sends a digest to one random live manager.
@@ -486,5 +504,29 @@ impl StateSync {
 
     pub fn view(&self) -> StatusView {
         model::view(&self.replica)
+    }
+
+    /// What changed since `since` (see [`StatusChanges`]): the view of the
+    /// machines and units whose keys operations after it touched, or the
+    /// whole view when the retained operations cannot say, or when more
+    /// than [`MAX_CHANGED_KEYS`] keys changed.
+    /// `since: None` asks for the whole view.
+    pub fn view_changed_since(&self, since: Option<&VersionVector>) -> StatusChanges {
+        let version = self.replica.applied().clone();
+        match since.and_then(|v| self.replica.keys_changed_since(v, MAX_CHANGED_KEYS)) {
+            None => StatusChanges { view: self.view(), touched: None, version },
+            Some(keys) => {
+                let touched: std::collections::BTreeSet<String> = keys
+                    .iter()
+                    .filter_map(|k| model::entity_prefix(k))
+                    .map(str::to_owned)
+                    .collect();
+                StatusChanges {
+                    view: model::view_of(&self.replica, &touched),
+                    touched: Some(touched),
+                    version,
+                }
+            }
+        }
     }
 }

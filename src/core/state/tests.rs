@@ -578,7 +578,41 @@ fn a_clock_encodes_exactly_as_the_btreemap_it_replaced() {
     assert_eq!(new, bincode::serde::encode_to_vec((&map,), cfg).unwrap());
     let (back, used): (crdts::VClock<Actor>, usize) =
         bincode::serde::decode_from_slice(&new, cfg).unwrap();
-    assert_eq!((back, used), (clock, new.len()));
+    assert_eq!((back, used), (clock.clone(), new.len()));
+    // Item 5's inline single entry: the empty and one-entry clocks encode
+    // as their maps too, and a clock shrunk to one entry is equal (and
+    // hashes equal) to one built with it.
+    let one = Actor { node: 2 << 48, generation: 1 };
+    let mut single = crdts::VClock::<Actor>::new();
+    let empty = bincode::serde::encode_to_vec(&single, cfg).unwrap();
+    assert_eq!(
+        empty,
+        bincode::serde::encode_to_vec((&std::collections::BTreeMap::<Actor, u64>::new(),), cfg)
+            .unwrap()
+    );
+    crdts::CmRDT::apply(&mut single, crdts::Dot::new(one, 1));
+    let one_map = std::collections::BTreeMap::from([(one, 1u64)]);
+    assert_eq!(
+        bincode::serde::encode_to_vec(&single, cfg).unwrap(),
+        bincode::serde::encode_to_vec((&one_map,), cfg).unwrap()
+    );
+    let mut shrunk = clock;
+    for (node, generation, _) in actors {
+        if node != 2 {
+            let gone =
+                crdts::VClock::from(crdts::Dot::new(Actor { node: node << 48, generation }, 100));
+            crdts::ResetRemove::reset_remove(&mut shrunk, &gone);
+        }
+    }
+    assert_eq!(shrunk.get(&one), 1);
+    assert_eq!(shrunk, single);
+    let hash = |c: &crdts::VClock<Actor>| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        c.hash(&mut h);
+        h.finish()
+    };
+    assert_eq!(hash(&shrunk), hash(&single));
 }
 
 /// Exchanges every durable operation between `rs` until they converge.
@@ -715,4 +749,36 @@ fn retained_slots_count_against_the_byte_bound() {
     let held = a.retained_slots_allocated() * slot + count * 27;
     assert!(held <= MAX_RETAINED_OPS_BYTES, "{held} bytes held for {count} ops");
     assert!(bytes - count * slot < count * slot / 2, "spare slots: {bytes} bytes for {count} ops");
+}
+
+#[test]
+fn changed_keys_name_the_entities_a_partial_view_holds_and_gaps_say_none() {
+    use std::collections::BTreeSet;
+    let mut a = replica(1);
+    run(&mut a, Command::Deploy { name: "web".into(), command: "sleep 1000".into(), n: 3 });
+    let before = a.applied().clone();
+    let units: Vec<String> = model::view(&a).units.iter().map(|u| u.id.clone()).collect();
+    run(&mut a, Command::SetConfig { app: "web".into(), pairs: vec![("p".into(), "1".into())] });
+    a.write(&[set(&format!("u/{}/status", units[0]), "active: up")]);
+    a.mark_durable(a.own_seq());
+    run(&mut a, Command::RemoveUnit { unit: units[1].clone() });
+    let keys = a.keys_changed_since(&before, 100).expect("every op since is retained");
+    let touched: BTreeSet<String> =
+        keys.iter().filter_map(|k| model::entity_prefix(k)).map(str::to_owned).collect();
+    let want: BTreeSet<String> = units[..2].iter().map(|u| format!("u/{u}/")).collect();
+    assert_eq!(touched, want, "the app's config is no machine or unit");
+    let (part, whole) = (model::view_of(&a, &touched), model::view(&a));
+    assert_eq!(part.units.len(), 1, "the removed unit is not live: {:?}", part.units);
+    assert_eq!(Some(&part.units[0]), whole.units.iter().find(|u| u.id == units[0]));
+    assert_eq!(part.units[0].status.text(), "active: up");
+    let machine = part.units[0].machine.text();
+    assert!(part.machines.iter().any(|m| m.id == machine), "a unit's machine comes with it");
+    assert!(part.machines.len() <= 2, "only the touched units' machines: {:?}", part.machines);
+    assert!(a.keys_changed_since(&before, 2).is_none(), "more keys than asked for");
+    assert_eq!(a.keys_changed_since(a.applied(), 100), Some(BTreeSet::new()));
+    // A replica that got its state whole holds no operations to tell by.
+    let mut c = replica(3);
+    c.merge_full(a.snapshot());
+    assert_eq!(c.state_hash(), a.state_hash());
+    assert!(c.keys_changed_since(&Default::default(), 100).is_none(), "no ops for a full merge");
 }

@@ -47,37 +47,102 @@ impl<A: Ord> Default for VClock<A> {
 /// jujud patch: a clock's dots as a vector sorted by actor, with the part
 /// of `BTreeMap`'s API that this module uses. A `BTreeMap` allocates a
 /// whole node (11 slots, about 280 bytes for a 16-byte actor) even for the
-/// one entry most clocks hold; this holds exactly its entries. Encoded
-/// exactly as the `BTreeMap` was (a serde map in actor order), so nothing
-/// on disk or on the wire changes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Dots<A>(Vec<(A, u64)>);
+/// one entry most clocks hold; this holds one entry inline (no allocation
+/// at all) and more in a vector of exactly their number. Encoded exactly
+/// as the `BTreeMap` was (a serde map in actor order), so nothing on disk
+/// or on the wire changes.
+///
+/// Invariant: `Many` never holds exactly one entry (that is `One`), so a
+/// clock has one shape per content; equality and hashing go through the
+/// sorted slice either way.
+#[derive(Debug, Clone)]
+pub enum Dots<A> {
+    /// Exactly one actor's counter, inline.
+    One([(A, u64); 1]),
+    /// None, or two or more, sorted by actor.
+    Many(Vec<(A, u64)>),
+}
+
+impl<A: PartialEq> PartialEq for Dots<A> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl<A: Eq> Eq for Dots<A> {}
+
+impl<A: core::hash::Hash> core::hash::Hash for Dots<A> {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        self.as_slice().hash(h)
+    }
+}
+
+impl<A> Dots<A> {
+    fn as_slice(&self) -> &[(A, u64)] {
+        match self {
+            Dots::One(one) => one,
+            Dots::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [(A, u64)] {
+        match self {
+            Dots::One(one) => one,
+            Dots::Many(v) => v,
+        }
+    }
+
+    /// The entries as a vector (allocates for an inline one).
+    fn into_vec(self) -> Vec<(A, u64)> {
+        match self {
+            Dots::One(one) => Vec::from(one),
+            Dots::Many(v) => v,
+        }
+    }
+
+    /// Back to the one shape for this content: a lone entry goes inline.
+    fn from_vec(mut v: Vec<(A, u64)>) -> Self {
+        if v.len() == 1 {
+            if let Some(only) = v.pop() {
+                return Dots::One([only]);
+            }
+        }
+        Dots::Many(v)
+    }
+}
 
 impl<A: Ord> Dots<A> {
     /// No dots.
     pub fn new() -> Self {
-        Dots(Vec::new())
+        Dots::Many(Vec::new())
     }
 
     fn find(&self, actor: &A) -> Result<usize, usize> {
-        self.0.binary_search_by(|(a, _)| a.cmp(actor))
+        self.as_slice().binary_search_by(|(a, _)| a.cmp(actor))
     }
 
     /// The counter of `actor`, if it has one.
     pub fn get(&self, actor: &A) -> Option<&u64> {
-        self.find(actor).ok().map(|i| &self.0[i].1)
+        self.find(actor).ok().map(|i| &self.as_slice()[i].1)
     }
 
-    /// Sets `actor`'s counter; returns the one it replaced. Grows by
-    /// exactly one slot when full (clocks are small and rarely grow).
+    /// Sets `actor`'s counter; returns the one it replaced. The first
+    /// entry goes inline; a vector grows by exactly one slot when full
+    /// (clocks are small and rarely grow).
     pub fn insert(&mut self, actor: A, counter: u64) -> Option<u64> {
         match self.find(&actor) {
-            Ok(i) => Some(mem::replace(&mut self.0[i].1, counter)),
+            Ok(i) => Some(mem::replace(&mut self.as_mut_slice()[i].1, counter)),
             Err(i) => {
-                if self.0.len() == self.0.capacity() {
-                    self.0.reserve_exact(1);
+                let mut v = mem::replace(self, Dots::new()).into_vec();
+                if v.is_empty() {
+                    *self = Dots::One([(actor, counter)]);
+                    return None;
                 }
-                self.0.insert(i, (actor, counter));
+                if v.len() == v.capacity() {
+                    v.reserve_exact(1);
+                }
+                v.insert(i, (actor, counter));
+                *self = Dots::from_vec(v);
                 None
             }
         }
@@ -85,22 +150,26 @@ impl<A: Ord> Dots<A> {
 
     /// Removes `actor`'s counter.
     pub fn remove(&mut self, actor: &A) -> Option<u64> {
-        self.find(actor).ok().map(|i| self.0.remove(i).1)
+        let i = self.find(actor).ok()?;
+        let mut v = mem::replace(self, Dots::new()).into_vec();
+        let (_, counter) = v.remove(i);
+        *self = Dots::from_vec(v);
+        Some(counter)
     }
 
     /// The dots in actor order.
     pub fn iter(&self) -> impl Iterator<Item = (&A, &u64)> {
-        self.0.iter().map(|(a, c)| (a, c))
+        self.as_slice().iter().map(|(a, c)| (a, c))
     }
 
     /// Number of actors.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
 
     /// Whether there are no dots.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_slice().is_empty()
     }
 }
 
@@ -114,7 +183,7 @@ impl<A: Ord> std::iter::FromIterator<(A, u64)> for Dots<A> {
     /// Later entries for one actor replace earlier ones, as in a `BTreeMap`.
     fn from_iter<I: IntoIterator<Item = (A, u64)>>(iter: I) -> Self {
         let map: BTreeMap<A, u64> = iter.into_iter().collect();
-        Dots(map.into_iter().collect())
+        Dots::from_vec(map.into_iter().collect())
     }
 }
 
@@ -123,20 +192,20 @@ impl<A: Ord> std::iter::IntoIterator for Dots<A> {
     type IntoIter = std::vec::IntoIter<(A, u64)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.into_vec().into_iter()
     }
 }
 
 impl<A: Ord + Serialize> Serialize for Dots<A> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(a, c)| (a, c)))
+        s.collect_map(self.as_slice().iter().map(|(a, c)| (a, c)))
     }
 }
 
 impl<'de, A: Ord + Deserialize<'de>> Deserialize<'de> for Dots<A> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let map = BTreeMap::<A, u64>::deserialize(d)?;
-        Ok(Dots(map.into_iter().collect()))
+        Ok(Dots::from_vec(map.into_iter().collect()))
     }
 }
 
