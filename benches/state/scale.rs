@@ -100,10 +100,15 @@ async fn status_probe(conn: &Conn) -> String {
     }
 }
 
+/// Manager `i`'s resident memory, MiB.
+fn rss_mib(c: &Cluster, i: usize) -> Res<f64> {
+    Ok(mib(rss_kib(c.pid(i)?).ok_or("no VmRSS")? as f64, 1024.0))
+}
+
 fn memory_and_disk(c: &Cluster, report: &mut Report, entities: u64) -> Res<()> {
     let (mut rss, mut log, mut snap) = (Samples::default(), Samples::default(), Samples::default());
     for (i, m) in c.managers.iter().enumerate() {
-        rss.push(mib(rss_kib(c.pid(i)?).ok_or("no VmRSS")? as f64, 1024.0));
+        rss.push(rss_mib(c, i)?);
         let (l, s) = state_bytes(&m.dir);
         log.push(mib(l as f64, 1048576.0));
         snap.push(mib(s as f64, 1048576.0));
@@ -167,11 +172,7 @@ pub fn scale(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()>
 /// snapshots written and their copies handed back), read after the
 /// restarts, so three of the five have replayed their logs.
 fn rss_at_rest(c: &Cluster, report: &mut Report, entities: u64) -> Res<()> {
-    let read = || -> Res<Vec<f64>> {
-        (0..c.managers.len())
-            .map(|i| Ok(mib(rss_kib(c.pid(i)?).ok_or("no VmRSS")? as f64, 1024.0)))
-            .collect()
-    };
+    let read = || -> Res<Vec<f64>> { (0..c.managers.len()).map(|i| rss_mib(c, i)).collect() };
     let t0 = Instant::now();
     let mut last = read()?;
     let settled = loop {

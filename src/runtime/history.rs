@@ -8,8 +8,8 @@
 //! entity (its oldest go first) and [`MAX_STATUS_LOG_BYTES`] in all,
 //! counted as the heap the entries and their entities hold (the oldest
 //! entry of any entity goes first). What it remembers of the last reading
-//! is a fingerprint per watched field, not the text ([`LAST_BYTES_PER_ENTITY`]
-//! plus the id, per entity the state holds). Must never change node state
+//! is a fingerprint per watched field, not the text (with the id, about
+//! 100 bytes per entity the state holds). Must never change node state
 //! (it only reads the view), and never hold more than those bounds. A
 //! restarted manager starts a new history (from the state it finds); the
 //! other managers keep theirs.
@@ -42,9 +42,6 @@ const ENTITY_BYTES: usize = 96;
 /// Heap per entry besides its status text: its list slot and its slot in
 /// the age order, with B-tree slack.
 const ENTRY_BYTES: usize = 96;
-/// What the last reading keeps per entity besides its id: a fingerprint
-/// of each watched field, in a map slot with B-tree slack.
-pub const LAST_BYTES_PER_ENTITY: usize = 64;
 
 /// One change of one entity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +58,7 @@ pub struct StatusEntry {
 const MACHINE_KINDS: [&str; 3] = ["agent", "instance", "machine"];
 const UNIT_KINDS: [&str; 2] = ["agent", "workload"];
 
-/// One kept change, compact: the kind is an index, the text a `Box<str>`.
+/// One kept change, compact: the kind a static name, the text a `Box<str>`.
 #[derive(Debug)]
 struct Kept {
     seq: u64,
@@ -119,6 +116,8 @@ impl Inner {
                 self.entries.entry(entity.clone()).or_default()
             }
         };
+        // Most entities keep one or two entries: start at one slot, not
+        // the four a `VecDeque` would, and double from there.
         if list.len() == list.capacity() {
             list.reserve_exact(list.len().max(1));
         }
@@ -143,17 +142,17 @@ impl Inner {
         }
     }
 
-    /// Records one entity's reading against the last; returns what to keep.
+    /// Records one entity's reading against the last one kept; returns
+    /// what to keep for the next.
     fn see(
         &mut self,
-        last: Option<(Arc<str>, Seen)>,
         id: &str,
         fields: &[(&'static str, &str)],
         at: u64,
         first: bool,
     ) -> (Arc<str>, Seen) {
-        let (id, before) = match last {
-            Some((k, v)) => (k, Some(v)),
+        let (id, before) = match self.last.get_key_value(id) {
+            Some((k, v)) => (k.clone(), Some(*v)),
             None => (Arc::<str>::from(id), None),
         };
         if before.is_none() && !first {
@@ -204,54 +203,42 @@ impl StatusHistory {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let first = !inner.read_once;
         inner.read_once = true;
-        let last = match touched {
-            None => std::mem::take(&mut inner.last),
-            Some(_) => BTreeMap::new(),
-        };
         let mut now = BTreeMap::new();
         let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
-        {
-            // A partial reading compares against the kept last reading in
-            // place; a whole one against the one taken out.
-            let mut see = |inner: &mut Inner, id: &str, fields: &[(&'static str, &str)]| {
-                let base = if touched.is_some() { &inner.last } else { &last };
-                let before = base.get_key_value(id).map(|(k, v)| (k.clone(), *v));
-                let (id, seen) = inner.see(before, id, fields, at_unix_ms, first);
-                now.insert(id, seen);
-            };
-            for m in &view.machines {
-                let (agent, instance, status) =
-                    (dash(&m.presence), m.instance.text(), m.status.text());
-                let fields = [
-                    (MACHINE_KINDS[0], agent.as_str()),
-                    (MACHINE_KINDS[1], instance.as_str()),
-                    (MACHINE_KINDS[2], status.as_str()),
-                ];
-                see(&mut inner, &m.id, &fields);
-            }
-            for u in &view.units {
-                let (agent, status) = (dash(&u.agent), u.status.text());
-                let fields = [(UNIT_KINDS[0], agent.as_str()), (UNIT_KINDS[1], status.as_str())];
-                see(&mut inner, &u.id, &fields);
-            }
+        for m in &view.machines {
+            let (agent, instance, status) = (dash(&m.presence), m.instance.text(), m.status.text());
+            let fields = [
+                (MACHINE_KINDS[0], agent.as_str()),
+                (MACHINE_KINDS[1], instance.as_str()),
+                (MACHINE_KINDS[2], status.as_str()),
+            ];
+            let (id, seen) = inner.see(&m.id, &fields, at_unix_ms, first);
+            now.insert(id, seen);
+        }
+        for u in &view.units {
+            let (agent, status) = (dash(&u.agent), u.status.text());
+            let fields = [(UNIT_KINDS[0], agent.as_str()), (UNIT_KINDS[1], status.as_str())];
+            let (id, seen) = inner.see(&u.id, &fields, at_unix_ms, first);
+            now.insert(id, seen);
+        }
+        // Removed: for a whole reading, every entity it lacks; for a
+        // partial one, each touched entity it lacks.
+        let gone: Vec<Arc<str>> = match touched {
+            None => inner.last.keys().filter(|id| !now.contains_key(*id)).cloned().collect(),
+            Some(touched) => touched
+                .iter()
+                .filter_map(|p| entity_of_prefix(p))
+                .filter(|id| !now.contains_key(*id))
+                .filter_map(|id| inner.last.get_key_value(id).map(|(k, _)| k.clone()))
+                .collect(),
+        };
+        for id in &gone {
+            inner.last.remove(id);
+            inner.push(id, at_unix_ms, "life", "removed");
         }
         match touched {
-            None => {
-                for id in last.keys().filter(|id| !now.contains_key(*id)) {
-                    inner.push(id, at_unix_ms, "life", "removed");
-                }
-                inner.last = now;
-            }
-            Some(touched) => {
-                for id in touched.iter().filter_map(|p| entity_of_prefix(p)) {
-                    if !now.contains_key(id)
-                        && let Some((id, _)) = inner.last.remove_entry(id)
-                    {
-                        inner.push(&id, at_unix_ms, "life", "removed");
-                    }
-                }
-                inner.last.extend(now);
-            }
+            None => inner.last = now,
+            Some(_) => inner.last.extend(now),
         }
     }
 
@@ -306,12 +293,13 @@ pub async fn poll(shared: Arc<super::shared::Shared>, history: Arc<StatusHistory
             }
             continue;
         };
-        let fp = presence_fingerprint(&members);
+        let mut fp = presence_fingerprint(&members);
         if changes.touched.is_some() && presence != Some(fp) {
             let Some(whole) = shared.status_changes(None).await else { continue };
             (changes, members) = whole;
+            fp = presence_fingerprint(&members);
         }
-        presence = Some(presence_fingerprint(&members));
+        presence = Some(fp);
         history.observe_changes(&changes.view, changes.touched.as_ref(), unix_ms());
         since = Some(changes.version);
         let cost = started.elapsed() * HISTORY_POLL_COST_FACTOR;
@@ -348,6 +336,11 @@ mod tests {
         h.of(id, 1_000).unwrap().into_iter().map(|e| (e.kind, e.status)).collect()
     }
 
+    /// One (kind, status) pair as [`kinds`] gives them.
+    fn s(kind: &str, status: &str) -> (String, String) {
+        (kind.to_string(), status.to_string())
+    }
+
     #[test]
     fn changes_are_recorded_per_entity_newest_last() {
         let h = StatusHistory::default();
@@ -356,7 +349,6 @@ mod tests {
         h.observe(&view("active: up", "alive", true), 3);
         h.observe(&view("active: up", "down", true), 4);
         h.observe(&view("active: up", "down", false), 5);
-        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
             kinds(&h, "web/u1"),
             [
@@ -406,7 +398,6 @@ mod tests {
         h.observe_changes(&part, Some(&touched), 2);
         let empty = StatusView::default();
         h.observe_changes(&empty, Some(&touched), 3);
-        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
             kinds(&h, "web/u1"),
             [

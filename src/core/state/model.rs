@@ -583,13 +583,14 @@ pub fn view(r: &Replica) -> StatusView {
 /// `u/APP/N/` for a unit's (the prefix [`view_of`] takes), `None` for any
 /// other key.
 pub fn entity_prefix(key: &str) -> Option<&str> {
-    let mut ends = key.match_indices('/').map(|(i, _)| i);
-    let depth = match key.as_bytes().first() {
-        Some(b'm') if key.starts_with("m/") => 2,
-        Some(b'u') if key.starts_with("u/") => 3,
-        _ => return None,
+    let depth = if key.starts_with("m/") {
+        2
+    } else if key.starts_with("u/") {
+        3
+    } else {
+        return None;
     };
-    let end = ends.nth(depth - 1)?;
+    let (end, _) = key.match_indices('/').nth(depth - 1)?;
     Some(&key[..=end])
 }
 

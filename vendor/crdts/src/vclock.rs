@@ -133,16 +133,22 @@ impl<A: Ord> Dots<A> {
         match self.find(&actor) {
             Ok(i) => Some(mem::replace(&mut self.as_mut_slice()[i].1, counter)),
             Err(i) => {
-                let mut v = mem::replace(self, Dots::new()).into_vec();
-                if v.is_empty() {
-                    *self = Dots::One([(actor, counter)]);
-                    return None;
-                }
-                if v.len() == v.capacity() {
-                    v.reserve_exact(1);
-                }
-                v.insert(i, (actor, counter));
-                *self = Dots::from_vec(v);
+                *self = match mem::replace(self, Dots::new()) {
+                    Dots::Many(v) if v.is_empty() => Dots::One([(actor, counter)]),
+                    Dots::One([only]) => {
+                        let mut v = Vec::with_capacity(2);
+                        v.push(only);
+                        v.insert(i, (actor, counter));
+                        Dots::Many(v)
+                    }
+                    Dots::Many(mut v) => {
+                        if v.len() == v.capacity() {
+                            v.reserve_exact(1);
+                        }
+                        v.insert(i, (actor, counter));
+                        Dots::Many(v)
+                    }
+                };
                 None
             }
         }
