@@ -112,14 +112,13 @@ fn diverging(world: &World<'_>, limit: usize) -> Option<Vec<(usize, usize, usize
     }
     let live: Vec<usize> = world.live_slots().collect();
     let truth: BTreeSet<NodeId> = live.iter().map(|&s| world.id_of(s)).collect();
+    let mut cache = world.view_cache.borrow_mut();
+    cache.set_truth(truth);
     let mut bad = Vec::new();
     for &slot in &live {
         let Some(node) = world.cluster.slots[slot].node() else { continue };
-        let mut view = node.active_ids();
-        view.insert(node.identity().id);
-        if view != truth {
-            let missing = truth.difference(&view).count();
-            let extra = view.difference(&truth).count();
+        let (missing, extra) = cache.compare(slot, world.cluster.slots[slot].epoch, node);
+        if missing + extra > 0 {
             bad.push((slot, missing, extra));
             if bad.len() >= limit {
                 break;
@@ -127,6 +126,63 @@ fn diverging(world: &World<'_>, limit: usize) -> Option<Vec<(usize, usize, usize
         }
     }
     Some(bad)
+}
+
+/// What one slot's view was found to miss and have extra, and for which
+/// node state and which truth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Compared {
+    epoch: u32,
+    version: u64,
+    active: usize,
+    truth: u64,
+    missing: usize,
+    extra: usize,
+}
+
+/// The last comparison of each slot's view with the truth. A node's
+/// active set changes only with a membership notification, which moves
+/// its view version, so an entry whose epoch, version, active count and
+/// truth generation all match is what a fresh comparison would give.
+#[derive(Debug, Default)]
+pub struct ViewCache {
+    truth: BTreeSet<NodeId>,
+    /// Bumped whenever the truth set changes.
+    truth_gen: u64,
+    slots: Vec<Option<Compared>>,
+}
+
+impl ViewCache {
+    fn set_truth(&mut self, truth: BTreeSet<NodeId>) {
+        if truth != self.truth {
+            self.truth = truth;
+            self.truth_gen += 1;
+        }
+    }
+
+    /// (missing, extra) of `node`'s view (its active members and itself)
+    /// against the truth, from the cache when nothing moved.
+    fn compare(&mut self, slot: usize, epoch: u32, node: &jujud::core::Node) -> (usize, usize) {
+        if self.slots.len() <= slot {
+            self.slots.resize(slot + 1, None);
+        }
+        let (version, active) = (node.view_version(), node.active_count());
+        if let Some(c) = self.slots[slot]
+            && (c.epoch, c.version, c.active, c.truth) == (epoch, version, active, self.truth_gen)
+        {
+            return (c.missing, c.extra);
+        }
+        let mut view = node.active_ids();
+        view.insert(node.identity().id);
+        let (missing, extra) = if view == self.truth {
+            (0, 0)
+        } else {
+            (self.truth.difference(&view).count(), view.difference(&self.truth).count())
+        };
+        let truth = self.truth_gen;
+        self.slots[slot] = Some(Compared { epoch, version, active, truth, missing, extra });
+        (missing, extra)
+    }
 }
 
 /// An identity as (node id, generation), which orders.

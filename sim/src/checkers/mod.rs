@@ -97,6 +97,10 @@ pub struct World<'a> {
     /// tick, and the answer is O(N^2 log N). The run loop empties it
     /// whenever the world may have changed.
     pub views: &'a std::cell::OnceCell<bool>,
+    /// Per slot, the outcome of its last view comparison, reused while
+    /// neither the node (epoch, view version, active count) nor the truth
+    /// moved: a converged cluster's sample is then O(N), not O(N^2 log N).
+    pub view_cache: &'a std::cell::RefCell<convergence::ViewCache>,
 }
 
 impl World<'_> {

@@ -171,6 +171,9 @@ struct Runner {
     /// (see `World::views`); emptied at the start of every tick and after
     /// anything the run loop does to the world between two uses.
     views: std::cell::OnceCell<bool>,
+    /// Each slot's last compared view (see `World::view_cache`); kept
+    /// across ticks, checked against each node's view version.
+    view_cache: std::cell::RefCell<crate::checkers::convergence::ViewCache>,
 }
 
 /// Runs one simulation to the end.
@@ -227,6 +230,7 @@ pub fn run(config: &RunConfig) -> RunReport {
         workload: Workload::new(stream(config.seed, STREAM_WORKLOAD), writes).with_tokens(config.tokens),
         state_probe: StateProbe::default(),
         views: std::cell::OnceCell::new(),
+        view_cache: Default::default(),
         probe_target: config.probe_target,
         probed: None,
     };
@@ -251,6 +255,7 @@ impl Runner {
             bounds: &self.bounds,
             state: &self.state_probe,
             views: &self.views,
+            view_cache: &self.view_cache,
         }
     }
 

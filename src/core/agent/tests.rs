@@ -574,3 +574,28 @@ fn a_busy_refusal_waits_the_retry_after_plus_bounded_jitter_and_does_not_avoid_t
     let bound = Duration::from_millis(MAX_HONOURED_RETRY_AFTER_MS);
     assert!(wait >= bound && wait <= bound + bound / 4, "bounded: {wait:?}");
 }
+
+#[test]
+fn assignments_read_only_their_fields_and_skip_nested_config_keys() {
+    // The walk reads application and unit keys only, and builds values
+    // only for life, command, config/<k> and machine (a config key with a
+    // `/` is not one, as before the walk was narrowed).
+    use crate::core::state::{Change, agents};
+    let mut r = manager_replica();
+    let o = run_cmd(&mut r, Command::Deploy { name: "web".into(), command: "serve".into(), n: 1 });
+    let (machine, unit) = (o.machines[0].clone(), o.ids[0].clone());
+    let set = |key: &str, value: &str| Change::Set { key: key.into(), value: value.into() };
+    r.write(&[
+        set("a/web/config/port", "80"),
+        set("a/web/config/x/y", "nested"),
+        set(&format!("u/{unit}/status"), "active: ok"),
+    ]);
+    let all = agents::assignments(&r, &[machine.clone()].into());
+    let units = &all[&machine].units;
+    assert_eq!(units.len(), 1);
+    assert_eq!(units[0].unit, unit);
+    assert_eq!(units[0].config, BTreeMap::from([("port".to_string(), "80".to_string())]));
+    // A dead unit, or one on another machine, is not assigned.
+    r.write(&[set(&format!("u/{unit}/machine"), "elsewhere")]);
+    assert!(agents::assignments(&r, &[machine.clone()].into())[&machine].units.is_empty());
+}

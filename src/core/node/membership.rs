@@ -276,6 +276,16 @@ impl Membership {
         self.swim.iter_members().map(|m| m.id().id).collect()
     }
 
+    /// See [`super::Node::view_version`].
+    pub fn view_version(&self) -> u64 {
+        self.membership_changes
+    }
+
+    /// How many members foca sees as active.
+    pub fn active_count(&self) -> usize {
+        self.swim.num_members()
+    }
+
     /// Every member as this node sees it, itself first, then by id.
     pub fn members(&self) -> Vec<MemberInfo> {
         let book = self.notices.lock().expect("notice book poisoned");

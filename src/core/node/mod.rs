@@ -240,6 +240,19 @@ impl Node {
         self.membership.active_ids()
     }
 
+    /// A count that moves on every membership notification (a member up,
+    /// down or renamed, this node idle or active) and every fresh notice:
+    /// while it and [`Node::active_count`] stay the same, so does
+    /// [`Node::active_ids`]. Lets an observer skip re-reading views.
+    pub fn view_version(&self) -> u64 {
+        self.membership.view_version()
+    }
+
+    /// How many members foca sees as active (O(1)).
+    pub fn active_count(&self) -> usize {
+        self.membership.active_count()
+    }
+
     /// Every member as this node sees it, itself first, then by id.
     pub fn members(&self) -> Vec<MemberInfo> {
         self.membership.members()

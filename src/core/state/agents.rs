@@ -62,36 +62,50 @@ struct UnitFacts {
     machine: Option<String>,
 }
 
+/// An application key's name and field (`a/<app>/<field>`), for the
+/// fields assignments read: `life`, `command` and `config/<k>` (a config
+/// key holding a `/` is not one).
+fn app_field(key: &str) -> Option<(&str, &str)> {
+    let (app, field) = key.strip_prefix("a/")?.split_once('/')?;
+    let wanted = matches!(field, "life" | "command")
+        || field.strip_prefix("config/").is_some_and(|k| !k.contains('/'));
+    wanted.then_some((app, field))
+}
+
+/// A unit key's application, number and field (`u/<app>/<n>/<field>`),
+/// for the fields assignments read: `life` and `machine`.
+fn unit_field(key: &str) -> Option<(&str, &str, &str)> {
+    let (app, rest) = key.strip_prefix("u/")?.split_once('/')?;
+    let (n, field) = rest.split_once('/')?;
+    matches!(field, "life" | "machine").then_some((app, n, field))
+}
+
 /// The assignments of each machine in `machines` (every one of them gets an
-/// entry, possibly empty), from one pass over the keys.
+/// entry, possibly empty), from one pass over the application and unit
+/// keys (values read only for the fields above).
 pub fn assignments(r: &Replica, machines: &BTreeSet<String>) -> BTreeMap<String, Assignments> {
     let mut apps: BTreeMap<String, AppFacts> = BTreeMap::new();
     let mut units: BTreeMap<(String, String), UnitFacts> = BTreeMap::new();
-    for (key, vals) in r.entries() {
-        let parts: Vec<&str> = key.split('/').collect();
-        match parts.as_slice() {
-            ["a", app, rest @ ..] => {
-                let a = apps.entry(app.to_string()).or_default();
-                match rest {
-                    ["life"] => a.alive = !vals.is_empty() && !vals.iter().any(|v| v == "dead"),
-                    ["command"] => a.command = greatest(vals),
-                    ["config", k] => {
-                        if let Some(v) = greatest(vals) {
-                            a.config.insert(k.to_string(), v);
-                        }
-                    }
-                    _ => {}
+    for (key, vals) in r.entries_with_prefix_where("a/", |k| app_field(k).is_some()) {
+        let Some((app, field)) = app_field(key) else { continue };
+        let a = apps.entry(app.to_string()).or_default();
+        match field {
+            "life" => a.alive = !vals.is_empty() && !vals.iter().any(|v| v == "dead"),
+            "command" => a.command = greatest(vals),
+            _ => {
+                let k = field.strip_prefix("config/").expect("app_field passed only config keys");
+                if let Some(v) = greatest(vals) {
+                    a.config.insert(k.to_string(), v);
                 }
             }
-            ["u", app, n, field] => {
-                let u = units.entry((app.to_string(), n.to_string())).or_default();
-                match *field {
-                    "life" => u.alive = !vals.is_empty() && !vals.iter().any(|v| v == "dead"),
-                    "machine" => u.machine = greatest(vals),
-                    _ => {}
-                }
-            }
-            _ => {}
+        }
+    }
+    for (key, vals) in r.entries_with_prefix_where("u/", |k| unit_field(k).is_some()) {
+        let Some((app, n, field)) = unit_field(key) else { continue };
+        let u = units.entry((app.to_string(), n.to_string())).or_default();
+        match field {
+            "life" => u.alive = !vals.is_empty() && !vals.iter().any(|v| v == "dead"),
+            _ => u.machine = greatest(vals),
         }
     }
     let mut out: BTreeMap<String, Assignments> = machines

@@ -386,6 +386,25 @@ impl Replica {
         )
     }
 
+    /// As [`Replica::entries_with_prefix`], but only the keys `want`
+    /// accepts; the others' values are neither cloned nor sorted.
+    pub fn entries_with_prefix_where<'a>(
+        &'a self,
+        prefix: &'a str,
+        want: impl Fn(&str) -> bool + 'a,
+    ) -> impl Iterator<Item = (&'a String, Vec<String>)> + 'a {
+        self.doc
+            .entries_from(prefix)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .filter(move |(k, _)| want(k))
+            .map(|(k, reg)| {
+                let mut vals: Vec<String> = reg.values().cloned().collect();
+                vals.sort();
+                vals.dedup();
+                (k, vals)
+            })
+    }
+
     /// The document keys that operations applied after `since` touched,
     /// from the retained operations, or `None` when they cannot say: an
     /// operation after `since` was compacted away or came in a full-state
