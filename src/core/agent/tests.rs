@@ -595,7 +595,7 @@ fn assignments_read_only_their_fields_and_skip_nested_config_keys() {
     assert_eq!(units.len(), 1);
     assert_eq!(units[0].unit, unit);
     assert_eq!(units[0].config, BTreeMap::from([("port".to_string(), "80".to_string())]));
-    // A dead unit, or one on another machine, is not assigned.
+    // A unit placed on another machine is not assigned to this one.
     r.write(&[set(&format!("u/{unit}/machine"), "elsewhere")]);
     assert!(agents::assignments(&r, &[machine.clone()].into())[&machine].units.is_empty());
 }

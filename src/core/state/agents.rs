@@ -86,8 +86,7 @@ fn unit_field(key: &str) -> Option<(&str, &str, &str)> {
 pub fn assignments(r: &Replica, machines: &BTreeSet<String>) -> BTreeMap<String, Assignments> {
     let mut apps: BTreeMap<String, AppFacts> = BTreeMap::new();
     let mut units: BTreeMap<(String, String), UnitFacts> = BTreeMap::new();
-    for (key, vals) in r.entries_with_prefix_where("a/", |k| app_field(k).is_some()) {
-        let Some((app, field)) = app_field(key) else { continue };
+    for ((app, field), vals) in r.entries_with_prefix_where("a/", app_field) {
         let a = apps.entry(app.to_string()).or_default();
         match field {
             "life" => a.alive = !vals.is_empty() && !vals.iter().any(|v| v == "dead"),
@@ -100,8 +99,7 @@ pub fn assignments(r: &Replica, machines: &BTreeSet<String>) -> BTreeMap<String,
             }
         }
     }
-    for (key, vals) in r.entries_with_prefix_where("u/", |k| unit_field(k).is_some()) {
-        let Some((app, n, field)) = unit_field(key) else { continue };
+    for ((app, n, field), vals) in r.entries_with_prefix_where("u/", unit_field) {
         let u = units.entry((app.to_string(), n.to_string())).or_default();
         match field {
             "life" => u.alive = !vals.is_empty() && !vals.iter().any(|v| v == "dead"),

@@ -351,23 +351,14 @@ impl Replica {
 
     /// The values at `key`, siblings sorted; empty when absent.
     pub fn get(&self, key: &str) -> Vec<String> {
-        let mut vals: Vec<String> =
-            self.doc.get_ref(key).map(|r| r.values().cloned().collect()).unwrap_or_default();
-        vals.sort();
-        vals.dedup();
-        vals
+        self.doc.get_ref(key).map(|r| sorted_values(r.values())).unwrap_or_default()
     }
 
     /// Every key with its values (siblings sorted), in key order.
     pub fn entries(&self) -> impl Iterator<Item = (&String, Vec<String>)> {
         // Borrowed (vendor/crdts/PATCHED.md): crdts' own iterator clones
         // the map's whole clock for every key.
-        self.doc.entries().map(|(k, reg)| {
-            let mut vals: Vec<String> = reg.values().cloned().collect();
-            vals.sort();
-            vals.dedup();
-            (k, vals)
-        })
+        self.doc.entries().map(|(k, reg)| (k, sorted_values(reg.values())))
     }
 
     /// The keys starting with `prefix`, with their values (siblings
@@ -376,33 +367,24 @@ impl Replica {
         &'a self,
         prefix: &'a str,
     ) -> impl Iterator<Item = (&'a String, Vec<String>)> + 'a {
-        self.doc.entries_from(prefix).take_while(move |(k, _)| k.starts_with(prefix)).map(
-            |(k, reg)| {
-                let mut vals: Vec<String> = reg.values().cloned().collect();
-                vals.sort();
-                vals.dedup();
-                (k, vals)
-            },
-        )
-    }
-
-    /// As [`Replica::entries_with_prefix`], but only the keys `want`
-    /// accepts; the others' values are neither cloned nor sorted.
-    pub fn entries_with_prefix_where<'a>(
-        &'a self,
-        prefix: &'a str,
-        want: impl Fn(&str) -> bool + 'a,
-    ) -> impl Iterator<Item = (&'a String, Vec<String>)> + 'a {
         self.doc
             .entries_from(prefix)
             .take_while(move |(k, _)| k.starts_with(prefix))
-            .filter(move |(k, _)| want(k))
-            .map(|(k, reg)| {
-                let mut vals: Vec<String> = reg.values().cloned().collect();
-                vals.sort();
-                vals.dedup();
-                (k, vals)
-            })
+            .map(|(k, reg)| (k, sorted_values(reg.values())))
+    }
+
+    /// As [`Replica::entries_with_prefix`], but only the keys `pick`
+    /// makes something of, given with what it made; the others' values
+    /// are neither cloned nor sorted.
+    pub fn entries_with_prefix_where<'a, T>(
+        &'a self,
+        prefix: &'a str,
+        pick: impl Fn(&'a str) -> Option<T> + 'a,
+    ) -> impl Iterator<Item = (T, Vec<String>)> + 'a {
+        self.doc
+            .entries_from(prefix)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .filter_map(move |(k, reg)| Some((pick(k)?, sorted_values(reg.values()))))
     }
 
     /// The document keys that operations applied after `since` touched,
@@ -679,4 +661,12 @@ impl Replica {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A register's values, sorted, duplicates dropped (siblings as shown).
+fn sorted_values<'v>(values: impl Iterator<Item = &'v String>) -> Vec<String> {
+    let mut vals: Vec<String> = values.cloned().collect();
+    vals.sort();
+    vals.dedup();
+    vals
 }
