@@ -29,3 +29,6 @@ pub mod trim;
 pub mod wal;
 pub mod wire;
 pub mod workload;
+
+#[cfg(test)]
+mod transport_tests;

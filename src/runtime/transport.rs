@@ -114,6 +114,18 @@ pub const AGENT_MAX_REMOTE_BIDI_STREAMS: u32 = 0;
 pub const AGENT_MAX_REMOTE_UNI_STREAMS: u32 = 8;
 /// Datagram bytes an agent buffers per connection, each way.
 pub const AGENT_DATAGRAM_BUFFER_BYTES: usize = 64 << 10;
+/// Idle timeout an agent offers on its connections. QUIC takes the smaller
+/// of the two ends' offers, so a connection to a manager keeps the
+/// manager's [`IDLE_TIMEOUT_MS`] (and is kept open by the manager's
+/// keep-alives); a connection between two agents, where neither end sends
+/// keep-alives, closes after this long without a packet. Long enough that
+/// the SWIM traffic between two agents in a large pool (each probes the
+/// other about once every `members x probe_period_ms / 2`) mostly finds the
+/// connection still open instead of paying a new handshake; a peer that
+/// died is closed sooner anyway, when SWIM declares it down
+/// ([`Transport::disconnect`]), and a restarted one is reset by its stable
+/// reset key.
+pub const AGENT_IDLE_TIMEOUT_MS: u64 = 120_000;
 
 fn base_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
@@ -152,6 +164,15 @@ fn allow_for_role(conn: &quinn::Connection, role: CertRole) {
 /// (SWIM probes everyone), so per-connection costs multiply.
 pub fn agent_transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = base_config();
+    // No keep-alives from an agent: with one every KEEPALIVE_MS on a
+    // connection to every member it met, an idle agent's cost grew with the
+    // pool (100 agents: 1.4% of a core each, most of it pings and their
+    // acks). Its connections to managers stay open by the managers'
+    // keep-alives; those to other agents live on SWIM traffic alone.
+    t.keep_alive_interval(None);
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(AGENT_IDLE_TIMEOUT_MS))
+        .expect("idle timeout fits a VarInt");
+    t.max_idle_timeout(Some(idle));
     // quinn-proto's StreamsState::new allocates state for every stream the
     // peer may open, up front, on every connection: the managers' 64 + 256
     // cost about 20 KiB per connection (heaptrack: 454 KiB of a 20-agent
