@@ -33,9 +33,14 @@ pub const FORM_TIMEOUT_MS: u64 = 90_000;
 /// one has opened a session (or `BATCH_TIMEOUT_MS` passed), so the machine
 /// is never asked for hundreds of handshakes and joins at the same moment.
 pub const AGENT_BATCH: usize = 25;
-/// Cap on one batch opening its sessions; past it the next batch starts
-/// anyway (the final settle wait still applies).
+/// Cap on one batch opening its sessions and the fleet going quiet; past it
+/// the next batch starts anyway (the final settle wait still applies).
 pub const BATCH_TIMEOUT_MS: u64 = 30_000;
+/// The next batch also waits until no member was declared down and none
+/// rejoined for this long: on this 2-core machine every agent shares the
+/// CPU, and a batch started into the churn of the last one fed a flapping
+/// storm (300 agents); on a real estate each agent has its own machine.
+pub const BATCH_QUIET_MS: u64 = 3_000;
 /// The application every agent runs one unit of.
 pub const APP: &str = "idle";
 /// Its workload: one process per unit that does nothing, for ever.
@@ -53,7 +58,8 @@ pub const MSG_WORKLOAD_EXITED: &str = jujud::events::WORKLOAD_EXITED;
 /// One `jujud` process slot (restarted in place on its data dir).
 pub struct Proc {
     pub dir: PathBuf,
-    /// Managers listen on a fixed address; agents pick any free port.
+    /// Managers listen on a fixed address; agents on their own loopback IP
+    /// (`agent_listen`), any free port.
     pub addr: Option<SocketAddr>,
     /// The 16-hex node id, learnt from its "starting" line.
     pub id: String,
@@ -91,6 +97,8 @@ pub struct Fleet {
     /// Per agent: workload starts and exits logged so far.
     pub starts: Vec<u64>,
     pub exits: Vec<u64>,
+    /// When the last "member down" or rejoin line arrived (membership churn).
+    last_churn: Option<Instant>,
 }
 
 impl Drop for Fleet {
@@ -145,6 +153,7 @@ impl Fleet {
             session: vec![None; agents],
             starts: vec![0; agents],
             exits: vec![0; agents],
+            last_churn: None,
         };
         f.spawn_manager(0, false)?;
         f.wait_or(FORM_TIMEOUT_MS, "the first manager to start", |f| f.managers[0].started)?;
@@ -178,9 +187,14 @@ impl Fleet {
             for j in first..end {
                 self.spawn_agent(j)?;
             }
+            let t = Instant::now();
             if !self
                 .wait_until(BATCH_TIMEOUT_MS, |f| f.session[first..end].iter().all(Option::is_some))
             {
+                late += 1;
+            }
+            let left = BATCH_TIMEOUT_MS.saturating_sub(t.elapsed().as_millis() as u64);
+            if !self.wait_quiet(BATCH_QUIET_MS, left) {
                 late += 1;
             }
         }
@@ -260,7 +274,14 @@ impl Fleet {
         cmd.arg("agent")
             .arg("--data-dir")
             .arg(&a.dir)
-            .args(["--seeds", &seeds.join(","), "--log-format", "json"])
+            .args([
+                "--listen",
+                &agent_listen(j),
+                "--seeds",
+                &seeds.join(","),
+                "--log-format",
+                "json",
+            ])
             .env("JUJUD_TOKEN", &a.token);
         let child = self.spawn_logged(cmd, MANAGERS + j, &format!("a{j}"))?;
         let a = &mut self.agents[j];
@@ -290,6 +311,7 @@ impl Fleet {
                     (ev.text("id"), ev.num("generation").unwrap_or(0), true);
             }
             jujud::events::REJOINED => {
+                self.last_churn = Some(Instant::now());
                 self.proc_mut(who).generation = ev.num("generation").unwrap_or(0)
             }
             jujud::events::MEMBER_UP => {
@@ -301,6 +323,7 @@ impl Fleet {
                 _ = self.view.insert((who, ev.text("member")), (true, ev.num("to").unwrap_or(0)))
             }
             MSG_DOWN => {
+                self.last_churn = Some(Instant::now());
                 _ = self
                     .view
                     .insert((who, ev.text("member")), (false, ev.num("generation").unwrap_or(0)))
@@ -328,6 +351,29 @@ impl Fleet {
             match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(ev) => self.apply(ev),
                 Err(RecvTimeoutError::Timeout) => return done(self),
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Consumes events until no membership churn (a member declared down,
+    /// a rejoin) was seen for `quiet_ms`, or `cap_ms` passed; returns
+    /// whether it was quiet.
+    pub fn wait_quiet(&mut self, quiet_ms: u64, cap_ms: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_millis(cap_ms);
+        let quiet = Duration::from_millis(quiet_ms);
+        loop {
+            let since = self.last_churn.map_or(quiet, |t| t.elapsed());
+            if since >= quiet {
+                return true;
+            }
+            let wait = (quiet - since).min(deadline.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                return false;
+            }
+            match self.rx.recv_timeout(wait) {
+                Ok(ev) => self.apply(ev),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return false,
             }
         }
@@ -408,4 +454,12 @@ impl Fleet {
             .map(|m| self.session.iter().filter(|s| s.as_deref() == Some(m.id.as_str())).count())
             .collect()
     }
+}
+
+/// Agent `j`'s listen address: its own loopback IP (127.1.x.y, any free
+/// port), as each machine has its own address in a real estate. On one IP,
+/// every agent would share the per-source handshake bound
+/// (`handshake::MAX_HANDSHAKES_PER_SOURCE`) meant for one remote host.
+pub fn agent_listen(j: usize) -> String {
+    format!("127.1.{}.{}:0", j / 250, j % 250 + 1)
 }

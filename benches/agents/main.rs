@@ -1,6 +1,7 @@
 //! `cargo bench --bench agents`: the machine-agent benchmark (issue 5), with
 //! three real `jujud peer` managers and twenty `jujud agent` processes
-//! (release binaries, QUIC on 127.0.0.1), each agent running one unit.
+//! (release binaries, QUIC on loopback: managers on 127.0.0.1, each agent on
+//! its own 127.1.x.y), each agent running one unit.
 //!
 //! Owns the end-to-end measurement of the agent targets: after SIGKILL of
 //! the manager holding the most sessions, every one of its agents has a
@@ -90,7 +91,7 @@ fn print_header(a: &Args) {
     println!("loadavg at start: {}", common::loadavg());
     println!("commit: {}", common::commit());
     println!(
-        "jujud: {} (preset lan), {MANAGERS} managers and {} agents on 127.0.0.1",
+        "jujud: {} (preset lan), {MANAGERS} managers and {} agents on loopback (managers 127.0.0.1, agents 127.1.x.y)",
         env!("CARGO_BIN_EXE_jujud"),
         a.agents
     );

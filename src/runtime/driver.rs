@@ -39,6 +39,13 @@ pub const MAX_INBOUND_PER_TURN: usize = 256;
 pub const MAX_TIMERS_PER_TURN: usize = 64;
 /// How often metrics and dirty files are refreshed.
 pub const PERSIST_INTERVAL_MS: u64 = 1_000;
+/// Changes of known peers that concern only agents are written to
+/// `peers.json` at most this often (managers' changes at once). The file is
+/// for finding the cluster again after a restart, which the managers in it
+/// (and an agent's agent.conf) already do; writing it, with two fsyncs, on
+/// every agent's up, down and rename cost each member one write per change
+/// (measured: 7% of all CPU in a 300-agent flapping storm).
+pub const AGENT_PEERS_WRITE_INTERVAL_MS: u64 = 10_000;
 /// How often a manager removes expired tokens from the state (a pass over
 /// the `t/` keys only, and a write only when something expired).
 pub const TOKEN_SWEEP_PERIOD_MS: u64 = 60_000;
@@ -138,6 +145,11 @@ struct Driver {
     inbound_handled: u64,
     p: DriverParts,
     peers_dirty: bool,
+    /// A manager's change is not on disk yet (its write lost the
+    /// single-flight race): the next tick writes, whatever the interval.
+    peers_urgent: bool,
+    /// When the last write of `peers.json` started.
+    last_peers_write: Instant,
     notices_dirty: bool,
     /// Clients waiting for their write's answer, by request id.
     replies: BTreeMap<u64, oneshot::Sender<WriteResult>>,
@@ -179,6 +191,8 @@ impl Driver {
             inbound_handled: 0,
             p: parts,
             peers_dirty: true,
+            peers_urgent: false,
+            last_peers_write: origin,
             notices_dirty: true,
             replies: BTreeMap::new(),
             next_req: 0,
@@ -435,11 +449,26 @@ impl Driver {
                 tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, role = m.role.as_str(), "{}", crate::events::MEMBER_UP)
             }
             Event::MemberDown { identity: m, left } => {
-                // Its connection is dead too: a restart at that address must be dialed afresh.
-                let closed_connection = self.p.transport.disconnect(m.id);
+                // Its connection is presumed dead too: a restart at that
+                // address must be dialed afresh. Except between two agents:
+                // in a large pool most such downs are learnt by gossip, and
+                // a false one (a starved machine) is followed by a rejoin on
+                // the same process and connection; closing it made every
+                // false down cost a handshake with each member that heard
+                // of it, which starved the machine further (a 300-agent
+                // flapping storm closed 90,594 connections). A dead agent's
+                // connection idles out (AGENT_IDLE_TIMEOUT_MS); one restarted
+                // at the same address resets it (its reset key is kept on
+                // disk); one at a new address is closed on its rename.
+                let keep = keeps_connection_on_down(self.p.agent.is_some(), m.role);
+                let closed_connection = !keep && self.p.transport.disconnect(m.id);
                 tracing::info!(member = %m.id, addr = %m.addr, generation = m.generation, left, closed_connection, "{}", crate::events::MEMBER_DOWN)
             }
             Event::Renamed { from, to } => {
+                if from.addr != to.addr {
+                    // Restarted elsewhere: the old connection leads nowhere.
+                    self.p.transport.disconnect(to.id);
+                }
                 tracing::info!(member = %to.id, from = from.generation, to = to.generation, "{}", crate::events::MEMBER_RENAMED)
             }
             Event::Active => tracing::info!("active in the cluster"),
@@ -470,12 +499,21 @@ impl Driver {
                 self.stop = true;
             }
         }
-        if matches!(event, Event::MemberUp(_) | Event::Renamed { .. }) {
-            // At once: a node killed right after a peer joined must still
-            // find that peer when it restarts.
-            self.write_peers_now();
-        } else if matches!(event, Event::MemberDown { .. }) {
-            self.peers_dirty = true;
+        match &event {
+            // At once: a node killed right after a manager joined must
+            // still find that manager when it restarts.
+            Event::MemberUp(m) | Event::Renamed { to: m, .. }
+                if m.role == crate::core::Role::Manager =>
+            {
+                self.peers_urgent = true;
+                self.write_peers_now()
+            }
+            // Agents come and go by the hundred: the persist tick writes
+            // them, at most every AGENT_PEERS_WRITE_INTERVAL_MS.
+            Event::MemberUp(_) | Event::Renamed { .. } | Event::MemberDown { .. } => {
+                self.peers_dirty = true
+            }
+            _ => {}
         }
         if let Event::MemberUp(m) = &event
             && m.role == crate::core::Role::Manager
@@ -484,10 +522,15 @@ impl Driver {
         }
     }
 
+    /// Starts writing `peers.json` unless a write is under way; then the
+    /// flags stay set and a later tick catches up.
     fn write_peers_now(&mut self) {
         let (dir, peers) = (self.p.dir.clone(), self.node.known_peers());
-        if !single_flight(&self.peers_writing, move || dir.write_peers(&peers), "known peers") {
-            self.peers_dirty = true; // one write at a time; the tick catches up
+        if single_flight(&self.peers_writing, move || dir.write_peers(&peers), "known peers") {
+            (self.peers_dirty, self.peers_urgent) = (false, false);
+            self.last_peers_write = Instant::now();
+        } else {
+            self.peers_dirty = true;
         }
     }
 
@@ -532,8 +575,9 @@ impl Driver {
             self.snapshot();
         }
         self.sweep_tokens();
-        if self.peers_dirty {
-            self.peers_dirty = false;
+        let peers_due =
+            self.last_peers_write.elapsed() >= Duration::from_millis(AGENT_PEERS_WRITE_INTERVAL_MS);
+        if self.peers_urgent || (self.peers_dirty && peers_due) {
             self.write_peers_now();
         }
         if self.notices_dirty {
@@ -587,6 +631,12 @@ impl Driver {
 
 /// Runs one file write on the blocking pool unless one is already in
 /// flight for the same file; returns whether it started.
+/// Whether a node keeps its connection to a member SWIM declared down: only
+/// an agent, and only to another agent (see `Driver::on_event`).
+fn keeps_connection_on_down(this_is_agent: bool, member: crate::core::Role) -> bool {
+    this_is_agent && member == crate::core::Role::Agent
+}
+
 fn single_flight(
     busy: &Arc<AtomicBool>,
     write: impl FnOnce() -> Result<(), super::datadir::DataDirError> + Send + 'static,
@@ -757,5 +807,78 @@ mod tests {
         d.fire_due_timers();
         assert_eq!(d.timers_fired, MAX_TIMERS_PER_TURN as u64);
         assert!(d.timers.next_at().is_some_and(|at| at <= d.now()), "the rest still due");
+    }
+
+    fn member(id: u64, role: Role) -> Identity {
+        Identity { id: NodeId(id), addr: "127.0.0.1:7002".parse().unwrap(), role, generation: 1 }
+    }
+
+    /// Waits (bounded) for the background peers.json write to finish.
+    async fn peers_write_done(d: &Driver) {
+        let wait = async {
+            while d.peers_writing.load(Ordering::Acquire) {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait).await.expect("peers.json written");
+    }
+
+    /// An agent's up, down or rename marks peers.json dirty for a later
+    /// tick, at most every AGENT_PEERS_WRITE_INTERVAL_MS; a manager's is
+    /// written at once, and if a write is under way, by the next tick
+    /// whatever the interval. The old driver wrote on every agent's up and
+    /// rename (two fsyncs each, hundreds a second in a large pool).
+    #[tokio::test]
+    async fn agents_changes_write_peers_on_the_interval_and_managers_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, _inbox, _commands, _shutdown) =
+            driver(&dir.path().join("node"), 16, Duration::from_secs(60));
+        d.persist();
+        peers_write_done(&d).await;
+        let written = d.last_peers_write;
+        assert!(!d.peers_dirty && !d.peers_urgent);
+
+        d.on_event(Event::MemberUp(member(2, Role::Agent)));
+        let renamed = Event::Renamed { from: member(2, Role::Agent), to: member(2, Role::Agent) };
+        d.on_event(renamed);
+        d.on_event(Event::MemberDown { identity: member(3, Role::Agent), left: false });
+        d.persist();
+        assert_eq!(
+            d.last_peers_write, written,
+            "an agent's change was written before the interval"
+        );
+        assert!(d.peers_dirty && !d.peers_urgent);
+
+        d.last_peers_write = written - Duration::from_millis(AGENT_PEERS_WRITE_INTERVAL_MS);
+        d.persist();
+        assert!(d.last_peers_write > written, "a dirty file was not written once due");
+        assert!(!d.peers_dirty);
+        peers_write_done(&d).await;
+
+        let written = d.last_peers_write;
+        d.on_event(Event::MemberUp(member(4, Role::Manager)));
+        assert!(d.last_peers_write > written, "a manager's arrival was not written at once");
+        peers_write_done(&d).await;
+
+        // A manager's change while a write is under way: the next tick.
+        d.peers_writing.store(true, Ordering::Release);
+        let written = d.last_peers_write;
+        d.on_event(Event::Renamed { from: member(4, Role::Manager), to: member(4, Role::Manager) });
+        assert!(d.peers_urgent && d.peers_dirty);
+        d.peers_writing.store(false, Ordering::Release);
+        d.persist();
+        assert!(d.last_peers_write > written && !d.peers_urgent && !d.peers_dirty);
+        peers_write_done(&d).await;
+    }
+
+    /// Managers close their connection to any member declared down, and
+    /// agents theirs to a manager (a restarted manager must be dialed
+    /// afresh); an agent keeps its connection to another agent.
+    #[test]
+    fn only_agents_keep_connections_to_agents_declared_down() {
+        assert!(keeps_connection_on_down(true, Role::Agent));
+        assert!(!keeps_connection_on_down(true, Role::Manager));
+        assert!(!keeps_connection_on_down(false, Role::Agent));
+        assert!(!keeps_connection_on_down(false, Role::Manager));
     }
 }
