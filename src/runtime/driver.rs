@@ -629,14 +629,14 @@ impl Driver {
     }
 }
 
-/// Runs one file write on the blocking pool unless one is already in
-/// flight for the same file; returns whether it started.
 /// Whether a node keeps its connection to a member SWIM declared down: only
 /// an agent, and only to another agent (see `Driver::on_event`).
 fn keeps_connection_on_down(this_is_agent: bool, member: crate::core::Role) -> bool {
     this_is_agent && member == crate::core::Role::Agent
 }
 
+/// Runs one file write on the blocking pool unless one is already in
+/// flight for the same file; returns whether it started.
 fn single_flight(
     busy: &Arc<AtomicBool>,
     write: impl FnOnce() -> Result<(), super::datadir::DataDirError> + Send + 'static,
