@@ -188,13 +188,12 @@ impl Fleet {
                 self.spawn_agent(j)?;
             }
             let t = Instant::now();
-            if !self
-                .wait_until(BATCH_TIMEOUT_MS, |f| f.session[first..end].iter().all(Option::is_some))
-            {
-                late += 1;
-            }
+            let sessions_open = self.wait_until(BATCH_TIMEOUT_MS, |f| {
+                f.session[first..end].iter().all(Option::is_some)
+            });
             let left = BATCH_TIMEOUT_MS.saturating_sub(t.elapsed().as_millis() as u64);
-            if !self.wait_quiet(BATCH_QUIET_MS, left) {
+            // One batch counts once, whichever of its two waits ran out.
+            if !(sessions_open && self.wait_quiet(BATCH_QUIET_MS, left)) {
                 late += 1;
             }
         }

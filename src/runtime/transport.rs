@@ -121,10 +121,12 @@ pub const AGENT_DATAGRAM_BUFFER_BYTES: usize = 64 << 10;
 /// keep-alives, closes after this long without a packet. Long enough that
 /// the SWIM traffic between two agents in a large pool (each probes the
 /// other about once every `members x probe_period_ms / 2`) mostly finds the
-/// connection still open instead of paying a new handshake; a peer that
-/// died is closed sooner anyway, when SWIM declares it down
-/// ([`Transport::disconnect`]), and a restarted one is reset by its stable
-/// reset key.
+/// connection still open instead of paying a new handshake. An agent keeps
+/// it when SWIM declares the other agent down (see the driver's
+/// `keeps_connection_on_down`), so a dead peer's connection lasts this long;
+/// a peer restarted at the same address resets it with its stable reset
+/// key, and one renamed at a new address has it closed
+/// ([`Transport::disconnect`]).
 pub const AGENT_IDLE_TIMEOUT_MS: u64 = 120_000;
 
 fn base_config() -> quinn::TransportConfig {

@@ -122,7 +122,7 @@ async fn idle_agents_send_no_keep_alives_and_managers_keep_agent_connections_ope
     ] {
         assert!(conn.close_reason().is_none(), "{name} closed: {:?}", conn.close_reason());
     }
-    // SWIM traffic still flows both ways on the agent pair.
+    // SWIM traffic still flows on the idle agent pair.
     a_to_b.send_datagram(bytes::Bytes::from_static(b"probe")).unwrap();
     let got = tokio::time::timeout(EVENT_TIMEOUT, b_from_a.read_datagram()).await.unwrap().unwrap();
     assert_eq!(&got[..], b"probe");
