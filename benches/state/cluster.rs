@@ -22,6 +22,14 @@ pub type Res<T> = Result<T, String>;
 /// Cap on forming a cluster, or on a member coming back.
 pub const FORM_TIMEOUT_MS: u64 = 60_000;
 
+/// The managers' program: this build's `jujud`, or `JUJUD_BENCH_BIN` (a
+/// build with other features, or a wrapper that runs one manager under a
+/// heap profiler; docs/ARCHITECTURE.md, "State memory").
+pub fn jujud_bin() -> PathBuf {
+    std::env::var_os("JUJUD_BENCH_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_jujud").into(), PathBuf::from)
+}
+
 /// One parsed log line.
 pub struct Ev {
     pub who: usize,
@@ -127,13 +135,14 @@ impl Cluster {
     pub fn spawn(&mut self, i: usize, join: bool) -> Res<()> {
         self.view.retain(|(o, _), _| *o != i);
         let m = &self.managers[i];
+        let bin = jujud_bin();
         let mut cmd = match &m.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_jujud")]);
+                c.args(["netns", "exec", ns]).arg(&bin);
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_jujud")),
+            None => Command::new(&bin),
         };
         cmd.arg("peer").arg("--data-dir").arg(&m.dir).args([
             "--listen",

@@ -65,6 +65,9 @@ pub struct Args {
     pub entities: u64,
     pub restart_rounds: usize,
     pub keep_logs: bool,
+    /// Seconds the scale scenario's cluster stays up after its figures
+    /// (for a profiler or debugger to attach); 0: none.
+    pub hold_secs: u64,
 }
 
 impl Default for Args {
@@ -85,6 +88,7 @@ impl Default for Args {
             entities: 100_000,
             restart_rounds: 3,
             keep_logs: false,
+            hold_secs: 0,
         }
     }
 }
@@ -111,6 +115,7 @@ fn parse_args() -> Res<Args> {
             "--entities" => a.entities = number(&arg, it.next())?,
             "--restart-rounds" => a.restart_rounds = number(&arg, it.next())?,
             "--keep-logs" => a.keep_logs = true,
+            "--hold-secs" => a.hold_secs = number(&arg, it.next())?,
             "--only" => {
                 a.only = it
                     .next()
@@ -129,7 +134,7 @@ fn parse_args() -> Res<Args> {
                 println!(
                     "cargo bench --bench state -- [--only {}] [--vis-secs S] [--load-secs S] [--concurrency N] \
                      [--failover-rounds N] [--kill-rounds N] [--partition-secs S] [--partition-writes N] \
-                     [--entities N] [--restart-rounds N] [--keep-logs]",
+                     [--entities N] [--restart-rounds N] [--keep-logs] [--hold-secs S]",
                     ALL_SCENARIOS.join(",")
                 );
                 std::process::exit(0);
@@ -196,7 +201,7 @@ fn print_header(a: &Args) {
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
     println!("commit: {}{dirty}", sh("git", &["rev-parse", "--short", "HEAD"]));
-    println!("jujud: {}, {MANAGERS} managers per scenario", env!("CARGO_BIN_EXE_jujud"));
+    println!("jujud: {}, {MANAGERS} managers per scenario", cluster::jujud_bin().display());
     println!(
         "run: scenarios {}; visibility {} s; load {} s x {} writers; failover rounds {}; kill rounds {}; partition {} s x {} writes/side; {} entities, {} restarts",
         a.only.join(","),

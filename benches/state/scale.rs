@@ -165,7 +165,20 @@ pub fn scale(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Res<()>
         Some(ok),
     );
     report.note(format!("restart: {}", lines.join("; ")));
-    rss_at_rest(&c, report, entities)
+    rss_at_rest(&c, report, entities)?;
+    hold(&c, a.hold_secs)
+}
+
+/// Keeps the cluster up `secs` seconds, its pids printed, for a profiler.
+fn hold(c: &Cluster, secs: u64) -> Res<()> {
+    if secs == 0 {
+        return Ok(());
+    }
+    let pids: Res<Vec<String>> =
+        (0..c.managers.len()).map(|i| Ok(format!("m{i}={}", c.pid(i)?))).collect();
+    println!("   holding the cluster {secs} s: {}", pids?.join(" "));
+    std::thread::sleep(Duration::from_secs(secs));
+    Ok(())
 }
 
 /// Every manager's resident memory once it stops moving (the load's
@@ -189,6 +202,8 @@ fn rss_at_rest(c: &Cluster, report: &mut Report, entities: u64) -> Res<()> {
     };
     let mut rss = Samples::default();
     last.iter().for_each(|v| rss.push(*v));
+    let each: Vec<String> = last.iter().enumerate().map(|(i, v)| format!("m{i} {v:.1}")).collect();
+    report.note(format!("RSS at rest per manager (MiB): {}", each.join(", ")));
     let how = if settled { "at rest" } else { "still moving at the cap" };
     report.row(
         &format!("RSS per manager {how}, {entities} entities"),

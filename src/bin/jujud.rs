@@ -9,12 +9,14 @@ use jujud::config::{self, AgentArgs, PeerArgs};
 /// snapshot's copy and encoding, a status view, a 1,000-unit deploy), and
 /// glibc kept the freed space scattered between live blocks, so resident
 /// memory stayed near the peak (docs/ARCHITECTURE.md, "State memory").
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read once at its start: a background thread hands
 /// pages freed for `dirty_decay_ms` (1 s) back to the kernel even while
 /// the process allocates nothing, instead of on later allocations only.
+#[cfg(not(feature = "system-alloc"))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static MALLOC_CONF: &[u8; 60] =
     b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";

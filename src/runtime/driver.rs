@@ -544,9 +544,10 @@ impl Driver {
         });
     }
 
-    fn snapshot(&self) {
-        if let (Some(st), Some(store)) = (self.node.state(), &self.p.store) {
-            store.snapshot(|| st.replica.snapshot_all());
+    fn snapshot(&mut self) {
+        let (node, Some(store)) = (&mut self.node, &self.p.store) else { return };
+        if node.state().is_some() {
+            store.snapshot(|| node.snapshot_for_disk());
         }
     }
 

@@ -272,14 +272,18 @@ impl Store {
     ///
     /// `capture` runs now (in the caller's synchronous step) unless a
     /// snapshot is still being written; then this one is only noted as
-    /// wanted (see [`Store::snapshot_due`]).
-    pub fn snapshot(&self, capture: impl FnOnce() -> Snapshot) {
+    /// wanted (see [`Store::snapshot_due`]). A capture of `None` (no state
+    /// to write) writes nothing.
+    pub fn snapshot(&self, capture: impl FnOnce() -> Option<Snapshot>) {
         if self.snapshot_busy.swap(true, Ordering::AcqRel) {
             self.snapshot_wanted.store(true, Ordering::Release);
             return;
         }
         self.snapshot_wanted.store(false, Ordering::Release);
-        let snap = capture();
+        let Some(snap) = capture() else {
+            self.snapshot_busy.store(false, Ordering::Release);
+            return;
+        };
         self.since_snapshot.store(0, Ordering::Relaxed);
         let vv = snap.vv.clone();
         let gaps = self.gaps.load(Ordering::Acquire);

@@ -104,6 +104,12 @@ impl Manager {
         &self.sync
     }
 
+    /// The whole state for the snapshot on disk (see
+    /// [`crate::core::state::Replica::snapshot_all_compacting`]).
+    pub fn snapshot_for_disk(&mut self) -> crate::core::state::Snapshot {
+        self.sync.replica.snapshot_all_compacting()
+    }
+
     pub fn control(&self) -> &Controller {
         &self.control
     }

@@ -269,6 +269,12 @@ impl Node {
         self.manager.as_ref().map(Manager::sync)
     }
 
+    /// The whole state for the snapshot on disk, managers only; the live
+    /// document is compacted as it is copied (no change it can observe).
+    pub fn snapshot_for_disk(&mut self) -> Option<crate::core::state::Snapshot> {
+        self.manager.as_mut().map(Manager::snapshot_for_disk)
+    }
+
     /// The singleton workers (managers).
     pub fn control(&self) -> Option<&Controller> {
         self.manager.as_ref().map(Manager::control)

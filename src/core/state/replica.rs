@@ -615,6 +615,18 @@ impl Replica {
         Snapshot { doc: self.doc.clone(), vv: self.vv.clone(), requests: self.requests.to_vec() }
     }
 
+    /// As [`Self::snapshot_all`], and the document keeps a copy whose key
+    /// index is built with full nodes (crdts patch 7) while the snapshot
+    /// takes the one grown key by key: the snapshot's copy costs what a
+    /// clone did, and the live document holds about a third less for its
+    /// index (keys added one at a time leave nodes about half full).
+    pub fn snapshot_all_compacting(&mut self) -> Snapshot {
+        let compact = self.doc.compact_clone();
+        debug_assert_eq!(compact.len().val, self.doc.len().val);
+        let doc = std::mem::replace(&mut self.doc, compact);
+        Snapshot { doc, vv: self.vv.clone(), requests: self.requests.to_vec() }
+    }
+
     /// A canonical digest of the visible state (keys and sorted values),
     /// equal on replicas that converged, whatever the order of operations.
     pub fn state_hash(&self) -> u64 {
