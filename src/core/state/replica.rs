@@ -43,10 +43,12 @@ pub const MAX_RETAINED_OPS: usize = 200_000;
 /// oldest operations are compacted away too, so a few large ones (a
 /// 1,000-unit deploy's record holds every id) cannot hold the memory that
 /// the count allows. At about 200 bytes per set-style operation this is
-/// about 80,000 operations: at 100 writes a second, a peer more than about
-/// six minutes behind gets the full state instead. 16 MiB, not 32: a
-/// tenth of a manager's memory budget at 100,000 entities (issue 14).
-pub const MAX_RETAINED_OPS_BYTES: usize = 16 << 20;
+/// about 40,000 operations: at 100 writes a second, a peer more than about
+/// three minutes behind gets the full state instead (about 22 MiB at
+/// 100,000 entities). 8 MiB, not 16 or 32: a manager that took a large
+/// load held the whole bound at rest, against a budget of 120 MiB at
+/// 100,000 entities (issue 14; docs/ARCHITECTURE.md, "State memory").
+pub const MAX_RETAINED_OPS_BYTES: usize = 8 << 20;
 /// Out-of-order operations held waiting for a gap to fill; beyond it they
 /// are dropped (anti-entropy fetches them again).
 pub const MAX_PENDING_OPS: usize = 100_000;
