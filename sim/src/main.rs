@@ -86,6 +86,10 @@ struct Cli {
     /// Managers hold no replicated state (membership only).
     #[arg(long)]
     no_state: bool,
+    /// Single run: run it again without state (`--no-state`) and print
+    /// both speeds side by side (issue 14's simulator figure).
+    #[arg(long)]
+    beside_membership: bool,
     /// The state configures no provider: the HA keeper and the
     /// provisioner stay idle (membership, state and agents only).
     #[arg(long)]
@@ -116,6 +120,16 @@ fn main() -> ExitCode {
                 if again == report.trace_hash { "same" } else { "DIFFERENT" }
             );
             ok &= again == report.trace_hash;
+        }
+        if cli.beside_membership {
+            let membership = run(&RunConfig { state: false, log: false, ..config.clone() });
+            println!(
+                "speed: {:.0} virtual s per wall s as run; {:.0} membership only (--no-state, same seed and faults; {})",
+                report.speed(),
+                membership.speed(),
+                if membership.passed() { "passed" } else { "FAILED" }
+            );
+            ok &= membership.passed();
         }
         return exit(ok);
     }
