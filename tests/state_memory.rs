@@ -8,44 +8,21 @@
 //! Heap figures here are bytes requested (not the allocator's size
 //! classes), so the bounds are ratios, not absolute sizes.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use jujud::core::state::Actor;
 use jujud::core::state::doc::Doc;
 use jujud::core::state::replica::{Change, Replica, Snapshot};
 
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// The tests in this binary measure one at a time (the counter is global).
 static MEASURE: Mutex<()> = Mutex::new(());
 
-struct Counting;
-
-// SAFETY: every call is forwarded to `System` unchanged; only a counter
-// is updated beside it.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE_BYTES.fetch_sub(l.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new, Ordering::Relaxed);
-        LIVE_BYTES.fetch_sub(l.size(), Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: testkit::alloc::Counting = testkit::alloc::Counting;
 
 fn live() -> usize {
-    LIVE_BYTES.load(Ordering::Relaxed)
+    testkit::alloc::live_bytes()
 }
 
 const KEYS: usize = 30_000;

@@ -48,7 +48,7 @@ const OPT_IN_SCENARIOS: [&str; 1] = ["million"];
 pub const UNITS_PER_DEPLOY: u32 = 1_000;
 
 #[global_allocator]
-static ALLOC: memory::Counting = memory::Counting;
+static ALLOC: testkit::alloc::Counting = testkit::alloc::Counting;
 
 pub struct Args {
     pub only: Vec<String>,

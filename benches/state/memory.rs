@@ -7,12 +7,10 @@
 //! the cost of creating one entity at 1,000 entities present and at
 //! `--entities`.
 //!
-//! Owns the counting allocator (every allocation of this benchmark process
-//! goes through it: one relaxed atomic add per call). Does not start any
+//! Reads the counting allocator (`testkit::alloc`, installed in main.rs:
+//! every allocation of this benchmark process goes through it). Does not start any
 //! process or touch the disk.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use jujud::core::state::replica::{Change, Replica};
@@ -23,36 +21,8 @@ use crate::cluster::Res;
 use crate::stats::{Report, Samples};
 use crate::{Args, UNITS_PER_DEPLOY};
 
-/// Bytes currently allocated by this process through the global allocator.
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-/// The system allocator, counting live bytes.
-pub struct Counting;
-
-// SAFETY: every call is forwarded to `System` unchanged; only a counter
-// is updated beside it.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE_BYTES.fetch_sub(l.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new, Ordering::Relaxed);
-        LIVE_BYTES.fetch_sub(l.size(), Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
 fn live() -> usize {
-    LIVE_BYTES.load(Ordering::Relaxed)
+    testkit::alloc::live_bytes()
 }
 
 fn mib(b: usize) -> f64 {

@@ -615,8 +615,10 @@ impl<K: Ord, V: Val<A>, A: Ord + Hash + Clone> Map<K, V, A> {
         self.entries.get(key).map(|e| &e.val)
     }
 
-    /// jujud patch: a copy whose key index is built with full nodes (see
-    /// `compact`); costs about what `clone` costs.
+    /// jujud patch: a copy whose key index is built with full nodes. A
+    /// `BTreeMap` filled one key at a time in key order (ids that grow)
+    /// leaves every node a bit over half full; built from a sorted
+    /// sequence it fills them. Costs about what `clone` costs.
     pub fn compact_clone(&self) -> Self
     where
         K: Clone,
@@ -626,16 +628,6 @@ impl<K: Ord, V: Val<A>, A: Ord + Hash + Clone> Map<K, V, A> {
             entries: self.entries.iter().map(|(k, e)| (k.clone(), e.clone())).collect(),
             deferred: self.deferred.clone(),
         }
-    }
-
-    /// jujud patch: rebuilds the key index with full nodes. A `BTreeMap`
-    /// filled one key at a time in key order (a decoded snapshot, ids
-    /// that grow) leaves every node a bit over half full; built from a
-    /// sorted sequence it fills them. Same keys, values and behaviour;
-    /// O(keys), with the entries moved (not cloned) through one vector.
-    pub fn compact(&mut self) {
-        let entries = core::mem::take(&mut self.entries);
-        self.entries = entries.into_iter().collect();
     }
 
     /// jujud patch: the keys from `start` on, with their values, borrowed,
