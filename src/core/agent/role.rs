@@ -7,7 +7,10 @@
 //! Owns the session state, the agent's live-manager list and what it has
 //! reported. Must never restart a workload because a session moved (it
 //! hands the supervisor the assignments; unchanged ones change nothing),
-//! and never offer an empty manager list to be saved in agent.conf.
+//! never let a move for balance hand it an older assignment than the one
+//! it runs (the new session takes over only once its manager's assignment
+//! equals the applied one), and never offer an empty manager list to be
+//! saved in agent.conf.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +19,7 @@ use std::time::Duration;
 use rand::RngExt;
 
 use super::supervisor::Supervisor;
-use super::{Report, SessionMsg, WorkloadEvent, choice, decode_msg, encode_msg};
+use super::{Assignments, Report, SessionMsg, WorkloadEvent, choice, decode_msg, encode_msg};
 use crate::core::identity::{Identity, NodeId};
 use crate::core::time::Time;
 
@@ -39,6 +42,12 @@ pub const MAX_RECONNECT_BACKOFF_MS: u64 = 5_000;
 pub const MAX_HONOURED_RETRY_AFTER_MS: u64 = 10_000;
 /// How long an opening session may take before it counts as failed.
 pub const OPEN_TIMEOUT_MS: u64 = 3_000;
+/// How long a move for balance waits, once its new session is open, for
+/// the new manager's assignment to equal the one the agent runs (the new
+/// manager may not yet hold a change the old one sent). At the bound the
+/// move fails: the new session closes, the old one stays, and the move is
+/// tried again later (the target passed over as after any failed move).
+pub const MOVE_CATCH_UP_MS: u64 = 3_000;
 /// A better-placed manager must have been live this long before the agent
 /// moves its session there (so a flapping manager does not pull agents).
 pub const REBALANCE_SETTLE_MS: u64 = 2_000;
@@ -63,8 +72,12 @@ pub struct AgentStats {
     pub sessions_broken: u64,
     /// Moves for balance made (the new session opened, the old closed).
     pub moves_for_balance: u64,
-    /// Moves for balance whose new session did not open (the old stayed).
+    /// Moves for balance whose new session did not open, or whose manager
+    /// did not catch up within `MOVE_CATCH_UP_MS` (the old stayed).
     pub moves_failed: u64,
+    /// Moves for balance whose new session opened with an assignment that
+    /// differed from the applied one, so waited for its manager to catch up.
+    pub moves_waited: u64,
     pub parallel_dials: u64,
     pub reports_sent: u64,
     pub assignments_received: u64,
@@ -74,12 +87,18 @@ pub struct AgentStats {
 }
 
 /// A session opening to a better-placed manager while the current one
-/// stays open; the current one closes only once this one is open.
+/// stays open; the current one closes only once this one is open and its
+/// manager's assignment equals the one applied (so the move never hands
+/// the supervisor an assignment older than the one it runs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Moving {
     pub id: u64,
     pub to: NodeId,
     pub since: Time,
+    /// When the new session opened (it then waits to catch up).
+    pub opened: Option<Time>,
+    /// The latest assignment the new session brought.
+    pub latest: Option<Assignments>,
 }
 
 /// Addresses to dial for a session, each with the node id expected there
@@ -121,6 +140,8 @@ pub struct AgentRole {
     /// A move for balance in progress: the new session opening beside the
     /// open one (make before break), to which manager, since when.
     moving: Option<Moving>,
+    /// The digest of the assignment the supervisor was last handed.
+    applied: Option<u64>,
     /// When each live manager was first seen live (for the settle time).
     live_since: BTreeMap<NodeId, Time>,
     pub supervisor: Supervisor,
@@ -155,6 +176,7 @@ impl AgentRole {
             retry_at: None,
             rebalance_at: None,
             moving: None,
+            applied: None,
             live_since: BTreeMap::new(),
             supervisor: Supervisor::default(),
             reported: BTreeMap::new(),
@@ -211,7 +233,10 @@ impl AgentRole {
         let timeout = Duration::from_millis(OPEN_TIMEOUT_MS);
         match self.session {
             Session::Opening { since, .. } => Some(since + timeout),
-            _ => self.moving.as_ref().map(|m| m.since + timeout),
+            _ => self.moving.as_ref().map(|m| match m.opened {
+                Some(at) => at + Duration::from_millis(MOVE_CATCH_UP_MS),
+                None => m.since + timeout,
+            }),
         }
     }
 
@@ -249,7 +274,9 @@ impl AgentRole {
                 self.stats.sessions_broken += 1;
                 out.close.push(id);
                 self.session = Session::Idle;
-                self.open(now, out);
+                if !self.promote_move(now, out) {
+                    self.open(now, out);
+                }
             }
             Session::Open { .. } => {
                 if let Some(m) = self.moving.take_if(|m| !self.live.iter().any(|l| l.id == m.to)) {
@@ -349,17 +376,24 @@ impl AgentRole {
 
     /// The driver opened session `id` with manager `peer`.
     pub fn on_session_opened(&mut self, now: Time, id: u64, peer: NodeId, out: &mut AgentOut) {
-        if self.moving.as_ref().is_some_and(|m| m.id == id) {
-            // The move is made: only now does the old session close.
-            self.moving = None;
-            if let Session::Open { id: old, .. } = self.session {
-                out.close.push(old);
+        if let Some(m) = self.moving.as_mut().filter(|m| m.id == id) {
+            // The move's session is open; it takes over once its manager's
+            // assignment (its first frame, next) equals the applied one.
+            if m.opened.is_none() {
+                m.opened = Some(now);
+                m.to = peer;
             }
-            self.stats.moves_for_balance += 1;
-        } else if !matches!(self.session, Session::Opening { id: cur, .. } if cur == id) {
+            return;
+        }
+        if !matches!(self.session, Session::Opening { id: cur, .. } if cur == id) {
             out.close.push(id);
             return;
         }
+        self.take_session(now, id, peer, out);
+    }
+
+    /// Session `id` with manager `peer` becomes this agent's session.
+    fn take_session(&mut self, now: Time, id: u64, peer: NodeId, out: &mut AgentOut) {
         self.stats.sessions_opened += 1;
         self.failures = 0;
         self.strikes.remove(&peer);
@@ -384,7 +418,9 @@ impl AgentRole {
                 self.stats.sessions_broken += 1;
                 self.strike(manager, now);
                 self.session = Session::Idle;
-                self.open(now, out);
+                if !self.promote_move(now, out) {
+                    self.open(now, out);
+                }
             }
             Session::Opening { id: cur, .. } if cur == id => self.open_failed(now, rng),
             _ if self.moving.as_ref().is_some_and(|m| m.id == id) => self.move_failed(now),
@@ -446,14 +482,18 @@ impl AgentRole {
 
     /// A message arrived on session `id`.
     pub fn on_session_data(&mut self, now: Time, id: u64, bytes: &[u8], out: &mut AgentOut) {
+        if self.moving.as_ref().is_some_and(|m| m.id == id && m.opened.is_some()) {
+            return self.on_moving_data(now, bytes, out);
+        }
         if !matches!(self.session, Session::Open { id: cur, .. } if cur == id) {
             return;
         }
         match decode_msg(bytes) {
             Ok(SessionMsg::Assign(a)) if a.machine == self.machine => {
                 self.stats.assignments_received += 1;
-                self.supervisor.assign(now, &a.units);
+                self.apply(now, &a);
                 self.schedule_report(now);
+                self.finish_move_if_caught_up(now, out);
             }
             Ok(SessionMsg::Refused { reason, gone }) => {
                 tracing::warn!(machine = %self.machine, %reason, "the manager refused this agent's session");
@@ -471,6 +511,68 @@ impl AgentRole {
             }
             Ok(_) | Err(_) => self.stats.bad_messages += 1,
         }
+    }
+
+    fn apply(&mut self, now: Time, a: &Assignments) {
+        self.supervisor.assign(now, &a.units);
+        self.applied = Some(a.digest());
+    }
+
+    /// A message on the move's new session, open but not yet taken over:
+    /// its assignment is kept (not applied) until it equals the applied one.
+    fn on_moving_data(&mut self, now: Time, bytes: &[u8], out: &mut AgentOut) {
+        let Some(m) = self.moving.as_mut() else { return };
+        match decode_msg(bytes) {
+            Ok(SessionMsg::Assign(a)) if a.machine == self.machine => {
+                self.stats.assignments_received += 1;
+                if m.latest.is_none() && self.applied != Some(a.digest()) {
+                    self.stats.moves_waited += 1;
+                }
+                m.latest = Some(a);
+                self.finish_move_if_caught_up(now, out);
+            }
+            Ok(SessionMsg::Refused { reason, .. }) => {
+                tracing::debug!(machine = %self.machine, %reason, "a manager refused a move for balance");
+                out.close.push(m.id);
+                self.move_failed(now);
+            }
+            Ok(_) | Err(_) => self.stats.bad_messages += 1,
+        }
+    }
+
+    /// The move's new session takes over once its manager's latest
+    /// assignment equals the applied one (or nothing was applied yet): only
+    /// then does the old session close.
+    fn finish_move_if_caught_up(&mut self, now: Time, out: &mut AgentOut) {
+        let caught_up = self.moving.as_ref().is_some_and(|m| {
+            m.latest.as_ref().is_some_and(|a| self.applied.is_none_or(|d| d == a.digest()))
+        });
+        if !caught_up {
+            return;
+        }
+        let Some(m) = self.moving.take() else { return };
+        if let Session::Open { id: old, .. } = self.session {
+            out.close.push(old);
+        }
+        self.stats.moves_for_balance += 1;
+        self.take_session(now, m.id, m.to, out);
+    }
+
+    /// The session broke while a move's new session was open: that one
+    /// takes over at once, with the assignment it brought (a failover: its
+    /// manager may not hold every change the lost one had sent). Returns
+    /// whether it did.
+    fn promote_move(&mut self, now: Time, out: &mut AgentOut) -> bool {
+        debug_assert_eq!(self.session, Session::Idle, "promote only without a session");
+        let live = |to: NodeId| self.live.iter().any(|l| l.id == to);
+        let Some(m) = self.moving.take_if(|m| m.opened.is_some() && live(m.to)) else {
+            return false;
+        };
+        if let Some(a) = &m.latest {
+            self.apply(now, a);
+        }
+        self.take_session(now, m.id, m.to, out);
+        true
     }
 
     /// The driver reports what became of a workload.
@@ -531,7 +633,13 @@ impl AgentRole {
             return;
         }
         self.next_session += 1;
-        self.moving = Some(Moving { id: self.next_session, to: best.id, since: now });
+        self.moving = Some(Moving {
+            id: self.next_session,
+            to: best.id,
+            since: now,
+            opened: None,
+            latest: None,
+        });
         out.open.push((self.next_session, vec![(best.addr, Some(best.id))]));
     }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::role::{AgentOut, AgentRole, PARALLEL_AFTER_FAILURES, SESSION_AVOID_MS, Session};
+use super::role::{
+    AgentOut, AgentRole, MOVE_CATCH_UP_MS, PARALLEL_AFTER_FAILURES, SESSION_AVOID_MS, Session,
+};
 use super::serve::{AgentSessions, ServeOut};
 use super::supervisor::{RESTART_BACKOFF_MIN_MS, Supervisor};
 use super::*;
@@ -322,6 +324,8 @@ fn a_move_for_balance_opens_the_new_session_before_closing_the_old() {
     assert_eq!(a.session_manager(), Some(first_manager), "the old session serves meanwhile");
     let mut out = AgentOut::default();
     a.on_session_opened(at + MS, moving, best.id, &mut out);
+    assert!(out.close.is_empty(), "open, but its manager's assignment has not come yet");
+    a.on_session_data(at + MS, moving, &assign(&[spec("w/1", "run", &[])]), &mut out);
     assert_eq!(out.close, vec![first], "the old session closes once the new one is open");
     assert_eq!(a.session_manager(), Some(best.id));
     assert!(!out.send.is_empty(), "the new manager gets a full report");
@@ -331,6 +335,126 @@ fn a_move_for_balance_opens_the_new_session_before_closing_the_old() {
     a.on_session_closed(at + 2 * MS, first, &mut rng, &mut out);
     assert!(out.open.is_empty() && out.close.is_empty());
     assert_eq!(a.session_manager(), Some(best.id));
+}
+
+fn assign(units: &[UnitSpec]) -> Vec<u8> {
+    encode_msg(&SessionMsg::Assign(Assignments { machine: "1-aaaa".into(), units: units.to_vec() }))
+}
+
+/// An agent in session with its second choice, running `w/1` as `spec`
+/// says, with a move to its best choice open beside it. Returns the agent,
+/// the old session, the move's session and the best manager's id.
+fn agent_moving_to_best(spec: &UnitSpec, rng: &mut ChaCha8Rng) -> (AgentRole, u64, u64, NodeId) {
+    let mut a = agent_role();
+    let ms: Vec<Identity> = (1..=3).map(manager).collect();
+    let best = choice::rank(0xa9e7, &ms, |m| m.id)[0].clone();
+    let others: Vec<Identity> = ms.iter().filter(|m| m.id != best.id).cloned().collect();
+    a.set_live_managers(Duration::ZERO, others, &mut AgentOut::default());
+    let first = opened_id(&a);
+    let first_manager = a.ranked()[0].id;
+    a.on_session_opened(MS, first, first_manager, &mut AgentOut::default());
+    a.on_session_data(MS, first, &assign(std::slice::from_ref(spec)), &mut AgentOut::default());
+    let started = a.supervisor.take_cmds();
+    assert_eq!(starts(&started).len(), 1);
+    a.on_workload(2 * MS, &WorkloadEvent::Started { unit: "w/1".into(), run: 1, pid: 7 });
+    a.set_live_managers(2 * MS, ms, &mut AgentOut::default());
+    // The driver's loop until the move opens (reports are due first).
+    let mut out = AgentOut::default();
+    let mut at = 2 * MS;
+    for _ in 0..10 {
+        at = a.next_wake().expect("a move is planned");
+        a.tick(at, rng, &mut out);
+        if !out.open.is_empty() {
+            break;
+        }
+    }
+    let (moving, candidates) = opened(&out);
+    assert_eq!(candidates, vec![(best.addr, Some(best.id))]);
+    a.on_session_opened(at + MS, moving, best.id, &mut AgentOut::default());
+    (a, first, moving, best.id)
+}
+
+#[test]
+fn a_move_for_balance_never_hands_the_supervisor_an_older_assignment() {
+    // Found by the simulator (seed 20261758, `--managers 4 --agents 8
+    // --faults random`): the old manager sent a config change; the move's
+    // new manager, which did not hold it yet, answered with the previous
+    // config, and the agent took that as its new session's assignment: the
+    // workload restarted for the change, back, and for it again.
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let newer = spec("w/1", "run", &[("k", "2")]);
+    let (mut a, first, moving, best) = agent_moving_to_best(&newer, &mut rng);
+    let older = spec("w/1", "run", &[("k", "1")]);
+    let mut out = AgentOut::default();
+    a.on_session_data(a.next_wake().unwrap_or(MS), moving, &assign(&[older]), &mut out);
+    assert!(
+        a.supervisor.take_cmds().is_empty(),
+        "the new manager's older assignment is not applied"
+    );
+    assert!(out.close.is_empty(), "the old session stays while the new manager catches up");
+    assert_ne!(a.session_manager(), Some(best));
+    assert_eq!(a.stats.moves_waited, 1);
+    // The new manager catches up: the move is made, nothing restarts.
+    let mut out = AgentOut::default();
+    a.on_session_data(
+        Duration::from_secs(1),
+        moving,
+        &assign(std::slice::from_ref(&newer)),
+        &mut out,
+    );
+    assert_eq!(out.close, vec![first]);
+    assert_eq!(a.session_manager(), Some(best));
+    assert!(a.supervisor.take_cmds().is_empty(), "the move restarted a workload");
+    assert_eq!(a.stats.moves_for_balance, 1);
+}
+
+#[test]
+fn a_move_whose_manager_does_not_catch_up_fails_and_the_old_session_stays() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let newer = spec("w/1", "run", &[("k", "2")]);
+    let (mut a, first, moving, best) = agent_moving_to_best(&newer, &mut rng);
+    let opened_at = a.moving().and_then(|m| m.opened).expect("the move is open");
+    a.on_session_data(
+        opened_at,
+        moving,
+        &assign(&[spec("w/1", "run", &[])]),
+        &mut AgentOut::default(),
+    );
+    let deadline = a.next_wake().expect("the catch-up deadline");
+    assert_eq!(deadline, opened_at + Duration::from_millis(MOVE_CATCH_UP_MS));
+    let mut out = AgentOut::default();
+    a.tick(deadline, &mut rng, &mut out);
+    assert_eq!(out.close, vec![moving], "only the move's session closes");
+    assert!(a.moving().is_none());
+    assert!(
+        !matches!(a.session(), Session::Open { id, manager, .. } if *id != first || *manager == best)
+    );
+    assert_eq!((a.stats.moves_failed, a.stats.moves_for_balance), (1, 0));
+    assert!(a.supervisor.take_cmds().is_empty());
+}
+
+#[test]
+fn the_old_session_breaking_during_a_move_hands_over_to_the_open_new_one() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let running = spec("w/1", "run", &[("k", "1")]);
+    let (mut a, first, moving, best) = agent_moving_to_best(&running, &mut rng);
+    let changed = spec("w/1", "run", &[("k", "3")]);
+    a.on_session_data(
+        Duration::from_secs(1),
+        moving,
+        &assign(std::slice::from_ref(&changed)),
+        &mut AgentOut::default(),
+    );
+    assert!(a.supervisor.take_cmds().is_empty(), "not applied while the old session serves");
+    let mut out = AgentOut::default();
+    a.on_session_closed(Duration::from_secs(2), first, &mut rng, &mut out);
+    assert!(out.open.is_empty(), "no new dial: the open move takes over");
+    assert_eq!(a.session_manager(), Some(best));
+    assert_eq!(
+        a.supervisor.take_cmds(),
+        vec![WorkloadCmd::Stop { unit: "w/1".into(), run: 1 }],
+        "its assignment is applied (the change restarts the workload once)"
+    );
 }
 
 #[test]
