@@ -111,6 +111,13 @@ async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
     assert!(metric(&text, "jujud_datagram_drops_total{reason=\"spoofed\"}") >= 2.0, "{text}");
     assert!(metric(&text, "jujud_datagram_drops_total{reason=\"malformed\"}") >= 3.0, "{text}");
     assert!(metric(&text, "jujud_datagram_drops_total{reason=\"oversized\"}") >= 1.0, "{text}");
+    // The heap as the binary's allocator (jemalloc) counts it, read at the
+    // scrape: a running manager holds more than a mebibyte live, and pages
+    // holding objects (active) and resident pages hold at least that.
+    let heap = |kind: &str| metric(&text, &format!("jujud_heap_bytes{{kind=\"{kind}\"}}"));
+    assert!(heap("allocated") > f64::from(1 << 20), "{text}");
+    assert!(heap("active") >= heap("allocated"), "{text}");
+    assert!(heap("resident") >= heap("active"), "{text}");
     assert_eq!(
         members(&m0.client_file(), Some(m0.addr)),
         before,

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use jujud::metrics::heap::HeapStats;
 use serde_json::Value;
 
 pub type Res<T> = Result<T, String>;
@@ -59,6 +60,8 @@ pub struct Manager {
     pub generation: u64,
     pub started: bool,
     pub child: Option<Child>,
+    /// Where it serves `/metrics` (loopback managers only).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Managers plus everything they have logged.
@@ -90,7 +93,7 @@ impl Cluster {
     /// until all see each other alive.
     pub fn start(dir: &Path, addrs: &[SocketAddr], netns: &[Option<String>]) -> Res<Cluster> {
         let (tx, rx) = mpsc::channel();
-        let managers = addrs
+        let mut managers: Vec<Manager> = addrs
             .iter()
             .enumerate()
             .map(|(i, a)| Manager {
@@ -101,8 +104,12 @@ impl Cluster {
                 generation: 0,
                 started: false,
                 child: None,
+                metrics: None,
             })
             .collect();
+        for m in managers.iter_mut().filter(|m| m.netns.is_none()) {
+            m.metrics = Some(free_tcp_addr()?);
+        }
         let mut c = Cluster {
             dir: dir.to_owned(),
             managers,
@@ -150,6 +157,9 @@ impl Cluster {
             "--log-format",
             "json",
         ]);
+        if let Some(a) = m.metrics {
+            cmd.args(["--metrics-listen", &a.to_string()]);
+        }
         if join {
             // The token in the environment, never on the command line.
             cmd.args(["--join", &self.managers[0].addr.to_string()])
@@ -317,6 +327,41 @@ pub fn loopback_addrs(n: usize) -> Res<Vec<SocketAddr>> {
         }
     }
     Ok(out)
+}
+
+/// A loopback TCP address free right now.
+fn free_tcp_addr() -> Res<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+/// Manager `i`'s `jujud_heap_bytes{kind}` series (jemalloc's counts), in
+/// MiB, from its `/metrics`; empty if it serves none (another allocator,
+/// or in a network namespace).
+pub fn heap_mib(c: &Cluster, i: usize) -> Vec<(String, f64)> {
+    use std::io::{Read, Write};
+    let Some(addr) = c.managers[i].metrics else { return Vec::new() };
+    let get = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+        let mut body = String::new();
+        s.take(1 << 20).read_to_string(&mut body)?;
+        Ok(body)
+    };
+    let Ok(body) = get() else { return Vec::new() };
+    let mut out: Vec<(String, f64)> = body
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("jujud_heap_bytes{kind=\"")?;
+            let (kind, value) = rest.split_once("\"} ")?;
+            Some((kind.to_owned(), value.trim().parse::<f64>().ok()? / (1024.0 * 1024.0)))
+        })
+        .collect();
+    // In the exporter's order (allocated, active, resident, ...).
+    let rank = |k: &str| HeapStats::KINDS.iter().position(|x| *x == k);
+    out.sort_by_key(|(k, _)| rank(k));
+    out
 }
 
 pub fn rss_kib(pid: i32) -> Option<u64> {

@@ -16,7 +16,7 @@ use jujud::runtime::wire::{MAX_STATUS_FRAME_BYTES, Request, Response};
 use tokio::runtime::Runtime;
 
 use crate::api::{self, Conn};
-use crate::cluster::{Cluster, FORM_TIMEOUT_MS, Res, rss_kib, state_bytes};
+use crate::cluster::{Cluster, FORM_TIMEOUT_MS, Res, heap_mib, rss_kib, state_bytes};
 use crate::stats::{Report, Samples, ms};
 use crate::writes::cluster_with_app;
 use crate::{APP, Args, MANAGERS, UNITS_PER_DEPLOY};
@@ -204,6 +204,14 @@ fn rss_at_rest(c: &Cluster, report: &mut Report, entities: u64) -> Res<()> {
     last.iter().for_each(|v| rss.push(*v));
     let each: Vec<String> = last.iter().enumerate().map(|(i, v)| format!("m{i} {v:.1}")).collect();
     report.note(format!("RSS at rest per manager (MiB): {}", each.join(", ")));
+    // What that RSS is made of, as each manager's allocator counts it.
+    for i in 0..c.managers.len() {
+        let heap = heap_mib(c, i);
+        if !heap.is_empty() {
+            let parts: Vec<String> = heap.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+            report.note(format!("m{i} heap at rest (MiB, jemalloc): {}", parts.join(", ")));
+        }
+    }
     let how = if settled { "at rest" } else { "still moving at the cap" };
     report.row(
         &format!("RSS per manager {how}, {entities} entities"),

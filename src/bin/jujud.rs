@@ -44,6 +44,9 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // jemalloc is this process's allocator: `/metrics` may read its counts.
+    #[cfg(not(feature = "system-alloc"))]
+    jujud::metrics::heap::enable();
     let cli = Cli::parse();
     let env = |k: &str| std::env::var(k).ok();
     let (cfg, agent) = match &cli.command {

@@ -11,6 +11,7 @@
 //! Must never let a counter go backwards, and never change node state:
 //! metrics are read-only observers.
 
+pub mod heap;
 pub mod http;
 
 pub use http::{
@@ -227,6 +228,9 @@ pub struct Metrics {
     drops: Family<DropLabels, Counter>,
     /// `jujud_local_health_score`: Lifeguard's local-health multiplier.
     local_health_score: Gauge,
+    /// `jujud_heap_bytes{kind}`: jemalloc's counts, read at each scrape;
+    /// registered only where jemalloc is the allocator ([`heap::enable`]).
+    heap: Option<Family<DropLabels, Gauge>>,
     /// `jujud_max_datagram_bytes_out`: the largest datagram sent so far.
     max_datagram_bytes_out: Gauge,
     /// `jujud_datagram_out_size_bytes`: the size of each datagram sent.
@@ -281,6 +285,16 @@ impl Metrics {
             "Local health score (0 is healthy; timeouts stretch by 1 + score)",
             local_health_score.clone(),
         );
+        let heap = heap::read().map(|_| {
+            let family = Family::<DropLabels, Gauge>::default();
+            registry.register(
+                "heap_bytes",
+                "Heap bytes as jemalloc counts them, by kind (allocated: live objects; active: \
+                 pages holding some; resident: all the allocator keeps in memory)",
+                family.clone(),
+            );
+            family
+        });
         let max_datagram_bytes_out = Gauge::default();
         registry.register(
             "max_datagram_bytes_out",
@@ -313,6 +327,7 @@ impl Metrics {
             core_counters,
             drops,
             local_health_score,
+            heap,
             max_datagram_bytes_out,
             datagram_out_size,
             last_stats: Mutex::new(Stats::default()),
@@ -364,6 +379,13 @@ impl Metrics {
 
     /// The whole metric set in the text exposition format.
     pub fn encode(&self) -> String {
+        if let (Some(family), Some(h)) = (&self.heap, heap::read()) {
+            for (kind, value) in heap::HeapStats::KINDS.iter().zip(h.values()) {
+                family
+                    .get_or_create(&[("kind", kind)])
+                    .set(i64::try_from(value).unwrap_or(i64::MAX));
+            }
+        }
         let mut text = String::new();
         if let Err(e) = encode_text(&mut text, &self.registry) {
             // Writing to a String cannot fail; keep whatever was encoded.

@@ -203,7 +203,11 @@ impl StatusHistory {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let first = !inner.read_once;
         inner.read_once = true;
-        let mut now = BTreeMap::new();
+        // Collected first and built in one pass: a map built key by key
+        // in key order (the view is sorted) leaves every B-tree node about
+        // half full, twice the nodes for the same ids (docs/ARCHITECTURE.md,
+        // "State memory").
+        let mut now = Vec::with_capacity(view.machines.len() + view.units.len());
         let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
         for m in &view.machines {
             let (agent, instance, status) = (dash(&m.presence), m.instance.text(), m.status.text());
@@ -212,15 +216,14 @@ impl StatusHistory {
                 (MACHINE_KINDS[1], instance.as_str()),
                 (MACHINE_KINDS[2], status.as_str()),
             ];
-            let (id, seen) = inner.see(&m.id, &fields, at_unix_ms, first);
-            now.insert(id, seen);
+            now.push(inner.see(&m.id, &fields, at_unix_ms, first));
         }
         for u in &view.units {
             let (agent, status) = (dash(&u.agent), u.status.text());
             let fields = [(UNIT_KINDS[0], agent.as_str()), (UNIT_KINDS[1], status.as_str())];
-            let (id, seen) = inner.see(&u.id, &fields, at_unix_ms, first);
-            now.insert(id, seen);
+            now.push(inner.see(&u.id, &fields, at_unix_ms, first));
         }
+        let now: BTreeMap<Arc<str>, Seen> = now.into_iter().collect();
         // Removed: for a whole reading, every entity it lacks; for a
         // partial one, each touched entity it lacks.
         let gone: Vec<Arc<str>> = match touched {

@@ -142,18 +142,30 @@ const SLOT_BYTES: usize = std::mem::size_of::<Stamped>();
 /// spare; an emptied log is freed.
 const LOG_GROWTH_MIN_SLOTS: usize = 64;
 
-/// [`op_bytes`] without the inline part: the key, value and clock.
+/// [`op_bytes`] without the inline part: the key, value and clock, each
+/// text as the allocator holds it ([`held`]).
 fn op_heap_bytes(s: &Stamped) -> usize {
     const CLOCK_ENTRY_BYTES: usize = std::mem::size_of::<(Actor, u64)>();
     match &s.op {
         crdts::map::Op::Rm { clock, keyset } => {
             clock.dots.len() * CLOCK_ENTRY_BYTES
-                + keyset.iter().map(|k| k.len() + std::mem::size_of::<String>() * 2).sum::<usize>()
+                + keyset
+                    .iter()
+                    .map(|k| held(k.len()) + std::mem::size_of::<String>() * 2)
+                    .sum::<usize>()
         }
         crdts::map::Op::Up { key, op: crdts::mvreg::Op::Put { clock, val }, .. } => {
-            key.len() + val.len() + clock.dots.len() * CLOCK_ENTRY_BYTES
+            held(key.len()) + held(val.len()) + clock.dots.len() * CLOCK_ENTRY_BYTES
         }
     }
+}
+
+/// The bytes an allocation of `len` bytes holds: allocators hand out size
+/// classes (jemalloc's small ones are multiples of 16 up to 128 bytes,
+/// coarser above), so a 20-byte key holds 32 and a 5-byte value 16:
+/// counting requested lengths undercounted short texts by up to two thirds.
+fn held(len: usize) -> usize {
+    if len == 0 { 0 } else { len.next_multiple_of(16) }
 }
 
 /// The operations of one actor's log with `after < seq <= upto`; the log is
@@ -466,15 +478,32 @@ impl Replica {
             None => self.doc.apply(s.op.clone()),
         }
         self.vv.insert(s.actor, s.seq);
-        self.retained_bytes += op_heap_bytes(&s);
+        // Slots the byte bound still has room for, this operation counted.
+        let heap = op_heap_bytes(&s);
+        let room = MAX_RETAINED_OPS_BYTES.saturating_sub(self.retained().1 + heap) / SLOT_BYTES;
+        self.retained_bytes += heap;
         let log = self.log.entry(s.actor).or_default();
+        let mut dropped = None;
         if log.len() == log.capacity() {
-            let before = log.capacity();
-            log.reserve_exact(log.len() / 4 + LOG_GROWTH_MIN_SLOTS);
-            self.retained_slots += log.capacity() - before;
+            // Grow by a quarter, but never past what the bound can hold:
+            // slots grown beyond it would be paid for by evicting
+            // operations, leaving the log half empty slots for good.
+            let grow = (log.len() / 4 + LOG_GROWTH_MIN_SLOTS).min(room);
+            if grow == 0 && !log.is_empty() {
+                // No room: this actor's oldest operation gives its slot.
+                dropped = log.pop_front();
+            } else {
+                let before = log.capacity();
+                log.reserve_exact(grow.max(1));
+                self.retained_slots += log.capacity() - before;
+            }
         }
         log.push_back(s);
         self.retained += 1;
+        if let Some(old) = dropped {
+            self.retained -= 1;
+            self.retained_bytes -= op_heap_bytes(&old);
+        }
         self.compact();
     }
 
