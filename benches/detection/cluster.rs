@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -397,26 +397,12 @@ impl Cluster {
     }
 
     pub fn scrape(&self, i: usize) -> Option<HashMap<String, f64>> {
-        scrape_metrics(self.nodes[i].aux_port)
+        crate::common::scrape_metrics(SocketAddr::from(([127, 0, 0, 1], self.nodes[i].aux_port)))
     }
 }
 
 pub fn others(victim: usize) -> Vec<usize> {
     (0..MANAGERS).filter(|&i| i != victim).collect()
-}
-
-pub fn scrape_metrics(port: u16) -> Option<HashMap<String, f64>> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let body = &text[text.find("\r\n\r\n")? + 4..];
-    let sample = |l: &str| {
-        l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse::<f64>().ok()?)))
-    };
-    Some(body.lines().filter(|l| !l.starts_with('#')).filter_map(sample).collect())
 }
 
 /// (cpu ns, runqueue wait ns, timeslices) summed over a process's threads,

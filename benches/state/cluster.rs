@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use jujud::metrics::heap::HeapStats;
 use serde_json::Value;
+use testkit::bench::{free_port, scrape_metrics};
 
 pub type Res<T> = Result<T, String>;
 
@@ -107,8 +108,9 @@ impl Cluster {
                 metrics: None,
             })
             .collect();
+        let mut taken: Vec<u16> = addrs.iter().map(SocketAddr::port).collect();
         for m in managers.iter_mut().filter(|m| m.netns.is_none()) {
-            m.metrics = Some(free_tcp_addr()?);
+            m.metrics = Some(SocketAddr::from(([127, 0, 0, 1], free_port(&mut taken)?)));
         }
         let mut c = Cluster {
             dir: dir.to_owned(),
@@ -329,33 +331,16 @@ pub fn loopback_addrs(n: usize) -> Res<Vec<SocketAddr>> {
     Ok(out)
 }
 
-/// A loopback TCP address free right now.
-fn free_tcp_addr() -> Res<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    l.local_addr().map_err(|e| e.to_string())
-}
-
 /// Manager `i`'s `jujud_heap_bytes{kind}` series (jemalloc's counts), in
 /// MiB, from its `/metrics`; empty if it serves none (another allocator,
 /// or in a network namespace).
 pub fn heap_mib(c: &Cluster, i: usize) -> Vec<(String, f64)> {
-    use std::io::{Read, Write};
-    let Some(addr) = c.managers[i].metrics else { return Vec::new() };
-    let get = || -> std::io::Result<String> {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
-        let mut body = String::new();
-        s.take(1 << 20).read_to_string(&mut body)?;
-        Ok(body)
-    };
-    let Ok(body) = get() else { return Vec::new() };
-    let mut out: Vec<(String, f64)> = body
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("jujud_heap_bytes{kind=\"")?;
-            let (kind, value) = rest.split_once("\"} ")?;
-            Some((kind.to_owned(), value.trim().parse::<f64>().ok()? / (1024.0 * 1024.0)))
+    let Some(samples) = c.managers[i].metrics.and_then(scrape_metrics) else { return Vec::new() };
+    let mut out: Vec<(String, f64)> = samples
+        .into_iter()
+        .filter_map(|(series, value)| {
+            let kind = series.strip_prefix("jujud_heap_bytes{kind=\"")?.strip_suffix("\"}")?;
+            Some((kind.to_owned(), value / (1024.0 * 1024.0)))
         })
         .collect();
     // In the exporter's order (allocated, active, resident, ...).

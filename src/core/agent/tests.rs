@@ -40,6 +40,11 @@ fn starts(cmds: &[WorkloadCmd]) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// An assignment of `units` to the test agent's machine, encoded.
+fn assign(units: &[UnitSpec]) -> Vec<u8> {
+    encode_msg(&SessionMsg::Assign(Assignments { machine: "1-aaaa".into(), units: units.to_vec() }))
+}
+
 #[test]
 fn same_assignments_change_nothing_and_a_config_change_restarts_once() {
     let mut s = Supervisor::default();
@@ -163,15 +168,7 @@ fn the_session_follows_the_rendezvous_choice_and_moves_at_once_when_it_dies() {
     let best = a.ranked()[0].clone();
     a.on_session_opened(2 * MS, first, best.id, &mut out);
     assert_eq!(a.session_manager(), Some(best.id));
-    a.on_session_data(
-        3 * MS,
-        first,
-        &encode_msg(&SessionMsg::Assign(Assignments {
-            machine: "1-aaaa".into(),
-            units: vec![spec("w/1", "run", &[])],
-        })),
-        &mut out,
-    );
+    a.on_session_data(3 * MS, first, &assign(&[spec("w/1", "run", &[])]), &mut out);
     assert_eq!(a.supervisor.take_cmds().len(), 1);
     // The session's manager is declared down: the next choice at once.
     let rest: Vec<Identity> = ms.iter().filter(|m| m.id != best.id).cloned().collect();
@@ -182,15 +179,7 @@ fn the_session_follows_the_rendezvous_choice_and_moves_at_once_when_it_dies() {
     let next = choice::rank(0xa9e7, &rest, |m| m.id)[0].clone();
     assert_eq!(candidates, vec![(next.addr, Some(next.id))]);
     a.on_session_opened(5 * MS, second, next.id, &mut out);
-    a.on_session_data(
-        6 * MS,
-        second,
-        &encode_msg(&SessionMsg::Assign(Assignments {
-            machine: "1-aaaa".into(),
-            units: vec![spec("w/1", "run", &[])],
-        })),
-        &mut out,
-    );
+    a.on_session_data(6 * MS, second, &assign(&[spec("w/1", "run", &[])]), &mut out);
     assert!(a.supervisor.take_cmds().is_empty(), "moving the session restarts no workload");
     let _ = &mut rng;
 }
@@ -335,10 +324,6 @@ fn a_move_for_balance_opens_the_new_session_before_closing_the_old() {
     a.on_session_closed(at + 2 * MS, first, &mut rng, &mut out);
     assert!(out.open.is_empty() && out.close.is_empty());
     assert_eq!(a.session_manager(), Some(best.id));
-}
-
-fn assign(units: &[UnitSpec]) -> Vec<u8> {
-    encode_msg(&SessionMsg::Assign(Assignments { machine: "1-aaaa".into(), units: units.to_vec() }))
 }
 
 /// An agent in session with its second choice, running `w/1` as `spec`
@@ -500,15 +485,7 @@ fn reports_carry_only_changes_and_a_new_session_gets_everything() {
         matches!(&first, SessionMsg::Report(r) if r.machine_status.as_deref() == Some("started")),
         "{first:?}"
     );
-    a.on_session_data(
-        2 * MS,
-        id,
-        &encode_msg(&SessionMsg::Assign(Assignments {
-            machine: "1-aaaa".into(),
-            units: vec![spec("w/1", "run", &[])],
-        })),
-        &mut out,
-    );
+    a.on_session_data(2 * MS, id, &assign(&[spec("w/1", "run", &[])]), &mut out);
     a.supervisor.take_cmds();
     a.on_workload(3 * MS, &WorkloadEvent::Started { unit: "w/1".into(), run: 1, pid: 9 });
     let mut out = AgentOut::default();
@@ -529,15 +506,7 @@ fn a_removed_machine_stops_its_workloads_and_stays_gone() {
     a.set_live_managers(Duration::ZERO, vec![manager(1)], &mut out);
     let id = opened_id(&a);
     a.on_session_opened(MS, id, NodeId(1), &mut out);
-    a.on_session_data(
-        2 * MS,
-        id,
-        &encode_msg(&SessionMsg::Assign(Assignments {
-            machine: "1-aaaa".into(),
-            units: vec![spec("w/1", "run", &[])],
-        })),
-        &mut out,
-    );
+    a.on_session_data(2 * MS, id, &assign(&[spec("w/1", "run", &[])]), &mut out);
     a.supervisor.take_cmds();
     a.on_workload(3 * MS, &WorkloadEvent::Started { unit: "w/1".into(), run: 1, pid: 9 });
     let mut out = AgentOut::default();

@@ -2,7 +2,8 @@
 //! `attack`, `tokens`):
 //! reading a child's JSON log lines into timestamped events (from its
 //! stderr, or from log files with [`follow`]), finding free loopback ports,
-//! and the /proc probes (RSS, CPU ticks, load average).
+//! scraping a peer's `/metrics`, and the /proc probes (RSS, CPU ticks, load
+//! average).
 //!
 //! Owns only leaf helpers with no policy. Must never sleep to synchronise
 //! (each log line is stamped with the `Instant` its reader thread got it, and
@@ -10,9 +11,10 @@
 //! each benchmark decides what to spawn, when to signal and when to kill.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -114,6 +116,21 @@ pub fn free_port(taken: &mut Vec<u16>) -> Result<u16, String> {
         }
     }
     Err("no free loopback port".into())
+}
+
+/// Every sample of a peer's `/metrics` at `addr` (series with its labels
+/// -> value), or `None` if it did not answer within the deadlines.
+pub fn scrape_metrics(addr: SocketAddr) -> Option<HashMap<String, f64>> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = &text[text.find("\r\n\r\n")? + 4..];
+    let sample = |l: &str| {
+        l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse::<f64>().ok()?)))
+    };
+    Some(body.lines().filter(|l| !l.starts_with('#')).filter_map(sample).collect())
 }
 
 /// `n` distinct loopback addresses on ports free right now.
