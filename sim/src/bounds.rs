@@ -105,7 +105,8 @@ impl Bounds {
         let ms = Duration::from_millis;
         let n = members.max(2) as u64;
         let probe = ms(timing.probe_period_ms);
-        let suspect = ms(timing.suspect_to_down_ms);
+        // A suspicion nobody confirms lasts longest (dynamic suspicion).
+        let suspect = ms(timing.longest_suspicion_ms(members));
         let slack = ms(IN_FLIGHT_SLACK_MS);
         let stretch = 1 + timing.health_max;
         let log2_n = u64::from(64 - (n - 1).leading_zeros());
@@ -183,6 +184,12 @@ mod tests {
         // own walk: 8 * 0.5 + 0.5 + 1 = 5.5 s.
         assert_eq!(five.detection, Duration::from_millis(6_400));
         assert_eq!(five.false_down_window, Duration::from_millis(10_000));
+        // With dynamic suspicion on, the longest suspicion (3 x 0.5 s, no
+        // confirmation) is the one the bounds assume: (0.5 + 1.5) * 9 + 1.
+        let dynamic = Timing { suspicion_confirmations: 1, ..Timing::lan() };
+        assert_eq!(Bounds::new(&dynamic, 5, 5).false_down_window, Duration::from_millis(19_000));
+        // 2 members: no third one could confirm, so the configured 0.5 s.
+        assert_eq!(Bounds::new(&dynamic, 2, 2).false_down_window, Duration::from_millis(10_000));
         let big = Bounds::new(&Timing::lan(), 1_000, 5);
         // Gossip: 13 periods * 0.5 + 0.5 + (10+6)*0.1 + 1 = 9.6 s;
         // own walk: 1998 * 0.5 + 0.5 + 1 = 1000.5 s.

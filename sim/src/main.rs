@@ -79,6 +79,14 @@ struct Cli {
     /// times each update is piggybacked), to explore dissemination.
     #[arg(long)]
     max_transmissions: Option<u8>,
+    /// Override the core's `Timing::lan().suspicion_confirmations`
+    /// (Lifeguard's dynamic suspicion; 0 turns it off), to compare.
+    #[arg(long)]
+    suspicion_confirmations: Option<u32>,
+    /// Override the core's `Timing::lan().suspicion_max_mult` (the longest
+    /// suspicion, in multiples of `suspect_to_down_ms`; 1 turns it off).
+    #[arg(long)]
+    suspicion_max_mult: Option<u32>,
     /// Mean client writes per virtual second during the safety phase, on
     /// random live managers (0: state is replicated but never written).
     #[arg(long)]
@@ -151,6 +159,12 @@ fn single_config(cli: &Cli) -> RunConfig {
 fn with_overrides(cli: &Cli, mut config: RunConfig) -> RunConfig {
     if let Some(n) = cli.max_transmissions {
         config.timing.max_transmissions = n;
+    }
+    if let Some(k) = cli.suspicion_confirmations {
+        config.timing.suspicion_confirmations = k;
+    }
+    if let Some(m) = cli.suspicion_max_mult {
+        config.timing.suspicion_max_mult = m;
     }
     if let Some(rate) = cli.writes_per_sec {
         config.writes_per_sec = rate;

@@ -170,6 +170,12 @@ pub fn replay_command(config: &RunConfig) -> String {
     if config.timing.max_transmissions != lan.max_transmissions {
         let _ = write!(cmd, " --max-transmissions {}", config.timing.max_transmissions);
     }
+    if config.timing.suspicion_confirmations != lan.suspicion_confirmations {
+        let _ = write!(cmd, " --suspicion-confirmations {}", config.timing.suspicion_confirmations);
+    }
+    if config.timing.suspicion_max_mult != lan.suspicion_max_mult {
+        let _ = write!(cmd, " --suspicion-max-mult {}", config.timing.suspicion_max_mult);
+    }
     if config.probe_target != crate::run::ProbeTarget::Any {
         let _ = write!(cmd, " --probe-target {}", config.probe_target.as_str());
     }

@@ -149,6 +149,12 @@ timing_args! {
     health_max: u32,
     /// Timer lateness that counts as a local stall (10..=10000 ms).
     late_timer_ms: u64,
+    /// Longest suspicion, in multiples of suspect_to_down_ms, while no
+    /// other member confirms it (1..=16; 1 turns dynamic suspicion off).
+    suspicion_max_mult: u32,
+    /// Confirmations that bring a suspicion down to suspect_to_down_ms
+    /// (0..=8; 0 turns dynamic suspicion off).
+    suspicion_confirmations: u32,
 }
 
 /// The flags of `jujud peer`. Every field is optional here: it may also

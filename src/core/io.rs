@@ -270,6 +270,9 @@ pub struct Stats {
     pub refutations: u64,
     /// Times this node had to refute a suspicion about itself.
     pub self_refutations: u64,
+    /// Other members' suspicions that confirmed one of this node's own and
+    /// brought its verdict earlier (Lifeguard's dynamic suspicion).
+    pub suspicion_confirmations: u64,
     pub late_timers: u64,
     pub members_up: u64,
     pub members_down: u64,

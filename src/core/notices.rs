@@ -1,14 +1,16 @@
 //! Cluster notices that ride foca's custom broadcasts: graceful departures
-//! (so peers show "left", not "down") and replaced members. Join tokens and
+//! (so peers show "left", not "down"), replaced members, and suspicions
+//! (confirmations for Lifeguard's dynamic suspicion, `node/suspicion.rs`). Join tokens and
 //! their revocations are replicated state (`core/state/tokens.rs`), not
 //! notices: gossip is neither durable nor acknowledged.
 //!
 //! Owns the notice book, shared with the node because foca offers no
 //! accessor to its broadcast handler. Must never trust a notice beyond its
 //! own meaning, and must never grow past `MAX_NOTICES` (a bound on members,
-//! which are few, never on tokens).
+//! which are few, never on tokens) nor remember more than
+//! `MAX_RECENT_SUSPICIONS` suspicions (the oldest are forgotten).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,11 @@ use super::identity::{Identity, NodeId};
 /// Most notices the book keeps; at the bound new ones are refused (and
 /// counted), never allowed to evict an older revocation.
 pub const MAX_NOTICES: usize = 8_192;
+/// Suspicion notices remembered so that a repeat is not gossiped again;
+/// past it the oldest is forgotten (a repeat of it is then gossiped once
+/// more: at worst a few more packets, never a loop, as foca sends each
+/// item a bounded number of times).
+pub const MAX_RECENT_SUSPICIONS: usize = 1_024;
 
 /// One fact spread to the whole cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +40,17 @@ pub enum Notice {
     /// The member `id` was replaced (its instance stopped): nothing it
     /// says is accepted any more, even if it comes back.
     MemberRevoked { id: NodeId },
+    /// Member `by` failed to probe member `id` (at `generation`, suspected
+    /// at `incarnation`) and suspects it: a confirmation for every other
+    /// member that suspects it too (Lifeguard's dynamic suspicion). Gossip
+    /// only: never persisted, never handed to a joiner. Nodes of an older
+    /// release do not know this variant and ignore it (foca still handles
+    /// the packet that carries it).
+    Suspected { id: NodeId, generation: u64, incarnation: u16, by: NodeId },
 }
+
+/// A suspicion notice's identity: (suspect, generation, incarnation, by).
+pub type SuspectedKey = (NodeId, u64, u16, NodeId);
 
 /// What makes one notice replace another in foca's backlog.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +59,7 @@ pub enum NoticeKey {
     TokenRevoked(String),
     TokenIssued(String),
     MemberRevoked(NodeId),
+    Suspected(SuspectedKey),
 }
 
 impl foca::Invalidates for NoticeKey {
@@ -51,6 +69,7 @@ impl foca::Invalidates for NoticeKey {
             (NoticeKey::TokenRevoked(a), NoticeKey::TokenRevoked(b)) => a == b,
             (NoticeKey::TokenIssued(a), NoticeKey::TokenIssued(b)) => a == b,
             (NoticeKey::MemberRevoked(a), NoticeKey::MemberRevoked(b)) => a == b,
+            (NoticeKey::Suspected(a), NoticeKey::Suspected(b)) => a == b,
             _ => false,
         }
     }
@@ -68,6 +87,10 @@ pub struct NoticeBook {
     pub fresh: Vec<Notice>,
     /// Notices refused because the book was full.
     pub refused_full: u64,
+    /// Suspicion notices seen lately (at most `MAX_RECENT_SUSPICIONS`),
+    /// and their order of arrival, oldest first.
+    recent_suspicions: BTreeSet<SuspectedKey>,
+    recent_order: VecDeque<SuspectedKey>,
 }
 
 impl NoticeBook {
@@ -77,12 +100,16 @@ impl NoticeBook {
 
     /// Records a notice; returns whether it was news.
     pub fn learn(&mut self, notice: &Notice) -> bool {
+        if let Notice::Suspected { id, generation, incarnation, by } = notice {
+            return self.learn_suspicion((*id, *generation, *incarnation, *by), notice);
+        }
         let news = match notice {
             Notice::Departed { id, generation } => {
                 self.departed.get(id).is_none_or(|g| g < generation)
             }
             Notice::TokenRevoked { .. } | Notice::TokenIssued { .. } => false,
             Notice::MemberRevoked { id } => !self.revoked_members.contains(id),
+            Notice::Suspected { .. } => unreachable!("handled above"),
         };
         if !news {
             return false;
@@ -91,7 +118,8 @@ impl NoticeBook {
             Notice::Departed { id, .. } => !self.departed.contains_key(id),
             Notice::TokenRevoked { .. }
             | Notice::TokenIssued { .. }
-            | Notice::MemberRevoked { .. } => true,
+            | Notice::MemberRevoked { .. }
+            | Notice::Suspected { .. } => true,
         };
         if is_new_key && self.len() >= MAX_NOTICES {
             self.refused_full += 1;
@@ -105,7 +133,25 @@ impl NoticeBook {
             Notice::MemberRevoked { id } => {
                 self.revoked_members.insert(*id);
             }
+            Notice::Suspected { .. } => unreachable!("handled above"),
         }
+        if self.fresh.len() < MAX_NOTICES {
+            self.fresh.push(notice.clone());
+        }
+        true
+    }
+
+    /// A suspicion notice is news once (within the recent window).
+    fn learn_suspicion(&mut self, key: SuspectedKey, notice: &Notice) -> bool {
+        if !self.recent_suspicions.insert(key) {
+            return false;
+        }
+        self.recent_order.push_back(key);
+        if self.recent_order.len() > MAX_RECENT_SUSPICIONS {
+            let oldest = self.recent_order.pop_front().expect("over the bound, so not empty");
+            self.recent_suspicions.remove(&oldest);
+        }
+        assert_eq!(self.recent_order.len(), self.recent_suspicions.len());
         if self.fresh.len() < MAX_NOTICES {
             self.fresh.push(notice.clone());
         }
@@ -143,6 +189,9 @@ impl foca::BroadcastHandler<Identity> for NoticeHandler {
             Notice::TokenRevoked { token_id, .. } => NoticeKey::TokenRevoked(token_id),
             Notice::TokenIssued { token_id, .. } => NoticeKey::TokenIssued(token_id),
             Notice::MemberRevoked { id } => NoticeKey::MemberRevoked(id),
+            Notice::Suspected { id, generation, incarnation, by } => {
+                NoticeKey::Suspected((id, generation, incarnation, by))
+            }
         }))
     }
 }
@@ -179,5 +228,28 @@ mod tests {
             expires_unix_secs: 9
         }));
         assert_eq!(fresh.len(), 0);
+    }
+
+    #[test]
+    fn suspicions_are_news_once_within_a_bounded_window() {
+        let mut h = NoticeHandler::default();
+        let s = |by: u64| Notice::Suspected {
+            id: NodeId(9),
+            generation: 2,
+            incarnation: 4,
+            by: NodeId(by),
+        };
+        let n = codec::encode(&s(1)).unwrap();
+        assert!(h.receive_item(&n, None).unwrap().is_some());
+        assert!(h.receive_item(&n, None).unwrap().is_none(), "a repeat is not gossiped again");
+        assert!(h.receive_item(&codec::encode(&s(2)).unwrap(), None).unwrap().is_some());
+        let mut book = h.book.lock().unwrap();
+        assert_eq!(book.fresh.len(), 2);
+        assert_eq!(book.len(), 0, "suspicions are not counted against the book's bound");
+        for by in 3..(MAX_RECENT_SUSPICIONS as u64 + 10) {
+            assert!(book.learn(&s(by)));
+        }
+        assert_eq!(book.recent_suspicions.len(), MAX_RECENT_SUSPICIONS);
+        assert!(book.learn(&s(1)), "the oldest was forgotten");
     }
 }

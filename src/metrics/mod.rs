@@ -180,7 +180,7 @@ type DropLabels = [(&'static str, &'static str); 1];
 
 /// Counters copied from the core's cumulative [`Stats`]: (name without the
 /// `_total` the encoder appends, help, field).
-const CORE_COUNTERS: [(&str, &str, StatField); 13] = [
+const CORE_COUNTERS: [(&str, &str, StatField); 14] = [
     ("probes", "Probes started by the failure detector", |s| s.probes),
     ("probes_failed", "Probes that got no ack, direct or indirect", |s| s.probes_failed),
     ("suspicions", "Members newly seen as suspect", |s| s.suspicions),
@@ -191,6 +191,11 @@ const CORE_COUNTERS: [(&str, &str, StatField); 13] = [
         s.self_refutations
     }),
     ("late_timers", "Timers delivered later than late_timer_ms (local stalls)", |s| s.late_timers),
+    (
+        "suspicion_confirmations",
+        "Other members' suspicions that confirmed one of this node's and brought its verdict earlier",
+        |s| s.suspicion_confirmations,
+    ),
     ("datagrams_in", "SWIM datagrams received", |s| s.datagrams_in),
     ("datagrams_out", "SWIM datagrams sent", |s| s.datagrams_out),
     ("datagram_bytes_in", "Bytes of SWIM datagrams received", |s| s.bytes_in),
@@ -440,6 +445,7 @@ mod tests {
             refutations: n,
             self_refutations: n,
             late_timers: n,
+            suspicion_confirmations: n,
             datagrams_in: n,
             datagrams_out: n,
             bytes_in: n * 100,
@@ -472,6 +478,7 @@ mod tests {
             "jujud_refutations_total",
             "jujud_self_refutations_total",
             "jujud_late_timers_total",
+            "jujud_suspicion_confirmations_total",
             "jujud_datagrams_in_total",
             "jujud_datagrams_out_total",
             "jujud_datagram_bytes_in_total",

@@ -1,6 +1,6 @@
 //! The node's membership part: foca (SWIM) and what the node adds to it —
-//! certificate-bound senders, local health, graceful-leave notices, the
-//! partition-healing rejoin loop, suspicion and refutation counts, the
+//! certificate-bound senders, local health, dynamic suspicion, graceful-leave
+//! notices, the partition-healing rejoin loop, suspicion and refutation counts, the
 //! piggyback count scaled to the cluster's size — and the one list every
 //! other part reads from membership: the live managers ([`LiveManagers`]),
 //! derived here and handed to the others as a value.
@@ -18,11 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foca::{Foca, Notification, Runtime};
+use foca::Foca;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
+use super::collector::Collector;
+pub(super) use super::live::LiveManagers;
 use super::pushpull::{self, Admit, PushPull};
+use super::suspicion::{Start, SuspicionKey, Suspicions};
 use super::{Ctx, MAX_TRANSMISSIONS_CAP, SWIM_TAG};
 use crate::core::codec::{BincodeCodec, CodecError};
 use crate::core::health::LocalHealth;
@@ -58,71 +61,14 @@ impl foca::BroadcastHandler<Identity> for WatchedHandler {
     }
 }
 
-/// Collects what foca asks for during one call.
-#[derive(Default)]
-struct Collector {
-    sends: Vec<(Identity, Vec<u8>)>,
-    timers: Vec<(foca::Timer<Identity>, Duration)>,
-    notes: Vec<foca::OwnedNotification<Identity>>,
-    highest_sent_incarnation: u16,
-}
-
-impl Runtime<Identity> for Collector {
-    fn notify(&mut self, notification: Notification<'_, Identity>) {
-        match notification {
-            Notification::DataSent(header) => {
-                self.highest_sent_incarnation =
-                    self.highest_sent_incarnation.max(header.src_incarnation);
-            }
-            Notification::DataReceived(_) => {}
-            other => self.notes.push(other.to_owned()),
-        }
-    }
-
-    fn send_to(&mut self, to: Identity, data: &[u8]) {
-        let mut bytes = Vec::with_capacity(data.len() + 1);
-        bytes.push(SWIM_TAG);
-        bytes.extend_from_slice(data);
-        self.sends.push((to, bytes));
-    }
-
-    fn submit_after(&mut self, event: foca::Timer<Identity>, after: Duration) {
-        self.timers.push((event, after));
-    }
-}
-
-/// The live managers as membership last derived them (alive or suspect;
-/// this node too when it is one), sorted by id; the value membership hands
-/// the other parts. It changes only in [`super::Node::settle`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct LiveManagers {
-    /// Every live manager, sorted by id.
-    pub all: Vec<Identity>,
-    /// The same without this node: where state goes.
-    pub peers: Vec<NodeId>,
-    /// This node's id (the one entry of `all` that `peers` leaves out).
-    pub me: NodeId,
-}
-
-impl LiveManagers {
-    /// Live managers' ids, sorted.
-    pub fn ids(&self) -> Vec<NodeId> {
-        self.all.iter().map(|m| m.id).collect()
-    }
-
-    /// A live manager other than this node, by id.
-    pub fn peer(&self, id: NodeId) -> Option<&Identity> {
-        let i = self.all.binary_search_by_key(&id, |m| m.id).ok()?;
-        Some(&self.all[i]).filter(|m| m.id != self.me)
-    }
-}
-
 /// One member's membership: foca and everything the node adds to it.
 pub(super) struct Membership {
     swim: Swim,
     collector: Collector,
     notices: Arc<Mutex<NoticeBook>>,
     health: LocalHealth,
+    /// This node's own suspicions and their confirmations (Lifeguard).
+    suspicions: Suspicions,
     rejoin: Rejoin,
     timing: Timing,
     /// Incarnation we last announced; a rise means we refuted a suspicion.
@@ -209,6 +155,7 @@ impl Membership {
                 timing.health_max,
                 Duration::from_millis(timing.late_timer_ms),
             ),
+            suspicions: Suspicions::new(timing.suspicion_max_mult, timing.suspicion_confirmations),
             rejoin,
             timing: timing.clone(),
             incarnation: 0,
@@ -373,6 +320,9 @@ impl Membership {
             // Nothing to gossip (foca would only re-arm it): park it until
             // there is (`flush`), instead of ten idle timers a second.
             self.parked_gossip = Some(event);
+            return;
+        }
+        if !self.suspicions.fire(cx.now, &event) {
             return;
         }
         if let Err(e) = self.swim.handle_timer(event, &mut self.collector) {
@@ -615,19 +565,14 @@ impl Membership {
             self.health.on_self_refuted();
             self.troubled = true;
         }
-        for (to, bytes) in self.collector.sends.drain(..) {
-            cx.stats.datagrams_out += 1;
-            cx.stats.bytes_out += bytes.len() as u64;
-            cx.stats.max_datagram_bytes_out =
-                cx.stats.max_datagram_bytes_out.max(bytes.len() as u64);
-            cx.push(Output::Send { to, bytes });
-        }
+        self.flush_sends(cx);
         if self.parked_gossip.is_some()
             && (self.swim.updates_backlog() > 0 || self.swim.custom_broadcast_backlog() > 0)
         {
             let event = self.parked_gossip.take().expect("checked");
             cx.push(Output::SetTimer(Timer { at: cx.now, kind: TimerKind::Swim(event) }));
         }
+        let mut suspected = Vec::new();
         for (event, after) in self.collector.timers.drain(..) {
             let after = match event {
                 foca::Timer::ProbeRandomMember(_)
@@ -635,7 +580,27 @@ impl Membership {
                 | foca::Timer::ChangeSuspectToDown { .. } => self.health.stretch(after),
                 _ => after,
             };
-            cx.push(Output::SetTimer(Timer { at: cx.now + after, kind: TimerKind::Swim(event) }));
+            let mut at = cx.now + after;
+            if let Some(key) = SuspicionKey::of_timer(&event) {
+                let members = self.swim.num_members() + 1;
+                if let Start::Dynamic(due) =
+                    self.suspicions.start(cx.now, event.clone(), after, members)
+                {
+                    at = due;
+                    suspected.push(key);
+                }
+            }
+            cx.push(Output::SetTimer(Timer { at, kind: TimerKind::Swim(event) }));
+        }
+        if !suspected.is_empty() {
+            // Tell the cluster: each one that suspects the member too
+            // counts it as a confirmation (and this node counts theirs).
+            let by = self.identity().id;
+            for k in suspected {
+                let (id, generation, incarnation) = (k.id, k.generation, k.incarnation);
+                self.publish(&Notice::Suspected { id, generation, incarnation, by });
+            }
+            self.flush_sends(cx);
         }
         let mut downed = Vec::new();
         if !self.collector.notes.is_empty() {
@@ -650,6 +615,28 @@ impl Membership {
         downed
     }
 
+    /// Hands foca's datagrams to the runtime, counted.
+    fn flush_sends(&mut self, cx: &mut Ctx<'_>) {
+        for (to, bytes) in self.collector.sends.drain(..) {
+            cx.stats.datagrams_out += 1;
+            cx.stats.bytes_out += bytes.len() as u64;
+            cx.stats.max_datagram_bytes_out =
+                cx.stats.max_datagram_bytes_out.max(bytes.len() as u64);
+            cx.push(Output::Send { to, bytes });
+        }
+    }
+
+    /// Another member suspects one this node suspects: a confirmation,
+    /// which may bring this node's verdict earlier (a timer at the new
+    /// time; the one armed before finds the suspicion closed).
+    fn on_suspected(&mut self, cx: &mut Ctx<'_>, key: SuspicionKey, by: NodeId) {
+        let me = self.identity().id;
+        if let Some((event, at)) = self.suspicions.confirm(key, by, me) {
+            cx.stats.suspicion_confirmations += 1;
+            cx.push(Output::SetTimer(Timer { at, kind: TimerKind::Swim(event) }));
+        }
+    }
+
     /// Fresh notices: departures and revocations leave the rejoin list, a
     /// revocation's traffic is refused from now on, each one is reported.
     fn flush_notices(&mut self, cx: &mut Ctx<'_>) {
@@ -658,10 +645,14 @@ impl Membership {
         }
         self.notices_touched.store(false, Ordering::Relaxed);
         let fresh = std::mem::take(&mut self.notices.lock().expect("notice book poisoned").fresh);
-        if !fresh.is_empty() {
+        if fresh.iter().any(|n| !matches!(n, Notice::Suspected { .. })) {
             self.membership_changes += 1;
         }
         for notice in fresh {
+            if let Notice::Suspected { id, generation, incarnation, by } = notice {
+                self.on_suspected(cx, SuspicionKey { id, generation, incarnation }, by);
+                continue;
+            }
             if let Notice::Departed { id, .. } = &notice {
                 self.rejoin.forget(*id);
             }

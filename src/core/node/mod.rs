@@ -510,9 +510,12 @@ enum Drain {
 }
 
 mod agent;
+mod collector;
+mod live;
 mod manager;
 mod membership;
 pub mod pushpull;
+pub mod suspicion;
 
 #[cfg(test)]
 mod tests;

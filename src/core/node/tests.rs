@@ -1,7 +1,7 @@
 //! Tests of the node state machine driven by hand: a tiny in-memory loop
 //! that delivers outputs between nodes at a virtual time, no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::core::identity::{Identity, NodeId, Role};
@@ -28,16 +28,25 @@ struct Net {
     now: Duration,
     /// Timers of this node fire this much late (a stalled process).
     stall: BTreeMap<u64, Duration>,
+    /// These nodes receive nothing (a starved or cut-off accuser).
+    deaf: BTreeSet<u64>,
+    timing: Timing,
 }
 
 impl Net {
     fn new(n: u64) -> Net {
+        Net::with_timing(n, Timing::lan())
+    }
+
+    fn with_timing(n: u64, timing: Timing) -> Net {
         let mut net = Net {
             nodes: BTreeMap::new(),
             timers: vec![],
             events: vec![],
             now: Duration::ZERO,
             stall: BTreeMap::new(),
+            deaf: BTreeSet::new(),
+            timing,
         };
         for i in 1..=n {
             net.add(i);
@@ -50,7 +59,7 @@ impl Net {
         let seeds = if i == 1 { vec![] } else { vec![ident(1).addr] };
         let mut node = Node::new(NodeConfig {
             identity: ident(i),
-            timing: Timing::lan(),
+            timing: self.timing.clone(),
             rng_seed: i,
             seeds,
             known_peers: vec![],
@@ -104,6 +113,10 @@ impl Net {
             }
         }
         for (to, input) in deliveries {
+            let heard = !matches!(input, Input::Datagram { .. } | Input::Members { .. });
+            if !heard && self.deaf.contains(&to) {
+                continue;
+            }
             if let Some(node) = self.nodes.get_mut(&to) {
                 node.handle(self.now, input);
                 self.pump(to);
@@ -239,6 +252,65 @@ fn a_stalled_node_raises_its_health_score_and_stretches_its_timeouts() {
     net.stall.clear();
     net.run_until(20_000 * MS);
     assert_eq!(net.nodes[&2].health_score(), 0, "quiet periods bring the score back down");
+}
+
+/// Node 1 hears nothing for `deaf_ms` in a cluster of `n`: every probe it
+/// sends fails, so it suspects each member it probes, while every other
+/// member reaches them. Returns the healthy members (all but node 1, which
+/// really was unreachable) declared down, by anyone.
+fn downs_while_one_accuser_is_deaf(timing: Timing, n: u64, deaf_ms: u64) -> Vec<NodeId> {
+    let mut net = Net::with_timing(n, timing);
+    net.run_until(5_000 * MS);
+    assert!((1..=n).all(|o| (1..=n).all(|m| net.state_of(o, m) == Some(MemberState::Alive))));
+    net.deaf.insert(1);
+    let start = net.now;
+    net.run_until(start + Duration::from_millis(deaf_ms));
+    net.deaf.clear();
+    net.run_until(start + 10_000 * MS);
+    let mut downs: Vec<NodeId> = net
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::MemberDown { identity, .. } if identity.id != NodeId(1) => Some(identity.id),
+            _ => None,
+        })
+        .collect();
+    downs.sort();
+    downs.dedup();
+    downs
+}
+
+#[test]
+fn one_deaf_accuser_alone_declares_no_healthy_member_down_within_the_longest_suspicion() {
+    // 1.5 s deaf: it suspects about two members, each down at 500 ms under
+    // plain SWIM (and the downs it then gossips reach everyone, since it
+    // can still send); with dynamic suspicion no one confirms, so each
+    // waits 1.5 s, and the accuser hears the refutations first.
+    let plain = Timing { suspicion_confirmations: 0, ..Timing::lan() };
+    let downs = downs_while_one_accuser_is_deaf(plain, 6, 1_500);
+    assert!(!downs.is_empty(), "plain SWIM: the deaf accuser declares healthy members down");
+    let dynamic = Timing { suspicion_confirmations: 1, ..Timing::lan() };
+    let downs = downs_while_one_accuser_is_deaf(dynamic, 6, 1_500);
+    assert!(downs.is_empty(), "dynamic suspicion: nobody down, got {downs:?}");
+}
+
+#[test]
+fn a_crash_is_confirmed_by_other_probers_and_declared_down() {
+    let mut net = Net::with_timing(6, Timing { suspicion_confirmations: 1, ..Timing::lan() });
+    net.run_until(5_000 * MS);
+    net.nodes.remove(&6);
+    let crash = net.now;
+    net.run_until(crash + 10_000 * MS);
+    let first_down = net.events.iter().find_map(|(_, e)| match e {
+        Event::MemberDown { identity, left: false } if identity.id == NodeId(6) => Some(()),
+        _ => None,
+    });
+    assert!(first_down.is_some(), "the crash is declared down");
+    for o in 1..=5 {
+        assert_eq!(net.state_of(o, 6), Some(MemberState::Down), "{o} sees 6 down");
+    }
+    let confirmed: u64 = (1..=5).map(|o| net.nodes[&o].stats().suspicion_confirmations).sum();
+    assert!(confirmed > 0, "other probers' suspicions confirmed one");
 }
 
 #[test]

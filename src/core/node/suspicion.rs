@@ -1,0 +1,372 @@
+//! Lifeguard's dynamic suspicion (arXiv 1707.00788, section IV-B; what
+//! memberlist's `suspicion.go` does): a suspicion this node raises starts
+//! with a long timeout, `suspicion_max_mult` times `suspect_to_down_ms`, and
+//! shrinks toward `suspect_to_down_ms` as other members independently
+//! suspect the same member. One slow, starved or cut-off accuser can no
+//! longer declare a healthy member down on its own within half a second; a
+//! member that is really gone fails every prober's probe, so the
+//! confirmations come within a few probe periods and it is declared down
+//! nearly as fast as before.
+//!
+//! Suspicions heard from others before this node's own probe failed are
+//! remembered (up to [`MAX_HEARD_SUSPICIONS`]) and count as confirmations
+//! from the start: a later accuser, having heard the earlier ones, reaches
+//! the configured timeout at once instead of waiting for gossip to carry
+//! the others' notices back to the first accuser.
+//!
+//! Owns the table of this node's own open suspicions and who confirmed each,
+//! and the suspicions heard of. Must never look at the clock (it is told
+//! `now`), never hold more than [`MAX_OPEN_SUSPICIONS`] open and
+//! [`MAX_HEARD_SUSPICIONS`] heard entries or more than the expected number
+//! of confirmers per entry, and never declare anyone down itself: it only says
+//! when foca's own `ChangeSuspectToDown` timer is to be delivered (foca then
+//! checks that the member is still suspect at that incarnation).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use crate::core::identity::{Identity, NodeId};
+use crate::core::io::Time;
+
+/// Most suspicions this node keeps open at once. Past it a new suspicion
+/// gets plain SWIM's fixed timeout (as if the feature were off), so the
+/// table never grows with a storm of failures.
+pub const MAX_OPEN_SUSPICIONS: usize = 1_024;
+/// Most suspicions heard of (others' accusations of members this node does
+/// not suspect itself) kept for a later suspicion of its own; past it the
+/// oldest is forgotten (a later suspicion of that member starts with fewer
+/// confirmations, so waits longer: never shorter).
+pub const MAX_HEARD_SUSPICIONS: usize = 1_024;
+
+/// Which suspicion: the member's id and generation, and the incarnation
+/// it was suspected at (a refutation raises the incarnation, so a refuted
+/// suspicion never matches a new one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SuspicionKey {
+    pub id: NodeId,
+    pub generation: u64,
+    pub incarnation: u16,
+}
+
+impl SuspicionKey {
+    /// The key of foca's `ChangeSuspectToDown` timer, if `event` is one.
+    pub fn of_timer(event: &foca::Timer<Identity>) -> Option<SuspicionKey> {
+        match event {
+            foca::Timer::ChangeSuspectToDown { member_id, incarnation, .. } => Some(SuspicionKey {
+                id: member_id.id,
+                generation: member_id.generation,
+                incarnation: *incarnation,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One suspicion this node raised (its own probe of the member failed).
+struct Open {
+    /// foca's timer, delivered when the suspicion is due.
+    event: foca::Timer<Identity>,
+    started: Time,
+    /// The timeout with every expected confirmation (the configured one).
+    min: Duration,
+    /// The timeout with none.
+    max: Duration,
+    /// Confirmations that bring the timeout down to `min` (at least 1).
+    expected: u32,
+    /// Members other than this node that suspected it too, at most
+    /// `expected` of them, each once.
+    confirmers: Vec<NodeId>,
+    /// When it is due now; only ever moves earlier.
+    due: Time,
+}
+
+impl Open {
+    /// Lifeguard's timeout after `confirmed` confirmations:
+    /// max - (max - min) * log(c + 1) / log(k + 1), never below min.
+    fn timeout(&self) -> Duration {
+        let c = self.confirmers.len() as f64;
+        let k = f64::from(self.expected);
+        let frac = (c + 1.0).ln() / (k + 1.0).ln();
+        let span = self.max.saturating_sub(self.min).as_secs_f64();
+        let raw = self.max.as_secs_f64() - frac * span;
+        Duration::from_secs_f64(raw.max(0.0)).max(self.min)
+    }
+}
+
+/// What [`Suspicions::start`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Plain SWIM: deliver foca's timer after the given timeout.
+    Plain(Duration),
+    /// Dynamic: deliver it at this time unless confirmations bring it
+    /// earlier, and tell the cluster that this node suspects the member.
+    Dynamic(Time),
+}
+
+/// This node's open suspicions.
+pub struct Suspicions {
+    open: BTreeMap<SuspicionKey, Open>,
+    /// Accusers heard of, per suspicion not open here (at most the
+    /// expected count each), and the order they were first heard in.
+    heard: BTreeMap<SuspicionKey, Vec<NodeId>>,
+    heard_order: VecDeque<SuspicionKey>,
+    /// The longest timeout as a multiple of the configured one (1 turns
+    /// the feature off).
+    max_mult: u32,
+    /// Confirmations that bring a suspicion down to the configured timeout
+    /// (0 turns the feature off).
+    confirmations: u32,
+}
+
+impl Suspicions {
+    pub fn new(max_mult: u32, confirmations: u32) -> Suspicions {
+        Suspicions {
+            open: BTreeMap::new(),
+            heard: BTreeMap::new(),
+            heard_order: VecDeque::new(),
+            max_mult,
+            confirmations,
+        }
+    }
+
+    /// How many suspicions are open (tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// foca asked for its down timer `event` after `min` (already stretched
+    /// by local health) in a cluster of `members` (this node included).
+    /// As memberlist: when fewer than `confirmations` other members could
+    /// confirm (members - 2, without the accuser and the suspect), or the
+    /// feature is off, or the table is full, plain SWIM's timeout.
+    pub fn start(
+        &mut self,
+        now: Time,
+        event: foca::Timer<Identity>,
+        min: Duration,
+        members: usize,
+    ) -> Start {
+        let Some(key) = SuspicionKey::of_timer(&event) else { return Start::Plain(min) };
+        let expected = self.confirmations;
+        let could_confirm = members.saturating_sub(2);
+        if self.max_mult <= 1 || expected == 0 || could_confirm < expected as usize {
+            return Start::Plain(min);
+        }
+        if let Some(open) = self.open.get_mut(&key) {
+            // foca asks again when a probe fails on a member it already
+            // suspects: keep the first start and its confirmations.
+            open.event = event;
+            return Start::Dynamic(open.due);
+        }
+        if self.open.len() >= MAX_OPEN_SUSPICIONS {
+            return Start::Plain(min);
+        }
+        let max = min.saturating_mul(self.max_mult);
+        let mut confirmers = self.heard.remove(&key).unwrap_or_default();
+        confirmers.truncate(expected as usize);
+        let mut open = Open { event, started: now, min, max, expected, confirmers, due: now };
+        open.due = now + open.timeout();
+        let due = open.due;
+        self.open.insert(key, open);
+        assert!(self.open.len() <= MAX_OPEN_SUSPICIONS);
+        Start::Dynamic(due)
+    }
+
+    /// Member `by` suspects `key` too. When that brings this node's own
+    /// suspicion due earlier, returns foca's timer and the new due time (a
+    /// timer to arm; the one armed before fires later and finds it closed).
+    /// A confirmation from this node, a repeat, one past the expected
+    /// count, or one for a suspicion not open here changes nothing.
+    pub fn confirm(
+        &mut self,
+        key: SuspicionKey,
+        by: NodeId,
+        me: NodeId,
+    ) -> Option<(foca::Timer<Identity>, Time)> {
+        if by == me || by == key.id {
+            return None;
+        }
+        let Some(open) = self.open.get_mut(&key) else {
+            self.hear(key, by);
+            return None;
+        };
+        if open.confirmers.len() >= open.expected as usize || open.confirmers.contains(&by) {
+            return None;
+        }
+        open.confirmers.push(by);
+        let due = open.started + open.timeout();
+        if due >= open.due {
+            return None;
+        }
+        open.due = due;
+        Some((open.event.clone(), due))
+    }
+
+    /// Remembers that `by` accuses `key`, for a suspicion of this node's
+    /// own that may start later (bounded, oldest forgotten first).
+    fn hear(&mut self, key: SuspicionKey, by: NodeId) {
+        if self.confirmations == 0 || self.max_mult <= 1 {
+            return;
+        }
+        let expected = self.confirmations as usize;
+        if let Some(accusers) = self.heard.get_mut(&key) {
+            if accusers.len() < expected && !accusers.contains(&by) {
+                accusers.push(by);
+            }
+            return;
+        }
+        if self.heard.len() >= MAX_HEARD_SUSPICIONS {
+            while let Some(oldest) = self.heard_order.pop_front() {
+                if self.heard.remove(&oldest).is_some() {
+                    break;
+                }
+            }
+        }
+        self.heard.insert(key, vec![by]);
+        self.heard_order.push_back(key);
+        // Keys taken by `start` stay in the order until they come up here.
+        while self.heard_order.len() > 2 * MAX_HEARD_SUSPICIONS {
+            let k = self.heard_order.pop_front().expect("over the bound, so not empty");
+            self.heard.remove(&k);
+        }
+        assert!(self.heard.len() <= MAX_HEARD_SUSPICIONS);
+    }
+
+    /// foca's down timer `event` fired at `now`: whether to hand it to
+    /// foca. A suspicion that is due is closed and handed over; one not
+    /// due yet (an earlier timer of it already fired... cannot happen, as
+    /// due only moves earlier, but is refused) is kept; a timer for no open
+    /// suspicion (plain, or a later copy of one already handed over) goes
+    /// to foca, which ignores it unless the member is still suspect.
+    pub fn fire(&mut self, now: Time, event: &foca::Timer<Identity>) -> bool {
+        let Some(key) = SuspicionKey::of_timer(event) else { return true };
+        match self.open.get(&key) {
+            Some(open) if now < open.due => false,
+            Some(_) => {
+                self.open.remove(&key);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// How many members confirmed `key` (tests).
+    #[cfg(test)]
+    pub fn confirmed(&self, key: &SuspicionKey) -> Option<usize> {
+        self.open.get(key).map(|o| o.confirmers.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn member(n: u64) -> Identity {
+        Identity {
+            id: NodeId(n),
+            addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
+            role: crate::core::identity::Role::Agent,
+            generation: 1,
+        }
+    }
+
+    fn down_timer(n: u64, incarnation: u16) -> foca::Timer<Identity> {
+        foca::Timer::ChangeSuspectToDown { member_id: member(n), incarnation, token: 0 }
+    }
+
+    fn key(n: u64, incarnation: u16) -> SuspicionKey {
+        SuspicionKey::of_timer(&down_timer(n, incarnation)).unwrap()
+    }
+
+    #[test]
+    fn a_lone_accuser_waits_the_longest_and_confirmations_bring_it_to_the_configured_timeout() {
+        let mut s = Suspicions::new(6, 2);
+        let t0 = Duration::from_secs(10);
+        let start = s.start(t0, down_timer(9, 3), 500 * MS, 100);
+        assert_eq!(start, Start::Dynamic(t0 + 3_000 * MS), "unconfirmed: 6 x 500 ms");
+        let me = NodeId(1);
+        // One confirmation: 3 - 2.5 * ln 2 / ln 3 = 1.4227 s.
+        let (event, due) = s.confirm(key(9, 3), NodeId(2), me).expect("earlier");
+        assert_eq!(event, down_timer(9, 3));
+        let one = due - t0;
+        assert!(one > 1_420 * MS && one < 1_425 * MS, "{one:?}");
+        assert_eq!(s.confirm(key(9, 3), NodeId(2), me), None, "a repeat counts once");
+        assert_eq!(s.confirm(key(9, 3), me, me), None, "this node cannot confirm itself");
+        assert_eq!(s.confirm(key(9, 3), NodeId(9), me), None, "nor the suspect");
+        assert_eq!(s.confirm(key(9, 4), NodeId(3), me), None, "another incarnation is not open");
+        let (_, due) = s.confirm(key(9, 3), NodeId(3), me).expect("earlier");
+        assert_eq!(due, t0 + 500 * MS, "two confirmations: the configured timeout");
+        assert_eq!(s.confirm(key(9, 3), NodeId(4), me), None, "past the expected count");
+        assert_eq!(s.confirmed(&key(9, 3)), Some(2));
+        // The early timer hands it over and closes it; the first one, at
+        // 3 s, then goes to foca too (which ignores a member already down).
+        assert!(s.fire(t0 + 500 * MS, &down_timer(9, 3)));
+        assert_eq!(s.len(), 0);
+        assert!(s.fire(t0 + 3_000 * MS, &down_timer(9, 3)));
+    }
+
+    #[test]
+    fn small_clusters_and_a_feature_turned_off_keep_plain_swim() {
+        let t0 = Duration::from_secs(1);
+        // 3 members: only one other could confirm, fewer than 2.
+        let mut s = Suspicions::new(6, 2);
+        assert_eq!(s.start(t0, down_timer(2, 0), 500 * MS, 3), Start::Plain(500 * MS));
+        assert_eq!(s.start(t0, down_timer(2, 0), 500 * MS, 4), Start::Dynamic(t0 + 3_000 * MS));
+        for (mult, k) in [(1, 2), (6, 0)] {
+            let mut off = Suspicions::new(mult, k);
+            assert_eq!(off.start(t0, down_timer(2, 0), 500 * MS, 1_000), Start::Plain(500 * MS));
+            assert_eq!(off.len(), 0);
+        }
+    }
+
+    #[test]
+    fn a_repeated_start_keeps_its_confirmations_and_a_suspicion_not_due_is_kept() {
+        let mut s = Suspicions::new(4, 3);
+        let t0 = Duration::from_secs(5);
+        assert_eq!(s.start(t0, down_timer(7, 1), 100 * MS, 50), Start::Dynamic(t0 + 400 * MS));
+        let (_, due) = s.confirm(key(7, 1), NodeId(3), NodeId(1)).unwrap();
+        assert_eq!(s.start(t0 + 200 * MS, down_timer(7, 1), 100 * MS, 50), Start::Dynamic(due));
+        assert_eq!(s.confirmed(&key(7, 1)), Some(1));
+        assert!(!s.fire(due - MS, &down_timer(7, 1)), "not due yet");
+        assert!(s.fire(due, &down_timer(7, 1)));
+    }
+
+    #[test]
+    fn accusers_heard_before_this_node_suspects_count_from_the_start() {
+        let mut s = Suspicions::new(6, 2);
+        let me = NodeId(1);
+        assert_eq!(s.confirm(key(9, 3), NodeId(2), me), None, "heard, not open");
+        assert_eq!(s.confirm(key(9, 3), NodeId(3), me), None);
+        assert_eq!(s.confirm(key(9, 3), NodeId(3), me), None);
+        let t0 = Duration::from_secs(20);
+        // Both heard: the configured timeout at once.
+        assert_eq!(s.start(t0, down_timer(9, 3), 500 * MS, 100), Start::Dynamic(t0 + 500 * MS));
+        assert_eq!(s.confirmed(&key(9, 3)), Some(2));
+        // Another incarnation heard nothing: the longest.
+        assert_eq!(s.start(t0, down_timer(9, 4), 500 * MS, 100), Start::Dynamic(t0 + 3_000 * MS));
+        // The heard table is bounded.
+        for n in 0..(MAX_HEARD_SUSPICIONS as u64 * 3) {
+            s.confirm(key(n + 100, 0), NodeId(2), me);
+        }
+        assert_eq!(s.heard.len(), MAX_HEARD_SUSPICIONS);
+        assert!(s.heard_order.len() <= 2 * MAX_HEARD_SUSPICIONS);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_falls_back_to_plain_swim_when_full() {
+        let mut s = Suspicions::new(6, 2);
+        let t0 = Duration::from_secs(1);
+        for n in 0..MAX_OPEN_SUSPICIONS as u64 {
+            assert!(matches!(
+                s.start(t0, down_timer(n + 10, 0), 500 * MS, 5_000),
+                Start::Dynamic(_)
+            ));
+        }
+        assert_eq!(s.len(), MAX_OPEN_SUSPICIONS);
+        assert_eq!(s.start(t0, down_timer(u64::MAX, 0), 500 * MS, 5_000), Start::Plain(500 * MS));
+        assert_eq!(s.len(), MAX_OPEN_SUSPICIONS);
+    }
+}
