@@ -168,6 +168,11 @@ impl NoticeBook {
 #[derive(Clone, Debug, Default)]
 pub struct NoticeHandler {
     pub book: Arc<Mutex<NoticeBook>>,
+    /// Whether suspicion notices are learned and relayed: only where
+    /// dynamic suspicion is on. Where it is off they are dropped unread
+    /// (neither kept nor gossiped on), so a member that floods them costs
+    /// such a node nothing beyond the packet.
+    pub relay_suspicions: bool,
 }
 
 impl foca::BroadcastHandler<Identity> for NoticeHandler {
@@ -180,6 +185,9 @@ impl foca::BroadcastHandler<Identity> for NoticeHandler {
         _sender: Option<&Identity>,
     ) -> Result<Option<NoticeKey>, CodecError> {
         let notice: Notice = codec::decode_exact(data)?;
+        if !self.relay_suspicions && matches!(notice, Notice::Suspected { .. }) {
+            return Ok(None);
+        }
         let mut book = self.book.lock().expect("notice book poisoned");
         if !book.learn(&notice) {
             return Ok(None);
@@ -232,7 +240,6 @@ mod tests {
 
     #[test]
     fn suspicions_are_news_once_within_a_bounded_window() {
-        let mut h = NoticeHandler::default();
         let s = |by: u64| Notice::Suspected {
             id: NodeId(9),
             generation: 2,
@@ -240,6 +247,13 @@ mod tests {
             by: NodeId(by),
         };
         let n = codec::encode(&s(1)).unwrap();
+        let mut off = NoticeHandler::default();
+        assert!(
+            off.receive_item(&n, None).unwrap().is_none(),
+            "dynamic suspicion off: not relayed"
+        );
+        assert!(off.book.lock().unwrap().fresh.is_empty(), "nor kept");
+        let mut h = NoticeHandler { relay_suspicions: true, ..NoticeHandler::default() };
         assert!(h.receive_item(&n, None).unwrap().is_some());
         assert!(h.receive_item(&n, None).unwrap().is_none(), "a repeat is not gossiped again");
         assert!(h.receive_item(&codec::encode(&s(2)).unwrap(), None).unwrap().is_some());

@@ -127,7 +127,10 @@ impl Membership {
         known_peers: &[Identity],
         foca_rng: ChaCha8Rng,
     ) -> Membership {
-        let inner = NoticeHandler::default();
+        let inner = NoticeHandler {
+            relay_suspicions: timing.suspicion_confirmations > 0 && timing.suspicion_max_mult > 1,
+            ..NoticeHandler::default()
+        };
         let notices = inner.book.clone();
         let notices_touched = Arc::new(AtomicBool::new(false));
         let handler = WatchedHandler { inner, touched: notices_touched.clone() };

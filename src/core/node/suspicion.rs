@@ -267,7 +267,7 @@ mod tests {
     fn member(n: u64) -> Identity {
         Identity {
             id: NodeId(n),
-            addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
+            addr: format!("127.0.0.1:{}", 7000 + n % 1000).parse().unwrap(),
             role: crate::core::identity::Role::Agent,
             generation: 1,
         }
