@@ -96,6 +96,18 @@ impl foca::Identity for Identity {
     }
 }
 
+/// A test member: id `n`, address 127.0.0.1:(7000 + n mod 1000), `role`,
+/// generation 1 (the core's tests build their members with it).
+#[cfg(test)]
+pub(crate) fn test_member(n: u64, role: Role) -> Identity {
+    Identity {
+        id: NodeId(n),
+        addr: format!("127.0.0.1:{}", 7000 + n % 1000).parse().expect("a loopback address"),
+        role,
+        generation: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

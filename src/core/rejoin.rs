@@ -200,12 +200,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn peer(n: u64) -> Identity {
-        Identity {
-            id: NodeId(n),
-            addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
-            role: Role::Manager,
-            generation: 1,
-        }
+        crate::core::identity::test_member(n, Role::Manager)
     }
 
     #[test]

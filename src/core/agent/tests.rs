@@ -128,12 +128,7 @@ fn removed_units_stop_and_are_forgotten_and_messages_show() {
 }
 
 fn manager(n: u64) -> Identity {
-    Identity {
-        id: NodeId(n),
-        addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
-        role: Role::Manager,
-        generation: 1,
-    }
+    crate::core::identity::test_member(n, Role::Manager)
 }
 
 fn agent_role() -> AgentRole {

@@ -163,7 +163,7 @@ impl Suspicions {
             return Start::Plain(min);
         }
         let max = min.saturating_mul(self.max_mult);
-        let mut confirmers = self.heard.remove(&key).unwrap_or_default();
+        let mut confirmers = self.take_heard(&key);
         confirmers.truncate(expected as usize);
         let mut open = Open { event, started: now, min, max, expected, confirmers, due: now };
         open.due = now + open.timeout();
@@ -217,28 +217,32 @@ impl Suspicions {
             return;
         }
         if self.heard.len() >= MAX_HEARD_SUSPICIONS {
-            while let Some(oldest) = self.heard_order.pop_front() {
-                if self.heard.remove(&oldest).is_some() {
-                    break;
-                }
-            }
+            let oldest = self.heard_order.pop_front().expect("the order holds every heard key");
+            self.heard.remove(&oldest);
         }
         self.heard.insert(key, vec![by]);
         self.heard_order.push_back(key);
-        // Keys taken by `start` stay in the order until they come up here.
-        while self.heard_order.len() > 2 * MAX_HEARD_SUSPICIONS {
-            let k = self.heard_order.pop_front().expect("over the bound, so not empty");
-            self.heard.remove(&k);
-        }
         assert!(self.heard.len() <= MAX_HEARD_SUSPICIONS);
+        assert_eq!(self.heard.len(), self.heard_order.len());
+    }
+
+    /// The accusers heard of for `key`, forgotten here (a suspicion of this
+    /// node's own starts with them). Walks the order (at most
+    /// `MAX_HEARD_SUSPICIONS` keys) only when there was something to take,
+    /// once per suspicion this node raises.
+    fn take_heard(&mut self, key: &SuspicionKey) -> Vec<NodeId> {
+        let Some(accusers) = self.heard.remove(key) else { return Vec::new() };
+        self.heard_order.retain(|k| k != key);
+        assert_eq!(self.heard.len(), self.heard_order.len());
+        accusers
     }
 
     /// foca's down timer `event` fired at `now`: whether to hand it to
-    /// foca. A suspicion that is due is closed and handed over; one not
-    /// due yet (an earlier timer of it already fired... cannot happen, as
-    /// due only moves earlier, but is refused) is kept; a timer for no open
-    /// suspicion (plain, or a later copy of one already handed over) goes
-    /// to foca, which ignores it unless the member is still suspect.
+    /// foca. A suspicion that is due is closed and handed over. One not due
+    /// yet is kept and the timer refused (not expected: every timer armed
+    /// for it is at a due time, and due only moves earlier). A timer for no
+    /// open suspicion (plain, or a later copy of one already handed over)
+    /// goes to foca, which ignores it unless the member is still suspect.
     pub fn fire(&mut self, now: Time, event: &foca::Timer<Identity>) -> bool {
         let Some(key) = SuspicionKey::of_timer(event) else { return true };
         match self.open.get(&key) {
@@ -265,12 +269,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn member(n: u64) -> Identity {
-        Identity {
-            id: NodeId(n),
-            addr: format!("127.0.0.1:{}", 7000 + n % 1000).parse().unwrap(),
-            role: crate::core::identity::Role::Agent,
-            generation: 1,
-        }
+        crate::core::identity::test_member(n, crate::core::identity::Role::Agent)
     }
 
     fn down_timer(n: u64, incarnation: u16) -> foca::Timer<Identity> {
@@ -352,7 +351,11 @@ mod tests {
             s.confirm(key(n + 100, 0), NodeId(2), me);
         }
         assert_eq!(s.heard.len(), MAX_HEARD_SUSPICIONS);
-        assert!(s.heard_order.len() <= 2 * MAX_HEARD_SUSPICIONS);
+        assert_eq!(
+            s.heard_order.len(),
+            MAX_HEARD_SUSPICIONS,
+            "the order holds exactly the heard keys"
+        );
     }
 
     #[test]

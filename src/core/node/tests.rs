@@ -12,12 +12,7 @@ use crate::core::timing::Timing;
 const MS: Duration = Duration::from_millis(1);
 
 fn ident(n: u64) -> Identity {
-    Identity {
-        id: NodeId(n),
-        addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
-        role: Role::Manager,
-        generation: 1,
-    }
+    crate::core::identity::test_member(n, Role::Manager)
 }
 
 /// Nodes 1..=n, node 1 the seed; runs in virtual time.
