@@ -188,7 +188,12 @@ pub fn replay_command(config: &RunConfig) -> String {
         let _ = write!(cmd, " --writes-per-sec {}", config.writes_per_sec);
     }
     assert_eq!(
-        jujud::core::Timing { max_transmissions: lan.max_transmissions, ..config.timing.clone() },
+        jujud::core::Timing {
+            max_transmissions: lan.max_transmissions,
+            suspicion_confirmations: lan.suspicion_confirmations,
+            suspicion_max_mult: lan.suspicion_max_mult,
+            ..config.timing.clone()
+        },
         lan,
         "a timing override the replay command cannot express"
     );
@@ -287,5 +292,25 @@ pub fn describe_note(note: &crate::workload::StateNote) -> String {
             w.slot, w.req, w.seq, w.actor.node, w.actor.generation, w.replicas, w.outcome.ids
         ),
         N::Refused { slot, req, reason } => format!("slot {slot:>3} write {req} refused: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replay_command;
+    use crate::run::RunConfig;
+
+    /// Every timing override the CLI takes is spelled out in the replay
+    /// command (and none panics it: dynamic suspicion's did).
+    #[test]
+    fn the_replay_command_carries_every_timing_override() {
+        let mut config = RunConfig::new(7, 3, 2, 60, "random");
+        config.timing.max_transmissions = 12;
+        config.timing.suspicion_confirmations = 1;
+        config.timing.suspicion_max_mult = 4;
+        let cmd = replay_command(&config);
+        for flag in ["--max-transmissions 12", "--suspicion-confirmations 1", "--suspicion-max-mult 4"] {
+            assert!(cmd.contains(flag), "{cmd} lacks {flag}");
+        }
     }
 }

@@ -32,6 +32,13 @@ pub const SESSION_AVOID_MS: u64 = 1_000;
 pub const SESSION_AVOID_MAX_MS: u64 = 30_000;
 /// After this many failed opens in a row, dial every known manager at once.
 pub const PARALLEL_AFTER_FAILURES: u32 = 2;
+/// A session that breaks sooner than this after it opened counts as one
+/// more failure in the row (the agent keeps dialing everyone, and backs
+/// off as before) instead of starting the row over with one candidate: on
+/// a flapping network the manager that answered may be cut off again at
+/// once, and a fresh row would spend `PARALLEL_AFTER_FAILURES` single
+/// opens (up to `OPEN_TIMEOUT_MS` each) before dialing everyone again.
+pub const SESSION_STABLE_MS: u64 = 3_000;
 /// First and longest wait between failed opens (before jitter).
 pub const OPEN_BACKOFF_MIN_MS: u64 = 100;
 /// The longest an agent waits between failed opens (before jitter): its
@@ -134,6 +141,9 @@ pub struct AgentRole {
     strikes: BTreeMap<NodeId, u32>,
     /// The managers the open in progress was sent to.
     opening_to: Vec<NodeId>,
+    /// Failed opens in a row, counting sessions that broke before
+    /// `SESSION_STABLE_MS` (reset when a session that lasted that long
+    /// breaks): picks the backoff and whether to dial everyone.
     failures: u32,
     retry_at: Option<Time>,
     rebalance_at: Option<Time>,
@@ -395,7 +405,6 @@ impl AgentRole {
     /// Session `id` with manager `peer` becomes this agent's session.
     fn take_session(&mut self, now: Time, id: u64, peer: NodeId, out: &mut AgentOut) {
         self.stats.sessions_opened += 1;
-        self.failures = 0;
         self.strikes.remove(&peer);
         self.session = Session::Open { id, manager: peer, since: now };
         self.reported.clear();
@@ -414,9 +423,10 @@ impl AgentRole {
         out: &mut AgentOut,
     ) {
         match self.session.clone() {
-            Session::Open { id: cur, manager, .. } if cur == id => {
+            Session::Open { id: cur, manager, since } if cur == id => {
                 self.stats.sessions_broken += 1;
                 self.strike(manager, now);
+                self.failures = self.failures_after_break(now, since);
                 self.session = Session::Idle;
                 if !self.promote_move(now, out) {
                     self.open(now, out);
@@ -435,6 +445,16 @@ impl AgentRole {
             self.stats.moves_failed += 1;
             self.strike(m.to, now);
             self.plan_rebalance(now);
+        }
+    }
+
+    /// The failures in a row once a session opened at `since` broke now:
+    /// none if it had lasted `SESSION_STABLE_MS`, else one more.
+    fn failures_after_break(&self, now: Time, since: Time) -> u32 {
+        if now.saturating_sub(since) >= Duration::from_millis(SESSION_STABLE_MS) {
+            0
+        } else {
+            self.failures.saturating_add(1)
         }
     }
 
@@ -502,9 +522,9 @@ impl AgentRole {
                     self.gone = true;
                     self.supervisor.assign(now, &[]);
                     self.session = Session::Idle;
-                } else if let Session::Open { manager, .. } = self.session {
+                } else if let Session::Open { manager, since, .. } = self.session {
                     self.strike(manager, now);
-                    self.failures += 1;
+                    self.failures = self.failures_after_break(now, since).max(1);
                     self.session = Session::Idle;
                     self.retry_at = Some(now + Duration::from_millis(OPEN_BACKOFF_MIN_MS));
                 }

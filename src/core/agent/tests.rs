@@ -8,7 +8,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::role::{
-    AgentOut, AgentRole, MOVE_CATCH_UP_MS, PARALLEL_AFTER_FAILURES, SESSION_AVOID_MS, Session,
+    AgentOut, AgentRole, MOVE_CATCH_UP_MS, PARALLEL_AFTER_FAILURES, SESSION_AVOID_MS,
+    SESSION_STABLE_MS, Session,
 };
 use super::serve::{AgentSessions, ServeOut};
 use super::supervisor::{RESTART_BACKOFF_MIN_MS, Supervisor};
@@ -464,6 +465,38 @@ fn failed_opens_back_off_with_jitter_then_dial_everyone_and_never_save_an_empty_
     let mut out = AgentOut::default();
     a.set_live_managers(Duration::from_secs(99), vec![], &mut out);
     assert_eq!(out.save_managers, None, "an empty set never replaces a good one");
+}
+
+/// A session that breaks soon after it opened does not start the row of
+/// failures over: on a flapping network the agent keeps dialing every
+/// manager at once. One that lasted `SESSION_STABLE_MS` does.
+#[test]
+fn a_session_that_breaks_at_once_keeps_the_agent_dialing_everyone() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for (lasted_ms, dials_everyone) in [(SESSION_STABLE_MS - 1, true), (SESSION_STABLE_MS, false)] {
+        let mut a = agent_role();
+        let mut out = AgentOut::default();
+        a.set_live_managers(Duration::ZERO, (1..=3).map(manager).collect(), &mut out);
+        let mut now = Duration::ZERO;
+        for _ in 0..PARALLEL_AFTER_FAILURES {
+            let id = opened_id(&a);
+            a.on_session_closed(now, id, &mut rng, &mut AgentOut::default());
+            now = a.next_wake().expect("a retry is scheduled");
+            a.tick(now, &mut rng, &mut AgentOut::default());
+        }
+        let id = opened_id(&a);
+        let mut out = AgentOut::default();
+        a.on_session_opened(now, id, manager(1).id, &mut out);
+        assert!(matches!(a.session(), Session::Open { .. }));
+        let mut out = AgentOut::default();
+        a.on_session_closed(now + Duration::from_millis(lasted_ms), id, &mut rng, &mut out);
+        let (_, candidates) = opened(&out);
+        assert_eq!(
+            candidates.len() > 1,
+            dials_everyone,
+            "a session that lasted {lasted_ms} ms, then the next open dials {candidates:?}"
+        );
+    }
 }
 
 #[test]
