@@ -74,6 +74,8 @@ pub enum DropReason {
     JoinAnswerFailed,
     /// a join was refused.
     JoinRefused,
+    /// a join was asked to come back: every admission slot was taken.
+    JoinBusy,
     /// an agent session sent a bad frame.
     SessionBadFrame,
     /// an agent session open was refused by the login rate limit.
@@ -101,7 +103,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order exported.
-    pub const ALL: [DropReason; 27] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::Malformed,
         DropReason::Oversized,
         DropReason::Spoofed,
@@ -118,6 +120,7 @@ impl DropReason {
         DropReason::HandshakeRetry,
         DropReason::JoinAnswerFailed,
         DropReason::JoinRefused,
+        DropReason::JoinBusy,
         DropReason::SessionBadFrame,
         DropReason::SessionLoginRateLimited,
         DropReason::SessionQueueFull,
@@ -150,6 +153,7 @@ impl DropReason {
             DropReason::HandshakeRetry => "handshake_retry",
             DropReason::JoinAnswerFailed => "join_answer_failed",
             DropReason::JoinRefused => "join_refused",
+            DropReason::JoinBusy => "join_busy",
             DropReason::SessionBadFrame => "session_bad_frame",
             DropReason::SessionLoginRateLimited => "session_login_rate_limited",
             DropReason::SessionQueueFull => "session_queue_full",

@@ -36,6 +36,14 @@ pub const MAX_TAG_RETRIES: usize = 5;
 pub const RETRY_FOR_MS: u64 = 120_000;
 pub const RETRY_BACKOFF_MIN_MS: u64 = 250;
 pub const RETRY_BACKOFF_MAX_MS: u64 = 4_000;
+/// Admissions one manager works on at once (token checks, a certificate,
+/// the token's use written durably and replicated). A request past it is
+/// answered `Busy` at once, which the joiner asks again after its jittered
+/// backoff: a burst of new machines is admitted as fast as this manager
+/// can answer, instead of every joiner timing out at `JOIN_STEP_TIMEOUT_MS`
+/// behind the rest and asking again while its abandoned admission still
+/// runs.
+pub const MAX_CONCURRENT_JOINS: usize = 8;
 
 /// Why a join failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,11 +133,26 @@ pub async fn join(
         }
         tracing::warn!(error = %result.err().map(|e| e.to_string()).unwrap_or_default(), backoff_ms = backoff, "{}", crate::events::JOIN_RETRY);
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(backoff)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(jittered(backoff, random_u64()))) => {}
             _ = stopped(&mut shutdown) => return Err(JoinError::ShuttingDown),
         }
         backoff = (backoff * 2).min(RETRY_BACKOFF_MAX_MS);
     }
+}
+
+/// A retry wait drawn over the upper half of `backoff` (ms) from `r`, so
+/// joiners refused together (a burst, a busy seed) do not ask again
+/// together.
+fn jittered(backoff: u64, r: u64) -> u64 {
+    backoff / 2 + r % (backoff / 2 + 1)
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return 0; // no jitter, still a valid wait
+    }
+    u64::from_le_bytes(b)
 }
 
 /// Resolves once `shutdown` is true; never if its sender is gone.
@@ -245,17 +268,28 @@ pub async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
         conn.close(1u32.into(), b"join request expected");
         return;
     };
+    let mut shed = false;
     let response = match tokio::time::timeout(
         step,
         wire::read_frame::<JoinRequest>(&mut recv, MAX_JOIN_FRAME_BYTES),
     )
     .await
     {
-        Ok(Ok(req)) => admit(&shared, req).await,
+        Ok(Ok(req)) => match admission_slot(&shared.joins) {
+            Ok(_slot) => admit(&shared, req).await,
+            Err(busy) => {
+                // Counted and logged at debug: a burst of machines sheds
+                // by the hundred, and each asks again.
+                shed = true;
+                shared.metrics.count_drop(crate::metrics::DropReason::JoinBusy);
+                tracing::debug!(%remote, "every admission slot taken; asked the joiner to come back");
+                busy
+            }
+        },
         Ok(Err(e)) => refuse(Refusal::Invalid, format!("bad join request: {e}")),
         Err(_) => refuse(Refusal::Invalid, "join request timed out".into()),
     };
-    if let JoinResponse::Refused { refusal, reason } = &response {
+    if let (false, JoinResponse::Refused { refusal, reason }) = (shed, &response) {
         tracing::warn!(%remote, refusal = refusal_text(*refusal), %reason, "refused a join");
         shared.metrics.count_drop(crate::metrics::DropReason::JoinRefused);
     }
@@ -270,6 +304,19 @@ pub async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
     }
     let _ = send.finish();
     let _ = tokio::time::timeout(step, conn.closed()).await;
+}
+
+/// One of the `MAX_CONCURRENT_JOINS` admission slots, held while the
+/// admission runs, or the `Busy` answer when all are taken.
+fn admission_slot(
+    joins: &Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, JoinResponse> {
+    joins.clone().try_acquire_owned().map_err(|_| {
+        refuse(
+            Refusal::Busy,
+            format!("{MAX_CONCURRENT_JOINS} admissions in progress on this manager; ask again"),
+        )
+    })
 }
 
 fn refuse(refusal: Refusal, reason: String) -> JoinResponse {
@@ -490,5 +537,40 @@ mod tests {
         }
         assert!(!joiner.is_finished(), "still asking after two shed connections");
         joiner.abort();
+    }
+
+    /// Past `MAX_CONCURRENT_JOINS` admissions in progress a request is
+    /// answered `Busy` (which the joiner asks again after), and a slot
+    /// given back admits the next one.
+    #[test]
+    fn admissions_past_the_bound_are_asked_to_come_back() {
+        let joins = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_JOINS));
+        let held: Vec<_> = (0..MAX_CONCURRENT_JOINS)
+            .map(|_| admission_slot(&joins).expect("a free slot"))
+            .collect();
+        match admission_slot(&joins) {
+            Err(JoinResponse::Refused { refusal, .. }) => {
+                assert_eq!(refusal, Refusal::Busy);
+                assert!(refusal.retryable(), "the joiner must ask again");
+            }
+            other => panic!("admitted past the bound: {:?}", other.is_ok()),
+        }
+        drop(held);
+        assert!(admission_slot(&joins).is_ok(), "slots come back");
+    }
+
+    /// Retry waits cover the upper half of the backoff, so joiners refused
+    /// together spread out, and never exceed it.
+    #[test]
+    fn retry_waits_are_jittered_over_the_upper_half() {
+        for backoff in [RETRY_BACKOFF_MIN_MS, 1_000, RETRY_BACKOFF_MAX_MS] {
+            let waits: std::collections::BTreeSet<u64> =
+                [0, 1, 7, backoff / 3, u64::MAX].iter().map(|&r| jittered(backoff, r)).collect();
+            assert!(
+                waits.iter().all(|w| (backoff / 2..=backoff).contains(w)),
+                "{backoff}: {waits:?}"
+            );
+            assert!(waits.len() > 2, "{backoff}: not spread: {waits:?}");
+        }
     }
 }

@@ -402,6 +402,7 @@ async fn serve(
         dashboard: std::sync::OnceLock::new(),
         log_followers: Arc::new(tokio::sync::Semaphore::new(super::logs::serve::MAX_LOG_FOLLOWERS)),
         history: Arc::new(super::history::StatusHistory::default()),
+        joins: Arc::new(tokio::sync::Semaphore::new(super::join::MAX_CONCURRENT_JOINS)),
     });
     tokio::spawn(super::history::poll(shared.clone(), shared.history.clone()));
     let api = shared.clone();

@@ -39,6 +39,8 @@ pub struct Shared {
     pub log_followers: Arc<tokio::sync::Semaphore>,
     /// This manager's status history (`juju show-status-log`).
     pub history: Arc<super::history::StatusHistory>,
+    /// Admission slots (`join::MAX_CONCURRENT_JOINS`).
+    pub joins: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
