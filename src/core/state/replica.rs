@@ -482,6 +482,13 @@ impl Replica {
         let heap = op_heap_bytes(&s);
         let room = MAX_RETAINED_OPS_BYTES.saturating_sub(self.retained().1 + heap) / SLOT_BYTES;
         self.retained_bytes += heap;
+        let largest_other = self
+            .log
+            .iter()
+            .filter(|(a, _)| **a != s.actor)
+            .map(|(_, l)| l.len())
+            .max()
+            .unwrap_or(0);
         let log = self.log.entry(s.actor).or_default();
         let mut dropped = None;
         if log.len() == log.capacity() {
@@ -489,9 +496,20 @@ impl Replica {
             // slots grown beyond it would be paid for by evicting
             // operations, leaving the log half empty slots for good.
             let grow = (log.len() / 4 + LOG_GROWTH_MIN_SLOTS).min(room);
-            if grow == 0 && !log.is_empty() {
-                // No room: this actor's oldest operation gives its slot.
+            if grow == 0 && log.len() >= largest_other && !log.is_empty() {
+                // No room, and this actor retains the most: its oldest
+                // operation gives its slot.
                 dropped = log.pop_front();
+            } else if grow == 0 && !log.is_empty() {
+                // No room, but another actor retains more: this log still
+                // grows a little and `compact` below takes the bytes from
+                // the largest log. Otherwise a manager that wrote a few
+                // operations while one other wrote thousands could keep
+                // only its last one, and a peer that missed any earlier
+                // one would need the full state.
+                let before = log.capacity();
+                log.reserve_exact(LOG_GROWTH_MIN_SLOTS);
+                self.retained_slots += log.capacity() - before;
             } else {
                 let before = log.capacity();
                 log.reserve_exact(grow.max(1));
@@ -521,6 +539,13 @@ impl Replica {
             if ops.is_empty() {
                 self.retained_slots -= ops.capacity();
                 self.log.remove(&actor);
+            } else if ops.capacity() > 2 * ops.len() + LOG_GROWTH_MIN_SLOTS {
+                // Mostly empty slots (the bytes went to other actors'
+                // logs): give them back. A log's capacity halves at most
+                // each time its length does, so the copies are amortised.
+                let before = ops.capacity();
+                ops.shrink_to(ops.len() + ops.len() / 4 + LOG_GROWTH_MIN_SLOTS);
+                self.retained_slots -= before - ops.capacity();
             }
         }
     }
@@ -602,6 +627,17 @@ impl Replica {
             ops.extend(wanted.take(MAX_DELTA_OPS.saturating_sub(ops.len())).cloned());
         }
         (!ops.is_empty()).then_some(Delta::Ops(ops))
+    }
+
+    /// Why [`Replica::delta_for`] answers `theirs` with the full state: the
+    /// first actor whose operations `theirs` lacks from before the oldest
+    /// one retained here, as (actor, theirs, oldest retained, applied here).
+    pub fn full_state_cause(&self, theirs: &VersionVector) -> Option<(Actor, u64, u64, u64)> {
+        self.version().into_iter().find_map(|(actor, upto)| {
+            let have = theirs.get(&actor).copied().unwrap_or(0);
+            let oldest = self.log.get(&actor).and_then(|l| l.front()).map_or(upto + 1, |s| s.seq);
+            (have < upto && oldest > have + 1).then_some((actor, have, oldest, upto))
+        })
     }
 
     /// Whether `theirs` holds anything this replica lacks.

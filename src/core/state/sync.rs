@@ -516,7 +516,12 @@ impl StateSync {
             }
             Some(delta) => {
                 if matches!(delta, Delta::Full(_)) {
-                    tracing::info!(peer = %from, keys = self.replica.len(), "sending the full state: the peer lacks compacted operations");
+                    let cause = self.replica.full_state_cause(theirs);
+                    let (author, theirs_at, oldest, upto) =
+                        cause.map_or((None, 0, 0, 0), |(a, h, o, u)| (Some(a), h, o, u));
+                    tracing::info!(peer = %from, keys = self.replica.len(), author = ?author,
+                        theirs_at, oldest_retained = oldest, applied_here = upto,
+                        "sending the full state: the peer lacks compacted operations");
                 }
                 out.send.push((from, StateMsg::Delta(delta)))
             }

@@ -538,6 +538,44 @@ fn retained_slots_count_against_the_byte_bound() {
     assert!(spare * 4 <= count + 4 * 64, "{spare} spare slots for {count} ops");
 }
 
+/// A writer of a few operations keeps them retained although another
+/// writer filled the byte bound: the bytes come from the largest log. It
+/// kept only its last one before, so a peer that missed its first write
+/// (down at the time) was sent the full state (22 MiB at 100,050
+/// entities) instead of two operations.
+#[test]
+fn a_small_writer_keeps_its_operations_when_a_large_one_fills_the_bound() {
+    use super::replica::{MAX_RETAINED_OPS_BYTES, VersionVector};
+    let (mut big, mut small, mut r) = (replica(1), replica(2), replica(3));
+    let slot = std::mem::size_of::<Stamped>();
+    let n = MAX_RETAINED_OPS_BYTES / slot + 10_000;
+    let mut ops = Vec::new();
+    for i in 0..n {
+        ops.extend(big.write(&[set(&format!("k{}", i % 100), "v")]));
+    }
+    big.mark_durable(big.own_seq());
+    r.apply_remote(ops);
+    let mine: Vec<Stamped> =
+        (0..3).flat_map(|i| small.write(&[set(&format!("s{i}"), "v")])).collect();
+    r.apply_remote(mine);
+    assert!(r.retained().1 <= MAX_RETAINED_OPS_BYTES, "{:?}", r.retained());
+    // A peer holding all of big's operations and none of small's.
+    let theirs: VersionVector = [(big.actor(), big.own_seq())].into_iter().collect();
+    match r.delta_for(&theirs) {
+        Some(Delta::Ops(ops)) => {
+            assert_eq!(ops.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        }
+        other => panic!(
+            "expected small's three operations, got {:?}",
+            other.map(|d| matches!(d, Delta::Full(_)))
+        ),
+    }
+    assert!(
+        r.retained_slots_allocated() * slot <= MAX_RETAINED_OPS_BYTES,
+        "slots within the bound"
+    );
+}
+
 #[test]
 fn changed_keys_name_the_entities_a_partial_view_holds_and_gaps_say_none() {
     use std::collections::BTreeSet;
