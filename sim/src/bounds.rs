@@ -179,18 +179,21 @@ mod tests {
 
     #[test]
     fn lan_bounds_for_five_and_a_thousand() {
-        let five = Bounds::new(&Timing::lan(), 5, 5);
+        let plain = Timing { suspicion_confirmations: 0, ..Timing::lan() };
+        let five = Bounds::new(&plain, 5, 5);
         // Gossip: 8 periods (2*4-1=7, +1) * 0.5 + 0.5 + (3+6)*0.1 + 1 = 6.4 s;
         // own walk: 8 * 0.5 + 0.5 + 1 = 5.5 s.
         assert_eq!(five.detection, Duration::from_millis(6_400));
         assert_eq!(five.false_down_window, Duration::from_millis(10_000));
-        // With dynamic suspicion on, the longest suspicion (3 x 0.5 s, no
-        // confirmation) is the one the bounds assume: (0.5 + 1.5) * 9 + 1.
-        let dynamic = Timing { suspicion_confirmations: 1, ..Timing::lan() };
+        // With dynamic suspicion on (the default), the longest suspicion
+        // (3 x 0.5 s, no confirmation) is the one the bounds assume:
+        // (0.5 + 1.5) * 9 + 1.
+        let dynamic = Timing::lan();
+        assert_eq!(dynamic.suspicion_confirmations, 1);
         assert_eq!(Bounds::new(&dynamic, 5, 5).false_down_window, Duration::from_millis(19_000));
         // 2 members: no third one could confirm, so the configured 0.5 s.
         assert_eq!(Bounds::new(&dynamic, 2, 2).false_down_window, Duration::from_millis(10_000));
-        let big = Bounds::new(&Timing::lan(), 1_000, 5);
+        let big = Bounds::new(&plain, 1_000, 5);
         // Gossip: 13 periods * 0.5 + 0.5 + (10+6)*0.1 + 1 = 9.6 s;
         // own walk: 1998 * 0.5 + 0.5 + 1 = 1000.5 s.
         assert_eq!(big.detection_gossip, Duration::from_millis(9_600));

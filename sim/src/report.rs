@@ -306,10 +306,10 @@ mod tests {
     fn the_replay_command_carries_every_timing_override() {
         let mut config = RunConfig::new(7, 3, 2, 60, "random");
         config.timing.max_transmissions = 12;
-        config.timing.suspicion_confirmations = 1;
+        config.timing.suspicion_confirmations = 2;
         config.timing.suspicion_max_mult = 4;
         let cmd = replay_command(&config);
-        for flag in ["--max-transmissions 12", "--suspicion-confirmations 1", "--suspicion-max-mult 4"] {
+        for flag in ["--max-transmissions 12", "--suspicion-confirmations 2", "--suspicion-max-mult 4"] {
             assert!(cmd.contains(flag), "{cmd} lacks {flag}");
         }
     }

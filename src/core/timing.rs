@@ -78,15 +78,18 @@ fn default_suspicion_confirmations() -> u32 {
 /// SIMULATOR.md, "Dynamic suspicion"): 6 with 2 confirmations doubled the
 /// detection time of some rows; 3 with 1 kept every row within its spread.
 pub const DEFAULT_SUSPICION_MAX_MULT: u32 = 3;
-/// Off by default for now: with 1 (one independent suspicion brings the
-/// wait down to `suspect_to_down_ms`; memberlist needs 2) a 241-run
-/// simulator batch had one agent 12.4 s without a session against its
-/// 12.3 s bound under `random` faults (seed 516799652: unreachable
-/// managers stay suspect, so candidates, longer), and that trade is not
-/// settled yet (docs/SIMULATOR.md, "Dynamic suspicion"). Operators of large
-/// agent pools on starved hosts may turn it on (`suspicion_confirmations =
-/// 1`), as docs/OPERATIONS.md says.
-pub const DEFAULT_SUSPICION_CONFIRMATIONS: u32 = 0;
+/// One independent suspicion brings the wait down to `suspect_to_down_ms`
+/// (memberlist needs 2; with 2 the scale table's detection doubled in some
+/// rows). On by default since session 16: a member is no longer declared
+/// down on a single accuser's word within `suspect_to_down_ms` (a starved
+/// or deaf accuser downed healthy members; 300 real agents on this 2-core
+/// machine rejoined 412 times with it off, 280 with it on). It was held
+/// back for one simulator failure (seed 516799652: an agent 12.4 s without
+/// a session against its 12.3 s bound), fixed in the agent (a session that
+/// breaks within `SESSION_STABLE_MS` counts as a failed open); the CI batch
+/// and 1,000 fresh seeds then passed with it on (docs/SIMULATOR.md,
+/// "Dynamic suspicion"). 0 turns it off.
+pub const DEFAULT_SUSPICION_CONFIRMATIONS: u32 = 1;
 
 /// A field outside its documented range, named so the user can fix it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

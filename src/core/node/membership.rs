@@ -634,7 +634,7 @@ impl Membership {
     /// time; the one armed before finds the suspicion closed).
     fn on_suspected(&mut self, cx: &mut Ctx<'_>, key: SuspicionKey, by: NodeId) {
         let me = self.identity().id;
-        if let Some((event, at)) = self.suspicions.confirm(key, by, me) {
+        if let Some((event, at)) = self.suspicions.confirm(cx.now, key, by, me) {
             cx.stats.suspicion_confirmations += 1;
             cx.push(Output::SetTimer(Timer { at, kind: TimerKind::Swim(event) }));
         }

@@ -173,13 +173,16 @@ impl Suspicions {
         Start::Dynamic(due)
     }
 
-    /// Member `by` suspects `key` too. When that brings this node's own
-    /// suspicion due earlier, returns foca's timer and the new due time (a
-    /// timer to arm; the one armed before fires later and finds it closed).
-    /// A confirmation from this node, a repeat, one past the expected
-    /// count, or one for a suspicion not open here changes nothing.
+    /// Member `by` suspects `key` too, heard at `now`. When that brings
+    /// this node's own suspicion due earlier, returns foca's timer and the
+    /// new due time, never before `now` (a confirmation heard after the
+    /// shorter wait had passed makes it due at once; the timer armed
+    /// before fires later and finds it closed). A confirmation from this
+    /// node, a repeat, one past the expected count, or one for a suspicion
+    /// not open here changes nothing.
     pub fn confirm(
         &mut self,
+        now: Time,
         key: SuspicionKey,
         by: NodeId,
         me: NodeId,
@@ -195,7 +198,7 @@ impl Suspicions {
             return None;
         }
         open.confirmers.push(by);
-        let due = open.started + open.timeout();
+        let due = (open.started + open.timeout()).max(now);
         if due >= open.due {
             return None;
         }
@@ -276,6 +279,10 @@ mod tests {
         foca::Timer::ChangeSuspectToDown { member_id: member(n), incarnation, token: 0 }
     }
 
+    /// A time before every suspicion the tests start (confirmations heard
+    /// while the shortened wait has not passed).
+    const T0: Duration = Duration::ZERO;
+
     fn key(n: u64, incarnation: u16) -> SuspicionKey {
         SuspicionKey::of_timer(&down_timer(n, incarnation)).unwrap()
     }
@@ -288,23 +295,41 @@ mod tests {
         assert_eq!(start, Start::Dynamic(t0 + 3_000 * MS), "unconfirmed: 6 x 500 ms");
         let me = NodeId(1);
         // One confirmation: 3 - 2.5 * ln 2 / ln 3 = 1.4227 s.
-        let (event, due) = s.confirm(key(9, 3), NodeId(2), me).expect("earlier");
+        let (event, due) = s.confirm(T0, key(9, 3), NodeId(2), me).expect("earlier");
         assert_eq!(event, down_timer(9, 3));
         let one = due - t0;
         assert!(one > 1_420 * MS && one < 1_425 * MS, "{one:?}");
-        assert_eq!(s.confirm(key(9, 3), NodeId(2), me), None, "a repeat counts once");
-        assert_eq!(s.confirm(key(9, 3), me, me), None, "this node cannot confirm itself");
-        assert_eq!(s.confirm(key(9, 3), NodeId(9), me), None, "nor the suspect");
-        assert_eq!(s.confirm(key(9, 4), NodeId(3), me), None, "another incarnation is not open");
-        let (_, due) = s.confirm(key(9, 3), NodeId(3), me).expect("earlier");
+        assert_eq!(s.confirm(T0, key(9, 3), NodeId(2), me), None, "a repeat counts once");
+        assert_eq!(s.confirm(T0, key(9, 3), me, me), None, "this node cannot confirm itself");
+        assert_eq!(s.confirm(T0, key(9, 3), NodeId(9), me), None, "nor the suspect");
+        assert_eq!(
+            s.confirm(T0, key(9, 4), NodeId(3), me),
+            None,
+            "another incarnation is not open"
+        );
+        let (_, due) = s.confirm(T0, key(9, 3), NodeId(3), me).expect("earlier");
         assert_eq!(due, t0 + 500 * MS, "two confirmations: the configured timeout");
-        assert_eq!(s.confirm(key(9, 3), NodeId(4), me), None, "past the expected count");
+        assert_eq!(s.confirm(T0, key(9, 3), NodeId(4), me), None, "past the expected count");
         assert_eq!(s.confirmed(&key(9, 3)), Some(2));
         // The early timer hands it over and closes it; the first one, at
         // 3 s, then goes to foca too (which ignores a member already down).
         assert!(s.fire(t0 + 500 * MS, &down_timer(9, 3)));
         assert_eq!(s.len(), 0);
         assert!(s.fire(t0 + 3_000 * MS, &down_timer(9, 3)));
+    }
+
+    /// A confirmation heard after the shortened wait had passed makes the
+    /// suspicion due now: its timer is never armed in the past (the debug
+    /// builds' timer assertion fired in the simulator's tests).
+    #[test]
+    fn a_late_confirmation_is_due_now_not_in_the_past() {
+        let mut s = Suspicions::new(3, 1);
+        let t0 = Duration::from_secs(10);
+        assert_eq!(s.start(t0, down_timer(4, 0), 500 * MS, 10), Start::Dynamic(t0 + 1_500 * MS));
+        let late = t0 + 800 * MS;
+        let (_, due) = s.confirm(late, key(4, 0), NodeId(2), NodeId(1)).expect("earlier");
+        assert_eq!(due, late, "due at once, not at {:?}", t0 + 500 * MS);
+        assert!(s.fire(late, &down_timer(4, 0)));
     }
 
     #[test]
@@ -326,7 +351,7 @@ mod tests {
         let mut s = Suspicions::new(4, 3);
         let t0 = Duration::from_secs(5);
         assert_eq!(s.start(t0, down_timer(7, 1), 100 * MS, 50), Start::Dynamic(t0 + 400 * MS));
-        let (_, due) = s.confirm(key(7, 1), NodeId(3), NodeId(1)).unwrap();
+        let (_, due) = s.confirm(T0, key(7, 1), NodeId(3), NodeId(1)).unwrap();
         assert_eq!(s.start(t0 + 200 * MS, down_timer(7, 1), 100 * MS, 50), Start::Dynamic(due));
         assert_eq!(s.confirmed(&key(7, 1)), Some(1));
         assert!(!s.fire(due - MS, &down_timer(7, 1)), "not due yet");
@@ -337,9 +362,9 @@ mod tests {
     fn accusers_heard_before_this_node_suspects_count_from_the_start() {
         let mut s = Suspicions::new(6, 2);
         let me = NodeId(1);
-        assert_eq!(s.confirm(key(9, 3), NodeId(2), me), None, "heard, not open");
-        assert_eq!(s.confirm(key(9, 3), NodeId(3), me), None);
-        assert_eq!(s.confirm(key(9, 3), NodeId(3), me), None);
+        assert_eq!(s.confirm(T0, key(9, 3), NodeId(2), me), None, "heard, not open");
+        assert_eq!(s.confirm(T0, key(9, 3), NodeId(3), me), None);
+        assert_eq!(s.confirm(T0, key(9, 3), NodeId(3), me), None);
         let t0 = Duration::from_secs(20);
         // Both heard: the configured timeout at once.
         assert_eq!(s.start(t0, down_timer(9, 3), 500 * MS, 100), Start::Dynamic(t0 + 500 * MS));
@@ -348,7 +373,7 @@ mod tests {
         assert_eq!(s.start(t0, down_timer(9, 4), 500 * MS, 100), Start::Dynamic(t0 + 3_000 * MS));
         // The heard table is bounded.
         for n in 0..(MAX_HEARD_SUSPICIONS as u64 * 3) {
-            s.confirm(key(n + 100, 0), NodeId(2), me);
+            s.confirm(T0, key(n + 100, 0), NodeId(2), me);
         }
         assert_eq!(s.heard.len(), MAX_HEARD_SUSPICIONS);
         assert_eq!(
