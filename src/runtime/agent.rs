@@ -56,12 +56,6 @@ pub enum AgentError {
     Io(String),
 }
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("OS randomness");
-    u64::from_le_bytes(b).max(1)
-}
-
 /// The id to join with: the one a crashed earlier attempt picked, or a new
 /// one, written down before it is used.
 fn join_id(dir: &DataDir) -> Result<u64, AgentError> {
@@ -73,7 +67,7 @@ fn join_id(dir: &DataDir) -> Result<u64, AgentError> {
     {
         return Ok(id);
     }
-    let id = random_u64();
+    let id = super::random_u64();
     dir.write_private(JOIN_ID_FILE, format!("{id:016x}\n").as_bytes())?;
     Ok(id)
 }
@@ -252,7 +246,7 @@ async fn serve(
     let mut node = Node::new(NodeConfig {
         identity,
         timing: cfg.timing.clone(),
-        rng_seed: random_u64(),
+        rng_seed: super::random_u64(),
         seeds,
         known_peers: peers,
         state: None,

@@ -133,7 +133,7 @@ pub async fn join(
         }
         tracing::warn!(error = %result.err().map(|e| e.to_string()).unwrap_or_default(), backoff_ms = backoff, "{}", crate::events::JOIN_RETRY);
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(jittered(backoff, random_u64()))) => {}
+            _ = tokio::time::sleep(Duration::from_millis(jittered(backoff, super::random_u64()))) => {}
             _ = stopped(&mut shutdown) => return Err(JoinError::ShuttingDown),
         }
         backoff = (backoff * 2).min(RETRY_BACKOFF_MAX_MS);
@@ -145,14 +145,6 @@ pub async fn join(
 /// together.
 fn jittered(backoff: u64, r: u64) -> u64 {
     backoff / 2 + r % (backoff / 2 + 1)
-}
-
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        return 0; // no jitter, still a valid wait
-    }
-    u64::from_le_bytes(b)
 }
 
 /// Resolves once `shutdown` is true; never if its sender is gone.

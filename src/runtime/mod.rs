@@ -32,3 +32,12 @@ pub mod workload;
 
 #[cfg(test)]
 mod transport_tests;
+
+/// A non-zero 64-bit number from the OS's randomness (node ids, cluster
+/// names, seeds, jitter). The runtime cannot run without it: a host with
+/// no randomness fails here, at the first id.
+pub(crate) fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("OS randomness");
+    u64::from_le_bytes(b).max(1)
+}

@@ -66,12 +66,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("OS randomness");
-    u64::from_le_bytes(b).max(1)
-}
-
 fn random_bytes32() -> Vec<u8> {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).expect("OS randomness");
@@ -88,12 +82,12 @@ struct Fresh {
 }
 
 fn new_cluster(advertise: SocketAddr) -> Result<Fresh, PeerError> {
-    let node_id = random_u64();
-    let cluster_name = format!("jujud-{:08x}", random_u64() as u32);
+    let node_id = super::random_u64();
+    let cluster_name = format!("jujud-{:08x}", super::random_u64() as u32);
     let ca = ClusterCa::generate(&cluster_name).map_err(pki_err)?;
     let cert = ca.issue(CertRole::Manager, node_id, NODE_CERT_VALIDITY_DAYS).map_err(pki_err)?;
     let admin =
-        ca.issue(CertRole::Admin, random_u64(), NODE_CERT_VALIDITY_DAYS).map_err(pki_err)?;
+        ca.issue(CertRole::Admin, super::random_u64(), NODE_CERT_VALIDITY_DAYS).map_err(pki_err)?;
     let secret = pki::new_cluster_secret().to_vec();
     let fp = ca.fingerprint();
     let token = pki::issue_token(
@@ -150,7 +144,7 @@ async fn joined(
 ) -> Result<Fresh, PeerError> {
     let mut attempt = 0;
     let (node_id, adm) = loop {
-        let node_id = random_u64();
+        let node_id = super::random_u64();
         match join::join(&cfg.join, token, node_id, advertise, CertRole::Manager, shutdown.clone())
             .await
         {
@@ -452,7 +446,7 @@ async fn serve(
     let node = Node::new(NodeConfig {
         identity,
         timing: cfg.timing.clone(),
-        rng_seed: random_u64(),
+        rng_seed: super::random_u64(),
         seeds: fresh.node.seeds.clone(),
         known_peers,
         state: Some(replica),

@@ -155,9 +155,10 @@ impl Suspicions {
         }
         if let Some(open) = self.open.get_mut(&key) {
             // foca asks again when a probe fails on a member it already
-            // suspects: keep the first start and its confirmations.
+            // suspects: keep the first start and its confirmations (due
+            // now if that time has passed: its timer is on its way).
             open.event = event;
-            return Start::Dynamic(open.due);
+            return Start::Dynamic(open.due.max(now));
         }
         if self.open.len() >= MAX_OPEN_SUSPICIONS {
             return Start::Plain(min);
@@ -355,6 +356,11 @@ mod tests {
         assert_eq!(s.start(t0 + 200 * MS, down_timer(7, 1), 100 * MS, 50), Start::Dynamic(due));
         assert_eq!(s.confirmed(&key(7, 1)), Some(1));
         assert!(!s.fire(due - MS, &down_timer(7, 1)), "not due yet");
+        // foca asking again once the due time has passed (its timer not yet
+        // delivered) gets now, never a time in the past (CI's debug build
+        // caught it in tests/partition.rs).
+        let late = due + 50 * MS;
+        assert_eq!(s.start(late, down_timer(7, 1), 100 * MS, 50), Start::Dynamic(late));
         assert!(s.fire(due, &down_timer(7, 1)));
     }
 

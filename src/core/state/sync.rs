@@ -517,9 +517,11 @@ impl StateSync {
             Some(delta) => {
                 if matches!(delta, Delta::Full(_)) {
                     let cause = self.replica.full_state_cause(theirs);
-                    let (author, theirs_at, oldest, upto) =
-                        cause.map_or((None, 0, 0, 0), |(a, h, o, u)| (Some(a), h, o, u));
-                    tracing::info!(peer = %from, keys = self.replica.len(), author = ?author,
+                    let (author, theirs_at, oldest, upto) = cause
+                        .map_or((String::new(), 0, 0, 0), |(a, h, o, u)| {
+                            (format!("{}@{}", NodeId(a.node), a.generation), h, o, u)
+                        });
+                    tracing::info!(peer = %from, keys = self.replica.len(), %author,
                         theirs_at, oldest_retained = oldest, applied_here = upto,
                         "sending the full state: the peer lacks compacted operations");
                 }
