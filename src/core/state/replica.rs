@@ -482,13 +482,14 @@ impl Replica {
         let heap = op_heap_bytes(&s);
         let room = MAX_RETAINED_OPS_BYTES.saturating_sub(self.retained().1 + heap) / SLOT_BYTES;
         self.retained_bytes += heap;
-        let largest_other = self
-            .log
-            .iter()
-            .filter(|(a, _)| **a != s.actor)
-            .map(|(_, l)| l.len())
-            .max()
-            .unwrap_or(0);
+        // Only a log that is full while the bound is: the walk over the
+        // writers (a few dozen) stays off the common path.
+        let full = self.log.get(&s.actor).is_none_or(|l| l.len() == l.capacity());
+        let largest_other = if full && room == 0 {
+            self.log.iter().filter(|(a, _)| **a != s.actor).map(|(_, l)| l.len()).max().unwrap_or(0)
+        } else {
+            0
+        };
         let log = self.log.entry(s.actor).or_default();
         let mut dropped = None;
         if log.len() == log.capacity() {
