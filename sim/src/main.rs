@@ -69,6 +69,9 @@ struct Cli {
     /// 3,162, 10,000 members).
     #[arg(long, default_value_t = scale::SCALE_DEFAULT_MAX_MEMBERS)]
     scale_max_members: usize,
+    /// The smallest row of `--scale-table` (to run one large row alone).
+    #[arg(long, default_value_t = 0)]
+    scale_min_members: usize,
     /// Print every run's full summary in batches, not only failures.
     #[arg(long)]
     verbose: bool,
@@ -111,8 +114,12 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.scale_table {
-        let reports =
-            scale::run_table(cli.seed, cli.scale_max_members, &|c| with_overrides(&cli, c), &|line| println!("{line}"));
+        let reports = scale::run_table(
+            cli.seed,
+            cli.scale_min_members..=cli.scale_max_members,
+            &|c| with_overrides(&cli, c),
+            &|line| println!("{line}"),
+        );
         return exit(reports.iter().all(|r| r.passed()));
     }
     if cli.seeds.is_none() && !cli.regression {

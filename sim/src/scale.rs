@@ -80,14 +80,14 @@ pub fn header() -> String {
 /// reports.
 pub fn run_table(
     seed: u64,
-    max_members: usize,
+    members: std::ops::RangeInclusive<usize>,
     adjust: &dyn Fn(RunConfig) -> RunConfig,
     print: &dyn Fn(&str),
 ) -> Vec<RunReport> {
     print(&header());
     SCALE_MEMBERS
         .iter()
-        .filter(|&&members| members <= max_members)
+        .filter(|&&n| members.contains(&n))
         .map(|&members| {
             let report = run(&adjust(row_config(members, seed)));
             print(&row(&report));

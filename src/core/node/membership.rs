@@ -614,8 +614,15 @@ impl Membership {
             // Hand the (empty) buffer back so the next call reuses it.
             self.collector.notes = notes;
         }
+        self.collector.trim();
         self.flush_notices(cx);
         downed
+    }
+
+    /// Entries foca's collector has room for (tests).
+    #[cfg(test)]
+    pub fn collector_capacity(&self) -> usize {
+        self.collector.capacity()
     }
 
     /// Hands foca's datagrams to the runtime, counted.

@@ -41,6 +41,10 @@ pub const SWIM_TAG: u8 = 0x01;
 /// counted (timers and events are never dropped).
 pub const MAX_PENDING_OUTPUTS: usize = 16_384;
 
+/// Most outputs the drained output queue keeps room for between inputs
+/// (past it, a burst's room is freed when the queue is next empty).
+pub const KEPT_OUTPUT_ENTRIES: usize = 256;
+
 /// What a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -113,7 +117,20 @@ impl Outbox {
     }
 
     fn pop(&mut self) -> Option<Output> {
-        self.queue.pop_front()
+        let output = self.queue.pop_front();
+        if output.is_none() && self.queue.capacity() > KEPT_OUTPUT_ENTRIES {
+            // Drained after a burst: its room is given back, since every
+            // node of a large cluster (and a simulator of N of them) would
+            // otherwise keep it for ever.
+            self.queue.shrink_to(KEPT_OUTPUT_ENTRIES);
+        }
+        output
+    }
+
+    /// Room the queue holds, in outputs (tests check it is given back).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.queue.capacity()
     }
 }
 
@@ -208,6 +225,13 @@ impl Node {
     /// This node's identity (its generation changes on forced rejoin).
     pub fn identity(&self) -> &Identity {
         self.membership.identity()
+    }
+
+    /// Room the node's drained buffers keep: foca's collector (entries over
+    /// its three buffers) and the output queue (outputs).
+    #[cfg(test)]
+    pub(crate) fn buffer_capacities(&self) -> (usize, usize) {
+        (self.membership.collector_capacity(), self.out.capacity())
     }
 
     /// Counters since start.

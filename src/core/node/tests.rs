@@ -390,3 +390,32 @@ fn an_exchange_speaking_for_another_member_or_undecodable_is_refused_and_changes
     assert_eq!(node.stats().exchanges_in, merged + 1);
     assert!(node.members().iter().any(|m| m.identity.id == NodeId(9)));
 }
+
+#[test]
+fn a_burst_leaves_no_burst_sized_buffers_behind() {
+    // A join's exchange applies every member at once: foca's notifications
+    // and the node's outputs for 2,000 members. Once they are drained, the
+    // node keeps room for at most its kept bound, not the burst's (every
+    // node of a large cluster would otherwise hold it for ever).
+    let mut net = Net::new(2);
+    net.run_until(Duration::from_secs(5));
+    let mut members = vec![foca::Member::alive(ident(2))];
+    members.extend((100..2_100).map(|n| foca::Member::alive(ident(n))));
+    let (bytes, left_out) = super::pushpull::encode(false, members);
+    assert_eq!(left_out, 0);
+    let now = net.now;
+    let node = net.nodes.get_mut(&1).unwrap();
+    node.handle(
+        now,
+        Input::Members { from: PeerCert { id: NodeId(2), role: Role::Manager }, bytes },
+    );
+    let mut outputs = 0;
+    while node.poll().is_some() {
+        outputs += 1;
+    }
+    assert!(outputs > 2_000, "one member-up event per new member at least: {outputs}");
+    assert!(node.members().len() > 2_000);
+    let (collector, queue) = node.buffer_capacities();
+    assert!(collector <= 3 * super::collector::KEPT_BUFFER_ENTRIES, "collector kept {collector}");
+    assert!(queue <= super::KEPT_OUTPUT_ENTRIES.next_power_of_two(), "queue kept {queue}");
+}

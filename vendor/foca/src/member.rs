@@ -392,6 +392,12 @@ where
                 let is_active_now = update.is_active();
 
                 // Insert at the end and swap with a random position.
+                // Grown by an eighth, not doubled (jujud patch 7): every
+                // member holds this table of every member, so a doubled
+                // vector's empty half is N^2 memory over a large pool.
+                if self.inner.len() == self.inner.capacity() {
+                    self.inner.reserve_exact((self.inner.len() / 8).max(8));
+                }
                 self.inner.push(update);
                 let inserted_at = self.inner.len() - 1;
 
