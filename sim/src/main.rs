@@ -22,6 +22,14 @@ use sim::swarm::{self, Outcome};
 /// Default safety-phase length of a swarm run, in virtual seconds.
 const SWARM_VIRTUAL_SECS: u64 = 120;
 
+/// jemalloc, not glibc's malloc: allocation and freeing were about a
+/// quarter of a run with state and writes (docs/SIMULATOR.md). It changes
+/// no trace: nothing a run decides depends on where memory lies. Without
+/// options it starts no thread (a run never does).
+#[cfg(all(feature = "jemalloc", not(feature = "system-alloc")))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "sim", about = "Deterministic simulator of the jujud node core")]
 struct Cli {
