@@ -91,6 +91,14 @@ impl Open {
         let raw = self.max.as_secs_f64() - frac * span;
         Duration::from_secs_f64(raw.max(0.0)).max(self.min)
     }
+
+    /// When it is due as of `now`: its timeout from its start, never
+    /// before `now` (a time that has passed is due at once; foca's timer
+    /// must never be armed in the past). The one rule for every due time
+    /// handed out.
+    fn due_at(&self, now: Time) -> Time {
+        (self.started + self.timeout()).max(now)
+    }
 }
 
 /// What [`Suspicions::start`] decided.
@@ -158,7 +166,7 @@ impl Suspicions {
             // suspects: keep the first start and its confirmations (due
             // now if that time has passed: its timer is on its way).
             open.event = event;
-            return Start::Dynamic(open.due.max(now));
+            return Start::Dynamic(open.due_at(now));
         }
         if self.open.len() >= MAX_OPEN_SUSPICIONS {
             return Start::Plain(min);
@@ -167,7 +175,7 @@ impl Suspicions {
         let mut confirmers = self.take_heard(&key);
         confirmers.truncate(expected as usize);
         let mut open = Open { event, started: now, min, max, expected, confirmers, due: now };
-        open.due = now + open.timeout();
+        open.due = open.due_at(now);
         let due = open.due;
         self.open.insert(key, open);
         assert!(self.open.len() <= MAX_OPEN_SUSPICIONS);
@@ -199,7 +207,7 @@ impl Suspicions {
             return None;
         }
         open.confirmers.push(by);
-        let due = (open.started + open.timeout()).max(now);
+        let due = open.due_at(now);
         if due >= open.due {
             return None;
         }
