@@ -91,6 +91,9 @@ pub struct AgentStats {
     pub bad_messages: u64,
     /// Opens refused by a manager's login rate limit (retry-after honoured).
     pub sessions_busy: u64,
+    /// Opens given up because every manager they dialed was declared down
+    /// meanwhile (a live one dialed at once instead).
+    pub opens_abandoned: u64,
 }
 
 /// A session opening to a better-placed manager while the current one
@@ -295,8 +298,27 @@ impl AgentRole {
                 self.plan_rebalance(now);
             }
             Session::Idle => self.open(now, out),
+            Session::Opening { id, .. } if self.dials_only_the_down() => {
+                // Every manager this open dials is down (SWIM says so):
+                // waiting out its open timeout (seconds) would gain
+                // nothing. Give it up and dial a live one at once. Not a
+                // failure: nothing was refused, the target died.
+                self.stats.opens_abandoned += 1;
+                out.close.push(id);
+                self.opening_to.clear();
+                self.session = Session::Idle;
+                self.open(now, out);
+            }
             Session::Opening { .. } => {}
         }
+    }
+
+    /// Whether the open in progress dials only managers that are not live
+    /// (and at least one: an open to seed addresses alone names none).
+    fn dials_only_the_down(&self) -> bool {
+        !self.opening_to.is_empty()
+            && !self.live.is_empty()
+            && self.opening_to.iter().all(|id| !self.live.iter().any(|m| m.id == *id))
     }
 
     fn save_if_changed(&mut self, out: &mut AgentOut) {

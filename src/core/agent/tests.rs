@@ -720,3 +720,32 @@ fn assignments_read_only_their_fields_and_skip_nested_config_keys() {
     r.write(&[set(&format!("u/{unit}/machine"), "elsewhere")]);
     assert!(agents::assignments(&r, &[machine.clone()].into())[&machine].units.is_empty());
 }
+
+/// An open in progress to a manager that SWIM then declares down is given
+/// up at once and a live manager dialed, instead of waiting out the open
+/// timeout (seconds) for a dial to a dead process.
+#[test]
+fn an_open_to_a_manager_declared_down_is_given_up_for_a_live_one() {
+    let mut a = agent_role();
+    let mut out = AgentOut::default();
+    a.set_live_managers(Duration::ZERO, (1..=3).map(manager).collect(), &mut out);
+    let (first, candidates) = opened(&out);
+    assert_eq!(candidates.len(), 1, "a first open dials one manager");
+    let target = candidates[0].1.expect("a live manager's id");
+    let rest: Vec<_> = (1..=3).map(manager).filter(|m| m.id != target).collect();
+    let mut out = AgentOut::default();
+    a.set_live_managers(MS, rest.clone(), &mut out);
+    assert_eq!(out.close, vec![first], "the open to the dead manager is closed");
+    let (second, candidates) = opened(&out);
+    assert_ne!(second, first);
+    assert!(candidates.iter().all(|(_, id)| *id != Some(target)), "{candidates:?}");
+    assert!(matches!(a.session(), Session::Opening { id, .. } if *id == second));
+    assert_eq!(a.stats.opens_abandoned, 1);
+    assert_eq!(a.stats.sessions_failed, 0, "not a failure: nothing refused it");
+    // A change that leaves the open's target live keeps the open.
+    let mut out = AgentOut::default();
+    a.set_live_managers(2 * MS, rest[..1].to_vec(), &mut out);
+    let still = matches!(a.session(), Session::Opening { id, .. } if *id == second);
+    let kept = candidates.iter().any(|(_, id)| *id == Some(rest[0].id));
+    assert_eq!(still, kept, "kept exactly when its target is still live");
+}
