@@ -282,7 +282,7 @@ impl AgentRole {
         self.live = live;
         self.save_if_changed(out);
         match self.session.clone() {
-            Session::Open { id, manager, .. } if !self.live.iter().any(|m| m.id == manager) => {
+            Session::Open { id, manager, .. } if !self.is_live(manager) => {
                 // The manager is down (SWIM says so): move at once.
                 self.stats.sessions_broken += 1;
                 out.close.push(id);
@@ -318,7 +318,12 @@ impl AgentRole {
     fn dials_only_the_down(&self) -> bool {
         !self.opening_to.is_empty()
             && !self.live.is_empty()
-            && self.opening_to.iter().all(|id| !self.live.iter().any(|m| m.id == *id))
+            && self.opening_to.iter().all(|id| !self.is_live(*id))
+    }
+
+    /// Whether manager `id` is in the node's latest view of the live ones.
+    fn is_live(&self, id: NodeId) -> bool {
+        self.live.iter().any(|m| m.id == id)
     }
 
     fn save_if_changed(&mut self, out: &mut AgentOut) {
