@@ -327,7 +327,7 @@ async fn try_open(
         match want.and_then(|id| transport.connection(id)).filter(|c| c.close_reason().is_none()) {
             Some(c) => c,
             None => {
-                let pc = transport.dial(addr).await?;
+                let pc = transport.dial(addr).await.map_err(|e| format!("{addr}: {e}"))?;
                 if pc.role != CertRole::Manager || want.is_some_and(|w| w != pc.id) {
                     return Err(format!("{addr} is not the manager expected there").into());
                 }
@@ -354,9 +354,79 @@ async fn try_open(
     Ok((id, send, recv, first))
 }
 
+/// How one open's race over its candidates ended.
+#[derive(Debug, PartialEq, Eq)]
+enum RaceEnd<T> {
+    /// This candidate answered first (the others were aborted).
+    Opened(T),
+    /// None opened; a manager refused for load: retry after this many ms
+    /// (what is left of the shortest retry-after when the race ended).
+    Busy(u64),
+    /// None opened, and none was busy.
+    Failed,
+}
+
+/// Runs every attempt at once; the first that opens wins and the rest are
+/// aborted. A busy answer (a manager's login rate limit) bounds how long
+/// the race waits for the others: to its retry-after, the time the agent
+/// would try again anyway. Without that bound an attempt that hangs (a dial
+/// to a manager that just died waits out `DIAL_TIMEOUT_MS`) held the busy
+/// verdict, and the agent's retry, for seconds.
+async fn race<T, F>(attempts: Vec<F>, session: u64) -> RaceEnd<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, OpenFailure>> + Send + 'static,
+{
+    let mut tries = tokio::task::JoinSet::new();
+    for a in attempts {
+        tries.spawn(a);
+    }
+    // The shortest retry-after heard so far, as a deadline.
+    let mut busy_until: Option<tokio::time::Instant> = None;
+    loop {
+        let done = tokio::select! {
+            done = tries.join_next() => match done {
+                Some(done) => done,
+                None => break,
+            },
+            _ = tokio::time::sleep_until(busy_until.unwrap_or_else(tokio::time::Instant::now)),
+                if busy_until.is_some() => {
+                tries.abort_all();
+                break;
+            }
+        };
+        match done {
+            Ok(Ok(opened)) => {
+                tries.abort_all();
+                return RaceEnd::Opened(opened);
+            }
+            Ok(Err(OpenFailure::Busy(ms))) => {
+                tracing::debug!(
+                    session,
+                    retry_after_ms = ms,
+                    "a manager is busy (login rate limit)"
+                );
+                let until = tokio::time::Instant::now() + Duration::from_millis(ms);
+                busy_until = Some(busy_until.map_or(until, |b| b.min(until)));
+            }
+            Ok(Err(OpenFailure::Failed(e))) => {
+                tracing::debug!(session, error = %e, "session candidate failed")
+            }
+            Err(_) => {}
+        }
+    }
+    match busy_until {
+        Some(until) => RaceEnd::Busy(
+            until.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64,
+        ),
+        None => RaceEnd::Failed,
+    }
+}
+
 /// Agent side: opens `session` with the first candidate that answers, and
-/// runs it; if none does, reports `SessionBusy` (the shortest retry-after)
-/// when a manager refused it for load, else `SessionClosed`.
+/// runs it; if none does, reports `SessionBusy` (what is left of the
+/// shortest retry-after) when a manager refused it for load, else
+/// `SessionClosed`.
 pub fn open(
     transport: Arc<Transport>,
     table: Arc<SessionTable>,
@@ -365,42 +435,24 @@ pub fn open(
     candidates: Vec<(SocketAddr, Option<NodeId>)>,
 ) {
     tokio::spawn(async move {
-        let mut tries = tokio::task::JoinSet::new();
-        let mut busy: Option<u64> = None;
-        for (addr, want) in candidates {
-            tries.spawn(try_open(transport.clone(), addr, want));
-        }
-        while let Some(done) = tries.join_next().await {
-            match done {
-                Ok(Ok((id, send, recv, first))) => {
-                    tries.abort_all();
-                    let rx = table.register(session);
-                    let peer = PeerCert {
-                        id,
-                        role: member_role(CertRole::Manager).expect("managers are members"),
-                    };
-                    let _ = inbox.send(Input::SessionOpened { session, peer, machine: None }).await;
-                    let _ = inbox.send(Input::SessionData { session, bytes: first }).await;
-                    tokio::spawn(write_loop(send, rx, table.clone()));
-                    return read_loop(recv, session, table, inbox).await;
-                }
-                Ok(Err(OpenFailure::Busy(ms))) => {
-                    tracing::debug!(
-                        session,
-                        retry_after_ms = ms,
-                        "a manager is busy (login rate limit)"
-                    );
-                    busy = Some(busy.map_or(ms, |b| b.min(ms)));
-                }
-                Ok(Err(OpenFailure::Failed(e))) => {
-                    tracing::debug!(session, error = %e, "session candidate failed")
-                }
-                Err(_) => {}
+        let attempts: Vec<_> = candidates
+            .into_iter()
+            .map(|(addr, want)| try_open(transport.clone(), addr, want))
+            .collect();
+        let input = match race(attempts, session).await {
+            RaceEnd::Opened((id, send, recv, first)) => {
+                let rx = table.register(session);
+                let peer = PeerCert {
+                    id,
+                    role: member_role(CertRole::Manager).expect("managers are members"),
+                };
+                let _ = inbox.send(Input::SessionOpened { session, peer, machine: None }).await;
+                let _ = inbox.send(Input::SessionData { session, bytes: first }).await;
+                tokio::spawn(write_loop(send, rx, table.clone()));
+                return read_loop(recv, session, table, inbox).await;
             }
-        }
-        let input = match busy {
-            Some(retry_after_ms) => Input::SessionBusy { session, retry_after_ms },
-            None => Input::SessionClosed { session },
+            RaceEnd::Busy(retry_after_ms) => Input::SessionBusy { session, retry_after_ms },
+            RaceEnd::Failed => Input::SessionClosed { session },
         };
         let _ = inbox.send(input).await;
     });
@@ -422,6 +474,68 @@ mod tests {
         let later = t0 + Duration::from_millis(100);
         assert_eq!(b.admit(later), Ok(()), "a token came back after 1/rate");
         assert!(b.admit(later).is_err());
+    }
+
+    /// An attempt that ends after `ms` of (paused) time with `end`.
+    async fn after(ms: u64, end: Result<u32, OpenFailure>) -> Result<u32, OpenFailure> {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        end
+    }
+
+    fn busy(ms: u64) -> Result<u32, OpenFailure> {
+        Err(OpenFailure::Busy(ms))
+    }
+
+    fn failed() -> Result<u32, OpenFailure> {
+        Err(OpenFailure::Failed("no answer".into()))
+    }
+
+    /// Two managers refuse for load and the third (just died) hangs in
+    /// its dial: the race ends at the shortest retry-after, not when the
+    /// dial times out (it waited 2,000 ms for it before).
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_answer_bounds_the_wait_for_a_candidate_that_hangs() {
+        let t0 = tokio::time::Instant::now();
+        let hang = super::super::transport::DIAL_TIMEOUT_MS;
+        let attempts = vec![
+            Box::pin(after(50, busy(700)))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+            Box::pin(after(300, busy(350))),
+            Box::pin(after(hang, failed())),
+        ];
+        assert_eq!(race(attempts, 1).await, RaceEnd::Busy(0));
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_millis(650),
+            "300 ms + the shorter retry-after, 350"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_to_open_wins_even_after_a_busy_answer_and_the_rest_are_not_awaited() {
+        let t0 = tokio::time::Instant::now();
+        let attempts = vec![
+            Box::pin(after(10, busy(500)))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+            Box::pin(after(200, Ok(2))),
+            Box::pin(after(5_000, Ok(3))),
+        ];
+        assert_eq!(race(attempts, 1).await, RaceEnd::Opened(2));
+        assert_eq!(t0.elapsed(), Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_candidate_has_answered_the_race_ends_with_what_is_left_to_wait() {
+        let t0 = tokio::time::Instant::now();
+        let attempts = vec![
+            Box::pin(after(10, busy(400)))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+            Box::pin(after(100, failed())),
+        ];
+        assert_eq!(race(attempts, 1).await, RaceEnd::Busy(310));
+        assert_eq!(t0.elapsed(), Duration::from_millis(100));
+        let attempts = vec![Box::pin(after(100, failed()))];
+        assert_eq!(race(attempts, 1).await, RaceEnd::<u32>::Failed);
     }
 
     #[test]

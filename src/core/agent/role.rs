@@ -282,9 +282,15 @@ impl AgentRole {
         self.live = live;
         self.save_if_changed(out);
         match self.session.clone() {
-            Session::Open { id, manager, .. } if !self.is_live(manager) => {
-                // The manager is down (SWIM says so): move at once.
+            Session::Open { id, manager, since } if !self.is_live(manager) => {
+                // The manager is down (SWIM says so): move at once. As for
+                // a session that closed, one that had lasted
+                // `SESSION_STABLE_MS` starts the row of failures over: the
+                // next open dials the best manager, not everyone at once
+                // (which would spend a login on every manager, and wait on
+                // the dead one's dial).
                 self.stats.sessions_broken += 1;
+                self.failures = self.failures_after_break(now, since);
                 out.close.push(id);
                 self.session = Session::Idle;
                 if !self.promote_move(now, out) {

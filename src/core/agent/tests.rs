@@ -499,6 +499,44 @@ fn a_session_that_breaks_at_once_keeps_the_agent_dialing_everyone() {
     }
 }
 
+/// The same rule when the session ends because SWIM declared its manager
+/// down (the usual way a manager's death reaches an agent): a session that
+/// lasted `SESSION_STABLE_MS` makes the next open dial the best live
+/// manager alone. Before, the row of failures from long ago still stood,
+/// so every agent of a dead manager dialed every manager at once (a login
+/// spent on each, and the open held until the dead one's dial timed out).
+#[test]
+fn a_stable_session_whose_manager_is_declared_down_dials_one_manager_next() {
+    let mut rng = ChaCha8Rng::seed_from_u64(18);
+    for (lasted_ms, dials_everyone) in [(SESSION_STABLE_MS - 1, true), (SESSION_STABLE_MS, false)] {
+        let mut a = agent_role();
+        let managers: Vec<Identity> = (1..=3).map(manager).collect();
+        a.set_live_managers(Duration::ZERO, managers.clone(), &mut AgentOut::default());
+        let mut now = Duration::ZERO;
+        for _ in 0..PARALLEL_AFTER_FAILURES {
+            let id = opened_id(&a);
+            a.on_session_closed(now, id, &mut rng, &mut AgentOut::default());
+            now = a.next_wake().expect("a retry is scheduled");
+            a.tick(now, &mut rng, &mut AgentOut::default());
+        }
+        let id = opened_id(&a);
+        let dead = managers[0].id;
+        a.on_session_opened(now, id, dead, &mut AgentOut::default());
+        assert!(matches!(a.session(), Session::Open { .. }));
+        let live: Vec<Identity> = managers[1..].to_vec();
+        let mut out = AgentOut::default();
+        a.set_live_managers(now + Duration::from_millis(lasted_ms), live, &mut out);
+        assert_eq!(out.close, vec![id], "the dead manager's session is closed");
+        let (_, candidates) = opened(&out);
+        assert!(candidates.iter().all(|(_, m)| *m != Some(dead)) || dials_everyone);
+        assert_eq!(
+            candidates.len() > 1,
+            dials_everyone,
+            "a session that lasted {lasted_ms} ms, its manager declared down, then the next open dials {candidates:?}"
+        );
+    }
+}
+
 #[test]
 fn reports_carry_only_changes_and_a_new_session_gets_everything() {
     let mut a = agent_role();
