@@ -26,9 +26,13 @@ pub const RESTART_TARGET_MS: f64 = 1_000.0;
 /// Issue 14: resident memory per manager at 100,000 entities.
 const RSS_TARGET_MIB: f64 = 120.0;
 /// Resident memory is "at rest" once no manager's moved more than this
-/// between two samples [`REST_SAMPLE_MS`] apart...
+/// between any two of [`REST_STABLE_SAMPLES`] samples in a row, taken
+/// [`REST_SAMPLE_MS`] apart (3 s: with one pair of samples, a manager
+/// holding a transient peak for half a second, a status view or a
+/// snapshot's copy, was read as at rest)...
 const REST_DELTA_MIB: f64 = 1.0;
 const REST_SAMPLE_MS: u64 = 500;
+const REST_STABLE_SAMPLES: usize = 6;
 /// ...or when this cap passes (the row then says so).
 const REST_CAP_MS: u64 = 20_000;
 /// A new serving probe starts this often.
@@ -187,19 +191,31 @@ fn hold(c: &Cluster, secs: u64) -> Res<()> {
 fn rss_at_rest(c: &Cluster, report: &mut Report, entities: u64) -> Res<()> {
     let read = || -> Res<Vec<f64>> { (0..c.managers.len()).map(|i| rss_mib(c, i)).collect() };
     let t0 = Instant::now();
-    let mut last = read()?;
+    let mut window = std::collections::VecDeque::from([read()?]);
     let settled = loop {
         std::thread::sleep(Duration::from_millis(REST_SAMPLE_MS));
-        let now = read()?;
-        let moved = now.iter().zip(&last).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        last = now;
-        if moved < REST_DELTA_MIB {
+        window.push_back(read()?);
+        if window.len() > REST_STABLE_SAMPLES {
+            window.pop_front();
+        }
+        // The widest swing of any manager across the window.
+        let moved = (0..c.managers.len())
+            .map(|i| {
+                let (lo, hi) = window
+                    .iter()
+                    .map(|w| w[i])
+                    .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+                hi - lo
+            })
+            .fold(0.0, f64::max);
+        if window.len() == REST_STABLE_SAMPLES && moved < REST_DELTA_MIB {
             break true;
         }
         if t0.elapsed() >= Duration::from_millis(REST_CAP_MS) {
             break false;
         }
     };
+    let last = window.back().cloned().unwrap_or_default();
     let mut rss = Samples::default();
     last.iter().for_each(|v| rss.push(*v));
     let each: Vec<String> = last.iter().enumerate().map(|(i, v)| format!("m{i} {v:.1}")).collect();

@@ -16,10 +16,17 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read once at its start: a background thread hands
 /// pages freed for `dirty_decay_ms` (1 s) back to the kernel even while
 /// the process allocates nothing, instead of on later allocations only.
+/// One arena (`narenas:1`; jemalloc's default is four per CPU): the node
+/// task's long-lived state moves between tokio's workers, and every arena
+/// it touched kept its own half-emptied slabs after a load. Measured at
+/// 100,050 entities (`--only scale`, three runs each, alternated): the
+/// worst manager at rest 124.6 to 129.7 MiB against 131.0 to 132.2
+/// (docs/ARCHITECTURE.md, "State memory"). `_RJEM_MALLOC_CONF` in the
+/// environment overrides these.
 #[cfg(not(feature = "system-alloc"))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static MALLOC_CONF: &[u8; 60] =
-    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+pub static MALLOC_CONF: &[u8; 70] =
+    b"narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 #[derive(Parser)]
 #[command(
