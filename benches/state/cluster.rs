@@ -349,6 +349,22 @@ pub fn heap_mib(c: &Cluster, i: usize) -> Vec<(String, f64)> {
     out
 }
 
+/// Manager `i`'s `jujud_memory_part_bytes{part}` series (what its bounded
+/// parts hold, as each counts it), in MiB; empty if it serves none.
+pub fn parts_mib(c: &Cluster, i: usize) -> Vec<(String, f64)> {
+    let Some(samples) = c.managers[i].metrics.and_then(scrape_metrics) else { return Vec::new() };
+    samples
+        .into_iter()
+        .filter_map(|(series, value)| {
+            let part =
+                series.strip_prefix("jujud_memory_part_bytes{part=\"")?.strip_suffix("\"}")?;
+            Some((part.to_owned(), value / (1024.0 * 1024.0)))
+        })
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect()
+}
+
 pub fn rss_kib(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()

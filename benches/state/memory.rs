@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use jujud::core::state::replica::{Change, Replica};
 use jujud::core::state::sync::{StateMsg, encode_msg};
-use jujud::core::state::{Actor, Command, model, writer_after_start};
+use jujud::core::state::{Actor, Command, agents, model, writer_after_start};
 
 use crate::cluster::Res;
 use crate::stats::{Report, Samples};
@@ -66,6 +66,22 @@ fn build(r: &mut Replica, entities: u64, next_id: &mut u64) -> Res<u64> {
 }
 
 /// Creating one entity (`AddMachine -n 1`) `rounds` times, each timed.
+/// Times the assignment pass a manager makes when an agent opens a session
+/// (`AgentSessions::opened`: the assignments of that one machine), over
+/// `rounds` machines of the replica. Not a target of issue 14: printed so
+/// that its growth with the state shows (it reads every unit).
+fn session_open_cost(r: &Replica, rounds: usize) -> Samples {
+    let mut s = Samples::default();
+    for i in 0..rounds {
+        let one: std::collections::BTreeSet<String> = [format!("{i}")].into();
+        let t = Instant::now();
+        let got = agents::assignments(r, &one);
+        s.push(t.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(got);
+    }
+    s
+}
+
 fn create_cost(r: &mut Replica, rounds: usize, next_id: &mut u64) -> Res<Samples> {
     let mut s = Samples::default();
     for _ in 0..rounds {
@@ -126,6 +142,8 @@ fn after_restarts(restarts: u64, adopt: bool) -> Res<(f64, usize, f64)> {
 
 /// Rounds of the create-cost measurement at each size.
 const CREATE_ROUNDS: usize = 2_000;
+/// Session opens timed at each size (each reads every unit at 100,000).
+const SESSION_OPEN_ROUNDS: usize = 20;
 
 pub fn memory(a: &Args, report: &mut Report) -> Res<()> {
     let me = Actor { node: 0x1111_2222_3333_4444, generation: 1 };
@@ -134,6 +152,7 @@ pub fn memory(a: &Args, report: &mut Report) -> Res<()> {
     let mut small = Replica::new(me);
     let n_small = build(&mut small, 1_000, &mut next_id)?;
     let small_cost = create_cost(&mut small, CREATE_ROUNDS, &mut next_id)?;
+    let small_open = session_open_cost(&small, SESSION_OPEN_ROUNDS);
     drop(small);
 
     let before = live();
@@ -183,6 +202,7 @@ pub fn memory(a: &Args, report: &mut Report) -> Res<()> {
     drop(snap);
 
     let big_cost = create_cost(&mut r, CREATE_ROUNDS, &mut next_id)?;
+    let big_open = session_open_cost(&r, SESSION_OPEN_ROUNDS);
     drop(r);
     for adopt in [false, true] {
         let how = if adopt {
@@ -204,6 +224,14 @@ pub fn memory(a: &Args, report: &mut Report) -> Res<()> {
                 ),
             );
         }
+    }
+    for (n, cost) in [(n_small, &small_open), (entities, &big_open)] {
+        report.row(
+            &format!("an agent's session open, assignment pass, {n} entities present"),
+            "reported",
+            cost.summary("us"),
+            None,
+        );
     }
     let ratio = big_cost.median() / small_cost.median();
     report.row(

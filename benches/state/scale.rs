@@ -16,7 +16,7 @@ use jujud::runtime::wire::{MAX_STATUS_FRAME_BYTES, Request, Response};
 use tokio::runtime::Runtime;
 
 use crate::api::{self, Conn};
-use crate::cluster::{Cluster, FORM_TIMEOUT_MS, Res, heap_mib, rss_kib, state_bytes};
+use crate::cluster::{Cluster, FORM_TIMEOUT_MS, Res, heap_mib, parts_mib, rss_kib, state_bytes};
 use crate::stats::{Report, Samples, ms};
 use crate::writes::cluster_with_app;
 use crate::{APP, Args, MANAGERS, UNITS_PER_DEPLOY};
@@ -226,6 +226,14 @@ fn rss_at_rest(c: &Cluster, report: &mut Report, entities: u64) -> Res<()> {
         if !heap.is_empty() {
             let parts: Vec<String> = heap.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
             report.note(format!("m{i} heap at rest (MiB, jemalloc): {}", parts.join(", ")));
+        }
+        let held = parts_mib(c, i);
+        if !held.is_empty() {
+            let parts: Vec<String> = held.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+            report.note(format!(
+                "m{i} bounded parts at rest (MiB, as counted): {}",
+                parts.join(", ")
+            ));
         }
     }
     let how = if settled { "at rest" } else { "still moving at the cap" };

@@ -182,6 +182,32 @@ type StatField = fn(&Stats) -> u64;
 type MemberLabels = [(&'static str, &'static str); 2];
 type DropLabels = [(&'static str, &'static str); 1];
 
+/// A bounded part of a manager's memory, reported as
+/// `jujud_memory_part_bytes{part}` (the rest of the heap is the state
+/// document, whose size has no cheap count, and the runtime's buffers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryPart {
+    /// Operations kept for anti-entropy (`Replica::retained`).
+    RetainedOps,
+    /// Status history entries (`runtime::history`).
+    StatusHistory,
+    /// Agents' log lines kept for `juju debug-log` (`runtime::logs::hub`).
+    LogRing,
+}
+
+impl MemoryPart {
+    pub const ALL: [MemoryPart; 3] =
+        [MemoryPart::RetainedOps, MemoryPart::StatusHistory, MemoryPart::LogRing];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryPart::RetainedOps => "retained_ops",
+            MemoryPart::StatusHistory => "status_history",
+            MemoryPart::LogRing => "log_ring",
+        }
+    }
+}
+
 /// Counters copied from the core's cumulative [`Stats`]: (name without the
 /// `_total` the encoder appends, help, field).
 const CORE_COUNTERS: [(&str, &str, StatField); 14] = [
@@ -240,6 +266,9 @@ pub struct Metrics {
     /// `jujud_heap_bytes{kind}`: jemalloc's counts, read at each scrape;
     /// registered only where jemalloc is the allocator ([`heap::enable`]).
     heap: Option<Family<DropLabels, Gauge>>,
+    /// `jujud_memory_part_bytes{part}`: what each bounded part of a manager
+    /// holds, as that part counts it ([`MemoryPart`]).
+    memory_parts: Family<DropLabels, Gauge>,
     /// `jujud_max_datagram_bytes_out`: the largest datagram sent so far.
     max_datagram_bytes_out: Gauge,
     /// `jujud_datagram_out_size_bytes`: the size of each datagram sent.
@@ -304,6 +333,17 @@ impl Metrics {
             );
             family
         });
+        let memory_parts = Family::<DropLabels, Gauge>::default();
+        for part in MemoryPart::ALL {
+            let _ = memory_parts.get_or_create(&[("part", part.as_str())]);
+        }
+        registry.register(
+            "memory_part_bytes",
+            "Bytes held by a manager's bounded parts, as each counts them (retained_ops: \
+             MAX_RETAINED_OPS_BYTES; status_history: MAX_STATUS_LOG_BYTES; log_ring: \
+             the agents' log lines kept for debug-log)",
+            memory_parts.clone(),
+        );
         let max_datagram_bytes_out = Gauge::default();
         registry.register(
             "max_datagram_bytes_out",
@@ -337,6 +377,7 @@ impl Metrics {
             drops,
             local_health_score,
             heap,
+            memory_parts,
             max_datagram_bytes_out,
             datagram_out_size,
             last_stats: Mutex::new(Stats::default()),
@@ -384,6 +425,12 @@ impl Metrics {
         }
         self.local_health_score.set(i64::from(health_score));
         raise_to(&self.max_datagram_bytes_out, stats.max_datagram_bytes_out);
+    }
+
+    /// What `part` holds now, in bytes.
+    pub fn set_memory_part(&self, part: MemoryPart, bytes: usize) {
+        let gauge = self.memory_parts.get_or_create(&[("part", part.as_str())]);
+        gauge.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The whole metric set in the text exposition format.
@@ -511,6 +558,20 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(sample(&text, r#"jujud_datagram_out_size_bytes_bucket{le="768.0"}"#), Some(0.0));
+    }
+
+    #[test]
+    fn every_memory_part_is_exported_from_the_start_and_shows_what_was_set() {
+        let m = Metrics::new();
+        let text = m.encode();
+        for part in MemoryPart::ALL {
+            let line = format!("jujud_memory_part_bytes{{part=\"{}\"}} 0", part.as_str());
+            assert!(text.contains(&line), "{line} missing from:\n{text}");
+        }
+        m.set_memory_part(MemoryPart::RetainedOps, 8 << 20);
+        m.set_memory_part(MemoryPart::RetainedOps, 3 << 20);
+        let text = m.encode();
+        assert!(text.contains("jujud_memory_part_bytes{part=\"retained_ops\"} 3145728"), "{text}");
     }
 
     #[test]

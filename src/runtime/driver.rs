@@ -572,6 +572,10 @@ impl Driver {
             &self.node.members(),
             self.node.health_score(),
         );
+        if let Some(r) = self.node.state() {
+            let part = crate::metrics::MemoryPart::RetainedOps;
+            self.p.metrics.set_memory_part(part, r.replica.retained().1);
+        }
         if self.p.store.as_ref().is_some_and(Store::snapshot_due) {
             self.snapshot();
         }

@@ -305,8 +305,18 @@ pub async fn poll(shared: Arc<super::shared::Shared>, history: Arc<StatusHistory
         presence = Some(fp);
         history.observe_changes(&changes.view, changes.touched.as_ref(), unix_ms());
         since = Some(changes.version);
+        report_usage(&shared.metrics, &history);
         let cost = started.elapsed() * HISTORY_POLL_COST_FACTOR;
         wait = cost.max(Duration::from_millis(HISTORY_POLL_MS));
+    }
+}
+
+/// The history's bytes and the log ring's, for `jujud_memory_part_bytes`.
+fn report_usage(metrics: &crate::metrics::Metrics, history: &StatusHistory) {
+    use crate::metrics::MemoryPart;
+    metrics.set_memory_part(MemoryPart::StatusHistory, history.usage().2);
+    if let Some(hub) = crate::runtime::logs::capture::hub() {
+        metrics.set_memory_part(MemoryPart::LogRing, hub.usage().1);
     }
 }
 

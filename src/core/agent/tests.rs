@@ -612,6 +612,9 @@ fn managers_refuse_unknown_and_removed_machines_and_serve_assignments() {
     let machine = o.machines[0].clone();
     let mut out = ServeOut::default();
     s.opened(&r, 2, NodeId(7), Some(machine.clone()), &mut out);
+    assert!(out.send.is_empty(), "the first assignment waits for the next refresh");
+    assert_eq!(s.refresh_delay_ms(), Some(super::serve::FIRST_ASSIGN_DELAY_MS));
+    s.refresh(&r, &mut out);
     let Ok(SessionMsg::Assign(a)) = decode_msg(&out.send[0].1) else { panic!("{:?}", out.send) };
     assert_eq!(a.units.len(), 1);
     assert_eq!(a.units[0].command, "serve");
@@ -637,6 +640,32 @@ fn managers_refuse_unknown_and_removed_machines_and_serve_assignments() {
     let mut out = ServeOut::default();
     s.refresh(&r, &mut out);
     assert!(out.send.is_empty());
+}
+
+/// A failover sends a manager many session opens at once. Each used to
+/// compute its machine's assignment on its own, a pass over every unit
+/// (70.7 ms at 100,050 entities, `--only memory`): 1,000 agents, 70 s of
+/// the node's time. Now the opens queued together share one pass.
+#[test]
+fn a_burst_of_session_opens_shares_one_assignment_pass() {
+    let mut r = manager_replica();
+    let mut s = AgentSessions::default();
+    let o = run_cmd(&mut r, Command::Deploy { name: "web".into(), command: "serve".into(), n: 50 });
+    let mut out = ServeOut::default();
+    for (i, m) in o.machines.iter().enumerate() {
+        s.opened(&r, i as u64 + 1, NodeId(100 + i as u64), Some(m.clone()), &mut out);
+    }
+    assert_eq!(s.stats.sessions_accepted, 50);
+    assert!(out.send.is_empty());
+    s.refresh(&r, &mut out);
+    assert_eq!(s.stats.assignment_passes, 1, "one pass for the whole burst");
+    assert_eq!(out.send.len(), 50, "every session got its assignment");
+    for (session, bytes) in &out.send {
+        let Ok(SessionMsg::Assign(a)) = decode_msg(bytes) else { panic!("{bytes:?}") };
+        assert_eq!(a.machine, o.machines[*session as usize - 1]);
+        assert_eq!(a.units.len(), 1);
+    }
+    assert_eq!(s.refresh_delay_ms(), None, "nothing left to send");
 }
 
 #[test]

@@ -18,7 +18,7 @@ use rand::RngExt;
 
 use super::Ctx;
 use super::membership::LiveManagers;
-use crate::core::agent::serve::{ASSIGN_REFRESH_MS, AgentSessions, ServeOut};
+use crate::core::agent::serve::{AgentSessions, ServeOut};
 use crate::core::agent::{SessionMsg, encode_msg};
 use crate::core::control::contact::Contact;
 use crate::core::control::provider::ProviderResult;
@@ -33,6 +33,7 @@ use crate::core::state::{
     Change, Command, Replica, RequestId, StateSync, StatusView, VersionVector, WriteResult,
     controllers,
 };
+use crate::core::time::Time;
 
 /// The version the facts were read at, and the facts.
 type FactsCache = (VersionVector, Vec<controllers::MachineFacts>);
@@ -51,8 +52,8 @@ pub(super) struct Manager {
     facts_cache: Option<FactsCache>,
     /// The replica changed during this input (assignments may have).
     state_changed: bool,
-    /// The assignment refresh timer is armed.
-    assign_armed: bool,
+    /// When the assignment refresh timer is armed to fire, if it is.
+    assign_armed: Option<Time>,
     /// The replica's applied version at the last check: no actor's count
     /// ever goes down (debug builds check it after every settle).
     #[cfg(debug_assertions)]
@@ -94,7 +95,7 @@ impl Manager {
             contact: Contact::default(),
             facts_cache: None,
             state_changed: false,
-            assign_armed: false,
+            assign_armed: None,
             #[cfg(debug_assertions)]
             applied_seen: VersionVector::new(),
         }
@@ -437,7 +438,7 @@ impl Manager {
     }
 
     pub fn on_assign_timer(&mut self, cx: &mut Ctx<'_>, live: &LiveManagers) {
-        self.assign_armed = false;
+        self.assign_armed = None;
         let mut out = ServeOut::default();
         self.served.refresh(&self.sync.replica, &mut out);
         self.apply_serve_out(cx, live, out);
@@ -449,9 +450,15 @@ impl Manager {
         if std::mem::take(&mut self.state_changed) {
             self.served.mark_dirty();
         }
-        if self.served.is_dirty() && !self.assign_armed {
-            self.assign_armed = true;
-            cx.arm(TimerKind::Assign, Duration::from_millis(ASSIGN_REFRESH_MS));
+        // Armed again when wanted sooner than the pending one (a session
+        // waiting for its first assignment); an extra firing finds nothing
+        // dirty and does nothing.
+        if let Some(delay) = self.served.refresh_delay_ms() {
+            let at = cx.now + Duration::from_millis(delay);
+            if self.assign_armed.is_none_or(|armed| at < armed) {
+                self.assign_armed = Some(at);
+                cx.arm(TimerKind::Assign, Duration::from_millis(delay));
+            }
         }
     }
 
