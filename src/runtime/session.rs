@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::transport::{Transport, member_role};
 use super::wire::{self, MAX_API_FRAME_BYTES, Request};
+use crate::core::agent::role::MAX_HONOURED_RETRY_AFTER_MS;
 use crate::core::agent::{MAX_SESSION_MSG_BYTES, SessionMsg, decode_msg, encode_msg};
 use crate::core::{Input, NodeId, PeerCert, Role};
 use crate::metrics::Metrics;
@@ -406,6 +407,9 @@ where
                     retry_after_ms = ms,
                     "a manager is busy (login rate limit)"
                 );
+                // A manager's number, so bounded as the core bounds it (a
+                // forged huge one must not overflow the deadline).
+                let ms = ms.min(MAX_HONOURED_RETRY_AFTER_MS);
                 let until = tokio::time::Instant::now() + Duration::from_millis(ms);
                 busy_until = Some(busy_until.map_or(until, |b| b.min(until)));
             }
@@ -509,6 +513,21 @@ mod tests {
             Duration::from_millis(650),
             "300 ms + the shorter retry-after, 350"
         );
+    }
+
+    /// Hostile input: a retry-after the size of `u64::MAX` (a forged
+    /// manager) neither overflows the deadline nor parks the open past the
+    /// bound the core honours.
+    #[tokio::test(start_paused = true)]
+    async fn a_forged_huge_retry_after_is_cut_to_the_honoured_bound() {
+        let t0 = tokio::time::Instant::now();
+        let attempts = vec![
+            Box::pin(after(10, busy(u64::MAX)))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+            Box::pin(after(60_000, failed())),
+        ];
+        assert_eq!(race(attempts, 1).await, RaceEnd::Busy(0));
+        assert_eq!(t0.elapsed(), Duration::from_millis(10 + MAX_HONOURED_RETRY_AFTER_MS));
     }
 
     #[tokio::test(start_paused = true)]
