@@ -335,14 +335,7 @@ pub fn loopback_addrs(n: usize) -> Res<Vec<SocketAddr>> {
 /// MiB, from its `/metrics`; empty if it serves none (another allocator,
 /// or in a network namespace).
 pub fn heap_mib(c: &Cluster, i: usize) -> Vec<(String, f64)> {
-    let Some(samples) = c.managers[i].metrics.and_then(scrape_metrics) else { return Vec::new() };
-    let mut out: Vec<(String, f64)> = samples
-        .into_iter()
-        .filter_map(|(series, value)| {
-            let kind = series.strip_prefix("jujud_heap_bytes{kind=\"")?.strip_suffix("\"}")?;
-            Some((kind.to_owned(), value / (1024.0 * 1024.0)))
-        })
-        .collect();
+    let mut out = labelled_mib(c, i, "jujud_heap_bytes{kind=\"");
     // In the exporter's order (allocated, active, resident, ...).
     let rank = |k: &str| HeapStats::KINDS.iter().position(|x| *x == k);
     out.sort_by_key(|(k, _)| rank(k));
@@ -352,16 +345,22 @@ pub fn heap_mib(c: &Cluster, i: usize) -> Vec<(String, f64)> {
 /// Manager `i`'s `jujud_memory_part_bytes{part}` series (what its bounded
 /// parts hold, as each counts it), in MiB; empty if it serves none.
 pub fn parts_mib(c: &Cluster, i: usize) -> Vec<(String, f64)> {
+    let mut out = labelled_mib(c, i, "jujud_memory_part_bytes{part=\"");
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Manager `i`'s series of one family with one label (`prefix` is the
+/// family's name up to the label's opening quote), as (label value, MiB),
+/// in the scrape's order; empty if it serves no metrics.
+fn labelled_mib(c: &Cluster, i: usize, prefix: &str) -> Vec<(String, f64)> {
     let Some(samples) = c.managers[i].metrics.and_then(scrape_metrics) else { return Vec::new() };
     samples
         .into_iter()
         .filter_map(|(series, value)| {
-            let part =
-                series.strip_prefix("jujud_memory_part_bytes{part=\"")?.strip_suffix("\"}")?;
-            Some((part.to_owned(), value / (1024.0 * 1024.0)))
+            let label = series.strip_prefix(prefix)?.strip_suffix("\"}")?;
+            Some((label.to_owned(), value / (1024.0 * 1024.0)))
         })
-        .collect::<std::collections::BTreeMap<_, _>>()
-        .into_iter()
         .collect()
 }
 

@@ -480,10 +480,15 @@ mod tests {
         assert!(b.admit(later).is_err());
     }
 
+    type Attempt =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, OpenFailure>> + Send>>;
+
     /// An attempt that ends after `ms` of (paused) time with `end`.
-    async fn after(ms: u64, end: Result<u32, OpenFailure>) -> Result<u32, OpenFailure> {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        end
+    fn after(ms: u64, end: Result<u32, OpenFailure>) -> Attempt {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            end
+        })
     }
 
     fn busy(ms: u64) -> Result<u32, OpenFailure> {
@@ -501,12 +506,7 @@ mod tests {
     async fn a_busy_answer_bounds_the_wait_for_a_candidate_that_hangs() {
         let t0 = tokio::time::Instant::now();
         let hang = super::super::transport::DIAL_TIMEOUT_MS;
-        let attempts = vec![
-            Box::pin(after(50, busy(700)))
-                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
-            Box::pin(after(300, busy(350))),
-            Box::pin(after(hang, failed())),
-        ];
+        let attempts = vec![after(50, busy(700)), after(300, busy(350)), after(hang, failed())];
         assert_eq!(race(attempts, 1).await, RaceEnd::Busy(0));
         assert_eq!(
             t0.elapsed(),
@@ -521,11 +521,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_forged_huge_retry_after_is_cut_to_the_honoured_bound() {
         let t0 = tokio::time::Instant::now();
-        let attempts = vec![
-            Box::pin(after(10, busy(u64::MAX)))
-                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
-            Box::pin(after(60_000, failed())),
-        ];
+        let attempts = vec![after(10, busy(u64::MAX)), after(60_000, failed())];
         assert_eq!(race(attempts, 1).await, RaceEnd::Busy(0));
         assert_eq!(t0.elapsed(), Duration::from_millis(10 + MAX_HONOURED_RETRY_AFTER_MS));
     }
@@ -533,12 +529,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_first_to_open_wins_even_after_a_busy_answer_and_the_rest_are_not_awaited() {
         let t0 = tokio::time::Instant::now();
-        let attempts = vec![
-            Box::pin(after(10, busy(500)))
-                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
-            Box::pin(after(200, Ok(2))),
-            Box::pin(after(5_000, Ok(3))),
-        ];
+        let attempts = vec![after(10, busy(500)), after(200, Ok(2)), after(5_000, Ok(3))];
         assert_eq!(race(attempts, 1).await, RaceEnd::Opened(2));
         assert_eq!(t0.elapsed(), Duration::from_millis(200));
     }
@@ -546,14 +537,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn when_every_candidate_has_answered_the_race_ends_with_what_is_left_to_wait() {
         let t0 = tokio::time::Instant::now();
-        let attempts = vec![
-            Box::pin(after(10, busy(400)))
-                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
-            Box::pin(after(100, failed())),
-        ];
+        let attempts = vec![after(10, busy(400)), after(100, failed())];
         assert_eq!(race(attempts, 1).await, RaceEnd::Busy(310));
         assert_eq!(t0.elapsed(), Duration::from_millis(100));
-        let attempts = vec![Box::pin(after(100, failed()))];
+        let attempts = vec![after(100, failed())];
         assert_eq!(race(attempts, 1).await, RaceEnd::<u32>::Failed);
     }
 

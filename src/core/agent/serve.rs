@@ -90,10 +90,6 @@ impl AgentSessions {
         self.dirty = !self.sessions.is_empty();
     }
 
-    pub fn is_dirty(&self) -> bool {
-        self.dirty
-    }
-
     /// How soon [`AgentSessions::refresh`] is wanted, if it is: at once
     /// for a session waiting for its first assignment, else after
     /// [`ASSIGN_REFRESH_MS`].

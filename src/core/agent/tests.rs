@@ -467,6 +467,19 @@ fn failed_opens_back_off_with_jitter_then_dial_everyone_and_never_save_an_empty_
     assert_eq!(out.save_managers, None, "an empty set never replaces a good one");
 }
 
+/// Fails `a`'s opens `PARALLEL_AFTER_FAILURES` times in a row (each retried
+/// when due); returns the time of the open now in progress.
+fn fail_opens_in_a_row(a: &mut AgentRole, rng: &mut ChaCha8Rng) -> Duration {
+    let mut now = Duration::ZERO;
+    for _ in 0..PARALLEL_AFTER_FAILURES {
+        let id = opened_id(a);
+        a.on_session_closed(now, id, rng, &mut AgentOut::default());
+        now = a.next_wake().expect("a retry is scheduled");
+        a.tick(now, rng, &mut AgentOut::default());
+    }
+    now
+}
+
 /// A session that breaks soon after it opened does not start the row of
 /// failures over: on a flapping network the agent keeps dialing every
 /// manager at once. One that lasted `SESSION_STABLE_MS` does.
@@ -477,13 +490,7 @@ fn a_session_that_breaks_at_once_keeps_the_agent_dialing_everyone() {
         let mut a = agent_role();
         let mut out = AgentOut::default();
         a.set_live_managers(Duration::ZERO, (1..=3).map(manager).collect(), &mut out);
-        let mut now = Duration::ZERO;
-        for _ in 0..PARALLEL_AFTER_FAILURES {
-            let id = opened_id(&a);
-            a.on_session_closed(now, id, &mut rng, &mut AgentOut::default());
-            now = a.next_wake().expect("a retry is scheduled");
-            a.tick(now, &mut rng, &mut AgentOut::default());
-        }
+        let now = fail_opens_in_a_row(&mut a, &mut rng);
         let id = opened_id(&a);
         let mut out = AgentOut::default();
         a.on_session_opened(now, id, manager(1).id, &mut out);
@@ -512,13 +519,7 @@ fn a_stable_session_whose_manager_is_declared_down_dials_one_manager_next() {
         let mut a = agent_role();
         let managers: Vec<Identity> = (1..=3).map(manager).collect();
         a.set_live_managers(Duration::ZERO, managers.clone(), &mut AgentOut::default());
-        let mut now = Duration::ZERO;
-        for _ in 0..PARALLEL_AFTER_FAILURES {
-            let id = opened_id(&a);
-            a.on_session_closed(now, id, &mut rng, &mut AgentOut::default());
-            now = a.next_wake().expect("a retry is scheduled");
-            a.tick(now, &mut rng, &mut AgentOut::default());
-        }
+        let now = fail_opens_in_a_row(&mut a, &mut rng);
         let id = opened_id(&a);
         let dead = managers[0].id;
         a.on_session_opened(now, id, dead, &mut AgentOut::default());
