@@ -1,6 +1,7 @@
 //! The re-announce loop that heals partitions: while any peer this node has
-//! known is not active (or it is alone), it announces to some of them, and to
-//! its seeds when alone, with exponential backoff.
+//! known is not active (or it is alone), it announces to some of them, and
+//! identifies the seeds and lost managers' addresses that no active member
+//! holds, with exponential backoff.
 //!
 //! Owns the set of known peers and the backoff. Must never send by itself:
 //! it only decides whom the node should announce to, and when.
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use rand::RngExt;
 
-use super::identity::{Identity, NodeId};
+use super::identity::{Identity, NodeId, Role};
 use super::io::Time;
 
 /// Most peers remembered for re-announcing; at the bound, new peers are not
@@ -28,13 +29,23 @@ pub const MAX_KNOWN_PEERS: usize = 1_024;
 /// Most peers announced to in one round.
 pub const ANNOUNCE_FANOUT: usize = 3;
 
+/// Most addresses of lost managers (beyond the seeds) identified in one
+/// round; above it, a random subset. A manager that lost its disk comes
+/// back at its address as a new node, which an announce to its old
+/// identity never reaches (foca drops what is addressed to another
+/// identity): when every manager did so at once, the agents' only way back
+/// is to ask who now holds those addresses. Replaced managers are revoked
+/// and forgotten, so a cluster's lost managers are few.
+pub const MAX_IDENTIFIED_MANAGER_ADDRS: usize = 8;
+
 /// What one round of the loop asks the node to do.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Round {
     /// Announce (foca `announce`) to these known peers.
     pub announce_to: Vec<Identity>,
-    /// Identify these seed addresses: no active member holds them (a seed
-    /// may have come back as a new node, unknown to every peer we know).
+    /// Identify these addresses: seeds, then lost managers' addresses, that
+    /// no active member holds (a node there may have come back as a new
+    /// node, unknown to every peer we know).
     pub identify: Vec<SocketAddr>,
     /// When the next round is due.
     pub next_after: Duration,
@@ -73,6 +84,9 @@ pub struct Rejoin {
     seeds_sorted: Vec<(AddrKey, usize)>,
     /// Per seed, whether a member holds it (scratch of one round).
     seed_held: Vec<bool>,
+    /// The lost managers' addresses that are not seeds, sorted, with
+    /// whether a member holds them (scratch of one round).
+    manager_addrs: Vec<(AddrKey, SocketAddr, bool)>,
     known: BTreeMap<NodeId, Identity>,
     min_backoff: Duration,
     max_backoff: Duration,
@@ -90,6 +104,7 @@ impl Rejoin {
         seeds_sorted.sort_unstable();
         Rejoin {
             seed_held: vec![false; seeds.len()],
+            manager_addrs: Vec::new(),
             seeds_sorted,
             seeds,
             known: BTreeMap::new(),
@@ -154,11 +169,15 @@ impl Rejoin {
             .filter(|p| active.binary_search(&p.id).is_err() && !departed(p))
             .cloned()
             .collect();
+        self.collect_manager_addrs(&lost, rng);
         self.seed_held.fill(false);
         for key in held.into_iter().map(addr_key) {
             let from = self.seeds_sorted.partition_point(|(s, _)| *s < key);
             for (_, i) in self.seeds_sorted[from..].iter().take_while(|(s, _)| *s == key) {
                 self.seed_held[*i] = true;
+            }
+            if let Ok(i) = self.manager_addrs.binary_search_by_key(&key, |(k, _, _)| *k) {
+                self.manager_addrs[i].2 = true;
             }
         }
         let identify = self
@@ -167,6 +186,7 @@ impl Rejoin {
             .zip(&self.seed_held)
             .filter(|(_, held)| !**held)
             .map(|(a, _)| *a)
+            .chain(self.manager_addrs.iter().filter(|(_, _, held)| !held).map(|(_, a, _)| *a))
             .collect();
         let mut round = Round { identify, ..Round::default() };
         for _ in 0..ANNOUNCE_FANOUT.min(lost.len()) {
@@ -181,6 +201,30 @@ impl Rejoin {
         self.token += 1;
         self.due = now + round.next_after;
         round
+    }
+
+    /// Fills `manager_addrs` with the addresses of the lost managers that
+    /// are not seeds (each once), at most [`MAX_IDENTIFIED_MANAGER_ADDRS`]
+    /// of them (a random subset above it), sorted and marked not held.
+    fn collect_manager_addrs(&mut self, lost: &[Identity], rng: &mut impl RngExt) {
+        self.manager_addrs.clear();
+        for p in lost.iter().filter(|p| p.role == Role::Manager) {
+            let key = addr_key(p.addr);
+            if self.seeds_sorted.binary_search_by_key(&key, |(k, _)| *k).is_err() {
+                self.manager_addrs.push((key, p.addr, false));
+            }
+        }
+        self.manager_addrs.sort_unstable_by_key(|(k, _, _)| *k);
+        self.manager_addrs.dedup_by_key(|(k, _, _)| *k);
+        let n = self.manager_addrs.len();
+        if n > MAX_IDENTIFIED_MANAGER_ADDRS {
+            for i in 0..MAX_IDENTIFIED_MANAGER_ADDRS {
+                let pick = rng.random_range(i..n);
+                self.manager_addrs.swap(i, pick);
+            }
+            self.manager_addrs.truncate(MAX_IDENTIFIED_MANAGER_ADDRS);
+            self.manager_addrs.sort_unstable_by_key(|(k, _, _)| *k);
+        }
     }
 
     /// The bookkeeping of a round that finds nothing missing (nothing to
@@ -229,7 +273,11 @@ mod tests {
         }
         let round = r.round(Duration::ZERO, &[NodeId(1)], [], |p| p.id == NodeId(3), &mut rng);
         assert_eq!(round.announce_to, vec![peer(2)]);
-        assert!(round.identify.is_empty());
+        assert_eq!(
+            round.identify,
+            vec![peer(2).addr],
+            "a lost manager's address, not a departed one's"
+        );
         let all: Vec<_> = (1..=3).map(NodeId).collect();
         let quiet = r.round(Duration::ZERO, &all, [], |_| false, &mut rng);
         assert!(quiet.announce_to.is_empty());
@@ -249,6 +297,49 @@ mod tests {
         assert_eq!(round.next_after, 250 * MS, "a missing seed keeps the backoff short");
         let quiet = r.round(Duration::ZERO, &active, [s2, s1, s2], |_| false, &mut rng);
         assert!(quiet.identify.is_empty());
+    }
+
+    #[test]
+    fn a_lost_managers_address_is_identified_until_an_active_member_holds_it() {
+        let seed: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut r = Rejoin::new(vec![seed], 250 * MS, 1000 * MS);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let manager = peer(2);
+        let agent = crate::core::identity::test_member(3, Role::Agent);
+        let twin = Identity { id: NodeId(4), ..manager.clone() };
+        for p in [&manager, &agent, &twin] {
+            r.remember(p);
+        }
+        let active = [NodeId(1)];
+        let round = r.round(Duration::ZERO, &active, [seed], |_| false, &mut rng);
+        assert_eq!(
+            round.identify,
+            vec![manager.addr],
+            "the lost manager's address once (two lost managers hold it); not the agent's"
+        );
+        let round = r.round(Duration::ZERO, &active, [seed, manager.addr], |_| false, &mut rng);
+        assert!(round.identify.is_empty(), "a new node at that address is already a member");
+        let seeded = Rejoin::new(vec![manager.addr], 250 * MS, 1000 * MS);
+        let mut seeded = Rejoin { known: r.known.clone(), ..seeded };
+        let round = seeded.round(Duration::ZERO, &active, [], |_| false, &mut rng);
+        assert_eq!(round.identify, vec![manager.addr], "a seed is not identified twice");
+    }
+
+    #[test]
+    fn lost_managers_addresses_identified_in_a_round_are_bounded() {
+        let mut r = Rejoin::new(vec![], 250 * MS, 1000 * MS);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for n in 1..=40 {
+            r.remember(&peer(n));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let round = r.round(Duration::ZERO, &[], [], |_| false, &mut rng);
+            assert_eq!(round.identify.len(), MAX_IDENTIFIED_MANAGER_ADDRS);
+            assert!(round.identify.is_sorted(), "{:?}", round.identify);
+            seen.extend(round.identify);
+        }
+        assert_eq!(seen.len(), 40, "the random subset reaches every lost manager over rounds");
     }
 
     #[test]

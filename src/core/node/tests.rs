@@ -52,12 +52,18 @@ impl Net {
     /// Starts node `i` now, joining through node 1 (unless it is node 1).
     fn add(&mut self, i: u64) {
         let seeds = if i == 1 { vec![] } else { vec![ident(1).addr] };
+        self.add_with(i, seeds, vec![]);
+    }
+
+    /// Starts node `i` now with these seeds and peers known from an earlier
+    /// run. Node `i + 1000` has node `i`'s address.
+    fn add_with(&mut self, i: u64, seeds: Vec<std::net::SocketAddr>, known_peers: Vec<Identity>) {
         let mut node = Node::new(NodeConfig {
             identity: ident(i),
             timing: self.timing.clone(),
             rng_seed: i,
             seeds,
-            known_peers: vec![],
+            known_peers,
             state: None,
             agent: None,
             controller_machine: None,
@@ -171,6 +177,27 @@ fn three_nodes_join_and_a_crash_is_detected_within_the_bound() {
             .find(|(who, e)| *who == o && matches!(e, Event::MemberDown { identity, left: false } if identity.id == NodeId(3)))
             .expect("crash declared down");
         assert_eq!(net.state_of(o, 3), Some(MemberState::Down));
+    }
+}
+
+#[test]
+fn a_member_whose_managers_all_came_back_as_new_nodes_finds_them_at_their_addresses() {
+    // Node 3's seed is gone for good (a manager since replaced); it knows
+    // nodes 1 and 2 from an earlier run and joins through them.
+    let mut net = Net::new(2);
+    net.add_with(3, vec![ident(50).addr], vec![ident(1)]);
+    net.run_until(2_000 * MS);
+    assert_eq!(net.state_of(3, 2), Some(MemberState::Alive));
+    // Both managers lose their disks at once and come back as new nodes at
+    // their addresses: an announce to their old identities reaches nobody.
+    net.nodes.remove(&1);
+    net.nodes.remove(&2);
+    net.add_with(1001, vec![], vec![]);
+    net.add_with(1002, vec![ident(1001).addr], vec![]);
+    net.run_until(net.now + 30_000 * MS);
+    assert_eq!(net.state_of(3, 2), Some(MemberState::Down));
+    for (o, m) in [(3, 1001), (3, 1002), (1001, 3), (1002, 3)] {
+        assert_eq!(net.state_of(o, m), Some(MemberState::Alive), "{o} sees {m}");
     }
 }
 
