@@ -72,6 +72,9 @@ pub enum DropReason {
     HandshakeRetry,
     /// a join answer could not be sent.
     JoinAnswerFailed,
+    /// an identify (who holds this address?) not started: one to the same
+    /// address, or `MAX_IDENTIFY_IN_FLIGHT`, were in flight.
+    IdentifyInFlight,
     /// a join was refused.
     JoinRefused,
     /// a join was asked to come back: every admission slot was taken.
@@ -103,7 +106,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order exported.
-    pub const ALL: [DropReason; 28] = [
+    pub const ALL: [DropReason; 29] = [
         DropReason::Malformed,
         DropReason::Oversized,
         DropReason::Spoofed,
@@ -119,6 +122,7 @@ impl DropReason {
         DropReason::HandshakePerSource,
         DropReason::HandshakeRetry,
         DropReason::JoinAnswerFailed,
+        DropReason::IdentifyInFlight,
         DropReason::JoinRefused,
         DropReason::JoinBusy,
         DropReason::SessionBadFrame,
@@ -152,6 +156,7 @@ impl DropReason {
             DropReason::HandshakePerSource => "handshake_per_source",
             DropReason::HandshakeRetry => "handshake_retry",
             DropReason::JoinAnswerFailed => "join_answer_failed",
+            DropReason::IdentifyInFlight => "identify_in_flight",
             DropReason::JoinRefused => "join_refused",
             DropReason::JoinBusy => "join_busy",
             DropReason::SessionBadFrame => "session_bad_frame",

@@ -83,6 +83,38 @@ struct Table {
     conns: BTreeMap<NodeId, quinn::Connection>,
     dialing: BTreeMap<NodeId, Vec<Bytes>>,
     failed_at: BTreeMap<NodeId, Instant>,
+    identifying: IdentifyGate,
+}
+
+/// Most identifies (dials asking who holds an address) in flight at once.
+/// The rejoin loop asks for its seeds and for at most
+/// `core::rejoin::MAX_IDENTIFIED_MANAGER_ADDRS` lost managers' addresses a
+/// round, as often as every `rejoin_backoff_min_ms` while something is
+/// lost; a dead address holds its dial for `DIAL_TIMEOUT_MS`. At the bound
+/// (or while one to the same address is in flight) the identify is not
+/// started, counted as `identify_in_flight`; the next round asks again.
+pub const MAX_IDENTIFY_IN_FLIGHT: usize = 32;
+
+/// The addresses being identified: at most one dial per address, at most
+/// [`MAX_IDENTIFY_IN_FLIGHT`] in all.
+#[derive(Default)]
+struct IdentifyGate {
+    in_flight: std::collections::BTreeSet<SocketAddr>,
+}
+
+impl IdentifyGate {
+    /// Whether an identify of `addr` may start; if so, it is in flight
+    /// until [`IdentifyGate::finish`].
+    fn try_start(&mut self, addr: SocketAddr) -> bool {
+        if self.in_flight.len() >= MAX_IDENTIFY_IN_FLIGHT {
+            return false;
+        }
+        self.in_flight.insert(addr)
+    }
+
+    fn finish(&mut self, addr: SocketAddr) {
+        self.in_flight.remove(&addr);
+    }
 }
 
 /// The node's QUIC endpoint and its peer connections.
@@ -351,9 +383,18 @@ impl Transport {
 
     /// Finds out who answers at `addr` and reports it to the driver.
     pub fn identify(self: &Arc<Self>, addr: SocketAddr) {
+        let started =
+            self.table.lock().expect("transport table poisoned").identifying.try_start(addr);
+        if !started {
+            tracing::debug!(%addr, "identify not started: one to this address, or too many, in flight");
+            self.metrics.count_drop(crate::metrics::DropReason::IdentifyInFlight);
+            return;
+        }
         let this = self.clone();
         tokio::spawn(async move {
-            match this.dial(addr).await {
+            let dialed = this.dial(addr).await;
+            this.table.lock().expect("transport table poisoned").identifying.finish(addr);
+            match dialed {
                 Ok(pc) => {
                     let Some(role) = member_role(pc.role) else { return };
                     let peer = PeerCert { id: pc.id, role };
@@ -617,5 +658,25 @@ impl Transport {
                 let _ = tokio::time::timeout(wait, answer).await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifies_are_one_per_address_and_bounded_in_all() {
+        let mut gate = IdentifyGate::default();
+        let addr = |n: usize| SocketAddr::from(([127, 0, 0, 1], 7_000 + n as u16));
+        assert!(gate.try_start(addr(0)));
+        assert!(!gate.try_start(addr(0)), "one dial per address at a time");
+        for n in 1..MAX_IDENTIFY_IN_FLIGHT {
+            assert!(gate.try_start(addr(n)));
+        }
+        assert!(!gate.try_start(addr(MAX_IDENTIFY_IN_FLIGHT)), "the bound holds");
+        gate.finish(addr(0));
+        assert!(gate.try_start(addr(MAX_IDENTIFY_IN_FLIGHT)), "a finished dial frees its place");
+        assert!(!gate.try_start(addr(0)));
     }
 }
