@@ -7,6 +7,7 @@ pub mod doc;
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod oplog;
 pub mod replica;
 pub mod requests;
 pub mod sync;

@@ -26,12 +26,13 @@
 //! `durable`, foreign ones up to `durable_remote` (reported by the driver
 //! once their batch or a snapshot holding them is synced).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crdts::ctx::AddCtx;
 use crdts::{CmRDT, CvRDT};
 use serde::{Deserialize, Serialize};
 
+use super::oplog::{self, OpLog};
 use super::requests::{self, Recorded, RequestId, Requests};
 
 pub use super::doc::{Actor, Doc, DocOp, VersionVector};
@@ -39,16 +40,21 @@ pub use super::doc::{Actor, Doc, DocOp, VersionVector};
 /// Operations kept for anti-entropy before older ones are compacted away;
 /// a peer that needs compacted ones gets the full state instead.
 pub const MAX_RETAINED_OPS: usize = 200_000;
-/// The same bound in bytes (as [`op_bytes`] counts them): past it the
-/// oldest operations are compacted away too, so a few large ones (a
+/// The same bound in bytes: the operations encoded as the retained log
+/// holds them plus their index entries ([`OpLog::used_bytes`]); past it
+/// the oldest operations are compacted away too, so a few large ones (a
 /// 1,000-unit deploy's record holds every id) cannot hold the memory that
-/// the count allows. At about 200 bytes per set-style operation this is
-/// about 40,000 operations: at 100 writes a second, a peer more than about
-/// three minutes behind gets the full state instead (about 22 MiB at
-/// 100,000 entities). 8 MiB, not 16 or 32: a manager that took a large
-/// load held the whole bound at rest, against a budget of 120 MiB at
-/// 100,000 entities (issue 14; docs/ARCHITECTURE.md, "State memory").
-pub const MAX_RETAINED_OPS_BYTES: usize = 8 << 20;
+/// the count allows. At about 75 bytes per set-style operation (60 encoded,
+/// 16 of index) this is about 55,000 operations: at 100 writes a second
+/// (two operations each), a peer more than about four and a half minutes
+/// behind gets the full state instead (about 22 MiB at 100,000 entities).
+/// The logs' spare capacity comes on top, at most a quarter of a log plus
+/// `oplog::GROWTH_MIN_BYTES` while it grows, less once the bound is near
+/// (growth stops at it). 4 MiB: decoded, 8 MiB held about 40,000
+/// operations in about 12.6 MiB of resident memory on a manager that took
+/// a large load, against a budget of 120 MiB at 100,000 entities (issue
+/// 14; docs/ARCHITECTURE.md, "State memory").
+pub const MAX_RETAINED_OPS_BYTES: usize = 4 << 20;
 /// Out-of-order operations held waiting for a gap to fill; beyond it they
 /// are dropped (anti-entropy fetches them again).
 pub const MAX_PENDING_OPS: usize = 100_000;
@@ -126,55 +132,6 @@ pub struct Snapshot {
     pub requests: Vec<(RequestId, Recorded)>,
 }
 
-/// What a retained operation holds in memory, in bytes: its inline size
-/// plus its key, value and clock entries (an estimate that counts every
-/// variable part, so a bound on it bounds the heap). The retained log
-/// counts the inline part per slot it has allocated, used or not (see
-/// [`Replica::retained`]).
-pub fn op_bytes(s: &Stamped) -> usize {
-    SLOT_BYTES + op_heap_bytes(s)
-}
-
-/// The inline size of one retained operation's slot in the log.
-const SLOT_BYTES: usize = std::mem::size_of::<Stamped>();
-/// The retained log of an actor grows by a quarter (plus this many slots)
-/// when full, not by doubling, so at most about a fifth of its slots are
-/// spare; an emptied log is freed.
-const LOG_GROWTH_MIN_SLOTS: usize = 64;
-
-/// [`op_bytes`] without the inline part: the key, value and clock, each
-/// text as the allocator holds it ([`held`]).
-fn op_heap_bytes(s: &Stamped) -> usize {
-    const CLOCK_ENTRY_BYTES: usize = std::mem::size_of::<(Actor, u64)>();
-    match &s.op {
-        crdts::map::Op::Rm { clock, keyset } => {
-            clock.dots.len() * CLOCK_ENTRY_BYTES
-                + keyset
-                    .iter()
-                    .map(|k| held(k.len()) + std::mem::size_of::<String>() * 2)
-                    .sum::<usize>()
-        }
-        crdts::map::Op::Up { key, op: crdts::mvreg::Op::Put { clock, val }, .. } => {
-            held(key.len()) + held(val.len()) + clock.dots.len() * CLOCK_ENTRY_BYTES
-        }
-    }
-}
-
-/// The bytes an allocation of `len` bytes holds: allocators hand out size
-/// classes (jemalloc's small ones are multiples of 16 up to 128 bytes,
-/// coarser above), so a 20-byte key holds 32 and a 5-byte value 16:
-/// counting requested lengths undercounted short texts by up to two thirds.
-fn held(len: usize) -> usize {
-    if len == 0 { 0 } else { len.next_multiple_of(16) }
-}
-
-/// The operations of one actor's log with `after < seq <= upto`; the log is
-/// ordered by seq, so this is a binary search, not a scan.
-fn ops_between(log: &VecDeque<Stamped>, after: u64, upto: u64) -> impl Iterator<Item = &Stamped> {
-    let start = log.partition_point(|s| s.seq <= after);
-    log.range(start..).take_while(move |s| s.seq <= upto)
-}
-
 /// A replica.
 #[derive(Debug, Clone)]
 pub struct Replica {
@@ -188,13 +145,15 @@ pub struct Replica {
     durable_remote: VersionVector,
     /// Recorded client requests (bounded).
     requests: Requests,
-    /// Operations kept for deltas, per actor, oldest first.
-    log: BTreeMap<Actor, VecDeque<Stamped>>,
+    /// Operations kept for deltas, per actor, oldest first, encoded.
+    log: BTreeMap<Actor, OpLog>,
     retained: usize,
-    /// The heap parts of every retained operation ([`op_heap_bytes`]).
-    retained_bytes: usize,
-    /// Slots allocated by the retained logs, used or not.
-    retained_slots: usize,
+    /// The bytes the logs use ([`OpLog::used_bytes`], what the bound counts).
+    retained_used: usize,
+    /// The bytes the logs have allocated ([`OpLog::heap_bytes`]).
+    retained_heap: usize,
+    /// Scratch for encoding one operation.
+    encoded: Vec<u8>,
     pending: BTreeMap<Actor, BTreeMap<u64, Stamped>>,
     pending_count: usize,
     /// Operations dropped because `pending` was full.
@@ -213,8 +172,9 @@ impl Replica {
             requests: Requests::default(),
             log: BTreeMap::new(),
             retained: 0,
-            retained_bytes: 0,
-            retained_slots: 0,
+            retained_used: 0,
+            retained_heap: 0,
+            encoded: Vec::new(),
             pending: BTreeMap::new(),
             pending_count: 0,
             dropped_pending: 0,
@@ -357,8 +317,12 @@ impl Replica {
             from <= self.durable && self.durable <= self.own_seq(),
             "durable only grows, never past what was written"
         );
-        match self.log.get(&self.me) {
-            Some(ops) => ops_between(ops, from, self.durable).cloned().collect(),
+        let actor = self.me;
+        match self.log.get(&actor) {
+            Some(ops) => ops
+                .between(from, self.durable)
+                .map(|(seq, op)| Stamped { actor, seq, op })
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -420,15 +384,14 @@ impl Replica {
             // Seqs in a log only grow; those after `since` must be exactly
             // from + 1 ..= top (a full-state merge leaves a gap).
             let log = self.log.get(actor)?;
-            let at = log.partition_point(|s| s.seq <= from);
-            let after = log.len() - at;
-            if log.get(at)?.seq != from + 1 || after as u64 != top - from {
+            let (after, contiguous) = log.count_after(from);
+            if !contiguous || after as u64 != top - from {
                 return None;
             }
-            for s in log.range(at..) {
-                match &s.op {
-                    crdts::map::Op::Up { key, .. } => _ = keys.insert(key.clone()),
-                    crdts::map::Op::Rm { keyset, .. } => keys.extend(keyset.iter().cloned()),
+            for (_, op) in log.between(from, top) {
+                match op {
+                    crdts::map::Op::Up { key, .. } => _ = keys.insert(key),
+                    crdts::map::Op::Rm { keyset, .. } => keys.extend(keyset),
                 }
                 if keys.len() > max_keys {
                     return None;
@@ -471,98 +434,70 @@ impl Replica {
 
     fn apply_in_order(&mut self, s: Stamped) {
         debug_assert_eq!(s.seq, self.vv.get(&s.actor).copied().unwrap_or(0) + 1, "causal order");
+        oplog::encode(&s.op, &mut self.encoded);
         match requests::as_record(&s.op) {
             Some((id, ids)) => {
                 self.requests.insert(id, Recorded { author: s.actor, seq: s.seq, ids })
             }
-            None => self.doc.apply(s.op.clone()),
+            None => self.doc.apply(s.op),
         }
         self.vv.insert(s.actor, s.seq);
-        // Slots the byte bound still has room for, this operation counted.
-        let heap = op_heap_bytes(&s);
-        let room = MAX_RETAINED_OPS_BYTES.saturating_sub(self.retained().1 + heap) / SLOT_BYTES;
-        self.retained_bytes += heap;
-        // Only a log that is full while the bound is: the walk over the
-        // writers (a few dozen) stays off the common path.
-        let full = self.log.get(&s.actor).is_none_or(|l| l.len() == l.capacity());
-        let largest_other = if full && room == 0 {
-            self.log.iter().filter(|(a, _)| **a != s.actor).map(|(_, l)| l.len()).max().unwrap_or(0)
-        } else {
-            0
-        };
+        // Growth stops at the bound (beyond the minimum): capacity grown
+        // past it would sit spare once compaction takes the bytes back.
+        let room = MAX_RETAINED_OPS_BYTES.saturating_sub(self.retained_heap + self.encoded.len());
         let log = self.log.entry(s.actor).or_default();
-        let mut dropped = None;
-        if log.len() == log.capacity() {
-            // Grow by a quarter, but never past what the bound can hold:
-            // slots grown beyond it would be paid for by evicting
-            // operations, leaving the log half empty slots for good.
-            let grow = (log.len() / 4 + LOG_GROWTH_MIN_SLOTS).min(room);
-            if grow == 0 && log.len() >= largest_other && !log.is_empty() {
-                // No room, and this actor retains the most: its oldest
-                // operation gives its slot.
-                dropped = log.pop_front();
-            } else if grow == 0 && !log.is_empty() {
-                // No room, but another actor retains more: this log still
-                // grows a little and `compact` below takes the bytes from
-                // the largest log. Otherwise a manager that wrote a few
-                // operations while one other wrote thousands could keep
-                // only its last one, and a peer that missed any earlier
-                // one would need the full state.
-                let before = log.capacity();
-                log.reserve_exact(LOG_GROWTH_MIN_SLOTS);
-                self.retained_slots += log.capacity() - before;
-            } else {
-                let before = log.capacity();
-                log.reserve_exact(grow.max(1));
-                self.retained_slots += log.capacity() - before;
-            }
-        }
-        log.push_back(s);
+        let before = log.heap_bytes();
+        log.push(s.seq, &self.encoded, room);
+        self.retained_heap += log.heap_bytes() - before;
+        self.retained_used += self.encoded.len() + oplog::INDEX_ENTRY_BYTES;
         self.retained += 1;
-        if let Some(old) = dropped {
-            self.retained -= 1;
-            self.retained_bytes -= op_heap_bytes(&old);
-        }
         self.compact();
     }
 
     /// Drops the oldest retained operations past either bound, count or
     /// bytes (their effect is in the document; a peer that needs them gets
-    /// the full state), from the actor that retains the most.
+    /// the full state), from the actor whose log uses the most bytes: a
+    /// writer of a few operations keeps them while another fills the bound.
     fn compact(&mut self) {
-        while self.retained > MAX_RETAINED_OPS || self.retained().1 > MAX_RETAINED_OPS_BYTES {
-            let Some((&actor, ops)) = self.log.iter_mut().max_by_key(|(_, ops)| ops.len()) else {
+        while self.retained > MAX_RETAINED_OPS || self.retained_used > MAX_RETAINED_OPS_BYTES {
+            let Some((&actor, ops)) = self.log.iter_mut().max_by_key(|(_, ops)| ops.used_bytes())
+            else {
                 break;
             };
-            let Some(old) = ops.pop_front() else { break };
+            let Some(freed) = ops.pop_front() else { break };
             self.retained -= 1;
-            self.retained_bytes -= op_heap_bytes(&old);
+            self.retained_used -= freed;
+            let before = ops.heap_bytes();
             if ops.is_empty() {
-                self.retained_slots -= ops.capacity();
+                self.retained_heap -= before;
                 self.log.remove(&actor);
-            } else if ops.capacity() > 2 * ops.len() + LOG_GROWTH_MIN_SLOTS {
-                // Mostly empty slots (the bytes went to other actors'
-                // logs): give them back. A log's capacity halves at most
-                // each time its length does, so the copies are amortised.
-                let before = ops.capacity();
-                ops.shrink_to(ops.len() + ops.len() / 4 + LOG_GROWTH_MIN_SLOTS);
-                self.retained_slots -= before - ops.capacity();
+            } else {
+                ops.shrink();
+                self.retained_heap -= before - ops.heap_bytes();
             }
         }
+        debug_assert!(self.retained_used <= MAX_RETAINED_OPS_BYTES);
     }
 
-    /// Slots the retained logs have allocated, counted from the logs
-    /// themselves (tests check the running count against it).
+    /// The bytes the retained logs use and hold, counted from the logs
+    /// themselves (tests check the running counts against them).
     #[cfg(test)]
-    pub(crate) fn retained_slots_allocated(&self) -> usize {
-        self.log.values().map(VecDeque::capacity).sum()
+    pub(crate) fn retained_counted_from_logs(&self) -> (usize, usize) {
+        let used = self.log.values().map(OpLog::used_bytes).sum();
+        (used, self.log.values().map(OpLog::heap_bytes).sum())
     }
 
-    /// Operations retained for anti-entropy, and the bytes they hold:
-    /// their key, value and clock parts plus every slot the logs have
-    /// allocated, used or not (what [`MAX_RETAINED_OPS_BYTES`] bounds).
+    /// The bytes the retained operations use, encoded with their index
+    /// entries (what [`MAX_RETAINED_OPS_BYTES`] bounds).
+    pub fn retained_used(&self) -> usize {
+        self.retained_used
+    }
+
+    /// Operations retained for anti-entropy, and the bytes their logs have
+    /// allocated, spare capacity included (what the memory metric shows;
+    /// [`Replica::retained_used`] is what the bound counts).
     pub fn retained(&self) -> (usize, usize) {
-        (self.retained, self.retained_bytes + self.retained_slots * SLOT_BYTES)
+        (self.retained, self.retained_heap)
     }
 
     /// Applies operations from elsewhere; returns those newly applied (to
@@ -620,12 +555,14 @@ impl Replica {
                 continue;
             }
             let log = self.log.get(actor);
-            let oldest = log.and_then(|l| l.front()).map_or(upto + 1, |s| s.seq);
+            let oldest = log.and_then(OpLog::front_seq).unwrap_or(upto + 1);
             if oldest > have + 1 {
                 return Some(Delta::Full(Box::new(self.snapshot())));
             }
-            let wanted = log.into_iter().flat_map(|l| ops_between(l, have, upto));
-            ops.extend(wanted.take(MAX_DELTA_OPS.saturating_sub(ops.len())).cloned());
+            let actor = *actor;
+            let wanted = log.into_iter().flat_map(|l| l.between(have, upto));
+            let room = MAX_DELTA_OPS.saturating_sub(ops.len());
+            ops.extend(wanted.take(room).map(|(seq, op)| Stamped { actor, seq, op }));
         }
         (!ops.is_empty()).then_some(Delta::Ops(ops))
     }
@@ -636,7 +573,7 @@ impl Replica {
     pub fn full_state_cause(&self, theirs: &VersionVector) -> Option<(Actor, u64, u64, u64)> {
         self.version().into_iter().find_map(|(actor, upto)| {
             let have = theirs.get(&actor).copied().unwrap_or(0);
-            let oldest = self.log.get(&actor).and_then(|l| l.front()).map_or(upto + 1, |s| s.seq);
+            let oldest = self.log.get(&actor).and_then(OpLog::front_seq).unwrap_or(upto + 1);
             (have < upto && oldest > have + 1).then_some((actor, have, oldest, upto))
         })
     }
@@ -661,8 +598,8 @@ impl Replica {
                 // Ops we never saw are in the merged doc; the log restarts after them.
                 if let Some(l) = self.log.remove(&a) {
                     self.retained -= l.len();
-                    self.retained_bytes -= l.iter().map(op_heap_bytes).sum::<usize>();
-                    self.retained_slots -= l.capacity();
+                    self.retained_used -= l.used_bytes();
+                    self.retained_heap -= l.heap_bytes();
                 }
                 if let Some(p) = self.pending.remove(&a) {
                     self.pending_count -= p.len();
