@@ -379,8 +379,37 @@ fn remove_machine(r: &Replica, id: &str) -> Result<(Vec<Change>, Outcome), Comma
 }
 
 /// The live units placed on machine `id`, by unit id, as [`view`] shows
-/// them; walks the unit keys only, not every key.
-fn units_on(r: &Replica, id: &str) -> Vec<String> {
+/// them. Unit `<app>/<x>` is placed on machine `<x>` (placement never
+/// moves a unit), so this looks up `<app>/<id>` for each application: a
+/// removal of a machine costs `O(applications)` lookups, not a walk over
+/// every unit ([`units_on_by_scan`], which tests check it against).
+pub(crate) fn units_on(r: &Replica, id: &str) -> Vec<String> {
+    let apps: Vec<String> = r
+        .entries_with_prefix_where("a/", app_of_life_key)
+        .map(|(app, _)| app.to_string())
+        .collect();
+    let mut units: Vec<String> = apps
+        .into_iter()
+        .filter(|app| {
+            let life = r.get(&format!("u/{app}/{id}/life"));
+            !life.is_empty()
+                && !life.iter().any(|v| v == "dead")
+                && r.get(&format!("u/{app}/{id}/machine")).iter().any(|v| v == id)
+        })
+        .map(|app| format!("{app}/{id}"))
+        .collect();
+    units.sort();
+    units
+}
+
+/// The application an `a/<app>/life` key names.
+fn app_of_life_key(key: &str) -> Option<&str> {
+    key.strip_prefix("a/")?.strip_suffix("/life").filter(|app| !app.contains('/'))
+}
+
+/// [`units_on`] by a walk over the unit keys (the reference in tests).
+#[cfg(test)]
+pub(crate) fn units_on_by_scan(r: &Replica, id: &str) -> Vec<String> {
     let mut units: BTreeMap<String, (bool, bool)> = BTreeMap::new();
     for (key, vals) in r.entries_with_prefix("u/") {
         let parts: Vec<&str> = key.split('/').collect();
