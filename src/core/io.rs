@@ -281,6 +281,12 @@ pub struct Stats {
     pub state_msgs_out: u64,
     /// State messages refused: undecodable, or from a non-manager.
     pub state_msgs_dropped: u64,
+    /// Operations from other managers applied here.
+    pub state_ops_applied: u64,
+    /// Full states sent to a peer that lacked compacted operations.
+    pub state_full_sent: u64,
+    /// Full states from a peer merged here.
+    pub state_full_merged: u64,
     /// Membership exchange messages sent (requests and answers).
     pub exchanges_out: u64,
     /// Membership exchange messages merged into foca.

@@ -215,7 +215,7 @@ impl MemoryPart {
 
 /// Counters copied from the core's cumulative [`Stats`]: (name without the
 /// `_total` the encoder appends, help, field).
-const CORE_COUNTERS: [(&str, &str, StatField); 14] = [
+const CORE_COUNTERS: [(&str, &str, StatField); 19] = [
     ("probes", "Probes started by the failure detector", |s| s.probes),
     ("probes_failed", "Probes that got no ack, direct or indirect", |s| s.probes_failed),
     ("suspicions", "Members newly seen as suspect", |s| s.suspicions),
@@ -242,6 +242,15 @@ const CORE_COUNTERS: [(&str, &str, StatField); 14] = [
         "Membership exchanges refused: oversized, undecodable, revoked or spoofed",
         |s| s.exchanges_refused,
     ),
+    ("state_messages_in", "Replication messages received from other managers", |s| s.state_msgs_in),
+    ("state_messages_out", "Replication messages sent to other managers", |s| s.state_msgs_out),
+    ("state_ops_applied", "Operations from other managers applied here", |s| s.state_ops_applied),
+    (
+        "state_full_sent",
+        "Full states sent to a peer that lacked operations no longer retained here",
+        |s| s.state_full_sent,
+    ),
+    ("state_full_merged", "Full states from a peer merged here", |s| s.state_full_merged),
 ];
 
 /// Drops counted by the core, by reason label.
@@ -506,6 +515,7 @@ mod tests {
             datagrams_out: n,
             bytes_in: n * 100,
             bytes_out: n * 100,
+            state_full_sent: n,
             dropped_malformed: n,
             dropped_oversized: n,
             dropped_spoofed: n,
@@ -542,6 +552,11 @@ mod tests {
             "jujud_local_health_score",
             "jujud_max_datagram_bytes_out",
             "jujud_datagram_out_size_bytes_bucket",
+            "jujud_state_messages_in_total",
+            "jujud_state_messages_out_total",
+            "jujud_state_ops_applied_total",
+            "jujud_state_full_sent_total",
+            "jujud_state_full_merged_total",
         ] {
             assert!(
                 sample(&text, name).is_some() || text.contains(&format!("{name}{{")),
@@ -557,6 +572,7 @@ mod tests {
         }
         assert_eq!(sample(&text, r#"jujud_datagram_drops_total{reason="spoofed"}"#), Some(3.0));
         assert_eq!(sample(&text, "jujud_local_health_score"), Some(2.0));
+        assert_eq!(sample(&text, "jujud_state_full_sent_total"), Some(3.0));
         assert_eq!(sample(&text, "jujud_max_datagram_bytes_out"), Some(1000.0));
         assert_eq!(
             sample(&text, r#"jujud_datagram_out_size_bytes_bucket{le="1024.0"}"#),

@@ -259,6 +259,9 @@ impl Manager {
         for (req, result) in out.replies {
             cx.push(Output::Reply { req, result });
         }
+        cx.stats.state_ops_applied = self.sync.applied_remote;
+        cx.stats.state_full_sent = self.sync.full_sent;
+        cx.stats.state_full_merged = self.sync.full_merges;
     }
 
     // ---- the singleton workers ----

@@ -171,6 +171,8 @@ pub struct StateSync {
     /// merged).
     pub full_skipped: u64,
     pub refused_full: u64,
+    /// Full states sent to a peer that lacked compacted operations.
+    pub full_sent: u64,
     /// Writes answered from a request record instead of being applied again.
     pub deduplicated: u64,
 }
@@ -198,6 +200,7 @@ impl StateSync {
             full_merges: 0,
             full_skipped: 0,
             refused_full: 0,
+            full_sent: 0,
             deduplicated: 0,
         }
     }
@@ -517,6 +520,7 @@ impl StateSync {
             }
             Some(delta) => {
                 if matches!(delta, Delta::Full(_)) {
+                    self.full_sent += 1;
                     let cause = self.replica.full_state_cause(theirs);
                     let (author, theirs_at, oldest, upto) = cause
                         .map_or((String::new(), 0, 0, 0), |(a, h, o, u)| {

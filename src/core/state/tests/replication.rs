@@ -263,3 +263,27 @@ fn digests_held_after_a_full_merge_resume_at_the_bound_without_a_snapshot() {
     let first = sent.iter().position(|&n| n > 0).expect("digests resumed");
     assert_eq!(first as u32, FULL_MERGE_DIGEST_HOLD_ROUNDS - 1, "{sent:?}");
 }
+
+/// A peer that lacks operations compacted away gets the full state, and
+/// both sides count it (`jujud_state_full_sent_total` on the sender,
+/// `jujud_state_full_merged_total` on the receiver).
+#[test]
+fn a_full_state_sent_for_compacted_operations_is_counted_on_both_sides() {
+    use crate::core::state::replica::MAX_RETAINED_OPS_BYTES;
+    let ((a_id, mut a), (b_id, mut b)) = (manager(1), manager(2));
+    let big = "v".repeat(crate::core::state::model::MAX_VALUE_BYTES - 8);
+    let n = MAX_RETAINED_OPS_BYTES / big.len() + 100;
+    for i in 0..n {
+        let out = write(&mut a, i as u64, i as u64 + 1, &set_ctl(&format!("{i}{big}")), 0, &[]);
+        assert!(done(&out, i as u64).is_some(), "write {i}");
+    }
+    let mut at_a = SyncOut::default();
+    a.on_msg(Duration::ZERO, b_id, StateMsg::Digest(b.replica.durable_version()), &mut at_a);
+    let mut sent: Vec<StateMsg> = at_a.send.into_iter().map(|(_, m)| m).collect();
+    assert!(matches!(sent.as_slice(), [StateMsg::Delta(crate::core::state::Delta::Full(_))]));
+    assert_eq!((a.full_sent, a.full_merges), (1, 0));
+    let msg = sent.pop().expect("one message");
+    b.on_msg(Duration::ZERO, a_id, msg, &mut SyncOut::default());
+    assert_eq!((b.full_sent, b.full_merges), (0, 1));
+    assert_eq!(a.view(), b.view());
+}
