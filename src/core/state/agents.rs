@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::model::alive_values;
 use super::replica::{Change, Replica};
 use crate::core::agent::{Assignments, Report, UnitSpec, clip_status};
 
@@ -108,7 +109,7 @@ fn app_facts(r: &Replica) -> BTreeMap<String, AppFacts> {
     for ((app, field), vals) in r.entries_with_prefix_where("a/", app_field) {
         let a = apps.entry(app.to_string()).or_default();
         match field {
-            "life" => a.alive = !vals.is_empty() && !vals.iter().any(|v| v == "dead"),
+            "life" => a.alive = alive_values(&vals),
             "command" => a.command = greatest(vals),
             _ => {
                 let k = field.strip_prefix("config/").expect("app_field passed only config keys");
@@ -156,8 +157,7 @@ pub(crate) fn assignments_by_lookup(
     let mut out = empty_assignments(machines);
     for (app, a) in apps.iter().filter(|(_, a)| a.alive && a.command.is_some()) {
         for (m, assigned) in out.iter_mut() {
-            let life = r.get(&format!("u/{app}/{m}/life"));
-            if life.is_empty() || life.iter().any(|v| v == "dead") {
+            if !alive_values(&r.get(&format!("u/{app}/{m}/life"))) {
                 continue;
             }
             if greatest(r.get(&format!("u/{app}/{m}/machine"))).as_ref() != Some(m) {
@@ -181,7 +181,7 @@ pub(crate) fn assignments_by_scan(
     for ((app, n, field), vals) in r.entries_with_prefix_where("u/", unit_field) {
         let u = units.entry((app.to_string(), n.to_string())).or_default();
         match field {
-            "life" => u.alive = !vals.is_empty() && !vals.iter().any(|v| v == "dead"),
+            "life" => u.alive = alive_values(&vals),
             _ => u.machine = greatest(vals),
         }
     }
@@ -216,9 +216,7 @@ pub fn ops_affect_assignments(ops: &[super::replica::Stamped]) -> bool {
 
 /// Whether unit `unit` (`app/n`) is alive and placed on `machine`.
 fn unit_on(r: &Replica, unit: &str, machine: &str) -> bool {
-    let life = r.get(&format!("u/{unit}/life"));
-    !life.is_empty()
-        && !life.iter().any(|v| v == "dead")
+    alive_values(&r.get(&format!("u/{unit}/life")))
         && r.get(&format!("u/{unit}/machine")).iter().any(|m| m == machine)
 }
 

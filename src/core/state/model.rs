@@ -197,7 +197,12 @@ fn set(key: String, value: impl Into<String>) -> Change {
 /// Whether an entity with this life key is alive (any sibling alive and
 /// none dead counts as alive; dead wins over a concurrent alive).
 fn alive(r: &Replica, life_key: &str) -> bool {
-    let vals = r.get(life_key);
+    alive_values(&r.get(life_key))
+}
+
+/// Whether a life key's values say alive: present, and no sibling `dead`
+/// (removal wins over a concurrent write).
+pub(crate) fn alive_values(vals: &[String]) -> bool {
     !vals.is_empty() && !vals.iter().any(|v| v == "dead")
 }
 
@@ -391,9 +396,7 @@ pub(crate) fn units_on(r: &Replica, id: &str) -> Vec<String> {
     let mut units: Vec<String> = apps
         .into_iter()
         .filter(|app| {
-            let life = r.get(&format!("u/{app}/{id}/life"));
-            !life.is_empty()
-                && !life.iter().any(|v| v == "dead")
+            alive(r, &format!("u/{app}/{id}/life"))
                 && r.get(&format!("u/{app}/{id}/machine")).iter().any(|v| v == id)
         })
         .map(|app| format!("{app}/{id}"))
@@ -416,7 +419,7 @@ pub(crate) fn units_on_by_scan(r: &Replica, id: &str) -> Vec<String> {
         let ["u", app, n, field] = parts.as_slice() else { continue };
         let e = units.entry(format!("{app}/{n}")).or_default();
         match *field {
-            "life" => e.0 = !vals.is_empty() && !vals.iter().any(|v| v == "dead"),
+            "life" => e.0 = alive_values(&vals),
             "machine" => e.1 = vals.iter().any(|v| v == id),
             _ => {}
         }
@@ -657,7 +660,7 @@ struct ViewBuilder {
 }
 
 fn is_live(shown: &Shown) -> bool {
-    !shown.0.is_empty() && !shown.0.iter().any(|v| v == "dead")
+    alive_values(&shown.0)
 }
 
 impl ViewBuilder {
