@@ -256,6 +256,14 @@ impl Manager {
             cx.stats.state_msgs_out += 1;
             cx.push(Output::SendState { to: identity, bytes: sync::encode_msg(&msg) });
         }
+        for (tos, msg) in out.broadcast {
+            let bytes = sync::encode_msg(&msg);
+            for to in tos {
+                let Some(identity) = live.peer(to).cloned() else { continue };
+                cx.stats.state_msgs_out += 1;
+                cx.push(Output::SendState { to: identity, bytes: bytes.clone() });
+            }
+        }
         for (req, result) in out.replies {
             cx.push(Output::Reply { req, result });
         }

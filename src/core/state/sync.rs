@@ -137,6 +137,9 @@ pub struct SyncOut {
     /// report its version durable once synced).
     pub snapshot_needed: bool,
     pub send: Vec<(NodeId, StateMsg)>,
+    /// One message for several managers (a push to every live manager):
+    /// encoded once, not once per recipient.
+    pub broadcast: Vec<(Vec<NodeId>, StateMsg)>,
     pub replies: Vec<(u64, WriteResult)>,
     /// Probes answered: by whom, and the probe's own send time (ms).
     pub probe_acks: Vec<(NodeId, u64)>,
@@ -175,11 +178,6 @@ pub struct StateSync {
     pub full_sent: u64,
     /// Writes answered from a request record instead of being applied again.
     pub deduplicated: u64,
-}
-
-/// Whether `held` covers every operation in `wanted`.
-fn covers(held: &VersionVector, wanted: &VersionVector) -> bool {
-    wanted.iter().all(|(a, &s)| held.get(a).copied().unwrap_or(0) >= s)
 }
 
 impl StateSync {
@@ -286,25 +284,23 @@ impl StateSync {
     ) {
         let fresh = self.replica.mark_durable_remote(vv);
         self.push_fresh(fresh, managers, out);
-        let held = self.replica.durable_version();
         let ready: Vec<NodeId> = self
             .owed_have
             .iter()
-            .filter(|(_, want)| covers(&held, want))
+            .filter(|(_, want)| self.holds_durably(want))
             .map(|(n, _)| *n)
             .collect();
         for n in ready {
-            self.owed_have.remove(&n);
-            out.send.push((n, StateMsg::Have(held.clone())));
+            if let Some(want) = self.owed_have.remove(&n) {
+                out.send.push((n, StateMsg::Have(self.held_of(want.into_keys()))));
+            }
         }
         self.settle(now, out);
     }
 
     fn push_fresh(&self, fresh: Vec<Stamped>, managers: &[NodeId], out: &mut SyncOut) {
-        if !fresh.is_empty() {
-            for m in managers {
-                out.send.push((*m, StateMsg::Push(fresh.clone())));
-            }
+        if !fresh.is_empty() && !managers.is_empty() {
+            out.broadcast.push((managers.to_vec(), StateMsg::Push(fresh)));
         }
     }
 
@@ -435,7 +431,7 @@ impl StateSync {
     /// [`FULL_MERGE_DIGEST_HOLD_ROUNDS`]).
     fn own_digest(&mut self) -> Option<StateMsg> {
         if let Some((merged, rounds)) = &self.digests_held {
-            let durable = merged.iter().all(|(a, &s)| self.replica.durable_of(a) >= s);
+            let durable = self.holds_durably(merged);
             if !durable && *rounds > 0 {
                 return None;
             }
@@ -488,8 +484,8 @@ impl StateSync {
                 }
                 self.apply(ops, out);
                 // `Have` means durable on this disk, never only in memory.
-                if wanted.iter().all(|(a, &s)| self.replica.durable_of(a) >= s) {
-                    out.send.push((from, StateMsg::Have(self.replica.durable_version())));
+                if self.holds_durably(&wanted) {
+                    out.send.push((from, StateMsg::Have(self.held_of(wanted.into_keys()))));
                 } else {
                     let owed = self.owed_have.entry(from).or_default();
                     for (a, s) in wanted {
@@ -541,8 +537,29 @@ impl StateSync {
         }
     }
 
+    /// Whether this disk holds every operation in `wanted`.
+    fn holds_durably(&self, wanted: &VersionVector) -> bool {
+        wanted.iter().all(|(a, &s)| self.replica.durable_of(a) >= s)
+    }
+
+    /// What this disk holds of `authors`' operations: a `Have` names only
+    /// the authors of the push it answers (a whole vector per push cost
+    /// every peer an allocation, an encoding and a decoding per actor ever
+    /// seen, for every write).
+    fn held_of(&self, authors: impl Iterator<Item = Actor>) -> VersionVector {
+        authors.map(|a| (a, self.replica.durable_of(&a))).filter(|(_, s)| *s > 0).collect()
+    }
+
+    /// Takes what `from` reports durable on its disk. Reports only grow
+    /// (a manager's disk never loses a synced operation; one that lost its
+    /// disk comes back as another node), and a `Have` names only some
+    /// authors, so they are merged, never replaced.
     fn note_peer(&mut self, now: Time, from: NodeId, vv: VersionVector, out: &mut SyncOut) {
-        self.peer_vv.insert(from, vv);
+        let held = self.peer_vv.entry(from).or_default();
+        for (a, s) in vv {
+            let h = held.entry(a).or_insert(0);
+            *h = (*h).max(s);
+        }
         self.settle(now, out);
     }
 

@@ -45,7 +45,9 @@ fn done(out: &SyncOut, req: u64) -> Option<&WriteResult> {
 }
 
 fn pushes(out: &SyncOut) -> Vec<(NodeId, StateMsg)> {
-    out.send.iter().filter(|(_, m)| matches!(m, StateMsg::Push(_))).cloned().collect()
+    let sent = out.send.iter().filter(|(_, m)| matches!(m, StateMsg::Push(_))).cloned();
+    let broadcast = out.broadcast.iter().flat_map(|(tos, m)| tos.iter().map(|t| (*t, m.clone())));
+    sent.chain(broadcast).collect()
 }
 
 /// The highest seq per author in `out`'s remote persists (what the driver
@@ -286,4 +288,51 @@ fn a_full_state_sent_for_compacted_operations_is_counted_on_both_sides() {
     b.on_msg(Duration::ZERO, a_id, msg, &mut SyncOut::default());
     assert_eq!((b.full_sent, b.full_merges), (0, 1));
     assert_eq!(a.view(), b.view());
+}
+
+/// A `Have` names only the authors of the push it answers, not every
+/// actor the receiver ever saw (that cost each peer a whole vector's
+/// encoding, decoding and allocation per write).
+#[test]
+fn a_have_names_only_the_authors_of_the_push_it_answers() {
+    let ((a_id, mut a), (b_id, mut b), (d_id, mut d)) = (manager(1), manager(2), manager(4));
+    // b first holds one of d's operations durably.
+    let out = write(&mut d, 1, 100, &set_ctl("d"), 0, &[b_id]);
+    let (_, push) = pushes(&out).pop().expect("d pushed");
+    let mut at_b = SyncOut::default();
+    b.on_msg(Duration::ZERO, d_id, push, &mut at_b);
+    b.durable_remote(Duration::ZERO, &synced(&at_b), &[a_id, d_id], &mut SyncOut::default());
+    // Then a pushes; b's answer names a alone.
+    let out = write(&mut a, 1, 200, &set_ctl("a"), 1, &[b_id]);
+    let (_, push) = pushes(&out).pop().expect("a pushed");
+    let mut at_b = SyncOut::default();
+    b.on_msg(Duration::ZERO, a_id, push, &mut at_b);
+    let mut later = SyncOut::default();
+    b.durable_remote(Duration::ZERO, &synced(&at_b), &[a_id, d_id], &mut later);
+    let have = later.send.iter().find(|(to, _)| *to == a_id).cloned().expect("a Have");
+    match &have.1 {
+        StateMsg::Have(vv) => {
+            assert_eq!(vv.keys().copied().collect::<Vec<_>>(), vec![a.replica.actor()], "{vv:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut at_a = SyncOut::default();
+    a.on_msg(Duration::ZERO, b_id, have.1, &mut at_a);
+    assert!(matches!(done(&at_a, 1), Some(WriteResult::Done(_))), "{:?}", at_a.replies);
+}
+
+/// A peer's reports are merged: a `Have` naming other authors does not
+/// erase what the same peer reported before about this write.
+#[test]
+fn a_peers_reports_are_merged_not_replaced() {
+    let ((_, mut a), (b_id, _), (c_id, _)) = (manager(1), manager(2), manager(3));
+    write(&mut a, 1, 100, &set_ctl("v"), 2, &[b_id, c_id]);
+    let (mine, seq) = (a.replica.actor(), a.replica.own_seq());
+    let other = Actor { node: 9 << 48, generation: 1 };
+    let mut out = SyncOut::default();
+    a.on_msg(Duration::ZERO, b_id, StateMsg::Have([(mine, seq)].into()), &mut out);
+    a.on_msg(Duration::ZERO, b_id, StateMsg::Have([(other, 5)].into()), &mut out);
+    assert!(done(&out, 1).is_none(), "one of two replicas so far");
+    a.on_msg(Duration::ZERO, c_id, StateMsg::Have([(mine, seq)].into()), &mut out);
+    assert!(matches!(done(&out, 1), Some(WriteResult::Done(_))), "{:?}", out.replies);
 }
