@@ -9,6 +9,10 @@ use rand::{
     prelude::{IteratorRandom, SliceRandom},
 };
 
+/// jujud patch (PATCHED.md, 8): pools of at least this many members are
+/// sampled by random position before the reservoir walk.
+const SAMPLE_BY_POSITION_MIN: usize = 64;
+
 /// State describes how a Foca instance perceives a member of the cluster.
 ///
 /// This is part of the Suspicion Mechanism described in section 4.2 of the
@@ -246,6 +250,24 @@ where
     ) where
         F: Fn(&Member<T>) -> bool,
     {
+        // jujud patch (PATCHED.md, 8): in a large pool, draw positions at
+        // random and keep the distinct members the picker accepts; only
+        // when that finds too few (most members rejected) fall back to the
+        // reservoir walk below, which costs a random draw per member.
+        if wanted > 0 && self.inner.len() >= SAMPLE_BY_POSITION_MIN && wanted * 4 < self.inner.len() {
+            let start = output.len();
+            for _ in 0..wanted * 8 + 16 {
+                let member = &self.inner[rng.random_range(0..self.inner.len())];
+                if picker(member) && !output[start..].iter().any(|m| m.id == member.id) {
+                    output.push(member.clone());
+                    if output.len() - start == wanted {
+                        return;
+                    }
+                }
+            }
+            output.truncate(start);
+        }
+
         // Basic reservoir sampling
         let mut num_chosen = 0;
         let mut num_seen = 0;
@@ -787,6 +809,43 @@ mod tests {
                 "next() should yield the same member if its the only active"
             );
         }
+    }
+
+    // jujud patch (PATCHED.md, 8): a large pool is sampled by position,
+    // with the same answers the reservoir walk gives: distinct members the
+    // picker accepts, as many as wanted, or every one when fewer qualify.
+    #[test]
+    fn choose_members_in_a_large_pool() {
+        let ids: Vec<Id> =
+            (0..1_000).map(|i| Id(alloc::boxed::Box::leak(alloc::format!("{i}").into_boxed_str()))).collect();
+        let mut all = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            all.push(if i % 10 == 0 { Member::down(*id) } else { Member::alive(*id) });
+        }
+        let members = Members::new(all);
+        let mut rng = SmallRng::seed_from_u64(0xF0CA);
+        let mut seen = alloc::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let mut out = Vec::new();
+            members.choose_active_members(3, &mut out, &mut rng, |_| true);
+            assert_eq!(3, out.len());
+            assert!(out.iter().all(Member::is_active));
+            let distinct: alloc::collections::BTreeSet<_> = out.iter().map(|m| m.id.0).collect();
+            assert_eq!(3, distinct.len(), "distinct: {out:?}");
+            seen.extend(distinct);
+        }
+        assert!(seen.len() > 400, "spread over the pool: {}", seen.len());
+        // Few qualify: every one of them, found by the walk.
+        let mut out = Vec::new();
+        members.choose_active_members(3, &mut out, &mut rng, |id| id.0 == "7" || id.0 == "8");
+        let mut got: Vec<_> = out.iter().map(|m| m.id.0).collect();
+        got.sort_unstable();
+        assert_eq!(vec!["7", "8"], got);
+        // Down members are a tenth of the pool: still found.
+        let mut out = Vec::new();
+        members.choose_down_members(5, &mut out, &mut rng);
+        assert_eq!(5, out.len());
+        assert!(out.iter().all(|m| !m.is_active()));
     }
 
     #[test]
