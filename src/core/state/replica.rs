@@ -226,12 +226,11 @@ impl Replica {
     /// too: a synced snapshot holds them). Returns own operations newly
     /// durable, to share.
     pub fn mark_durable_remote(&mut self, vv: &VersionVector) -> Vec<Stamped> {
-        for (a, &s) in vv {
-            if *a != self.me {
-                let d = self.durable_remote.entry(*a).or_insert(0);
-                *d = (*d).max(s);
-            }
-        }
+        let me = self.me;
+        merge_highest(
+            &mut self.durable_remote,
+            vv.iter().map(|(a, s)| (*a, *s)).filter(|(a, _)| *a != me),
+        );
         match vv.get(&self.me) {
             Some(&s) => self.mark_durable(s),
             None => Vec::new(),
@@ -677,6 +676,15 @@ impl Replica {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Raises each actor's number in `into` to at least the one given: the
+/// merge of version vectors (numbers only grow).
+pub fn merge_highest(into: &mut VersionVector, from: impl IntoIterator<Item = (Actor, u64)>) {
+    for (a, s) in from {
+        let held = into.entry(a).or_insert(0);
+        *held = (*held).max(s);
     }
 }
 

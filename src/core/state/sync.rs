@@ -24,7 +24,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::model::{self, Command, Outcome, StatusView};
-use super::replica::{Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector};
+use super::replica::{
+    Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector, merge_highest,
+};
 use super::requests::{self, RequestId};
 use crate::core::identity::NodeId;
 use crate::core::time::Time;
@@ -478,20 +480,13 @@ impl StateSync {
         match msg {
             StateMsg::Push(ops) => {
                 let mut wanted = VersionVector::new();
-                for op in &ops {
-                    let s = wanted.entry(op.actor).or_insert(0);
-                    *s = (*s).max(op.seq);
-                }
+                merge_highest(&mut wanted, ops.iter().map(|op| (op.actor, op.seq)));
                 self.apply(ops, out);
                 // `Have` means durable on this disk, never only in memory.
                 if self.holds_durably(&wanted) {
                     out.send.push((from, StateMsg::Have(self.held_of(wanted.into_keys()))));
                 } else {
-                    let owed = self.owed_have.entry(from).or_default();
-                    for (a, s) in wanted {
-                        let o = owed.entry(a).or_insert(0);
-                        *o = (*o).max(s);
-                    }
+                    merge_highest(self.owed_have.entry(from).or_default(), wanted);
                 }
             }
             StateMsg::Digest(theirs) => {
@@ -555,11 +550,7 @@ impl StateSync {
     /// disk comes back as another node), and a `Have` names only some
     /// authors, so they are merged, never replaced.
     fn note_peer(&mut self, now: Time, from: NodeId, vv: VersionVector, out: &mut SyncOut) {
-        let held = self.peer_vv.entry(from).or_default();
-        for (a, s) in vv {
-            let h = held.entry(a).or_insert(0);
-            *h = (*h).max(s);
-        }
+        merge_highest(self.peer_vv.entry(from).or_default(), vv);
         self.settle(now, out);
     }
 
