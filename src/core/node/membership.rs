@@ -12,7 +12,7 @@
 //! let a datagram in whose header speaks for a member other than the one its
 //! certificate proved.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,8 +75,8 @@ pub(super) struct Membership {
     incarnation: u16,
     /// Whether a stall or self-refutation happened this probe period.
     troubled: bool,
-    /// Members seen as suspect at the last housekeeping, with generation.
-    suspects: BTreeMap<NodeId, u64>,
+    /// foca's suspicion and refutation counts already added to the stats.
+    counted: foca::Transitions,
     left: bool,
     /// foca's current piggyback count (scaled with the cluster's size).
     max_transmissions: u8,
@@ -102,9 +102,14 @@ pub(super) struct Membership {
     /// fresh notice: all that can change what a rejoin round reads (the
     /// active members and their addresses, the known peers, departures).
     membership_changes: u64,
-    /// `membership_changes` at the last rejoin round, if it found nothing
-    /// missing: until it moves, every round finds the same, so it is not
-    /// computed again (a round is O(N log N)).
+    /// Bumped with `membership_changes` except for a member coming up:
+    /// what can turn a rejoin round that found nothing missing into one
+    /// that finds something (a member down or renamed, this node idle, a
+    /// notice). A member up only adds to what is active and held.
+    losses: u64,
+    /// `losses` at the last rejoin round, if it found nothing missing:
+    /// until it moves, every round finds the same, so it is not computed
+    /// again (a round is O(N log N); a join brings N members up).
     quiet_since: Option<u64>,
     /// The full-state exchange's schedule and answer queue.
     pushpull: PushPull,
@@ -163,7 +168,7 @@ impl Membership {
             timing: timing.clone(),
             incarnation: 0,
             troubled: false,
-            suspects: BTreeMap::new(),
+            counted: foca::Transitions::default(),
             left: false,
             max_transmissions: timing.max_transmissions,
             managers_changed: true,
@@ -174,6 +179,7 @@ impl Membership {
             notices_touched,
             active_scratch: Vec::new(),
             membership_changes: 0,
+            losses: 0,
             quiet_since: None,
             pushpull: PushPull::new(Duration::ZERO),
             alone: true,
@@ -383,7 +389,7 @@ impl Membership {
 
     /// One round of the rejoin loop (at start, then on its timer).
     pub fn rejoin_round(&mut self, cx: &mut Ctx<'_>) {
-        if self.quiet_since == Some(self.membership_changes) {
+        if self.quiet_since == Some(self.losses) {
             #[cfg(debug_assertions)]
             self.assert_still_quiet(cx);
             let next_after = self.rejoin.quiet_round(cx.now);
@@ -398,7 +404,7 @@ impl Membership {
         let book = self.notices.lock().expect("notice book poisoned");
         let round = self.rejoin.round(cx.now, &active, held, |p| departed(&book, p), cx.rng);
         drop(book);
-        self.quiet_since = round.quiet(!active.is_empty()).then_some(self.membership_changes);
+        self.quiet_since = round.quiet(!active.is_empty()).then_some(self.losses);
         self.active_scratch = active;
         for addr in round.identify {
             cx.push(Output::Identify { addr });
@@ -438,25 +444,12 @@ impl Membership {
             self.health.on_quiet_period();
         }
         self.troubled = false;
-        let mut suspects = BTreeMap::new();
-        for m in self.swim.iter_members() {
-            let id = m.id();
-            match m.state() {
-                foca::State::Suspect => {
-                    if !self.suspects.contains_key(&id.id) {
-                        cx.stats.suspicions += 1;
-                    }
-                    suspects.insert(id.id, id.generation);
-                }
-                _ if !self.suspects.is_empty()
-                    && self.suspects.get(&id.id) == Some(&id.generation) =>
-                {
-                    cx.stats.refutations += 1
-                }
-                _ => {}
-            }
-        }
-        self.suspects = suspects;
+        // Counted by foca as the changes are applied: a walk over every
+        // member each period cost O(N) per member, O(N^2) over a pool.
+        let now = self.swim.member_transitions();
+        cx.stats.suspicions += now.suspected.saturating_sub(self.counted.suspected);
+        cx.stats.refutations += now.refuted.saturating_sub(self.counted.refuted);
+        self.counted = now;
         self.scale_transmissions();
         self.exchange_period(cx);
         self.arm_housekeeping(cx);
@@ -657,6 +650,7 @@ impl Membership {
         let fresh = std::mem::take(&mut self.notices.lock().expect("notice book poisoned").fresh);
         if fresh.iter().any(|n| !matches!(n, Notice::Suspected { .. })) {
             self.membership_changes += 1;
+            self.losses += 1;
         }
         for notice in fresh {
             if let Notice::Suspected { id, generation, incarnation, by } = notice {
@@ -669,6 +663,11 @@ impl Membership {
             if let Notice::MemberRevoked { id } = &notice {
                 self.revoked.insert(*id);
                 self.rejoin.forget(*id);
+                // A revoked manager leaves the live list at once, though
+                // foca may see it alive until it is declared down: an
+                // agent must not open its session there, nor a worker be
+                // placed on it.
+                self.managers_changed = true;
                 if *id == self.swim.identity().id {
                     cx.push(Output::Event(Event::Revoked));
                 }
@@ -686,6 +685,9 @@ impl Membership {
         use foca::OwnedNotification as N;
         if !matches!(note, N::ProbeFailed(..) | N::DataReceived(_) | N::DataSent(_)) {
             self.membership_changes += 1;
+            if !matches!(note, N::MemberUp(_)) {
+                self.losses += 1;
+            }
         }
         let event = match note {
             N::MemberUp(id) => {
@@ -743,8 +745,8 @@ impl Membership {
         }
     }
 
-    /// Re-reads the live managers if a manager came, went or was renamed
-    /// since the last call (or at the first); says whether it did (the new
+    /// Re-reads the live managers if a manager came, went, was renamed or
+    /// was revoked since the last call (or at the first); says whether it did (the new
     /// list is then [`Membership::live`]).
     pub fn refresh_live(&mut self) -> bool {
         if !std::mem::take(&mut self.managers_changed) {
@@ -755,7 +757,7 @@ impl Membership {
             .swim
             .iter_members()
             .map(|m| m.id().clone())
-            .filter(|i| i.role == Role::Manager)
+            .filter(|i| i.role == Role::Manager && !self.revoked.contains(&i.id))
             .collect();
         if me.role == Role::Manager && !self.left {
             all.push(me.clone());

@@ -446,3 +446,21 @@ fn a_burst_leaves_no_burst_sized_buffers_behind() {
     assert!(collector <= 3 * super::collector::KEPT_BUFFER_ENTRIES, "collector kept {collector}");
     assert!(queue <= super::KEPT_OUTPUT_ENTRIES.next_power_of_two(), "queue kept {queue}");
 }
+
+#[test]
+fn a_revoked_manager_leaves_the_live_list_at_once() {
+    let mut net = Net::new(3);
+    net.run_until(3_000 * MS);
+    assert_eq!(net.nodes[&1].live_manager_ids(), vec![NodeId(1), NodeId(2), NodeId(3)]);
+    let node1 = net.nodes.get_mut(&1).unwrap();
+    node1.handle(
+        net.now,
+        Input::Publish(crate::core::notices::Notice::MemberRevoked { id: NodeId(3) }),
+    );
+    assert_eq!(net.state_of(1, 3), Some(MemberState::Alive), "foca still sees it alive");
+    assert_eq!(
+        net.nodes[&1].live_manager_ids(),
+        vec![NodeId(1), NodeId(2)],
+        "no session or worker may go to a revoked manager"
+    );
+}

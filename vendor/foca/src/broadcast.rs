@@ -132,6 +132,21 @@ where
         self.flip.is_empty()
     }
 
+    /// jujud patch (PATCHED.md, 11): queues `item` without looking for an
+    /// older item it invalidates. For foca's member updates, where an
+    /// older update still queued is harmless (every receiver orders a
+    /// member's updates by identity, incarnation and state, as it must
+    /// for datagrams that arrive out of order) and the scan was O(backlog)
+    /// per update: O(N^3) over a pool of N members joining at once.
+    pub(crate) fn add(&mut self, item: T, data: Vec<u8>, max_tx: usize) {
+        debug_assert!(max_tx > 0);
+        self.flip.push(Entry {
+            remaining_tx: max_tx,
+            item,
+            data,
+        });
+    }
+
     pub(crate) fn add_or_replace(&mut self, item: T, data: Vec<u8>, max_tx: usize) {
         debug_assert!(max_tx > 0);
         self.flip.retain(|node| !item.invalidates(&node.item));
@@ -308,6 +323,26 @@ mod tests {
             piggyback.is_empty(),
             "Should remove item after being used max_tx times"
         );
+    }
+
+    // jujud patch (PATCHED.md, 11)
+    #[test]
+    fn add_keeps_an_older_item_for_the_same_key() {
+        let max_tx = 2;
+        let mut piggyback = Broadcasts::new();
+        piggyback.add(Key("AA"), b"AA1".to_vec(), max_tx);
+        piggyback.add(Key("AA"), b"AA2".to_vec(), max_tx);
+        assert_eq!(2, piggyback.len(), "add does not look for an older item");
+
+        let mut sent = Vec::new();
+        for _ in 0..max_tx {
+            let mut buf = Vec::new();
+            assert_eq!(2, piggyback.fill(&mut buf, usize::MAX));
+            sent.extend(buf.chunks(3).map(<[u8]>::to_vec));
+        }
+        sent.sort();
+        assert_eq!(alloc::vec![b"AA1".to_vec(), b"AA1".to_vec(), b"AA2".to_vec(), b"AA2".to_vec()], sent);
+        assert!(piggyback.is_empty(), "each item goes out max_tx times, then leaves");
     }
 
     #[test]

@@ -34,8 +34,9 @@ pub trait Identity: Clone + Eq + fmt::Debug {
     /// an example of one)
     ///
     /// It's a good idea to have this type as lean as possible
-    // jujud patch 6: `Ord` too, for the members' index by address.
-    type Addr: PartialEq + Ord;
+    // jujud patch 6: `Ord` too, for the members' index by address; patch
+    // 10: `Hash` too, for the hash index `std` builds use.
+    type Addr: PartialEq + Ord + core::hash::Hash;
 
     /// Opt-in on auto-rejoining by providing a new identity.
     ///

@@ -150,7 +150,7 @@ pub use crate::{
     config::{Config, PeriodicParams},
     error::Error,
     identity::Identity,
-    member::{Incarnation, Member, State},
+    member::{Incarnation, Member, State, Transitions},
     payload::{Header, Message, ProbeNumber},
     runtime::{AccumulatingRuntime, Notification, OwnedNotification, Runtime, Timer, TimerToken},
 };
@@ -333,7 +333,7 @@ where
                 let addr = Addr(previous_id.addr());
                 let data = self.serialize_member(Member::down(previous_id))?;
                 self.updates
-                    .add_or_replace(addr, data, self.config.max_transmissions.get().into());
+                    .add(addr, data, self.config.max_transmissions.get().into());
             }
 
             self.gossip(runtime)?;
@@ -353,6 +353,13 @@ where
     /// Foca method that takes `&mut self` is called in-between.
     pub const fn num_members(&self) -> usize {
         self.members.num_active()
+    }
+
+    /// jujud patch (PATCHED.md, 9): how many times members became suspect
+    /// and how many suspicions were refuted, counted as the changes are
+    /// applied (O(1); no walk over the members).
+    pub const fn member_transitions(&self) -> Transitions {
+        self.members.transitions()
     }
 
     /// Iterates over the *full* membership state, including members
@@ -571,7 +578,7 @@ where
         let addr = Addr(self.identity().addr());
         let data = self.serialize_member(Member::down(self.identity().clone()))?;
         self.updates
-            .add_or_replace(addr, data, self.config.max_transmissions.get().into());
+            .add(addr, data, self.config.max_transmissions.get().into());
 
         self.gossip(&mut runtime)?;
 
@@ -1201,7 +1208,7 @@ where
                 if !apply_successful && is_active_now {
                     let addr = Addr(as_suspect.id().addr());
                     let data = self.serialize_member(as_suspect.clone())?;
-                    self.updates.add_or_replace(addr, data, self.config.max_transmissions.get().into());
+                    self.updates.add(addr, data, self.config.max_transmissions.get().into());
                 }
 
                 // Now we ensure we change the member to Down if it
@@ -1243,7 +1250,7 @@ where
                 let as_suspect = Member::new(member_id.clone(), member.incarnation(), State::Suspect);
                 let addr = Addr(member_id.addr());
                 let data = self.serialize_member(as_suspect)?;
-                self.updates.add_or_replace(addr, data, self.config.max_transmissions.get().into());
+                self.updates.add(addr, data, self.config.max_transmissions.get().into());
             }
             let probe_number = self.probe.start(member.clone());
 
@@ -1320,7 +1327,7 @@ where
                 let addr = Addr(id.addr());
                 let data = self.serialize_member(update)?;
                 self.updates
-                    .add_or_replace(addr, data, self.config.max_transmissions.get().into());
+                    .add(addr, data, self.config.max_transmissions.get().into());
             }
 
             // Down is a terminal state, so set up a handler for removing

@@ -137,6 +137,17 @@ impl<T> Member<T> {
     }
 }
 
+// jujud patch (PATCHED.md, 10): with `std`, the index is a hash map keyed
+// by std's randomly seeded SipHash (a member cannot pick addresses that
+// collide on every node), found in one or two cache misses; a B-tree took
+// four to six per lookup, and `Members::apply` was 42% of the simulator's
+// time at 3,162 members. Only looked up, never iterated, so its order
+// cannot reach anything foca decides. Without `std`, a B-tree as before.
+#[cfg(feature = "std")]
+type Index<A> = std::collections::HashMap<A, usize>;
+#[cfg(not(feature = "std"))]
+type Index<A> = alloc::collections::BTreeMap<A, usize>;
+
 // jujud patch 6: an index from address to position, so that applying an
 // update, checking a member and removing a down one cost O(log n) instead
 // of a walk over every member (19% of a 1,000-member simulation). The
@@ -146,7 +157,34 @@ pub(crate) struct Members<T: crate::Identity> {
     pub(crate) inner: Vec<Member<T>>,
     cursor: usize,
     num_active: usize,
-    index: alloc::collections::BTreeMap<T::Addr, usize>,
+    index: Index<T::Addr>,
+    // jujud patch (PATCHED.md, 9): counts of state changes, kept as they
+    // happen so that a caller never walks every member to find them.
+    transitions: Transitions,
+}
+
+/// jujud patch (PATCHED.md, 9): how many times members changed state in
+/// the ways a failure detector's operator counts. Monotonic for the life
+/// of a [`crate::Foca`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transitions {
+    /// A member became suspect: from alive, or first learned (or renamed)
+    /// as suspect.
+    pub suspected: u64,
+    /// A suspect member came back alive with the same identity (its
+    /// suspicion was refuted).
+    pub refuted: u64,
+}
+
+impl Transitions {
+    fn record(&mut self, was: Option<State>, now: State, same_id: bool) {
+        if now == State::Suspect && (was != Some(State::Suspect) || !same_id) {
+            self.suspected = self.suspected.saturating_add(1);
+        }
+        if same_id && was == Some(State::Suspect) && now == State::Alive {
+            self.refuted = self.refuted.saturating_add(1);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +202,11 @@ where
         self.num_active
     }
 
+    // jujud patch (PATCHED.md, 9).
+    pub(crate) const fn transitions(&self) -> Transitions {
+        self.transitions
+    }
+
     pub(crate) fn new(inner: Vec<Member<T>>) -> Self {
         // XXX This doesn't prevent someone initializing with
         //     duplicated members... Not a problem (yet?) since
@@ -174,7 +217,8 @@ where
             cursor: 0,
             num_active,
             inner,
-            index: alloc::collections::BTreeMap::new(),
+            index: Index::default(),
+            transitions: Transitions::default(),
         };
         members.reindex();
         members
@@ -371,6 +415,7 @@ where
                 });
             }
             let was_active = known_member.is_active();
+            let was_state = known_member.state;
 
             let (apply_successful, conflict) = if id_conflict {
                 core::mem::swap(&mut known_member.id, &mut update.id);
@@ -386,6 +431,10 @@ where
 
             let is_active_now = known_member.is_active();
             let changed_active_set = is_active_now != was_active;
+            if apply_successful {
+                let now_state = known_member.state;
+                self.transitions.record(Some(was_state), now_state, !id_conflict);
+            }
 
             if changed_active_set {
                 // XXX Overzealous checking
@@ -412,6 +461,7 @@ where
             .unwrap_or_else(|| {
                 // Unknown member, we'll register it
                 let is_active_now = update.is_active();
+                let update_state = update.state;
 
                 // Insert at the end and swap with a random position.
                 // Grown by an eighth, not doubled (jujud patch 7): every
@@ -435,6 +485,7 @@ where
                 if is_active_now {
                     self.num_active = self.num_active.saturating_add(1);
                 }
+                self.transitions.record(None, update_state, true);
 
                 ApplySummary {
                     is_active_now,
@@ -649,6 +700,35 @@ mod tests {
         // a distinct order
         after_shuffle.sort_unstable();
         assert_eq!(ordered_ids, after_shuffle);
+    }
+
+    // jujud patch (PATCHED.md, 9)
+    #[test]
+    fn transitions_count_suspicions_and_refutations() {
+        let mut members = Members::new(Vec::new());
+        let mut rng = SmallRng::seed_from_u64(0xF0CA);
+        let counts = |m: &Members<Id>| (m.transitions().suspected, m.transitions().refuted);
+
+        let _ = members.apply(Member::alive(Id("a")), &mut rng);
+        assert_eq!((0, 0), counts(&members), "a new alive member is no suspicion");
+
+        let _ = members.apply(Member::new(Id("a"), 0, State::Suspect), &mut rng);
+        assert_eq!((1, 0), counts(&members), "alive to suspect");
+
+        let _ = members.apply(Member::new(Id("a"), 0, State::Suspect), &mut rng);
+        assert_eq!((1, 0), counts(&members), "the same suspicion heard again counts once");
+
+        let _ = members.apply(Member::new(Id("a"), 1, State::Alive), &mut rng);
+        assert_eq!((1, 1), counts(&members), "refuted with a higher incarnation");
+
+        let _ = members.apply(Member::new(Id("b"), 0, State::Suspect), &mut rng);
+        assert_eq!((2, 1), counts(&members), "first learned as suspect");
+
+        let _ = members.apply(Member::down(Id("b")), &mut rng);
+        assert_eq!((2, 1), counts(&members), "suspect to down is no refutation");
+
+        let _ = members.apply(Member::new(Id("a"), 0, State::Suspect), &mut rng);
+        assert_eq!((2, 1), counts(&members), "a stale suspicion is not applied");
     }
 
     #[test]
