@@ -137,16 +137,126 @@ impl<T> Member<T> {
     }
 }
 
-// jujud patch (PATCHED.md, 10): with `std`, the index is a hash map keyed
-// by std's randomly seeded SipHash (a member cannot pick addresses that
-// collide on every node), found in one or two cache misses; a B-tree took
-// four to six per lookup, and `Members::apply` was 42% of the simulator's
-// time at 3,162 members. Only looked up, never iterated, so its order
-// cannot reach anything foca decides. Without `std`, a B-tree as before.
+// jujud patch (PATCHED.md, 10): the index from address to position. With
+// `std`, a hashbrown table holding only positions (4 bytes and a control
+// byte a slot), keyed by std's randomly seeded SipHash of the member's
+// address (a member cannot pick addresses that collide on every node):
+// a lookup costs one or two cache misses where the B-tree took four to
+// six (`Members::apply` was 42% of the simulator's time at 3,162
+// members), in a quarter of the B-tree's or a `HashMap`'s memory (every
+// member holds one, so this is N^2 over a pool). Only looked up, never
+// iterated, so nothing foca decides depends on its order. Without `std`,
+// the B-tree of patch 6. Both keep the first position of a duplicated
+// address (tests only), as the walk they replace found the first.
 #[cfg(feature = "std")]
-type Index<A> = std::collections::HashMap<A, usize>;
+struct Index<A> {
+    table: hashbrown::HashTable<u32>,
+    state: std::hash::RandomState,
+    addr: core::marker::PhantomData<fn(&A)>,
+}
+
+#[cfg(feature = "std")]
+impl<A> Default for Index<A> {
+    fn default() -> Self {
+        Self {
+            table: hashbrown::HashTable::new(),
+            state: std::hash::RandomState::new(),
+            addr: core::marker::PhantomData,
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl<A: core::hash::Hash + PartialEq> Index<A> {
+    fn pos32(pos: usize) -> u32 {
+        u32::try_from(pos).expect("fewer than 2^32 members")
+    }
+
+    fn get<T: crate::Identity<Addr = A>>(&self, inner: &[Member<T>], addr: &A) -> Option<usize> {
+        use core::hash::BuildHasher;
+        let hash = self.state.hash_one(addr);
+        let found = self.table.find(hash, |&p| inner[p as usize].id.addr() == *addr)?;
+        Some(*found as usize)
+    }
+
+    /// Adds the member at `pos` (whose address must not be indexed yet).
+    fn insert<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>], pos: usize) {
+        use core::hash::BuildHasher;
+        let state = &self.state;
+        let hash = state.hash_one(inner[pos].id.addr());
+        self.table.insert_unique(hash, Self::pos32(pos), |&p| {
+            state.hash_one(inner[p as usize].id.addr())
+        });
+    }
+
+    /// The member at `addr` moved from position `old` to `new`.
+    fn moved(&mut self, addr: &A, old: usize, new: usize) {
+        use core::hash::BuildHasher;
+        let old = Self::pos32(old);
+        if let Some(p) = self.table.find_mut(self.state.hash_one(addr), |&p| p == old) {
+            *p = Self::pos32(new);
+        }
+    }
+
+    /// The member at `addr`, at position `pos`, is gone.
+    fn remove(&mut self, addr: &A, pos: usize) {
+        use core::hash::BuildHasher;
+        let pos = Self::pos32(pos);
+        if let Ok(entry) = self.table.find_entry(self.state.hash_one(addr), |&p| p == pos) {
+            entry.remove();
+        }
+    }
+
+    fn rebuild<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>]) {
+        self.table.clear();
+        for (pos, member) in inner.iter().enumerate() {
+            if self.get(inner, &member.id.addr()).is_none() {
+                self.insert(inner, pos);
+            }
+        }
+    }
+}
+
 #[cfg(not(feature = "std"))]
-type Index<A> = alloc::collections::BTreeMap<A, usize>;
+struct Index<A> {
+    map: alloc::collections::BTreeMap<A, usize>,
+}
+
+#[cfg(not(feature = "std"))]
+impl<A: Ord> Default for Index<A> {
+    fn default() -> Self {
+        Self { map: alloc::collections::BTreeMap::new() }
+    }
+}
+
+#[cfg(not(feature = "std"))]
+impl<A: Ord> Index<A> {
+    fn get<T: crate::Identity<Addr = A>>(&self, _inner: &[Member<T>], addr: &A) -> Option<usize> {
+        self.map.get(addr).copied()
+    }
+
+    fn insert<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>], pos: usize) {
+        self.map.insert(inner[pos].id.addr(), pos);
+    }
+
+    fn moved(&mut self, addr: &A, _old: usize, new: usize) {
+        if let Some(p) = self.map.get_mut(addr) {
+            *p = new;
+        }
+    }
+
+    fn remove(&mut self, addr: &A, _pos: usize) {
+        self.map.remove(addr);
+    }
+
+    fn rebuild<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>]) {
+        self.map.clear();
+        for (pos, member) in inner.iter().enumerate() {
+            self.map.entry(member.id.addr()).or_insert(pos);
+        }
+    }
+}
+
 
 // jujud patch 6: an index from address to position, so that applying an
 // update, checking a member and removing a down one cost O(log n) instead
@@ -228,15 +338,12 @@ where
     // With duplicated addresses (tests only) the first position wins, as
     // the walk it replaces found the first.
     fn reindex(&mut self) {
-        self.index.clear();
-        for (pos, member) in self.inner.iter().enumerate() {
-            self.index.entry(member.id.addr()).or_insert(pos);
-        }
+        self.index.rebuild(&self.inner);
     }
 
     // jujud patch 6: the position of the member at `addr`.
     fn position_of(&self, addr: &T::Addr) -> Option<usize> {
-        let pos = *self.index.get(addr)?;
+        let pos = self.index.get(&self.inner, addr)?;
         debug_assert!(self.inner.get(pos).is_some_and(|m| &m.id.addr() == addr));
         Some(pos)
     }
@@ -364,9 +471,10 @@ where
 
         position.map(|pos| {
             let removed = self.inner.swap_remove(pos);
-            self.index.remove(&removed.id.addr());
+            self.index.remove(&removed.id.addr(), pos);
             if let Some(moved) = self.inner.get(pos) {
-                self.index.insert(moved.id.addr(), pos);
+                // It was the last member, at the vector's old end.
+                self.index.moved(&moved.id.addr(), self.inner.len(), pos);
             }
             removed
         })
@@ -478,9 +586,13 @@ where
                     .unwrap_or(inserted_at);
 
                 self.inner.swap(swap_idx, inserted_at);
-                let (a, b) = (self.inner[swap_idx].id.addr(), self.inner[inserted_at].id.addr());
-                self.index.insert(a, swap_idx);
-                self.index.insert(b, inserted_at);
+                if swap_idx != inserted_at {
+                    // The member that was at `swap_idx` is now last; move
+                    // its entry before the new member takes `swap_idx`.
+                    let moved = self.inner[inserted_at].id.addr();
+                    self.index.moved(&moved, swap_idx, inserted_at);
+                }
+                self.index.insert(&self.inner, swap_idx);
 
                 if is_active_now {
                     self.num_active = self.num_active.saturating_add(1);
@@ -700,6 +812,37 @@ mod tests {
         // a distinct order
         after_shuffle.sort_unstable();
         assert_eq!(ordered_ids, after_shuffle);
+    }
+
+    // jujud patch (PATCHED.md, 10)
+    #[test]
+    fn the_index_follows_every_insertion_removal_and_shuffle() {
+        const NAMES: [&str; 12] = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
+        let mut members = Members::new(Vec::new());
+        let mut rng = SmallRng::seed_from_u64(0xF0CA);
+        let check = |m: &Members<Id>| {
+            for (pos, member) in m.inner.iter().enumerate() {
+                assert_eq!(Some(pos), m.position_of(&member.id.0), "{:?}", member.id);
+            }
+            assert_eq!(m.index.get(&m.inner, &"zz"), None);
+        };
+        for name in NAMES {
+            let _ = members.apply(Member::alive(Id(name)), &mut rng);
+            check(&members);
+        }
+        for name in ["c", "h", "l", "a"] {
+            let _ = members.apply(Member::down(Id(name)), &mut rng);
+            assert!(members.remove_if_down(&Id(name)).is_some());
+            assert_eq!(None, members.position_of(&name));
+            check(&members);
+        }
+        for _ in 0..20 {
+            let _ = members.next(&mut rng);
+            check(&members);
+        }
+        let _ = members.apply(Member::alive(Id("c")), &mut rng);
+        check(&members);
+        assert_eq!(9, members.inner.len());
     }
 
     // jujud patch (PATCHED.md, 9)
