@@ -404,7 +404,6 @@ impl Membership {
         let round = self.rejoin.round(cx.now, &active, held, |p| departed(&book, p), cx.rng);
         drop(book);
         self.quiet_since = round.quiet(!active.is_empty()).then_some(self.losses);
-        drop(active);
         for addr in round.identify {
             cx.push(Output::Identify { addr });
         }
@@ -745,8 +744,8 @@ impl Membership {
     }
 
     /// Re-reads the live managers if a manager came, went, was renamed or
-    /// was revoked since the last call (or at the first); says whether it did (the new
-    /// list is then [`Membership::live`]).
+    /// was revoked since the last call (or at the first); says whether it
+    /// did (the new list is then [`Membership::live`]).
     pub fn refresh_live(&mut self) -> bool {
         if !std::mem::take(&mut self.managers_changed) {
             return false;

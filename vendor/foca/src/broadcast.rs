@@ -139,7 +139,6 @@ where
     /// for datagrams that arrive out of order) and the scan was O(backlog)
     /// per update: O(N^3) over a pool of N members joining at once.
     pub(crate) fn add(&mut self, item: T, data: Vec<u8>, max_tx: usize) {
-        debug_assert!(max_tx > 0);
         self.push(Entry::new(item, data, max_tx));
     }
 
@@ -156,7 +155,6 @@ where
     }
 
     pub(crate) fn add_or_replace(&mut self, item: T, data: Vec<u8>, max_tx: usize) {
-        debug_assert!(max_tx > 0);
         self.flip.retain(|node| !item.invalidates(&node.item));
         self.push(Entry::new(item, data, max_tx));
     }
@@ -260,6 +258,7 @@ struct Entry<T> {
 
 impl<T> Entry<T> {
     fn new(item: T, data: Vec<u8>, max_tx: usize) -> Self {
+        debug_assert!(max_tx > 0);
         Self {
             remaining_tx: u32::try_from(max_tx).unwrap_or(u32::MAX),
             data: data.into_boxed_slice(),

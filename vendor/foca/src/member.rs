@@ -208,10 +208,18 @@ impl<A: core::hash::Hash + PartialEq> Index<A> {
     }
 
     fn rebuild<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>]) {
+        use core::hash::BuildHasher;
         self.table.clear();
+        let state = &self.state;
         for (pos, member) in inner.iter().enumerate() {
-            if self.get(inner, &member.id.addr()).is_none() {
-                self.insert(inner, pos);
+            let addr = member.id.addr();
+            let eq = |&p: &u32| inner[p as usize].id.addr() == addr;
+            let rehash = |&p: &u32| state.hash_one(inner[p as usize].id.addr());
+            // One hash a member; a duplicated address keeps its first position.
+            if let hashbrown::hash_table::Entry::Vacant(slot) =
+                self.table.entry(state.hash_one(&addr), eq, rehash)
+            {
+                slot.insert(Self::pos32(pos));
             }
         }
     }
@@ -256,7 +264,6 @@ impl<A: Ord> Index<A> {
         }
     }
 }
-
 
 // jujud patch 6: an index from address to position, so that applying an
 // update, checking a member and removing a down one cost O(log n) instead
