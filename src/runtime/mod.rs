@@ -21,6 +21,7 @@ pub mod render;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod silence;
 pub mod sshenv;
 pub mod store;
 pub mod timers;

@@ -477,8 +477,12 @@ impl Membership {
         let sender = msg.members[0].id().clone();
         let revoked = &self.revoked;
         let updates = msg.members.into_iter().filter(|m| !revoked.contains(&m.id().id));
+        let known = self.swim.num_members();
         if let Err(e) = self.swim.apply_many(updates, true, &mut self.collector) {
             tracing::debug!(peer = %from.id, error = %e, "exchange not fully applied");
+        }
+        if !msg.want_answer {
+            self.pushpull.answered(cx.now, self.swim.num_members() > known);
         }
         if msg.want_answer {
             match self.pushpull.admit(&sender) {

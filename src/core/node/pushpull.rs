@@ -40,6 +40,17 @@ pub const PUSH_PULL_SCALE_THRESHOLD: usize = 32;
 /// once, the member a joiner asked knew only who had started before it.
 pub const JOIN_FOLLOW_UP_MS: u64 = 5_000;
 
+/// Most follow-up exchanges in a row (each [`JOIN_FOLLOW_UP_MS`] after the
+/// answer that asked for it). An answer that taught this node members it
+/// did not know means the cluster is still converging (a mass join, a
+/// healed partition: at 10,000 members booting at once, one follow-up left
+/// views incomplete for 280 virtual s, until gossip or the 300 s interval
+/// closed them), so it asks a random member again soon; an answer that
+/// teaches nothing ends the row. At the bound the interval rules again, so
+/// a cluster whose membership never stops changing costs each member at
+/// most this many extra exchanges after its last quiet answer.
+pub const MAX_FOLLOW_UPS: u32 = 8;
+
 /// Most answers this node sends in one probe period (memberlist's bound
 /// on concurrent push-pulls, `maxPushPullRequests`, is the same 128). Each
 /// is up to [`MAX_EXCHANGE_BYTES`] held by the transport until sent, so at
@@ -134,6 +145,8 @@ pub struct PushPull {
     arrivals: u64,
     /// Answers sent in the current probe period.
     answered_this_period: usize,
+    /// Follow-up exchanges scheduled in a row ([`MAX_FOLLOW_UPS`]).
+    follow_ups: u32,
 }
 
 /// What to do with a request that just came in.
@@ -157,6 +170,7 @@ impl PushPull {
             queued_peer: BTreeMap::new(),
             arrivals: 0,
             answered_this_period: 0,
+            follow_ups: 0,
         }
     }
 
@@ -174,6 +188,24 @@ impl PushPull {
     /// the next periodic exchange comes [`JOIN_FOLLOW_UP_MS`] from `now`.
     pub fn joined(&mut self, now: Time) {
         self.next_at = now + Duration::from_millis(JOIN_FOLLOW_UP_MS);
+        self.follow_ups = 0;
+    }
+
+    /// An answer to one of this node's requests was merged at `now`;
+    /// `news`: it held members this node did not know. News brings the
+    /// next exchange to [`JOIN_FOLLOW_UP_MS`] from `now` (never later than
+    /// already due), at most [`MAX_FOLLOW_UPS`] times in a row; an answer
+    /// without news ends the row.
+    pub fn answered(&mut self, now: Time, news: bool) {
+        if !news {
+            self.follow_ups = 0;
+            return;
+        }
+        if self.follow_ups >= MAX_FOLLOW_UPS {
+            return;
+        }
+        self.follow_ups += 1;
+        self.next_at = self.next_at.min(now + Duration::from_millis(JOIN_FOLLOW_UP_MS));
     }
 
     /// A request from `peer` came in: answer now, queue it, or refuse it.
@@ -248,6 +280,36 @@ mod tests {
         // Then the interval for the cluster's size.
         assert!(!pp.periodic_due(follow_up + push_pull_interval(1_000) / 2, 1_000));
         assert!(pp.periodic_due(follow_up + push_pull_interval(1_000), 1_000));
+    }
+
+    #[test]
+    fn answers_with_news_bring_follow_ups_until_quiet_or_the_bound() {
+        let mut pp = PushPull::new(Duration::ZERO);
+        let step = Duration::from_millis(JOIN_FOLLOW_UP_MS);
+        let size = 10_000;
+        let mut now = Duration::from_secs(40);
+        assert!(pp.periodic_due(now, size));
+        // News: the next exchange comes one follow-up later, each time, up
+        // to the bound.
+        for _ in 0..MAX_FOLLOW_UPS {
+            pp.answered(now, true);
+            assert!(!pp.periodic_due(now + step - Duration::from_millis(1), size));
+            now += step;
+            assert!(pp.periodic_due(now, size));
+        }
+        pp.answered(now, true);
+        assert!(!pp.periodic_due(now + step, size), "past the bound the interval rules");
+        now += push_pull_interval(size);
+        assert!(pp.periodic_due(now, size));
+        // A quiet answer ends the row; the next news starts a new one.
+        pp.answered(now, false);
+        pp.answered(now, true);
+        assert!(pp.periodic_due(now + step, size));
+        // Without news the interval rules.
+        let mut quiet = PushPull::new(Duration::ZERO);
+        assert!(quiet.periodic_due(now, size));
+        quiet.answered(now, false);
+        assert!(!quiet.periodic_due(now + push_pull_interval(size) / 2, size));
     }
 
     #[test]
