@@ -37,11 +37,6 @@ pub const AGENT_LOGIN_RATE_LIMITED: &str =
 pub const AGENT_CONF_UPDATED: &str = "live managers changed; agent.conf updated";
 /// A session's peer sent a frame that does not decode (`session`, `error`).
 pub const SESSION_BAD_FRAME: &str = "closing a session whose peer sent a bad frame";
-/// An agent's session connection received nothing for `SESSION_SILENCE_MS`
-/// (`session`, `silent_ms`): the agent gives its manager up and opens
-/// another session.
-pub const SESSION_MANAGER_SILENT: &str =
-    "the session's manager went silent; closing the session to open another";
 /// A workload process started (`unit`, `run`, `pid`).
 pub const WORKLOAD_STARTED: &str = "workload started";
 /// A workload process exited (`unit`, `run`, `code`, `signal`).

@@ -3,8 +3,7 @@
 //! reaches the workloads, unit statuses keep updating, no workload
 //! restarts), agent.conf carrying an agent past the loss of every address
 //! it was given, an agent's connection to a dead manager closed at once so
-//! that it returns to the restarted one at its first attempt, an agent
-//! giving a silent manager up before SWIM's verdict, and the bad
+//! that it returns to the restarted one at its first attempt, and the bad
 //! inputs: wrong, reused and revoked tokens, a command that does not exist,
 //! a machine whose agent is gone.
 
@@ -224,41 +223,5 @@ fn an_agent_drops_its_connection_to_a_dead_manager_and_returns_on_the_first_atte
         newest_session(&a.log.snapshot()).unwrap().0,
         elsewhere + 1,
         "the move back opened at its first attempt"
-    );
-}
-
-#[test]
-fn an_agent_gives_a_silent_manager_up_without_waiting_for_swim() {
-    // SWIM's verdict on a dead member is held off 30 s on every member, so
-    // only the agent's own watch on its session connection can move it.
-    let slow = ["--suspect-to-down-ms", "30000"];
-    let mut c = Cluster::start_with(2, &slow);
-    let file = c.peers[0].client_file();
-    let seeds: Vec<_> = c.peers.iter().map(|p| p.addr).collect();
-    let (_, token) = tokens(&change(&file, &["add-machine"])).remove(0);
-    let a = Agent::start_with(&c.tmp.path().join("a"), &seeds, Some(&token), &slow);
-    let key: jujud::core::NodeId = a.id.parse().unwrap();
-    let ids = c.peers.iter().map(|p| p.id.parse::<jujud::core::NodeId>().unwrap());
-    let best = jujud::core::agent::choice::best(key.0, ids).unwrap().to_string();
-    let i = c.peers.iter().position(|p| p.id == best).unwrap();
-    a.log.wait_for("a session on the best manager", |l| {
-        newest_session(l).is_some_and(|(_, m)| m == best)
-    });
-    c.peers[i].crash();
-    a.log.wait_for("the agent to give its silent manager up", |l| {
-        l.iter().any(|v| common::message(v) == jujud::events::SESSION_MANAGER_SILENT)
-    });
-    a.log.wait_for("a session on the other manager", |l| {
-        newest_session(l).is_some_and(|(_, m)| m != best)
-    });
-    let lines = a.log.snapshot();
-    let silent =
-        lines.iter().find(|v| common::message(v) == jujud::events::SESSION_MANAGER_SILENT).unwrap();
-    let silent_ms: u64 = common::field(silent, "silent_ms").parse().unwrap();
-    assert!(silent_ms >= jujud::runtime::silence::SESSION_SILENCE_MS, "{silent_ms} ms");
-    assert!(
-        !lines.iter().any(|v| common::message(v) == jujud::events::MEMBER_DOWN
-            && common::field(v, "member") == best),
-        "the agent moved on its own verdict, before SWIM's"
     );
 }

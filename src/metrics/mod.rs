@@ -87,9 +87,6 @@ pub enum DropReason {
     SessionQueueFull,
     /// an agent session write took too long.
     SessionWriteTimeout,
-    /// an agent's session whose connection received nothing for
-    /// `SESSION_SILENCE_MS`, closed by the agent.
-    SessionSilent,
     /// a stream took too long.
     StreamTimeout,
     /// no valid certificate.
@@ -109,7 +106,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order exported.
-    pub const ALL: [DropReason; 30] = [
+    pub const ALL: [DropReason; 29] = [
         DropReason::Malformed,
         DropReason::Oversized,
         DropReason::Spoofed,
@@ -132,7 +129,6 @@ impl DropReason {
         DropReason::SessionLoginRateLimited,
         DropReason::SessionQueueFull,
         DropReason::SessionWriteTimeout,
-        DropReason::SessionSilent,
         DropReason::StreamTimeout,
         DropReason::Unauthenticated,
         DropReason::UnauthorisedStream,
@@ -167,7 +163,6 @@ impl DropReason {
             DropReason::SessionLoginRateLimited => "session_login_rate_limited",
             DropReason::SessionQueueFull => "session_queue_full",
             DropReason::SessionWriteTimeout => "session_write_timeout",
-            DropReason::SessionSilent => "session_silent",
             DropReason::StreamTimeout => "stream_timeout",
             DropReason::Unauthenticated => "unauthenticated",
             DropReason::UnauthorisedStream => "unauthorised_stream",

@@ -21,7 +21,6 @@ pub mod render;
 pub mod server;
 pub mod session;
 pub mod shared;
-pub mod silence;
 pub mod sshenv;
 pub mod store;
 pub mod timers;

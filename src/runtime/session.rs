@@ -8,8 +8,6 @@
 //! queue is bounded, and a session whose queue is full is closed (the agent
 //! reconnects and is sent its whole assignment again). Never decides which
 //! manager to use: the core does, and this module only dials what it names.
-//! An agent's end reports its session closed when the connection goes
-//! silent (`silence.rs`), so the core moves on before SWIM's verdict.
 //!
 //! Also owns the manager's agent login rate limit (a token bucket on
 //! session opens): past it an open is answered with one
@@ -24,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::silence::{SILENCE_CHECK_MS, SilenceWatch};
 use super::transport::{Transport, member_role};
 use super::wire::{self, MAX_API_FRAME_BYTES, Request};
 use crate::core::agent::role::MAX_HONOURED_RETRY_AFTER_MS;
@@ -326,7 +323,7 @@ async fn try_open(
     transport: Arc<Transport>,
     addr: SocketAddr,
     want: Option<NodeId>,
-) -> Result<Opened, OpenFailure> {
+) -> Result<(NodeId, quinn::SendStream, quinn::RecvStream, Vec<u8>), OpenFailure> {
     let conn =
         match want.and_then(|id| transport.connection(id)).filter(|c| c.close_reason().is_none()) {
             Some(c) => c,
@@ -355,56 +352,7 @@ async fn try_open(
     if let Ok(SessionMsg::Busy { retry_after_ms }) = decode_msg(&first) {
         return Err(OpenFailure::Busy(retry_after_ms));
     }
-    Ok(Opened { id, conn, send, recv, first })
-}
-
-/// A session a candidate opened: its manager, the connection it runs on,
-/// its streams and the manager's first message.
-struct Opened {
-    id: NodeId,
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    first: Vec<u8>,
-}
-
-/// Agent side: reads the session until it ends, or until its connection
-/// has received nothing for `SESSION_SILENCE_MS` (the manager is gone:
-/// its keep-alives stopped), then reports the session closed either way.
-async fn read_watched(
-    conn: quinn::Connection,
-    recv: quinn::RecvStream,
-    session: u64,
-    table: Arc<SessionTable>,
-    inbox: mpsc::Sender<Input>,
-) {
-    let received = |c: &quinn::Connection| c.stats().udp_rx.datagrams;
-    let mut watch = SilenceWatch::new(Instant::now(), received(&conn));
-    let mut looks = tokio::time::interval(Duration::from_millis(SILENCE_CHECK_MS));
-    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let read = read_loop(recv, session, table.clone(), inbox.clone());
-    tokio::pin!(read);
-    loop {
-        tokio::select! {
-            () = &mut read => return,
-            _ = looks.tick() => {
-                let now = Instant::now();
-                if watch.silent(now, received(&conn)) {
-                    tracing::warn!(
-                        session,
-                        silent_ms = watch.silent_for(now).as_millis() as u64,
-                        "{}",
-                        crate::events::SESSION_MANAGER_SILENT
-                    );
-                    table.metrics.count_drop(crate::metrics::DropReason::SessionSilent);
-                    break;
-                }
-            }
-        }
-    }
-    // The read ends with it (its stream is stopped when dropped).
-    table.close(session);
-    let _ = inbox.send(Input::SessionClosed { session }).await;
+    Ok((id, send, recv, first))
 }
 
 /// How one open's race over its candidates ended.
@@ -496,7 +444,7 @@ pub fn open(
             .map(|(addr, want)| try_open(transport.clone(), addr, want))
             .collect();
         let input = match race(attempts, session).await {
-            RaceEnd::Opened(Opened { id, conn, send, recv, first }) => {
+            RaceEnd::Opened((id, send, recv, first)) => {
                 let rx = table.register(session);
                 let peer = PeerCert {
                     id,
@@ -505,7 +453,7 @@ pub fn open(
                 let _ = inbox.send(Input::SessionOpened { session, peer, machine: None }).await;
                 let _ = inbox.send(Input::SessionData { session, bytes: first }).await;
                 tokio::spawn(write_loop(send, rx, table.clone()));
-                return read_watched(conn, recv, session, table, inbox).await;
+                return read_loop(recv, session, table, inbox).await;
             }
             RaceEnd::Busy(retry_after_ms) => Input::SessionBusy { session, retry_after_ms },
             RaceEnd::Failed => Input::SessionClosed { session },

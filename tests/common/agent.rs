@@ -31,19 +31,8 @@ impl Agent {
     /// Starts `jujud agent` (`token`, if any, in `JUJUD_TOKEN`); waits for
     /// "agent starting".
     pub fn start(dir: &Path, seeds: &[SocketAddr], token: Option<&str>) -> Agent {
-        Agent::start_with(dir, seeds, token, &[])
-    }
-
-    /// [`Agent::start`] with extra args.
-    pub fn start_with(
-        dir: &Path,
-        seeds: &[SocketAddr],
-        token: Option<&str>,
-        extra: &[&str],
-    ) -> Agent {
         let mut cmd = Command::new(jujud_bin());
         cmd.args(["agent", "--data-dir", dir.to_str().unwrap(), "--log-format", "json"]);
-        cmd.args(extra);
         if !seeds.is_empty() {
             cmd.args(["--seeds", &seeds_arg(seeds)]);
         }

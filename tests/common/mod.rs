@@ -145,19 +145,7 @@ impl Peer {
     /// Starts `jujud peer --join seed`, the token handed over in the
     /// environment (never on the command line).
     pub fn join(dir: &Path, addr: SocketAddr, seed: &str, token: &str) -> Peer {
-        Peer::join_with(dir, addr, seed, token, &[])
-    }
-
-    /// [`Peer::join`] with extra args.
-    pub fn join_with(
-        dir: &Path,
-        addr: SocketAddr,
-        seed: &str,
-        token: &str,
-        extra: &[&str],
-    ) -> Peer {
-        let args: Vec<&str> = ["--join", seed].into_iter().chain(extra.iter().copied()).collect();
-        Peer::start_with(None, dir, addr, &args, Some(token))
+        Peer::start_with(None, dir, addr, &["--join", seed], Some(token))
     }
 
     /// Starts `jujud peer` inside network namespace `netns` if given.
@@ -254,19 +242,14 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(n: usize) -> Cluster {
-        Cluster::start_with(n, &[])
-    }
-
-    /// [`Cluster::start`], every peer started with `extra` args.
-    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
-        let first = Peer::start(&tmp.path().join("m0"), local(free_port()), extra);
+        let first = Peer::start(&tmp.path().join("m0"), local(free_port()), &[]);
         let token = first.token();
         let seed = first.addr.to_string();
         let mut peers = vec![first];
         for i in 1..n {
             let dir = tmp.path().join(format!("m{i}"));
-            peers.push(Peer::join_with(&dir, local(free_port()), &seed, &token, extra));
+            peers.push(Peer::join(&dir, local(free_port()), &seed, &token));
         }
         let c = Cluster { tmp, peers };
         c.wait_all_up();

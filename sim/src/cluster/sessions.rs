@@ -14,14 +14,9 @@
 //! stalls; the session breaks if the path is still cut, or an end still
 //! frozen, one QUIC idle timeout later (then both ends get
 //! `SessionClosed`), else the stalled frames go on. A crash breaks its
-//! sessions: an agent whose manager crashed learns after the runtime's
-//! silence watch gives the manager up (2.25 to 2.5 s, drawn), a manager
-//! whose agent crashed after the idle timeout (unless its core closes the
-//! session first, on SWIM's word); a graceful exit closes them at once.
-//! (A cut path or a frozen manager still breaks both ends at the idle
-//! timeout: later than the runtime's agent, which gives a silent manager
-//! up after 2.25 s whatever the cause; the simulator is the slower of the
-//! two there, never the faster.) `CloseSession` closes both ends: the far end gets
+//! sessions: the far end learns after the idle timeout (unless its core
+//! closes the session first, on SWIM's word); a graceful exit closes them
+//! at once. `CloseSession` closes both ends: the far end gets
 //! `SessionClosed` after the frames already sent.
 //!
 //! Owns the table of session links (bounded by `MAX_SESSION_LINKS`). Must
@@ -32,7 +27,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use jujud::core::{Input, NodeId, PeerCert, Role};
-use rand::RngExt;
 
 use super::{Cluster, Ev};
 use crate::queue::VTime;
@@ -40,12 +34,6 @@ use crate::trace::{Fnv1a, TraceKind};
 
 /// QUIC's idle timeout: a session whose path is dead this long closes.
 pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// When an agent whose manager crashed gives the session up, at the
-/// earliest and latest: the runtime's silence watch (`runtime::silence`:
-/// nothing received for `SESSION_SILENCE_MS`, 2 s, confirmed on the next
-/// look `SILENCE_CHECK_MS`, 250 ms, later; the looks' phase is arbitrary).
-pub const SESSION_SILENCE_MIN: Duration = Duration::from_millis(2_250);
-pub const SESSION_SILENCE_MAX: Duration = Duration::from_millis(2_500);
 /// How long an agent's open waits for a manager's first frame (the
 /// runtime's `SESSION_OPEN_TIMEOUT_MS`).
 pub const SESSION_OPEN_TIMEOUT: Duration = Duration::from_millis(2_000);
@@ -349,9 +337,8 @@ impl Cluster {
         self.break_link(id, leg);
     }
 
-    /// The process in `slot` is gone: a crash (`graceful` false: agents
-    /// learn after their silence watch, managers after the idle timeout)
-    /// or an exit (at once).
+    /// The process in `slot` is gone: a crash (`graceful` false: the far
+    /// ends learn after the idle timeout) or an exit (at once).
     pub(super) fn sessions_end_process(&mut self, slot: usize, graceful: bool) {
         let ids: Vec<u64> =
             self.sessions.links.iter().filter(|(_, l)| l.agent == slot || l.manager == slot).map(|(k, _)| *k).collect();
@@ -364,14 +351,7 @@ impl Cluster {
             }
             if !l.broken {
                 self.sessions.stats.broken_by_crash += u64::from(!graceful);
-                let manager_died = l.manager == slot;
-                let after = if graceful {
-                    Duration::from_millis(1)
-                } else if manager_died {
-                    self.net_rng.random_range(SESSION_SILENCE_MIN..=SESSION_SILENCE_MAX)
-                } else {
-                    SESSION_IDLE_TIMEOUT
-                };
+                let after = if graceful { Duration::from_millis(1) } else { SESSION_IDLE_TIMEOUT };
                 self.break_link(id, after);
             } else {
                 self.forget_if_done(id);
