@@ -482,14 +482,14 @@ impl Membership {
             tracing::debug!(peer = %from.id, error = %e, "exchange not fully applied");
         }
         if !msg.want_answer {
+            // An answer to this node's own request.
             self.pushpull.answered(cx.now, self.swim.num_members() > known);
+            return;
         }
-        if msg.want_answer {
-            match self.pushpull.admit(&sender) {
-                Admit::Now => self.send_exchange(cx, sender, false),
-                Admit::Queued => {}
-                Admit::Refused => cx.stats.exchanges_queue_full += 1,
-            }
+        match self.pushpull.admit(&sender) {
+            Admit::Now => self.send_exchange(cx, sender, false),
+            Admit::Queued => {}
+            Admit::Refused => cx.stats.exchanges_queue_full += 1,
         }
     }
 
