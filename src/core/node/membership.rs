@@ -453,9 +453,8 @@ impl Membership {
         self.arm_housekeeping(cx);
     }
 
-    /// A member's exchange message: merged into foca, what is news here
-    /// broadcast on (as memberlist's merge does: a member the joiner knew
-    /// and its seed did not reaches the rest by gossip), and answered with this node's membership if it asked, now or,
+    /// A member's exchange message: merged into foca (`merge_exchange` says
+    /// what of it is broadcast on), and answered with this node's membership if it asked, now or,
     /// over the answer budget, in a later period. Refused whole, changing
     /// nothing, when oversized, undecodable, from a revoked member or
     /// speaking for another member than its certificate's.
@@ -475,12 +474,8 @@ impl Membership {
         };
         cx.stats.exchanges_in += 1;
         let sender = msg.members[0].id().clone();
-        let revoked = &self.revoked;
-        let updates = msg.members.into_iter().filter(|m| !revoked.contains(&m.id().id));
         let known = self.swim.num_members();
-        if let Err(e) = self.swim.apply_many(updates, true, &mut self.collector) {
-            tracing::debug!(peer = %from.id, error = %e, "exchange not fully applied");
-        }
+        self.merge_exchange(&from.id, &sender, msg.members);
         if !msg.want_answer {
             // An answer to this node's own request.
             self.pushpull.answered(cx.now, self.swim.num_members() > known);
@@ -490,6 +485,35 @@ impl Membership {
             Admit::Now => self.send_exchange(cx, sender, false),
             Admit::Queued => {}
             Admit::Refused => cx.stats.exchanges_queue_full += 1,
+        }
+    }
+
+    /// Feeds an exchange's members to foca. News about the sender itself and
+    /// every suspicion or death is broadcast on; a second-hand *alive*
+    /// member is merged quietly. Gossip is how changes travel; a full
+    /// membership already travels by exchange, and rebroadcasting it put
+    /// every member of a 10,000-member mass join into every member's
+    /// backlog (17 transmissions each: full-rate gossip for minutes after
+    /// the views had converged). An alive member is still gossiped by those
+    /// who hear of it first-hand (its join exchange, its probes, its
+    /// announces) and by those who hear of it by gossip.
+    fn merge_exchange(
+        &mut self,
+        from: &NodeId,
+        sender: &Identity,
+        members: Vec<foca::Member<Identity>>,
+    ) {
+        let revoked = &self.revoked;
+        let (quiet, loud): (Vec<_>, Vec<_>) = members
+            .into_iter()
+            .filter(|m| !revoked.contains(&m.id().id))
+            .partition(|m| m.state() == foca::State::Alive && m.id() != sender);
+        for (updates, broadcast) in [(loud, true), (quiet, false)] {
+            if let Err(e) =
+                self.swim.apply_many(updates.into_iter(), broadcast, &mut self.collector)
+            {
+                tracing::debug!(peer = %from, error = %e, "exchange not fully applied");
+            }
         }
     }
 
@@ -618,6 +642,12 @@ impl Membership {
     #[cfg(test)]
     pub fn collector_capacity(&self) -> usize {
         self.collector.capacity()
+    }
+
+    /// Membership updates waiting to be gossiped (tests).
+    #[cfg(test)]
+    pub fn gossip_backlog(&self) -> usize {
+        self.swim.updates_backlog()
     }
 
     /// Hands foca's datagrams to the runtime, counted.

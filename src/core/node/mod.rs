@@ -234,6 +234,12 @@ impl Node {
         (self.membership.collector_capacity(), self.out.capacity())
     }
 
+    /// Membership updates waiting to be gossiped (tests).
+    #[cfg(test)]
+    pub(crate) fn gossip_backlog(&self) -> usize {
+        self.membership.gossip_backlog()
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> &Stats {
         &self.stats
