@@ -273,6 +273,9 @@ pub struct Stats {
     /// Other members' suspicions that confirmed one of this node's own and
     /// brought its verdict earlier (Lifeguard's dynamic suspicion).
     pub suspicion_confirmations: u64,
+    /// Suspects probed out of turn because an accuser's verdict had not
+    /// reached this node (`suspicion::BACKSTOP_MULT`).
+    pub suspects_probed: u64,
     pub late_timers: u64,
     pub members_up: u64,
     pub members_down: u64,

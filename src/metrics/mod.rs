@@ -215,7 +215,7 @@ impl MemoryPart {
 
 /// Counters copied from the core's cumulative [`Stats`]: (name without the
 /// `_total` the encoder appends, help, field).
-const CORE_COUNTERS: [(&str, &str, StatField); 19] = [
+const CORE_COUNTERS: [(&str, &str, StatField); 20] = [
     ("probes", "Probes started by the failure detector", |s| s.probes),
     ("probes_failed", "Probes that got no ack, direct or indirect", |s| s.probes_failed),
     ("suspicions", "Members newly seen as suspect", |s| s.suspicions),
@@ -230,6 +230,11 @@ const CORE_COUNTERS: [(&str, &str, StatField); 19] = [
         "suspicion_confirmations",
         "Other members' suspicions that confirmed one of this node's and brought its verdict earlier",
         |s| s.suspicion_confirmations,
+    ),
+    (
+        "suspects_probed",
+        "Suspects probed out of turn because no verdict on them had reached this node",
+        |s| s.suspects_probed,
     ),
     ("datagrams_in", "SWIM datagrams received", |s| s.datagrams_in),
     ("datagrams_out", "SWIM datagrams sent", |s| s.datagrams_out),
@@ -511,6 +516,7 @@ mod tests {
             self_refutations: n,
             late_timers: n,
             suspicion_confirmations: n,
+            suspects_probed: n,
             datagrams_in: n,
             datagrams_out: n,
             bytes_in: n * 100,
@@ -545,6 +551,7 @@ mod tests {
             "jujud_self_refutations_total",
             "jujud_late_timers_total",
             "jujud_suspicion_confirmations_total",
+            "jujud_suspects_probed_total",
             "jujud_datagrams_in_total",
             "jujud_datagrams_out_total",
             "jujud_datagram_bytes_in_total",

@@ -161,7 +161,11 @@ impl Membership {
                 timing.health_max,
                 Duration::from_millis(timing.late_timer_ms),
             ),
-            suspicions: Suspicions::new(timing.suspicion_max_mult, timing.suspicion_confirmations),
+            suspicions: Suspicions::new(
+                timing.suspicion_max_mult,
+                timing.suspicion_confirmations,
+                Duration::from_millis(timing.suspect_to_down_ms),
+            ),
             rejoin,
             timing: timing.clone(),
             incarnation: 0,
@@ -449,8 +453,20 @@ impl Membership {
         cx.stats.refutations += now.refuted.saturating_sub(self.counted.refuted);
         self.counted = now;
         self.scale_transmissions();
+        self.probe_missed_verdicts(cx);
         self.exchange_period(cx);
         self.arm_housekeeping(cx);
+    }
+
+    /// Suspicions heard of whose backstop fell due: a member foca still
+    /// holds suspect at that incarnation is probed out of turn (this node
+    /// missed the accusers' verdict, or the suspect's refutation).
+    fn probe_missed_verdicts(&mut self, cx: &mut Ctx<'_>) {
+        for key in self.suspicions.due_backstops(cx.now) {
+            if self.swim.probe_if_suspect(&key.id, key.incarnation) {
+                cx.stats.suspects_probed += 1;
+            }
+        }
     }
 
     /// A member's exchange message: merged into foca (`merge_exchange` says

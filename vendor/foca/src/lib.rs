@@ -160,6 +160,10 @@ pub use crate::codec::postcard_impl::PostcardCodec;
 
 type Result<T> = core::result::Result<T, Error>;
 
+/// jujud patch (PATCHED.md, 13): most suspects queued for an out-of-turn
+/// probe (`Foca::probe_if_suspect`); past it a request is refused.
+pub const MAX_PROBE_SOON: usize = 16;
+
 /// Foca is the main interaction point of this crate.
 ///
 /// It manages the cluster members and executes the SWIM protocol. It's
@@ -188,6 +192,9 @@ pub struct Foca<T: Identity, C, RNG, B: BroadcastHandler<T>> {
     updates_buf: Vec<Member<T>>,
     // Used when selecting (random) members
     choice_buf: Vec<Member<T>>,
+    // jujud patch (PATCHED.md, 13): suspects to probe out of turn, at most
+    // `MAX_PROBE_SOON`, the next probe period taking the oldest.
+    probe_soon: Vec<T>,
 
     send_buf: Vec<u8>,
 
@@ -262,6 +269,7 @@ where
             probe: Probe::new(Vec::with_capacity(max_indirect_probes)),
             updates_buf: Vec::new(),
             choice_buf: Vec::new(),
+            probe_soon: Vec::new(),
             connection_state: ConnectionState::Disconnected,
             updates: Broadcasts::new(),
             send_buf: Vec::with_capacity(max_bytes),
@@ -811,6 +819,32 @@ where
         }
     }
 
+    /// jujud patch (PATCHED.md, 13): asks for the member at `addr` to be
+    /// probed at the next probe period, out of the round-robin's turn, if
+    /// it is suspect at `incarnation`. Only the prober of a suspect arms a
+    /// timer that declares it down; everyone else waits for that verdict's
+    /// gossip, and a member that misses all of it held the suspect until
+    /// its own round-robin reached it (up to a whole cycle: N probe
+    /// periods). Probing a suspect is always safe: an answer refutes the
+    /// suspicion (the ack carries the member's incarnation), no answer
+    /// makes this member a prober, with its own down timer. Returns
+    /// whether the probe was queued (not when the member is not suspect at
+    /// that incarnation, is queued already, or `MAX_PROBE_SOON` are).
+    pub fn probe_if_suspect(&mut self, addr: &T::Addr, incarnation: Incarnation) -> bool {
+        let Some(member) = self.members.get(addr) else {
+            return false;
+        };
+        if member.state() != State::Suspect
+            || member.incarnation() != incarnation
+            || self.probe_soon.len() >= MAX_PROBE_SOON
+            || self.probe_soon.contains(member.id())
+        {
+            return false;
+        }
+        self.probe_soon.push(member.id().clone());
+        true
+    }
+
     /// Reports the current length of the cluster updates queue.
     ///
     /// Updates are transmitted [`Config::max_transmissions`] times
@@ -1239,7 +1273,18 @@ where
             }
         }
 
-        if let Some(member) = self.members.next(&mut self.rng).cloned() {
+        // jujud patch (PATCHED.md, 13): a suspect asked for comes first, if
+        // it is still a member (the round-robin's cursor stays put).
+        let mut soon = None;
+        while soon.is_none() && !self.probe_soon.is_empty() {
+            let id = self.probe_soon.remove(0);
+            soon = self.members.get(&id.addr()).filter(|m| m.id() == &id && m.is_active()).cloned();
+        }
+        let chosen = match soon {
+            Some(member) => Some(member),
+            None => self.members.next(&mut self.rng).cloned(),
+        };
+        if let Some(member) = chosen {
             let member = &member;
             let member_id = member.id().clone();
             // jujud patch (PATCHED.md, 3; Lifeguard's buddy system): probing a suspect,
@@ -2941,6 +2986,44 @@ mod tests {
         // The probe state should've been cleared now so that when the instance
         // resumes operation things are actually functional
         assert!(foca.probe().validate(), "invalid probe state");
+    }
+
+    #[test]
+    fn a_suspect_asked_for_is_probed_next_out_of_turn() {
+        // jujud patch 13: a member that missed an accuser's verdict probes
+        // the suspect at the next probe period, whatever its round-robin.
+        let mut foca = Foca::new(ID::new(1), config(), rng(), codec());
+        let mut runtime = AccumulatingRuntime::new();
+        for smallid in 2..40 {
+            foca.apply(Member::alive(ID::new(smallid)), &mut runtime)
+                .expect("infallible");
+        }
+        let suspect = ID::new(30);
+        foca.apply(Member::new(suspect, 0, State::Suspect), &mut runtime)
+            .expect("infallible");
+        assert!(!foca.probe_if_suspect(&31, 0), "an alive member is not probed out of turn");
+        assert!(!foca.probe_if_suspect(&30, 1), "nor a suspect at another incarnation");
+        assert!(!foca.probe_if_suspect(&99, 0), "nor an unknown one");
+        assert!(foca.probe_if_suspect(&30, 0));
+        assert!(!foca.probe_if_suspect(&30, 0), "queued once");
+        runtime.clear();
+        let probe = Timer::ProbeRandomMember(foca.timer_token());
+        assert_eq!(Ok(()), foca.handle_timer(probe.clone(), &mut runtime));
+        assert_eq!(Some(&suspect), foca.probe().target(), "the suspect is probed first");
+        expect_message!(runtime, suspect, Message::<ID>::Ping(foca.probe().probe_number()));
+        // The next period goes back to the round-robin (foca reports the
+        // unfinished probe cycle, which this test never completed).
+        runtime.clear();
+        assert_eq!(Err(Error::IncompleteProbeCycle), foca.handle_timer(probe, &mut runtime));
+        assert_ne!(Some(&suspect), foca.probe().target());
+        // The queue is bounded.
+        let mut many = Foca::new(ID::new(1), config(), rng(), codec());
+        for smallid in 2..60 {
+            many.apply(Member::new(ID::new(smallid), 0, State::Suspect), &mut runtime)
+                .expect("infallible");
+        }
+        let queued = (2..60).filter(|&n| many.probe_if_suspect(&n, 0)).count();
+        assert_eq!(MAX_PROBE_SOON, queued);
     }
 
     #[test]
