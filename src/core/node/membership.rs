@@ -19,12 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foca::Foca;
-use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
+
+mod exchange;
 
 use super::collector::Collector;
 pub(super) use super::live::LiveManagers;
-use super::pushpull::{self, Admit, PushPull};
+use super::pushpull::PushPull;
 use super::suspicion::{Start, SuspicionKey, Suspicions};
 use super::{Ctx, MAX_TRANSMISSIONS_CAP, SWIM_TAG};
 use crate::core::codec::{BincodeCodec, CodecError};
@@ -466,107 +467,6 @@ impl Membership {
             if self.swim.probe_if_suspect(&key.id, key.incarnation) {
                 cx.stats.suspects_probed += 1;
             }
-        }
-    }
-
-    /// A member's exchange message: merged into foca (`merge_exchange` says
-    /// what of it is broadcast on), and answered with this node's membership if it asked, now or,
-    /// over the answer budget, in a later period. Refused whole, changing
-    /// nothing, when oversized, undecodable, from a revoked member or
-    /// speaking for another member than its certificate's.
-    pub fn on_exchange(&mut self, cx: &mut Ctx<'_>, from: PeerCert, bytes: &[u8]) {
-        if self.revoked.contains(&from.id) {
-            cx.stats.exchanges_refused += 1;
-            tracing::warn!(peer = %from.id, error = "sender revoked", "{}", crate::events::EXCHANGE_REFUSED);
-            return;
-        }
-        let msg = match pushpull::decode(from.id, bytes) {
-            Ok(msg) => msg,
-            Err(e) => {
-                cx.stats.exchanges_refused += 1;
-                tracing::warn!(peer = %from.id, error = %e, "{}", crate::events::EXCHANGE_REFUSED);
-                return;
-            }
-        };
-        cx.stats.exchanges_in += 1;
-        let sender = msg.members[0].id().clone();
-        let known = self.swim.num_members();
-        self.merge_exchange(&from.id, &sender, msg.members);
-        if !msg.want_answer {
-            // An answer to this node's own request.
-            self.pushpull.answered(cx.now, self.swim.num_members() > known);
-            return;
-        }
-        match self.pushpull.admit(&sender) {
-            Admit::Now => self.send_exchange(cx, sender, false),
-            Admit::Queued => {}
-            Admit::Refused => cx.stats.exchanges_queue_full += 1,
-        }
-    }
-
-    /// Feeds an exchange's members to foca. News about the sender itself and
-    /// every suspicion or death is broadcast on; a second-hand *alive*
-    /// member is merged quietly. Gossip is how changes travel; a full
-    /// membership already travels by exchange, and rebroadcasting it put
-    /// every member of a 10,000-member mass join into every member's
-    /// backlog (17 transmissions each: full-rate gossip for minutes after
-    /// the views had converged). An alive member is still gossiped by those
-    /// who hear of it first-hand (its join exchange, its probes, its
-    /// announces) and by those who hear of it by gossip.
-    fn merge_exchange(
-        &mut self,
-        from: &NodeId,
-        sender: &Identity,
-        members: Vec<foca::Member<Identity>>,
-    ) {
-        let revoked = &self.revoked;
-        let (quiet, loud): (Vec<_>, Vec<_>) = members
-            .into_iter()
-            .filter(|m| !revoked.contains(&m.id().id))
-            .partition(|m| m.state() == foca::State::Alive && m.id() != sender);
-        for (updates, broadcast) in [(loud, true), (quiet, false)] {
-            if let Err(e) =
-                self.swim.apply_many(updates.into_iter(), broadcast, &mut self.collector)
-            {
-                tracing::debug!(peer = %from, error = %e, "exchange not fully applied");
-            }
-        }
-    }
-
-    /// Sends this node's whole membership to `to` (itself first, then alive,
-    /// suspect and down members), cut at the byte bound.
-    fn send_exchange(&mut self, cx: &mut Ctx<'_>, to: Identity, want_answer: bool) {
-        let me = foca::Member::new(self.identity().clone(), self.incarnation, foca::State::Alive);
-        let mut members = Vec::with_capacity(self.swim.iter_membership_state().len() + 1);
-        members.push(me);
-        for state in [foca::State::Alive, foca::State::Suspect, foca::State::Down] {
-            let same = self.swim.iter_membership_state().filter(|m| m.state() == state);
-            members.extend(same.cloned());
-        }
-        let (bytes, cut) = pushpull::encode(want_answer, members);
-        cx.stats.exchange_members_cut += cut as u64;
-        if bytes.is_empty() {
-            return;
-        }
-        cx.stats.exchanges_out += 1;
-        cx.push(Output::SendMembers { to, bytes });
-    }
-
-    /// Once a probe period: answer the queued requests the new budget
-    /// allows, and start the periodic exchange with a random active member
-    /// when it is due.
-    fn exchange_period(&mut self, cx: &mut Ctx<'_>) {
-        for peer in self.pushpull.new_period() {
-            self.send_exchange(cx, peer, false);
-        }
-        let members = self.swim.num_members();
-        if members == 0 || self.left || !self.pushpull.periodic_due(cx.now, members + 1) {
-            return;
-        }
-        let pick = cx.rng.random_range(0..members);
-        let peer = self.swim.iter_members().nth(pick).map(|m| m.id().clone());
-        if let Some(peer) = peer {
-            self.send_exchange(cx, peer, true);
         }
     }
 
