@@ -194,7 +194,7 @@ pub struct Foca<T: Identity, C, RNG, B: BroadcastHandler<T>> {
     choice_buf: Vec<Member<T>>,
     // jujud patch (PATCHED.md, 13): suspects to probe out of turn, at most
     // `MAX_PROBE_SOON`, the next probe period taking the oldest.
-    probe_soon: Vec<T>,
+    probe_soon: alloc::collections::VecDeque<T>,
 
     send_buf: Vec<u8>,
 
@@ -269,7 +269,7 @@ where
             probe: Probe::new(Vec::with_capacity(max_indirect_probes)),
             updates_buf: Vec::new(),
             choice_buf: Vec::new(),
-            probe_soon: Vec::new(),
+            probe_soon: alloc::collections::VecDeque::new(),
             connection_state: ConnectionState::Disconnected,
             updates: Broadcasts::new(),
             send_buf: Vec::with_capacity(max_bytes),
@@ -841,7 +841,7 @@ where
         {
             return false;
         }
-        self.probe_soon.push(member.id().clone());
+        self.probe_soon.push_back(member.id().clone());
         true
     }
 
@@ -1276,14 +1276,12 @@ where
         // jujud patch (PATCHED.md, 13): a suspect asked for comes first, if
         // it is still a member (the round-robin's cursor stays put).
         let mut soon = None;
-        while soon.is_none() && !self.probe_soon.is_empty() {
-            let id = self.probe_soon.remove(0);
+        while soon.is_none()
+            && let Some(id) = self.probe_soon.pop_front()
+        {
             soon = self.members.get(&id.addr()).filter(|m| m.id() == &id && m.is_active()).cloned();
         }
-        let chosen = match soon {
-            Some(member) => Some(member),
-            None => self.members.next(&mut self.rng).cloned(),
-        };
+        let chosen = soon.or_else(|| self.members.next(&mut self.rng).cloned());
         if let Some(member) = chosen {
             let member = &member;
             let member_id = member.id().clone();

@@ -17,10 +17,11 @@ use crate::core::node::pushpull::{self, Admit};
 
 impl Membership {
     /// A member's exchange message: merged into foca (`merge_exchange` says
-    /// what of it is broadcast on), and answered with this node's membership if it asked, now or,
-    /// over the answer budget, in a later period. Refused whole, changing
-    /// nothing, when oversized, undecodable, from a revoked member or
-    /// speaking for another member than its certificate's.
+    /// what of it is broadcast on), and answered with this node's
+    /// membership if it asked, now or, over the answer budget, in a later
+    /// period. Refused whole, changing nothing, when oversized,
+    /// undecodable, from a revoked member or speaking for another member
+    /// than its certificate's.
     pub fn on_exchange(&mut self, cx: &mut Ctx<'_>, from: PeerCert, bytes: &[u8]) {
         if self.revoked.contains(&from.id) {
             cx.stats.exchanges_refused += 1;
