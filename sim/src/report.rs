@@ -118,8 +118,8 @@ impl RunReport {
         let n = &self.net;
         let _ = writeln!(
             s,
-            "network: sent {} lost {} cut {} duplicated {} clogged {} tail {} reordered {}",
-            n.sent, n.lost, n.cut, n.duplicated, n.clogged, n.tail, n.reordered
+            "network: sent {} lost {} cut {} duplicated {} clogged {} tail {} reordered {}; streams {} (cut {})",
+            n.sent, n.lost, n.cut, n.duplicated, n.clogged, n.tail, n.reordered, n.streams, n.streams_cut
         );
         for (checker, f) in &self.figures {
             let _ = writeln!(s, "  {checker}: {} = {}", f.name, f.value);

@@ -276,6 +276,10 @@ pub struct Stats {
     /// Suspects probed out of turn because an accuser's verdict had not
     /// reached this node (`suspicion::BACKSTOP_MULT`).
     pub suspects_probed: u64,
+    /// Joins dropped from this node's gossip backlog, unsent, because
+    /// enough peers had already told it the same news
+    /// (`membership::JOIN_ECHOES`).
+    pub joins_retired: u64,
     pub late_timers: u64,
     pub members_up: u64,
     pub members_down: u64,

@@ -215,7 +215,7 @@ impl MemoryPart {
 
 /// Counters copied from the core's cumulative [`Stats`]: (name without the
 /// `_total` the encoder appends, help, field).
-const CORE_COUNTERS: [(&str, &str, StatField); 20] = [
+const CORE_COUNTERS: [(&str, &str, StatField); 21] = [
     ("probes", "Probes started by the failure detector", |s| s.probes),
     ("probes_failed", "Probes that got no ack, direct or indirect", |s| s.probes_failed),
     ("suspicions", "Members newly seen as suspect", |s| s.suspicions),
@@ -235,6 +235,11 @@ const CORE_COUNTERS: [(&str, &str, StatField); 20] = [
         "suspects_probed",
         "Suspects probed out of turn because no verdict on them had reached this node",
         |s| s.suspects_probed,
+    ),
+    (
+        "gossip_joins_retired",
+        "Joins dropped from the gossip backlog unsent: enough peers had already told this node",
+        |s| s.joins_retired,
     ),
     ("datagrams_in", "SWIM datagrams received", |s| s.datagrams_in),
     ("datagrams_out", "SWIM datagrams sent", |s| s.datagrams_out),
@@ -517,6 +522,7 @@ mod tests {
             late_timers: n,
             suspicion_confirmations: n,
             suspects_probed: n,
+            joins_retired: n,
             datagrams_in: n,
             datagrams_out: n,
             bytes_in: n * 100,
@@ -552,6 +558,7 @@ mod tests {
             "jujud_late_timers_total",
             "jujud_suspicion_confirmations_total",
             "jujud_suspects_probed_total",
+            "jujud_gossip_joins_retired_total",
             "jujud_datagrams_in_total",
             "jujud_datagrams_out_total",
             "jujud_datagram_bytes_in_total",

@@ -8,7 +8,7 @@
 //! generation it reported per node id. Must never carry that memory across
 //! a restart (a new process legitimately starts with no memory).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jujud::core::{Event, NodeId};
 
@@ -59,15 +59,25 @@ impl Seen {
 /// The generations checker.
 #[derive(Debug, Default)]
 pub struct Generations {
-    /// Per slot, for its current process.
-    seen: BTreeMap<usize, Seen>,
+    /// Per slot (the index), for its current process.
+    seen: Vec<Seen>,
     /// Per node id ever reported: its dense index and the first generation
-    /// reported for it (by any process; fixed once set).
-    ids: BTreeMap<NodeId, (usize, u64)>,
+    /// reported for it (by any process; fixed once set). Looked up once
+    /// per member-up event (N^2 of them over a mass join), never iterated:
+    /// a hash lookup where the B-tree's cost 10 % of the 10,000 row's join.
+    ids: HashMap<NodeId, (usize, u64)>,
     violations: Findings,
 }
 
 impl Generations {
+    /// `slot`'s record, made on first use.
+    fn seen_mut(&mut self, slot: usize) -> &mut Seen {
+        if self.seen.len() <= slot {
+            self.seen.resize_with(slot + 1, Seen::default);
+        }
+        &mut self.seen[slot]
+    }
+
     fn flag(&mut self, world: &World<'_>, slot: usize, detail: String) {
         self.violations.push(Violation { invariant: NAME, at: world.now, slots: vec![slot], detail });
     }
@@ -78,7 +88,7 @@ impl Generations {
     fn report(&mut self, slot: usize, id: NodeId, generation: u64) -> u64 {
         let next = self.ids.len();
         let (i, first) = *self.ids.entry(id).or_insert((next, generation));
-        let seen = self.seen.get_mut(&slot).expect("the event's slot was entered");
+        let seen = self.seen_mut(slot);
         let high = seen.highest(id, i, first).unwrap_or(generation);
         seen.set_highest(id, i, first, high.max(generation));
         high
@@ -92,7 +102,7 @@ impl Checker for Generations {
 
     fn on_event(&mut self, world: &World<'_>, slot: usize, event: &Event) {
         let epoch = world.cluster.slots[slot].epoch;
-        let seen = self.seen.entry(slot).or_default();
+        let seen = self.seen_mut(slot);
         if seen.epoch != epoch {
             *seen = Seen { epoch, ..Seen::default() };
         }
@@ -108,7 +118,7 @@ impl Checker for Generations {
                     .then(|| format!("renamed {}@{} to {}@{}", from.id, from.generation, to.id, to.generation))
             }
             Event::Rejoined(id) => {
-                let seen = self.seen.get_mut(&slot).expect("entered above");
+                let seen = self.seen_mut(slot);
                 let bad = id.generation <= seen.own || world.cluster.slots[slot].disk.id != id.id;
                 let was = seen.own;
                 seen.own = id.generation;
@@ -145,12 +155,11 @@ mod tests {
             let id = NodeId(x >> 8 & 0x3f);
             // Mostly the first generations, some higher, some lower.
             let generation = 5 + (x >> 20) % 4 - (x >> 30) % 3;
-            g.seen.entry(slot).or_default();
             let want = *map.entry((slot, id)).or_insert(generation);
             assert_eq!(g.report(slot, id, generation), want);
             map.insert((slot, id), want.max(generation));
         }
-        let compact = g.seen.values().map(|s| s.other.len()).sum::<usize>();
+        let compact = g.seen.iter().map(|s| s.other.len()).sum::<usize>();
         assert!(compact < map.len(), "only ids past their first generation take an entry");
     }
 }

@@ -60,9 +60,14 @@ pub struct ServeOut {
 #[derive(Debug, Default)]
 pub struct AgentSessions {
     sessions: BTreeMap<u64, Served>,
+    /// The state changed in a way that can move any assignment: the next
+    /// refresh is a pass over every session.
     dirty: bool,
-    /// A session was opened and has not been sent its assignment yet.
-    first_due: bool,
+    /// Sessions opened and not sent their first assignment yet. Without
+    /// `dirty`, the next refresh computes theirs only: a full pass per open
+    /// was O(sessions) per agent (O(N^2) over a manager's agents joining
+    /// one by one), 14 % of the simulator's 10,000 row.
+    waiting: BTreeSet<u64>,
     pub stats: ServeStats,
 }
 
@@ -94,10 +99,12 @@ impl AgentSessions {
     /// for a session waiting for its first assignment, else after
     /// [`ASSIGN_REFRESH_MS`].
     pub fn refresh_delay_ms(&self) -> Option<u64> {
-        match (self.dirty, self.first_due) {
-            (false, _) => None,
-            (true, true) => Some(FIRST_ASSIGN_DELAY_MS),
-            (true, false) => Some(ASSIGN_REFRESH_MS),
+        if !self.waiting.is_empty() {
+            Some(FIRST_ASSIGN_DELAY_MS)
+        } else if self.dirty {
+            Some(ASSIGN_REFRESH_MS)
+        } else {
+            None
         }
     }
 
@@ -152,13 +159,13 @@ impl AgentSessions {
         // Its assignment goes out with the next refresh (at once, after
         // the inputs already queued): one pass for a burst of opens.
         self.sessions.insert(session, Served { agent, machine, sent: None });
-        self.dirty = true;
-        self.first_due = true;
+        self.waiting.insert(session);
     }
 
     /// `session` closed (either side).
     pub fn closed(&mut self, session: u64) {
         self.sessions.remove(&session);
+        self.waiting.remove(&session);
     }
 
     /// A message from the agent on `session`.
@@ -181,18 +188,25 @@ impl AgentSessions {
     }
 
     /// Sends every session whose assignments changed its new ones, and tells
-    /// agents of removed machines that they are gone.
+    /// agents of removed machines that they are gone: every session after a
+    /// state change (`dirty`), else only those waiting for their first.
     pub fn refresh(&mut self, r: &Replica, out: &mut ServeOut) {
-        if !std::mem::take(&mut self.dirty) {
+        let waiting = std::mem::take(&mut self.waiting);
+        let ids: Vec<u64> = if std::mem::take(&mut self.dirty) {
+            self.sessions.keys().copied().collect()
+        } else {
+            waiting.into_iter().filter(|id| self.sessions.contains_key(id)).collect()
+        };
+        if ids.is_empty() {
             return;
         }
-        self.first_due = false;
         self.stats.assignment_passes += 1;
         let machines: BTreeSet<String> =
-            self.sessions.values().map(|s| s.machine.clone()).collect();
+            ids.iter().map(|id| self.sessions[id].machine.clone()).collect();
         let all = agents::assignments(r, &machines);
         let mut gone = Vec::new();
-        for (id, s) in self.sessions.iter_mut() {
+        for id in &ids {
+            let s = self.sessions.get_mut(id).expect("ids are served sessions");
             if agents::machine_life(r, &s.machine) == MachineLife::Dead {
                 gone.push((*id, s.machine.clone()));
                 continue;

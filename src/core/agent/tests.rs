@@ -11,7 +11,7 @@ use super::role::{
     AgentOut, AgentRole, MOVE_CATCH_UP_MS, PARALLEL_AFTER_FAILURES, SESSION_AVOID_MS,
     SESSION_STABLE_MS, Session,
 };
-use super::serve::{AgentSessions, ServeOut};
+use super::serve::{ASSIGN_REFRESH_MS, AgentSessions, FIRST_ASSIGN_DELAY_MS, ServeOut};
 use super::supervisor::{RESTART_BACKOFF_MIN_MS, Supervisor};
 use super::*;
 use crate::core::identity::{Identity, NodeId, Role};
@@ -667,6 +667,39 @@ fn a_burst_of_session_opens_shares_one_assignment_pass() {
         assert_eq!(a.units.len(), 1);
     }
     assert_eq!(s.refresh_delay_ms(), None, "nothing left to send");
+}
+
+/// An open used to mark every session dirty: a pass over all of a
+/// manager's sessions per agent joining, O(N^2) over its agents. Now an
+/// open alone computes the waiting session's assignment only.
+#[test]
+fn a_session_open_alone_computes_only_its_own_assignment() {
+    let mut r = manager_replica();
+    let mut s = AgentSessions::default();
+    let o = run_cmd(&mut r, Command::Deploy { name: "web".into(), command: "serve".into(), n: 2 });
+    let mut out = ServeOut::default();
+    s.opened(&r, 1, NodeId(100), Some(o.machines[0].clone()), &mut out);
+    s.refresh(&r, &mut out);
+    assert_eq!(out.send.len(), 1);
+    // The config changes (the node would mark the sessions dirty; not yet),
+    // and a second agent opens: only its assignment is computed and sent.
+    run_cmd(
+        &mut r,
+        Command::SetConfig { app: "web".into(), pairs: vec![("k".into(), "v".into())] },
+    );
+    let mut out = ServeOut::default();
+    s.opened(&r, 2, NodeId(101), Some(o.machines[1].clone()), &mut out);
+    assert_eq!(s.refresh_delay_ms(), Some(FIRST_ASSIGN_DELAY_MS));
+    s.refresh(&r, &mut out);
+    assert_eq!(out.send.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(s.refresh_delay_ms(), None);
+    // The state change's own pass reaches the first session.
+    s.mark_dirty();
+    assert_eq!(s.refresh_delay_ms(), Some(ASSIGN_REFRESH_MS));
+    let mut out = ServeOut::default();
+    s.refresh(&r, &mut out);
+    assert_eq!(out.send.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(s.stats.assignment_passes, 3);
 }
 
 #[test]

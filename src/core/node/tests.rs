@@ -443,6 +443,23 @@ fn an_exchange_gossips_on_its_sender_and_deaths_but_not_second_hand_alive_member
 }
 
 #[test]
+fn a_mass_join_retires_echoed_joins_and_every_view_still_converges() {
+    // Every member of a mass join relayed every join it learned by gossip
+    // max_transmissions times: minutes of full-rate gossip at 10,000. Here
+    // 100 nodes join through node 1 at once, whose backlog then holds 99
+    // first-hand joins (over JOIN_ECHOES_OVER_BACKLOG).
+    let n = 100;
+    let mut net = Net::new(n);
+    net.run_until(Duration::from_secs(20));
+    let retired: u64 = net.nodes.values().map(|node| node.stats().joins_retired).sum();
+    assert!(retired > 0, "echoed joins were dropped from backlogs");
+    for (i, node) in &net.nodes {
+        let alive = node.members().iter().filter(|m| m.state == MemberState::Alive).count();
+        assert_eq!(alive as u64, n, "node {i} sees every member alive");
+    }
+}
+
+#[test]
 fn a_burst_leaves_no_burst_sized_buffers_behind() {
     // A join's exchange applies every member at once: foca's notifications
     // and the node's outputs for 2,000 members. Once they are drained, the

@@ -104,6 +104,28 @@ impl Invalidates for &[u8] {
     }
 }
 
+/// jujud patch (PATCHED.md, 14): what `Broadcasts::fill_retiring` asks as
+/// it takes items from the backlog.
+pub(crate) trait Retire<T> {
+    /// Whether `item` is to be dropped from the backlog unsent.
+    fn retire(&mut self, item: &T) -> bool;
+    /// `item` was sent its last time and left the backlog.
+    fn spent(&mut self, item: &T);
+}
+
+/// Retires nothing: `fill` as upstream.
+#[cfg(test)]
+struct KeepAll;
+
+#[cfg(test)]
+impl<T> Retire<T> for KeepAll {
+    fn retire(&mut self, _item: &T) -> bool {
+        false
+    }
+
+    fn spent(&mut self, _item: &T) {}
+}
+
 /// jujud patch (PATCHED.md, 5): how many backlog items in a row that do
 /// not fit the buffer `fill` pops before it stops looking further.
 const MAX_SKIPPED_IN_A_ROW: usize = 8;
@@ -159,7 +181,20 @@ where
         self.push(Entry::new(item, data, max_tx));
     }
 
-    pub(crate) fn fill(&mut self, mut buffer: impl BufMut, max_items: usize) -> usize {
+    #[cfg(test)]
+    pub(crate) fn fill(&mut self, buffer: impl BufMut, max_items: usize) -> usize {
+        self.fill_retiring(buffer, max_items, &mut KeepAll)
+    }
+
+    /// `fill`, asking `retire` about each item taken from the backlog: an
+    /// item it retires is dropped unsent (and does not count against
+    /// `max_items`); an item sent its last time is reported spent.
+    pub(crate) fn fill_retiring(
+        &mut self,
+        mut buffer: impl BufMut,
+        max_items: usize,
+        retire: &mut impl Retire<T>,
+    ) -> usize {
         if self.flip.is_empty() {
             return 0;
         }
@@ -177,6 +212,9 @@ where
                 break;
             };
             debug_assert!(node.remaining_tx > 0);
+            if retire.retire(&node.item) {
+                continue;
+            }
 
             if buffer.remaining_mut() >= node.data.len() {
                 num_taken += 1;
@@ -191,6 +229,8 @@ where
 
             if node.remaining_tx > 0 {
                 self.flop.push(node);
+            } else {
+                retire.spent(&node.item);
             }
         }
 

@@ -129,6 +129,7 @@ use rand::RngExt;
 mod broadcast;
 mod codec;
 mod config;
+mod echo;
 mod error;
 mod identity;
 mod member;
@@ -195,6 +196,12 @@ pub struct Foca<T: Identity, C, RNG, B: BroadcastHandler<T>> {
     // jujud patch (PATCHED.md, 13): suspects to probe out of turn, at most
     // `MAX_PROBE_SOON`, the next probe period taking the oldest.
     probe_soon: alloc::collections::VecDeque<T>,
+    // jujud patch (PATCHED.md, 14): echoes heard of the joins in `updates`.
+    echoes: echo::Echoes<T::Addr>,
+    // jujud patch (PATCHED.md, 14): the updates being applied came in a
+    // peer's gossip payload; only those count as echoes (not a sender's
+    // header, nor what the caller merges with `apply_many`).
+    applying_gossip: bool,
 
     send_buf: Vec<u8>,
 
@@ -270,6 +277,8 @@ where
             updates_buf: Vec::new(),
             choice_buf: Vec::new(),
             probe_soon: alloc::collections::VecDeque::new(),
+            echoes: echo::Echoes::new(),
+            applying_gossip: false,
             connection_state: ConnectionState::Disconnected,
             updates: Broadcasts::new(),
             send_buf: Vec::with_capacity(max_bytes),
@@ -845,6 +854,31 @@ where
         true
     }
 
+    /// jujud patch (PATCHED.md, 14): drop a member's *join* (an alive
+    /// update at incarnation 0) from this node's broadcast backlog once
+    /// `echoes` peers have told this node the same news since it queued
+    /// it, instead of sending it all [`Config::max_transmissions`] times
+    /// (rumour mongering with feedback). When everyone joins at once, every
+    /// member otherwise relays every join it learns by gossip that many
+    /// times: O(N^2 log N) transmissions, minutes of full-rate gossip at
+    /// 10,000 members after the views have converged. Suspicions, deaths
+    /// and refutations are never retired. `None` (the default): every
+    /// update is sent its full count, as upstream.
+    pub fn set_retire_joins_after_echoes(
+        &mut self,
+        echoes: Option<core::num::NonZeroU8>,
+        over_backlog: usize,
+    ) {
+        self.echoes.set_retire_after(echoes, over_backlog);
+    }
+
+    /// jujud patch (PATCHED.md, 14): joins dropped from the backlog by
+    /// their echoes (see [`Foca::set_retire_joins_after_echoes`]) over
+    /// this instance's life.
+    pub fn joins_retired_by_echoes(&self) -> u64 {
+        self.echoes.retired()
+    }
+
     /// Reports the current length of the cluster updates queue.
     ///
     /// Updates are transmitted [`Config::max_transmissions`] times
@@ -1049,7 +1083,10 @@ where
         // the borrow checker. And then put it back in its place, so
         // that we can keep reusing its already-allocated space.
         let mut updates = mem::take(&mut self.updates_buf);
-        self.apply_many(updates.drain(..), true, &mut runtime)?;
+        self.applying_gossip = true;
+        let applied = self.apply_many(updates.drain(..), true, &mut runtime);
+        self.applying_gossip = false;
+        applied?;
         debug_assert_eq!(
             0,
             self.updates_buf.capacity(),
@@ -1356,6 +1393,21 @@ where
         mut runtime: impl Runtime<T>,
     ) -> Result<()> {
         let id = update.id().clone();
+        // jujud patch (PATCHED.md, 14): a join queued here is counted from
+        // zero, newer news forgets it, the same join heard again echoes it.
+        let is_join = update.state() == State::Alive && update.incarnation() == 0;
+        if summary.apply_successful {
+            if do_broadcast && is_join {
+                self.echoes.track(id.addr());
+            } else {
+                self.echoes.forget(&id.addr());
+            }
+        } else if is_join
+            && self.applying_gossip
+            && summary.conflict == member::ConflictResult::NoConflict
+        {
+            self.echoes.heard(&id.addr());
+        }
 
         if summary.apply_successful {
             #[cfg(feature = "tracing")]
@@ -1594,7 +1646,11 @@ where
             } else {
                 // u16::MAX guarantees that num_events can be safely
                 // cast from usize to u16
-                let num_updates = self.updates.fill(&mut buf, u16::MAX.into());
+                // jujud patch (PATCHED.md, 14): joins echoed enough are
+                // dropped as they come up.
+                self.echoes.arm(self.updates.len());
+                let num_updates =
+                    self.updates.fill_retiring(&mut buf, u16::MAX.into(), &mut self.echoes);
                 num_items = u16::try_from(num_updates).expect("usize bound by u16::MAX");
             }
 
@@ -3022,6 +3078,69 @@ mod tests {
         }
         let queued = (2..60).filter(|&n| many.probe_if_suspect(&n, 0)).count();
         assert_eq!(MAX_PROBE_SOON, queued);
+    }
+
+    #[test]
+    fn a_join_echoed_enough_leaves_a_large_backlog_unsent_but_a_suspicion_never_does() {
+        // jujud patch 14: rumour mongering with feedback, for joins only.
+        let twice = core::num::NonZeroU8::new(2);
+        let learn = |foca: &mut Foca<ID, _, _, _>, member: Member<ID>| {
+            foca.apply_many(core::iter::once(member), true, AccumulatingRuntime::new())
+                .expect("infallible");
+        };
+        // `times` gossip messages from member 8, each carrying `member`.
+        let gossiped = |foca: &mut Foca<ID, _, _, _>, member: Member<ID>, times: usize| {
+            for _ in 0..times {
+                let header = Header {
+                    src: ID::new(8),
+                    src_incarnation: 0,
+                    dst: ID::new(1),
+                    message: Message::Gossip,
+                };
+                let data = encode((header, vec![member.clone()]));
+                foca.handle_data(&data, AccumulatingRuntime::new()).expect("infallible");
+            }
+        };
+        let load = |over_backlog: usize| {
+            let mut foca = Foca::new(ID::new(1), config(), rng(), codec());
+            foca.set_retire_joins_after_echoes(twice, over_backlog);
+            for smallid in 2..=6 {
+                learn(&mut foca, Member::alive(ID::new(smallid)));
+            }
+            learn(&mut foca, Member::new(ID::new(7), 0, State::Suspect));
+            learn(&mut foca, Member::alive(ID::new(8)));
+            assert_eq!(7, foca.updates_backlog());
+            // Member 2's join gossiped back twice, member 3's once, the
+            // suspicion of 7 three times; member 4 refuted a suspicion
+            // (alive at incarnation 1: not a join) and was gossiped of
+            // again; member 6's join merged (not gossiped) three more
+            // times; member 8 itself talked eight times (its headers).
+            gossiped(&mut foca, Member::alive(ID::new(2)), 2);
+            gossiped(&mut foca, Member::alive(ID::new(3)), 1);
+            gossiped(&mut foca, Member::new(ID::new(7), 0, State::Suspect), 3);
+            gossiped(&mut foca, Member::new(ID::new(4), 1, State::Alive), 2);
+            for _ in 0..3 {
+                foca.apply_many(core::iter::once(Member::alive(ID::new(6))), false, AccumulatingRuntime::new())
+                    .expect("infallible");
+            }
+            assert_eq!(8, foca.updates_backlog(), "4's refutation queued");
+            foca.gossip(AccumulatingRuntime::new()).expect("infallible");
+            foca
+        };
+        let foca = load(5);
+        assert_eq!(1, foca.joins_retired_by_echoes(), "only member 2's join");
+        assert_eq!(7, foca.updates_backlog());
+        // A backlog at or under the bound (not a mass event) sends every
+        // join its full count.
+        let quiet = load(8);
+        assert_eq!(0, quiet.joins_retired_by_echoes());
+        assert_eq!(8, quiet.updates_backlog());
+        // Off by default.
+        let mut upstream = Foca::new(ID::new(1), config(), rng(), codec());
+        learn(&mut upstream, Member::alive(ID::new(2)));
+        gossiped(&mut upstream, Member::alive(ID::new(2)), 4);
+        upstream.gossip(AccumulatingRuntime::new()).expect("infallible");
+        assert_eq!(0, upstream.joins_retired_by_echoes());
     }
 
     #[test]

@@ -1,0 +1,285 @@
+/* This Source Code Form is subject to the terms of the Mozilla Public
+ * License, v. 2.0. If a copy of the MPL was not distributed with this
+ * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
+//! jujud patch (PATCHED.md, 14): join news retired by its echoes.
+//!
+//! Owns the count, per member whose *join* this node is still
+//! broadcasting, of the copies of that same news heard back from others
+//! since (rumour mongering with feedback, Demers et al., 1987: a node stops
+//! spreading a rumour once enough of those it meets already know it). A
+//! join is an alive update at incarnation 0, a member's first word about
+//! an identity; every other update (suspicion, death, refutation) is never
+//! tracked here and always sent its full `max_transmissions`.
+//!
+//! Must never hold a member whose latest news here is not its join (any
+//! later update forgets it), nor outlive the broadcast it counts for (the
+//! backlog forgets it when that entry is retired or spent), so it holds
+//! at most one entry per queued join.
+
+use crate::broadcast::Retire;
+
+/// The echo counts of queued joins, by member address.
+pub(crate) struct Echoes<A> {
+    counts: Counts<A>,
+    /// Echoes after which a queued join is dropped; `None`: never.
+    retire_after: Option<core::num::NonZeroU8>,
+    /// Joins are retired only while the backlog holds more entries than
+    /// this: a mass event. A lone join is always sent its full count.
+    over_backlog: usize,
+    /// Whether the backlog was over `over_backlog` when the current fill
+    /// began (`arm`).
+    armed: bool,
+    /// Joins dropped from the backlog by their echoes, for the life of
+    /// the instance.
+    retired: u64,
+}
+
+impl<A: Ord + core::hash::Hash> Echoes<A> {
+    pub(crate) fn new() -> Self {
+        Self { counts: Counts::default(), retire_after: None, over_backlog: 0, armed: false, retired: 0 }
+    }
+
+    pub(crate) fn set_retire_after(&mut self, echoes: Option<core::num::NonZeroU8>, over_backlog: usize) {
+        self.retire_after = echoes;
+        self.over_backlog = over_backlog;
+        if echoes.is_none() {
+            self.counts.clear();
+        }
+    }
+
+    pub(crate) const fn retired(&self) -> u64 {
+        self.retired
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// A fill of a backlog of `backlog` entries begins.
+    /// Also gives back the room of a mass join's counts once most are gone
+    /// (the table never shrinks by itself; every member held one entry per
+    /// join of a 10,000-member pool, 1.4 GB over the simulated pool).
+    pub(crate) fn arm(&mut self, backlog: usize) {
+        self.armed = backlog > self.over_backlog;
+        self.counts.shrink_if_sparse();
+    }
+
+    /// This node queued `addr`'s join for broadcast: count from zero.
+    pub(crate) fn track(&mut self, addr: A) {
+        if self.retire_after.is_some() {
+            self.counts.set(addr, 0);
+        }
+    }
+
+    /// Newer news about `addr` was applied (or the member is gone): its
+    /// join is not counted any more.
+    pub(crate) fn forget(&mut self, addr: &A) {
+        self.counts.remove(addr);
+    }
+
+    /// A peer told this node the join it holds for `addr`, unchanged.
+    pub(crate) fn heard(&mut self, addr: &A) {
+        self.counts.bump(addr);
+    }
+}
+
+impl<A: Ord + core::hash::Hash> Retire<crate::Addr<A>> for Echoes<A> {
+    fn retire(&mut self, item: &crate::Addr<A>) -> bool {
+        let Some(limit) = self.retire_after.filter(|_| self.armed) else {
+            return false;
+        };
+        if self.counts.get(&item.0).is_some_and(|n| n >= limit.get()) {
+            self.counts.remove(&item.0);
+            self.retired += 1;
+            return true;
+        }
+        false
+    }
+
+    fn spent(&mut self, item: &crate::Addr<A>) {
+        self.counts.remove(&item.0);
+    }
+}
+
+/// Address to count: with `std` a hashbrown table keyed by std's randomly
+/// seeded SipHash (as the members' index, patch 10); without, a B-tree.
+/// Only looked up, never iterated, so nothing foca decides depends on its
+/// order.
+#[cfg(feature = "std")]
+struct Counts<A> {
+    table: hashbrown::HashTable<(A, u8)>,
+    state: std::hash::RandomState,
+}
+
+#[cfg(feature = "std")]
+impl<A> Default for Counts<A> {
+    fn default() -> Self {
+        Self { table: hashbrown::HashTable::new(), state: std::hash::RandomState::new() }
+    }
+}
+
+#[cfg(feature = "std")]
+impl<A: core::hash::Hash + PartialEq> Counts<A> {
+    fn hash(&self, addr: &A) -> u64 {
+        use core::hash::BuildHasher;
+        self.state.hash_one(addr)
+    }
+
+    fn set(&mut self, addr: A, count: u8) {
+        use core::hash::BuildHasher;
+        let state = &self.state;
+        let hash = state.hash_one(&addr);
+        match self.table.entry(hash, |(a, _)| *a == addr, |(a, _)| state.hash_one(a)) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = count,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert((addr, count));
+            }
+        }
+    }
+
+    fn get(&self, addr: &A) -> Option<u8> {
+        self.table.find(self.hash(addr), |(a, _)| a == addr).map(|(_, n)| *n)
+    }
+
+    fn bump(&mut self, addr: &A) {
+        let hash = self.hash(addr);
+        if let Some((_, n)) = self.table.find_mut(hash, |(a, _)| a == addr) {
+            *n = n.saturating_add(1);
+        }
+    }
+
+    fn remove(&mut self, addr: &A) {
+        if let Ok(e) = self.table.find_entry(self.hash(addr), |(a, _)| a == addr) {
+            e.remove();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.table.clear();
+    }
+
+    fn shrink_if_sparse(&mut self) {
+        use core::hash::BuildHasher;
+        if self.table.capacity() > 64 && self.table.len() * 4 < self.table.capacity() {
+            let state = &self.state;
+            self.table.shrink_to(self.table.len() * 2, |(a, _)| state.hash_one(a));
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+#[cfg(not(feature = "std"))]
+struct Counts<A> {
+    map: alloc::collections::BTreeMap<A, u8>,
+}
+
+#[cfg(not(feature = "std"))]
+impl<A> Default for Counts<A> {
+    fn default() -> Self {
+        Self { map: alloc::collections::BTreeMap::new() }
+    }
+}
+
+#[cfg(not(feature = "std"))]
+impl<A: Ord> Counts<A> {
+    fn set(&mut self, addr: A, count: u8) {
+        self.map.insert(addr, count);
+    }
+
+    fn get(&self, addr: &A) -> Option<u8> {
+        self.map.get(addr).copied()
+    }
+
+    fn bump(&mut self, addr: &A) {
+        if let Some(n) = self.map.get_mut(addr) {
+            *n = n.saturating_add(1);
+        }
+    }
+
+    fn remove(&mut self, addr: &A) {
+        self.map.remove(addr);
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    fn shrink_if_sparse(&mut self) {}
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Addr;
+
+    fn echoes(after: u8) -> Echoes<u32> {
+        let mut e = Echoes::new();
+        e.set_retire_after(core::num::NonZeroU8::new(after), 0);
+        e.arm(1);
+        e
+    }
+
+    #[test]
+    fn a_join_is_retired_once_echoed_enough_and_counted() {
+        let mut e = echoes(2);
+        e.track(7);
+        e.heard(&7);
+        assert!(!e.retire(&Addr(7)), "one echo of two");
+        e.heard(&7);
+        assert!(e.retire(&Addr(7)));
+        assert_eq!(e.retired(), 1);
+        assert_eq!(e.len(), 0, "a retired join is forgotten");
+        assert!(!e.retire(&Addr(7)), "and not retired twice");
+    }
+
+    #[test]
+    fn only_tracked_joins_count_and_newer_news_or_a_spent_entry_forgets() {
+        let mut e = echoes(1);
+        e.heard(&3);
+        assert!(!e.retire(&Addr(3)), "never tracked: never retired");
+        e.track(3);
+        e.forget(&3);
+        e.heard(&3);
+        assert!(!e.retire(&Addr(3)), "forgotten by newer news");
+        e.track(4);
+        e.spent(&Addr(4));
+        assert_eq!(e.len(), 0, "a spent entry is forgotten");
+        e.track(5);
+        e.track(5);
+        assert_eq!(e.len(), 1, "one entry a member");
+    }
+
+    #[test]
+    fn a_mass_joins_counts_give_their_room_back() {
+        let mut e = echoes(1);
+        for n in 0..10_000 {
+            e.track(n);
+        }
+        for n in 0..9_990 {
+            e.forget(&n);
+        }
+        e.arm(1);
+        assert_eq!(e.len(), 10);
+        #[cfg(feature = "std")]
+        assert!(e.counts.table.capacity() < 100, "{}", e.counts.table.capacity());
+    }
+
+    #[test]
+    fn off_by_default() {
+        let mut e = Echoes::<u32>::new();
+        e.track(1);
+        e.heard(&1);
+        assert!(!e.retire(&Addr(1)));
+        assert_eq!(e.len(), 0);
+    }
+}
