@@ -443,6 +443,49 @@ fn an_exchange_gossips_on_its_sender_and_deaths_but_not_second_hand_alive_member
 }
 
 #[test]
+fn an_answer_leaves_out_what_the_request_listed_identically() {
+    let mut net = Net::new(2);
+    net.run_until(Duration::from_secs(10));
+    let now = net.now;
+    let from = PeerCert { id: NodeId(2), role: Role::Manager };
+    let alive = |n| foca::Member::alive(ident(n));
+    let node = net.nodes.get_mut(&1).unwrap();
+    let mut members = vec![alive(2)];
+    members.extend((100..=150).map(alive));
+    let bytes = super::pushpull::encode(false, members).0;
+    node.handle(now, Input::Members { from, bytes });
+    while node.poll().is_some() {}
+    // Node 2 asks, listing all but 150 as node 1 holds them, and 120 at a
+    // newer incarnation; node 1 holds 130 as suspect.
+    let suspect = foca::Member::new(ident(130), 0, foca::State::Suspect);
+    let bytes = super::pushpull::encode(false, vec![alive(2), suspect]).0;
+    node.handle(now, Input::Members { from, bytes });
+    while node.poll().is_some() {}
+    let mut request = vec![alive(2), alive(1)];
+    request.extend((100..150).map(alive));
+    request[22] = foca::Member::new(ident(120), 1, foca::State::Alive);
+    let bytes = super::pushpull::encode(true, request).0;
+    node.handle(now, Input::Members { from, bytes });
+    let answer = std::iter::from_fn(|| node.poll())
+        .find_map(|o| match o {
+            Output::SendMembers { to, bytes } if to.id == NodeId(2) => Some(bytes),
+            _ => None,
+        })
+        .expect("an answer");
+    let answer = super::pushpull::decode(NodeId(1), &answer).expect("decodes");
+    assert!(!answer.want_answer);
+    let listed: Vec<(u64, foca::State)> =
+        answer.members.iter().map(|m| (m.id().id.0, m.state())).collect();
+    // Itself first, then what the request lacked or held otherwise (130
+    // as alive: node 1 holds it suspect); 120 was merged at the newer
+    // incarnation, so both hold it alike.
+    assert_eq!(
+        listed,
+        vec![(1, foca::State::Alive), (150, foca::State::Alive), (130, foca::State::Suspect)]
+    );
+}
+
+#[test]
 fn a_mass_join_retires_echoed_joins_and_every_view_still_converges() {
     // Every member of a mass join relayed every join it learned by gossip
     // max_transmissions times: minutes of full-rate gossip at 10,000. Here

@@ -10,7 +10,7 @@
 use rand::RngExt;
 
 use super::Membership;
-use crate::core::identity::{Identity, NodeId};
+use crate::core::identity::{Identity, NodeId, Role};
 use crate::core::io::{Output, PeerCert};
 use crate::core::node::Ctx;
 use crate::core::node::pushpull::{self, Admit};
@@ -39,6 +39,8 @@ impl Membership {
         cx.stats.exchanges_in += 1;
         let sender = msg.members[0].id().clone();
         let known = self.swim.num_members();
+        // What the requester holds, to leave out of an answer sent now.
+        let held = msg.want_answer.then(|| held_by(&msg.members));
         self.merge_exchange(&from.id, &sender, msg.members);
         if !msg.want_answer {
             // An answer to this node's own request.
@@ -46,7 +48,7 @@ impl Membership {
             return;
         }
         match self.pushpull.admit(&sender) {
-            Admit::Now => self.send_exchange(cx, sender, false),
+            Admit::Now => self.send_answer(cx, sender, held.as_deref().unwrap_or_default()),
             Admit::Queued => {}
             Admit::Refused => cx.stats.exchanges_queue_full += 1,
         }
@@ -84,12 +86,25 @@ impl Membership {
     /// Sends this node's whole membership to `to` (itself first, then alive,
     /// suspect and down members), cut at the byte bound.
     pub(super) fn send_exchange(&mut self, cx: &mut Ctx<'_>, to: Identity, want_answer: bool) {
+        self.send_members(cx, to, want_answer, &[]);
+    }
+
+    /// Answers a request just merged: this node's membership but for what
+    /// the request itself listed, identically (`held`, sorted). The
+    /// requester's view after a mass join's first exchange is nearly
+    /// whole, and a whole answer cost it an apply per member for nothing.
+    fn send_answer(&mut self, cx: &mut Ctx<'_>, to: Identity, held: &[Held]) {
+        self.send_members(cx, to, false, held);
+    }
+
+    fn send_members(&mut self, cx: &mut Ctx<'_>, to: Identity, want_answer: bool, held: &[Held]) {
+        debug_assert!(held.is_sorted(), "held must be sorted");
         let me = foca::Member::new(self.identity().clone(), self.incarnation, foca::State::Alive);
         let mut members = Vec::with_capacity(self.swim.iter_membership_state().len() + 1);
         members.push(me);
         for state in [foca::State::Alive, foca::State::Suspect, foca::State::Down] {
             let same = self.swim.iter_membership_state().filter(|m| m.state() == state);
-            members.extend(same.cloned());
+            members.extend(same.filter(|m| held.binary_search(&key(m)).is_err()).cloned());
         }
         let (bytes, cut) = pushpull::encode(want_answer, members);
         cx.stats.exchange_members_cut += cut as u64;
@@ -117,4 +132,25 @@ impl Membership {
             self.send_exchange(cx, peer, true);
         }
     }
+}
+
+/// A member as an exchange lists it: its whole identity (id, generation,
+/// address, role), incarnation and state.
+type Held = (NodeId, u64, std::net::SocketAddr, Role, u16, u8);
+
+fn key(m: &foca::Member<Identity>) -> Held {
+    let state = match m.state() {
+        foca::State::Alive => 0,
+        foca::State::Suspect => 1,
+        foca::State::Down => 2,
+    };
+    let id = m.id();
+    (id.id, id.generation, id.addr, id.role, m.incarnation(), state)
+}
+
+/// The members a request listed, sorted, to leave out of its answer.
+fn held_by(members: &[foca::Member<Identity>]) -> Vec<Held> {
+    let mut held: Vec<Held> = members.iter().map(key).collect();
+    held.sort_unstable();
+    held
 }
