@@ -277,8 +277,8 @@ pub struct Stats {
     /// reached this node (`suspicion::BACKSTOP_MULT`).
     pub suspects_probed: u64,
     /// Joins dropped from this node's gossip backlog, unsent, because
-    /// enough peers had already told it the same news
-    /// (`membership::JOIN_ECHOES`).
+    /// peers' gossip had brought it the same news `membership::JOIN_ECHOES`
+    /// times.
     pub joins_retired: u64,
     pub late_timers: u64,
     pub members_up: u64,

@@ -65,13 +65,6 @@ pub struct Round {
 /// above it; an IPv6 address's flow info and scope id), which compare far
 /// faster than a `SocketAddr`. Two addresses have the same key exactly when
 /// they are equal.
-/// The filter bit of `id`: the top bits of a Fibonacci hash (ids are
-/// random, but tests and the simulator use small sequential ones).
-fn filter_bit(id: NodeId) -> usize {
-    const BITS: u32 = KNOWN_FILTER_BITS.trailing_zeros();
-    (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BITS)) as usize
-}
-
 type AddrKey = (u128, u32, u64);
 
 fn addr_key(addr: SocketAddr) -> AddrKey {
@@ -83,6 +76,13 @@ fn addr_key(addr: SocketAddr) -> AddrKey {
             u64::from(a.flowinfo()) << 32 | u64::from(a.scope_id()),
         ),
     }
+}
+
+/// The filter bit of `id`: the top bits of a Fibonacci hash (ids are
+/// random, but tests and the simulator use small sequential ones).
+fn filter_bit(id: NodeId) -> usize {
+    const BITS: u32 = KNOWN_FILTER_BITS.trailing_zeros();
+    (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BITS)) as usize
 }
 
 impl Round {

@@ -238,7 +238,7 @@ const CORE_COUNTERS: [(&str, &str, StatField); 21] = [
     ),
     (
         "gossip_joins_retired",
-        "Joins dropped from the gossip backlog unsent: enough peers had already told this node",
+        "Joins dropped from the gossip backlog unsent: peers' gossip had brought them back enough times",
         |s| s.joins_retired,
     ),
     ("datagrams_in", "SWIM datagrams received", |s| s.datagrams_in),

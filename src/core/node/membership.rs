@@ -40,14 +40,16 @@ use crate::core::timing::Timing;
 type Swim = Foca<Identity, BincodeCodec, ChaCha8Rng, WatchedHandler>;
 
 /// A join (an alive member at incarnation 0) queued for gossip here is
-/// dropped unsent once this many peers have told this node the same news
-/// (foca patch 14: rumour mongering with feedback), while the backlog is
+/// dropped unsent once peers' gossip has brought this node the same news
+/// this many times (foca patch 14: rumour mongering with feedback; one
+/// peer may count more than once), while the backlog is
 /// over [`JOIN_ECHOES_OVER_BACKLOG`]. When thousands of members start at
 /// once, every member otherwise relays every join it learns by gossip
 /// `max_transmissions` times (16 at 10,000 members): minutes of full-rate
 /// gossip after the views have converged. 5, not fewer: with 3 the
 /// simulator's 1,000 row took 12 virtual s to converge instead of 7 (the
-/// rumours died before reaching everyone and waited for an exchange).
+/// rumours died before reaching everyone and waited for an exchange;
+/// measured while exchanges still counted as echoes, not since).
 /// Suspicions, deaths and refutations are never dropped.
 pub const JOIN_ECHOES: u8 = 5;
 
@@ -163,14 +165,13 @@ impl Membership {
         let notices_touched = Arc::new(AtomicBool::new(false));
         let handler = WatchedHandler { inner, touched: notices_touched.clone() };
         let me = identity.id;
-        let swim = Foca::with_custom_broadcast(
+        let mut swim = Foca::with_custom_broadcast(
             identity,
             timing.foca_config(),
             foca_rng,
             BincodeCodec,
             handler,
         );
-        let mut swim = swim;
         swim.set_retire_joins_after_echoes(NonZeroU8::new(JOIN_ECHOES), JOIN_ECHOES_OVER_BACKLOG);
         let mut rejoin = Rejoin::new(
             seeds.to_vec(),

@@ -856,8 +856,8 @@ where
 
     /// jujud patch (PATCHED.md, 14): drop a member's *join* (an alive
     /// update at incarnation 0) from this node's broadcast backlog once
-    /// `echoes` peers have told this node the same news since it queued
-    /// it, instead of sending it all [`Config::max_transmissions`] times
+    /// peers' gossip has brought this node the same news `echoes` times
+    /// since it queued it (one peer may count more than once), instead of sending it all [`Config::max_transmissions`] times
     /// (rumour mongering with feedback). When everyone joins at once, every
     /// member otherwise relays every join it learns by gossip that many
     /// times: O(N^2 log N) transmissions, minutes of full-rate gossip at

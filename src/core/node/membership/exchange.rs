@@ -40,7 +40,7 @@ impl Membership {
         let sender = msg.members[0].id().clone();
         let known = self.swim.num_members();
         // What the requester holds, to leave out of an answer sent now.
-        let held = msg.want_answer.then(|| held_by(&msg.members));
+        let held = if msg.want_answer { held_by(&msg.members) } else { Vec::new() };
         self.merge_exchange(&from.id, &sender, msg.members);
         if !msg.want_answer {
             // An answer to this node's own request.
@@ -48,7 +48,7 @@ impl Membership {
             return;
         }
         match self.pushpull.admit(&sender) {
-            Admit::Now => self.send_answer(cx, sender, held.as_deref().unwrap_or_default()),
+            Admit::Now => self.send_members(cx, sender, false, &held),
             Admit::Queued => {}
             Admit::Refused => cx.stats.exchanges_queue_full += 1,
         }
@@ -89,14 +89,11 @@ impl Membership {
         self.send_members(cx, to, want_answer, &[]);
     }
 
-    /// Answers a request just merged: this node's membership but for what
-    /// the request itself listed, identically (`held`, sorted). The
-    /// requester's view after a mass join's first exchange is nearly
-    /// whole, and a whole answer cost it an apply per member for nothing.
-    fn send_answer(&mut self, cx: &mut Ctx<'_>, to: Identity, held: &[Held]) {
-        self.send_members(cx, to, false, held);
-    }
-
+    /// Sends this node's membership but for what `held` (sorted) lists
+    /// identically: an answer to a request just merged leaves out what the
+    /// request itself listed. The requester's view after a mass join's
+    /// first exchange is nearly whole, and a whole answer cost it an apply
+    /// per member for nothing.
     fn send_members(&mut self, cx: &mut Ctx<'_>, to: Identity, want_answer: bool, held: &[Held]) {
         debug_assert!(held.is_sorted(), "held must be sorted");
         let me = foca::Member::new(self.identity().clone(), self.incarnation, foca::State::Alive);
