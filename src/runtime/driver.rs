@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::datadir::{DataDir, NodeFile};
 use super::session::{self, SessionTable};
-use super::store::{Store, StoreReport};
+use super::store::{MergedReports, Store, StoreReport};
 use super::timers::TimerQueue;
 use super::transport::Transport;
 use super::workload::Workloads;
@@ -34,6 +34,9 @@ use crate::metrics::Metrics;
 pub use super::timers::MAX_TIMERS;
 /// Most inbound items handled in one turn before timers get a look.
 pub const MAX_INBOUND_PER_TURN: usize = 256;
+/// Most durability reports merged into one turn's input (the rest wait
+/// for the next turn, which comes at once).
+pub const MAX_REPORTS_PER_TURN: usize = 4_096;
 /// Most due timers fired in one turn; the rest fire in the next turns,
 /// after the inbound that arrived meanwhile.
 pub const MAX_TIMERS_PER_TURN: usize = 64;
@@ -143,6 +146,9 @@ struct Driver {
     /// Timers fired and inbound items handled so far.
     timers_fired: u64,
     inbound_handled: u64,
+    /// Durability reports taken, and the node inputs they became.
+    reports_handled: u64,
+    durability_inputs: u64,
     p: DriverParts,
     peers_dirty: bool,
     /// A manager's change is not on disk yet (its write lost the
@@ -189,6 +195,8 @@ impl Driver {
             timers: TimerQueue::default(),
             timers_fired: 0,
             inbound_handled: 0,
+            reports_handled: 0,
+            durability_inputs: 0,
             p: parts,
             peers_dirty: true,
             peers_urgent: false,
@@ -250,7 +258,7 @@ impl Driver {
             biased;
             _ = self.p.shutdown.changed() => return false,
             Some(first) = self.p.inbox.recv() => self.on_inbound_batch(first),
-            Some(report) = reports.recv() => self.on_store_report(report),
+            Some(report) = reports.recv() => self.on_store_reports(report, reports),
             Some(cmd) = self.p.commands.recv() => self.on_command(cmd),
             _ = sleep, if next_at.is_some() => {}
             _ = persist_tick.tick() => self.persist(),
@@ -259,7 +267,7 @@ impl Driver {
         // reports, commands (one of each per turn), timers, nor the metrics
         // and dirty files.
         if let Ok(report) = reports.try_recv() {
-            self.on_store_report(report);
+            self.on_store_reports(report, reports);
         }
         if let Ok(cmd) = self.p.commands.try_recv() {
             self.on_command(cmd);
@@ -299,13 +307,29 @@ impl Driver {
         self.drain();
     }
 
-    fn on_store_report(&mut self, report: StoreReport) {
-        let input = match report {
-            StoreReport::Own(seq) => Input::Durable { seq },
-            StoreReport::Remote(vv) => Input::DurableRemote { vv },
-        };
-        self.node.handle(self.now(), input);
-        self.drain();
+    /// `first` and the reports already queued behind it (at most
+    /// [`MAX_REPORTS_PER_TURN`]), told to the node as one (see
+    /// [`MergedReports`]): an fsync's writes make one push, not one each.
+    fn on_store_reports(&mut self, first: StoreReport, reports: &mut mpsc::Receiver<StoreReport>) {
+        let mut merged = MergedReports::default();
+        merged.add(first);
+        while merged.count < MAX_REPORTS_PER_TURN {
+            match reports.try_recv() {
+                Ok(report) => merged.add(report),
+                Err(_) => break,
+            }
+        }
+        self.reports_handled += merged.count as u64;
+        if let Some(seq) = merged.own {
+            self.durability_inputs += 1;
+            self.node.handle(self.now(), Input::Durable { seq });
+            self.drain();
+        }
+        if let Some(vv) = merged.remote {
+            self.durability_inputs += 1;
+            self.node.handle(self.now(), Input::DurableRemote { vv });
+            self.drain();
+        }
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -792,6 +816,25 @@ mod tests {
             !inbox_tx.is_closed() && inbox_tx.capacity() < FLOOD_ITEMS,
             "the flood still waits"
         );
+    }
+
+    /// Durability reports queued behind each other are one input to the
+    /// node, not one each (each made its own push to every manager).
+    #[tokio::test]
+    async fn queued_durability_reports_are_one_input_in_one_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, _inbox, _commands, _shutdown) =
+            driver(&dir.path().join("node"), 8, Duration::ZERO);
+        let (reports_tx, mut reports) = mpsc::channel(64);
+        for seq in 1..=40 {
+            reports_tx.try_send(StoreReport::Own(seq)).unwrap();
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.tick().await;
+        assert!(d.turn(&mut reports, &mut tick).await);
+        assert_eq!(d.reports_handled, 40, "one turn took every queued report");
+        assert_eq!(d.durability_inputs, 1, "and told the node once");
+        assert!(reports.try_recv().is_err());
     }
 
     /// Due timers beyond the per-turn bound wait for the next turn, which

@@ -5,7 +5,9 @@
 //!
 //! Reports durability to the driver on its own channel: own batches as
 //! `Own(last seq)`, foreign batches as `Remote(highest seq per author)`,
-//! and synced snapshots as `Remote(the snapshot's version)`. A batch that
+//! and synced snapshots as `Remote(the snapshot's version)`. One reporter
+//! task takes the batches in submission order and merges those one fsync
+//! made durable into one report of each kind. A batch that
 //! could not be queued (a bound) or written leaves a gap: no report claims
 //! anything past it until a snapshot queued after the gap is synced (one is
 //! forced at the next persistence tick).
@@ -18,7 +20,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::wal::{self, Expect, LogIdentity, SnapshotBytes, Wal, WalError, WalWriter};
 use crate::core::state::{Actor, Recorded, Replica, Snapshot, Stamped, VersionVector};
@@ -48,6 +50,17 @@ fn release_freed_memory() {
     }
 }
 
+/// Most synced batches merged into one report.
+pub const MAX_REPORTS_MERGED: usize = 4_096;
+
+/// A persisted batch awaiting its sync.
+#[derive(Debug)]
+struct Waiting {
+    done: oneshot::Receiver<Result<u64, WalError>>,
+    report: StoreReport,
+    gaps_before: u64,
+}
+
 /// What became durable, for the driver to tell the node.
 #[derive(Debug)]
 pub enum StoreReport {
@@ -55,6 +68,34 @@ pub enum StoreReport {
     Own(u64),
     /// Operations up to this version vector (any author).
     Remote(VersionVector),
+}
+
+/// Several durability reports told to the node as one: the highest own
+/// operation, and per author the highest foreign one. Every report says
+/// what is durable now, and durable stays durable, so the merge of
+/// reports taken together is as true as each of them. One fsync wakes
+/// one report per write it made durable; told one by one, each made its
+/// own push to every other manager (a QUIC stream per write per peer:
+/// most of a loaded manager's packets).
+#[derive(Debug, Default)]
+pub struct MergedReports {
+    pub own: Option<u64>,
+    pub remote: Option<VersionVector>,
+    /// Reports merged in.
+    pub count: usize,
+}
+
+impl MergedReports {
+    pub fn add(&mut self, report: StoreReport) {
+        self.count += 1;
+        match report {
+            StoreReport::Own(seq) => self.own = Some(self.own.map_or(seq, |s| s.max(seq))),
+            StoreReport::Remote(vv) => match &mut self.remote {
+                Some(into) => crate::core::state::merge_highest(into, vv),
+                None => self.remote = Some(vv),
+            },
+        }
+    }
 }
 
 /// The snapshot format before request records were added (read only).
@@ -144,6 +185,13 @@ pub struct Store {
     snapshot_busy: Arc<AtomicBool>,
     snapshot_wanted: Arc<AtomicBool>,
     reports: mpsc::Sender<StoreReport>,
+    /// Persisted batches awaiting their sync, in submission order, for the
+    /// reporter (see [`Store::reporter`]). Unbounded in count, bounded by
+    /// what the node keeps in flight: its pending writes
+    /// (`sync::MAX_PENDING_WRITES`) and [`MAX_REMOTE_RECORDS_IN_FLIGHT`].
+    waiting: mpsc::UnboundedSender<Waiting>,
+    /// The reporter's end, taken when it starts.
+    waiting_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<Waiting>>>>,
     /// The receiving end, taken once by the driver.
     reports_rx: Arc<Mutex<Option<mpsc::Receiver<StoreReport>>>>,
 }
@@ -178,6 +226,7 @@ impl Store {
         // The snapshot's and the records' bytes, read whole, are freed now.
         release_freed_memory();
         let (reports, reports_rx) = mpsc::channel(MAX_QUEUED_REPORTS);
+        let (waiting, waiting_rx) = mpsc::unbounded_channel();
         let store = Store {
             writer: WalWriter::spawn(wal),
             since_snapshot: Arc::new(AtomicU64::new(rec.ops as u64)),
@@ -188,6 +237,8 @@ impl Store {
             snapshot_busy: Arc::new(AtomicBool::new(false)),
             snapshot_wanted: Arc::new(AtomicBool::new(false)),
             reports,
+            waiting,
+            waiting_rx: Arc::new(Mutex::new(Some(waiting_rx))),
             reports_rx: Arc::new(Mutex::new(Some(reports_rx))),
         };
         Ok((store, replica, rec))
@@ -223,38 +274,92 @@ impl Store {
         let bytes = bincode::serde::encode_to_vec(ops, cfg()).expect("operations always encode");
         let done = self.writer.submit(bytes);
         self.since_snapshot.fetch_add(ops.len() as u64, Ordering::Relaxed);
-        let in_flight = self.remote_in_flight.clone();
         if !own {
-            in_flight.fetch_add(1, Ordering::Relaxed);
+            self.remote_in_flight.fetch_add(1, Ordering::Relaxed);
         }
-        let this = self.clone();
+        self.start_reporter();
         // Read now, in submission order: a gap from an earlier batch holds this report.
         let gaps_before = self.gaps.load(Ordering::Acquire);
-        tokio::spawn(async move {
-            let result = done.await;
-            if !own {
-                in_flight.fetch_sub(1, Ordering::Relaxed);
-            }
-            match result {
-                Ok(Ok(_)) => this.report(report, gaps_before).await,
-                Ok(Err(e)) => {
-                    this.gap();
-                    tracing::error!(error = %e, own, "state log write failed; those operations are not durable here until a snapshot is");
-                }
-                Err(_) => {
-                    this.gap();
-                    tracing::error!("state log writer stopped; writes will not be acknowledged");
-                }
-            }
-        });
+        // Fails only once the reporter is gone (the runtime shutting down).
+        let _ = self.waiting.send(Waiting { done, report, gaps_before });
     }
 
-    /// Sends `report` unless a gap before it is not yet covered.
-    async fn report(&self, report: StoreReport, gaps_before: u64) {
-        if gaps_before > self.gaps_covered.load(Ordering::Acquire) {
-            return; // the snapshot that covers the gap will report it
+    /// Spawns the reporter on the first persist (in the runtime, which
+    /// [`Store::open`] may not run in).
+    fn start_reporter(&self) {
+        let Ok(mut slot) = self.waiting_rx.lock() else { return };
+        if let Some(queue) = slot.take() {
+            tokio::spawn(self.clone().reporter(queue));
         }
-        let _ = self.reports.send(report).await;
+    }
+
+    /// Reports persisted batches in submission order: waits for the oldest
+    /// batch's sync, then takes every batch behind it that is already
+    /// synced (one fsync makes many durable at once), and sends them as one
+    /// report of each kind ([`MergedReports`]).
+    async fn reporter(self, mut queue: mpsc::UnboundedReceiver<Waiting>) {
+        let mut next: Option<Waiting> = None;
+        loop {
+            let first = match next.take() {
+                Some(w) => w,
+                None => match queue.recv().await {
+                    Some(w) => w,
+                    None => return,
+                },
+            };
+            let mut merged = MergedReports::default();
+            let Waiting { done, report, gaps_before } = first;
+            self.settle(done.await.map_err(|_| ()), report, gaps_before, &mut merged);
+            while merged.count < MAX_REPORTS_MERGED {
+                let Ok(mut w) = queue.try_recv() else { break };
+                match w.done.try_recv() {
+                    Ok(result) => self.settle(Ok(result), w.report, w.gaps_before, &mut merged),
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        next = Some(w);
+                        break;
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        self.settle(Err(()), w.report, w.gaps_before, &mut merged)
+                    }
+                }
+            }
+            if let Some(seq) = merged.own {
+                let _ = self.reports.send(StoreReport::Own(seq)).await;
+            }
+            if let Some(vv) = merged.remote {
+                let _ = self.reports.send(StoreReport::Remote(vv)).await;
+            }
+        }
+    }
+
+    /// One batch's sync result: merged into `into` if it synced and no gap
+    /// before it is uncovered (the snapshot that covers the gap reports it);
+    /// a failed batch is a gap.
+    fn settle(
+        &self,
+        result: Result<Result<u64, WalError>, ()>,
+        report: StoreReport,
+        gaps_before: u64,
+        into: &mut MergedReports,
+    ) {
+        if matches!(report, StoreReport::Remote(_)) {
+            self.remote_in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        match result {
+            Ok(Ok(_)) => {
+                if gaps_before <= self.gaps_covered.load(Ordering::Acquire) {
+                    into.add(report);
+                }
+            }
+            Ok(Err(e)) => {
+                self.gap();
+                tracing::error!(error = %e, "state log write failed; those operations are not durable here until a snapshot is");
+            }
+            Err(_) => {
+                self.gap();
+                tracing::error!("state log writer stopped; writes will not be acknowledged");
+            }
+        }
     }
 
     /// Whether a snapshot is due by the operation count.
@@ -307,5 +412,76 @@ impl Store {
                 Err(e) => tracing::error!(error = %e, "state snapshot failed"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::state::Change;
+
+    fn open(dir: &Path, me: Actor) -> (Store, Replica) {
+        let id = LogIdentity { cluster: "ab".repeat(32), node: format!("{:016x}", me.node) };
+        let (store, replica, _) = Store::open(dir, me, &id, Expect::CreateOrUpgrade).unwrap();
+        (store, replica)
+    }
+
+    /// Batches persisted back to back are synced by a few fsyncs, and come
+    /// back as a few reports, each the highest of what it covers: before,
+    /// every batch came back as its own report, and each made its own push
+    /// to every other manager.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_synced_together_are_reported_together() {
+        const BATCHES: u64 = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let me = Actor { node: 7, generation: 1 };
+        let (store, mut replica) = open(dir.path(), me);
+        let mut reports = store.take_reports().unwrap();
+        let mut last = 0;
+        for i in 0..BATCHES {
+            let ops = replica.write(&[Change::Set { key: format!("k{i}"), value: "v".into() }]);
+            last = ops.last().unwrap().seq;
+            store.persist(&ops, true);
+        }
+        let other = Actor { node: 8, generation: 3 };
+        let theirs: Vec<Stamped> = (1..=5)
+            .map(|seq| Stamped {
+                seq,
+                actor: other,
+                ..replica.write(&[Change::Set { key: "x".into(), value: "y".into() }])[0].clone()
+            })
+            .collect();
+        for s in &theirs {
+            store.persist(std::slice::from_ref(s), false);
+        }
+        let (mut seen, mut own_reports, mut remote) = (0, 0, VersionVector::new());
+        while seen < last || remote.get(&other) != Some(&5) {
+            let report = tokio::time::timeout(std::time::Duration::from_secs(30), reports.recv())
+                .await
+                .expect("every batch is reported within 30 s")
+                .unwrap();
+            match report {
+                StoreReport::Own(seq) => {
+                    assert!(seq > seen, "own reports only grow: {seq} after {seen}");
+                    (seen, own_reports) = (seq, own_reports + 1);
+                }
+                StoreReport::Remote(vv) => crate::core::state::merge_highest(&mut remote, vv),
+            }
+        }
+        assert_eq!(seen, last);
+        assert!(own_reports * 4 <= BATCHES, "{own_reports} reports for {BATCHES} batches");
+    }
+
+    #[test]
+    fn merged_reports_keep_the_highest_of_each() {
+        let (a, b) = (Actor { node: 1, generation: 1 }, Actor { node: 2, generation: 1 });
+        let mut m = MergedReports::default();
+        m.add(StoreReport::Own(3));
+        m.add(StoreReport::Remote([(a, 4), (b, 1)].into_iter().collect()));
+        m.add(StoreReport::Own(2));
+        m.add(StoreReport::Remote([(a, 2), (b, 6)].into_iter().collect()));
+        assert_eq!(m.own, Some(3));
+        assert_eq!(m.remote, Some([(a, 4), (b, 6)].into_iter().collect()));
+        assert_eq!(m.count, 4);
     }
 }

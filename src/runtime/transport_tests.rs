@@ -127,3 +127,26 @@ async fn idle_agents_send_no_keep_alives_and_managers_keep_agent_connections_ope
     let got = tokio::time::timeout(EVENT_TIMEOUT, b_from_a.read_datagram()).await.unwrap().unwrap();
     assert_eq!(&got[..], b"probe");
 }
+
+/// Each end of a manager connection asks the other to acknowledge only
+/// every [`super::transport::ACK_ELICITING_THRESHOLD`] + 1 packets (an
+/// ACK_FREQUENCY frame): without it, a loaded manager sent and took an
+/// ACK-only packet for about every second request.
+#[tokio::test]
+async fn manager_connections_ask_for_fewer_acks() {
+    let ca = ClusterCa::generate("acks").unwrap();
+    let a = endpoint(&ca, &ca.issue(CertRole::Manager, 1, 30).unwrap(), transport_config());
+    let b = endpoint(&ca, &ca.issue(CertRole::Manager, 2, 30).unwrap(), transport_config());
+    let (a_to_b, b_from_a) = connect(&a, &b).await;
+    let asked = |c: &quinn::Connection| c.stats().frame_rx.ack_frequency;
+    let wait = async {
+        while asked(&a_to_b) == 0 || asked(&b_from_a) == 0 {
+            a_to_b.send_datagram(bytes::Bytes::from_static(b"x")).unwrap();
+            b_from_a.send_datagram(bytes::Bytes::from_static(b"y")).unwrap();
+            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        }
+    };
+    tokio::time::timeout(EVENT_TIMEOUT, wait).await.unwrap_or_else(|_| {
+        panic!("no ACK_FREQUENCY frame: a got {}, b got {}", asked(&a_to_b), asked(&b_from_a))
+    });
+}

@@ -18,7 +18,8 @@ mod tests;
 
 pub use model::{Command, CommandError, Outcome, StatusView};
 pub use replica::{
-    Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector, writer_after_start,
+    Actor, Change, Delta, Replica, Snapshot, Stamped, VersionVector, merge_highest,
+    writer_after_start,
 };
 pub use requests::{Recorded, RequestId};
 pub use sync::{StateMsg, StateSync, SyncOut, WriteResult};
