@@ -186,7 +186,7 @@ pub struct Store {
     snapshot_wanted: Arc<AtomicBool>,
     reports: mpsc::Sender<StoreReport>,
     /// Persisted batches awaiting their sync, in submission order, for the
-    /// reporter (see [`Store::reporter`]). Unbounded in count, bounded by
+    /// reporter (see [`Reporter::run`]). Unbounded in count, bounded by
     /// what the node keeps in flight: its pending writes
     /// (`sync::MAX_PENDING_WRITES`) and [`MAX_REMOTE_RECORDS_IN_FLIGHT`].
     waiting: mpsc::UnboundedSender<Waiting>,
@@ -285,19 +285,89 @@ impl Store {
     }
 
     /// Spawns the reporter on the first persist (in the runtime, which
-    /// [`Store::open`] may not run in).
+    /// [`Store::open`] may not run in). It holds no handle of the WAL: once
+    /// every `Store` handle is gone its queue closes and it ends, and so
+    /// does the WAL's thread.
     fn start_reporter(&self) {
         let Ok(mut slot) = self.waiting_rx.lock() else { return };
         if let Some(queue) = slot.take() {
-            tokio::spawn(self.clone().reporter(queue));
+            let reporter = Reporter {
+                reports: self.reports.clone(),
+                gaps: self.gaps.clone(),
+                gaps_covered: self.gaps_covered.clone(),
+                remote_in_flight: self.remote_in_flight.clone(),
+            };
+            tokio::spawn(reporter.run(queue));
         }
     }
 
+    /// Whether a snapshot is due by the operation count.
+    pub fn snapshot_due(&self) -> bool {
+        self.since_snapshot.load(Ordering::Relaxed) >= SNAPSHOT_EVERY_OPS
+            || self.gaps.load(Ordering::Acquire) > self.gaps_covered.load(Ordering::Acquire)
+            || self.snapshot_wanted.load(Ordering::Acquire)
+    }
+
+    /// Writes `snap` as covering everything submitted so far. The request
+    /// is queued now, in order with persists, so it covers exactly those.
+    /// Once synced it reports `Remote(snap.vv)`: everything in it is
+    /// durable, and so are the gaps before it. The encoding (tens of MB at
+    /// 100,000 entities) happens on the WAL's snapshot thread, not here.
+    ///
+    /// `capture` runs now (in the caller's synchronous step) unless a
+    /// snapshot is still being written; then this one is only noted as
+    /// wanted (see [`Store::snapshot_due`]). A capture of `None` (no state
+    /// to write) writes nothing.
+    pub fn snapshot(&self, capture: impl FnOnce() -> Option<Snapshot>) {
+        if self.snapshot_busy.swap(true, Ordering::AcqRel) {
+            self.snapshot_wanted.store(true, Ordering::Release);
+            return;
+        }
+        self.snapshot_wanted.store(false, Ordering::Release);
+        let Some(snap) = capture() else {
+            self.snapshot_busy.store(false, Ordering::Release);
+            return;
+        };
+        self.since_snapshot.store(0, Ordering::Relaxed);
+        let vv = snap.vv.clone();
+        let gaps = self.gaps.load(Ordering::Acquire);
+        // Unbounded here (it cannot fail); the WAL refuses one over MAX_SNAPSHOT_BYTES.
+        let encode = move || {
+            bincode::serde::encode_to_vec(&snap, bincode::config::standard())
+                .map_err(|e| e.to_string())
+        };
+        let done = self.writer.snapshot_after_queued_with(SnapshotBytes::Later(Box::new(encode)));
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = done.await;
+            this.snapshot_busy.store(false, Ordering::Release);
+            match result {
+                Ok(()) => {
+                    release_freed_memory();
+                    tracing::info!("state snapshot written");
+                    this.gaps_covered.fetch_max(gaps, Ordering::AcqRel);
+                    let _ = this.reports.send(StoreReport::Remote(vv)).await;
+                }
+                Err(e) => tracing::error!(error = %e, "state snapshot failed"),
+            }
+        });
+    }
+}
+
+/// What the reporter task needs of the store (not the WAL's handle).
+struct Reporter {
+    reports: mpsc::Sender<StoreReport>,
+    gaps: Arc<AtomicU64>,
+    gaps_covered: Arc<AtomicU64>,
+    remote_in_flight: Arc<AtomicU64>,
+}
+
+impl Reporter {
     /// Reports persisted batches in submission order: waits for the oldest
     /// batch's sync, then takes every batch behind it that is already
     /// synced (one fsync makes many durable at once), and sends them as one
     /// report of each kind ([`MergedReports`]).
-    async fn reporter(self, mut queue: mpsc::UnboundedReceiver<Waiting>) {
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Waiting>) {
         let mut next: Option<Waiting> = None;
         loop {
             let first = match next.take() {
@@ -352,66 +422,14 @@ impl Store {
                 }
             }
             Ok(Err(e)) => {
-                self.gap();
+                self.gaps.fetch_add(1, Ordering::AcqRel);
                 tracing::error!(error = %e, "state log write failed; those operations are not durable here until a snapshot is");
             }
             Err(_) => {
-                self.gap();
+                self.gaps.fetch_add(1, Ordering::AcqRel);
                 tracing::error!("state log writer stopped; writes will not be acknowledged");
             }
         }
-    }
-
-    /// Whether a snapshot is due by the operation count.
-    pub fn snapshot_due(&self) -> bool {
-        self.since_snapshot.load(Ordering::Relaxed) >= SNAPSHOT_EVERY_OPS
-            || self.gaps.load(Ordering::Acquire) > self.gaps_covered.load(Ordering::Acquire)
-            || self.snapshot_wanted.load(Ordering::Acquire)
-    }
-
-    /// Writes `snap` as covering everything submitted so far. The request
-    /// is queued now, in order with persists, so it covers exactly those.
-    /// Once synced it reports `Remote(snap.vv)`: everything in it is
-    /// durable, and so are the gaps before it. The encoding (tens of MB at
-    /// 100,000 entities) happens on the WAL's snapshot thread, not here.
-    ///
-    /// `capture` runs now (in the caller's synchronous step) unless a
-    /// snapshot is still being written; then this one is only noted as
-    /// wanted (see [`Store::snapshot_due`]). A capture of `None` (no state
-    /// to write) writes nothing.
-    pub fn snapshot(&self, capture: impl FnOnce() -> Option<Snapshot>) {
-        if self.snapshot_busy.swap(true, Ordering::AcqRel) {
-            self.snapshot_wanted.store(true, Ordering::Release);
-            return;
-        }
-        self.snapshot_wanted.store(false, Ordering::Release);
-        let Some(snap) = capture() else {
-            self.snapshot_busy.store(false, Ordering::Release);
-            return;
-        };
-        self.since_snapshot.store(0, Ordering::Relaxed);
-        let vv = snap.vv.clone();
-        let gaps = self.gaps.load(Ordering::Acquire);
-        // Unbounded here (it cannot fail); the WAL refuses one over MAX_SNAPSHOT_BYTES.
-        let encode = move || {
-            bincode::serde::encode_to_vec(&snap, bincode::config::standard())
-                .map_err(|e| e.to_string())
-        };
-        let done = self.writer.snapshot_after_queued_with(SnapshotBytes::Later(Box::new(encode)));
-        let this = self.clone();
-        tokio::spawn(async move {
-            let result = done.await;
-            this.snapshot_busy.store(false, Ordering::Release);
-            match result {
-                Ok(()) => {
-                    release_freed_memory();
-                    tracing::info!("state snapshot written");
-                    this.gaps_covered.fetch_max(gaps, Ordering::AcqRel);
-                    let _ = this.reports.send(StoreReport::Remote(vv)).await;
-                }
-                Err(e) => tracing::error!(error = %e, "state snapshot failed"),
-            }
-        });
     }
 }
 
@@ -470,6 +488,25 @@ mod tests {
         }
         assert_eq!(seen, last);
         assert!(own_reports * 4 <= BATCHES, "{own_reports} reports for {BATCHES} batches");
+    }
+
+    /// The reporter ends with the last `Store` handle (it holds none of
+    /// its own), so the WAL's thread ends too and the log can be opened
+    /// again; the report channel closes to say so.
+    #[tokio::test]
+    async fn the_reporter_ends_with_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Actor { node: 7, generation: 1 };
+        let (store, mut replica) = open(dir.path(), me);
+        let mut reports = store.take_reports().unwrap();
+        let ops = replica.write(&[Change::Set { key: "k".into(), value: "v".into() }]);
+        store.persist(&ops, true);
+        let wait = std::time::Duration::from_secs(30);
+        let first = tokio::time::timeout(wait, reports.recv()).await.expect("reported");
+        assert!(matches!(first, Some(StoreReport::Own(_))), "{first:?}");
+        drop(store);
+        let end = tokio::time::timeout(wait, reports.recv()).await;
+        assert!(matches!(end, Ok(None)), "the reporter outlived its store: {end:?}");
     }
 
     #[test]
