@@ -36,8 +36,9 @@ pub fn client_config(file: &Path) -> Res<(ClientFile, quinn::ClientConfig)> {
     let ca = ClusterCa { cert_pem: f.ca_cert.clone(), key_pem: String::new() };
     let cert = IssuedCert { cert_pem: f.client_cert.clone(), key_pem: f.client_key.clone() };
     let tls = pki::client_config(&ca, &cert).map_err(|e| e.to_string())?;
-    let cfg = pki::quinn_client_config(tls, jujud::runtime::transport::transport_config())
-        .map_err(|e| e.to_string())?;
+    let cfg =
+        pki::quinn_client_config(tls, jujud::runtime::transport::api_client_transport_config())
+            .map_err(|e| e.to_string())?;
     Ok((f, cfg))
 }
 

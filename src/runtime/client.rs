@@ -63,12 +63,13 @@ pub const RETRY_BACKOFF_MAX_MS: u64 = 2_000;
 /// How long the client waits for its connection-close to go out.
 const CLOSE_WAIT_MS: u64 = 10;
 
-fn client_transport() -> std::sync::Arc<quinn::TransportConfig> {
+pub(crate) fn client_transport() -> std::sync::Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(Duration::from_millis(CLIENT_IDLE_TIMEOUT_MS))
         .expect("fits a VarInt");
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(Some(Duration::from_millis(CLIENT_KEEPALIVE_MS)));
+    super::transport::ask_for_fewer_acks(&mut t);
     std::sync::Arc::new(t)
 }
 

@@ -128,25 +128,39 @@ async fn idle_agents_send_no_keep_alives_and_managers_keep_agent_connections_ope
     assert_eq!(&got[..], b"probe");
 }
 
-/// Each end of a manager connection asks the other to acknowledge only
-/// every [`super::transport::ACK_ELICITING_THRESHOLD`] + 1 packets (an
-/// ACK_FREQUENCY frame): without it, a loaded manager sent and took an
-/// ACK-only packet for about every second request.
+/// A client asks the manager to acknowledge only every
+/// [`super::transport::ACK_ELICITING_THRESHOLD`] + 1 packets (an
+/// ACK_FREQUENCY frame): without it, a manager under write load sent an
+/// ACK-only packet for about every second request. Member connections
+/// ask nothing: by the time the client's frame arrived, the manager's own
+/// connection to another manager had carried as much traffic and got none.
 #[tokio::test]
-async fn manager_connections_ask_for_fewer_acks() {
+async fn clients_ask_managers_for_fewer_acks_and_members_do_not() {
     let ca = ClusterCa::generate("acks").unwrap();
     let a = endpoint(&ca, &ca.issue(CertRole::Manager, 1, 30).unwrap(), transport_config());
     let b = endpoint(&ca, &ca.issue(CertRole::Manager, 2, 30).unwrap(), transport_config());
+    let client = endpoint(
+        &ca,
+        &ca.issue(CertRole::Manager, 3, 30).unwrap(),
+        super::client::client_transport(),
+    );
     let (a_to_b, b_from_a) = connect(&a, &b).await;
+    let (client_to_a, a_from_client) = connect(&client, &a).await;
     let asked = |c: &quinn::Connection| c.stats().frame_rx.ack_frequency;
     let wait = async {
-        while asked(&a_to_b) == 0 || asked(&b_from_a) == 0 {
-            a_to_b.send_datagram(bytes::Bytes::from_static(b"x")).unwrap();
-            b_from_a.send_datagram(bytes::Bytes::from_static(b"y")).unwrap();
+        while asked(&a_from_client) == 0 {
+            for c in [&a_to_b, &b_from_a, &client_to_a, &a_from_client] {
+                c.send_datagram(bytes::Bytes::from_static(b"x")).unwrap();
+            }
             tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
         }
     };
-    tokio::time::timeout(EVENT_TIMEOUT, wait).await.unwrap_or_else(|_| {
-        panic!("no ACK_FREQUENCY frame: a got {}, b got {}", asked(&a_to_b), asked(&b_from_a))
-    });
+    tokio::time::timeout(EVENT_TIMEOUT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("the manager got no ACK_FREQUENCY frame from the client"));
+    assert_eq!(
+        [asked(&a_to_b), asked(&b_from_a), asked(&client_to_a)],
+        [0, 0, 0],
+        "member connections and the manager's answers ask for nothing"
+    );
 }
