@@ -195,9 +195,7 @@ pub fn ask_for_fewer_acks(t: &mut quinn::TransportConfig) {
 /// benchmarks' clients): a manager's parameters, asking the manager for
 /// fewer ACKs as `juju` does.
 pub fn api_client_transport_config() -> Arc<quinn::TransportConfig> {
-    let mut t = base_config();
-    t.max_concurrent_bidi_streams(INITIAL_MAX_REMOTE_BIDI_STREAMS.into());
-    t.max_concurrent_uni_streams(INITIAL_MAX_REMOTE_UNI_STREAMS.into());
+    let mut t = member_config();
     ask_for_fewer_acks(&mut t);
     Arc::new(t)
 }
@@ -206,13 +204,17 @@ pub fn api_client_transport_config() -> Arc<quinn::TransportConfig> {
 /// stream and flow-control allowances of a peer whose role is not known
 /// yet ([`Transport::register`] raises them for a manager).
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    Arc::new(member_config())
+}
+
+fn member_config() -> quinn::TransportConfig {
     let mut t = base_config();
     t.datagram_receive_buffer_size(Some(1 << 20));
     t.datagram_send_buffer_size(1 << 20);
     t.max_concurrent_bidi_streams(INITIAL_MAX_REMOTE_BIDI_STREAMS.into());
     t.max_concurrent_uni_streams(INITIAL_MAX_REMOTE_UNI_STREAMS.into());
     t.receive_window(INITIAL_RECEIVE_WINDOW_BYTES.into());
-    Arc::new(t)
+    t
 }
 
 /// Raises a connection's allowances to a manager's, once its certificate
