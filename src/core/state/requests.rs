@@ -17,7 +17,7 @@
 //! request retried after its record was forgotten is applied again (see
 //! docs/GUARANTEES.md).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crdts::{Dot, VClock};
 use serde::{Deserialize, Serialize};
@@ -32,8 +32,8 @@ pub const MAX_REQUEST_RECORDS: usize = 500_000;
 /// The same bound in bytes (as [`record_bytes`] counts them): past it the
 /// oldest records are forgotten too. A record lists every id its write
 /// created (up to 1,000 for one command), so the count alone allowed tens
-/// of GiB; at 100 bytes for a one-id record this still keeps about
-/// 160,000 records.
+/// of GiB; at about 110 bytes for a one-id record this still keeps
+/// about 150,000 records.
 pub const MAX_REQUEST_RECORDS_BYTES: usize = 16 << 20;
 /// Key prefix of record operations (never a key of the document).
 const RECORD_PREFIX: &str = "r/";
@@ -80,18 +80,30 @@ pub fn derived_id(me: Actor, next_seq: u64) -> RequestId {
     z ^ (z >> 31)
 }
 
-/// What a record holds in memory, in bytes: its inline size in the table
-/// and its order, plus every id.
+/// What a record holds in memory, in bytes: its inline size in the ring
+/// and its index entry, plus every id.
 pub fn record_bytes(rec: &Recorded) -> usize {
-    std::mem::size_of::<(RequestId, Recorded, RequestId)>()
+    std::mem::size_of::<(RequestId, Recorded)>()
+        + std::mem::size_of::<(RequestId, u64)>()
         + rec.ids.iter().map(|id| std::mem::size_of::<String>() + id.len()).sum::<usize>()
 }
 
 /// The bounded table of recorded requests, oldest first.
+///
+/// The records sit in insertion order in one ring (so forgetting the
+/// oldest and copying them all for a snapshot are sequential walks), and a
+/// hash index maps an id to its insertion number. The index is only ever
+/// looked up, never iterated, so its hasher's random keys (which keep
+/// client-chosen ids from colliding on purpose) cannot change any outcome,
+/// in the simulator or anywhere.
 #[derive(Clone, Debug, Default)]
 pub struct Requests {
-    by_id: BTreeMap<RequestId, Recorded>,
-    order: VecDeque<RequestId>,
+    /// Every record held with its id, oldest first.
+    records: VecDeque<(RequestId, Recorded)>,
+    /// Id to insertion number; `records[n - first]` holds it.
+    index: HashMap<RequestId, u64>,
+    /// The insertion number of `records[0]`.
+    first: u64,
     /// [`record_bytes`] of every record held.
     bytes: usize,
     /// Records forgotten at the bound.
@@ -102,22 +114,24 @@ impl Requests {
     /// Records `id`; the first record of an id wins (a request applied
     /// twice, on two managers that had not seen each other's, has two).
     pub fn insert(&mut self, id: RequestId, rec: Recorded) {
-        if self.by_id.contains_key(&id) {
+        if self.index.contains_key(&id) {
             return;
         }
         let add = record_bytes(&rec);
-        while self.order.len() >= MAX_REQUEST_RECORDS
-            || (self.bytes + add > MAX_REQUEST_RECORDS_BYTES && !self.order.is_empty())
+        while self.records.len() >= MAX_REQUEST_RECORDS
+            || (self.bytes + add > MAX_REQUEST_RECORDS_BYTES && !self.records.is_empty())
         {
-            let Some(old) = self.order.pop_front() else { break };
-            if let Some(r) = self.by_id.remove(&old) {
-                self.bytes -= record_bytes(&r);
-            }
+            let Some((old, r)) = self.records.pop_front() else { break };
+            let removed = self.index.remove(&old);
+            assert_eq!(removed, Some(self.first), "the oldest record is indexed at its number");
+            self.first += 1;
+            self.bytes -= record_bytes(&r);
             self.forgotten += 1;
         }
         self.bytes += add;
-        self.by_id.insert(id, rec);
-        self.order.push_back(id);
+        self.index.insert(id, self.first + self.records.len() as u64);
+        self.records.push_back((id, rec));
+        debug_assert_eq!(self.index.len(), self.records.len());
     }
 
     /// [`record_bytes`] of every record held.
@@ -126,20 +140,23 @@ impl Requests {
     }
 
     pub fn get(&self, id: RequestId) -> Option<&Recorded> {
-        self.by_id.get(&id)
+        let n = *self.index.get(&id)?;
+        let (held, rec) = self.records.get(usize::try_from(n - self.first).ok()?)?;
+        assert_eq!(*held, id, "the index points at the record of its id");
+        Some(rec)
     }
 
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.records.is_empty()
     }
 
     /// Every record, oldest first (for snapshots).
     pub fn to_vec(&self) -> Vec<(RequestId, Recorded)> {
-        self.order.iter().filter_map(|id| self.by_id.get(id).map(|r| (*id, r.clone()))).collect()
+        self.records.iter().cloned().collect()
     }
 }
 
@@ -161,5 +178,30 @@ mod tests {
         assert!(t.len() < MAX_REQUEST_RECORDS && t.forgotten > 0, "forgotten by bytes");
         assert!(t.get(n - 1).is_some() && t.get(0).is_none(), "the oldest go first");
         assert_eq!(t.len() as u64 + t.forgotten, n);
+    }
+
+    #[test]
+    fn every_held_record_is_found_after_the_oldest_are_forgotten() {
+        let author = Actor { node: 7, generation: 2 };
+        let ids: Vec<String> = (0..200).map(|i| format!("machine-{i}")).collect();
+        let mut t = Requests::default();
+        let one = record_bytes(&Recorded { author, seq: 1, ids: ids.clone() });
+        let n = (MAX_REQUEST_RECORDS_BYTES / one * 2) as u64;
+        // Random-looking ids, as clients choose them.
+        let id_of = |i: u64| derived_id(author, i);
+        for i in 0..n {
+            t.insert(id_of(i), Recorded { author, seq: i, ids: ids.clone() });
+            // A second record of an id is ignored: the first wins.
+            t.insert(id_of(i), Recorded { author, seq: u64::MAX, ids: Vec::new() });
+        }
+        assert!(t.forgotten > 0 && t.len() as u64 + t.forgotten == n);
+        for i in 0..n {
+            let got = t.get(id_of(i)).map(|r| r.seq);
+            let held = i >= t.forgotten;
+            assert_eq!(got, held.then_some(i), "record {i}");
+        }
+        let all = t.to_vec();
+        assert_eq!(all.len(), t.len());
+        assert!(all.iter().zip(t.forgotten..).all(|((id, r), i)| *id == id_of(i) && r.seq == i));
     }
 }
