@@ -26,8 +26,17 @@ use super::wal::{self, Expect, LogIdentity, SnapshotBytes, Wal, WalError, WalWri
 use crate::core::state::{Actor, Recorded, Replica, Snapshot, Stamped, VersionVector};
 
 /// Write a snapshot after this many operations since the last one (a
-/// record may hold thousands, so records alone would let replay grow).
+/// record may hold thousands, so records alone would let replay grow)...
 pub const SNAPSHOT_EVERY_OPS: u64 = 100_000;
+/// ...and once the log written since the last snapshot is at least that
+/// snapshot's size, or this many bytes, whichever is less. A snapshot
+/// writes the whole state: taking one before the log it replaces is as
+/// large as itself made a small state under heavy writes (about 18 MB of
+/// request records and documents, at 20,000 writes a second) snapshot
+/// every 2 s on every manager, writing more bytes than the log. The same
+/// rule as Redis's log rewrite (at 100 % growth), bounded: replay on
+/// restart reads at most this many log bytes past the operation count.
+pub const SNAPSHOT_MAX_LOG_BYTES: u64 = 32 << 20;
 /// Foreign-operation records queued but not yet written; past it they are
 /// dropped from the log (they stay applied in memory, and anti-entropy
 /// brings them back after a restart).
@@ -171,6 +180,10 @@ pub struct Recovery {
 pub struct Store {
     writer: WalWriter,
     since_snapshot: Arc<AtomicU64>,
+    /// Log bytes written since the last snapshot, and that snapshot's
+    /// encoded size (0 before the first): see [`SNAPSHOT_MAX_LOG_BYTES`].
+    log_bytes_since: Arc<AtomicU64>,
+    last_snapshot_bytes: Arc<AtomicU64>,
     remote_in_flight: Arc<AtomicU64>,
     /// Foreign-operation records dropped at the in-flight bound.
     pub dropped_remote: Arc<AtomicU64>,
@@ -210,15 +223,19 @@ impl Store {
             torn_tail_bytes: recovered.truncated_torn_tail.as_ref().map(|t| t.bytes_dropped),
             ..Default::default()
         };
+        let mut log_bytes = 0u64;
+        let mut snapshot_bytes = 0u64;
         let mut replica = match recovered.snapshot {
             Some((lsn, bytes)) => {
                 rec.snapshot_lsn = Some(lsn);
+                snapshot_bytes = bytes.len() as u64;
                 Replica::from_snapshot(me, decode_snapshot_payload(&bytes, lsn)?)
             }
             None => Replica::new(me),
         };
         for (lsn, bytes) in recovered.records {
             let ops = decode_record(&bytes, lsn)?;
+            log_bytes += bytes.len() as u64;
             rec.records += 1;
             rec.ops += ops.len();
             replica.apply_remote(ops);
@@ -230,6 +247,8 @@ impl Store {
         let store = Store {
             writer: WalWriter::spawn(wal),
             since_snapshot: Arc::new(AtomicU64::new(rec.ops as u64)),
+            log_bytes_since: Arc::new(AtomicU64::new(log_bytes)),
+            last_snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
             remote_in_flight: Arc::new(AtomicU64::new(0)),
             dropped_remote: Arc::new(AtomicU64::new(0)),
             gaps: Arc::new(AtomicU64::new(0)),
@@ -272,6 +291,7 @@ impl Store {
             StoreReport::Remote(vv)
         };
         let bytes = bincode::serde::encode_to_vec(ops, cfg()).expect("operations always encode");
+        self.log_bytes_since.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let done = self.writer.submit(bytes);
         self.since_snapshot.fetch_add(ops.len() as u64, Ordering::Relaxed);
         if !own {
@@ -301,9 +321,14 @@ impl Store {
         }
     }
 
-    /// Whether a snapshot is due by the operation count.
+    /// Whether a snapshot is due: by the operations and log bytes since the
+    /// last one (both bounds, see [`SNAPSHOT_MAX_LOG_BYTES`]), an uncovered
+    /// gap, or one asked for while another was written.
     pub fn snapshot_due(&self) -> bool {
-        self.since_snapshot.load(Ordering::Relaxed) >= SNAPSHOT_EVERY_OPS
+        let log = self.log_bytes_since.load(Ordering::Relaxed);
+        let last = self.last_snapshot_bytes.load(Ordering::Relaxed);
+        (self.since_snapshot.load(Ordering::Relaxed) >= SNAPSHOT_EVERY_OPS
+            && log >= last.min(SNAPSHOT_MAX_LOG_BYTES))
             || self.gaps.load(Ordering::Acquire) > self.gaps_covered.load(Ordering::Acquire)
             || self.snapshot_wanted.load(Ordering::Acquire)
     }
@@ -329,12 +354,16 @@ impl Store {
             return;
         };
         self.since_snapshot.store(0, Ordering::Relaxed);
+        self.log_bytes_since.store(0, Ordering::Relaxed);
         let vv = snap.vv.clone();
         let gaps = self.gaps.load(Ordering::Acquire);
+        let last_bytes = self.last_snapshot_bytes.clone();
         // Unbounded here (it cannot fail); the WAL refuses one over MAX_SNAPSHOT_BYTES.
         let encode = move || {
-            bincode::serde::encode_to_vec(&snap, bincode::config::standard())
-                .map_err(|e| e.to_string())
+            let bytes = bincode::serde::encode_to_vec(&snap, bincode::config::standard())
+                .map_err(|e| e.to_string())?;
+            last_bytes.store(bytes.len() as u64, Ordering::Relaxed);
+            Ok(bytes)
         };
         let done = self.writer.snapshot_after_queued_with(SnapshotBytes::Later(Box::new(encode)));
         let this = self.clone();
@@ -488,6 +517,74 @@ mod tests {
         }
         assert_eq!(seen, last);
         assert!(own_reports * 4 <= BATCHES, "{own_reports} reports for {BATCHES} batches");
+    }
+
+    /// Waits for the next `Remote` report (what a written snapshot sends
+    /// when nothing foreign is persisted).
+    async fn snapshot_written(reports: &mut mpsc::Receiver<StoreReport>) {
+        loop {
+            let wait = std::time::Duration::from_secs(30);
+            match tokio::time::timeout(wait, reports.recv()).await.expect("reported within 30 s") {
+                Some(StoreReport::Remote(_)) => return,
+                Some(StoreReport::Own(_)) => {}
+                None => panic!("the reporter ended"),
+            }
+        }
+    }
+
+    /// Past the operation count, a snapshot still waits until the log
+    /// written since the last one is as large as it (a large state under
+    /// many small writes snapshotted far more bytes than it logged), also
+    /// after a restart; then it is due.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_waits_for_as_many_log_bytes_as_it_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Actor { node: 7, generation: 1 };
+        let (store, mut replica) = open(dir.path(), me);
+        let mut reports = store.take_reports().unwrap();
+        let big = "x".repeat(4_096);
+        for i in 0..2_000 {
+            store.persist(
+                &replica.write(&[Change::Set { key: format!("b{i}"), value: big.clone() }]),
+                true,
+            );
+        }
+        store.snapshot(|| Some(replica.snapshot_all_compacting()));
+        snapshot_written(&mut reports).await;
+        let snapshot_bytes = store.last_snapshot_bytes.load(Ordering::Relaxed);
+        assert!(snapshot_bytes > 8_000_000, "{snapshot_bytes} bytes");
+        let mut ops = 0;
+        let mut batch = 0;
+        while ops < SNAPSHOT_EVERY_OPS {
+            let changes: Vec<Change> = (0..1_000)
+                .map(|i| Change::Set { key: format!("s{i}"), value: format!("{batch}") })
+                .collect();
+            let written = replica.write(&changes);
+            ops += written.len() as u64;
+            store.persist(&written, true);
+            batch += 1;
+        }
+        let logged = store.log_bytes_since.load(Ordering::Relaxed);
+        assert!(
+            logged < snapshot_bytes,
+            "the test needs a log smaller than the snapshot: {logged}"
+        );
+        assert!(
+            !store.snapshot_due(),
+            "due at {ops} ops but only {logged} of {snapshot_bytes} bytes"
+        );
+        drop(store);
+        drop(reports);
+        let (store, mut replica) = open(dir.path(), Actor { node: 7, generation: 2 });
+        assert_eq!(store.last_snapshot_bytes.load(Ordering::Relaxed), snapshot_bytes);
+        assert!(!store.snapshot_due(), "after a restart the same log is not due either");
+        while store.log_bytes_since.load(Ordering::Relaxed) < snapshot_bytes {
+            store.persist(
+                &replica.write(&[Change::Set { key: "b0".into(), value: big.clone() }]),
+                true,
+            );
+        }
+        assert!(store.snapshot_due(), "due once the log is as large as the snapshot");
     }
 
     /// The reporter ends with the last `Store` handle (it holds none of
