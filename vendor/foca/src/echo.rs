@@ -15,12 +15,22 @@
 //! later update forgets it), nor outlive the broadcast it counts for (the
 //! backlog forgets it when that entry is retired or spent), so it holds
 //! at most one entry per queued join.
+//!
+//! jujud patch (PATCHED.md, 15): the joins whose count has reached the
+//! limit are also held in a second, small set, so a fill asks that set
+//! about each item it takes (nothing at all while it is empty) instead of
+//! the table of every queued join (a cache miss per item in a large pool).
+//! The set is exactly the counted joins at or past the limit: what retires
+//! is unchanged.
 
 use crate::broadcast::Retire;
 
 /// The echo counts of queued joins, by member address.
 pub(crate) struct Echoes<A> {
     counts: Counts<A>,
+    /// The addresses in `counts` whose count is at or past `retire_after`
+    /// (their value unused), and only those.
+    due: Counts<A>,
     /// Echoes after which a queued join is dropped; `None`: never.
     retire_after: Option<core::num::NonZeroU8>,
     /// Joins are retired only while the backlog holds more entries than
@@ -36,15 +46,25 @@ pub(crate) struct Echoes<A> {
 
 impl<A: Ord + core::hash::Hash> Echoes<A> {
     pub(crate) fn new() -> Self {
-        Self { counts: Counts::default(), retire_after: None, over_backlog: 0, armed: false, retired: 0 }
+        Self {
+            counts: Counts::default(),
+            due: Counts::default(),
+            retire_after: None,
+            over_backlog: 0,
+            armed: false,
+            retired: 0,
+        }
     }
 
+    /// A new limit forgets the counts held (the joins queued are then sent
+    /// their full count), so `due` never holds joins under the limit.
     pub(crate) fn set_retire_after(&mut self, echoes: Option<core::num::NonZeroU8>, over_backlog: usize) {
+        if echoes != self.retire_after {
+            self.counts.clear();
+            self.due.clear();
+        }
         self.retire_after = echoes;
         self.over_backlog = over_backlog;
-        if echoes.is_none() {
-            self.counts.clear();
-        }
     }
 
     pub(crate) const fn retired(&self) -> u64 {
@@ -63,12 +83,21 @@ impl<A: Ord + core::hash::Hash> Echoes<A> {
     pub(crate) fn arm(&mut self, backlog: usize) {
         self.armed = backlog > self.over_backlog;
         self.counts.shrink_if_sparse();
+        self.due.shrink_if_sparse();
     }
 
     /// This node queued `addr`'s join for broadcast: count from zero.
     pub(crate) fn track(&mut self, addr: A) {
         if self.retire_after.is_some() {
+            self.undue(&addr);
             self.counts.set(addr, 0);
+        }
+    }
+
+    /// `addr` is no longer at or past the limit.
+    fn undue(&mut self, addr: &A) {
+        if !self.due.is_empty() {
+            self.due.remove(addr);
         }
     }
 
@@ -76,20 +105,26 @@ impl<A: Ord + core::hash::Hash> Echoes<A> {
     /// join is not counted any more.
     pub(crate) fn forget(&mut self, addr: &A) {
         self.counts.remove(addr);
+        self.undue(addr);
     }
 
     /// A peer told this node the join it holds for `addr`, unchanged.
-    pub(crate) fn heard(&mut self, addr: &A) {
-        self.counts.bump(addr);
+    pub(crate) fn heard(&mut self, addr: A) {
+        let (Some(limit), Some(n)) = (self.retire_after, self.counts.bump(&addr)) else { return };
+        // Saturating at 255, a count passes the limit exactly once.
+        if n == limit.get() {
+            self.due.set(addr, 0);
+        }
     }
 }
 
 impl<A: Ord + core::hash::Hash> Retire<crate::Addr<A>> for Echoes<A> {
     fn retire(&mut self, item: &crate::Addr<A>) -> bool {
-        let Some(limit) = self.retire_after.filter(|_| self.armed) else {
+        if self.retire_after.is_none() || !self.armed || self.due.is_empty() {
             return false;
-        };
-        if self.counts.get(&item.0).is_some_and(|n| n >= limit.get()) {
+        }
+        if self.due.get(&item.0).is_some() {
+            self.due.remove(&item.0);
             self.counts.remove(&item.0);
             self.retired += 1;
             return true;
@@ -99,6 +134,7 @@ impl<A: Ord + core::hash::Hash> Retire<crate::Addr<A>> for Echoes<A> {
 
     fn spent(&mut self, item: &crate::Addr<A>) {
         self.counts.remove(&item.0);
+        self.undue(&item.0);
     }
 }
 
@@ -142,11 +178,16 @@ impl<A: core::hash::Hash + PartialEq> Counts<A> {
         self.table.find(self.hash(addr), |(a, _)| a == addr).map(|(_, n)| *n)
     }
 
-    fn bump(&mut self, addr: &A) {
+    /// The new count, if `addr` is held.
+    fn bump(&mut self, addr: &A) -> Option<u8> {
         let hash = self.hash(addr);
-        if let Some((_, n)) = self.table.find_mut(hash, |(a, _)| a == addr) {
-            *n = n.saturating_add(1);
-        }
+        let (_, n) = self.table.find_mut(hash, |(a, _)| a == addr)?;
+        *n = n.saturating_add(1);
+        Some(*n)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.table.is_empty()
     }
 
     fn remove(&mut self, addr: &A) {
@@ -195,10 +236,14 @@ impl<A: Ord> Counts<A> {
         self.map.get(addr).copied()
     }
 
-    fn bump(&mut self, addr: &A) {
-        if let Some(n) = self.map.get_mut(addr) {
-            *n = n.saturating_add(1);
-        }
+    fn bump(&mut self, addr: &A) -> Option<u8> {
+        let n = self.map.get_mut(addr)?;
+        *n = n.saturating_add(1);
+        Some(*n)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     fn remove(&mut self, addr: &A) {
@@ -233,9 +278,9 @@ mod tests {
     fn a_join_is_retired_once_echoed_enough_and_counted() {
         let mut e = echoes(2);
         e.track(7);
-        e.heard(&7);
+        e.heard(7);
         assert!(!e.retire(&Addr(7)), "one echo of two");
-        e.heard(&7);
+        e.heard(7);
         assert!(e.retire(&Addr(7)));
         assert_eq!(e.retired(), 1);
         assert_eq!(e.len(), 0, "a retired join is forgotten");
@@ -245,11 +290,11 @@ mod tests {
     #[test]
     fn only_tracked_joins_count_and_newer_news_or_a_spent_entry_forgets() {
         let mut e = echoes(1);
-        e.heard(&3);
+        e.heard(3);
         assert!(!e.retire(&Addr(3)), "never tracked: never retired");
         e.track(3);
         e.forget(&3);
-        e.heard(&3);
+        e.heard(3);
         assert!(!e.retire(&Addr(3)), "forgotten by newer news");
         e.track(4);
         e.spent(&Addr(4));
@@ -278,8 +323,59 @@ mod tests {
     fn off_by_default() {
         let mut e = Echoes::<u32>::new();
         e.track(1);
-        e.heard(&1);
+        e.heard(1);
         assert!(!e.retire(&Addr(1)));
         assert_eq!(e.len(), 0);
+    }
+
+    // jujud patch (PATCHED.md, 15): the due set retires exactly what the
+    // counts alone did (a count at or past the limit), over a long random
+    // run of every operation against a plain map.
+    #[test]
+    fn the_due_set_retires_exactly_what_the_counts_say() {
+        let limit = 3u8;
+        let mut e = echoes(limit);
+        let mut model: alloc::collections::BTreeMap<u32, u8> = Default::default();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut retired = 0;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let addr = (x >> 8) as u32 % 64;
+            match x % 5 {
+                0 => {
+                    e.track(addr);
+                    model.insert(addr, 0);
+                }
+                1 => {
+                    e.forget(&addr);
+                    model.remove(&addr);
+                }
+                2 | 3 => {
+                    e.heard(addr);
+                    if let Some(n) = model.get_mut(&addr) {
+                        *n = n.saturating_add(1);
+                    }
+                }
+                _ => {
+                    let want = model.get(&addr).is_some_and(|n| *n >= limit);
+                    let spent = (x >> 40) % 4 == 0;
+                    if !want && spent {
+                        e.spent(&Addr(addr));
+                        model.remove(&addr);
+                        continue;
+                    }
+                    assert_eq!(e.retire(&Addr(addr)), want, "{addr} at {:?}", model.get(&addr));
+                    if want {
+                        model.remove(&addr);
+                        retired += 1;
+                    }
+                }
+            }
+            assert_eq!(e.len(), model.len());
+        }
+        assert!(retired > 1_000, "the run retired only {retired}");
+        assert_eq!(e.retired(), retired);
     }
 }

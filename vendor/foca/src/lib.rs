@@ -1406,7 +1406,7 @@ where
             && self.applying_gossip
             && summary.conflict == member::ConflictResult::NoConflict
         {
-            self.echoes.heard(&id.addr());
+            self.echoes.heard(id.addr());
         }
 
         if summary.apply_successful {
