@@ -123,8 +123,7 @@ impl<A: Ord + core::hash::Hash> Retire<crate::Addr<A>> for Echoes<A> {
         if self.retire_after.is_none() || !self.armed || self.due.is_empty() {
             return false;
         }
-        if self.due.get(&item.0).is_some() {
-            self.due.remove(&item.0);
+        if self.due.remove(&item.0) {
             self.counts.remove(&item.0);
             self.retired += 1;
             return true;
@@ -174,10 +173,6 @@ impl<A: core::hash::Hash + PartialEq> Counts<A> {
         }
     }
 
-    fn get(&self, addr: &A) -> Option<u8> {
-        self.table.find(self.hash(addr), |(a, _)| a == addr).map(|(_, n)| *n)
-    }
-
     /// The new count, if `addr` is held.
     fn bump(&mut self, addr: &A) -> Option<u8> {
         let hash = self.hash(addr);
@@ -190,10 +185,10 @@ impl<A: core::hash::Hash + PartialEq> Counts<A> {
         self.table.is_empty()
     }
 
-    fn remove(&mut self, addr: &A) {
-        if let Ok(e) = self.table.find_entry(self.hash(addr), |(a, _)| a == addr) {
-            e.remove();
-        }
+    /// Whether `addr` was held.
+    fn remove(&mut self, addr: &A) -> bool {
+        let found = self.table.find_entry(self.hash(addr), |(a, _)| a == addr);
+        found.map(|e| e.remove()).is_ok()
     }
 
     fn clear(&mut self) {
@@ -232,10 +227,6 @@ impl<A: Ord> Counts<A> {
         self.map.insert(addr, count);
     }
 
-    fn get(&self, addr: &A) -> Option<u8> {
-        self.map.get(addr).copied()
-    }
-
     fn bump(&mut self, addr: &A) -> Option<u8> {
         let n = self.map.get_mut(addr)?;
         *n = n.saturating_add(1);
@@ -246,8 +237,8 @@ impl<A: Ord> Counts<A> {
         self.map.is_empty()
     }
 
-    fn remove(&mut self, addr: &A) {
-        self.map.remove(addr);
+    fn remove(&mut self, addr: &A) -> bool {
+        self.map.remove(addr).is_some()
     }
 
     fn clear(&mut self) {
