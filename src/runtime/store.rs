@@ -473,50 +473,82 @@ mod tests {
         (store, replica)
     }
 
-    /// Batches persisted back to back are synced by a few fsyncs, and come
-    /// back as a few reports, each the highest of what it covers: before,
-    /// every batch came back as its own report, and each made its own push
-    /// to every other manager.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn batches_synced_together_are_reported_together() {
-        const BATCHES: u64 = 200;
-        let dir = tempfile::tempdir().unwrap();
-        let me = Actor { node: 7, generation: 1 };
-        let (store, mut replica) = open(dir.path(), me);
-        let mut reports = store.take_reports().unwrap();
-        let mut last = 0;
-        for i in 0..BATCHES {
-            let ops = replica.write(&[Change::Set { key: format!("k{i}"), value: "v".into() }]);
-            last = ops.last().unwrap().seq;
-            store.persist(&ops, true);
-        }
-        let other = Actor { node: 8, generation: 3 };
-        let theirs: Vec<Stamped> = (1..=5)
-            .map(|seq| Stamped {
-                seq,
-                actor: other,
-                ..replica.write(&[Change::Set { key: "x".into(), value: "y".into() }])[0].clone()
-            })
-            .collect();
-        for s in &theirs {
-            store.persist(std::slice::from_ref(s), false);
-        }
-        let (mut seen, mut own_reports, mut remote) = (0, 0, VersionVector::new());
-        while seen < last || remote.get(&other) != Some(&5) {
-            let report = tokio::time::timeout(std::time::Duration::from_secs(30), reports.recv())
-                .await
-                .expect("every batch is reported within 30 s")
-                .unwrap();
-            match report {
-                StoreReport::Own(seq) => {
-                    assert!(seq > seen, "own reports only grow: {seq} after {seen}");
-                    (seen, own_reports) = (seq, own_reports + 1);
-                }
-                StoreReport::Remote(vv) => crate::core::state::merge_highest(&mut remote, vv),
+    /// A reporter, its queue, its reports, and the senders of the batches
+    /// not yet synced.
+    type Fed = (
+        Reporter,
+        mpsc::UnboundedReceiver<Waiting>,
+        mpsc::Receiver<StoreReport>,
+        Vec<oneshot::Sender<Result<u64, WalError>>>,
+    );
+
+    /// A reporter fed `batches` own batches, `synced` of them already
+    /// synced and the rest still waiting, then every remote batch of
+    /// `remote` (synced); its queue closes after them.
+    fn reporter_with(batches: u64, synced: u64, remote: &[(Actor, u64)]) -> Fed {
+        let (reports, reports_rx) = mpsc::channel(MAX_QUEUED_REPORTS);
+        let (queue, queue_rx) = mpsc::unbounded_channel();
+        let mut pending = Vec::new();
+        let mut push = |report, sync_now: bool| {
+            let (tx, done) = oneshot::channel();
+            if sync_now {
+                tx.send(Ok(1)).unwrap();
+            } else {
+                pending.push(tx);
             }
+            queue.send(Waiting { done, report, gaps_before: 0 }).unwrap();
+        };
+        for seq in 1..=batches {
+            push(StoreReport::Own(seq), seq <= synced);
         }
-        assert_eq!(seen, last);
-        assert!(own_reports * 4 <= BATCHES, "{own_reports} reports for {BATCHES} batches");
+        for &(actor, seq) in remote {
+            push(StoreReport::Remote([(actor, seq)].into_iter().collect()), true);
+        }
+        let reporter = Reporter {
+            reports,
+            gaps: Arc::new(AtomicU64::new(0)),
+            gaps_covered: Arc::new(AtomicU64::new(0)),
+            remote_in_flight: Arc::new(AtomicU64::new(remote.len() as u64)),
+        };
+        (reporter, queue_rx, reports_rx, pending)
+    }
+
+    /// Batches that one fsync made durable come back as one report of each
+    /// kind, the highest of what they cover: before, every batch came back
+    /// as its own report, and each made its own push to every other
+    /// manager. A batch not yet synced ends the merge; the batches behind
+    /// it are reported once it is, never before.
+    #[tokio::test]
+    async fn batches_synced_together_are_reported_together() {
+        let other = Actor { node: 8, generation: 3 };
+        let remote: Vec<(Actor, u64)> = (1..=5).map(|seq| (other, seq)).collect();
+        let (reporter, queue, mut reports, pending) = reporter_with(200, 200, &remote);
+        assert!(pending.is_empty());
+        reporter.run(queue).await;
+        assert!(matches!(reports.recv().await, Some(StoreReport::Own(200))));
+        match reports.recv().await {
+            Some(StoreReport::Remote(vv)) => assert_eq!(vv.get(&other), Some(&5)),
+            r => panic!("expected one remote report, got {r:?}"),
+        }
+        assert!(
+            reports.try_recv().is_err(),
+            "200 synced batches gave more than one report of each kind"
+        );
+
+        let (reporter, queue, mut reports, mut pending) = reporter_with(200, 120, &[]);
+        let run = tokio::spawn(reporter.run(queue));
+        assert!(matches!(reports.recv().await, Some(StoreReport::Own(120))));
+        assert!(reports.try_recv().is_err(), "reported past a batch not yet synced");
+        for tx in pending.drain(..) {
+            tx.send(Ok(2)).unwrap();
+        }
+        run.await.unwrap();
+        let mut last = 0;
+        while let Ok(StoreReport::Own(seq)) = reports.try_recv() {
+            assert!(seq > last, "own reports only grow: {seq} after {last}");
+            last = seq;
+        }
+        assert_eq!(last, 200);
     }
 
     /// Waits for the next `Remote` report (what a written snapshot sends
