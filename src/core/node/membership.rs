@@ -238,6 +238,12 @@ impl Membership {
         self.left
     }
 
+    /// Whether this node has heard that `id` was revoked (replaced by the
+    /// HA keeper): it drops that member's traffic and places nothing on it.
+    pub fn has_revoked(&self, id: NodeId) -> bool {
+        self.revoked.contains(&id)
+    }
+
     /// The live managers as of the last settle.
     pub fn live(&self) -> &LiveManagers {
         &self.live

@@ -294,6 +294,12 @@ impl Node {
         self.membership.live().ids()
     }
 
+    /// Whether this node has heard that `id` was revoked (see
+    /// [`Notice::MemberRevoked`](crate::core::notices::Notice::MemberRevoked)).
+    pub fn has_revoked(&self, id: NodeId) -> bool {
+        self.membership.has_revoked(id)
+    }
+
     /// The replicated state, for managers.
     pub fn state(&self) -> Option<&StateSync> {
         self.manager.as_ref().map(Manager::sync)
