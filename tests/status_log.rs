@@ -14,7 +14,16 @@ use serde_json::Value;
 const CAP: Duration = Duration::from_secs(60);
 
 /// A unit that says "one", then "two" a second later.
-const TWO_STEPS: &str = r#"echo one > "$JUJU_STATUS_FILE"; sleep 1; echo two > "$JUJU_STATUS_FILE"; exec sleep infinity"#;
+/// A unit that reports "one", waits until the file `go` exists (the test
+/// creates it once "one" is in the history: a change faster than the
+/// status readings may be missed, and the test must not race them), then
+/// reports "two".
+fn two_steps(go: &std::path::Path) -> String {
+    format!(
+        r#"echo one > "$JUJU_STATUS_FILE"; while [ ! -e '{}' ]; do sleep 0.1; done; echo two > "$JUJU_STATUS_FILE"; exec sleep infinity"#,
+        go.display()
+    )
+}
 
 impl Env {
     /// `entity`'s history, or `None` while the manager has none (a new
@@ -60,12 +69,15 @@ impl Env {
 #[test]
 fn a_units_and_a_machines_status_history_newest_last() {
     let env = Env::bootstrap(1);
-    let out = env.ok(&["deploy", "steps", "--command", TWO_STEPS, "--format", "json"]);
+    let go = env.root.with_file_name("go");
+    let out = env.ok(&["deploy", "steps", "--command", &two_steps(&go), "--format", "json"]);
     let unit = serde_json::from_str::<Value>(&out).unwrap()["ids"][0].as_str().unwrap().to_string();
     let machine = unit.split_once('/').unwrap().1.to_string();
     // Typed as prefixes, as every id may be.
     let (unit_prefix, machine_prefix) =
         (format!("steps/{}", &machine[..6]), machine[..6].to_string());
+    env.await_history(&unit_prefix, |h| h.iter().any(|(_, s)| s == "active: one"));
+    std::fs::write(&go, b"").unwrap();
     let h = env.await_history(&unit_prefix, |h| h.iter().any(|(_, s)| s == "active: two"));
     let workload: Vec<&str> =
         h.iter().filter(|(k, _)| k == "workload").map(|(_, s)| s.as_str()).collect();
