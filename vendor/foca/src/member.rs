@@ -137,29 +137,83 @@ impl<T> Member<T> {
     }
 }
 
-// jujud patch (PATCHED.md, 10): the index from address to position. With
-// `std`, a hashbrown table holding only positions (4 bytes and a control
-// byte a slot), keyed by std's randomly seeded SipHash of the member's
-// address (a member cannot pick addresses that collide on every node):
-// a lookup costs one or two cache misses where the B-tree took four to
-// six (`Members::apply` was 42% of the simulator's time at 3,162
-// members), in a quarter of the B-tree's or a `HashMap`'s memory (every
-// member holds one, so this is N^2 over a pool). Only looked up, never
+// jujud patch (PATCHED.md, 10 and 16): the index from address to
+// position. With `std`, a table holding only positions and a tag of the
+// hash (6 bytes a slot), keyed by std's randomly seeded SipHash of the
+// member's address (a member cannot pick addresses that collide on every
+// node): a lookup costs one cache miss and the member's row, where the
+// B-tree took four to six (`Members::apply` was 42% of the simulator's
+// time at 3,162 members), in a fraction of the B-tree's or a `HashMap`'s
+// memory (every member holds one, so this is N^2 over a pool). Only looked up, never
 // iterated, so nothing foca decides depends on its order. Without `std`,
 // the B-tree of patch 6. Both keep the first position of a duplicated
 // address (tests only), as the walk they replace found the first.
 #[cfg(feature = "std")]
 struct Index<A> {
-    table: hashbrown::HashTable<u32>,
+    /// Open addressing with linear probing; empty, or at least
+    /// `MIN_SLOTS` long and at most four fifths taken (live and removed
+    /// slots together); sized to a live load of two thirds when it grows
+    /// (any length: a power of two would waste up to half of it, and
+    /// every member holds one of these).
+    slots: alloc::vec::Vec<Slot>,
+    /// Slots holding a position.
+    live: usize,
+    /// Slots left by a removal (probes pass over them).
+    removed: usize,
     state: std::hash::RandomState,
     addr: core::marker::PhantomData<fn(&A)>,
+}
+
+/// jujud patch (PATCHED.md, 16): one slot of the index, 6 bytes: a
+/// position (plus one; 0 is empty, `u32::MAX` a removed entry) and 16
+/// bits of the address's hash, so that a lookup reads one line of the
+/// table and then the member's row (hashbrown read its control bytes, then
+/// the slot, then the row: three cache misses a lookup, about half of
+/// `Members::apply`'s time in the simulator's 3,162 row). A tag that
+/// matches by chance (1 in 65,536) costs one more row read, never a wrong
+/// answer: the row's address is compared.
+#[cfg(feature = "std")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Slot([u16; 3]);
+
+#[cfg(feature = "std")]
+impl Slot {
+    const EMPTY: Slot = Slot([0, 0, 0]);
+    const REMOVED: Slot = Slot([u16::MAX, u16::MAX, 0]);
+
+    fn new(pos: usize, tag: u16) -> Self {
+        let p = u32::try_from(pos)
+            .ok()
+            .and_then(|p| p.checked_add(1))
+            .filter(|&p| p != u32::MAX)
+            .expect("fewer than 2^32 - 1 members");
+        Slot([p as u16, (p >> 16) as u16, tag])
+    }
+
+    fn field(self) -> u32 {
+        u32::from(self.0[0]) | (u32::from(self.0[1]) << 16)
+    }
+
+    /// The position held, if any.
+    fn pos(self) -> Option<usize> {
+        match self.field() {
+            0 | u32::MAX => None,
+            p => Some((p - 1) as usize),
+        }
+    }
+
+    fn tag(self) -> u16 {
+        self.0[2]
+    }
 }
 
 #[cfg(feature = "std")]
 impl<A> Default for Index<A> {
     fn default() -> Self {
         Self {
-            table: hashbrown::HashTable::new(),
+            slots: alloc::vec::Vec::new(),
+            live: 0,
+            removed: 0,
             state: std::hash::RandomState::new(),
             addr: core::marker::PhantomData,
         }
@@ -168,58 +222,134 @@ impl<A> Default for Index<A> {
 
 #[cfg(feature = "std")]
 impl<A: core::hash::Hash + PartialEq> Index<A> {
-    fn pos32(pos: usize) -> u32 {
-        u32::try_from(pos).expect("fewer than 2^32 members")
+    const MIN_SLOTS: usize = 16;
+
+    fn hash(&self, addr: &A) -> u64 {
+        use core::hash::BuildHasher;
+        self.state.hash_one(addr)
+    }
+
+    /// The slot to start probing at (the hash's high bits scaled to the
+    /// length) and the tag (its low bits), for a hash.
+    fn home(&self, hash: u64) -> (usize, u16) {
+        let len = self.slots.len() as u128;
+        (((u128::from(hash) * len) >> 64) as usize, hash as u16)
+    }
+
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() {
+            0
+        } else {
+            i + 1
+        }
+    }
+
+    /// Slots for a table about to hold `want` positions.
+    fn len_for(want: usize) -> usize {
+        (want * 3 / 2 + 1).max(Self::MIN_SLOTS)
     }
 
     fn get<T: crate::Identity<Addr = A>>(&self, inner: &[Member<T>], addr: &A) -> Option<usize> {
-        use core::hash::BuildHasher;
-        let hash = self.state.hash_one(addr);
-        let found = self.table.find(hash, |&p| inner[p as usize].id.addr() == *addr)?;
-        Some(*found as usize)
+        if self.slots.is_empty() {
+            return None;
+        }
+        let (mut i, tag) = self.home(self.hash(addr));
+        loop {
+            let slot = self.slots[i];
+            if slot == Slot::EMPTY {
+                return None;
+            }
+            if slot.tag() == tag {
+                if let Some(pos) = slot.pos().filter(|&p| inner[p].id.addr() == *addr) {
+                    return Some(pos);
+                }
+            }
+            i = self.next(i);
+        }
+    }
+
+    /// Puts `pos` in the first free slot of its probe sequence (a free
+    /// slot exists: the table is never full).
+    fn place(&mut self, hash: u64, pos: usize) {
+        let (mut i, tag) = self.home(hash);
+        loop {
+            let slot = self.slots[i];
+            if slot == Slot::EMPTY || slot == Slot::REMOVED {
+                if slot == Slot::REMOVED {
+                    self.removed -= 1;
+                }
+                self.slots[i] = Slot::new(pos, tag);
+                self.live += 1;
+                return;
+            }
+            i = self.next(i);
+        }
     }
 
     /// Adds the member at `pos` (whose address must not be indexed yet).
     fn insert<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>], pos: usize) {
-        use core::hash::BuildHasher;
-        let state = &self.state;
-        let hash = state.hash_one(inner[pos].id.addr());
-        self.table.insert_unique(hash, Self::pos32(pos), |&p| {
-            state.hash_one(inner[p as usize].id.addr())
-        });
+        if (self.live + self.removed + 1) * 5 > self.slots.len() * 4 {
+            self.resize(inner, self.live + 1);
+        }
+        self.place(self.hash(&inner[pos].id.addr()), pos);
+    }
+
+    /// A table for `want` entries, holding the positions held now.
+    fn resize<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>], want: usize) {
+        let len = Self::len_for(want);
+        let old = core::mem::replace(&mut self.slots, alloc::vec![Slot::EMPTY; len]);
+        (self.live, self.removed) = (0, 0);
+        for pos in old.into_iter().filter_map(Slot::pos) {
+            self.place(self.hash(&inner[pos].id.addr()), pos);
+        }
+    }
+
+    /// The slot holding `pos` in `addr`'s probe sequence.
+    fn find_pos(&self, addr: &A, pos: usize) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let (mut i, tag) = self.home(self.hash(addr));
+        loop {
+            let slot = self.slots[i];
+            if slot == Slot::EMPTY {
+                return None;
+            }
+            if slot.tag() == tag && slot.pos() == Some(pos) {
+                return Some(i);
+            }
+            i = self.next(i);
+        }
     }
 
     /// The member at `addr` moved from position `old` to `new`.
     fn moved(&mut self, addr: &A, old: usize, new: usize) {
-        use core::hash::BuildHasher;
-        let old = Self::pos32(old);
-        if let Some(p) = self.table.find_mut(self.state.hash_one(addr), |&p| p == old) {
-            *p = Self::pos32(new);
+        if let Some(i) = self.find_pos(addr, old) {
+            self.slots[i] = Slot::new(new, self.slots[i].tag());
         }
     }
 
     /// The member at `addr`, at position `pos`, is gone.
     fn remove(&mut self, addr: &A, pos: usize) {
-        use core::hash::BuildHasher;
-        let pos = Self::pos32(pos);
-        if let Ok(entry) = self.table.find_entry(self.state.hash_one(addr), |&p| p == pos) {
-            entry.remove();
+        if let Some(i) = self.find_pos(addr, pos) {
+            self.slots[i] = Slot::REMOVED;
+            self.live -= 1;
+            self.removed += 1;
         }
     }
 
     fn rebuild<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>]) {
-        use core::hash::BuildHasher;
-        self.table.clear();
-        let state = &self.state;
+        self.slots = alloc::vec::Vec::new();
+        (self.live, self.removed) = (0, 0);
+        if inner.is_empty() {
+            return;
+        }
+        self.slots = alloc::vec![Slot::EMPTY; Self::len_for(inner.len())];
         for (pos, member) in inner.iter().enumerate() {
+            // A duplicated address keeps its first position.
             let addr = member.id.addr();
-            let eq = |&p: &u32| inner[p as usize].id.addr() == addr;
-            let rehash = |&p: &u32| state.hash_one(inner[p as usize].id.addr());
-            // One hash a member; a duplicated address keeps its first position.
-            if let hashbrown::hash_table::Entry::Vacant(slot) =
-                self.table.entry(state.hash_one(&addr), eq, rehash)
-            {
-                slot.insert(Self::pos32(pos));
+            if self.get(inner, &addr).is_none() {
+                self.place(self.hash(&addr), pos);
             }
         }
     }
@@ -855,6 +985,39 @@ mod tests {
         let _ = members.apply(Member::alive(Id("c")), &mut rng);
         check(&members);
         assert_eq!(9, members.inner.len());
+    }
+
+    // jujud patch (PATCHED.md, 16): the open-addressing index against a
+    // plain map, across growth, removals (and the slots they leave) and
+    // moves, over thousands of random operations.
+    #[test]
+    fn the_index_agrees_with_a_map_over_random_operations() {
+        use alloc::collections::BTreeMap;
+        use alloc::string::ToString;
+        let names: Vec<&'static str> =
+            (0..600).map(|i| &*alloc::boxed::Box::leak(i.to_string().into_boxed_str())).collect();
+        let mut members = Members::new(Vec::new());
+        let mut rng = SmallRng::seed_from_u64(16);
+        for round in 0..20_000 {
+            let name = names[rng.random_range(0..names.len())];
+            if rng.random_bool(0.6) {
+                let _ = members.apply(Member::alive(Id(name)), &mut rng);
+            } else if members.position_of(&name).is_some() {
+                let _ = members.apply(Member::down(Id(name)), &mut rng);
+                assert!(members.remove_if_down(&Id(name)).is_some());
+            }
+            if round % 97 == 0 {
+                let _ = members.next(&mut rng);
+            }
+            if round % 501 == 0 || round > 19_900 {
+                let model: BTreeMap<&str, usize> =
+                    members.inner.iter().enumerate().map(|(p, m)| (m.id.0, p)).collect();
+                assert_eq!(model.len(), members.inner.len(), "no duplicated address");
+                for name in &names {
+                    assert_eq!(members.position_of(name), model.get(name).copied(), "{name}");
+                }
+            }
+        }
     }
 
     // jujud patch (PATCHED.md, 9)
