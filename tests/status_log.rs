@@ -13,7 +13,6 @@ use serde_json::Value;
 /// The failure bound of every awaited change (not a speed assertion).
 const CAP: Duration = Duration::from_secs(60);
 
-/// A unit that says "one", then "two" a second later.
 /// A unit that reports "one", waits until the file `go` exists (the test
 /// creates it once "one" is in the history: a change faster than the
 /// status readings may be missed, and the test must not race them), then

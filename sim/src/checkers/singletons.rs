@@ -37,29 +37,31 @@ pub struct Singletons {
     violations: Findings,
 }
 
-/// Whether another live node has heard that `slot`'s manager was revoked.
+/// The live managers that another live node has heard revoked, by slot.
 /// A revoked manager is cut off as surely as by a partition: every member
 /// that heard of it drops its datagrams and exchanges and places nothing on
 /// it, so it can reach no majority, and it is being stopped (the keeper
 /// revokes a manager as it stops it). Until its stop lands, or it hears of
 /// the revocation itself, it may still believe it owns a singleton
 /// (seed 367348725: 49 ms, from a forced rejoin to its stop).
-fn revoked(world: &World<'_>, slot: usize) -> bool {
-    let id = world.id_of(slot);
-    world
-        .cluster
-        .slots
-        .iter()
-        .enumerate()
-        .any(|(other, s)| other != slot && s.is_live() && s.node().is_some_and(|n| n.has_revoked(id)))
+fn revoked(world: &World<'_>) -> Vec<usize> {
+    let c = world.cluster;
+    let heard = |slot: usize| {
+        let id = world.id_of(slot);
+        c.slots
+            .iter()
+            .enumerate()
+            .any(|(other, s)| other != slot && s.is_live() && s.node().is_some_and(|n| n.has_revoked(id)))
+    };
+    (0..c.slots.len()).filter(|&s| c.slots[s].role == Role::Manager && c.slots[s].is_live() && heard(s)).collect()
 }
 
-/// Live, unrevoked managers grouped into connected parts (both ways, by
-/// the truth).
-fn parts(world: &World<'_>) -> Vec<Vec<usize>> {
+/// Live managers not in `revoked`, grouped into connected parts (both
+/// ways, by the truth).
+fn parts(world: &World<'_>, revoked: &[usize]) -> Vec<Vec<usize>> {
     let c = world.cluster;
     let live: Vec<usize> = (0..c.slots.len())
-        .filter(|&s| c.slots[s].role == Role::Manager && c.slots[s].is_live() && !revoked(world, s))
+        .filter(|&s| c.slots[s].role == Role::Manager && c.slots[s].is_live() && !revoked.contains(&s))
         .collect();
     let mut parts: Vec<Vec<usize>> = Vec::new();
     for m in live {
@@ -89,7 +91,8 @@ impl Checker for Singletons {
         if !world.cluster.slots.iter().any(|s| s.node().and_then(|n| n.control()).is_some()) {
             return;
         }
-        let parts = parts(world);
+        let revoked = revoked(world);
+        let parts = parts(world, &revoked);
         for s in Singleton::ALL {
             let overlap = parts.iter().find_map(|p| Some(owners(world, p, s)).filter(|o| o.len() > 1));
             match (overlap, self.since.contains_key(&s)) {
@@ -120,7 +123,7 @@ impl Checker for Singletons {
         }
         let main: Vec<usize> = world
             .live_slots()
-            .filter(|&m| world.cluster.slots[m].node().and_then(|n| n.control()).is_some() && !revoked(world, m))
+            .filter(|&m| world.cluster.slots[m].node().and_then(|n| n.control()).is_some() && !revoked.contains(&m))
             .collect();
         for s in Singleton::ALL {
             let o = owners(world, &main, s);

@@ -310,26 +310,16 @@ impl Data {
         }
     }
 
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Data::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Data::Heap(b) => b,
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Data::Inline { len, .. } => usize::from(*len),
-            Data::Heap(b) => b.len(),
-        }
-    }
 }
 
 impl core::ops::Deref for Data {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        self.as_slice()
+        match self {
+            Data::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Data::Heap(b) => b,
+        }
     }
 }
 

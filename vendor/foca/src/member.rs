@@ -144,10 +144,11 @@ impl<T> Member<T> {
 // node): a lookup costs one cache miss and the member's row, where the
 // B-tree took four to six (`Members::apply` was 42% of the simulator's
 // time at 3,162 members), in a fraction of the B-tree's or a `HashMap`'s
-// memory (every member holds one, so this is N^2 over a pool). Only looked up, never
-// iterated, so nothing foca decides depends on its order. Without `std`,
-// the B-tree of patch 6. Both keep the first position of a duplicated
-// address (tests only), as the walk they replace found the first.
+// memory (every member holds one, so this is N^2 over a pool). Only looked
+// up, never iterated, so nothing foca decides depends on its order.
+// Without `std`, the B-tree of patch 6. Both keep the first position of a
+// duplicated address (tests only), as the walk they replace found the
+// first.
 #[cfg(feature = "std")]
 struct Index<A> {
     /// Open addressing with linear probing; empty, or at least
@@ -249,23 +250,35 @@ impl<A: core::hash::Hash + PartialEq> Index<A> {
         (want * 3 / 2 + 1).max(Self::MIN_SLOTS)
     }
 
+    /// Walks `hash`'s probe sequence of a non-empty table: the first slot
+    /// with its tag for which `hit` holds, or else the empty slot that
+    /// ends the sequence.
+    fn probe(&self, hash: u64, hit: impl Fn(Slot) -> bool) -> Result<usize, usize> {
+        debug_assert!(!self.slots.is_empty());
+        let (mut i, tag) = self.home(hash);
+        loop {
+            let slot = self.slots[i];
+            if slot == Slot::EMPTY {
+                return Err(i);
+            }
+            if slot.tag() == tag && hit(slot) {
+                return Ok(i);
+            }
+            i = self.next(i);
+        }
+    }
+
+    /// Whether `slot` holds the member at `addr`.
+    fn holds<T: crate::Identity<Addr = A>>(inner: &[Member<T>], addr: &A, slot: Slot) -> bool {
+        slot.pos().is_some_and(|p| inner[p].id.addr() == *addr)
+    }
+
     fn get<T: crate::Identity<Addr = A>>(&self, inner: &[Member<T>], addr: &A) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
-        let (mut i, tag) = self.home(self.hash(addr));
-        loop {
-            let slot = self.slots[i];
-            if slot == Slot::EMPTY {
-                return None;
-            }
-            if slot.tag() == tag {
-                if let Some(pos) = slot.pos().filter(|&p| inner[p].id.addr() == *addr) {
-                    return Some(pos);
-                }
-            }
-            i = self.next(i);
-        }
+        let i = self.probe(self.hash(addr), |s| Self::holds(inner, addr, s)).ok()?;
+        self.slots[i].pos()
     }
 
     /// Puts `pos` in the first free slot of its probe sequence (a free
@@ -309,17 +322,7 @@ impl<A: core::hash::Hash + PartialEq> Index<A> {
         if self.slots.is_empty() {
             return None;
         }
-        let (mut i, tag) = self.home(self.hash(addr));
-        loop {
-            let slot = self.slots[i];
-            if slot == Slot::EMPTY {
-                return None;
-            }
-            if slot.tag() == tag && slot.pos() == Some(pos) {
-                return Some(i);
-            }
-            i = self.next(i);
-        }
+        self.probe(self.hash(addr), |s| s.pos() == Some(pos)).ok()
     }
 
     /// The member at `addr` moved from position `old` to `new`.
@@ -346,10 +349,14 @@ impl<A: core::hash::Hash + PartialEq> Index<A> {
         }
         self.slots = alloc::vec![Slot::EMPTY; Self::len_for(inner.len())];
         for (pos, member) in inner.iter().enumerate() {
-            // A duplicated address keeps its first position.
+            // One hash a member; a duplicated address keeps its first
+            // position. A fresh table has no removed slots, so the empty
+            // slot ending the probe is where `pos` goes.
             let addr = member.id.addr();
-            if self.get(inner, &addr).is_none() {
-                self.place(self.hash(&addr), pos);
+            let hash = self.hash(&addr);
+            if let Err(i) = self.probe(hash, |s| Self::holds(inner, &addr, s)) {
+                self.slots[i] = Slot::new(pos, self.home(hash).1);
+                self.live += 1;
             }
         }
     }
