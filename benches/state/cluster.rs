@@ -369,6 +369,19 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
     s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
 }
 
+/// CPU time `pid` has used so far (user + system, every thread), in
+/// microseconds; `None` once it is gone.
+pub fn cpu_micros(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is the first, utime the 12th and stime the 13th.
+    let mut f = s.get(s.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    let ticks: u64 = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a constant of the running system.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|&h| h > 0)?;
+    Some(ticks * 1_000_000 / hz)
+}
+
 /// (log bytes, snapshot bytes) under `dir/state`.
 pub fn state_bytes(dir: &Path) -> (u64, u64) {
     let Ok(entries) = std::fs::read_dir(dir.join("state")) else { return (0, 0) };

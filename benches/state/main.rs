@@ -58,6 +58,8 @@ pub struct Args {
     pub load_secs: u64,
     /// Concurrent writers (throughput and kill-under-load).
     pub concurrency: usize,
+    /// Client connections the throughput run spreads its writers over.
+    pub conns: usize,
     pub failover_rounds: usize,
     pub kill_rounds: usize,
     pub partition_secs: u64,
@@ -81,6 +83,7 @@ impl Default for Args {
             vis_secs: 20,
             load_secs: 10,
             concurrency: 256,
+            conns: writes::THROUGHPUT_CONNS,
             failover_rounds: 6,
             kill_rounds: 3,
             partition_secs: 30,
@@ -108,6 +111,7 @@ fn parse_args() -> Res<Args> {
             "--vis-secs" => a.vis_secs = number(&arg, it.next())?,
             "--load-secs" => a.load_secs = number(&arg, it.next())?,
             "--concurrency" => a.concurrency = number(&arg, it.next())?,
+            "--conns" => a.conns = number(&arg, it.next())?,
             "--failover-rounds" => a.failover_rounds = number(&arg, it.next())?,
             "--kill-rounds" => a.kill_rounds = number(&arg, it.next())?,
             "--partition-secs" => a.partition_secs = number(&arg, it.next())?,
@@ -132,7 +136,7 @@ fn parse_args() -> Res<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "cargo bench --bench state -- [--only {}] [--vis-secs S] [--load-secs S] [--concurrency N] \
+                    "cargo bench --bench state -- [--only {}] [--vis-secs S] [--load-secs S] [--concurrency N] [--conns N] \
                      [--failover-rounds N] [--kill-rounds N] [--partition-secs S] [--partition-writes N] \
                      [--entities N] [--restart-rounds N] [--keep-logs] [--hold-secs S]",
                     ALL_SCENARIOS.join(",")
@@ -145,6 +149,7 @@ fn parse_args() -> Res<Args> {
     if a.vis_secs == 0
         || a.load_secs == 0
         || a.concurrency == 0
+        || a.conns == 0
         || a.partition_secs == 0
         || a.partition_writes == 0
     {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
 use crate::api::{self, Conn};
-use crate::cluster::{Cluster, Res, loopback_addrs};
+use crate::cluster::{Cluster, Res, cpu_micros, loopback_addrs};
 use crate::stats::{Report, Samples, ms};
 use crate::{APP, Args, MANAGERS};
 
@@ -34,10 +34,11 @@ pub const POLL_EVERY_MS: u64 = 1;
 const VIS_DRAIN_MS: u64 = 5_000;
 /// Issue 14's target (an earlier issue's was 5,000/s).
 pub const THROUGHPUT_TARGET_PER_SEC: f64 = 20_000.0;
-/// Client connections to the one manager under load, each its own QUIC
-/// endpoint (a client process), the writers spread over them (each carries
-/// at most 64 streams at once: the server's `max_concurrent_bidi_streams`).
-const THROUGHPUT_CONNS: usize = 64;
+/// Client connections to the one manager under load by default (`--conns`),
+/// each its own QUIC endpoint (a client process), the writers spread over
+/// them (each carries at most 64 streams at once: the server's
+/// `max_concurrent_bidi_streams`).
+pub const THROUGHPUT_CONNS: usize = 64;
 /// Machines created before the create-throughput window, so creates run
 /// against a state of this many entities (finding E made each create
 /// O(keys) before).
@@ -242,22 +243,33 @@ async fn throughput_worker(
     (w, last_acked)
 }
 
-/// What one load run measured: latencies, acks per second, errors, and
-/// each worker's last acknowledged value.
-type LoadResult = (Samples, Vec<u64>, u64, Vec<(usize, u64)>);
+/// What one load run measured: latencies, acks per second, errors, each
+/// worker's last acknowledged value, and the CPU time each watched
+/// process used inside the window (microseconds; `None`: unreadable).
+type LoadResult = (Samples, Vec<u64>, u64, Vec<(usize, u64)>, Vec<Option<u64>>);
 
-/// Runs `concurrency` closed-loop workers of `load` on `pool` for `secs`;
-/// returns the latency samples, the acks per second, the errors, and each
-/// worker's last acknowledged value.
+/// The CPU time (microseconds) each of `pids` uses between `from` and
+/// `to`, read from /proc at both instants.
+async fn cpu_in_window(pids: Vec<i32>, from: Instant, to: Instant) -> Vec<Option<u64>> {
+    tokio::time::sleep_until(from.into()).await;
+    let start: Vec<_> = pids.iter().map(|&p| cpu_micros(p)).collect();
+    tokio::time::sleep_until(to.into()).await;
+    pids.iter().zip(start).map(|(&p, s)| Some(cpu_micros(p)?.saturating_sub(s?))).collect()
+}
+
+/// Runs `concurrency` closed-loop workers of `load` on `pool` for `secs`,
+/// watching the CPU time of `cpu_pids`; see [`LoadResult`].
 fn run_load(
     rt: &Runtime,
     pool: &[Conn],
     concurrency: usize,
     load: Load,
     secs: u64,
+    cpu_pids: &[i32],
 ) -> Res<LoadResult> {
     let from = Instant::now() + Duration::from_millis(THROUGHPUT_WARMUP_MS);
     let to = from + Duration::from_secs(secs);
+    let cpu = rt.spawn(cpu_in_window(cpu_pids.to_vec(), from, to));
     let window =
         Window { from, to, per_sec: Arc::new((0..secs).map(|_| AtomicU64::new(0)).collect()) };
     let (lat, errors) = (Arc::new(Mutex::new(Samples::default())), Arc::new(AtomicU64::new(0)));
@@ -279,7 +291,8 @@ fn run_load(
     }
     let lat = lat.lock().map_err(|_| "poisoned")?.clone();
     let per_sec = window.per_sec.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-    Ok((lat, per_sec, errors.load(Ordering::Relaxed), finals))
+    let cpu = rt.block_on(cpu).map_err(|e| e.to_string())?;
+    Ok((lat, per_sec, errors.load(Ordering::Relaxed), finals, cpu))
 }
 
 fn join(v: &[u64]) -> String {
@@ -291,15 +304,18 @@ pub fn throughput(rt: &Runtime, dir: &Path, a: &Args, report: &mut Report) -> Re
     let target = c.addrs()[0];
     let pool: Vec<Conn> = rt.block_on(async {
         let mut v = Vec::new();
-        for _ in 0..THROUGHPUT_CONNS.min(a.concurrency) {
+        for _ in 0..a.conns.min(a.concurrency) {
             v.push(Conn::open(&cfg, target, None).await?);
         }
         Ok::<_, String>(v)
     })?;
-    let (lat, per_sec, errors, finals) =
-        run_load(rt, &pool, a.concurrency, Load::Config, a.load_secs)?;
+    let mut pids = (0..MANAGERS).map(|i| c.pid(i)).collect::<Res<Vec<i32>>>()?;
+    pids.push(std::process::id() as i32);
+    let (lat, per_sec, errors, finals, cpu) =
+        run_load(rt, &pool, a.concurrency, Load::Config, a.load_secs, &pids)?;
     let stopped = Instant::now();
     let rate = lat.len() as f64 / a.load_secs as f64;
+    cpu_per_write(&cpu, lat.len(), report);
     let ok = rate >= THROUGHPUT_TARGET_PER_SEC;
     let measured = format!("{rate:.0} writes/s; ack {}", lat.summary("ms"));
     report.row(
@@ -337,7 +353,7 @@ fn creates(rt: &Runtime, first: &Conn, pool: &[Conn], a: &Args, report: &mut Rep
         rt.block_on(first.write(&req))?;
     }
     let secs = a.load_secs.div_ceil(2);
-    let (lat, per_sec, errors, _) = run_load(rt, pool, a.concurrency, Load::Create, secs)?;
+    let (lat, per_sec, errors, _, _) = run_load(rt, pool, a.concurrency, Load::Create, secs, &[])?;
     let rate = lat.len() as f64 / secs as f64;
     report.row(
         &format!(
@@ -350,6 +366,31 @@ fn creates(rt: &Runtime, first: &Conn, pool: &[Conn], a: &Args, report: &mut Rep
     );
     report.note(format!("creates: {} writers for {secs} s after {CREATE_PRELOAD_MACHINES} machines were made; acked per second {}; {errors} errors", a.concurrency, join(&per_sec)));
     Ok(())
+}
+
+/// Prints the CPU time per acknowledged write of the manager written to
+/// (m0), of each other manager (replicating), and of this benchmark
+/// process (the client): a figure that, unlike writes per second, does
+/// not depend on how the two cores were shared.
+fn cpu_per_write(cpu: &[Option<u64>], acked: usize, report: &mut Report) {
+    let per = |us: Option<u64>| us.map(|u| u as f64 / acked.max(1) as f64);
+    let Some(all) = cpu.iter().map(|&c| per(c)).collect::<Option<Vec<f64>>>() else {
+        return report.note("throughput: CPU time per write not read (a process was gone)".into());
+    };
+    let (m0, rest) = all.split_first().expect("m0 and the client are watched");
+    let (client, replicas) = rest.split_last().expect("the client is watched");
+    let mut sorted = replicas.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let total: f64 = all.iter().sum();
+    report.row(
+        "CPU time per acked write (all processes, 2 cores)",
+        "reported",
+        format!(
+            "{total:.1} us: m0 {m0:.1}, other managers {} each, client {client:.1}",
+            sorted.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>().join(" / ")
+        ),
+        None,
+    );
 }
 
 /// How long after `since` every manager showed every worker's last acked
