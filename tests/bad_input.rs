@@ -64,17 +64,43 @@ async fn forged_member(
     endpoint.connect_with(cfg, target, pki::SERVER_NAME).unwrap().await.unwrap()
 }
 
+/// A first manager in `dir` serving `/metrics` on a TCP port of its own,
+/// and that port. The metrics port is picked before `jujud` binds it, so
+/// another process may take it first: then `jujud` refuses to start
+/// ("cannot listen on"), and this tries again with a fresh dir and a new
+/// port, a few times. The QUIC port is `jujud`'s own pick (port 0).
+fn start_with_metrics(dir: &std::path::Path) -> (Peer, SocketAddr) {
+    let mut failures = Vec::new();
+    for _ in 0..PORT_TRIES {
+        let metrics = local(free_tcp_port());
+        let extra = ["--metrics-listen".to_string(), metrics.to_string()];
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        match Peer::try_start_with(None, dir, any_port(), &extra, None) {
+            Ok(p) => return (p, metrics),
+            Err(log) if log.contains(&format!("cannot listen on {metrics}")) => {
+                let _ = std::fs::remove_dir_all(dir);
+                failures.push(log);
+            }
+            Err(log) => panic!("jujud peer exited before starting; log:\n{log}"),
+        }
+    }
+    panic!("the metrics port was taken {PORT_TRIES} times:\n{}", failures.join("\n---\n"))
+}
+
+/// `p`'s `juju members` rows once no member is suspect (see
+/// [`settled_members`]): what a comparison before and after bad input
+/// reads, states included.
+fn settled_rows(p: &Peer) -> Vec<(String, String, u64)> {
+    settled_members(&p.client_file(), Some(p.addr))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let mport = free_port();
-    let mlisten = format!("127.0.0.1:{mport}");
-    let m0 =
-        Peer::start(&tmp.path().join("m0"), local(free_port()), &["--metrics-listen", &mlisten]);
-    let m1 =
-        Peer::join(&tmp.path().join("m1"), local(free_port()), &m0.addr.to_string(), &m0.token());
+    let (m0, metrics_addr) = start_with_metrics(&tmp.path().join("m0"));
+    let m1 = Peer::join(&tmp.path().join("m1"), any_port(), &m0.addr.to_string(), &m0.token());
     m0.log.wait_for("m1 up", |l| saw(l, jujud::events::MEMBER_UP, &m1.id));
-    let before = members(&m0.client_file(), Some(m0.addr));
+    let before = settled_rows(&m0);
 
     let fake = 0x0bad_0bad_0bad_0badu64;
     let conn = forged_member(&m0.dir, m0.addr, fake).await;
@@ -99,7 +125,7 @@ async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
     // The counters reach /metrics on the driver's 1 s refresh, so poll it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(EVENT_CAP_MS);
     let text = loop {
-        let text = metrics_text(format!("127.0.0.1:{mport}").parse().unwrap());
+        let text = metrics_text(metrics_addr);
         let done = metric(&text, "jujud_datagram_drops_total{reason=\"spoofed\"}") >= 2.0
             && metric(&text, "jujud_datagram_drops_total{reason=\"malformed\"}") >= 3.0
             && metric(&text, "jujud_datagram_drops_total{reason=\"oversized\"}") >= 1.0;
@@ -118,11 +144,10 @@ async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
     assert!(heap("allocated") > f64::from(1 << 20), "{text}");
     assert!(heap("active") >= heap("allocated"), "{text}");
     assert!(heap("resident") >= heap("active"), "{text}");
-    assert_eq!(
-        members(&m0.client_file(), Some(m0.addr)),
-        before,
-        "membership unchanged by bad datagrams"
-    );
+    // Compared once settled: a member made suspect by a probe missed on a
+    // starved machine refutes it; one the datagrams had added, removed,
+    // renamed (a new generation) or had declared down stays so.
+    assert_eq!(settled_rows(&m0), before, "membership unchanged by bad datagrams");
     assert!(!m0.log.raw().contains("panicked"));
     // A replayed, well-formed ping from the forged member is idempotent.
     conn.send_datagram(honest.clone().into()).unwrap();
@@ -145,7 +170,7 @@ async fn forged_garbage_oversized_and_replayed_datagrams_change_nothing() {
 fn client_with_a_certificate_from_another_cluster_gets_nothing() {
     let a = Cluster::start(1);
     let tmp = tempfile::tempdir().unwrap();
-    let b = Peer::start(&tmp.path().join("b"), local(free_port()), &[]);
+    let b = Peer::start(&tmp.path().join("b"), any_port(), &[]);
     let out = juju(&b.client_file(), &["members", "--endpoint", &a.peers[0].addr.to_string()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -196,8 +221,8 @@ fn data_dirs_that_are_corrupt_half_written_or_foreign_are_refused() {
     let err = peer_fails(&["--data-dir", half.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     assert!(err.contains("half-initialised"), "{err}");
 
-    let mut a = Peer::start(&tmp.path().join("a"), local(free_port()), &[]);
-    let b = Peer::start(&tmp.path().join("b"), local(free_port()), &[]);
+    let mut a = Peer::start(&tmp.path().join("a"), any_port(), &[]);
+    let b = Peer::start(&tmp.path().join("b"), any_port(), &[]);
     a.leave();
     let a_dir = a.dir.to_str().unwrap().to_string();
     let err = peer_fails_with_token(
@@ -213,7 +238,7 @@ fn data_dirs_that_are_corrupt_half_written_or_foreign_are_refused() {
 #[test]
 fn busy_port_and_silent_seed_get_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let a = Peer::start(&tmp.path().join("a"), local(free_port()), &[]);
+    let a = Peer::start(&tmp.path().join("a"), any_port(), &[]);
     let err = peer_fails(&[
         "--data-dir",
         tmp.path().join("b").to_str().unwrap(),
@@ -252,14 +277,10 @@ async fn an_oversized_spoofed_or_garbage_membership_exchange_is_refused_and_chan
     use jujud::core::node::pushpull::{self, MAX_EXCHANGE_BYTES};
     use jujud::runtime::transport::STREAM_MEMBERS;
     let tmp = tempfile::tempdir().unwrap();
-    let mport = free_port();
-    let mlisten = format!("127.0.0.1:{mport}");
-    let m0 =
-        Peer::start(&tmp.path().join("m0"), local(free_port()), &["--metrics-listen", &mlisten]);
-    let m1 =
-        Peer::join(&tmp.path().join("m1"), local(free_port()), &m0.addr.to_string(), &m0.token());
+    let (m0, metrics_addr) = start_with_metrics(&tmp.path().join("m0"));
+    let m1 = Peer::join(&tmp.path().join("m1"), any_port(), &m0.addr.to_string(), &m0.token());
     m0.log.wait_for("m1 up", |l| saw(l, jujud::events::MEMBER_UP, &m1.id));
-    let before = members(&m0.client_file(), Some(m0.addr));
+    let before = settled_rows(&m0);
 
     let fake = 0x0bad_0e8c_0bad_0e8cu64;
     let conn = forged_member(&m0.dir, m0.addr, fake).await;
@@ -303,7 +324,7 @@ async fn an_oversized_spoofed_or_garbage_membership_exchange_is_refused_and_chan
     // The counters reach /metrics on the driver's 1 s refresh, so poll it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(EVENT_CAP_MS);
     let text = loop {
-        let text = metrics_text(format!("127.0.0.1:{mport}").parse().unwrap());
+        let text = metrics_text(metrics_addr);
         let done = metric(&text, "jujud_membership_exchanges_refused_total") >= 2.0
             && metric(&text, "jujud_datagram_drops_total{reason=\"oversized\"}") >= 1.0;
         if done || std::time::Instant::now() > deadline {
@@ -313,7 +334,7 @@ async fn an_oversized_spoofed_or_garbage_membership_exchange_is_refused_and_chan
     };
     assert!(metric(&text, "jujud_membership_exchanges_refused_total") >= 2.0, "{text}");
     assert!(metric(&text, "jujud_datagram_drops_total{reason=\"oversized\"}") >= 1.0, "{text}");
-    let after = members(&m0.client_file(), Some(m0.addr));
+    let after = settled_rows(&m0);
     assert!(
         !after.iter().any(|(id, _, _)| *id == ghost.id.to_string()),
         "the spoofed exchange's member was not merged: {after:?}"

@@ -47,9 +47,13 @@ impl Env {
         let members: Value =
             serde_json::from_str(&self.ok(&["members", "--format", "json"])).unwrap();
         let rows = members.get("members").unwrap_or(&members).as_array().unwrap().clone();
+        // A live manager may show as suspect for a moment (a probe missed
+        // on a starved machine): it is running all the same.
         let addrs: Vec<&str> = rows
             .iter()
-            .filter(|m| m["role"] == "manager" && m["state"] == "alive")
+            .filter(|m| {
+                m["role"] == "manager" && (m["state"] == "alive" || m["state"] == "suspect")
+            })
             .filter_map(|m| m["addr"].as_str())
             .collect();
         let pids: Vec<i32> = self

@@ -35,10 +35,30 @@ pub fn juju_bin() -> &'static str {
     env!("CARGO_BIN_EXE_juju")
 }
 
-/// A free loopback UDP port (bound, read, released).
+/// A free loopback UDP port (bound, read, released). Another process may
+/// take it before it is used: where a bind failure would fail the test,
+/// hand `jujud` port 0 instead ([`any_port`]; [`Peer`] reads back the port it
+/// bound) or retry on a bind failure ([`Peer::try_start_with`]).
 pub fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// A free loopback TCP port (bound, read, released), for a TCP listener
+/// such as `--metrics-listen`; as racy as [`free_port`].
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A loopback address with port 0: `jujud` binds a port the kernel picks
+/// (no window in which another process can take it) and advertises it;
+/// [`Peer`] reads it back from "manager starting".
+pub fn any_port() -> SocketAddr {
+    local(0)
+}
+
+/// How many times a helper that picks a port tries again when another
+/// process took it first.
+pub const PORT_TRIES: usize = 3;
 
 /// Log lines of one process, shared with its reader thread.
 #[derive(Default)]
@@ -46,6 +66,8 @@ pub struct LogBook {
     lines: Mutex<Vec<Value>>,
     raw: Mutex<Vec<String>>,
     changed: Condvar,
+    /// The process closed its stderr (it exited); set under `lines`.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl LogBook {
@@ -54,6 +76,28 @@ impl LogBook {
         let deadline = Instant::now() + Duration::from_millis(EVENT_CAP_MS);
         let mut lines = self.lines.lock().unwrap();
         while !pred(&lines) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; log:\n{}",
+                self.raw.lock().unwrap().join("\n")
+            );
+            lines = self.changed.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Waits until `pred` holds (`true`) or the process has closed its
+    /// stderr without it holding (`false`: it exited).
+    pub fn wait_for_or_exit(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_millis(EVENT_CAP_MS);
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            if pred(&lines) {
+                return true;
+            }
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
@@ -121,6 +165,9 @@ pub fn spawn_logged(mut cmd: Command) -> (Child, Arc<LogBook>) {
             book.changed.notify_all();
         }
         book.raw.lock().unwrap().push("<stderr closed>".into());
+        // Under `lines`, so that a waiter checks it or is woken.
+        let _lines = book.lines.lock().unwrap();
+        book.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         book.changed.notify_all();
     });
     (child, log)
@@ -154,7 +201,8 @@ impl Peer {
     }
 
     /// Starts `jujud peer` in `netns` if given, with `token` (if any) in
-    /// `JUJUD_TOKEN`; waits for "manager starting".
+    /// `JUJUD_TOKEN`; waits for "manager starting". With port 0 in `addr`
+    /// the peer's address is the one `jujud` bound and advertises.
     pub fn start_with(
         netns: Option<&str>,
         dir: &Path,
@@ -162,6 +210,19 @@ impl Peer {
         extra: &[&str],
         token: Option<&str>,
     ) -> Peer {
+        Peer::try_start_with(netns, dir, addr, extra, token)
+            .unwrap_or_else(|log| panic!("jujud peer exited before starting; log:\n{log}"))
+    }
+
+    /// As [`Peer::start_with`], but a `jujud` that exits before "manager
+    /// starting" (a port taken, say) is an `Err` with its log, at once.
+    pub fn try_start_with(
+        netns: Option<&str>,
+        dir: &Path,
+        addr: SocketAddr,
+        extra: &[&str],
+        token: Option<&str>,
+    ) -> Result<Peer, String> {
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -175,10 +236,14 @@ impl Peer {
         if let Some(t) = token {
             cmd.env(TOKEN_ENV, t);
         }
-        let (child, log) = spawn_logged(cmd);
-        log.wait_for(jujud::events::MANAGER_STARTING, |l| {
+        let (mut child, log) = spawn_logged(cmd);
+        let started = log.wait_for_or_exit(jujud::events::MANAGER_STARTING, |l| {
             l.iter().any(|v| message(v) == jujud::events::MANAGER_STARTING)
         });
+        if !started {
+            let _ = child.wait();
+            return Err(log.raw());
+        }
         let start = log
             .snapshot()
             .into_iter()
@@ -187,7 +252,12 @@ impl Peer {
             .unwrap();
         let id = field(&start, "id");
         let generation = field(&start, "generation").parse().unwrap();
-        Peer { child: Some(child), dir: dir.to_path_buf(), addr, log, id, generation }
+        let addr = if addr.port() == 0 {
+            field(&start, "advertise").parse().expect("an advertised address")
+        } else {
+            addr
+        };
+        Ok(Peer { child: Some(child), dir: dir.to_path_buf(), addr, log, id, generation })
     }
 
     pub fn pid(&self) -> i32 {
@@ -243,13 +313,13 @@ pub struct Cluster {
 impl Cluster {
     pub fn start(n: usize) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
-        let first = Peer::start(&tmp.path().join("m0"), local(free_port()), &[]);
+        let first = Peer::start(&tmp.path().join("m0"), any_port(), &[]);
         let token = first.token();
         let seed = first.addr.to_string();
         let mut peers = vec![first];
         for i in 1..n {
             let dir = tmp.path().join(format!("m{i}"));
-            peers.push(Peer::join(&dir, local(free_port()), &seed, &token));
+            peers.push(Peer::join(&dir, any_port(), &seed, &token));
         }
         let c = Cluster { tmp, peers };
         c.wait_all_up();
@@ -337,6 +407,40 @@ pub fn members(client_file: &Path, endpoint: Option<SocketAddr>) -> Vec<(String,
             )
         })
         .collect()
+}
+
+/// Polls `f` until it is `Ok` (each poll a real request; the cap is only a
+/// failure bound, and the last `Err` is the failure's message).
+pub fn poll<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_millis(EVENT_CAP_MS);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) => {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}; last: {last}")
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100)); // a poll of a request: no event to await
+    }
+}
+
+/// [`members`] once no row is `suspect`. One probe missed on a starved
+/// machine makes a member suspect until it refutes (a moment later), so an
+/// exact reading of states must wait for that; a member truly lost goes on
+/// to `down`, and one that refuted a down comes back as a new generation,
+/// which the rows then show.
+pub fn settled_members(
+    client_file: &Path,
+    endpoint: Option<SocketAddr>,
+) -> Vec<(String, String, u64)> {
+    poll("member rows with no suspect", || {
+        let rows = members(client_file, endpoint);
+        if rows.iter().any(|(_, state, _)| state == "suspect") {
+            Err(format!("{rows:?}"))
+        } else {
+            Ok(rows)
+        }
+    })
 }
 
 /// Runs `jujud peer` expecting it to fail; returns its stderr.
