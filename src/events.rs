@@ -29,6 +29,9 @@ pub const STOPPED_WHILE_JOINING: &str = "asked to stop while joining; stopping";
 pub const STATE_RECOVERED: &str = "state recovered";
 /// An agent's session to a manager opened (`session`, `manager`).
 pub const AGENT_SESSION_OPENED: &str = "agent session opened";
+/// A manager let an agent's session open past its login limit and serves
+/// it (`session`: the manager's own number for it, `agent`, `machine`).
+pub const AGENT_SESSION_SERVING: &str = "serving an agent session";
 /// A manager refused agent session opens past its login rate limit
 /// (`agent`, `retry_after_ms`, `refused` since the last such line).
 pub const AGENT_LOGIN_RATE_LIMITED: &str =

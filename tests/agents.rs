@@ -183,12 +183,6 @@ fn newest_session(lines: &[serde_json::Value]) -> Option<(u64, String)> {
     Some((common::field(v, "session").parse().ok()?, common::field(v, "manager")))
 }
 
-/// A manager's line for each agent session open that reached it and that
-/// its login limit let in (logged before the open is served or refused).
-/// A plain literal in `src/runtime/driver.rs`, not in `jujud::events`: if
-/// it is reworded, the wait below times out and the test fails.
-const SERVING_AN_AGENT_SESSION: &str = "serving an agent session";
-
 /// Session opens by `agent` that reached the manager whose log is `lines`:
 /// the ones let in, and (a lower bound) the ones its login limit refused.
 fn opens_reaching(lines: &[serde_json::Value], agent: &str) -> u64 {
@@ -197,7 +191,7 @@ fn opens_reaching(lines: &[serde_json::Value], agent: &str) -> u64 {
         .filter(|v| {
             matches!(
                 common::message(v),
-                SERVING_AN_AGENT_SESSION | jujud::events::AGENT_LOGIN_RATE_LIMITED
+                jujud::events::AGENT_SESSION_SERVING | jujud::events::AGENT_LOGIN_RATE_LIMITED
             ) && common::field(v, "agent") == agent
         })
         .count() as u64

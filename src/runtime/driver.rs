@@ -295,7 +295,7 @@ impl Driver {
         if let Input::SessionOpened { session, peer, machine } = &input {
             match machine {
                 Some(m) => {
-                    tracing::info!(session, agent = %peer.id, machine = %m, "serving an agent session")
+                    tracing::info!(session, agent = %peer.id, machine = %m, "{}", crate::events::AGENT_SESSION_SERVING)
                 }
                 None => {
                     tracing::info!(session, manager = %peer.id, "{}", crate::events::AGENT_SESSION_OPENED)
