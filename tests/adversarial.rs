@@ -22,18 +22,12 @@ use jujud::runtime::wire::{self, JoinResponse, Request, Response};
 /// in `JUJUD_TOKEN` (never on its command line).
 fn env_cluster(n: usize) -> (tempfile::TempDir, Vec<Peer>) {
     let tmp = tempfile::tempdir().unwrap();
-    let first = Peer::start(&tmp.path().join("m0"), local(free_port()), &[]);
+    let first = Peer::start(&tmp.path().join("m0"), any_port(), &[]);
     let (token, seed) = (first.token(), first.addr.to_string());
     let mut peers = vec![first];
     for i in 1..n {
         let dir = tmp.path().join(format!("m{i}"));
-        peers.push(Peer::start_with(
-            None,
-            &dir,
-            local(free_port()),
-            &["--join", &seed],
-            Some(&token),
-        ));
+        peers.push(Peer::start_with(None, &dir, any_port(), &["--join", &seed], Some(&token)));
     }
     for p in &peers {
         for q in peers.iter().filter(|q| q.id != p.id) {

@@ -186,8 +186,7 @@ fn machine_token(peer: &common::Peer, role: jujud::pki::CertRole, machine: &str)
 #[test]
 fn a_manager_started_for_a_controller_machine_is_its_node_from_admission() {
     let tmp = tempfile::tempdir().unwrap();
-    let first =
-        common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
+    let first = common::Peer::start(&tmp.path().join("m0"), common::any_port(), &[]);
     let machine = common::agent::change(&first.client_file(), &["add-machine"])["machines"][0]
         .as_str()
         .unwrap()
@@ -199,12 +198,7 @@ fn a_manager_started_for_a_controller_machine_is_its_node_from_admission() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let seed = first.addr.to_string();
-    let joiner = common::Peer::join(
-        &tmp.path().join("m1"),
-        common::local(common::free_port()),
-        &seed,
-        &token,
-    );
+    let joiner = common::Peer::join(&tmp.path().join("m1"), common::any_port(), &seed, &token);
     // Asked at once: the joiner's own claim would come only at its first
     // control tick, a second after it starts.
     let st = common::agent::status(&first.client_file());
@@ -246,8 +240,7 @@ fn assert_agent_keeps_asking(dir: &std::path::Path, seeds: &str, token: &str) {
 #[test]
 fn an_agent_asks_again_while_its_machine_is_not_known_yet() {
     let tmp = tempfile::tempdir().unwrap();
-    let first =
-        common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
+    let first = common::Peer::start(&tmp.path().join("m0"), common::any_port(), &[]);
     let token = machine_token(&first, jujud::pki::CertRole::Agent, "9-abcd");
     assert_agent_keeps_asking(&tmp.path().join("a"), &first.addr.to_string(), &token);
 }
@@ -257,8 +250,7 @@ fn an_agent_asks_again_while_its_machine_is_not_known_yet() {
 #[test]
 fn an_agent_keeps_asking_seeds_that_do_not_answer() {
     let tmp = tempfile::tempdir().unwrap();
-    let first =
-        common::Peer::start(&tmp.path().join("m0"), common::local(common::free_port()), &[]);
+    let first = common::Peer::start(&tmp.path().join("m0"), common::any_port(), &[]);
     let token =
         common::agent::tokens(&common::agent::change(&first.client_file(), &["add-machine"]))[0]
             .1

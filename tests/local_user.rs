@@ -55,7 +55,7 @@ fn write_mode(path: &Path, text: &str, mode: u32) {
 #[test]
 fn no_command_line_holds_a_token_when_started_as_the_readme_says() {
     let tmp = tempfile::tempdir().unwrap();
-    let m0 = Peer::start(&tmp.path().join("m0"), local(free_port()), &[]);
+    let m0 = Peer::start(&tmp.path().join("m0"), any_port(), &[]);
     let token = m0.token();
     let seed = m0.addr.to_string();
 
@@ -95,7 +95,7 @@ fn no_command_line_holds_a_token_when_started_as_the_readme_says() {
     write_mode(&file, &format!("{token}\n"), 0o600);
     let m1 = Peer::start(
         &tmp.path().join("m1"),
-        local(free_port()),
+        any_port(),
         &["--join", &seed, "--token-file", file.to_str().unwrap()],
     );
     m0.log.wait_for("m1 up", |l| saw(l, jujud::events::MEMBER_UP, &m1.id));
