@@ -73,29 +73,25 @@ pub struct LogBook {
 impl LogBook {
     /// Waits until `pred` holds over the lines read so far.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&[Value]) -> bool) {
-        let deadline = Instant::now() + Duration::from_millis(EVENT_CAP_MS);
-        let mut lines = self.lines.lock().unwrap();
-        while !pred(&lines) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for {what}; log:\n{}",
-                self.raw.lock().unwrap().join("\n")
-            );
-            lines = self.changed.wait_timeout(lines, left).unwrap().0;
-        }
+        self.wait(what, pred, false);
     }
 
     /// Waits until `pred` holds (`true`) or the process has closed its
     /// stderr without it holding (`false`: it exited).
     pub fn wait_for_or_exit(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> bool {
+        self.wait(what, pred, true)
+    }
+
+    /// Waits until `pred` holds (`true`), or, with `until_exit`, until the
+    /// process has closed its stderr (`false`); fails at the cap.
+    fn wait(&self, what: &str, pred: impl Fn(&[Value]) -> bool, until_exit: bool) -> bool {
         let deadline = Instant::now() + Duration::from_millis(EVENT_CAP_MS);
         let mut lines = self.lines.lock().unwrap();
         loop {
             if pred(&lines) {
                 return true;
             }
-            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            if until_exit && self.closed.load(std::sync::atomic::Ordering::SeqCst) {
                 return false;
             }
             let left = deadline.saturating_duration_since(Instant::now());

@@ -309,7 +309,6 @@ impl Data {
             Data::Heap(data.into_boxed_slice())
         }
     }
-
 }
 
 impl core::ops::Deref for Data {
