@@ -230,6 +230,44 @@ impl<A: core::hash::Hash + PartialEq> Index<A> {
         self.state.hash_one(addr)
     }
 
+    /// Slots a hint looks at before giving up: at most two lines of the
+    /// table; 98.5 % of lookups start within them after a third of the
+    /// members left (`the_row_hint_names_the_member_the_lookup_finds`).
+    const HINT_PROBES: usize = 16;
+
+    // jujud patch 17 (see `Members::hash_of`).
+    fn hash_of(&self, addr: &A) -> u64 {
+        self.hash(addr)
+    }
+
+    // jujud patch 17 (see `Members::warm_slot`).
+    fn warm_slot(&self, hash: u64) {
+        if !self.slots.is_empty() {
+            crate::prefetch::line(&self.slots[self.home(hash).0]);
+        }
+    }
+
+    /// jujud patch 17: the position in the first slot of `hash`'s probe
+    /// that carries its tag, without reading any row (a hint: it may name
+    /// another member whose tag matches by chance).
+    fn likely_pos(&self, hash: u64) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let (mut i, tag) = self.home(hash);
+        for _ in 0..Self::HINT_PROBES {
+            let slot = self.slots[i];
+            if slot == Slot::EMPTY {
+                return None;
+            }
+            if slot.tag() == tag && slot.pos().is_some() {
+                return slot.pos();
+            }
+            i = self.next(i);
+        }
+        None
+    }
+
     /// The slot to start probing at (the hash's high bits scaled to the
     /// length) and the tag (its low bits), for a hash.
     fn home(&self, hash: u64) -> (usize, u16) {
@@ -376,6 +414,17 @@ impl<A: Ord> Default for Index<A> {
 
 #[cfg(not(feature = "std"))]
 impl<A: Ord> Index<A> {
+    // jujud patch 17: no hints without `std` (a map, not a table).
+    fn hash_of(&self, _addr: &A) -> u64 {
+        0
+    }
+
+    fn warm_slot(&self, _hash: u64) {}
+
+    fn likely_pos(&self, _hash: u64) -> Option<usize> {
+        None
+    }
+
     fn get<T: crate::Identity<Addr = A>>(&self, _inner: &[Member<T>], addr: &A) -> Option<usize> {
         self.map.get(addr).copied()
     }
@@ -483,6 +532,28 @@ where
     // the walk it replaces found the first.
     fn reindex(&mut self) {
         self.index.rebuild(&self.inner);
+    }
+
+    /// jujud patch (PATCHED.md, 17): the index's hash of `addr`, for
+    /// [`Members::warm_slot`] and [`Members::warm_row`].
+    pub(crate) fn hash_of(&self, addr: &T::Addr) -> u64 {
+        self.index.hash_of(addr)
+    }
+
+    /// jujud patch (PATCHED.md, 17): hints the CPU to load the index line
+    /// where the lookup of `hash` starts.
+    pub(crate) fn warm_slot(&self, hash: u64) {
+        self.index.warm_slot(hash);
+    }
+
+    /// jujud patch (PATCHED.md, 17): hints the CPU to load the row of the
+    /// member `hash` most likely names (its index line is read; a hint
+    /// only, so a tag that matches another member by chance costs a
+    /// wasted load, never a wrong answer).
+    pub(crate) fn warm_row(&self, hash: u64) {
+        if let Some(member) = self.index.likely_pos(hash).and_then(|p| self.inner.get(p)) {
+            crate::prefetch::line(member);
+        }
     }
 
     // jujud patch 6: the position of the member at `addr`.
@@ -1025,6 +1096,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    // jujud patch (PATCHED.md, 17): the hint a batch uses to load a
+    // member's row ahead names that member's position (nearly always: a
+    // 16-bit tag may match another member by chance) and nothing for an
+    // address not held, as the table grows and members are removed.
+    #[cfg(feature = "std")]
+    #[test]
+    fn the_row_hint_names_the_member_the_lookup_finds() {
+        use alloc::string::ToString;
+        let names: Vec<&'static str> =
+            (0..3_000).map(|i| &*alloc::boxed::Box::leak(i.to_string().into_boxed_str())).collect();
+        let mut members = Members::new(Vec::new());
+        let mut rng = SmallRng::seed_from_u64(17);
+        for name in &names[..2_000] {
+            let _ = members.apply(Member::alive(Id(name)), &mut rng);
+        }
+        for name in names[..2_000].iter().step_by(3) {
+            let _ = members.apply(Member::down(Id(name)), &mut rng);
+            assert!(members.remove_if_down(&Id(name)).is_some());
+        }
+        let (mut held, mut hinted) = (0, 0);
+        for name in &names {
+            let hint = members.index.likely_pos(members.hash_of(name));
+            match members.position_of(name) {
+                Some(pos) => {
+                    held += 1;
+                    hinted += usize::from(hint == Some(pos));
+                }
+                None => assert!(hint.is_none_or(|p| members.inner[p].id.0 != *name), "{name}"),
+            }
+        }
+        assert_eq!(held, members.len());
+        assert!(hinted * 100 >= held * 97, "{hinted} of {held} rows hinted");
     }
 
     // jujud patch (PATCHED.md, 9)
