@@ -179,11 +179,10 @@ impl Rejoin {
         None
     }
 
-    /// Runs one round. `active` are the ids of the members foca sees as
-    /// active, sorted; `held` the addresses they and this node hold, in any
-    /// order; `departed` tells whether a peer left gracefully at a
-    /// generation.
-    pub fn round(
+    /// [`Rejoin::round`] with the active members as a sorted list of ids
+    /// (the tests' form).
+    #[cfg(test)]
+    pub fn round_sorted(
         &mut self,
         now: Time,
         active: &[NodeId],
@@ -191,11 +190,29 @@ impl Rejoin {
         departed: impl Fn(&Identity) -> bool,
         rng: &mut impl RngExt,
     ) -> Round {
-        debug_assert!(active.is_sorted(), "active ids must be sorted");
+        assert!(active.is_sorted(), "active ids must be sorted");
+        let is_active = |id: NodeId| active.binary_search(&id).is_ok();
+        self.round(now, (is_active, !active.is_empty()), held, departed, rng)
+    }
+
+    /// Runs one round. `active` tells whether foca sees a member with an
+    /// id as active, and whether it sees any (a lookup each: a round once
+    /// collected and sorted every member's id, O(N log N) a round on every
+    /// member); `held` the addresses they and this node hold, in any order;
+    /// `departed` tells whether a peer left gracefully at a generation.
+    pub fn round(
+        &mut self,
+        now: Time,
+        active: (impl Fn(NodeId) -> bool, bool),
+        held: impl IntoIterator<Item = SocketAddr>,
+        departed: impl Fn(&Identity) -> bool,
+        rng: &mut impl RngExt,
+    ) -> Round {
+        let (is_active, any_active) = active;
         let mut lost: Vec<Identity> = self
             .known
             .values()
-            .filter(|p| active.binary_search(&p.id).is_err() && !departed(p))
+            .filter(|p| !is_active(p.id) && !departed(p))
             .cloned()
             .collect();
         self.collect_manager_addrs(&lost, rng);
@@ -222,7 +239,7 @@ impl Rejoin {
             let pick = rng.random_range(0..lost.len());
             round.announce_to.push(lost.swap_remove(pick));
         }
-        if round.quiet(!active.is_empty()) {
+        if round.quiet(any_active) {
             return Round { next_after: self.quiet_round(now), ..round };
         }
         round.next_after = self.backoff;
@@ -287,7 +304,7 @@ mod tests {
         let mut r = Rejoin::new(vec![seed], 250 * MS, 1000 * MS);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let waits: Vec<_> =
-            (0..5).map(|_| r.round(Duration::ZERO, &[], [], |_| false, &mut rng)).collect();
+            (0..5).map(|_| r.round_sorted(Duration::ZERO, &[], [], |_| false, &mut rng)).collect();
         assert!(waits.iter().all(|w| w.identify == vec![seed]));
         let gaps: Vec<_> = waits.iter().map(|w| w.next_after.as_millis()).collect();
         assert_eq!(gaps, vec![250, 500, 1000, 1000, 1000]);
@@ -300,7 +317,7 @@ mod tests {
         for n in 1..=3 {
             r.remember(&peer(n));
         }
-        let round = r.round(Duration::ZERO, &[NodeId(1)], [], |p| p.id == NodeId(3), &mut rng);
+        let round = r.round_sorted(Duration::ZERO, &[NodeId(1)], [], |p| p.id == NodeId(3), &mut rng);
         assert_eq!(round.announce_to, vec![peer(2)]);
         assert_eq!(
             round.identify,
@@ -308,7 +325,7 @@ mod tests {
             "a lost manager's address, not a departed one's"
         );
         let all: Vec<_> = (1..=3).map(NodeId).collect();
-        let quiet = r.round(Duration::ZERO, &all, [], |_| false, &mut rng);
+        let quiet = r.round_sorted(Duration::ZERO, &all, [], |_| false, &mut rng);
         assert!(quiet.announce_to.is_empty());
         assert_eq!(quiet.next_after, 1000 * MS);
     }
@@ -321,10 +338,10 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         r.remember(&peer(1));
         let active = [NodeId(1)];
-        let round = r.round(Duration::ZERO, &active, [s1], |_| false, &mut rng);
+        let round = r.round_sorted(Duration::ZERO, &active, [s1], |_| false, &mut rng);
         assert_eq!(round.identify, vec![s2], "s2 is held by nobody active");
         assert_eq!(round.next_after, 250 * MS, "a missing seed keeps the backoff short");
-        let quiet = r.round(Duration::ZERO, &active, [s2, s1, s2], |_| false, &mut rng);
+        let quiet = r.round_sorted(Duration::ZERO, &active, [s2, s1, s2], |_| false, &mut rng);
         assert!(quiet.identify.is_empty());
     }
 
@@ -340,17 +357,17 @@ mod tests {
             r.remember(p);
         }
         let active = [NodeId(1)];
-        let round = r.round(Duration::ZERO, &active, [seed], |_| false, &mut rng);
+        let round = r.round_sorted(Duration::ZERO, &active, [seed], |_| false, &mut rng);
         assert_eq!(
             round.identify,
             vec![manager.addr],
             "the lost manager's address once (two lost managers hold it); not the agent's"
         );
-        let round = r.round(Duration::ZERO, &active, [seed, manager.addr], |_| false, &mut rng);
+        let round = r.round_sorted(Duration::ZERO, &active, [seed, manager.addr], |_| false, &mut rng);
         assert!(round.identify.is_empty(), "a new node at that address is already a member");
         let seeded = Rejoin::new(vec![manager.addr], 250 * MS, 1000 * MS);
         let mut seeded = Rejoin { known: r.known.clone(), ..seeded };
-        let round = seeded.round(Duration::ZERO, &active, [], |_| false, &mut rng);
+        let round = seeded.round_sorted(Duration::ZERO, &active, [], |_| false, &mut rng);
         assert_eq!(round.identify, vec![manager.addr], "a seed is not identified twice");
     }
 
@@ -388,7 +405,7 @@ mod tests {
         }
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..50 {
-            let round = r.round(Duration::ZERO, &[], [], |_| false, &mut rng);
+            let round = r.round_sorted(Duration::ZERO, &[], [], |_| false, &mut rng);
             assert_eq!(round.identify.len(), MAX_IDENTIFIED_MANAGER_ADDRS);
             assert!(round.identify.is_sorted(), "{:?}", round.identify);
             seen.extend(round.identify);
@@ -402,9 +419,9 @@ mod tests {
             ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
         let mut r = Rejoin::new(vec![s2, s1, s2], 250 * MS, 1000 * MS);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let round = r.round(Duration::ZERO, &[NodeId(1)], [s1], |_| false, &mut rng);
+        let round = r.round_sorted(Duration::ZERO, &[NodeId(1)], [s1], |_| false, &mut rng);
         assert_eq!(round.identify, vec![s2, s2]);
-        let round = r.round(Duration::ZERO, &[NodeId(1)], [], |_| false, &mut rng);
+        let round = r.round_sorted(Duration::ZERO, &[NodeId(1)], [], |_| false, &mut rng);
         assert_eq!(round.identify, vec![s2, s1, s2], "the previous round's marks are cleared");
     }
 

@@ -148,6 +148,9 @@ const WARM_SLOT_AHEAD: usize = 8;
 /// jujud patch (PATCHED.md, 17): how many updates ahead a batch hints the
 /// member's row (its index line, hinted earlier, is read to find it).
 const WARM_ROW_AHEAD: usize = 4;
+/// jujud patch (PATCHED.md, 17): the largest buffer of hashes kept for the
+/// next batch (8 KiB; a message carries far fewer updates).
+const MAX_KEPT_WARM_HASHES: usize = 1_024;
 
 use crate::{
     broadcast::Broadcasts,
@@ -386,6 +389,13 @@ where
         self.members.num_active()
     }
 
+    /// jujud patch (PATCHED.md, 18): whether the member at `addr`, under
+    /// whatever identity, is active here: one lookup in the members' index,
+    /// where finding it through [`Foca::iter_members`] walks them all.
+    pub fn is_active_at(&self, addr: &T::Addr) -> bool {
+        self.members.get(addr).is_some_and(|m| m.is_active())
+    }
+
     /// jujud patch (PATCHED.md, 9): how many times members became suspect
     /// and how many suspicions were refuted, counted as the changes are
     /// applied (O(1); no walk over the members).
@@ -469,7 +479,11 @@ where
             Ok(())
         })();
         batch.clear();
-        self.warm_hashes = hashes;
+        // A whole membership's hashes (an exchange) are not kept: every
+        // member holds this buffer, of every member in a large pool.
+        if hashes.capacity() <= MAX_KEPT_WARM_HASHES {
+            self.warm_hashes = hashes;
+        }
         applied
     }
 
@@ -2037,6 +2051,26 @@ mod tests {
         );
         assert_eq!(Ok(()), foca.change_identity(ID::new(43), &mut runtime));
         assert_eq!(&ID::new(43), foca.identity());
+    }
+
+    // jujud patch (PATCHED.md, 18)
+    #[test]
+    fn is_active_at_agrees_with_iter_members() {
+        let mut foca = Foca::new(ID::new(1), config(), rng(), codec());
+        let mut runtime = AccumulatingRuntime::new();
+        let updates = (2..40u8).map(|n| match n % 3 {
+            0 => Member::down(ID::new(n)),
+            1 => Member::suspect(ID::new(n)),
+            _ => Member::alive(ID::new(n)),
+        });
+        assert_eq!(Ok(()), foca.apply_many(updates, true, &mut runtime));
+        for n in 0..50u8 {
+            let listed = foca.iter_members().any(|m| m.id().addr() == n);
+            assert_eq!(listed, foca.is_active_at(&n), "member {n}");
+        }
+        assert!(foca.is_active_at(&2) && foca.is_active_at(&4), "alive, suspect");
+        assert!(!foca.is_active_at(&3), "down");
+        assert!(!foca.is_active_at(&1), "this instance is not its own member");
     }
 
     #[test]
