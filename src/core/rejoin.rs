@@ -209,12 +209,8 @@ impl Rejoin {
         rng: &mut impl RngExt,
     ) -> Round {
         let (is_active, any_active) = active;
-        let mut lost: Vec<Identity> = self
-            .known
-            .values()
-            .filter(|p| !is_active(p.id) && !departed(p))
-            .cloned()
-            .collect();
+        let mut lost: Vec<Identity> =
+            self.known.values().filter(|p| !is_active(p.id) && !departed(p)).cloned().collect();
         self.collect_manager_addrs(&lost, rng);
         self.seed_held.fill(false);
         for key in held.into_iter().map(addr_key) {
@@ -317,7 +313,8 @@ mod tests {
         for n in 1..=3 {
             r.remember(&peer(n));
         }
-        let round = r.round_sorted(Duration::ZERO, &[NodeId(1)], [], |p| p.id == NodeId(3), &mut rng);
+        let round =
+            r.round_sorted(Duration::ZERO, &[NodeId(1)], [], |p| p.id == NodeId(3), &mut rng);
         assert_eq!(round.announce_to, vec![peer(2)]);
         assert_eq!(
             round.identify,
@@ -363,7 +360,8 @@ mod tests {
             vec![manager.addr],
             "the lost manager's address once (two lost managers hold it); not the agent's"
         );
-        let round = r.round_sorted(Duration::ZERO, &active, [seed, manager.addr], |_| false, &mut rng);
+        let round =
+            r.round_sorted(Duration::ZERO, &active, [seed, manager.addr], |_| false, &mut rng);
         assert!(round.identify.is_empty(), "a new node at that address is already a member");
         let seeded = Rejoin::new(vec![manager.addr], 250 * MS, 1000 * MS);
         let mut seeded = Rejoin { known: r.known.clone(), ..seeded };
