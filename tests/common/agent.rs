@@ -175,17 +175,8 @@ pub fn tokens(outcome: &Value) -> Vec<(String, String)> {
 /// Polls `juju status` until `pred` holds (each poll is a real request;
 /// the cap is only a failure bound).
 pub fn wait_status(client_file: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline =
-        std::time::Instant::now() + std::time::Duration::from_millis(super::EVENT_CAP_MS);
-    loop {
+    super::poll(what, || {
         let st = status(client_file);
-        if pred(&st) {
-            return st;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}; last status: {st:#}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        if pred(&st) { Ok(st) } else { Err(format!("status {st:#}")) }
+    })
 }

@@ -466,25 +466,23 @@ where
         let mut hashes = mem::take(&mut self.warm_hashes);
         hashes.clear();
         hashes.extend(batch.iter().map(|u| self.members.hash_of(&u.id().addr())));
-        let applied = (|| {
-            for (i, update) in batch.drain(..).enumerate() {
-                if let Some(&h) = hashes.get(i + WARM_SLOT_AHEAD) {
-                    self.members.warm_slot(h);
-                }
-                if let Some(&h) = hashes.get(i + WARM_ROW_AHEAD) {
-                    self.members.warm_row(h);
-                }
-                self.apply_one(update, do_broadcast, &mut runtime)?;
+        // An error drops the rest of the batch (`Drain` empties it) and,
+        // with it, this buffer: the next batch allocates another.
+        for (i, update) in batch.drain(..).enumerate() {
+            if let Some(&h) = hashes.get(i + WARM_SLOT_AHEAD) {
+                self.members.warm_slot(h);
             }
-            Ok(())
-        })();
-        batch.clear();
+            if let Some(&h) = hashes.get(i + WARM_ROW_AHEAD) {
+                self.members.warm_row(h);
+            }
+            self.apply_one(update, do_broadcast, &mut runtime)?;
+        }
         // A whole membership's hashes (an exchange) are not kept: every
         // member holds this buffer, of every member in a large pool.
         if hashes.capacity() <= MAX_KEPT_WARM_HASHES {
             self.warm_hashes = hashes;
         }
-        applied
+        Ok(())
     }
 
     fn apply_one(

@@ -235,11 +235,6 @@ impl<A: core::hash::Hash + PartialEq> Index<A> {
     /// members left (`the_row_hint_names_the_member_the_lookup_finds`).
     const HINT_PROBES: usize = 16;
 
-    // jujud patch 17 (see `Members::hash_of`).
-    fn hash_of(&self, addr: &A) -> u64 {
-        self.hash(addr)
-    }
-
     // jujud patch 17 (see `Members::warm_slot`).
     fn warm_slot(&self, hash: u64) {
         if !self.slots.is_empty() {
@@ -415,7 +410,7 @@ impl<A: Ord> Default for Index<A> {
 #[cfg(not(feature = "std"))]
 impl<A: Ord> Index<A> {
     // jujud patch 17: no hints without `std` (a map, not a table).
-    fn hash_of(&self, _addr: &A) -> u64 {
+    fn hash(&self, _addr: &A) -> u64 {
         0
     }
 
@@ -537,7 +532,7 @@ where
     /// jujud patch (PATCHED.md, 17): the index's hash of `addr`, for
     /// [`Members::warm_slot`] and [`Members::warm_row`].
     pub(crate) fn hash_of(&self, addr: &T::Addr) -> u64 {
-        self.index.hash_of(addr)
+        self.index.hash(addr)
     }
 
     /// jujud patch (PATCHED.md, 17): hints the CPU to load the index line
