@@ -1,8 +1,8 @@
 /* This Source Code Form is subject to the terms of the Mozilla Public
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
-use core::cmp::Ordering;
 
 use bytes::BufMut;
 
@@ -113,11 +113,9 @@ pub(crate) trait Retire<T> {
     fn spent(&mut self, item: &T);
 }
 
-/// Retires nothing: `fill` as upstream.
-#[cfg(test)]
+/// Retires nothing: `fill` as upstream (and custom broadcasts' fill).
 struct KeepAll;
 
-#[cfg(test)]
 impl<T> Retire<T> for KeepAll {
     fn retire(&mut self, _item: &T) -> bool {
         false
@@ -130,9 +128,38 @@ impl<T> Retire<T> for KeepAll {
 /// not fit the buffer `fill` pops before it stops looking further.
 const MAX_SKIPPED_IN_A_ROW: usize = 8;
 
+/// jujud patch (PATCHED.md, 19): the backlog's order. An item with more
+/// transmissions left goes first, then a longer one (upstream's heap
+/// order); items of the same key go oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    remaining_tx: u32,
+    len: usize,
+}
+
+/// jujud patch (PATCHED.md, 19): the backlog as a queue per rank, served
+/// highest rank first, instead of one binary heap. Ranks are few (a
+/// transmission count times a handful of lengths), so taking an item is a
+/// step at the front of a queue, not a sift through a heap of every queued
+/// update: in a mass join that heap held about every member, and its
+/// sifts' cache misses were half of `fill_retiring`'s time in the
+/// simulator's 3,162 row. An empty queue is dropped, so the backlog holds
+/// no memory for ranks it no longer has.
 pub(crate) struct Broadcasts<V> {
-    flip: alloc::collections::BinaryHeap<Entry<V>>,
-    flop: alloc::collections::BinaryHeap<Entry<V>>,
+    queues: BTreeMap<Rank, VecDeque<Entry<V>>>,
+    len: usize,
+    /// Items taken by the fill under way, put back when it ends (so that
+    /// no fill takes an item twice). Empty between fills.
+    taken: Vec<(Entry<V>, bool)>,
+}
+
+/// What a fill does with each item it takes.
+enum Framing {
+    /// The item's bytes as they are (member updates).
+    Bare,
+    /// The item's length as a big-endian `u16`, then its bytes (custom
+    /// broadcasts).
+    LenPrefixed,
 }
 
 impl<T> Broadcasts<T>
@@ -141,17 +168,18 @@ where
 {
     pub(crate) fn new() -> Self {
         Self {
-            flip: Default::default(),
-            flop: Default::default(),
+            queues: BTreeMap::new(),
+            len: 0,
+            taken: Vec::new(),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.flip.len()
+        self.len
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.flip.is_empty()
+        self.len == 0
     }
 
     /// jujud patch (PATCHED.md, 11): queues `item` without looking for an
@@ -161,24 +189,55 @@ where
     /// for datagrams that arrive out of order) and the scan was O(backlog)
     /// per update: O(N^3) over a pool of N members joining at once.
     pub(crate) fn add(&mut self, item: T, data: Vec<u8>, max_tx: usize) {
-        self.push(Entry::new(item, data, max_tx));
+        self.push_back(Entry::new(item, data, max_tx));
     }
 
-    /// jujud patch (PATCHED.md, 12): the backlog grows by an eighth (at
-    /// least 8 slots) when full, not doubled: every member of a pool holds
-    /// a backlog of about every member during a mass join, and a doubled
+    /// jujud patch (PATCHED.md, 12): a queue grows by an eighth (at least
+    /// 8 slots) when full, not doubled: every member of a pool holds a
+    /// backlog of about every member during a mass join, and a doubled
     /// vector's empty half was a fifth of a 3,162-member simulation's
     /// peak heap.
-    fn push(&mut self, entry: Entry<T>) {
-        if self.flip.len() == self.flip.capacity() {
-            self.flip.reserve_exact((self.flip.len() / 8).max(8));
+    fn push_back(&mut self, entry: Entry<T>) {
+        let queue = self.queues.entry(entry.rank()).or_default();
+        if queue.len() == queue.capacity() {
+            queue.reserve_exact((queue.len() / 8).max(8));
         }
-        self.flip.push(entry);
+        queue.push_back(entry);
+        self.len += 1;
+    }
+
+    /// Puts back, at the front of its queue, an item taken and not sent.
+    fn push_front(&mut self, entry: Entry<T>) {
+        let queue = self.queues.entry(entry.rank()).or_default();
+        if queue.len() == queue.capacity() {
+            queue.reserve_exact((queue.len() / 8).max(8));
+        }
+        queue.push_front(entry);
+        self.len += 1;
+    }
+
+    /// Takes the oldest item of the highest rank.
+    fn pop(&mut self) -> Option<Entry<T>> {
+        let mut queue = self.queues.last_entry()?;
+        let entry = queue.get_mut().pop_front();
+        debug_assert!(entry.is_some(), "an empty queue is never kept");
+        if queue.get().is_empty() {
+            queue.remove();
+        }
+        self.len -= 1;
+        entry
     }
 
     pub(crate) fn add_or_replace(&mut self, item: T, data: Vec<u8>, max_tx: usize) {
-        self.flip.retain(|node| !item.invalidates(&node.item));
-        self.push(Entry::new(item, data, max_tx));
+        let mut removed = 0;
+        self.queues.retain(|_, queue| {
+            let before = queue.len();
+            queue.retain(|node| !item.invalidates(&node.item));
+            removed += before - queue.len();
+            !queue.is_empty()
+        });
+        self.len -= removed;
+        self.push_back(Entry::new(item, data, max_tx));
     }
 
     #[cfg(test)]
@@ -188,100 +247,85 @@ where
 
     /// `fill`, asking `retire` about each item taken from the backlog: an
     /// item it retires is dropped unsent (and does not count against
-    /// `max_items`); an item sent its last time is reported spent.
+    /// `max_items`); `retire.spent` is told of each item sent its last
+    /// time.
     pub(crate) fn fill_retiring(
         &mut self,
-        mut buffer: impl BufMut,
+        buffer: impl BufMut,
         max_items: usize,
         retire: &mut impl Retire<T>,
     ) -> usize {
-        if self.flip.is_empty() {
-            return 0;
-        }
-        debug_assert!(self.flop.is_empty());
+        self.take(buffer, max_items, Framing::Bare, retire)
+    }
 
+    pub(crate) fn fill_with_len_prefix(&mut self, buffer: impl BufMut, max_items: usize) -> usize {
+        self.take(buffer, max_items, Framing::LenPrefixed, &mut KeepAll)
+    }
+
+    /// Writes up to `max_items` items into `buffer`, highest rank first,
+    /// each item at most once; an item sent its last time leaves the
+    /// backlog. jujud patch (PATCHED.md, 5): stops after
+    /// MAX_SKIPPED_IN_A_ROW items in a row that do not fit, instead of
+    /// taking the whole backlog every time the buffer is nearly full.
+    fn take(
+        &mut self,
+        mut buffer: impl BufMut,
+        max_items: usize,
+        framing: Framing,
+        retire: &mut impl Retire<T>,
+    ) -> usize {
+        debug_assert!(self.taken.is_empty());
+        let prefix = match framing {
+            Framing::Bare => 0,
+            Framing::LenPrefixed => 2,
+        };
         let mut num_taken = 0;
-        let mut remaining = max_items;
-        // jujud patch (PATCHED.md, 5): stop after MAX_SKIPPED_IN_A_ROW
-        // items in a row that do not fit, instead of popping the whole
-        // backlog every time the buffer is nearly full.
         let mut skipped = 0;
 
-        while buffer.has_remaining_mut() && remaining > 0 && skipped < MAX_SKIPPED_IN_A_ROW {
-            let Some(mut node) = self.flip.pop() else {
+        while buffer.has_remaining_mut() && num_taken < max_items && skipped < MAX_SKIPPED_IN_A_ROW {
+            let Some(mut node) = self.pop() else {
                 break;
             };
             debug_assert!(node.remaining_tx > 0);
             if retire.retire(&node.item) {
                 continue;
             }
-
-            if buffer.remaining_mut() >= node.data.len() {
-                num_taken += 1;
-                remaining -= 1;
-                skipped = 0;
-
-                buffer.put_slice(&node.data);
-                node.remaining_tx -= 1;
-            } else {
+            if buffer.remaining_mut() < node.data.len() + prefix {
                 skipped += 1;
+                self.taken.push((node, false));
+                continue;
             }
-
+            skipped = 0;
+            num_taken += 1;
+            if prefix > 0 {
+                debug_assert!(u16::try_from(node.data.len()).is_ok());
+                buffer.put_u16(node.data.len() as u16);
+            }
+            buffer.put_slice(&node.data);
+            node.remaining_tx -= 1;
             if node.remaining_tx > 0 {
-                self.flop.push(node);
+                self.taken.push((node, true));
             } else {
                 retire.spent(&node.item);
             }
         }
 
-        self.flip.append(&mut self.flop);
-
+        self.put_back();
         num_taken
     }
 
-    pub(crate) fn fill_with_len_prefix(
-        &mut self,
-        mut buffer: impl BufMut,
-        max_items: usize,
-    ) -> usize {
-        if self.flip.is_empty() {
-            return 0;
+    /// Returns the items the last fill took: a sent item at the back of
+    /// its new rank's queue, an unsent one at the front of its own (in
+    /// its old place).
+    fn put_back(&mut self) {
+        let mut taken = core::mem::take(&mut self.taken);
+        for (node, _) in taken.extract_if(.., |(_, sent)| *sent) {
+            self.push_back(node);
         }
-        debug_assert!(self.flop.is_empty());
-
-        let mut num_taken = 0;
-        let mut remaining = max_items;
-
-        // jujud patch (PATCHED.md, 5), as in `fill`.
-        let mut skipped = 0;
-
-        while buffer.has_remaining_mut() && remaining > 0 && skipped < MAX_SKIPPED_IN_A_ROW {
-            let Some(mut node) = self.flip.pop() else {
-                break;
-            };
-            debug_assert!(node.remaining_tx > 0);
-
-            if buffer.remaining_mut() < node.data.len() + 2 {
-                skipped += 1;
-            } else {
-                skipped = 0;
-                num_taken += 1;
-                remaining -= 1;
-
-                debug_assert!(u16::try_from(node.data.len()).is_ok());
-                buffer.put_u16(node.data.len() as u16);
-                buffer.put_slice(&node.data);
-                node.remaining_tx -= 1;
-            }
-
-            if node.remaining_tx > 0 {
-                self.flop.push(node);
-            }
+        for (node, _) in taken.drain(..).rev() {
+            self.push_front(node);
         }
-
-        self.flip.append(&mut self.flop);
-
-        num_taken
+        self.taken = taken;
     }
 }
 
@@ -328,7 +372,7 @@ struct Entry<T> {
     // (`max_transmissions` is a `u8`); patch 16: short data inline.
     remaining_tx: u32,
     data: Data,
-    // ignored for eq/ord. sorting is unstable
+    // not part of the rank (patch 19): items of one rank go oldest first
     item: T,
 }
 
@@ -341,27 +385,9 @@ impl<T> Entry<T> {
             item,
         }
     }
-}
 
-impl<T> PartialEq for Entry<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl<T> Eq for Entry<T> {}
-
-impl<T> PartialOrd for Entry<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<T> Ord for Entry<T> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.remaining_tx
-            .cmp(&other.remaining_tx)
-            .then_with(|| self.data.len().cmp(&other.data.len()))
+    fn rank(&self) -> Rank {
+        Rank { remaining_tx: self.remaining_tx, len: self.data.len() }
     }
 }
 
@@ -442,9 +468,61 @@ mod tests {
         let mut piggyback = Broadcasts::new();
         for i in 0..1_000u32 {
             piggyback.add(Key("k"), i.to_le_bytes().to_vec(), 3);
-            let (len, cap) = (piggyback.flip.len(), piggyback.flip.capacity());
+            let len = piggyback.len();
+            let cap: usize = piggyback.queues.values().map(VecDeque::capacity).sum();
             assert!(cap <= len + len / 8 + 8, "{len} items in {cap} slots");
         }
+    }
+
+    // jujud patch (PATCHED.md, 19)
+    #[test]
+    fn items_of_one_rank_go_oldest_first_and_each_at_most_once_a_fill() {
+        let mut piggyback = Broadcasts::new();
+        for i in 0..20u8 {
+            piggyback.add(Key("k"), alloc::vec![i], 2);
+        }
+        // Eight at a time: the oldest eight, then the next eight, then the
+        // last four and the first four again (their second time).
+        let mut sent = Vec::new();
+        for _ in 0..5 {
+            let mut buf = Vec::new();
+            assert_eq!(8, piggyback.fill(&mut buf, 8));
+            let mut seen = buf.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(8, seen.len(), "no item twice in one fill: {buf:?}");
+            sent.push(buf);
+        }
+        assert_eq!(sent[0], (0..8).collect::<Vec<u8>>());
+        assert_eq!(sent[1], (8..16).collect::<Vec<u8>>());
+        assert_eq!(sent[2], [16, 17, 18, 19, 0, 1, 2, 3]);
+        assert!(piggyback.is_empty(), "each item went out twice");
+        assert!(piggyback.queues.is_empty(), "no queue kept for a rank no item has");
+
+        // Room for more than the backlog: each item once, not twice.
+        for i in 0..4u8 {
+            piggyback.add(Key("k"), alloc::vec![i], 2);
+        }
+        let mut buf = Vec::new();
+        assert_eq!(4, piggyback.fill(&mut buf, usize::MAX));
+        assert_eq!(buf, [0, 1, 2, 3]);
+        assert_eq!(4, piggyback.len());
+    }
+
+    // jujud patch (PATCHED.md, 19)
+    #[test]
+    fn an_item_that_does_not_fit_keeps_its_place() {
+        let mut piggyback = Broadcasts::new();
+        piggyback.add(Key("big"), alloc::vec![9; 10], 1);
+        piggyback.add(Key("a"), alloc::vec![1], 1);
+        piggyback.add(Key("b"), alloc::vec![2], 1);
+        let mut limited = bytes::BytesMut::new().limit(5);
+        assert_eq!(2, piggyback.fill(&mut limited, usize::MAX));
+        assert_eq!(&limited.get_ref()[..], &[1, 2]);
+        let mut buf = Vec::new();
+        assert_eq!(1, piggyback.fill(&mut buf, usize::MAX));
+        assert_eq!(buf, alloc::vec![9; 10]);
+        assert!(piggyback.is_empty());
     }
 
     /// Patch 16: short data is held inline, longer on the heap, and both
