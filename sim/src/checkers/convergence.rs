@@ -32,6 +32,9 @@ const STABLE_SAMPLE_MIN: Duration = Duration::from_secs(1);
 /// stays affordable: every 1 s at 1,000 members. This is the resolution of
 /// the reported convergence times.
 const MEMBERS_PER_SAMPLE_STEP: u32 = 100;
+/// ...but the join is sampled once more rarely per this many members
+/// ([`joined`]).
+const JOIN_MEMBERS_PER_SAMPLE_STEP: u32 = 1_000;
 
 /// Most diverging nodes named in one violation.
 const MAX_NAMED_NODES: usize = 5;
@@ -92,6 +95,17 @@ pub fn sample_period(members: usize) -> Duration {
 pub fn settled(world: &World<'_>, since: VTime, settle: Duration) -> bool {
     let due = world.now.as_nanos().is_multiple_of(sample_period(world.cluster.slots.len()).as_nanos());
     world.now >= since + settle && due && converged(world)
+}
+
+/// Whether the views have converged, sampled ten times as often as
+/// [`settled`]: the join time the run reports (and the scale table prints)
+/// at 100 ms per 1,000 members, 1 s at 10,000 instead of 10 s. A sample
+/// that fails stops at the first diverging view, so sampling during a join
+/// is cheap; the run asks only until the first success.
+pub fn joined(world: &World<'_>) -> bool {
+    let members = world.cluster.slots.len() as u32;
+    let period = SAMPLE_MIN * (members / JOIN_MEMBERS_PER_SAMPLE_STEP).max(1);
+    world.now.as_nanos().is_multiple_of(period.as_nanos()) && converged(world)
 }
 
 /// Whether every slot has booted and every live node's view equals the

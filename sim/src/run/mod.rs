@@ -446,7 +446,7 @@ impl Runner {
         if self.phase == Phase::Liveness {
             self.state_probe.sample(&self.cluster);
         }
-        if self.joined_at.is_none() && checkers::convergence::settled(&self.world(), Duration::ZERO, Duration::ZERO) {
+        if self.joined_at.is_none() && checkers::convergence::joined(&self.world()) {
             let now = self.cluster.now();
             self.joined_at = Some(now);
             if self.phase == Phase::Safety

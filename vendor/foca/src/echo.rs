@@ -45,10 +45,18 @@ pub(crate) struct Echoes<A> {
 }
 
 impl<A: Ord + core::hash::Hash> Echoes<A> {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::with_hasher(Default::default())
+    }
+
+    /// jujud patch (PATCHED.md, 20): counts keyed by the members' index's
+    /// hasher (`Members::hasher`), so that an update hashed once on its
+    /// way in is looked up here with that same hash.
+    pub(crate) fn with_hasher(hasher: crate::member::AddrHasher) -> Self {
         Self {
-            counts: Counts::default(),
-            due: Counts::default(),
+            counts: Counts::with_hasher(hasher.clone()),
+            due: Counts::with_hasher(hasher),
             retire_after: None,
             over_backlog: 0,
             armed: false,
@@ -86,34 +94,60 @@ impl<A: Ord + core::hash::Hash> Echoes<A> {
         self.due.shrink_if_sparse();
     }
 
-    /// This node queued `addr`'s join for broadcast: count from zero.
-    pub(crate) fn track(&mut self, addr: A) {
+    /// The hash of `addr` that the methods below take (the members'
+    /// index's: `Members::hash_of` gives the same).
+    pub(crate) fn hash(&self, addr: &A) -> u64 {
+        self.counts.hash(addr)
+    }
+
+    #[cfg(test)]
+    fn track(&mut self, addr: A) {
+        let hash = self.hash(&addr);
+        self.track_at(addr, hash);
+    }
+
+    #[cfg(test)]
+    fn forget(&mut self, addr: &A) {
+        self.forget_at(addr, self.hash(addr));
+    }
+
+    #[cfg(test)]
+    fn heard(&mut self, addr: A) {
+        let hash = self.hash(&addr);
+        self.heard_at(addr, hash);
+    }
+
+    /// This node queued `addr`'s join (`hash` its hash) for broadcast:
+    /// count from zero.
+    pub(crate) fn track_at(&mut self, addr: A, hash: u64) {
         if self.retire_after.is_some() {
-            self.undue(&addr);
-            self.counts.set(addr, 0);
+            self.undue(&addr, hash);
+            self.counts.set(addr, 0, hash);
         }
     }
 
     /// `addr` is no longer at or past the limit.
-    fn undue(&mut self, addr: &A) {
+    fn undue(&mut self, addr: &A, hash: u64) {
         if !self.due.is_empty() {
-            self.due.remove(addr);
+            self.due.remove(addr, hash);
         }
     }
 
     /// Newer news about `addr` was applied (or the member is gone): its
     /// join is not counted any more.
-    pub(crate) fn forget(&mut self, addr: &A) {
-        self.counts.remove(addr);
-        self.undue(addr);
+    pub(crate) fn forget_at(&mut self, addr: &A, hash: u64) {
+        self.counts.remove(addr, hash);
+        self.undue(addr, hash);
     }
 
     /// A peer told this node the join it holds for `addr`, unchanged.
-    pub(crate) fn heard(&mut self, addr: A) {
-        let (Some(limit), Some(n)) = (self.retire_after, self.counts.bump(&addr)) else { return };
+    pub(crate) fn heard_at(&mut self, addr: A, hash: u64) {
+        let (Some(limit), Some(n)) = (self.retire_after, self.counts.bump(&addr, hash)) else {
+            return;
+        };
         // Saturating at 255, a count passes the limit exactly once.
         if n == limit.get() {
-            self.due.set(addr, 0);
+            self.due.set(addr, 0, hash);
         }
     }
 }
@@ -123,8 +157,9 @@ impl<A: Ord + core::hash::Hash> Retire<crate::Addr<A>> for Echoes<A> {
         if self.retire_after.is_none() || !self.armed || self.due.is_empty() {
             return false;
         }
-        if self.due.remove(&item.0) {
-            self.counts.remove(&item.0);
+        let hash = self.hash(&item.0);
+        if self.due.remove(&item.0, hash) {
+            self.counts.remove(&item.0, hash);
             self.retired += 1;
             return true;
         }
@@ -132,8 +167,8 @@ impl<A: Ord + core::hash::Hash> Retire<crate::Addr<A>> for Echoes<A> {
     }
 
     fn spent(&mut self, item: &crate::Addr<A>) {
-        self.counts.remove(&item.0);
-        self.undue(&item.0);
+        let hash = self.hash(&item.0);
+        self.forget_at(&item.0, hash);
     }
 }
 
@@ -148,9 +183,9 @@ struct Counts<A> {
 }
 
 #[cfg(feature = "std")]
-impl<A> Default for Counts<A> {
-    fn default() -> Self {
-        Self { table: hashbrown::HashTable::new(), state: std::hash::RandomState::new() }
+impl<A> Counts<A> {
+    fn with_hasher(state: std::hash::RandomState) -> Self {
+        Self { table: hashbrown::HashTable::new(), state }
     }
 }
 
@@ -161,10 +196,10 @@ impl<A: core::hash::Hash + PartialEq> Counts<A> {
         self.state.hash_one(addr)
     }
 
-    fn set(&mut self, addr: A, count: u8) {
+    fn set(&mut self, addr: A, count: u8, hash: u64) {
         use core::hash::BuildHasher;
+        debug_assert_eq!(hash, self.hash(&addr), "a hash from another hasher");
         let state = &self.state;
-        let hash = state.hash_one(&addr);
         match self.table.entry(hash, |(a, _)| *a == addr, |(a, _)| state.hash_one(a)) {
             hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = count,
             hashbrown::hash_table::Entry::Vacant(e) => {
@@ -174,8 +209,8 @@ impl<A: core::hash::Hash + PartialEq> Counts<A> {
     }
 
     /// The new count, if `addr` is held.
-    fn bump(&mut self, addr: &A) -> Option<u8> {
-        let hash = self.hash(addr);
+    fn bump(&mut self, addr: &A, hash: u64) -> Option<u8> {
+        debug_assert_eq!(hash, self.hash(addr), "a hash from another hasher");
         let (_, n) = self.table.find_mut(hash, |(a, _)| a == addr)?;
         *n = n.saturating_add(1);
         Some(*n)
@@ -186,8 +221,9 @@ impl<A: core::hash::Hash + PartialEq> Counts<A> {
     }
 
     /// Whether `addr` was held.
-    fn remove(&mut self, addr: &A) -> bool {
-        let found = self.table.find_entry(self.hash(addr), |(a, _)| a == addr);
+    fn remove(&mut self, addr: &A, hash: u64) -> bool {
+        debug_assert_eq!(hash, self.hash(addr), "a hash from another hasher");
+        let found = self.table.find_entry(hash, |(a, _)| a == addr);
         found.map(|e| e.remove()).is_ok()
     }
 
@@ -215,19 +251,21 @@ struct Counts<A> {
 }
 
 #[cfg(not(feature = "std"))]
-impl<A> Default for Counts<A> {
-    fn default() -> Self {
+impl<A: Ord> Counts<A> {
+    fn with_hasher(_hasher: ()) -> Self {
         Self { map: alloc::collections::BTreeMap::new() }
     }
-}
 
-#[cfg(not(feature = "std"))]
-impl<A: Ord> Counts<A> {
-    fn set(&mut self, addr: A, count: u8) {
+    /// No hashing without `std` (a map).
+    fn hash(&self, _addr: &A) -> u64 {
+        0
+    }
+
+    fn set(&mut self, addr: A, count: u8, _hash: u64) {
         self.map.insert(addr, count);
     }
 
-    fn bump(&mut self, addr: &A) -> Option<u8> {
+    fn bump(&mut self, addr: &A, _hash: u64) -> Option<u8> {
         let n = self.map.get_mut(addr)?;
         *n = n.saturating_add(1);
         Some(*n)
@@ -237,7 +275,7 @@ impl<A: Ord> Counts<A> {
         self.map.is_empty()
     }
 
-    fn remove(&mut self, addr: &A) -> bool {
+    fn remove(&mut self, addr: &A, _hash: u64) -> bool {
         self.map.remove(addr).is_some()
     }
 

@@ -281,6 +281,7 @@ where
     ) -> Self {
         let max_indirect_probes = config.num_indirect_probes.get();
         let max_bytes = config.max_packet_size.get();
+        let members = Members::new(Vec::new());
         Self {
             identity,
             config,
@@ -288,13 +289,13 @@ where
             codec,
             incarnation: Incarnation::default(),
             timer_token: TimerToken::default(),
-            members: Members::new(Vec::new()),
+            echoes: echo::Echoes::with_hasher(members.hasher()),
+            members,
             probe: Probe::new(Vec::with_capacity(max_indirect_probes)),
             updates_buf: Vec::new(),
             warm_hashes: Vec::new(),
             choice_buf: Vec::new(),
             probe_soon: alloc::collections::VecDeque::new(),
-            echoes: echo::Echoes::new(),
             applying_gossip: false,
             connection_state: ConnectionState::Disconnected,
             updates: Broadcasts::new(),
@@ -475,7 +476,7 @@ where
             if let Some(&h) = hashes.get(i + WARM_ROW_AHEAD) {
                 self.members.warm_row(h);
             }
-            self.apply_one(update, do_broadcast, &mut runtime)?;
+            self.apply_one(update, hashes[i], do_broadcast, &mut runtime)?;
         }
         // A whole membership's hashes (an exchange) are not kept: every
         // member holds this buffer, of every member in a large pool.
@@ -485,9 +486,11 @@ where
         Ok(())
     }
 
+    /// Applies one update whose address hashes to `hash` (`hash_of`).
     fn apply_one(
         &mut self,
         update: Member<T>,
+        hash: u64,
         do_broadcast: bool,
         mut runtime: impl Runtime<T>,
     ) -> Result<()> {
@@ -522,13 +525,15 @@ where
                     "update about identity with same prefix as ours, declaring it down"
                 );
             }
-            self.apply_update(
+            // The same address as the update's: the same hash.
+            self.apply_update_hashed(
                 Member::down(update.into_identity()),
+                hash,
                 do_broadcast,
                 &mut runtime,
             )?;
         } else {
-            self.apply_update(update, do_broadcast, &mut runtime)?;
+            self.apply_update_hashed(update, hash, do_broadcast, &mut runtime)?;
         }
         Ok(())
     }
@@ -806,7 +811,8 @@ where
                         // sends TurnUndead; a refuted suspicion must not renew a
                         // healthy member's identity.
                         let declared_down = summary.apply_successful;
-                        self.handle_apply_summary(summary, as_down, true, &mut runtime)?;
+                        let hash = self.members.hash_of(&as_down.id().addr());
+                        self.handle_apply_summary(summary, as_down, hash, true, &mut runtime)?;
                         // Member went down we might need to adjust our internal state
                         self.adjust_connection_state(&mut runtime);
 
@@ -1342,7 +1348,8 @@ where
             {
                 let is_active_now = summary.is_active_now;
                 let apply_successful = summary.apply_successful;
-                self.handle_apply_summary(summary, as_suspect.clone(), true, &mut runtime)?;
+                let hash = self.members.hash_of(&as_suspect.id().addr());
+                self.handle_apply_summary(summary, as_suspect.clone(), hash, true, &mut runtime)?;
                 // jujud patch (PATCHED.md, 2): already suspect (its own timer
                 // may be gone): tell it again, so that it can refute before
                 // the new timer fires.
@@ -1442,23 +1449,39 @@ where
         do_broadcast: bool,
         runtime: impl Runtime<T>,
     ) -> Result<bool> {
+        let hash = self.members.hash_of(&update.id().addr());
+        self.apply_update_hashed(update, hash, do_broadcast, runtime)
+    }
+
+    /// jujud patch (PATCHED.md, 20): `apply_update` with the hash of the
+    /// update's address given (`Members::hash_of`), so that a batch's
+    /// updates, hashed once for their hints, are not hashed again.
+    fn apply_update_hashed(
+        &mut self,
+        update: Member<T>,
+        hash: u64,
+        do_broadcast: bool,
+        runtime: impl Runtime<T>,
+    ) -> Result<bool> {
         debug_assert_ne!(&self.identity, update.id());
-        let summary = self.members.apply(update.clone(), &mut self.rng);
+        let summary = self.members.apply_hashed(update.clone(), hash, &mut self.rng);
 
         let update_is_active = match summary.conflict {
             member::ConflictResult::Lost | member::ConflictResult::FailedCondition => false,
             _ => summary.is_active_now,
         };
 
-        self.handle_apply_summary(summary, update, do_broadcast, runtime)?;
+        self.handle_apply_summary(summary, update, hash, do_broadcast, runtime)?;
 
         Ok(update_is_active)
     }
 
+    /// `hash` is the hash of `update`'s address (`Members::hash_of`).
     fn handle_apply_summary(
         &mut self,
         summary: ApplySummary<T>,
         update: Member<T>,
+        hash: u64,
         do_broadcast: bool,
         mut runtime: impl Runtime<T>,
     ) -> Result<()> {
@@ -1468,15 +1491,15 @@ where
         let is_join = update.state() == State::Alive && update.incarnation() == 0;
         if summary.apply_successful {
             if do_broadcast && is_join {
-                self.echoes.track(id.addr());
+                self.echoes.track_at(id.addr(), hash);
             } else {
-                self.echoes.forget(&id.addr());
+                self.echoes.forget_at(&id.addr(), hash);
             }
         } else if is_join
             && self.applying_gossip
             && summary.conflict == member::ConflictResult::NoConflict
         {
-            self.echoes.heard(id.addr());
+            self.echoes.heard_at(id.addr(), hash);
         }
 
         if summary.apply_successful {

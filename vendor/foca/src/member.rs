@@ -149,6 +149,13 @@ impl<T> Member<T> {
 // Without `std`, the B-tree of patch 6. Both keep the first position of a
 // duplicated address (tests only), as the walk they replace found the
 // first.
+/// jujud patch (PATCHED.md, 20): the hasher of member addresses, shared by
+/// the members' index and the echo counts (`echo.rs`); none without `std`.
+#[cfg(feature = "std")]
+pub(crate) type AddrHasher = std::hash::RandomState;
+#[cfg(not(feature = "std"))]
+pub(crate) type AddrHasher = ();
+
 #[cfg(feature = "std")]
 struct Index<A> {
     /// Open addressing with linear probing; empty, or at least
@@ -230,6 +237,10 @@ impl<A: core::hash::Hash + PartialEq> Index<A> {
         self.state.hash_one(addr)
     }
 
+    fn hasher(&self) -> AddrHasher {
+        self.state.clone()
+    }
+
     /// Slots a hint looks at before giving up: at most two lines of the
     /// table; 98.5 % of lookups start within them after a third of the
     /// members left (`the_row_hint_names_the_member_the_lookup_finds`).
@@ -306,11 +317,14 @@ impl<A: core::hash::Hash + PartialEq> Index<A> {
         slot.pos().is_some_and(|p| inner[p].id.addr() == *addr)
     }
 
-    fn get<T: crate::Identity<Addr = A>>(&self, inner: &[Member<T>], addr: &A) -> Option<usize> {
+    /// The position of the member at `addr`, whose hash is `hash`
+    /// (jujud patch 20: the caller's, computed once an update).
+    fn get<T: crate::Identity<Addr = A>>(&self, inner: &[Member<T>], addr: &A, hash: u64) -> Option<usize> {
+        debug_assert_eq!(hash, self.hash(addr), "a hash from another hasher");
         if self.slots.is_empty() {
             return None;
         }
-        let i = self.probe(self.hash(addr), |s| Self::holds(inner, addr, s)).ok()?;
+        let i = self.probe(hash, |s| Self::holds(inner, addr, s)).ok()?;
         self.slots[i].pos()
     }
 
@@ -332,12 +346,14 @@ impl<A: core::hash::Hash + PartialEq> Index<A> {
         }
     }
 
-    /// Adds the member at `pos` (whose address must not be indexed yet).
-    fn insert<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>], pos: usize) {
+    /// Adds the member at `pos` (whose address must not be indexed yet),
+    /// the hash of whose address is `hash`.
+    fn insert<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>], pos: usize, hash: u64) {
+        debug_assert_eq!(hash, self.hash(&inner[pos].id.addr()), "a hash from another hasher");
         if (self.live + self.removed + 1) * 5 > self.slots.len() * 4 {
             self.resize(inner, self.live + 1);
         }
-        self.place(self.hash(&inner[pos].id.addr()), pos);
+        self.place(hash, pos);
     }
 
     /// A table for `want` entries, holding the positions held now.
@@ -414,17 +430,19 @@ impl<A: Ord> Index<A> {
         0
     }
 
+    fn hasher(&self) -> AddrHasher {}
+
     fn warm_slot(&self, _hash: u64) {}
 
     fn likely_pos(&self, _hash: u64) -> Option<usize> {
         None
     }
 
-    fn get<T: crate::Identity<Addr = A>>(&self, _inner: &[Member<T>], addr: &A) -> Option<usize> {
+    fn get<T: crate::Identity<Addr = A>>(&self, _inner: &[Member<T>], addr: &A, _hash: u64) -> Option<usize> {
         self.map.get(addr).copied()
     }
 
-    fn insert<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>], pos: usize) {
+    fn insert<T: crate::Identity<Addr = A>>(&mut self, inner: &[Member<T>], pos: usize, _hash: u64) {
         self.map.insert(inner[pos].id.addr(), pos);
     }
 
@@ -529,6 +547,11 @@ where
         self.index.rebuild(&self.inner);
     }
 
+    /// jujud patch (PATCHED.md, 20): the hasher of `hash_of`.
+    pub(crate) fn hasher(&self) -> AddrHasher {
+        self.index.hasher()
+    }
+
     /// jujud patch (PATCHED.md, 17): the index's hash of `addr`, for
     /// [`Members::warm_slot`] and [`Members::warm_row`].
     pub(crate) fn hash_of(&self, addr: &T::Addr) -> u64 {
@@ -553,7 +576,12 @@ where
 
     // jujud patch 6: the position of the member at `addr`.
     fn position_of(&self, addr: &T::Addr) -> Option<usize> {
-        let pos = self.index.get(&self.inner, addr)?;
+        self.position_of_hashed(addr, self.index.hash(addr))
+    }
+
+    // jujud patch 20: `position_of` with the hash of `addr` given.
+    fn position_of_hashed(&self, addr: &T::Addr, hash: u64) -> Option<usize> {
+        let pos = self.index.get(&self.inner, addr, hash)?;
         debug_assert!(self.inner.get(pos).is_some_and(|m| &m.id.addr() == addr));
         Some(pos)
     }
@@ -706,10 +734,22 @@ where
 
     pub(crate) fn apply_existing_if<F: Fn(&Member<T>) -> bool>(
         &mut self,
-        mut update: Member<T>,
+        update: Member<T>,
         condition: F,
     ) -> Option<ApplySummary<T>> {
-        let position = self.position_of(&update.id().addr());
+        let hash = self.index.hash(&update.id().addr());
+        self.apply_existing_hashed(update, hash, condition)
+    }
+
+    /// jujud patch (PATCHED.md, 20): `apply_existing_if` with the hash of
+    /// the update's address given (`hash_of`).
+    fn apply_existing_hashed<F: Fn(&Member<T>) -> bool>(
+        &mut self,
+        mut update: Member<T>,
+        hash: u64,
+        condition: F,
+    ) -> Option<ApplySummary<T>> {
+        let position = self.position_of_hashed(&update.id().addr(), hash);
         if let Some(known_member) = position.map(|pos| &mut self.inner[pos]) {
             let id_conflict = known_member.id != update.id;
 
@@ -779,8 +819,18 @@ where
         }
     }
 
-    pub(crate) fn apply(&mut self, update: Member<T>, mut rng: impl RngExt) -> ApplySummary<T> {
-        self.apply_existing_if(update.clone(), |_member| true)
+    /// `apply_hashed`, hashing the update's address (the tests' form).
+    #[cfg(test)]
+    pub(crate) fn apply(&mut self, update: Member<T>, rng: impl RngExt) -> ApplySummary<T> {
+        let hash = self.index.hash(&update.id().addr());
+        self.apply_hashed(update, hash, rng)
+    }
+
+    /// jujud patch (PATCHED.md, 20): `apply` with the hash of the update's
+    /// address given (`hash_of`): an update is hashed once on its way in,
+    /// not again by each lookup it makes.
+    pub(crate) fn apply_hashed(&mut self, update: Member<T>, hash: u64, mut rng: impl RngExt) -> ApplySummary<T> {
+        self.apply_existing_hashed(update.clone(), hash, |_member| true)
             .unwrap_or_else(|| {
                 // Unknown member, we'll register it
                 let is_active_now = update.is_active();
@@ -807,7 +857,7 @@ where
                     let moved = self.inner[inserted_at].id.addr();
                     self.index.moved(&moved, swap_idx, inserted_at);
                 }
-                self.index.insert(&self.inner, swap_idx);
+                self.index.insert(&self.inner, swap_idx, hash);
 
                 if is_active_now {
                     self.num_active = self.num_active.saturating_add(1);
@@ -1039,7 +1089,7 @@ mod tests {
             for (pos, member) in m.inner.iter().enumerate() {
                 assert_eq!(Some(pos), m.position_of(&member.id.0), "{:?}", member.id);
             }
-            assert_eq!(m.index.get(&m.inner, &"zz"), None);
+            assert_eq!(m.index.get(&m.inner, &"zz", m.index.hash(&"zz")), None);
         };
         for name in NAMES {
             let _ = members.apply(Member::alive(Id(name)), &mut rng);
