@@ -257,10 +257,10 @@ where
 
     /// Writes up to `max_items` items into `buffer`, highest rank first
     /// (within a rank, newest first), each item at most once; an item
-    /// sent its last time leaves the
-    /// backlog. jujud patch (PATCHED.md, 5): stops after
-    /// MAX_SKIPPED_IN_A_ROW items in a row that do not fit, instead of
-    /// taking the whole backlog every time the buffer is nearly full.
+    /// sent its last time leaves the backlog. jujud patch (PATCHED.md, 5):
+    /// stops after MAX_SKIPPED_IN_A_ROW items in a row that do not fit,
+    /// instead of taking the whole backlog every time the buffer is
+    /// nearly full.
     fn take(
         &mut self,
         mut buffer: impl BufMut,
